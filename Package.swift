@@ -1,0 +1,83 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+// The target graph enforces the architecture (docs/architecture.md):
+// only ChatStore/ChatWorkers touch SQLite, the frontend cannot; the supervisor
+// has no domain code; the inter-process protocol lives only in ChatWire.
+let package = Package(
+    name: "chatd",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "chatd", targets: ["chatd"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: [.defaults, "YAML"]),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.7.1"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CZeroMQ",
+            pkgConfig: "libzmq",
+            providers: [.apt(["libzmq3-dev"])]
+        ),
+        .target(name: "ZeroMQ", dependencies: ["CZeroMQ"]),
+        .target(name: "ChatWire"),
+        .target(name: "ChatCore"),
+        .target(
+            name: "ChatConfig",
+            dependencies: [.product(name: "Configuration", package: "swift-configuration")]
+        ),
+        .target(
+            name: "ChatBus",
+            dependencies: [
+                "ZeroMQ", "ChatWire",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "ChatStore",
+            dependencies: ["ChatCore", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        .target(
+            name: "ChatWorkers",
+            dependencies: ["ChatBus", "ChatStore", "ChatCore", "ChatConfig", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "ChatFrontend",
+            dependencies: [
+                "ChatBus", "ChatCore", "ChatConfig",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ]
+        ),
+        .target(
+            name: "ChatSupervisor",
+            dependencies: ["ChatConfig", "ZeroMQ", "ChatWire", .product(name: "Logging", package: "swift-log")]
+        ),
+        .executableTarget(
+            name: "chatd",
+            dependencies: [
+                "ChatSupervisor", "ChatFrontend", "ChatWorkers", "ChatConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
+        .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "ChatCore"]),
+        .testTarget(name: "ChatStoreTests", dependencies: ["ChatStore", "ChatCore"]),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: [
+                "ChatCore",
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,143 @@
+/// The client-facing JSON of users, rooms and messages: the one place these
+/// shapes are written, for REST and WebSocket alike (seed `chat-api.md`).
+public enum ClientJSON {
+    public static func write(_ user: User, to w: inout JSONWriter) {
+        w.beginObject()
+        w.field("id", user.id)
+        w.field("email", user.email)
+        w.field("display_name", user.displayName)
+        w.field("profile_picture", user.profilePicture)
+        w.field("clerk_profile_image_url", user.clerkProfileImageURL)
+        w.endObject()
+    }
+
+    public static func write(_ user: User?, to w: inout JSONWriter) {
+        if let user { write(user, to: &w) } else { w.null() }
+    }
+
+    public static func write(_ message: Message, to w: inout JSONWriter) {
+        w.beginObject()
+        w.field("id", message.id)
+        w.field("room", message.roomID)
+        w.key("sender"); write(message.sender, to: &w)
+        w.field("content", message.content)
+        w.field("message_type", message.messageType.rawValue)
+        w.field("file_attachment", message.fileAttachment)
+        w.field("file_name", message.fileName)
+        w.field("file_size", message.fileSize)
+        w.field("timestamp", message.timestamp)
+        w.field("edited_at", message.editedAt)
+        w.field("is_deleted", message.isDeleted)
+        w.field("reply_to", message.replyTo)
+        w.key("reactions")
+        w.beginObject()
+        for (emoji, users) in message.reactions {
+            w.key(emoji)
+            w.beginArray()
+            for user in users { w.string(user) }
+            w.endArray()
+        }
+        w.endObject()
+        w.key("read_by")
+        w.beginArray()
+        for user in message.readBy { write(user, to: &w) }
+        w.endArray()
+        w.field("is_edited", message.editedAt != nil)
+        w.field("client_msg_id", message.clientMsgID)
+        w.endObject()
+    }
+
+    public static func write(_ room: Room, to w: inout JSONWriter) {
+        w.beginObject()
+        w.field("id", room.id)
+        w.field("name", room.name)
+        w.field("room_type", room.roomType.rawValue)
+        w.key("participants")
+        w.beginArray()
+        for user in room.participants { write(user, to: &w) }
+        w.endArray()
+        w.key("created_by"); write(room.createdBy, to: &w)
+        w.field("created_at", room.createdAt)
+        w.field("updated_at", room.updatedAt)
+        w.field("is_active", room.isActive)
+        w.key("last_message")
+        if let last = room.lastMessage {
+            w.beginObject()
+            w.field("id", last.id)
+            w.field("content", last.content)
+            w.key("sender"); write(last.sender, to: &w)
+            w.field("timestamp", last.timestamp)
+            w.endObject()
+        } else {
+            w.null()
+        }
+        w.field("unread_count", room.unreadCount)
+        w.key("other_user"); write(room.otherUser, to: &w)
+        w.endObject()
+    }
+
+    public static func encode(_ message: Message) -> [UInt8] {
+        var w = JSONWriter()
+        write(message, to: &w)
+        return w.bytes
+    }
+
+    public static func encode(_ room: Room) -> [UInt8] {
+        var w = JSONWriter()
+        write(room, to: &w)
+        return w.bytes
+    }
+
+    /// The WebSocket `message` event around an already-encoded message object.
+    public static func messageEvent(_ messageJSON: [UInt8]) -> [UInt8] {
+        Array(#"{"type":"message","message":"#.utf8) + messageJSON + [UInt8(ascii: "}")]
+    }
+
+    /// `{"type":"error","error":...}` for one connection.
+    public static func errorEvent(_ text: String) -> [UInt8] {
+        var w = JSONWriter(capacity: 64)
+        w.beginObject()
+        w.field("type", "error")
+        w.field("error", text)
+        w.endObject()
+        return w.bytes
+    }
+
+    /// `{"detail": ...}`, DRF's error body.
+    public static func detail(_ text: String) -> [UInt8] {
+        var w = JSONWriter(capacity: 64)
+        w.beginObject()
+        w.field("detail", text)
+        w.endObject()
+        return w.bytes
+    }
+
+    /// DRF field errors: `{"field": ["message"]}`.
+    public static func fieldErrors(_ errors: [(field: String, message: String)]) -> [UInt8] {
+        var w = JSONWriter(capacity: 64)
+        w.beginObject()
+        for (field, message) in errors {
+            w.key(field)
+            w.beginArray()
+            w.string(message)
+            w.endArray()
+        }
+        w.endObject()
+        return w.bytes
+    }
+
+    /// A DRF page: `{"count", "next", "previous", "results"}` around encoded items.
+    public static func page(count: Int64, next: String?, previous: String?, results: [[UInt8]]) -> [UInt8] {
+        var w = JSONWriter(capacity: 256 + results.reduce(0) { $0 + $1.count + 1 })
+        w.beginObject()
+        w.field("count", count)
+        w.field("next", next)
+        w.field("previous", previous)
+        w.key("results")
+        w.beginArray()
+        for item in results { w.raw(item) }
+        w.endArray()
+        w.endObject()
+        return w.bytes
+    }
+}

@@ -1,0 +1,154 @@
+/// Bodies of the bus commands, validated by the frontend (shape) and the
+/// worker (domain). Codable because they are small and off the hot fan-out path.
+public enum Requests {
+    /// A page of a list: DRF page-number pagination, plus what is needed to
+    /// build absolute `next`/`previous` links.
+    public struct Page: Codable, Sendable, Equatable {
+        public var page: Int
+        public var pageSize: Int
+        /// Absolute URL of the list without its query (`http://host/api/chat/rooms/`).
+        public var url: String
+        /// The request's query items other than `page`, kept in the links.
+        public var query: [[String]]
+
+        public init(page: Int, pageSize: Int, url: String, query: [[String]]) {
+            self.page = page
+            self.pageSize = pageSize
+            self.url = url
+            self.query = query
+        }
+    }
+
+    public struct RoomList: Codable, Sendable {
+        public var page: Page
+        public var roomType: String?
+        public var discover: Bool
+
+        public init(page: Page, roomType: String?, discover: Bool) {
+            self.page = page
+            self.roomType = roomType
+            self.discover = discover
+        }
+    }
+
+    public struct RoomCreate: Codable, Sendable {
+        public var id: String
+        public var name: String?
+        public var roomType: String
+        public var participantIDs: [String]
+
+        public init(id: String, name: String?, roomType: String, participantIDs: [String]) {
+            self.id = id
+            self.name = name
+            self.roomType = roomType
+            self.participantIDs = participantIDs
+        }
+    }
+
+    /// `room.get` and `room.enter`.
+    public struct RoomRef: Codable, Sendable {
+        public var roomID: String
+        public init(roomID: String) { self.roomID = roomID }
+    }
+
+    public struct MessageList: Codable, Sendable {
+        public var roomID: String
+        public var page: Page
+        public var before: String?
+        public var after: String?
+
+        public init(roomID: String, page: Page, before: String?, after: String?) {
+            self.roomID = roomID
+            self.page = page
+            self.before = before
+            self.after = after
+        }
+    }
+
+    public struct MessageCreate: Codable, Sendable {
+        /// Assigned by the frontend (UUIDv7), so a resent command stores once.
+        public var id: String
+        public var roomID: String
+        public var content: String
+        public var messageType: String
+        public var replyTo: String?
+        public var clientMsgID: String?
+
+        public init(id: String, roomID: String, content: String, messageType: String, replyTo: String?, clientMsgID: String?) {
+            self.id = id
+            self.roomID = roomID
+            self.content = content
+            self.messageType = messageType
+            self.replyTo = replyTo
+            self.clientMsgID = clientMsgID
+        }
+    }
+}
+
+/// Rules on client input shared by REST and WebSocket (api-contract.md).
+public enum Validation {
+    public static let maxClientMsgIDLength = 64
+
+    /// Why a message's fields are refused, as DRF field errors; nil when valid.
+    /// `content` length counts Unicode code points, as Python's `len` does.
+    public static func messageErrors(content: String, messageType: String, clientMsgID: String?, maxChars: Int) -> [(field: String, message: String)]? {
+        var errors: [(field: String, message: String)] = []
+        if MessageType(rawValue: messageType) == nil {
+            errors.append(("message_type", "\"\(messageType)\" is not a valid choice."))
+        }
+        let length = content.unicodeScalars.count
+        if length > maxChars {
+            errors.append(("content", "Ensure this field has no more than \(maxChars) characters."))
+        } else if messageType == "text" && content.allSatisfy(\.isWhitespace) {
+            errors.append(("content", "Message content cannot be empty."))
+        }
+        if let clientMsgID, clientMsgID.count > maxClientMsgIDLength {
+            errors.append(("client_msg_id", "Ensure this field has no more than \(maxClientMsgIDLength) characters."))
+        }
+        return errors.isEmpty ? nil : errors
+    }
+}
+
+/// DRF `PageNumberPagination` links: absolute, keeping every other query item,
+/// with items sorted by name as DRF's `replace_query_param` writes them.
+public enum Pagination {
+    public static func link(_ page: Requests.Page, to number: Int) -> String {
+        var items = page.query.filter { $0.count == 2 && $0[0] != "page" }
+        if number > 1 { items.append(["page", String(number)]) }
+        items.sort { $0[0] < $1[0] }
+        guard !items.isEmpty else { return page.url }
+        return page.url + "?" + items.map { percentEncode($0[0]) + "=" + percentEncode($0[1]) }.joined(separator: "&")
+    }
+
+    /// `(next, previous)` for a page of `count` items in all.
+    public static func links(_ page: Requests.Page, count: Int64) -> (next: String?, previous: String?) {
+        let next = Int64(page.page * page.pageSize) < count ? link(page, to: page.page + 1) : nil
+        let previous = page.page > 1 ? link(page, to: page.page - 1) : nil
+        return (next, previous)
+    }
+
+    /// Whether `page` exists for `count` items (page 1 always does, as in DRF).
+    public static func isValid(_ page: Requests.Page, count: Int64) -> Bool {
+        page.page >= 1 && (page.page == 1 || Int64((page.page - 1) * page.pageSize) < count)
+    }
+
+    static func percentEncode(_ text: String) -> String {
+        var out = ""
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            default:
+                out += "%" + String(byte, radix: 16, uppercase: true).leftPad(2)
+            }
+        }
+        return out
+    }
+}
+
+extension String {
+    fileprivate func leftPad(_ width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}

@@ -1,0 +1,116 @@
+import ChatCore
+import Foundation
+import GRDB
+
+/// The main database: users, rooms, participants, messages, read status, typing
+/// state and chat sessions. Opens (and migrates) in `init`, like GRDB's
+/// `AppDatabase`. Every process that stores opens its own pool on the same file;
+/// SQLite serialises the writers, WAL lets readers run beside them.
+public final class ChatDatabase: Sendable {
+    public let pool: DatabasePool
+
+    public init(path: String) throws {
+        var config = Configuration()
+        // Several store workers share one file and SQLite has one writer: wait
+        // for the lock rather than fail. 10 s is far above any batch we commit.
+        config.busyMode = .timeout(10)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            try db.execute(sql: "PRAGMA foreign_keys = ON")
+        }
+        pool = try DatabasePool(path: path, configuration: config)
+        try Self.migrator.migrate(pool)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE users (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    sub TEXT NOT NULL UNIQUE,
+                    email TEXT NOT NULL DEFAULT '',
+                    display_name TEXT NOT NULL DEFAULT '',
+                    profile_picture TEXT,
+                    clerk_profile_image_url TEXT,
+                    created_at INTEGER NOT NULL
+                );
+                CREATE TABLE rooms (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    name TEXT,
+                    room_type TEXT NOT NULL DEFAULT 'group'
+                        CHECK (room_type IN ('direct', 'group', 'project', 'public')),
+                    created_by TEXT REFERENCES users(id) ON DELETE SET NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    is_active INTEGER NOT NULL DEFAULT 1,
+                    direct_user1 TEXT REFERENCES users(id) ON DELETE CASCADE,
+                    direct_user2 TEXT REFERENCES users(id) ON DELETE CASCADE,
+                    -- the seq of the room's newest message; the next one gets last_seq + 1
+                    last_seq INTEGER NOT NULL DEFAULT 0
+                );
+                CREATE INDEX rooms_type_active ON rooms(room_type, is_active);
+                CREATE INDEX rooms_updated ON rooms(updated_at DESC);
+                CREATE UNIQUE INDEX rooms_direct_pair ON rooms(direct_user1, direct_user2)
+                    WHERE room_type = 'direct';
+                CREATE TABLE room_participants (
+                    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+                    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                    joined_at INTEGER NOT NULL,
+                    PRIMARY KEY (room_id, user_id)
+                ) WITHOUT ROWID;
+                CREATE INDEX participants_user ON room_participants(user_id, room_id);
+                CREATE TABLE messages (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+                    seq INTEGER NOT NULL,
+                    sender_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                    content TEXT NOT NULL DEFAULT '',
+                    message_type TEXT NOT NULL DEFAULT 'text',
+                    file_attachment TEXT,
+                    file_name TEXT,
+                    file_size INTEGER,
+                    timestamp INTEGER NOT NULL,
+                    edited_at INTEGER,
+                    -- strictly increases on every change (api-contract.md)
+                    updated_at INTEGER NOT NULL,
+                    is_deleted INTEGER NOT NULL DEFAULT 0,
+                    reply_to TEXT REFERENCES messages(id) ON DELETE SET NULL,
+                    -- [[emoji, [user ids]], ...] in first-reaction order
+                    reactions TEXT NOT NULL DEFAULT '[]',
+                    client_msg_id TEXT
+                );
+                CREATE UNIQUE INDEX messages_room_seq ON messages(room_id, seq);
+                CREATE INDEX messages_sender ON messages(sender_id, timestamp);
+                CREATE UNIQUE INDEX messages_client_msg_id ON messages(room_id, sender_id, client_msg_id)
+                    WHERE client_msg_id IS NOT NULL;
+                CREATE TABLE message_read_status (
+                    message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+                    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                    read_at INTEGER NOT NULL,
+                    PRIMARY KEY (message_id, user_id)
+                ) WITHOUT ROWID;
+                CREATE INDEX read_status_user ON message_read_status(user_id, message_id);
+                CREATE TABLE typing_indicators (
+                    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+                    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                    is_typing INTEGER NOT NULL DEFAULT 0,
+                    last_seen INTEGER NOT NULL,
+                    PRIMARY KEY (room_id, user_id)
+                ) WITHOUT ROWID;
+                CREATE TABLE chat_sessions (
+                    session_id TEXT PRIMARY KEY NOT NULL,
+                    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                    session_type TEXT NOT NULL DEFAULT 'web',
+                    is_active INTEGER NOT NULL DEFAULT 1,
+                    last_ping INTEGER NOT NULL,
+                    connected_at INTEGER NOT NULL,
+                    user_agent TEXT NOT NULL DEFAULT '',
+                    ip_address TEXT
+                );
+                CREATE INDEX sessions_user_active ON chat_sessions(user_id, is_active);
+                """)
+        }
+        return migrator
+    }
+}

@@ -1,0 +1,344 @@
+import ChatCore
+import Foundation
+import GRDB
+
+/// Domain operations on the main database. Every function takes a `Database`
+/// so a worker can run many commands in one short transaction. List queries
+/// issue a fixed number of statements whatever the page size (no N+1).
+public enum Store {
+    // MARK: Users
+
+    /// Creates or refreshes the user a verified token describes.
+    public static func upsert(_ identity: Identity, in db: Database) throws {
+        let user = identity.user
+        try db.cachedStatement(sql: """
+            INSERT INTO users (id, sub, email, display_name, clerk_profile_image_url, created_at)
+            VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET
+                email = excluded.email, display_name = excluded.display_name,
+                clerk_profile_image_url = excluded.clerk_profile_image_url
+            WHERE email IS NOT excluded.email OR display_name IS NOT excluded.display_name
+                OR clerk_profile_image_url IS NOT excluded.clerk_profile_image_url
+            """).execute(arguments: [user.id, identity.sub, user.email, user.displayName, user.clerkProfileImageURL, Timestamp.now().micros])
+    }
+
+    static let userColumns = "u.id, u.email, u.display_name, u.profile_picture, u.clerk_profile_image_url"
+
+    static func user(_ row: Row, at offset: Int = 0) -> User {
+        User(id: row[offset], email: row[offset + 1], displayName: row[offset + 2], profilePicture: row[offset + 3], clerkProfileImageURL: row[offset + 4])
+    }
+
+    static func users(_ ids: some Collection<String>, in db: Database) throws -> [String: User] {
+        guard !ids.isEmpty else { return [:] }
+        let rows = try Row.fetchAll(db, sql: "SELECT \(userColumns) FROM users u WHERE u.id IN (\(placeholders(ids.count)))", arguments: StatementArguments(Array(ids)))
+        return Dictionary(rows.map { (($0[0] as String), user($0)) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    static func placeholders(_ count: Int) -> String {
+        Array(repeating: "?", count: count).joined(separator: ",")
+    }
+
+    // MARK: Rooms
+
+    struct RoomRow {
+        var id: String
+        var name: String?
+        var roomType: RoomType
+        var createdBy: String?
+        var createdAt: Int64
+        var updatedAt: Int64
+        var isActive: Bool
+        var directUser1: String?
+        var directUser2: String?
+    }
+
+    static let roomColumns = "r.id, r.name, r.room_type, r.created_by, r.created_at, r.updated_at, r.is_active, r.direct_user1, r.direct_user2"
+
+    static func roomRow(_ row: Row) -> RoomRow {
+        RoomRow(
+            id: row[0], name: row[1], roomType: RoomType(rawValue: row[2]) ?? .group, createdBy: row[3],
+            createdAt: row[4], updatedAt: row[5], isActive: row[6], directUser1: row[7], directUser2: row[8]
+        )
+    }
+
+    /// Whether a room exists, and whether the user may use it.
+    public enum Access: Equatable, Sendable {
+        case missing
+        case participant(RoomType)
+        /// Not a participant, but the room is public (may read and join).
+        case publicRoom
+        case denied
+    }
+
+    public static func access(room roomID: String, user userID: String, in db: Database) throws -> Access {
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: """
+            SELECT r.room_type, r.is_active,
+                   EXISTS (SELECT 1 FROM room_participants p WHERE p.room_id = r.id AND p.user_id = ?)
+            FROM rooms r WHERE r.id = ?
+            """), arguments: [userID, roomID]) else { return .missing }
+        let type = RoomType(rawValue: row[0]) ?? .group
+        let active: Bool = row[1]
+        let member: Bool = row[2]
+        if !active { return .missing }
+        if member { return .participant(type) }
+        return type == .public ? .publicRoom : .denied
+    }
+
+    /// Checks a user may read a room; 404 for none, 403 for no access.
+    public static func requireReadable(room roomID: String, user userID: String, in db: Database) throws {
+        switch try access(room: roomID, user: userID, in: db) {
+        case .missing: throw StoreError.notFound()
+        case .denied: throw StoreError.forbidden()
+        case .participant, .publicRoom: return
+        }
+    }
+
+    /// The WebSocket handshake's check: participants enter; public rooms are joined on entry.
+    public static func enter(room roomID: String, user userID: String, in db: Database) throws {
+        switch try access(room: roomID, user: userID, in: db) {
+        case .missing: throw StoreError.notFound()
+        case .denied: throw StoreError.forbidden()
+        case .participant: return
+        case .publicRoom: try addParticipants(room: roomID, users: [userID], in: db)
+        }
+    }
+
+    static func addParticipants(room roomID: String, users: [String], in db: Database) throws {
+        let now = Timestamp.now().micros
+        let statement = try db.cachedStatement(sql: "INSERT OR IGNORE INTO room_participants (room_id, user_id, joined_at) VALUES (?, ?, ?)")
+        for user in users { try statement.execute(arguments: [roomID, user, now]) }
+    }
+
+    /// Creates a group, project or public room; the creator is a participant.
+    public static func createRoom(_ request: Requests.RoomCreate, creator: String, in db: Database) throws -> Room {
+        var errors: [(field: String, message: String)] = []
+        let type = RoomType(rawValue: request.roomType)
+        if type == nil || type == .direct {
+            errors.append(("room_type", "\"\(request.roomType)\" is not a valid choice."))
+        }
+        var seen = Set<String>()
+        let ids = request.participantIDs.filter { seen.insert($0).inserted }
+        let known = try users(ids, in: db)
+        let missing = ids.filter { known[$0] == nil }.sorted()
+        for id in missing { errors.append(("participant_ids", "User \(id) does not exist.")) }
+        if !errors.isEmpty {
+            // DRF lists every missing id under one key.
+            var merged: [(field: String, message: String)] = []
+            for (field, message) in errors where !merged.contains(where: { $0.field == field }) { merged.append((field, message)) }
+            throw StoreError.badRequest(merged)
+        }
+        if try Row.fetchOne(db, sql: "SELECT 1 FROM rooms WHERE id = ?", arguments: [request.id]) == nil {
+            let now = Timestamp.now().micros
+            try db.execute(
+                sql: "INSERT INTO rooms (id, name, room_type, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [request.id, request.name, request.roomType, creator, now, now]
+            )
+            try addParticipants(room: request.id, users: [creator] + ids, in: db)
+        }
+        guard let room = try rooms(ids: [request.id], viewer: creator, in: db).first else { throw StoreError.notFound() }
+        return room
+    }
+
+    /// One room as the viewer sees it, after the access check.
+    public static func room(_ roomID: String, viewer: String, in db: Database) throws -> Room {
+        try requireReadable(room: roomID, user: viewer, in: db)
+        guard let room = try rooms(ids: [roomID], viewer: viewer, in: db).first else { throw StoreError.notFound() }
+        return room
+    }
+
+    /// A page of the viewer's active rooms, newest activity first.
+    public static func roomPage(_ request: Requests.RoomList, viewer: String, in db: Database) throws -> (count: Int64, rooms: [Room]) {
+        var filter = "r.is_active = 1"
+        var arguments: StatementArguments = []
+        if request.discover {
+            filter += " AND r.room_type = 'public' AND NOT EXISTS (SELECT 1 FROM room_participants p WHERE p.room_id = r.id AND p.user_id = ?)"
+            arguments += [viewer]
+        } else {
+            filter += " AND r.id IN (SELECT room_id FROM room_participants WHERE user_id = ?)"
+            arguments += [viewer]
+            if let type = request.roomType {
+                filter += " AND r.room_type = ?"
+                arguments += [type]
+            }
+        }
+        let count = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM rooms r WHERE \(filter)", arguments: arguments) ?? 0
+        guard Pagination.isValid(request.page, count: count) else { throw StoreError.invalidPage }
+        let ids = try String.fetchAll(
+            db,
+            sql: "SELECT r.id FROM rooms r WHERE \(filter) ORDER BY r.updated_at DESC, r.id LIMIT ? OFFSET ?",
+            arguments: arguments + [request.page.pageSize, (request.page.page - 1) * request.page.pageSize]
+        )
+        return (count, try rooms(ids: ids, viewer: viewer, in: db))
+    }
+
+    /// Rooms by id, in the given order, with participants, last message,
+    /// unread count and other user: five statements for any number of rooms.
+    static func rooms(ids: [String], viewer: String, in db: Database) throws -> [Room] {
+        guard !ids.isEmpty else { return [] }
+        let inList = placeholders(ids.count)
+        let idArgs = StatementArguments(ids)
+        let rows = try Row.fetchAll(db, sql: "SELECT \(roomColumns) FROM rooms r WHERE r.id IN (\(inList))", arguments: idArgs).map(roomRow)
+        var participants: [String: [User]] = [:]
+        for row in try Row.fetchAll(db, sql: """
+            SELECT p.room_id, \(userColumns) FROM room_participants p JOIN users u ON u.id = p.user_id
+            WHERE p.room_id IN (\(inList)) ORDER BY p.room_id, p.joined_at, u.id
+            """, arguments: idArgs) {
+            participants[row[0], default: []].append(user(row, at: 1))
+        }
+        var lastMessages: [String: MessageSummary] = [:]
+        for row in try Row.fetchAll(db, sql: """
+            SELECT m.room_id, m.id, m.content, m.timestamp, \(userColumns)
+            FROM messages m JOIN users u ON u.id = m.sender_id
+            WHERE m.id IN (
+                SELECT (SELECT id FROM messages WHERE room_id = r.id AND is_deleted = 0 ORDER BY seq DESC LIMIT 1)
+                FROM rooms r WHERE r.id IN (\(inList)))
+            """, arguments: idArgs) {
+            lastMessages[row[0]] = MessageSummary(id: row[1], content: row[2], sender: user(row, at: 4), timestamp: Timestamp(micros: row[3]))
+        }
+        var unread: [String: Int64] = [:]
+        for row in try Row.fetchAll(db, sql: """
+            SELECT m.room_id, COUNT(*) FROM messages m
+            WHERE m.room_id IN (\(inList)) AND m.is_deleted = 0 AND m.sender_id != ?
+              AND NOT EXISTS (SELECT 1 FROM message_read_status s WHERE s.message_id = m.id AND s.user_id = ?)
+            GROUP BY m.room_id
+            """, arguments: idArgs + [viewer, viewer]) {
+            unread[row[0]] = row[1]
+        }
+        let extraIDs = Set(rows.flatMap { [$0.createdBy, $0.directUser1, $0.directUser2].compactMap { $0 } })
+        let extra = try users(extraIDs, in: db)
+        let byID = Dictionary(rows.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        return ids.compactMap { id in
+            guard let r = byID[id] else { return nil }
+            var other: User?
+            if r.roomType == .direct {
+                if r.directUser1 == viewer { other = r.directUser2.flatMap { extra[$0] } }
+                else if r.directUser2 == viewer { other = r.directUser1.flatMap { extra[$0] } }
+            }
+            return Room(
+                id: r.id, name: r.name, roomType: r.roomType, participants: participants[r.id] ?? [],
+                createdBy: r.createdBy.flatMap { extra[$0] }, createdAt: Timestamp(micros: r.createdAt),
+                updatedAt: Timestamp(micros: r.updatedAt), isActive: r.isActive, lastMessage: lastMessages[r.id],
+                unreadCount: unread[r.id] ?? 0, otherUser: other
+            )
+        }
+    }
+
+    // MARK: Messages
+
+    static let messageColumns = """
+        m.id, m.room_id, m.seq, m.content, m.message_type, m.file_attachment, m.file_name, m.file_size,
+        m.timestamp, m.edited_at, m.is_deleted, m.reply_to, m.reactions, m.client_msg_id, \(userColumns)
+        """
+
+    static func message(_ row: Row) -> Message {
+        Message(
+            id: row[0], roomID: row[1], seq: row[2], sender: user(row, at: 14), content: row[3],
+            messageType: MessageType(rawValue: row[4]) ?? .text, fileAttachment: row[5], fileName: row[6], fileSize: row[7],
+            timestamp: Timestamp(micros: row[8]), editedAt: (row[9] as Int64?).map(Timestamp.init(micros:)),
+            isDeleted: row[10], replyTo: row[11], reactions: decodeReactions(row[12]), clientMsgID: row[13]
+        )
+    }
+
+    static func decodeReactions(_ text: String) -> [(emoji: String, users: [String])] {
+        guard text != "[]", let array = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[Any]] else { return [] }
+        return array.compactMap { pair in
+            guard pair.count == 2, let emoji = pair[0] as? String, let users = pair[1] as? [String] else { return nil }
+            return (emoji, users)
+        }
+    }
+
+    /// The seq of a message of this room, for `before`/`after` cursors.
+    static func cursorSeq(_ messageID: String, room roomID: String, field: String, in db: Database) throws -> Int64 {
+        guard let seq = try Int64.fetchOne(db, sql: "SELECT seq FROM messages WHERE id = ? AND room_id = ?", arguments: [messageID, roomID]) else {
+            throw StoreError.badRequest([(field, "Not a message of this room.")])
+        }
+        return seq
+    }
+
+    /// A page of a room's messages, newest first, with `read_by` filled in.
+    public static func messagePage(_ request: Requests.MessageList, viewer: String, in db: Database) throws -> (count: Int64, messages: [Message]) {
+        try requireReadable(room: request.roomID, user: viewer, in: db)
+        var filter = "m.room_id = ?"
+        var arguments: StatementArguments = [request.roomID]
+        if let before = request.before {
+            filter += " AND m.seq < ?"
+            arguments += [try cursorSeq(before, room: request.roomID, field: "before", in: db)]
+        }
+        if let after = request.after {
+            filter += " AND m.seq > ?"
+            arguments += [try cursorSeq(after, room: request.roomID, field: "after", in: db)]
+        }
+        let count = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM messages m WHERE \(filter)", arguments: arguments) ?? 0
+        guard Pagination.isValid(request.page, count: count) else { throw StoreError.invalidPage }
+        var messages = try Row.fetchAll(db, sql: """
+            SELECT \(messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id
+            WHERE \(filter) ORDER BY m.seq DESC LIMIT ? OFFSET ?
+            """, arguments: arguments + [request.page.pageSize, (request.page.page - 1) * request.page.pageSize]).map(message)
+        try fillReadBy(&messages, in: db)
+        return (count, messages)
+    }
+
+    static func fillReadBy(_ messages: inout [Message], in db: Database) throws {
+        guard !messages.isEmpty else { return }
+        var readers: [String: [User]] = [:]
+        for row in try Row.fetchAll(db, sql: """
+            SELECT s.message_id, \(userColumns) FROM message_read_status s JOIN users u ON u.id = s.user_id
+            WHERE s.message_id IN (\(placeholders(messages.count))) ORDER BY s.read_at, u.id
+            """, arguments: StatementArguments(messages.map(\.id))) {
+            readers[row[0], default: []].append(user(row, at: 1))
+        }
+        for index in messages.indices { messages[index].readBy = readers[messages[index].id] ?? [] }
+    }
+
+    static func fetchMessage(id: String, in db: Database) throws -> Message? {
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.id = ?"), arguments: [id]) else { return nil }
+        var messages = [message(row)]
+        try fillReadBy(&messages, in: db)
+        return messages[0]
+    }
+
+    /// What storing a message did.
+    public enum CreateOutcome: Sendable {
+        /// Stored now.
+        case created(Message)
+        /// This exact command was stored before (a resend): the stored message.
+        case resent(Message)
+        /// Another message with the same `client_msg_id` exists: the original.
+        case duplicate(Message)
+    }
+
+    /// Stores one message, idempotently: the frontend-assigned id and the
+    /// client's `client_msg_id` both make a repeat return the stored original.
+    public static func createMessage(_ request: Requests.MessageCreate, sender: User, maxChars: Int, in db: Database) throws -> CreateOutcome {
+        if let existing = try fetchMessage(id: request.id, in: db) { return .resent(existing) }
+        switch try access(room: request.roomID, user: sender.id, in: db) {
+        case .missing: throw StoreError.notFound()
+        case .denied, .publicRoom: throw StoreError.forbidden()
+        case .participant: break
+        }
+        if let errors = Validation.messageErrors(content: request.content, messageType: request.messageType, clientMsgID: request.clientMsgID, maxChars: maxChars) {
+            throw StoreError.badRequest(errors)
+        }
+        if let clientMsgID = request.clientMsgID,
+            let originalID = try String.fetchOne(db.cachedStatement(sql: "SELECT id FROM messages WHERE room_id = ? AND sender_id = ? AND client_msg_id = ?"), arguments: [request.roomID, sender.id, clientMsgID]),
+            let original = try fetchMessage(id: originalID, in: db) {
+            return .duplicate(original)
+        }
+        if let replyTo = request.replyTo {
+            let sameRoom = try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM messages WHERE id = ? AND room_id = ?"), arguments: [replyTo, request.roomID]) != nil
+            if !sameRoom { throw StoreError.badRequest([("reply_to", "Replies must reference a message in the same room.")]) }
+        }
+        let now = Timestamp.now()
+        guard let seq = try Int64.fetchOne(db.cachedStatement(sql: "UPDATE rooms SET last_seq = last_seq + 1, updated_at = MAX(updated_at + 1, ?) WHERE id = ? RETURNING last_seq"),
+            arguments: [now.micros, request.roomID]) else { throw StoreError.notFound() }
+        try db.cachedStatement(sql: """
+            INSERT INTO messages (id, room_id, seq, sender_id, content, message_type, timestamp, updated_at, reply_to, client_msg_id)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """).execute(arguments: [request.id, request.roomID, seq, sender.id, request.content, request.messageType, now.micros, now.micros, request.replyTo, request.clientMsgID])
+        return .created(Message(
+            id: request.id, roomID: request.roomID, seq: seq, sender: sender, content: request.content,
+            messageType: MessageType(rawValue: request.messageType) ?? .text, timestamp: now, replyTo: request.replyTo,
+            clientMsgID: request.clientMsgID
+        ))
+    }
+}

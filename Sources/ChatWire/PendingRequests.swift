@@ -1,0 +1,81 @@
+/// The frontend's bookkeeping of commands awaiting a reply: a pure state machine
+/// (time is passed in), so resend and deadline behaviour is unit-testable.
+///
+/// A command is resent every `retryInterval` until a reply arrives or
+/// `deadline` passes; then it fails and the caller answers `503`. Workers make
+/// every write idempotent, so a resend never stores twice.
+public struct PendingRequests<Payload> {
+    public struct Policy: Sendable {
+        public var retryInterval: UInt64
+        public var deadline: UInt64
+
+        /// - Parameters: nanoseconds. 750 ms lets a replacement worker come up
+        ///   (the supervisor restarts within a second) before the first resend.
+        public init(retryInterval: UInt64 = 750_000_000, deadline: UInt64 = 10_000_000_000) {
+            self.retryInterval = retryInterval
+            self.deadline = deadline
+        }
+    }
+
+    struct Entry {
+        var payload: Payload
+        var nextRetry: UInt64
+        var deadline: UInt64
+        var attempts: Int
+    }
+
+    /// What the owner must do after `tick`.
+    public enum Action {
+        case resend(id: String, payload: Payload, attempt: Int)
+        case fail(id: String, payload: Payload)
+    }
+
+    public let policy: Policy
+    private var entries: [String: Entry] = [:]
+
+    public init(policy: Policy = Policy()) {
+        self.policy = policy
+    }
+
+    public var count: Int { entries.count }
+
+    /// Records a command that was just sent.
+    public mutating func add(id: String, payload: Payload, now: UInt64) {
+        entries[id] = Entry(payload: payload, nextRetry: now + policy.retryInterval, deadline: now + policy.deadline, attempts: 1)
+    }
+
+    /// A reply arrived. Returns the payload, or nil for an unknown id (a second
+    /// reply to a resent command, or one after its deadline): drop those.
+    public mutating func complete(id: String) -> Payload? {
+        entries.removeValue(forKey: id)?.payload
+    }
+
+    /// Resends due commands and fails expired ones.
+    public mutating func tick(now: UInt64) -> [Action] {
+        var actions: [Action] = []
+        for (id, entry) in entries where entry.nextRetry <= now {
+            if entry.deadline <= now {
+                entries[id] = nil
+                actions.append(.fail(id: id, payload: entry.payload))
+            } else {
+                var entry = entry
+                entry.attempts += 1
+                entry.nextRetry = min(now + policy.retryInterval, entry.deadline)
+                entries[id] = entry
+                actions.append(.resend(id: id, payload: entry.payload, attempt: entry.attempts))
+            }
+        }
+        return actions
+    }
+
+    /// When `tick` next has work, or nil when nothing is pending.
+    public var nextWakeup: UInt64? {
+        entries.values.lazy.map(\.nextRetry).min()
+    }
+
+    /// Removes every entry (shutdown), returning their payloads.
+    public mutating func removeAll() -> [Payload] {
+        defer { entries.removeAll() }
+        return entries.values.map(\.payload)
+    }
+}

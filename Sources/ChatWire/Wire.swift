@@ -1,0 +1,176 @@
+/// The inter-process protocol of chatd, version 1: every multipart message that
+/// crosses the ZeroMQ bus is built and parsed here, and nowhere else.
+///
+/// Commands (frontend → worker, PUSH/PULL):
+///
+///     [version, kind, requestID, origin, user, body]
+///
+/// Events and replies (worker → frontends, PUB/SUB):
+///
+///     [topic, version, kind, key, status, body]
+///
+/// `topic` is `room.<id>` for news every frontend with clients in that room
+/// needs, `reply.<frontend-id>` for the answer to one request, `hb.<role>` for
+/// worker heartbeats. For replies `key` is the request id; for room events it
+/// is an idempotency key (the message id) that lets a frontend drop the second
+/// copy of an event a retried command caused. `body` of a room event is the
+/// client-facing JSON, encoded once by the worker and forwarded as is.
+public enum Wire {
+    public static let version = "chat/1"
+    static let versionBytes = Array(version.utf8)
+}
+
+/// What a command asks a worker to do.
+public enum CommandKind: String, Sendable, CaseIterable {
+    case roomList = "room.list"
+    case roomCreate = "room.create"
+    case roomGet = "room.get"
+    /// Authorises a WebSocket handshake: does the room exist, may the user enter.
+    case roomEnter = "room.enter"
+    case messageList = "message.list"
+    case messageCreate = "message.create"
+}
+
+/// The outcome of a command, as it crosses the bus. Only the frontend maps
+/// these to HTTP statuses and WebSocket close codes.
+public enum Status: String, Sendable, CaseIterable {
+    case ok, created
+    case badRequest = "bad_request"
+    case forbidden
+    case notFound = "not_found"
+    case unavailable
+    case `internal`
+}
+
+/// Why a bus message could not be decoded.
+public enum WireError: Error, Equatable, Sendable {
+    case frameCount(Int)
+    case version(String)
+    case unknownKind(String)
+    case unknownStatus(String)
+    case emptyField(String)
+}
+
+/// A request from a frontend to a worker role.
+public struct Command: Sendable, Equatable {
+    public var kind: CommandKind
+    /// Unique per frontend process; a resend reuses it.
+    public var requestID: String
+    /// The id of the frontend that wants the reply (`reply.<origin>`).
+    public var origin: String
+    /// The authenticated user as JSON (see `Identity`), empty for system commands.
+    public var user: [UInt8]
+    public var body: [UInt8]
+
+    public init(kind: CommandKind, requestID: String, origin: String, user: [UInt8], body: [UInt8]) {
+        self.kind = kind
+        self.requestID = requestID
+        self.origin = origin
+        self.user = user
+        self.body = body
+    }
+
+    public func encode() -> [[UInt8]] {
+        [Wire.versionBytes, Array(kind.rawValue.utf8), Array(requestID.utf8), Array(origin.utf8), user, body]
+    }
+
+    public init(frames: [[UInt8]]) throws(WireError) {
+        guard frames.count == 6 else { throw .frameCount(frames.count) }
+        guard frames[0] == Wire.versionBytes else { throw .version(String(decoding: frames[0], as: UTF8.self)) }
+        let kindName = String(decoding: frames[1], as: UTF8.self)
+        guard let kind = CommandKind(rawValue: kindName) else { throw .unknownKind(kindName) }
+        guard !frames[2].isEmpty else { throw .emptyField("requestID") }
+        guard !frames[3].isEmpty else { throw .emptyField("origin") }
+        self.kind = kind
+        self.requestID = String(decoding: frames[2], as: UTF8.self)
+        self.origin = String(decoding: frames[3], as: UTF8.self)
+        self.user = frames[4]
+        self.body = frames[5]
+    }
+}
+
+/// Topic names of the PUB/SUB side.
+public enum Topic {
+    public static let roomPrefix = "room."
+    public static let replyPrefix = "reply."
+    public static let heartbeatPrefix = "hb."
+
+    public static func room(_ id: String) -> String { roomPrefix + id }
+    public static func reply(_ frontendID: String) -> String { replyPrefix + frontendID }
+    public static func heartbeat(_ role: String) -> String { heartbeatPrefix + role }
+}
+
+/// Kinds of published events.
+public enum EventKind: String, Sendable {
+    /// The answer to one command.
+    case reply
+    /// A client-facing WebSocket event for a room (body = the JSON frame).
+    case roomEvent = "room.event"
+    /// A worker is alive (body = `<role> <shard> <pid>`).
+    case heartbeat
+}
+
+/// A message published by a worker.
+public struct Event: Sendable, Equatable {
+    public var topic: String
+    public var kind: EventKind
+    public var key: String
+    public var status: Status
+    public var body: [UInt8]
+
+    public init(topic: String, kind: EventKind, key: String, status: Status = .ok, body: [UInt8]) {
+        self.topic = topic
+        self.kind = kind
+        self.key = key
+        self.status = status
+        self.body = body
+    }
+
+    public static func reply(to command: Command, status: Status, body: [UInt8]) -> Event {
+        Event(topic: Topic.reply(command.origin), kind: .reply, key: command.requestID, status: status, body: body)
+    }
+
+    public func encode() -> [[UInt8]] {
+        [Array(topic.utf8), Wire.versionBytes, Array(kind.rawValue.utf8), Array(key.utf8), Array(status.rawValue.utf8), body]
+    }
+
+    public init(frames: [[UInt8]]) throws(WireError) {
+        guard frames.count == 6 else { throw .frameCount(frames.count) }
+        guard frames[1] == Wire.versionBytes else { throw .version(String(decoding: frames[1], as: UTF8.self)) }
+        let kindName = String(decoding: frames[2], as: UTF8.self)
+        guard let kind = EventKind(rawValue: kindName) else { throw .unknownKind(kindName) }
+        let statusName = String(decoding: frames[4], as: UTF8.self)
+        guard let status = Status(rawValue: statusName) else { throw .unknownStatus(statusName) }
+        self.topic = String(decoding: frames[0], as: UTF8.self)
+        self.kind = kind
+        self.key = String(decoding: frames[3], as: UTF8.self)
+        self.status = status
+        self.body = frames[5]
+    }
+}
+
+/// Routing: which store shard owns a room. FNV-1a over the id's bytes, so every
+/// process computes the same shard without coordination.
+public enum Shard {
+    public static func of(_ key: String, count: Int) -> Int {
+        precondition(count > 0)
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in key.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01b3
+        }
+        return Int(hash % UInt64(count))
+    }
+}
+
+/// Bus endpoint names, shared by the broker (which binds) and its peers (which connect).
+public enum Endpoints {
+    /// Frontends PUSH store commands for shard `n` here.
+    public static func storeIn(_ runtime: String, shard: Int) -> String { "ipc://\(runtime)/store-\(shard).in" }
+    /// Store worker `n` PULLs its commands from here.
+    public static func storeOut(_ runtime: String, shard: Int) -> String { "ipc://\(runtime)/store-\(shard).out" }
+    /// Workers PUB events into the broker here.
+    public static func eventsIn(_ runtime: String) -> String { "ipc://\(runtime)/events.in" }
+    /// Frontends SUB to events here.
+    public static func eventsOut(_ runtime: String) -> String { "ipc://\(runtime)/events.out" }
+}
