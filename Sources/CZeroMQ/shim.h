@@ -1,1 +1,2 @@
 #include <zmq.h>
+#include <sys/eventfd.h>

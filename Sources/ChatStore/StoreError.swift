@@ -10,6 +10,11 @@ public struct StoreError: Error, Sendable, Equatable {
     /// DRF-style body: `{"detail": ...}` or field errors.
     public let body: [UInt8]
 
+    public init(code: Code, body: [UInt8]) {
+        self.code = code
+        self.body = body
+    }
+
     public static func badRequest(_ errors: [(field: String, message: String)]) -> StoreError {
         StoreError(code: .badRequest, body: ClientJSON.fieldErrors(errors))
     }

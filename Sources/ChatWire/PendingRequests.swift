@@ -5,17 +5,7 @@
 /// `deadline` passes; then it fails and the caller answers `503`. Workers make
 /// every write idempotent, so a resend never stores twice.
 public struct PendingRequests<Payload> {
-    public struct Policy: Sendable {
-        public var retryInterval: UInt64
-        public var deadline: UInt64
-
-        /// - Parameters: nanoseconds. 750 ms lets a replacement worker come up
-        ///   (the supervisor restarts within a second) before the first resend.
-        public init(retryInterval: UInt64 = 750_000_000, deadline: UInt64 = 10_000_000_000) {
-            self.retryInterval = retryInterval
-            self.deadline = deadline
-        }
-    }
+    public typealias Policy = RetryPolicy
 
     struct Entry {
         var payload: Payload
@@ -79,3 +69,17 @@ public struct PendingRequests<Payload> {
         return entries.values.map(\.payload)
     }
 }
+
+/// When a pending command is resent and when it is given up.
+public struct RetryPolicy: Sendable {
+    public var retryInterval: UInt64
+    public var deadline: UInt64
+
+    /// - Parameters: nanoseconds. 750 ms lets a replacement worker come up
+    ///   (the supervisor restarts within a second) before the first resend.
+    public init(retryInterval: UInt64 = 750_000_000, deadline: UInt64 = 10_000_000_000) {
+        self.retryInterval = retryInterval
+        self.deadline = deadline
+    }
+}
+

@@ -1,0 +1,240 @@
+import ChatWire
+import Foundation
+import Logging
+import Synchronization
+import ZeroMQ
+
+/// Monotonic nanoseconds, for deadlines.
+public func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Where a command goes: a store shard (writes of one room stay in order on one shard).
+public enum Destination: Sendable, Hashable {
+    case store(shard: Int)
+}
+
+/// Why a command got no answer.
+public enum BusFailure: Error, Sendable {
+    /// No reply before the deadline, resends included: the client gets 503.
+    case timedOut
+    /// The bus is shutting down.
+    case closed
+}
+
+/// A room event as the frontend receives it: the client-facing bytes, not decoded.
+public struct RoomEvent: Sendable {
+    public var roomID: String
+    /// Idempotency key (a message id), empty when the event has none.
+    public var key: String
+    public var body: [UInt8]
+}
+
+/// The frontend's side of the bus. One thread owns the ZeroMQ sockets; other
+/// threads hand it commands through a locked queue and an eventfd.
+///
+/// Each command stays pending until its reply arrives and is resent on a
+/// timeout (`PendingRequests`); workers make writes idempotent, so resends
+/// are safe. Room events and heartbeats are handed to the callbacks on the bus
+/// thread: they must not block.
+public final class BusClient: Sendable {
+    public typealias Completion = @Sendable (Result<Event, BusFailure>) -> Void
+
+    public struct Callbacks: Sendable {
+        /// A batch of room events, in arrival order, from one poll iteration.
+        public var roomEvents: @Sendable ([RoomEvent]) -> Void
+        /// A worker heartbeat (topic suffix, body).
+        public var heartbeat: @Sendable (String, [UInt8]) -> Void
+
+        public init(roomEvents: @escaping @Sendable ([RoomEvent]) -> Void, heartbeat: @escaping @Sendable (String, [UInt8]) -> Void) {
+            self.roomEvents = roomEvents
+            self.heartbeat = heartbeat
+        }
+    }
+
+    struct Outgoing: Sendable {
+        var destination: Destination
+        var command: Command
+        var completion: Completion
+    }
+
+    public let frontendID: String
+    private let runtimeDir: String
+    private let storeShards: Int
+    private let policy: RetryPolicy
+    private let callbacks: Callbacks
+    private let logger: Logger
+    private let context: Context
+    private let wakeup: Wakeup
+    private let outbox = Mutex<(queue: [Outgoing], stopping: Bool)>(([], false))
+    private let started = Atomic<Bool>(false)
+    private let finished = DispatchSemaphore(value: 0)
+    private let nextID = Atomic<UInt64>(0)
+
+    public init(
+        frontendID: String, runtimeDir: String, storeShards: Int, callbacks: Callbacks, logger: Logger,
+        policy: RetryPolicy = .init()
+    ) throws {
+        self.frontendID = frontendID
+        self.runtimeDir = runtimeDir
+        self.storeShards = storeShards
+        self.callbacks = callbacks
+        self.logger = logger
+        self.policy = policy
+        self.context = try Context()
+        self.wakeup = try Wakeup()
+    }
+
+    /// Starts the bus thread; sockets are created on it.
+    public func start() {
+        let t = Thread { [self] in
+            do {
+                try self.run()
+            } catch {
+                self.logger.critical("bus thread failed", metadata: ["error": "\(error)"])
+            }
+            self.finished.signal()
+        }
+        t.name = "chatd-bus"
+        started.store(true, ordering: .releasing)
+        t.start()
+    }
+
+    /// Stops the thread; pending commands fail with `.closed`.
+    public func stop() {
+        outbox.withLock { $0.stopping = true }
+        wakeup.signal()
+        if started.load(ordering: .acquiring) { finished.wait() }
+    }
+
+    /// The shard that owns a room.
+    public func shard(for roomID: String) -> Int { Shard.of(roomID, count: storeShards) }
+
+    /// A fresh request id, unique within this frontend process.
+    public func makeRequestID() -> String {
+        String(nextID.add(1, ordering: .relaxed).newValue, radix: 36)
+    }
+
+    /// Queues a command (thread-safe, non-blocking). `completion` runs on the bus thread.
+    public func send(_ kind: CommandKind, to destination: Destination, user: [UInt8], body: [UInt8], completion: @escaping Completion) {
+        let command = Command(kind: kind, requestID: makeRequestID(), origin: frontendID, user: user, body: body)
+        let accepted = outbox.withLock { state -> Bool in
+            guard !state.stopping else { return false }
+            state.queue.append(Outgoing(destination: destination, command: command, completion: completion))
+            return true
+        }
+        if accepted { wakeup.signal() } else { completion(.failure(.closed)) }
+    }
+
+    /// Sends a command and waits for its reply.
+    public func request(_ kind: CommandKind, to destination: Destination, user: [UInt8], body: [UInt8]) async -> Result<Event, BusFailure> {
+        await withCheckedContinuation { continuation in
+            send(kind, to: destination, user: user, body: body) { continuation.resume(returning: $0) }
+        }
+    }
+
+    private func run() throws {
+        let events = try Socket(context: context, type: .sub)
+        try events.setHighWaterMarks(send: 0, receive: 0)
+        try events.setReconnectInterval(milliseconds: 20)
+        try events.subscribe(Topic.reply(frontendID))
+        // The whole room prefix: a socket must get every event sent after its
+        // handshake, and per-room subscriptions would race ZeroMQ's slow joiner.
+        try events.subscribe(Topic.roomPrefix)
+        try events.subscribe(Topic.heartbeatPrefix)
+        try events.connect(Endpoints.eventsOut(runtimeDir))
+
+        var stores: [Socket] = []
+        for shard in 0..<storeShards {
+            let push = try Socket(context: context, type: .push)
+            try push.setHighWaterMarks(send: 0, receive: 0)
+            try push.setReconnectInterval(milliseconds: 20)
+            try push.connect(Endpoints.storeIn(runtimeDir, shard: shard))
+            stores.append(push)
+        }
+        defer {
+            events.close()
+            for socket in stores { socket.close() }
+        }
+
+        var pending = PendingRequests<Outgoing>(policy: policy)
+        var poller = Poller()
+        poller.add(.socket(events))
+        poller.add(.fd(wakeup.fd))
+
+        func transmit(_ outgoing: Outgoing) {
+            let socket: Socket
+            switch outgoing.destination {
+            case .store(let shard): socket = stores[shard]
+            }
+            do {
+                try socket.send(outgoing.command.encode())
+            } catch {
+                logger.error("bus send failed", metadata: ["error": "\(error)"])
+            }
+        }
+
+        while true {
+            var timeout = -1
+            if let wake = pending.nextWakeup {
+                let now = monotonicNanos()
+                timeout = wake <= now ? 0 : Int((wake - now) / 1_000_000) + 1
+            }
+            let ready = try poller.poll(timeoutMilliseconds: timeout)
+
+            if ready[1] & pollIn != 0 {
+                wakeup.drain()
+                let (queue, stopping) = outbox.withLock { state in
+                    defer { state.queue.removeAll(keepingCapacity: true) }
+                    return (state.queue, state.stopping)
+                }
+                let now = monotonicNanos()
+                for outgoing in queue {
+                    pending.add(id: outgoing.command.requestID, payload: outgoing, now: now)
+                    transmit(outgoing)
+                }
+                if stopping {
+                    for outgoing in pending.removeAll() { outgoing.completion(.failure(.closed)) }
+                    return
+                }
+            }
+
+            if ready[0] & pollIn != 0 {
+                var roomEvents: [RoomEvent] = []
+                // Drain what is waiting, bounded so commands keep flowing under load.
+                for _ in 0..<4096 {
+                    guard let frames = try events.receive(dontWait: true) else { break }
+                    let event: Event
+                    do {
+                        event = try Event(frames: frames)
+                    } catch {
+                        logger.warning("dropping malformed bus event", metadata: ["error": "\(error)"])
+                        continue
+                    }
+                    switch event.kind {
+                    case .reply:
+                        pending.complete(id: event.key)?.completion(.success(event))
+                    case .roomEvent:
+                        roomEvents.append(RoomEvent(roomID: String(event.topic.dropFirst(Topic.roomPrefix.count)), key: event.key, body: event.body))
+                    case .heartbeat:
+                        callbacks.heartbeat(String(event.topic.dropFirst(Topic.heartbeatPrefix.count)), event.body)
+                    }
+                }
+                if !roomEvents.isEmpty { callbacks.roomEvents(roomEvents) }
+            }
+
+            for action in pending.tick(now: monotonicNanos()) {
+                switch action {
+                case .resend(let id, let outgoing, let attempt):
+                    logger.debug("resending command", metadata: ["request.id": "\(id)", "attempt": "\(attempt)", "kind": "\(outgoing.command.kind.rawValue)"])
+                    transmit(outgoing)
+                case .fail(let id, let outgoing):
+                    logger.warning("command timed out", metadata: ["request.id": "\(id)", "kind": "\(outgoing.command.kind.rawValue)"])
+                    outgoing.completion(.failure(.timedOut))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+import ChatWire
+import Foundation
+import Logging
+import ZeroMQ
+
+/// A worker's side of the bus: PULL commands from its queue, PUB events and
+/// replies. Runs on the calling thread; `handle` gets every command that is
+/// waiting (up to `maxBatch`) at once, so the worker can commit them in one
+/// transaction.
+public final class BusServer {
+    public let role: String
+    public let shard: Int
+    private let runtimeDir: String
+    private let logger: Logger
+    private let context: Context
+    private var stopRequested = false
+
+    public init(role: String, shard: Int, runtimeDir: String, logger: Logger) throws {
+        self.role = role
+        self.shard = shard
+        self.runtimeDir = runtimeDir
+        self.logger = logger
+        self.context = try Context()
+    }
+
+    /// Runs until `shouldStop` returns true (checked at least once a second).
+    /// - Parameters:
+    ///   - maxBatch: most commands handed over at once; bounds a transaction's length.
+    ///   - handle: turns a batch of commands into events to publish, in order.
+    public func run(maxBatch: Int = 512, shouldStop: () -> Bool, handle: ([Command]) -> [Event]) throws {
+        let pull = try Socket(context: context, type: .pull)
+        try pull.setHighWaterMarks(send: 0, receive: 0)
+        try pull.setReconnectInterval(milliseconds: 20)
+        try pull.connect(Endpoints.storeOut(runtimeDir, shard: shard))
+        let pub = try Socket(context: context, type: .pub)
+        try pub.setHighWaterMarks(send: 0, receive: 0)
+        try pub.setReconnectInterval(milliseconds: 20)
+        // Replies published in the instant before exit must still leave.
+        pub.lingerMilliseconds = 1000
+        try pub.connect(Endpoints.eventsIn(runtimeDir))
+        defer {
+            pull.close()
+            pub.close()
+        }
+
+        var poller = Poller()
+        poller.add(.socket(pull))
+        let heartbeatTopic = Topic.heartbeat("\(role).\(shard)")
+        let heartbeatBody = Array("\(role) \(shard) \(getpid())".utf8)
+        var lastHeartbeat: UInt64 = 0
+
+        while !shouldStop() {
+            let now = monotonicNanos()
+            // Heartbeats tell frontends (healthz) that this role is being served.
+            if now - lastHeartbeat >= 500_000_000 {
+                try pub.send(Event(topic: heartbeatTopic, kind: .heartbeat, key: "", body: heartbeatBody).encode())
+                lastHeartbeat = now
+            }
+            let ready = try poller.poll(timeoutMilliseconds: 500)
+            guard ready[0] & pollIn != 0 else { continue }
+            var batch: [Command] = []
+            while batch.count < maxBatch, let frames = try pull.receive(dontWait: true) {
+                do {
+                    batch.append(try Command(frames: frames))
+                } catch {
+                    logger.warning("dropping malformed command", metadata: ["error": "\(error)"])
+                }
+            }
+            guard !batch.isEmpty else { continue }
+            for event in handle(batch) {
+                try pub.send(event.encode())
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+import Configuration
+import Foundation
+import SystemPackage
+
+/// Every setting of chatd. Read from, in order of precedence: `CHAT_*`
+/// environment variables, the config file (`--config`, YAML), the embedded
+/// defaults below, so `chatd serve` runs with no file at all.
+///
+/// A key `chat.storeWorkers` is `storeWorkers:` under `chat:` in the file and
+/// `CHAT_STORE_WORKERS` in the environment.
+public struct ChatConfig: Sendable, Equatable {
+    /// `host:port` the frontend listens on.
+    public var listen: String = "127.0.0.1:8000"
+    /// SQLite files, attachments, the generated development secret.
+    public var dataDir: String = "./data"
+    /// ipc endpoints of the bus; nil = `<dataDir>/run`.
+    public var runtimeDir: String?
+    /// HS256 secret. Nil: one is generated into `<dataDir>/jwt-secret` on first start.
+    public var jwtSecret: String?
+    public var jwtIssuer: String?
+    public var jwtAudience: String?
+    /// Store shards; `auto` (0) = one per CPU.
+    public var storeWorkers: Int = 0
+    public var logLevel: String = "info"
+    /// Most Unicode code points in a message's content.
+    public var maxMessageChars: Int = 10_000
+    /// Largest JSON request body.
+    public var maxBodyBytes: Int = 1 << 20
+    /// Largest WebSocket message (one frame, or its fragments together).
+    public var maxFrameBytes: Int = 64 << 10
+    /// How long a command may stay unanswered (resends included) before the client gets 503.
+    public var requestTimeoutMilliseconds: Int = 10_000
+    /// How long before an unanswered command is resent.
+    public var retryMilliseconds: Int = 750
+
+    public init() {}
+
+    /// Loads the configuration: environment over file over defaults.
+    public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> ChatConfig {
+        var providers: [any ConfigProvider] = [EnvironmentVariablesProvider(environmentVariables: environment)]
+        if let file {
+            providers.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(file)))
+        }
+        let reader = ConfigReader(providers: providers).scoped(to: "chat")
+        var config = ChatConfig()
+        config.listen = reader.string(forKey: "listen", default: config.listen)
+        config.dataDir = reader.string(forKey: "dataDir", default: config.dataDir)
+        config.runtimeDir = reader.string(forKey: "runtimeDir")
+        config.jwtSecret = reader.string(forKey: "jwtSecret", isSecret: true)
+        config.jwtIssuer = reader.string(forKey: "jwtIssuer")
+        config.jwtAudience = reader.string(forKey: "jwtAudience")
+        let workers = reader.string(forKey: "storeWorkers", default: "auto")
+        guard workers == "auto" || Int(workers).map({ $0 > 0 }) == true else {
+            throw ConfigError.invalid("storeWorkers", workers)
+        }
+        config.storeWorkers = Int(workers) ?? 0
+        config.logLevel = reader.string(forKey: "logLevel", default: config.logLevel)
+        config.maxMessageChars = reader.int(forKey: "maxMessageChars", default: config.maxMessageChars)
+        config.maxBodyBytes = reader.int(forKey: "maxBodyBytes", default: config.maxBodyBytes)
+        config.maxFrameBytes = reader.int(forKey: "maxFrameBytes", default: config.maxFrameBytes)
+        config.requestTimeoutMilliseconds = reader.int(forKey: "requestTimeoutMilliseconds", default: config.requestTimeoutMilliseconds)
+        config.retryMilliseconds = reader.int(forKey: "retryMilliseconds", default: config.retryMilliseconds)
+        guard config.listenAddress != nil else { throw ConfigError.invalid("listen", config.listen) }
+        return config
+    }
+
+    /// Store shards after resolving `auto`.
+    public var resolvedStoreWorkers: Int {
+        storeWorkers > 0 ? storeWorkers : max(1, ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    public var resolvedRuntimeDir: String {
+        runtimeDir ?? (dataDir as NSString).appendingPathComponent("run")
+    }
+
+    public var databasePath: String { (dataDir as NSString).appendingPathComponent("chat.sqlite") }
+
+    /// `listen` split into host and port.
+    public var listenAddress: (host: String, port: Int)? {
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        var host = String(listen[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "0.0.0.0" : host, port)
+    }
+
+    /// The HS256 secret: configured, or generated once into the data directory
+    /// (mode 0600) so a development server and `chatd token` agree on it.
+    public func resolveJWTSecret() throws -> String {
+        if let jwtSecret, !jwtSecret.isEmpty { return jwtSecret }
+        let path = (dataDir as NSString).appendingPathComponent("jwt-secret")
+        if let existing = try? String(contentsOfFile: path, encoding: .utf8), !existing.isEmpty {
+            return existing.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        var bytes = [UInt8](repeating: 0, count: 32)
+        var rng = SystemRandomNumberGenerator()
+        for i in bytes.indices { bytes[i] = rng.next() }
+        let secret = bytes.map { String(format: "%02x", $0) }.joined()
+        // O_EXCL: when two processes race to create it, one wins and both read its value.
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        if fd >= 0 {
+            _ = secret.withCString { write(fd, $0, strlen($0)) }
+            close(fd)
+            return secret
+        }
+        return try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+public enum ConfigError: Error, CustomStringConvertible {
+    case invalid(String, String)
+
+    public var description: String {
+        switch self {
+        case .invalid(let key, let value): "invalid value for \(key): \(value)"
+        }
+    }
+}
