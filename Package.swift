@@ -26,6 +26,7 @@ let package = Package(
             pkgConfig: "libzmq",
             providers: [.apt(["libzmq3-dev"])]
         ),
+        .target(name: "CShims"),
         .target(name: "ZeroMQ", dependencies: ["CZeroMQ"]),
         .target(name: "ChatWire"),
         .target(name: "ChatCore"),
@@ -59,12 +60,12 @@ let package = Package(
         ),
         .target(
             name: "ChatSupervisor",
-            dependencies: ["ChatConfig", "ZeroMQ", "ChatWire", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["ChatConfig", "ChatBus", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "chatd",
             dependencies: [
-                "ChatSupervisor", "ChatFrontend", "ChatWorkers", "ChatConfig",
+                "CShims", "ChatSupervisor", "ChatFrontend", "ChatWorkers", "ChatStore", "ChatBus", "ChatConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,0 +1,204 @@
+import ChatBus
+import ChatCore
+import ChatWire
+import Foundation
+import Hummingbird
+import NIOCore
+
+/// The REST endpoints. Each one authenticates, checks the request's shape,
+/// and forwards a command to a worker; the worker's reply body is the response.
+struct ChatAPI: Sendable {
+    typealias Context = BasicRequestContext
+    let services: FrontendServices
+
+    func buildRouter() -> Router<Context> {
+        let router = Router(context: Context.self)
+        router.add(middleware: JSONErrorMiddleware())
+        router.get("/healthz") { _, _ in
+            let expected = (0..<services.config.storeShards).map { "store.\($0)" }
+            return services.health.allAlive(expected)
+                ? Response.json(.ok, Array(#"{"status":"ok"}"#.utf8))
+                : Response.json(.serviceUnavailable, Array(#"{"status":"starting"}"#.utf8))
+        }
+        router.get("/api/chat/rooms/", use: listRooms)
+        router.post("/api/chat/rooms/", use: createRoom)
+        router.get("/api/chat/rooms/:room/", use: getRoom)
+        router.get("/api/chat/rooms/:room/messages/", use: listMessages)
+        router.post("/api/chat/rooms/:room/messages/", use: createMessage)
+        return router
+    }
+
+    // MARK: Handlers
+
+    func listRooms(_ request: Request, context: Context) async throws -> Response {
+        let caller = try await authenticate(request)
+        let query = request.uri.queryParameters
+        let body = Requests.RoomList(
+            page: try page(request),
+            roomType: query["room_type"].map(String.init),
+            discover: query["discover"].map { ["true", "1"].contains($0.lowercased()) } ?? false
+        )
+        return try await forward(.roomList, shardKey: caller.identity.id, caller: caller, body: body)
+    }
+
+    func createRoom(_ request: Request, context: Context) async throws -> Response {
+        let caller = try await authenticate(request)
+        let object = try await jsonObject(request)
+        var errors: [(field: String, message: String)] = []
+        var name: String?
+        if let value = object["name"], !(value is NSNull) {
+            if let text = value as? String { name = text } else { errors.append(("name", "Not a valid string.")) }
+        }
+        var roomType = "group"
+        if let value = object["room_type"] {
+            if let text = value as? String { roomType = text } else { errors.append(("room_type", "\"\(value)\" is not a valid choice.")) }
+        }
+        var participants: [String] = []
+        if let value = object["participant_ids"] {
+            if let list = value as? [Any], list.count <= 1000 {
+                for item in list {
+                    guard let text = item as? String, let id = IDs.canonical(text) else {
+                        errors.append(("participant_ids", "Must be a valid UUID."))
+                        break
+                    }
+                    participants.append(id)
+                }
+            } else if let list = value as? [Any] {
+                errors.append(("participant_ids", "Ensure this field has no more than 1000 elements. Got \(list.count)."))
+            } else {
+                errors.append(("participant_ids", "Expected a list of items but got type \"\(Self.typeName(value))\"."))
+            }
+        }
+        if !errors.isEmpty { throw APIError.fields(errors) }
+        let id = IDs.uuid7()
+        let body = Requests.RoomCreate(id: id, name: name, roomType: roomType, participantIDs: participants)
+        return try await forward(.roomCreate, shardKey: id, caller: caller, body: body)
+    }
+
+    func getRoom(_ request: Request, context: Context) async throws -> Response {
+        let caller = try await authenticate(request)
+        let room = try roomID(context)
+        return try await forward(.roomGet, shardKey: room, caller: caller, body: Requests.RoomRef(roomID: room))
+    }
+
+    func listMessages(_ request: Request, context: Context) async throws -> Response {
+        let caller = try await authenticate(request)
+        let room = try roomID(context)
+        let query = request.uri.queryParameters
+        func cursor(_ name: String) throws -> String? {
+            guard let value = query[name[...]] else { return nil }
+            guard let id = IDs.canonical(String(value)) else { throw APIError.fields([(name, "Must be a valid UUID.")]) }
+            return id
+        }
+        let body = Requests.MessageList(roomID: room, page: try page(request), before: try cursor("before"), after: try cursor("after"))
+        return try await forward(.messageList, shardKey: room, caller: caller, body: body)
+    }
+
+    func createMessage(_ request: Request, context: Context) async throws -> Response {
+        let caller = try await authenticate(request)
+        let room = try roomID(context)
+        let object = try await jsonObject(request)
+        switch MessageInput.parse(object, maxChars: services.config.maxMessageChars) {
+        case .failure(let failure):
+            throw APIError.fields(failure.errors)
+        case .success(let input):
+            return try await forward(.messageCreate, shardKey: room, caller: caller, body: input.request(id: IDs.uuid7(), roomID: room))
+        }
+    }
+
+    // MARK: Helpers
+
+    struct Caller {
+        var identity: Identity
+        var json: [UInt8]
+    }
+
+    func authenticate(_ request: Request) async throws -> Caller {
+        let token = Authenticator.bearerToken(request.headers[.authorization])
+        if request.headers[.authorization] != nil && token == nil {
+            throw APIError(.unauthorized, detail: "Authorization header must use the Bearer scheme.")
+        }
+        do {
+            let identity = try await services.auth.identity(token: token)
+            return Caller(identity: identity, json: [UInt8](try JSONEncoder().encode(identity)))
+        } catch let failure as Authenticator.Failure {
+            throw APIError(.unauthorized, detail: failure.detail)
+        }
+    }
+
+    func roomID(_ context: Context) throws -> String {
+        // A path id that is not a UUID is 404 (api-contract.md "Timestamps and ids").
+        guard let raw = context.parameters.get("room"), let id = IDs.canonical(raw) else {
+            throw APIError(.notFound, detail: "Not found.")
+        }
+        return id
+    }
+
+    /// DRF page-number pagination parameters and the absolute URL for links.
+    func page(_ request: Request) throws -> Requests.Page {
+        let query = request.uri.queryParameters
+        var number = 1
+        if let raw = query["page"] {
+            guard let value = Int(raw), value >= 1 else { throw APIError(.notFound, detail: "Invalid page.") }
+            number = value
+        }
+        var size = 50
+        if let raw = query["page_size"], let value = Int(raw), value > 0 { size = min(value, 100) }
+        let host = request.head.authority ?? services.config.chat.listen
+        let items = query.map { [String($0.key), String($0.value)] }.filter { $0[0] != "page" }
+        return Requests.Page(page: number, pageSize: size, url: "http://\(host)\(request.uri.path)", query: items)
+    }
+
+    /// The JSON object of a request body, with DRF's refusals for everything else.
+    func jsonObject(_ request: Request) async throws -> [String: Any] {
+        let contentType = request.headers[.contentType] ?? ""
+        let mediaType = contentType.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
+        guard mediaType == "application/json" else {
+            throw APIError(.unsupportedMediaType, detail: "Unsupported media type \"\(contentType)\" in request.")
+        }
+        let limit = services.config.chat.maxBodyBytes
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: limit)
+        } catch {
+            throw APIError(.contentTooLarge, detail: "Request body exceeds \(limit) bytes.")
+        }
+        let parsed: Any
+        do {
+            parsed = try JSONSerialization.jsonObject(with: Data(buffer.readableBytesView), options: [])
+        } catch {
+            throw APIError(.badRequest, detail: "JSON parse error - \(Self.describe(error))")
+        }
+        guard let object = parsed as? [String: Any] else {
+            throw APIError.fields([("non_field_errors", "Invalid data. Expected a dictionary, but got \(Self.typeName(parsed)).")])
+        }
+        return object
+    }
+
+    static func describe(_ error: any Error) -> String {
+        let text = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String
+        return text ?? "the body is not valid JSON"
+    }
+
+    static func typeName(_ value: Any) -> String {
+        switch value {
+        case is [Any]: "list"
+        case is String: "str"
+        case is NSNumber: "int"
+        case is NSNull: "NoneType"
+        default: "dict"
+        }
+    }
+
+    /// Sends a command to the shard that owns `shardKey` and answers with its reply.
+    func forward(_ kind: CommandKind, shardKey: String, caller: Caller, body: some Encodable) async throws -> Response {
+        let bytes = [UInt8](try JSONEncoder().encode(body))
+        let result = await services.bus.request(kind, to: .store(shard: services.bus.shard(for: shardKey)), user: caller.json, body: bytes)
+        switch result {
+        case .success(let reply):
+            return Response.json(APIError.httpStatus(reply.status), reply.body)
+        case .failure:
+            throw APIError.unavailable
+        }
+    }
+}

@@ -1,0 +1,181 @@
+import ChatBus
+import ChatCore
+import ChatWire
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import NIOWebSocket
+
+/// What the frontend's handlers share: config, bus, authenticator, connections.
+public struct FrontendServices: Sendable {
+    public let config: FrontendConfig
+    public let bus: BusClient
+    public let auth: Authenticator
+    public let connections: ConnectionRegistry
+    public let health: HealthState
+}
+
+/// HTTP/1.1 with a WebSocket upgrade, on Hummingbird's server. Unlike
+/// hummingbird-websocket's channel, an upgraded connection is not handed to
+/// a task: it lives in `WebSocketConnection`, a plain NIO handler, so an idle
+/// connection costs its channel and a few hundred bytes of state.
+struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
+    enum UpgradeResult: Sendable {
+        case websocket
+        case notUpgraded(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, HTTPResponse.Status, [UInt8])
+    }
+
+    struct Value: ServerChildChannelValue {
+        let upgradeResult: EventLoopFuture<UpgradeResult>
+        let channel: any Channel
+    }
+
+    /// The handshake's verdict, between `shouldUpgrade` and the pipeline setup.
+    enum Verdict {
+        case none
+        case accepted(Identity, [UInt8], String)
+        case refused(HTTPResponse.Status, [UInt8])
+    }
+
+    let responder: HTTPChannelHandler.Responder
+    let services: FrontendServices
+    let logger: Logger
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let verdict = NIOLoopBoundBox(Verdict.none, eventLoop: channel.eventLoop)
+            return try self.configure(channel: channel, verdict: verdict)
+        }
+    }
+
+    private func configure(channel: any Channel, verdict: NIOLoopBoundBox<Verdict>) throws -> Value {
+        let services = self.services
+        let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
+            maxFrameSize: services.config.chat.maxFrameBytes,
+            shouldUpgrade: { channel, head in
+                let loop = channel.eventLoop
+                let promise = loop.makePromise(of: Verdict.self)
+                let peer = channel.remoteAddress
+                promise.completeWithTask { await Self.authorize(head: head, peer: peer, services: services) }
+                return promise.futureResult.map { result in
+                    verdict.value = result
+                    if case .accepted = result { return HTTPHeaders() }
+                    return nil
+                }
+            },
+            upgradePipelineHandler: { channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    guard case .accepted(let identity, let identityJSON, let roomID) = verdict.value else {
+                        throw ChannelError.inappropriateOperationForState
+                    }
+                    try channel.pipeline.syncOperations.addHandler(
+                        NIOWebSocketFrameAggregator(
+                            minNonFinalFragmentSize: 0,
+                            maxAccumulatedFrameCount: 256,
+                            maxAccumulatedFrameSize: services.config.chat.maxFrameBytes
+                        )
+                    )
+                    try channel.pipeline.syncOperations.addHandler(
+                        WebSocketConnection(identity: identity, identityJSON: identityJSON, roomID: roomID, services: services)
+                    )
+                    return UpgradeResult.websocket
+                }
+            }
+        )
+        let configuration = NIOTypedHTTPServerUpgradeConfiguration<UpgradeResult>(
+            upgraders: [upgrader],
+            notUpgradingCompletionHandler: { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                    let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
+                        wrappingChannelSynchronously: channel,
+                        configuration: .init(isOutboundHalfClosureEnabled: true)
+                    )
+                    if case .refused(let status, let body) = verdict.value {
+                        return UpgradeResult.refused(asyncChannel, status, body)
+                    }
+                    return UpgradeResult.notUpgraded(asyncChannel)
+                }
+            }
+        )
+        var pipeline = NIOUpgradableHTTPServerPipelineConfiguration<UpgradeResult>(upgradeConfiguration: configuration)
+        pipeline.enablePipelining = false
+        pipeline.enableErrorHandling = false
+        pipeline.enableResponseHeaderValidation = false
+        // Headers over 64 KiB or 100 fields are refused (api-contract.md "Limits").
+        pipeline.decoderConfiguration.maxHeaderListSize = 64 << 10
+        pipeline.decoderConfiguration.maxHeaderFieldCount = 100
+        let future = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: pipeline)
+        return Value(upgradeResult: future, channel: channel)
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        do {
+            switch try await value.upgradeResult.get() {
+            case .websocket:
+                // The connection lives on in its channel handlers.
+                return
+            case .notUpgraded(let http):
+                await handleHTTP(asyncChannel: http, logger: logger)
+            case .refused(let http, let status, let body):
+                try await http.executeThenClose { _, outbound in
+                    let head = HTTPResponse(status: status, headerFields: [
+                        .contentType: "application/json", .contentLength: String(body.count), .connection: "close",
+                    ])
+                    try await outbound.write(contentsOf: [.head(head), .body(ByteBuffer(bytes: body)), .end(nil)])
+                }
+            }
+        } catch {
+            logger.debug("connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Authenticates a WebSocket handshake and asks the room's shard whether
+    /// the user may enter (joining a public room on the way).
+    static func authorize(head: HTTPRequestHead, peer: SocketAddress?, services: FrontendServices) async -> Verdict {
+        let (path, query) = splitURI(head.uri)
+        let parts = path.split(separator: "/")
+        guard parts.count == 3, parts[0] == "ws", parts[1] == "chat", let roomID = IDs.canonical(String(parts[2])) else {
+            return .refused(.notFound, ClientJSON.detail("Not found."))
+        }
+        let token = Authenticator.bearerToken(head.headers.first(name: "Authorization")) ?? query["token"]
+        let identity: Identity
+        do {
+            identity = try await services.auth.identity(token: token)
+        } catch {
+            return .refused(.unauthorized, ClientJSON.detail(error.detail))
+        }
+        guard let identityJSON = try? JSONEncoder().encode(identity),
+            let body = try? JSONEncoder().encode(Requests.RoomRef(roomID: roomID)) else {
+            return .refused(.internalServerError, ClientJSON.detail("A server error occurred."))
+        }
+        let result = await services.bus.request(.roomEnter, to: .store(shard: services.bus.shard(for: roomID)), user: [UInt8](identityJSON), body: [UInt8](body))
+        switch result {
+        case .success(let reply) where reply.status == .ok:
+            return .accepted(identity, [UInt8](identityJSON), roomID)
+        case .success(let reply):
+            return .refused(APIError.httpStatus(reply.status), reply.body)
+        case .failure:
+            return .refused(.serviceUnavailable, APIError.unavailable.body)
+        }
+    }
+
+    static func splitURI(_ uri: String) -> (path: Substring, query: [String: String]) {
+        guard let mark = uri.firstIndex(of: "?") else { return (uri[...], [:]) }
+        var query: [String: String] = [:]
+        for pair in uri[uri.index(after: mark)...].split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = String(kv[0]).removingPercentEncoding ?? String(kv[0])
+            let value = kv.count > 1 ? (String(kv[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(kv[1])) : ""
+            if query[key] == nil { query[key] = value }
+        }
+        return (uri[..<mark], query)
+    }
+}

@@ -1,0 +1,86 @@
+import ChatBus
+import ChatConfig
+import ChatCore
+import ChatWire
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// The frontend's view of the configuration.
+public struct FrontendConfig: Sendable {
+    public var chat: ChatConfig
+    /// Unique per process start, so replies meant for a previous incarnation are ignored.
+    public var frontendID: String
+    public var storeShards: Int
+
+    public init(chat: ChatConfig, frontendID: String, storeShards: Int) {
+        self.chat = chat
+        self.frontendID = frontendID
+        self.storeShards = storeShards
+    }
+
+    public var maxMessageChars: Int { chat.maxMessageChars }
+}
+
+/// Which worker roles have been heard from recently (worker heartbeats), for `/healthz`.
+public final class HealthState: Sendable {
+    private let lastSeen = Mutex<[String: UInt64]>([:])
+
+    public init() {}
+
+    func record(_ worker: String, _ body: [UInt8]) {
+        let now = monotonicNanos()
+        lastSeen.withLock { $0[worker] = now }
+    }
+
+    /// True when every expected worker sent a heartbeat in the last 3 s
+    /// (they send one every 500 ms).
+    func allAlive(_ expected: [String]) -> Bool {
+        let now = monotonicNanos()
+        return lastSeen.withLock { seen in
+            expected.allSatisfy { name in seen[name].map { now - $0 < 3_000_000_000 } ?? false }
+        }
+    }
+}
+
+/// The frontend process: HTTP and WebSocket on one port, the bus behind it.
+public enum Frontend {
+    public static func run(config: FrontendConfig, logger: Logger) async throws {
+        guard let address = config.chat.listenAddress else { throw ConfigError.invalid("listen", config.chat.listen) }
+        let group = MultiThreadedEventLoopGroup.singleton
+        let connections = ConnectionRegistry(group: group)
+        let health = HealthState()
+        let bus = try BusClient(
+            frontendID: config.frontendID,
+            runtimeDir: config.chat.resolvedRuntimeDir,
+            storeShards: config.storeShards,
+            callbacks: .init(roomEvents: connections.fanOut, heartbeat: health.record),
+            logger: logger,
+            policy: RetryPolicy(
+                retryInterval: UInt64(config.chat.retryMilliseconds) * 1_000_000,
+                deadline: UInt64(config.chat.requestTimeoutMilliseconds) * 1_000_000
+            )
+        )
+        bus.start()
+        defer { bus.stop() }
+        let auth = await Authenticator(secret: try config.chat.resolveJWTSecret(), issuer: config.chat.jwtIssuer, audience: config.chat.jwtAudience)
+        let services = FrontendServices(config: config, bus: bus, auth: auth, connections: connections, health: health)
+        let app = Application(
+            router: ChatAPI(services: services).buildRouter(),
+            server: HTTPServerBuilder { responder in
+                ChatChannel(responder: responder, services: services, logger: logger)
+            },
+            configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil, reuseAddress: true),
+            onServerRunning: { channel in
+                logger.info("frontend listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "frontend.id": "\(config.frontendID)"])
+            },
+            eventLoopGroupProvider: .shared(group),
+            logger: logger
+        )
+        try await app.runService()
+    }
+}

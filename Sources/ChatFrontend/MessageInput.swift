@@ -1,0 +1,49 @@
+import ChatCore
+
+/// A message a client asked to send (REST body or WebSocket event), checked
+/// for shape before it crosses the bus. The store worker checks the rest.
+struct MessageInput {
+    var content: String
+    var messageType: String
+    var replyTo: String?
+    var clientMsgID: String?
+
+    static func parse(_ object: [String: Any], maxChars: Int) -> Result<MessageInput, FieldErrors> {
+        var errors: [(field: String, message: String)] = []
+        var content = ""
+        switch object["content"] {
+        case nil, is NSNullLike: break
+        case let text as String: content = text
+        default: errors.append(("content", "Not a valid string."))
+        }
+        var messageType = "text"
+        if let value = object["message_type"], !(value is NSNullLike) {
+            if let text = value as? String { messageType = text } else { errors.append(("message_type", "Not a valid string.")) }
+        }
+        var replyTo: String?
+        if let value = object["reply_to"], !(value is NSNullLike) {
+            if let text = value as? String, let id = IDs.canonical(text) { replyTo = id } else { errors.append(("reply_to", "Must be a valid UUID.")) }
+        }
+        var clientMsgID: String?
+        if let value = object["client_msg_id"], !(value is NSNullLike) {
+            if let text = value as? String { clientMsgID = text } else { errors.append(("client_msg_id", "Not a valid string.")) }
+        }
+        if errors.isEmpty, let more = Validation.messageErrors(content: content, messageType: messageType, clientMsgID: clientMsgID, maxChars: maxChars) {
+            errors += more
+        }
+        if !errors.isEmpty { return .failure(FieldErrors(errors: errors)) }
+        return .success(MessageInput(content: content, messageType: messageType, replyTo: replyTo, clientMsgID: clientMsgID))
+    }
+
+    func request(id: String, roomID: String) -> Requests.MessageCreate {
+        Requests.MessageCreate(id: id, roomID: roomID, content: content, messageType: messageType, replyTo: replyTo, clientMsgID: clientMsgID)
+    }
+}
+
+struct FieldErrors: Error {
+    var errors: [(field: String, message: String)]
+}
+
+/// JSON `null` as JSONSerialization gives it.
+typealias NSNullLike = NSNull
+import class Foundation.NSNull

@@ -1,0 +1,186 @@
+import ChatBus
+import ChatCore
+import ChatWire
+import Foundation
+import Logging
+import NIOCore
+import NIOWebSocket
+
+/// One client WebSocket, held entirely in this channel handler (no task per
+/// connection): it parses client events, sends commands to the bus, and writes
+/// room events the registry hands it.
+final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    let identity: Identity
+    let identityJSON: [UInt8]
+    let roomID: String
+    let services: FrontendServices
+    private var context: ChannelHandlerContext?
+    private var registry: LoopRegistry?
+    private var closing = false
+
+    init(identity: Identity, identityJSON: [UInt8], roomID: String, services: FrontendServices) {
+        self.identity = identity
+        self.identityJSON = identityJSON
+        self.roomID = roomID
+        self.services = services
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        let registry = services.connections.registry(for: context.eventLoop)
+        registry.add(self, room: roomID)
+        self.registry = registry
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        registry?.remove(self, room: roomID)
+        registry = nil
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        registry?.remove(self, room: roomID)
+        registry = nil
+        context.fireChannelInactive()
+    }
+
+    // MARK: Outbound (called by the registry on this loop)
+
+    func write(text buffer: ByteBuffer) {
+        guard let context, !closing else { return }
+        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
+    }
+
+    func flush() {
+        context?.flush()
+    }
+
+    private func send(_ bytes: [UInt8]) {
+        guard let context, !closing else { return }
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(bytes: bytes))), promise: nil)
+    }
+
+    private func sendError(_ text: String) {
+        send(ClientJSON.errorEvent(text))
+    }
+
+    private func close(code: WebSocketErrorCode, context: ChannelHandlerContext) {
+        guard !closing else { return }
+        closing = true
+        var data = context.channel.allocator.buffer(capacity: 2)
+        data.write(webSocketErrorCode: code)
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .text:
+            handleText(frame.unmaskedData)
+        case .binary:
+            sendError("Only JSON text frames are accepted")
+        case .ping:
+            var payload = frame.unmaskedData
+            let pong = WebSocketFrame(fin: true, opcode: .pong, data: payload.readSlice(length: payload.readableBytes) ?? ByteBuffer())
+            context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+        case .pong:
+            break
+        case .connectionClose:
+            if closing {
+                context.close(promise: nil)
+            } else {
+                // Echo the close (RFC 6455 5.5.1), then drop the connection.
+                closing = true
+                var payload = frame.unmaskedData
+                let code = payload.readInteger(as: UInt16.self).map { ByteBuffer(integer: $0) } ?? ByteBuffer()
+                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: code))).whenComplete { _ in
+                    context.close(promise: nil)
+                }
+            }
+        default:
+            close(code: .protocolError, context: context)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Server shutdown: tell the client we are going away (1001).
+        if event is ChannelShouldQuiesceEvent {
+            close(code: .goingAway, context: context)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? NIOWebSocketError {
+            switch error {
+            case .invalidFrameLength: close(code: .messageTooLarge, context: context)
+            default: close(code: .protocolError, context: context)
+            }
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    private func handleText(_ buffer: ByteBuffer) {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) else {
+            return sendError("Invalid JSON")
+        }
+        guard let event = object as? [String: Any] else { return sendError("Expected a JSON object") }
+        switch event["type"] as? String {
+        case "message":
+            handleMessage(event)
+        case "ping":
+            send(Array(#"{"type":"pong"}"#.utf8))
+        default:
+            let type = event["type"].map { "\($0)" } ?? "None"
+            sendError("Unknown message type: \(type)")
+        }
+    }
+
+    private func handleMessage(_ event: [String: Any]) {
+        let input: MessageInput
+        switch MessageInput.parse(event, maxChars: services.config.maxMessageChars) {
+        case .success(let parsed): input = parsed
+        case .failure(let failure): return sendError(failure.errors.map { "\($0.field): \($0.message)" }.joined(separator: "; "))
+        }
+        let request = input.request(id: IDs.uuid7(), roomID: roomID)
+        guard let body = try? JSONEncoder().encode(request) else { return sendError("Could not encode the message") }
+        let loop = context!.eventLoop
+        let me = NIOLoopBound(self, eventLoop: loop)
+        // Enqueued synchronously, so this connection's messages reach the
+        // shard in the order the client sent them.
+        services.bus.send(.messageCreate, to: .store(shard: services.bus.shard(for: roomID)), user: identityJSON, body: [UInt8](body)) { result in
+            loop.execute {
+                let connection = me.value
+                switch result {
+                case .success(let reply) where reply.status == .created:
+                    break  // everyone, this client included, gets the room event
+                case .success(let reply) where reply.status == .ok:
+                    // A repeated client_msg_id: the original goes to this client only.
+                    connection.send(ClientJSON.messageEvent(reply.body))
+                case .success(let reply):
+                    connection.sendError(Self.errorText(reply.body))
+                case .failure:
+                    connection.sendError("Message could not be stored, try again")
+                }
+            }
+        }
+    }
+
+    /// The text of a DRF error body, for an `error` event.
+    static func errorText(_ body: [UInt8]) -> String {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else { return "Request failed" }
+        if let detail = object["detail"] as? String { return detail }
+        return object.sorted { $0.key < $1.key }.map { key, value in
+            "\(key): \((value as? [String])?.joined(separator: " ") ?? "\(value)")"
+        }.joined(separator: "; ")
+    }
+}

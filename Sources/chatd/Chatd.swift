@@ -1,0 +1,151 @@
+import ArgumentParser
+import CShims
+import ChatBus
+import ChatConfig
+import ChatCore
+import ChatFrontend
+import ChatStore
+import ChatSupervisor
+import ChatWorkers
+import Foundation
+import Logging
+import Synchronization
+
+@main
+struct Chatd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chatd",
+        abstract: "A real-time chat server: REST and WebSockets in front, workers and SQLite behind.",
+        subcommands: [Serve.self, FrontendCommand.self, WorkerCommand.self, Token.self, Migrate.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+/// Options every subcommand takes.
+struct CommonOptions: ParsableArguments {
+    @Option(name: .long, help: "YAML config file; CHAT_* environment variables override it.")
+    var config: String?
+
+    func load() async throws -> ChatConfig {
+        try await ChatConfig.load(file: config)
+    }
+
+    func logger(_ label: String, _ config: ChatConfig) -> Logger {
+        var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = Logger.Level(rawValue: config.logLevel) ?? .info
+        return logger
+    }
+}
+
+/// Children die with their supervisor instead of lingering as orphans.
+func dieWithParent() {
+    _ = chatd_die_with_parent()
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the supervisor: frontend and workers, restarted when they exit.")
+    @OptionGroup var options: CommonOptions
+
+    func run() async throws {
+        let config = try await options.load()
+        let logger = options.logger("chatd.supervisor", config)
+        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
+        // Migrate once here, so workers never race each other over the schema.
+        _ = try ChatDatabase(path: config.databasePath)
+        _ = try config.resolveJWTSecret()
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        let supervisor = Supervisor(
+            config: config, executable: executable,
+            baseArguments: options.config.map { ["--config", $0] } ?? [], logger: logger
+        )
+        let status = try supervisor.run()
+        if status != 0 { throw ExitCode(status) }
+    }
+}
+
+struct FrontendCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "frontend", abstract: "Run the frontend (spawned by serve).")
+    @OptionGroup var options: CommonOptions
+    @Option(help: "Store shard count, as resolved by the supervisor.") var shards: Int?
+
+    func run() async throws {
+        dieWithParent()
+        let config = try await options.load()
+        let logger = options.logger("chatd.frontend", config)
+        let frontendID = "fe-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+        try await Frontend.run(
+            config: FrontendConfig(chat: config, frontendID: frontendID, storeShards: shards ?? config.resolvedStoreWorkers),
+            logger: logger
+        )
+    }
+}
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "worker", abstract: "Run one worker (spawned by serve).")
+    @OptionGroup var options: CommonOptions
+    @Option(help: "Worker role.") var role: String = "store"
+    @Option(help: "Shard this worker owns.") var shard: Int = 0
+    @Option(help: "Store shard count.") var shards: Int?
+
+    func run() async throws {
+        dieWithParent()
+        let config = try await options.load()
+        var logger = options.logger("chatd.worker", config)
+        logger[metadataKey: "worker"] = "\(role).\(shard)"
+        guard role == "store" else { throw ValidationError("unknown role \(role)") }
+        let stop = StopFlag()
+        let database = try ChatDatabase(path: config.databasePath)
+        let worker = StoreWorker(database: database, config: config, logger: logger)
+        let server = try BusServer(role: role, shard: shard, runtimeDir: config.resolvedRuntimeDir, logger: logger)
+        logger.info("worker ready", metadata: ["pid": "\(getpid())"])
+        try server.run(shouldStop: { stop.isSet }, handle: worker.handle)
+        logger.info("worker stopped")
+    }
+}
+
+/// Set by SIGTERM/SIGINT; a worker finishes its batch and exits.
+final class StopFlag: @unchecked Sendable {
+    private let flag = Atomic<Bool>(false)
+    // Written only in init.
+    private var sources: [any DispatchSourceSignal] = []
+
+    init() {
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [unowned self] in self.flag.store(true, ordering: .relaxed) }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    var isSet: Bool { flag.load(ordering: .relaxed) }
+}
+
+struct Token: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Mint a development JWT for the configured HS256 secret.")
+    @OptionGroup var options: CommonOptions
+    @Option(help: "Subject (user) of the token.") var sub: String
+    @Option(help: "Email claim.") var email: String?
+    @Option(help: "Display name claim.") var name: String?
+    @Option(help: "Lifetime in seconds.") var ttl: Int = 3600
+
+    func run() async throws {
+        let config = try await options.load()
+        let auth = await Authenticator(secret: try config.resolveJWTSecret())
+        let claims = ChatClaims(sub: sub, expires: Date().addingTimeInterval(Double(ttl)), email: email, name: name)
+        print(try await auth.mint(claims))
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create or upgrade the database schema, then exit.")
+    @OptionGroup var options: CommonOptions
+
+    func run() async throws {
+        let config = try await options.load()
+        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
+        _ = try ChatDatabase(path: config.databasePath)
+        print("migrated \(config.databasePath)")
+    }
+}
