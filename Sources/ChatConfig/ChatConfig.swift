@@ -60,6 +60,10 @@ public struct ChatConfig: Sendable, Equatable {
         config.maxFrameBytes = reader.int(forKey: "maxFrameBytes", default: config.maxFrameBytes)
         config.requestTimeoutMilliseconds = reader.int(forKey: "requestTimeoutMilliseconds", default: config.requestTimeoutMilliseconds)
         config.retryMilliseconds = reader.int(forKey: "retryMilliseconds", default: config.retryMilliseconds)
+        // HS256 keys shorter than the hash are weak (RFC 7518 3.2); refuse them.
+        if let secret = config.jwtSecret, !secret.isEmpty, secret.utf8.count < 32 {
+            throw ConfigError.invalid("jwtSecret", "must be at least 32 bytes, got \(secret.utf8.count)")
+        }
         guard config.listenAddress != nil else { throw ConfigError.invalid("listen", config.listen) }
         return config
     }

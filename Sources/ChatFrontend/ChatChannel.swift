@@ -57,6 +57,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
 
     private func configure(channel: any Channel, verdict: NIOLoopBoundBox<Verdict>) throws -> Value {
         let services = self.services
+        let logger = self.logger
         let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
             maxFrameSize: services.config.chat.maxFrameBytes,
             shouldUpgrade: { channel, head in
@@ -94,6 +95,9 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             notUpgradingCompletionHandler: { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                    // Closes idle keep-alive connections on shutdown and after
+                    // the idle timeout, as Hummingbird's own HTTP1 channel does.
+                    try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: .seconds(120), logger: logger))
                     let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                         wrappingChannelSynchronously: channel,
                         configuration: .init(isOutboundHalfClosureEnabled: true)

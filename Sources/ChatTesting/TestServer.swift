@@ -1,0 +1,184 @@
+import ChatFrontend
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// A real `chatd serve` on a free loopback port with temporary directories,
+/// for end-to-end tests and benchmarks. Talks to it only as a client does.
+public final class TestServer: @unchecked Sendable {
+    public let port: Int
+    public let dataDir: String
+    public let secret: String
+    public let process: Process
+    public let logPath: String
+    private let auth: Authenticator
+
+    /// The chatd binary: `CHATD_BINARY`, or the one built beside the test bundle.
+    public static func binary() throws -> String {
+        if let path = ProcessInfo.processInfo.environment["CHATD_BINARY"] { return path }
+        let candidates = [
+            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
+            Bundle.main.bundleURL.deletingLastPathComponent(),
+            Bundle.main.bundleURL,
+        ].map { $0.appendingPathComponent("chatd").path }
+        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw TestServerError(description: "chatd binary not found in \(candidates); build it or set CHATD_BINARY")
+        }
+        return found
+    }
+
+    /// A loopback port nobody listens on right now.
+    public static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = 0
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        guard ok else { throw TestServerError(description: "no free port: \(errno)") }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// Starts `chatd serve` and waits until `/healthz` answers 200.
+    public static func start(storeWorkers: Int = 1, environment: [String: String] = [:], timeout: Double = 30) async throws -> TestServer {
+        var template = Array("/tmp/chatd-test-XXXXXX".utf8CString)
+        guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }).map({ String(cString: $0) }) else {
+            throw TestServerError(description: "mkdtemp failed")
+        }
+        let port = try freePort()
+        let secret = (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: 0...UInt64.max)) }.joined()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try binary())
+        process.arguments = ["serve"]
+        var env = ProcessInfo.processInfo.environment
+        env["CHAT_LISTEN"] = "127.0.0.1:\(port)"
+        env["CHAT_DATA_DIR"] = dir
+        env["CHAT_JWT_SECRET"] = secret
+        env["CHAT_STORE_WORKERS"] = String(storeWorkers)
+        env["CHAT_LOG_LEVEL"] = env["CHAT_LOG_LEVEL"] ?? "info"
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        let logPath = dir + "/chatd.log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process.standardError = log
+        process.standardOutput = log
+        try process.run()
+        let server = TestServer(port: port, dataDir: dir, secret: secret, process: process, logPath: logPath, auth: await Authenticator(secret: secret))
+        do {
+            try await server.waitUntil(timeout: timeout, "healthz 200") {
+                (try? await server.request("GET", "/healthz").status) == 200
+            }
+        } catch {
+            server.stop()
+            throw TestServerError(description: "\(error)\n--- server log ---\n\(server.log)")
+        }
+        return server
+    }
+
+    init(port: Int, dataDir: String, secret: String, process: Process, logPath: String, auth: Authenticator) {
+        self.port = port
+        self.dataDir = dataDir
+        self.secret = secret
+        self.process = process
+        self.logPath = logPath
+        self.auth = auth
+    }
+
+    public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// SIGTERM and wait for exit (SIGKILL after `grace`); returns the exit status.
+    @discardableResult
+    public func stop(grace: Double = 15) -> Int32 {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGTERM)
+            let deadline = Date().addingTimeInterval(grace)
+            while process.isRunning && Date() < deadline { usleep(10_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: dataDir)
+        return process.terminationStatus
+    }
+
+    deinit { if process.isRunning { stop() } }
+
+    /// Pids of the supervisor's children whose command line contains `needle`.
+    public func childPIDs(matching needle: String) -> [Int32] {
+        let parent = process.processIdentifier
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        return entries.compactMap(Int32.init).filter { pid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")") else { return false }
+            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+            guard fields.count > 1, Int32(fields[1]) == parent else { return false }
+            let cmdline = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))).map {
+                String(decoding: $0.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+            } ?? ""
+            return cmdline.contains(needle)
+        }
+    }
+
+    /// Polls `condition` until it holds or `timeout` passes.
+    public func waitUntil(timeout: Double = 10, _ what: String = "condition", _ condition: () async throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TestServerError(description: "timed out waiting for \(what)")
+    }
+
+    // MARK: Client side
+
+    public func token(sub: String, email: String? = nil, name: String? = nil, expiresIn: Double = 3600) async throws -> String {
+        try await auth.mint(ChatClaims(sub: sub, expires: Date().addingTimeInterval(expiresIn), email: email ?? "\(sub)@example.com", name: name))
+    }
+
+    public struct HTTPResult: @unchecked Sendable {
+        public var status: Int
+        public var body: Data
+        public var headers: [String: String]
+        public var json: Any? { try? JSONSerialization.jsonObject(with: body) }
+        public var object: [String: Any] { (json as? [String: Any]) ?? [:] }
+        public var text: String { String(decoding: body, as: UTF8.self) }
+    }
+
+    /// One HTTP request to the server.
+    public func request(
+        _ method: String, _ path: String, token: String? = nil, json: Any? = nil, body: Data? = nil,
+        headers: [String: String] = [:], timeout: Double = 30
+    ) async throws -> HTTPResult {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        request.httpMethod = method
+        request.timeoutInterval = timeout
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        if let json {
+            request.httpBody = try JSONSerialization.data(withJSONObject: json)
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        }
+        if let body { request.httpBody = body }
+        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let http = response as! HTTPURLResponse
+        var fields: [String: String] = [:]
+        for (key, value) in http.allHeaderFields { fields["\(key)".lowercased()] = "\(value)" }
+        return HTTPResult(status: http.statusCode, body: data, headers: fields)
+    }
+
+    /// Opens a WebSocket with the token in the `Authorization` header.
+    public func webSocket(_ path: String, token: String?) throws -> WebSocketClient {
+        try WebSocketClient(port: port, path: path, headers: token.map { ["Authorization": "Bearer \($0)"] } ?? [:])
+    }
+}
+
+public struct TestServerError: Error, CustomStringConvertible {
+    public let description: String
+}
