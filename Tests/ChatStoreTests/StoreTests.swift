@@ -1,0 +1,104 @@
+import ChatCore
+import ChatStore
+import Foundation
+import GRDB
+import Testing
+
+@Suite struct StoreTests {
+    let database: ChatDatabase
+    let directory: String
+
+    init() throws {
+        directory = NSTemporaryDirectory() + "chatd-store-\(UInt64.random(in: 0...UInt64.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        database = try ChatDatabase(path: directory + "/chat.sqlite")
+    }
+
+    func identity(_ sub: String) -> Identity { Identity(sub: sub, email: "\(sub)@example.com", name: nil, picture: nil) }
+
+    func setUp(members: [String] = ["alice", "bob"]) throws -> String {
+        let room = IDs.uuid7()
+        try database.pool.write { db in
+            for sub in members + ["mallory"] { try Store.upsert(identity(sub), in: db) }
+            _ = try Store.createRoom(
+                Requests.RoomCreate(id: room, name: "r", roomType: "group", participantIDs: members.dropFirst().map { identity($0).id }),
+                creator: identity(members[0]).id, in: db
+            )
+        }
+        return room
+    }
+
+    func create(_ room: String, _ content: String, id: String = IDs.uuid7(), clientMsgID: String? = nil, sender: String = "alice") throws -> Store.CreateOutcome {
+        try database.pool.write { db in
+            try Store.createMessage(
+                Requests.MessageCreate(id: id, roomID: room, content: content, messageType: "text", replyTo: nil, clientMsgID: clientMsgID),
+                sender: identity(sender).user, maxChars: 10_000, in: db
+            )
+        }
+    }
+
+    @Test func messagesGetIncreasingSequenceNumbers() throws {
+        let room = try setUp()
+        var seqs: [Int64] = []
+        for i in 0..<5 {
+            guard case .created(let message) = try create(room, "m\(i)") else { Issue.record("not created"); return }
+            seqs.append(message.seq)
+        }
+        #expect(seqs == [1, 2, 3, 4, 5])
+    }
+
+    @Test func resendingACommandStoresOnce() throws {
+        let room = try setUp()
+        let id = IDs.uuid7()
+        guard case .created = try create(room, "once", id: id) else { Issue.record("not created"); return }
+        guard case .resent(let again) = try create(room, "once", id: id) else { Issue.record("stored twice"); return }
+        #expect(again.id == id)
+        let count = try database.pool.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM messages") }
+        #expect(count == 1)
+    }
+
+    @Test func clientMessageIDDeduplicates() throws {
+        let room = try setUp()
+        guard case .created(let first) = try create(room, "a", clientMsgID: "c-1") else { Issue.record("not created"); return }
+        guard case .duplicate(let original) = try create(room, "a again", clientMsgID: "c-1") else { Issue.record("not deduplicated"); return }
+        #expect(original.id == first.id)
+        // Another sender may use the same client id.
+        guard case .created = try create(room, "b", clientMsgID: "c-1", sender: "bob") else { Issue.record("bob refused"); return }
+    }
+
+    @Test func accessIsChecked() throws {
+        let room = try setUp()
+        #expect(throws: StoreError.forbidden()) { try create(room, "hi", sender: "mallory") }
+        #expect(throws: StoreError.notFound()) { try create(IDs.uuid7(), "hi") }
+        #expect(throws: StoreError.self) { try create(room, "   ") }
+    }
+
+    @Test func roomListUsesAFixedNumberOfQueries() throws {
+        var rooms: [String] = []
+        try database.pool.write { db in
+            for sub in ["alice", "bob"] { try Store.upsert(identity(sub), in: db) }
+        }
+        for _ in 0..<40 {
+            let room = IDs.uuid7()
+            try database.pool.write { db in
+                _ = try Store.createRoom(Requests.RoomCreate(id: room, name: nil, roomType: "group", participantIDs: [identity("bob").id]), creator: identity("alice").id, in: db)
+            }
+            _ = try create(room, "hello")
+            rooms.append(room)
+        }
+        func statements(pageSize: Int) throws -> (Int, Int) {
+            var count = 0
+            let page = try database.pool.read { db in
+                db.trace { _ in count += 1 }
+                defer { db.trace(options: [], nil) }
+                return try Store.roomPage(Requests.RoomList(page: Requests.Page(page: 1, pageSize: pageSize, url: "u", query: []), roomType: nil, discover: false), viewer: identity("bob").id, in: db)
+            }
+            #expect(page.rooms.allSatisfy { $0.unreadCount == 1 && $0.lastMessage?.content == "hello" })
+            return (count, page.rooms.count)
+        }
+        let (few, fewRooms) = try statements(pageSize: 2)
+        let (many, manyRooms) = try statements(pageSize: 40)
+        #expect(fewRooms == 2 && manyRooms == 40)
+        #expect(few == many, "queries grow with the page: \(few) vs \(many)")
+    }
+}

@@ -1,0 +1,98 @@
+import ChatWire
+import Testing
+
+@Suite struct WireTests {
+    @Test func commandRoundTrip() throws {
+        let command = Command(kind: .messageCreate, requestID: "r1", origin: "fe-1", user: Array(#"{"id":"u"}"#.utf8), body: Array("{}".utf8))
+        #expect(try Command(frames: command.encode()) == command)
+    }
+
+    @Test func eventRoundTrip() throws {
+        let event = Event(topic: Topic.room("abc"), kind: .roomEvent, key: "m1", status: .ok, body: [0, 1, 2])
+        #expect(try Event(frames: event.encode()) == event)
+        let reply = Event.reply(to: Command(kind: .roomGet, requestID: "9", origin: "fe-2", user: [], body: []), status: .forbidden, body: [])
+        #expect(reply.topic == "reply.fe-2")
+        #expect(try Event(frames: reply.encode()) == reply)
+    }
+
+    @Test func malformedFramesAreRejected() {
+        let good = Command(kind: .roomGet, requestID: "1", origin: "fe", user: [], body: []).encode()
+        #expect(throws: WireError.frameCount(5)) { try Command(frames: Array(good.dropLast())) }
+        var badVersion = good
+        badVersion[0] = Array("chat/0".utf8)
+        #expect(throws: WireError.version("chat/0")) { try Command(frames: badVersion) }
+        var badKind = good
+        badKind[1] = Array("room.explode".utf8)
+        #expect(throws: WireError.unknownKind("room.explode")) { try Command(frames: badKind) }
+        var noID = good
+        noID[2] = []
+        #expect(throws: WireError.emptyField("requestID")) { try Command(frames: noID) }
+
+        var event = Event(topic: "room.x", kind: .reply, key: "1", body: []).encode()
+        event[4] = Array("teapot".utf8)
+        #expect(throws: WireError.unknownStatus("teapot")) { try Event(frames: event) }
+        #expect(throws: WireError.frameCount(0)) { try Event(frames: []) }
+    }
+
+    @Test func shardingIsStableAndSpreads() {
+        #expect(Shard.of("room-1", count: 1) == 0)
+        #expect(Shard.of("room-1", count: 4) == Shard.of("room-1", count: 4))
+        let shards = Set((0..<100).map { Shard.of("room-\($0)", count: 4) })
+        #expect(shards == [0, 1, 2, 3])
+    }
+}
+
+@Suite struct PendingRequestsTests {
+    let policy = RetryPolicy(retryInterval: 100, deadline: 350)
+
+    @Test func replyCompletesOnce() {
+        var pending = PendingRequests<String>(policy: policy)
+        pending.add(id: "a", payload: "A", now: 0)
+        #expect(pending.complete(id: "a") == "A")
+        // A second reply (to a resend) is dropped.
+        #expect(pending.complete(id: "a") == nil)
+        #expect(pending.count == 0)
+        #expect(pending.nextWakeup == nil)
+    }
+
+    @Test func resendsUntilTheDeadlineThenFails() {
+        var pending = PendingRequests<String>(policy: policy)
+        pending.add(id: "a", payload: "A", now: 0)
+        #expect(pending.nextWakeup == 100)
+        #expect(pending.tick(now: 50).isEmpty)
+        var resends: [Int] = []
+        var failed = false
+        for now in stride(from: UInt64(100), through: 400, by: 50) {
+            for action in pending.tick(now: now) {
+                switch action {
+                case .resend(_, _, let attempt): resends.append(attempt)
+                case .fail(let id, let payload):
+                    #expect(id == "a" && payload == "A")
+                    failed = true
+                }
+            }
+        }
+        #expect(resends == [2, 3, 4])
+        #expect(failed)
+        #expect(pending.count == 0)
+    }
+
+    @Test func replyAfterResendStopsFurtherResends() {
+        var pending = PendingRequests<String>(policy: policy)
+        pending.add(id: "a", payload: "A", now: 0)
+        pending.add(id: "b", payload: "B", now: 60)
+        let first = pending.tick(now: 100)
+        #expect(first.count == 1)
+        #expect(pending.complete(id: "a") == "A")
+        let second = pending.tick(now: 200)
+        #expect(second.count == 1)
+        if case .resend(let id, _, _) = second.first { #expect(id == "b") } else { Issue.record("expected a resend of b") }
+    }
+
+    @Test func removeAllReturnsEverything() {
+        var pending = PendingRequests<Int>(policy: policy)
+        for i in 0..<5 { pending.add(id: "\(i)", payload: i, now: 0) }
+        #expect(pending.removeAll().sorted() == [0, 1, 2, 3, 4])
+        #expect(pending.count == 0)
+    }
+}
