@@ -9,6 +9,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "chatd", targets: ["chatd"]),
+        .executable(name: "chatd-load", targets: ["chatd-load"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -69,6 +70,7 @@ let package = Package(
             ]
         ),
         .target(name: "ChatTesting", dependencies: ["ChatFrontend"]),
+        .executableTarget(name: "chatd-load", dependencies: ["ChatTesting", "ChatCore"]),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "ChatCore"]),
         .testTarget(name: "ChatStoreTests", dependencies: ["ChatStore", "ChatCore"]),

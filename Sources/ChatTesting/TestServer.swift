@@ -181,4 +181,8 @@ public final class TestServer: @unchecked Sendable {
 
 public struct TestServerError: Error, CustomStringConvertible {
     public let description: String
+
+    public init(description: String) {
+        self.description = description
+    }
 }
