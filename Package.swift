@@ -26,7 +26,6 @@ let package = Package(
             pkgConfig: "libzmq",
             providers: [.apt(["libzmq3-dev"])]
         ),
-        .target(name: "CShims"),
         .target(name: "ZeroMQ", dependencies: ["CZeroMQ"]),
         .target(name: "ChatWire"),
         .target(name: "ChatCore"),
@@ -65,7 +64,7 @@ let package = Package(
         .executableTarget(
             name: "chatd",
             dependencies: [
-                "CShims", "ChatSupervisor", "ChatFrontend", "ChatWorkers", "ChatStore", "ChatBus", "ChatConfig",
+                "ChatSupervisor", "ChatFrontend", "ChatWorkers", "ChatStore", "ChatBus", "ChatConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -56,7 +56,7 @@ public final class TestServer: @unchecked Sendable {
         let secret = (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: 0...UInt64.max)) }.joined()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try binary())
-        process.arguments = ["serve"]
+        process.arguments = ["serve", "--die-with-parent"]
         var env = ProcessInfo.processInfo.environment
         env["CHAT_LISTEN"] = "127.0.0.1:\(port)"
         env["CHAT_DATA_DIR"] = dir

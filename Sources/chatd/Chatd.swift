@@ -1,5 +1,4 @@
 import ArgumentParser
-import CShims
 import ChatBus
 import ChatConfig
 import ChatCore
@@ -37,16 +36,38 @@ struct CommonOptions: ParsableArguments {
     }
 }
 
-/// Children die with their supervisor instead of lingering as orphans.
-func dieWithParent() {
-    _ = chatd_die_with_parent()
+/// Exits when the parent process goes away (we are reparented), so children
+/// of a killed supervisor, or a server of a crashed test run, do not linger.
+/// Polled rather than PR_SET_PDEATHSIG, which fires when the spawning
+/// *thread* exits, and the supervisor spawns from a dispatch queue's threads.
+func exitWithParent() {
+    let parent = getppid()
+    let timer = DispatchSource.makeTimerSource(queue: .global())
+    timer.schedule(deadline: .now() + 0.5, repeating: 0.5)
+    timer.setEventHandler {
+        if getppid() != parent {
+            FileHandle.standardError.write(Data("chatd: parent \(parent) is gone, exiting\n".utf8))
+            exit(0)
+        }
+    }
+    timer.resume()
+    // Kept alive for the life of the process.
+    ParentWatch.timer = timer
+}
+
+enum ParentWatch {
+    // Set once at startup, before any other thread reads it.
+    nonisolated(unsafe) static var timer: (any DispatchSourceTimer)?
 }
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the supervisor: frontend and workers, restarted when they exit.")
     @OptionGroup var options: CommonOptions
+    @Flag(help: .hidden) var dieWithParent = false
 
     func run() async throws {
+        // Test harnesses pass this so a crashed test run leaves no server behind.
+        if dieWithParent { exitWithParent() }
         let config = try await options.load()
         let logger = options.logger("chatd.supervisor", config)
         try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
@@ -69,7 +90,7 @@ struct FrontendCommand: AsyncParsableCommand {
     @Option(help: "Store shard count, as resolved by the supervisor.") var shards: Int?
 
     func run() async throws {
-        dieWithParent()
+        exitWithParent()
         let config = try await options.load()
         let logger = options.logger("chatd.frontend", config)
         let frontendID = "fe-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
@@ -88,7 +109,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Store shard count.") var shards: Int?
 
     func run() async throws {
-        dieWithParent()
+        exitWithParent()
         let config = try await options.load()
         var logger = options.logger("chatd.worker", config)
         logger[metadataKey: "worker"] = "\(role).\(shard)"
