@@ -83,7 +83,25 @@ final class Member: @unchecked Sendable {
     }
 }
 
-func measure(_ options: Options) async throws -> (seconds: Double, messages: Int, deliveries: Int, stored: Int) {
+/// CPU seconds (user + system) a process has used so far.
+func cpuSeconds(_ pid: Int32) -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return 0 }
+    let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+    // Fields 14 and 15 of proc(5), counted from the state field (3).
+    let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
+    return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// The processes whose CPU time we report, by role.
+func processes(_ server: TestServer) -> [(String, Int32)] {
+    var list: [(String, Int32)] = [("supervisor+broker", server.process.processIdentifier)]
+    list += server.childPIDs(matching: "frontend").map { ("frontend", $0) }
+    list += server.childPIDs(matching: "worker --role store").map { ("store worker", $0) }
+    list.append(("load client", getpid()))
+    return list
+}
+
+func measure(_ options: Options) async throws -> (seconds: Double, messages: Int, deliveries: Int, stored: Int, cpu: [(String, Double)]) {
     let server = try await TestServer.start(storeWorkers: options.storeWorkers, environment: ["CHAT_LOG_LEVEL": "warning"])
     defer { server.stop() }
     var members: [Member] = []
@@ -104,6 +122,8 @@ func measure(_ options: Options) async throws -> (seconds: Double, messages: Int
             members.append(Member(socket: socket, toSend: options.messages, expected: options.messages * options.senders, window: options.window, tag: "r\(r)s\(s)"))
         }
     }
+    let watched = processes(server)
+    let cpuBefore = watched.map { cpuSeconds($0.1) }
     let start = Date()
     let group = DispatchGroup()
     for member in members {
@@ -112,6 +132,7 @@ func measure(_ options: Options) async throws -> (seconds: Double, messages: Int
     }
     group.wait()
     let seconds = Date().timeIntervalSince(start)
+    let cpu = zip(watched, cpuBefore).map { ($0.0.0, cpuSeconds($0.0.1) - $0.1) }
     if let failure = members.compactMap(\.failure).first { throw TestServerError(description: failure) }
     var stored = 0
     for room in roomIDs {
@@ -119,17 +140,28 @@ func measure(_ options: Options) async throws -> (seconds: Double, messages: Int
         stored += page.object["count"] as? Int ?? 0
     }
     let messages = options.rooms * options.senders * options.messages
-    return (seconds, messages, members.reduce(0) { $0 + $1.received }, stored)
+    return (seconds, messages, members.reduce(0) { $0 + $1.received }, stored, cpu)
 }
 
 let options = Options(CommandLine.arguments)
 var rates: [Double] = []
 for run in 1...options.runs {
-    let result = try await measure(options)
+    let result: (seconds: Double, messages: Int, deliveries: Int, stored: Int, cpu: [(String, Double)])
+    do {
+        result = try await measure(options)
+    } catch {
+        FileHandle.standardError.write(Data("chatd-load: \(error)\n".utf8))
+        exit(1)
+    }
     let rate = Double(result.messages) / result.seconds
     rates.append(rate)
     print(String(format: "run %d: %d messages (%d stored) in %.2f s = %.0f messages/s persisted and delivered, %.0f deliveries/s",
                  run, result.messages, result.stored, result.seconds, rate, Double(result.deliveries) / result.seconds))
+    // Where the time goes: CPU per message of each process, and its share of a core.
+    let breakdown = result.cpu.map { name, seconds in
+        String(format: "%@ %.1f µs/msg (%.0f%%)", name, seconds / Double(result.messages) * 1e6, seconds / result.seconds * 100)
+    }
+    print("  cpu: " + breakdown.joined(separator: ", "))
     if result.stored != result.messages { print("MISMATCH: stored \(result.stored) of \(result.messages)"); exit(1) }
 }
 let sorted = rates.sorted()
