@@ -59,12 +59,12 @@ let package = Package(
         ),
         .target(
             name: "ChatSupervisor",
-            dependencies: ["ChatConfig", "ChatBus", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["ChatConfig", "ChatBus", "ChatWire", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "chatd",
             dependencies: [
-                "ChatSupervisor", "ChatFrontend", "ChatWorkers", "ChatStore", "ChatBus", "ChatConfig",
+                "ChatSupervisor", "ChatFrontend", "ChatWorkers", "ChatStore", "ChatBus", "ChatWire", "ChatConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

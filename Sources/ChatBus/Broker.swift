@@ -7,22 +7,23 @@ import ZeroMQ
 /// it binds every endpoint, frontends and workers connect, so either side can
 /// restart without the other noticing more than a reconnect.
 ///
-/// Per store shard, a PULL (frontends push) forwards to a PUSH (the shard's
-/// worker pulls); a message for a shard whose worker is down waits in the
-/// broker until the replacement connects. Events go XSUB → XPUB, with
+/// Per queue (each store shard, the receipts role), a PULL (frontends push)
+/// forwards to a PUSH (the queue's workers pull, round robin); a message for a
+/// queue whose workers are all down waits in the broker until one connects. Events go XSUB → XPUB, with
 /// subscriptions flowing back, so workers publish without knowing frontends.
 public final class Broker: @unchecked Sendable {
     private let runtimeDir: String
-    private let storeShards: Int
+    private let queues: [String]
     private let logger: Logger
     private let context: Context
     private let wakeup: Wakeup
     private var stopRequested = false
     private let lock = NSLock()
 
-    public init(runtimeDir: String, storeShards: Int, logger: Logger) throws {
+    /// - Parameter queues: command queue names (`Endpoints.queue`).
+    public init(runtimeDir: String, queues: [String], logger: Logger) throws {
         self.runtimeDir = runtimeDir
-        self.storeShards = storeShards
+        self.queues = queues
         self.logger = logger
         self.context = try Context()
         self.wakeup = try Wakeup()
@@ -52,8 +53,8 @@ public final class Broker: @unchecked Sendable {
     struct Sockets: @unchecked Sendable {
         var eventsIn: Socket
         var eventsOut: Socket
-        var storeIn: [Socket]
-        var storeOut: [Socket]
+        var queueIn: [Socket]
+        var queueOut: [Socket]
     }
 
     private func bindAll() throws -> Sockets {
@@ -68,30 +69,30 @@ public final class Broker: @unchecked Sendable {
         return Sockets(
             eventsIn: try make(.xsub, Endpoints.eventsIn(runtimeDir)),
             eventsOut: try make(.xpub, Endpoints.eventsOut(runtimeDir)),
-            storeIn: try (0..<storeShards).map { try make(.pull, Endpoints.storeIn(runtimeDir, shard: $0)) },
-            storeOut: try (0..<storeShards).map { try make(.push, Endpoints.storeOut(runtimeDir, shard: $0)) }
+            queueIn: try queues.map { try make(.pull, Endpoints.queueIn(runtimeDir, $0)) },
+            queueOut: try queues.map { try make(.push, Endpoints.queueOut(runtimeDir, $0)) }
         )
     }
 
     private func forward(_ s: Sockets) throws {
         defer {
             s.eventsIn.close(); s.eventsOut.close()
-            s.storeIn.forEach { $0.close() }; s.storeOut.forEach { $0.close() }
+            s.queueIn.forEach { $0.close() }; s.queueOut.forEach { $0.close() }
         }
         while !lock.withLock({ stopRequested }) {
             var poller = Poller()
             poller.add(.socket(s.eventsIn))
             poller.add(.socket(s.eventsOut))
             poller.add(.fd(wakeup.fd))
-            // Only read a shard's queue when its worker can take the message:
-            // a PUSH with no peer would block the whole broker.
-            var shardIndex: [Int: Int] = [:]
-            for shard in 0..<storeShards where s.storeOut[shard].events & Int32(pollOut) != 0 {
-                shardIndex[poller.add(.socket(s.storeIn[shard]))] = shard
+            // Only read a queue when a worker can take the message: a PUSH
+            // with no peer would block the whole broker.
+            var queueIndex: [Int: Int] = [:]
+            for queue in queues.indices where s.queueOut[queue].events & Int32(pollOut) != 0 {
+                queueIndex[poller.add(.socket(s.queueIn[queue]))] = queue
             }
-            for shard in 0..<storeShards where s.storeOut[shard].events & Int32(pollOut) == 0 {
-                // Wake when the shard's worker (re)connects.
-                shardIndex[poller.add(.socket(s.storeOut[shard]), events: pollOut)] = -1
+            for queue in queues.indices where s.queueOut[queue].events & Int32(pollOut) == 0 {
+                // Wake when the queue's worker (re)connects.
+                queueIndex[poller.add(.socket(s.queueOut[queue]), events: pollOut)] = -1
             }
             let ready = try poller.poll(timeoutMilliseconds: 1000)
             if ready[2] & pollIn != 0 { wakeup.drain() }
@@ -101,11 +102,11 @@ public final class Broker: @unchecked Sendable {
             if ready[1] & pollIn != 0 {
                 while let frames = try s.eventsOut.receive(dontWait: true) { try s.eventsIn.send(frames) }
             }
-            for (index, shard) in shardIndex where shard >= 0 && ready[index] & pollIn != 0 {
+            for (index, queue) in queueIndex where queue >= 0 && ready[index] & pollIn != 0 {
                 var moved = 0
-                while moved < 4096, s.storeOut[shard].events & Int32(pollOut) != 0,
-                    let frames = try s.storeIn[shard].receive(dontWait: true) {
-                    try s.storeOut[shard].send(frames)
+                while moved < 4096, s.queueOut[queue].events & Int32(pollOut) != 0,
+                    let frames = try s.queueIn[queue].receive(dontWait: true) {
+                    try s.queueOut[queue].send(frames)
                     moved += 1
                 }
             }

@@ -11,9 +11,11 @@ public func monotonicNanos() -> UInt64 {
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 
-/// Where a command goes: a store shard (writes of one room stay in order on one shard).
+/// Where a command goes: a store shard (writes of one room stay in order on
+/// one shard), or any worker of another role.
 public enum Destination: Sendable, Hashable {
     case store(shard: Int)
+    case receipts
 }
 
 /// Why a command got no answer.
@@ -146,17 +148,19 @@ public final class BusClient: Sendable {
         try events.subscribe(Topic.heartbeatPrefix)
         try events.connect(Endpoints.eventsOut(runtimeDir))
 
-        var stores: [Socket] = []
-        for shard in 0..<storeShards {
+        func pusher(_ queue: String) throws -> Socket {
             let push = try Socket(context: context, type: .push)
             try push.setHighWaterMarks(send: 0, receive: 0)
             try push.setReconnectInterval(milliseconds: 20)
-            try push.connect(Endpoints.storeIn(runtimeDir, shard: shard))
-            stores.append(push)
+            try push.connect(Endpoints.queueIn(runtimeDir, queue))
+            return push
         }
+        let stores = try (0..<storeShards).map { try pusher(Endpoints.queue(.store, shard: $0)) }
+        let receipts = try pusher(Endpoints.queue(.receipts))
         defer {
             events.close()
             for socket in stores { socket.close() }
+            receipts.close()
         }
 
         var pending = PendingRequests<Outgoing>(policy: policy)
@@ -168,6 +172,7 @@ public final class BusClient: Sendable {
             let socket: Socket
             switch outgoing.destination {
             case .store(let shard): socket = stores[shard]
+            case .receipts: socket = receipts
             }
             do {
                 try socket.send(outgoing.command.encode())

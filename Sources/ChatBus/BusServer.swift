@@ -8,14 +8,14 @@ import ZeroMQ
 /// waiting (up to `maxBatch`) at once, so the worker can commit them in one
 /// transaction.
 public final class BusServer {
-    public let role: String
+    public let role: Role
     public let shard: Int
     private let runtimeDir: String
     private let logger: Logger
     private let context: Context
     private var stopRequested = false
 
-    public init(role: String, shard: Int, runtimeDir: String, logger: Logger) throws {
+    public init(role: Role, shard: Int, runtimeDir: String, logger: Logger) throws {
         self.role = role
         self.shard = shard
         self.runtimeDir = runtimeDir
@@ -27,11 +27,12 @@ public final class BusServer {
     /// - Parameters:
     ///   - maxBatch: most commands handed over at once; bounds a transaction's length.
     ///   - handle: turns a batch of commands into events to publish, in order.
-    public func run(maxBatch: Int = 512, shouldStop: () -> Bool, handle: ([Command]) -> [Event]) throws {
+    ///   - idle: called when no command came for a poll interval (500 ms); for deferred work.
+    public func run(maxBatch: Int = 512, shouldStop: () -> Bool, idle: () -> [Event] = { [] }, handle: ([Command]) -> [Event]) throws {
         let pull = try Socket(context: context, type: .pull)
         try pull.setHighWaterMarks(send: 0, receive: 0)
         try pull.setReconnectInterval(milliseconds: 20)
-        try pull.connect(Endpoints.storeOut(runtimeDir, shard: shard))
+        try pull.connect(Endpoints.queueOut(runtimeDir, Endpoints.queue(role, shard: shard)))
         let pub = try Socket(context: context, type: .pub)
         try pub.setHighWaterMarks(send: 0, receive: 0)
         try pub.setReconnectInterval(milliseconds: 20)
@@ -45,8 +46,8 @@ public final class BusServer {
 
         var poller = Poller()
         poller.add(.socket(pull))
-        let heartbeatTopic = Topic.heartbeat("\(role).\(shard)")
-        let heartbeatBody = Array("\(role) \(shard) \(getpid())".utf8)
+        let heartbeatTopic = Topic.heartbeat("\(role.rawValue).\(shard)")
+        let heartbeatBody = Array("\(role.rawValue) \(shard) \(getpid())".utf8)
         var lastHeartbeat: UInt64 = 0
 
         while !shouldStop() {
@@ -57,7 +58,10 @@ public final class BusServer {
                 lastHeartbeat = now
             }
             let ready = try poller.poll(timeoutMilliseconds: 500)
-            guard ready[0] & pollIn != 0 else { continue }
+            guard ready[0] & pollIn != 0 else {
+                for event in idle() { try pub.send(event.encode()) }
+                continue
+            }
             var batch: [Command] = []
             while batch.count < maxBatch, let frames = try pull.receive(dontWait: true) {
                 do {

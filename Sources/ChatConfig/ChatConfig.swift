@@ -32,6 +32,14 @@ public struct ChatConfig: Sendable, Equatable {
     public var requestTimeoutMilliseconds: Int = 10_000
     /// How long before an unanswered command is resent.
     public var retryMilliseconds: Int = 750
+    /// Receipts workers (read status, typing, sessions).
+    public var receiptsWorkers: Int = 1
+    /// How long a `typing: true` counts (seconds).
+    public var typingWindowSeconds: Double = 30
+    /// A WebSocket silent this long (no frame, no pong) is closed (seconds).
+    public var idleTimeoutSeconds: Double = 120
+    /// Bytes queued to one slow WebSocket client before it is disconnected.
+    public var maxOutboundBytes: Int = 4 << 20
 
     public init() {}
 
@@ -60,6 +68,10 @@ public struct ChatConfig: Sendable, Equatable {
         config.maxFrameBytes = reader.int(forKey: "maxFrameBytes", default: config.maxFrameBytes)
         config.requestTimeoutMilliseconds = reader.int(forKey: "requestTimeoutMilliseconds", default: config.requestTimeoutMilliseconds)
         config.retryMilliseconds = reader.int(forKey: "retryMilliseconds", default: config.retryMilliseconds)
+        config.receiptsWorkers = max(1, reader.int(forKey: "receiptsWorkers", default: config.receiptsWorkers))
+        config.typingWindowSeconds = reader.double(forKey: "typingWindowSeconds", default: config.typingWindowSeconds)
+        config.idleTimeoutSeconds = reader.double(forKey: "idleTimeoutSeconds", default: config.idleTimeoutSeconds)
+        config.maxOutboundBytes = reader.int(forKey: "maxOutboundBytes", default: config.maxOutboundBytes)
         // HS256 keys shorter than the hash are weak (RFC 7518 3.2); refuse them.
         if let secret = config.jwtSecret, !secret.isEmpty, secret.utf8.count < 32 {
             throw ConfigError.invalid("jwtSecret", "must be at least 32 bytes, got \(secret.utf8.count)")

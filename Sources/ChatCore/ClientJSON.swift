@@ -141,3 +141,108 @@ public enum ClientJSON {
         return w.bytes
     }
 }
+
+extension ClientJSON {
+    /// `{"key": "value", ...}` of string fields, for action answers like
+    /// `{"status": "left room"}`.
+    public static func object(_ fields: KeyValuePairs<String, String>) -> [UInt8] {
+        var w = JSONWriter(capacity: 64)
+        w.beginObject()
+        for (key, value) in fields { w.field(key, value) }
+        w.endObject()
+        return w.bytes
+    }
+
+    /// A JSON array of already-encoded items.
+    public static func array(_ items: [[UInt8]]) -> [UInt8] {
+        var w = JSONWriter(capacity: 2 + items.reduce(0) { $0 + $1.count + 1 })
+        w.beginArray()
+        for item in items { w.raw(item) }
+        w.endArray()
+        return w.bytes
+    }
+
+    public static func reactions(_ reactions: [(emoji: String, users: [String])], to w: inout JSONWriter) {
+        w.beginObject()
+        for (emoji, users) in reactions {
+            w.key(emoji)
+            w.beginArray()
+            for user in users { w.string(user) }
+            w.endArray()
+        }
+        w.endObject()
+    }
+
+    /// The answer to `react`.
+    public static func reactionAnswer(_ message: Message, added: Bool) -> [UInt8] {
+        var w = JSONWriter(capacity: 128)
+        w.beginObject()
+        w.key("reactions"); reactions(message.reactions, to: &w)
+        w.field("message", added ? "Reaction added" : "Reaction removed")
+        w.endObject()
+        return w.bytes
+    }
+
+    /// A room event carrying a whole message: `message_edited`, `message_deleted`.
+    public static func messageChange(_ type: String, _ message: Message) -> [UInt8] {
+        var w = JSONWriter(capacity: 768)
+        w.beginObject()
+        w.field("type", type)
+        w.key("message"); write(message, to: &w)
+        w.endObject()
+        return w.bytes
+    }
+
+    /// The `reaction` room event.
+    public static func reactionEvent(_ message: Message, user: String, emoji: String, added: Bool) -> [UInt8] {
+        var w = JSONWriter(capacity: 192)
+        w.beginObject()
+        w.field("type", "reaction")
+        w.field("message_id", message.id)
+        w.field("user_id", user)
+        w.field("emoji", emoji)
+        w.field("action", added ? "add" : "remove")
+        w.key("reactions"); reactions(message.reactions, to: &w)
+        w.endObject()
+        return w.bytes
+    }
+
+    /// `typing`, `user_joined`, `user_left` events: who, and for typing whether.
+    public static func presenceEvent(_ type: String, user: User, isTyping: Bool? = nil) -> [UInt8] {
+        var w = JSONWriter(capacity: 128)
+        w.beginObject()
+        w.field("type", type)
+        w.field("user", user.email)
+        w.field("user_id", user.id)
+        if let isTyping { w.field("is_typing", isTyping) }
+        w.endObject()
+        return w.bytes
+    }
+
+    /// One entry of `typing_users`.
+    public static func typingEntry(room: String, user: User, lastSeen: Timestamp) -> [UInt8] {
+        var w = JSONWriter(capacity: 256)
+        w.beginObject()
+        w.field("room", room)
+        w.key("user"); write(user, to: &w)
+        w.field("is_typing", true)
+        w.field("last_seen", lastSeen)
+        w.endObject()
+        return w.bytes
+    }
+
+    /// One chat session.
+    public static func session(id: String, type: String, isActive: Bool, lastPing: Timestamp, connectedAt: Timestamp, userAgent: String, ipAddress: String?) -> [UInt8] {
+        var w = JSONWriter(capacity: 256)
+        w.beginObject()
+        w.field("session_id", id)
+        w.field("session_type", type)
+        w.field("is_active", isActive)
+        w.field("last_ping", lastPing)
+        w.field("connected_at", connectedAt)
+        w.field("user_agent", userAgent)
+        w.field("ip_address", ipAddress)
+        w.endObject()
+        return w.bytes
+    }
+}

@@ -152,3 +152,98 @@ extension String {
         count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }
+
+extension Requests {
+    /// `PATCH` of a room: a new name (when `setName`) and members to add.
+    public struct RoomUpdate: Codable, Sendable {
+        public var roomID: String
+        public var setName: Bool
+        public var name: String?
+        public var participantIDs: [String]
+
+        public init(roomID: String, setName: Bool, name: String?, participantIDs: [String]) {
+            self.roomID = roomID
+            self.setName = setName
+            self.name = name
+            self.participantIDs = participantIDs
+        }
+    }
+
+    /// `direct_message`: the other user's id as the client sent it (checked by the worker),
+    /// and the id a new room would get.
+    public struct RoomDirect: Codable, Sendable {
+        public var userID: String?
+        public var newRoomID: String
+
+        public init(userID: String?, newRoomID: String) {
+            self.userID = userID
+            self.newRoomID = newRoomID
+        }
+    }
+
+    public struct MessageRef: Codable, Sendable {
+        public var roomID: String
+        public var messageID: String
+
+        public init(roomID: String, messageID: String) {
+            self.roomID = roomID
+            self.messageID = messageID
+        }
+    }
+
+    public struct MessageUpdate: Codable, Sendable {
+        public var roomID: String
+        public var messageID: String
+        public var content: String
+
+        public init(roomID: String, messageID: String, content: String) {
+            self.roomID = roomID
+            self.messageID = messageID
+            self.content = content
+        }
+    }
+
+    public struct MessageReact: Codable, Sendable {
+        public var roomID: String
+        public var messageID: String
+        public var emoji: String
+        public var add: Bool
+
+        public init(roomID: String, messageID: String, emoji: String, add: Bool) {
+            self.roomID = roomID
+            self.messageID = messageID
+            self.emoji = emoji
+            self.add = add
+        }
+    }
+
+    /// A WebSocket connection opened (a chat session) or changed.
+    public struct Session: Codable, Sendable {
+        public var sessionID: String
+        public var roomID: String
+        public var sessionType: String
+        public var userAgent: String
+        public var ipAddress: String?
+
+        public init(sessionID: String, roomID: String, sessionType: String, userAgent: String, ipAddress: String?) {
+            self.sessionID = sessionID
+            self.roomID = roomID
+            self.sessionType = sessionType
+            self.userAgent = userAgent
+            self.ipAddress = ipAddress
+        }
+    }
+
+    public struct TypingSet: Codable, Sendable {
+        public var roomID: String
+        public var isTyping: Bool
+        /// The sending connection (`<frontend>/<connection>`), which does not get the event.
+        public var connection: String
+
+        public init(roomID: String, isTyping: Bool, connection: String) {
+            self.roomID = roomID
+            self.isTyping = isTyping
+            self.connection = connection
+        }
+    }
+}

@@ -33,6 +33,7 @@ public struct APIError: Error, HTTPResponseError {
         switch status {
         case .ok: .ok
         case .created: .created
+        case .noContent: .noContent
         case .badRequest: .badRequest
         case .forbidden: .forbidden
         case .notFound: .notFound
@@ -44,7 +45,8 @@ public struct APIError: Error, HTTPResponseError {
 
 extension Response {
     static func json(_ status: HTTPResponse.Status, _ body: [UInt8]) -> Response {
-        Response(
+        if status == .noContent { return Response(status: .noContent) }
+        return Response(
             status: status,
             headers: [.contentType: "application/json"],
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: body))

@@ -15,16 +15,31 @@ struct ChatAPI: Sendable {
         let router = Router(context: Context.self)
         router.add(middleware: JSONErrorMiddleware())
         router.get("/healthz") { _, _ in
-            let expected = (0..<services.config.storeShards).map { "store.\($0)" }
+            let expected = (0..<services.config.storeShards).map { "store.\($0)" } + ["receipts.0"]
             return services.health.allAlive(expected)
                 ? Response.json(.ok, Array(#"{"status":"ok"}"#.utf8))
                 : Response.json(.serviceUnavailable, Array(#"{"status":"starting"}"#.utf8))
         }
         router.get("/api/chat/rooms/", use: listRooms)
         router.post("/api/chat/rooms/", use: createRoom)
+        router.post("/api/chat/rooms/direct_message/", use: directMessage)
         router.get("/api/chat/rooms/:room/", use: getRoom)
+        router.patch("/api/chat/rooms/:room/", use: updateRoom)
+        router.put("/api/chat/rooms/:room/", use: updateRoom)
+        router.delete("/api/chat/rooms/:room/", use: deleteRoom)
+        router.post("/api/chat/rooms/:room/mark_read/", use: markRoomRead)
+        router.get("/api/chat/rooms/:room/typing_users/", use: typingUsers)
+        router.post("/api/chat/rooms/:room/leave/", use: leaveRoom)
+        router.post("/api/chat/rooms/:room/join/", use: joinRoom)
         router.get("/api/chat/rooms/:room/messages/", use: listMessages)
         router.post("/api/chat/rooms/:room/messages/", use: createMessage)
+        router.get("/api/chat/rooms/:room/messages/:message/", use: getMessage)
+        router.patch("/api/chat/rooms/:room/messages/:message/", use: updateMessage)
+        router.delete("/api/chat/rooms/:room/messages/:message/", use: deleteMessage)
+        router.post("/api/chat/rooms/:room/messages/:message/react/", use: react)
+        router.post("/api/chat/rooms/:room/messages/:message/mark_read/", use: markMessageRead)
+        router.get("/api/chat/sessions/active_sessions/", use: activeSessions)
+        router.post("/api/chat/sessions/cleanup_old_sessions/", use: cleanupSessions)
         return router
     }
 
@@ -53,22 +68,7 @@ struct ChatAPI: Sendable {
         if let value = object["room_type"] {
             if let text = value as? String { roomType = text } else { errors.append(("room_type", "\"\(value)\" is not a valid choice.")) }
         }
-        var participants: [String] = []
-        if let value = object["participant_ids"] {
-            if let list = value as? [Any], list.count <= 1000 {
-                for item in list {
-                    guard let text = item as? String, let id = IDs.canonical(text) else {
-                        errors.append(("participant_ids", "Must be a valid UUID."))
-                        break
-                    }
-                    participants.append(id)
-                }
-            } else if let list = value as? [Any] {
-                errors.append(("participant_ids", "Ensure this field has no more than 1000 elements. Got \(list.count)."))
-            } else {
-                errors.append(("participant_ids", "Expected a list of items but got type \"\(Self.typeName(value))\"."))
-            }
-        }
+        let participants = participantIDs(object["participant_ids"], errors: &errors)
         if !errors.isEmpty { throw APIError.fields(errors) }
         let id = IDs.uuid7()
         let body = Requests.RoomCreate(id: id, name: name, roomType: roomType, participantIDs: participants)
@@ -106,7 +106,151 @@ struct ChatAPI: Sendable {
         }
     }
 
+    func directMessage(_ request: Request, context: Context) async throws -> Response {
+        let caller = try await authenticate(request)
+        let object = try await jsonObject(request)
+        let userID: String? = switch object["user_id"] {
+        case let text as String: text
+        case nil, is NSNull: nil
+        case let other?: "\(other)"
+        }
+        guard let userID, !userID.isEmpty else { throw APIError(.badRequest, body: ClientJSON.object(["error": "user_id is required"])) }
+        // The pair decides the shard, so both users' requests meet on one and make one room.
+        let other = IDs.canonical(userID) ?? userID
+        let pair = [caller.identity.id, other].sorted().joined(separator: "|")
+        return try await forward(.roomDirect, shardKey: pair, caller: caller, body: Requests.RoomDirect(userID: userID, newRoomID: IDs.uuid7()))
+    }
+
+    func updateRoom(_ request: Request, context: Context) async throws -> Response {
+        let caller = try await authenticate(request)
+        let room = try roomID(context)
+        let object = try await jsonObject(request)
+        var errors: [(field: String, message: String)] = []
+        var name: String?
+        let setName = object["name"] != nil
+        if let value = object["name"], !(value is NSNull) {
+            if let text = value as? String { name = text } else { errors.append(("name", "Not a valid string.")) }
+        }
+        let participants = participantIDs(object["participant_ids"], errors: &errors)
+        if !errors.isEmpty { throw APIError.fields(errors) }
+        return try await forward(.roomUpdate, shardKey: room, caller: caller, body: Requests.RoomUpdate(roomID: room, setName: setName, name: name, participantIDs: participants))
+    }
+
+    func deleteRoom(_ request: Request, context: Context) async throws -> Response {
+        try await roomAction(.roomDelete, request, context)
+    }
+
+    func markRoomRead(_ request: Request, context: Context) async throws -> Response {
+        try await roomAction(.receiptRoom, request, context)
+    }
+
+    func typingUsers(_ request: Request, context: Context) async throws -> Response {
+        try await roomAction(.typingList, request, context)
+    }
+
+    func leaveRoom(_ request: Request, context: Context) async throws -> Response {
+        try await roomAction(.roomLeave, request, context)
+    }
+
+    func joinRoom(_ request: Request, context: Context) async throws -> Response {
+        try await roomAction(.roomJoin, request, context)
+    }
+
+    func roomAction(_ kind: CommandKind, _ request: Request, _ context: Context) async throws -> Response {
+        let caller = try await authenticate(request)
+        let room = try roomID(context)
+        return try await forward(kind, shardKey: room, caller: caller, body: Requests.RoomRef(roomID: room))
+    }
+
+    func getMessage(_ request: Request, context: Context) async throws -> Response {
+        try await messageAction(.messageGet, request, context)
+    }
+
+    func deleteMessage(_ request: Request, context: Context) async throws -> Response {
+        try await messageAction(.messageDelete, request, context)
+    }
+
+    func markMessageRead(_ request: Request, context: Context) async throws -> Response {
+        try await messageAction(.receiptMessage, request, context)
+    }
+
+    func messageAction(_ kind: CommandKind, _ request: Request, _ context: Context) async throws -> Response {
+        let caller = try await authenticate(request)
+        let ref = try messageRef(context)
+        return try await forward(kind, shardKey: ref.roomID, caller: caller, body: ref)
+    }
+
+    func updateMessage(_ request: Request, context: Context) async throws -> Response {
+        let caller = try await authenticate(request)
+        let ref = try messageRef(context)
+        let object = try await jsonObject(request)
+        guard let value = object["content"] else { throw APIError.fields([("content", "This field is required.")]) }
+        guard let content = value as? String else { throw APIError.fields([("content", "Not a valid string.")]) }
+        if content.unicodeScalars.count > services.config.maxMessageChars {
+            throw APIError.fields([("content", "Ensure this field has no more than \(services.config.maxMessageChars) characters.")])
+        }
+        return try await forward(.messageUpdate, shardKey: ref.roomID, caller: caller, body: Requests.MessageUpdate(roomID: ref.roomID, messageID: ref.messageID, content: content))
+    }
+
+    func react(_ request: Request, context: Context) async throws -> Response {
+        let caller = try await authenticate(request)
+        let ref = try messageRef(context)
+        let object = try await jsonObject(request)
+        guard let emoji = object["emoji"] as? String, !emoji.isEmpty else {
+            throw APIError(.badRequest, body: ClientJSON.object(["error": "emoji is required"]))
+        }
+        let action: String
+        switch object["action"] {
+        case nil, is NSNull: action = "add"
+        case let text as String where text.isEmpty: action = "add"
+        case let text as String where text == "add" || text == "remove": action = text
+        default: throw APIError(.badRequest, body: ClientJSON.object(["error": "action must be 'add' or 'remove'"]))
+        }
+        return try await forward(.messageReact, shardKey: ref.roomID, caller: caller, body: Requests.MessageReact(roomID: ref.roomID, messageID: ref.messageID, emoji: emoji, add: action == "add"))
+    }
+
+    func activeSessions(_ request: Request, context: Context) async throws -> Response {
+        let caller = try await authenticate(request)
+        return try await forward(.sessionActive, shardKey: caller.identity.id, caller: caller, body: Requests.RoomRef(roomID: ""))
+    }
+
+    func cleanupSessions(_ request: Request, context: Context) async throws -> Response {
+        let caller = try await authenticate(request)
+        return try await forward(.sessionCleanup, shardKey: caller.identity.id, caller: caller, body: Requests.RoomRef(roomID: ""))
+    }
+
     // MARK: Helpers
+
+    /// `participant_ids`: a list of at most 1,000 UUIDs.
+    func participantIDs(_ value: Any?, errors: inout [(field: String, message: String)]) -> [String] {
+        guard let value, !(value is NSNull) else { return [] }
+        guard let list = value as? [Any] else {
+            errors.append(("participant_ids", "Expected a list of items but got type \"\(Self.typeName(value))\"."))
+            return []
+        }
+        guard list.count <= 1000 else {
+            errors.append(("participant_ids", "Ensure this field has no more than 1000 elements."))
+            return []
+        }
+        var ids: [String] = []
+        for item in list {
+            guard let text = item as? String, let id = IDs.canonical(text) else {
+                errors.append(("participant_ids", "Must be a valid UUID."))
+                return []
+            }
+            ids.append(id)
+        }
+        return ids
+    }
+
+    func messageRef(_ context: Context) throws -> Requests.MessageRef {
+        let room = try roomID(context)
+        guard let raw = context.parameters.get("message"), let id = IDs.canonical(raw) else {
+            throw APIError(.notFound, detail: "Not found.")
+        }
+        return Requests.MessageRef(roomID: room, messageID: id)
+    }
+
 
     struct Caller {
         var identity: Identity
@@ -193,7 +337,8 @@ struct ChatAPI: Sendable {
     /// Sends a command to the shard that owns `shardKey` and answers with its reply.
     func forward(_ kind: CommandKind, shardKey: String, caller: Caller, body: some Encodable) async throws -> Response {
         let bytes = [UInt8](try JSONEncoder().encode(body))
-        let result = await services.bus.request(kind, to: .store(shard: services.bus.shard(for: shardKey)), user: caller.json, body: bytes)
+        let destination: Destination = kind.role == .store ? .store(shard: services.bus.shard(for: shardKey)) : .receipts
+        let result = await services.bus.request(kind, to: destination, user: caller.json, body: bytes)
         switch result {
         case .success(let reply):
             return Response.json(APIError.httpStatus(reply.status), reply.body)

@@ -40,7 +40,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
     /// The handshake's verdict, between `shouldUpgrade` and the pipeline setup.
     enum Verdict {
         case none
-        case accepted(Identity, [UInt8], String)
+        case accepted(Identity, [UInt8], Requests.Session)
         case refused(HTTPResponse.Status, [UInt8])
     }
 
@@ -73,7 +73,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             },
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
-                    guard case .accepted(let identity, let identityJSON, let roomID) = verdict.value else {
+                    guard case .accepted(let identity, let identityJSON, let session) = verdict.value else {
                         throw ChannelError.inappropriateOperationForState
                     }
                     try channel.pipeline.syncOperations.addHandler(
@@ -84,7 +84,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                         )
                     )
                     try channel.pipeline.syncOperations.addHandler(
-                        WebSocketConnection(identity: identity, identityJSON: identityJSON, roomID: roomID, services: services)
+                        WebSocketConnection(identity: identity, identityJSON: identityJSON, session: session, services: services)
                     )
                     return UpgradeResult.websocket
                 }
@@ -163,7 +163,17 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         let result = await services.bus.request(.roomEnter, to: .store(shard: services.bus.shard(for: roomID)), user: [UInt8](identityJSON), body: [UInt8](body))
         switch result {
         case .success(let reply) where reply.status == .ok:
-            return .accepted(identity, [UInt8](identityJSON), roomID)
+            let ip: String? = switch peer {
+            case .v4(let address)?: address.host
+            case .v6(let address)?: address.host
+            default: nil
+            }
+            let session = Requests.Session(
+                sessionID: UUID().uuidString.lowercased(), roomID: roomID,
+                sessionType: String((query["session_type"].flatMap { $0.isEmpty ? nil : $0 } ?? "web").prefix(20)),
+                userAgent: head.headers.first(name: "User-Agent") ?? "", ipAddress: ip
+            )
+            return .accepted(identity, [UInt8](identityJSON), session)
         case .success(let reply):
             return .refused(APIError.httpStatus(reply.status), reply.body)
         case .failure:

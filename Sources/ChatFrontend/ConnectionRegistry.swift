@@ -1,6 +1,7 @@
 import ChatBus
 import NIOCore
 import NIOWebSocket
+import Synchronization
 
 /// Which WebSocket connections are in which room, one registry per event loop.
 /// A bus event costs one hop per loop, not per connection: the loop writes the
@@ -34,8 +35,10 @@ final class LoopRegistry: @unchecked Sendable {
 
     var connectionCount: Int { rooms.values.reduce(0) { $0 + $1.count } }
 
+    /// Whether an event with this key is new here. Keys `m:` (message
+    /// changes) and `s:` (session presence) are idempotency keys; others are not.
     private func firstDelivery(of key: String) -> Bool {
-        guard !key.isEmpty else { return true }
+        guard key.hasPrefix("m:") || key.hasPrefix("s:") else { return true }
         guard recentKeys.insert(key).inserted else { return false }
         if recentOrder.count < Self.recentCapacity {
             recentOrder.append(key)
@@ -53,7 +56,9 @@ final class LoopRegistry: @unchecked Sendable {
         var touched: [ObjectIdentifier: WebSocketConnection] = [:]
         for event in events {
             guard let members = rooms[event.roomID], firstDelivery(of: event.key) else { continue }
-            for (id, connection) in members {
+            // `x:<connection>`: everyone but the connection that caused it (typing).
+            let excluded = event.key.hasPrefix("x:") ? event.key.dropFirst(2) : nil
+            for (id, connection) in members where excluded == nil || connection.key != excluded! {
                 connection.write(text: event.frame)
                 touched[id] = connection
             }
@@ -65,6 +70,10 @@ final class LoopRegistry: @unchecked Sendable {
 /// All loops' registries.
 public final class ConnectionRegistry: Sendable {
     let registries: [ObjectIdentifier: LoopRegistry]
+    private let nextID = Atomic<UInt64>(0)
+
+    /// A connection id unique within this frontend process.
+    func makeConnectionID() -> UInt64 { nextID.add(1, ordering: .relaxed).newValue }
 
     public init(group: any EventLoopGroup) {
         var registries: [ObjectIdentifier: LoopRegistry] = [:]

@@ -17,15 +17,21 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     let identityJSON: [UInt8]
     let roomID: String
     let services: FrontendServices
+    let session: Requests.Session
+    /// `<frontend id>/<connection id>`: names this connection in `x:` event keys.
+    let key: String
     private var context: ChannelHandlerContext?
     private var registry: LoopRegistry?
     private var closing = false
+    private var ended = false
 
-    init(identity: Identity, identityJSON: [UInt8], roomID: String, services: FrontendServices) {
+    init(identity: Identity, identityJSON: [UInt8], session: Requests.Session, services: FrontendServices) {
         self.identity = identity
         self.identityJSON = identityJSON
-        self.roomID = roomID
+        self.roomID = session.roomID
+        self.session = session
         self.services = services
+        self.key = "\(services.bus.frontendID)/\(services.connections.makeConnectionID())"
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -33,18 +39,35 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         let registry = services.connections.registry(for: context.eventLoop)
         registry.add(self, room: roomID)
         self.registry = registry
+        // The chat session record, and `user_joined` to the room.
+        command(.sessionOpen, session)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        registry?.remove(self, room: roomID)
-        registry = nil
+        end()
         self.context = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        end()
+        context.fireChannelInactive()
+    }
+
+    /// The connection is gone (closed, reset, or dead without a close frame):
+    /// leave the registry, close the session, tell the room `user_left`.
+    private func end() {
         registry?.remove(self, room: roomID)
         registry = nil
-        context.fireChannelInactive()
+        guard !ended else { return }
+        ended = true
+        command(.sessionClose, session)
+    }
+
+    /// Sends a command whose answer this connection does not wait for.
+    private func command(_ kind: CommandKind, _ body: some Encodable, onReply: (@Sendable (Result<Event, BusFailure>) -> Void)? = nil) {
+        guard let bytes = try? JSONEncoder().encode(body) else { return }
+        let destination: Destination = kind.role == .store ? .store(shard: services.bus.shard(for: roomID)) : .receipts
+        services.bus.send(kind, to: destination, user: identityJSON, body: [UInt8](bytes)) { result in onReply?(result) }
     }
 
     // MARK: Outbound (called by the registry on this loop)
@@ -137,8 +160,28 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         switch event["type"] as? String {
         case "message":
             handleMessage(event)
+        case "typing":
+            guard let isTyping = event["is_typing"] as? Bool else { return sendError("is_typing must be true or false") }
+            command(.typingSet, Requests.TypingSet(roomID: roomID, isTyping: isTyping, connection: key))
+        case "read_receipt":
+            guard let raw = event["message_id"] as? String, let messageID = IDs.canonical(raw) else {
+                return sendError("Message not found in this room")
+            }
+            guard let loop = context?.eventLoop else { return }
+            let me = NIOLoopBound(self, eventLoop: loop)
+            command(.receiptMessage, Requests.MessageRef(roomID: roomID, messageID: messageID)) { result in
+                loop.execute {
+                    switch result {
+                    case .success(let reply) where reply.status == .ok: break
+                    case .success(let reply) where reply.status == .notFound: me.value.sendError("Message not found in this room")
+                    case .success(let reply): me.value.sendError(Self.errorText(reply.body))
+                    case .failure: me.value.sendError("Read receipt could not be stored, try again")
+                    }
+                }
+            }
         case "ping":
             send(Array(#"{"type":"pong"}"#.utf8))
+            command(.sessionPing, session)
         default:
             let type = event["type"].map { "\($0)" } ?? "None"
             sendError("Unknown message type: \(type)")

@@ -61,46 +61,48 @@ public enum Store {
         )
     }
 
-    /// Whether a room exists, and whether the user may use it.
-    public enum Access: Equatable, Sendable {
-        case missing
-        case participant(RoomType)
-        /// Not a participant, but the room is public (may read and join).
-        case publicRoom
-        case denied
+    /// What the access checks need to know about a room and the caller.
+    public struct RoomInfo: Sendable, Equatable {
+        public var id: String
+        public var roomType: RoomType
+        public var isActive: Bool
+        public var createdBy: String?
+        public var isParticipant: Bool
     }
 
-    public static func access(room roomID: String, user userID: String, in db: Database) throws -> Access {
+    public static let noAccess = "You don't have access to this room"
+
+    /// The room and the caller's relation to it, or nil when it does not exist.
+    public static func roomInfo(_ roomID: String, user userID: String, in db: Database) throws -> RoomInfo? {
         guard let row = try Row.fetchOne(db.cachedStatement(sql: """
-            SELECT r.room_type, r.is_active,
+            SELECT r.room_type, r.is_active, r.created_by,
                    EXISTS (SELECT 1 FROM room_participants p WHERE p.room_id = r.id AND p.user_id = ?)
             FROM rooms r WHERE r.id = ?
-            """), arguments: [userID, roomID]) else { return .missing }
-        let type = RoomType(rawValue: row[0]) ?? .group
-        let active: Bool = row[1]
-        let member: Bool = row[2]
-        if !active { return .missing }
-        if member { return .participant(type) }
-        return type == .public ? .publicRoom : .denied
+            """), arguments: [userID, roomID]) else { return nil }
+        return RoomInfo(id: roomID, roomType: RoomType(rawValue: row[0]) ?? .group, isActive: row[1], createdBy: row[2], isParticipant: row[3])
     }
 
-    /// Checks a user may read a room; 404 for none, 403 for no access.
+    /// The room, if the caller may use it: 404 when it does not exist, 403 when
+    /// the caller is not a participant (public rooms pass when `allowPublic`).
+    @discardableResult
+    public static func requireRoom(_ roomID: String, user userID: String, allowPublic: Bool = false, in db: Database) throws -> RoomInfo {
+        guard let info = try roomInfo(roomID, user: userID, in: db) else { throw StoreError.notFound("Room not found") }
+        if info.isParticipant || (allowPublic && info.roomType == .public) { return info }
+        throw StoreError.forbidden(noAccess)
+    }
+
+    /// Checks a user may read a room (participants, and anyone for public rooms).
     public static func requireReadable(room roomID: String, user userID: String, in db: Database) throws {
-        switch try access(room: roomID, user: userID, in: db) {
-        case .missing: throw StoreError.notFound()
-        case .denied: throw StoreError.forbidden()
-        case .participant, .publicRoom: return
-        }
+        try requireRoom(roomID, user: userID, allowPublic: true, in: db)
     }
 
-    /// The WebSocket handshake's check: participants enter; public rooms are joined on entry.
+    /// The WebSocket handshake's check: participants of an active room enter;
+    /// a public room is joined on entry.
     public static func enter(room roomID: String, user userID: String, in db: Database) throws {
-        switch try access(room: roomID, user: userID, in: db) {
-        case .missing: throw StoreError.notFound()
-        case .denied: throw StoreError.forbidden()
-        case .participant: return
-        case .publicRoom: try addParticipants(room: roomID, users: [userID], in: db)
-        }
+        guard let info = try roomInfo(roomID, user: userID, in: db), info.isActive else { throw StoreError.notFound("Room not found") }
+        if info.isParticipant { return }
+        guard info.roomType == .public else { throw StoreError.forbidden(noAccess) }
+        try addParticipants(room: roomID, users: [userID], in: db)
     }
 
     static func addParticipants(room roomID: String, users: [String], in db: Database) throws {
@@ -311,11 +313,8 @@ public enum Store {
     /// client's `client_msg_id` both make a repeat return the stored original.
     public static func createMessage(_ request: Requests.MessageCreate, sender: User, maxChars: Int, in db: Database) throws -> CreateOutcome {
         if let existing = try fetchMessage(id: request.id, in: db) { return .resent(existing) }
-        switch try access(room: request.roomID, user: sender.id, in: db) {
-        case .missing: throw StoreError.notFound()
-        case .denied, .publicRoom: throw StoreError.forbidden()
-        case .participant: break
-        }
+        let room = try requireRoom(request.roomID, user: sender.id, in: db)
+        guard room.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
         if let errors = Validation.messageErrors(content: request.content, messageType: request.messageType, clientMsgID: request.clientMsgID, maxChars: maxChars) {
             throw StoreError.badRequest(errors)
         }
@@ -326,7 +325,7 @@ public enum Store {
         }
         if let replyTo = request.replyTo {
             let sameRoom = try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM messages WHERE id = ? AND room_id = ?"), arguments: [replyTo, request.roomID]) != nil
-            if !sameRoom { throw StoreError.badRequest([("reply_to", "Replies must reference a message in the same room.")]) }
+            if !sameRoom { throw StoreError.badRequest([("reply_to", "reply_to must reference a message in this room")]) }
         }
         let now = Timestamp.now()
         guard let seq = try Int64.fetchOne(db.cachedStatement(sql: "UPDATE rooms SET last_seq = last_seq + 1, updated_at = MAX(updated_at + 1, ?) WHERE id = ? RETURNING last_seq"),
@@ -340,5 +339,11 @@ public enum Store {
             messageType: MessageType(rawValue: request.messageType) ?? .text, timestamp: now, replyTo: request.replyTo,
             clientMsgID: request.clientMsgID
         ))
+    }
+}
+
+extension Store {
+    public static func user(id: String, in db: Database) throws -> User? {
+        try users([id], in: db)[id]
     }
 }

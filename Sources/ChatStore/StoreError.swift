@@ -19,6 +19,15 @@ public struct StoreError: Error, Sendable, Equatable {
         StoreError(code: .badRequest, body: ClientJSON.fieldErrors(errors))
     }
 
+    /// `{"error": ...}`, the seed's body for refused actions.
+    public static func badRequest(error: String) -> StoreError {
+        var w = JSONWriter(capacity: 64)
+        w.beginObject()
+        w.field("error", error)
+        w.endObject()
+        return StoreError(code: .badRequest, body: w.bytes)
+    }
+
     public static func forbidden(_ detail: String = "You don't have access to this room") -> StoreError {
         StoreError(code: .forbidden, body: ClientJSON.detail(detail))
     }

@@ -1,4 +1,5 @@
 import ChatBus
+import ChatWire
 import ChatConfig
 import Foundation
 import Logging
@@ -47,6 +48,9 @@ public final class Supervisor: @unchecked Sendable {
         for shard in 0..<shards {
             specs.append(ChildSpec(name: "store.\(shard)", arguments: ["worker", "--role", "store", "--shard", String(shard), "--shards", String(shards)]))
         }
+        for index in 0..<config.receiptsWorkers {
+            specs.append(ChildSpec(name: "receipts.\(index)", arguments: ["worker", "--role", "receipts", "--shard", String(index), "--shards", String(shards)]))
+        }
         return specs
     }
 
@@ -58,7 +62,8 @@ public final class Supervisor: @unchecked Sendable {
         guard ("ipc://" + runtime + "/store-999.out").utf8.count < 107 + 6 else {
             throw ConfigError.invalid("runtimeDir", "\(runtime) is too long for Unix socket paths")
         }
-        let broker = try Broker(runtimeDir: runtime, storeShards: config.resolvedStoreWorkers, logger: logger)
+        let queues = (0..<config.resolvedStoreWorkers).map { Endpoints.queue(.store, shard: $0) } + [Endpoints.queue(.receipts)]
+        let broker = try Broker(runtimeDir: runtime, queues: queues, logger: logger)
         try broker.start()
         self.broker = broker
 

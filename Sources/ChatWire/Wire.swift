@@ -11,30 +11,70 @@
 ///
 /// `topic` is `room.<id>` for news every frontend with clients in that room
 /// needs, `reply.<frontend-id>` for the answer to one request, `hb.<role>` for
-/// worker heartbeats. For replies `key` is the request id; for room events it
-/// is an idempotency key (the message id) that lets a frontend drop the second
-/// copy of an event a retried command caused. `body` of a room event is the
+/// worker heartbeats. For replies `key` is the request id. For room events it
+/// is an idempotency key (`m:<message id>`) that lets a frontend drop the
+/// second copy of an event a retried command caused, or `x:<frontend>/<conn>`
+/// naming the one connection that must not get the event (its own typing), or empty. `body` of a room event is the
 /// client-facing JSON, encoded once by the worker and forwarded as is.
 public enum Wire {
     public static let version = "chat/1"
     static let versionBytes = Array(version.utf8)
 }
 
-/// What a command asks a worker to do.
+/// What a command asks a worker to do. The prefix names the role that does it:
+/// `room.*` and `message.*` go to the store shard of the room, `receipt.*`,
+/// `typing.*` and `session.*` to the receipts role.
 public enum CommandKind: String, Sendable, CaseIterable {
     case roomList = "room.list"
     case roomCreate = "room.create"
     case roomGet = "room.get"
+    case roomUpdate = "room.update"
+    case roomDelete = "room.delete"
+    case roomDirect = "room.direct"
+    case roomLeave = "room.leave"
+    case roomJoin = "room.join"
     /// Authorises a WebSocket handshake: does the room exist, may the user enter.
     case roomEnter = "room.enter"
     case messageList = "message.list"
+    case messageGet = "message.get"
     case messageCreate = "message.create"
+    case messageUpdate = "message.update"
+    case messageDelete = "message.delete"
+    case messageReact = "message.react"
+    /// Marks every unread message of a room read (REST `mark_read` of a room).
+    case receiptRoom = "receipt.room"
+    /// Marks one message read (REST `mark_read` of a message, WebSocket `read_receipt`).
+    case receiptMessage = "receipt.message"
+    case typingSet = "typing.set"
+    case typingList = "typing.list"
+    case sessionOpen = "session.open"
+    case sessionPing = "session.ping"
+    case sessionClose = "session.close"
+    case sessionActive = "session.active"
+    case sessionCleanup = "session.cleanup"
+
+    /// The worker role that handles this kind.
+    public var role: Role {
+        switch self {
+        case .receiptRoom, .receiptMessage, .typingSet, .typingList, .sessionOpen, .sessionPing, .sessionClose,
+            .sessionActive, .sessionCleanup:
+            .receipts
+        default:
+            .store
+        }
+    }
+}
+
+/// Worker roles.
+public enum Role: String, Sendable, CaseIterable {
+    case store, receipts
 }
 
 /// The outcome of a command, as it crosses the bus. Only the frontend maps
 /// these to HTTP statuses and WebSocket close codes.
 public enum Status: String, Sendable, CaseIterable {
     case ok, created
+    case noContent = "no_content"
     case badRequest = "bad_request"
     case forbidden
     case notFound = "not_found"
@@ -165,10 +205,14 @@ public enum Shard {
 
 /// Bus endpoint names, shared by the broker (which binds) and its peers (which connect).
 public enum Endpoints {
-    /// Frontends PUSH store commands for shard `n` here.
-    public static func storeIn(_ runtime: String, shard: Int) -> String { "ipc://\(runtime)/store-\(shard).in" }
-    /// Store worker `n` PULLs its commands from here.
-    public static func storeOut(_ runtime: String, shard: Int) -> String { "ipc://\(runtime)/store-\(shard).out" }
+    /// A command queue: `store-<n>` for a store shard, `receipts` for the receipts role.
+    public static func queue(_ role: Role, shard: Int = 0) -> String {
+        role == .store ? "store-\(shard)" : role.rawValue
+    }
+    /// Frontends PUSH a queue's commands here.
+    public static func queueIn(_ runtime: String, _ queue: String) -> String { "ipc://\(runtime)/\(queue).in" }
+    /// The queue's workers PULL from here (round robin when there are several).
+    public static func queueOut(_ runtime: String, _ queue: String) -> String { "ipc://\(runtime)/\(queue).out" }
     /// Workers PUB events into the broker here.
     public static func eventsIn(_ runtime: String) -> String { "ipc://\(runtime)/events.in" }
     /// Frontends SUB to events here.

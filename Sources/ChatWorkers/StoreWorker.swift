@@ -9,117 +9,33 @@ import Logging
 
 /// The `store` role: rooms, participants, messages, users. One worker per
 /// shard; all writes of a room arrive at the same shard, in order.
-///
-/// Commands come in batches (whatever was waiting). All writes of a batch run
-/// in one transaction, each in its own savepoint so one refusal does not undo
-/// the others; events and replies are published only after the commit.
 public final class StoreWorker {
-    let database: ChatDatabase
+    let processor: BatchProcessor
     let config: ChatConfig
-    let logger: Logger
-    /// Users already provisioned by this process, by the exact claims bytes.
-    var knownUsers: [[UInt8]: Identity] = [:]
-    let decoder = JSONDecoder()
 
     public init(database: ChatDatabase, config: ChatConfig, logger: Logger) {
-        self.database = database
+        self.processor = BatchProcessor(database: database, logger: logger)
         self.config = config
-        self.logger = logger
     }
 
     static func isWrite(_ kind: CommandKind) -> Bool {
         switch kind {
-        case .roomCreate, .roomEnter, .messageCreate: true
-        case .roomList, .roomGet, .messageList: false
+        case .roomList, .roomGet, .messageList, .messageGet: false
+        default: true
         }
     }
 
     /// Turns a batch of commands into the events to publish, in order.
     public func handle(_ batch: [Command]) -> [Event] {
-        var events: [Event] = []
-        var identities: [Int: Identity] = [:]
-        var newUsers: [[UInt8]: Identity] = [:]
-        for (index, command) in batch.enumerated() {
-            if let known = knownUsers[command.user] {
-                identities[index] = known
-            } else if let identity = try? decoder.decode(Identity.self, from: Data(command.user)) {
-                identities[index] = identity
-                newUsers[command.user] = identity
-            } else {
-                events.append(.reply(to: command, status: .badRequest, body: ClientJSON.detail("Missing or malformed user identity.")))
-            }
-        }
-        let writes = batch.indices.filter { identities[$0] != nil && Self.isWrite(batch[$0].kind) }
-        let reads = batch.indices.filter { identities[$0] != nil && !Self.isWrite(batch[$0].kind) }
-
-        if !writes.isEmpty || !newUsers.isEmpty {
-            var pending: [Event] = []
-            do {
-                try database.pool.write { db in
-                    for identity in newUsers.values { try Store.upsert(identity, in: db) }
-                    for index in writes {
-                        let command = batch[index]
-                        do {
-                            try db.inSavepoint {
-                                pending += try self.write(command, identity: identities[index]!, in: db)
-                                return .commit
-                            }
-                        } catch let error as StoreError {
-                            pending.append(.reply(to: command, status: Self.status(error.code), body: error.body))
-                        }
-                    }
-                }
-                events += pending
-                for (bytes, identity) in newUsers { knownUsers[bytes] = identity }
-                // Bounded: a long-lived worker sees many users; forgetting only costs an upsert.
-                if knownUsers.count > 100_000 { knownUsers.removeAll() }
-            } catch {
-                logger.error("write batch failed", metadata: ["error": "\(error)", "commands": "\(writes.count)"])
-                for index in writes {
-                    events.append(.reply(to: batch[index], status: .unavailable, body: ClientJSON.detail("Storage is unavailable, try again.")))
-                }
-            }
-        }
-
-        if !reads.isEmpty {
-            do {
-                try database.pool.read { db in
-                    for index in reads {
-                        let command = batch[index]
-                        do {
-                            events.append(try self.read(command, identity: identities[index]!, in: db))
-                        } catch let error as StoreError {
-                            events.append(.reply(to: command, status: Self.status(error.code), body: error.body))
-                        }
-                    }
-                }
-            } catch {
-                logger.error("read batch failed", metadata: ["error": "\(error)"])
-                for index in reads {
-                    events.append(.reply(to: batch[index], status: .unavailable, body: ClientJSON.detail("Storage is unavailable, try again.")))
-                }
-            }
-        }
-        return events
-    }
-
-    static func status(_ code: StoreError.Code) -> Status {
-        switch code {
-        case .badRequest: .badRequest
-        case .forbidden: .forbidden
-        case .notFound: .notFound
-        }
+        processor.handle(batch, isWrite: Self.isWrite, write: write, read: read)
     }
 
     func body<T: Decodable>(_ type: T.Type, _ command: Command) throws -> T {
-        do {
-            return try decoder.decode(type, from: Data(command.body))
-        } catch {
-            throw StoreError(code: .badRequest, body: ClientJSON.detail("Malformed command body."))
-        }
+        try processor.body(type, command)
     }
 
     func write(_ command: Command, identity: Identity, in db: Database) throws -> [Event] {
+        let user = identity.id
         switch command.kind {
         case .messageCreate:
             let request = try body(Requests.MessageCreate.self, command)
@@ -130,42 +46,78 @@ public final class StoreWorker {
                 // second copy by its key.
                 let json = ClientJSON.encode(message)
                 return [
-                    Event(topic: Topic.room(message.roomID), kind: .roomEvent, key: message.id, body: ClientJSON.messageEvent(json)),
+                    Event(topic: Topic.room(message.roomID), kind: .roomEvent, key: eventKey(message, "new"), body: ClientJSON.messageEvent(json)),
                     .reply(to: command, status: .created, body: json),
                 ]
             case .duplicate(let original):
                 return [.reply(to: command, status: .ok, body: ClientJSON.encode(original))]
             }
+        case .messageUpdate:
+            let message = try Store.editMessage(try body(Requests.MessageUpdate.self, command), user: user, maxChars: config.maxMessageChars, in: db)
+            return [
+                Event(topic: Topic.room(message.roomID), kind: .roomEvent, key: eventKey(message, "edit\(message.editedAt?.micros ?? 0)"), body: ClientJSON.messageChange("message_edited", message)),
+                .reply(to: command, status: .ok, body: ClientJSON.encode(message)),
+            ]
+        case .messageDelete:
+            let message = try Store.deleteMessage(try body(Requests.MessageRef.self, command), user: user, in: db)
+            return [
+                Event(topic: Topic.room(message.roomID), kind: .roomEvent, key: eventKey(message, "delete"), body: ClientJSON.messageChange("message_deleted", message)),
+                .reply(to: command, status: .noContent, body: []),
+            ]
+        case .messageReact:
+            let request = try body(Requests.MessageReact.self, command)
+            let message = try Store.react(request, user: user, in: db)
+            return [
+                Event(topic: Topic.room(message.roomID), kind: .roomEvent, key: "",
+                      body: ClientJSON.reactionEvent(message, user: user, emoji: request.emoji, added: request.add)),
+                .reply(to: command, status: .ok, body: ClientJSON.reactionAnswer(message, added: request.add)),
+            ]
         case .roomCreate:
-            let request = try body(Requests.RoomCreate.self, command)
-            let room = try Store.createRoom(request, creator: identity.id, in: db)
+            let room = try Store.createRoom(try body(Requests.RoomCreate.self, command), creator: user, in: db)
             return [.reply(to: command, status: .created, body: ClientJSON.encode(room))]
+        case .roomUpdate:
+            let room = try Store.updateRoom(try body(Requests.RoomUpdate.self, command), user: user, in: db)
+            return [.reply(to: command, status: .ok, body: ClientJSON.encode(room))]
+        case .roomDelete:
+            try Store.deactivateRoom(try body(Requests.RoomRef.self, command).roomID, user: user, in: db)
+            return [.reply(to: command, status: .noContent, body: [])]
+        case .roomDirect:
+            let (room, created) = try Store.directRoom(try body(Requests.RoomDirect.self, command), user: user, in: db)
+            return [.reply(to: command, status: created ? .created : .ok, body: ClientJSON.encode(room))]
+        case .roomLeave:
+            try Store.leaveRoom(try body(Requests.RoomRef.self, command).roomID, user: user, in: db)
+            return [.reply(to: command, status: .ok, body: ClientJSON.object(["status": "left room"]))]
+        case .roomJoin:
+            try Store.joinRoom(try body(Requests.RoomRef.self, command).roomID, user: user, in: db)
+            return [.reply(to: command, status: .ok, body: ClientJSON.object(["status": "joined room"]))]
         case .roomEnter:
-            let request = try body(Requests.RoomRef.self, command)
-            try Store.enter(room: request.roomID, user: identity.id, in: db)
+            try Store.enter(room: try body(Requests.RoomRef.self, command).roomID, user: user, in: db)
             return [.reply(to: command, status: .ok, body: [])]
-        case .roomList, .roomGet, .messageList:
-            preconditionFailure("reads are not written")
+        default:
+            throw StoreError(code: .badRequest, body: ClientJSON.detail("Not a store command: \(command.kind.rawValue)"))
         }
     }
 
-    func read(_ command: Command, identity: Identity, in db: Database) throws -> Event {
+    func read(_ command: Command, identity: Identity, in db: Database) throws -> [Event] {
         switch command.kind {
         case .roomList:
             let request = try body(Requests.RoomList.self, command)
             let (count, rooms) = try Store.roomPage(request, viewer: identity.id, in: db)
             let links = Pagination.links(request.page, count: count)
-            return .reply(to: command, status: .ok, body: ClientJSON.page(count: count, next: links.next, previous: links.previous, results: rooms.map(ClientJSON.encode)))
+            return [.reply(to: command, status: .ok, body: ClientJSON.page(count: count, next: links.next, previous: links.previous, results: rooms.map(ClientJSON.encode)))]
         case .roomGet:
             let request = try body(Requests.RoomRef.self, command)
-            return .reply(to: command, status: .ok, body: ClientJSON.encode(try Store.room(request.roomID, viewer: identity.id, in: db)))
+            return [.reply(to: command, status: .ok, body: ClientJSON.encode(try Store.room(request.roomID, viewer: identity.id, in: db)))]
         case .messageList:
             let request = try body(Requests.MessageList.self, command)
             let (count, messages) = try Store.messagePage(request, viewer: identity.id, in: db)
             let links = Pagination.links(request.page, count: count)
-            return .reply(to: command, status: .ok, body: ClientJSON.page(count: count, next: links.next, previous: links.previous, results: messages.map(ClientJSON.encode)))
-        case .roomCreate, .roomEnter, .messageCreate:
-            preconditionFailure("writes are not read")
+            return [.reply(to: command, status: .ok, body: ClientJSON.page(count: count, next: links.next, previous: links.previous, results: messages.map(ClientJSON.encode)))]
+        case .messageGet:
+            let message = try Store.message(try body(Requests.MessageRef.self, command), user: identity.id, in: db)
+            return [.reply(to: command, status: .ok, body: ClientJSON.encode(message))]
+        default:
+            throw StoreError(code: .badRequest, body: ClientJSON.detail("Not a store read: \(command.kind.rawValue)"))
         }
     }
 }

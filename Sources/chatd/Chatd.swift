@@ -5,6 +5,7 @@ import ChatCore
 import ChatFrontend
 import ChatStore
 import ChatSupervisor
+import ChatWire
 import ChatWorkers
 import Foundation
 import Logging
@@ -113,13 +114,19 @@ struct WorkerCommand: AsyncParsableCommand {
         let config = try await options.load()
         var logger = options.logger("chatd.worker", config)
         logger[metadataKey: "worker"] = "\(role).\(shard)"
-        guard role == "store" else { throw ValidationError("unknown role \(role)") }
+        guard let role = Role(rawValue: role) else { throw ValidationError("unknown role \(self.role)") }
         let stop = StopFlag()
         let database = try ChatDatabase(path: config.databasePath)
-        let worker = StoreWorker(database: database, config: config, logger: logger)
         let server = try BusServer(role: role, shard: shard, runtimeDir: config.resolvedRuntimeDir, logger: logger)
         logger.info("worker ready", metadata: ["pid": "\(getpid())"])
-        try server.run(shouldStop: { stop.isSet }, handle: worker.handle)
+        switch role {
+        case .store:
+            let worker = StoreWorker(database: database, config: config, logger: logger)
+            try server.run(shouldStop: { stop.isSet }, handle: worker.handle)
+        case .receipts:
+            let worker = ReceiptsWorker(database: database, config: config, logger: logger)
+            try server.run(shouldStop: { stop.isSet }, idle: worker.idle, handle: worker.handle)
+        }
         logger.info("worker stopped")
     }
 }

@@ -69,7 +69,7 @@ import Testing
     @Test func accessIsChecked() throws {
         let room = try setUp()
         #expect(throws: StoreError.forbidden()) { try create(room, "hi", sender: "mallory") }
-        #expect(throws: StoreError.notFound()) { try create(IDs.uuid7(), "hi") }
+        #expect(throws: StoreError.notFound("Room not found")) { try create(IDs.uuid7(), "hi") }
         #expect(throws: StoreError.self) { try create(room, "   ") }
     }
 

@@ -1,0 +1,90 @@
+import ChatCore
+import Foundation
+import GRDB
+
+extension Store {
+    /// A message of a room the caller may use; 404 when it is not in that room.
+    static func requireMessage(_ ref: Requests.MessageRef, user: String, allowPublic: Bool, in db: Database) throws -> Message {
+        try requireRoom(ref.roomID, user: user, allowPublic: allowPublic, in: db)
+        guard let message = try fetchMessage(id: ref.messageID, in: db), message.roomID == ref.roomID else {
+            throw StoreError.notFound()
+        }
+        return message
+    }
+
+    public static func message(_ ref: Requests.MessageRef, user: String, in db: Database) throws -> Message {
+        try requireMessage(ref, user: user, allowPublic: true, in: db)
+    }
+
+    /// `PATCH`: new content, `edited_at` set; the sender only.
+    public static func editMessage(_ request: Requests.MessageUpdate, user: String, maxChars: Int, in db: Database) throws -> Message {
+        let message = try requireMessage(Requests.MessageRef(roomID: request.roomID, messageID: request.messageID), user: user, allowPublic: false, in: db)
+        guard message.sender.id == user else { throw StoreError.forbidden("You can only edit your own messages") }
+        guard !message.isDeleted else { throw StoreError.badRequest(error: "Cannot edit a deleted message") }
+        if let errors = Validation.messageErrors(content: request.content, messageType: message.messageType.rawValue, clientMsgID: nil, maxChars: maxChars) {
+            throw StoreError.badRequest(errors)
+        }
+        let now = Timestamp.now().micros
+        try db.execute(
+            sql: "UPDATE messages SET content = ?, edited_at = ?, updated_at = MAX(updated_at + 1, ?) WHERE id = ?",
+            arguments: [request.content, now, now, request.messageID]
+        )
+        return try fetchMessage(id: request.messageID, in: db)!
+    }
+
+    /// `DELETE`: soft delete (content emptied, kept in history); the sender only.
+    /// Returns the message as it now is.
+    public static func deleteMessage(_ ref: Requests.MessageRef, user: String, in db: Database) throws -> Message {
+        let message = try requireMessage(ref, user: user, allowPublic: false, in: db)
+        guard message.sender.id == user else { throw StoreError.forbidden("You can only delete your own messages") }
+        if !message.isDeleted {
+            try db.execute(
+                sql: "UPDATE messages SET is_deleted = 1, content = '', updated_at = MAX(updated_at + 1, ?) WHERE id = ?",
+                arguments: [Timestamp.now().micros, ref.messageID]
+            )
+        }
+        return try fetchMessage(id: ref.messageID, in: db)!
+    }
+
+    /// `react`: add (a no-op when present) or remove (the emoji's key goes with
+    /// its last user). Returns the message with its new reactions.
+    public static func react(_ request: Requests.MessageReact, user: String, in db: Database) throws -> Message {
+        let message = try requireMessage(Requests.MessageRef(roomID: request.roomID, messageID: request.messageID), user: user, allowPublic: false, in: db)
+        guard !message.isDeleted else { throw StoreError.badRequest(error: "Cannot react to a deleted message") }
+        var reactions = message.reactions
+        if let index = reactions.firstIndex(where: { $0.emoji == request.emoji }) {
+            if request.add {
+                if !reactions[index].users.contains(user) { reactions[index].users.append(user) }
+            } else {
+                reactions[index].users.removeAll { $0 == user }
+                if reactions[index].users.isEmpty { reactions.remove(at: index) }
+            }
+        } else if request.add {
+            reactions.append((request.emoji, [user]))
+        }
+        if reactions.map(\.emoji) != message.reactions.map(\.emoji) || reactions.map(\.users) != message.reactions.map(\.users) {
+            try db.execute(
+                sql: "UPDATE messages SET reactions = ?, updated_at = MAX(updated_at + 1, ?) WHERE id = ?",
+                arguments: [encodeReactions(reactions), Timestamp.now().micros, request.messageID]
+            )
+        }
+        var updated = message
+        updated.reactions = reactions
+        return updated
+    }
+
+    static func encodeReactions(_ reactions: [(emoji: String, users: [String])]) -> String {
+        var w = JSONWriter(capacity: 64)
+        w.beginArray()
+        for (emoji, users) in reactions {
+            w.beginArray()
+            w.string(emoji)
+            w.beginArray()
+            for user in users { w.string(user) }
+            w.endArray()
+            w.endArray()
+        }
+        w.endArray()
+        return String(decoding: w.bytes, as: UTF8.self)
+    }
+}

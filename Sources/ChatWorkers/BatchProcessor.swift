@@ -1,0 +1,117 @@
+import ChatCore
+import ChatStore
+import ChatWire
+import Foundation
+import GRDB
+import Logging
+
+/// What every worker role shares: it decodes the caller of each command,
+/// provisions users just in time, runs all writes of a batch in one
+/// transaction (each in its own savepoint, so one refusal undoes only itself)
+/// and the reads after it. Events are returned, to be published after commit.
+final class BatchProcessor {
+    let database: ChatDatabase
+    let logger: Logger
+    private let decoder = JSONDecoder()
+    /// Users already provisioned by this process, by the exact claims bytes.
+    private var knownUsers: [[UInt8]: Identity] = [:]
+
+    init(database: ChatDatabase, logger: Logger) {
+        self.database = database
+        self.logger = logger
+    }
+
+    typealias Handler = (Command, Identity, Database) throws -> [Event]
+
+    func handle(_ batch: [Command], isWrite: (CommandKind) -> Bool, write: Handler, read: Handler, afterCommit: () -> Void = {}) -> [Event] {
+        var events: [Event] = []
+        var identities: [Int: Identity] = [:]
+        var newUsers: [[UInt8]: Identity] = [:]
+        for (index, command) in batch.enumerated() {
+            if let known = knownUsers[command.user] {
+                identities[index] = known
+            } else if let identity = try? decoder.decode(Identity.self, from: Data(command.user)) {
+                identities[index] = identity
+                newUsers[command.user] = identity
+            } else {
+                events.append(.reply(to: command, status: .badRequest, body: ClientJSON.detail("Missing or malformed user identity.")))
+            }
+        }
+        let writes = batch.indices.filter { identities[$0] != nil && isWrite(batch[$0].kind) }
+        let reads = batch.indices.filter { identities[$0] != nil && !isWrite(batch[$0].kind) }
+
+        if !writes.isEmpty || !newUsers.isEmpty {
+            var pending: [Event] = []
+            do {
+                try database.pool.write { db in
+                    for identity in newUsers.values { try Store.upsert(identity, in: db) }
+                    for index in writes {
+                        let command = batch[index]
+                        do {
+                            try db.inSavepoint {
+                                pending += try write(command, identities[index]!, db)
+                                return .commit
+                            }
+                        } catch let error as StoreError {
+                            pending.append(.reply(to: command, status: Self.status(error.code), body: error.body))
+                        }
+                    }
+                }
+                events += pending
+                afterCommit()
+                for (bytes, identity) in newUsers { knownUsers[bytes] = identity }
+                // Bounded: forgetting a user only costs one more upsert.
+                if knownUsers.count > 100_000 { knownUsers.removeAll() }
+            } catch {
+                logger.error("write batch failed", metadata: ["error": "\(error)", "commands": "\(writes.count)"])
+                for index in writes {
+                    events.append(.reply(to: batch[index], status: .unavailable, body: ClientJSON.detail("Storage is unavailable, try again.")))
+                }
+            }
+        }
+
+        if !reads.isEmpty {
+            do {
+                try database.pool.read { db in
+                    for index in reads {
+                        let command = batch[index]
+                        do {
+                            events += try read(command, identities[index]!, db)
+                        } catch let error as StoreError {
+                            events.append(.reply(to: command, status: Self.status(error.code), body: error.body))
+                        }
+                    }
+                }
+            } catch {
+                logger.error("read batch failed", metadata: ["error": "\(error)"])
+                for index in reads {
+                    events.append(.reply(to: batch[index], status: .unavailable, body: ClientJSON.detail("Storage is unavailable, try again.")))
+                }
+            }
+        }
+        return events
+    }
+
+    static func status(_ code: StoreError.Code) -> Status {
+        switch code {
+        case .badRequest: .badRequest
+        case .forbidden: .forbidden
+        case .notFound: .notFound
+        }
+    }
+
+    /// A command's body, or a 400 when it does not decode.
+    func body<T: Decodable>(_ type: T.Type, _ command: Command) throws -> T {
+        do {
+            return try decoder.decode(type, from: Data(command.body))
+        } catch {
+            throw StoreError(code: .badRequest, body: ClientJSON.detail("Malformed command body."))
+        }
+    }
+}
+
+/// The idempotency key of a room event about a message: one per change, so a
+/// re-published copy is dropped and the next change is not.
+func eventKey(_ message: Message, _ change: String) -> String {
+    "m:\(message.id):\(change)"
+}

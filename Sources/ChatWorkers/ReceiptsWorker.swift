@@ -1,0 +1,143 @@
+import ChatBus
+import ChatConfig
+import ChatCore
+import ChatStore
+import ChatWire
+import Foundation
+import GRDB
+import Logging
+
+/// The `receipts` role: read status, typing state and chat sessions.
+///
+/// Read receipts arrive in bursts and are written in bulk (a batch is one
+/// transaction; each receipt an idempotent `INSERT OR IGNORE`). Typing events
+/// are published at once and their state kept in memory; it reaches the
+/// database lazily, with the next batch that writes anyway or the periodic
+/// flush, so a typing event never waits on a disk write.
+public final class ReceiptsWorker {
+    let processor: BatchProcessor
+    let config: ChatConfig
+    /// Typing states not yet in the database, by (room, user).
+    var unsavedTyping: [String: Store.TypingState] = [:]
+    /// Users' identities seen with typing events, for the events' `user` fields.
+    var lastFlush = Date()
+
+    public init(database: ChatDatabase, config: ChatConfig, logger: Logger) {
+        self.processor = BatchProcessor(database: database, logger: logger)
+        self.config = config
+    }
+
+    static func isWrite(_ kind: CommandKind) -> Bool {
+        switch kind {
+        case .typingList, .sessionActive: false
+        // typing.set is handled before the transaction (see handle).
+        default: true
+        }
+    }
+
+    public func handle(_ batch: [Command]) -> [Event] {
+        var events: [Event] = []
+        var rest: [Command] = []
+        // Typing first and without the database: fan out now, persist later.
+        for command in batch {
+            guard command.kind == .typingSet else { rest.append(command); continue }
+            events += typing(command)
+        }
+        let flushDue = !unsavedTyping.isEmpty && Date().timeIntervalSince(lastFlush) >= 1
+        if !rest.isEmpty || flushDue {
+            events += processor.handle(rest, isWrite: Self.isWrite, write: write, read: read, afterCommit: { self.unsavedTyping.removeAll() })
+        }
+        return events
+    }
+
+    /// Called when the worker is idle: persists typing state that waited.
+    public func idle() -> [Event] {
+        guard !unsavedTyping.isEmpty, Date().timeIntervalSince(lastFlush) >= 1 else { return [] }
+        return processor.handle([], isWrite: Self.isWrite, write: write, read: read, afterCommit: { self.unsavedTyping.removeAll() })
+    }
+
+    func typing(_ command: Command) -> [Event] {
+        guard let identity = try? JSONDecoder().decode(Identity.self, from: Data(command.user)),
+            let request = try? processor.body(Requests.TypingSet.self, command) else { return [] }
+        let state = Store.TypingState(roomID: request.roomID, userID: identity.id, isTyping: request.isTyping, lastSeen: .now())
+        unsavedTyping["\(request.roomID)|\(identity.id)"] = state
+        // The frontend checked membership when the socket opened and checks it
+        // per event; the sender's own connection is excluded by the key.
+        return [Event(topic: Topic.room(request.roomID), kind: .roomEvent, key: "x:" + request.connection,
+                      body: ClientJSON.presenceEvent("typing", user: identity.user, isTyping: request.isTyping))]
+    }
+
+    func write(_ command: Command, identity: Identity, in db: Database) throws -> [Event] {
+        // Typing state that waited rides along with this transaction.
+        if !unsavedTyping.isEmpty {
+            try Store.saveTyping(unsavedTyping.values, in: db)
+            lastFlush = Date()
+        }
+        let user = identity.id
+        switch command.kind {
+        case .receiptRoom:
+            let count = try Store.markRoomRead(try processor.body(Requests.RoomRef.self, command).roomID, user: user, in: db)
+            var w = JSONWriter(capacity: 48)
+            w.beginObject(); w.field("status", "marked as read"); w.field("count", Int64(count)); w.endObject()
+            return [.reply(to: command, status: .ok, body: w.bytes)]
+        case .receiptMessage:
+            let already = try Store.markMessageRead(try processor.body(Requests.MessageRef.self, command), user: user, in: db)
+            var w = JSONWriter(capacity: 64)
+            w.beginObject(); w.field("status", "marked as read"); w.field("was_already_read", already); w.endObject()
+            return [.reply(to: command, status: .ok, body: w.bytes)]
+        case .sessionOpen:
+            let session = try processor.body(Requests.Session.self, command)
+            try Store.openSession(session, user: user, in: db)
+            return [
+                Event(topic: Topic.room(session.roomID), kind: .roomEvent, key: "s:\(session.sessionID):joined", body: ClientJSON.presenceEvent("user_joined", user: identity.user)),
+                .reply(to: command, status: .ok, body: []),
+            ]
+        case .sessionPing:
+            try Store.pingSession(try processor.body(Requests.Session.self, command).sessionID, user: user, in: db)
+            return [.reply(to: command, status: .ok, body: [])]
+        case .sessionClose:
+            let session = try processor.body(Requests.Session.self, command)
+            try Store.closeSession(session.sessionID, user: user, in: db)
+            return [
+                Event(topic: Topic.room(session.roomID), kind: .roomEvent, key: "s:\(session.sessionID):left", body: ClientJSON.presenceEvent("user_left", user: identity.user)),
+                .reply(to: command, status: .ok, body: []),
+            ]
+        case .sessionCleanup:
+            let cutoff = Timestamp(micros: Timestamp.now().micros - 24 * 3600 * 1_000_000)
+            let deleted = try Store.cleanupSessions(user: user, before: cutoff, in: db)
+            var w = JSONWriter(capacity: 64)
+            w.beginObject(); w.field("status", "cleanup completed"); w.field("deleted_sessions", Int64(deleted)); w.endObject()
+            return [.reply(to: command, status: .ok, body: w.bytes)]
+        default:
+            throw StoreError(code: .badRequest, body: ClientJSON.detail("Not a receipts command: \(command.kind.rawValue)"))
+        }
+    }
+
+    func read(_ command: Command, identity: Identity, in db: Database) throws -> [Event] {
+        switch command.kind {
+        case .typingList:
+            let roomID = try processor.body(Requests.RoomRef.self, command).roomID
+            let since = Timestamp(micros: Timestamp.now().micros - Int64(config.typingWindowSeconds * 1_000_000))
+            // Typing state still in memory is newer than the database's.
+            var entries: [String: (user: User, lastSeen: Timestamp)] = [:]
+            for (user, lastSeen) in try Store.typingUsers(roomID, viewer: identity.id, since: since, in: db) { entries[user.id] = (user, lastSeen) }
+            for state in unsavedTyping.values where state.roomID == roomID && state.userID != identity.id {
+                if state.isTyping && state.lastSeen >= since {
+                    if let known = entries[state.userID] { entries[state.userID] = (known.user, state.lastSeen) }
+                    else if let user = try Store.user(id: state.userID, in: db) { entries[state.userID] = (user, state.lastSeen) }
+                } else {
+                    entries[state.userID] = nil
+                }
+            }
+            let items = entries.values.sorted { $0.lastSeen > $1.lastSeen }.map { ClientJSON.typingEntry(room: roomID, user: $0.user, lastSeen: $0.lastSeen) }
+            return [.reply(to: command, status: .ok, body: ClientJSON.array(items))]
+        case .sessionActive:
+            let items = try Store.activeSessions(user: identity.id, in: db).map {
+                ClientJSON.session(id: $0.sessionID, type: $0.sessionType, isActive: $0.isActive, lastPing: $0.lastPing, connectedAt: $0.connectedAt, userAgent: $0.userAgent, ipAddress: $0.ipAddress)
+            }
+            return [.reply(to: command, status: .ok, body: ClientJSON.array(items))]
+        default:
+            throw StoreError(code: .badRequest, body: ClientJSON.detail("Not a receipts read: \(command.kind.rawValue)"))
+        }
+    }
+}
