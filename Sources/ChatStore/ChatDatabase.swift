@@ -111,6 +111,24 @@ public final class ChatDatabase: Sendable {
                 CREATE INDEX sessions_user_active ON chat_sessions(user_id, is_active);
                 """)
         }
+        migrator.registerMigration("v2-unread-counters") { db in
+            // Unread counts without scanning a room's messages:
+            // unread(room, user) = rooms.live_count - sent_count - read_count,
+            // where live means not deleted and read_count counts others' live
+            // messages the user read. Kept by Store on every write that moves them.
+            try db.execute(sql: """
+                ALTER TABLE rooms ADD COLUMN live_count INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE room_participants ADD COLUMN sent_count INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE room_participants ADD COLUMN read_count INTEGER NOT NULL DEFAULT 0;
+                UPDATE rooms SET live_count = (SELECT COUNT(*) FROM messages m WHERE m.room_id = rooms.id AND m.is_deleted = 0);
+                UPDATE room_participants SET
+                    sent_count = (SELECT COUNT(*) FROM messages m WHERE m.room_id = room_participants.room_id
+                                  AND m.sender_id = room_participants.user_id AND m.is_deleted = 0),
+                    read_count = (SELECT COUNT(*) FROM message_read_status s JOIN messages m ON m.id = s.message_id
+                                  WHERE s.user_id = room_participants.user_id AND m.room_id = room_participants.room_id
+                                  AND m.is_deleted = 0 AND m.sender_id != room_participants.user_id);
+                """)
+        }
         return migrator
     }
 }

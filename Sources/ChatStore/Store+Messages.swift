@@ -42,6 +42,13 @@ extension Store {
                 sql: "UPDATE messages SET is_deleted = 1, content = '', updated_at = MAX(updated_at + 1, ?) WHERE id = ?",
                 arguments: [Timestamp.now().micros, ref.messageID]
             )
+            // The message no longer counts anywhere: not live, not sent, not read.
+            try db.execute(sql: "UPDATE rooms SET live_count = live_count - 1 WHERE id = ?", arguments: [ref.roomID])
+            try db.execute(sql: "UPDATE room_participants SET sent_count = sent_count - 1 WHERE room_id = ? AND user_id = ?", arguments: [ref.roomID, user])
+            try db.execute(sql: """
+                UPDATE room_participants SET read_count = read_count - 1
+                WHERE room_id = ? AND user_id != ? AND user_id IN (SELECT user_id FROM message_read_status WHERE message_id = ?)
+                """, arguments: [ref.roomID, user, ref.messageID])
         }
         return try fetchMessage(id: ref.messageID, in: db)!
     }

@@ -13,18 +13,27 @@ extension Store {
             WHERE m.room_id = ? AND m.is_deleted = 0 AND m.sender_id != ?
               AND NOT EXISTS (SELECT 1 FROM message_read_status s WHERE s.message_id = m.id AND s.user_id = ?)
             """, arguments: [user, Timestamp.now().micros, roomID, user, user])
-        return db.changesCount
+        let marked = db.changesCount
+        try db.cachedStatement(sql: "UPDATE room_participants SET read_count = read_count + ? WHERE room_id = ? AND user_id = ?")
+            .execute(arguments: [marked, roomID, user])
+        return marked
     }
 
     /// Marks one message read; returns whether it already was. Idempotent.
     public static func markMessageRead(_ ref: Requests.MessageRef, user: String, in db: Database) throws -> Bool {
         try requireRoom(ref.roomID, user: user, in: db)
-        guard try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM messages WHERE id = ? AND room_id = ?"), arguments: [ref.messageID, ref.roomID]) != nil else {
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT sender_id, is_deleted FROM messages WHERE id = ? AND room_id = ?"), arguments: [ref.messageID, ref.roomID]) else {
             throw StoreError.notFound()
         }
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO message_read_status (message_id, user_id, read_at) VALUES (?, ?, ?)")
             .execute(arguments: [ref.messageID, user, Timestamp.now().micros])
-        return db.changesCount == 0
+        let inserted = db.changesCount > 0
+        // Only others' live messages count towards unread.
+        if inserted, (row[0] as String) != user, !(row[1] as Bool) {
+            try db.cachedStatement(sql: "UPDATE room_participants SET read_count = read_count + 1 WHERE room_id = ? AND user_id = ?")
+                .execute(arguments: [ref.roomID, user])
+        }
+        return !inserted
     }
 
     /// Typing states to persist (the receipts worker writes them lazily, in bulk).

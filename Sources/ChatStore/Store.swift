@@ -105,9 +105,17 @@ public enum Store {
         try addParticipants(room: roomID, users: [userID], in: db)
     }
 
+    /// Adds members. A member who comes back (left, then rejoined) gets the
+    /// unread counters recomputed from the messages, once.
     static func addParticipants(room roomID: String, users: [String], in db: Database) throws {
         let now = Timestamp.now().micros
-        let statement = try db.cachedStatement(sql: "INSERT OR IGNORE INTO room_participants (room_id, user_id, joined_at) VALUES (?, ?, ?)")
+        let statement = try db.cachedStatement(sql: """
+            INSERT OR IGNORE INTO room_participants (room_id, user_id, joined_at, sent_count, read_count)
+            SELECT ?1, ?2, ?3,
+                (SELECT COUNT(*) FROM messages m WHERE m.room_id = ?1 AND m.sender_id = ?2 AND m.is_deleted = 0),
+                (SELECT COUNT(*) FROM message_read_status s JOIN messages m ON m.id = s.message_id
+                 WHERE s.user_id = ?2 AND m.room_id = ?1 AND m.is_deleted = 0 AND m.sender_id != ?2)
+            """)
         for user in users { try statement.execute(arguments: [roomID, user, now]) }
     }
 
@@ -197,14 +205,16 @@ public enum Store {
             """, arguments: idArgs) {
             lastMessages[row[0]] = MessageSummary(id: row[1], content: row[2], sender: user(row, at: 4), timestamp: Timestamp(micros: row[3]))
         }
+        // Unread = the room's live messages - the viewer's own live ones -
+        // others' live ones the viewer read: three counters kept on write
+        // (Store.adjustCounts), so the cost does not grow with the room.
         var unread: [String: Int64] = [:]
         for row in try Row.fetchAll(db, sql: """
-            SELECT m.room_id, COUNT(*) FROM messages m
-            WHERE m.room_id IN (\(inList)) AND m.is_deleted = 0 AND m.sender_id != ?
-              AND NOT EXISTS (SELECT 1 FROM message_read_status s WHERE s.message_id = m.id AND s.user_id = ?)
-            GROUP BY m.room_id
-            """, arguments: idArgs + [viewer, viewer]) {
-            unread[row[0]] = row[1]
+            SELECT r.id, r.live_count - COALESCE(p.sent_count, 0) - COALESCE(p.read_count, 0)
+            FROM rooms r LEFT JOIN room_participants p ON p.room_id = r.id AND p.user_id = ?
+            WHERE r.id IN (\(inList))
+            """, arguments: [viewer] + idArgs) {
+            unread[row[0]] = max(0, row[1])
         }
         let extraIDs = Set(rows.flatMap { [$0.createdBy, $0.directUser1, $0.directUser2].compactMap { $0 } })
         let extra = try users(extraIDs, in: db)
@@ -260,22 +270,23 @@ public enum Store {
     /// A page of a room's messages, newest first, with `read_by` filled in.
     public static func messagePage(_ request: Requests.MessageList, viewer: String, in db: Database) throws -> (count: Int64, messages: [Message]) {
         try requireReadable(room: request.roomID, user: viewer, in: db)
-        var filter = "m.room_id = ?"
-        var arguments: StatementArguments = [request.roomID]
-        if let before = request.before {
-            filter += " AND m.seq < ?"
-            arguments += [try cursorSeq(before, room: request.roomID, field: "before", in: db)]
-        }
-        if let after = request.after {
-            filter += " AND m.seq > ?"
-            arguments += [try cursorSeq(after, room: request.roomID, field: "after", in: db)]
-        }
-        let count = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM messages m WHERE \(filter)", arguments: arguments) ?? 0
+        // A room's seqs are exactly 1...last_seq (each insert takes the next
+        // one in its own transaction; messages are never removed), so the
+        // filtered set is the seq range (after, before) and its size is
+        // arithmetic: no COUNT over the room, no OFFSET scan.
+        let lastSeq = try Int64.fetchOne(db.cachedStatement(sql: "SELECT last_seq FROM rooms WHERE id = ?"), arguments: [request.roomID]) ?? 0
+        var upper = lastSeq  // newest seq in the set
+        var lower: Int64 = 0  // seqs in the set are > lower
+        if let before = request.before { upper = min(upper, try cursorSeq(before, room: request.roomID, field: "before", in: db) - 1) }
+        if let after = request.after { lower = max(lower, try cursorSeq(after, room: request.roomID, field: "after", in: db)) }
+        let count = max(0, upper - lower)
         guard Pagination.isValid(request.page, count: count) else { throw StoreError.invalidPage }
-        var messages = try Row.fetchAll(db, sql: """
+        let top = upper - Int64((request.page.page - 1) * request.page.pageSize)
+        let bottom = max(lower, top - Int64(request.page.pageSize))
+        var messages = try Row.fetchAll(db.cachedStatement(sql: """
             SELECT \(messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id
-            WHERE \(filter) ORDER BY m.seq DESC LIMIT ? OFFSET ?
-            """, arguments: arguments + [request.page.pageSize, (request.page.page - 1) * request.page.pageSize]).map(message)
+            WHERE m.room_id = ? AND m.seq <= ? AND m.seq > ? ORDER BY m.seq DESC
+            """), arguments: [request.roomID, top, bottom]).map(message)
         try fillReadBy(&messages, in: db)
         return (count, messages)
     }
@@ -328,12 +339,14 @@ public enum Store {
             if !sameRoom { throw StoreError.badRequest([("reply_to", "reply_to must reference a message in this room")]) }
         }
         let now = Timestamp.now()
-        guard let seq = try Int64.fetchOne(db.cachedStatement(sql: "UPDATE rooms SET last_seq = last_seq + 1, updated_at = MAX(updated_at + 1, ?) WHERE id = ? RETURNING last_seq"),
+        guard let seq = try Int64.fetchOne(db.cachedStatement(sql: "UPDATE rooms SET last_seq = last_seq + 1, live_count = live_count + 1, updated_at = MAX(updated_at + 1, ?) WHERE id = ? RETURNING last_seq"),
             arguments: [now.micros, request.roomID]) else { throw StoreError.notFound() }
         try db.cachedStatement(sql: """
             INSERT INTO messages (id, room_id, seq, sender_id, content, message_type, timestamp, updated_at, reply_to, client_msg_id)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """).execute(arguments: [request.id, request.roomID, seq, sender.id, request.content, request.messageType, now.micros, now.micros, request.replyTo, request.clientMsgID])
+        try db.cachedStatement(sql: "UPDATE room_participants SET sent_count = sent_count + 1 WHERE room_id = ? AND user_id = ?")
+            .execute(arguments: [request.roomID, sender.id])
         return .created(Message(
             id: request.id, roomID: request.roomID, seq: seq, sender: sender, content: request.content,
             messageType: MessageType(rawValue: request.messageType) ?? .text, timestamp: now, replyTo: request.replyTo,

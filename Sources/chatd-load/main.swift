@@ -14,6 +14,9 @@ struct Options {
     var messages = 1000
     var window = 100
     var runs = 1
+    /// Instead of measuring: seed the REST benchmark's data, write where it is
+    /// to this file, and serve until SIGINT/SIGTERM.
+    var restFixture: String?
 
     init(_ arguments: [String]) {
         var i = 1
@@ -26,8 +29,9 @@ struct Options {
             case ("--messages", let v?): messages = v
             case ("--window", let v?): window = v
             case ("--runs", let v?): runs = v
+            case ("--rest-fixture", _) where i + 1 < arguments.count: restFixture = arguments[i + 1]
             default:
-                FileHandle.standardError.write(Data("usage: chatd-load [--store-workers N] [--rooms N] [--senders N] [--messages N per sender] [--window N] [--runs N]\n".utf8))
+                FileHandle.standardError.write(Data("usage: chatd-load [--store-workers N] [--rooms N] [--senders N] [--messages N per sender] [--window N] [--runs N] | --rest-fixture FILE\n".utf8))
                 exit(2)
             }
             i += 2
@@ -143,7 +147,78 @@ func measure(_ options: Options) async throws -> (seconds: Double, messages: Int
     return (seconds, messages, members.reduce(0) { $0 + $1.received }, stored, cpu)
 }
 
+/// The REST benchmark's data: a user in 100 rooms (one message each) and a
+/// room of 100,000 messages; then the server runs until this process is told to stop.
+func restFixture(path: String) async throws {
+    let server = try await TestServer.start(storeWorkers: 1, environment: ["CHAT_LOG_LEVEL": "warning"])
+    defer { server.stop() }
+    let token = try await server.token(sub: "bench", name: "Bench", expiresIn: 86_400)
+    let writers = try await (0..<4).asyncMap { try await server.token(sub: "writer-\($0)", expiresIn: 86_400) }
+    for writer in writers { _ = try await server.request("GET", "/api/chat/rooms/", token: writer) }
+    for r in 0..<100 {
+        let room = try await server.request("POST", "/api/chat/rooms/", token: token, json: ["name": "room \(r)"])
+        let id = room.object["id"] as! String
+        _ = try await server.request("POST", "/api/chat/rooms/\(id)/messages/", token: token, json: ["content": "hello \(r)"])
+    }
+    let big = try await server.request("POST", "/api/chat/rooms/", token: token, json: [
+        "name": "big", "participant_ids": (0..<4).map { IDs.userID(forSubject: "writer-\($0)") },
+    ])
+    let bigID = big.object["id"] as! String
+    let members = try writers.enumerated().map { index, writer in
+        Member(socket: try server.webSocket("/ws/chat/\(bigID)/", token: writer), toSend: 25_000, expected: 100_000, window: 200, tag: "w\(index)")
+    }
+    let group = DispatchGroup()
+    for member in members {
+        group.enter()
+        Thread { member.run(); group.leave() }.start()
+    }
+    group.wait()
+    if let failure = members.compactMap(\.failure).first { throw TestServerError(description: failure) }
+    // The cursor: the message in the middle of the room.
+    let middle = try await server.request("GET", "/api/chat/rooms/\(bigID)/messages/?page_size=1&page=50000", token: token)
+    let cursor = ((middle.object["results"] as? [[String: Any]])?.first?["id"] as? String) ?? ""
+    let base = "http://127.0.0.1:\(server.port)"
+    let fixture: [String: Any] = [
+        "token": token,
+        "rooms": "\(base)/api/chat/rooms/",
+        "messages": "\(base)/api/chat/rooms/\(bigID)/messages/",
+        "cursor": "\(base)/api/chat/rooms/\(bigID)/messages/?before=\(cursor)",
+    ]
+    try JSONSerialization.data(withJSONObject: fixture).write(to: URL(fileURLWithPath: path))
+    print("fixture ready: \(path)")
+    let stop = DispatchSemaphore(value: 0)
+    var sources: [any DispatchSourceSignal] = []
+    for sig in [SIGINT, SIGTERM] {
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler { stop.signal() }
+        source.resume()
+        sources.append(source)
+    }
+    await withCheckedContinuation { continuation in
+        Thread { stop.wait(); continuation.resume() }.start()
+    }
+    _ = sources
+}
+
+extension Sequence {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
+    }
+}
+
 let options = Options(CommandLine.arguments)
+if let path = options.restFixture {
+    do {
+        try await restFixture(path: path)
+    } catch {
+        FileHandle.standardError.write(Data("chatd-load: \(error)\n".utf8))
+        exit(1)
+    }
+    exit(0)
+}
 var rates: [Double] = []
 for run in 1...options.runs {
     let result: (seconds: Double, messages: Int, deliveries: Int, stored: Int, cpu: [(String, Double)])

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# REST read benchmark (issue 3): requests/s of the room list (a user in 100
+# rooms) and of a room of 100,000 messages (first page and a cursor page),
+# for chatd and, when REF is given and its server runs, the Django reference,
+# with the same data and the same wrk load in one run.
+#
+#   swift build -c release
+#   docs/bench/rest.sh                                  # chatd only
+#   REF=../shared/reference/django-chat REF_PORT=8001 REF_SECRET=... docs/bench/rest.sh
+#
+# Prints one line per (server, endpoint, run) and the median of the runs.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-16}
+work=$(mktemp -d)
+trap 'kill $fixture_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+
+CHATD_BINARY=.build/release/chatd .build/release/chatd-load --rest-fixture "$work/chatd.json" &
+fixture_pid=$!
+while [ ! -s "$work/chatd.json" ]; do kill -0 $fixture_pid || exit 1; sleep 0.5; done
+
+servers=(chatd)
+if [ -n "${REF:-}" ]; then
+  CHAT_JWT_SECRET=$REF_SECRET "$REF/.venv/bin/python" docs/bench/django_fixture.py "$REF" "${REF_PORT:-8001}" "$work/django.json"
+  servers+=(django)
+fi
+
+field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+for server in "${servers[@]}"; do
+  token=$(field "$work/$server.json" token)
+  for endpoint in rooms messages cursor; do
+    url=$(field "$work/$server.json" $endpoint)
+    curl -fsS -o /dev/null -H "Authorization: Bearer $token" "$url"   # warm up, and fail early
+    rates=()
+    for run in $(seq "$RUNS"); do
+      rate=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -H "Authorization: Bearer $token" "$url" | awk '/Requests\/sec/ {print $2}')
+      echo "$server $endpoint run $run: $rate req/s"
+      rates+=("$rate")
+    done
+    median=$(printf '%s\n' "${rates[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
+    echo "$server $endpoint median: $median req/s"
+  done
+done
