@@ -15,6 +15,7 @@ import NIOWebSocket
 /// What the frontend's handlers share: config, bus, authenticator, connections.
 public struct FrontendServices: Sendable {
     public let config: FrontendConfig
+    public let logger: Logger
     public let bus: BusClient
     public let auth: Authenticator
     public let connections: ConnectionRegistry
@@ -83,6 +84,12 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                             maxAccumulatedFrameSize: services.config.chat.maxFrameBytes
                         )
                     )
+                    // A client that stops reading may hold this much before it is cut off.
+                    let limit = services.config.chat.maxOutboundBytes
+                    try channel.syncOptions?.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: limit / 2, high: limit))
+                    // Half the idle timeout without a frame: ping; the other half: close (1001).
+                    let idle = TimeAmount.milliseconds(Int64(services.config.chat.idleTimeoutSeconds * 500))
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idle))
                     try channel.pipeline.syncOperations.addHandler(
                         WebSocketConnection(identity: identity, identityJSON: identityJSON, session: session, services: services)
                     )
@@ -146,7 +153,8 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
     static func authorize(head: HTTPRequestHead, peer: SocketAddress?, services: FrontendServices) async -> Verdict {
         let (path, query) = splitURI(head.uri)
         let parts = path.split(separator: "/")
-        guard parts.count == 3, parts[0] == "ws", parts[1] == "chat", let roomID = IDs.canonical(String(parts[2])) else {
+        // /ws/chat/<room id>/ or /ws/direct/<user id>/ (the direct room, made on first use).
+        guard parts.count == 3, parts[0] == "ws", parts[1] == "chat" || parts[1] == "direct", let target = IDs.canonical(String(parts[2])) else {
             return .refused(.notFound, ClientJSON.detail("Not found."))
         }
         let token = Authenticator.bearerToken(head.headers.first(name: "Authorization")) ?? query["token"]
@@ -156,10 +164,27 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         } catch {
             return .refused(.unauthorized, ClientJSON.detail(error.detail))
         }
-        guard let identityJSON = try? JSONEncoder().encode(identity),
-            let body = try? JSONEncoder().encode(Requests.RoomRef(roomID: roomID)) else {
+        guard let identityJSON = try? JSONEncoder().encode(identity) else {
             return .refused(.internalServerError, ClientJSON.detail("A server error occurred."))
         }
+        var roomID = target
+        if parts[1] == "direct" {
+            guard target != identity.id else { return .refused(.forbidden, ClientJSON.detail("Cannot open a direct room with yourself.")) }
+            let pair = [identity.id, target].sorted().joined(separator: "|")
+            let body = (try? JSONEncoder().encode(Requests.RoomDirect(userID: target, newRoomID: IDs.uuid7()))) ?? Data()
+            switch await services.bus.request(.roomDirect, to: .store(shard: services.bus.shard(for: pair)), user: [UInt8](identityJSON), body: [UInt8](body)) {
+            case .success(let reply) where reply.status == .ok || reply.status == .created:
+                guard let room = (try? JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any])?["id"] as? String else {
+                    return .refused(.internalServerError, ClientJSON.detail("A server error occurred."))
+                }
+                roomID = room
+            case .success(let reply):
+                return .refused(reply.status == .notFound ? .notFound : .forbidden, reply.body)
+            case .failure:
+                return .refused(.serviceUnavailable, APIError.unavailable.body)
+            }
+        }
+        let body = (try? JSONEncoder().encode(Requests.RoomRef(roomID: roomID))) ?? Data()
         let result = await services.bus.request(.roomEnter, to: .store(shard: services.bus.shard(for: roomID)), user: [UInt8](identityJSON), body: [UInt8](body))
         switch result {
         case .success(let reply) where reply.status == .ok:

@@ -68,7 +68,7 @@ public enum Frontend {
         bus.start()
         defer { bus.stop() }
         let auth = await Authenticator(secret: try config.chat.resolveJWTSecret(), issuer: config.chat.jwtIssuer, audience: config.chat.jwtAudience)
-        let services = FrontendServices(config: config, bus: bus, auth: auth, connections: connections, health: health)
+        let services = FrontendServices(config: config, logger: logger, bus: bus, auth: auth, connections: connections, health: health)
         let app = Application(
             router: ChatAPI(services: services).buildRouter(),
             server: HTTPServerBuilder { responder in

@@ -24,6 +24,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     private var registry: LoopRegistry?
     private var closing = false
     private var ended = false
+    /// A ping went out after half the idle timeout; the next idle period closes.
+    private var pinged = false
 
     init(identity: Identity, identityJSON: [UInt8], session: Requests.Session, services: FrontendServices) {
         self.identity = identity
@@ -103,6 +105,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        pinged = false
         let frame = unwrapInboundIn(data)
         switch frame.opcode {
         case .text:
@@ -136,9 +139,34 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         // Server shutdown: tell the client we are going away (1001).
         if event is ChannelShouldQuiesceEvent {
             close(code: .goingAway, context: context)
+        } else if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            if pinged {
+                services.logger.info("closing idle WebSocket", metadata: ["connection": "\(key)"])
+                close(code: .goingAway, context: context)
+            } else {
+                pinged = true
+                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer())), promise: nil)
+            }
         } else {
             context.fireUserInboundEventTriggered(event)
         }
+    }
+
+    /// The client stopped reading and its outbound buffer reached the limit:
+    /// buffering more would grow without bound, so it is cut off (1008).
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if !context.channel.isWritable && !closing {
+            services.logger.warning("closing WebSocket of a client that does not read", metadata: [
+                "connection": "\(key)", "user.id": "\(identity.id)", "limit": "\(services.config.chat.maxOutboundBytes)",
+            ])
+            closing = true
+            var data = context.channel.allocator.buffer(capacity: 2)
+            data.write(webSocketErrorCode: .policyViolation)
+            // The close frame may never get through a full buffer; the TCP close does.
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)), promise: nil)
+            context.close(promise: nil)
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -162,7 +190,12 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             handleMessage(event)
         case "typing":
             guard let isTyping = event["is_typing"] as? Bool else { return sendError("is_typing must be true or false") }
-            command(.typingSet, Requests.TypingSet(roomID: roomID, isTyping: isTyping, connection: key))
+            guard let loop = context?.eventLoop else { return }
+            let me = NIOLoopBound(self, eventLoop: loop)
+            command(.typingSet, Requests.TypingSet(roomID: roomID, isTyping: isTyping, connection: key)) { result in
+                guard case .success(let reply) = result, reply.status != .ok else { return }
+                loop.execute { me.value.sendError(Self.errorText(reply.body)) }
+            }
         case "read_receipt":
             guard let raw = event["message_id"] as? String, let messageID = IDs.canonical(raw) else {
                 return sendError("Message not found in this room")

@@ -19,7 +19,7 @@ public final class ReceiptsWorker {
     let config: ChatConfig
     /// Typing states not yet in the database, by (room, user).
     var unsavedTyping: [String: Store.TypingState] = [:]
-    /// Users' identities seen with typing events, for the events' `user` fields.
+    /// When typing state last reached the database.
     var lastFlush = Date()
 
     public init(database: ChatDatabase, config: ChatConfig, logger: Logger) {
@@ -56,15 +56,31 @@ public final class ReceiptsWorker {
         return processor.handle([], isWrite: Self.isWrite, write: write, read: read, afterCommit: { self.unsavedTyping.removeAll() })
     }
 
+    /// A typing event: checked against membership (a read, never a write),
+    /// published at once, its state kept for the next write.
     func typing(_ command: Command) -> [Event] {
         guard let identity = try? JSONDecoder().decode(Identity.self, from: Data(command.user)),
-            let request = try? processor.body(Requests.TypingSet.self, command) else { return [] }
+            let request = try? processor.body(Requests.TypingSet.self, command) else {
+            return [.reply(to: command, status: .badRequest, body: ClientJSON.detail("Malformed typing command."))]
+        }
+        do {
+            try processor.database.pool.read { db in
+                let room = try Store.requireRoom(request.roomID, user: identity.id, in: db)
+                guard room.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
+            }
+        } catch let error as StoreError {
+            return [.reply(to: command, status: BatchProcessor.status(error.code), body: error.body)]
+        } catch {
+            return [.reply(to: command, status: .unavailable, body: ClientJSON.detail("Storage is unavailable, try again."))]
+        }
         let state = Store.TypingState(roomID: request.roomID, userID: identity.id, isTyping: request.isTyping, lastSeen: .now())
         unsavedTyping["\(request.roomID)|\(identity.id)"] = state
-        // The frontend checked membership when the socket opened and checks it
-        // per event; the sender's own connection is excluded by the key.
-        return [Event(topic: Topic.room(request.roomID), kind: .roomEvent, key: "x:" + request.connection,
-                      body: ClientJSON.presenceEvent("typing", user: identity.user, isTyping: request.isTyping))]
+        // The sender's own connection is excluded by the key.
+        return [
+            Event(topic: Topic.room(request.roomID), kind: .roomEvent, key: "x:" + request.connection,
+                  body: ClientJSON.presenceEvent("typing", user: identity.user, isTyping: request.isTyping)),
+            .reply(to: command, status: .ok, body: []),
+        ]
     }
 
     func write(_ command: Command, identity: Identity, in db: Database) throws -> [Event] {
