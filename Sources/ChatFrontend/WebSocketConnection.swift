@@ -139,6 +139,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         // Server shutdown: tell the client we are going away (1001).
         if event is ChannelShouldQuiesceEvent {
             close(code: .goingAway, context: context)
+        } else if let channelEvent = event as? ChannelEvent, channelEvent == .inputClosed {
+            // The client went away without a close frame (half-closure is
+            // allowed on the server's channels): nothing more will come.
+            context.close(promise: nil)
         } else if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
             if pinged {
                 services.logger.info("closing idle WebSocket", metadata: ["connection": "\(key)"])

@@ -39,9 +39,14 @@ public final class WebSocketClient: @unchecked Sendable {
     public private(set) var isClosed = false
 
     /// Connects and completes the handshake; throws `Refused` for a non-101 answer.
-    public init(host: String = "127.0.0.1", port: Int, path: String, headers: [String: String] = [:]) throws {
+    /// - Parameter receiveBuffer: a small `SO_RCVBUF` makes a client that does
+    ///   not read back-pressure the server quickly (slow-client tests).
+    public init(host: String = "127.0.0.1", port: Int, path: String, headers: [String: String] = [:], receiveBuffer: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ConnectionError(description: "socket: \(errno)") }
+        if var size = receiveBuffer {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -160,14 +165,15 @@ public final class WebSocketClient: @unchecked Sendable {
         try send(opcode: .text, payload: [UInt8](try JSONSerialization.data(withJSONObject: json)))
     }
 
-    /// The next data or close frame, answering pings on the way; nil on timeout.
-    public func receive(timeout: Double = 5) throws -> Frame? {
+    /// The next data or close frame, answering pings on the way (unless told
+    /// not to, to play a dead client); nil on timeout.
+    public func receive(timeout: Double = 5, answerPings: Bool = true) throws -> Frame? {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
             if let frame = try parseFrame() {
                 switch frame.opcode {
                 case .ping:
-                    try send(opcode: .pong, payload: frame.payload)
+                    if answerPings { try send(opcode: .pong, payload: frame.payload) }
                     continue
                 case .pong:
                     continue
@@ -205,11 +211,11 @@ public final class WebSocketClient: @unchecked Sendable {
     }
 
     /// Whether the server has closed the connection (close frame or EOF) within `timeout`.
-    public func waitForClose(timeout: Double) -> Bool {
+    public func waitForClose(timeout: Double, answerPings: Bool = true) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while deadline.timeIntervalSinceNow > 0 {
             do {
-                guard let frame = try receive(timeout: deadline.timeIntervalSinceNow) else { return isClosed }
+                guard let frame = try receive(timeout: deadline.timeIntervalSinceNow, answerPings: answerPings) else { return isClosed }
                 if frame.opcode == .close { return true }
             } catch {
                 return true
@@ -245,6 +251,13 @@ public final class WebSocketClient: @unchecked Sendable {
             start = 0
         }
         return Frame(opcode: opcode, payload: payload)
+    }
+
+    /// Drops the TCP connection without a close frame (a client that died).
+    public func abort() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        shutdown(fd, Int32(SHUT_RDWR))
     }
 
     public func close(code: UInt16 = 1000) {

@@ -23,7 +23,14 @@ final class BatchProcessor {
 
     typealias Handler = (Command, Identity, Database) throws -> [Event]
 
-    func handle(_ batch: [Command], isWrite: (CommandKind) -> Bool, write: Handler, read: Handler, afterCommit: () -> Void = {}) -> [Event] {
+    /// - Parameters:
+    ///   - inTransaction: runs first in every write transaction (deferred writes ride along).
+    ///   - forceWrite: open a write transaction even with no write command (to run `inTransaction`).
+    ///   - afterCommit: runs once that transaction committed.
+    func handle(
+        _ batch: [Command], isWrite: (CommandKind) -> Bool, write: Handler, read: Handler,
+        inTransaction: (Database) throws -> Void = { _ in }, forceWrite: Bool = false, afterCommit: () -> Void = {}
+    ) -> [Event] {
         var events: [Event] = []
         var identities: [Int: Identity] = [:]
         var newUsers: [[UInt8]: Identity] = [:]
@@ -40,10 +47,11 @@ final class BatchProcessor {
         let writes = batch.indices.filter { identities[$0] != nil && isWrite(batch[$0].kind) }
         let reads = batch.indices.filter { identities[$0] != nil && !isWrite(batch[$0].kind) }
 
-        if !writes.isEmpty || !newUsers.isEmpty {
+        if !writes.isEmpty || !newUsers.isEmpty || forceWrite {
             var pending: [Event] = []
             do {
                 try database.pool.write { db in
+                    try inTransaction(db)
                     for identity in newUsers.values { try Store.upsert(identity, in: db) }
                     for index in writes {
                         let command = batch[index]

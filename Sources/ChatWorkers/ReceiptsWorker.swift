@@ -43,17 +43,33 @@ public final class ReceiptsWorker {
             guard command.kind == .typingSet else { rest.append(command); continue }
             events += typing(command)
         }
-        let flushDue = !unsavedTyping.isEmpty && Date().timeIntervalSince(lastFlush) >= 1
         if !rest.isEmpty || flushDue {
-            events += processor.handle(rest, isWrite: Self.isWrite, write: write, read: read, afterCommit: { self.unsavedTyping.removeAll() })
+            events += process(rest)
         }
         return events
     }
 
     /// Called when the worker is idle: persists typing state that waited.
     public func idle() -> [Event] {
-        guard !unsavedTyping.isEmpty, Date().timeIntervalSince(lastFlush) >= 1 else { return [] }
-        return processor.handle([], isWrite: Self.isWrite, write: write, read: read, afterCommit: { self.unsavedTyping.removeAll() })
+        flushDue ? process([]) : []
+    }
+
+    /// Typing state has waited long enough for a transaction of its own.
+    var flushDue: Bool { !unsavedTyping.isEmpty && Date().timeIntervalSince(lastFlush) >= 1 }
+
+    func process(_ commands: [Command]) -> [Event] {
+        processor.handle(
+            commands, isWrite: Self.isWrite, write: write, read: read,
+            // Typing state that waited rides along with any write transaction.
+            inTransaction: { db in
+                if !self.unsavedTyping.isEmpty { try Store.saveTyping(self.unsavedTyping.values, in: db) }
+            },
+            forceWrite: flushDue,
+            afterCommit: {
+                self.unsavedTyping.removeAll()
+                self.lastFlush = Date()
+            }
+        )
     }
 
     /// A typing event: checked against membership (a read, never a write),
@@ -84,11 +100,6 @@ public final class ReceiptsWorker {
     }
 
     func write(_ command: Command, identity: Identity, in db: Database) throws -> [Event] {
-        // Typing state that waited rides along with this transaction.
-        if !unsavedTyping.isEmpty {
-            try Store.saveTyping(unsavedTyping.values, in: db)
-            lastFlush = Date()
-        }
         let user = identity.id
         switch command.kind {
         case .receiptRoom:
