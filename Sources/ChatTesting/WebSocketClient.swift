@@ -31,7 +31,8 @@ public final class WebSocketClient: @unchecked Sendable {
         }
     }
 
-    private let fd: Int32
+    /// The socket, for callers that poll many clients at once.
+    public let fd: Int32
     private var buffer: [UInt8] = []
     /// Where unread bytes of `buffer` begin.
     private var start = 0
@@ -184,8 +185,8 @@ public final class WebSocketClient: @unchecked Sendable {
                     return frame
                 }
             }
-            let remaining = deadline.timeIntervalSinceNow
-            guard remaining > 0, try fill(timeout: remaining) else { return nil }
+            // A zero timeout still reads what has already arrived.
+            guard try fill(timeout: max(0, deadline.timeIntervalSinceNow)) else { return nil }
         }
     }
 

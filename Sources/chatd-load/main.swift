@@ -17,6 +17,8 @@ struct Options {
     /// Instead of measuring: seed the REST benchmark's data, write where it is
     /// to this file, and serve until SIGINT/SIGTERM.
     var restFixture: String?
+    /// Instead of measuring throughput: fan-out of one room with this many members.
+    var fanout: Int?
 
     init(_ arguments: [String]) {
         var i = 1
@@ -30,6 +32,7 @@ struct Options {
             case ("--window", let v?): window = v
             case ("--runs", let v?): runs = v
             case ("--rest-fixture", _) where i + 1 < arguments.count: restFixture = arguments[i + 1]
+            case ("--fanout", let v?): fanout = v
             default:
                 FileHandle.standardError.write(Data("usage: chatd-load [--store-workers N] [--rooms N] [--senders N] [--messages N per sender] [--window N] [--runs N] | --rest-fixture FILE\n".utf8))
                 exit(2)
@@ -209,7 +212,117 @@ extension Sequence {
     }
 }
 
+/// Monotonic nanoseconds.
+func now() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Fan-out of one public room with `members` sockets (each its own user),
+/// read by one poll loop. Phase 1: latency, one message every 20 ms, time from
+/// send to the last member's delivery. Phase 2: throughput, a window of
+/// messages in flight, each retired when every member has it.
+func fanout(members count: Int, messages: Int, window: Int) async throws {
+    let server = try await TestServer.start(storeWorkers: 1, environment: ["CHAT_LOG_LEVEL": "warning"])
+    defer { server.stop() }
+    let owner = try await server.token(sub: "owner")
+    let created = try await server.request("POST", "/api/chat/rooms/", token: owner, json: ["name": "fan-out", "room_type": "public"])
+    guard let room = created.object["id"] as? String else { throw TestServerError(description: created.text) }
+    var clients: [WebSocketClient] = []
+    for i in 0..<count {
+        clients.append(try server.webSocket("/ws/chat/\(room)/", token: try await server.token(sub: "member-\(i)")))
+    }
+    let sender = try server.webSocket("/ws/chat/\(room)/", token: owner)
+    var fds = clients.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+
+    /// Reads whatever has arrived on every member socket; calls `onMessage`
+    /// with each message event's text.
+    func pump(timeoutMilliseconds: Int32, _ onMessage: (String) -> Void) throws {
+        guard poll(&fds, nfds_t(fds.count), timeoutMilliseconds) > 0 else { return }
+        for index in fds.indices where fds[index].revents != 0 {
+            while let frame = try clients[index].receive(timeout: 0) {
+                if frame.opcode == .text { onMessage(frame.text) }
+            }
+        }
+    }
+    // Wait for the joins to settle: the last member's user_joined reached member 0.
+    let lastJoin = IDs.userID(forSubject: "member-\(count - 1)")
+    var settled = false
+    let settleDeadline = Date().addingTimeInterval(60)
+    while !settled && Date() < settleDeadline {
+        try pump(timeoutMilliseconds: 100) { text in if text.contains(lastJoin) { settled = true } }
+    }
+    // Drain the rest of the join storm.
+    try pump(timeoutMilliseconds: 500) { _ in }
+
+    func tag(_ text: String) -> Int? {
+        guard let range = text.range(of: "\"content\":\"t"), let end = text[range.upperBound...].firstIndex(of: " ") else { return nil }
+        return Int(text[range.upperBound..<end])
+    }
+
+    // Phase 1: latency.
+    let probes = 200
+    var sentAt = [UInt64](repeating: 0, count: probes)
+    var lastAt = [UInt64](repeating: 0, count: probes)
+    var received = [Int](repeating: 0, count: probes)
+    for n in 0..<probes {
+        sentAt[n] = now()
+        try sender.send(text: #"{"type":"message","content":"t\#(n) probe"}"#)
+        let until = now() + 20_000_000
+        while now() < until || received[n] < count {
+            try pump(timeoutMilliseconds: 5) { text in
+                if let k = tag(text), k < probes { received[k] += 1; lastAt[k] = now() }
+            }
+            if now() > until + 5_000_000_000 { throw TestServerError(description: "probe \(n): \(received[n])/\(count) delivered") }
+        }
+    }
+    let latencies = (0..<probes).map { Double(lastAt[$0] - sentAt[$0]) / 1e6 }.sorted()
+    func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+    print(String(format: "fan-out to %d members: send → last delivery p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d messages, one per 20 ms)",
+                 count, percentile(0.5), percentile(0.99), latencies.last ?? 0, probes))
+
+    // Phase 2: sustained rate.
+    var deliveredTo = [Int](repeating: 0, count: messages)
+    var sent = 0, done = 0
+    let watched = processes(server)
+    let cpuBefore = watched.map { cpuSeconds($0.1) }
+    let start = now()
+    while done < messages {
+        while sent < messages && sent - done < window {
+            try sender.send(text: #"{"type":"message","content":"t\#(probes + sent) load"}"#)
+            sent += 1
+        }
+        try pump(timeoutMilliseconds: 100) { text in
+            if let k = tag(text), k >= probes {
+                deliveredTo[k - probes] += 1
+                if deliveredTo[k - probes] == count { done += 1 }
+            }
+        }
+        // The sender reads its own echoes so it is not cut off as a slow client.
+        while (try? sender.receive(timeout: 0)) != nil {}
+        if Double(now() - start) / 1e9 > 120 { throw TestServerError(description: "sustained phase stalled at \(done)/\(messages)") }
+    }
+    let seconds = Double(now() - start) / 1e9
+    print(String(format: "sustained: %d messages to %d members in %.2f s = %.0f messages/s, %.0f deliveries/s (window %d)",
+                 messages, count, seconds, Double(messages) / seconds, Double(messages * count) / seconds, window))
+    let deliveries = Double(messages * count)
+    let breakdown = zip(watched, cpuBefore).map { process, before in
+        String(format: "%@ %.2f µs/delivery (%.0f%%)", process.0, (cpuSeconds(process.1) - before) / deliveries * 1e6, (cpuSeconds(process.1) - before) / seconds * 100)
+    }
+    print("  cpu: " + breakdown.joined(separator: ", "))
+}
+
 let options = Options(CommandLine.arguments)
+if let members = options.fanout {
+    do {
+        for _ in 0..<options.runs { try await fanout(members: members, messages: options.messages, window: options.window) }
+    } catch {
+        FileHandle.standardError.write(Data("chatd-load: \(error)\n".utf8))
+        exit(1)
+    }
+    exit(0)
+}
 if let path = options.restFixture {
     do {
         try await restFixture(path: path)

@@ -66,3 +66,45 @@ extension EndToEnd {
         }
     }
 }
+
+extension EndToEnd.WorkerDeath {
+    /// Issue 4: the receipts worker killed in the middle of a burst of read
+    /// receipts; after its restart every receipt sent is persisted.
+    @Test func receiptsWorkerKilledDuringABurst() async throws {
+        let server = try await TestServer.start()
+        defer { server.stop() }
+        let tokens = try await Steps.users(server, "alice", "bob")
+        let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+        let alice = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
+        let bob = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
+        var ids: [String] = []
+        for i in 0..<200 { try alice.send(json: ["type": "message", "content": "m\(i)"]) }
+        while ids.count < 200, let event = try bob.receive(type: "message", timeout: 10) {
+            ids.append(((event["message"] as? [String: Any])?["id"] as? String) ?? "")
+        }
+        #expect(ids.count == 200)
+
+        let worker = try #require(server.childPIDs(matching: "worker --role receipts").first)
+        for (index, id) in ids.enumerated() {
+            if index == 100 { #expect(kill(worker, SIGKILL) == 0) }
+            try bob.send(json: ["type": "read_receipt", "message_id": id])
+        }
+        try await server.waitUntil(timeout: 20, "every receipt stored") {
+            try await server.request("GET", "/api/chat/rooms/\(room)/", token: tokens[1]).object["unread_count"] as? Int == 0
+        }
+        #expect(!server.childPIDs(matching: "worker --role receipts").contains(worker))
+        var readByBob = 0
+        for page in 1...2 {
+            let listed = try await server.request("GET", "/api/chat/rooms/\(room)/messages/?page_size=100&page=\(page)", token: tokens[0])
+            for message in listed.object["results"] as? [[String: Any]] ?? [] {
+                if (message["read_by"] as? [[String: Any]])?.map({ $0["id"] as? String }) == [IDs.userID(forSubject: "bob")] { readByBob += 1 }
+            }
+        }
+        #expect(readByBob == 200)
+        for client in [alice, bob] {
+            try client.send(json: ["type": "ping"])
+            #expect(try client.receive(type: "pong") != nil)
+            #expect(!client.isClosed)
+        }
+    }
+}
