@@ -15,7 +15,13 @@ public func monotonicNanos() -> UInt64 {
 /// one shard), or any worker of another role.
 public enum Destination: Sendable, Hashable {
     case store(shard: Int)
-    case receipts
+    /// Any worker of a role other than store.
+    case role(Role)
+
+    /// Where a command of this kind goes; `shardKey` picks the store shard.
+    public static func of(_ kind: CommandKind, shardKey: String, client: BusClient) -> Destination {
+        kind.role == .store ? .store(shard: client.shard(for: shardKey)) : .role(kind.role)
+    }
 }
 
 /// Why a command got no answer.
@@ -156,11 +162,12 @@ public final class BusClient: Sendable {
             return push
         }
         let stores = try (0..<storeShards).map { try pusher(Endpoints.queue(.store, shard: $0)) }
-        let receipts = try pusher(Endpoints.queue(.receipts))
+        var roles: [Role: Socket] = [:]
+        for role in Role.allCases where role != .store { roles[role] = try pusher(Endpoints.queue(role)) }
         defer {
             events.close()
             for socket in stores { socket.close() }
-            receipts.close()
+            for socket in roles.values { socket.close() }
         }
 
         var pending = PendingRequests<Outgoing>(policy: policy)
@@ -172,7 +179,7 @@ public final class BusClient: Sendable {
             let socket: Socket
             switch outgoing.destination {
             case .store(let shard): socket = stores[shard]
-            case .receipts: socket = receipts
+            case .role(let role): socket = roles[role]!
             }
             do {
                 try socket.send(outgoing.command.encode())

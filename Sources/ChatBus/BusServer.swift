@@ -28,7 +28,12 @@ public final class BusServer {
     ///   - maxBatch: most commands handed over at once; bounds a transaction's length.
     ///   - handle: turns a batch of commands into events to publish, in order.
     ///   - idle: called when no command came for a poll interval (500 ms); for deferred work.
-    public func run(maxBatch: Int = 512, shouldStop: () -> Bool, idle: () -> [Event] = { [] }, handle: ([Command]) -> [Event]) throws {
+    ///   - wakeOnRoomEvents: also call `idle` as soon as any room event is
+    ///     published (the search worker indexes on news, from the database).
+    public func run(
+        maxBatch: Int = 512, shouldStop: () -> Bool, wakeOnRoomEvents: Bool = false,
+        idle: () -> [Event] = { [] }, handle: ([Command]) -> [Event]
+    ) throws {
         let pull = try Socket(context: context, type: .pull)
         try pull.setHighWaterMarks(send: 0, receive: 0)
         try pull.setReconnectInterval(milliseconds: 20)
@@ -46,6 +51,16 @@ public final class BusServer {
 
         var poller = Poller()
         poller.add(.socket(pull))
+        var news: Socket?
+        if wakeOnRoomEvents {
+            let sub = try Socket(context: context, type: .sub)
+            try sub.setReconnectInterval(milliseconds: 20)
+            try sub.subscribe(Topic.roomPrefix)
+            try sub.connect(Endpoints.eventsOut(runtimeDir))
+            poller.add(.socket(sub))
+            news = sub
+        }
+        defer { news?.close() }
         let heartbeatTopic = Topic.heartbeat("\(role.rawValue).\(shard)")
         let heartbeatBody = Array("\(role.rawValue) \(shard) \(getpid())".utf8)
         var lastHeartbeat: UInt64 = 0
@@ -58,6 +73,11 @@ public final class BusServer {
                 lastHeartbeat = now
             }
             let ready = try poller.poll(timeoutMilliseconds: 500)
+            if let news, ready.count > 1, ready[1] & pollIn != 0 {
+                // Only the wake-up matters, not the events themselves.
+                while try news.receive(dontWait: true) != nil {}
+                for event in idle() { try pub.send(event.encode()) }
+            }
             guard ready[0] & pollIn != 0 else {
                 for event in idle() { try pub.send(event.encode()) }
                 continue

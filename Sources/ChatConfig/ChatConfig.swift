@@ -24,6 +24,8 @@ public struct ChatConfig: Sendable, Equatable {
     public var logLevel: String = "info"
     /// Most Unicode code points in a message's content.
     public var maxMessageChars: Int = 10_000
+    /// Largest attachment upload.
+    public var maxUploadBytes: Int = 25 << 20
     /// Largest JSON request body.
     public var maxBodyBytes: Int = 1 << 20
     /// Largest WebSocket message (one frame, or its fragments together).
@@ -65,6 +67,7 @@ public struct ChatConfig: Sendable, Equatable {
         config.logLevel = reader.string(forKey: "logLevel", default: config.logLevel)
         config.maxMessageChars = reader.int(forKey: "maxMessageChars", default: config.maxMessageChars)
         config.maxBodyBytes = reader.int(forKey: "maxBodyBytes", default: config.maxBodyBytes)
+        config.maxUploadBytes = reader.int(forKey: "maxUploadBytes", default: config.maxUploadBytes)
         config.maxFrameBytes = reader.int(forKey: "maxFrameBytes", default: config.maxFrameBytes)
         config.requestTimeoutMilliseconds = reader.int(forKey: "requestTimeoutMilliseconds", default: config.requestTimeoutMilliseconds)
         config.retryMilliseconds = reader.int(forKey: "retryMilliseconds", default: config.retryMilliseconds)
@@ -90,6 +93,12 @@ public struct ChatConfig: Sendable, Equatable {
     }
 
     public var databasePath: String { (dataDir as NSString).appendingPathComponent("chat.sqlite") }
+    /// The search worker's own index file.
+    public var searchIndexPath: String { (dataDir as NSString).appendingPathComponent("search.sqlite") }
+    /// Attachments, content-addressed: `files/ab/cdef…` by SHA-256.
+    public var filesDir: String { (dataDir as NSString).appendingPathComponent("files") }
+    /// Uploads being received, before the files worker takes them.
+    public var stagingDir: String { (dataDir as NSString).appendingPathComponent("staging") }
 
     /// `listen` split into host and port.
     public var listenAddress: (host: String, port: Int)? {

@@ -22,7 +22,8 @@ public enum ClientJSON {
         w.key("sender"); write(message.sender, to: &w)
         w.field("content", message.content)
         w.field("message_type", message.messageType.rawValue)
-        w.field("file_attachment", message.fileAttachment)
+        // The stored value is the blob's hash; clients get the download URL.
+        w.field("file_attachment", message.fileAttachment == nil ? nil : "/api/chat/rooms/\(message.roomID)/messages/\(message.id)/download/")
         w.field("file_name", message.fileName)
         w.field("file_size", message.fileSize)
         w.field("timestamp", message.timestamp)

@@ -73,14 +73,18 @@ public enum Requests {
         public var messageType: String
         public var replyTo: String?
         public var clientMsgID: String?
+        /// An attachment the files worker stored: its content hash, the
+        /// client's file name (kept as given, never a path) and size.
+        public var file: StoredFile?
 
-        public init(id: String, roomID: String, content: String, messageType: String, replyTo: String?, clientMsgID: String?) {
+        public init(id: String, roomID: String, content: String, messageType: String, replyTo: String?, clientMsgID: String?, file: StoredFile? = nil) {
             self.id = id
             self.roomID = roomID
             self.content = content
             self.messageType = messageType
             self.replyTo = replyTo
             self.clientMsgID = clientMsgID
+            self.file = file
         }
     }
 }
@@ -244,6 +248,70 @@ extension Requests {
             self.roomID = roomID
             self.isTyping = isTyping
             self.connection = connection
+        }
+    }
+}
+
+extension Requests {
+    /// A message or room search; the filters apply to messages.
+    public struct Search: Codable, Sendable {
+        public var query: String
+        public var room: String?
+        public var sender: String?
+        public var after: Timestamp?
+        public var before: Timestamp?
+
+        public init(query: String, room: String? = nil, sender: String? = nil, after: Timestamp? = nil, before: Timestamp? = nil) {
+            self.query = query
+            self.room = room
+            self.sender = sender
+            self.after = after
+            self.before = before
+        }
+    }
+}
+
+/// An attachment in the content-addressed store.
+public struct StoredFile: Codable, Sendable, Equatable {
+    /// SHA-256 of the bytes, hex: the blob's name under the files directory.
+    public var hash: String
+    public var name: String
+    public var size: Int64
+
+    public init(hash: String, name: String, size: Int64) {
+        self.hash = hash
+        self.name = name
+        self.size = size
+    }
+}
+
+extension Requests {
+    /// An upload the frontend staged on disk, for the files worker to take.
+    public struct FileStore: Codable, Sendable {
+        /// A file name the frontend chose under the staging directory.
+        public var stagingName: String
+        public var fileName: String
+        public var messageType: String
+
+        public init(stagingName: String, fileName: String, messageType: String) {
+            self.stagingName = stagingName
+            self.fileName = fileName
+            self.messageType = messageType
+        }
+    }
+
+    /// Where a downloadable attachment is, as the files worker answers `file.open`.
+    public struct FileLocation: Codable, Sendable {
+        public var path: String
+        public var name: String
+        public var size: Int64
+        public var contentType: String
+
+        public init(path: String, name: String, size: Int64, contentType: String) {
+            self.path = path
+            self.name = name
+            self.size = size
+            self.contentType = contentType
         }
     }
 }

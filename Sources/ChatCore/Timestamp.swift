@@ -59,3 +59,23 @@ public struct Timestamp: Sendable, Hashable, Comparable, Codable {
         digits(fraction, 6); out.append(UInt8(ascii: "Z"))
     }
 }
+
+extension Timestamp {
+    /// Parses an ISO 8601 date (`2025-10-02`, midnight UTC) or date-time
+    /// (`2025-10-02T14:30:00Z`, fractional seconds and offsets allowed).
+    public static func parse(_ text: String) -> Timestamp? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let withFraction = ISO8601DateFormatter()
+        withFraction.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let plain = ISO8601DateFormatter()
+        plain.formatOptions = [.withInternetDateTime]
+        let dateOnly = ISO8601DateFormatter()
+        dateOnly.formatOptions = [.withFullDate]
+        for formatter in [withFraction, plain, dateOnly] {
+            if let date = formatter.date(from: trimmed) {
+                return Timestamp(micros: Int64((date.timeIntervalSince1970 * 1_000_000).rounded()))
+            }
+        }
+        return nil
+    }
+}

@@ -15,7 +15,7 @@ struct ChatAPI: Sendable {
         let router = Router(context: Context.self)
         router.add(middleware: JSONErrorMiddleware())
         router.get("/healthz") { _, _ in
-            let expected = (0..<services.config.storeShards).map { "store.\($0)" } + ["receipts.0"]
+            let expected = (0..<services.config.storeShards).map { "store.\($0)" } + ["receipts.0", "search.0", "files.0"]
             return services.health.allAlive(expected)
                 ? Response.json(.ok, Array(#"{"status":"ok"}"#.utf8))
                 : Response.json(.serviceUnavailable, Array(#"{"status":"starting"}"#.utf8))
@@ -38,6 +38,9 @@ struct ChatAPI: Sendable {
         router.delete("/api/chat/rooms/:room/messages/:message/", use: deleteMessage)
         router.post("/api/chat/rooms/:room/messages/:message/react/", use: react)
         router.post("/api/chat/rooms/:room/messages/:message/mark_read/", use: markMessageRead)
+        router.get("/api/chat/rooms/:room/messages/:message/download/", use: download)
+        router.get("/api/chat/search/messages/", use: searchMessages)
+        router.get("/api/chat/search/rooms/", use: searchRooms)
         router.get("/api/chat/sessions/active_sessions/", use: activeSessions)
         router.post("/api/chat/sessions/cleanup_old_sessions/", use: cleanupSessions)
         return router
@@ -97,6 +100,10 @@ struct ChatAPI: Sendable {
     func createMessage(_ request: Request, context: Context) async throws -> Response {
         let caller = try await authenticate(request)
         let room = try roomID(context)
+        let contentType = request.headers[.contentType] ?? ""
+        if contentType.lowercased().hasPrefix("multipart/form-data") {
+            return try await createMessageWithFile(request, caller: caller, room: room, contentType: contentType)
+        }
         let object = try await jsonObject(request)
         switch MessageInput.parse(object, maxChars: services.config.maxMessageChars) {
         case .failure(let failure):
@@ -337,7 +344,7 @@ struct ChatAPI: Sendable {
     /// Sends a command to the shard that owns `shardKey` and answers with its reply.
     func forward(_ kind: CommandKind, shardKey: String, caller: Caller, body: some Encodable) async throws -> Response {
         let bytes = [UInt8](try JSONEncoder().encode(body))
-        let destination: Destination = kind.role == .store ? .store(shard: services.bus.shard(for: shardKey)) : .receipts
+        let destination = Destination.of(kind, shardKey: shardKey, client: services.bus)
         let result = await services.bus.request(kind, to: destination, user: caller.json, body: bytes)
         switch result {
         case .success(let reply):

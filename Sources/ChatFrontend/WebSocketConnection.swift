@@ -68,7 +68,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     /// Sends a command whose answer this connection does not wait for.
     private func command(_ kind: CommandKind, _ body: some Encodable, onReply: (@Sendable (Result<Event, BusFailure>) -> Void)? = nil) {
         guard let bytes = try? JSONEncoder().encode(body) else { return }
-        let destination: Destination = kind.role == .store ? .store(shard: services.bus.shard(for: roomID)) : .receipts
+        let destination = Destination.of(kind, shardKey: roomID, client: services.bus)
         services.bus.send(kind, to: destination, user: identityJSON, body: [UInt8](bytes)) { result in onReply?(result) }
     }
 

@@ -129,6 +129,16 @@ public final class ChatDatabase: Sendable {
                                   AND m.is_deleted = 0 AND m.sender_id != room_participants.user_id);
                 """)
         }
+        migrator.registerMigration("v3-message-changes") { db in
+            // Edits and deletions, in commit order, for the search index to
+            // follow (new messages it follows by messages.rowid).
+            try db.execute(sql: """
+                CREATE TABLE message_changes (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    message_id TEXT NOT NULL
+                );
+                """)
+        }
         return migrator
     }
 }

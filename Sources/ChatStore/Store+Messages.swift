@@ -29,6 +29,7 @@ extension Store {
             sql: "UPDATE messages SET content = ?, edited_at = ?, updated_at = MAX(updated_at + 1, ?) WHERE id = ?",
             arguments: [request.content, now, now, request.messageID]
         )
+        try db.execute(sql: "INSERT INTO message_changes (message_id) VALUES (?)", arguments: [request.messageID])
         return try fetchMessage(id: request.messageID, in: db)!
     }
 
@@ -42,6 +43,7 @@ extension Store {
                 sql: "UPDATE messages SET is_deleted = 1, content = '', updated_at = MAX(updated_at + 1, ?) WHERE id = ?",
                 arguments: [Timestamp.now().micros, ref.messageID]
             )
+            try db.execute(sql: "INSERT INTO message_changes (message_id) VALUES (?)", arguments: [ref.messageID])
             // The message no longer counts anywhere: not live, not sent, not read.
             try db.execute(sql: "UPDATE rooms SET live_count = live_count - 1 WHERE id = ?", arguments: [ref.roomID])
             try db.execute(sql: "UPDATE room_participants SET sent_count = sent_count - 1 WHERE room_id = ? AND user_id = ?", arguments: [ref.roomID, user])

@@ -342,14 +342,17 @@ public enum Store {
         guard let seq = try Int64.fetchOne(db.cachedStatement(sql: "UPDATE rooms SET last_seq = last_seq + 1, live_count = live_count + 1, updated_at = MAX(updated_at + 1, ?) WHERE id = ? RETURNING last_seq"),
             arguments: [now.micros, request.roomID]) else { throw StoreError.notFound() }
         try db.cachedStatement(sql: """
-            INSERT INTO messages (id, room_id, seq, sender_id, content, message_type, timestamp, updated_at, reply_to, client_msg_id)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).execute(arguments: [request.id, request.roomID, seq, sender.id, request.content, request.messageType, now.micros, now.micros, request.replyTo, request.clientMsgID])
+            INSERT INTO messages (id, room_id, seq, sender_id, content, message_type, timestamp, updated_at, reply_to, client_msg_id,
+                                  file_attachment, file_name, file_size)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """).execute(arguments: [request.id, request.roomID, seq, sender.id, request.content, request.messageType, now.micros, now.micros,
+                                     request.replyTo, request.clientMsgID, request.file?.hash, request.file?.name, request.file?.size])
         try db.cachedStatement(sql: "UPDATE room_participants SET sent_count = sent_count + 1 WHERE room_id = ? AND user_id = ?")
             .execute(arguments: [request.roomID, sender.id])
         return .created(Message(
             id: request.id, roomID: request.roomID, seq: seq, sender: sender, content: request.content,
-            messageType: MessageType(rawValue: request.messageType) ?? .text, timestamp: now, replyTo: request.replyTo,
+            messageType: MessageType(rawValue: request.messageType) ?? .text, fileAttachment: request.file?.hash,
+            fileName: request.file?.name, fileSize: request.file?.size, timestamp: now, replyTo: request.replyTo,
             clientMsgID: request.clientMsgID
         ))
     }

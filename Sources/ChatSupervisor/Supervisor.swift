@@ -48,8 +48,12 @@ public final class Supervisor: @unchecked Sendable {
         for shard in 0..<shards {
             specs.append(ChildSpec(name: "store.\(shard)", arguments: ["worker", "--role", "store", "--shard", String(shard), "--shards", String(shards)]))
         }
-        for index in 0..<config.receiptsWorkers {
-            specs.append(ChildSpec(name: "receipts.\(index)", arguments: ["worker", "--role", "receipts", "--shard", String(index), "--shards", String(shards)]))
+        // One each of the other roles: receipts may be scaled by config;
+        // search owns one index file, files is I/O-bound.
+        for (role, count) in [("receipts", config.receiptsWorkers), ("search", 1), ("files", 1)] {
+            for index in 0..<count {
+                specs.append(ChildSpec(name: "\(role).\(index)", arguments: ["worker", "--role", role, "--shard", String(index), "--shards", String(shards)]))
+            }
         }
         return specs
     }
@@ -62,7 +66,8 @@ public final class Supervisor: @unchecked Sendable {
         guard ("ipc://" + runtime + "/store-999.out").utf8.count < 107 + 6 else {
             throw ConfigError.invalid("runtimeDir", "\(runtime) is too long for Unix socket paths")
         }
-        let queues = (0..<config.resolvedStoreWorkers).map { Endpoints.queue(.store, shard: $0) } + [Endpoints.queue(.receipts)]
+        let queues = (0..<config.resolvedStoreWorkers).map { Endpoints.queue(.store, shard: $0) }
+            + Role.allCases.filter { $0 != .store }.map { Endpoints.queue($0) }
         let broker = try Broker(runtimeDir: runtime, queues: queues, logger: logger)
         try broker.start()
         self.broker = broker

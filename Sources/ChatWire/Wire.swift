@@ -52,6 +52,12 @@ public enum CommandKind: String, Sendable, CaseIterable {
     case sessionClose = "session.close"
     case sessionActive = "session.active"
     case sessionCleanup = "session.cleanup"
+    case searchMessages = "search.messages"
+    case searchRooms = "search.rooms"
+    /// Validates a staged upload and stores it content-addressed.
+    case fileStore = "file.store"
+    /// May this user download this message's attachment; where is it.
+    case fileOpen = "file.open"
 
     /// The worker role that handles this kind.
     public var role: Role {
@@ -59,6 +65,10 @@ public enum CommandKind: String, Sendable, CaseIterable {
         case .receiptRoom, .receiptMessage, .typingSet, .typingList, .sessionOpen, .sessionPing, .sessionClose,
             .sessionActive, .sessionCleanup:
             .receipts
+        case .searchMessages, .searchRooms:
+            .search
+        case .fileStore, .fileOpen:
+            .files
         default:
             .store
         }
@@ -67,7 +77,7 @@ public enum CommandKind: String, Sendable, CaseIterable {
 
 /// Worker roles.
 public enum Role: String, Sendable, CaseIterable {
-    case store, receipts
+    case store, receipts, search, files
 }
 
 /// The outcome of a command, as it crosses the bus. Only the frontend maps

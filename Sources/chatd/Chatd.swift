@@ -126,6 +126,13 @@ struct WorkerCommand: AsyncParsableCommand {
         case .receipts:
             let worker = ReceiptsWorker(database: database, config: config, logger: logger)
             try server.run(shouldStop: { stop.isSet }, idle: worker.idle, handle: worker.handle)
+        case .search:
+            let worker = try SearchWorker(database: database, indexPath: config.searchIndexPath, logger: logger)
+            _ = worker.catchUp()
+            try server.run(shouldStop: { stop.isSet }, wakeOnRoomEvents: true, idle: worker.catchUp, handle: worker.handle)
+        case .files:
+            let worker = FilesWorker(database: database, config: config, logger: logger)
+            try server.run(shouldStop: { stop.isSet }, handle: worker.handle)
         }
         logger.info("worker stopped")
     }

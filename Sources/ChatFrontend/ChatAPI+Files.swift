@@ -1,0 +1,255 @@
+import ChatBus
+import ChatCore
+import ChatWire
+import Foundation
+import Hummingbird
+import MultipartKit
+import NIOCore
+
+/// Attachments: a `multipart/form-data` message is streamed to a staging
+/// file (never whole in memory), handed to the files worker, then stored as a
+/// message; downloads stream the blob from disk, with ranges.
+extension ChatAPI {
+    /// The fields of a multipart message, the file already on disk.
+    struct Upload {
+        var fields: [String: String] = [:]
+        var stagingName: String?
+        var fileName: String?
+        var fileSize = 0
+        var tooLarge = false
+        var fieldBytes = 0
+    }
+
+    func createMessageWithFile(_ request: Request, caller: Caller, room: String, contentType: String) async throws -> Response {
+        guard let boundary = Self.boundary(contentType) else {
+            throw APIError(.badRequest, detail: "Multipart form parse error - Invalid boundary in multipart: None")
+        }
+        let limit = services.config.chat.maxUploadBytes
+        // Refuse at once what announces itself too large, before reading it
+        // (the multipart framing adds a few hundred bytes to the file).
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit + 64 * 1024 {
+            throw APIError(.contentTooLarge, detail: "File too large")
+        }
+        let staging = services.config.chat.stagingDir
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        let stagingName = UUID().uuidString.lowercased()
+        let stagingPath = (staging as NSString).appendingPathComponent(stagingName)
+        var keepStaging = false
+        defer { if !keepStaging { unlink(stagingPath) } }
+
+        var upload = Upload()
+        var partName: String?
+        var partFileName: String?
+        var inPart = false
+        var file: FileHandle?
+        var fieldData: [UInt8] = []
+        let parser = MultipartParser(boundary: boundary)
+        parser.onHeader = { name, value in
+            inPart = true
+            guard name.lowercased() == "content-disposition" else { return }
+            partName = Self.parameter("name", in: value)
+            partFileName = Self.parameter("filename", in: value)
+        }
+        parser.onBody = { buffer in
+            if partName == "file_attachment" && partFileName != nil {
+                upload.fileSize += buffer.readableBytes
+                if upload.fileSize > limit { upload.tooLarge = true; return }
+                if file == nil {
+                    FileManager.default.createFile(atPath: stagingPath, contents: nil)
+                    file = FileHandle(forWritingAtPath: stagingPath)
+                }
+                file?.write(Data(buffer.readableBytesView))
+            } else {
+                upload.fieldBytes += buffer.readableBytes
+                if upload.fieldBytes > services.config.chat.maxBodyBytes { upload.tooLarge = true; return }
+                fieldData += buffer.readableBytesView
+            }
+        }
+        parser.onPartComplete = {
+            if partName == "file_attachment" && partFileName != nil {
+                upload.stagingName = stagingName
+                upload.fileName = partFileName
+                try? file?.close()
+                file = nil
+            } else if let name = partName {
+                upload.fields[name] = String(decoding: fieldData, as: UTF8.self)
+            }
+            fieldData = []
+            partName = nil
+            partFileName = nil
+            inPart = false
+        }
+        do {
+            for try await chunk in request.body {
+                try parser.execute(chunk)
+                if upload.tooLarge { break }
+            }
+        } catch {
+            try? file?.close()
+            throw APIError(.badRequest, detail: "Multipart form parse error - \(error)")
+        }
+        try? file?.close()
+        if upload.tooLarge { throw APIError(.contentTooLarge, detail: "File too large") }
+        if inPart { throw APIError(.badRequest, detail: "Multipart form parse error - the body ends inside a part (no closing boundary)") }
+
+        var object: [String: Any] = [:]
+        for (key, value) in upload.fields { object[key] = value }
+        // As DRF: a file without a message_type is a `file` message.
+        if upload.stagingName != nil && object["message_type"] == nil { object["message_type"] = "file" }
+        if let type = object["message_type"] as? String, upload.stagingName != nil, !["file", "image"].contains(type) {
+            throw APIError.fields([("message_type", "A message with an attachment is a \"file\" or an \"image\".")])
+        }
+        if object["reply_to"] as? String == "" { object["reply_to"] = nil }
+        var input: MessageInput
+        switch MessageInput.parse(object, maxChars: services.config.maxMessageChars) {
+        case .failure(let failure): throw APIError.fields(failure.errors)
+        case .success(let parsed): input = parsed
+        }
+        var stored: StoredFile?
+        if let name = upload.stagingName {
+            keepStaging = true  // the files worker takes it from here
+            let body = Requests.FileStore(stagingName: name, fileName: upload.fileName ?? "file", messageType: input.messageType)
+            let reply = try await call(.fileStore, shardKey: room, caller: caller, body: body)
+            guard reply.status == .created, let file = try? JSONDecoder().decode(StoredFile.self, from: Data(reply.body)) else {
+                keepStaging = false
+                return Response.json(APIError.httpStatus(reply.status), reply.body)
+            }
+            stored = file
+        }
+        var message = input.request(id: IDs.uuid7(), roomID: room)
+        message.file = stored
+        return try await forward(.messageCreate, shardKey: room, caller: caller, body: message)
+    }
+
+    /// `GET .../messages/{id}/download/`: the attachment's bytes, for participants.
+    func download(_ request: Request, context: Context) async throws -> Response {
+        let caller = try await authenticate(request)
+        let ref = try messageRef(context)
+        let reply = try await call(.fileOpen, shardKey: ref.roomID, caller: caller, body: ref)
+        guard reply.status == .ok, let location = try? JSONDecoder().decode(Requests.FileLocation.self, from: Data(reply.body)) else {
+            return Response.json(APIError.httpStatus(reply.status), reply.body)
+        }
+        var headers: HTTPFields = [
+            .contentType: location.contentType,
+            .contentDisposition: Self.contentDisposition(location.name),
+            .acceptRanges: "bytes",
+        ]
+        var start: Int64 = 0
+        var end = location.size - 1
+        var status = HTTPResponse.Status.ok
+        if let range = request.headers[.range] {
+            guard let (first, last) = Self.byteRange(range, size: location.size) else {
+                headers[.contentRange] = "bytes */\(location.size)"
+                return Response(status: .rangeNotSatisfiable, headers: headers)
+            }
+            (start, end) = (first, last)
+            status = .partialContent
+            headers[.contentRange] = "bytes \(start)-\(end)/\(location.size)"
+        }
+        let length = max(0, end - start + 1)
+        headers[.contentLength] = String(length)
+        let path = location.path
+        let offset = start
+        return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(length)) { writer in
+            guard let handle = FileHandle(forReadingAtPath: path) else { return }
+            defer { try? handle.close() }
+            try handle.seek(toOffset: UInt64(offset))
+            var remaining = length
+            while remaining > 0 {
+                let chunk = handle.readData(ofLength: Int(min(remaining, 1 << 16)))
+                if chunk.isEmpty { break }
+                remaining -= Int64(chunk.count)
+                try await writer.write(ByteBuffer(bytes: chunk))
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    /// A command's reply, or 503 when the bus gave up.
+    func call(_ kind: CommandKind, shardKey: String, caller: Caller, body: some Encodable) async throws -> Event {
+        let bytes = [UInt8](try JSONEncoder().encode(body))
+        switch await services.bus.request(kind, to: Destination.of(kind, shardKey: shardKey, client: services.bus), user: caller.json, body: bytes) {
+        case .success(let reply): return reply
+        case .failure: throw APIError.unavailable
+        }
+    }
+
+    static func boundary(_ contentType: String) -> String? {
+        guard let value = parameter("boundary", in: contentType), !value.isEmpty, value.utf8.count <= 200 else { return nil }
+        return value
+    }
+
+    /// A parameter of a header value: `name="x"` or `name=x`.
+    static func parameter(_ name: String, in header: String) -> String? {
+        for part in header.split(separator: ";").dropFirst() {
+            let pair = part.split(separator: "=", maxSplits: 1)
+            guard pair.count == 2, pair[0].trimmingCharacters(in: .whitespaces).lowercased() == name else { continue }
+            var value = pair[1].trimmingCharacters(in: .whitespaces)
+            if value.hasPrefix("\""), value.hasSuffix("\""), value.count >= 2 {
+                value = String(value.dropFirst().dropLast()).replacingOccurrences(of: "\\\"", with: "\"").replacingOccurrences(of: "\\\\", with: "\\")
+            }
+            return value
+        }
+        return nil
+    }
+
+    /// `attachment` with the original name quoted safely: an ASCII fallback
+    /// without quotes or controls, and the exact name in RFC 5987 form.
+    static func contentDisposition(_ name: String) -> String {
+        let fallback = String(name.unicodeScalars.map { scalar -> Character in
+            scalar.isASCII && scalar.value >= 0x20 && scalar != "\"" && scalar != "\\" && scalar.value != 0x7F ? Character(scalar) : "_"
+        })
+        let encoded = name.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? ""
+        return "attachment; filename=\"\(fallback)\"; filename*=UTF-8''\(encoded)"
+    }
+
+    /// One `bytes=` range, clamped to the file, or nil when unsatisfiable.
+    static func byteRange(_ header: String, size: Int64) -> (Int64, Int64)? {
+        guard header.hasPrefix("bytes="), size > 0 else { return nil }
+        let spec = header.dropFirst(6)
+        guard !spec.contains(","), let dash = spec.firstIndex(of: "-") else { return nil }
+        let first = spec[..<dash].trimmingCharacters(in: .whitespaces)
+        let last = spec[spec.index(after: dash)...].trimmingCharacters(in: .whitespaces)
+        if first.isEmpty {
+            guard let suffix = Int64(last), suffix > 0 else { return nil }
+            return (max(0, size - suffix), size - 1)
+        }
+        guard let start = Int64(first), start < size else { return nil }
+        let end = last.isEmpty ? size - 1 : min(Int64(last) ?? -1, size - 1)
+        return end >= start ? (start, end) : nil
+    }
+
+    // MARK: Search
+
+    func searchMessages(_ request: Request, context: Context) async throws -> Response {
+        try await search(.searchMessages, request)
+    }
+
+    func searchRooms(_ request: Request, context: Context) async throws -> Response {
+        try await search(.searchRooms, request)
+    }
+
+    func search(_ kind: CommandKind, _ request: Request) async throws -> Response {
+        let caller = try await authenticate(request)
+        let query = request.uri.queryParameters
+        let q = (query["q"].map(String.init) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !q.isEmpty else { throw APIError(.badRequest, body: ClientJSON.object(["error": "Search query is required"])) }
+        guard !q.contains("\u{0}") else { throw APIError(.badRequest, body: ClientJSON.object(["error": "Search query must not contain NUL characters"])) }
+        var errors: [(field: String, message: String)] = []
+        func uuid(_ name: String) -> String? {
+            guard let raw = query[name[...]], !raw.isEmpty else { return nil }
+            guard let id = IDs.canonical(String(raw)) else { errors.append((name, "Must be a valid UUID.")); return nil }
+            return id
+        }
+        func date(_ name: String) -> Timestamp? {
+            guard let raw = query[name[...]], !raw.isEmpty else { return nil }
+            guard let stamp = Timestamp.parse(String(raw)) else {
+                errors.append((name, "Enter a valid date or date/time (ISO 8601).")); return nil
+            }
+            return stamp
+        }
+        let body = Requests.Search(query: q, room: uuid("room"), sender: uuid("sender"), after: date("after"), before: date("before"))
+        if !errors.isEmpty { throw APIError.fields(errors) }
+        return try await forward(kind, shardKey: caller.identity.id, caller: caller, body: body)
+    }
+}

@@ -1,0 +1,155 @@
+import ChatBus
+import ChatConfig
+import ChatCore
+import ChatStore
+import ChatWire
+import Crypto
+import Foundation
+import GRDB
+import Logging
+
+/// The `files` role: validates staged uploads, stores them content-addressed
+/// (`files/<first two hex digits>/<sha-256>`), and decides who may download
+/// an attachment. The bytes never cross the bus: the frontend streams them
+/// to and from disk; this worker only reads, hashes and renames.
+///
+/// A client's file name is data, never a path: it is kept in the database
+/// and sent back as given; on disk there are only hashes.
+public final class FilesWorker {
+    let database: ChatDatabase
+    let config: ChatConfig
+    let logger: Logger
+    let decoder = JSONDecoder()
+
+    public init(database: ChatDatabase, config: ChatConfig, logger: Logger) {
+        self.database = database
+        self.config = config
+        self.logger = logger
+        try? FileManager.default.createDirectory(atPath: config.filesDir, withIntermediateDirectories: true)
+        try? FileManager.default.createDirectory(atPath: config.stagingDir, withIntermediateDirectories: true)
+    }
+
+    public func handle(_ batch: [Command]) -> [Event] {
+        batch.map { command in
+            do {
+                guard let identity = try? decoder.decode(Identity.self, from: Data(command.user)) else {
+                    throw StoreError(code: .badRequest, body: ClientJSON.detail("Missing or malformed user identity."))
+                }
+                switch command.kind {
+                case .fileStore:
+                    let request = try decode(Requests.FileStore.self, command)
+                    let stored = try store(request)
+                    return .reply(to: command, status: .created, body: [UInt8](try JSONEncoder().encode(stored)))
+                case .fileOpen:
+                    let ref = try decode(Requests.MessageRef.self, command)
+                    let location = try open(ref, user: identity.id)
+                    return .reply(to: command, status: .ok, body: [UInt8](try JSONEncoder().encode(location)))
+                default:
+                    throw StoreError(code: .badRequest, body: ClientJSON.detail("Not a files command: \(command.kind.rawValue)"))
+                }
+            } catch let error as StoreError {
+                return .reply(to: command, status: BatchProcessor.status(error.code), body: error.body)
+            } catch {
+                logger.error("files command failed", metadata: ["error": "\(error)", "kind": "\(command.kind.rawValue)"])
+                return .reply(to: command, status: .unavailable, body: ClientJSON.detail("File storage is unavailable, try again."))
+            }
+        }
+    }
+
+    func decode<T: Decodable>(_ type: T.Type, _ command: Command) throws -> T {
+        do { return try decoder.decode(type, from: Data(command.body)) } catch {
+            throw StoreError(code: .badRequest, body: ClientJSON.detail("Malformed command body."))
+        }
+    }
+
+    /// Validates a staged upload and moves it to its content address.
+    /// A resent command finds the staging file gone and the blob in place:
+    /// the answer is the same.
+    func store(_ request: Requests.FileStore) throws -> StoredFile {
+        // The staging name is the frontend's (a UUID); refuse anything else.
+        guard IDs.canonical(request.stagingName) != nil else { throw StoreError(code: .badRequest, body: ClientJSON.detail("Bad staging name.")) }
+        let staging = (config.stagingDir as NSString).appendingPathComponent(request.stagingName)
+        let marker = staging + ".stored"
+        if let done = try? Data(contentsOf: URL(fileURLWithPath: marker)), let stored = try? decoder.decode(StoredFile.self, from: done) {
+            return stored
+        }
+        guard let handle = FileHandle(forReadingAtPath: staging) else {
+            throw StoreError(code: .badRequest, body: ClientJSON.fieldErrors([("file_attachment", "The upload was not received.")]))
+        }
+        defer { try? handle.close() }
+        var hasher = SHA256()
+        var size: Int64 = 0
+        var head = Data()
+        while true {
+            let chunk = handle.readData(ofLength: 1 << 16)
+            if chunk.isEmpty { break }
+            if head.count < 16 { head.append(chunk.prefix(16 - head.count)) }
+            hasher.update(data: chunk)
+            size += Int64(chunk.count)
+            if size > Int64(config.maxUploadBytes) {
+                try? FileManager.default.removeItem(atPath: staging)
+                throw StoreError(code: .badRequest, body: ClientJSON.detail("File too large"))
+            }
+        }
+        if request.messageType == "image" && Self.imageType(Array(head)) == nil {
+            try? FileManager.default.removeItem(atPath: staging)
+            throw StoreError.badRequest([("file_attachment", "Upload a valid image. The file you uploaded was either not an image or a corrupted image.")])
+        }
+        let hash = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let directory = (config.filesDir as NSString).appendingPathComponent(String(hash.prefix(2)))
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let blob = (directory as NSString).appendingPathComponent(hash)
+        if FileManager.default.fileExists(atPath: blob) {
+            // The same bytes are already stored: one copy serves both.
+            try FileManager.default.removeItem(atPath: staging)
+        } else {
+            // Same filesystem, so rename is atomic: a blob is whole or absent.
+            guard rename(staging, blob) == 0 else { throw StoreError(code: .badRequest, body: ClientJSON.detail("Could not store the upload.")) }
+        }
+        let stored = StoredFile(hash: hash, name: request.fileName, size: size)
+        try? JSONEncoder().encode(stored).write(to: URL(fileURLWithPath: marker))
+        return stored
+    }
+
+    /// Whether `user` may download the attachment of a message, and where it is.
+    func open(_ ref: Requests.MessageRef, user: String) throws -> Requests.FileLocation {
+        let message = try database.pool.read { db -> Message in
+            // Attachments are for participants only (also of public rooms).
+            try Store.requireRoom(ref.roomID, user: user, in: db)
+            guard let message = try Store.messages(ids: [ref.messageID], in: db).first, message.roomID == ref.roomID else {
+                throw StoreError.notFound()
+            }
+            return message
+        }
+        guard let hash = message.fileAttachment, !message.isDeleted else { throw StoreError.notFound("This message has no attachment") }
+        let path = ((config.filesDir as NSString).appendingPathComponent(String(hash.prefix(2))) as NSString).appendingPathComponent(hash)
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path), let size = attributes[.size] as? Int64 else {
+            throw StoreError.notFound("This message has no attachment")
+        }
+        let head = FileHandle(forReadingAtPath: path).map { handle -> [UInt8] in
+            defer { try? handle.close() }
+            return [UInt8](handle.readData(ofLength: 16))
+        } ?? []
+        let name = message.fileName ?? hash
+        return Requests.FileLocation(path: path, name: name, size: size, contentType: Self.imageType(head) ?? Self.contentType(forName: name))
+    }
+
+    /// The image type the first bytes announce, if any.
+    static func imageType(_ head: [UInt8]) -> String? {
+        if head.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) { return "image/png" }
+        if head.starts(with: [0xFF, 0xD8, 0xFF]) { return "image/jpeg" }
+        if head.starts(with: Array("GIF87a".utf8)) || head.starts(with: Array("GIF89a".utf8)) { return "image/gif" }
+        if head.count >= 12, head.starts(with: Array("RIFF".utf8)), Array(head[8..<12]) == Array("WEBP".utf8) { return "image/webp" }
+        return nil
+    }
+
+    static func contentType(forName name: String) -> String {
+        switch (name as NSString).pathExtension.lowercased() {
+        case "txt", "md", "log", "csv": "text/plain; charset=utf-8"
+        case "pdf": "application/pdf"
+        case "json": "application/json"
+        case "zip": "application/zip"
+        default: "application/octet-stream"
+        }
+    }
+}

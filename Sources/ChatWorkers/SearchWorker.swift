@@ -1,0 +1,60 @@
+import ChatBus
+import ChatConfig
+import ChatCore
+import ChatStore
+import ChatWire
+import Foundation
+import GRDB
+import Logging
+
+/// The `search` role: keeps the full-text index in step with the main
+/// database and answers message and room searches.
+public final class SearchWorker {
+    let index: SearchIndex
+    let database: ChatDatabase
+    let logger: Logger
+    let decoder = JSONDecoder()
+
+    public init(database: ChatDatabase, indexPath: String, logger: Logger) throws {
+        self.database = database
+        self.index = try SearchIndex(path: indexPath, main: database)
+        self.logger = logger
+    }
+
+    /// Brings the index up to date (on start, on wake-ups, before answering).
+    public func catchUp() -> [Event] {
+        do {
+            let count = try index.catchUp()
+            if count > 0 { logger.debug("indexed", metadata: ["messages": "\(count)"]) }
+        } catch {
+            logger.error("indexing failed", metadata: ["error": "\(error)"])
+        }
+        return []
+    }
+
+    public func handle(_ batch: [Command]) -> [Event] {
+        _ = catchUp()
+        return batch.map { command in
+            do {
+                guard let identity = try? decoder.decode(Identity.self, from: Data(command.user)),
+                    let request = try? decoder.decode(Requests.Search.self, from: Data(command.body)) else {
+                    return .reply(to: command, status: .badRequest, body: ClientJSON.detail("Malformed search command."))
+                }
+                switch command.kind {
+                case .searchMessages:
+                    let filters = SearchIndex.Filters(room: request.room, sender: request.sender, after: request.after, before: request.before)
+                    let messages = try index.search(request.query, user: identity.id, filters: filters)
+                    return .reply(to: command, status: .ok, body: ClientJSON.array(messages.map(ClientJSON.encode)))
+                case .searchRooms:
+                    let rooms = try database.pool.read { try Store.searchRooms(request.query, viewer: identity.id, in: $0) }
+                    return .reply(to: command, status: .ok, body: ClientJSON.array(rooms.map(ClientJSON.encode)))
+                default:
+                    return .reply(to: command, status: .badRequest, body: ClientJSON.detail("Not a search command: \(command.kind.rawValue)"))
+                }
+            } catch {
+                logger.error("search failed", metadata: ["error": "\(error)"])
+                return .reply(to: command, status: .unavailable, body: ClientJSON.detail("Search is unavailable, try again."))
+            }
+        }
+    }
+}
