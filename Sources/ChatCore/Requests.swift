@@ -288,12 +288,15 @@ public struct StoredFile: Codable, Sendable, Equatable {
 extension Requests {
     /// An upload the frontend staged on disk, for the files worker to take.
     public struct FileStore: Codable, Sendable {
+        /// The room the message will be in: only its participants may upload.
+        public var roomID: String
         /// A file name the frontend chose under the staging directory.
         public var stagingName: String
         public var fileName: String
         public var messageType: String
 
-        public init(stagingName: String, fileName: String, messageType: String) {
+        public init(roomID: String, stagingName: String, fileName: String, messageType: String) {
+            self.roomID = roomID
             self.stagingName = stagingName
             self.fileName = fileName
             self.messageType = messageType

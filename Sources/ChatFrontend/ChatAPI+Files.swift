@@ -108,7 +108,7 @@ extension ChatAPI {
         var stored: StoredFile?
         if let name = upload.stagingName {
             keepStaging = true  // the files worker takes it from here
-            let body = Requests.FileStore(stagingName: name, fileName: upload.fileName ?? "file", messageType: input.messageType)
+            let body = Requests.FileStore(roomID: room, stagingName: name, fileName: upload.fileName ?? "file", messageType: input.messageType)
             let reply = try await call(.fileStore, shardKey: room, caller: caller, body: body)
             guard reply.status == .created, let file = try? JSONDecoder().decode(StoredFile.self, from: Data(reply.body)) else {
                 keepStaging = false
@@ -118,7 +118,11 @@ extension ChatAPI {
         }
         var message = input.request(id: IDs.uuid7(), roomID: room)
         message.file = stored
-        return try await forward(.messageCreate, shardKey: room, caller: caller, body: message)
+        let response = try await forward(.messageCreate, shardKey: room, caller: caller, body: message)
+        // The files worker leaves `<staging>.stored` so a resent file.store
+        // answers the same; once the message exists it has served.
+        if stored != nil { unlink(stagingPath + ".stored") }
+        return response
     }
 
     /// `GET .../messages/{id}/download/`: the attachment's bytes, for participants.

@@ -38,6 +38,10 @@ public final class FilesWorker {
                 switch command.kind {
                 case .fileStore:
                     let request = try decode(Requests.FileStore.self, command)
+                    try database.pool.read { db in
+                        let room = try Store.requireRoom(request.roomID, user: identity.id, in: db)
+                        guard room.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
+                    }
                     let stored = try store(request)
                     return .reply(to: command, status: .created, body: [UInt8](try JSONEncoder().encode(stored)))
                 case .fileOpen:
@@ -69,6 +73,8 @@ public final class FilesWorker {
         // The staging name is the frontend's (a UUID); refuse anything else.
         guard IDs.canonical(request.stagingName) != nil else { throw StoreError(code: .badRequest, body: ClientJSON.detail("Bad staging name.")) }
         let staging = (config.stagingDir as NSString).appendingPathComponent(request.stagingName)
+        // Whatever happens, the staged bytes do not stay: stored (renamed) or refused.
+        defer { unlink(staging) }
         let marker = staging + ".stored"
         if let done = try? Data(contentsOf: URL(fileURLWithPath: marker)), let stored = try? decoder.decode(StoredFile.self, from: done) {
             return stored
@@ -87,22 +93,17 @@ public final class FilesWorker {
             hasher.update(data: chunk)
             size += Int64(chunk.count)
             if size > Int64(config.maxUploadBytes) {
-                try? FileManager.default.removeItem(atPath: staging)
-                throw StoreError(code: .badRequest, body: ClientJSON.detail("File too large"))
+                    throw StoreError(code: .badRequest, body: ClientJSON.detail("File too large"))
             }
         }
         if request.messageType == "image" && Self.imageType(Array(head)) == nil {
-            try? FileManager.default.removeItem(atPath: staging)
             throw StoreError.badRequest([("file_attachment", "Upload a valid image. The file you uploaded was either not an image or a corrupted image.")])
         }
         let hash = hasher.finalize().map { String(format: "%02x", $0) }.joined()
         let directory = (config.filesDir as NSString).appendingPathComponent(String(hash.prefix(2)))
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let blob = (directory as NSString).appendingPathComponent(hash)
-        if FileManager.default.fileExists(atPath: blob) {
-            // The same bytes are already stored: one copy serves both.
-            try FileManager.default.removeItem(atPath: staging)
-        } else {
+        if !FileManager.default.fileExists(atPath: blob) {
             // Same filesystem, so rename is atomic: a blob is whole or absent.
             guard rename(staging, blob) == 0 else { throw StoreError(code: .badRequest, body: ClientJSON.detail("Could not store the upload.")) }
         }
