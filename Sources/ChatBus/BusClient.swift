@@ -66,6 +66,8 @@ public final class BusClient: Sendable {
         var destination: Destination
         var command: Command
         var completion: Completion
+        /// Position in the stream to a store shard, given on the bus thread.
+        var seq: UInt64 = 0
     }
 
     public let frontendID: String
@@ -171,18 +173,33 @@ public final class BusClient: Sendable {
         }
 
         var pending = PendingRequests<Outgoing>(policy: policy)
+        // Per store shard: the next stream position, the positions awaiting a
+        // reply, and a lower bound of them (see StreamSequencer).
+        var nextSeq = [UInt64](repeating: 1, count: storeShards)
+        var awaiting = [Set<UInt64>](repeating: [], count: storeShards)
+        var lowest = [UInt64](repeating: 1, count: storeShards)
+        func floor(_ shard: Int) -> UInt64 {
+            while lowest[shard] < nextSeq[shard] && !awaiting[shard].contains(lowest[shard]) { lowest[shard] += 1 }
+            return lowest[shard]
+        }
+        func settled(_ outgoing: Outgoing) {
+            if case .store(let shard) = outgoing.destination { awaiting[shard].remove(outgoing.seq) }
+        }
         var poller = Poller()
         poller.add(.socket(events))
         poller.add(.fd(wakeup.fd))
 
         func transmit(_ outgoing: Outgoing) {
             let socket: Socket
+            var command = outgoing.command
             switch outgoing.destination {
-            case .store(let shard): socket = stores[shard]
+            case .store(let shard):
+                socket = stores[shard]
+                command.stream = (outgoing.seq, floor(shard))
             case .role(let role): socket = roles[role]!
             }
             do {
-                try socket.send(outgoing.command.encode())
+                try socket.send(command.encode())
             } catch {
                 logger.error("bus send failed", metadata: ["error": "\(error)"])
             }
@@ -203,7 +220,12 @@ public final class BusClient: Sendable {
                     return (state.queue, state.stopping)
                 }
                 let now = monotonicNanos()
-                for outgoing in queue {
+                for var outgoing in queue {
+                    if case .store(let shard) = outgoing.destination {
+                        outgoing.seq = nextSeq[shard]
+                        nextSeq[shard] += 1
+                        awaiting[shard].insert(outgoing.seq)
+                    }
                     pending.add(id: outgoing.command.requestID, payload: outgoing, now: now)
                     transmit(outgoing)
                 }
@@ -227,7 +249,10 @@ public final class BusClient: Sendable {
                     }
                     switch event.kind {
                     case .reply:
-                        pending.complete(id: event.key)?.completion(.success(event))
+                        if let outgoing = pending.complete(id: event.key) {
+                            settled(outgoing)
+                            outgoing.completion(.success(event))
+                        }
                     case .roomEvent:
                         roomEvents.append(RoomEvent(roomID: String(event.topic.dropFirst(Topic.roomPrefix.count)), key: event.key, body: event.body))
                     case .heartbeat:
@@ -244,6 +269,7 @@ public final class BusClient: Sendable {
                     transmit(outgoing)
                 case .fail(let id, let outgoing):
                     logger.warning("command timed out", metadata: ["request.id": "\(id)", "kind": "\(outgoing.command.kind.rawValue)"])
+                    settled(outgoing)
                     outgoing.completion(.failure(.timedOut))
                 }
             }

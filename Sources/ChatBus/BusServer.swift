@@ -64,6 +64,8 @@ public final class BusServer {
         let heartbeatTopic = Topic.heartbeat("\(role.rawValue).\(shard)")
         let heartbeatBody = Array("\(role.rawValue) \(shard) \(getpid())".utf8)
         var lastHeartbeat: UInt64 = 0
+        var sequencer = StreamSequencer()
+        var lastSweep = monotonicNanos()
 
         while !shouldStop() {
             let now = monotonicNanos()
@@ -83,12 +85,21 @@ public final class BusServer {
                 continue
             }
             var batch: [Command] = []
-            while batch.count < maxBatch, let frames = try pull.receive(dontWait: true) {
+            var received = 0
+            let arrival = monotonicNanos()
+            while received < maxBatch, let frames = try pull.receive(dontWait: true) {
+                received += 1
                 do {
-                    batch.append(try Command(frames: frames))
+                    // Commands of a frontend's stream run in its order, even
+                    // when a resend brings an earlier one after later ones.
+                    batch += sequencer.accept(try Command(frames: frames), now: arrival)
                 } catch {
                     logger.warning("dropping malformed command", metadata: ["error": "\(error)"])
                 }
+            }
+            if arrival - lastSweep > 60_000_000_000 {
+                sequencer.forget(silentSince: arrival - 60_000_000_000)
+                lastSweep = arrival
             }
             guard !batch.isEmpty else { continue }
             for event in handle(batch) {

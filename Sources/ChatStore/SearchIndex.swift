@@ -174,14 +174,18 @@ public final class SearchIndex {
         if let before = filters.before { conditions.append("d.timestamp < ?"); arguments += [before.micros] }
         let ids: [String]
         if query.unicodeScalars.count >= 3 {
+            // Newest first by rowid: the main database's commit order, which is
+            // time order. FTS5 walks its matches in descending rowid natively,
+            // so a common term stops after the first page of matches instead
+            // of sorting all of them.
             // A phrase of trigrams: a literal substring, whatever characters it holds.
             let phrase = "\"" + query.replacingOccurrences(of: "\"", with: "\"\"") + "\""
             ids = try queue.read { db in
                 try String.fetchAll(db, sql: """
                     SELECT d.message_id FROM docs_fts f JOIN docs d ON d.rowid = f.rowid
                     WHERE docs_fts MATCH ? AND \(conditions.joined(separator: " AND "))
-                    ORDER BY d.timestamp DESC, d.rowid DESC LIMIT ?
-                    """, arguments: [phrase] + arguments + [limit * 2])
+                    ORDER BY f.rowid DESC LIMIT ?
+                    """, arguments: [phrase] + arguments + [limit])
             }
         } else {
             // Under three characters the trigram index cannot answer: scan.

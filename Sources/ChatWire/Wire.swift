@@ -3,7 +3,10 @@
 ///
 /// Commands (frontend → worker, PUSH/PULL):
 ///
-///     [version, kind, requestID, origin, user, body]
+///     [version, kind, requestID, origin, user, body, stream]
+///
+/// `stream` is `<seq>/<floor>` for commands to a store shard (see
+/// `StreamSequencer`), empty otherwise.
 ///
 /// Events and replies (worker → frontends, PUB/SUB):
 ///
@@ -111,21 +114,31 @@ public struct Command: Sendable, Equatable {
     /// The authenticated user as JSON (see `Identity`), empty for system commands.
     public var user: [UInt8]
     public var body: [UInt8]
+    /// Position in the frontend's stream to a store shard, and the lowest
+    /// position it still awaits a reply for.
+    public var stream: (seq: UInt64, floor: UInt64)?
 
-    public init(kind: CommandKind, requestID: String, origin: String, user: [UInt8], body: [UInt8]) {
+    public init(kind: CommandKind, requestID: String, origin: String, user: [UInt8], body: [UInt8], stream: (seq: UInt64, floor: UInt64)? = nil) {
         self.kind = kind
         self.requestID = requestID
         self.origin = origin
         self.user = user
         self.body = body
+        self.stream = stream
+    }
+
+    public static func == (a: Command, b: Command) -> Bool {
+        a.kind == b.kind && a.requestID == b.requestID && a.origin == b.origin && a.user == b.user && a.body == b.body
+            && a.stream?.seq == b.stream?.seq && a.stream?.floor == b.stream?.floor
     }
 
     public func encode() -> [[UInt8]] {
-        [Wire.versionBytes, Array(kind.rawValue.utf8), Array(requestID.utf8), Array(origin.utf8), user, body]
+        let position = stream.map { Array("\($0.seq)/\($0.floor)".utf8) } ?? []
+        return [Wire.versionBytes, Array(kind.rawValue.utf8), Array(requestID.utf8), Array(origin.utf8), user, body, position]
     }
 
     public init(frames: [[UInt8]]) throws(WireError) {
-        guard frames.count == 6 else { throw .frameCount(frames.count) }
+        guard frames.count == 7 else { throw .frameCount(frames.count) }
         guard frames[0] == Wire.versionBytes else { throw .version(String(decoding: frames[0], as: UTF8.self)) }
         let kindName = String(decoding: frames[1], as: UTF8.self)
         guard let kind = CommandKind(rawValue: kindName) else { throw .unknownKind(kindName) }
@@ -136,6 +149,13 @@ public struct Command: Sendable, Equatable {
         self.origin = String(decoding: frames[3], as: UTF8.self)
         self.user = frames[4]
         self.body = frames[5]
+        if !frames[6].isEmpty {
+            let parts = String(decoding: frames[6], as: UTF8.self).split(separator: "/")
+            guard parts.count == 2, let seq = UInt64(parts[0]), let floor = UInt64(parts[1]), floor <= seq else {
+                throw .emptyField("stream")
+            }
+            self.stream = (seq, floor)
+        }
     }
 }
 

@@ -98,21 +98,25 @@ public final class StoreWorker {
         }
     }
 
+    /// A DRF page of encoded items, with its absolute links.
+    static func pageReply(_ command: Command, _ page: Requests.Page, count: Int64, items: [[UInt8]]) -> Event {
+        let links = Pagination.links(page, count: count)
+        return .reply(to: command, status: .ok, body: ClientJSON.page(count: count, next: links.next, previous: links.previous, results: items))
+    }
+
     func read(_ command: Command, identity: Identity, in db: Database) throws -> [Event] {
         switch command.kind {
         case .roomList:
             let request = try body(Requests.RoomList.self, command)
             let (count, rooms) = try Store.roomPage(request, viewer: identity.id, in: db)
-            let links = Pagination.links(request.page, count: count)
-            return [.reply(to: command, status: .ok, body: ClientJSON.page(count: count, next: links.next, previous: links.previous, results: rooms.map(ClientJSON.encode)))]
+            return [Self.pageReply(command, request.page, count: count, items: rooms.map(ClientJSON.encode))]
         case .roomGet:
             let request = try body(Requests.RoomRef.self, command)
             return [.reply(to: command, status: .ok, body: ClientJSON.encode(try Store.room(request.roomID, viewer: identity.id, in: db)))]
         case .messageList:
             let request = try body(Requests.MessageList.self, command)
             let (count, messages) = try Store.messagePage(request, viewer: identity.id, in: db)
-            let links = Pagination.links(request.page, count: count)
-            return [.reply(to: command, status: .ok, body: ClientJSON.page(count: count, next: links.next, previous: links.previous, results: messages.map(ClientJSON.encode)))]
+            return [Self.pageReply(command, request.page, count: count, items: messages.map(ClientJSON.encode))]
         case .messageGet:
             let message = try Store.message(try body(Requests.MessageRef.self, command), user: identity.id, in: db)
             return [.reply(to: command, status: .ok, body: ClientJSON.encode(message))]

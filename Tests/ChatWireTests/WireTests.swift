@@ -5,6 +5,14 @@ import Testing
     @Test func commandRoundTrip() throws {
         let command = Command(kind: .messageCreate, requestID: "r1", origin: "fe-1", user: Array(#"{"id":"u"}"#.utf8), body: Array("{}".utf8))
         #expect(try Command(frames: command.encode()) == command)
+        var sequenced = command
+        sequenced.stream = (42, 40)
+        let decoded = try Command(frames: sequenced.encode())
+        #expect(decoded == sequenced)
+        #expect(decoded.stream?.seq == 42 && decoded.stream?.floor == 40)
+        var bad = sequenced.encode()
+        bad[6] = Array("5/9".utf8)
+        #expect(throws: WireError.self) { try Command(frames: bad) }
     }
 
     @Test func eventRoundTrip() throws {
@@ -17,7 +25,7 @@ import Testing
 
     @Test func malformedFramesAreRejected() {
         let good = Command(kind: .roomGet, requestID: "1", origin: "fe", user: [], body: []).encode()
-        #expect(throws: WireError.frameCount(5)) { try Command(frames: Array(good.dropLast())) }
+        #expect(throws: WireError.frameCount(6)) { try Command(frames: Array(good.dropLast())) }
         var badVersion = good
         badVersion[0] = Array("chat/0".utf8)
         #expect(throws: WireError.version("chat/0")) { try Command(frames: badVersion) }
@@ -94,5 +102,60 @@ import Testing
         for i in 0..<5 { pending.add(id: "\(i)", payload: i, now: 0) }
         #expect(pending.removeAll().sorted() == [0, 1, 2, 3, 4])
         #expect(pending.count == 0)
+    }
+}
+
+@Suite struct StreamSequencerTests {
+    func command(_ seq: UInt64, floor: UInt64, origin: String = "fe") -> Command {
+        Command(kind: .messageCreate, requestID: "r\(seq)", origin: origin, user: [], body: [], stream: (seq, floor))
+    }
+
+    func seqs(_ commands: [Command]) -> [UInt64] { commands.compactMap { $0.stream?.seq } }
+
+    @Test func inOrderPassesStraightThrough() {
+        var sequencer = StreamSequencer()
+        for seq in UInt64(1)...5 { #expect(seqs(sequencer.accept(command(seq, floor: 1), now: 0)) == [seq]) }
+        #expect(sequencer.heldCount == 0)
+    }
+
+    @Test func aResentEarlierCommandGoesBeforeLaterOnes() {
+        // A fresh worker: 2 died with the old one; 3 and 4 arrive first, 2 is resent.
+        var sequencer = StreamSequencer()
+        #expect(seqs(sequencer.accept(command(3, floor: 2), now: 0)).isEmpty)
+        #expect(seqs(sequencer.accept(command(4, floor: 2), now: 0)).isEmpty)
+        #expect(seqs(sequencer.accept(command(2, floor: 2), now: 0)) == [2, 3, 4])
+        #expect(seqs(sequencer.accept(command(5, floor: 5), now: 0)) == [5])
+    }
+
+    @Test func resendsOfHandledCommandsPassAtOnce() {
+        var sequencer = StreamSequencer()
+        _ = sequencer.accept(command(1, floor: 1), now: 0)
+        _ = sequencer.accept(command(2, floor: 1), now: 0)
+        #expect(seqs(sequencer.accept(command(1, floor: 1), now: 0)) == [1])
+    }
+
+    @Test func aGapTheFrontendGaveUpOnIsSkipped() {
+        var sequencer = StreamSequencer()
+        _ = sequencer.accept(command(1, floor: 1), now: 0)
+        #expect(seqs(sequencer.accept(command(3, floor: 2), now: 0)).isEmpty)
+        // 2 timed out at the frontend: its floor moves past it, 3 is released.
+        #expect(seqs(sequencer.accept(command(3, floor: 3), now: 0)) == [3])
+        #expect(sequencer.heldCount == 0)
+    }
+
+    @Test func streamsAreIndependentAndUnsequencedCommandsPass() {
+        var sequencer = StreamSequencer()
+        #expect(seqs(sequencer.accept(command(7, floor: 6, origin: "a"), now: 0)).isEmpty)
+        #expect(seqs(sequencer.accept(command(1, floor: 1, origin: "b"), now: 0)) == [1])
+        let plain = Command(kind: .roomGet, requestID: "x", origin: "a", user: [], body: [])
+        #expect(sequencer.accept(plain, now: 0).count == 1)
+        sequencer.forget(silentSince: 1)
+        #expect(sequencer.heldCount == 0)
+    }
+
+    @Test func holdingIsBounded() {
+        var sequencer = StreamSequencer(maxHeld: 3)
+        for seq in UInt64(2)...4 { #expect(sequencer.accept(command(seq, floor: 1), now: 0).isEmpty) }
+        #expect(seqs(sequencer.accept(command(5, floor: 1), now: 0)) == [2, 3, 4, 5])
     }
 }

@@ -29,11 +29,10 @@ extension EndToEnd {
             }
             try alice.send(json: ["type": "message", "content": "after"])
 
-            // "during" may have died in the old worker's queue and come back
-            // by the frontend's resend, so it can arrive after "after" (see the
-            // note in docs/protocol.md). A sentinel sent once both are stored
-            // bounds the wait for a duplicate: a resend of either would be
-            // published before the sentinel's own event.
+            // "during" may die in the old worker's queue and come back by the
+            // frontend's resend; the stream sequencer still stores it before
+            // "after". A sentinel sent once both are stored bounds the wait for
+            // a duplicate: a resend of either would be published before it.
             var counts: [ObjectIdentifier: [String: Int]] = [:]
             for client in [alice, bob] {
                 var seen: [String: Int] = [:]
@@ -60,8 +59,8 @@ extension EndToEnd {
                 try client.send(json: ["type": "ping"])
                 #expect(try client.receive(type: "pong") != nil)
             }
-            let stored = try await Steps.contents(server, token: tokens[0], room: room)
-            #expect(stored.sorted() == ["after", "before", "during", "sentinel"], "stored: \(stored)")
+            // Stored, and so listed, in the order alice sent them.
+            #expect(try await Steps.contents(server, token: tokens[0], room: room) == ["before", "during", "after", "sentinel"])
             #expect(server.log.contains("child exited"))
         }
     }
