@@ -43,6 +43,7 @@ extension ChatAPI {
         var inPart = false
         var file: FileHandle?
         var fieldData: [UInt8] = []
+        var pendingWrite = ByteBuffer()
         let parser = MultipartParser(boundary: boundary)
         parser.onHeader = { name, value in
             inPart = true
@@ -58,7 +59,14 @@ extension ChatAPI {
                     FileManager.default.createFile(atPath: stagingPath, contents: nil)
                     file = FileHandle(forWritingAtPath: stagingPath)
                 }
-                file?.write(Data(buffer.readableBytesView))
+                // The parser hands the body over in pieces that end at each
+                // CR byte (every ~256 bytes of binary data): gather them and
+                // write 1 MiB at a time, not one syscall per piece.
+                pendingWrite.writeBuffer(&buffer)
+                if pendingWrite.readableBytes >= 1 << 20 {
+                    file?.write(Data(pendingWrite.readableBytesView))
+                    pendingWrite.clear()
+                }
             } else {
                 upload.fieldBytes += buffer.readableBytes
                 if upload.fieldBytes > services.config.chat.maxBodyBytes { upload.tooLarge = true; return }
@@ -67,6 +75,10 @@ extension ChatAPI {
         }
         parser.onPartComplete = {
             if partName == "file_attachment" && partFileName != nil {
+                if pendingWrite.readableBytes > 0 {
+                    file?.write(Data(pendingWrite.readableBytesView))
+                    pendingWrite.clear()
+                }
                 upload.stagingName = stagingName
                 upload.fileName = partFileName
                 try? file?.close()
