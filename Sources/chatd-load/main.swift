@@ -110,6 +110,8 @@ func processes(_ server: TestServer) -> [(String, Int32)] {
     var list: [(String, Int32)] = [("supervisor+broker", server.process.processIdentifier)]
     list += server.childPIDs(matching: "frontend").map { ("frontend", $0) }
     list += server.childPIDs(matching: "worker --role store").map { ("store worker", $0) }
+    list += server.childPIDs(matching: "worker --role search").map { ("search worker (nice 10)", $0) }
+    list += server.childPIDs(matching: "worker --role receipts").map { ("receipts worker", $0) }
     list.append(("load client", getpid()))
     return list
 }

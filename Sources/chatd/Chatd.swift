@@ -127,9 +127,12 @@ struct WorkerCommand: AsyncParsableCommand {
             let worker = ReceiptsWorker(database: database, config: config, logger: logger)
             try server.run(shouldStop: { stop.isSet }, idle: worker.idle, handle: worker.handle)
         case .search:
+            // Indexing is background work: on a busy machine it yields the CPU
+            // to the frontend and the store, and catches up when load drops.
+            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
             let worker = try SearchWorker(database: database, indexPath: config.searchIndexPath, logger: logger)
             _ = worker.catchUp()
-            try server.run(shouldStop: { stop.isSet }, wakeOnRoomEvents: true, idle: worker.catchUp, handle: worker.handle)
+            try server.run(shouldStop: { stop.isSet }, wakeOnRoomEvents: true, idle: worker.wake, handle: worker.handle)
         case .files:
             let worker = FilesWorker(database: database, config: config, logger: logger)
             try server.run(shouldStop: { stop.isSet }, handle: worker.handle)
