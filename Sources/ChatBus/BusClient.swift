@@ -82,6 +82,7 @@ public final class BusClient: Sendable {
     private let started = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
     private let nextID = Atomic<UInt64>(0)
+    private let drainDeadline = Atomic<UInt64>(0)
 
     public init(
         frontendID: String, runtimeDir: String, storeShards: Int, callbacks: Callbacks, logger: Logger,
@@ -112,9 +113,12 @@ public final class BusClient: Sendable {
         t.start()
     }
 
-    /// Stops the thread; pending commands fail with `.closed`.
-    public func stop() {
+    /// Stops taking commands, waits up to `drain` seconds for the pending
+    /// ones to be answered (their writes finish, their replies are read), then
+    /// stops the thread; what is still pending fails with `.closed`.
+    public func stop(drain: Double = 0) {
         outbox.withLock { $0.stopping = true }
+        drainDeadline.store(monotonicNanos() + UInt64(max(0, drain) * 1e9), ordering: .relaxed)
         wakeup.signal()
         if started.load(ordering: .acquiring) { finished.wait() }
     }
@@ -205,17 +209,29 @@ public final class BusClient: Sendable {
             }
         }
 
+        var stopping = false
         while true {
             var timeout = -1
             if let wake = pending.nextWakeup {
                 let now = monotonicNanos()
                 timeout = wake <= now ? 0 : Int((wake - now) / 1_000_000) + 1
             }
+            if stopping {
+                let now = monotonicNanos()
+                let deadline = drainDeadline.load(ordering: .relaxed)
+                if pending.count == 0 || now >= deadline {
+                    for outgoing in pending.removeAll() { outgoing.completion(.failure(.closed)) }
+                    return
+                }
+                let untilDeadline = Int((deadline - now) / 1_000_000) + 1
+                timeout = timeout < 0 ? untilDeadline : min(timeout, untilDeadline)
+            }
             let ready = try poller.poll(timeoutMilliseconds: timeout)
 
             if ready[1] & pollIn != 0 {
                 wakeup.drain()
-                let (queue, stopping) = outbox.withLock { state in
+                let queue: [Outgoing]
+                (queue, stopping) = outbox.withLock { state in
                     defer { state.queue.removeAll(keepingCapacity: true) }
                     return (state.queue, state.stopping)
                 }
@@ -228,10 +244,6 @@ public final class BusClient: Sendable {
                     }
                     pending.add(id: outgoing.command.requestID, payload: outgoing, now: now)
                     transmit(outgoing)
-                }
-                if stopping {
-                    for outgoing in pending.removeAll() { outgoing.completion(.failure(.closed)) }
-                    return
                 }
             }
 

@@ -32,6 +32,7 @@ public final class BusServer {
     ///     published (the search worker indexes on news, from the database).
     public func run(
         maxBatch: Int = 512, shouldStop: () -> Bool, wakeOnRoomEvents: Bool = false,
+        heartbeat: () -> Void = {}, idleInterval: () -> Int32 = { 500 },
         idle: () -> [Event] = { [] }, handle: ([Command]) -> [Event]
     ) throws {
         let pull = try Socket(context: context, type: .pull)
@@ -72,9 +73,10 @@ public final class BusServer {
             // Heartbeats tell frontends (healthz) that this role is being served.
             if now - lastHeartbeat >= 500_000_000 {
                 try pub.send(Event(topic: heartbeatTopic, kind: .heartbeat, key: "", body: heartbeatBody).encode())
+                heartbeat()
                 lastHeartbeat = now
             }
-            let ready = try poller.poll(timeoutMilliseconds: 500)
+            let ready = try poller.poll(timeoutMilliseconds: Int(idleInterval()))
             if let news, ready.count > 1, ready[1] & pollIn != 0 {
                 // Only the wake-up matters, not the events themselves.
                 while try news.receive(dontWait: true) != nil {}

@@ -34,6 +34,8 @@ public struct ChatConfig: Sendable, Equatable {
     public var requestTimeoutMilliseconds: Int = 10_000
     /// How long before an unanswered command is resent.
     public var retryMilliseconds: Int = 750
+    /// A child silent this long (no heartbeat) is killed and restarted (seconds).
+    public var hangTimeoutSeconds: Double = 10
     /// Receipts workers (read status, typing, sessions).
     public var receiptsWorkers: Int = 1
     /// How long a `typing: true` counts (seconds).
@@ -71,6 +73,7 @@ public struct ChatConfig: Sendable, Equatable {
         config.maxFrameBytes = reader.int(forKey: "maxFrameBytes", default: config.maxFrameBytes)
         config.requestTimeoutMilliseconds = reader.int(forKey: "requestTimeoutMilliseconds", default: config.requestTimeoutMilliseconds)
         config.retryMilliseconds = reader.int(forKey: "retryMilliseconds", default: config.retryMilliseconds)
+        config.hangTimeoutSeconds = reader.double(forKey: "hangTimeoutSeconds", default: config.hangTimeoutSeconds)
         config.receiptsWorkers = max(1, reader.int(forKey: "receiptsWorkers", default: config.receiptsWorkers))
         config.typingWindowSeconds = reader.double(forKey: "typingWindowSeconds", default: config.typingWindowSeconds)
         config.idleTimeoutSeconds = reader.double(forKey: "idleTimeoutSeconds", default: config.idleTimeoutSeconds)

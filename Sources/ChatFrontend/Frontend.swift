@@ -66,7 +66,9 @@ public enum Frontend {
             )
         )
         bus.start()
-        defer { bus.stop() }
+        // After the server stopped (WebSockets closed with 1001), what clients
+        // sent is still answered by the workers before the frontend exits.
+        defer { bus.stop(drain: 3) }
         let auth = await Authenticator(secret: try config.chat.resolveJWTSecret(), issuer: config.chat.jwtIssuer, audience: config.chat.jwtAudience)
         let services = FrontendServices(config: config, logger: logger, bus: bus, auth: auth, connections: connections, health: health)
         let app = Application(
@@ -77,6 +79,14 @@ public enum Frontend {
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil, reuseAddress: true),
             onServerRunning: { channel in
                 logger.info("frontend listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "frontend.id": "\(config.frontendID)"])
+                // READY=1 to the supervisor once the port answers, then a
+                // heartbeat from an event loop every 500 ms: a stuck loop stops it.
+                let supervisor = Notifier()
+                let name = ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? "frontend"
+                supervisor.send(["READY": "1", "CHATD_CHILD": name])
+                channel.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { _ in
+                    supervisor.send(["WATCHDOG": "1", "CHATD_CHILD": name])
+                }
             },
             eventLoopGroupProvider: .shared(group),
             logger: logger

@@ -88,12 +88,16 @@ public final class SearchIndex {
     }
 
     /// Indexes what the main database has that the index does not, in
-    /// transactions of `batch` rows. Returns how many messages it (re)indexed.
+    /// transactions of `batch` rows, for at most `budget` seconds (so the
+    /// worker keeps answering and sending heartbeats during a rebuild).
+    /// Returns how many messages it (re)indexed and whether it is done.
     @discardableResult
-    public func catchUp(batch: Int = 5000) throws -> Int {
+    public func catchUp(batch: Int = 5000, budget: TimeInterval = 0.5) throws -> (count: Int, done: Bool) {
         try reopenIfGone()
+        let deadline = Date().addingTimeInterval(budget)
         var total = 0
         while true {
+            if Date() > deadline { return (total, false) }
             let lastRowID = try queue.read { try Int64.fetchOne($0, sql: "SELECT value FROM meta WHERE key = 'last_rowid'") ?? 0 }
             let rows = try main.pool.read { db in
                 try Row.fetchAll(db, sql: """
@@ -139,8 +143,9 @@ public final class SearchIndex {
                 try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'last_change'", arguments: [last[0] as Int64])
             }
             total += changes.count
+            if Date() > deadline { return (total, false) }
         }
-        return total
+        return (total, true)
     }
 
     /// Search filters beyond `q` (the seed's TODO list asks for them).

@@ -1,20 +1,38 @@
 import ChatBus
-import ChatWire
 import ChatConfig
+import ChatWire
 import Foundation
 import Logging
 
 /// One child process the supervisor keeps running.
 struct ChildSpec: Sendable {
-    /// `frontend` or `store.<n>`.
+    /// `frontend`, `store.<n>`, `receipts.<n>`, `search.0`, `files.0`.
     var name: String
     var arguments: [String]
 }
 
+/// What the supervisor knows of one child.
+struct ChildState {
+    var spec: ChildSpec
+    var process: Process?
+    var lastStart = Date.distantPast
+    var restarts = 0
+    /// Exits in a row that came soon after a start (a crash loop).
+    var quickExits = 0
+    /// Said READY=1 since its last start.
+    var ready = false
+    /// Its last READY=1 or WATCHDOG=1.
+    var lastHeartbeat = Date.distantPast
+}
+
 /// `chatd serve`: owns the bus broker and the children, nothing else. Spawns
-/// the frontend and the store workers, restarts a child that exits (at most
-/// once a second per child, like runit's runsv), and turns SIGTERM/SIGINT into
-/// an orderly stop: children get SIGTERM, stragglers SIGKILL after the grace.
+/// the frontend and the workers; restarts a child that exits (at once, then
+/// with exponential backoff while it keeps crashing soon after starting); kills
+/// and restarts one that stops sending heartbeats (hung, not dead); speaks
+/// sd_notify to systemd (`READY=1` once every child is ready, `STATUS=`,
+/// `WATCHDOG=1` at half of `WATCHDOG_USEC`, `STOPPING=1`); and turns
+/// SIGTERM/SIGINT into an orderly stop: the frontend first (it closes
+/// WebSockets with 1001 and drains), then the workers, SIGKILL after the grace.
 public final class Supervisor: @unchecked Sendable {
     // All mutable state is touched only on `queue`.
     private let queue = DispatchQueue(label: "chatd.supervisor")
@@ -23,17 +41,25 @@ public final class Supervisor: @unchecked Sendable {
     private let baseArguments: [String]
     private let logger: Logger
     private let graceSeconds: Double
-    private var children: [String: Process] = [:]
-    private var lastStart: [String: Date] = [:]
-    private var restarts: [String: Int] = [:]
+    private var children: [String: ChildState] = [:]
     private var stopping = false
     private var signalSources: [any DispatchSourceSignal] = []
     private let done = DispatchSemaphore(value: 0)
     private var broker: Broker?
+    private var listener: NotifyListener?
+    private var timers: [any DispatchSourceTimer] = []
+    private let systemd = Notifier()
+    private var toldReady = false
+    private var lastStatus = ""
+
+    /// A child that lived less than this had a quick exit (counts towards backoff).
+    static let quickExit: TimeInterval = 10
+    /// Backoff between restarts of a crash-looping child tops out here.
+    static let maxBackoff: TimeInterval = 30
 
     /// - Parameters:
     ///   - executable: the chatd binary (the supervisor spawns itself).
-    ///   - baseArguments: passed to every child before its own (e.g. `--config FILE`).
+    ///   - baseArguments: passed to every child after its own (e.g. `--config FILE`).
     public init(config: ChatConfig, executable: String, baseArguments: [String], logger: Logger, graceSeconds: Double = 10) {
         self.config = config
         self.executable = executable
@@ -71,6 +97,9 @@ public final class Supervisor: @unchecked Sendable {
         let broker = try Broker(runtimeDir: runtime, queues: queues, logger: logger)
         try broker.start()
         self.broker = broker
+        listener = try NotifyListener(path: (runtime as NSString).appendingPathComponent("notify.sock"), queue: queue) { [weak self] fields in
+            self?.childReported(fields)
+        }
 
         for sig in [SIGTERM, SIGINT] {
             signal(sig, SIG_IGN)
@@ -81,75 +110,172 @@ public final class Supervisor: @unchecked Sendable {
         }
         queue.sync {
             logger.info("supervisor starting", metadata: ["store.workers": "\(config.resolvedStoreWorkers)", "pid": "\(getpid())"])
-            for spec in specs { start(spec) }
+            for spec in specs {
+                children[spec.name] = ChildState(spec: spec)
+                start(spec.name)
+            }
+            schedule(every: 0.25) { [weak self] in self?.checkLiveness() }
+            // systemd's watchdog: ping at half the interval it expects.
+            if let usec = ProcessInfo.processInfo.environment["WATCHDOG_USEC"].flatMap(Double.init), usec > 0,
+                ProcessInfo.processInfo.environment["WATCHDOG_PID"].map({ Int32($0) == getpid() }) ?? true {
+                schedule(every: usec / 2 / 1_000_000) { [weak self] in self?.watchdogPing() }
+            }
         }
         done.wait()
         broker.stop()
         return 0
     }
 
-    private func start(_ spec: ChildSpec) {
+    private func schedule(every seconds: Double, _ body: @escaping @Sendable () -> Void) {
+        let timer = DispatchSource.makeTimerSource(queue: queue)
+        timer.schedule(deadline: .now() + seconds, repeating: seconds)
+        timer.setEventHandler(handler: body)
+        timer.resume()
+        timers.append(timer)
+    }
+
+    private func start(_ name: String) {
         dispatchPrecondition(condition: .onQueue(queue))
-        guard !stopping else { return }
+        guard !stopping, var child = children[name] else { return }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = spec.arguments + baseArguments
+        process.arguments = child.spec.arguments + baseArguments
+        var environment = ProcessInfo.processInfo.environment
+        // Children report to the supervisor, never to systemd directly.
+        environment["NOTIFY_SOCKET"] = listener?.path
+        environment["CHATD_CHILD"] = name
+        environment["WATCHDOG_USEC"] = nil
+        environment["WATCHDOG_PID"] = nil
+        process.environment = environment
         process.terminationHandler = { [weak self] process in
             guard let self else { return }
-            self.queue.async { self.exited(spec, process: process) }
+            self.queue.async { self.exited(name, process: process) }
         }
+        child.lastStart = Date()
+        child.ready = false
         do {
             try process.run()
-            children[spec.name] = process
-            lastStart[spec.name] = Date()
-            logger.info("child started", metadata: ["child": "\(spec.name)", "pid": "\(process.processIdentifier)"])
+            child.process = process
+            children[name] = child
+            logger.info("child started", metadata: ["child": "\(name)", "pid": "\(process.processIdentifier)"])
         } catch {
-            logger.error("child failed to start", metadata: ["child": "\(spec.name)", "error": "\(error)"])
-            scheduleRestart(spec)
+            children[name] = child
+            logger.error("child failed to start", metadata: ["child": "\(name)", "error": "\(error)"])
+            scheduleRestart(name)
+        }
+        updateStatus()
+    }
+
+    /// A child's sd_notify datagram.
+    private func childReported(_ fields: [String: String]) {
+        guard let name = fields["CHATD_CHILD"], var child = children[name], child.process != nil else { return }
+        if fields["READY"] == "1" {
+            if !child.ready { logger.info("child ready", metadata: ["child": "\(name)"]) }
+            child.ready = true
+        }
+        if fields["READY"] == "1" || fields["WATCHDOG"] == "1" { child.lastHeartbeat = Date() }
+        children[name] = child
+        updateStatus()
+    }
+
+    /// Kills a child that stopped sending heartbeats (the restart follows its exit).
+    private func checkLiveness() {
+        guard !stopping else { return }
+        let now = Date()
+        for (name, child) in children {
+            guard let process = child.process else { continue }
+            // A child gets the hang timeout to say READY=1 after starting, and
+            // then between heartbeats (it sends one every 500 ms).
+            let since = child.ready ? child.lastHeartbeat : child.lastStart
+            if now.timeIntervalSince(since) > config.hangTimeoutSeconds {
+                logger.error("child stopped sending heartbeats, killing it", metadata: [
+                    "child": "\(name)", "pid": "\(process.processIdentifier)", "silent.seconds": "\(Int(now.timeIntervalSince(since)))",
+                ])
+                kill(process.processIdentifier, SIGKILL)
+                children[name]?.lastHeartbeat = now  // one kill per hang
+                children[name]?.lastStart = now
+            }
         }
     }
 
-    private func exited(_ spec: ChildSpec, process: Process) {
+    private func exited(_ name: String, process: Process) {
+        guard var child = children[name] else { return }
         let how = process.terminationReason == .uncaughtSignal ? "signal" : "exit"
         logger.log(level: stopping ? .info : .warning, "child exited", metadata: [
-            "child": "\(spec.name)", "pid": "\(process.processIdentifier)", "\(how)": "\(process.terminationStatus)",
+            "child": "\(name)", "pid": "\(process.processIdentifier)", "\(how)": "\(process.terminationStatus)",
         ])
-        if children[spec.name] === process { children[spec.name] = nil }
+        if child.process === process { child.process = nil }
+        child.ready = false
+        children[name] = child
         if stopping {
-            if children.isEmpty { done.signal() }
+            if children.values.allSatisfy({ $0.process == nil }) { done.signal() }
             return
         }
-        scheduleRestart(spec)
+        scheduleRestart(name)
     }
 
-    /// Restarts at once unless the child started less than a second ago.
-    private func scheduleRestart(_ spec: ChildSpec) {
-        let since = lastStart[spec.name].map { Date().timeIntervalSince($0) } ?? 10
-        let delay = max(0, 1 - since)
-        restarts[spec.name, default: 0] += 1
-        queue.asyncAfter(deadline: .now() + delay) { [weak self] in
-            guard let self, !self.stopping else { return }
-            self.logger.info("restarting child", metadata: ["child": "\(spec.name)", "restarts": "\(self.restarts[spec.name] ?? 0)"])
-            self.start(spec)
+    /// Restarts at once (at most once a second, like runsv); after repeated
+    /// quick exits, waits 1, 2, 4, ... up to 30 s between attempts.
+    private func scheduleRestart(_ name: String) {
+        guard var child = children[name] else { return }
+        let lived = Date().timeIntervalSince(child.lastStart)
+        child.quickExits = lived < Self.quickExit ? child.quickExits + 1 : 0
+        child.restarts += 1
+        children[name] = child
+        let backoff = child.quickExits > 1 ? min(Self.maxBackoff, pow(2, Double(child.quickExits - 2))) : 0
+        let delay = max(1 - lived, backoff)
+        if child.quickExits >= 5 {
+            logger.error("child is crash-looping", metadata: ["child": "\(name)", "quick.exits": "\(child.quickExits)", "next.attempt.seconds": "\(Int(delay))"])
         }
+        updateStatus()
+        queue.asyncAfter(deadline: .now() + delay) { [weak self] in
+            guard let self, !self.stopping, self.children[name]?.process == nil else { return }
+            self.logger.info("restarting child", metadata: ["child": "\(name)", "restarts": "\(self.children[name]?.restarts ?? 0)"])
+            self.start(name)
+        }
+    }
+
+    /// Tells systemd how things are: READY=1 once (every child ready), STATUS= on change.
+    private func updateStatus() {
+        let ready = children.values.filter(\.ready).count
+        let looping = children.values.filter { $0.quickExits >= 5 }.map(\.spec.name).sorted()
+        let restarts = children.values.reduce(0) { $0 + $1.restarts }
+        var status = "\(ready)/\(children.count) children ready, \(restarts) restarts"
+        if !looping.isEmpty { status += "; crash-looping: \(looping.joined(separator: ", "))" }
+        if stopping { status = "stopping" }
+        if !toldReady && ready == children.count && !stopping {
+            toldReady = true
+            systemd.send(["READY": "1", "STATUS": status])
+            lastStatus = status
+            logger.info("ready", metadata: ["children": "\(children.count)"])
+        } else if status != lastStatus {
+            systemd.send(["STATUS": status])
+            lastStatus = status
+        }
+    }
+
+    private func watchdogPing() {
+        // Pinging proves the supervisor's queue runs; children have their own liveness.
+        systemd.send(["WATCHDOG": "1"])
     }
 
     private func beginStop(signal sig: Int32) {
         guard !stopping else { return }
         stopping = true
-        logger.info("stopping", metadata: ["signal": "\(sig)", "children": "\(children.count)"])
-        if children.isEmpty { done.signal(); return }
+        systemd.send(["STOPPING": "1", "STATUS": "stopping"])
+        let running = children.filter { $0.value.process != nil }
+        logger.info("stopping", metadata: ["signal": "\(sig)", "children": "\(running.count)"])
+        if running.isEmpty { done.signal(); return }
         // The frontend first: it closes WebSockets with 1001 and drains its
         // pending commands while the workers still answer.
-        if let frontend = children["frontend"] {
+        if let frontend = children["frontend"]?.process {
             kill(frontend.processIdentifier, SIGTERM)
             queue.asyncAfter(deadline: .now() + graceSeconds / 2) { [weak self] in self?.stopWorkers() }
             // Workers follow as soon as the frontend is gone.
-            frontend.terminationHandler = { [weak self] _ in
+            frontend.terminationHandler = { [weak self] process in
                 guard let self else { return }
                 self.queue.async {
-                    self.children["frontend"] = nil
-                    self.logger.info("child exited", metadata: ["child": "frontend"])
+                    self.exited("frontend", process: process)
                     self.stopWorkers()
                 }
             }
@@ -159,16 +285,17 @@ public final class Supervisor: @unchecked Sendable {
         queue.asyncAfter(deadline: .now() + graceSeconds) { [weak self] in
             guard let self else { return }
             for (name, child) in self.children {
+                guard let process = child.process else { continue }
                 self.logger.warning("child did not stop in time, killing", metadata: ["child": "\(name)"])
-                kill(child.processIdentifier, SIGKILL)
+                kill(process.processIdentifier, SIGKILL)
             }
         }
     }
 
     private func stopWorkers() {
         for (name, child) in children where name != "frontend" {
-            kill(child.processIdentifier, SIGTERM)
+            if let process = child.process { kill(process.processIdentifier, SIGTERM) }
         }
-        if children.isEmpty { done.signal() }
+        if children.values.allSatisfy({ $0.process == nil }) { done.signal() }
     }
 }

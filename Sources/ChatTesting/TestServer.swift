@@ -47,12 +47,12 @@ public final class TestServer: @unchecked Sendable {
     }
 
     /// Starts `chatd serve` and waits until `/healthz` answers 200.
-    public static func start(storeWorkers: Int = 1, environment: [String: String] = [:], timeout: Double = 30) async throws -> TestServer {
+    public static func start(storeWorkers: Int = 1, port: Int? = nil, environment: [String: String] = [:], timeout: Double = 30) async throws -> TestServer {
         var template = Array("/tmp/chatd-test-XXXXXX".utf8CString)
         guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }).map({ String(cString: $0) }) else {
             throw TestServerError(description: "mkdtemp failed")
         }
-        let port = try freePort()
+        let port = try port ?? freePort()
         let secret = (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: 0...UInt64.max)) }.joined()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try binary())
@@ -96,7 +96,7 @@ public final class TestServer: @unchecked Sendable {
 
     /// SIGTERM and wait for exit (SIGKILL after `grace`); returns the exit status.
     @discardableResult
-    public func stop(grace: Double = 15) -> Int32 {
+    public func stop(grace: Double = 15, keepData: Bool = false) -> Int32 {
         if process.isRunning {
             kill(process.processIdentifier, SIGTERM)
             let deadline = Date().addingTimeInterval(grace)
@@ -104,7 +104,7 @@ public final class TestServer: @unchecked Sendable {
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
         }
-        try? FileManager.default.removeItem(atPath: dataDir)
+        if !keepData { try? FileManager.default.removeItem(atPath: dataDir) }
         return process.terminationStatus
     }
 

@@ -22,13 +22,15 @@ public final class SearchWorker {
     }
 
     private var lastCatchUp: UInt64 = 0
+    /// The last catch-up ran out of time with work left.
+    public private(set) var behind = true
 
     /// Brings the index up to date on a wake-up, at most every 200 ms: under
     /// a stream of messages that gives batches of thousands, not one
     /// transaction per event. (The 500 ms idle tick catches what this skips.)
     public func wake() -> [Event] {
         let now = monotonicNanos()
-        guard now - lastCatchUp >= 200_000_000 else { return [] }
+        guard behind || now - lastCatchUp >= 200_000_000 else { return [] }
         return catchUp()
     }
 
@@ -36,8 +38,9 @@ public final class SearchWorker {
     public func catchUp() -> [Event] {
         lastCatchUp = monotonicNanos()
         do {
-            let count = try index.catchUp()
-            if count > 0 { logger.debug("indexed", metadata: ["messages": "\(count)"]) }
+            let (count, done) = try index.catchUp()
+            behind = !done
+            if count > 0 { logger.debug("indexed", metadata: ["messages": "\(count)", "done": "\(done)"]) }
         } catch {
             logger.error("indexing failed", metadata: ["error": "\(error)"])
         }

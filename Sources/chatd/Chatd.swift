@@ -119,23 +119,34 @@ struct WorkerCommand: AsyncParsableCommand {
         let database = try ChatDatabase(path: config.databasePath)
         let server = try BusServer(role: role, shard: shard, runtimeDir: config.resolvedRuntimeDir, logger: logger)
         logger.info("worker ready", metadata: ["pid": "\(getpid())"])
+        // Heartbeats to the supervisor (sd_notify): the first says READY=1.
+        let supervisor = Notifier()
+        let childName = ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? "\(role.rawValue).\(shard)"
+        var announced = false
+        let heartbeat = {
+            supervisor.send([announced ? "WATCHDOG" : "READY": "1", "CHATD_CHILD": childName])
+            announced = true
+        }
         switch role {
         case .store:
             let worker = StoreWorker(database: database, config: config, logger: logger)
-            try server.run(shouldStop: { stop.isSet }, handle: worker.handle)
+            try server.run(shouldStop: { stop.isSet }, heartbeat: heartbeat, handle: worker.handle)
         case .receipts:
             let worker = ReceiptsWorker(database: database, config: config, logger: logger)
-            try server.run(shouldStop: { stop.isSet }, idle: worker.idle, handle: worker.handle)
+            try server.run(shouldStop: { stop.isSet }, heartbeat: heartbeat, idle: worker.idle, handle: worker.handle)
         case .search:
             // Indexing is background work: on a busy machine it yields the CPU
             // to the frontend and the store, and catches up when load drops.
             setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
             let worker = try SearchWorker(database: database, indexPath: config.searchIndexPath, logger: logger)
-            _ = worker.catchUp()
-            try server.run(shouldStop: { stop.isSet }, wakeOnRoomEvents: true, idle: worker.wake, handle: worker.handle)
+            try server.run(
+                shouldStop: { stop.isSet }, wakeOnRoomEvents: true, heartbeat: heartbeat,
+                // While behind (a rebuild), keep indexing between commands.
+                idleInterval: { worker.behind ? 0 : 500 }, idle: worker.wake, handle: worker.handle
+            )
         case .files:
             let worker = FilesWorker(database: database, config: config, logger: logger)
-            try server.run(shouldStop: { stop.isSet }, handle: worker.handle)
+            try server.run(shouldStop: { stop.isSet }, heartbeat: heartbeat, handle: worker.handle)
         }
         logger.info("worker stopped")
     }

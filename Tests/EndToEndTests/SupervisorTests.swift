@@ -1,0 +1,187 @@
+import ChatCore
+import ChatTesting
+import Foundation
+import Testing
+
+/// A Unix datagram socket standing in for systemd's NOTIFY_SOCKET.
+final class NotifySocket: @unchecked Sendable {
+    let path: String
+    let fd: Int32
+
+    init() throws {
+        path = "/tmp/chatd-notify-\(UInt32.random(in: 0...UInt32.max)).sock"
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0 else { throw TestServerError(description: "bind \(path): \(errno)") }
+    }
+
+    deinit {
+        close(fd)
+        unlink(path)
+    }
+
+    /// The next datagram's fields, or nil after `timeout`.
+    func receive(timeout: Double) -> [String: String]? {
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&pfd, 1, Int32(timeout * 1000)) > 0 else { return nil }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard count > 0 else { return nil }
+        var fields: [String: String] = [:]
+        for line in String(decoding: buffer[0..<count], as: UTF8.self).split(separator: "\n") {
+            let pair = line.split(separator: "=", maxSplits: 1)
+            if pair.count == 2 { fields[String(pair[0])] = String(pair[1]) }
+        }
+        return fields
+    }
+}
+
+/// Whether something accepts TCP connections on the port.
+func portAnswers(_ port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
+}
+
+extension EndToEnd {
+    /// Issue 6 (first part): sd_notify, liveness, orderly stop.
+    @Suite struct Supervision {
+        @Test func speaksSDNotifyToSystemd() async throws {
+            let notify = try NotifySocket()
+            let port = try TestServer.freePort()
+            // Read the datagrams as they come, from before the server starts,
+            // so "was the port answering when READY=1 came" is asked at once.
+            let log = NotifyLog()
+            let reader = Thread {
+                while !log.done {
+                    guard let fields = notify.receive(timeout: 0.1) else { continue }
+                    log.append(fields, portAnswered: fields["READY"] == "1" ? portAnswers(port) : nil)
+                }
+            }
+            reader.start()
+            defer { log.done = true }
+            let server = try await TestServer.start(port: port, environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"])
+            try await server.waitUntil(timeout: 5, "four watchdog pings after READY") { log.watchdogsAfterReady >= 4 }
+            let entries = log.entries
+            let ready = try #require(entries.first { $0.fields["READY"] == "1" })
+            #expect(ready.portAnswered == true, "READY=1 before the port answered")
+            #expect(ready.fields["STATUS"]?.contains("children ready") == true)
+            // At half of WATCHDOG_USEC (200 ms), give or take scheduling.
+            let pings = entries.filter { $0.fields["WATCHDOG"] == "1" }.map(\.time).suffix(4)
+            let gaps = zip(pings.dropFirst(), pings).map { $0.timeIntervalSince($1) }
+            #expect(gaps.allSatisfy { $0 > 0.1 && $0 < 0.4 }, "watchdog gaps \(gaps)")
+            // STOPPING=1 on SIGTERM, then exit 0.
+            #expect(server.stop() == 0)
+            #expect(log.entries.contains { $0.fields["STOPPING"] == "1" })
+        }
+
+        @Test func aHungWorkerIsKilledAndReplaced() async throws {
+            let server = try await TestServer.start(environment: ["CHAT_HANG_TIMEOUT_SECONDS": "2"])
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+            let bob = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
+            let worker = try #require(server.childPIDs(matching: "worker --role store").first)
+            // Stopped, not dead: only the missing heartbeats tell.
+            #expect(kill(worker, SIGSTOP) == 0)
+            try await server.waitUntil(timeout: 10, "the hung worker's replacement") {
+                let pids = server.childPIDs(matching: "worker --role store")
+                return !pids.isEmpty && !pids.contains(worker)
+            }
+            #expect(server.log.contains("stopped sending heartbeats"))
+            let posted = try await server.request("POST", "/api/chat/rooms/\(room)/messages/", token: tokens[0], json: ["content": "after the hang"])
+            #expect(posted.status == 201)
+            #expect(try bob.receiveMessage(content: "after the hang") != nil)
+        }
+
+        @Test func sigtermUnderLoadClosesWith1001AndLosesNothing() async throws {
+            let server = try await TestServer.start()
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+            let alice = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
+            let bob = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
+            for i in 0..<300 { try alice.send(json: ["type": "message", "content": "m\(i)"]) }
+            // Alice counts what the server confirmed (her own messages coming
+            // back); the stop comes while the rest are still in flight.
+            var confirmed = Set<String>()
+            while confirmed.count < 50, let event = try alice.receive(type: "message", timeout: 10) {
+                confirmed.insert(((event["message"] as? [String: Any])?["content"] as? String) ?? "")
+            }
+            kill(server.process.processIdentifier, SIGTERM)
+            while let frame = try? alice.receive(timeout: 10) {
+                if frame.opcode == .close { break }
+                if let event = try? JSONSerialization.jsonObject(with: Data(frame.payload)) as? [String: Any], event["type"] as? String == "message" {
+                    confirmed.insert(((event["message"] as? [String: Any])?["content"] as? String) ?? "")
+                }
+            }
+            #expect(alice.closeCode == 1001)
+            #expect(bob.waitForClose(timeout: 10))
+            #expect(bob.closeCode == 1001)
+            let started = Date()
+            #expect(server.stop(keepData: true) == 0)
+            #expect(Date().timeIntervalSince(started) < 10)
+            defer { try? FileManager.default.removeItem(atPath: server.dataDir) }
+            // Everything confirmed is in the database.
+            let stored = try sqliteColumn(server.dataDir + "/chat.sqlite", "SELECT content FROM messages")
+            #expect(confirmed.isSubset(of: Set(stored)), "lost: \(confirmed.subtracting(stored).sorted())")
+            #expect(!confirmed.isEmpty)
+        }
+    }
+}
+
+/// One column of a query, through the sqlite3 module of the system Python
+/// (the test target does not link SQLite).
+func sqliteColumn(_ path: String, _ sql: String) throws -> [String] {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3", "-c", "import sqlite3,sys; [print(r[0]) for r in sqlite3.connect(sys.argv[1]).execute(sys.argv[2])]", path, sql]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
+}
+
+/// What the notify reader saw, shared with the test.
+final class NotifyLog: @unchecked Sendable {
+    struct Entry {
+        var fields: [String: String]
+        var time: Date
+        var portAnswered: Bool?
+    }
+
+    private let lock = NSLock()
+    private var stored: [Entry] = []
+    private var stop = false
+
+    var done: Bool {
+        get { lock.withLock { stop } }
+        set { lock.withLock { stop = newValue } }
+    }
+
+    var entries: [Entry] { lock.withLock { stored } }
+
+    func append(_ fields: [String: String], portAnswered: Bool?) {
+        lock.withLock { stored.append(Entry(fields: fields, time: Date(), portAnswered: portAnswered)) }
+    }
+
+    var watchdogsAfterReady: Int {
+        let all = entries
+        guard let ready = all.firstIndex(where: { $0.fields["READY"] == "1" }) else { return 0 }
+        return all[ready...].filter { $0.fields["WATCHDOG"] == "1" }.count
+    }
+}
