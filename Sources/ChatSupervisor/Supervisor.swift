@@ -27,7 +27,7 @@ struct ChildState {
 
 /// `chatd serve`: owns the bus broker and the children, nothing else. Spawns
 /// the frontend and the workers; restarts a child that exits (at once, then
-/// with exponential backoff while it keeps crashing soon after starting); kills
+/// with exponential backoff once it keeps crashing soon after starting); kills
 /// and restarts one that stops sending heartbeats (hung, not dead); speaks
 /// sd_notify to systemd (`READY=1` once every child is ready, `STATUS=`,
 /// `WATCHDOG=1` at half of `WATCHDOG_USEC`, `STOPPING=1`); and turns
@@ -53,7 +53,7 @@ public final class Supervisor: @unchecked Sendable {
     private var lastStatus = ""
 
     /// A child that lived less than this had a quick exit (counts towards backoff).
-    static let quickExit: TimeInterval = 10
+    static let quickExit: TimeInterval = 5
     /// Backoff between restarts of a crash-looping child tops out here.
     static let maxBackoff: TimeInterval = 30
 
@@ -222,7 +222,10 @@ public final class Supervisor: @unchecked Sendable {
         child.quickExits = lived < Self.quickExit ? child.quickExits + 1 : 0
         child.restarts += 1
         children[name] = child
-        let backoff = child.quickExits > 1 ? min(Self.maxBackoff, pow(2, Double(child.quickExits - 2))) : 0
+        // The first few quick exits in a row restart at once (a worker killed
+        // by an operator or an OOM should be back within a second); from the
+        // fourth, the child is crash-looping and waits 1, 2, 4 ... 30 s.
+        let backoff = child.quickExits > 3 ? min(Self.maxBackoff, pow(2, Double(child.quickExits - 4))) : 0
         let delay = max(1 - lived, backoff)
         if child.quickExits >= 5 {
             logger.error("child is crash-looping", metadata: ["child": "\(name)", "quick.exits": "\(child.quickExits)", "next.attempt.seconds": "\(Int(delay))"])
