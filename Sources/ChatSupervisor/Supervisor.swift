@@ -47,6 +47,7 @@ public final class Supervisor: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     private var broker: Broker?
     private var listener: NotifyListener?
+    private var control: ControlSocket?
     private var timers: [any DispatchSourceTimer] = []
     private let systemd = Notifier()
     private var toldReady = false
@@ -99,6 +100,11 @@ public final class Supervisor: @unchecked Sendable {
         self.broker = broker
         listener = try NotifyListener(path: (runtime as NSString).appendingPathComponent("notify.sock"), queue: queue) { [weak self] fields in
             self?.childReported(fields)
+        }
+
+        control = try ControlSocket(path: (runtime as NSString).appendingPathComponent("control.sock"), queue: queue) { [weak self] line, reply in
+            guard let self else { return reply(#"{"error":"stopping"}"#) }
+            self.command(line, reply: reply)
         }
 
         for sig in [SIGTERM, SIGINT] {
@@ -293,6 +299,95 @@ public final class Supervisor: @unchecked Sendable {
                 kill(process.processIdentifier, SIGKILL)
             }
         }
+    }
+
+    // MARK: Control
+
+    /// A control-socket command (on `queue`).
+    private func command(_ line: String, reply: @escaping @Sendable (String) -> Void) {
+        let words = line.split(separator: " ").map(String.init)
+        switch (words.first, words.count) {
+        case ("status", 1):
+            reply(statusJSON())
+        case ("restart", 2):
+            let targets = children.keys.filter { $0 == words[1] || $0.hasPrefix(words[1] + ".") }.sorted()
+            guard !targets.isEmpty else { return reply(Self.json(["error": "no child or role named \(words[1])"])) }
+            logger.info("rolling restart", metadata: ["children": "\(targets.joined(separator: ","))"])
+            rollingRestart(targets, done: [], reply: reply)
+        case ("scale", 3):
+            guard let count = Int(words[2]), count >= 1, count <= 64 else { return reply(Self.json(["error": "scale takes a count from 1 to 64"])) }
+            scale(role: words[1], to: count, reply: reply)
+        default:
+            reply(Self.json(["error": "commands: status | restart <child|role> | scale <role> <n>"]))
+        }
+    }
+
+    private func statusJSON() -> String {
+        let now = Date()
+        let rows = children.values.sorted { $0.spec.name < $1.spec.name }.map { child -> [String: Any] in
+            [
+                "child": child.spec.name,
+                "role": String(child.spec.name.split(separator: ".").first ?? ""),
+                "pid": child.process.map { Int($0.processIdentifier) } ?? NSNull(),
+                "ready": child.ready,
+                "uptime_seconds": child.process == nil ? NSNull() : (now.timeIntervalSince(child.lastStart) * 10).rounded() / 10,
+                "restarts": child.restarts,
+                "last_heartbeat_seconds_ago": child.ready ? (now.timeIntervalSince(child.lastHeartbeat) * 10).rounded() / 10 : NSNull(),
+            ]
+        }
+        return Self.json(["children": rows, "status": lastStatus])
+    }
+
+    static func json(_ object: [String: Any]) -> String {
+        (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    /// One child at a time: SIGTERM, wait for the replacement's READY=1, then the next.
+    private func rollingRestart(_ names: [String], done: [String], reply: @escaping @Sendable (String) -> Void) {
+        guard let name = names.first else { return reply(Self.json(["restarted": done])) }
+        guard let process = children[name]?.process else { return rollingRestart(Array(names.dropFirst()), done: done, reply: reply) }
+        let old = process.processIdentifier
+        // A requested stop is not a crash: it must not count towards backoff.
+        children[name]?.quickExits = -1
+        kill(old, SIGTERM)
+        awaitReplacement(names, done: done, old: old, deadline: Date().addingTimeInterval(config.hangTimeoutSeconds + graceSeconds), reply: reply)
+    }
+
+    private func awaitReplacement(_ names: [String], done: [String], old: Int32, deadline: Date, reply: @escaping @Sendable (String) -> Void) {
+        let name = names[0]
+        let child = children[name]
+        if let pid = child?.process?.processIdentifier, pid != old, child?.ready == true {
+            return rollingRestart(Array(names.dropFirst()), done: done + [name], reply: reply)
+        }
+        if Date() > deadline || stopping { return reply(Self.json(["error": "\(name) did not come back", "restarted": done])) }
+        queue.asyncAfter(deadline: .now() + 0.05) { [weak self] in
+            self?.awaitReplacement(names, done: done, old: old, deadline: deadline, reply: reply)
+        }
+    }
+
+    /// Changes how many workers a round-robin role runs. Store shards own
+    /// rooms by hash and cannot change count at run time (yet).
+    private func scale(role: String, to count: Int, reply: @escaping @Sendable (String) -> Void) {
+        guard role == "receipts" else {
+            return reply(Self.json(["error": "only the receipts role scales at run time; store shards are fixed by storeWorkers until restart"]))
+        }
+        let current = children.keys.filter { $0.hasPrefix(role + ".") }.sorted { Int($0.split(separator: ".")[1])! < Int($1.split(separator: ".")[1])! }
+        if count > current.count {
+            for index in current.count..<count {
+                let spec = ChildSpec(name: "\(role).\(index)", arguments: ["worker", "--role", role, "--shard", String(index), "--shards", String(config.resolvedStoreWorkers)])
+                children[spec.name] = ChildState(spec: spec)
+                start(spec.name)
+            }
+        } else {
+            for name in current.suffix(current.count - count) {
+                let process = children[name]?.process
+                children[name] = nil
+                if let process { kill(process.processIdentifier, SIGTERM) }
+            }
+        }
+        logger.info("scaled", metadata: ["role": "\(role)", "from": "\(current.count)", "to": "\(count)"])
+        updateStatus()
+        reply(Self.json(["role": role, "workers": count]))
     }
 
     private func stopWorkers() {

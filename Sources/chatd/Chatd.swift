@@ -16,7 +16,7 @@ struct Chatd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chatd",
         abstract: "A real-time chat server: REST and WebSockets in front, workers and SQLite behind.",
-        subcommands: [Serve.self, FrontendCommand.self, WorkerCommand.self, Token.self, Migrate.self],
+        subcommands: [Serve.self, FrontendCommand.self, WorkerCommand.self, Ctl.self, Token.self, Migrate.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -169,6 +169,22 @@ final class StopFlag: @unchecked Sendable {
     }
 
     var isSet: Bool { flag.load(ordering: .relaxed) }
+}
+
+struct Ctl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Control a running server: status, restart <child|role> (rolling), scale <role> <n>.",
+        discussion: "Talks to the supervisor's control socket in the runtime directory (same user or root only)."
+    )
+    @OptionGroup var options: CommonOptions
+    @Argument(help: "status | restart <child|role> | scale <role> <n>") var words: [String]
+
+    func run() async throws {
+        let config = try await options.load()
+        let answer = try Control.send(runtimeDir: config.resolvedRuntimeDir, command: words.joined(separator: " "))
+        print(answer, terminator: answer.hasSuffix("\n") ? "" : "\n")
+        if answer.contains("\"error\"") { throw ExitCode(1) }
+    }
 }
 
 struct Token: AsyncParsableCommand {

@@ -107,6 +107,63 @@ extension EndToEnd {
             #expect(try bob.receiveMessage(content: "after the hang") != nil)
         }
 
+        /// `chatd ctl` against the running server.
+        static func ctl(_ server: TestServer, _ words: String...) throws -> [String: Any] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: try TestServer.binary())
+            process.arguments = ["ctl"] + words
+            process.environment = ProcessInfo.processInfo.environment.merging(["CHAT_DATA_DIR": server.dataDir]) { $1 }
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            try process.run()
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? ["unparsed": String(decoding: data, as: UTF8.self)]
+        }
+
+        @Test func controlSocketStatusRollingRestartAndScale() async throws {
+            let server = try await TestServer.start(storeWorkers: 2)
+            defer { server.stop() }
+            let control = server.dataDir + "/run/control.sock"
+            let mode = (try FileManager.default.attributesOfItem(atPath: control)[.posixPermissions] as? Int) ?? 0
+            #expect(mode & 0o077 == 0, "control socket mode \(String(mode, radix: 8))")
+
+            let status = try Self.ctl(server, "status")
+            let children = status["children"] as? [[String: Any]] ?? []
+            #expect(Set(children.compactMap { $0["child"] as? String }) == ["frontend", "store.0", "store.1", "receipts.0", "search.0", "files.0"])
+            #expect(children.allSatisfy { $0["ready"] as? Bool == true && $0["pid"] is Int && $0["restarts"] as? Int == 0 })
+
+            // A rolling restart of the store shards under traffic drops no connection and no message.
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+            let alice = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
+            let bob = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
+            let before = server.childPIDs(matching: "worker --role store")
+            let sender = Thread {
+                for i in 0..<100 {
+                    try? alice.send(json: ["type": "message", "content": "r\(i)"])
+                    usleep(10_000)
+                }
+            }
+            sender.start()
+            let restarted = try Self.ctl(server, "restart", "store")
+            #expect(restarted["restarted"] as? [String] == ["store.0", "store.1"])
+            #expect(Set(server.childPIDs(matching: "worker --role store")).isDisjoint(with: before))
+            var seen = Set<String>()
+            while seen.count < 100, let event = try bob.receive(type: "message", timeout: 15) {
+                seen.insert(((event["message"] as? [String: Any])?["content"] as? String) ?? "")
+            }
+            #expect(seen.count == 100)
+            #expect(!alice.isClosed && !bob.isClosed)
+            #expect(try await Steps.contents(server, token: tokens[0], room: room) == (0..<100).map { "r\($0)" })
+
+            // Scaling: receipts up, store refused.
+            #expect(try Self.ctl(server, "scale", "receipts", "2")["workers"] as? Int == 2)
+            try await server.waitUntil(timeout: 10, "a second receipts worker") { server.childPIDs(matching: "worker --role receipts").count == 2 }
+            #expect(try Self.ctl(server, "scale", "store", "3")["error"] != nil)
+            #expect(try Self.ctl(server, "explode")["error"] != nil)
+        }
+
         @Test func sigtermUnderLoadClosesWith1001AndLosesNothing() async throws {
             let server = try await TestServer.start()
             let tokens = try await Steps.users(server, "alice", "bob")
