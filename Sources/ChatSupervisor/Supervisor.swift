@@ -36,10 +36,11 @@ struct ChildState {
 public final class Supervisor: @unchecked Sendable {
     // All mutable state is touched only on `queue`.
     private let queue = DispatchQueue(label: "chatd.supervisor")
-    private let config: ChatConfig
+    private var config: ChatConfig
+    private let reloadConfig: @Sendable () async throws -> ChatConfig
     private let executable: String
     private let baseArguments: [String]
-    private let logger: Logger
+    private var logger: Logger
     private let graceSeconds: Double
     private var children: [String: ChildState] = [:]
     private var stopping = false
@@ -61,8 +62,13 @@ public final class Supervisor: @unchecked Sendable {
     /// - Parameters:
     ///   - executable: the chatd binary (the supervisor spawns itself).
     ///   - baseArguments: passed to every child after its own (e.g. `--config FILE`).
-    public init(config: ChatConfig, executable: String, baseArguments: [String], logger: Logger, graceSeconds: Double = 10) {
+    /// - Parameter reload: reads the configuration again (SIGHUP).
+    public init(
+        config: ChatConfig, reload: @escaping @Sendable () async throws -> ChatConfig,
+        executable: String, baseArguments: [String], logger: Logger, graceSeconds: Double = 10
+    ) {
         self.config = config
+        self.reloadConfig = reload
         self.executable = executable
         self.baseArguments = baseArguments
         self.logger = logger
@@ -107,10 +113,12 @@ public final class Supervisor: @unchecked Sendable {
             self.command(line, reply: reply)
         }
 
-        for sig in [SIGTERM, SIGINT] {
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-            source.setEventHandler { [weak self] in self?.beginStop(signal: sig) }
+            source.setEventHandler { [weak self] in
+                if sig == SIGHUP { self?.reload() } else { self?.beginStop(signal: sig) }
+            }
             source.resume()
             signalSources.append(source)
         }
@@ -299,6 +307,50 @@ public final class Supervisor: @unchecked Sendable {
                 kill(process.processIdentifier, SIGKILL)
             }
         }
+    }
+
+    // MARK: Reload
+
+    /// SIGHUP: reads the configuration again and applies what can change
+    /// without a restart: the log level and the receipts worker count here;
+    /// the new limits reach each child at its next (rolling) restart.
+    private func reload() {
+        guard !stopping else { return }
+        systemd.send(["RELOADING": "1", "MONOTONIC_USEC": String(Self.monotonicMicros())])
+        let load = reloadConfig
+        let queue = self.queue
+        Task { [weak self] in
+            let result: Result<ChatConfig, any Error>
+            do { result = .success(try await load()) } catch { result = .failure(error) }
+            queue.async { [weak self] in self?.applyReload(result) }
+        }
+    }
+
+    private func applyReload(_ result: Result<ChatConfig, any Error>) {
+        switch result {
+        case .failure(let error):
+            logger.error("reload failed, keeping the running configuration", metadata: ["error": "\(error)"])
+        case .success(let fresh):
+            if let level = Logger.Level(rawValue: fresh.logLevel) { logger.logLevel = level }
+            let receipts = fresh.receiptsWorkers
+            let unchangeable = fresh.resolvedStoreWorkers != config.resolvedStoreWorkers || fresh.listen != config.listen
+                || fresh.dataDir != config.dataDir || fresh.runtimeDir != config.runtimeDir
+            config.logLevel = fresh.logLevel
+            config.hangTimeoutSeconds = fresh.hangTimeoutSeconds
+            logger.info("reloaded", metadata: [
+                "log.level": "\(fresh.logLevel)", "receipts.workers": "\(receipts)",
+                "needs.restart": "\(unchangeable ? "listen, directories or store shards changed: restart to apply" : "no")",
+            ])
+            scale(role: "receipts", to: receipts) { _ in }
+            config.receiptsWorkers = receipts
+        }
+        systemd.send(["READY": "1", "STATUS": lastStatus])
+    }
+
+    static func monotonicMicros() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
     }
 
     // MARK: Control

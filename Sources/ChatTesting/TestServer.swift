@@ -47,7 +47,10 @@ public final class TestServer: @unchecked Sendable {
     }
 
     /// Starts `chatd serve` and waits until `/healthz` answers 200.
-    public static func start(storeWorkers: Int = 1, port: Int? = nil, environment: [String: String] = [:], timeout: Double = 30) async throws -> TestServer {
+    /// - Parameter configFile: passed as `--config` (a YAML file).
+    public static func start(
+        storeWorkers: Int = 1, port: Int? = nil, configFile: String? = nil, environment: [String: String] = [:], timeout: Double = 30
+    ) async throws -> TestServer {
         var template = Array("/tmp/chatd-test-XXXXXX".utf8CString)
         guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }).map({ String(cString: $0) }) else {
             throw TestServerError(description: "mkdtemp failed")
@@ -56,7 +59,7 @@ public final class TestServer: @unchecked Sendable {
         let secret = (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: 0...UInt64.max)) }.joined()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try binary())
-        process.arguments = ["serve", "--die-with-parent"]
+        process.arguments = ["serve", "--die-with-parent"] + (configFile.map { ["--config", $0] } ?? [])
         var env = ProcessInfo.processInfo.environment
         env["CHAT_LISTEN"] = "127.0.0.1:\(port)"
         env["CHAT_DATA_DIR"] = dir

@@ -76,8 +76,9 @@ struct Serve: AsyncParsableCommand {
         _ = try ChatDatabase(path: config.databasePath)
         _ = try config.resolveJWTSecret()
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        let options = self.options
         let supervisor = Supervisor(
-            config: config, executable: executable,
+            config: config, reload: { try await options.load() }, executable: executable,
             baseArguments: options.config.map { ["--config", $0] } ?? [], logger: logger
         )
         let status = try supervisor.run()

@@ -73,7 +73,10 @@ extension EndToEnd {
             }
             reader.start()
             defer { log.done = true }
-            let server = try await TestServer.start(port: port, environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"])
+            let configFile = NSTemporaryDirectory() + "chatd-\(port).yaml"
+            try "chat:\n  receiptsWorkers: 1\n".write(toFile: configFile, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: configFile) }
+            let server = try await TestServer.start(port: port, configFile: configFile, environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"])
             try await server.waitUntil(timeout: 5, "four watchdog pings after READY") { log.watchdogsAfterReady >= 4 }
             let entries = log.entries
             let ready = try #require(entries.first { $0.fields["READY"] == "1" })
@@ -83,6 +86,15 @@ extension EndToEnd {
             let pings = entries.filter { $0.fields["WATCHDOG"] == "1" }.map(\.time).suffix(4)
             let gaps = zip(pings.dropFirst(), pings).map { $0.timeIntervalSince($1) }
             #expect(gaps.allSatisfy { $0 > 0.1 && $0 < 0.4 }, "watchdog gaps \(gaps)")
+            // SIGHUP: RELOADING=1, the new worker count applied, READY=1 again.
+            try "chat:\n  receiptsWorkers: 2\n  logLevel: debug\n".write(toFile: configFile, atomically: true, encoding: .utf8)
+            kill(server.process.processIdentifier, SIGHUP)
+            try await server.waitUntil(timeout: 10, "the reload") {
+                server.childPIDs(matching: "worker --role receipts").count == 2
+                    && log.entries.contains { $0.fields["RELOADING"] == "1" }
+                    && log.entries.filter { $0.fields["READY"] == "1" }.count == 2
+            }
+            #expect(server.log.contains("reloaded"))
             // STOPPING=1 on SIGTERM, then exit 0.
             #expect(server.stop() == 0)
             #expect(log.entries.contains { $0.fields["STOPPING"] == "1" })
@@ -105,6 +117,28 @@ extension EndToEnd {
             let posted = try await server.request("POST", "/api/chat/rooms/\(room)/messages/", token: tokens[0], json: ["content": "after the hang"])
             #expect(posted.status == 201)
             #expect(try bob.receiveMessage(content: "after the hang") != nil)
+        }
+
+        @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-analyze")))
+        func theUnitPassesSystemdAnalyzeVerify() throws {
+            // The unit names the installed binary; verify checks it exists, so point it at ours.
+            let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../systemd/chatd.service").standardized
+            let unit = try String(contentsOf: source, encoding: .utf8).replacingOccurrences(of: "/usr/local/bin/chatd", with: try TestServer.binary())
+            let directory = NSTemporaryDirectory() + "chatd-unit-\(UInt32.random(in: 0...UInt32.max))"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            try unit.write(toFile: directory + "/chatd.service", atomically: true, encoding: .utf8)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-analyze")
+            process.arguments = ["verify", directory + "/chatd.service"]
+            let pipe = Pipe()
+            process.standardError = pipe
+            process.standardOutput = pipe
+            try process.run()
+            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0, "\(output)")
+            #expect(unit.contains("Type=notify") && unit.contains("WatchdogSec="))
         }
 
         /// `chatd ctl` against the running server.
