@@ -123,6 +123,13 @@ public final class BusClient: Sendable {
         if started.load(ordering: .acquiring) { finished.wait() }
     }
 
+    /// The destination a worker (`store.1`, `receipts.0`) serves.
+    static func destination(ofWorker worker: String) -> Destination? {
+        let parts = worker.split(separator: ".")
+        guard parts.count == 2, let role = Role(rawValue: String(parts[0])) else { return nil }
+        return role == .store ? Int(parts[1]).map { .store(shard: $0) } : .role(role)
+    }
+
     /// The shard that owns a room.
     public func shard(for roomID: String) -> Int { Shard.of(roomID, count: storeShards) }
 
@@ -209,6 +216,7 @@ public final class BusClient: Sendable {
             }
         }
 
+        var workerPIDs: [String: String] = [:]
         var stopping = false
         while true {
             var timeout = -1
@@ -268,7 +276,20 @@ public final class BusClient: Sendable {
                     case .roomEvent:
                         roomEvents.append(RoomEvent(roomID: String(event.topic.dropFirst(Topic.roomPrefix.count)), key: event.key, body: event.body))
                     case .heartbeat:
-                        callbacks.heartbeat(String(event.topic.dropFirst(Topic.heartbeatPrefix.count)), event.body)
+                        let worker = String(event.topic.dropFirst(Topic.heartbeatPrefix.count))
+                        let pid = event.body.split(separator: UInt8(ascii: " ")).last.map { String(decoding: $0, as: UTF8.self) } ?? ""
+                        if let known = workerPIDs[worker], known != pid {
+                            // A replacement: what the old worker held in its queue
+                            // died with it. Resend now rather than at the timeout.
+                            let destination = Self.destination(ofWorker: worker)
+                            let lost = pending.resendNow(now: monotonicNanos()) { $0.destination == destination }
+                            if !lost.isEmpty {
+                                logger.info("worker replaced, resending", metadata: ["worker": "\(worker)", "commands": "\(lost.count)"])
+                            }
+                            for (_, outgoing) in lost { transmit(outgoing) }
+                        }
+                        workerPIDs[worker] = pid
+                        callbacks.heartbeat(worker, event.body)
                     }
                 }
                 if !roomEvents.isEmpty { callbacks.roomEvents(roomEvents) }

@@ -65,18 +65,25 @@ public final class BusServer {
         let heartbeatTopic = Topic.heartbeat("\(role.rawValue).\(shard)")
         let heartbeatBody = Array("\(role.rawValue) \(shard) \(getpid())".utf8)
         var lastHeartbeat: UInt64 = 0
+        let started = monotonicNanos()
         var sequencer = StreamSequencer()
         var lastSweep = monotonicNanos()
 
         while !shouldStop() {
             let now = monotonicNanos()
             // Heartbeats tell frontends (healthz) that this role is being served.
-            if now - lastHeartbeat >= 500_000_000 {
+            // Every 500 ms; every 25 ms in the first second, because PUB drops
+            // what it sends before its connection is up, and the first heartbeat
+            // that arrives is what tells frontends to resend what the worker
+            // this one replaces took down with it.
+            let interval: UInt64 = now - started < 1_000_000_000 ? 25_000_000 : 500_000_000
+            if now - lastHeartbeat >= interval {
                 try pub.send(Event(topic: heartbeatTopic, kind: .heartbeat, key: "", body: heartbeatBody).encode())
                 heartbeat()
                 lastHeartbeat = now
             }
-            let ready = try poller.poll(timeoutMilliseconds: Int(idleInterval()))
+            let untilHeartbeat = Int((lastHeartbeat + interval - min(monotonicNanos(), lastHeartbeat + interval)) / 1_000_000)
+            let ready = try poller.poll(timeoutMilliseconds: min(Int(idleInterval()), untilHeartbeat + 1))
             if let news, ready.count > 1, ready[1] & pollIn != 0 {
                 // Only the wake-up matters, not the events themselves.
                 while try news.receive(dontWait: true) != nil {}

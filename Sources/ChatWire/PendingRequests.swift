@@ -58,6 +58,20 @@ public struct PendingRequests<Payload> {
         return actions
     }
 
+    /// Resends now every pending command `matching` says may have been lost
+    /// (a worker was replaced): returns them, their retry timers restarted.
+    public mutating func resendNow(now: UInt64, matching: (Payload) -> Bool) -> [(id: String, payload: Payload)] {
+        var due: [(id: String, payload: Payload)] = []
+        for (id, entry) in entries where matching(entry.payload) && entry.deadline > now {
+            var entry = entry
+            entry.attempts += 1
+            entry.nextRetry = min(now + policy.retryInterval, entry.deadline)
+            entries[id] = entry
+            due.append((id, entry.payload))
+        }
+        return due
+    }
+
     /// When `tick` next has work, or nil when nothing is pending.
     public var nextWakeup: UInt64? {
         entries.values.lazy.map(\.nextRetry).min()

@@ -21,6 +21,10 @@ struct Options {
     var fanout: Int?
     /// Instead of measuring throughput: search over this many indexed messages.
     var search: Int?
+    /// Instead of measuring throughput: this many SIGKILLs of a store worker, timed.
+    var recovery: Int?
+    /// During the throughput run, a rolling restart of the store shards (`chatd ctl restart store`).
+    var rollingRestart = false
 
     init(_ arguments: [String]) {
         var i = 1
@@ -36,6 +40,10 @@ struct Options {
             case ("--rest-fixture", _) where i + 1 < arguments.count: restFixture = arguments[i + 1]
             case ("--fanout", let v?): fanout = v
             case ("--search", let v?): search = v
+            case ("--recovery", let v?): recovery = v
+            case ("--rolling-restart", _):
+                rollingRestart = true
+                i -= 1
             default:
                 FileHandle.standardError.write(Data("usage: chatd-load [--store-workers N] [--rooms N] [--senders N] [--messages N per sender] [--window N] [--runs N] | --rest-fixture FILE\n".utf8))
                 exit(2)
@@ -96,6 +104,20 @@ final class Member: @unchecked Sendable {
     }
 }
 
+/// Runs `chatd ctl <words>` against a test server; returns its output.
+func ctl(_ server: TestServer, _ words: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: try TestServer.binary())
+    process.arguments = ["ctl"] + words
+    process.environment = ProcessInfo.processInfo.environment.merging(["CHAT_DATA_DIR": server.dataDir]) { $1 }
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
+}
+
 /// CPU seconds (user + system) a process has used so far.
 func cpuSeconds(_ pid: Int32) -> Double {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return 0 }
@@ -140,6 +162,15 @@ func measure(_ options: Options) async throws -> (seconds: Double, messages: Int
     let watched = processes(server)
     let cpuBefore = watched.map { cpuSeconds($0.1) }
     let start = Date()
+    if options.rollingRestart {
+        // A rolling restart of every store shard, one second into the run.
+        Thread {
+            usleep(1_000_000)
+            let began = Date()
+            let answer = (try? ctl(server, ["restart", "store"])) ?? "failed"
+            print(String(format: "  rolling restart of the store shards took %.2f s: %@", Date().timeIntervalSince(began), answer.trimmingCharacters(in: .whitespacesAndNewlines)))
+        }.start()
+    }
     let group = DispatchGroup()
     for member in members {
         group.enter()
@@ -424,7 +455,48 @@ func orExit<T>(_ body: () async throws -> T) async -> T {
     }
 }
 
+/// SIGKILL of a store worker, `count` times: how long until a replacement
+/// says READY=1 (from `chatd ctl status`), and until a message sent at the
+/// moment of the kill is delivered (the frontend resends it after 750 ms).
+func recoveryBench(count: Int) async throws {
+    let server = try await TestServer.start(storeWorkers: 1, environment: ["CHAT_LOG_LEVEL": "warning"])
+    defer { server.stop() }
+    let token = try await server.token(sub: "recovery")
+    let created = try await server.request("POST", "/api/chat/rooms/", token: token, json: ["name": "recovery"])
+    let room = created.object["id"] as! String
+    let socket = try server.webSocket("/ws/chat/\(room)/", token: token)
+    var ready: [Double] = []
+    var delivered: [Double] = []
+    for round in 0..<count {
+        guard let victim = server.childPIDs(matching: "worker --role store").first else { throw TestServerError(description: "no store worker") }
+        // Let the previous replacement live past the supervisor's quick-exit window.
+        try await Task.sleep(for: .milliseconds(5500))
+        let killed = now()
+        kill(victim, SIGKILL)
+        try socket.send(json: ["type": "message", "content": "k\(round)"])
+        var readyAt: UInt64?
+        var deliveredAt: UInt64?
+        while readyAt == nil || deliveredAt == nil {
+            if deliveredAt == nil, let frame = try socket.receive(timeout: 0.005), frame.text.contains("\"content\":\"k\(round)\"") { deliveredAt = now() }
+            if readyAt == nil {
+                let status = (try? JSONSerialization.jsonObject(with: Data(ctl(server, ["status"]).utf8)) as? [String: Any]) ?? [:]
+                let store = (status["children"] as? [[String: Any]])?.first { $0["child"] as? String == "store.0" }
+                if let pid = store?["pid"] as? Int, Int32(pid) != victim, store?["ready"] as? Bool == true { readyAt = now() }
+            }
+            if Double(now() - killed) / 1e9 > 30 { throw TestServerError(description: "no recovery in 30 s") }
+        }
+        ready.append(Double(readyAt! - killed) / 1e6)
+        delivered.append(Double(deliveredAt! - killed) / 1e6)
+        print(String(format: "kill %d: replacement ready after %.0f ms, message sent at the kill delivered after %.0f ms", round + 1, ready.last!, delivered.last!))
+    }
+    print(String(format: "median over %d kills: ready %.0f ms, delivered %.0f ms", count, ready.sorted()[count / 2], delivered.sorted()[count / 2]))
+}
+
 let options = Options(CommandLine.arguments)
+if let count = options.recovery {
+    await orExit { try await recoveryBench(count: count) }
+    exit(0)
+}
 if let total = options.search {
     await orExit { try await searchBench(total: total) }
     exit(0)
