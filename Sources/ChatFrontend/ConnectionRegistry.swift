@@ -15,7 +15,9 @@ final class LoopRegistry: @unchecked Sendable {
     private var recentKeys = Set<String>()
     private var recentOrder: [String] = []
     private var recentNext = 0
-    static let recentCapacity = 8192
+    /// Covers several seconds of events at full load; a re-published event
+    /// only follows a worker's death, within a retry interval (750 ms).
+    static let recentCapacity = 65_536
 
     init(loop: any EventLoop) {
         self.loop = loop

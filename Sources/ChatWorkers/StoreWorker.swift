@@ -12,6 +12,14 @@ import Logging
 public final class StoreWorker {
     let processor: BatchProcessor
     let config: ChatConfig
+    /// Messages this process stored and published, most recent last (bounded).
+    /// A resend of one of them is only a lost reply: its event went out, and
+    /// publishing it again would reach clients twice once it is older than a
+    /// frontend's dedupe window. A resend of a message a previous worker
+    /// stored is published again: that worker may have died before it could.
+    var publishedHere = Set<String>()
+    var publishedOrder: [String] = []
+    static let publishedMemory = 200_000
 
     public init(database: ChatDatabase, config: ChatConfig, logger: Logger) {
         self.processor = BatchProcessor(database: database, logger: logger)
@@ -40,10 +48,10 @@ public final class StoreWorker {
         case .messageCreate:
             let request = try body(Requests.MessageCreate.self, command)
             switch try Store.createMessage(request, sender: identity.user, maxChars: config.maxMessageChars, in: db) {
+            case .resent(let message) where publishedHere.contains(message.id):
+                return [.reply(to: command, status: .created, body: ClientJSON.encode(message))]
             case .created(let message), .resent(let message):
-                // A resent command re-publishes: the first publication may
-                // have died with the previous worker. Frontends drop the
-                // second copy by its key.
+                remember(message.id)
                 let json = ClientJSON.encode(message)
                 return [
                     Event(topic: Topic.room(message.roomID), kind: .roomEvent, key: eventKey(message, "new"), body: ClientJSON.messageEvent(json)),
@@ -95,6 +103,16 @@ public final class StoreWorker {
             return [.reply(to: command, status: .ok, body: [])]
         default:
             throw StoreError(code: .badRequest, body: ClientJSON.detail("Not a store command: \(command.kind.rawValue)"))
+        }
+    }
+
+    func remember(_ id: String) {
+        guard publishedHere.insert(id).inserted else { return }
+        publishedOrder.append(id)
+        if publishedOrder.count > Self.publishedMemory {
+            let drop = publishedOrder.count / 2
+            for old in publishedOrder.prefix(drop) { publishedHere.remove(old) }
+            publishedOrder.removeFirst(drop)
         }
     }
 

@@ -64,6 +64,8 @@ final class Member: @unchecked Sendable {
     /// The text after the tag and number; fixed filler unless set.
     var text: ((Int) -> String)?
     var received = 0
+    var distinct = Set<String>()
+    var duplicates = 0
     var failure: String?
 
     init(socket: WebSocketClient, toSend: Int, expected: Int, window: Int, tag: String, text: ((Int) -> String)? = nil) {
@@ -96,6 +98,10 @@ final class Member: @unchecked Sendable {
                     continue
                 }
                 received += 1
+                if let range = text.range(of: #""id":""#) {
+                    let id = text[range.upperBound...].prefix(36)
+                    if !distinct.insert(String(id)).inserted { duplicates += 1 }
+                }
                 if text.contains(#""content":"\#(tag) "#) { confirmed += 1 }
             }
         } catch {
@@ -186,6 +192,15 @@ func measure(_ options: Options) async throws -> (seconds: Double, messages: Int
         stored += page.object["count"] as? Int ?? 0
     }
     let messages = options.rooms * options.senders * options.messages
+    // Exactly once: a member that got a message twice finished early and
+    // hides one it never got.
+    let duplicates = members.reduce(0) { $0 + $1.duplicates }
+    if duplicates > 0 { throw TestServerError(description: "\(duplicates) duplicate deliveries") }
+    if stored != messages {
+        // Keep the evidence: what the server logged beyond info.
+        let notable = server.log.split(separator: "\n").filter { !$0.contains(" info ") }
+        print("server log (\(notable.count) lines beyond info):\n" + notable.suffix(30).joined(separator: "\n"))
+    }
     return (seconds, messages, members.reduce(0) { $0 + $1.received }, stored, cpu)
 }
 
