@@ -68,6 +68,8 @@ public final class BusClient: Sendable {
         var completion: Completion
         /// Position in the stream to a store shard, given on the bus thread.
         var seq: UInt64 = 0
+        /// When the frontend gives up on it (monotonic nanoseconds).
+        var deadline: UInt64 = 0
     }
 
     public let frontendID: String
@@ -117,8 +119,9 @@ public final class BusClient: Sendable {
     /// ones to be answered (their writes finish, their replies are read), then
     /// stops the thread; what is still pending fails with `.closed`.
     public func stop(drain: Double = 0) {
-        outbox.withLock { $0.stopping = true }
+        // The deadline first: the bus thread reads it once it sees `stopping`.
         drainDeadline.store(monotonicNanos() + UInt64(max(0, drain) * 1e9), ordering: .relaxed)
+        outbox.withLock { $0.stopping = true }
         wakeup.signal()
         if started.load(ordering: .acquiring) { finished.wait() }
     }
@@ -209,6 +212,9 @@ public final class BusClient: Sendable {
                 command.stream = (outgoing.seq, floor(shard))
             case .role(let role): socket = roles[role]!
             }
+            // After this the client has been told the command failed: a
+            // worker that gets it later must not carry it out.
+            command.deadline = outgoing.deadline
             do {
                 try socket.send(command.encode())
             } catch {
@@ -245,6 +251,7 @@ public final class BusClient: Sendable {
                 }
                 let now = monotonicNanos()
                 for var outgoing in queue {
+                    outgoing.deadline = now + policy.deadline
                     if case .store(let shard) = outgoing.destination {
                         outgoing.seq = nextSeq[shard]
                         nextSeq[shard] += 1

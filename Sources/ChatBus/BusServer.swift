@@ -101,7 +101,12 @@ public final class BusServer {
                 do {
                     // Commands of a frontend's stream run in its order, even
                     // when a resend brings an earlier one after later ones.
-                    batch += sequencer.accept(try Command(frames: frames), now: arrival)
+                    // One whose deadline passed was reported failed: drop it.
+                    batch += sequencer.accept(try Command(frames: frames), now: arrival).filter { command in
+                        guard let deadline = command.deadline, arrival > deadline else { return true }
+                        logger.info("dropping an expired command", metadata: ["kind": "\(command.kind.rawValue)", "request.id": "\(command.requestID)"])
+                        return false
+                    }
                 } catch {
                     logger.warning("dropping malformed command", metadata: ["error": "\(error)"])
                 }

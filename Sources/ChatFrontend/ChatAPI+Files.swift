@@ -18,6 +18,10 @@ extension ChatAPI {
         var fileSize = 0
         var tooLarge = false
         var fieldBytes = 0
+        /// Writing the staging file failed (disk full, I/O error).
+        var writeFailed = false
+        /// A second file part, which a message cannot hold.
+        var extraFile = false
     }
 
     func createMessageWithFile(_ request: Request, caller: Caller, room: String, contentType: String) async throws -> Response {
@@ -53,18 +57,21 @@ extension ChatAPI {
         }
         parser.onBody = { buffer in
             if partName == "file_attachment" && partFileName != nil {
+                if upload.stagingName != nil { upload.extraFile = true; return }
                 upload.fileSize += buffer.readableBytes
                 if upload.fileSize > limit { upload.tooLarge = true; return }
                 if file == nil {
-                    FileManager.default.createFile(atPath: stagingPath, contents: nil)
-                    file = FileHandle(forWritingAtPath: stagingPath)
+                    guard FileManager.default.createFile(atPath: stagingPath, contents: nil),
+                        let handle = FileHandle(forWritingAtPath: stagingPath) else { upload.writeFailed = true; return }
+                    file = handle
                 }
                 // The parser hands the body over in pieces that end at each
                 // CR byte (every ~256 bytes of binary data): gather them and
                 // write 1 MiB at a time, not one syscall per piece.
                 pendingWrite.writeBuffer(&buffer)
                 if pendingWrite.readableBytes >= 1 << 20 {
-                    file?.write(Data(pendingWrite.readableBytesView))
+                    // The throwing write: the old one traps on a full disk.
+                    do { try file?.write(contentsOf: Data(pendingWrite.readableBytesView)) } catch { upload.writeFailed = true }
                     pendingWrite.clear()
                 }
             } else {
@@ -74,9 +81,9 @@ extension ChatAPI {
             }
         }
         parser.onPartComplete = {
-            if partName == "file_attachment" && partFileName != nil {
+            if partName == "file_attachment" && partFileName != nil && !upload.extraFile {
                 if pendingWrite.readableBytes > 0 {
-                    file?.write(Data(pendingWrite.readableBytesView))
+                    do { try file?.write(contentsOf: Data(pendingWrite.readableBytesView)) } catch { upload.writeFailed = true }
                     pendingWrite.clear()
                 }
                 upload.stagingName = stagingName
@@ -94,7 +101,7 @@ extension ChatAPI {
         do {
             for try await chunk in request.body {
                 try parser.execute(chunk)
-                if upload.tooLarge { break }
+                if upload.tooLarge || upload.writeFailed || upload.extraFile { break }
             }
         } catch {
             try? file?.close()
@@ -102,6 +109,8 @@ extension ChatAPI {
         }
         try? file?.close()
         if upload.tooLarge { throw APIError(.contentTooLarge, detail: "File too large") }
+        if upload.extraFile { throw APIError.fields([("file_attachment", "A message holds one attachment.")]) }
+        if upload.writeFailed { throw APIError(.serviceUnavailable, detail: "The upload could not be written, try again.") }
         if inPart { throw APIError(.badRequest, detail: "Multipart form parse error - the body ends inside a part (no closing boundary)") }
 
         var object: [String: Any] = [:]
@@ -118,10 +127,19 @@ extension ChatAPI {
         case .success(let parsed): input = parsed
         }
         var stored: StoredFile?
+        // The files worker's marker lets a resent file.store answer the same;
+        // it has served once this request is over, whatever the outcome.
+        defer { unlink(stagingPath + ".stored") }
         if let name = upload.stagingName {
             keepStaging = true  // the files worker takes it from here
             let body = Requests.FileStore(roomID: room, stagingName: name, fileName: upload.fileName ?? "file", messageType: input.messageType)
-            let reply = try await call(.fileStore, shardKey: room, caller: caller, body: body)
+            let reply: Event
+            do {
+                reply = try await call(.fileStore, shardKey: room, caller: caller, body: body)
+            } catch {
+                keepStaging = false  // unlinking is harmless if the worker already took it
+                throw error
+            }
             guard reply.status == .created, let file = try? JSONDecoder().decode(StoredFile.self, from: Data(reply.body)) else {
                 keepStaging = false
                 return Response.json(APIError.httpStatus(reply.status), reply.body)
@@ -130,11 +148,7 @@ extension ChatAPI {
         }
         var message = input.request(id: IDs.uuid7(), roomID: room)
         message.file = stored
-        let response = try await forward(.messageCreate, shardKey: room, caller: caller, body: message)
-        // The files worker leaves `<staging>.stored` so a resent file.store
-        // answers the same; once the message exists it has served.
-        if stored != nil { unlink(stagingPath + ".stored") }
-        return response
+        return try await forward(.messageCreate, shardKey: room, caller: caller, body: message)
     }
 
     /// `GET .../messages/{id}/download/`: the attachment's bytes, for participants.
@@ -172,8 +186,8 @@ extension ChatAPI {
             try handle.seek(toOffset: UInt64(offset))
             var remaining = length
             while remaining > 0 {
-                let chunk = handle.readData(ofLength: Int(min(remaining, 1 << 16)))
-                if chunk.isEmpty { break }
+                // The throwing read: the old one traps on an I/O error.
+                guard let chunk = try handle.read(upToCount: Int(min(remaining, 1 << 16))), !chunk.isEmpty else { break }
                 remaining -= Int64(chunk.count)
                 try await writer.write(ByteBuffer(bytes: chunk))
             }

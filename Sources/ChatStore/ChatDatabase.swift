@@ -12,8 +12,9 @@ public final class ChatDatabase: Sendable {
     public init(path: String) throws {
         var config = Configuration()
         // Several store workers share one file and SQLite has one writer: wait
-        // for the lock rather than fail. 10 s is far above any batch we commit.
-        config.busyMode = .timeout(10)
+        // for the lock rather than fail. 5 s is far above any batch we commit,
+        // and well inside the frontend's 10 s deadline for a command.
+        config.busyMode = .timeout(5)
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
             try db.execute(sql: "PRAGMA foreign_keys = ON")

@@ -207,13 +207,13 @@ public final class Supervisor: @unchecked Sendable {
                 ])
                 kill(process.processIdentifier, SIGKILL)
                 children[name]?.lastHeartbeat = now  // one kill per hang
-                children[name]?.lastStart = now
             }
         }
     }
 
     private func exited(_ name: String, process: Process) {
-        guard var child = children[name] else { return }
+        // A scaled-away child, or an old process of a name scaled back up.
+        guard var child = children[name], child.process == nil || child.process === process else { return }
         let how = process.terminationReason == .uncaughtSignal ? "signal" : "exit"
         logger.log(level: stopping ? .info : .warning, "child exited", metadata: [
             "child": "\(name)", "pid": "\(process.processIdentifier)", "\(how)": "\(process.terminationStatus)",

@@ -3,10 +3,12 @@
 ///
 /// Commands (frontend → worker, PUSH/PULL):
 ///
-///     [version, kind, requestID, origin, user, body, stream]
+///     [version, kind, requestID, origin, user, body, stream, deadline]
 ///
 /// `stream` is `<seq>/<floor>` for commands to a store shard (see
-/// `StreamSequencer`), empty otherwise.
+/// `StreamSequencer`), empty otherwise. `deadline` is when the frontend gives
+/// up on the command (CLOCK_MONOTONIC nanoseconds, shared by the processes of
+/// one host), empty for none: a worker drops a command it gets after it.
 ///
 /// Events and replies (worker → frontends, PUB/SUB):
 ///
@@ -117,6 +119,8 @@ public struct Command: Sendable, Equatable {
     /// Position in the frontend's stream to a store shard, and the lowest
     /// position it still awaits a reply for.
     public var stream: (seq: UInt64, floor: UInt64)?
+    /// CLOCK_MONOTONIC nanoseconds after which the frontend no longer waits.
+    public var deadline: UInt64?
 
     public init(kind: CommandKind, requestID: String, origin: String, user: [UInt8], body: [UInt8], stream: (seq: UInt64, floor: UInt64)? = nil) {
         self.kind = kind
@@ -129,16 +133,17 @@ public struct Command: Sendable, Equatable {
 
     public static func == (a: Command, b: Command) -> Bool {
         a.kind == b.kind && a.requestID == b.requestID && a.origin == b.origin && a.user == b.user && a.body == b.body
-            && a.stream?.seq == b.stream?.seq && a.stream?.floor == b.stream?.floor
+            && a.stream?.seq == b.stream?.seq && a.stream?.floor == b.stream?.floor && a.deadline == b.deadline
     }
 
     public func encode() -> [[UInt8]] {
         let position = stream.map { Array("\($0.seq)/\($0.floor)".utf8) } ?? []
-        return [Wire.versionBytes, Array(kind.rawValue.utf8), Array(requestID.utf8), Array(origin.utf8), user, body, position]
+        return [Wire.versionBytes, Array(kind.rawValue.utf8), Array(requestID.utf8), Array(origin.utf8), user, body, position,
+                deadline.map { Array(String($0).utf8) } ?? []]
     }
 
     public init(frames: [[UInt8]]) throws(WireError) {
-        guard frames.count == 7 else { throw .frameCount(frames.count) }
+        guard frames.count == 8 else { throw .frameCount(frames.count) }
         guard frames[0] == Wire.versionBytes else { throw .version(String(decoding: frames[0], as: UTF8.self)) }
         let kindName = String(decoding: frames[1], as: UTF8.self)
         guard let kind = CommandKind(rawValue: kindName) else { throw .unknownKind(kindName) }
@@ -155,6 +160,10 @@ public struct Command: Sendable, Equatable {
                 throw .emptyField("stream")
             }
             self.stream = (seq, floor)
+        }
+        if !frames[7].isEmpty {
+            guard let deadline = UInt64(String(decoding: frames[7], as: UTF8.self)) else { throw .emptyField("deadline") }
+            self.deadline = deadline
         }
     }
 }

@@ -62,6 +62,11 @@ final class BatchProcessor {
                             }
                         } catch let error as StoreError {
                             pending.append(.reply(to: command, status: Self.status(error.code), body: error.body))
+                        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+                            // One command's conflict undoes its savepoint only;
+                            // the others of the batch still commit.
+                            logger.warning("command refused by a constraint", metadata: ["kind": "\(command.kind.rawValue)", "error": "\(error)"])
+                            pending.append(.reply(to: command, status: .badRequest, body: ClientJSON.detail("The request conflicts with stored data.")))
                         }
                     }
                 }

@@ -87,8 +87,8 @@ public final class FilesWorker {
         var size: Int64 = 0
         var head = Data()
         while true {
-            let chunk = handle.readData(ofLength: 1 << 16)
-            if chunk.isEmpty { break }
+            // The throwing read: the old one traps on an I/O error.
+            guard let chunk = try handle.read(upToCount: 1 << 16), !chunk.isEmpty else { break }
             if head.count < 16 { head.append(chunk.prefix(16 - head.count)) }
             hasher.update(data: chunk)
             size += Int64(chunk.count)
@@ -129,7 +129,7 @@ public final class FilesWorker {
         }
         let head = FileHandle(forReadingAtPath: path).map { handle -> [UInt8] in
             defer { try? handle.close() }
-            return [UInt8](handle.readData(ofLength: 16))
+            return [UInt8]((try? handle.read(upToCount: 16)) ?? Data())
         } ?? []
         let name = message.fileName ?? hash
         return Requests.FileLocation(path: path, name: name, size: size, contentType: Self.imageType(head) ?? Self.contentType(forName: name))

@@ -25,6 +25,8 @@ struct Options {
     var recovery: Int?
     /// During the throughput run, a rolling restart of the store shards (`chatd ctl restart store`).
     var rollingRestart = false
+    /// Instead of measuring throughput: the chaos run, this many kill rounds.
+    var chaos: Int?
 
     init(_ arguments: [String]) {
         var i = 1
@@ -41,6 +43,7 @@ struct Options {
             case ("--fanout", let v?): fanout = v
             case ("--search", let v?): search = v
             case ("--recovery", let v?): recovery = v
+            case ("--chaos", let v?): chaos = v
             case ("--rolling-restart", _):
                 rollingRestart = true
                 i -= 1
@@ -508,6 +511,26 @@ func recoveryBench(count: Int) async throws {
 }
 
 let options = Options(CommandLine.arguments)
+if let rounds = options.chaos {
+    // The long chaos run: the end-to-end test's, with more of everything.
+    let outcome = await orExit {
+        let server = try await TestServer.start(storeWorkers: max(2, options.storeWorkers), environment: ["CHAT_LOG_LEVEL": "warning"])
+        defer { server.stop() }
+        var chaos = Chaos.Options()
+        chaos.rooms = options.rooms
+        chaos.perRoom = options.senders
+        chaos.messagesPerClient = options.messages
+        chaos.killRounds = rounds
+        chaos.rollingRestarts = max(1, rounds / 3)
+        return try await Chaos.run(server, chaos)
+    }
+    print(outcome.summary)
+    print(String(format: "took %.1f s", outcome.seconds))
+    let clean = outcome.stored == outcome.sent && outcome.storedTwice == 0 && outcome.missingDeliveries == 0
+        && outcome.duplicateDeliveries == 0 && outcome.closedSockets == 0 && outcome.restOther == 0 && outcome.clientErrors.isEmpty
+    print(clean ? "invariants held" : "INVARIANT BROKEN")
+    exit(clean ? 0 : 1)
+}
 if let count = options.recovery {
     await orExit { try await recoveryBench(count: count) }
     exit(0)

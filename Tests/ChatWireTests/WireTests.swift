@@ -7,9 +7,10 @@ import Testing
         #expect(try Command(frames: command.encode()) == command)
         var sequenced = command
         sequenced.stream = (42, 40)
+        sequenced.deadline = 123_456_789
         let decoded = try Command(frames: sequenced.encode())
         #expect(decoded == sequenced)
-        #expect(decoded.stream?.seq == 42 && decoded.stream?.floor == 40)
+        #expect(decoded.stream?.seq == 42 && decoded.stream?.floor == 40 && decoded.deadline == 123_456_789)
         var bad = sequenced.encode()
         bad[6] = Array("5/9".utf8)
         #expect(throws: WireError.self) { try Command(frames: bad) }
@@ -25,7 +26,7 @@ import Testing
 
     @Test func malformedFramesAreRejected() {
         let good = Command(kind: .roomGet, requestID: "1", origin: "fe", user: [], body: []).encode()
-        #expect(throws: WireError.frameCount(6)) { try Command(frames: Array(good.dropLast())) }
+        #expect(throws: WireError.frameCount(7)) { try Command(frames: Array(good.dropLast())) }
         var badVersion = good
         badVersion[0] = Array("chat/0".utf8)
         #expect(throws: WireError.version("chat/0")) { try Command(frames: badVersion) }
