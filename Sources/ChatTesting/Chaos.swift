@@ -15,6 +15,11 @@ public enum Chaos {
         /// Rounds of killing every role (store twice per round).
         public var killRounds = 3
         public var rollingRestarts = 1
+        /// Seconds between kills; nil spreads them over the sending time.
+        /// Above ~1.1 s, a role's victim has lived past the supervisor's
+        /// quick-exit window (5 s) by the time it is killed again, so no
+        /// crash-loop backoff comes into play.
+        public var killPause: Double?
 
         public init() {}
     }
@@ -143,7 +148,7 @@ public enum Chaos {
         }
 
         var outcome = Outcome()
-        let killPause = max(0.1, sendTime / Double(max(1, options.killRounds * 5 + options.rollingRestarts * 2)) / 2)
+        let killPause = options.killPause ?? max(0.1, sendTime / Double(max(1, options.killRounds * 5 + options.rollingRestarts * 2)) / 2)
         for _ in 0..<options.killRounds {
             for role in ["store", "receipts", "search", "files", "store"] {
                 // The previous victim's replacement may still be starting.

@@ -522,6 +522,7 @@ if let rounds = options.chaos {
         chaos.messagesPerClient = options.messages
         chaos.killRounds = rounds
         chaos.rollingRestarts = max(1, rounds / 3)
+        chaos.killPause = 1.2
         return try await Chaos.run(server, chaos)
     }
     print(outcome.summary)
