@@ -60,6 +60,24 @@ public final class FilesWorker {
         }
     }
 
+    private var lastSweep = Date.distantPast
+
+    /// When idle, at most once a minute: removes staging files older than an
+    /// hour (uploads whose frontend died mid-way; nothing else leaves them).
+    public func idle() -> [Event] {
+        guard Date().timeIntervalSince(lastSweep) > 60 else { return [] }
+        lastSweep = Date()
+        let cutoff = Date().addingTimeInterval(-3600)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: config.stagingDir)) ?? [] {
+            let path = (config.stagingDir as NSString).appendingPathComponent(name)
+            if let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date, modified < cutoff {
+                unlink(path)
+                logger.info("removed an abandoned upload", metadata: ["staging": "\(name)"])
+            }
+        }
+        return []
+    }
+
     func decode<T: Decodable>(_ type: T.Type, _ command: Command) throws -> T {
         do { return try decoder.decode(type, from: Data(command.body)) } catch {
             throw StoreError(code: .badRequest, body: ClientJSON.detail("Malformed command body."))

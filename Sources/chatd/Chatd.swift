@@ -147,7 +147,7 @@ struct WorkerCommand: AsyncParsableCommand {
             )
         case .files:
             let worker = FilesWorker(database: database, config: config, logger: logger)
-            try server.run(shouldStop: { stop.isSet }, heartbeat: heartbeat, handle: worker.handle)
+            try server.run(shouldStop: { stop.isSet }, heartbeat: heartbeat, idle: worker.idle, handle: worker.handle)
         }
         logger.info("worker stopped")
     }
