@@ -176,6 +176,20 @@ public final class TestServer: @unchecked Sendable {
         return HTTPResult(status: http.statusCode, body: data, headers: fields)
     }
 
+    /// Runs `chatd ctl <words>` against this server; returns what it printed.
+    public func ctl(_ words: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try Self.binary())
+        process.arguments = ["ctl"] + words
+        process.environment = ProcessInfo.processInfo.environment.merging(["CHAT_DATA_DIR": dataDir]) { $1 }
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
     /// Opens a WebSocket with the token in the `Authorization` header.
     public func webSocket(_ path: String, token: String?) throws -> WebSocketClient {
         try WebSocketClient(port: port, path: path, headers: token.map { ["Authorization": "Bearer \($0)"] } ?? [:])

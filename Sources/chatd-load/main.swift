@@ -113,20 +113,6 @@ final class Member: @unchecked Sendable {
     }
 }
 
-/// Runs `chatd ctl <words>` against a test server; returns its output.
-func ctl(_ server: TestServer, _ words: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: try TestServer.binary())
-    process.arguments = ["ctl"] + words
-    process.environment = ProcessInfo.processInfo.environment.merging(["CHAT_DATA_DIR": server.dataDir]) { $1 }
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
-}
-
 /// CPU seconds (user + system) a process has used so far.
 func cpuSeconds(_ pid: Int32) -> Double {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return 0 }
@@ -176,7 +162,7 @@ func measure(_ options: Options) async throws -> (seconds: Double, messages: Int
         Thread {
             usleep(1_000_000)
             let began = Date()
-            let answer = (try? ctl(server, ["restart", "store"])) ?? "failed"
+            let answer = (try? server.ctl(["restart", "store"])) ?? "failed"
             print(String(format: "  rolling restart of the store shards took %.2f s: %@", Date().timeIntervalSince(began), answer.trimmingCharacters(in: .whitespacesAndNewlines)))
         }.start()
     }
@@ -497,7 +483,7 @@ func recoveryBench(count: Int) async throws {
         while readyAt == nil || deliveredAt == nil {
             if deliveredAt == nil, let frame = try socket.receive(timeout: 0.005), frame.text.contains("\"content\":\"k\(round)\"") { deliveredAt = now() }
             if readyAt == nil {
-                let status = (try? JSONSerialization.jsonObject(with: Data(ctl(server, ["status"]).utf8)) as? [String: Any]) ?? [:]
+                let status = (try? JSONSerialization.jsonObject(with: Data(server.ctl(["status"]).utf8)) as? [String: Any]) ?? [:]
                 let store = (status["children"] as? [[String: Any]])?.first { $0["child"] as? String == "store.0" }
                 if let pid = store?["pid"] as? Int, Int32(pid) != victim, store?["ready"] as? Bool == true { readyAt = now() }
             }

@@ -141,18 +141,10 @@ extension EndToEnd {
             #expect(unit.contains("Type=notify") && unit.contains("WatchdogSec="))
         }
 
-        /// `chatd ctl` against the running server.
+        /// `chatd ctl` against the running server, its answer parsed.
         static func ctl(_ server: TestServer, _ words: String...) throws -> [String: Any] {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: try TestServer.binary())
-            process.arguments = ["ctl"] + words
-            process.environment = ProcessInfo.processInfo.environment.merging(["CHAT_DATA_DIR": server.dataDir]) { $1 }
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            try process.run()
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? ["unparsed": String(decoding: data, as: UTF8.self)]
+            let output = try server.ctl(words)
+            return (try? JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]) ?? ["unparsed": output]
         }
 
         @Test func controlSocketStatusRollingRestartAndScale() async throws {
