@@ -228,13 +228,27 @@ extension Requests {
         public var sessionType: String
         public var userAgent: String
         public var ipAddress: String?
+        /// The frontend slot holding the connection (`frontend`; stable across restarts).
+        public var frontend: String?
 
-        public init(sessionID: String, roomID: String, sessionType: String, userAgent: String, ipAddress: String?) {
+        public init(sessionID: String, roomID: String, sessionType: String, userAgent: String, ipAddress: String?, frontend: String? = nil) {
             self.sessionID = sessionID
             self.roomID = roomID
             self.sessionType = sessionType
             self.userAgent = userAgent
             self.ipAddress = ipAddress
+            self.frontend = frontend
+        }
+    }
+
+    /// `session.reset`: the slot, and when its new process started (µs).
+    public struct SessionReset: Codable, Sendable {
+        public var frontend: String
+        public var startedAt: Int64
+
+        public init(frontend: String, startedAt: Int64) {
+            self.frontend = frontend
+            self.startedAt = startedAt
         }
     }
 

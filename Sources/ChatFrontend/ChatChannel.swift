@@ -196,7 +196,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             let session = Requests.Session(
                 sessionID: UUID().uuidString.lowercased(), roomID: roomID,
                 sessionType: String((query["session_type"].flatMap { $0.isEmpty ? nil : $0 } ?? "web").prefix(20)),
-                userAgent: head.headers.first(name: "User-Agent") ?? "", ipAddress: ip
+                userAgent: head.headers.first(name: "User-Agent") ?? "", ipAddress: ip, frontend: services.config.slot
             )
             return .accepted(identity, [UInt8](identityJSON), session)
         case .success(let reply):

@@ -16,6 +16,11 @@ public struct FrontendConfig: Sendable {
     /// Unique per process start, so replies meant for a previous incarnation are ignored.
     public var frontendID: String
     public var storeShards: Int
+    /// This frontend's place among the supervisor's children (`frontend`),
+    /// the same for every process that fills it.
+    public var slot: String = ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? "frontend"
+    /// When this process started, µs since the epoch.
+    public let startedAt = Timestamp.now().micros
 
     public init(chat: ChatConfig, frontendID: String, storeShards: Int) {
         self.chat = chat
@@ -66,6 +71,12 @@ public enum Frontend {
             )
         )
         bus.start()
+        // Sessions the previous process in this slot left active are over.
+        // Sent before any connection is accepted, so it precedes this
+        // process's own session.open commands; startedAt spares those anyway.
+        if let body = try? JSONEncoder().encode(Requests.SessionReset(frontend: config.slot, startedAt: config.startedAt)) {
+            bus.send(.sessionReset, to: .role(.receipts), user: [], body: [UInt8](body)) { _ in }
+        }
         // After the server stopped (WebSockets closed with 1001), what clients
         // sent is still answered by the workers before the frontend exits.
         defer { bus.stop(drain: 3) }

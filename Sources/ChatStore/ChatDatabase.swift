@@ -140,6 +140,11 @@ public final class ChatDatabase: Sendable {
                 );
                 """)
         }
+        migrator.registerMigration("v4-session-frontend") { db in
+            // Which frontend slot holds a session, so the next process in that
+            // slot can close what a killed one left active.
+            try db.execute(sql: "ALTER TABLE chat_sessions ADD COLUMN frontend TEXT")
+        }
         return migrator
     }
 }

@@ -77,9 +77,9 @@ extension Store {
     public static func openSession(_ session: Requests.Session, user: String, in db: Database) throws {
         let now = Timestamp.now().micros
         try db.execute(sql: """
-            INSERT OR IGNORE INTO chat_sessions (session_id, user_id, session_type, is_active, last_ping, connected_at, user_agent, ip_address)
-            VALUES (?, ?, ?, 1, ?, ?, ?, ?)
-            """, arguments: [session.sessionID, user, session.sessionType, now, now, session.userAgent, session.ipAddress])
+            INSERT OR IGNORE INTO chat_sessions (session_id, user_id, session_type, is_active, last_ping, connected_at, user_agent, ip_address, frontend)
+            VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)
+            """, arguments: [session.sessionID, user, session.sessionType, now, now, session.userAgent, session.ipAddress, session.frontend])
     }
 
     public static func pingSession(_ sessionID: String, user: String, in db: Database) throws {
@@ -116,8 +116,10 @@ extension Store {
         return db.changesCount
     }
 
-    /// Marks every session of a frontend's connections inactive (that frontend restarted).
-    public static func closeSessions(_ sessionIDs: [String], in db: Database) throws {
-        for id in sessionIDs { try db.execute(sql: "UPDATE chat_sessions SET is_active = 0 WHERE session_id = ?", arguments: [id]) }
+    /// Closes the sessions a frontend slot's previous process left active
+    /// (opened before the new one started). Returns how many.
+    public static func resetSessions(frontend: String, before: Int64, in db: Database) throws -> Int {
+        try db.execute(sql: "UPDATE chat_sessions SET is_active = 0 WHERE frontend = ? AND is_active = 1 AND connected_at < ?", arguments: [frontend, before])
+        return db.changesCount
     }
 }

@@ -57,6 +57,9 @@ public enum CommandKind: String, Sendable, CaseIterable {
     case sessionClose = "session.close"
     case sessionActive = "session.active"
     case sessionCleanup = "session.cleanup"
+    /// A frontend (re)started: sessions its predecessor in the same slot left
+    /// active are over. Carries no user.
+    case sessionReset = "session.reset"
     case searchMessages = "search.messages"
     case searchRooms = "search.rooms"
     /// Validates a staged upload and stores it content-addressed.
@@ -67,7 +70,7 @@ public enum CommandKind: String, Sendable, CaseIterable {
     /// The worker role that handles this kind.
     public var role: Role {
         switch self {
-        case .receiptRoom, .receiptMessage, .typingSet, .typingList, .sessionOpen, .sessionPing, .sessionClose,
+        case .receiptRoom, .receiptMessage, .typingSet, .typingList, .sessionOpen, .sessionPing, .sessionClose, .sessionReset,
             .sessionActive, .sessionCleanup:
             .receipts
         case .searchMessages, .searchRooms:

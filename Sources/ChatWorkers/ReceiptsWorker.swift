@@ -40,8 +40,11 @@ public final class ReceiptsWorker {
         var rest: [Command] = []
         // Typing first and without the database: fan out now, persist later.
         for command in batch {
-            guard command.kind == .typingSet else { rest.append(command); continue }
-            events += typing(command)
+            switch command.kind {
+            case .typingSet: events += typing(command)
+            case .sessionReset: events.append(reset(command))
+            default: rest.append(command)
+            }
         }
         if !rest.isEmpty || flushDue {
             events += process(rest)
@@ -97,6 +100,20 @@ public final class ReceiptsWorker {
                   body: ClientJSON.presenceEvent("typing", user: identity.user, isTyping: request.isTyping)),
             .reply(to: command, status: .ok, body: []),
         ]
+    }
+
+    /// A frontend slot's new process closes what its predecessor left open.
+    func reset(_ command: Command) -> Event {
+        guard let request = try? processor.body(Requests.SessionReset.self, command) else {
+            return .reply(to: command, status: .badRequest, body: ClientJSON.detail("Malformed session reset."))
+        }
+        do {
+            let closed = try processor.database.pool.write { try Store.resetSessions(frontend: request.frontend, before: request.startedAt, in: $0) }
+            if closed > 0 { processor.logger.info("closed sessions a previous frontend left open", metadata: ["frontend": "\(request.frontend)", "sessions": "\(closed)"]) }
+            return .reply(to: command, status: .ok, body: [])
+        } catch {
+            return .reply(to: command, status: .unavailable, body: ClientJSON.detail("Storage is unavailable, try again."))
+        }
     }
 
     func write(_ command: Command, identity: Identity, in db: Database) throws -> [Event] {

@@ -54,3 +54,29 @@ extension EndToEnd {
         }
     }
 }
+
+extension EndToEnd.Sessions {
+    /// A frontend killed with SIGKILL closes nothing itself; its replacement
+    /// closes the sessions it left active.
+    @Test func aKilledFrontendsSessionsAreClosedByItsReplacement() async throws {
+        let server = try await TestServer.start()
+        defer { server.stop() }
+        let t = try await Steps.users(server, "alice")
+        let room = try await Steps.room(server, token: t[0], members: [])
+        let socket = try server.webSocket("/ws/chat/\(room)/", token: t[0])
+        try await server.waitUntil(timeout: 5, "the session") {
+            (try await server.request("GET", "/api/chat/sessions/active_sessions/", token: t[0]).json as? [Any])?.count == 1
+        }
+        let frontend = try #require(server.childPIDs(matching: "frontend").first)
+        #expect(kill(frontend, SIGKILL) == 0)
+        #expect(socket.waitForClose(timeout: 5))
+        try await server.waitUntil(timeout: 15, "the replacement frontend") {
+            let pids = server.childPIDs(matching: "frontend")
+            guard !pids.isEmpty, !pids.contains(frontend) else { return false }
+            return (try? await server.request("GET", "/healthz").status) == 200
+        }
+        try await server.waitUntil(timeout: 10, "the orphaned session closed") {
+            (try await server.request("GET", "/api/chat/sessions/active_sessions/", token: t[0]).json as? [Any])?.isEmpty == true
+        }
+    }
+}
