@@ -343,14 +343,7 @@ struct ChatAPI: Sendable {
 
     /// Sends a command to the shard that owns `shardKey` and answers with its reply.
     func forward(_ kind: CommandKind, shardKey: String, caller: Caller, body: some Encodable) async throws -> Response {
-        let bytes = [UInt8](try JSONEncoder().encode(body))
-        let destination = Destination.of(kind, shardKey: shardKey, client: services.bus)
-        let result = await services.bus.request(kind, to: destination, user: caller.json, body: bytes)
-        switch result {
-        case .success(let reply):
-            return Response.json(APIError.httpStatus(reply.status), reply.body)
-        case .failure:
-            throw APIError.unavailable
-        }
+        let reply = try await call(kind, shardKey: shardKey, caller: caller, body: body)
+        return Response.json(APIError.httpStatus(reply.status), reply.body)
     }
 }

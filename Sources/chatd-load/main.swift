@@ -113,6 +113,22 @@ final class Member: @unchecked Sendable {
     }
 }
 
+/// Runs every member on a thread of its own until all are done.
+func runAllIgnoringFailures(_ members: [Member]) {
+    let group = DispatchGroup()
+    for member in members {
+        group.enter()
+        Thread { member.run(); group.leave() }.start()
+    }
+    group.wait()
+}
+
+/// Runs every member; the first failure, if any, is thrown.
+func runAll(_ members: [Member]) throws {
+    runAllIgnoringFailures(members)
+    if let failure = members.compactMap(\.failure).first { throw TestServerError(description: failure) }
+}
+
 /// CPU seconds (user + system) a process has used so far.
 func cpuSeconds(_ pid: Int32) -> Double {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return 0 }
@@ -166,12 +182,7 @@ func measure(_ options: Options) async throws -> (seconds: Double, messages: Int
             print(String(format: "  rolling restart of the store shards took %.2f s: %@", Date().timeIntervalSince(began), answer.trimmingCharacters(in: .whitespacesAndNewlines)))
         }.start()
     }
-    let group = DispatchGroup()
-    for member in members {
-        group.enter()
-        Thread { member.run(); group.leave() }.start()
-    }
-    group.wait()
+    runAllIgnoringFailures(members)
     let seconds = Date().timeIntervalSince(start)
     let cpu = zip(watched, cpuBefore).map { ($0.0.0, cpuSeconds($0.0.1) - $0.1) }
     if let failure = members.compactMap(\.failure).first { throw TestServerError(description: failure) }
@@ -213,13 +224,7 @@ func restFixture(path: String) async throws {
     let members = try writers.enumerated().map { index, writer in
         Member(socket: try server.webSocket("/ws/chat/\(bigID)/", token: writer), toSend: 25_000, expected: 100_000, window: 200, tag: "w\(index)")
     }
-    let group = DispatchGroup()
-    for member in members {
-        group.enter()
-        Thread { member.run(); group.leave() }.start()
-    }
-    group.wait()
-    if let failure = members.compactMap(\.failure).first { throw TestServerError(description: failure) }
+    try runAll(members)
     // The cursor: the message in the middle of the room.
     let middle = try await server.request("GET", "/api/chat/rooms/\(bigID)/messages/?page_size=1&page=50000", token: token)
     let cursor = ((middle.object["results"] as? [[String: Any]])?.first?["id"] as? String) ?? ""
@@ -406,13 +411,7 @@ func searchBench(total: Int) async throws {
         }
     }
     let seedStart = now()
-    let group = DispatchGroup()
-    for member in members {
-        group.enter()
-        Thread { member.run(); group.leave() }.start()
-    }
-    group.wait()
-    if let failure = members.compactMap(\.failure).first { throw TestServerError(description: failure) }
+    try runAll(members)
     print(String(format: "seeded %d messages in %.1f s", perSender * 32, Double(now() - seedStart) / 1e9))
 
     // The newest message's tag is unique: once it is found, everything is indexed.
