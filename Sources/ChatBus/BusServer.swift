@@ -35,20 +35,22 @@ public final class BusServer {
         heartbeat: () -> Void = {}, idleInterval: () -> Int32 = { 500 },
         idle: () -> [Event] = { [] }, handle: ([Command]) -> [Event]
     ) throws {
-        let pull = try Socket(context: context, type: .pull)
-        try pull.setHighWaterMarks(send: 0, receive: 0)
-        try pull.setReconnectInterval(milliseconds: 20)
-        try pull.connect(Endpoints.queueOut(runtimeDir, Endpoints.queue(role, shard: shard)))
+        let heartbeatTopic = Topic.heartbeat("\(role.rawValue).\(shard)")
+        let heartbeatBody = Array("\(role.rawValue) \(shard) \(getpid())".utf8)
         let pub = try Socket(context: context, type: .pub)
         try pub.setHighWaterMarks(send: 0, receive: 0)
         try pub.setReconnectInterval(milliseconds: 20)
         // Replies published in the instant before exit must still leave.
         pub.lingerMilliseconds = 1000
         try pub.connect(Endpoints.eventsIn(runtimeDir))
-        defer {
-            pull.close()
-            pub.close()
-        }
+        defer { pub.close() }
+        // Commands only once what this worker publishes reaches subscribers.
+        guard try awaitEcho(pub: pub, topic: heartbeatTopic, body: heartbeatBody, shouldStop: shouldStop) else { return }
+        let pull = try Socket(context: context, type: .pull)
+        try pull.setHighWaterMarks(send: 0, receive: 0)
+        try pull.setReconnectInterval(milliseconds: 20)
+        try pull.connect(Endpoints.queueOut(runtimeDir, Endpoints.queue(role, shard: shard)))
+        defer { pull.close() }
 
         var poller = Poller()
         poller.add(.socket(pull))
@@ -62,8 +64,6 @@ public final class BusServer {
             news = sub
         }
         defer { news?.close() }
-        let heartbeatTopic = Topic.heartbeat("\(role.rawValue).\(shard)")
-        let heartbeatBody = Array("\(role.rawValue) \(shard) \(getpid())".utf8)
         var lastHeartbeat: UInt64 = 0
         let started = monotonicNanos()
         var sequencer = StreamSequencer()
@@ -120,5 +120,32 @@ public final class BusServer {
                 try pub.send(event.encode())
             }
         }
+    }
+
+    /// Sends heartbeats until one comes back through the broker. A PUB socket
+    /// drops what it sends until the subscriptions the broker forwards have
+    /// reached it (ZeroMQ's slow joiner, seen from the publisher). A command
+    /// taken before then would be stored with its reply and room event lost,
+    /// and the frontend's resend would find it already published here. The
+    /// broker hands a new publisher every subscription it holds at once, so
+    /// when our own has arrived, the frontends' arrived before it.
+    /// - Returns: false if told to stop first.
+    private func awaitEcho(pub: Socket, topic: String, body: [UInt8], shouldStop: () -> Bool) throws -> Bool {
+        let echo = try Socket(context: context, type: .sub)
+        defer { echo.close() }
+        try echo.setReconnectInterval(milliseconds: 20)
+        try echo.subscribe(topic)
+        try echo.connect(Endpoints.eventsOut(runtimeDir))
+        var poller = Poller()
+        poller.add(.socket(echo))
+        while !shouldStop() {
+            try pub.send(Event(topic: topic, kind: .heartbeat, key: "", body: body).encode())
+            guard try poller.poll(timeoutMilliseconds: 10)[0] & pollIn != 0 else { continue }
+            while let frames = try echo.receive(dontWait: true) {
+                // A predecessor of the same name may still be publishing.
+                if (try? Event(frames: frames))?.body == body { return true }
+            }
+        }
+        return false
     }
 }
