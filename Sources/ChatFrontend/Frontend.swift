@@ -8,6 +8,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
 import Synchronization
 
 /// The frontend's view of the configuration.
@@ -56,6 +57,12 @@ public final class HealthState: Sendable {
 public enum Frontend {
     public static func run(config: FrontendConfig, logger: Logger) async throws {
         guard let address = config.chat.listenAddress else { throw ConfigError.invalid("listen", config.chat.listen) }
+        // The supervisor hands down the socket systemd passed it (chatd.socket).
+        let source: ListenSource = if let fd = ProcessInfo.processInfo.environment["CHATD_LISTEN_FD"].flatMap(CInt.init) {
+            .inherited(fd: fd)
+        } else {
+            .address(host: address.host, port: address.port)
+        }
         let group = MultiThreadedEventLoopGroup.singleton
         let connections = ConnectionRegistry(group: group)
         let health = HealthState()
@@ -82,26 +89,22 @@ public enum Frontend {
         defer { bus.stop(drain: 3) }
         let auth = await Authenticator(secret: try config.chat.resolveJWTSecret(), issuer: config.chat.jwtIssuer, audience: config.chat.jwtAudience)
         let services = FrontendServices(config: config, logger: logger, bus: bus, auth: auth, connections: connections, health: health)
-        let app = Application(
-            router: ChatAPI(services: services).buildRouter(),
-            server: HTTPServerBuilder { responder in
-                ChatChannel(responder: responder, services: services, logger: logger)
-            },
-            configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil, reuseAddress: true),
-            onServerRunning: { channel in
-                logger.info("frontend listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "frontend.id": "\(config.frontendID)"])
-                // READY=1 to the supervisor once the port answers, then a
-                // heartbeat from an event loop every 500 ms: a stuck loop stops it.
-                let supervisor = Notifier()
-                let name = ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? "frontend"
-                supervisor.send(["READY": "1", "CHATD_CHILD": name])
-                channel.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { _ in
-                    supervisor.send(["WATCHDOG": "1", "CHATD_CHILD": name])
-                }
-            },
-            eventLoopGroupProvider: .shared(group),
-            logger: logger
-        )
-        try await app.runService()
+        let responder = makeResponder(ChatAPI(services: services).buildRouter().buildResponder(), logger: logger)
+        let server = HTTPServer(
+            source: source, channel: ChatChannel(responder: responder, services: services, logger: logger), group: group, logger: logger
+        ) { channel in
+            logger.info("frontend listening", metadata: [
+                "address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "frontend.id": "\(config.frontendID)",
+                "source": "\(source)",
+            ])
+            // READY=1 to the supervisor once the port answers, then a
+            // heartbeat from an event loop every 500 ms: a stuck loop stops it.
+            let supervisor = Notifier()
+            supervisor.send(["READY": "1", "CHATD_CHILD": config.slot])
+            channel.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { _ in
+                supervisor.send(["WATCHDOG": "1", "CHATD_CHILD": config.slot])
+            }
+        }
+        try await ServiceGroup(configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()
     }
 }

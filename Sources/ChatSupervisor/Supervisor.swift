@@ -14,7 +14,7 @@ struct ChildSpec: Sendable {
 /// What the supervisor knows of one child.
 struct ChildState {
     var spec: ChildSpec
-    var process: Process?
+    var process: ChildProcess?
     var lastStart = Date.distantPast
     var restarts = 0
     /// Exits in a row that came soon after a start (a crash loop).
@@ -53,6 +53,9 @@ public final class Supervisor: @unchecked Sendable {
     private let systemd = Notifier()
     private var toldReady = false
     private var lastStatus = ""
+    private lazy var spawner = ChildSpawner(queue: queue)
+    /// The listening socket systemd passed (chatd.socket), handed to every frontend.
+    private var activatedSocket: CInt?
 
     /// A child that lived less than this had a quick exit (counts towards backoff).
     static let quickExit: TimeInterval = 5
@@ -94,6 +97,7 @@ public final class Supervisor: @unchecked Sendable {
     /// Runs until SIGTERM or SIGINT; returns the process exit status.
     public func run() throws -> Int32 {
         let runtime = config.resolvedRuntimeDir
+        activatedSocket = try SocketActivation.listeningSocket()
         try FileManager.default.createDirectory(atPath: runtime, withIntermediateDirectories: true)
         // ipc:// paths are Unix socket paths: the kernel allows 107 bytes.
         guard ("ipc://" + runtime + "/store-999.out").utf8.count < 107 + 6 else {
@@ -151,27 +155,25 @@ public final class Supervisor: @unchecked Sendable {
     private func start(_ name: String) {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !stopping, var child = children[name] else { return }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = child.spec.arguments + baseArguments
         var environment = ProcessInfo.processInfo.environment
         // Children report to the supervisor, never to systemd directly.
         environment["NOTIFY_SOCKET"] = listener?.path
         environment["CHATD_CHILD"] = name
         environment["WATCHDOG_USEC"] = nil
         environment["WATCHDOG_PID"] = nil
-        process.environment = environment
-        process.terminationHandler = { [weak self] process in
-            guard let self else { return }
-            self.queue.async { self.exited(name, process: process) }
-        }
+        // The frontend serves the socket systemd passed, if it passed one.
+        let inherit = name == "frontend" ? activatedSocket.map { [$0] } ?? [] : []
+        if let fd = inherit.first { environment["CHATD_LISTEN_FD"] = String(fd) }
         child.lastStart = Date()
         child.ready = false
         do {
-            try process.run()
+            let process = try spawner.spawn(
+                executable: executable, arguments: child.spec.arguments + baseArguments, environment: environment, inherit: inherit
+            )
+            process.onExit = { [weak self] process in self?.exited(name, process: process) }
             child.process = process
             children[name] = child
-            logger.info("child started", metadata: ["child": "\(name)", "pid": "\(process.processIdentifier)"])
+            logger.info("child started", metadata: ["child": "\(name)", "pid": "\(process.pid)"])
         } catch {
             children[name] = child
             logger.error("child failed to start", metadata: ["child": "\(name)", "error": "\(error)"])
@@ -203,20 +205,19 @@ public final class Supervisor: @unchecked Sendable {
             let since = child.ready ? child.lastHeartbeat : child.lastStart
             if now.timeIntervalSince(since) > config.hangTimeoutSeconds {
                 logger.error("child stopped sending heartbeats, killing it", metadata: [
-                    "child": "\(name)", "pid": "\(process.processIdentifier)", "silent.seconds": "\(Int(now.timeIntervalSince(since)))",
+                    "child": "\(name)", "pid": "\(process.pid)", "silent.seconds": "\(Int(now.timeIntervalSince(since)))",
                 ])
-                kill(process.processIdentifier, SIGKILL)
+                kill(process.pid, SIGKILL)
                 children[name]?.lastHeartbeat = now  // one kill per hang
             }
         }
     }
 
-    private func exited(_ name: String, process: Process) {
+    private func exited(_ name: String, process: ChildProcess) {
         // A scaled-away child, or an old process of a name scaled back up.
         guard var child = children[name], child.process == nil || child.process === process else { return }
-        let how = process.terminationReason == .uncaughtSignal ? "signal" : "exit"
         logger.log(level: stopping ? .info : .warning, "child exited", metadata: [
-            "child": "\(name)", "pid": "\(process.processIdentifier)", "\(how)": "\(process.terminationStatus)",
+            "child": "\(name)", "pid": "\(process.pid)", "status": "\(process.termination.map { "\($0)" } ?? "?")",
         ])
         if child.process === process { child.process = nil }
         child.ready = false
@@ -286,15 +287,12 @@ public final class Supervisor: @unchecked Sendable {
         // The frontend first: it closes WebSockets with 1001 and drains its
         // pending commands while the workers still answer.
         if let frontend = children["frontend"]?.process {
-            kill(frontend.processIdentifier, SIGTERM)
+            kill(frontend.pid, SIGTERM)
             queue.asyncAfter(deadline: .now() + graceSeconds / 2) { [weak self] in self?.stopWorkers() }
             // Workers follow as soon as the frontend is gone.
-            frontend.terminationHandler = { [weak self] process in
-                guard let self else { return }
-                self.queue.async {
-                    self.exited("frontend", process: process)
-                    self.stopWorkers()
-                }
+            frontend.onExit = { [weak self] process in
+                self?.exited("frontend", process: process)
+                self?.stopWorkers()
             }
         } else {
             stopWorkers()
@@ -304,7 +302,7 @@ public final class Supervisor: @unchecked Sendable {
             for (name, child) in self.children {
                 guard let process = child.process else { continue }
                 self.logger.warning("child did not stop in time, killing", metadata: ["child": "\(name)"])
-                kill(process.processIdentifier, SIGKILL)
+                kill(process.pid, SIGKILL)
             }
         }
     }
@@ -380,7 +378,7 @@ public final class Supervisor: @unchecked Sendable {
             [
                 "child": child.spec.name,
                 "role": String(child.spec.name.split(separator: ".").first ?? ""),
-                "pid": child.process.map { Int($0.processIdentifier) } ?? NSNull(),
+                "pid": child.process.map { Int($0.pid) } ?? NSNull(),
                 "ready": child.ready,
                 "uptime_seconds": child.process == nil ? NSNull() : (now.timeIntervalSince(child.lastStart) * 10).rounded() / 10,
                 "restarts": child.restarts,
@@ -398,7 +396,7 @@ public final class Supervisor: @unchecked Sendable {
     private func rollingRestart(_ names: [String], done: [String], reply: @escaping @Sendable (String) -> Void) {
         guard let name = names.first else { return reply(Self.json(["restarted": done])) }
         guard let process = children[name]?.process else { return rollingRestart(Array(names.dropFirst()), done: done, reply: reply) }
-        let old = process.processIdentifier
+        let old = process.pid
         // A requested stop is not a crash: it must not count towards backoff.
         children[name]?.quickExits = -1
         kill(old, SIGTERM)
@@ -408,7 +406,7 @@ public final class Supervisor: @unchecked Sendable {
     private func awaitReplacement(_ names: [String], done: [String], old: Int32, deadline: Date, reply: @escaping @Sendable (String) -> Void) {
         let name = names[0]
         let child = children[name]
-        if let pid = child?.process?.processIdentifier, pid != old, child?.ready == true {
+        if let pid = child?.process?.pid, pid != old, child?.ready == true {
             return rollingRestart(Array(names.dropFirst()), done: done + [name], reply: reply)
         }
         if Date() > deadline || stopping { return reply(Self.json(["error": "\(name) did not come back", "restarted": done])) }
@@ -434,7 +432,7 @@ public final class Supervisor: @unchecked Sendable {
             for name in current.suffix(current.count - count) {
                 let process = children[name]?.process
                 children[name] = nil
-                if let process { kill(process.processIdentifier, SIGTERM) }
+                if let process { kill(process.pid, SIGTERM) }
             }
         }
         logger.info("scaled", metadata: ["role": "\(role)", "from": "\(current.count)", "to": "\(count)"])
@@ -444,7 +442,7 @@ public final class Supervisor: @unchecked Sendable {
 
     private func stopWorkers() {
         for (name, child) in children where name != "frontend" {
-            if let process = child.process { kill(process.processIdentifier, SIGTERM) }
+            if let process = child.process { kill(process.pid, SIGTERM) }
         }
         if children.values.allSatisfy({ $0.process == nil }) { done.signal() }
     }

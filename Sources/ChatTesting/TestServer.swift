@@ -47,9 +47,14 @@ public final class TestServer: @unchecked Sendable {
     }
 
     /// Starts `chatd serve` and waits until `/healthz` answers 200.
-    /// - Parameter configFile: passed as `--config` (a YAML file).
+    /// - Parameters:
+    ///   - configFile: passed as `--config` (a YAML file).
+    ///   - socketActivated: started by `systemd-socket-activate`, which
+    ///     listens on the port and execs chatd with the socket (LISTEN_FDS)
+    ///     when the first connection arrives.
     public static func start(
-        storeWorkers: Int = 1, port: Int? = nil, configFile: String? = nil, environment: [String: String] = [:], timeout: Double = 30
+        storeWorkers: Int = 1, port: Int? = nil, configFile: String? = nil, environment: [String: String] = [:], timeout: Double = 30,
+        socketActivated: Bool = false
     ) async throws -> TestServer {
         var template = Array("/tmp/chatd-test-XXXXXX".utf8CString)
         guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }).map({ String(cString: $0) }) else {
@@ -58,8 +63,7 @@ public final class TestServer: @unchecked Sendable {
         let port = try port ?? freePort()
         let secret = (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: 0...UInt64.max)) }.joined()
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: try binary())
-        process.arguments = ["serve", "--die-with-parent"] + (configFile.map { ["--config", $0] } ?? [])
+        let arguments = [try binary(), "serve", "--die-with-parent"] + (configFile.map { ["--config", $0] } ?? [])
         var env = ProcessInfo.processInfo.environment
         env["CHAT_LISTEN"] = "127.0.0.1:\(port)"
         env["CHAT_DATA_DIR"] = dir
@@ -67,6 +71,15 @@ public final class TestServer: @unchecked Sendable {
         env["CHAT_STORE_WORKERS"] = String(storeWorkers)
         env["CHAT_LOG_LEVEL"] = env["CHAT_LOG_LEVEL"] ?? "info"
         for (key, value) in environment { env[key] = value }
+        if socketActivated {
+            // It passes on only the variables named with -E (and PATH, HOME ...).
+            let passed = env.filter { $0.key.hasPrefix("CHAT_") || environment[$0.key] != nil }.flatMap { ["-E", "\($0.key)=\($0.value)"] }
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-socket-activate")
+            process.arguments = ["--listen=127.0.0.1:\(port)", "--fdname=http"] + passed + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: arguments[0])
+            process.arguments = Array(arguments.dropFirst())
+        }
         process.environment = env
         let logPath = dir + "/chatd.log"
         FileManager.default.createFile(atPath: logPath, contents: nil)
@@ -107,7 +120,10 @@ public final class TestServer: @unchecked Sendable {
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
         }
-        if !keepData { try? FileManager.default.removeItem(atPath: dataDir) }
+        // CHATD_KEEP_TEST_DATA=1 keeps every server's directory (and log) for a post-mortem.
+        if !keepData && ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil {
+            try? FileManager.default.removeItem(atPath: dataDir)
+        }
         return process.terminationStatus
     }
 

@@ -56,6 +56,12 @@ func portAnswers(_ port: Int) -> Bool {
     }
 }
 
+/// Dead or a zombie its parent has not reaped yet.
+func processGone(_ pid: Int32) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return true }
+    return stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
+}
+
 extension EndToEnd {
     /// Issue 6 (first part): sd_notify, liveness, orderly stop.
     @Suite struct Supervision {
@@ -120,25 +126,69 @@ extension EndToEnd {
         }
 
         @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-analyze")))
-        func theUnitPassesSystemdAnalyzeVerify() throws {
-            // The unit names the installed binary; verify checks it exists, so point it at ours.
-            let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../systemd/chatd.service").standardized
-            let unit = try String(contentsOf: source, encoding: .utf8).replacingOccurrences(of: "/usr/local/bin/chatd", with: try TestServer.binary())
+        func theUnitsPassSystemdAnalyzeVerify() throws {
+            let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../systemd").standardized
+            let names = try FileManager.default.contentsOfDirectory(atPath: source.path).filter { !$0.hasPrefix(".") }.sorted()
+            #expect(names.contains("chatd.service") && names.contains("chatd.socket"))
             let directory = NSTemporaryDirectory() + "chatd-unit-\(UInt32.random(in: 0...UInt32.max))"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: directory) }
-            try unit.write(toFile: directory + "/chatd.service", atomically: true, encoding: .utf8)
+            var units: [String: String] = [:]
+            for name in names {
+                // The units name the installed binary; verify checks it exists, so point them at ours.
+                let unit = try String(contentsOf: source.appendingPathComponent(name), encoding: .utf8)
+                    .replacingOccurrences(of: "/usr/local/bin/chatd", with: try TestServer.binary())
+                try unit.write(toFile: directory + "/" + name, atomically: true, encoding: .utf8)
+                units[name] = unit
+            }
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-analyze")
-            process.arguments = ["verify", directory + "/chatd.service"]
+            process.arguments = ["verify"] + names.map { directory + "/" + $0 }
             let pipe = Pipe()
             process.standardError = pipe
             process.standardOutput = pipe
             try process.run()
             let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             process.waitUntilExit()
-            #expect(process.terminationStatus == 0, "\(output)")
-            #expect(unit.contains("Type=notify") && unit.contains("WatchdogSec="))
+            #expect(process.terminationStatus == 0 && output.isEmpty, "\(output)")
+            let service = units["chatd.service"] ?? ""
+            #expect(service.contains("Type=notify") && service.contains("WatchdogSec="))
+            #expect(units["chatd.socket"]?.contains("FileDescriptorName=http") == true)
+        }
+
+        @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-socket-activate")))
+        func servesTheSocketSystemdPasses() async throws {
+            // The first request is what makes systemd-socket-activate exec chatd.
+            let server = try await TestServer.start(socketActivated: true)
+            defer { server.stop() }
+            #expect(server.log.contains("source=inherited(fd: 3)"), "the frontend bound a port of its own")
+            // The supervisor keeps the socket; of its children only the frontend has it.
+            let socket = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(server.process.processIdentifier)/fd/3")
+            #expect(socket.hasPrefix("socket:"))
+            func holdsSocket(_ pid: Int32) -> Bool {
+                let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+                return fds.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) == socket }
+            }
+            let frontend = try #require(server.childPIDs(matching: "chatd frontend").first)
+            #expect(holdsSocket(frontend))
+            let workers = server.childPIDs(matching: "chatd worker")
+            #expect(workers.count == 4 && !workers.contains(where: holdsSocket))
+
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+            let bob = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
+            #expect(try await server.request("POST", "/api/chat/rooms/\(room)/messages/", token: tokens[0], json: ["content": "activated"]).status == 201)
+            #expect(try bob.receiveMessage(content: "activated") != nil)
+
+            // While no frontend runs, connections wait in the socket's backlog
+            // (the supervisor holds it open) and the replacement serves them.
+            #expect(kill(frontend, SIGKILL) == 0)
+            try await server.waitUntil(timeout: 5, "the frontend's death") { processGone(frontend) }
+            let during = try await server.request("GET", "/healthz")
+            #expect(during.status == 200 || during.status == 503, "\(during.status) \(during.text)")
+            try await server.waitUntil(timeout: 10, "a new frontend") { !server.childPIDs(matching: "chatd frontend").isEmpty }
+            #expect(holdsSocket(try #require(server.childPIDs(matching: "chatd frontend").first)))
+            #expect(server.stop() == 0)
         }
 
         /// `chatd ctl` against the running server, its answer parsed.
@@ -179,7 +229,7 @@ extension EndToEnd {
             while seen.count < 100, let event = try bob.receive(type: "message", timeout: 15) {
                 seen.insert(((event["message"] as? [String: Any])?["content"] as? String) ?? "")
             }
-            #expect(seen.count == 100)
+            #expect(seen.count == 100, "missing: \(Set((0..<100).map { "r\($0)" }).subtracting(seen).sorted())")
             #expect(!alice.isClosed && !bob.isClosed)
             #expect(try await Steps.contents(server, token: tokens[0], room: room) == (0..<100).map { "r\($0)" })
 
