@@ -85,6 +85,8 @@ public final class BusClient: Sendable {
     private let finished = DispatchSemaphore(value: 0)
     private let nextID = Atomic<UInt64>(0)
     private let drainDeadline = Atomic<UInt64>(0)
+    /// Commands sent and not yet answered, per queue (`Endpoints.queue`).
+    private let outstandingSnapshot = Mutex<[String: Int]>([:])
 
     public init(
         frontendID: String, runtimeDir: String, storeShards: Int, callbacks: Callbacks, logger: Logger,
@@ -124,6 +126,13 @@ public final class BusClient: Sendable {
         outbox.withLock { $0.stopping = true }
         wakeup.signal()
         if started.load(ordering: .acquiring) { finished.wait() }
+    }
+
+    /// Commands sent and not yet answered (or failed), per queue: waiting in
+    /// the broker or a worker's socket, being handled, or their reply on its
+    /// way. What `chatd ctl status` reports as queue depth.
+    public func outstanding() -> [String: Int] {
+        outstandingSnapshot.withLock { $0 }
     }
 
     /// The destination a worker (`store.1`, `receipts.0`) serves.
@@ -196,8 +205,20 @@ public final class BusClient: Sendable {
             while lowest[shard] < nextSeq[shard] && !awaiting[shard].contains(lowest[shard]) { lowest[shard] += 1 }
             return lowest[shard]
         }
+        var outstanding: [String: Int] = [:]
+        for shard in 0..<storeShards { outstanding[Endpoints.queue(.store, shard: shard)] = 0 }
+        for role in Role.allCases where role != .store { outstanding[Endpoints.queue(role)] = 0 }
+        var outstandingChanged = true
+        func queueName(_ destination: Destination) -> String {
+            switch destination {
+            case .store(let shard): Endpoints.queue(.store, shard: shard)
+            case .role(let role): Endpoints.queue(role)
+            }
+        }
         func settled(_ outgoing: Outgoing) {
             if case .store(let shard) = outgoing.destination { awaiting[shard].remove(outgoing.seq) }
+            outstanding[queueName(outgoing.destination), default: 1] -= 1
+            outstandingChanged = true
         }
         var poller = Poller()
         poller.add(.socket(events))
@@ -258,6 +279,8 @@ public final class BusClient: Sendable {
                         awaiting[shard].insert(outgoing.seq)
                     }
                     pending.add(id: outgoing.command.requestID, payload: outgoing, now: now)
+                    outstanding[queueName(outgoing.destination), default: 0] += 1
+                    outstandingChanged = true
                     transmit(outgoing)
                 }
             }
@@ -312,6 +335,10 @@ public final class BusClient: Sendable {
                     settled(outgoing)
                     outgoing.completion(.failure(.timedOut))
                 }
+            }
+            if outstandingChanged {
+                outstandingSnapshot.withLock { $0 = outstanding }
+                outstandingChanged = false
             }
         }
     }

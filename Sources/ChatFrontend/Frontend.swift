@@ -99,10 +99,12 @@ public enum Frontend {
             ])
             // READY=1 to the supervisor once the port answers, then a
             // heartbeat from an event loop every 500 ms: a stuck loop stops it.
+            // It carries the commands awaiting an answer per queue (`ctl status`).
             let supervisor = Notifier()
             supervisor.send(["READY": "1", "CHATD_CHILD": config.slot])
             channel.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { _ in
-                supervisor.send(["WATCHDOG": "1", "CHATD_CHILD": config.slot])
+                let queues = bus.outstanding().sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: " ")
+                supervisor.send(["WATCHDOG": "1", "CHATD_CHILD": config.slot, "CHATD_QUEUES": queues])
             }
         }
         try await ServiceGroup(configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()

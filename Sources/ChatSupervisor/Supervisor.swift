@@ -23,6 +23,8 @@ struct ChildState {
     var ready = false
     /// Its last READY=1 or WATCHDOG=1.
     var lastHeartbeat = Date.distantPast
+    /// A frontend's commands awaiting an answer, per queue (its heartbeats say).
+    var outstanding: [String: Int] = [:]
 }
 
 /// `chatd serve`: owns the bus broker and the children, nothing else. Spawns
@@ -190,6 +192,13 @@ public final class Supervisor: @unchecked Sendable {
             child.ready = true
         }
         if fields["READY"] == "1" || fields["WATCHDOG"] == "1" { child.lastHeartbeat = Date() }
+        if let queues = fields["CHATD_QUEUES"] {
+            child.outstanding = [:]
+            for pair in queues.split(separator: " ") {
+                let parts = pair.split(separator: ":")
+                if parts.count == 2, let count = Int(parts[1]) { child.outstanding[String(parts[0])] = count }
+            }
+        }
         children[name] = child
         updateStatus()
     }
@@ -374,10 +383,22 @@ public final class Supervisor: @unchecked Sendable {
 
     private func statusJSON() -> String {
         let now = Date()
+        // Queue depth: what the frontends sent to a queue and have no answer
+        // for yet (waiting in the broker or a worker's socket, being handled,
+        // or its reply on the way). ZeroMQ does not count its queues.
+        var queues: [String: Int] = [:]
+        for child in children.values where child.process != nil {
+            queues.merge(child.outstanding, uniquingKeysWith: +)
+        }
         let rows = children.values.sorted { $0.spec.name < $1.spec.name }.map { child -> [String: Any] in
-            [
+            let parts = child.spec.name.split(separator: ".")
+            let role = String(parts[0])
+            // store.1 drains queue store-1; the other roles' workers share one.
+            let queue = Role(rawValue: role).map { Endpoints.queue($0, shard: parts.count > 1 ? Int(parts[1]) ?? 0 : 0) }
+            return [
+                "queue_depth": role == "frontend" ? child.outstanding.values.reduce(0, +) : queue.flatMap { queues[$0] } ?? 0,
                 "child": child.spec.name,
-                "role": String(child.spec.name.split(separator: ".").first ?? ""),
+                "role": role,
                 "pid": child.process.map { Int($0.pid) } ?? NSNull(),
                 "ready": child.ready,
                 "uptime_seconds": child.process == nil ? NSNull() : (now.timeIntervalSince(child.lastStart) * 10).rounded() / 10,
@@ -385,7 +406,7 @@ public final class Supervisor: @unchecked Sendable {
                 "last_heartbeat_seconds_ago": child.ready ? (now.timeIntervalSince(child.lastHeartbeat) * 10).rounded() / 10 : NSNull(),
             ]
         }
-        return Self.json(["children": rows, "status": lastStatus])
+        return Self.json(["children": rows, "queues": queues, "status": lastStatus])
     }
 
     static func json(_ object: [String: Any]) -> String {

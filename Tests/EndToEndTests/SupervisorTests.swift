@@ -233,6 +233,20 @@ extension EndToEnd {
             #expect(!alice.isClosed && !bob.isClosed)
             #expect(try await Steps.contents(server, token: tokens[0], room: room) == (0..<100).map { "r\($0)" })
 
+            // Queue depth: commands waiting for the (stopped) store workers.
+            let stores = server.childPIDs(matching: "worker --role store")
+            for pid in stores { kill(pid, SIGSTOP) }
+            for i in 0..<5 { try alice.send(json: ["type": "message", "content": "q\(i)"]) }
+            func storeDepths() throws -> [Int] {
+                let status = try Self.ctl(server, "status")
+                let rows = (status["children"] as? [[String: Any]] ?? []).filter { $0["role"] as? String == "store" }
+                return rows.compactMap { $0["queue_depth"] as? Int }
+            }
+            try await server.waitUntil(timeout: 5, "a queue depth of 5") { try storeDepths().reduce(0, +) == 5 }
+            for pid in stores { kill(pid, SIGCONT) }
+            try await server.waitUntil(timeout: 5, "empty queues") { try storeDepths() == [0, 0] }
+            #expect(try bob.receiveMessage(content: "q4") != nil)
+
             // Scaling: receipts up, store refused.
             #expect(try Self.ctl(server, "scale", "receipts", "2")["workers"] as? Int == 2)
             try await server.waitUntil(timeout: 10, "a second receipts worker") { server.childPIDs(matching: "worker --role receipts").count == 2 }
