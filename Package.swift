@@ -85,6 +85,6 @@ let package = Package(
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "ChatCore"]),
         .testTarget(name: "ChatStoreTests", dependencies: ["ChatStore", "ChatCore"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["ChatTesting", "ChatCore"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["ChatTesting", "ChatCore", "ChatWire"]),
     ]
 )

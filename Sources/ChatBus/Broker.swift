@@ -11,13 +11,17 @@ import ZeroMQ
 /// forwards to a PUSH (the queue's workers pull, round robin); a message for a
 /// queue whose workers are all down waits in the broker until one connects. Events go XSUB → XPUB, with
 /// subscriptions flowing back, so workers publish without knowing frontends.
+/// It also repeats the store shard count for frontends every half second.
 public final class Broker: @unchecked Sendable {
     private let runtimeDir: String
     private let queues: [String]
     private let logger: Logger
     private let context: Context
     private let wakeup: Wakeup
+    // Under `lock`: requests for the broker thread.
     private var stopRequested = false
+    private var queuesToAdd: [String] = []
+    private var storeShards: Int?
     private let lock = NSLock()
 
     /// - Parameter queues: command queue names (`Endpoints.queue`).
@@ -31,6 +35,20 @@ public final class Broker: @unchecked Sendable {
 
     public func stop() {
         lock.withLock { stopRequested = true }
+        wakeup.signal()
+    }
+
+    /// Binds more command queues (new store shards) while running.
+    public func add(queues names: [String]) {
+        lock.withLock { queuesToAdd += names }
+        wakeup.signal()
+    }
+
+    /// The store shard count to tell frontends, from now on, twice a second.
+    /// Repeated because a subscriber misses what is published before its
+    /// subscription arrives (slow joiner).
+    public func announce(storeShards count: Int) {
+        lock.withLock { storeShards = count }
         wakeup.signal()
     }
 
@@ -57,16 +75,17 @@ public final class Broker: @unchecked Sendable {
         var queueOut: [Socket]
     }
 
+    private func make(_ type: SocketType, _ endpoint: String) throws -> Socket {
+        let socket = try Socket(context: context, type: type)
+        try socket.setHighWaterMarks(send: 0, receive: 0)
+        // A stale ipc file of a crashed run would make bind fail.
+        if endpoint.hasPrefix("ipc://") { unlink(String(endpoint.dropFirst(6))) }
+        try socket.bind(endpoint)
+        return socket
+    }
+
     private func bindAll() throws -> Sockets {
-        func make(_ type: SocketType, _ endpoint: String) throws -> Socket {
-            let socket = try Socket(context: context, type: type)
-            try socket.setHighWaterMarks(send: 0, receive: 0)
-            // A stale ipc file of a crashed run would make bind fail.
-            if endpoint.hasPrefix("ipc://") { unlink(String(endpoint.dropFirst(6))) }
-            try socket.bind(endpoint)
-            return socket
-        }
-        return Sockets(
+        Sockets(
             eventsIn: try make(.xsub, Endpoints.eventsIn(runtimeDir)),
             eventsOut: try make(.xpub, Endpoints.eventsOut(runtimeDir)),
             queueIn: try queues.map { try make(.pull, Endpoints.queueIn(runtimeDir, $0)) },
@@ -75,11 +94,28 @@ public final class Broker: @unchecked Sendable {
     }
 
     private func forward(_ s: Sockets) throws {
+        var s = s
+        var queues = self.queues
         defer {
             s.eventsIn.close(); s.eventsOut.close()
             s.queueIn.forEach { $0.close() }; s.queueOut.forEach { $0.close() }
         }
-        while !lock.withLock({ stopRequested }) {
+        var lastAnnounced: UInt64 = 0
+        while true {
+            let (stop, adding, shards) = lock.withLock { () -> (Bool, [String], Int?) in
+                defer { queuesToAdd = [] }
+                return (stopRequested, queuesToAdd, storeShards)
+            }
+            if stop { return }
+            for name in adding where !queues.contains(name) {
+                s.queueIn.append(try make(.pull, Endpoints.queueIn(runtimeDir, name)))
+                s.queueOut.append(try make(.push, Endpoints.queueOut(runtimeDir, name)))
+                queues.append(name)
+            }
+            if let shards, monotonicNanos() - lastAnnounced >= 500_000_000 {
+                try s.eventsOut.send(Event(topic: Topic.storeShards, kind: .storeShards, key: "", body: Array(String(shards).utf8)).encode())
+                lastAnnounced = monotonicNanos()
+            }
             var poller = Poller()
             poller.add(.socket(s.eventsIn))
             poller.add(.socket(s.eventsOut))
@@ -94,7 +130,7 @@ public final class Broker: @unchecked Sendable {
                 // Wake when the queue's worker (re)connects.
                 queueIndex[poller.add(.socket(s.queueOut[queue]), events: pollOut)] = -1
             }
-            let ready = try poller.poll(timeoutMilliseconds: 1000)
+            let ready = try poller.poll(timeoutMilliseconds: 500)
             if ready[2] & pollIn != 0 { wakeup.drain() }
             if ready[0] & pollIn != 0 {
                 while let frames = try s.eventsIn.receive(dontWait: true) { try s.eventsOut.send(frames) }

@@ -14,13 +14,16 @@ public func monotonicNanos() -> UInt64 {
 /// Where a command goes: a store shard (writes of one room stay in order on
 /// one shard), or any worker of another role.
 public enum Destination: Sendable, Hashable {
-    case store(shard: Int)
+    /// The store shard that owns `key` (a room id; a user pair for a direct
+    /// room's creation), resolved on the bus thread when the command leaves,
+    /// so that a change of the shard count applies to every command at once.
+    case store(key: String)
     /// Any worker of a role other than store.
     case role(Role)
 
     /// Where a command of this kind goes; `shardKey` picks the store shard.
-    public static func of(_ kind: CommandKind, shardKey: String, client: BusClient) -> Destination {
-        kind.role == .store ? .store(shard: client.shard(for: shardKey)) : .role(kind.role)
+    public static func of(_ kind: CommandKind, shardKey: String) -> Destination {
+        kind.role == .store ? .store(key: shardKey) : .role(kind.role)
     }
 }
 
@@ -66,7 +69,9 @@ public final class BusClient: Sendable {
         var destination: Destination
         var command: Command
         var completion: Completion
-        /// Position in the stream to a store shard, given on the bus thread.
+        /// The store shard it went to (-1 for other roles), given on the bus thread.
+        var shard = -1
+        /// Position in the stream to that store shard.
         var seq: UInt64 = 0
         /// When the frontend gives up on it (monotonic nanoseconds).
         var deadline: UInt64 = 0
@@ -74,7 +79,8 @@ public final class BusClient: Sendable {
 
     public let frontendID: String
     private let runtimeDir: String
-    private let storeShards: Int
+    private let initialShards: Int
+    private let shardCount: Atomic<Int>
     private let policy: RetryPolicy
     private let callbacks: Callbacks
     private let logger: Logger
@@ -94,7 +100,8 @@ public final class BusClient: Sendable {
     ) throws {
         self.frontendID = frontendID
         self.runtimeDir = runtimeDir
-        self.storeShards = storeShards
+        self.initialShards = storeShards
+        self.shardCount = Atomic(storeShards)
         self.callbacks = callbacks
         self.logger = logger
         self.policy = policy
@@ -135,15 +142,9 @@ public final class BusClient: Sendable {
         outstandingSnapshot.withLock { $0 }
     }
 
-    /// The destination a worker (`store.1`, `receipts.0`) serves.
-    static func destination(ofWorker worker: String) -> Destination? {
-        let parts = worker.split(separator: ".")
-        guard parts.count == 2, let role = Role(rawValue: String(parts[0])) else { return nil }
-        return role == .store ? Int(parts[1]).map { .store(shard: $0) } : .role(role)
-    }
-
-    /// The shard that owns a room.
-    public func shard(for roomID: String) -> Int { Shard.of(roomID, count: storeShards) }
+    /// How many store shards commands are spread over now. Changes when the
+    /// supervisor announces a new count (`chatd ctl scale store <n>`).
+    public var storeShards: Int { shardCount.load(ordering: .relaxed) }
 
     /// A fresh request id, unique within this frontend process.
     public func makeRequestID() -> String {
@@ -177,6 +178,7 @@ public final class BusClient: Sendable {
         // handshake, and per-room subscriptions would race ZeroMQ's slow joiner.
         try events.subscribe(Topic.roomPrefix)
         try events.subscribe(Topic.heartbeatPrefix)
+        try events.subscribe(Topic.storeShards)
         try events.connect(Endpoints.eventsOut(runtimeDir))
 
         func pusher(_ queue: String) throws -> Socket {
@@ -186,7 +188,7 @@ public final class BusClient: Sendable {
             try push.connect(Endpoints.queueIn(runtimeDir, queue))
             return push
         }
-        let stores = try (0..<storeShards).map { try pusher(Endpoints.queue(.store, shard: $0)) }
+        var stores: [Socket] = []
         var roles: [Role: Socket] = [:]
         for role in Role.allCases where role != .store { roles[role] = try pusher(Endpoints.queue(role)) }
         defer {
@@ -198,26 +200,40 @@ public final class BusClient: Sendable {
         var pending = PendingRequests<Outgoing>(policy: policy)
         // Per store shard: the next stream position, the positions awaiting a
         // reply, and a lower bound of them (see StreamSequencer).
-        var nextSeq = [UInt64](repeating: 1, count: storeShards)
-        var awaiting = [Set<UInt64>](repeating: [], count: storeShards)
-        var lowest = [UInt64](repeating: 1, count: storeShards)
+        var nextSeq: [UInt64] = []
+        var awaiting: [Set<UInt64>] = []
+        var lowest: [UInt64] = []
+        var outstanding: [String: Int] = [:]
+        for role in Role.allCases where role != .store { outstanding[Endpoints.queue(role)] = 0 }
+        func addShards(upTo count: Int) throws {
+            while stores.count < count {
+                let queue = Endpoints.queue(.store, shard: stores.count)
+                stores.append(try pusher(queue))
+                nextSeq.append(1)
+                awaiting.append([])
+                lowest.append(1)
+                outstanding[queue] = 0
+            }
+        }
+        try addShards(upTo: initialShards)
+        var shards = initialShards
+        // A new shard count waits until no store command is unanswered, while
+        // new store commands are held back in order: a room's writes never run
+        // on two shards at once, and each socket's commands keep their order.
+        var resharding: Int?
+        var held: [Outgoing] = []
+
         func floor(_ shard: Int) -> UInt64 {
             while lowest[shard] < nextSeq[shard] && !awaiting[shard].contains(lowest[shard]) { lowest[shard] += 1 }
             return lowest[shard]
         }
-        var outstanding: [String: Int] = [:]
-        for shard in 0..<storeShards { outstanding[Endpoints.queue(.store, shard: shard)] = 0 }
-        for role in Role.allCases where role != .store { outstanding[Endpoints.queue(role)] = 0 }
-        var outstandingChanged = true
-        func queueName(_ destination: Destination) -> String {
-            switch destination {
-            case .store(let shard): Endpoints.queue(.store, shard: shard)
-            case .role(let role): Endpoints.queue(role)
-            }
+        func queueName(_ outgoing: Outgoing) -> String {
+            outgoing.shard >= 0 ? Endpoints.queue(.store, shard: outgoing.shard) : Endpoints.queue(outgoing.command.kind.role)
         }
+        var outstandingChanged = true
         func settled(_ outgoing: Outgoing) {
-            if case .store(let shard) = outgoing.destination { awaiting[shard].remove(outgoing.seq) }
-            outstanding[queueName(outgoing.destination), default: 1] -= 1
+            if outgoing.shard >= 0 { awaiting[outgoing.shard].remove(outgoing.seq) }
+            outstanding[queueName(outgoing), default: 1] -= 1
             outstandingChanged = true
         }
         var poller = Poller()
@@ -227,11 +243,11 @@ public final class BusClient: Sendable {
         func transmit(_ outgoing: Outgoing) {
             let socket: Socket
             var command = outgoing.command
-            switch outgoing.destination {
-            case .store(let shard):
-                socket = stores[shard]
-                command.stream = (outgoing.seq, floor(shard))
-            case .role(let role): socket = roles[role]!
+            if outgoing.shard >= 0 {
+                socket = stores[outgoing.shard]
+                command.stream = (outgoing.seq, floor(outgoing.shard))
+            } else {
+                socket = roles[command.kind.role]!
             }
             // After this the client has been told the command failed: a
             // worker that gets it later must not carry it out.
@@ -241,6 +257,21 @@ public final class BusClient: Sendable {
             } catch {
                 logger.error("bus send failed", metadata: ["error": "\(error)"])
             }
+        }
+        func admit(_ outgoing: Outgoing, now: UInt64) {
+            var outgoing = outgoing
+            outgoing.deadline = now + policy.deadline
+            if case .store(let key) = outgoing.destination {
+                let shard = Shard.of(key, count: shards)
+                outgoing.shard = shard
+                outgoing.seq = nextSeq[shard]
+                nextSeq[shard] += 1
+                awaiting[shard].insert(outgoing.seq)
+            }
+            pending.add(id: outgoing.command.requestID, payload: outgoing, now: now)
+            outstanding[queueName(outgoing), default: 0] += 1
+            outstandingChanged = true
+            transmit(outgoing)
         }
 
         var workerPIDs: [String: String] = [:]
@@ -254,8 +285,8 @@ public final class BusClient: Sendable {
             if stopping {
                 let now = monotonicNanos()
                 let deadline = drainDeadline.load(ordering: .relaxed)
-                if pending.count == 0 || now >= deadline {
-                    for outgoing in pending.removeAll() { outgoing.completion(.failure(.closed)) }
+                if (pending.count == 0 && held.isEmpty) || now >= deadline {
+                    for outgoing in pending.removeAll() + held { outgoing.completion(.failure(.closed)) }
                     return
                 }
                 let untilDeadline = Int((deadline - now) / 1_000_000) + 1
@@ -271,17 +302,12 @@ public final class BusClient: Sendable {
                     return (state.queue, state.stopping)
                 }
                 let now = monotonicNanos()
-                for var outgoing in queue {
-                    outgoing.deadline = now + policy.deadline
-                    if case .store(let shard) = outgoing.destination {
-                        outgoing.seq = nextSeq[shard]
-                        nextSeq[shard] += 1
-                        awaiting[shard].insert(outgoing.seq)
+                for outgoing in queue {
+                    if resharding != nil, case .store = outgoing.destination {
+                        held.append(outgoing)
+                    } else {
+                        admit(outgoing, now: now)
                     }
-                    pending.add(id: outgoing.command.requestID, payload: outgoing, now: now)
-                    outstanding[queueName(outgoing.destination), default: 0] += 1
-                    outstandingChanged = true
-                    transmit(outgoing)
                 }
             }
 
@@ -311,8 +337,7 @@ public final class BusClient: Sendable {
                         if let known = workerPIDs[worker], known != pid {
                             // A replacement: what the old worker held in its queue
                             // died with it. Resend now rather than at the timeout.
-                            let destination = Self.destination(ofWorker: worker)
-                            let lost = pending.resendNow(now: monotonicNanos()) { $0.destination == destination }
+                            let lost = pending.resendNow(now: monotonicNanos()) { queueName($0) == Endpoints.queue(ofWorker: worker) }
                             if !lost.isEmpty {
                                 logger.info("worker replaced, resending", metadata: ["worker": "\(worker)", "commands": "\(lost.count)"])
                             }
@@ -320,6 +345,13 @@ public final class BusClient: Sendable {
                         }
                         workerPIDs[worker] = pid
                         callbacks.heartbeat(worker, event.body)
+                    case .storeShards:
+                        // Repeated by the supervisor every half second until it restarts.
+                        guard let count = Int(String(decoding: event.body, as: UTF8.self)), count > 0,
+                            count != (resharding ?? shards) else { break }
+                        logger.info("store shard count changing", metadata: ["from": "\(shards)", "to": "\(count)"])
+                        try addShards(upTo: count)
+                        resharding = count
                     }
                 }
                 if !roomEvents.isEmpty { callbacks.roomEvents(roomEvents) }
@@ -335,6 +367,15 @@ public final class BusClient: Sendable {
                     settled(outgoing)
                     outgoing.completion(.failure(.timedOut))
                 }
+            }
+            if let target = resharding, awaiting.allSatisfy(\.isEmpty) {
+                shards = target
+                resharding = nil
+                shardCount.store(target, ordering: .relaxed)
+                logger.info("store shard count changed", metadata: ["shards": "\(target)", "held.commands": "\(held.count)"])
+                let now = monotonicNanos()
+                for outgoing in held { admit(outgoing, now: now) }
+                held.removeAll()
             }
             if outstandingChanged {
                 outstandingSnapshot.withLock { $0 = outstanding }

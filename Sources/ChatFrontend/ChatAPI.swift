@@ -15,7 +15,7 @@ struct ChatAPI: Sendable {
         let router = Router(context: Context.self)
         router.add(middleware: JSONErrorMiddleware())
         router.get("/healthz") { _, _ in
-            let expected = (0..<services.config.storeShards).map { "store.\($0)" } + ["receipts.0", "search.0", "files.0"]
+            let expected = (0..<services.bus.storeShards).map { "store.\($0)" } + ["receipts.0", "search.0", "files.0"]
             return services.health.allAlive(expected)
                 ? Response.json(.ok, Array(#"{"status":"ok"}"#.utf8))
                 : Response.json(.serviceUnavailable, Array(#"{"status":"starting"}"#.utf8))

@@ -172,7 +172,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             guard target != identity.id else { return .refused(.forbidden, ClientJSON.detail("Cannot open a direct room with yourself.")) }
             let pair = [identity.id, target].sorted().joined(separator: "|")
             let body = (try? JSONEncoder().encode(Requests.RoomDirect(userID: target, newRoomID: IDs.uuid7()))) ?? Data()
-            switch await services.bus.request(.roomDirect, to: .store(shard: services.bus.shard(for: pair)), user: [UInt8](identityJSON), body: [UInt8](body)) {
+            switch await services.bus.request(.roomDirect, to: .store(key: pair), user: [UInt8](identityJSON), body: [UInt8](body)) {
             case .success(let reply) where reply.status == .ok || reply.status == .created:
                 guard let room = (try? JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any])?["id"] as? String else {
                     return .refused(.internalServerError, ClientJSON.detail("A server error occurred."))
@@ -185,7 +185,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             }
         }
         let body = (try? JSONEncoder().encode(Requests.RoomRef(roomID: roomID))) ?? Data()
-        let result = await services.bus.request(.roomEnter, to: .store(shard: services.bus.shard(for: roomID)), user: [UInt8](identityJSON), body: [UInt8](body))
+        let result = await services.bus.request(.roomEnter, to: .store(key: roomID), user: [UInt8](identityJSON), body: [UInt8](body))
         switch result {
         case .success(let reply) where reply.status == .ok:
             let ip: String? = switch peer {

@@ -16,6 +16,7 @@ public struct FrontendConfig: Sendable {
     public var chat: ChatConfig
     /// Unique per process start, so replies meant for a previous incarnation are ignored.
     public var frontendID: String
+    /// The store shard count at start; the supervisor may change it (`BusClient.storeShards`).
     public var storeShards: Int
     /// This frontend's place among the supervisor's children (`frontend`),
     /// the same for every process that fills it.
@@ -104,7 +105,9 @@ public enum Frontend {
             supervisor.send(["READY": "1", "CHATD_CHILD": config.slot])
             channel.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { _ in
                 let queues = bus.outstanding().sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: " ")
-                supervisor.send(["WATCHDOG": "1", "CHATD_CHILD": config.slot, "CHATD_QUEUES": queues])
+                supervisor.send([
+                    "WATCHDOG": "1", "CHATD_CHILD": config.slot, "CHATD_QUEUES": queues, "CHATD_STORE_SHARDS": String(bus.storeShards),
+                ])
             }
         }
         try await ServiceGroup(configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()

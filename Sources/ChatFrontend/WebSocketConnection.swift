@@ -68,7 +68,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     /// Sends a command whose answer this connection does not wait for.
     private func command(_ kind: CommandKind, _ body: some Encodable, onReply: (@Sendable (Result<Event, BusFailure>) -> Void)? = nil) {
         guard let bytes = try? JSONEncoder().encode(body) else { return }
-        let destination = Destination.of(kind, shardKey: roomID, client: services.bus)
+        let destination = Destination.of(kind, shardKey: roomID)
         services.bus.send(kind, to: destination, user: identityJSON, body: [UInt8](bytes)) { result in onReply?(result) }
     }
 
@@ -237,7 +237,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         let me = NIOLoopBound(self, eventLoop: loop)
         // Enqueued synchronously, so this connection's messages reach the
         // shard in the order the client sent them.
-        services.bus.send(.messageCreate, to: .store(shard: services.bus.shard(for: roomID)), user: identityJSON, body: [UInt8](body)) { result in
+        services.bus.send(.messageCreate, to: .store(key: roomID), user: identityJSON, body: [UInt8](body)) { result in
             loop.execute {
                 let connection = me.value
                 switch result {

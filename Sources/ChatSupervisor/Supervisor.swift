@@ -25,6 +25,8 @@ struct ChildState {
     var lastHeartbeat = Date.distantPast
     /// A frontend's commands awaiting an answer, per queue (its heartbeats say).
     var outstanding: [String: Int] = [:]
+    /// The store shard count a frontend sends by (its heartbeats say).
+    var storeShards: Int?
 }
 
 /// `chatd serve`: owns the bus broker and the children, nothing else. Spawns
@@ -55,6 +57,9 @@ public final class Supervisor: @unchecked Sendable {
     private let systemd = Notifier()
     private var toldReady = false
     private var lastStatus = ""
+    /// Store shards now; `ctl scale store <n>` and a reload change it.
+    private var storeShards: Int
+    private var storeScaleInProgress = false
     private lazy var spawner = ChildSpawner(queue: queue)
     /// The listening socket systemd passed (chatd.socket), handed to every frontend.
     private var activatedSocket: CInt?
@@ -78,22 +83,25 @@ public final class Supervisor: @unchecked Sendable {
         self.baseArguments = baseArguments
         self.logger = logger
         self.graceSeconds = graceSeconds
+        self.storeShards = config.resolvedStoreWorkers
     }
 
     var specs: [ChildSpec] {
-        let shards = config.resolvedStoreWorkers
-        var specs = [ChildSpec(name: "frontend", arguments: ["frontend", "--shards", String(shards)])]
-        for shard in 0..<shards {
-            specs.append(ChildSpec(name: "store.\(shard)", arguments: ["worker", "--role", "store", "--shard", String(shard), "--shards", String(shards)]))
-        }
+        var specs = [frontendSpec]
+        for shard in 0..<storeShards { specs.append(workerSpec("store", shard)) }
         // One each of the other roles: receipts may be scaled by config;
         // search owns one index file, files is I/O-bound.
         for (role, count) in [("receipts", config.receiptsWorkers), ("search", 1), ("files", 1)] {
-            for index in 0..<count {
-                specs.append(ChildSpec(name: "\(role).\(index)", arguments: ["worker", "--role", role, "--shard", String(index), "--shards", String(shards)]))
-            }
+            for index in 0..<count { specs.append(workerSpec(role, index)) }
         }
         return specs
+    }
+
+    /// A frontend started now sends by the current store shard count.
+    var frontendSpec: ChildSpec { ChildSpec(name: "frontend", arguments: ["frontend", "--shards", String(storeShards)]) }
+
+    func workerSpec(_ role: String, _ index: Int) -> ChildSpec {
+        ChildSpec(name: "\(role).\(index)", arguments: ["worker", "--role", role, "--shard", String(index)])
     }
 
     /// Runs until SIGTERM or SIGINT; returns the process exit status.
@@ -105,10 +113,11 @@ public final class Supervisor: @unchecked Sendable {
         guard ("ipc://" + runtime + "/store-999.out").utf8.count < 107 + 6 else {
             throw ConfigError.invalid("runtimeDir", "\(runtime) is too long for Unix socket paths")
         }
-        let queues = (0..<config.resolvedStoreWorkers).map { Endpoints.queue(.store, shard: $0) }
+        let queues = (0..<storeShards).map { Endpoints.queue(.store, shard: $0) }
             + Role.allCases.filter { $0 != .store }.map { Endpoints.queue($0) }
         let broker = try Broker(runtimeDir: runtime, queues: queues, logger: logger)
         try broker.start()
+        broker.announce(storeShards: storeShards)
         self.broker = broker
         listener = try NotifyListener(path: (runtime as NSString).appendingPathComponent("notify.sock"), queue: queue) { [weak self] fields in
             self?.childReported(fields)
@@ -129,7 +138,7 @@ public final class Supervisor: @unchecked Sendable {
             signalSources.append(source)
         }
         queue.sync {
-            logger.info("supervisor starting", metadata: ["store.workers": "\(config.resolvedStoreWorkers)", "pid": "\(getpid())"])
+            logger.info("supervisor starting", metadata: ["store.workers": "\(storeShards)", "pid": "\(getpid())"])
             for spec in specs {
                 children[spec.name] = ChildState(spec: spec)
                 start(spec.name)
@@ -192,6 +201,7 @@ public final class Supervisor: @unchecked Sendable {
             child.ready = true
         }
         if fields["READY"] == "1" || fields["WATCHDOG"] == "1" { child.lastHeartbeat = Date() }
+        if let shards = fields["CHATD_STORE_SHARDS"].flatMap(Int.init) { child.storeShards = shards }
         if let queues = fields["CHATD_QUEUES"] {
             child.outstanding = [:]
             for pair in queues.split(separator: " ") {
@@ -340,16 +350,20 @@ public final class Supervisor: @unchecked Sendable {
         case .success(let fresh):
             if let level = Logger.Level(rawValue: fresh.logLevel) { logger.logLevel = level }
             let receipts = fresh.receiptsWorkers
-            let unchangeable = fresh.resolvedStoreWorkers != config.resolvedStoreWorkers || fresh.listen != config.listen
-                || fresh.dataDir != config.dataDir || fresh.runtimeDir != config.runtimeDir
+            let unchangeable = fresh.listen != config.listen || fresh.dataDir != config.dataDir || fresh.runtimeDir != config.runtimeDir
             config.logLevel = fresh.logLevel
             config.hangTimeoutSeconds = fresh.hangTimeoutSeconds
             logger.info("reloaded", metadata: [
                 "log.level": "\(fresh.logLevel)", "receipts.workers": "\(receipts)",
-                "needs.restart": "\(unchangeable ? "listen, directories or store shards changed: restart to apply" : "no")",
+                "store.workers": "\(fresh.resolvedStoreWorkers)",
+                "needs.restart": "\(unchangeable ? "listen or directories changed: restart to apply" : "no")",
             ])
             scale(role: "receipts", to: receipts) { _ in }
             config.receiptsWorkers = receipts
+            if fresh.resolvedStoreWorkers != storeShards {
+                let logger = self.logger
+                scale(role: "store", to: fresh.resolvedStoreWorkers) { logger.info("store scale after reload", metadata: ["result": "\($0)"]) }
+            }
         }
         systemd.send(["READY": "1", "STATUS": lastStatus])
     }
@@ -436,16 +450,18 @@ public final class Supervisor: @unchecked Sendable {
         }
     }
 
-    /// Changes how many workers a round-robin role runs. Store shards own
-    /// rooms by hash and cannot change count at run time (yet).
+    /// Changes how many workers a role runs: store shards (see `scaleStore`)
+    /// or receipts workers (round robin on one queue). Search keeps one index
+    /// file and files is I/O-bound: one each.
     private func scale(role: String, to count: Int, reply: @escaping @Sendable (String) -> Void) {
+        if role == "store" { return scaleStore(to: count, reply: reply) }
         guard role == "receipts" else {
-            return reply(Self.json(["error": "only the receipts role scales at run time; store shards are fixed by storeWorkers until restart"]))
+            return reply(Self.json(["error": "store and receipts scale at run time; search and files run one worker each"]))
         }
         let current = children.keys.filter { $0.hasPrefix(role + ".") }.sorted { Int($0.split(separator: ".")[1])! < Int($1.split(separator: ".")[1])! }
         if count > current.count {
             for index in current.count..<count {
-                let spec = ChildSpec(name: "\(role).\(index)", arguments: ["worker", "--role", role, "--shard", String(index), "--shards", String(config.resolvedStoreWorkers)])
+                let spec = workerSpec(role, index)
                 children[spec.name] = ChildState(spec: spec)
                 start(spec.name)
             }
@@ -459,6 +475,67 @@ public final class Supervisor: @unchecked Sendable {
         logger.info("scaled", metadata: ["role": "\(role)", "from": "\(current.count)", "to": "\(count)"])
         updateStatus()
         reply(Self.json(["role": role, "workers": count]))
+    }
+
+    /// Changes the store shard count while serving. Rooms move to the shard
+    /// their id hashes to under the new count; per-room order holds because a
+    /// frontend switches only once nothing it sent to a store shard is
+    /// unanswered, holding back (in order) what comes meanwhile. So: new
+    /// shards start (and say READY), the broker announces the count, every
+    /// frontend reports it in its heartbeat, and only then do shards beyond
+    /// the count stop. Lasts until the supervisor restarts (set
+    /// `storeWorkers` in the configuration and reload to keep it).
+    private func scaleStore(to count: Int, reply: @escaping @Sendable (String) -> Void) {
+        let from = storeShards
+        guard count != from else { return reply(Self.json(["role": "store", "workers": count])) }
+        guard !storeScaleInProgress else { return reply(Self.json(["error": "a store scale is in progress"])) }
+        storeScaleInProgress = true
+        storeShards = count
+        logger.info("scaling store", metadata: ["from": "\(from)", "to": "\(count)"])
+        // A frontend (re)started from now on begins with the new count.
+        children["frontend"]?.spec = frontendSpec
+        if count > from {
+            broker?.add(queues: (from..<count).map { Endpoints.queue(.store, shard: $0) })
+            for shard in from..<count {
+                let spec = workerSpec("store", shard)
+                children[spec.name] = ChildState(spec: spec)
+                start(spec.name)
+            }
+        }
+        let finish: @Sendable (String) -> Void = { [weak self] answer in
+            self?.storeScaleInProgress = false
+            reply(answer)
+        }
+        let newShards = count > from ? (from..<count).map { "store.\($0)" } : []
+        let deadline = Date().addingTimeInterval(config.hangTimeoutSeconds + Double(config.requestTimeoutMilliseconds) / 1000)
+        awaitCondition(deadline: deadline, failure: { finish(Self.json(["error": "new store shards did not become ready; frontends still send by \(from)"])) }) {
+            newShards.allSatisfy { self.children[$0]?.ready == true }
+        } then: {
+            self.broker?.announce(storeShards: count)
+            self.awaitCondition(deadline: deadline, failure: { finish(Self.json(["error": "frontends did not confirm \(count) shards in time"])) }) {
+                self.children.values.filter { $0.spec.name == "frontend" && $0.process != nil }.allSatisfy { $0.storeShards == count }
+            } then: {
+                for shard in count..<max(count, from) {
+                    let process = self.children["store.\(shard)"]?.process
+                    self.children["store.\(shard)"] = nil
+                    if let process { kill(process.pid, SIGTERM) }
+                }
+                self.logger.info("scaled", metadata: ["role": "store", "from": "\(from)", "to": "\(count)"])
+                self.updateStatus()
+                finish(Self.json(["role": "store", "workers": count]))
+            }
+        }
+    }
+
+    /// Checks `condition` on the queue every 50 ms until it holds (`then`) or the deadline passes (`failure`).
+    private func awaitCondition(
+        deadline: Date, failure: @escaping @Sendable () -> Void, _ condition: @escaping @Sendable () -> Bool, then: @escaping @Sendable () -> Void
+    ) {
+        if condition() { return then() }
+        if Date() > deadline || stopping { return failure() }
+        queue.asyncAfter(deadline: .now() + 0.05) { [weak self] in
+            self?.awaitCondition(deadline: deadline, failure: failure, condition, then: then)
+        }
     }
 
     private func stopWorkers() {

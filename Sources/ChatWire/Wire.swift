@@ -176,6 +176,9 @@ public enum Topic {
     public static let roomPrefix = "room."
     public static let replyPrefix = "reply."
     public static let heartbeatPrefix = "hb."
+    /// The store shard count frontends spread commands over (body: the count),
+    /// repeated by the supervisor's broker.
+    public static let storeShards = "ctl.shards"
 
     public static func room(_ id: String) -> String { roomPrefix + id }
     public static func reply(_ frontendID: String) -> String { replyPrefix + frontendID }
@@ -190,6 +193,8 @@ public enum EventKind: String, Sendable {
     case roomEvent = "room.event"
     /// A worker is alive (body = `<role> <shard> <pid>`).
     case heartbeat
+    /// The store shard count (body = decimal count), from the supervisor.
+    case storeShards = "store.shards"
 }
 
 /// A message published by a worker.
@@ -250,6 +255,12 @@ public enum Endpoints {
     /// A command queue: `store-<n>` for a store shard, `receipts` for the receipts role.
     public static func queue(_ role: Role, shard: Int = 0) -> String {
         role == .store ? "store-\(shard)" : role.rawValue
+    }
+    /// The queue a worker (`store.1`, `receipts.0`) takes commands from.
+    public static func queue(ofWorker name: String) -> String? {
+        let parts = name.split(separator: ".")
+        guard parts.count == 2, let role = Role(rawValue: String(parts[0])), let index = Int(parts[1]) else { return nil }
+        return queue(role, shard: index)
     }
     /// Frontends PUSH a queue's commands here.
     public static func queueIn(_ runtime: String, _ queue: String) -> String { "ipc://\(runtime)/\(queue).in" }

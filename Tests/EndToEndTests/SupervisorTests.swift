@@ -1,5 +1,6 @@
 import ChatCore
 import ChatTesting
+import ChatWire
 import Foundation
 import Testing
 
@@ -250,8 +251,71 @@ extension EndToEnd {
             // Scaling: receipts up, store refused.
             #expect(try Self.ctl(server, "scale", "receipts", "2")["workers"] as? Int == 2)
             try await server.waitUntil(timeout: 10, "a second receipts worker") { server.childPIDs(matching: "worker --role receipts").count == 2 }
-            #expect(try Self.ctl(server, "scale", "store", "3")["error"] != nil)
+            #expect(try Self.ctl(server, "scale", "search", "3")["error"] != nil)
             #expect(try Self.ctl(server, "explode")["error"] != nil)
+        }
+
+        @Test func storeShardsChangeWhileServingAndEachRoomKeepsItsOrder() async throws {
+            let server = try await TestServer.start(storeWorkers: 1)
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "alice", "bob")
+            // Rooms that move: off shard 0 when there are 3 shards, and onto shard 1 of 2.
+            var rooms: [String] = []
+            while rooms.count < 12, !(rooms.contains { Shard.of($0, count: 3) != 0 } && rooms.contains { Shard.of($0, count: 2) == 1 }) || rooms.count < 4 {
+                rooms.append(try await Steps.room(server, token: tokens[0], members: ["bob"]))
+            }
+            let onShardOne = try #require(rooms.first { Shard.of($0, count: 2) == 1 })
+            let count = 120
+            let senders = try rooms.map { try server.webSocket("/ws/chat/\($0)/", token: tokens[0]) }
+            let listeners = try rooms.map { try server.webSocket("/ws/chat/\($0)/", token: tokens[1]) }
+            let threads = senders.map { socket in
+                Thread {
+                    for i in 0..<count {
+                        try? socket.send(json: ["type": "message", "content": "m\(i)"])
+                        usleep(4_000)
+                    }
+                }
+            }
+            threads.forEach { $0.start() }
+            // While every room's messages flow: up to 3 shards, then down to 2.
+            // Shard 0 is stopped for the first change, with commands piling up
+            // in its queue: a room that moved must not have newer messages
+            // stored by its new shard before those.
+            try await Task.sleep(for: .milliseconds(100))
+            let shardZero = try #require(server.childPIDs(matching: "--role store --shard 0").first)
+            kill(shardZero, SIGSTOP)
+            try await Task.sleep(for: .milliseconds(100))
+            let scaleUp = Task { try Self.ctl(server, "scale", "store", "3")["workers"] as? Int }
+            try await server.waitUntil(timeout: 10, "three store workers") { server.childPIDs(matching: "worker --role store").count == 3 }
+            try await Task.sleep(for: .milliseconds(300))
+            kill(shardZero, SIGCONT)
+            #expect(try await scaleUp.value == 3)
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(try Self.ctl(server, "scale", "store", "2")["workers"] as? Int == 2)
+            try await server.waitUntil(timeout: 10, "two store workers") { server.childPIDs(matching: "worker --role store").count == 2 }
+
+            // Every listener got every message of its room once, in the order sent; nothing closed.
+            for (room, listener) in zip(rooms, listeners) {
+                var seen: [String] = []
+                while seen.count < count, let event = try listener.receive(type: "message", timeout: 15) {
+                    seen.append(((event["message"] as? [String: Any])?["content"] as? String) ?? "")
+                }
+                let expected = (0..<count).map { "m\($0)" }
+                let stored = try await Steps.contents(server, token: tokens[0], room: room)
+                let (delivered, persisted) = (seen == expected, stored == expected)
+                #expect(delivered, "room \(room) delivered out of order or incomplete from \(seen.indices.first { $0 >= count || seen[$0] != expected[$0] } ?? seen.count)")
+                #expect(persisted, "room \(room) stored out of order or incomplete from \(stored.indices.first { $0 >= count || stored[$0] != expected[$0] } ?? stored.count)")
+            }
+            #expect(!(senders + listeners).contains { $0.isClosed })
+            let status = try Self.ctl(server, "status")
+            let names = (status["children"] as? [[String: Any]] ?? []).compactMap { $0["child"] as? String }.filter { $0.hasPrefix("store.") }
+            #expect(names.sorted() == ["store.0", "store.1"])
+
+            // The new shard really owns its rooms: with shard 0 stopped, a room of shard 1 still takes messages.
+            kill(shardZero, SIGSTOP)
+            defer { kill(shardZero, SIGCONT) }
+            let posted = try await server.request("POST", "/api/chat/rooms/\(onShardOne)/messages/", token: tokens[0], json: ["content": "shard one"])
+            #expect(posted.status == 201)
         }
 
         @Test func sigtermUnderLoadClosesWith1001AndLosesNothing() async throws {
