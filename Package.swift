@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "ChatCore"),
         .target(
             name: "ChatConfig",
-            dependencies: [.product(name: "Configuration", package: "swift-configuration")]
+            dependencies: ["ChatWire", .product(name: "Configuration", package: "swift-configuration")]
         ),
         .target(
             name: "ChatBus",

@@ -13,7 +13,7 @@ import ZeroMQ
 /// subscriptions flowing back, so workers publish without knowing frontends.
 /// It also repeats the store shard count for frontends every half second.
 public final class Broker: @unchecked Sendable {
-    private let runtimeDir: String
+    private let bus: BusAddress
     private let queues: [String]
     private let logger: Logger
     private let context: Context
@@ -25,8 +25,8 @@ public final class Broker: @unchecked Sendable {
     private let lock = NSLock()
 
     /// - Parameter queues: command queue names (`Endpoints.queue`).
-    public init(runtimeDir: String, queues: [String], logger: Logger) throws {
-        self.runtimeDir = runtimeDir
+    public init(bus: BusAddress, queues: [String], logger: Logger) throws {
+        self.bus = bus
         self.queues = queues
         self.logger = logger
         self.context = try Context()
@@ -86,10 +86,10 @@ public final class Broker: @unchecked Sendable {
 
     private func bindAll() throws -> Sockets {
         Sockets(
-            eventsIn: try make(.xsub, Endpoints.eventsIn(runtimeDir)),
-            eventsOut: try make(.xpub, Endpoints.eventsOut(runtimeDir)),
-            queueIn: try queues.map { try make(.pull, Endpoints.queueIn(runtimeDir, $0)) },
-            queueOut: try queues.map { try make(.push, Endpoints.queueOut(runtimeDir, $0)) }
+            eventsIn: try make(.xsub, bus.eventsIn),
+            eventsOut: try make(.xpub, bus.eventsOut),
+            queueIn: try queues.map { try make(.pull, bus.queueIn($0)) },
+            queueOut: try queues.map { try make(.push, bus.queueOut($0)) }
         )
     }
 
@@ -108,8 +108,8 @@ public final class Broker: @unchecked Sendable {
             }
             if stop { return }
             for name in adding where !queues.contains(name) {
-                s.queueIn.append(try make(.pull, Endpoints.queueIn(runtimeDir, name)))
-                s.queueOut.append(try make(.push, Endpoints.queueOut(runtimeDir, name)))
+                s.queueIn.append(try make(.pull, bus.queueIn(name)))
+                s.queueOut.append(try make(.push, bus.queueOut(name)))
                 queues.append(name)
             }
             if let shards, monotonicNanos() - lastAnnounced >= 500_000_000 {

@@ -78,7 +78,7 @@ public final class BusClient: Sendable {
     }
 
     public let frontendID: String
-    private let runtimeDir: String
+    private let bus: BusAddress
     private let initialShards: Int
     private let shardCount: Atomic<Int>
     private let policy: RetryPolicy
@@ -95,11 +95,11 @@ public final class BusClient: Sendable {
     private let outstandingSnapshot = Mutex<[String: Int]>([:])
 
     public init(
-        frontendID: String, runtimeDir: String, storeShards: Int, callbacks: Callbacks, logger: Logger,
+        frontendID: String, bus: BusAddress, storeShards: Int, callbacks: Callbacks, logger: Logger,
         policy: RetryPolicy = .init()
     ) throws {
         self.frontendID = frontendID
-        self.runtimeDir = runtimeDir
+        self.bus = bus
         self.initialShards = storeShards
         self.shardCount = Atomic(storeShards)
         self.callbacks = callbacks
@@ -179,13 +179,13 @@ public final class BusClient: Sendable {
         try events.subscribe(Topic.roomPrefix)
         try events.subscribe(Topic.heartbeatPrefix)
         try events.subscribe(Topic.storeShards)
-        try events.connect(Endpoints.eventsOut(runtimeDir))
+        try events.connect(bus.eventsOut)
 
         func pusher(_ queue: String) throws -> Socket {
             let push = try Socket(context: context, type: .push)
             try push.setHighWaterMarks(send: 0, receive: 0)
             try push.setReconnectInterval(milliseconds: 20)
-            try push.connect(Endpoints.queueIn(runtimeDir, queue))
+            try push.connect(bus.queueIn(queue))
             return push
         }
         var stores: [Socket] = []
@@ -251,7 +251,8 @@ public final class BusClient: Sendable {
             }
             // After this the client has been told the command failed: a
             // worker that gets it later must not carry it out.
-            command.deadline = outgoing.deadline
+            let now = monotonicNanos()
+            command.deadline = wallClockNanos() + (outgoing.deadline > now ? outgoing.deadline - now : 0)
             do {
                 try socket.send(command.encode())
             } catch {

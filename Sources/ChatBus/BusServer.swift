@@ -10,15 +10,15 @@ import ZeroMQ
 public final class BusServer {
     public let role: Role
     public let shard: Int
-    private let runtimeDir: String
+    private let bus: BusAddress
     private let logger: Logger
     private let context: Context
     private var stopRequested = false
 
-    public init(role: Role, shard: Int, runtimeDir: String, logger: Logger) throws {
+    public init(role: Role, shard: Int, bus: BusAddress, logger: Logger) throws {
         self.role = role
         self.shard = shard
-        self.runtimeDir = runtimeDir
+        self.bus = bus
         self.logger = logger
         self.context = try Context()
     }
@@ -42,14 +42,14 @@ public final class BusServer {
         try pub.setReconnectInterval(milliseconds: 20)
         // Replies published in the instant before exit must still leave.
         pub.lingerMilliseconds = 1000
-        try pub.connect(Endpoints.eventsIn(runtimeDir))
+        try pub.connect(bus.eventsIn)
         defer { pub.close() }
         // Commands only once what this worker publishes reaches subscribers.
         guard try awaitEcho(pub: pub, topic: heartbeatTopic, body: heartbeatBody, shouldStop: shouldStop) else { return }
         let pull = try Socket(context: context, type: .pull)
         try pull.setHighWaterMarks(send: 0, receive: 0)
         try pull.setReconnectInterval(milliseconds: 20)
-        try pull.connect(Endpoints.queueOut(runtimeDir, Endpoints.queue(role, shard: shard)))
+        try pull.connect(bus.queueOut(Endpoints.queue(role, shard: shard)))
         defer { pull.close() }
 
         var poller = Poller()
@@ -59,7 +59,7 @@ public final class BusServer {
             let sub = try Socket(context: context, type: .sub)
             try sub.setReconnectInterval(milliseconds: 20)
             try sub.subscribe(Topic.roomPrefix)
-            try sub.connect(Endpoints.eventsOut(runtimeDir))
+            try sub.connect(bus.eventsOut)
             poller.add(.socket(sub))
             news = sub
         }
@@ -103,7 +103,7 @@ public final class BusServer {
                     // when a resend brings an earlier one after later ones.
                     // One whose deadline passed was reported failed: drop it.
                     batch += sequencer.accept(try Command(frames: frames), now: arrival).filter { command in
-                        guard let deadline = command.deadline, arrival > deadline else { return true }
+                        guard let deadline = command.deadline, wallClockNanos() > deadline else { return true }
                         logger.info("dropping an expired command", metadata: ["kind": "\(command.kind.rawValue)", "request.id": "\(command.requestID)"])
                         return false
                     }
@@ -135,7 +135,7 @@ public final class BusServer {
         defer { echo.close() }
         try echo.setReconnectInterval(milliseconds: 20)
         try echo.subscribe(topic)
-        try echo.connect(Endpoints.eventsOut(runtimeDir))
+        try echo.connect(bus.eventsOut)
         var poller = Poller()
         poller.add(.socket(echo))
         while !shouldStop() {

@@ -1,3 +1,4 @@
+import ChatWire
 import Configuration
 import Foundation
 import SystemPackage
@@ -13,8 +14,15 @@ public struct ChatConfig: Sendable, Equatable {
     public var listen: String = "127.0.0.1:8000"
     /// SQLite files, attachments, the generated development secret.
     public var dataDir: String = "./data"
-    /// ipc endpoints of the bus; nil = `<dataDir>/run`.
+    /// Control and notify sockets, and the bus's ipc endpoints; nil = `<dataDir>/run`.
     public var runtimeDir: String?
+    /// The bus across hosts: `tcp://<broker host>:<base port>`. Nil: ipc
+    /// files in the runtime directory (one host).
+    public var bus: String?
+    /// What `chatd serve` runs on this host: `all` (the broker, the frontend
+    /// and every worker), `frontend` (the broker and the frontend; workers on
+    /// other hosts), or `workers` (workers only, connecting to `bus`).
+    public var run: String = "all"
     /// HS256 secret. Nil: one is generated into `<dataDir>/jwt-secret` on first start.
     public var jwtSecret: String?
     public var jwtIssuer: String?
@@ -58,6 +66,11 @@ public struct ChatConfig: Sendable, Equatable {
         config.listen = reader.string(forKey: "listen", default: config.listen)
         config.dataDir = reader.string(forKey: "dataDir", default: config.dataDir)
         config.runtimeDir = reader.string(forKey: "runtimeDir")
+        config.bus = reader.string(forKey: "bus").flatMap { $0.isEmpty ? nil : $0 }
+        config.run = reader.string(forKey: "run", default: config.run)
+        guard ["all", "frontend", "workers"].contains(config.run) else { throw ConfigError.invalid("run", "\(config.run): all, frontend or workers") }
+        if let bus = config.bus, config.busTCP == nil { throw ConfigError.invalid("bus", "\(bus): tcp://<host>:<port>") }
+        if config.run != "all" && config.bus == nil { throw ConfigError.invalid("run", "\(config.run) needs bus: tcp://<host>:<port>") }
         config.jwtSecret = reader.string(forKey: "jwtSecret", isSecret: true)
         config.jwtIssuer = reader.string(forKey: "jwtIssuer")
         config.jwtAudience = reader.string(forKey: "jwtAudience")
@@ -93,6 +106,19 @@ public struct ChatConfig: Sendable, Equatable {
 
     public var resolvedRuntimeDir: String {
         runtimeDir ?? (dataDir as NSString).appendingPathComponent("run")
+    }
+
+    /// `bus` as host and base port.
+    public var busTCP: (host: String, port: Int)? {
+        guard let bus, bus.hasPrefix("tcp://") else { return nil }
+        let rest = bus.dropFirst(6)
+        guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), (1...65000).contains(port),
+            colon > rest.startIndex else { return nil }
+        return (String(rest[..<colon]), port)
+    }
+
+    public var busAddress: BusAddress {
+        busTCP.map { .tcp(host: $0.host, basePort: $0.port) } ?? .ipc(directory: resolvedRuntimeDir)
     }
 
     public var databasePath: String { (dataDir as NSString).appendingPathComponent("chat.sqlite") }

@@ -69,7 +69,7 @@ public enum Frontend {
         let health = HealthState()
         let bus = try BusClient(
             frontendID: config.frontendID,
-            runtimeDir: config.chat.resolvedRuntimeDir,
+            bus: config.chat.busAddress,
             storeShards: config.storeShards,
             callbacks: .init(roomEvents: connections.fanOut, heartbeat: health.record),
             logger: logger,

@@ -86,8 +86,10 @@ public final class Supervisor: @unchecked Sendable {
         self.storeShards = config.resolvedStoreWorkers
     }
 
+    /// The children this host runs (`run`: all, frontend, or workers).
     var specs: [ChildSpec] {
-        var specs = [frontendSpec]
+        var specs = config.run == "workers" ? [] : [frontendSpec]
+        guard config.run != "frontend" else { return specs }
         for shard in 0..<storeShards { specs.append(workerSpec("store", shard)) }
         // One each of the other roles: receipts may be scaled by config;
         // search owns one index file, files is I/O-bound.
@@ -109,16 +111,19 @@ public final class Supervisor: @unchecked Sendable {
         let runtime = config.resolvedRuntimeDir
         activatedSocket = try SocketActivation.listeningSocket()
         try FileManager.default.createDirectory(atPath: runtime, withIntermediateDirectories: true)
-        // ipc:// paths are Unix socket paths: the kernel allows 107 bytes.
-        guard ("ipc://" + runtime + "/store-999.out").utf8.count < 107 + 6 else {
+        // Unix socket paths (control, notify, ipc) may be 107 bytes long.
+        guard (runtime + "/store-999.out").utf8.count < 107 else {
             throw ConfigError.invalid("runtimeDir", "\(runtime) is too long for Unix socket paths")
         }
-        let queues = (0..<storeShards).map { Endpoints.queue(.store, shard: $0) }
-            + Role.allCases.filter { $0 != .store }.map { Endpoints.queue($0) }
-        let broker = try Broker(runtimeDir: runtime, queues: queues, logger: logger)
-        try broker.start()
-        broker.announce(storeShards: storeShards)
-        self.broker = broker
+        // The broker runs where the frontend does; a workers-only host connects to it.
+        if config.run != "workers" {
+            let queues = (0..<storeShards).map { Endpoints.queue(.store, shard: $0) }
+                + Role.allCases.filter { $0 != .store }.map { Endpoints.queue($0) }
+            let broker = try Broker(bus: config.busAddress, queues: queues, logger: logger)
+            try broker.start()
+            broker.announce(storeShards: storeShards)
+            self.broker = broker
+        }
         listener = try NotifyListener(path: (runtime as NSString).appendingPathComponent("notify.sock"), queue: queue) { [weak self] fields in
             self?.childReported(fields)
         }
@@ -151,7 +156,7 @@ public final class Supervisor: @unchecked Sendable {
             }
         }
         done.wait()
-        broker.stop()
+        broker?.stop()
         return 0
     }
 
@@ -488,6 +493,9 @@ public final class Supervisor: @unchecked Sendable {
     private func scaleStore(to count: Int, reply: @escaping @Sendable (String) -> Void) {
         let from = storeShards
         guard count != from else { return reply(Self.json(["role": "store", "workers": count])) }
+        guard config.run == "all" else {
+            return reply(Self.json(["error": "with the frontend and the workers on different hosts, set storeWorkers on both and restart"]))
+        }
         guard !storeScaleInProgress else { return reply(Self.json(["error": "a store scale is in progress"])) }
         storeScaleInProgress = true
         storeShards = count

@@ -28,13 +28,33 @@ public final class TestServer: @unchecked Sendable {
         return found
     }
 
-    /// A loopback port nobody listens on right now.
-    public static func freePort() throws -> Int {
+    /// A new directory under /tmp (short: ipc paths must fit in 107 bytes).
+    public static func temporaryDirectory() throws -> String {
+        var template = Array("/tmp/chatd-test-XXXXXX".utf8CString)
+        guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }).map({ String(cString: $0) }) else {
+            throw TestServerError(description: "mkdtemp failed")
+        }
+        return dir
+    }
+
+    /// `count` consecutive loopback ports nobody listens on right now, below
+    /// the kernel's ephemeral range (32768 up), which outgoing connections
+    /// draw from: a TCP bus takes a base port and the ones after it.
+    public static func freePorts(_ count: Int) throws -> Int {
+        for _ in 0..<100 {
+            let base = Int.random(in: 20_000..<(32_000 - count))
+            if (try? (base..<base + count).allSatisfy({ try freePort($0) == $0 })) == true { return base }
+        }
+        throw TestServerError(description: "no \(count) free consecutive ports")
+    }
+
+    /// A loopback port nobody listens on right now (`wanted`, or any).
+    public static func freePort(_ wanted: Int = 0) throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = 0
+        addr.sin_port = in_port_t(UInt16(wanted).bigEndian)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let ok = withUnsafeMutablePointer(to: &addr) { pointer in
@@ -52,14 +72,12 @@ public final class TestServer: @unchecked Sendable {
     ///   - socketActivated: started by `systemd-socket-activate`, which
     ///     listens on the port and execs chatd with the socket (LISTEN_FDS)
     ///     when the first connection arrives.
+    ///   - dataDir: the data directory (default: a new temporary one).
     public static func start(
         storeWorkers: Int = 1, port: Int? = nil, configFile: String? = nil, environment: [String: String] = [:], timeout: Double = 30,
-        socketActivated: Bool = false
+        socketActivated: Bool = false, dataDir: String? = nil
     ) async throws -> TestServer {
-        var template = Array("/tmp/chatd-test-XXXXXX".utf8CString)
-        guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }).map({ String(cString: $0) }) else {
-            throw TestServerError(description: "mkdtemp failed")
-        }
+        let dir = try dataDir ?? temporaryDirectory()
         let port = try port ?? freePort()
         let secret = (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: 0...UInt64.max)) }.joined()
         let process = Process()

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The inter-process protocol of chatd, version 1: every multipart message that
 /// crosses the ZeroMQ bus is built and parsed here, and nowhere else.
 ///
@@ -7,8 +11,9 @@
 ///
 /// `stream` is `<seq>/<floor>` for commands to a store shard (see
 /// `StreamSequencer`), empty otherwise. `deadline` is when the frontend gives
-/// up on the command (CLOCK_MONOTONIC nanoseconds, shared by the processes of
-/// one host), empty for none: a worker drops a command it gets after it.
+/// up on the command (CLOCK_REALTIME nanoseconds, so that a worker on another
+/// host can tell; hosts keep their clocks in sync with NTP), empty for none:
+/// a worker drops a command it gets after it.
 ///
 /// Events and replies (worker → frontends, PUB/SUB):
 ///
@@ -262,12 +267,46 @@ public enum Endpoints {
         guard parts.count == 2, let role = Role(rawValue: String(parts[0])), let index = Int(parts[1]) else { return nil }
         return queue(role, shard: index)
     }
+}
+
+/// Where the bus's endpoints are. The broker binds them, everyone else
+/// connects, with the same code either way.
+public enum BusAddress: Sendable, Equatable {
+    /// One host: ipc files in the runtime directory.
+    case ipc(directory: String)
+    /// Several hosts: TCP ports from `basePort` on the broker's host.
+    /// `basePort` is events in, +1 events out, then an in and an out port per
+    /// queue: receipts, search, files, store-0, store-1 ... (store shards
+    /// last, so that adding one adds ports without moving the others).
+    case tcp(host: String, basePort: Int)
+
     /// Frontends PUSH a queue's commands here.
-    public static func queueIn(_ runtime: String, _ queue: String) -> String { "ipc://\(runtime)/\(queue).in" }
+    public func queueIn(_ queue: String) -> String { endpoint(queue + ".in", port: Self.queueIndex(queue).map { 2 + 2 * $0 }) }
     /// The queue's workers PULL from here (round robin when there are several).
-    public static func queueOut(_ runtime: String, _ queue: String) -> String { "ipc://\(runtime)/\(queue).out" }
+    public func queueOut(_ queue: String) -> String { endpoint(queue + ".out", port: Self.queueIndex(queue).map { 3 + 2 * $0 }) }
     /// Workers PUB events into the broker here.
-    public static func eventsIn(_ runtime: String) -> String { "ipc://\(runtime)/events.in" }
+    public var eventsIn: String { endpoint("events.in", port: 0) }
     /// Frontends SUB to events here.
-    public static func eventsOut(_ runtime: String) -> String { "ipc://\(runtime)/events.out" }
+    public var eventsOut: String { endpoint("events.out", port: 1) }
+
+    private func endpoint(_ file: String, port offset: Int?) -> String {
+        switch self {
+        case .ipc(let directory): "ipc://\(directory)/\(file)"
+        // An unknown queue name has no port; ZeroMQ refuses the endpoint.
+        case .tcp(let host, let base): "tcp://\(host):\(offset.map { String(base + $0) } ?? "invalid")"
+        }
+    }
+
+    static func queueIndex(_ queue: String) -> Int? {
+        if let index = [Role.receipts, .search, .files].firstIndex(where: { Endpoints.queue($0) == queue }) { return index }
+        guard queue.hasPrefix("store-"), let shard = Int(queue.dropFirst(6)), shard >= 0 else { return nil }
+        return 3 + shard
+    }
+}
+
+/// Wall-clock nanoseconds: what command deadlines are written in.
+public func wallClockNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }

@@ -72,8 +72,9 @@ struct Serve: AsyncParsableCommand {
         let config = try await options.load()
         let logger = options.logger("chatd.supervisor", config)
         try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
-        // Migrate once here, so workers never race each other over the schema.
-        _ = try ChatDatabase(path: config.databasePath)
+        // Migrate once here, so workers never race each other over the schema;
+        // the database lives where the workers run.
+        if config.run != "frontend" { _ = try ChatDatabase(path: config.databasePath) }
         _ = try config.resolveJWTSecret()
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         let options = self.options
@@ -118,7 +119,7 @@ struct WorkerCommand: AsyncParsableCommand {
         guard let role = Role(rawValue: role) else { throw ValidationError("unknown role \(self.role)") }
         let stop = StopFlag()
         let database = try ChatDatabase(path: config.databasePath)
-        let server = try BusServer(role: role, shard: shard, runtimeDir: config.resolvedRuntimeDir, logger: logger)
+        let server = try BusServer(role: role, shard: shard, bus: config.busAddress, logger: logger)
         logger.info("worker ready", metadata: ["pid": "\(getpid())"])
         // Heartbeats to the supervisor (sd_notify): the first says READY=1.
         let supervisor = Notifier()
@@ -154,22 +155,20 @@ struct WorkerCommand: AsyncParsableCommand {
 }
 
 /// Set by SIGTERM/SIGINT; a worker finishes its batch and exits.
-final class StopFlag: @unchecked Sendable {
-    private let flag = Atomic<Bool>(false)
-    // Written only in init.
-    private var sources: [any DispatchSourceSignal] = []
+final class StopFlag: Sendable {
+    /// A plain handler, installed at once: a dispatch signal source needs the
+    /// signal ignored and registers later, on another thread, and a SIGTERM in
+    /// between (a rolling restart of a worker that just started) was lost.
+    private static let requested = Atomic<Bool>(false)
 
     init() {
+        _ = Self.requested.load(ordering: .relaxed)  // initialised before any handler runs
         for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { [unowned self] in self.flag.store(true, ordering: .relaxed) }
-            source.resume()
-            sources.append(source)
+            signal(sig) { _ in StopFlag.requested.store(true, ordering: .relaxed) }
         }
     }
 
-    var isSet: Bool { flag.load(ordering: .relaxed) }
+    var isSet: Bool { Self.requested.load(ordering: .relaxed) }
 }
 
 struct Ctl: AsyncParsableCommand {

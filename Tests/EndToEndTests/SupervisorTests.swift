@@ -130,7 +130,7 @@ extension EndToEnd {
         func theUnitsPassSystemdAnalyzeVerify() throws {
             let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../systemd").standardized
             let names = try FileManager.default.contentsOfDirectory(atPath: source.path).filter { !$0.hasPrefix(".") }.sorted()
-            #expect(names.contains("chatd.service") && names.contains("chatd.socket"))
+            #expect(Set(names).isSuperset(of: ["chatd.service", "chatd.socket", "chatd-workers.service"]))
             let directory = NSTemporaryDirectory() + "chatd-unit-\(UInt32.random(in: 0...UInt32.max))"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -316,6 +316,58 @@ extension EndToEnd {
             defer { kill(shardZero, SIGCONT) }
             let posted = try await server.request("POST", "/api/chat/rooms/\(onShardOne)/messages/", token: tokens[0], json: ["content": "shard one"])
             #expect(posted.status == 201)
+        }
+
+        /// Two supervisors, as on two hosts: one runs the broker and the
+        /// frontend, the other only workers, over a TCP bus (on loopback here).
+        @Test func aWorkersOnlyHostServesOverATCPBus() async throws {
+            let dir = try TestServer.temporaryDirectory()
+            // Events in and out, and an in and an out port for each of 4 queues.
+            let bus = "tcp://127.0.0.1:\(try TestServer.freePorts(2 + 2 * 4))"
+            func startWorkersHost() throws -> Process {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: try TestServer.binary())
+                process.arguments = ["serve", "--die-with-parent"]
+                process.environment = ProcessInfo.processInfo.environment.merging([
+                    "CHAT_RUN": "workers", "CHAT_BUS": bus, "CHAT_DATA_DIR": dir, "CHAT_RUNTIME_DIR": dir + "/run-workers",
+                    "CHAT_STORE_WORKERS": "1", "CHAT_LOG_LEVEL": "info",
+                ]) { $1 }
+                let log = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/workers.log"))
+                log.seekToEndOfFile()
+                process.standardOutput = log
+                process.standardError = log
+                try process.run()
+                return process
+            }
+            FileManager.default.createFile(atPath: dir + "/workers.log", contents: nil)
+            var workers = try startWorkersHost()
+            defer { if workers.isRunning { kill(workers.processIdentifier, SIGKILL) } }
+            let server = try await TestServer.start(environment: ["CHAT_RUN": "frontend", "CHAT_BUS": bus], dataDir: dir)
+            defer { server.stop() }
+            #expect(server.childPIDs(matching: "chatd worker").isEmpty, "the frontend host runs no workers")
+            let children = try Self.ctl(server, "status")["children"] as? [[String: Any]] ?? []
+            #expect(children.compactMap { $0["child"] as? String } == ["frontend"])
+
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+            let bob = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
+            let alice = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
+            try alice.send(json: ["type": "message", "content": "over tcp"])
+            #expect(try bob.receiveMessage(content: "over tcp") != nil)
+
+            // The whole workers host restarts: no client connection drops, and
+            // what was sent while it was away is stored and delivered after.
+            kill(workers.processIdentifier, SIGTERM)
+            workers.waitUntilExit()
+            #expect(workers.terminationStatus == 0)
+            try alice.send(json: ["type": "message", "content": "while away"])
+            workers = try startWorkersHost()
+            #expect(try bob.receiveMessage(content: "while away", timeout: 15) != nil)
+            #expect(!alice.isClosed && !bob.isClosed)
+            #expect(try await Steps.contents(server, token: tokens[0], room: room) == ["over tcp", "while away"])
+            kill(workers.processIdentifier, SIGTERM)
+            workers.waitUntilExit()
+            #expect(workers.terminationStatus == 0)
         }
 
         @Test func sigtermUnderLoadClosesWith1001AndLosesNothing() async throws {
