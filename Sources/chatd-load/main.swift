@@ -23,8 +23,9 @@ struct Options {
     var search: Int?
     /// Instead of measuring throughput: this many SIGKILLs of a store worker, timed.
     var recovery: Int?
-    /// During the throughput run, a rolling restart of the store shards (`chatd ctl restart store`).
-    var rollingRestart = false
+    /// A `chatd ctl` command issued one second into the throughput run:
+    /// `restart store` (--rolling-restart) or `scale store N` (--scale-store N).
+    var duringRun: [String]?
     /// Instead of measuring throughput: the chaos run, this many kill rounds.
     var chaos: Int?
 
@@ -44,11 +45,12 @@ struct Options {
             case ("--search", let v?): search = v
             case ("--recovery", let v?): recovery = v
             case ("--chaos", let v?): chaos = v
+            case ("--scale-store", let v?): duringRun = ["scale", "store", String(v)]
             case ("--rolling-restart", _):
-                rollingRestart = true
+                duringRun = ["restart", "store"]
                 i -= 1
             default:
-                FileHandle.standardError.write(Data("usage: chatd-load [--store-workers N] [--rooms N] [--senders N] [--messages N per sender] [--window N] [--runs N] | --rest-fixture FILE\n".utf8))
+                FileHandle.standardError.write(Data("usage: chatd-load [--store-workers N] [--rooms N] [--senders N] [--messages N per sender] [--window N] [--runs N] [--rolling-restart | --scale-store N] | --rest-fixture FILE | --fanout N | --search N | --recovery N | --chaos N\n".utf8))
                 exit(2)
             }
             i += 2
@@ -173,13 +175,12 @@ func measure(_ options: Options) async throws -> (seconds: Double, messages: Int
     let watched = processes(server)
     let cpuBefore = watched.map { cpuSeconds($0.1) }
     let start = Date()
-    if options.rollingRestart {
-        // A rolling restart of every store shard, one second into the run.
+    if let words = options.duringRun {
         Thread {
             usleep(1_000_000)
             let began = Date()
-            let answer = (try? server.ctl(["restart", "store"])) ?? "failed"
-            print(String(format: "  rolling restart of the store shards took %.2f s: %@", Date().timeIntervalSince(began), answer.trimmingCharacters(in: .whitespacesAndNewlines)))
+            let answer = (try? server.ctl(words)) ?? "failed"
+            print(String(format: "  chatd ctl %@ took %.2f s: %@", words.joined(separator: " "), Date().timeIntervalSince(began), answer.trimmingCharacters(in: .whitespacesAndNewlines)))
         }.start()
     }
     runAllIgnoringFailures(members)
