@@ -108,9 +108,18 @@ public final class Broker: @unchecked Sendable {
             }
             if stop { return }
             for name in adding where !queues.contains(name) {
-                s.queueIn.append(try make(.pull, bus.queueIn(name)))
-                s.queueOut.append(try make(.push, bus.queueOut(name)))
-                queues.append(name)
+                var input: Socket?
+                do {
+                    input = try make(.pull, bus.queueIn(name))
+                    let output = try make(.push, bus.queueOut(name))
+                    s.queueIn.append(input!)
+                    s.queueOut.append(output)
+                    queues.append(name)
+                } catch {
+                    // Commands for this queue will time out (503) until the cause is fixed.
+                    input?.close()
+                    logger.critical("cannot bind a new queue", metadata: ["queue": "\(name)", "error": "\(error)"])
+                }
             }
             if let shards, monotonicNanos() - lastAnnounced >= 500_000_000 {
                 try s.eventsOut.send(Event(topic: Topic.storeShards, kind: .storeShards, key: "", body: Array(String(shards).utf8)).encode())

@@ -81,6 +81,7 @@ public final class BusClient: Sendable {
     private let bus: BusAddress
     private let initialShards: Int
     private let shardCount: Atomic<Int>
+    private let reshardingSnapshot = Atomic<Bool>(false)
     private let policy: RetryPolicy
     private let callbacks: Callbacks
     private let logger: Logger
@@ -117,6 +118,13 @@ public final class BusClient: Sendable {
             } catch {
                 self.logger.critical("bus thread failed", metadata: ["error": "\(error)"])
             }
+            // Nothing sent from now on can be answered: refuse it at once.
+            let queued = outbox.withLock { state in
+                state.stopping = true
+                defer { state.queue.removeAll() }
+                return state.queue
+            }
+            for outgoing in queued { outgoing.completion(.failure(.closed)) }
             self.finished.signal()
         }
         t.name = "chatd-bus"
@@ -145,6 +153,8 @@ public final class BusClient: Sendable {
     /// How many store shards commands are spread over now. Changes when the
     /// supervisor announces a new count (`chatd ctl scale store <n>`).
     public var storeShards: Int { shardCount.load(ordering: .relaxed) }
+    /// A new count was announced and this frontend has not switched to it yet.
+    public var isChangingStoreShards: Bool { reshardingSnapshot.load(ordering: .relaxed) }
 
     /// A fresh request id, unique within this frontend process.
     public func makeRequestID() -> String {
@@ -154,9 +164,11 @@ public final class BusClient: Sendable {
     /// Queues a command (thread-safe, non-blocking). `completion` runs on the bus thread.
     public func send(_ kind: CommandKind, to destination: Destination, user: [UInt8], body: [UInt8], completion: @escaping Completion) {
         let command = Command(kind: kind, requestID: makeRequestID(), origin: frontendID, user: user, body: body)
+        // The deadline runs from here, whatever the command waits for on the way.
+        let outgoing = Outgoing(destination: destination, command: command, completion: completion, deadline: monotonicNanos() + policy.deadline)
         let accepted = outbox.withLock { state -> Bool in
             guard !state.stopping else { return false }
-            state.queue.append(Outgoing(destination: destination, command: command, completion: completion))
+            state.queue.append(outgoing)
             return true
         }
         if accepted { wakeup.signal() } else { completion(.failure(.closed)) }
@@ -222,6 +234,8 @@ public final class BusClient: Sendable {
         // on two shards at once, and each socket's commands keep their order.
         var resharding: Int?
         var held: [Outgoing] = []
+        // However the loop ends, nobody is left waiting for an answer.
+        defer { for outgoing in pending.removeAll() + held { outgoing.completion(.failure(.closed)) } }
 
         func floor(_ shard: Int) -> UInt64 {
             while lowest[shard] < nextSeq[shard] && !awaiting[shard].contains(lowest[shard]) { lowest[shard] += 1 }
@@ -261,7 +275,6 @@ public final class BusClient: Sendable {
         }
         func admit(_ outgoing: Outgoing, now: UInt64) {
             var outgoing = outgoing
-            outgoing.deadline = now + policy.deadline
             if case .store(let key) = outgoing.destination {
                 let shard = Shard.of(key, count: shards)
                 outgoing.shard = shard
@@ -269,10 +282,14 @@ public final class BusClient: Sendable {
                 nextSeq[shard] += 1
                 awaiting[shard].insert(outgoing.seq)
             }
-            pending.add(id: outgoing.command.requestID, payload: outgoing, now: now)
+            pending.add(id: outgoing.command.requestID, payload: outgoing, now: now, deadline: outgoing.deadline)
             outstanding[queueName(outgoing), default: 0] += 1
             outstandingChanged = true
             transmit(outgoing)
+        }
+        var heldCount: Int {
+            get { outstanding["held"] ?? 0 }
+            set { outstanding["held"] = newValue > 0 ? newValue : nil; outstandingChanged = true }
         }
 
         var workerPIDs: [String: String] = [:]
@@ -288,6 +305,7 @@ public final class BusClient: Sendable {
                 let deadline = drainDeadline.load(ordering: .relaxed)
                 if (pending.count == 0 && held.isEmpty) || now >= deadline {
                     for outgoing in pending.removeAll() + held { outgoing.completion(.failure(.closed)) }
+                    held.removeAll()
                     return
                 }
                 let untilDeadline = Int((deadline - now) / 1_000_000) + 1
@@ -306,6 +324,7 @@ public final class BusClient: Sendable {
                 for outgoing in queue {
                     if resharding != nil, case .store = outgoing.destination {
                         held.append(outgoing)
+                        heldCount += 1
                     } else {
                         admit(outgoing, now: now)
                     }
@@ -350,9 +369,13 @@ public final class BusClient: Sendable {
                         // Repeated by the supervisor every half second until it restarts.
                         guard let count = Int(String(decoding: event.body, as: UTF8.self)), count > 0,
                             count != (resharding ?? shards) else { break }
-                        logger.info("store shard count changing", metadata: ["from": "\(shards)", "to": "\(count)"])
-                        try addShards(upTo: count)
-                        resharding = count
+                        do {
+                            try addShards(upTo: count)
+                            logger.info("store shard count changing", metadata: ["from": "\(shards)", "to": "\(count)"])
+                            resharding = count
+                        } catch {
+                            logger.error("cannot reach the new store shards, keeping the count", metadata: ["to": "\(count)", "error": "\(error)"])
+                        }
                     }
                 }
                 if !roomEvents.isEmpty { callbacks.roomEvents(roomEvents) }
@@ -369,6 +392,12 @@ public final class BusClient: Sendable {
                     outgoing.completion(.failure(.timedOut))
                 }
             }
+            if !held.isEmpty {
+                // Held past their deadline: their senders are told, as for any timeout.
+                let now = monotonicNanos()
+                for outgoing in held where outgoing.deadline <= now { outgoing.completion(.failure(.timedOut)) }
+                held.removeAll { $0.deadline <= now }
+            }
             if let target = resharding, awaiting.allSatisfy(\.isEmpty) {
                 shards = target
                 resharding = nil
@@ -378,6 +407,8 @@ public final class BusClient: Sendable {
                 for outgoing in held { admit(outgoing, now: now) }
                 held.removeAll()
             }
+            if heldCount != held.count { heldCount = held.count }
+            reshardingSnapshot.store(resharding != nil, ordering: .relaxed)
             if outstandingChanged {
                 outstandingSnapshot.withLock { $0 = outstanding }
                 outstandingChanged = false

@@ -106,7 +106,7 @@ public enum Frontend {
             channel.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { _ in
                 let queues = bus.outstanding().sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: " ")
                 supervisor.send([
-                    "WATCHDOG": "1", "CHATD_CHILD": config.slot, "CHATD_QUEUES": queues, "CHATD_STORE_SHARDS": String(bus.storeShards),
+                    "WATCHDOG": "1", "CHATD_CHILD": config.slot, "CHATD_QUEUES": queues, "CHATD_STORE_SHARDS": bus.isChangingStoreShards ? "changing" : String(bus.storeShards),
                 ])
             }
         }

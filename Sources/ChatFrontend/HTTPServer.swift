@@ -48,6 +48,10 @@ struct HTTPServer: Service {
         case .inherited(let fd):
             try await bootstrap.bind(fd, cleanupExistingSocketFile: false, serverBackPressureStrategy: nil, childChannelInitializer: setup)
         }
+        // NIO calls listen(fd, 128) on a socket it is given, before any option
+        // applies, and the queue length belongs to the socket systemd shares
+        // with every later frontend: set it back to chatd.socket's Backlog=.
+        if case .inherited(let fd) = source { _ = listen(fd, 4096) }
         let stopped = server.channel.eventLoop.makePromise(of: Void.self)
         await withGracefulShutdownHandler {
             onRunning(server.channel)

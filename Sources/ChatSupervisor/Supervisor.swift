@@ -206,7 +206,8 @@ public final class Supervisor: @unchecked Sendable {
             child.ready = true
         }
         if fields["READY"] == "1" || fields["WATCHDOG"] == "1" { child.lastHeartbeat = Date() }
-        if let shards = fields["CHATD_STORE_SHARDS"].flatMap(Int.init) { child.storeShards = shards }
+        // A count, or "changing" while the frontend waits to switch.
+        if let shards = fields["CHATD_STORE_SHARDS"] { child.storeShards = Int(shards) }
         if let queues = fields["CHATD_QUEUES"] {
             child.outstanding = [:]
             for pair in queues.split(separator: " ") {
@@ -363,9 +364,9 @@ public final class Supervisor: @unchecked Sendable {
                 "store.workers": "\(fresh.resolvedStoreWorkers)",
                 "needs.restart": "\(unchangeable ? "listen or directories changed: restart to apply" : "no")",
             ])
-            scale(role: "receipts", to: receipts) { _ in }
+            if config.run != "frontend" { scale(role: "receipts", to: receipts) { _ in } }
             config.receiptsWorkers = receipts
-            if fresh.resolvedStoreWorkers != storeShards {
+            if fresh.resolvedStoreWorkers != storeShards && config.run == "all" {
                 let logger = self.logger
                 scale(role: "store", to: fresh.resolvedStoreWorkers) { logger.info("store scale after reload", metadata: ["result": "\($0)"]) }
             }
@@ -460,6 +461,7 @@ public final class Supervisor: @unchecked Sendable {
     /// file and files is I/O-bound: one each.
     private func scale(role: String, to count: Int, reply: @escaping @Sendable (String) -> Void) {
         if role == "store" { return scaleStore(to: count, reply: reply) }
+        guard config.run != "frontend" else { return reply(Self.json(["error": "this host runs no workers (run: frontend)"])) }
         guard role == "receipts" else {
             return reply(Self.json(["error": "store and receipts scale at run time; search and files run one worker each"]))
         }
@@ -471,11 +473,7 @@ public final class Supervisor: @unchecked Sendable {
                 start(spec.name)
             }
         } else {
-            for name in current.suffix(current.count - count) {
-                let process = children[name]?.process
-                children[name] = nil
-                if let process { kill(process.pid, SIGTERM) }
-            }
+            stop(children: Array(current.suffix(current.count - count)))
         }
         logger.info("scaled", metadata: ["role": "\(role)", "from": "\(current.count)", "to": "\(count)"])
         updateStatus()
@@ -490,47 +488,63 @@ public final class Supervisor: @unchecked Sendable {
     /// frontend reports it in its heartbeat, and only then do shards beyond
     /// the count stop. Lasts until the supervisor restarts (set
     /// `storeWorkers` in the configuration and reload to keep it).
+    ///
+    /// If the new shards do not come up, the change is undone. If frontends
+    /// do not confirm in time, the broker keeps announcing the new count and
+    /// the old shards keep running; running the same command again finishes it.
     private func scaleStore(to count: Int, reply: @escaping @Sendable (String) -> Void) {
-        let from = storeShards
-        guard count != from else { return reply(Self.json(["role": "store", "workers": count])) }
         guard config.run == "all" else {
             return reply(Self.json(["error": "with the frontend and the workers on different hosts, set storeWorkers on both and restart"]))
         }
         guard !storeScaleInProgress else { return reply(Self.json(["error": "a store scale is in progress"])) }
+        let from = storeShards
         storeScaleInProgress = true
         storeShards = count
         logger.info("scaling store", metadata: ["from": "\(from)", "to": "\(count)"])
         // A frontend (re)started from now on begins with the new count.
         children["frontend"]?.spec = frontendSpec
-        if count > from {
-            broker?.add(queues: (from..<count).map { Endpoints.queue(.store, shard: $0) })
-            for shard in from..<count {
-                let spec = workerSpec("store", shard)
-                children[spec.name] = ChildState(spec: spec)
-                start(spec.name)
-            }
+        broker?.add(queues: (0..<count).map { Endpoints.queue(.store, shard: $0) })
+        // Shards a failed scale-down left running are reused, not started twice.
+        let started = (0..<count).map { "store.\($0)" }.filter { children[$0] == nil }
+        for name in started {
+            children[name] = ChildState(spec: workerSpec("store", Int(name.dropFirst(6))!))
+            start(name)
         }
         let finish: @Sendable (String) -> Void = { [weak self] answer in
             self?.storeScaleInProgress = false
+            self?.updateStatus()
             reply(answer)
         }
-        let newShards = count > from ? (from..<count).map { "store.\($0)" } : []
         let deadline = Date().addingTimeInterval(config.hangTimeoutSeconds + Double(config.requestTimeoutMilliseconds) / 1000)
-        awaitCondition(deadline: deadline, failure: { finish(Self.json(["error": "new store shards did not become ready; frontends still send by \(from)"])) }) {
-            newShards.allSatisfy { self.children[$0]?.ready == true }
+        awaitCondition(deadline: deadline, failure: {
+            // Frontends were not told yet: undo.
+            self.storeShards = from
+            self.children["frontend"]?.spec = self.frontendSpec
+            self.stop(children: started)
+            finish(Self.json(["error": "new store shards did not become ready; still \(from) shards"]))
+        }) {
+            (0..<count).allSatisfy { self.children["store.\($0)"]?.ready == true }
         } then: {
             self.broker?.announce(storeShards: count)
-            self.awaitCondition(deadline: deadline, failure: { finish(Self.json(["error": "frontends did not confirm \(count) shards in time"])) }) {
+            self.awaitCondition(deadline: deadline, failure: {
+                finish(Self.json(["error": "frontends did not confirm \(count) shards in time; shards beyond it keep running, run this again to finish"]))
+            }) {
                 self.children.values.filter { $0.spec.name == "frontend" && $0.process != nil }.allSatisfy { $0.storeShards == count }
             } then: {
-                for shard in count..<max(count, from) {
-                    let process = self.children["store.\(shard)"]?.process
-                    self.children["store.\(shard)"] = nil
-                    if let process { kill(process.pid, SIGTERM) }
-                }
+                self.stop(children: self.children.keys.filter { $0.hasPrefix("store.") && Int($0.dropFirst(6)).map { $0 >= count } == true })
                 self.logger.info("scaled", metadata: ["role": "store", "from": "\(from)", "to": "\(count)"])
-                self.updateStatus()
                 finish(Self.json(["role": "store", "workers": count]))
+            }
+        }
+    }
+
+    /// Children no longer wanted: forgotten, then SIGTERM (SIGKILL after the grace).
+    private func stop(children names: [String]) {
+        for name in names {
+            guard let process = children.removeValue(forKey: name)?.process else { continue }
+            kill(process.pid, SIGTERM)
+            queue.asyncAfter(deadline: .now() + graceSeconds) {
+                if process.termination == nil { kill(process.pid, SIGKILL) }
             }
         }
     }

@@ -29,9 +29,11 @@ public struct PendingRequests<Payload> {
 
     public var count: Int { entries.count }
 
-    /// Records a command that was just sent.
-    public mutating func add(id: String, payload: Payload, now: UInt64) {
-        entries[id] = Entry(payload: payload, nextRetry: now + policy.retryInterval, deadline: now + policy.deadline, attempts: 1)
+    /// Records a command that was just sent; it fails at `deadline`
+    /// (default: the policy's deadline from now).
+    public mutating func add(id: String, payload: Payload, now: UInt64, deadline: UInt64? = nil) {
+        let deadline = deadline ?? now + policy.deadline
+        entries[id] = Entry(payload: payload, nextRetry: min(now + policy.retryInterval, deadline), deadline: deadline, attempts: 1)
     }
 
     /// A reply arrived. Returns the payload, or nil for an unknown id (a second

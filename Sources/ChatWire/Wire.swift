@@ -127,7 +127,7 @@ public struct Command: Sendable, Equatable {
     /// Position in the frontend's stream to a store shard, and the lowest
     /// position it still awaits a reply for.
     public var stream: (seq: UInt64, floor: UInt64)?
-    /// CLOCK_MONOTONIC nanoseconds after which the frontend no longer waits.
+    /// CLOCK_REALTIME nanoseconds after which the frontend no longer waits.
     public var deadline: UInt64?
 
     public init(kind: CommandKind, requestID: String, origin: String, user: [UInt8], body: [UInt8], stream: (seq: UInt64, floor: UInt64)? = nil) {

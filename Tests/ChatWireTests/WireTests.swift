@@ -98,6 +98,15 @@ import Testing
         if case .resend(let id, _, _) = second.first { #expect(id == "b") } else { Issue.record("expected a resend of b") }
     }
 
+    @Test func aCommandThatWaitedBeforeSendingKeepsItsDeadline() {
+        // Held back during a shard switch: sent at 300, due to fail at 350.
+        var pending = PendingRequests<String>(policy: policy)
+        pending.add(id: "a", payload: "A", now: 300, deadline: 350)
+        #expect(pending.nextWakeup == 350)
+        let actions = pending.tick(now: 350)
+        if case .fail(let id, _) = actions.first { #expect(id == "a") } else { Issue.record("expected a failure at the original deadline") }
+    }
+
     @Test func removeAllReturnsEverything() {
         var pending = PendingRequests<Int>(policy: policy)
         for i in 0..<5 { pending.add(id: "\(i)", payload: i, now: 0) }

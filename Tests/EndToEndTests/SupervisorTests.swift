@@ -347,6 +347,8 @@ extension EndToEnd {
             #expect(server.childPIDs(matching: "chatd worker").isEmpty, "the frontend host runs no workers")
             let children = try Self.ctl(server, "status")["children"] as? [[String: Any]] ?? []
             #expect(children.compactMap { $0["child"] as? String } == ["frontend"])
+            #expect(try Self.ctl(server, "scale", "receipts", "2")["error"] != nil, "workers started on the frontend host")
+            #expect(try Self.ctl(server, "scale", "store", "2")["error"] != nil)
 
             let tokens = try await Steps.users(server, "alice", "bob")
             let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
