@@ -27,12 +27,14 @@ public final class BusServer {
     /// - Parameters:
     ///   - maxBatch: most commands handed over at once; bounds a transaction's length.
     ///   - handle: turns a batch of commands into events to publish, in order.
+    ///   - heartbeat: called every heartbeat (500 ms), `serving` false while
+    ///     the worker waits for the bus (at start, or after losing the broker).
     ///   - idle: called when no command came for a poll interval (500 ms); for deferred work.
     ///   - wakeOnRoomEvents: also call `idle` as soon as any room event is
     ///     published (the search worker indexes on news, from the database).
     public func run(
         maxBatch: Int = 512, shouldStop: () -> Bool, wakeOnRoomEvents: Bool = false,
-        heartbeat: () -> Void = {}, idleInterval: () -> Int32 = { 500 },
+        heartbeat: (_ serving: Bool) -> Void = { _ in }, idleInterval: () -> Int32 = { 500 },
         idle: () -> [Event] = { [] }, handle: ([Command]) -> [Event]
     ) throws {
         let heartbeatTopic = Topic.heartbeat("\(role.rawValue).\(shard)")
@@ -42,10 +44,19 @@ public final class BusServer {
         try pub.setReconnectInterval(milliseconds: 20)
         // Replies published in the instant before exit must still leave.
         pub.lingerMilliseconds = 1000
+        // A lost connection to the broker (it restarted: a frontend host of
+        // `run: workers` hosts) closes the gate again, until the echo is back.
+        let pubEvents = try pub.monitor(name: "pub-\(role.rawValue)-\(shard)-\(getpid())", events: MonitorEvent.disconnected)
+        defer { pubEvents.close() }
         try pub.connect(bus.eventsIn)
         defer { pub.close() }
+        let echo = try Socket(context: context, type: .sub)
+        defer { echo.close() }
+        try echo.setReconnectInterval(milliseconds: 20)
+        try echo.subscribe(heartbeatTopic)
+        try echo.connect(bus.eventsOut)
         // Commands only once what this worker publishes reaches subscribers.
-        guard try awaitEcho(pub: pub, topic: heartbeatTopic, body: heartbeatBody, shouldStop: shouldStop) else { return }
+        guard try awaitEcho(pub: pub, echo: echo, topic: heartbeatTopic, body: heartbeatBody, shouldStop: shouldStop, heartbeat: heartbeat) else { return }
         let pull = try Socket(context: context, type: .pull)
         try pull.setHighWaterMarks(send: 0, receive: 0)
         try pull.setReconnectInterval(milliseconds: 20)
@@ -54,6 +65,8 @@ public final class BusServer {
 
         var poller = Poller()
         poller.add(.socket(pull))
+        poller.add(.socket(pubEvents))
+        poller.add(.socket(echo))
         var news: Socket?
         if wakeOnRoomEvents {
             let sub = try Socket(context: context, type: .sub)
@@ -79,12 +92,28 @@ public final class BusServer {
             let interval: UInt64 = now - started < 1_000_000_000 ? 25_000_000 : 500_000_000
             if now - lastHeartbeat >= interval {
                 try pub.send(Event(topic: heartbeatTopic, kind: .heartbeat, key: "", body: heartbeatBody).encode())
-                heartbeat()
+                heartbeat(true)
                 lastHeartbeat = now
             }
             let untilHeartbeat = Int((lastHeartbeat + interval - min(monotonicNanos(), lastHeartbeat + interval)) / 1_000_000)
             let ready = try poller.poll(timeoutMilliseconds: min(Int(idleInterval()), untilHeartbeat + 1))
-            if let news, ready.count > 1, ready[1] & pollIn != 0 {
+            if ready[1] & pollIn != 0 {
+                var lost = false
+                while let frames = try pubEvents.receive(dontWait: true) {
+                    if MonitorEvent(frames: frames)?.event == MonitorEvent.disconnected { lost = true }
+                }
+                if lost {
+                    // Commands the new broker hands over at once would have
+                    // their replies and events dropped until it forwards the
+                    // subscriptions to this PUB: wait for the echo again.
+                    logger.warning("lost the broker; taking no commands until it echoes")
+                    guard try awaitEcho(pub: pub, echo: echo, topic: heartbeatTopic, body: heartbeatBody, shouldStop: shouldStop, heartbeat: heartbeat) else { break }
+                    logger.info("broker back")
+                }
+            }
+            // Our own heartbeats, echoed: only the gate needs them.
+            if ready[2] & pollIn != 0 { while try echo.receive(dontWait: true) != nil {} }
+            if let news, ready[3] & pollIn != 0 {
                 // Only the wake-up matters, not the events themselves.
                 while try news.receive(dontWait: true) != nil {}
                 for event in idle() { try pub.send(event.encode()) }
@@ -130,15 +159,18 @@ public final class BusServer {
     /// broker hands a new publisher every subscription it holds at once, so
     /// when our own has arrived, the frontends' arrived before it.
     /// - Returns: false if told to stop first.
-    private func awaitEcho(pub: Socket, topic: String, body: [UInt8], shouldStop: () -> Bool) throws -> Bool {
-        let echo = try Socket(context: context, type: .sub)
-        defer { echo.close() }
-        try echo.setReconnectInterval(milliseconds: 20)
-        try echo.subscribe(topic)
-        try echo.connect(bus.eventsOut)
+    private func awaitEcho(
+        pub: Socket, echo: Socket, topic: String, body: [UInt8], shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void
+    ) throws -> Bool {
         var poller = Poller()
         poller.add(.socket(echo))
+        var lastAlive: UInt64 = 0
         while !shouldStop() {
+            // The supervisor hears that this process lives, waiting.
+            if monotonicNanos() - lastAlive >= 500_000_000 {
+                heartbeat(false)
+                lastAlive = monotonicNanos()
+            }
             try pub.send(Event(topic: topic, kind: .heartbeat, key: "", body: body).encode())
             guard try poller.poll(timeoutMilliseconds: 10)[0] & pollIn != 0 else { continue }
             while let frames = try echo.receive(dontWait: true) {

@@ -225,9 +225,10 @@ public final class Supervisor: @unchecked Sendable {
         let now = Date()
         for (name, child) in children {
             guard let process = child.process else { continue }
-            // A child gets the hang timeout to say READY=1 after starting, and
-            // then between heartbeats (it sends one every 500 ms).
-            let since = child.ready ? child.lastHeartbeat : child.lastStart
+            // A child gets the hang timeout from its start, and then between
+            // heartbeats (one every 500 ms, READY=1 or not: a worker waiting
+            // for the bus of another host is alive, not hung).
+            let since = max(child.lastHeartbeat, child.lastStart)
             if now.timeIntervalSince(since) > config.hangTimeoutSeconds {
                 logger.error("child stopped sending heartbeats, killing it", metadata: [
                     "child": "\(name)", "pid": "\(process.pid)", "silent.seconds": "\(Int(now.timeIntervalSince(since)))",

@@ -61,6 +61,7 @@ public enum SocketType: Int32, Sendable {
 public final class Socket {
     public private(set) var handle: UnsafeMutableRawPointer?
     public let type: SocketType
+    private let context: Context
     /// How long unsent messages may hold the socket open at close.
     public var lingerMilliseconds: Int32 = 0
 
@@ -70,6 +71,7 @@ public final class Socket {
         }
         self.handle = handle
         self.type = type
+        self.context = context
         try setOption(ZMQ_LINGER, Int32(0))
     }
 
@@ -95,6 +97,17 @@ public final class Socket {
 
     public func connect(_ endpoint: String) throws {
         if zmq_connect(try live("zmq_connect"), endpoint) != 0 { throw ZMQError("zmq_connect \(endpoint)") }
+    }
+
+    /// Connection events of this socket (`zmq_socket_monitor`), delivered to
+    /// a PAIR socket this returns, connected to `inproc://<name>`. Read them
+    /// with `MonitorEvent(frames:)`.
+    public func monitor(name: String, events: Int32) throws -> Socket {
+        let endpoint = "inproc://" + name
+        if zmq_socket_monitor(try live("zmq_socket_monitor"), endpoint, events) != 0 { throw ZMQError("zmq_socket_monitor") }
+        let pair = try Socket(context: context, type: .pair)
+        try pair.connect(endpoint)
+        return pair
     }
 
     // MARK: Options
@@ -269,5 +282,23 @@ public final class Wakeup: @unchecked Sendable {
     public func drain() {
         var value: UInt64 = 0
         _ = read(fd, &value, 8)
+    }
+}
+
+/// One event from a socket monitor: the first frame holds the event (16 bits)
+/// and a value (32 bits) in native byte order (little-endian wherever chatd
+/// runs); the second, the peer's address.
+public struct MonitorEvent: Sendable, Equatable {
+    public static let connected = Int32(ZMQ_EVENT_CONNECTED)
+    public static let disconnected = Int32(ZMQ_EVENT_DISCONNECTED)
+    public static let handshakeSucceeded = Int32(ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+
+    public var event: Int32
+    public var address: String
+
+    public init?(frames: [[UInt8]]) {
+        guard frames.count == 2, frames[0].count >= 6 else { return nil }
+        event = Int32(UInt16(frames[0][0]) | UInt16(frames[0][1]) << 8)
+        address = String(decoding: frames[1], as: UTF8.self)
     }
 }

@@ -124,10 +124,12 @@ struct WorkerCommand: AsyncParsableCommand {
         // Heartbeats to the supervisor (sd_notify): the first says READY=1.
         let supervisor = Notifier()
         let childName = ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? "\(role.rawValue).\(shard)"
+        // READY=1 once it serves (the bus echoed it); WATCHDOG=1 otherwise,
+        // waiting for the bus included: alive, not hung.
         var announced = false
-        let heartbeat = {
-            supervisor.send([announced ? "WATCHDOG" : "READY": "1", "CHATD_CHILD": childName])
-            announced = true
+        let heartbeat = { (serving: Bool) in
+            supervisor.send([serving && !announced ? "READY" : "WATCHDOG": "1", "CHATD_CHILD": childName])
+            if serving { announced = true }
         }
         switch role {
         case .store:

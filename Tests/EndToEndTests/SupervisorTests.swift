@@ -367,6 +367,20 @@ extension EndToEnd {
             #expect(try bob.receiveMessage(content: "while away", timeout: 15) != nil)
             #expect(!alice.isClosed && !bob.isClosed)
             #expect(try await Steps.contents(server, token: tokens[0], room: room) == ["over tcp", "while away"])
+
+            // The frontend host restarts (and its broker with it) under the
+            // live workers: they take no command until the new broker echoes
+            // them, so the first messages' events are not published into the void.
+            #expect(server.stop(keepData: true) == 0)
+            let again = try await TestServer.start(port: server.port, environment: ["CHAT_RUN": "frontend", "CHAT_BUS": bus], dataDir: dir)
+            defer { again.stop() }
+            let newTokens = try await Steps.users(again, "alice", "bob")
+            let bobAgain = try again.webSocket("/ws/chat/\(room)/", token: newTokens[1])
+            let aliceAgain = try again.webSocket("/ws/chat/\(room)/", token: newTokens[0])
+            try aliceAgain.send(json: ["type": "message", "content": "after the broker restart"])
+            #expect(try bobAgain.receiveMessage(content: "after the broker restart") != nil)
+            #expect(String(decoding: FileManager.default.contents(atPath: dir + "/workers.log") ?? Data(), as: UTF8.self).contains("lost the broker"))
+
             kill(workers.processIdentifier, SIGTERM)
             workers.waitUntilExit()
             #expect(workers.terminationStatus == 0)

@@ -25,6 +25,27 @@ import ZeroMQ
         #expect(try pull.receive(dontWait: true) == nil)
     }
 
+    @Test func aMonitorReportsTheConnectionAndItsLoss() throws {
+        let context = try Context()
+        let path = NSTemporaryDirectory() + "zmq-monitor-\(UInt32.random(in: 0...UInt32.max)).ipc"
+        defer { unlink(path) }
+        var server: Socket? = try Socket(context: context, type: .pull)
+        try server!.bind("ipc://" + path)
+        let client = try Socket(context: context, type: .push)
+        let monitor = try client.monitor(name: "mon-\(UInt32.random(in: 0...UInt32.max))", events: MonitorEvent.handshakeSucceeded | MonitorEvent.disconnected)
+        try client.connect("ipc://" + path)
+        var poller = Poller()
+        poller.add(.socket(monitor))
+        func next() throws -> MonitorEvent? {
+            guard try poller.poll(timeoutMilliseconds: 5000)[0] & pollIn != 0, let frames = try monitor.receive(dontWait: true) else { return nil }
+            return MonitorEvent(frames: frames)
+        }
+        #expect(try next()?.event == MonitorEvent.handshakeSucceeded)
+        server?.close()
+        server = nil
+        #expect(try next()?.event == MonitorEvent.disconnected)
+    }
+
     @Test func pubSubDeliversOnlySubscribedTopics() throws {
         let context = try Context()
         let pub = try Socket(context: context, type: .pub)
