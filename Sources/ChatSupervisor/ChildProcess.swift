@@ -82,7 +82,9 @@ final class ChildSpawner: @unchecked Sendable {
         return child
     }
 
-    private func reap() {
+    /// Collects every child that has exited (also called from the liveness
+    /// timer: a missed SIGCHLD must not leave a dead child looking alive).
+    func reap() {
         for (pid, child) in running {
             var status: Int32 = 0
             guard waitpid(pid, &status, WNOHANG) == pid else { continue }

@@ -221,6 +221,7 @@ public final class Supervisor: @unchecked Sendable {
 
     /// Kills a child that stopped sending heartbeats (the restart follows its exit).
     private func checkLiveness() {
+        spawner.reap()
         guard !stopping else { return }
         let now = Date()
         for (name, child) in children {
