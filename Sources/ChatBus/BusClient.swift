@@ -287,10 +287,6 @@ public final class BusClient: Sendable {
             outstandingChanged = true
             transmit(outgoing)
         }
-        var heldCount: Int {
-            get { outstanding["held"] ?? 0 }
-            set { outstanding["held"] = newValue > 0 ? newValue : nil; outstandingChanged = true }
-        }
 
         var workerPIDs: [String: String] = [:]
         var stopping = false
@@ -324,7 +320,6 @@ public final class BusClient: Sendable {
                 for outgoing in queue {
                     if resharding != nil, case .store = outgoing.destination {
                         held.append(outgoing)
-                        heldCount += 1
                     } else {
                         admit(outgoing, now: now)
                     }
@@ -373,6 +368,7 @@ public final class BusClient: Sendable {
                             try addShards(upTo: count)
                             logger.info("store shard count changing", metadata: ["from": "\(shards)", "to": "\(count)"])
                             resharding = count
+                            reshardingSnapshot.store(true, ordering: .relaxed)
                         } catch {
                             logger.error("cannot reach the new store shards, keeping the count", metadata: ["to": "\(count)", "error": "\(error)"])
                         }
@@ -402,13 +398,18 @@ public final class BusClient: Sendable {
                 shards = target
                 resharding = nil
                 shardCount.store(target, ordering: .relaxed)
+                reshardingSnapshot.store(false, ordering: .relaxed)
                 logger.info("store shard count changed", metadata: ["shards": "\(target)", "held.commands": "\(held.count)"])
                 let now = monotonicNanos()
                 for outgoing in held { admit(outgoing, now: now) }
                 held.removeAll()
             }
-            if heldCount != held.count { heldCount = held.count }
-            reshardingSnapshot.store(resharding != nil, ordering: .relaxed)
+            // Held commands count as the queue "held" in ctl status.
+            let heldNow = held.isEmpty ? nil : held.count
+            if outstanding["held"] != heldNow {
+                outstanding["held"] = heldNow
+                outstandingChanged = true
+            }
             if outstandingChanged {
                 outstandingSnapshot.withLock { $0 = outstanding }
                 outstandingChanged = false

@@ -1,3 +1,4 @@
+import ChatWire
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -18,16 +19,12 @@ final class ControlSocket: @unchecked Sendable {
     init(path: String, queue: DispatchQueue, handle: @escaping @Sendable (String, @escaping @Sendable (String) -> Void) -> Void) throws {
         unlink(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard fd >= 0, bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+        guard fd >= 0, var (address, length) = SDNotify.address(path) else {
             throw NSError(domain: "chatd.control", code: Int(errno), userInfo: [NSLocalizedDescriptionKey: "control socket \(path)"])
         }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
         let previous = umask(0o177)
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
         }
         umask(previous)
         guard bound == 0, listen(fd, 16) == 0 else {
@@ -93,11 +90,11 @@ final class ControlSocket: @unchecked Sendable {
     static func request(path: String, command: String, timeout: Int = 120) throws -> String {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in path.utf8.enumerated() where i < raw.count - 1 { raw[i] = b } }
+        guard var (address, length) = SDNotify.address(path) else {
+            throw NSError(domain: "chatd.control", code: Int(EINVAL), userInfo: [NSLocalizedDescriptionKey: "control socket path too long: \(path)"])
+        }
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
         }
         guard connected == 0 else { throw NSError(domain: "chatd.control", code: Int(errno), userInfo: [NSLocalizedDescriptionKey: "cannot reach the supervisor at \(path): \(String(cString: strerror(errno)))"]) }
         var limit = timeval(tv_sec: timeout, tv_usec: 0)

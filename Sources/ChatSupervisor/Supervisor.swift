@@ -443,18 +443,12 @@ public final class Supervisor: @unchecked Sendable {
         // A requested stop is not a crash: it must not count towards backoff.
         children[name]?.quickExits = -1
         kill(old, SIGTERM)
-        awaitReplacement(names, done: done, old: old, deadline: Date().addingTimeInterval(config.hangTimeoutSeconds + graceSeconds), reply: reply)
-    }
-
-    private func awaitReplacement(_ names: [String], done: [String], old: Int32, deadline: Date, reply: @escaping @Sendable (String) -> Void) {
-        let name = names[0]
-        let child = children[name]
-        if let pid = child?.process?.pid, pid != old, child?.ready == true {
-            return rollingRestart(Array(names.dropFirst()), done: done + [name], reply: reply)
-        }
-        if Date() > deadline || stopping { return reply(Self.json(["error": "\(name) did not come back", "restarted": done])) }
-        queue.asyncAfter(deadline: .now() + 0.05) { [weak self] in
-            self?.awaitReplacement(names, done: done, old: old, deadline: deadline, reply: reply)
+        let deadline = Date().addingTimeInterval(config.hangTimeoutSeconds + graceSeconds)
+        awaitCondition(deadline: deadline, failure: { reply(Self.json(["error": "\(name) did not come back", "restarted": done])) }) {
+            let child = self.children[name]
+            return child?.ready == true && child?.process.map { $0.pid != old } == true
+        } then: {
+            self.rollingRestart(Array(names.dropFirst()), done: done + [name], reply: reply)
         }
     }
 

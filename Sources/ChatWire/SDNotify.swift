@@ -23,7 +23,8 @@ public enum SDNotify {
         return fields
     }
 
-    /// A `sockaddr_un` for a NOTIFY_SOCKET value.
+    /// A `sockaddr_un` and its length for a Unix socket path: a NOTIFY_SOCKET
+    /// value (a leading `@` is the abstract namespace), or the control socket.
     public static func address(_ path: String) -> (sockaddr_un, socklen_t)? {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
