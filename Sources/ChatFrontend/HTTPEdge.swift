@@ -42,9 +42,11 @@ final class HTTPEdge {
     private var headBytes = 0
     /// Whether the request line of the current head has ended (an LF was seen).
     private var requestLineDone = false
-    /// The current head's bytes (bounded), to tell a refused `Transfer-Encoding`
-    /// from other parser errors: llhttp reports both as the same error.
-    private var capture = ByteBuffer()
+    /// The reads of the current head (bounded), to tell a refused
+    /// `Transfer-Encoding` from other parser errors: llhttp reports both as
+    /// the same error. Kept as the reads themselves, not copied: a head
+    /// usually comes in one read, dropped once the head is parsed.
+    private var capture: [ByteBuffer] = []
     private var rawContext: ChannelHandlerContext?
     /// When the current wait ends, and the timer that checks it.
     private var deadline: NIODeadline
@@ -138,15 +140,12 @@ final class HTTPEdge {
                 return refuse(.uriTooLong, "The request target is longer than \(limits.maxURLBytes) bytes.")
             }
         }
-        if capture.readableBytes < Self.captureLimit {
-            var slice = buffer
-            capture.writeBuffer(&slice)
-        }
+        if headBytes - buffer.readableBytes < Self.captureLimit { capture.append(buffer) }
     }
 
     /// A head the decoder accepted: checked against what chatd serves, or refused.
     fileprivate func accept(_ head: HTTPRequestHead) -> Bool {
-        capture.clear()
+        capture.removeAll(keepingCapacity: true)
         guard head.version.major == 1, head.version.minor <= 1 else {
             refuse(.httpVersionNotSupported, "HTTP/\(head.version.major).\(head.version.minor) is not supported.")
             return false
@@ -201,7 +200,7 @@ final class HTTPEdge {
     }
 
     fileprivate func parserFailed(_ error: HTTPParserError) {
-        let text = String(buffer: capture).lowercased()
+        let text = capture.map { String(buffer: $0) }.joined().lowercased()
         switch error {
         case .headerOverflow:
             refuse(.requestHeaderFieldsTooLarge, "The request headers are too large or too many.")
@@ -232,7 +231,7 @@ final class HTTPEdge {
         let responding = phase == .responding
         phase = .closed
         cancelTimer()
-        capture = ByteBuffer()
+        capture = []
         guard !responding else { return context.close(promise: nil) }
         let body = ClientJSON.detail(detail)
         var bytes = context.channel.allocator.buffer(capacity: 200 + body.count)
