@@ -265,11 +265,11 @@ struct ChatAPI: Sendable {
     }
 
     func authenticate(_ request: Request) async throws -> Caller {
-        let token = Authenticator.bearerToken(request.headers[.authorization])
-        if request.headers[.authorization] != nil && token == nil {
-            throw APIError(.unauthorized, detail: "Authorization header must use the Bearer scheme.")
-        }
         do {
+            let token = try Authenticator.bearerToken(request.headers[.authorization])
+            if request.headers[.authorization] != nil && token == nil {
+                throw APIError(.unauthorized, detail: "Authorization header must use the Bearer scheme.")
+            }
             let identity = try await services.auth.identity(token: token)
             return Caller(identity: identity, json: [UInt8](try JSONEncoder().encode(identity)))
         } catch let failure as Authenticator.Failure {

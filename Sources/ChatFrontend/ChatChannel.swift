@@ -157,9 +157,9 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         guard parts.count == 3, parts[0] == "ws", parts[1] == "chat" || parts[1] == "direct", let target = IDs.canonical(String(parts[2])) else {
             return .refused(.notFound, ClientJSON.detail("Not found."))
         }
-        let token = Authenticator.bearerToken(head.headers.first(name: "Authorization")) ?? query["token"]
         let identity: Identity
         do {
+            let token = try Authenticator.bearerToken(head.headers.first(name: "Authorization")) ?? query["token"]
             identity = try await services.auth.identity(token: token)
         } catch {
             return .refused(.unauthorized, ClientJSON.detail(error.detail))
