@@ -69,7 +69,7 @@ public struct Authenticator: Sendable {
     public static func bearerToken(_ header: String?) throws(Failure) -> String? {
         guard let header else { return nil }
         if header.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
-            throw Failure(detail: "Invalid Authorization header. Credentials string should not contain control characters.")
+            throw Failure(detail: "Invalid token header. Token string should not contain invalid characters.")
         }
         let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }

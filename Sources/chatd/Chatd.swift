@@ -202,7 +202,7 @@ struct Token: AsyncParsableCommand {
         // With a JWKS alone the server verifies no HS256 token: minting one
         // with a generated secret would only produce tokens it refuses.
         guard config.jwks == nil || config.jwtSecret?.isEmpty == false else {
-            throw ValidationError("auth.jwks is set without jwtSecret: the server verifies no HS256 token; configure jwtSecret to mint development tokens")
+            throw ConfigError.invalid("jwtSecret", "none configured, and with auth.jwks set the server verifies HS256 only with a configured secret")
         }
         let auth = await Authenticator(secret: try config.resolveJWTSecret())
         let claims = ChatClaims(sub: sub, expires: Date().addingTimeInterval(Double(ttl)), email: email, name: name)
