@@ -1,3 +1,4 @@
+import ChatConfig
 import ChatTesting
 import Foundation
 import Logging
@@ -196,5 +197,50 @@ enum Forged {
             ("unknown kid", try TestTokens.token(header: ["alg": "ES256", "kid": other.kid], claims: claims) { try other.sign($0) }),
             ("known kid, other key", try TestTokens.token(header: ["alg": "ES256", "kid": ec.kid], claims: claims) { try other.sign($0) }),
         ]
+    }
+}
+
+extension TokenKeys {
+    @Test func settings() async throws {
+        let dir = try TestServer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let file = dir + "/chatd.yaml"
+        try "chat:\n  auth:\n    jwks: \"/etc/chatd/jwks.json\"\n    jwksRefreshSeconds: 5\n    leewaySeconds: 10\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let fromFile = try await ChatConfig.load(file: file, environment: [:])
+        #expect(fromFile.jwks == "/etc/chatd/jwks.json")
+        #expect(fromFile.jwksRefreshSeconds == 5)
+        #expect(fromFile.jwtLeewaySeconds == 10)
+        // The environment wins over the file, under either name.
+        #expect(try await ChatConfig.load(file: file, environment: ["CHAT_JWKS": "https://idp.example/jwks"]).jwks == "https://idp.example/jwks")
+        #expect(try await ChatConfig.load(file: file, environment: ["CHAT_AUTH_JWKS": "/other.json"]).jwks == "/other.json")
+        let defaults = try await ChatConfig.load(file: nil, environment: ["CHAT_DATA_DIR": dir])
+        #expect(defaults.jwks == nil && defaults.jwksRefreshSeconds == 60 && defaults.jwtLeewaySeconds == 60)
+        // With a JWKS alone there is no HS256 secret to verify with, and none is generated.
+        #expect(try fromFile.verifyingJWTSecret() == nil)
+        var withSecret = fromFile
+        withSecret.jwtSecret = String(repeating: "k", count: 32)
+        #expect(try withSecret.verifyingJWTSecret() == withSecret.jwtSecret)
+        #expect(try defaults.verifyingJWTSecret()?.isEmpty == false)
+        #expect(FileManager.default.fileExists(atPath: dir + "/jwt-secret"))
+    }
+
+    @Test func jwksSources() {
+        #expect(JWKSProvider.Source("https://idp.example/.well-known/jwks.json") == .url(URL(string: "https://idp.example/.well-known/jwks.json")!))
+        #expect(JWKSProvider.Source("HTTP://127.0.0.1:9/jwks") == .url(URL(string: "HTTP://127.0.0.1:9/jwks")!))
+        #expect(JWKSProvider.Source("file:///etc/chatd/jwks.json") == .file("/etc/chatd/jwks.json"))
+        #expect(JWKSProvider.Source("etc/jwks.json") == .file("etc/jwks.json"))
+    }
+
+    /// The fetch of a JWKS URL gives up on a document over the bound and on a provider that is gone.
+    @Test func boundedFetch() async throws {
+        let provider = try LocalHTTPServer(body: Data("{\"keys\": []}".utf8))
+        defer { provider.stop() }
+        let url = URL(string: provider.url)!
+        #expect(try await BoundedFetch.get(url, timeout: 5, limit: 1024) == Data("{\"keys\": []}".utf8))
+        provider.setBody(Data(repeating: UInt8(ascii: " "), count: 4096))
+        await #expect(throws: BoundedFetch.Failure.self) { try await BoundedFetch.get(url, timeout: 5, limit: 1024) }
+        provider.stop()
+        await #expect(throws: (any Error).self) { try await BoundedFetch.get(url, timeout: 5, limit: 1024) }
     }
 }
