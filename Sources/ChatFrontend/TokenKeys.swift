@@ -68,21 +68,28 @@ struct TokenHeader: Equatable {
         }
         guard dots == 2, let headerEnd else { throw .malformed }
         let encoded = token.utf8[..<headerEnd]
-        guard !encoded.isEmpty, encoded.count <= maxEncodedBytes, let json = base64URLDecode(Substring(encoded)),
-            let object = try? JSONSerialization.jsonObject(with: json) as? [String: Any]
+        guard !encoded.isEmpty, encoded.count <= maxEncodedBytes, let json = base64URLDecode(encoded),
+            let fields = try? JSONDecoder().decode(Fields.self, from: json)
         else { throw .badHeader }
         // RFC 7515 §4.1.11: a `crit` chatd does not understand makes the token invalid; it understands none.
-        if object["crit"] != nil { throw .badHeader }
-        var header = TokenHeader()
-        if let alg = object["alg"] {
-            guard let alg = alg as? String else { throw .badHeader }
-            header.alg = alg
+        if fields.hasCrit { throw .badHeader }
+        return TokenHeader(alg: fields.alg, kid: fields.kid)
+    }
+
+    /// The members chatd reads; a present `alg` or `kid` that is not a string fails decoding.
+    private struct Fields: Decodable {
+        var alg: String?
+        var kid: String?
+        var hasCrit: Bool
+
+        enum CodingKeys: String, CodingKey { case alg, kid, crit }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            alg = try container.decodeIfPresent(String.self, forKey: .alg)
+            kid = try container.decodeIfPresent(String.self, forKey: .kid)
+            hasCrit = container.contains(.crit)
         }
-        if let kid = object["kid"] {
-            guard let kid = kid as? String else { throw .badHeader }
-            header.kid = kid
-        }
-        return header
     }
 
     static func isBase64URL(_ byte: UInt8) -> Bool {
@@ -93,15 +100,30 @@ struct TokenHeader: Equatable {
         }
     }
 
-    static func base64URLDecode(_ text: Substring) -> Data? {
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        switch base64.utf8.count % 4 {
-        case 0: break
-        case 2: base64 += "=="
-        case 3: base64 += "="
-        default: return nil
+    /// Unpadded base64url (RFC 7515 §2) to bytes; nil for a length no encoding has.
+    static func base64URLDecode(_ text: some Collection<UInt8>) -> Data? {
+        guard text.count % 4 != 1 else { return nil }
+        var bytes = Data(capacity: text.count * 3 / 4)
+        var accumulator: UInt32 = 0
+        var bits = 0
+        for byte in text {
+            let value: UInt8
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"): value = byte - UInt8(ascii: "A")
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): value = byte - UInt8(ascii: "a") + 26
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = byte - UInt8(ascii: "0") + 52
+            case UInt8(ascii: "-"): value = 62
+            case UInt8(ascii: "_"): value = 63
+            default: return nil
+            }
+            accumulator = accumulator << 6 | UInt32(value)
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                bytes.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
+            }
         }
-        return Data(base64Encoded: base64)
+        return bytes
     }
 }
 
