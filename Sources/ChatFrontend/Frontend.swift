@@ -89,7 +89,10 @@ public enum Frontend {
         // sent is still answered by the workers before the frontend exits.
         defer { bus.stop(drain: 3) }
         let jwks = config.chat.jwks.map {
-            JWKSProvider(source: .init($0), minRefreshInterval: config.chat.jwksRefreshSeconds, logger: logger)
+            JWKSProvider(
+                source: .init($0), minRefreshInterval: config.chat.jwksRefreshSeconds,
+                cachePath: (config.chat.dataDir as NSString).appendingPathComponent("jwks-cache.json"), logger: logger
+            )
         }
         await jwks?.load()
         let auth = await Authenticator(

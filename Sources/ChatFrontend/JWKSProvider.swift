@@ -100,6 +100,9 @@ public final class JWKSProvider: Sendable {
     }
 
     public let source: Source
+    /// Where the last document fetched from a URL is kept, so a frontend
+    /// restarted while the provider is down still knows the keys.
+    let cachePath: String?
     let logger: Logger
     /// Per fetch of a URL, connection and transfer together.
     let fetchTimeout: Double
@@ -125,8 +128,13 @@ public final class JWKSProvider: Sendable {
     /// - Parameters:
     ///   - minRefreshInterval: least seconds between two fetches of a URL on unknown kids.
     ///   - maxAge: a URL's document older than this is refreshed in the background.
-    public init(source: Source, minRefreshInterval: Double = 60, maxAge: Double = 600, fetchTimeout: Double = 5, logger: Logger) {
+    ///   - cachePath: a file for the last good document of a URL; nil: memory only.
+    public init(
+        source: Source, minRefreshInterval: Double = 60, maxAge: Double = 600, fetchTimeout: Double = 5, cachePath: String? = nil,
+        logger: Logger
+    ) {
         self.source = source
+        self.cachePath = cachePath
         self.logger = logger
         self.fetchTimeout = fetchTimeout
         state = Mutex(State(policy: JWKSRefreshPolicy(minInterval: minRefreshInterval, maxAge: maxAge)))
@@ -142,6 +150,12 @@ public final class JWKSProvider: Sendable {
         switch source {
         case .file: await reloadFileIfChanged(force: true)
         case .url:
+            // The last good document first, if this host kept one: stale
+            // keys verify until the fetch below replaces them.
+            if let cachePath, let data = try? Data(contentsOf: URL(fileURLWithPath: cachePath)),
+                let cached = try? await JWKSDocument.keys(from: data) {
+                install(cached.keys, skipped: cached.skipped, from: "cache \(cachePath)")
+            }
             _ = fetchTask { $0.unknownKid(now: Self.now()) }
         }
     }
@@ -200,8 +214,9 @@ public final class JWKSProvider: Sendable {
         do {
             let data = try await BoundedFetch.get(url, timeout: fetchTimeout, limit: JWKSDocument.maxBytes)
             let (keys, skipped) = try await JWKSDocument.keys(from: data)
-            install(keys, skipped: skipped)
+            install(keys, skipped: skipped, from: "\(url.absoluteString)")
             success = true
+            keep(data)
         } catch {
             let known = state.withLock { $0.keys.count }
             logger.warning("JWKS fetch failed; keeping the keys already known", metadata: [
@@ -235,14 +250,28 @@ public final class JWKSProvider: Sendable {
             let data = try Data(contentsOf: URL(fileURLWithPath: path))
             let parsed = try await JWKSDocument.keys(from: data)
             state.withLock { $0.fileStamp = stamp }
-            install(parsed.keys, skipped: parsed.skipped)
+            install(parsed.keys, skipped: parsed.skipped, from: path)
         } catch {
             // A file caught half-written is read again once its stamp changes.
             logger.warning("JWKS file invalid; keeping the keys already known", metadata: ["jwks": "\(path)", "error": "\(error)"])
         }
     }
 
-    private func install(_ keys: [VerificationKey], skipped: [String]) {
+    /// Writes the document to `cachePath` (0600, by rename: never half a file).
+    private func keep(_ data: Data) {
+        guard let cachePath else { return }
+        let temporary = cachePath + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard fd >= 0 else { return }
+        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        if written != data.count || rename(temporary, cachePath) != 0 {
+            unlink(temporary)
+            logger.warning("JWKS cache not written", metadata: ["path": "\(cachePath)"])
+        }
+    }
+
+    private func install(_ keys: [VerificationKey], skipped: [String], from origin: String) {
         let before = state.withLock { state in
             defer { state.keys = keys }
             return state.keys.map { "\($0.kid ?? "-")" }
@@ -250,7 +279,7 @@ public final class JWKSProvider: Sendable {
         let after = keys.map { "\($0.kid ?? "-")" }
         if before != after {
             logger.info("JWKS loaded", metadata: [
-                "jwks": "\(source)", "kids": "\(after.joined(separator: ","))",
+                "jwks": "\(origin)", "kids": "\(after.joined(separator: ","))",
                 "skipped": "\(skipped.joined(separator: "; "))",
             ])
         }

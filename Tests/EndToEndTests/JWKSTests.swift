@@ -199,7 +199,22 @@ extension EndToEnd {
             #expect(posted.status == 201)
             #expect(try aliceSocket.receiveMessage(content: "still verified") != nil)
             aliceSocket.close()
-            #expect(try await server.request("GET", "/healthz").status == 200)
+
+            // A frontend restarted while the provider is down starts from the
+            // last document it fetched, kept in the data directory (0600).
+            let cache = server.dataDir + "/jwks-cache.json"
+            let mode = (try FileManager.default.attributesOfItem(atPath: cache)[.posixPermissions] as? NSNumber)?.intValue
+            #expect(mode == 0o600)
+            let frontend = try #require(server.childPIDs(matching: "frontend").first)
+            #expect(kill(frontend, SIGKILL) == 0)
+            try await server.waitUntil(timeout: 15, "the replacement frontend") {
+                let pids = server.childPIDs(matching: "frontend")
+                guard !pids.isEmpty, !pids.contains(frontend) else { return false }
+                return (try? await server.request("GET", "/healthz").status) == 200
+            }
+            try await Self.expectAccepted(server, alice, room: room, "RS256 after a restart, provider down")
+            try await Self.expectAccepted(server, bob, room: room, "ES256 after a restart, provider down")
+            try await Self.expectRefused(server, unknown, room: room, "an unknown kid after a restart")
         }
     }
 }
