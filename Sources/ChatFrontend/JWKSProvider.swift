@@ -120,6 +120,8 @@ public final class JWKSProvider: Sendable {
         var policy: JWKSRefreshPolicy
         var fileStamp: FileStamp?
         var lastFileCheck = -Double.infinity
+        /// The file's last problem, logged once rather than on every check.
+        var fileProblem: String?
         var inFlight: Task<Void, Never>?
     }
 
@@ -234,9 +236,7 @@ public final class JWKSProvider: Sendable {
         guard case .file(let path) = source else { return }
         var info = stat()
         guard stat(path, &info) == 0 else {
-            logger.warning("JWKS file unreadable; keeping the keys already known", metadata: [
-                "jwks": "\(path)", "error": "\(String(cString: strerror(errno)))",
-            ])
+            fileProblem("unreadable: \(String(cString: strerror(errno)))")
             return
         }
         let stamp = FileStamp(
@@ -249,11 +249,26 @@ public final class JWKSProvider: Sendable {
             guard info.st_size <= JWKSDocument.maxBytes else { throw JWKSDocument.Invalid(description: "file over \(JWKSDocument.maxBytes) bytes") }
             let data = try Data(contentsOf: URL(fileURLWithPath: path))
             let parsed = try await JWKSDocument.keys(from: data)
-            state.withLock { $0.fileStamp = stamp }
+            state.withLock { state in
+                state.fileStamp = stamp
+                state.fileProblem = nil
+            }
             install(parsed.keys, skipped: parsed.skipped, from: path)
         } catch {
-            // A file caught half-written is read again once its stamp changes.
-            logger.warning("JWKS file invalid; keeping the keys already known", metadata: ["jwks": "\(path)", "error": "\(error)"])
+            // Not read again until its stamp changes: a file caught half-written
+            // changes once more when the writer finishes.
+            state.withLock { $0.fileStamp = stamp }
+            fileProblem("invalid: \(error)")
+        }
+    }
+
+    private func fileProblem(_ problem: String) {
+        let new = state.withLock { state in
+            defer { state.fileProblem = problem }
+            return state.fileProblem != problem
+        }
+        if new {
+            logger.warning("JWKS file \(problem); keeping the keys already known", metadata: ["jwks": "\(source)"])
         }
     }
 

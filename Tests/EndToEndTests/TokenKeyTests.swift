@@ -232,6 +232,27 @@ extension TokenKeys {
         #expect(JWKSProvider.Source("etc/jwks.json") == .file("etc/jwks.json"))
     }
 
+    /// A JWKS file that turns invalid or disappears leaves the known keys in place.
+    @Test func fileProviderKeepsKeysThroughBadWrites() async throws {
+        let dir = try TestServer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/jwks.json"
+        let first = TestSigningKey.ec(kid: "e1")
+        let second = TestSigningKey.ec(kid: "e2")
+        try TestTokens.writeJWKS([try first.jwk()], to: path)
+        let provider = JWKSProvider(source: .file(path), logger: Logger(label: "test"))
+        await provider.load()
+        #expect(await provider.currentKeys().map(\.kid) == ["e1"])
+        try Data("{\"keys\": [".utf8).write(to: URL(fileURLWithPath: path))
+        #expect(await provider.keysAfterUnknownKid().map(\.kid) == ["e1"])
+        try TestTokens.writeJWKS([try first.jwk(), try second.jwk()], to: path)
+        #expect(await provider.keysAfterUnknownKid().map(\.kid) == ["e1", "e2"])
+        try FileManager.default.removeItem(atPath: path)
+        #expect(await provider.keysAfterUnknownKid().map(\.kid) == ["e1", "e2"])
+        try TestTokens.writeJWKS([try second.jwk()], to: path)
+        #expect(await provider.keysAfterUnknownKid().map(\.kid) == ["e2"])
+    }
+
     /// The fetch of a JWKS URL gives up on a document over the bound and on a provider that is gone.
     @Test func boundedFetch() async throws {
         let provider = try LocalHTTPServer(body: Data("{\"keys\": []}".utf8))
