@@ -77,6 +77,14 @@ public struct Authenticator: Sendable {
         return token.isEmpty ? nil : token
     }
 
+    /// The token of a request's `Authorization` fields: more than one is
+    /// refused (RFC 9110 §11.6.2 makes it a single credential, and two let a
+    /// proxy and chatd each read a different one).
+    public static func bearerToken(values: [String]) throws(Failure) -> String? {
+        guard values.count <= 1 else { throw Failure(detail: "Invalid token header. Only one Authorization header is allowed.") }
+        return try bearerToken(values.first)
+    }
+
     static let invalid = "Invalid or expired token."
 
     /// Verifies a token and returns the caller it names.

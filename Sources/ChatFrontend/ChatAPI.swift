@@ -266,7 +266,7 @@ struct ChatAPI: Sendable {
 
     func authenticate(_ request: Request) async throws -> Caller {
         do {
-            let token = try Authenticator.bearerToken(request.headers[.authorization])
+            let token = try Authenticator.bearerToken(values: request.headers[values: .authorization])
             if request.headers[.authorization] != nil && token == nil {
                 throw APIError(.unauthorized, detail: "Authorization header must use the Bearer scheme.")
             }

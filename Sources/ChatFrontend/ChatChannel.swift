@@ -159,7 +159,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         }
         let identity: Identity
         do {
-            let token = try Authenticator.bearerToken(head.headers.first(name: "Authorization")) ?? query["token"]
+            let token = try Authenticator.bearerToken(values: head.headers["Authorization"]) ?? query["token"]
             identity = try await services.auth.identity(token: token)
         } catch {
             return .refused(.unauthorized, ClientJSON.detail(error.detail))

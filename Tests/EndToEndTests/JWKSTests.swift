@@ -113,6 +113,15 @@ extension EndToEnd {
                 }
             }
 
+            // Two Authorization fields, each of which a different reader might take.
+            let twice = "Authorization: Bearer \(carol)\r\nAuthorization: Bearer \(alice)\r\n"
+            #expect(try Self.rawStatus(port: server.port, "GET /api/chat/rooms/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\(twice)Connection: close\r\n\r\n") == 401)
+            #expect(try Self.rawStatus(
+                port: server.port,
+                "GET /ws/chat/\(room)/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\(twice)\r\n"
+            ) == 401)
+
             // Rotation: a new key is published beside the old while sockets stay open.
             let bobSocket = try server.webSocket("/ws/chat/\(room)/", token: bob)
             let aliceSocket = try WebSocketClient(port: server.port, path: "/ws/chat/\(room)/?token=\(alice)")
