@@ -89,6 +89,18 @@ public struct Authenticator: Sendable {
 
     /// Verifies a token and returns the caller it names.
     public func identity(token: String?) async throws(Failure) -> Identity {
+        try await verify(token: token).identity
+    }
+
+    /// A verified token: its caller, and when it stops being valid (`exp`
+    /// plus the leeway), which bounds a WebSocket opened with it (4401).
+    public struct Verified: Sendable {
+        public let identity: Identity
+        public let expires: Date
+    }
+
+    /// Verifies a token; see `identity(token:)`.
+    public func verify(token: String?) async throws(Failure) -> Verified {
         guard let token else { throw Failure(detail: "Authentication credentials were not provided.") }
         let header: TokenHeader
         do {
@@ -118,7 +130,10 @@ public struct Authenticator: Sendable {
             if claims.aud == nil { throw Failure(detail: "Invalid token audience.") }
         }
         guard !claims.sub.value.isEmpty else { throw Failure(detail: "Token has no subject.") }
-        return Identity(sub: claims.sub.value, email: claims.email, name: claims.name, picture: claims.picture)
+        return Verified(
+            identity: Identity(sub: claims.sub.value, email: claims.email, name: claims.name, picture: claims.picture),
+            expires: claims.exp.value.addingTimeInterval(leeway)
+        )
     }
 
     /// The one key allowed to verify a token with this header; an unknown

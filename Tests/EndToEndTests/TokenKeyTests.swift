@@ -143,6 +143,9 @@ import Testing
         for (name, token) in try Forged.all(secret: secret, rsa: rsa, ec: ec) {
             await #expect(throws: Authenticator.Failure.self, "\(name)") { try await auth.identity(token: token) }
         }
+        // The expiry a socket opened with the token is bound by: exp plus the leeway.
+        let exp = Int(Date().timeIntervalSince1970) + 600
+        #expect(try await auth.verify(token: try ec.token(sub: "alice", extraClaims: ["exp": exp])).expires.timeIntervalSince1970 == Double(exp + 60))
         // Clock leeway: a minute either way, not more.
         #expect(try await auth.identity(token: try rsa.token(sub: "alice", expiresIn: -30)).sub == "alice")
         await #expect(throws: Authenticator.Failure.self) { try await auth.identity(token: try rsa.token(sub: "alice", expiresIn: -90)) }
