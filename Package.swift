@@ -80,7 +80,15 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .target(name: "ChatTesting", dependencies: ["ChatFrontend"]),
+        .target(
+            name: "ChatTesting",
+            dependencies: [
+                "ChatFrontend",
+                // Tests play identity provider: RS256/ES256 keys and hand-built tokens.
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ]
+        ),
         .executableTarget(name: "chatd-load", dependencies: ["ChatTesting", "ChatCore"]),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "ChatCore"]),

@@ -27,6 +27,14 @@ public struct ChatConfig: Sendable, Equatable {
     public var jwtSecret: String?
     public var jwtIssuer: String?
     public var jwtAudience: String?
+    /// RS256/ES256 keys: a JWKS file path or an http(s) URL (`auth.jwks`,
+    /// CHAT_JWKS or CHAT_AUTH_JWKS). With it, no secret is generated: HS256
+    /// is verified only when `jwtSecret` is configured too.
+    public var jwks: String?
+    /// Least seconds between two fetches of a JWKS URL on an unknown `kid` (`auth.jwksRefreshSeconds`).
+    public var jwksRefreshSeconds: Double = 60
+    /// Clock skew allowed on a token's `exp` and `nbf`, seconds (`auth.leewaySeconds`).
+    public var jwtLeewaySeconds: Double = 60
     /// Store shards; `auto` (0) = one per CPU.
     public var storeWorkers: Int = 0
     public var logLevel: String = "info"
@@ -106,6 +114,12 @@ public struct ChatConfig: Sendable, Equatable {
         config.jwtSecret = reader.string(forKey: "jwtSecret", isSecret: true)
         config.jwtIssuer = reader.string(forKey: "jwtIssuer")
         config.jwtAudience = reader.string(forKey: "jwtAudience")
+        // CHAT_JWKS is the documented name; CHAT_AUTH_JWKS is the key's own.
+        config.jwks = (environment["CHAT_JWKS"] ?? reader.string(forKey: "auth.jwks")).flatMap { $0.isEmpty ? nil : $0 }
+        config.jwksRefreshSeconds = reader.double(forKey: "auth.jwksRefreshSeconds", default: config.jwksRefreshSeconds)
+        config.jwtLeewaySeconds = reader.double(forKey: "auth.leewaySeconds", default: config.jwtLeewaySeconds)
+        guard config.jwksRefreshSeconds >= 0 else { throw ConfigError.invalid("auth.jwksRefreshSeconds", "must not be negative") }
+        guard config.jwtLeewaySeconds >= 0 else { throw ConfigError.invalid("auth.leewaySeconds", "must not be negative") }
         let workers = reader.string(forKey: "storeWorkers", default: "auto")
         guard workers == "auto" || Int(workers).map({ $0 > 0 }) == true else {
             throw ConfigError.invalid("storeWorkers", workers)
@@ -204,6 +218,13 @@ public struct ChatConfig: Sendable, Equatable {
         var host = String(listen[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         return (host.isEmpty ? "0.0.0.0" : host, port)
+    }
+
+    /// The HS256 secret the frontend verifies with: the configured one; with
+    /// no JWKS, the generated development secret; with a JWKS alone, none.
+    public func verifyingJWTSecret() throws -> String? {
+        if let jwtSecret, !jwtSecret.isEmpty { return jwtSecret }
+        return jwks == nil ? try resolveJWTSecret() : nil
     }
 
     /// The HS256 secret: configured, or generated once into the data directory

@@ -21,49 +21,110 @@ public struct ChatClaims: JWTPayload {
         self.picture = picture
     }
 
-    public func verify(using algorithm: some JWTAlgorithm) async throws {
-        try exp.verifyNotExpired()
-        try nbf?.verifyNotBefore()
-    }
+    /// Nothing here: `Authenticator` checks `exp` and `nbf` itself, with its
+    /// configured clock leeway, which this protocol method cannot be given.
+    public func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
 
-/// Verifies bearer tokens. HS256 with the configured secret today; the key
-/// collection takes RS256/ES256 keys from a JWKS document the same way
-/// (`keys.add(jwks:)`), which is where that support slots in.
+/// Verifies bearer tokens (api-contract.md "Authentication"): HS256 with the
+/// configured secret, RS256 and ES256 with the keys of a JWKS document. The
+/// header's `alg` must be the algorithm of the key that verifies the token
+/// (RFC 8725 §3.1): chatd reads the header itself, picks the one key by
+/// (`alg`, `kid`) and verifies with a collection holding only that key.
 public struct Authenticator: Sendable {
-    let keys: JWTKeyCollection
+    let hmac: VerificationKey?
+    let jwks: JWKSProvider?
     let issuer: String?
     let audience: String?
+    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    let leeway: Double
 
+    /// HS256 with `secret` only (development, `chatd token`, tests).
     public init(secret: String, issuer: String? = nil, audience: String? = nil) async {
-        let keys = JWTKeyCollection()
-        await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
-        self.keys = keys
+        await self.init(secret: secret, jwks: nil, issuer: issuer, audience: audience, leeway: 0)
+    }
+
+    /// - Parameters:
+    ///   - secret: the HS256 secret; nil or empty: HS256 tokens are refused.
+    ///   - jwks: the RS256/ES256 keys; nil: RS256 and ES256 tokens are refused.
+    public init(secret: String?, jwks: JWKSProvider?, issuer: String? = nil, audience: String? = nil, leeway: Double = 60) async {
+        if let secret, !secret.isEmpty {
+            hmac = await VerificationKey.hmac(secret: secret)
+        } else {
+            hmac = nil
+        }
+        self.jwks = jwks
         self.issuer = issuer
         self.audience = audience
+        self.leeway = max(0, leeway)
     }
 
     public struct Failure: Error, Sendable {
         public let detail: String
     }
 
-    /// The token of an `Authorization` header value; only the `Bearer` scheme, any case.
-    public static func bearerToken(_ header: String?) -> String? {
+    /// The token of an `Authorization` header value; only the `Bearer` scheme,
+    /// any case. Nil for another scheme; a value with a control character
+    /// (a smuggling attempt, never a token) is refused outright.
+    public static func bearerToken(_ header: String?) throws(Failure) -> String? {
         guard let header else { return nil }
+        if header.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            throw Failure(detail: "Invalid token header. Token string should not contain invalid characters.")
+        }
         let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
         let token = parts[1].trimmingCharacters(in: .whitespaces)
         return token.isEmpty ? nil : token
     }
 
+    /// The token of a request's `Authorization` fields: more than one is
+    /// refused (RFC 9110 §11.6.2 makes it a single credential, and two let a
+    /// proxy and chatd each read a different one).
+    public static func bearerToken(values: [String]) throws(Failure) -> String? {
+        guard values.count <= 1 else { throw Failure(detail: "Invalid token header. Only one Authorization header is allowed.") }
+        return try bearerToken(values.first)
+    }
+
+    static let invalid = "Invalid or expired token."
+
     /// Verifies a token and returns the caller it names.
     public func identity(token: String?) async throws(Failure) -> Identity {
+        try await verify(token: token).identity
+    }
+
+    /// A verified token: its caller, and when it stops being valid (`exp`
+    /// plus the leeway), which bounds a WebSocket opened with it (4401).
+    public struct Verified: Sendable {
+        public let identity: Identity
+        public let expires: Date
+
+        var pair: (Identity, Date) { (identity, expires) }
+    }
+
+    /// Verifies a token; see `identity(token:)`.
+    public func verify(token: String?) async throws(Failure) -> Verified {
         guard let token else { throw Failure(detail: "Authentication credentials were not provided.") }
+        let header: TokenHeader
+        do {
+            header = try TokenHeader.parse(token)
+        } catch .malformed {
+            throw Failure(detail: Self.invalid)
+        } catch {
+            throw Failure(detail: "Invalid token header.")
+        }
+        let verifier = try await key(for: header)
         let claims: ChatClaims
         do {
-            claims = try await keys.verify(token, as: ChatClaims.self)
+            claims = try await verifier.keys.verify(token, as: ChatClaims.self)
         } catch {
-            throw Failure(detail: "Invalid or expired token.")
+            throw Failure(detail: Self.invalid)
+        }
+        let now = Date()
+        do {
+            try claims.exp.verifyNotExpired(currentDate: now.addingTimeInterval(-leeway))
+            try claims.nbf?.verifyNotBefore(currentDate: now.addingTimeInterval(leeway))
+        } catch {
+            throw Failure(detail: Self.invalid)
         }
         if let issuer, claims.iss?.value != issuer { throw Failure(detail: "Invalid token issuer.") }
         if let audience {
@@ -71,11 +132,37 @@ public struct Authenticator: Sendable {
             if claims.aud == nil { throw Failure(detail: "Invalid token audience.") }
         }
         guard !claims.sub.value.isEmpty else { throw Failure(detail: "Token has no subject.") }
-        return Identity(sub: claims.sub.value, email: claims.email, name: claims.name, picture: claims.picture)
+        return Verified(
+            identity: Identity(sub: claims.sub.value, email: claims.email, name: claims.name, picture: claims.picture),
+            expires: claims.exp.value.addingTimeInterval(leeway)
+        )
     }
 
-    /// Mints a development token (`chatd token`).
+    /// The one key allowed to verify a token with this header; an unknown
+    /// `kid` refreshes the JWKS once (as its policy allows) before refusal.
+    func key(for header: TokenHeader) async throws(Failure) -> VerificationKey {
+        var published = await jwks?.currentKeys()
+        var selection = KeySelection.select(header, hmac: hmac != nil, jwks: published)
+        if selection == .unknownKid, let jwks {
+            published = await jwks.keysAfterUnknownKid()
+            selection = KeySelection.select(header, hmac: hmac != nil, jwks: published)
+        }
+        switch selection {
+        case .hmac:
+            if let hmac { return hmac }
+        case .jwk(let index):
+            if let published, published.indices.contains(index) { return published[index] }
+        case .unknownKid:
+            throw Failure(detail: KeySelection.unknownKey)
+        case .refused(let detail):
+            throw Failure(detail: detail)
+        }
+        throw Failure(detail: Self.invalid)
+    }
+
+    /// Mints a development token (`chatd token`) with the HS256 secret.
     public func mint(_ claims: ChatClaims) async throws -> String {
-        try await keys.sign(claims)
+        guard let hmac else { throw Failure(detail: "No HS256 secret configured.") }
+        return try await hmac.keys.sign(claims)
     }
 }

@@ -284,12 +284,12 @@ struct ChatAPI: Sendable {
     /// authenticates, a body of a type no endpoint takes is `415`, whether or
     /// not the endpoint reads a body. `multipart` is for message create.
     func authenticate(_ request: Request, multipart: Bool = false) async throws -> Caller {
-        let token = Authenticator.bearerToken(request.headers[.authorization])
-        if request.headers[.authorization] != nil && token == nil {
-            throw APIError(.unauthorized, detail: "Authorization header must use the Bearer scheme.")
-        }
         let caller: Caller
         do {
+            let token = try Authenticator.bearerToken(values: request.headers[values: .authorization])
+            if request.headers[.authorization] != nil && token == nil {
+                throw APIError(.unauthorized, detail: "Authorization header must use the Bearer scheme.")
+            }
             let identity = try await services.auth.identity(token: token)
             caller = Caller(identity: identity, json: [UInt8](try JSONEncoder().encode(identity)))
         } catch let failure as Authenticator.Failure {

@@ -43,7 +43,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
     /// The handshake's verdict, between `shouldUpgrade` and the pipeline setup.
     enum Verdict {
         case none
-        case accepted(Identity, [UInt8], Requests.Session)
+        case accepted(Identity, [UInt8], Requests.Session, expires: Date)
         case refused(HTTPResponse.Status, [UInt8])
     }
 
@@ -84,7 +84,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             },
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
-                    guard case .accepted(let identity, let identityJSON, let session) = verdict.value else {
+                    guard case .accepted(let identity, let identityJSON, let session, let expires) = verdict.value else {
                         throw ChannelError.inappropriateOperationForState
                     }
                     try edgeBox.value.remove(from: channel.pipeline.syncOperations)
@@ -104,7 +104,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                     let idle = TimeAmount.milliseconds(Int64(services.config.chat.idleTimeoutSeconds * 500))
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idle))
                     try channel.pipeline.syncOperations.addHandler(
-                        WebSocketConnection(identity: identity, identityJSON: identityJSON, session: session, services: services)
+                        WebSocketConnection(identity: identity, identityJSON: identityJSON, session: session, expires: expires, services: services)
                     )
                     return UpgradeResult.websocket
                 }
@@ -180,10 +180,11 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         if let limiter = services.limiter, let wait = limiter.handshake(ip: ip ?? "").retryAfterSeconds {
             return .refused(.tooManyRequests, ClientJSON.detail("Too many connection attempts, retry in \(wait) s."))
         }
-        let token = Authenticator.bearerToken(head.headers.first(name: "Authorization")) ?? query["token"]
         let identity: Identity
+        let expires: Date
         do {
-            identity = try await services.auth.identity(token: token)
+            let token = try Authenticator.bearerToken(values: head.headers["Authorization"]) ?? query["token"]
+            (identity, expires) = try await services.auth.verify(token: token).pair
         } catch {
             return .refused(.unauthorized, ClientJSON.detail(error.detail))
         }
@@ -219,7 +220,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                 sessionType: String((query["session_type"].flatMap { $0.isEmpty ? nil : $0 } ?? "web").prefix(20)),
                 userAgent: head.headers.first(name: "User-Agent") ?? "", ipAddress: ip, frontend: services.config.slot
             )
-            return .accepted(identity, [UInt8](identityJSON), session)
+            return .accepted(identity, [UInt8](identityJSON), session, expires: expires)
         case .success(let reply):
             return .refused(APIError.httpStatus(reply.status), reply.body)
         case .failure:

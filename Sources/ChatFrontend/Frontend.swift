@@ -88,7 +88,17 @@ public enum Frontend {
         // After the server stopped (WebSockets closed with 1001), what clients
         // sent is still answered by the workers before the frontend exits.
         defer { bus.stop(drain: 3) }
-        let auth = await Authenticator(secret: try config.chat.resolveJWTSecret(), issuer: config.chat.jwtIssuer, audience: config.chat.jwtAudience)
+        let jwks = config.chat.jwks.map {
+            JWKSProvider(
+                source: .init($0), minRefreshInterval: config.chat.jwksRefreshSeconds,
+                cachePath: (config.chat.dataDir as NSString).appendingPathComponent("jwks-cache.json"), logger: logger
+            )
+        }
+        await jwks?.load()
+        let auth = await Authenticator(
+            secret: try config.chat.verifyingJWTSecret(), jwks: jwks, issuer: config.chat.jwtIssuer, audience: config.chat.jwtAudience,
+            leeway: config.chat.jwtLeewaySeconds
+        )
         let services = FrontendServices(
             config: config, logger: logger, bus: bus, auth: auth, connections: connections, health: health,
             limiter: config.chat.rateLimits ? RateLimiter(config: config.chat) : nil

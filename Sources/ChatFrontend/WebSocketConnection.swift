@@ -27,7 +27,12 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     /// A ping went out after half the idle timeout; the next idle period closes.
     private var pinged = false
 
-    init(identity: Identity, identityJSON: [UInt8], session: Requests.Session, services: FrontendServices) {
+    /// When the token the socket was opened with expires (plus the leeway): the socket closes then (4401).
+    let expires: Date
+    private var expiry: Scheduled<Void>?
+
+    init(identity: Identity, identityJSON: [UInt8], session: Requests.Session, expires: Date, services: FrontendServices) {
+        self.expires = expires
         self.identity = identity
         self.identityJSON = identityJSON
         self.roomID = session.roomID
@@ -42,11 +47,22 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         registry.add(self, room: roomID)
         self.registry = registry
         services.limiter?.socketOpened(user: identity.id)
+        // A token's validity bounds the socket opened with it (api-contract.md "Messages").
+        let left = Int64(max(0, min(expires.timeIntervalSinceNow, 400 * 86_400)) * 1_000)
+        let loop = context.eventLoop
+        let me = NIOLoopBound(self, eventLoop: loop)
+        expiry = loop.scheduleTask(in: .milliseconds(left)) {
+            let connection = me.value
+            guard let context = connection.context else { return }
+            connection.services.logger.info("closing WebSocket of an expired token", metadata: ["connection": "\(connection.key)"])
+            connection.close(code: WebSocketErrorCode(codeNumber: 4401), context: context)
+        }
         // The chat session record, and `user_joined` to the room.
         command(.sessionOpen, session)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        expiry?.cancel()
         end()
         self.context = nil
     }

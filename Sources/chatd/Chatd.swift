@@ -75,7 +75,7 @@ struct Serve: AsyncParsableCommand {
         // Migrate once here, so workers never race each other over the schema;
         // the database lives where the workers run.
         if config.run != "frontend" { _ = try ChatDatabase(path: config.databasePath) }
-        _ = try config.resolveJWTSecret()
+        _ = try config.verifyingJWTSecret()
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         let options = self.options
         let supervisor = Supervisor(
@@ -199,6 +199,11 @@ struct Token: AsyncParsableCommand {
 
     func run() async throws {
         let config = try await options.load()
+        // With a JWKS alone the server verifies no HS256 token: minting one
+        // with a generated secret would only produce tokens it refuses.
+        guard config.jwks == nil || config.jwtSecret?.isEmpty == false else {
+            throw ConfigError.invalid("jwtSecret", "none configured, and with auth.jwks set the server verifies HS256 only with a configured secret")
+        }
         let auth = await Authenticator(secret: try config.resolveJWTSecret())
         let claims = ChatClaims(sub: sub, expires: Date().addingTimeInterval(Double(ttl)), email: email, name: name)
         print(try await auth.mint(claims))

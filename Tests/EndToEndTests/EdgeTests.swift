@@ -54,6 +54,23 @@ extension EndToEnd {
             #expect(page.headers["x-content-type-options"] == "nosniff")
         }
 
+        @Test func aSocketClosesWhenItsTokenExpires() async throws {
+            let server = try await TestServer.start(environment: ["CHAT_AUTH_LEEWAY_SECONDS": "0"])
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+            let short = try await server.token(sub: "bob", expiresIn: 2)
+            let bob = try server.webSocket("/ws/chat/\(room)/?token=\(short)", token: nil)
+            let alice = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
+            try alice.send(json: ["type": "message", "content": "before expiry"])
+            #expect(try bob.receiveMessage(content: "before expiry") != nil)
+            #expect(bob.waitForClose(timeout: 6))
+            #expect(bob.closeCode == 4401)
+            // Alice's token is good for an hour: her socket stays.
+            try alice.send(json: ["type": "ping"])
+            #expect(try alice.receive(type: "pong") != nil)
+        }
+
         @Test func socketsCloseWhenTheirRoomIsDeleted() async throws {
             let server = try await TestServer.start()
             defer { server.stop() }
