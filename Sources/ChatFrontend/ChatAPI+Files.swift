@@ -35,7 +35,7 @@ extension ChatAPI {
             throw APIError(.contentTooLarge, detail: "File too large")
         }
         let staging = services.config.chat.stagingDir
-        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        try PrivateFiles.directory(staging)
         let stagingName = UUID().uuidString.lowercased()
         let stagingPath = (staging as NSString).appendingPathComponent(stagingName)
         var keepStaging = false
@@ -61,8 +61,7 @@ extension ChatAPI {
                 upload.fileSize += buffer.readableBytes
                 if upload.fileSize > limit { upload.tooLarge = true; return }
                 if file == nil {
-                    guard FileManager.default.createFile(atPath: stagingPath, contents: nil),
-                        let handle = FileHandle(forWritingAtPath: stagingPath) else { upload.writeFailed = true; return }
+                    guard let handle = PrivateFiles.create(stagingPath) else { upload.writeFailed = true; return }
                     file = handle
                 }
                 // The parser hands the body over in pieces that end at each
@@ -122,7 +121,8 @@ extension ChatAPI {
         }
         if object["reply_to"] as? String == "" { object["reply_to"] = nil }
         var input: MessageInput
-        switch MessageInput.parse(object, maxChars: services.config.maxMessageChars) {
+        if let name = upload.fileName, let error = Validation.fileNameError(name) { throw APIError.fields([("file_attachment", error)]) }
+        switch MessageInput.parse(object, maxChars: services.config.maxMessageChars, hasAttachment: upload.stagingName != nil) {
         case .failure(let failure): throw APIError.fields(failure.errors)
         case .success(let parsed): input = parsed
         }
