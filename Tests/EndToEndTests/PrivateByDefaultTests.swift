@@ -70,7 +70,9 @@ extension EndToEnd {
                 #expect(entries.contains(expected), "\(expected) not found in \(entries.sorted())")
             }
             #expect(entries.contains { $0.hasPrefix("files/") && $0.split(separator: "/").count == 3 }, "no stored upload in \(entries.sorted())")
-            #expect(entries.contains { $0.hasPrefix("run/") }, "no socket in run/")
+            for socket in ["run/control.sock", "run/notify.sock", "run/events.out", "run/store-0.in"] {
+                #expect(entries.contains(socket), "\(socket) not found in \(entries.sorted())")
+            }
             // chatd.log is the test harness's, opened before chatd started.
             let open = Self.openEntries(dataDir, ignoring: ["chatd.log"])
             #expect(open.isEmpty, "not private: \(open)")
