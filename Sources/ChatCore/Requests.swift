@@ -96,8 +96,9 @@ public enum Validation {
     public static let maxClientMsgIDLength = 64
     /// Room and file names, in Unicode code points (api-contract.md "Messages").
     public static let maxNameLength = 255
-    /// A reaction emoji, in UTF-8 bytes: room for any emoji ZWJ sequence in use
-    /// (the longest, families and flags with tags, are under 30 bytes).
+    /// A reaction emoji, in UTF-8 bytes (the contract's bound): every single
+    /// emoji and flag (tag flags such as England's are 28 bytes) and most ZWJ
+    /// sequences (a family of four is 25); a skin-toned family of four (41) is not.
     public static let maxEmojiBytes = 32
     /// Distinct emoji one message may carry, so a message's reactions stay small
     /// in every list and event that carries it.

@@ -74,7 +74,7 @@ extension Timestamp {
     /// Dates are proleptic Gregorian, as Python's (Foundation's formatter
     /// switches to the Julian calendar before 1582).
     public static func parse(_ text: String) -> Timestamp? {
-        // The longest valid form is 41 bytes (12 fraction digits and an offset).
+        // A valid one is at most 38 bytes (12 fraction digits and an offset), spaces aside.
         guard text.utf8.count <= 64 else { return nil }
         var scanner = DigitScanner(Array(text.trimmingCharacters(in: .whitespaces).utf8))
         guard let year = scanner.number(digits: 4...4), scanner.take("-"),
