@@ -52,6 +52,38 @@ public struct ChatConfig: Sendable, Equatable {
     public var idleTimeoutSeconds: Double = 120
     /// Bytes queued to one slow WebSocket client before it is disconnected.
     public var maxOutboundBytes: Int = 4 << 20
+    /// The URL clients reach this server at (`https://chat.example.com`), for
+    /// absolute links (`next`, `previous`). Nil: `http://<listen>`. Never
+    /// taken from a request's `Host` header, which the client chooses.
+    public var publicURL: String?
+    /// Longest request target (`414` past it).
+    public var maxURLBytes: Int = 8 << 10
+    /// Largest request head, request line included (`431` past it).
+    public var maxHeaderBytes: Int = 64 << 10
+    /// Most header fields in a request (`431` past it).
+    public var maxHeaderCount: Int = 100
+    /// A request head must arrive within this time of its first byte (seconds).
+    public var headTimeoutSeconds: Double = 10
+    /// A request body may pause at most this long between two pieces (seconds).
+    public var bodyTimeoutSeconds: Double = 30
+    /// A keep-alive connection without a request this long is closed (seconds).
+    public var keepAliveTimeoutSeconds: Double = 75
+    /// Most members a room may have (`participant_ids` and joins).
+    public var maxParticipants: Int = 1000
+    /// Rate and connection limits below; `off` for load tests and benchmarks.
+    /// Size limits hold either way.
+    public var rateLimits: Bool = true
+    /// REST requests per user: sustained rate per second, and burst.
+    public var restRequestsPerSecond: Double = 50
+    public var restBurst: Double = 200
+    /// WebSocket events per user (all their sockets together): rate and burst.
+    public var socketEventsPerSecond: Double = 20
+    public var socketEventBurst: Double = 100
+    /// Open WebSockets per user on one frontend.
+    public var socketsPerUser: Int = 100
+    /// WebSocket handshakes per client IP: rate per second, and burst.
+    public var handshakesPerSecondPerIP: Double = 50
+    public var handshakeBurst: Double = 500
 
     public init() {}
 
@@ -91,6 +123,37 @@ public struct ChatConfig: Sendable, Equatable {
         config.typingWindowSeconds = reader.double(forKey: "typingWindowSeconds", default: config.typingWindowSeconds)
         config.idleTimeoutSeconds = reader.double(forKey: "idleTimeoutSeconds", default: config.idleTimeoutSeconds)
         config.maxOutboundBytes = reader.int(forKey: "maxOutboundBytes", default: config.maxOutboundBytes)
+        config.publicURL = reader.string(forKey: "publicURL").flatMap { $0.isEmpty ? nil : $0 }
+        if let url = config.publicURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
+            throw ConfigError.invalid("publicURL", "\(url): http:// or https:// and a host")
+        }
+        config.maxURLBytes = reader.int(forKey: "maxURLBytes", default: config.maxURLBytes)
+        config.maxHeaderBytes = reader.int(forKey: "maxHeaderBytes", default: config.maxHeaderBytes)
+        config.maxHeaderCount = reader.int(forKey: "maxHeaderCount", default: config.maxHeaderCount)
+        config.headTimeoutSeconds = reader.double(forKey: "headTimeoutSeconds", default: config.headTimeoutSeconds)
+        config.bodyTimeoutSeconds = reader.double(forKey: "bodyTimeoutSeconds", default: config.bodyTimeoutSeconds)
+        config.keepAliveTimeoutSeconds = reader.double(forKey: "keepAliveTimeoutSeconds", default: config.keepAliveTimeoutSeconds)
+        config.maxParticipants = reader.int(forKey: "maxParticipants", default: config.maxParticipants)
+        let rateLimits = reader.string(forKey: "rateLimits", default: "on").lowercased()
+        guard ["on", "off", "true", "false"].contains(rateLimits) else { throw ConfigError.invalid("rateLimits", "\(rateLimits): on or off") }
+        config.rateLimits = rateLimits == "on" || rateLimits == "true"
+        config.restRequestsPerSecond = reader.double(forKey: "restRequestsPerSecond", default: config.restRequestsPerSecond)
+        config.restBurst = reader.double(forKey: "restBurst", default: config.restBurst)
+        config.socketEventsPerSecond = reader.double(forKey: "socketEventsPerSecond", default: config.socketEventsPerSecond)
+        config.socketEventBurst = reader.double(forKey: "socketEventBurst", default: config.socketEventBurst)
+        config.socketsPerUser = reader.int(forKey: "socketsPerUser", default: config.socketsPerUser)
+        config.handshakesPerSecondPerIP = reader.double(forKey: "handshakesPerSecondPerIP", default: config.handshakesPerSecondPerIP)
+        config.handshakeBurst = reader.double(forKey: "handshakeBurst", default: config.handshakeBurst)
+        for (key, value) in [("maxURLBytes", config.maxURLBytes), ("maxHeaderBytes", config.maxHeaderBytes), ("maxHeaderCount", config.maxHeaderCount),
+                             ("maxParticipants", config.maxParticipants), ("socketsPerUser", config.socketsPerUser)] where value < 1 {
+            throw ConfigError.invalid(key, "\(value): must be at least 1")
+        }
+        for (key, value) in [("headTimeoutSeconds", config.headTimeoutSeconds), ("bodyTimeoutSeconds", config.bodyTimeoutSeconds),
+                             ("keepAliveTimeoutSeconds", config.keepAliveTimeoutSeconds), ("restRequestsPerSecond", config.restRequestsPerSecond),
+                             ("restBurst", config.restBurst), ("socketEventsPerSecond", config.socketEventsPerSecond), ("socketEventBurst", config.socketEventBurst),
+                             ("handshakesPerSecondPerIP", config.handshakesPerSecondPerIP), ("handshakeBurst", config.handshakeBurst)] where !(value > 0 && value.isFinite) {
+            throw ConfigError.invalid(key, "\(value): must be a positive number")
+        }
         // HS256 keys shorter than the hash are weak (RFC 7518 3.2); refuse them.
         if let secret = config.jwtSecret, !secret.isEmpty, secret.utf8.count < 32 {
             throw ConfigError.invalid("jwtSecret", "must be at least 32 bytes, got \(secret.utf8.count)")
@@ -119,6 +182,12 @@ public struct ChatConfig: Sendable, Equatable {
 
     public var busAddress: BusAddress {
         busTCP.map { .tcp(host: $0.host, basePort: $0.port) } ?? .ipc(directory: resolvedRuntimeDir)
+    }
+
+    /// The origin absolute links start with: `publicURL` without a trailing slash, or `http://<listen>`.
+    public var linkBase: String {
+        if let publicURL { return publicURL.hasSuffix("/") ? String(publicURL.dropLast()) : publicURL }
+        return "http://\(listen)"
     }
 
     public var databasePath: String { (dataDir as NSString).appendingPathComponent("chat.sqlite") }

@@ -95,6 +95,17 @@ public enum ClientJSON {
     }
 
     /// `{"type":"error","error":...}` for one connection.
+    /// An `error` event for a client over its event rate, with when to retry (whole seconds).
+    public static func rateLimitedEvent(retryAfter seconds: Int) -> [UInt8] {
+        var w = JSONWriter(capacity: 96)
+        w.beginObject()
+        w.field("type", "error")
+        w.field("error", "Rate limit exceeded, retry in \(seconds) s")
+        w.field("retry_after", Int64(seconds))
+        w.endObject()
+        return w.bytes
+    }
+
     public static func errorEvent(_ text: String) -> [UInt8] {
         var w = JSONWriter(capacity: 64)
         w.beginObject()

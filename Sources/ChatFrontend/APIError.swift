@@ -9,6 +9,8 @@ import NIOCore
 public struct APIError: Error, HTTPResponseError {
     public let status: HTTPResponse.Status
     public let body: [UInt8]
+    /// Extra response headers (`Retry-After`).
+    public var headers: HTTPFields = [:]
 
     public init(_ status: HTTPResponse.Status, body: [UInt8]) {
         self.status = status
@@ -26,7 +28,9 @@ public struct APIError: Error, HTTPResponseError {
     public static let unavailable = APIError(.serviceUnavailable, detail: "Service temporarily unavailable, try again.")
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        Response.json(status, body)
+        var response = Response.json(status, body)
+        response.headers.append(contentsOf: headers)
+        return response
     }
 
     static func httpStatus(_ status: Status) -> HTTPResponse.Status {
@@ -57,11 +61,20 @@ extension Response {
 /// Turns errors from handlers and Hummingbird itself into JSON bodies, so no
 /// 4xx leaves without one (api-contract.md "Statuses").
 struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    let allowed: AllowedMethods
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound && context.coreContext.endpointPath.value == "NotFound" {
+            // No route: a path chatd serves with other methods is 405 (RFC 9110 15.5.6).
+            let methods = allowed.methods(for: request.uri.path)
+            guard !methods.isEmpty else { return Response.json(.notFound, ClientJSON.detail("Not found.")) }
+            var response = Response.json(.methodNotAllowed, ClientJSON.detail("Method \"\(request.method.rawValue.prefix(32))\" not allowed."))
+            response.headers[.allow] = methods.joined(separator: ", ")
+            return response
         } catch let error as APIError {
-            return Response.json(error.status, error.body)
+            return try error.response(from: request, context: context)
         } catch let error as HTTPError {
             let detail: String
             switch error.status {
@@ -75,5 +88,30 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             context.logger.error("unhandled error", metadata: ["error": "\(error)"])
             return Response.json(.internalServerError, ClientJSON.detail("A server error occurred."))
         }
+    }
+}
+
+/// Which methods each route pattern takes (`:name` segments match any one
+/// segment), for the `Allow` header of a `405`.
+struct AllowedMethods: Sendable {
+    private let routes: [(pattern: [Substring], method: String)]
+
+    init(_ routes: [(HTTPRequest.Method, String)]) {
+        self.routes = routes.map { (Self.segments($0.1), $0.0.rawValue) }
+    }
+
+    /// The methods of every route whose pattern matches `path`, in a stable order; empty when none does.
+    func methods(for path: String) -> [String] {
+        let segments = Self.segments(path)
+        var found: [String] = []
+        for route in routes where route.pattern.count == segments.count && !found.contains(route.method) {
+            if zip(route.pattern, segments).allSatisfy({ $0.hasPrefix(":") ? !$1.isEmpty : $0 == $1 }) { found.append(route.method) }
+        }
+        return found.sorted()
+    }
+
+    /// Split on `/`, keeping empty segments: `/rooms/` and `/rooms` differ.
+    private static func segments(_ path: String) -> [Substring] {
+        path.split(separator: "/", omittingEmptySubsequences: false)
     }
 }

@@ -34,6 +34,9 @@ extension ChatAPI {
         if let length = request.headers[.contentLength].flatMap(Int.init), length > limit + 64 * 1024 {
             throw APIError(.contentTooLarge, detail: "File too large")
         }
+        // Only a member's upload is read: anyone else is answered before a byte of it is.
+        let access = try await call(.roomGet, shardKey: room, caller: caller, body: Requests.RoomRef(roomID: room))
+        guard access.status == .ok else { return Response.json(APIError.httpStatus(access.status), access.body) }
         let staging = services.config.chat.stagingDir
         try PrivateFiles.directory(staging)
         let stagingName = UUID().uuidString.lowercased()
@@ -55,7 +58,14 @@ extension ChatAPI {
             partName = Self.parameter("name", in: value)
             partFileName = Self.parameter("filename", in: value)
         }
+        // Bytes the parser was given and bytes it handed back as part bodies:
+        // the difference is what it holds, part headers and boundaries above
+        // all, which it accumulates at quadratic cost. Bounded, whatever the
+        // framing (a chunked body announces no length).
+        var fed = 0
+        var delivered = 0
         parser.onBody = { buffer in
+            delivered += buffer.readableBytes
             if partName == "file_attachment" && partFileName != nil {
                 if upload.stagingName != nil { upload.extraFile = true; return }
                 upload.fileSize += buffer.readableBytes
@@ -99,9 +109,22 @@ extension ChatAPI {
         }
         do {
             for try await chunk in request.body {
-                try parser.execute(chunk)
+                // Fed in pieces so that what the parser holds is checked often, not once per network read.
+                var rest = chunk
+                while let piece = rest.readSlice(length: min(rest.readableBytes, 16 << 10)) {
+                    fed += piece.readableBytes
+                    try parser.execute(piece)
+                    if fed - delivered > Self.maxPartOverhead { break }
+                    if rest.readableBytes == 0 { break }
+                }
+                if fed - delivered > Self.maxPartOverhead {
+                    try? file?.close()
+                    throw APIError(.badRequest, detail: "Multipart form parse error - part headers longer than \(Self.maxPartOverhead) bytes")
+                }
                 if upload.tooLarge || upload.writeFailed || upload.extraFile { break }
             }
+        } catch let error as APIError {
+            throw error
         } catch {
             try? file?.close()
             throw APIError(.badRequest, detail: "Multipart form parse error - \(error)")
@@ -195,6 +218,10 @@ extension ChatAPI {
         })
     }
 
+    /// Most bytes of a multipart body that are not part contents: the parts'
+    /// headers and boundaries together (a message has a handful of parts).
+    static let maxPartOverhead = 64 << 10
+
     /// A command's reply, or 503 when the bus gave up.
     func call(_ kind: CommandKind, shardKey: String, caller: Caller, body: some Encodable) async throws -> Event {
         let bytes = [UInt8](try JSONEncoder().encode(body))
@@ -223,9 +250,14 @@ extension ChatAPI {
         return nil
     }
 
-    /// `attachment` with the original name quoted safely: an ASCII fallback
-    /// without quotes or controls, and the exact name in RFC 5987 form.
-    static func contentDisposition(_ name: String) -> String {
+    /// `attachment` with the original name's last path segment (`/` and `\`
+    /// both separate: a client may send either), quoted safely: an ASCII
+    /// fallback without quotes or controls, and the name in RFC 6266 / 8187
+    /// `filename*` form. Control characters are dropped from both.
+    static func contentDisposition(_ original: String) -> String {
+        let base = original.split(omittingEmptySubsequences: true) { $0 == "/" || $0 == "\\" }.last.map(String.init) ?? ""
+        var name = String(String.UnicodeScalarView(base.unicodeScalars.filter { !$0.isControlLike }))
+        if name.isEmpty || name == "." || name == ".." { name = "file" }
         let fallback = String(name.unicodeScalars.map { scalar -> Character in
             scalar.isASCII && scalar.value >= 0x20 && scalar != "\"" && scalar != "\\" && scalar.value != 0x7F ? Character(scalar) : "_"
         })
@@ -261,19 +293,19 @@ extension ChatAPI {
 
     func search(_ kind: CommandKind, _ request: Request) async throws -> Response {
         let caller = try await authenticate(request)
-        let query = request.uri.queryParameters
-        let q = (query["q"].map(String.init) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        let query = Self.query(request)
+        let q = (query["q"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         guard !q.isEmpty else { throw APIError(.badRequest, body: ClientJSON.object(["error": "Search query is required"])) }
         guard !q.contains("\u{0}") else { throw APIError(.badRequest, body: ClientJSON.object(["error": "Search query must not contain NUL characters"])) }
         var errors: [(field: String, message: String)] = []
         func uuid(_ name: String) -> String? {
-            guard let raw = query[name[...]], !raw.isEmpty else { return nil }
-            guard let id = IDs.canonical(String(raw)) else { errors.append((name, "Must be a valid UUID.")); return nil }
+            guard let raw = query[name], !raw.isEmpty else { return nil }
+            guard let id = IDs.canonical(raw) else { errors.append((name, "Must be a valid UUID.")); return nil }
             return id
         }
         func date(_ name: String) -> Timestamp? {
-            guard let raw = query[name[...]], !raw.isEmpty else { return nil }
-            guard let stamp = Timestamp.parse(String(raw)) else {
+            guard let raw = query[name], !raw.isEmpty else { return nil }
+            guard let stamp = Timestamp.parse(raw) else {
                 errors.append((name, "Enter a valid date or date/time (ISO 8601).")); return nil
             }
             return stamp
@@ -281,5 +313,16 @@ extension ChatAPI {
         let body = Requests.Search(query: q, room: uuid("room"), sender: uuid("sender"), after: date("after"), before: date("before"))
         if !errors.isEmpty { throw APIError.fields(errors) }
         return try await forward(kind, shardKey: caller.identity.id, caller: caller, body: body)
+    }
+}
+
+extension Unicode.Scalar {
+    /// C0, DEL, C1, line separators and the bidirectional controls, which can
+    /// disguise a name's extension (`evil\u{202E}fdp.exe`).
+    fileprivate var isControlLike: Bool {
+        switch properties.generalCategory {
+        case .control, .lineSeparator, .paragraphSeparator: return true
+        default: return (0x200E...0x200F).contains(value) || (0x202A...0x202E).contains(value) || (0x2066...0x2069).contains(value)
+        }
     }
 }

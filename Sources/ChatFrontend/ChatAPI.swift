@@ -11,49 +11,65 @@ struct ChatAPI: Sendable {
     typealias Context = BasicRequestContext
     let services: FrontendServices
 
+    typealias Handler = @Sendable (Request, Context) async throws -> Response
+
+    /// Every endpoint: method, path, handler. The router is built from it, and
+    /// so is the `Allow` header of a `405`.
+    var routes: [(method: HTTPRequest.Method, path: String, handler: Handler)] {
+        [
+            (.get, "/healthz", healthz),
+            (.get, "/api/chat/rooms/", listRooms),
+            (.post, "/api/chat/rooms/", createRoom),
+            (.post, "/api/chat/rooms/direct_message/", directMessage),
+            (.get, "/api/chat/rooms/:room/", getRoom),
+            (.patch, "/api/chat/rooms/:room/", updateRoom),
+            (.put, "/api/chat/rooms/:room/", updateRoom),
+            (.delete, "/api/chat/rooms/:room/", deleteRoom),
+            (.post, "/api/chat/rooms/:room/mark_read/", markRoomRead),
+            (.get, "/api/chat/rooms/:room/typing_users/", typingUsers),
+            (.post, "/api/chat/rooms/:room/leave/", leaveRoom),
+            (.post, "/api/chat/rooms/:room/join/", joinRoom),
+            (.get, "/api/chat/rooms/:room/messages/", listMessages),
+            (.post, "/api/chat/rooms/:room/messages/", createMessage),
+            (.get, "/api/chat/rooms/:room/messages/:message/", getMessage),
+            (.patch, "/api/chat/rooms/:room/messages/:message/", updateMessage),
+            (.delete, "/api/chat/rooms/:room/messages/:message/", deleteMessage),
+            (.post, "/api/chat/rooms/:room/messages/:message/react/", react),
+            (.post, "/api/chat/rooms/:room/messages/:message/mark_read/", markMessageRead),
+            (.get, "/api/chat/rooms/:room/messages/:message/download/", download),
+            (.get, "/api/chat/search/messages/", searchMessages),
+            (.get, "/api/chat/search/rooms/", searchRooms),
+            (.get, "/api/chat/sessions/active_sessions/", activeSessions),
+            (.post, "/api/chat/sessions/cleanup_old_sessions/", cleanupSessions),
+        ]
+    }
+
     func buildRouter() -> Router<Context> {
         let router = Router(context: Context.self)
-        router.add(middleware: JSONErrorMiddleware())
-        router.get("/healthz") { _, _ in
-            let expected = (0..<services.bus.storeShards).map { "store.\($0)" } + ["receipts.0", "search.0", "files.0"]
-            return services.health.allAlive(expected)
-                ? Response.json(.ok, Array(#"{"status":"ok"}"#.utf8))
-                : Response.json(.serviceUnavailable, Array(#"{"status":"starting"}"#.utf8))
+        // RFC 9110 9.3.2: HEAD wherever GET is; the encoder leaves the body out.
+        let routes = self.routes.flatMap { route in route.method == .get ? [route, (.head, route.path, route.handler)] : [route] }
+        router.add(middleware: JSONErrorMiddleware(allowed: AllowedMethods(routes.map { ($0.method, $0.path) })))
+        for route in routes {
+            router.on(RouterPath(route.path), method: route.method, use: route.handler)
         }
-        router.get("/api/chat/rooms/", use: listRooms)
-        router.post("/api/chat/rooms/", use: createRoom)
-        router.post("/api/chat/rooms/direct_message/", use: directMessage)
-        router.get("/api/chat/rooms/:room/", use: getRoom)
-        router.patch("/api/chat/rooms/:room/", use: updateRoom)
-        router.put("/api/chat/rooms/:room/", use: updateRoom)
-        router.delete("/api/chat/rooms/:room/", use: deleteRoom)
-        router.post("/api/chat/rooms/:room/mark_read/", use: markRoomRead)
-        router.get("/api/chat/rooms/:room/typing_users/", use: typingUsers)
-        router.post("/api/chat/rooms/:room/leave/", use: leaveRoom)
-        router.post("/api/chat/rooms/:room/join/", use: joinRoom)
-        router.get("/api/chat/rooms/:room/messages/", use: listMessages)
-        router.post("/api/chat/rooms/:room/messages/", use: createMessage)
-        router.get("/api/chat/rooms/:room/messages/:message/", use: getMessage)
-        router.patch("/api/chat/rooms/:room/messages/:message/", use: updateMessage)
-        router.delete("/api/chat/rooms/:room/messages/:message/", use: deleteMessage)
-        router.post("/api/chat/rooms/:room/messages/:message/react/", use: react)
-        router.post("/api/chat/rooms/:room/messages/:message/mark_read/", use: markMessageRead)
-        router.get("/api/chat/rooms/:room/messages/:message/download/", use: download)
-        router.get("/api/chat/search/messages/", use: searchMessages)
-        router.get("/api/chat/search/rooms/", use: searchRooms)
-        router.get("/api/chat/sessions/active_sessions/", use: activeSessions)
-        router.post("/api/chat/sessions/cleanup_old_sessions/", use: cleanupSessions)
         return router
+    }
+
+    func healthz(_ request: Request, context: Context) async throws -> Response {
+        let expected = (0..<services.bus.storeShards).map { "store.\($0)" } + ["receipts.0", "search.0", "files.0"]
+        return services.health.allAlive(expected)
+            ? Response.json(.ok, Array(#"{"status":"ok"}"#.utf8))
+            : Response.json(.serviceUnavailable, Array(#"{"status":"starting"}"#.utf8))
     }
 
     // MARK: Handlers
 
     func listRooms(_ request: Request, context: Context) async throws -> Response {
         let caller = try await authenticate(request)
-        let query = request.uri.queryParameters
+        let query = Self.query(request)
         let body = Requests.RoomList(
             page: try page(request),
-            roomType: query["room_type"].map(String.init),
+            roomType: query["room_type"],
             discover: query["discover"].map { ["true", "1"].contains($0.lowercased()) } ?? false
         )
         return try await forward(.roomList, shardKey: caller.identity.id, caller: caller, body: body)
@@ -88,10 +104,10 @@ struct ChatAPI: Sendable {
     func listMessages(_ request: Request, context: Context) async throws -> Response {
         let caller = try await authenticate(request)
         let room = try roomID(context)
-        let query = request.uri.queryParameters
+        let query = Self.query(request)
         func cursor(_ name: String) throws -> String? {
-            guard let value = query[name[...]] else { return nil }
-            guard let id = IDs.canonical(String(value)) else { throw APIError.fields([(name, "Must be a valid UUID.")]) }
+            guard let value = query[name] else { return nil }
+            guard let id = IDs.canonical(value) else { throw APIError.fields([(name, "Must be a valid UUID.")]) }
             return id
         }
         let body = Requests.MessageList(roomID: room, page: try page(request), before: try cursor("before"), after: try cursor("after"))
@@ -99,10 +115,10 @@ struct ChatAPI: Sendable {
     }
 
     func createMessage(_ request: Request, context: Context) async throws -> Response {
-        let caller = try await authenticate(request)
+        let caller = try await authenticate(request, multipart: true)
         let room = try roomID(context)
         let contentType = request.headers[.contentType] ?? ""
-        if contentType.lowercased().hasPrefix("multipart/form-data") {
+        if Self.mediaType(contentType) == "multipart/form-data" {
             return try await createMessageWithFile(request, caller: caller, room: room, contentType: contentType)
         }
         let object = try await jsonObject(request)
@@ -267,17 +283,45 @@ struct ChatAPI: Sendable {
         var json: [UInt8]
     }
 
-    func authenticate(_ request: Request) async throws -> Caller {
+    /// The caller, from the bearer token; then, as DRF parses after it
+    /// authenticates, a body of a type no endpoint takes is `415`, whether or
+    /// not the endpoint reads a body. `multipart` is for message create.
+    func authenticate(_ request: Request, multipart: Bool = false) async throws -> Caller {
         let token = Authenticator.bearerToken(request.headers[.authorization])
         if request.headers[.authorization] != nil && token == nil {
             throw APIError(.unauthorized, detail: "Authorization header must use the Bearer scheme.")
         }
+        let caller: Caller
         do {
             let identity = try await services.auth.identity(token: token)
-            return Caller(identity: identity, json: [UInt8](try JSONEncoder().encode(identity)))
+            caller = Caller(identity: identity, json: [UInt8](try JSONEncoder().encode(identity)))
         } catch let failure as Authenticator.Failure {
             throw APIError(.unauthorized, detail: failure.detail)
         }
+        if let limiter = services.limiter, let wait = limiter.request(user: caller.identity.id).retryAfterSeconds {
+            var error = APIError(.tooManyRequests, detail: "Request was throttled. Expected available in \(wait) seconds.")
+            error.headers[.retryAfter] = String(wait)
+            throw error
+        }
+        if Self.hasBody(request) {
+            let contentType = request.headers[.contentType] ?? ""
+            let media = Self.mediaType(contentType)
+            guard media == "application/json" || (multipart && media == "multipart/form-data") else {
+                throw APIError(.unsupportedMediaType, detail: "Unsupported media type \"\(contentType.prefix(200))\" in request.")
+            }
+        }
+        return caller
+    }
+
+    /// Whether a request announces a body (RFC 9112 6.3): a positive length, or a transfer coding.
+    static func hasBody(_ request: Request) -> Bool {
+        if let length = request.headers[.contentLength] { return length != "0" }
+        return request.headers[.transferEncoding] != nil
+    }
+
+    /// The media type of a `Content-Type` value, lowercased, without parameters.
+    static func mediaType(_ contentType: String) -> String {
+        contentType.split(separator: ";", omittingEmptySubsequences: false).first?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
     }
 
     func roomID(_ context: Context) throws -> String {
@@ -290,7 +334,7 @@ struct ChatAPI: Sendable {
 
     /// DRF page-number pagination parameters and the absolute URL for links.
     func page(_ request: Request) throws -> Requests.Page {
-        let query = request.uri.queryParameters
+        let query = Self.query(request)
         var number = 1
         if let raw = query["page"] {
             guard let value = Int(raw), value >= 1 else { throw APIError(.notFound, detail: "Invalid page.") }
@@ -307,16 +351,19 @@ struct ChatAPI: Sendable {
                 if !digits.isEmpty && digits.allSatisfy({ $0.isASCII && $0.isNumber }) { size = 100 }
             }
         }
-        let host = request.head.authority ?? services.config.chat.listen
-        let items = query.map { [String($0.key), String($0.value)] }.filter { $0[0] != "page" }
-        return Requests.Page(page: number, pageSize: size, url: "http://\(host)\(request.uri.path)", query: items)
+        let items = query.map { [$0.key, $0.value] }.filter { $0[0] != "page" }
+        return Requests.Page(page: number, pageSize: size, url: services.config.chat.linkBase + request.uri.path, query: items)
+    }
+
+    /// The request's query parameters, `+` read as a space.
+    static func query(_ request: Request) -> [String: String] {
+        QueryString.parse(request.uri.query.map { $0[...] } ?? "")
     }
 
     /// The JSON object of a request body, with DRF's refusals for everything else.
     func jsonObject(_ request: Request) async throws -> [String: Any] {
         let contentType = request.headers[.contentType] ?? ""
-        let mediaType = contentType.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
-        guard mediaType == "application/json" else {
+        guard Self.mediaType(contentType) == "application/json" else {
             throw APIError(.unsupportedMediaType, detail: "Unsupported media type \"\(contentType)\" in request.")
         }
         let limit = services.config.chat.maxBodyBytes

@@ -20,6 +20,8 @@ public struct FrontendServices: Sendable {
     public let auth: Authenticator
     public let connections: ConnectionRegistry
     public let health: HealthState
+    /// Nil with `rateLimits: off`.
+    let limiter: RateLimiter?
 }
 
 /// HTTP/1.1 with a WebSocket upgrade, on Hummingbird's server. Unlike
@@ -59,6 +61,14 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
     private func configure(channel: any Channel, verdict: NIOLoopBoundBox<Verdict>) throws -> Value {
         let services = self.services
         let logger = self.logger
+        let chat = services.config.chat
+        let edge = HTTPEdge(limits: HTTPEdgeLimits(
+            maxURLBytes: chat.maxURLBytes,
+            headTimeout: .nanoseconds(Int64(chat.headTimeoutSeconds * 1e9)),
+            bodyTimeout: .nanoseconds(Int64(chat.bodyTimeoutSeconds * 1e9)),
+            keepAliveTimeout: .nanoseconds(Int64(chat.keepAliveTimeoutSeconds * 1e9))
+        ))
+        let edgeBox = NIOLoopBound(edge, eventLoop: channel.eventLoop)
         let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
             maxFrameSize: services.config.chat.maxFrameBytes,
             shouldUpgrade: { channel, head in
@@ -77,6 +87,9 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                     guard case .accepted(let identity, let identityJSON, let session) = verdict.value else {
                         throw ChannelError.inappropriateOperationForState
                     }
+                    try edgeBox.value.remove(from: channel.pipeline.syncOperations)
+                    // RFC 6455 checks on each frame, before fragments are put together.
+                    try channel.pipeline.syncOperations.addHandler(WebSocketFrameGuard())
                     try channel.pipeline.syncOperations.addHandler(
                         NIOWebSocketFrameAggregator(
                             minNonFinalFragmentSize: 0,
@@ -121,9 +134,11 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         pipeline.enableErrorHandling = false
         pipeline.enableResponseHeaderValidation = false
         // Headers over 64 KiB or 100 fields are refused (api-contract.md "Limits").
-        pipeline.decoderConfiguration.maxHeaderListSize = 64 << 10
-        pipeline.decoderConfiguration.maxHeaderFieldCount = 100
+        pipeline.decoderConfiguration.maxHeaderListSize = chat.maxHeaderBytes
+        pipeline.decoderConfiguration.maxHeaderFieldSize = chat.maxHeaderBytes
+        pipeline.decoderConfiguration.maxHeaderFieldCount = chat.maxHeaderCount
         let future = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: pipeline)
+        try edge.install(in: channel.pipeline.syncOperations)
         return Value(upgradeResult: future, channel: channel)
     }
 
@@ -157,12 +172,23 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         guard parts.count == 3, parts[0] == "ws", parts[1] == "chat" || parts[1] == "direct", let target = IDs.canonical(String(parts[2])) else {
             return .refused(.notFound, ClientJSON.detail("Not found."))
         }
+        let ip: String? = switch peer {
+        case .v4(let address)?: address.host
+        case .v6(let address)?: address.host
+        default: nil
+        }
+        if let limiter = services.limiter, let wait = limiter.handshake(ip: ip ?? "").retryAfterSeconds {
+            return .refused(.tooManyRequests, ClientJSON.detail("Too many connection attempts, retry in \(wait) s."))
+        }
         let token = Authenticator.bearerToken(head.headers.first(name: "Authorization")) ?? query["token"]
         let identity: Identity
         do {
             identity = try await services.auth.identity(token: token)
         } catch {
             return .refused(.unauthorized, ClientJSON.detail(error.detail))
+        }
+        if let limiter = services.limiter, !limiter.mayOpenSocket(user: identity.id) {
+            return .refused(.tooManyRequests, ClientJSON.detail("Too many open connections (at most \(limiter.socketsPerUser))."))
         }
         guard let identityJSON = try? JSONEncoder().encode(identity) else {
             return .refused(.internalServerError, ClientJSON.detail("A server error occurred."))
@@ -188,11 +214,6 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         let result = await services.bus.request(.roomEnter, to: .store(key: roomID), user: [UInt8](identityJSON), body: [UInt8](body))
         switch result {
         case .success(let reply) where reply.status == .ok:
-            let ip: String? = switch peer {
-            case .v4(let address)?: address.host
-            case .v6(let address)?: address.host
-            default: nil
-            }
             let session = Requests.Session(
                 sessionID: UUID().uuidString.lowercased(), roomID: roomID,
                 sessionType: String((query["session_type"].flatMap { $0.isEmpty ? nil : $0 } ?? "web").prefix(20)),
@@ -208,13 +229,6 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
 
     static func splitURI(_ uri: String) -> (path: Substring, query: [String: String]) {
         guard let mark = uri.firstIndex(of: "?") else { return (uri[...], [:]) }
-        var query: [String: String] = [:]
-        for pair in uri[uri.index(after: mark)...].split(separator: "&") {
-            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let key = String(kv[0]).removingPercentEncoding ?? String(kv[0])
-            let value = kv.count > 1 ? (String(kv[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(kv[1])) : ""
-            if query[key] == nil { query[key] = value }
-        }
-        return (uri[..<mark], query)
+        return (uri[..<mark], QueryString.parse(uri[uri.index(after: mark)...]))
     }
 }

@@ -1,4 +1,5 @@
 import ChatBus
+import ChatWire
 import NIOCore
 import NIOWebSocket
 import Synchronization
@@ -58,6 +59,14 @@ final class LoopRegistry: @unchecked Sendable {
         var touched: [ObjectIdentifier: WebSocketConnection] = [:]
         for event in events {
             guard let members = rooms[event.roomID], firstDelivery(of: event.key) else { continue }
+            if let removed = RoomEventKey.removed(event.key) {
+                // Membership ended: those sockets get nothing more (api-contract.md "Messages").
+                for (id, connection) in members where removed == "*" || connection.identity.id == removed {
+                    touched[id] = nil
+                    connection.membershipEnded()
+                }
+                continue
+            }
             // `x:<connection>`: everyone but the connection that caused it (typing).
             let excluded = event.key.hasPrefix("x:") ? event.key.dropFirst(2) : nil
             for (id, connection) in members where excluded == nil || connection.key != excluded! {

@@ -89,7 +89,10 @@ public enum Frontend {
         // sent is still answered by the workers before the frontend exits.
         defer { bus.stop(drain: 3) }
         let auth = await Authenticator(secret: try config.chat.resolveJWTSecret(), issuer: config.chat.jwtIssuer, audience: config.chat.jwtAudience)
-        let services = FrontendServices(config: config, logger: logger, bus: bus, auth: auth, connections: connections, health: health)
+        let services = FrontendServices(
+            config: config, logger: logger, bus: bus, auth: auth, connections: connections, health: health,
+            limiter: config.chat.rateLimits ? RateLimiter(config: config.chat) : nil
+        )
         let responder = makeResponder(ChatAPI(services: services).buildRouter().buildResponder(), logger: logger)
         let server = HTTPServer(
             source: source, channel: ChatChannel(responder: responder, services: services, logger: logger), group: group, logger: logger

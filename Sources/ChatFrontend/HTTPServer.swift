@@ -81,7 +81,7 @@ struct HTTPServer: Service {
 /// per request, a 500 for errors no route turned into a response, and the
 /// `Date` header every response carries (RFC 9110 6.6.1).
 func makeResponder<R: HTTPResponder>(_ responder: R, logger: Logger) -> HTTPChannelHandler.Responder where R.Context == BasicRequestContext {
-    let dates = DateHeader()
+    let dates = DateHeader.shared
     return { request, writer, channel in
         let context = BasicRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: logger))
         var response: Response
@@ -92,12 +92,15 @@ func makeResponder<R: HTTPResponder>(_ responder: R, logger: Logger) -> HTTPChan
             response = Response(status: .internalServerError)
         }
         response.headers[.date] = dates.current
+        // Browsers must not guess a type other than the one sent (downloads above all).
+        response.headers[.xContentTypeOptions] = "nosniff"
         try await writer.write(response: response.head, body: response.body)
     }
 }
 
 /// The IMF-fixdate of the current second, formatted once per second.
 final class DateHeader: Sendable {
+    static let shared = DateHeader()
     private let cache = Mutex<(second: time_t, text: String)>((0, ""))
 
     var current: String {

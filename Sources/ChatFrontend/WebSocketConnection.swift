@@ -41,6 +41,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         let registry = services.connections.registry(for: context.eventLoop)
         registry.add(self, room: roomID)
         self.registry = registry
+        services.limiter?.socketOpened(user: identity.id)
         // The chat session record, and `user_joined` to the room.
         command(.sessionOpen, session)
     }
@@ -62,6 +63,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         registry = nil
         guard !ended else { return }
         ended = true
+        services.limiter?.socketClosed(user: identity.id)
         command(.sessionClose, session)
     }
 
@@ -73,6 +75,14 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     // MARK: Outbound (called by the registry on this loop)
+
+    /// The user left the room, or it was deactivated: closed with 4403, and
+    /// out of the room's delivery at once.
+    func membershipEnded() {
+        registry?.remove(self, room: roomID)
+        guard let context else { return }
+        close(code: WebSocketErrorCode(codeNumber: 4403), context: context)
+    }
 
     func write(text buffer: ByteBuffer) {
         guard let context, !closing else { return }
@@ -109,7 +119,12 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         let frame = unwrapInboundIn(data)
         switch frame.opcode {
         case .text:
-            handleText(frame.unmaskedData)
+            let text = frame.unmaskedData
+            // RFC 6455 8.1: a text message that is not UTF-8 fails the connection.
+            guard String(validating: text.readableBytesView, as: UTF8.self) != nil else {
+                return close(code: .dataInconsistentWithMessage, context: context)
+            }
+            handleText(text)
         case .binary:
             sendError("Only JSON text frames are accepted")
         case .ping:
@@ -179,6 +194,13 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             case .invalidFrameLength: close(code: .messageTooLarge, context: context)
             default: close(code: .protocolError, context: context)
             }
+        } else if let error = error as? NIOWebSocketFrameAggregator.Error {
+            // The fragments of one message passed the size limit: refused as
+            // soon as they do, without buffering the rest (RFC 6455 7.4.1).
+            switch error {
+            case .accumulatedFrameSizeIsTooLarge, .tooManyFragments: close(code: .messageTooLarge, context: context)
+            default: close(code: .protocolError, context: context)
+            }
         } else {
             context.close(promise: nil)
         }
@@ -189,7 +211,13 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             return sendError("Invalid JSON")
         }
         guard let event = object as? [String: Any] else { return sendError("Expected a JSON object") }
-        switch event["type"] as? String {
+        let type = event["type"] as? String
+        if let limiter = services.limiter, let wait = limiter.event(user: identity.id, typing: type == "typing").retryAfterSeconds {
+            // A refused typing event is dropped quietly: it is the first to go when a user is busy.
+            guard type != "typing" else { return }
+            return send(ClientJSON.rateLimitedEvent(retryAfter: wait))
+        }
+        switch type {
         case "message":
             handleMessage(event)
         case "typing":

@@ -137,7 +137,12 @@ public final class WebSocketClient: @unchecked Sendable {
 
     /// Sends one frame. `masked: false` breaks RFC 6455 on purpose.
     public func send(opcode: Opcode, payload: [UInt8], fin: Bool = true, masked: Bool = true) throws {
-        var frame: [UInt8] = [(fin ? 0x80 : 0) | opcode.rawValue]
+        try send(firstByte: (fin ? 0x80 : 0) | opcode.rawValue, payload: payload, masked: masked)
+    }
+
+    /// A frame with any first byte: FIN, the RSV bits and the opcode, reserved ones included.
+    public func send(firstByte: UInt8, payload: [UInt8], masked: Bool = true) throws {
+        var frame: [UInt8] = [firstByte]
         let maskBit: UInt8 = masked ? 0x80 : 0
         if payload.count < 126 {
             frame.append(maskBit | UInt8(payload.count))

@@ -190,6 +190,22 @@ public enum Topic {
     public static func heartbeat(_ role: String) -> String { heartbeatPrefix + role }
 }
 
+/// Keys of room events that are not frames to deliver but orders to the
+/// frontends: membership ended, so sockets in the room are closed (4403)
+/// rather than written to. Their body is empty.
+public enum RoomEventKey {
+    static let removePrefix = "k:"
+    /// The room was deactivated: every socket in it.
+    public static let removeEveryone = "k:*"
+    /// The user left or was removed: that user's sockets in the room.
+    public static func remove(user: String) -> String { removePrefix + user }
+
+    /// Whose sockets a key removes: nil for an ordinary event, `*` for everyone's.
+    public static func removed(_ key: String) -> Substring? {
+        key.hasPrefix(removePrefix) ? key.dropFirst(removePrefix.count) : nil
+    }
+}
+
 /// Kinds of published events.
 public enum EventKind: String, Sendable {
     /// The answer to one command.

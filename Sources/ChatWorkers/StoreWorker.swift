@@ -87,14 +87,20 @@ public final class StoreWorker {
             let room = try Store.updateRoom(try body(Requests.RoomUpdate.self, command), user: user, in: db)
             return [.reply(to: command, status: .ok, body: ClientJSON.encode(room))]
         case .roomDelete:
-            try Store.deactivateRoom(try body(Requests.RoomRef.self, command).roomID, user: user, in: db)
-            return [.reply(to: command, status: .noContent, body: [])]
+            let roomID = try body(Requests.RoomRef.self, command).roomID
+            try Store.deactivateRoom(roomID, user: user, in: db)
+            // Every socket in the room is closed (4403): nothing more reaches them.
+            return [Event(topic: Topic.room(roomID), kind: .roomEvent, key: RoomEventKey.removeEveryone, body: []),
+                    .reply(to: command, status: .noContent, body: [])]
         case .roomDirect:
             let (room, created) = try Store.directRoom(try body(Requests.RoomDirect.self, command), user: user, in: db)
             return [.reply(to: command, status: created ? .created : .ok, body: ClientJSON.encode(room))]
         case .roomLeave:
-            try Store.leaveRoom(try body(Requests.RoomRef.self, command).roomID, user: user, in: db)
-            return [.reply(to: command, status: .ok, body: ClientJSON.object(["status": "left room"]))]
+            let roomID = try body(Requests.RoomRef.self, command).roomID
+            try Store.leaveRoom(roomID, user: user, in: db)
+            // The user's sockets in the room are closed (4403) after this.
+            return [Event(topic: Topic.room(roomID), kind: .roomEvent, key: RoomEventKey.remove(user: user), body: []),
+                    .reply(to: command, status: .ok, body: ClientJSON.object(["status": "left room"]))]
         case .roomJoin:
             try Store.joinRoom(try body(Requests.RoomRef.self, command).roomID, user: user, in: db)
             return [.reply(to: command, status: .ok, body: ClientJSON.object(["status": "joined room"]))]

@@ -2,6 +2,10 @@ import ChatCore
 import ChatTesting
 import Foundation
 
+/// Every server a load run starts: quiet, and without rate limits, which
+/// would measure the limiter instead of the server.
+let loadEnvironment = ["CHAT_LOG_LEVEL": "warning", "CHAT_RATE_LIMITS": "off"]
+
 /// chatd-load: starts a real `chatd serve` (temporary data, free port), fills
 /// rooms with WebSocket clients and measures messages sent, persisted and
 /// delivered per second. Every loop is bounded by `--messages`.
@@ -152,7 +156,7 @@ func processes(_ server: TestServer) -> [(String, Int32)] {
 }
 
 func measure(_ options: Options) async throws -> (seconds: Double, messages: Int, deliveries: Int, stored: Int, cpu: [(String, Double)]) {
-    let server = try await TestServer.start(storeWorkers: options.storeWorkers, environment: ["CHAT_LOG_LEVEL": "warning"])
+    let server = try await TestServer.start(storeWorkers: options.storeWorkers, environment: loadEnvironment)
     defer { server.stop() }
     var members: [Member] = []
     var roomIDs: [String] = []
@@ -208,7 +212,7 @@ func measure(_ options: Options) async throws -> (seconds: Double, messages: Int
 /// The REST benchmark's data: a user in 100 rooms (one message each) and a
 /// room of 100,000 messages; then the server runs until this process is told to stop.
 func restFixture(path: String) async throws {
-    let server = try await TestServer.start(storeWorkers: 1, environment: ["CHAT_LOG_LEVEL": "warning"])
+    let server = try await TestServer.start(storeWorkers: 1, environment: loadEnvironment)
     defer { server.stop() }
     let token = try await server.token(sub: "bench", name: "Bench", expiresIn: 86_400)
     let writers = try await (0..<4).asyncMap { try await server.token(sub: "writer-\($0)", expiresIn: 86_400) }
@@ -273,7 +277,7 @@ func now() -> UInt64 {
 /// send to the last member's delivery. Phase 2: throughput, a window of
 /// messages in flight, each retired when every member has it.
 func fanout(members count: Int, messages: Int, window: Int) async throws {
-    let server = try await TestServer.start(storeWorkers: 1, environment: ["CHAT_LOG_LEVEL": "warning"])
+    let server = try await TestServer.start(storeWorkers: 1, environment: loadEnvironment)
     defer { server.stop() }
     let owner = try await server.token(sub: "owner")
     let created = try await server.request("POST", "/api/chat/rooms/", token: owner, json: ["name": "fan-out", "room_type": "public"])
@@ -394,7 +398,7 @@ struct Words {
 /// WebSockets), wait until indexed, time searches, then delete the index and
 /// time its rebuild from zero.
 func searchBench(total: Int) async throws {
-    let server = try await TestServer.start(storeWorkers: 1, environment: ["CHAT_LOG_LEVEL": "warning"])
+    let server = try await TestServer.start(storeWorkers: 1, environment: loadEnvironment)
     defer { server.stop() }
     let tokens = try await (0..<4).asyncMap { try await server.token(sub: "s-\($0)", expiresIn: 86_400) }
     for token in tokens { _ = try await server.request("GET", "/api/chat/rooms/", token: token) }
@@ -463,7 +467,7 @@ func orExit<T>(_ body: () async throws -> T) async -> T {
 /// says READY=1 (from `chatd ctl status`), and until a message sent at the
 /// moment of the kill is delivered (the frontend resends it after 750 ms).
 func recoveryBench(count: Int) async throws {
-    let server = try await TestServer.start(storeWorkers: 1, environment: ["CHAT_LOG_LEVEL": "warning"])
+    let server = try await TestServer.start(storeWorkers: 1, environment: loadEnvironment)
     defer { server.stop() }
     let token = try await server.token(sub: "recovery")
     let created = try await server.request("POST", "/api/chat/rooms/", token: token, json: ["name": "recovery"])
@@ -500,7 +504,7 @@ let options = Options(CommandLine.arguments)
 if let rounds = options.chaos {
     // The long chaos run: the end-to-end test's, with more of everything.
     let outcome = await orExit {
-        let server = try await TestServer.start(storeWorkers: max(2, options.storeWorkers), environment: ["CHAT_LOG_LEVEL": "warning"])
+        let server = try await TestServer.start(storeWorkers: max(2, options.storeWorkers), environment: loadEnvironment)
         defer { server.stop() }
         var chaos = Chaos.Options()
         chaos.rooms = options.rooms

@@ -1,0 +1,62 @@
+import ChatBus
+import ChatConfig
+import ChatWire
+import Synchronization
+
+/// The frontend's rate and connection limits (`rateLimits: on`, the
+/// default): REST requests and WebSocket events per user, handshakes per IP,
+/// open WebSockets per user. Counted per frontend process.
+final class RateLimiter: Sendable {
+    private let rest: Mutex<TokenBuckets>
+    private let events: Mutex<TokenBuckets>
+    private let handshakes: Mutex<TokenBuckets>
+    private let sockets = Mutex<[String: Int]>([:])
+    let socketsPerUser: Int
+
+    init(config: ChatConfig) {
+        rest = Mutex(TokenBuckets(rate: config.restRequestsPerSecond, burst: config.restBurst))
+        events = Mutex(TokenBuckets(rate: config.socketEventsPerSecond, burst: config.socketEventBurst))
+        handshakes = Mutex(TokenBuckets(rate: config.handshakesPerSecondPerIP, burst: config.handshakeBurst))
+        socketsPerUser = config.socketsPerUser
+    }
+
+    func request(user: String) -> TokenBuckets.Decision {
+        rest.withLock { $0.take(user, now: monotonicNanos()) }
+    }
+
+    /// A WebSocket event. Typing keeps half the burst in reserve, so a busy
+    /// user's typing events are refused before their messages are.
+    func event(user: String, typing: Bool) -> TokenBuckets.Decision {
+        events.withLock { $0.take(user, reserve: typing ? $0.burst / 2 : 0, now: monotonicNanos()) }
+    }
+
+    func handshake(ip: String) -> TokenBuckets.Decision {
+        handshakes.withLock { $0.take(ip, now: monotonicNanos()) }
+    }
+
+    /// Whether the user may open another socket (checked at the handshake;
+    /// two handshakes at once may both pass, which overshoots by one at most
+    /// per event loop).
+    func mayOpenSocket(user: String) -> Bool {
+        sockets.withLock { $0[user, default: 0] < socketsPerUser }
+    }
+
+    func socketOpened(user: String) {
+        sockets.withLock { $0[user, default: 0] += 1 }
+    }
+
+    func socketClosed(user: String) {
+        sockets.withLock { open in
+            let count = open[user, default: 0] - 1
+            open[user] = count > 0 ? count : nil
+        }
+    }
+}
+
+extension TokenBuckets.Decision {
+    /// Whole seconds for `Retry-After` (RFC 9110 10.2.3), at least 1.
+    var retryAfterSeconds: Int? {
+        guard case .limited(let seconds) = self else { return nil }
+        return max(1, Int(seconds.rounded(.up)))
+    }
+}
