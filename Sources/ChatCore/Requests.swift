@@ -118,7 +118,9 @@ public enum Validation {
             errors.append(("message_type", "\"\(messageType)\" is not a valid choice."))
         }
         errors += contentErrors(content: content, messageType: messageType, maxChars: maxChars)
-        if let clientMsgID, clientMsgID.count > maxClientMsgIDLength {
+        // Code points, as Python's `len`: a `Character` count would let one
+        // "character" of endless combining marks through.
+        if let clientMsgID, clientMsgID.unicodeScalars.count > maxClientMsgIDLength {
             errors.append(("client_msg_id", "Ensure this field has no more than \(maxClientMsgIDLength) characters."))
         }
         return errors.isEmpty ? nil : errors

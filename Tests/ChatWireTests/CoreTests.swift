@@ -55,6 +55,14 @@ import Testing
         #expect(errors("system", attachment: true) == ["message_type"])
     }
 
+    @Test func clientMessageIDsCountCodePoints() {
+        // One grapheme cluster, 10,001 code points.
+        let combining = "a" + String(repeating: "\u{301}", count: 10_000)
+        #expect(combining.count == 1)
+        #expect(Validation.messageErrors(content: "hi", messageType: "text", clientMsgID: combining, maxChars: 10)?.map(\.field) == ["client_msg_id"])
+        #expect(Validation.messageErrors(content: "hi", messageType: "text", clientMsgID: String(repeating: "é", count: 64), maxChars: 10) == nil)
+    }
+
     @Test func namesAndEmojiAreBounded() {
         #expect(Validation.roomNameError(String(repeating: "é", count: 255)) == nil)
         #expect(Validation.roomNameError(String(repeating: "é", count: 256)) != nil)
