@@ -22,6 +22,9 @@ extension ChatAPI {
         var writeFailed = false
         /// A second file part, which a message cannot hold.
         var extraFile = false
+        /// Why the file's name is refused: known from its part's header, so
+        /// the file is not read at all.
+        var fileNameError: String?
     }
 
     func createMessageWithFile(_ request: Request, caller: Caller, room: String, contentType: String) async throws -> Response {
@@ -57,6 +60,7 @@ extension ChatAPI {
             guard name.lowercased() == "content-disposition" else { return }
             partName = Self.parameter("name", in: value)
             partFileName = Self.parameter("filename", in: value)
+            if partName == "file_attachment", let name = partFileName { upload.fileNameError = Validation.fileNameError(name) }
         }
         // Bytes the parser was given and bytes it handed back as part bodies:
         // the difference is what it holds, part headers and boundaries above
@@ -68,6 +72,7 @@ extension ChatAPI {
             delivered += buffer.readableBytes
             if partName == "file_attachment" && partFileName != nil {
                 if upload.stagingName != nil { upload.extraFile = true; return }
+                if upload.fileNameError != nil { return }
                 upload.fileSize += buffer.readableBytes
                 if upload.fileSize > limit { upload.tooLarge = true; return }
                 if file == nil {
@@ -121,7 +126,7 @@ extension ChatAPI {
                     try? file?.close()
                     throw APIError(.badRequest, detail: "Multipart form parse error - part headers longer than \(Self.maxPartOverhead) bytes")
                 }
-                if upload.tooLarge || upload.writeFailed || upload.extraFile { break }
+                if upload.tooLarge || upload.writeFailed || upload.extraFile || upload.fileNameError != nil { break }
             }
         } catch let error as APIError {
             throw error
@@ -130,6 +135,7 @@ extension ChatAPI {
             throw APIError(.badRequest, detail: "Multipart form parse error - \(error)")
         }
         try? file?.close()
+        if let error = upload.fileNameError { throw APIError.fields([("file_attachment", error)]) }
         if upload.tooLarge { throw APIError(.contentTooLarge, detail: "File too large") }
         if upload.extraFile { throw APIError.fields([("file_attachment", "A message holds one attachment.")]) }
         if upload.writeFailed { throw APIError(.serviceUnavailable, detail: "The upload could not be written, try again.") }
@@ -144,7 +150,6 @@ extension ChatAPI {
         }
         if object["reply_to"] as? String == "" { object["reply_to"] = nil }
         var input: MessageInput
-        if let name = upload.fileName, let error = Validation.fileNameError(name) { throw APIError.fields([("file_attachment", error)]) }
         switch MessageInput.parse(object, maxChars: services.config.maxMessageChars, hasAttachment: upload.stagingName != nil) {
         case .failure(let failure): throw APIError.fields(failure.errors)
         case .success(let parsed): input = parsed

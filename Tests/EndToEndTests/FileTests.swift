@@ -124,6 +124,10 @@ extension EndToEnd {
                 #expect(refused.status == 400, "\(refused.text.prefix(200))")
                 #expect(refused.object["file_attachment"] is [String], "\(refused.text.prefix(200))")
             }
+            // A long name before a large file: refused as soon as the part header is read.
+            let big = try await Self.upload(server, token: t[0], room: room, fields: [:], fileName: String(repeating: "n", count: 300), file: Data(count: 20 << 20))
+            #expect(big.status == 400)
+            #expect(big.object["file_attachment"] is [String])
             #expect(try await Steps.contents(server, token: t[1], room: room) == ["fits"])
             #expect((try? FileManager.default.contentsOfDirectory(atPath: server.dataDir + "/staging"))?.isEmpty ?? true)
         }
