@@ -15,8 +15,11 @@ public enum IDs {
         return format(bytes)
     }
 
-    /// The user id for a token subject: the subject itself when it is a UUID,
-    /// otherwise a UUIDv5 of it, so the same `sub` always maps to the same user.
+    /// The user id for a token subject: the subject itself when it is a UUID
+    /// (in lowercase: a UUID in any letter case is the same UUID, so `ABC…`
+    /// and `abc…` are deliberately one user), otherwise a UUIDv5 of it, so the
+    /// same `sub` always maps to the same user. Non-UUID subjects are compared
+    /// exactly, as RFC 7519 compares `sub`.
     /// The namespace is the Django reference's (`uuid5(NAMESPACE_URL,
     /// "chat-api:user-subject")`), so both servers give a subject the same id.
     public static func userID(forSubject sub: String) -> String {

@@ -25,9 +25,12 @@ public struct Identity: Sendable, Hashable, Codable {
     public var name: String?
     public var picture: String?
 
+    /// A UUID `sub` is the user's id, and UUIDs are case-insensitive (RFC 9562
+    /// §4): `ABC…` and `abc…` are one user, kept under the lowercase form so
+    /// the stored subject does not depend on which token came first.
     public init(sub: String, email: String?, name: String?, picture: String?) {
         self.id = IDs.userID(forSubject: sub)
-        self.sub = sub
+        self.sub = IDs.canonical(sub) ?? sub
         self.email = email ?? ""
         self.name = name
         self.picture = picture

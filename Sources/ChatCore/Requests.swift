@@ -90,26 +90,70 @@ public enum Requests {
 }
 
 /// Rules on client input shared by REST and WebSocket (api-contract.md).
+/// The frontend applies them to refuse early; the store applies them again,
+/// because a worker never trusts the frontend for a domain rule.
 public enum Validation {
     public static let maxClientMsgIDLength = 64
+    /// Room and file names, in Unicode code points (api-contract.md "Messages").
+    public static let maxNameLength = 255
+    /// A reaction emoji, in UTF-8 bytes (the contract's bound): every single
+    /// emoji and flag (tag flags such as England's are 28 bytes) and most ZWJ
+    /// sequences (a family of four is 25); a skin-toned family of four (41) is not.
+    public static let maxEmojiBytes = 32
+    /// Distinct emoji one message may carry, so a message's reactions stay small
+    /// in every list and event that carries it.
+    public static let maxDistinctEmoji = 50
 
     /// Why a message's fields are refused, as DRF field errors; nil when valid.
     /// `content` length counts Unicode code points, as Python's `len` does.
-    public static func messageErrors(content: String, messageType: String, clientMsgID: String?, maxChars: Int) -> [(field: String, message: String)]? {
+    /// Clients send `text`, `image` or `file`; `image` and `file` only with an
+    /// attachment (`hasAttachment`); `system` and `typing` are the server's own.
+    public static func messageErrors(content: String, messageType: String, clientMsgID: String?, maxChars: Int, hasAttachment: Bool = false) -> [(field: String, message: String)]? {
         var errors: [(field: String, message: String)] = []
-        if MessageType(rawValue: messageType) == nil {
+        switch MessageType(rawValue: messageType) {
+        case .text?: break
+        case .image?, .file?:
+            if !hasAttachment { errors.append(("message_type", "A \"\(messageType)\" message needs a file_attachment.")) }
+        case .system?, .typing?, nil:
             errors.append(("message_type", "\"\(messageType)\" is not a valid choice."))
         }
-        let length = content.unicodeScalars.count
-        if length > maxChars {
-            errors.append(("content", "Ensure this field has no more than \(maxChars) characters."))
-        } else if messageType == "text" && content.allSatisfy(\.isWhitespace) {
-            errors.append(("content", "Message content cannot be empty."))
-        }
-        if let clientMsgID, clientMsgID.count > maxClientMsgIDLength {
+        errors += contentErrors(content: content, messageType: messageType, maxChars: maxChars)
+        // Code points, as Python's `len`: a `Character` count would let one
+        // "character" of endless combining marks through.
+        if let clientMsgID, clientMsgID.unicodeScalars.count > maxClientMsgIDLength {
             errors.append(("client_msg_id", "Ensure this field has no more than \(maxClientMsgIDLength) characters."))
         }
         return errors.isEmpty ? nil : errors
+    }
+
+    /// Why a message's content is refused (also on edit, where the type is the stored one).
+    public static func contentErrors(content: String, messageType: String, maxChars: Int) -> [(field: String, message: String)] {
+        if content.unicodeScalars.count > maxChars {
+            return [("content", "Ensure this field has no more than \(maxChars) characters.")]
+        }
+        if messageType == "text" && content.allSatisfy(\.isWhitespace) {
+            return [("content", "Message content cannot be empty.")]
+        }
+        return []
+    }
+
+    /// Why a room name is refused; nil when valid.
+    public static func roomNameError(_ name: String?) -> String? {
+        guard let name, name.unicodeScalars.count > maxNameLength else { return nil }
+        return "Ensure this field has no more than \(maxNameLength) characters."
+    }
+
+    /// Why an uploaded file's name is refused (DRF's `FileField` wording); nil when valid.
+    public static func fileNameError(_ name: String) -> String? {
+        let length = name.unicodeScalars.count
+        guard length > maxNameLength else { return nil }
+        return "Ensure this filename has at most \(maxNameLength) characters (it has \(length))."
+    }
+
+    /// Why a reaction emoji is refused (empty is the caller's own error); nil when valid.
+    public static func emojiError(_ emoji: String) -> String? {
+        guard emoji.utf8.count > maxEmojiBytes else { return nil }
+        return "Ensure this field has no more than \(maxEmojiBytes) bytes."
     }
 }
 
@@ -124,16 +168,28 @@ public enum Pagination {
         return page.url + "?" + items.map { percentEncode($0[0]) + "=" + percentEncode($0[1]) }.joined(separator: "&")
     }
 
+    /// Items before `page`, or nil when no such page can exist: a page or
+    /// size below 1, or an offset past `Int64` (`page=9223372036854775807`).
+    /// Every page computation goes through here, so no input can overflow.
+    public static func offset(_ page: Requests.Page) -> Int64? {
+        guard page.page >= 1, page.pageSize >= 1 else { return nil }
+        let (offset, overflow) = Int64(page.page - 1).multipliedReportingOverflow(by: Int64(page.pageSize))
+        return overflow ? nil : offset
+    }
+
     /// `(next, previous)` for a page of `count` items in all.
     public static func links(_ page: Requests.Page, count: Int64) -> (next: String?, previous: String?) {
-        let next = Int64(page.page * page.pageSize) < count ? link(page, to: page.page + 1) : nil
+        guard let offset = offset(page) else { return (nil, nil) }
+        let (end, overflow) = offset.addingReportingOverflow(Int64(page.pageSize))
+        let next = !overflow && end < count ? link(page, to: page.page + 1) : nil
         let previous = page.page > 1 ? link(page, to: page.page - 1) : nil
         return (next, previous)
     }
 
     /// Whether `page` exists for `count` items (page 1 always does, as in DRF).
     public static func isValid(_ page: Requests.Page, count: Int64) -> Bool {
-        page.page >= 1 && (page.page == 1 || Int64((page.page - 1) * page.pageSize) < count)
+        guard let offset = offset(page) else { return false }
+        return page.page == 1 || offset < count
     }
 
     static func percentEncode(_ text: String) -> String {

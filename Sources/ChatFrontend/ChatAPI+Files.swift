@@ -22,6 +22,9 @@ extension ChatAPI {
         var writeFailed = false
         /// A second file part, which a message cannot hold.
         var extraFile = false
+        /// Why the file's name is refused: known from its part's header, so
+        /// the file is not read at all.
+        var fileNameError: String?
     }
 
     func createMessageWithFile(_ request: Request, caller: Caller, room: String, contentType: String) async throws -> Response {
@@ -38,7 +41,7 @@ extension ChatAPI {
         let access = try await call(.roomGet, shardKey: room, caller: caller, body: Requests.RoomRef(roomID: room))
         guard access.status == .ok else { return Response.json(APIError.httpStatus(access.status), access.body) }
         let staging = services.config.chat.stagingDir
-        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        try PrivateFiles.directory(staging)
         let stagingName = UUID().uuidString.lowercased()
         let stagingPath = (staging as NSString).appendingPathComponent(stagingName)
         var keepStaging = false
@@ -57,6 +60,7 @@ extension ChatAPI {
             guard name.lowercased() == "content-disposition" else { return }
             partName = Self.parameter("name", in: value)
             partFileName = Self.parameter("filename", in: value)
+            if partName == "file_attachment", let name = partFileName { upload.fileNameError = Validation.fileNameError(name) }
         }
         // Bytes the parser was given and bytes it handed back as part bodies:
         // the difference is what it holds, part headers and boundaries above
@@ -68,11 +72,11 @@ extension ChatAPI {
             delivered += buffer.readableBytes
             if partName == "file_attachment" && partFileName != nil {
                 if upload.stagingName != nil { upload.extraFile = true; return }
+                if upload.fileNameError != nil { return }
                 upload.fileSize += buffer.readableBytes
                 if upload.fileSize > limit { upload.tooLarge = true; return }
                 if file == nil {
-                    guard FileManager.default.createFile(atPath: stagingPath, contents: nil),
-                        let handle = FileHandle(forWritingAtPath: stagingPath) else { upload.writeFailed = true; return }
+                    guard let handle = PrivateFiles.create(stagingPath) else { upload.writeFailed = true; return }
                     file = handle
                 }
                 // The parser hands the body over in pieces that end at each
@@ -122,7 +126,7 @@ extension ChatAPI {
                     try? file?.close()
                     throw APIError(.badRequest, detail: "Multipart form parse error - part headers longer than \(Self.maxPartOverhead) bytes")
                 }
-                if upload.tooLarge || upload.writeFailed || upload.extraFile { break }
+                if upload.tooLarge || upload.writeFailed || upload.extraFile || upload.fileNameError != nil { break }
             }
         } catch let error as APIError {
             throw error
@@ -131,6 +135,7 @@ extension ChatAPI {
             throw APIError(.badRequest, detail: "Multipart form parse error - \(error)")
         }
         try? file?.close()
+        if let error = upload.fileNameError { throw APIError.fields([("file_attachment", error)]) }
         if upload.tooLarge { throw APIError(.contentTooLarge, detail: "File too large") }
         if upload.extraFile { throw APIError.fields([("file_attachment", "A message holds one attachment.")]) }
         if upload.writeFailed { throw APIError(.serviceUnavailable, detail: "The upload could not be written, try again.") }
@@ -145,7 +150,7 @@ extension ChatAPI {
         }
         if object["reply_to"] as? String == "" { object["reply_to"] = nil }
         var input: MessageInput
-        switch MessageInput.parse(object, maxChars: services.config.maxMessageChars) {
+        switch MessageInput.parse(object, maxChars: services.config.maxMessageChars, hasAttachment: upload.stagingName != nil) {
         case .failure(let failure): throw APIError.fields(failure.errors)
         case .success(let parsed): input = parsed
         }

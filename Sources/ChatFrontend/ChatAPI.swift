@@ -83,6 +83,7 @@ struct ChatAPI: Sendable {
         if let value = object["name"], !(value is NSNull) {
             if let text = value as? String { name = text } else { errors.append(("name", "Not a valid string.")) }
         }
+        if let error = Validation.roomNameError(name) { errors.append(("name", error)) }
         var roomType = "group"
         if let value = object["room_type"] {
             if let text = value as? String { roomType = text } else { errors.append(("room_type", "\"\(value)\" is not a valid choice.")) }
@@ -154,6 +155,7 @@ struct ChatAPI: Sendable {
         if let value = object["name"], !(value is NSNull) {
             if let text = value as? String { name = text } else { errors.append(("name", "Not a valid string.")) }
         }
+        if let error = Validation.roomNameError(name) { errors.append(("name", error)) }
         let participants = participantIDs(object["participant_ids"], errors: &errors)
         if !errors.isEmpty { throw APIError.fields(errors) }
         return try await forward(.roomUpdate, shardKey: room, caller: caller, body: Requests.RoomUpdate(roomID: room, setName: setName, name: name, participantIDs: participants))
@@ -222,6 +224,7 @@ struct ChatAPI: Sendable {
         guard let emoji = object["emoji"] as? String, !emoji.isEmpty else {
             throw APIError(.badRequest, body: ClientJSON.object(["error": "emoji is required"]))
         }
+        if let error = Validation.emojiError(emoji) { throw APIError.fields([("emoji", error)]) }
         let action: String
         switch object["action"] {
         case nil, is NSNull: action = "add"
@@ -338,7 +341,16 @@ struct ChatAPI: Sendable {
             number = value
         }
         var size = 50
-        if let raw = query["page_size"], let value = Int(raw), value > 0 { size = min(value, 100) }
+        if let raw = query["page_size"] {
+            // As DRF's `_positive_int(cutoff=100)`: any positive integer, however
+            // long, is capped at 100; anything else leaves the default.
+            if let value = Int(raw) {
+                if value > 0 { size = min(value, 100) }
+            } else {
+                let digits = raw.first == "+" ? raw.dropFirst() : raw[...]
+                if !digits.isEmpty && digits.allSatisfy({ $0.isASCII && $0.isNumber }) { size = 100 }
+            }
+        }
         let items = query.map { [$0.key, $0.value] }.filter { $0[0] != "page" }
         return Requests.Page(page: number, pageSize: size, url: services.config.chat.linkBase + request.uri.path, query: items)
     }

@@ -8,7 +8,9 @@ struct MessageInput {
     var replyTo: String?
     var clientMsgID: String?
 
-    static func parse(_ object: [String: Any], maxChars: Int) -> Result<MessageInput, FieldErrors> {
+    /// `hasAttachment`: the request carries a file (multipart only), which an
+    /// `image` or `file` message needs.
+    static func parse(_ object: [String: Any], maxChars: Int, hasAttachment: Bool = false) -> Result<MessageInput, FieldErrors> {
         var errors: [(field: String, message: String)] = []
         var content = ""
         switch object["content"] {
@@ -28,7 +30,7 @@ struct MessageInput {
         if let value = object["client_msg_id"], !(value is NSNullLike) {
             if let text = value as? String { clientMsgID = text } else { errors.append(("client_msg_id", "Not a valid string.")) }
         }
-        if errors.isEmpty, let more = Validation.messageErrors(content: content, messageType: messageType, clientMsgID: clientMsgID, maxChars: maxChars) {
+        if errors.isEmpty, let more = Validation.messageErrors(content: content, messageType: messageType, clientMsgID: clientMsgID, maxChars: maxChars, hasAttachment: hasAttachment) {
             errors += more
         }
         if !errors.isEmpty { return .failure(FieldErrors(errors: errors)) }

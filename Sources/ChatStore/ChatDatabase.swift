@@ -19,8 +19,18 @@ public final class ChatDatabase: Sendable {
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
+        try Self.makePrivate(path)
         pool = try DatabasePool(path: path, configuration: config)
         try Self.migrator.migrate(pool)
+    }
+
+    /// The database file exists with mode 0600 before SQLite opens it (SQLite
+    /// would create it 0644 less the umask, and gives its WAL and SHM files the
+    /// database's mode); WAL and SHM files left by an older version are narrowed.
+    static func makePrivate(_ path: String) throws {
+        guard !path.isEmpty, path != ":memory:", !path.hasPrefix("file:") else { return }
+        try PrivateFiles.file(path)
+        for suffix in ["-wal", "-shm", "-journal"] { PrivateFiles.narrow(path + suffix) }
     }
 
     static var migrator: DatabaseMigrator {

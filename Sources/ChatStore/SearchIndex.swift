@@ -27,6 +27,7 @@ public final class SearchIndex {
 
     static func open(_ path: String) throws -> DatabaseQueue {
         do {
+            try ChatDatabase.makePrivate(path)
             let queue = try DatabaseQueue(path: path)
             try migrator.migrate(queue)
             let check = try queue.read { try String.fetchOne($0, sql: "PRAGMA quick_check") }
@@ -35,6 +36,7 @@ public final class SearchIndex {
         } catch {
             // Corrupt or unreadable: start over, the main database has everything.
             for suffix in ["", "-wal", "-shm", "-journal"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+            try ChatDatabase.makePrivate(path)
             let queue = try DatabaseQueue(path: path)
             try migrator.migrate(queue)
             return queue

@@ -21,9 +21,8 @@ extension Store {
         let message = try requireMessage(Requests.MessageRef(roomID: request.roomID, messageID: request.messageID), user: user, allowPublic: false, in: db)
         guard message.sender.id == user else { throw StoreError.forbidden("You can only edit your own messages") }
         guard !message.isDeleted else { throw StoreError.badRequest(error: "Cannot edit a deleted message") }
-        if let errors = Validation.messageErrors(content: request.content, messageType: message.messageType.rawValue, clientMsgID: nil, maxChars: maxChars) {
-            throw StoreError.badRequest(errors)
-        }
+        let errors = Validation.contentErrors(content: request.content, messageType: message.messageType.rawValue, maxChars: maxChars)
+        if !errors.isEmpty { throw StoreError.badRequest(errors) }
         let now = Timestamp.now().micros
         try db.execute(
             sql: "UPDATE messages SET content = ?, edited_at = ?, updated_at = MAX(updated_at + 1, ?) WHERE id = ?",
@@ -60,6 +59,7 @@ extension Store {
     public static func react(_ request: Requests.MessageReact, user: String, in db: Database) throws -> Message {
         let message = try requireMessage(Requests.MessageRef(roomID: request.roomID, messageID: request.messageID), user: user, allowPublic: false, in: db)
         guard !message.isDeleted else { throw StoreError.badRequest(error: "Cannot react to a deleted message") }
+        if let error = Validation.emojiError(request.emoji) { throw StoreError.badRequest([("emoji", error)]) }
         var reactions = message.reactions
         if let index = reactions.firstIndex(where: { $0.emoji == request.emoji }) {
             if request.add {
@@ -69,6 +69,9 @@ extension Store {
                 if reactions[index].users.isEmpty { reactions.remove(at: index) }
             }
         } else if request.add {
+            guard reactions.count < Validation.maxDistinctEmoji else {
+                throw StoreError.badRequest([("emoji", "A message has at most \(Validation.maxDistinctEmoji) different reactions.")])
+            }
             reactions.append((request.emoji, [user]))
         }
         if reactions.map(\.emoji) != message.reactions.map(\.emoji) || reactions.map(\.users) != message.reactions.map(\.users) {

@@ -19,7 +19,7 @@ public enum Store {
                 clerk_profile_image_url = excluded.clerk_profile_image_url
             WHERE email IS NOT excluded.email OR display_name IS NOT excluded.display_name
                 OR clerk_profile_image_url IS NOT excluded.clerk_profile_image_url
-            """).execute(arguments: [user.id, identity.sub, user.email, user.displayName, user.clerkProfileImageURL, Timestamp.now().micros])
+            """).execute(arguments: [user.id, IDs.canonical(identity.sub) ?? identity.sub, user.email, user.displayName, user.clerkProfileImageURL, Timestamp.now().micros])
     }
 
     static let userColumns = "u.id, u.email, u.display_name, u.profile_picture, u.clerk_profile_image_url"
@@ -126,6 +126,7 @@ public enum Store {
         if type == nil || type == .direct {
             errors.append(("room_type", "\"\(request.roomType)\" is not a valid choice."))
         }
+        if let error = Validation.roomNameError(request.name) { errors.append(("name", error)) }
         var seen = Set<String>()
         let ids = request.participantIDs.filter { seen.insert($0).inserted }
         let known = try users(ids, in: db)
@@ -172,11 +173,11 @@ public enum Store {
             }
         }
         let count = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM rooms r WHERE \(filter)", arguments: arguments) ?? 0
-        guard Pagination.isValid(request.page, count: count) else { throw StoreError.invalidPage }
+        guard Pagination.isValid(request.page, count: count), let offset = Pagination.offset(request.page) else { throw StoreError.invalidPage }
         let ids = try String.fetchAll(
             db,
             sql: "SELECT r.id FROM rooms r WHERE \(filter) ORDER BY r.updated_at DESC, r.id LIMIT ? OFFSET ?",
-            arguments: arguments + [request.page.pageSize, (request.page.page - 1) * request.page.pageSize]
+            arguments: arguments + [request.page.pageSize, offset]
         )
         return (count, try rooms(ids: ids, viewer: viewer, in: db))
     }
@@ -280,8 +281,9 @@ public enum Store {
         if let before = request.before { upper = min(upper, try cursorSeq(before, room: request.roomID, field: "before", in: db) - 1) }
         if let after = request.after { lower = max(lower, try cursorSeq(after, room: request.roomID, field: "after", in: db)) }
         let count = max(0, upper - lower)
-        guard Pagination.isValid(request.page, count: count) else { throw StoreError.invalidPage }
-        let top = upper - Int64((request.page.page - 1) * request.page.pageSize)
+        guard Pagination.isValid(request.page, count: count), let offset = Pagination.offset(request.page) else { throw StoreError.invalidPage }
+        // A valid page starts inside the set (offset < count), so neither subtraction can overflow.
+        let top = upper - offset
         let bottom = max(lower, top - Int64(request.page.pageSize))
         var messages = try Row.fetchAll(db.cachedStatement(sql: """
             SELECT \(messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id
@@ -326,8 +328,11 @@ public enum Store {
         if let existing = try fetchMessage(id: request.id, in: db) { return .resent(existing) }
         let room = try requireRoom(request.roomID, user: sender.id, in: db)
         guard room.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
-        if let errors = Validation.messageErrors(content: request.content, messageType: request.messageType, clientMsgID: request.clientMsgID, maxChars: maxChars) {
+        if let errors = Validation.messageErrors(content: request.content, messageType: request.messageType, clientMsgID: request.clientMsgID, maxChars: maxChars, hasAttachment: request.file != nil) {
             throw StoreError.badRequest(errors)
+        }
+        if let name = request.file?.name, let error = Validation.fileNameError(name) {
+            throw StoreError.badRequest([("file_attachment", error)])
         }
         if let clientMsgID = request.clientMsgID,
             let originalID = try String.fetchOne(db.cachedStatement(sql: "SELECT id FROM messages WHERE room_id = ? AND sender_id = ? AND client_msg_id = ?"), arguments: [request.roomID, sender.id, clientMsgID]),

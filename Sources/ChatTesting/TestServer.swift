@@ -79,9 +79,11 @@ public final class TestServer: @unchecked Sendable {
     ///     listens on the port and execs chatd with the socket (LISTEN_FDS)
     ///     when the first connection arrives.
     ///   - dataDir: the data directory (default: a new temporary one).
+    ///   - umask: the umask chatd starts with (octal, e.g. `"000"`): it is
+    ///     exec-ed by `/bin/sh` after `umask`, so the test process keeps its own.
     public static func start(
         storeWorkers: Int = 1, port: Int? = nil, configFile: String? = nil, environment: [String: String] = [:], timeout: Double = 30,
-        socketActivated: Bool = false, dataDir: String? = nil
+        socketActivated: Bool = false, dataDir: String? = nil, umask: String? = nil
     ) async throws -> TestServer {
         let dir = try dataDir ?? temporaryDirectory()
         let port = try port ?? freePort()
@@ -100,6 +102,9 @@ public final class TestServer: @unchecked Sendable {
             let passed = env.filter { $0.key.hasPrefix("CHAT_") || environment[$0.key] != nil }.flatMap { ["-E", "\($0.key)=\($0.value)"] }
             process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-socket-activate")
             process.arguments = ["--listen=127.0.0.1:\(port)", "--fdname=http"] + passed + arguments
+        } else if let umask {
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "umask \(umask) && exec \"$0\" \"$@\""] + arguments
         } else {
             process.executableURL = URL(fileURLWithPath: arguments[0])
             process.arguments = Array(arguments.dropFirst())

@@ -25,8 +25,8 @@ public final class FilesWorker {
         self.database = database
         self.config = config
         self.logger = logger
-        try? FileManager.default.createDirectory(atPath: config.filesDir, withIntermediateDirectories: true)
-        try? FileManager.default.createDirectory(atPath: config.stagingDir, withIntermediateDirectories: true)
+        try? PrivateFiles.directory(config.filesDir)
+        try? PrivateFiles.directory(config.stagingDir)
     }
 
     public func handle(_ batch: [Command]) -> [Event] {
@@ -93,6 +93,7 @@ public final class FilesWorker {
         let staging = (config.stagingDir as NSString).appendingPathComponent(request.stagingName)
         // Whatever happens, the staged bytes do not stay: stored (renamed) or refused.
         defer { unlink(staging) }
+        if let error = Validation.fileNameError(request.fileName) { throw StoreError.badRequest([("file_attachment", error)]) }
         let marker = staging + ".stored"
         if let done = try? Data(contentsOf: URL(fileURLWithPath: marker)), let stored = try? decoder.decode(StoredFile.self, from: done) {
             return stored
@@ -119,14 +120,16 @@ public final class FilesWorker {
         }
         let hash = hasher.finalize().map { String(format: "%02x", $0) }.joined()
         let directory = (config.filesDir as NSString).appendingPathComponent(String(hash.prefix(2)))
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try PrivateFiles.directory(directory)
         let blob = (directory as NSString).appendingPathComponent(hash)
-        if !FileManager.default.fileExists(atPath: blob) {
+        if FileManager.default.fileExists(atPath: blob) {
+            PrivateFiles.narrow(blob)  // stored by an older version, 0644
+        } else {
             // Same filesystem, so rename is atomic: a blob is whole or absent.
             guard rename(staging, blob) == 0 else { throw StoreError(code: .badRequest, body: ClientJSON.detail("Could not store the upload.")) }
         }
         let stored = StoredFile(hash: hash, name: request.fileName, size: size)
-        try? JSONEncoder().encode(stored).write(to: URL(fileURLWithPath: marker))
+        if let data = try? JSONEncoder().encode(stored) { try? PrivateFiles.write(data, to: marker) }
         return stored
     }
 

@@ -26,8 +26,11 @@ struct CommonOptions: ParsableArguments {
     @Option(name: .long, help: "YAML config file; CHAT_* environment variables override it.")
     var config: String?
 
+    /// Every chatd process starts here, so this is where the umask is set:
+    /// before anything is created, and inherited by the children `serve` spawns.
     func load() async throws -> ChatConfig {
-        try await ChatConfig.load(file: config)
+        PrivateFiles.restrictUmask()
+        return try await ChatConfig.load(file: config)
     }
 
     func logger(_ label: String, _ config: ChatConfig) -> Logger {
@@ -71,11 +74,15 @@ struct Serve: AsyncParsableCommand {
         if dieWithParent { exitWithParent() }
         let config = try await options.load()
         let logger = options.logger("chatd.supervisor", config)
-        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
+        // Private whatever they were: the data and runtime directories (an
+        // existing one included) are 0700 before anything goes in them.
+        try PrivateFiles.directory(config.dataDir)
+        try PrivateFiles.directory(config.resolvedRuntimeDir)
         // Migrate once here, so workers never race each other over the schema;
         // the database lives where the workers run.
         if config.run != "frontend" { _ = try ChatDatabase(path: config.databasePath) }
         _ = try config.verifyingJWTSecret()
+        PrivateFiles.narrow((config.dataDir as NSString).appendingPathComponent("jwt-secret"))
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         let options = self.options
         let supervisor = Supervisor(
@@ -216,7 +223,7 @@ struct Migrate: AsyncParsableCommand {
 
     func run() async throws {
         let config = try await options.load()
-        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
+        try PrivateFiles.directory(config.dataDir)
         _ = try ChatDatabase(path: config.databasePath)
         print("migrated \(config.databasePath)")
     }

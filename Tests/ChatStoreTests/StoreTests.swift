@@ -73,6 +73,52 @@ import Testing
         #expect(throws: StoreError.self) { try create(room, "   ") }
     }
 
+    /// Issue 10: the store holds every domain rule itself; a command that
+    /// skipped the frontend's checks is refused, never obeyed or fatal.
+    @Test func theStoreEnforcesDomainRulesWithoutTheFrontend() throws {
+        let room = try setUp()
+        let alice = identity("alice"), bob = identity("bob"), mallory = identity("mallory")
+        func refusal(_ body: (Database) throws -> Void) -> StoreError? {
+            do { try database.pool.write(body); return nil } catch let error as StoreError { return error } catch { return nil }
+        }
+        func fields(_ error: StoreError?) -> Set<String> {
+            guard let body = error?.body, let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else { return [] }
+            return Set(object.keys)
+        }
+        // Pages whose offset overflows are invalid pages, for rooms and messages.
+        for page in [Int.max, Int.max / 50 + 1, Int.min, 0] {
+            let pageRequest = Requests.Page(page: page, pageSize: 50, url: "u", query: [])
+            #expect(refusal { _ = try Store.roomPage(Requests.RoomList(page: pageRequest, roomType: nil, discover: false), viewer: alice.id, in: $0) } == StoreError.invalidPage)
+            #expect(refusal { _ = try Store.messagePage(Requests.MessageList(roomID: room, page: pageRequest, before: nil, after: nil), viewer: alice.id, in: $0) } == StoreError.invalidPage)
+        }
+        // Server-only and attachment-less message types; a file name over 255.
+        for type in ["system", "typing", "image", "file"] {
+            let request = Requests.MessageCreate(id: IDs.uuid7(), roomID: room, content: "x", messageType: type, replyTo: nil, clientMsgID: nil)
+            #expect(fields(refusal { _ = try Store.createMessage(request, sender: alice.user, maxChars: 100, in: $0) }) == ["message_type"], "\(type)")
+        }
+        let longFile = StoredFile(hash: String(repeating: "a", count: 64), name: String(repeating: "n", count: 256), size: 1)
+        let withFile = Requests.MessageCreate(id: IDs.uuid7(), roomID: room, content: "", messageType: "file", replyTo: nil, clientMsgID: nil, file: longFile)
+        #expect(fields(refusal { _ = try Store.createMessage(withFile, sender: alice.user, maxChars: 100, in: $0) }) == ["file_attachment"])
+        // Room names over 255 code points.
+        let longName = String(repeating: "é", count: 256)
+        #expect(fields(refusal { _ = try Store.createRoom(Requests.RoomCreate(id: IDs.uuid7(), name: longName, roomType: "group", participantIDs: []), creator: alice.id, in: $0) }) == ["name"])
+        #expect(fields(refusal { _ = try Store.updateRoom(Requests.RoomUpdate(roomID: room, setName: true, name: longName, participantIDs: []), user: alice.id, in: $0) }) == ["name"])
+        // A direct room neither grows nor gets a name.
+        let direct = try database.pool.write { try Store.directRoom(Requests.RoomDirect(userID: bob.id, newRoomID: IDs.uuid7()), user: alice.id, in: $0).0.id }
+        #expect(fields(refusal { _ = try Store.updateRoom(Requests.RoomUpdate(roomID: direct, setName: true, name: "group now", participantIDs: [mallory.id]), user: alice.id, in: $0) }) == ["name", "participant_ids"])
+        let members = try database.pool.read { try Store.room(direct, viewer: alice.id, in: $0).participants.map(\.id) }
+        #expect(Set(members) == [alice.id, bob.id])
+        // Reactions: 32 bytes per emoji, 50 distinct per message.
+        guard case .created(let message) = try create(room, "react") else { Issue.record("not created"); return }
+        func react(_ emoji: String) -> StoreError? {
+            refusal { _ = try Store.react(Requests.MessageReact(roomID: room, messageID: message.id, emoji: emoji, add: true), user: bob.id, in: $0) }
+        }
+        #expect(fields(react(String(repeating: "x", count: 33))) == ["emoji"])
+        for i in 0..<50 { #expect(react("e\(i)") == nil) }
+        #expect(fields(react("e50")) == ["emoji"])
+        #expect(react("e0") == nil)  // an existing one, a no-op
+    }
+
     @Test func roomListUsesAFixedNumberOfQueries() throws {
         var rooms: [String] = []
         try database.pool.write { db in

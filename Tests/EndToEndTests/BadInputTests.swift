@@ -96,5 +96,96 @@ extension EndToEnd {
             #expect(!bob.isClosed)
             #expect(try await Steps.contents(server, token: tokens[1], room: room) == ["still here"])
         }
+
+        /// Issue 10: numbers out of range are refused like any bad value, and no
+        /// request can stop a process (the store worker trapped on an overflowing
+        /// page offset and was restarted, again and again).
+        @Test func hugePagesAreInvalidPagesAndKillNothing() async throws {
+            let server = try await TestServer.start()
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+            for i in 1...3 {
+                #expect(try await server.request("POST", "/api/chat/rooms/\(room)/messages/", token: tokens[0], json: ["content": "m\(i)"]).status == 201)
+            }
+            let pids = ["frontend", "store"].map { server.childPIDs(matching: $0) }
+            #expect(pids.allSatisfy { !$0.isEmpty })
+            for list in ["/api/chat/rooms/", "/api/chat/rooms/\(room)/messages/"] {
+                for page in ["9223372036854775807", "9223372036854775806", "92233720368547759", "9223372036854775808",
+                             "99999999999999999999999", "0", "-1", "-9223372036854775808", "1e3", "2"] {
+                    let response = try await server.request("GET", "\(list)?page=\(page)&page_size=100", token: tokens[0])
+                    #expect(response.status == 404, "\(list) page \(page): \(response.status) \(response.text)")
+                    #expect(response.object["detail"] as? String == "Invalid page.")
+                }
+                // page_size as DRF reads it: a huge one is the cap, a bad one the default.
+                for size in ["99999999999999999999999", "9223372036854775807", "-5", "0", "x"] {
+                    let response = try await server.request("GET", "\(list)?page_size=\(size)", token: tokens[0])
+                    #expect(response.status == 200, "\(list) page_size \(size): \(response.text)")
+                    #expect((response.object["results"] as? [Any])?.isEmpty == false)
+                }
+            }
+            // Still the same processes: nothing trapped, nothing was restarted.
+            #expect(["frontend", "store"].map { server.childPIDs(matching: $0) } == pids)
+            #expect(try await Steps.contents(server, token: tokens[1], room: room) == ["m1", "m2", "m3"])
+        }
+
+        /// Issue 10: `system` and `typing` messages are the server's, `image`
+        /// and `file` need an attachment; the store holds the rule too.
+        @Test func clientsCannotPostServerMessageTypes() async throws {
+            let server = try await TestServer.start()
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+            let bob = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
+            let alice = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
+            for type in ["system", "typing", "image", "file"] {
+                let response = try await server.request(
+                    "POST", "/api/chat/rooms/\(room)/messages/", token: tokens[0], json: ["content": "spoof \(type)", "message_type": type]
+                )
+                #expect(response.status == 400, "\(type): \(response.text)")
+                #expect(response.object["message_type"] is [String], "\(type): \(response.text)")
+                try alice.send(json: ["type": "message", "content": "spoof \(type)", "message_type": type])
+                let error = try alice.receive(type: "error")
+                #expect((error?["error"] as? String)?.contains("message_type") == true, "\(type): \(error ?? [:])")
+            }
+            try alice.send(json: ["type": "message", "content": "plain", "message_type": "text"])
+            let plain = try #require(try bob.receiveMessage(content: "plain"))
+            #expect(plain["message_type"] as? String == "text")
+            #expect(try await Steps.contents(server, token: tokens[1], room: room) == ["plain"])
+        }
+
+        /// Issue 10: a reaction emoji is at most 32 bytes, a message carries at
+        /// most 50 different ones.
+        @Test func reactionsAreBounded() async throws {
+            let server = try await TestServer.start()
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+            let posted = try await server.request("POST", "/api/chat/rooms/\(room)/messages/", token: tokens[0], json: ["content": "react to me"])
+            let id = try #require(posted.object["id"] as? String)
+            let react = "/api/chat/rooms/\(room)/messages/\(id)/react/"
+            let family = "👨‍👩‍👧‍👦"  // 25 bytes: one emoji, and allowed
+            #expect(try await server.request("POST", react, token: tokens[1], json: ["emoji": family]).status == 200)
+            for emoji in [String(repeating: "x", count: 33), String(repeating: "👍", count: 9), String(repeating: "y", count: 100_000)] {
+                let response = try await server.request("POST", react, token: tokens[1], json: ["emoji": emoji])
+                #expect(response.status == 400, "\(emoji.utf8.count) bytes: \(response.text.prefix(200))")
+                #expect(response.object["emoji"] is [String])
+            }
+            for i in 1..<50 {
+                let response = try await server.request("POST", react, token: tokens[i % 2], json: ["emoji": "e\(i)"])
+                #expect(response.status == 200, "emoji \(i): \(response.text)")
+            }
+            let fiftyFirst = try await server.request("POST", react, token: tokens[0], json: ["emoji": "one too many"])
+            #expect(fiftyFirst.status == 400, "\(fiftyFirst.text)")
+            #expect(fiftyFirst.object["emoji"] is [String])
+            // An emoji already there can still gain users, and removing frees a slot.
+            #expect(try await server.request("POST", react, token: tokens[0], json: ["emoji": family]).status == 200)
+            #expect(try await server.request("POST", react, token: tokens[1], json: ["emoji": "e1", "action": "remove"]).status == 200)
+            #expect(try await server.request("POST", react, token: tokens[0], json: ["emoji": "one too many"]).status == 200)
+            let message = try await server.request("GET", "/api/chat/rooms/\(room)/messages/\(id)/", token: tokens[0])
+            let reactions = try #require(message.object["reactions"] as? [String: Any])
+            #expect(reactions.count == 50)
+            #expect((reactions[family] as? [Any])?.count == 2)
+        }
     }
 }

@@ -12,7 +12,7 @@ extension EndToEnd {
     /// runs the same for longer.)
     @Suite struct Chaos {
         @Test func nothingIsLostOrDuplicated() async throws {
-            let server = try await TestServer.start(storeWorkers: 2, environment: ["CHAT_RATE_LIMITS": "off"])
+            let server = try await TestServer.start(storeWorkers: 2, environment: Steps.noRateLimits)
             defer { server.stop() }
             let outcome = try await ChatTesting.Chaos.run(server, ChatTesting.Chaos.Options())
             #expect(outcome.clientErrors.isEmpty, "\(outcome.clientErrors.prefix(3))")

@@ -9,6 +9,10 @@ import Testing
 
 /// Shared steps of the end-to-end tests.
 enum Steps {
+    /// For tests that send bursts far past what one user may (hundreds of
+    /// messages a second): rate limits would measure the limiter.
+    static let noRateLimits = ["CHAT_RATE_LIMITS": "off"]
+
     /// Makes `subs` known to the server (users are provisioned on first request)
     /// and returns their tokens.
     static func users(_ server: TestServer, _ subs: String...) async throws -> [String] {

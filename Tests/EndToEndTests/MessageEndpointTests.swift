@@ -7,7 +7,7 @@ extension EndToEnd {
     /// Issue 3: message endpoints, pagination, and counts that agree.
     @Suite struct MessageEndpoints {
         @Test func paginationAndCursors() async throws {
-            let server = try await TestServer.start()
+            let server = try await TestServer.start(environment: Steps.noRateLimits)
             defer { server.stop() }
             let t = try await Steps.users(server, "alice")
             let room = try await Steps.room(server, token: t[0], members: [])

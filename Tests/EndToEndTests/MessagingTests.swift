@@ -60,7 +60,7 @@ extension EndToEnd {
         }
 
         @Test func messagesKeepTheirOrderPerRoom() async throws {
-            let server = try await TestServer.start(storeWorkers: 2)
+            let server = try await TestServer.start(storeWorkers: 2, environment: Steps.noRateLimits)
             defer { server.stop() }
             let tokens = try await Steps.users(server, "alice", "bob")
             let room = try await Steps.room(server, token: tokens[0], members: ["bob"])

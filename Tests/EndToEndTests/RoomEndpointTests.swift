@@ -96,6 +96,76 @@ extension EndToEnd {
             #expect(creating.status == 400)
         }
 
+        /// Issue 10: a direct room keeps exactly its two members and no name;
+        /// its creator could add a third, who then read the whole history.
+        @Test func aDirectRoomStaysBetweenItsTwoMembers() async throws {
+            let server = try await TestServer.start()
+            defer { server.stop() }
+            let t = try await Steps.users(server, "alice", "bob", "eve")
+            let direct = try await server.request("POST", "/api/chat/rooms/direct_message/", token: t[0], json: ["user_id": IDs.userID(forSubject: "bob")])
+            let room = try #require(direct.object["id"] as? String)
+            #expect(try await server.request("POST", "/api/chat/rooms/\(room)/messages/", token: t[1], json: ["content": "just us"]).status == 201)
+            let eve = IDs.userID(forSubject: "eve")
+            for body: [String: Any] in [["participant_ids": [eve], "name": "now a group"], ["participant_ids": [eve]], ["name": "renamed"]] {
+                let response = try await server.request("PATCH", "/api/chat/rooms/\(room)/", token: t[0], json: body)
+                #expect(response.status == 400, "\(body): \(response.text)")
+                for field in body.keys { #expect(response.object[field] is [String], "\(body): \(response.text)") }
+            }
+            // Nothing changed: eve is still out, the room still unnamed and direct.
+            #expect(try await server.request("GET", "/api/chat/rooms/\(room)/messages/", token: t[2]).status == 403)
+            let now = try await server.request("GET", "/api/chat/rooms/\(room)/", token: t[0])
+            #expect(now.object["room_type"] as? String == "direct")
+            #expect(now.object["name"] is NSNull)
+            #expect((now.object["participants"] as? [Any])?.count == 2)
+            // A PATCH that changes nothing is still fine.
+            #expect(try await server.request("PATCH", "/api/chat/rooms/\(room)/", token: t[0], json: ["name": NSNull()]).status == 200)
+        }
+
+        /// Issue 10: room names are at most 255 characters (code points).
+        @Test func roomNamesAreBounded() async throws {
+            let server = try await TestServer.start()
+            defer { server.stop() }
+            let t = try await Steps.users(server, "alice")
+            let longest = String(repeating: "é", count: 255)
+            let created = try await server.request("POST", "/api/chat/rooms/", token: t[0], json: ["name": longest])
+            #expect(created.status == 201)
+            #expect(created.object["name"] as? String == longest)
+            let room = try #require(created.object["id"] as? String)
+            for name in [longest + "x", String(repeating: "n", count: 500_000)] {  // under the 1 MiB body limit
+                let create = try await server.request("POST", "/api/chat/rooms/", token: t[0], json: ["name": name])
+                #expect(create.status == 400)
+                #expect(create.object["name"] is [String])
+                let rename = try await server.request("PATCH", "/api/chat/rooms/\(room)/", token: t[0], json: ["name": name])
+                #expect(rename.status == 400)
+                #expect(rename.object["name"] is [String])
+            }
+            let list = try await server.request("GET", "/api/chat/rooms/", token: t[0])
+            #expect(list.object["count"] as? Int == 1)
+            #expect(try await server.request("GET", "/api/chat/rooms/\(room)/", token: t[0]).object["name"] as? String == longest)
+        }
+
+        /// Issue 10, decided in docs/api.md "Identities": a UUID `sub` in any
+        /// letter case is one user (UUIDs are case-insensitive); the newest
+        /// token's claims are that user's profile, as for any user.
+        @Test func uuidSubjectsInAnyCaseAreOneUser() async throws {
+            let server = try await TestServer.start()
+            defer { server.stop() }
+            let lower = "5ba46122-bc53-562c-89ae-0be876b7b9af"
+            let upperToken = try await server.token(sub: lower.uppercased(), email: "first@example.com", name: "First")
+            let created = try await server.request("POST", "/api/chat/rooms/", token: upperToken, json: ["name": "mine"])
+            #expect(created.status == 201)
+            #expect((created.object["created_by"] as? [String: Any])?["id"] as? String == lower)
+            let room = try #require(created.object["id"] as? String)
+            let lowerToken = try await server.token(sub: lower, email: "second@example.com", name: "Second")
+            let seen = try await server.request("GET", "/api/chat/rooms/\(room)/", token: lowerToken)
+            #expect(seen.status == 200)
+            let creator = seen.object["created_by"] as? [String: Any]
+            #expect(creator?["id"] as? String == lower)
+            #expect(creator?["email"] as? String == "second@example.com")
+            #expect(creator?["display_name"] as? String == "Second")
+            #expect((seen.object["participants"] as? [Any])?.count == 1)
+        }
+
         @Test func publicRoomsJoinLeaveDiscover() async throws {
             let server = try await TestServer.start()
             defer { server.stop() }

@@ -80,7 +80,7 @@ extension EndToEnd {
         }
 
         @Test func deletedIndexIsRebuiltAndAKilledWorkerCatchesUp() async throws {
-            let server = try await TestServer.start()
+            let server = try await TestServer.start(environment: Steps.noRateLimits)
             defer { server.stop() }
             let t = try await Steps.users(server, "alice")
             let room = try await Steps.room(server, token: t[0], members: [])
@@ -111,6 +111,30 @@ extension EndToEnd {
                 #expect(try await Self.search(server, t[0], probe) == [probe], "\(probe)")
             }
             #expect(!server.childPIDs(matching: "worker --role search").contains(worker))
+        }
+
+        /// Issue 10: a date outside years 1–9999 is a field error; it used to
+        /// trap the frontend (`Int64(Double)`), dropping every WebSocket.
+        @Test func datesOutOfRangeAreRefusedNotFatal() async throws {
+            let server = try await TestServer.start()
+            defer { server.stop() }
+            let t = try await Steps.users(server, "alice")
+            let room = try await Steps.room(server, token: t[0], members: [])
+            let socket = try server.webSocket("/ws/chat/\(room)/", token: t[0])
+            let frontend = server.childPIDs(matching: "frontend")
+            for value in ["100000000-01-01T00:00:00Z", "10000-01-01", "-100000000-01-01T00:00:00Z", "0000-06-01T00:00:00Z",
+                          String(repeating: "9", count: 4_000) + "-01-01"] {
+                for name in ["after", "before"] {
+                    let response = try await server.request("GET", "/api/chat/search/messages/?q=abc&\(name)=\(value)", token: t[0])
+                    #expect(response.status == 400, "\(name)=\(value.prefix(30)): \(response.status)")
+                    #expect(response.object[name] is [String])
+                }
+            }
+            let inRange = try await server.request("GET", "/api/chat/search/messages/?q=abc&after=0001-01-01T00:00:00Z&before=9999-12-31", token: t[0])
+            #expect(inRange.status == 200, "\(inRange.text)")
+            #expect(server.childPIDs(matching: "frontend") == frontend)
+            try socket.send(json: ["type": "ping"])
+            #expect(try socket.receive(type: "pong") != nil)
         }
     }
 }

@@ -152,6 +152,12 @@ extension EndToEnd {
             let service = units["chatd.service"] ?? ""
             #expect(service.contains("Type=notify") && service.contains("WatchdogSec="))
             #expect(units["chatd.socket"]?.contains("FileDescriptorName=http") == true)
+            // Private by default (api.md "Files on disk"), in both service units.
+            for name in ["chatd.service", "chatd-workers.service"] {
+                for line in ["StateDirectoryMode=0700", "RuntimeDirectoryMode=0700", "UMask=0077"] {
+                    #expect(units[name]?.split(separator: "\n").contains(Substring(line)) == true, "\(name) lacks \(line)")
+                }
+            }
         }
 
         @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-socket-activate")))

@@ -70,7 +70,7 @@ extension EndToEnd.WorkerDeath {
     /// Issue 4: the receipts worker killed in the middle of a burst of read
     /// receipts; after its restart every receipt sent is persisted.
     @Test func receiptsWorkerKilledDuringABurst() async throws {
-        let server = try await TestServer.start()
+        let server = try await TestServer.start(environment: Steps.noRateLimits)
         defer { server.stop() }
         let tokens = try await Steps.users(server, "alice", "bob")
         let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
