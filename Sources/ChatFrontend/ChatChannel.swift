@@ -76,10 +76,14 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                 let promise = loop.makePromise(of: Verdict.self)
                 let peer = channel.remoteAddress
                 promise.completeWithTask { await Self.authorize(head: head, peer: peer, services: services) }
-                return promise.futureResult.map { result in
+                return promise.futureResult.flatMapThrowing { result in
                     verdict.value = result
-                    if case .accepted = result { return HTTPHeaders() }
-                    return nil
+                    guard case .accepted = result else { return nil }
+                    // The edge leaves before the upgrade starts: removing the
+                    // decoder hands the bytes after the head on as bytes, which
+                    // only the WebSocket handlers may receive.
+                    try edgeBox.value.remove(from: channel.pipeline.syncOperations)
+                    return HTTPHeaders()
                 }
             },
             upgradePipelineHandler: { channel, _ in
@@ -87,7 +91,6 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                     guard case .accepted(let identity, let identityJSON, let session, let expires) = verdict.value else {
                         throw ChannelError.inappropriateOperationForState
                     }
-                    try edgeBox.value.remove(from: channel.pipeline.syncOperations)
                     // RFC 6455 checks on each frame, before fragments are put together.
                     try channel.pipeline.syncOperations.addHandler(WebSocketFrameGuard())
                     try channel.pipeline.syncOperations.addHandler(

@@ -293,6 +293,18 @@ extension EndToEnd {
             try socket.send(firstByte: 0x00, payload: piece)
             #expect(socket.waitForClose(timeout: 1))
             #expect(socket.closeCode == 1009, "fragments: \(socket.closeCode.map(String.init) ?? "none")")
+            // A handshake and the first frame in one write: the bytes after the
+            // head belong to the WebSocket, not to the HTTP handlers (a
+            // mutation once crashed the frontend here).
+            let eager = try RawConnection(port: server.port)
+            let handshake = "GET /ws/chat/\(room)/?token=\(token) HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            let ping: [UInt8] = [0x89, 0x82, 1, 2, 3, 4, 0x68 ^ 1, 0x69 ^ 2]  // a masked ping, "hi"
+            eager.send(Array(handshake.utf8) + ping)
+            let answer = eager.read(timeout: 5) { bytes in bytes.suffix(4) == [0x8A, 0x02, 0x68, 0x69] }
+            #expect(answer.status == 101, "\(answer.text.prefix(200))")
+            #expect(answer.bytes.suffix(4) == [0x8A, 0x02, 0x68, 0x69], "no pong for the ping sent with the handshake")
+
             // A binary frame is an error event; the socket stays open and serves.
             let open = try server.webSocket("/ws/chat/\(room)/", token: token)
             try open.send(opcode: .binary, payload: [1, 2, 3])

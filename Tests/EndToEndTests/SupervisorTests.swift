@@ -259,7 +259,7 @@ extension EndToEnd {
         }
 
         @Test func storeShardsChangeWhileServingAndEachRoomKeepsItsOrder() async throws {
-            let server = try await TestServer.start(storeWorkers: 1)
+            let server = try await TestServer.start(storeWorkers: 1, environment: Steps.noRateLimits)
             defer { server.stop() }
             let tokens = try await Steps.users(server, "alice", "bob")
             // Rooms that move: off shard 0 when there are 3 shards, and onto shard 1 of 2.
