@@ -93,6 +93,9 @@ public enum Requests {
 /// The frontend applies them to refuse early; the store applies them again,
 /// because a worker never trusts the frontend for a domain rule.
 public enum Validation {
+    /// Members of a room, unless the configuration says otherwise (`maxParticipants`).
+    public static let maxParticipants = 1000
+
     public static let maxClientMsgIDLength = 64
     /// Room and file names, in Unicode code points (api-contract.md "Messages").
     public static let maxNameLength = 255

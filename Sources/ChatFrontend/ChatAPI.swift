@@ -247,15 +247,16 @@ struct ChatAPI: Sendable {
 
     // MARK: Helpers
 
-    /// `participant_ids`: a list of at most 1,000 UUIDs.
+    /// `participant_ids`: a list of at most `maxParticipants` UUIDs.
     func participantIDs(_ value: Any?, errors: inout [(field: String, message: String)]) -> [String] {
         guard let value, !(value is NSNull) else { return [] }
         guard let list = value as? [Any] else {
             errors.append(("participant_ids", "Expected a list of items but got type \"\(Self.typeName(value))\"."))
             return []
         }
-        guard list.count <= 1000 else {
-            errors.append(("participant_ids", "Ensure this field has no more than 1000 elements."))
+        let limit = services.config.chat.maxParticipants
+        guard list.count <= limit else {
+            errors.append(("participant_ids", "Ensure this field has no more than \(limit) elements."))
             return []
         }
         var ids: [String] = []

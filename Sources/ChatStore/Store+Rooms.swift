@@ -3,7 +3,7 @@ import GRDB
 
 extension Store {
     /// `PATCH`: rename and add participants; the creator only.
-    public static func updateRoom(_ request: Requests.RoomUpdate, user: String, in db: Database) throws -> Room {
+    public static func updateRoom(_ request: Requests.RoomUpdate, user: String, maxParticipants: Int = Validation.maxParticipants, in db: Database) throws -> Room {
         let info = try requireRoom(request.roomID, user: user, in: db)
         guard info.createdBy == user else { throw StoreError.forbidden("Only the room creator can modify this room") }
         var errors: [(field: String, message: String)] = []
@@ -26,7 +26,7 @@ extension Store {
         if request.setName {
             try db.execute(sql: "UPDATE rooms SET name = ?, updated_at = MAX(updated_at + 1, ?) WHERE id = ?", arguments: [request.name, now, request.roomID])
         }
-        try addParticipants(room: request.roomID, users: ids, in: db)
+        try addParticipants(room: request.roomID, users: ids, limit: maxParticipants, in: db)
         return try room(request.roomID, viewer: user, in: db)
     }
 
@@ -66,12 +66,12 @@ extension Store {
     }
 
     /// `join`: public rooms only (api-contract.md: 403 for any other room).
-    public static func joinRoom(_ roomID: String, user: String, in db: Database) throws {
+    public static func joinRoom(_ roomID: String, user: String, maxParticipants: Int = Validation.maxParticipants, in db: Database) throws {
         guard let info = try roomInfo(roomID, user: user, in: db) else { throw StoreError.notFound("Room not found") }
         guard info.roomType == .public else {
             throw StoreError.forbidden(info.isParticipant ? "Only public rooms can be joined" : noAccess)
         }
         guard info.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
-        try addParticipants(room: roomID, users: [user], in: db)
+        try addParticipants(room: roomID, users: [user], limit: maxParticipants, in: db)
     }
 }

@@ -98,16 +98,27 @@ public enum Store {
 
     /// The WebSocket handshake's check: participants of an active room enter;
     /// a public room is joined on entry.
-    public static func enter(room roomID: String, user userID: String, in db: Database) throws {
+    public static func enter(room roomID: String, user userID: String, maxParticipants: Int = Validation.maxParticipants, in db: Database) throws {
         guard let info = try roomInfo(roomID, user: userID, in: db), info.isActive else { throw StoreError.notFound("Room not found") }
         if info.isParticipant { return }
         guard info.roomType == .public else { throw StoreError.forbidden(noAccess) }
-        try addParticipants(room: roomID, users: [userID], in: db)
+        try addParticipants(room: roomID, users: [userID], limit: maxParticipants, in: db)
     }
 
     /// Adds members. A member who comes back (left, then rejoined) gets the
     /// unread counters recomputed from the messages, once.
-    static func addParticipants(room roomID: String, users: [String], in db: Database) throws {
+    /// Adds members; past `limit` members in all, nothing is added (`400`).
+    static func addParticipants(room roomID: String, users: [String], limit: Int = Validation.maxParticipants, in db: Database) throws {
+        let present = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM room_participants WHERE room_id = ?", arguments: [roomID]) ?? 0
+        // An upper bound on the new count (some may be members already): exact when it matters, at the limit.
+        if present + users.count > limit {
+            let already = try Int.fetchOne(db, sql: """
+                SELECT COUNT(*) FROM room_participants WHERE room_id = ? AND user_id IN (\(placeholders(users.count)))
+                """, arguments: StatementArguments([roomID] + users)) ?? 0
+            guard present + users.count - already <= limit else {
+                throw StoreError.badRequest([("participant_ids", "A room has at most \(limit) members.")])
+            }
+        }
         let now = Timestamp.now().micros
         let statement = try db.cachedStatement(sql: """
             INSERT OR IGNORE INTO room_participants (room_id, user_id, joined_at, sent_count, read_count)
@@ -120,7 +131,7 @@ public enum Store {
     }
 
     /// Creates a group, project or public room; the creator is a participant.
-    public static func createRoom(_ request: Requests.RoomCreate, creator: String, in db: Database) throws -> Room {
+    public static func createRoom(_ request: Requests.RoomCreate, creator: String, maxParticipants: Int = Validation.maxParticipants, in db: Database) throws -> Room {
         var errors: [(field: String, message: String)] = []
         let type = RoomType(rawValue: request.roomType)
         if type == nil || type == .direct {
@@ -144,7 +155,7 @@ public enum Store {
                 sql: "INSERT INTO rooms (id, name, room_type, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
                 arguments: [request.id, request.name, request.roomType, creator, now, now]
             )
-            try addParticipants(room: request.id, users: [creator] + ids, in: db)
+            try addParticipants(room: request.id, users: [creator] + ids, limit: maxParticipants, in: db)
         }
         guard let room = try rooms(ids: [request.id], viewer: creator, in: db).first else { throw StoreError.notFound() }
         return room

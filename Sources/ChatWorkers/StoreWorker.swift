@@ -81,10 +81,10 @@ public final class StoreWorker {
                 .reply(to: command, status: .ok, body: ClientJSON.reactionAnswer(message, added: request.add)),
             ]
         case .roomCreate:
-            let room = try Store.createRoom(try body(Requests.RoomCreate.self, command), creator: user, in: db)
+            let room = try Store.createRoom(try body(Requests.RoomCreate.self, command), creator: user, maxParticipants: config.maxParticipants, in: db)
             return [.reply(to: command, status: .created, body: ClientJSON.encode(room))]
         case .roomUpdate:
-            let room = try Store.updateRoom(try body(Requests.RoomUpdate.self, command), user: user, in: db)
+            let room = try Store.updateRoom(try body(Requests.RoomUpdate.self, command), user: user, maxParticipants: config.maxParticipants, in: db)
             return [.reply(to: command, status: .ok, body: ClientJSON.encode(room))]
         case .roomDelete:
             let roomID = try body(Requests.RoomRef.self, command).roomID
@@ -102,10 +102,10 @@ public final class StoreWorker {
             return [Event(topic: Topic.room(roomID), kind: .roomEvent, key: RoomEventKey.remove(user: user), body: []),
                     .reply(to: command, status: .ok, body: ClientJSON.object(["status": "left room"]))]
         case .roomJoin:
-            try Store.joinRoom(try body(Requests.RoomRef.self, command).roomID, user: user, in: db)
+            try Store.joinRoom(try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants, in: db)
             return [.reply(to: command, status: .ok, body: ClientJSON.object(["status": "joined room"]))]
         case .roomEnter:
-            try Store.enter(room: try body(Requests.RoomRef.self, command).roomID, user: user, in: db)
+            try Store.enter(room: try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants, in: db)
             return [.reply(to: command, status: .ok, body: [])]
         default:
             throw StoreError(code: .badRequest, body: ClientJSON.detail("Not a store command: \(command.kind.rawValue)"))

@@ -54,6 +54,26 @@ extension EndToEnd {
             #expect(page.headers["x-content-type-options"] == "nosniff")
         }
 
+        @Test func roomsHoldAtMostTheConfiguredMembers() async throws {
+            let server = try await TestServer.start(environment: ["CHAT_MAX_PARTICIPANTS": "3"])
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "alice", "bob", "carol", "dave")
+            let ids = ["bob", "carol", "dave"].map(IDs.userID(forSubject:))
+            let tooMany = try await server.request("POST", "/api/chat/rooms/", token: tokens[0], json: ["name": "big", "participant_ids": ids])
+            #expect(tooMany.status == 400)
+            #expect(tooMany.object["participant_ids"] != nil, "\(tooMany.text)")
+            let open = try await server.request("POST", "/api/chat/rooms/", token: tokens[0], json: ["name": "open", "room_type": "public", "participant_ids": Array(ids.prefix(2))])
+            #expect(open.status == 201)
+            let room = try #require(open.object["id"] as? String)
+            // Full: dave can neither join nor enter by WebSocket, and nobody is added by PATCH.
+            #expect(try await server.request("POST", "/api/chat/rooms/\(room)/join/", token: tokens[3]).status == 400)
+            #expect(throws: WebSocketClient.Refused.self) { try server.webSocket("/ws/chat/\(room)/", token: tokens[3]) }
+            #expect(try await server.request("PATCH", "/api/chat/rooms/\(room)/", token: tokens[0], json: ["participant_ids": [ids[2]]]).status == 400)
+            // Once someone leaves there is room again.
+            #expect(try await server.request("POST", "/api/chat/rooms/\(room)/leave/", token: tokens[1]).status == 200)
+            #expect(try await server.request("POST", "/api/chat/rooms/\(room)/join/", token: tokens[3]).status == 200)
+        }
+
         @Test func aSocketClosesWhenItsTokenExpires() async throws {
             let server = try await TestServer.start(environment: ["CHAT_AUTH_LEEWAY_SECONDS": "0"])
             defer { server.stop() }
