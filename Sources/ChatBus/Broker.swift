@@ -164,7 +164,18 @@ public final class Broker: @unchecked Sendable {
                 }
                 moved += batch
             }
-            if trimmer.observe(moved: moved, now: monotonicNanos()) { Allocator.trim() }
+            if trimmer.observe(moved: moved, now: monotonicNanos()) {
+                let before = residentMegabytes()
+                Allocator.trim()
+                logger.info("burst over, heap returned to the kernel", metadata: ["rss.mb.before": "\(before)", "rss.mb.after": "\(residentMegabytes())"])
+            }
         }
     }
+}
+
+/// This process's resident memory (/proc/self/statm), in MiB, for the log.
+func residentMegabytes() -> Int {
+    guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+        let pages = statm.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return -1 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE))) >> 20
 }

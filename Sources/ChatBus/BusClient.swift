@@ -404,11 +404,19 @@ public final class BusClient: Sendable {
                         roomEvents.append(RoomEvent(roomID: String(event.topic.dropFirst(Topic.roomPrefix.count)), key: event.key, body: event.body))
                     case .heartbeat:
                         let worker = String(event.topic.dropFirst(Topic.heartbeatPrefix.count))
-                        let pid = event.body.split(separator: UInt8(ascii: " ")).last.map { String(decoding: $0, as: UTF8.self) } ?? ""
+                        // `<role> <shard> <pid>[ failed]`
+                        let fields = event.body.split(separator: UInt8(ascii: " ")).map { String(decoding: $0, as: UTF8.self) }
+                        let pid = fields.count > 2 ? fields[2] : ""
                         if let known = workerPIDs[worker], known != pid {
                             // A replacement: what the old worker held in its queue
                             // died with it. Resend now rather than at the timeout.
-                            let (lost, poisoned) = pending.workerReplaced(now: monotonicNanos()) { queueName($0) == Endpoints.queue(ofWorker: worker) }
+                            // Only a crash or a hang counts toward poison: a
+                            // SIGKILL from outside says nothing about the commands.
+                            let failed = fields.count > 3 && fields[3] == "failed"
+                            let mine = { (outgoing: Outgoing) in queueName(outgoing) == Endpoints.queue(ofWorker: worker) }
+                            let (lost, poisoned) = failed
+                                ? pending.workerReplaced(now: monotonicNanos(), matching: mine)
+                                : (pending.resendNow(now: monotonicNanos(), matching: mine), [])
                             if !lost.isEmpty {
                                 logger.info("worker replaced, resending", metadata: ["worker": "\(worker)", "commands": "\(lost.count)"])
                             }

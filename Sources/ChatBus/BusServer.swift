@@ -43,7 +43,10 @@ public final class BusServer {
         idle: () -> [Event] = { [] }, handle: ([Command]) -> [Event]
     ) throws {
         let heartbeatTopic = Topic.heartbeat("\(role.rawValue).\(shard)")
-        let heartbeatBody = Array("\(role.rawValue) \(shard) \(getpid())".utf8)
+        // "failed": this process replaces one that crashed or hung, so
+        // frontends count a death toward their pending commands' poison.
+        let predecessorFailed = ProcessInfo.processInfo.environment["CHATD_PREDECESSOR_FAILED"] == "1"
+        let heartbeatBody = Array("\(role.rawValue) \(shard) \(getpid())\(predecessorFailed ? " failed" : "")".utf8)
         let pub = try Socket(context: context, type: .pub)
         // Drops at the mark, never blocks: only reached when the broker (the
         // supervisor) stopped reading; a lost reply is resent by its frontend.
@@ -87,6 +90,10 @@ public final class BusServer {
             news = sub
         }
         defer { news?.close() }
+        // Fault injection for the poison-command test: with this set, a
+        // command whose body contains it crashes the worker (a trap, as a
+        // bug would). Unset in production: nothing is checked.
+        let crashMarker = ProcessInfo.processInfo.environment["CHATD_FAILPOINT_CRASH_ON"].flatMap { $0.isEmpty ? nil : Array($0.utf8) }
         var lastHeartbeat: UInt64 = 0
         let started = monotonicNanos()
         var sequencer = StreamSequencer()
@@ -155,6 +162,9 @@ public final class BusServer {
                 lastSweep = arrival
             }
             guard !batch.isEmpty else { continue }
+            if let crashMarker, batch.contains(where: { $0.body.firstRange(of: crashMarker) != nil }) {
+                fatalError("failpoint: a command carries CHATD_FAILPOINT_CRASH_ON")
+            }
             var wrote = false
             for event in handle(batch) {
                 try pub.send(event.encode())

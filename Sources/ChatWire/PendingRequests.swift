@@ -5,8 +5,9 @@
 /// `deadline` passes; then it fails and the caller answers `503`. Workers make
 /// every write idempotent, so a resend never stores twice.
 ///
-/// Poison commands: a command pending on a queue whose worker died (a
-/// replacement announced itself) is a suspect. It is resent to the
+/// Poison commands: a command pending on a queue whose worker crashed or
+/// hung (its replacement's heartbeat says so; a SIGKILL from outside does
+/// not count) is a suspect. It is resent to the
 /// replacement once, and no longer on the timer, so copies cannot pile up in
 /// the broker while the worker is down. Pending at `policy.poisonDeaths`
 /// deaths, it is given up (`workerReplaced` returns it as poisoned): the
@@ -69,11 +70,26 @@ public struct PendingRequests<Payload> {
         return actions
     }
 
+    /// Resends now every pending command `matching` says may have been lost
+    /// (a worker was killed from outside and replaced): returns them, their
+    /// retry timers restarted. No death is counted (see `workerReplaced`).
+    public mutating func resendNow(now: UInt64, matching: (Payload) -> Bool) -> [(id: String, payload: Payload)] {
+        var due: [(id: String, payload: Payload)] = []
+        for (id, entry) in entries where matching(entry.payload) && entry.deadline > now {
+            var entry = entry
+            entry.attempts += 1
+            entry.nextRetry = min(now + policy.retryInterval, entry.deadline)
+            entries[id] = entry
+            due.append((id, entry.payload))
+        }
+        return due
+    }
+
     /// Whether `id` is still awaiting its reply.
     public func contains(id: String) -> Bool { entries[id] != nil }
 
-    /// A worker was replaced: every pending command `matching` says may have
-    /// died with it counts one death. Returns those to resend now (the timer
+    /// A worker that crashed or hung was replaced: every pending command
+    /// `matching` says may have died with it counts one death. Returns those to resend now (the timer
     /// no longer resends them: only the next replacement does) and those
     /// that reached `policy.poisonDeaths`, removed: fail them.
     public mutating func workerReplaced(

@@ -269,3 +269,16 @@ import Testing
         }
     }
 }
+
+@Suite struct ExternalKillTests {
+    @Test func resendNowCountsNoDeath() {
+        var pending = PendingRequests<String>(policy: RetryPolicy(retryInterval: 100, deadline: 10_000))
+        pending.add(id: "a", payload: "q", now: 0)
+        // Killed from outside, twice: resent each time, never poison.
+        #expect(pending.resendNow(now: 10) { _ in true }.map(\.id) == ["a"])
+        #expect(pending.resendNow(now: 20) { _ in true }.map(\.id) == ["a"])
+        // Then one crash: the first death that counts.
+        let crash = pending.workerReplaced(now: 30) { _ in true }
+        #expect(crash.resend.map(\.id) == ["a"] && crash.poisoned.isEmpty)
+    }
+}
