@@ -164,12 +164,19 @@ public final class Broker: @unchecked Sendable {
                 }
                 moved += batch
             }
-            if trimmer.observe(moved: moved, now: monotonicNanos()) {
-                let before = residentMegabytes()
-                Allocator.trim()
-                logger.info("burst over, heap returned to the kernel", metadata: ["rss.mb.before": "\(before)", "rss.mb.after": "\(residentMegabytes())"])
-            }
+            trimmer.trimIfBurstEnded(moved: moved, logger: logger)
         }
+    }
+}
+
+extension IdleTrim {
+    /// Counts messages moved and trims the heap when a burst has ended,
+    /// logging what it returned.
+    mutating func trimIfBurstEnded(moved: Int, logger: Logger) {
+        guard observe(moved: moved, now: monotonicNanos()) else { return }
+        let before = residentMegabytes()
+        Allocator.trim()
+        logger.info("burst over, heap returned to the kernel", metadata: ["rss.mb.before": "\(before)", "rss.mb.after": "\(residentMegabytes())"])
     }
 }
 

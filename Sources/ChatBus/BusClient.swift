@@ -342,6 +342,7 @@ public final class BusClient: Sendable {
 
         var workerPIDs: [String: String] = [:]
         var stopping = false
+        var trimmer = IdleTrim()
         while true {
             var timeout = -1
             if let wake = pending.nextWakeup {
@@ -448,6 +449,9 @@ public final class BusClient: Sendable {
                     }
                 }
                 if !roomEvents.isEmpty { callbacks.roomEvents(roomEvents) }
+                trimmer.trimIfBurstEnded(moved: roomEvents.count, logger: logger)
+            } else {
+                trimmer.trimIfBurstEnded(moved: 0, logger: logger)
             }
 
             var failedAny = false

@@ -95,6 +95,7 @@ public final class BusServer {
         // bug would). Unset in production: nothing is checked.
         let crashMarker = ProcessInfo.processInfo.environment["CHATD_FAILPOINT_CRASH_ON"].flatMap { $0.isEmpty ? nil : Array($0.utf8) }
         var lastHeartbeat: UInt64 = 0
+        var trimmer = IdleTrim()
         let started = monotonicNanos()
         var sequencer = StreamSequencer()
         var lastSweep = monotonicNanos()
@@ -137,6 +138,7 @@ public final class BusServer {
             }
             guard ready[0] & pollIn != 0 else {
                 for event in idle() { try pub.send(event.encode()) }
+                trimmer.trimIfBurstEnded(moved: 0, logger: logger)
                 continue
             }
             var batch: [Command] = []
@@ -157,6 +159,7 @@ public final class BusServer {
                     logger.warning("dropping malformed command", metadata: ["error": "\(error)"])
                 }
             }
+            trimmer.trimIfBurstEnded(moved: received, logger: logger)
             if arrival - lastSweep > 60_000_000_000 {
                 sequencer.forget(silentSince: arrival - 60_000_000_000)
                 lastSweep = arrival
