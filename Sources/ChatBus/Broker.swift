@@ -77,7 +77,11 @@ public final class Broker: @unchecked Sendable {
 
     private func make(_ type: SocketType, _ endpoint: String) throws -> Socket {
         let socket = try Socket(context: context, type: type)
-        try socket.setHighWaterMarks(send: 0, receive: 0)
+        // Events: XPUB drops at the mark for that subscriber alone. Commands:
+        // a full PUSH stops the broker reading the queue's PULL, a full PULL
+        // makes the frontends' PUSH refuse (they hold, then 503).
+        let mark = type == .xsub || type == .xpub ? HighWaterMarks.events : HighWaterMarks.commands
+        try socket.setHighWaterMarks(send: mark, receive: mark)
         // A stale ipc file of a crashed run would make bind fail.
         if endpoint.hasPrefix("ipc://") { unlink(String(endpoint.dropFirst(6))) }
         try socket.bind(endpoint)
@@ -101,6 +105,7 @@ public final class Broker: @unchecked Sendable {
             s.queueIn.forEach { $0.close() }; s.queueOut.forEach { $0.close() }
         }
         var lastAnnounced: UInt64 = 0
+        var trimmer = IdleTrim()
         while true {
             let (stop, adding, shards) = lock.withLock { () -> (Bool, [String], Int?) in
                 defer { queuesToAdd = [] }
@@ -141,20 +146,43 @@ public final class Broker: @unchecked Sendable {
             }
             let ready = try poller.poll(timeoutMilliseconds: 500)
             if ready[2] & pollIn != 0 { wakeup.drain() }
+            var moved = 0
+            // Messages are moved, not copied (`forward`); events to XPUB never
+            // block (it drops at a subscriber's mark).
             if ready[0] & pollIn != 0 {
-                while let frames = try s.eventsIn.receive(dontWait: true) { try s.eventsOut.send(frames) }
+                while try s.eventsIn.forward(to: s.eventsOut) { moved += 1 }
             }
             if ready[1] & pollIn != 0 {
-                while let frames = try s.eventsOut.receive(dontWait: true) { try s.eventsIn.send(frames) }
+                while try s.eventsOut.forward(to: s.eventsIn) { moved += 1 }
             }
             for (index, queue) in queueIndex where queue >= 0 && ready[index] & pollIn != 0 {
-                var moved = 0
-                while moved < 4096, s.queueOut[queue].events & Int32(pollOut) != 0,
-                    let frames = try s.queueIn[queue].receive(dontWait: true) {
-                    try s.queueOut[queue].send(frames)
-                    moved += 1
+                var batch = 0
+                // POLLOUT before each: a command taken off the PULL must fit.
+                while batch < 4096, s.queueOut[queue].events & Int32(pollOut) != 0,
+                    try s.queueIn[queue].forward(to: s.queueOut[queue]) {
+                    batch += 1
                 }
+                moved += batch
             }
+            trimmer.trimIfBurstEnded(moved: moved, logger: logger)
         }
     }
+}
+
+extension IdleTrim {
+    /// Counts messages moved and trims the heap when a burst has ended,
+    /// logging what it returned.
+    mutating func trimIfBurstEnded(moved: Int, logger: Logger) {
+        guard observe(moved: moved, now: monotonicNanos()) else { return }
+        let before = residentMegabytes()
+        Allocator.trim()
+        logger.info("burst over, heap returned to the kernel", metadata: ["rss.mb.before": "\(before)", "rss.mb.after": "\(residentMegabytes())"])
+    }
+}
+
+/// This process's resident memory (/proc/self/statm), in MiB, for the log.
+func residentMegabytes() -> Int {
+    guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+        let pages = statm.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return -1 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE))) >> 20
 }

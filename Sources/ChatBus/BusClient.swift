@@ -156,6 +156,10 @@ public final class BusClient: Sendable {
     /// A new count was announced and this frontend has not switched to it yet.
     public var isChangingStoreShards: Bool { reshardingSnapshot.load(ordering: .relaxed) }
 
+    /// The answer to a poison command (`PendingRequests`): 500, because
+    /// trying again would fail the same way.
+    static let poisonDetail = Array(#"{"detail":"This request was being processed when a server worker stopped, twice; it was not retried again."}"#.utf8)
+
     /// A fresh request id, unique within this frontend process.
     public func makeRequestID() -> String {
         String(nextID.add(1, ordering: .relaxed).newValue, radix: 36)
@@ -183,7 +187,10 @@ public final class BusClient: Sendable {
 
     private func run() throws {
         let events = try Socket(context: context, type: .sub)
-        try events.setHighWaterMarks(send: 0, receive: 0)
+        // Past the mark the broker's XPUB drops this frontend's events (and
+        // only this frontend's): a lost reply is resent, a lost room event is
+        // a gap clients fill from history (docs/protocol.md, "Memory bounds").
+        try events.setHighWaterMarks(send: HighWaterMarks.events, receive: HighWaterMarks.events)
         try events.setReconnectInterval(milliseconds: 20)
         try events.subscribe(Topic.reply(frontendID))
         // The whole room prefix: a socket must get every event sent after its
@@ -195,7 +202,10 @@ public final class BusClient: Sendable {
 
         func pusher(_ queue: String) throws -> Socket {
             let push = try Socket(context: context, type: .push)
-            try push.setHighWaterMarks(send: 0, receive: 0)
+            // Full: `transmit` holds commands here, in order, until the queue
+            // drains or their deadline fails them (503). Never dropped, and
+            // the bus thread never blocks on a send.
+            try push.setHighWaterMarks(send: HighWaterMarks.commands, receive: HighWaterMarks.commands)
             try push.setReconnectInterval(milliseconds: 20)
             try push.connect(bus.queueIn(queue))
             return push
@@ -250,27 +260,69 @@ public final class BusClient: Sendable {
             outstanding[queueName(outgoing), default: 1] -= 1
             outstandingChanged = true
         }
-        var poller = Poller()
-        poller.add(.socket(events))
-        poller.add(.fd(wakeup.fd))
+        var basePoller = Poller()
+        basePoller.add(.socket(events))
+        basePoller.add(.fd(wakeup.fd))
 
-        func transmit(_ outgoing: Outgoing) {
-            let socket: Socket
+        // Per queue whose PUSH is at its high-water mark: the commands waiting
+        // for room, in the order they were to leave (a stream's order is
+        // kept: nothing overtakes them), and their ids.
+        var full: [String: (socket: Socket, waiting: [Outgoing], ids: Set<String>)] = [:]
+        var fullSince: UInt64 = 0
+
+        func socket(for outgoing: Outgoing) -> Socket {
+            outgoing.shard >= 0 ? stores[outgoing.shard] : roles[outgoing.command.kind.role]!
+        }
+        /// Tries to queue one command; false when its PUSH is full.
+        func push(_ outgoing: Outgoing, on socket: Socket) -> Bool {
             var command = outgoing.command
-            if outgoing.shard >= 0 {
-                socket = stores[outgoing.shard]
-                command.stream = (outgoing.seq, floor(outgoing.shard))
-            } else {
-                socket = roles[command.kind.role]!
-            }
+            if outgoing.shard >= 0 { command.stream = (outgoing.seq, floor(outgoing.shard)) }
             // After this the client has been told the command failed: a
             // worker that gets it later must not carry it out.
             let now = monotonicNanos()
             command.deadline = wallClockNanos() + (outgoing.deadline > now ? outgoing.deadline - now : 0)
             do {
-                try socket.send(command.encode())
+                return try socket.send(command.encode(), dontWait: true)
             } catch {
                 logger.error("bus send failed", metadata: ["error": "\(error)"])
+                return true
+            }
+        }
+        func transmit(_ outgoing: Outgoing) {
+            let queue = queueName(outgoing)
+            if full[queue] != nil {
+                // Already waiting (a resend of a held command): once is enough.
+                guard !full[queue]!.ids.contains(outgoing.command.requestID) else { return }
+                full[queue]!.waiting.append(outgoing)
+                full[queue]!.ids.insert(outgoing.command.requestID)
+                return
+            }
+            let socket = socket(for: outgoing)
+            if !push(outgoing, on: socket) {
+                if full.isEmpty { fullSince = monotonicNanos() }
+                logger.warning("command queue full, holding commands", metadata: ["queue": "\(queue)"])
+                full[queue] = (socket, [outgoing], [outgoing.command.requestID])
+            }
+        }
+        /// Sends what a full queue held, in order, while it takes them;
+        /// drops those answered or failed meanwhile.
+        func drain(_ queue: String) {
+            guard var entry = full[queue] else { return }
+            var sent = 0
+            while sent < entry.waiting.count {
+                let outgoing = entry.waiting[sent]
+                if pending.contains(id: outgoing.command.requestID) {
+                    guard push(outgoing, on: entry.socket) else { break }
+                }
+                sent += 1
+            }
+            entry.waiting.removeFirst(sent)
+            if entry.waiting.isEmpty {
+                full[queue] = nil
+                logger.info("command queue has room again", metadata: ["queue": "\(queue)", "held.ms": "\((monotonicNanos() - fullSince) / 1_000_000)"])
+            } else {
+                entry.ids = Set(entry.waiting.map(\.command.requestID))
+                full[queue] = entry
             }
         }
         func admit(_ outgoing: Outgoing, now: UInt64) {
@@ -290,6 +342,7 @@ public final class BusClient: Sendable {
 
         var workerPIDs: [String: String] = [:]
         var stopping = false
+        var trimmer = IdleTrim()
         while true {
             var timeout = -1
             if let wake = pending.nextWakeup {
@@ -307,7 +360,11 @@ public final class BusClient: Sendable {
                 let untilDeadline = Int((deadline - now) / 1_000_000) + 1
                 timeout = timeout < 0 ? untilDeadline : min(timeout, untilDeadline)
             }
+            var poller = basePoller
+            var fullIndex: [(index: Int, queue: String)] = []
+            for (queue, entry) in full { fullIndex.append((poller.add(.socket(entry.socket), events: pollOut), queue)) }
             let ready = try poller.poll(timeoutMilliseconds: timeout)
+            for (index, queue) in fullIndex where ready[index] & pollOut != 0 { drain(queue) }
 
             if ready[1] & pollIn != 0 {
                 wakeup.drain()
@@ -348,15 +405,32 @@ public final class BusClient: Sendable {
                         roomEvents.append(RoomEvent(roomID: String(event.topic.dropFirst(Topic.roomPrefix.count)), key: event.key, body: event.body))
                     case .heartbeat:
                         let worker = String(event.topic.dropFirst(Topic.heartbeatPrefix.count))
-                        let pid = event.body.split(separator: UInt8(ascii: " ")).last.map { String(decoding: $0, as: UTF8.self) } ?? ""
+                        // `<role> <shard> <pid>[ failed]`
+                        let fields = event.body.split(separator: UInt8(ascii: " ")).map { String(decoding: $0, as: UTF8.self) }
+                        let pid = fields.count > 2 ? fields[2] : ""
                         if let known = workerPIDs[worker], known != pid {
                             // A replacement: what the old worker held in its queue
                             // died with it. Resend now rather than at the timeout.
-                            let lost = pending.resendNow(now: monotonicNanos()) { queueName($0) == Endpoints.queue(ofWorker: worker) }
+                            // Only a crash or a hang counts toward poison: a
+                            // SIGKILL from outside says nothing about the commands.
+                            let failed = fields.count > 3 && fields[3] == "failed"
+                            let mine = { (outgoing: Outgoing) in queueName(outgoing) == Endpoints.queue(ofWorker: worker) }
+                            let (lost, poisoned) = failed
+                                ? pending.workerReplaced(now: monotonicNanos(), matching: mine)
+                                : (pending.resendNow(now: monotonicNanos(), matching: mine), [])
                             if !lost.isEmpty {
                                 logger.info("worker replaced, resending", metadata: ["worker": "\(worker)", "commands": "\(lost.count)"])
                             }
                             for (_, outgoing) in lost { transmit(outgoing) }
+                            for (id, outgoing) in poisoned {
+                                // In flight at two deaths: most likely what kills
+                                // the worker. Resending it would kill the next one.
+                                logger.error("poison command: failing it, not resending", metadata: [
+                                    "request.id": "\(id)", "kind": "\(outgoing.command.kind.rawValue)", "worker": "\(worker)",
+                                ])
+                                settled(outgoing)
+                                outgoing.completion(.success(.reply(to: outgoing.command, status: .internal, body: Self.poisonDetail)))
+                            }
                         }
                         workerPIDs[worker] = pid
                         callbacks.heartbeat(worker, event.body)
@@ -375,8 +449,12 @@ public final class BusClient: Sendable {
                     }
                 }
                 if !roomEvents.isEmpty { callbacks.roomEvents(roomEvents) }
+                trimmer.trimIfBurstEnded(moved: roomEvents.count, logger: logger)
+            } else {
+                trimmer.trimIfBurstEnded(moved: 0, logger: logger)
             }
 
+            var failedAny = false
             for action in pending.tick(now: monotonicNanos()) {
                 switch action {
                 case .resend(let id, let outgoing, let attempt):
@@ -386,6 +464,15 @@ public final class BusClient: Sendable {
                     logger.warning("command timed out", metadata: ["request.id": "\(id)", "kind": "\(outgoing.command.kind.rawValue)"])
                     settled(outgoing)
                     outgoing.completion(.failure(.timedOut))
+                    failedAny = true
+                }
+            }
+            if failedAny {
+                // What a full queue still held for them goes too.
+                for queue in full.keys {
+                    full[queue]!.waiting.removeAll { !pending.contains(id: $0.command.requestID) }
+                    full[queue]!.ids = Set(full[queue]!.waiting.map(\.command.requestID))
+                    if full[queue]!.waiting.isEmpty { full[queue] = nil }
                 }
             }
             if !held.isEmpty {

@@ -30,17 +30,27 @@ public final class BusServer {
     ///   - heartbeat: called every heartbeat (500 ms), `serving` false while
     ///     the worker waits for the bus (at start, or after losing the broker).
     ///   - idle: called when no command came for a poll interval (500 ms); for deferred work.
-    ///   - wakeOnRoomEvents: also call `idle` as soon as any room event is
-    ///     published (the search worker indexes on news, from the database).
+    ///   - nudge: after handling a batch that published a room event, publish
+    ///     one single-frame message on this topic (the store tells the search
+    ///     worker there is news in the database).
+    ///   - wakeOn: also call `idle` as soon as a nudge on this topic arrives
+    ///     (the search worker indexes on news, from the database). At most one
+    ///     nudge waits (`ZMQ_CONFLATE`): a stopped or slow worker costs the
+    ///     broker one message, not a copy of every event.
     public func run(
-        maxBatch: Int = 512, shouldStop: () -> Bool, wakeOnRoomEvents: Bool = false,
+        maxBatch: Int = 512, shouldStop: () -> Bool, nudge: String? = nil, wakeOn: String? = nil,
         heartbeat: (_ serving: Bool) -> Void = { _ in }, idleInterval: () -> Int32 = { 500 },
         idle: () -> [Event] = { [] }, handle: ([Command]) -> [Event]
     ) throws {
         let heartbeatTopic = Topic.heartbeat("\(role.rawValue).\(shard)")
-        let heartbeatBody = Array("\(role.rawValue) \(shard) \(getpid())".utf8)
+        // "failed": this process replaces one that crashed or hung, so
+        // frontends count a death toward their pending commands' poison.
+        let predecessorFailed = ProcessInfo.processInfo.environment["CHATD_PREDECESSOR_FAILED"] == "1"
+        let heartbeatBody = Array("\(role.rawValue) \(shard) \(getpid())\(predecessorFailed ? " failed" : "")".utf8)
         let pub = try Socket(context: context, type: .pub)
-        try pub.setHighWaterMarks(send: 0, receive: 0)
+        // Drops at the mark, never blocks: only reached when the broker (the
+        // supervisor) stopped reading; a lost reply is resent by its frontend.
+        try pub.setHighWaterMarks(send: HighWaterMarks.events, receive: HighWaterMarks.events)
         try pub.setReconnectInterval(milliseconds: 20)
         // Replies published in the instant before exit must still leave.
         pub.lingerMilliseconds = 1000
@@ -52,13 +62,15 @@ public final class BusServer {
         defer { pub.close() }
         let echo = try Socket(context: context, type: .sub)
         defer { echo.close() }
+        try echo.setHighWaterMarks(send: HighWaterMarks.echo, receive: HighWaterMarks.echo)
         try echo.setReconnectInterval(milliseconds: 20)
         try echo.subscribe(heartbeatTopic)
         try echo.connect(bus.eventsOut)
         // Commands only once what this worker publishes reaches subscribers.
         guard try awaitEcho(pub: pub, echo: echo, topic: heartbeatTopic, body: heartbeatBody, shouldStop: shouldStop, heartbeat: heartbeat) else { return }
         let pull = try Socket(context: context, type: .pull)
-        try pull.setHighWaterMarks(send: 0, receive: 0)
+        // Full: the broker's PUSH stops taking more; nothing is dropped.
+        try pull.setHighWaterMarks(send: HighWaterMarks.commands, receive: HighWaterMarks.commands)
         try pull.setReconnectInterval(milliseconds: 20)
         try pull.connect(bus.queueOut(Endpoints.queue(role, shard: shard)))
         defer { pull.close() }
@@ -68,16 +80,22 @@ public final class BusServer {
         poller.add(.socket(pubEvents))
         poller.add(.socket(echo))
         var news: Socket?
-        if wakeOnRoomEvents {
+        if let wakeOn {
             let sub = try Socket(context: context, type: .sub)
+            try sub.setConflate()
             try sub.setReconnectInterval(milliseconds: 20)
-            try sub.subscribe(Topic.roomPrefix)
+            try sub.subscribe(wakeOn)
             try sub.connect(bus.eventsOut)
             poller.add(.socket(sub))
             news = sub
         }
         defer { news?.close() }
+        // Fault injection for the poison-command test: with this set, a
+        // command whose body contains it crashes the worker (a trap, as a
+        // bug would). Unset in production: nothing is checked.
+        let crashMarker = ProcessInfo.processInfo.environment["CHATD_FAILPOINT_CRASH_ON"].flatMap { $0.isEmpty ? nil : Array($0.utf8) }
         var lastHeartbeat: UInt64 = 0
+        var trimmer = IdleTrim()
         let started = monotonicNanos()
         var sequencer = StreamSequencer()
         var lastSweep = monotonicNanos()
@@ -120,6 +138,7 @@ public final class BusServer {
             }
             guard ready[0] & pollIn != 0 else {
                 for event in idle() { try pub.send(event.encode()) }
+                trimmer.trimIfBurstEnded(moved: 0, logger: logger)
                 continue
             }
             var batch: [Command] = []
@@ -140,14 +159,21 @@ public final class BusServer {
                     logger.warning("dropping malformed command", metadata: ["error": "\(error)"])
                 }
             }
+            trimmer.trimIfBurstEnded(moved: received, logger: logger)
             if arrival - lastSweep > 60_000_000_000 {
                 sequencer.forget(silentSince: arrival - 60_000_000_000)
                 lastSweep = arrival
             }
             guard !batch.isEmpty else { continue }
+            if let crashMarker, batch.contains(where: { $0.body.firstRange(of: crashMarker) != nil }) {
+                fatalError("failpoint: a command carries CHATD_FAILPOINT_CRASH_ON")
+            }
+            var wrote = false
             for event in handle(batch) {
                 try pub.send(event.encode())
+                if event.kind == .roomEvent { wrote = true }
             }
+            if let nudge, wrote { try pub.send([Array(nudge.utf8)]) }
         }
     }
 

@@ -19,6 +19,11 @@ public struct ChatConfig: Sendable, Equatable {
     /// The bus across hosts: `tcp://<broker host>:<base port>`. Nil: ipc
     /// files in the runtime directory (one host).
     public var bus: String?
+    /// Allows a `tcp://` bus on a non-loopback address (`bus.insecure: true`,
+    /// `CHAT_BUS_INSECURE`): the bus is neither authenticated nor encrypted
+    /// (until CURVE), so anyone who reaches its ports reads every reply and
+    /// pushes commands as any user. See `checkBusExposure`.
+    public var busInsecure: Bool = false
     /// What `chatd serve` runs on this host: `all` (the broker, the frontend
     /// and every worker), `frontend` (the broker and the frontend; workers on
     /// other hosts), or `workers` (workers only, connecting to `bus`).
@@ -107,6 +112,7 @@ public struct ChatConfig: Sendable, Equatable {
         config.dataDir = reader.string(forKey: "dataDir", default: config.dataDir)
         config.runtimeDir = reader.string(forKey: "runtimeDir")
         config.bus = reader.string(forKey: "bus").flatMap { $0.isEmpty ? nil : $0 }
+        config.busInsecure = reader.bool(forKey: "bus.insecure", default: config.busInsecure)
         config.run = reader.string(forKey: "run", default: config.run)
         guard ["all", "frontend", "workers"].contains(config.run) else { throw ConfigError.invalid("run", "\(config.run): all, frontend or workers") }
         if let bus = config.bus, config.busTCP == nil { throw ConfigError.invalid("bus", "\(bus): tcp://<host>:<port>") }
@@ -192,6 +198,22 @@ public struct ChatConfig: Sendable, Equatable {
         guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), (1...65000).contains(port),
             colon > rest.startIndex else { return nil }
         return (String(rest[..<colon]), port)
+    }
+
+    /// Refuses a `tcp://` bus on anything but a loopback address unless
+    /// `bus.insecure` says the operator accepts it (`chatd serve` calls this).
+    public func checkBusExposure() throws {
+        guard let tcp = busTCP, !busInsecure else { return }
+        var host = tcp.host
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        let loopback = host == "localhost" || host == "::1" || host.hasPrefix("127.") && host.split(separator: ".").count == 4
+        guard !loopback else { return }
+        throw ConfigError.invalid(
+            "bus",
+            "\(bus ?? ""): the bus has no authentication and no encryption yet, so anyone who can reach these ports "
+                + "can read every reply and send commands as any user. Use a loopback address, or set bus.insecure: true "
+                + "(CHAT_BUS_INSECURE=true) if the network is private and trusted."
+        )
     }
 
     public var busAddress: BusAddress {

@@ -14,6 +14,14 @@ final class ChildProcess: @unchecked Sendable {
         }
     }
 
+    /// Killed by a signal that means the program failed by itself: a Swift
+    /// runtime trap (SIGILL, SIGTRAP), a fault (SIGSEGV, SIGBUS, SIGFPE), an
+    /// abort. Not SIGKILL or SIGTERM, which come from outside.
+    static func isCrash(_ termination: Termination) -> Bool {
+        guard case .signal(let signal) = termination else { return false }
+        return [SIGILL, SIGTRAP, SIGABRT, SIGSEGV, SIGBUS, SIGFPE].contains(signal)
+    }
+
     let pid: pid_t
     /// Called on the supervisor's queue once the child has been reaped.
     var onExit: ((ChildProcess) -> Void)?

@@ -27,6 +27,13 @@ struct ChildState {
     var outstanding: [String: Int] = [:]
     /// The store shard count a frontend sends by (its heartbeats say).
     var storeShards: Int?
+    /// The last process crashed (a signal such as a Swift trap's SIGILL or
+    /// SIGTRAP, SIGSEGV, SIGABRT) or hung and was killed; not an operator's
+    /// or the OOM killer's SIGKILL, nor a clean exit. Its replacement says so
+    /// in its bus heartbeats, and frontends count it toward poison commands.
+    var predecessorFailed = false
+    /// The supervisor killed the current process for hanging.
+    var killedAsHung = false
 }
 
 /// `chatd serve`: owns the bus broker and the children, nothing else. Spawns
@@ -175,6 +182,7 @@ public final class Supervisor: @unchecked Sendable {
         // Children report to the supervisor, never to systemd directly.
         environment["NOTIFY_SOCKET"] = listener?.path
         environment["CHATD_CHILD"] = name
+        environment["CHATD_PREDECESSOR_FAILED"] = child.predecessorFailed ? "1" : nil
         environment["WATCHDOG_USEC"] = nil
         environment["WATCHDOG_PID"] = nil
         // The frontend serves the socket systemd passed, if it passed one.
@@ -182,6 +190,7 @@ public final class Supervisor: @unchecked Sendable {
         if let fd = inherit.first { environment["CHATD_LISTEN_FD"] = String(fd) }
         child.lastStart = Date()
         child.ready = false
+        child.killedAsHung = false
         do {
             let process = try spawner.spawn(
                 executable: executable, arguments: child.spec.arguments + baseArguments, environment: environment, inherit: inherit
@@ -236,6 +245,7 @@ public final class Supervisor: @unchecked Sendable {
                 ])
                 kill(process.pid, SIGKILL)
                 children[name]?.lastHeartbeat = now  // one kill per hang
+                children[name]?.killedAsHung = true
             }
         }
     }
@@ -248,6 +258,7 @@ public final class Supervisor: @unchecked Sendable {
         ])
         if child.process === process { child.process = nil }
         child.ready = false
+        child.predecessorFailed = child.killedAsHung || process.termination.map(ChildProcess.isCrash) ?? false
         children[name] = child
         if stopping {
             if children.values.allSatisfy({ $0.process == nil }) { done.signal() }

@@ -98,7 +98,10 @@ public enum Chaos {
     final class RestLog: @unchecked Sendable {
         private let lock = NSLock()
         private var stored: [(status: Int, seconds: Double)] = []
+        private var stopFlag = false
         func record(status: Int, seconds: Double) { lock.withLock { stored.append((status, seconds)) } }
+        func stop() { lock.withLock { stopFlag = true } }
+        var stopped: Bool { lock.withLock { stopFlag } }
         var calls: [(status: Int, seconds: Double)] { lock.withLock { stored } }
     }
 
@@ -138,8 +141,12 @@ public enum Chaos {
 
         let restLog = RestLog()
         let readersByRoom = readers
+        // Stopped by a flag, not Task.cancel: cancelling the task cancels
+        // its in-flight URLSession request, and FoundationNetworking's cancel
+        // can deadlock (seen: the test hung in URLSessionTask.cancel).
+        let restStop = RestLog()
         let rest = Task {
-            while !Task.isCancelled {
+            while !restStop.stopped {
                 let begun = Date()
                 let room = roomIDs.randomElement()!
                 let status = (try? await server.request("GET", "/api/chat/rooms/\(room)/messages/?page_size=5", token: readersByRoom[room], timeout: 20).status) ?? -1
@@ -173,7 +180,8 @@ public enum Chaos {
             outcome.rollingRestarts += 1
         }
         group.wait()
-        rest.cancel()
+        restStop.stop()
+        await rest.value
 
         outcome.clients = clients.count
         outcome.sent = clients.count * options.messagesPerClient

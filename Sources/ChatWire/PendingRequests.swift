@@ -4,6 +4,14 @@
 /// A command is resent every `retryInterval` until a reply arrives or
 /// `deadline` passes; then it fails and the caller answers `503`. Workers make
 /// every write idempotent, so a resend never stores twice.
+///
+/// Poison commands: a command pending on a queue whose worker crashed or
+/// hung (its replacement's heartbeat says so; a SIGKILL from outside does
+/// not count) is a suspect. It is resent to the
+/// replacement once, and no longer on the timer, so copies cannot pile up in
+/// the broker while the worker is down. Pending at `policy.poisonDeaths`
+/// deaths, it is given up (`workerReplaced` returns it as poisoned): the
+/// caller answers it with an error and nothing resends it again.
 public struct PendingRequests<Payload> {
     public typealias Policy = RetryPolicy
 
@@ -12,6 +20,8 @@ public struct PendingRequests<Payload> {
         var nextRetry: UInt64
         var deadline: UInt64
         var attempts: Int
+        /// Worker deaths this command was pending at.
+        var deaths = 0
     }
 
     /// What the owner must do after `tick`.
@@ -61,7 +71,8 @@ public struct PendingRequests<Payload> {
     }
 
     /// Resends now every pending command `matching` says may have been lost
-    /// (a worker was replaced): returns them, their retry timers restarted.
+    /// (a worker was killed from outside and replaced): returns them, their
+    /// retry timers restarted. No death is counted (see `workerReplaced`).
     public mutating func resendNow(now: UInt64, matching: (Payload) -> Bool) -> [(id: String, payload: Payload)] {
         var due: [(id: String, payload: Payload)] = []
         for (id, entry) in entries where matching(entry.payload) && entry.deadline > now {
@@ -72,6 +83,35 @@ public struct PendingRequests<Payload> {
             due.append((id, entry.payload))
         }
         return due
+    }
+
+    /// Whether `id` is still awaiting its reply.
+    public func contains(id: String) -> Bool { entries[id] != nil }
+
+    /// A worker that crashed or hung was replaced: every pending command
+    /// `matching` says may have died with it counts one death. Returns those to resend now (the timer
+    /// no longer resends them: only the next replacement does) and those
+    /// that reached `policy.poisonDeaths`, removed: fail them.
+    public mutating func workerReplaced(
+        now: UInt64, matching: (Payload) -> Bool
+    ) -> (resend: [(id: String, payload: Payload)], poisoned: [(id: String, payload: Payload)]) {
+        var resend: [(id: String, payload: Payload)] = []
+        var poisoned: [(id: String, payload: Payload)] = []
+        for (id, entry) in entries where matching(entry.payload) && entry.deadline > now {
+            var entry = entry
+            entry.deaths += 1
+            if entry.deaths >= policy.poisonDeaths {
+                entries[id] = nil
+                poisoned.append((id, entry.payload))
+                continue
+            }
+            entry.attempts += 1
+            // Only the deadline is left on the timer.
+            entry.nextRetry = entry.deadline
+            entries[id] = entry
+            resend.append((id, entry.payload))
+        }
+        return (resend, poisoned)
     }
 
     /// When `tick` next has work, or nil when nothing is pending.
@@ -90,12 +130,17 @@ public struct PendingRequests<Payload> {
 public struct RetryPolicy: Sendable {
     public var retryInterval: UInt64
     public var deadline: UInt64
+    /// Worker deaths a command may be pending at before it is given up as
+    /// poison. Two: one death is any SIGKILL or crash elsewhere; the same
+    /// command in flight at the next one too is most likely the cause.
+    public var poisonDeaths: Int
 
     /// - Parameters: nanoseconds. 750 ms lets a replacement worker come up
     ///   (the supervisor restarts within a second) before the first resend.
-    public init(retryInterval: UInt64 = 750_000_000, deadline: UInt64 = 10_000_000_000) {
+    public init(retryInterval: UInt64 = 750_000_000, deadline: UInt64 = 10_000_000_000, poisonDeaths: Int = 2) {
         self.retryInterval = retryInterval
         self.deadline = deadline
+        self.poisonDeaths = poisonDeaths
     }
 }
 

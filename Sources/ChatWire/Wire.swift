@@ -184,6 +184,10 @@ public enum Topic {
     /// The store shard count frontends spread commands over (body: the count),
     /// repeated by the supervisor's broker.
     public static let storeShards = "ctl.shards"
+    /// "The database has news": one frame (the topic), published by a store
+    /// worker after a batch that wrote; the search worker wakes on it and
+    /// reads the database. Frontends do not subscribe.
+    public static let searchNudge = "nudge.search"
 
     public static func room(_ id: String) -> String { roomPrefix + id }
     public static func reply(_ frontendID: String) -> String { replyPrefix + frontendID }

@@ -86,7 +86,7 @@ public final class Socket {
         self.handle = nil
     }
 
-    private func live(_ op: String) throws -> UnsafeMutableRawPointer {
+    fileprivate func live(_ op: String) throws -> UnsafeMutableRawPointer {
         guard let handle else { throw ZMQError(op, code: ENOTSOCK) }
         return handle
     }
@@ -143,10 +143,18 @@ public final class Socket {
         try setOption(ZMQ_UNSUBSCRIBE, bytes: Array(prefix.utf8))
     }
 
-    /// Send and receive high-water marks (0 = unbounded).
+    /// Send and receive high-water marks, in messages (0 = unbounded). Set
+    /// before `bind`/`connect`: they apply to pipes created after.
     public func setHighWaterMarks(send: Int32, receive: Int32) throws {
         try setOption(ZMQ_SNDHWM, send)
         try setOption(ZMQ_RCVHWM, receive)
+    }
+
+    /// Keep only the newest message waiting (`ZMQ_CONFLATE`): for wake-ups,
+    /// where a second one says nothing the first did not. Single-frame
+    /// messages only; set before `connect`.
+    public func setConflate() throws {
+        try setOption(ZMQ_CONFLATE, Int32(1))
     }
 
     /// Reconnect interval: restarted peers are reached again within this many ms.
@@ -183,6 +191,41 @@ public final class Socket {
             }
         }
         return true
+    }
+
+    /// Moves one whole multipart message from this socket to `destination`
+    /// frame by frame as `zmq_msg_t`s, so the payloads are handed over, not
+    /// copied (a successful `zmq_msg_send` takes the frame's content). Returns
+    /// false when nothing is waiting. `destination` must be able to take the
+    /// message (XPUB drops at its high-water mark; a PUSH is checked for
+    /// `ZMQ_POLLOUT` first), because a received message cannot be put back.
+    @discardableResult
+    public func forward(to destination: Socket) throws -> Bool {
+        let source = try live("zmq_msg_recv")
+        let target = try destination.live("zmq_msg_send")
+        var msg = zmq_msg_t()
+        zmq_msg_init(&msg)
+        defer { zmq_msg_close(&msg) }
+        var first = true
+        while true {
+            // Only the first frame may be absent: the rest of a multipart
+            // message arrives with it (ZeroMQ delivers messages atomically).
+            let rc = zmq_msg_recv(&msg, source, first ? ZMQ_DONTWAIT : 0)
+            if rc < 0 {
+                let err = zmq_errno()
+                if err == EINTR { continue }
+                if err == EAGAIN && first { return false }
+                throw ZMQError("zmq_msg_recv", code: err)
+            }
+            first = false
+            let more = zmq_msg_more(&msg) != 0
+            while zmq_msg_send(&msg, target, more ? ZMQ_SNDMORE : 0) < 0 {
+                let err = zmq_errno()
+                if err == EINTR { continue }
+                throw ZMQError("zmq_msg_send", code: err)
+            }
+            if !more { return true }
+        }
     }
 
     /// Receives one whole multipart message, or nil when `dontWait` is set and

@@ -32,6 +32,13 @@ struct Options {
     var duringRun: [String]?
     /// Instead of measuring throughput: the chaos run, this many kill rounds.
     var chaos: Int?
+    /// Instead of measuring throughput: this many bursts on one server, each
+    /// process's RSS after each (the soak test's run, `Soak`).
+    var bursts: Int?
+    /// With --bursts: SIGSTOP the search worker for the bursts.
+    var stopSearch = false
+    /// With --bursts: idle seconds after each burst before RSS is read.
+    var settle = 3
 
     init(_ arguments: [String]) {
         var i = 1
@@ -49,12 +56,17 @@ struct Options {
             case ("--search", let v?): search = v
             case ("--recovery", let v?): recovery = v
             case ("--chaos", let v?): chaos = v
+            case ("--bursts", let v?): bursts = v
+            case ("--settle", let v?): settle = v
+            case ("--stop-search", _):
+                stopSearch = true
+                i -= 1
             case ("--scale-store", let v?): duringRun = ["scale", "store", String(v)]
             case ("--rolling-restart", _):
                 duringRun = ["restart", "store"]
                 i -= 1
             default:
-                FileHandle.standardError.write(Data("usage: chatd-load [--store-workers N] [--rooms N] [--senders N] [--messages N per sender] [--window N] [--runs N] [--rolling-restart | --scale-store N] | --rest-fixture FILE | --fanout N | --search N | --recovery N | --chaos N\n".utf8))
+                FileHandle.standardError.write(Data("usage: chatd-load [--store-workers N] [--rooms N] [--senders N] [--messages N per sender] [--window N] [--runs N] [--rolling-restart | --scale-store N] | --rest-fixture FILE | --fanout N | --search N | --recovery N | --chaos N | --bursts N [--stop-search] [--settle S]\n".utf8))
                 exit(2)
             }
             i += 2
@@ -520,6 +532,30 @@ if let rounds = options.chaos {
     let clean = outcome.stored == outcome.sent && outcome.storedTwice == 0 && outcome.missingDeliveries == 0
         && outcome.duplicateDeliveries == 0 && outcome.closedSockets == 0 && outcome.restOther == 0 && outcome.clientErrors.isEmpty
     print(clean ? "invariants held" : "INVARIANT BROKEN")
+    exit(clean ? 0 : 1)
+}
+if let bursts = options.bursts {
+    // Memory after repeated bursts: every process's RSS once each burst has settled.
+    let outcome = await orExit {
+        let server = try await TestServer.start(storeWorkers: options.storeWorkers, environment: [
+            "CHAT_LOG_LEVEL": "warning", "CHAT_RATE_LIMITS": "off",
+            // A stopped search worker must not be killed as hung (10 s) and replaced.
+            "CHAT_HANG_TIMEOUT_SECONDS": options.stopSearch ? "600" : "10",
+        ])
+        defer { server.stop() }
+        var soak = Soak.Options()
+        soak.rooms = options.rooms
+        soak.perRoom = options.senders
+        soak.messagesPerBurst = options.messages
+        soak.window = options.window
+        soak.bursts = bursts
+        soak.stopSearch = options.stopSearch
+        soak.settleSeconds = Double(options.settle)
+        return try await Soak.run(server, soak)
+    }
+    print(outcome.summary)
+    let clean = outcome.clientErrors.isEmpty && outcome.missingDeliveries == 0 && outcome.confirmedStored == outcome.confirmed
+    print(clean ? "nothing lost" : "LOST: \(outcome.clientErrors.prefix(3))")
     exit(clean ? 0 : 1)
 }
 if let count = options.recovery {

@@ -73,6 +73,7 @@ struct Serve: AsyncParsableCommand {
         // Test harnesses pass this so a crashed test run leaves no server behind.
         if dieWithParent { exitWithParent() }
         let config = try await options.load()
+        try config.checkBusExposure()
         let logger = options.logger("chatd.supervisor", config)
         // Private whatever they were: the data and runtime directories (an
         // existing one included) are 0700 before anything goes in them.
@@ -141,7 +142,7 @@ struct WorkerCommand: AsyncParsableCommand {
         switch role {
         case .store:
             let worker = StoreWorker(database: database, config: config, logger: logger)
-            try server.run(shouldStop: { stop.isSet }, heartbeat: heartbeat, handle: worker.handle)
+            try server.run(shouldStop: { stop.isSet }, nudge: Topic.searchNudge, heartbeat: heartbeat, handle: worker.handle)
         case .receipts:
             let worker = ReceiptsWorker(database: database, config: config, logger: logger)
             try server.run(shouldStop: { stop.isSet }, heartbeat: heartbeat, idle: worker.idle, handle: worker.handle)
@@ -151,7 +152,7 @@ struct WorkerCommand: AsyncParsableCommand {
             setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
             let worker = try SearchWorker(database: database, indexPath: config.searchIndexPath, logger: logger)
             try server.run(
-                shouldStop: { stop.isSet }, wakeOnRoomEvents: true, heartbeat: heartbeat,
+                shouldStop: { stop.isSet }, wakeOn: Topic.searchNudge, heartbeat: heartbeat,
                 // While behind (a rebuild), keep indexing between commands.
                 idleInterval: { worker.behind ? 0 : 500 }, idle: worker.wake, handle: worker.handle
             )

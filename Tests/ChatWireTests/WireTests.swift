@@ -169,3 +169,116 @@ import Testing
         #expect(seqs(sequencer.accept(command(5, floor: 1), now: 0)) == [2, 3, 4, 5])
     }
 }
+
+@Suite struct PoisonCommandTests {
+    let policy = RetryPolicy(retryInterval: 100, deadline: 10_000)
+
+    @Test func aCommandPendingAtTwoDeathsIsPoisonAndNeverResentAgain() {
+        var pending = PendingRequests<String>(policy: policy)
+        pending.add(id: "a", payload: "store-0", now: 0)
+        // First death: resent once, to the replacement.
+        let first = pending.workerReplaced(now: 10) { $0 == "store-0" }
+        #expect(first.resend.map(\.id) == ["a"])
+        #expect(first.poisoned.isEmpty)
+        // The timer no longer resends a suspect: only the deadline is left.
+        #expect(pending.tick(now: 500).isEmpty)
+        #expect(pending.nextWakeup == 10_000)
+        // Second death: given up, removed, nothing left to resend.
+        let second = pending.workerReplaced(now: 600) { $0 == "store-0" }
+        #expect(second.resend.isEmpty)
+        #expect(second.poisoned.map(\.id) == ["a"])
+        #expect(second.poisoned.map(\.payload) == ["store-0"])
+        #expect(!pending.contains(id: "a"))
+        #expect(pending.count == 0)
+        #expect(pending.tick(now: 20_000).isEmpty)
+        // A late reply to an earlier copy is dropped.
+        #expect(pending.complete(id: "a") == nil)
+    }
+
+    @Test func deathsOfOtherQueuesDoNotCount() {
+        var pending = PendingRequests<String>(policy: policy)
+        pending.add(id: "a", payload: "store-0", now: 0)
+        pending.add(id: "b", payload: "store-1", now: 0)
+        let first = pending.workerReplaced(now: 10) { $0 == "store-1" }
+        #expect(first.resend.map(\.id) == ["b"])
+        let second = pending.workerReplaced(now: 20) { $0 == "store-0" }
+        #expect(second.resend.map(\.id) == ["a"])
+        #expect(second.poisoned.isEmpty)
+        #expect(pending.count == 2)
+    }
+
+    @Test func aCommandAnsweredAfterOneDeathIsNotPoison() {
+        var pending = PendingRequests<String>(policy: policy)
+        pending.add(id: "a", payload: "q", now: 0)
+        _ = pending.workerReplaced(now: 10) { _ in true }
+        #expect(pending.complete(id: "a") == "q")
+        pending.add(id: "b", payload: "q", now: 20)
+        // b was not pending at the first death: this is its first.
+        let second = pending.workerReplaced(now: 30) { _ in true }
+        #expect(second.resend.map(\.id) == ["b"])
+        #expect(second.poisoned.isEmpty)
+    }
+
+    @Test func aSuspectStillFailsAtItsDeadline() {
+        var pending = PendingRequests<String>(policy: policy)
+        pending.add(id: "a", payload: "q", now: 0)
+        _ = pending.workerReplaced(now: 10) { _ in true }
+        let actions = pending.tick(now: 10_000)
+        if case .fail(let id, _) = actions.first { #expect(id == "a") } else { Issue.record("expected a failure at the deadline") }
+    }
+
+    @Test func theThresholdIsThePolicys() {
+        var pending = PendingRequests<String>(policy: RetryPolicy(retryInterval: 100, deadline: 10_000, poisonDeaths: 3))
+        pending.add(id: "a", payload: "q", now: 0)
+        #expect(pending.workerReplaced(now: 1) { _ in true }.poisoned.isEmpty)
+        #expect(pending.workerReplaced(now: 2) { _ in true }.poisoned.isEmpty)
+        #expect(pending.workerReplaced(now: 3) { _ in true }.poisoned.map(\.id) == ["a"])
+    }
+}
+
+@Suite struct IdleTrimTests {
+    let second: UInt64 = 1_000_000_000
+
+    @Test func trimsOnceWhenABurstEnds() {
+        var trim = IdleTrim()
+        var now: UInt64 = 10 * second
+        let first = trim.observe(moved: 0, now: now)
+        #expect(!first)
+        // A burst: 10,000 messages a second for three seconds.
+        var trims = 0
+        for _ in 0..<30 {
+            now += second / 10
+            if trim.observe(moved: 1_000, now: now) { trims += 1 }
+        }
+        #expect(trims == 0)
+        // Then heartbeats only (a few a second): one trim, then no more.
+        for _ in 0..<50 {
+            now += second / 10
+            if trim.observe(moved: 1, now: now) { trims += 1 }
+        }
+        #expect(trims == 1)
+    }
+
+    @Test func heartbeatsAloneNeverTrim() {
+        var trim = IdleTrim()
+        var now: UInt64 = 0
+        for _ in 0..<100 {
+            now += second / 10
+            let trimmed = trim.observe(moved: 2, now: now)
+            #expect(!trimmed)
+        }
+    }
+}
+
+@Suite struct ExternalKillTests {
+    @Test func resendNowCountsNoDeath() {
+        var pending = PendingRequests<String>(policy: RetryPolicy(retryInterval: 100, deadline: 10_000))
+        pending.add(id: "a", payload: "q", now: 0)
+        // Killed from outside, twice: resent each time, never poison.
+        #expect(pending.resendNow(now: 10) { _ in true }.map(\.id) == ["a"])
+        #expect(pending.resendNow(now: 20) { _ in true }.map(\.id) == ["a"])
+        // Then one crash: the first death that counts.
+        let crash = pending.workerReplaced(now: 30) { _ in true }
+        #expect(crash.resend.map(\.id) == ["a"] && crash.poisoned.isEmpty)
+    }
+}

@@ -25,6 +25,47 @@ import ZeroMQ
         #expect(try pull.receive(dontWait: true) == nil)
     }
 
+    @Test func forwardMovesWholeMultipartMessages() throws {
+        let context = try Context()
+        let (source, middleIn, middleOut, sink) = (
+            try Socket(context: context, type: .push), try Socket(context: context, type: .pull),
+            try Socket(context: context, type: .push), try Socket(context: context, type: .pull)
+        )
+        let a = endpoint("fwd-in"), b = endpoint("fwd-out")
+        try middleIn.bind(a)
+        try middleOut.bind(b)
+        try source.connect(a)
+        try sink.connect(b)
+        #expect(try middleIn.forward(to: middleOut) == false)
+        let big = Array(repeating: UInt8(7), count: 100_000)
+        for i in 0..<50 { try source.send([Array("t\(i)".utf8), [], big, Array("end".utf8)]) }
+        var poller = Poller()
+        poller.add(.socket(middleIn))
+        var moved = 0
+        while moved < 50, try poller.poll(timeoutMilliseconds: 5000)[0] & pollIn != 0 {
+            while try middleIn.forward(to: middleOut) { moved += 1 }
+        }
+        #expect(moved == 50)
+        for i in 0..<50 {
+            let frames = try #require(try sink.receive())
+            #expect(frames == [Array("t\(i)".utf8), [], big, Array("end".utf8)])
+        }
+    }
+
+    @Test func aFullPushRefusesWithoutBlocking() throws {
+        let context = try Context()
+        let push = try Socket(context: context, type: .push)
+        try push.setHighWaterMarks(send: 10, receive: 10)
+        // Connected to nobody: the pipe exists and fills to its mark.
+        try push.connect(endpoint("nobody"))
+        var queued = 0
+        while try push.send([Array("c".utf8), [1]], dontWait: true) {
+            queued += 1
+            if queued > 1000 { break }
+        }
+        #expect(queued == 10)
+    }
+
     @Test func aMonitorReportsTheConnectionAndItsLoss() throws {
         let context = try Context()
         let path = NSTemporaryDirectory() + "zmq-monitor-\(UInt32.random(in: 0...UInt32.max)).ipc"
