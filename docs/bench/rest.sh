@@ -28,18 +28,35 @@ if [ -n "${REF:-}" ]; then
 fi
 
 field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+# CPU time (µs) of chatd's frontend and store processes: the server's cost
+# per request, which other load on the machine disturbs far less than req/s.
+server_cpu() {
+  local total=0 pid
+  for pid in $(pgrep -f "$(readlink -f .build/release/chatd) (frontend|worker --role store)"); do
+    total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat") ))
+  done
+  echo $(( total * 1000000 / $(getconf CLK_TCK) ))
+}
 for server in "${servers[@]}"; do
   token=$(field "$work/$server.json" token)
   for endpoint in rooms messages cursor; do
     url=$(field "$work/$server.json" $endpoint)
     curl -fsS -o /dev/null -H "Authorization: Bearer $token" "$url"   # warm up, and fail early
     rates=()
+    costs=()
     for run in $(seq "$RUNS"); do
-      rate=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -H "Authorization: Bearer $token" "$url" | awk '/Requests\/sec/ {print $2}')
-      echo "$server $endpoint run $run: $rate req/s"
+      before=$(server_cpu)
+      out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -H "Authorization: Bearer $token" "$url")
+      after=$(server_cpu)
+      rate=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+      count=$(echo "$out" | awk '/requests in/ {print $1}')
+      cost=$([ "$server" = chatd ] && echo $(( (after - before) / count )) || echo "?")
+      echo "$server $endpoint run $run: $rate req/s, $cost µs server CPU per request"
       rates+=("$rate")
+      costs+=("$cost")
     done
     median=$(printf '%s\n' "${rates[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
-    echo "$server $endpoint median: $median req/s"
+    cost=$(printf '%s\n' "${costs[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")  # "?" for Django: not measured
+    echo "$server $endpoint median: $median req/s, $cost µs server CPU per request"
   done
 done
