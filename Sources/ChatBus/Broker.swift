@@ -184,5 +184,5 @@ extension IdleTrim {
 func residentMegabytes() -> Int {
     guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
         let pages = statm.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return -1 }
-    return pages * Int(sysconf(Int32(_SC_PAGESIZE))) >> 20
+    return (pages * Int(sysconf(Int32(_SC_PAGESIZE)))) >> 20
 }

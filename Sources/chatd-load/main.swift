@@ -538,7 +538,8 @@ if let bursts = options.bursts {
     // Memory after repeated bursts: every process's RSS once each burst has settled.
     let outcome = await orExit {
         let server = try await TestServer.start(storeWorkers: options.storeWorkers, environment: [
-            "CHAT_LOG_LEVEL": "warning", "CHAT_RATE_LIMITS": "off",
+            // info shows each trim's RSS before and after (with CHATD_KEEP_TEST_DATA=1, the log stays).
+            "CHAT_LOG_LEVEL": ProcessInfo.processInfo.environment["CHAT_LOG_LEVEL"] ?? "warning", "CHAT_RATE_LIMITS": "off",
             // A stopped search worker must not be killed as hung (10 s) and replaced.
             "CHAT_HANG_TIMEOUT_SECONDS": options.stopSearch ? "600" : "10",
         ])
