@@ -14,6 +14,7 @@ cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-16}
+ENDPOINTS=${ENDPOINTS:-rooms messages cursor}
 work=$(mktemp -d)
 trap 'kill $fixture_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -39,7 +40,7 @@ server_cpu() {
 }
 for server in "${servers[@]}"; do
   token=$(field "$work/$server.json" token)
-  for endpoint in rooms messages cursor; do
+  for endpoint in $ENDPOINTS; do
     url=$(field "$work/$server.json" $endpoint)
     curl -fsS -o /dev/null -H "Authorization: Bearer $token" "$url"   # warm up, and fail early
     rates=()
