@@ -418,10 +418,10 @@ public final class BusClient: Sendable {
                             let (lost, poisoned) = failed
                                 ? pending.workerReplaced(now: monotonicNanos(), matching: mine)
                                 : (pending.resendNow(now: monotonicNanos(), matching: mine), [])
-                            if !lost.isEmpty {
-                                logger.info("worker replaced, resending", metadata: ["worker": "\(worker)", "commands": "\(lost.count)"])
-                            }
-                            for (_, outgoing) in lost { transmit(outgoing) }
+                            // Poisoned commands are settled before anything is
+                            // resent, so the resends carry a floor above them:
+                            // the new worker must not wait for a command that
+                            // will never come again.
                             for (id, outgoing) in poisoned {
                                 // In flight at two deaths: most likely what kills
                                 // the worker. Resending it would kill the next one.
@@ -431,6 +431,10 @@ public final class BusClient: Sendable {
                                 settled(outgoing)
                                 outgoing.completion(.success(.reply(to: outgoing.command, status: .internal, body: Self.poisonDetail)))
                             }
+                            if !lost.isEmpty {
+                                logger.info("worker replaced, resending", metadata: ["worker": "\(worker)", "commands": "\(lost.count)"])
+                            }
+                            for (_, outgoing) in lost { transmit(outgoing) }
                         }
                         workerPIDs[worker] = pid
                         callbacks.heartbeat(worker, event.body)

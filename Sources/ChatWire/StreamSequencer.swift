@@ -53,7 +53,8 @@ public struct StreamSequencer {
                 stream.expected = (stream.held.keys.max() ?? stream.expected) + 1
                 stream.held.removeAll()
             }
-            return ready
+            // No early return: a floor raised above may have made a held
+            // command the expected one; the loop below releases it.
         } else {
             // A copy held from an earlier send of this same command is stale now.
             stream.held[position.seq] = nil

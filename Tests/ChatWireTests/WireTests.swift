@@ -153,6 +153,15 @@ import Testing
         #expect(sequencer.heldCount == 0)
     }
 
+    @Test func aFloorRaisedByALaterCommandReleasesTheHeldOnes() {
+        // 7 waits for 5 (a poison command the frontend then failed); 8 comes
+        // with the floor past 5 and 6: 7 and 8 go, in order, at once.
+        var sequencer = StreamSequencer()
+        #expect(seqs(sequencer.accept(command(7, floor: 5), now: 0)).isEmpty)
+        #expect(seqs(sequencer.accept(command(8, floor: 7), now: 0)) == [7, 8])
+        #expect(sequencer.heldCount == 0)
+    }
+
     @Test func streamsAreIndependentAndUnsequencedCommandsPass() {
         var sequencer = StreamSequencer()
         #expect(seqs(sequencer.accept(command(7, floor: 6, origin: "a"), now: 0)).isEmpty)
