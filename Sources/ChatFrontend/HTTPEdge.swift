@@ -114,6 +114,10 @@ final class HTTPEdge {
             rawContext?.close(promise: nil)
         case .head:
             refuse(.requestTimeout, "The request head did not arrive in time.")
+        case .body where responsesEnded > requestsEnded:
+            // Already answered (before its body was read): nothing more to say.
+            phase = .closed
+            rawContext?.close(promise: nil)
         case .body:
             refuse(.requestTimeout, "The request body stopped arriving.")
         case .responding, .closed:
@@ -177,6 +181,7 @@ final class HTTPEdge {
             }
         }
         phase = .body
+        readingBody = true
         headBytes = 0
         requestLineDone = false
         wait(until: .now() + limits.bodyTimeout)
@@ -188,15 +193,39 @@ final class HTTPEdge {
         deadline = .now() + limits.bodyTimeout
     }
 
+    /// Requests read whole, and responses written whole, on this connection.
+    /// A response may end before its request does (a `401` is sent before the
+    /// body is drained) and a client may send the next request before the
+    /// last response ends: the connection is idle only when the two agree.
+    private var requestsEnded = 0
+    private var responsesEnded = 0
+
+    /// A request's head was accepted and its end has not come yet.
+    private var readingBody = false
+
     fileprivate func requestEnded() {
-        if phase == .body { phase = .responding }
-        deadline = .distantFuture
+        requestsEnded += 1
+        readingBody = false
+        settle()
     }
 
     fileprivate func responseEnded() {
-        guard phase == .responding else { return }
-        phase = .head
-        wait(until: .now() + limits.keepAliveTimeout)
+        responsesEnded += 1
+        settle()
+    }
+
+    /// After a request or a response ended: still answering, or idle (the keep-alive wait).
+    private func settle() {
+        guard phase == .body || phase == .responding else { return }
+        // A body still arriving keeps its own timer, whatever was answered.
+        if readingBody { return }
+        if responsesEnded >= requestsEnded {
+            phase = .head
+            wait(until: .now() + limits.keepAliveTimeout)
+        } else {
+            phase = .responding
+            deadline = .distantFuture
+        }
     }
 
     fileprivate func parserFailed(_ error: HTTPParserError) {
@@ -239,7 +268,12 @@ final class HTTPEdge {
         bytes.writeString("Content-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n")
         bytes.writeString("Date: \(DateHeader.shared.current)\r\n\r\n")
         bytes.writeBytes(body)
-        context.writeAndFlush(NIOAny(bytes)).whenComplete { _ in context.close(promise: nil) }
+        // Closed once written, or after a moment if a client that does not read keeps it from being written.
+        let bound = context.eventLoop.scheduleTask(in: .seconds(2)) { context.close(promise: nil) }
+        context.writeAndFlush(NIOAny(bytes)).whenComplete { _ in
+            bound.cancel()
+            context.close(promise: nil)
+        }
     }
 
     /// What chatd routes; anything else the parser knows is `501`.

@@ -54,6 +54,22 @@ extension EndToEnd {
             #expect(page.headers["x-content-type-options"] == "nosniff")
         }
 
+        @Test func aKeepAliveConnectionAnsweredEarlyStillIdlesOut() async throws {
+            let server = try await TestServer.start(environment: ["CHAT_KEEP_ALIVE_TIMEOUT_SECONDS": "1"])
+            defer { server.stop() }
+            // A 401 goes out before the body has arrived; the body then
+            // completes, and the idle connection is closed after the
+            // keep-alive timeout (it once waited for a response that had
+            // already been sent).
+            let connection = try RawConnection(port: server.port)
+            connection.send(Array("POST /api/chat/rooms/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\n{}".utf8))
+            let early = connection.read(timeout: 5) { RawConnection.hasHead($0) && String(decoding: $0, as: UTF8.self).hasSuffix("}") }
+            #expect(early.status == 401, "\(early.text)")
+            connection.send(Array("  ".utf8))
+            let idle = connection.read(timeout: 5)
+            #expect(idle.closed, "the idle keep-alive connection was not closed within 5 s")
+        }
+
         @Test func roomsHoldAtMostTheConfiguredMembers() async throws {
             let server = try await TestServer.start(environment: ["CHAT_MAX_PARTICIPANTS": "3"])
             defer { server.stop() }
