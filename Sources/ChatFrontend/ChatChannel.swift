@@ -11,6 +11,7 @@ import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import NIOWebSocket
+import Synchronization
 
 /// What the frontend's handlers share: config, bus, authenticator, connections.
 public struct FrontendServices: Sendable {

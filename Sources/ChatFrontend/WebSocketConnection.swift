@@ -46,7 +46,6 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         let registry = services.connections.registry(for: context.eventLoop)
         registry.add(self, room: roomID)
         self.registry = registry
-        services.limiter?.socketOpened(user: identity.id)
         // A token's validity bounds the socket opened with it (api-contract.md "Messages").
         let left = Int64(max(0, min(expires.timeIntervalSinceNow, 400 * 86_400)) * 1_000)
         let loop = context.eventLoop
@@ -118,12 +117,26 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         send(ClientJSON.errorEvent(text))
     }
 
+    /// Sends a close frame and closes the connection once it is written, or
+    /// after `closeGrace` if a client that does not read keeps it from being
+    /// written: a close is never left waiting on the client.
     private func close(code: WebSocketErrorCode, context: ChannelHandlerContext) {
         guard !closing else { return }
         closing = true
+        // Out of the room at once: nothing follows a close frame (RFC 6455 5.5.1).
+        registry?.remove(self, room: roomID)
+        Self.sendClose(code, context: context, frame: wrapOutboundOut)
+    }
+
+    /// How long a close frame may wait to be written before the TCP close.
+    static let closeGrace = TimeAmount.seconds(2)
+
+    static func sendClose(_ code: WebSocketErrorCode, context: ChannelHandlerContext, frame: (WebSocketFrame) -> NIOAny) {
         var data = context.channel.allocator.buffer(capacity: 2)
         data.write(webSocketErrorCode: code)
-        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).whenComplete { _ in
+        let bound = context.eventLoop.scheduleTask(in: closeGrace) { context.close(promise: nil) }
+        context.writeAndFlush(frame(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).whenComplete { _ in
+            bound.cancel()
             context.close(promise: nil)
         }
     }
@@ -133,6 +146,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         pinged = false
         let frame = unwrapInboundIn(data)
+        // Closing: only the client's answering close frame matters now.
+        if closing && frame.opcode != .connectionClose { return }
         switch frame.opcode {
         case .text:
             let text = frame.unmaskedData
@@ -154,12 +169,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
                 context.close(promise: nil)
             } else {
                 // Echo the close (RFC 6455 5.5.1), then drop the connection.
-                closing = true
                 var payload = frame.unmaskedData
-                let code = payload.readInteger(as: UInt16.self).map { ByteBuffer(integer: $0) } ?? ByteBuffer()
-                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: code))).whenComplete { _ in
-                    context.close(promise: nil)
-                }
+                let code = payload.readInteger(as: UInt16.self).map { WebSocketErrorCode(codeNumber: Int($0)) } ?? .normalClosure
+                close(code: code, context: context)
             }
         default:
             close(code: .protocolError, context: context)
@@ -205,7 +217,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let error = error as? NIOWebSocketError {
+        if let violation = error as? WebSocketFrameGuard.Violation {
+            close(code: violation.code, context: context)
+        } else if let error = error as? NIOWebSocketError {
             switch error {
             case .invalidFrameLength: close(code: .messageTooLarge, context: context)
             default: close(code: .protocolError, context: context)

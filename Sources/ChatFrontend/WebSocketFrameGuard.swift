@@ -2,8 +2,8 @@ import NIOCore
 import NIOWebSocket
 
 /// RFC 6455 §5 and §7 on every frame a client sends, before fragments are put
-/// together: a violation fails the connection (a close frame with the code,
-/// then the TCP close) and nothing after it is read. NIO's decoder already
+/// together: a violation fails the connection (`WebSocketConnection` sends a
+/// close frame with the code, then closes) and nothing after it is read. NIO's decoder already
 /// refuses fragmented or long control frames and frames over the size limit;
 /// this checks what it lets through. UTF-8 of whole text messages is checked
 /// where they are read (`WebSocketConnection`), since fragments may split a
@@ -64,11 +64,15 @@ final class WebSocketFrameGuard: ChannelInboundHandler, RemovableChannelHandler 
         }
     }
 
+    /// Hands the failure to the connection, which owns the one close path
+    /// (one close frame, nothing after it, a bounded wait to write it).
     private func fail(_ code: WebSocketErrorCode, context: ChannelHandlerContext) {
         failed = true
-        var data = context.channel.allocator.buffer(capacity: 2)
-        data.write(webSocketErrorCode: code)
-        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
-        context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in context.close(promise: nil) }
+        context.fireErrorCaught(Violation(code: code))
+    }
+
+    /// An RFC 6455 violation and the code that fails the connection.
+    struct Violation: Error {
+        let code: WebSocketErrorCode
     }
 }
