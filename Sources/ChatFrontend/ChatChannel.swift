@@ -39,6 +39,15 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
     struct Value: ServerChildChannelValue {
         let upgradeResult: EventLoopFuture<UpgradeResult>
         let channel: any Channel
+        /// The user whose socket slot an accepted handshake reserved, until
+        /// `WebSocketConnection` takes it; given back if no socket opens.
+        let reservation: Reservation
+    }
+
+    /// The user whose socket slot a handshake holds, shared by the loop's
+    /// upgrade callbacks and the connection's task.
+    final class Reservation: Sendable {
+        let user = Mutex<String?>(nil)
     }
 
     /// The handshake's verdict, between `shouldUpgrade` and the pipeline setup.
@@ -70,8 +79,11 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             keepAliveTimeout: .nanoseconds(Int64(chat.keepAliveTimeoutSeconds * 1e9))
         ))
         let edgeBox = NIOLoopBound(edge, eventLoop: channel.eventLoop)
+        let reservation = Reservation()
         let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
             maxFrameSize: services.config.chat.maxFrameBytes,
+            // WebSocketConnection answers decoder errors itself: one close frame, not two.
+            enableAutomaticErrorHandling: false,
             shouldUpgrade: { channel, head in
                 let loop = channel.eventLoop
                 let promise = loop.makePromise(of: Verdict.self)
@@ -79,7 +91,8 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                 promise.completeWithTask { await Self.authorize(head: head, peer: peer, services: services) }
                 return promise.futureResult.flatMapThrowing { result in
                     verdict.value = result
-                    guard case .accepted = result else { return nil }
+                    guard case .accepted(let identity, _, _, _) = result else { return nil }
+                    if services.limiter != nil { reservation.user.withLock { $0 = identity.id } }
                     // The edge leaves before the upgrade starts: removing the
                     // decoder hands the bytes after the head on as bytes, which
                     // only the WebSocket handlers may receive.
@@ -110,6 +123,8 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                     try channel.pipeline.syncOperations.addHandler(
                         WebSocketConnection(identity: identity, identityJSON: identityJSON, session: session, expires: expires, services: services)
                     )
+                    // The connection owns the slot now and gives it back when it ends.
+                    reservation.user.withLock { $0 = nil }
                     return UpgradeResult.websocket
                 }
             }
@@ -143,10 +158,16 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         pipeline.decoderConfiguration.maxHeaderFieldCount = chat.maxHeaderCount
         let future = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: pipeline)
         try edge.install(in: channel.pipeline.syncOperations)
-        return Value(upgradeResult: future, channel: channel)
+        return Value(upgradeResult: future, channel: channel, reservation: reservation)
     }
 
     func handle(value: Value, logger: Logger) async {
+        // A slot reserved by a handshake whose socket never opened.
+        defer {
+            if let user = value.reservation.user.withLock({ user in defer { user = nil }; return user }) {
+                services.limiter?.socketClosed(user: user)
+            }
+        }
         do {
             switch try await value.upgradeResult.get() {
             case .websocket:
@@ -192,14 +213,27 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         } catch {
             return .refused(.unauthorized, ClientJSON.detail(error.detail))
         }
-        if let limiter = services.limiter, !limiter.mayOpenSocket(user: identity.id) {
+        // A slot is taken now, atomically, so concurrent handshakes cannot
+        // pass the limit together; it is given back unless a socket opens.
+        if let limiter = services.limiter, !limiter.reserveSocket(user: identity.id) {
             return .refused(.tooManyRequests, ClientJSON.detail("Too many open connections (at most \(limiter.socketsPerUser))."))
         }
+        let verdict = await enter(target: target, direct: parts[1] == "direct", identity: identity, expires: expires, head: head, query: query, ip: ip, services: services)
+        if case .refused = verdict { services.limiter?.socketClosed(user: identity.id) }
+        return verdict
+    }
+
+    /// The rest of a handshake, once the caller is known: the room, made on
+    /// first use for a direct one, and the shard's leave to enter it.
+    private static func enter(
+        target: String, direct: Bool, identity: Identity, expires: Date, head: HTTPRequestHead, query: [String: String], ip: String?,
+        services: FrontendServices
+    ) async -> Verdict {
         guard let identityJSON = try? JSONEncoder().encode(identity) else {
             return .refused(.internalServerError, ClientJSON.detail("A server error occurred."))
         }
         var roomID = target
-        if parts[1] == "direct" {
+        if direct {
             guard target != identity.id else { return .refused(.forbidden, ClientJSON.detail("Cannot open a direct room with yourself.")) }
             let pair = [identity.id, target].sorted().joined(separator: "|")
             let body = (try? JSONEncoder().encode(Requests.RoomDirect(userID: target, newRoomID: IDs.uuid7()))) ?? Data()

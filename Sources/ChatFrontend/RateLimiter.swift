@@ -27,22 +27,22 @@ final class RateLimiter: Sendable {
     /// A WebSocket event. Typing keeps half the burst in reserve, so a busy
     /// user's typing events are refused before their messages are.
     func event(user: String, typing: Bool) -> TokenBuckets.Decision {
-        events.withLock { $0.take(user, reserve: typing ? $0.burst / 2 : 0, now: monotonicNanos()) }
+        // The reserve leaves room for at least one token of burst.
+        events.withLock { $0.take(user, reserve: typing ? min($0.burst / 2, $0.burst - 1) : 0, now: monotonicNanos()) }
     }
 
     func handshake(ip: String) -> TokenBuckets.Decision {
         handshakes.withLock { $0.take(ip, now: monotonicNanos()) }
     }
 
-    /// Whether the user may open another socket (checked at the handshake;
-    /// two handshakes at once may both pass, which overshoots by one at most
-    /// per event loop).
-    func mayOpenSocket(user: String) -> Bool {
-        sockets.withLock { $0[user, default: 0] < socketsPerUser }
-    }
-
-    func socketOpened(user: String) {
-        sockets.withLock { $0[user, default: 0] += 1 }
+    /// Takes one of the user's socket slots; false (nothing taken) at the limit.
+    func reserveSocket(user: String) -> Bool {
+        sockets.withLock { open in
+            let count = open[user, default: 0]
+            guard count < socketsPerUser else { return false }
+            open[user] = count + 1
+            return true
+        }
     }
 
     func socketClosed(user: String) {
@@ -57,6 +57,7 @@ extension TokenBuckets.Decision {
     /// Whole seconds for `Retry-After` (RFC 9110 10.2.3), at least 1.
     var retryAfterSeconds: Int? {
         guard case .limited(let seconds) = self else { return nil }
-        return max(1, Int(seconds.rounded(.up)))
+        // Clamped: a tiny configured rate must not overflow the conversion.
+        return max(1, Int(min(seconds, 86_400).rounded(.up)))
     }
 }

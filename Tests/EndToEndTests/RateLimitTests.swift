@@ -1,6 +1,7 @@
 import ChatCore
 import ChatTesting
 import Foundation
+import Synchronization
 import Testing
 
 /// Rate and connection limits (on by default): a user over a limit gets 429
@@ -73,6 +74,17 @@ extension EndToEnd {
             alice.close()
             bob.close()
             second.close()
+
+            // Handshakes at the same moment cannot pass the limit together.
+            let erin = try await Steps.users(server, "erin")[0]
+            let open = try await Steps.room(server, token: erin, members: [])
+            let accepted = Mutex<[WebSocketClient]>([])
+            DispatchQueue.concurrentPerform(iterations: 8) { _ in
+                if let socket = try? server.webSocket("/ws/chat/\(open)/", token: erin) { accepted.withLock { $0.append(socket) } }
+            }
+            let sockets = accepted.withLock { $0 }
+            #expect(sockets.count == 3, "\(sockets.count) of 8 concurrent handshakes accepted, limit 3")
+            sockets.forEach { $0.close() }
         }
 
         @Test func handshakesPerAddressAreLimitedAndLimitsCanBeOff() async throws {
