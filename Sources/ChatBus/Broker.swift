@@ -157,10 +157,20 @@ public final class Broker: @unchecked Sendable {
             }
             for (index, queue) in queueIndex where queue >= 0 && ready[index] & pollIn != 0 {
                 var batch = 0
+                var dropped = 0
                 // POLLOUT before each: a command taken off the PULL must fit.
+                // Should the queue's only worker drop its connection between
+                // that check and the send, the command is dropped rather than
+                // the broker blocking every queue until a replacement
+                // connects: its frontend resends what goes unanswered.
                 while batch < 4096, s.queueOut[queue].events & Int32(pollOut) != 0,
-                    try s.queueIn[queue].forward(to: s.queueOut[queue]) {
+                    try s.queueIn[queue].forward(to: s.queueOut[queue], dropped: &dropped) {
                     batch += 1
+                }
+                if dropped > 0 {
+                    logger.warning("commands dropped: their worker went away as they were sent; frontends resend them", metadata: [
+                        "queue": "\(queues[queue])", "commands": "\(dropped)",
+                    ])
                 }
                 moved += batch
             }

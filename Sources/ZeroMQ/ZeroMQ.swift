@@ -200,13 +200,18 @@ public final class Socket {
     /// message (XPUB drops at its high-water mark; a PUSH is checked for
     /// `ZMQ_POLLOUT` first), because a received message cannot be put back.
     @discardableResult
-    public func forward(to destination: Socket) throws -> Bool {
+    ///
+    /// With `dropped` given, the send never blocks: a message the destination
+    /// cannot take at once (no peer, or its pipe full) is dropped whole and
+    /// counted, for a caller whose senders resend what is not answered.
+    public func forward(to destination: Socket, dropped: UnsafeMutablePointer<Int>? = nil) throws -> Bool {
         let source = try live("zmq_msg_recv")
         let target = try destination.live("zmq_msg_send")
         var msg = zmq_msg_t()
         zmq_msg_init(&msg)
         defer { zmq_msg_close(&msg) }
         var first = true
+        var discarding = false
         while true {
             // Only the first frame may be absent: the rest of a multipart
             // message arrives with it (ZeroMQ delivers messages atomically).
@@ -217,13 +222,26 @@ public final class Socket {
                 if err == EAGAIN && first { return false }
                 throw ZMQError("zmq_msg_recv", code: err)
             }
-            first = false
             let more = zmq_msg_more(&msg) != 0
-            while zmq_msg_send(&msg, target, more ? ZMQ_SNDMORE : 0) < 0 {
+            if discarding {
+                if !more { return true }
+                continue
+            }
+            // Only the first frame can be refused: once it is queued, ZeroMQ
+            // takes the rest of the message with it.
+            let noWait = first && dropped != nil
+            first = false
+            while zmq_msg_send(&msg, target, (more ? ZMQ_SNDMORE : 0) | (noWait ? ZMQ_DONTWAIT : 0)) < 0 {
                 let err = zmq_errno()
                 if err == EINTR { continue }
+                if err == EAGAIN && noWait {
+                    dropped?.pointee += 1
+                    discarding = true
+                    break
+                }
                 throw ZMQError("zmq_msg_send", code: err)
             }
+            if discarding && !more { return true }
             if !more { return true }
         }
     }

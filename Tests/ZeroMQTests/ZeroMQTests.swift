@@ -52,6 +52,30 @@ import ZeroMQ
         }
     }
 
+    @Test func forwardToNoPeerDropsTheWholeMessageInsteadOfBlocking() throws {
+        let context = try Context()
+        let (source, middleIn, middleOut) = (
+            try Socket(context: context, type: .push), try Socket(context: context, type: .pull), try Socket(context: context, type: .push)
+        )
+        let a = endpoint("drop-in"), b = endpoint("drop-out")
+        try middleIn.bind(a)
+        try middleOut.bind(b)  // nobody connects: a send would block
+        try source.connect(a)
+        try source.send([Array("first".utf8), Array("second".utf8)])
+        try source.send([Array("third".utf8)])
+        var poller = Poller()
+        poller.add(.socket(middleIn))
+        var dropped = 0
+        var taken = 0
+        while taken < 2, try poller.poll(timeoutMilliseconds: 5000)[0] & pollIn != 0 {
+            while try middleIn.forward(to: middleOut, dropped: &dropped) { taken += 1 }
+        }
+        // Both messages were taken and dropped whole: no frame of the first is left behind.
+        #expect(taken == 2)
+        #expect(dropped == 2)
+        #expect(try middleIn.receive(dontWait: true) == nil)
+    }
+
     @Test func aFullPushRefusesWithoutBlocking() throws {
         let context = try Context()
         let push = try Socket(context: context, type: .push)
