@@ -112,17 +112,7 @@ public enum Chaos {
         var roomIDs: [String] = []
         var readers: [String: String] = [:]
         for r in 0..<options.rooms {
-            let subs = (0..<options.perRoom).map { "chaos-\(r)-\($0)" }
-            var tokens: [String] = []
-            for sub in subs {
-                let token = try await server.token(sub: sub)
-                _ = try await server.request("GET", "/api/chat/rooms/", token: token)
-                tokens.append(token)
-            }
-            let created = try await server.request("POST", "/api/chat/rooms/", token: tokens[0], json: [
-                "name": "chaos \(r)", "participant_ids": subs.dropFirst().map(IDs.userID(forSubject:)),
-            ])
-            guard let room = created.object["id"] as? String else { throw TestServerError(description: created.text) }
+            let (room, subs, tokens) = try await server.room(of: options.perRoom, prefix: "chaos-\(r)", name: "chaos \(r)")
             roomIDs.append(room)
             readers[room] = tokens[0]
             for (index, token) in tokens.enumerated() {

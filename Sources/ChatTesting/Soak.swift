@@ -149,17 +149,7 @@ public enum Soak {
         var members: [Member] = []
         var rooms: [(id: String, reader: String, members: [Member])] = []
         for r in 0..<options.rooms {
-            let subs = (0..<options.perRoom).map { "soak-\(r)-\($0)" }
-            var tokens: [String] = []
-            for sub in subs {
-                let token = try await server.token(sub: sub)
-                _ = try await server.request("GET", "/api/chat/rooms/", token: token)
-                tokens.append(token)
-            }
-            let created = try await server.request("POST", "/api/chat/rooms/", token: tokens[0], json: [
-                "name": "soak \(r)", "participant_ids": subs.dropFirst().map(IDs.userID(forSubject:)),
-            ])
-            guard let room = created.object["id"] as? String else { throw TestServerError(description: created.text) }
+            let (room, _, tokens) = try await server.room(of: options.perRoom, prefix: "soak-\(r)", name: "soak \(r)")
             var inRoom: [Member] = []
             for (index, token) in tokens.enumerated() {
                 inRoom.append(Member(socket: try server.webSocket("/ws/chat/\(room)/", token: token), tag: "r\(r)m\(index)"))

@@ -1,3 +1,4 @@
+import ChatCore
 import ChatFrontend
 import Foundation
 #if canImport(FoundationNetworking)
@@ -219,6 +220,23 @@ public final class TestServer: @unchecked Sendable {
         var fields: [String: String] = [:]
         for (key, value) in http.allHeaderFields { fields["\(key)".lowercased()] = "\(value)" }
         return HTTPResult(status: http.statusCode, body: data, headers: fields)
+    }
+
+    /// A group room of `count` new users `<prefix>-0` ... (the first creates
+    /// it), each provisioned by a first request: the subjects and tokens, in order.
+    public func room(of count: Int, prefix: String, name: String) async throws -> (id: String, subs: [String], tokens: [String]) {
+        let subs = (0..<count).map { "\(prefix)-\($0)" }
+        var tokens: [String] = []
+        for sub in subs {
+            let token = try await self.token(sub: sub)
+            _ = try await request("GET", "/api/chat/rooms/", token: token)
+            tokens.append(token)
+        }
+        let created = try await request("POST", "/api/chat/rooms/", token: tokens[0], json: [
+            "name": name, "participant_ids": subs.dropFirst().map(IDs.userID(forSubject:)),
+        ])
+        guard let room = created.object["id"] as? String else { throw TestServerError(description: created.text) }
+        return (room, subs, tokens)
     }
 
     /// Runs `chatd ctl <words>` against this server; returns what it printed.
