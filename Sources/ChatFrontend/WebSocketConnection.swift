@@ -94,7 +94,6 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     /// The user left the room, or it was deactivated: closed with 4403, and
     /// out of the room's delivery at once.
     func membershipEnded() {
-        registry?.remove(self, room: roomID)
         guard let context else { return }
         close(code: WebSocketErrorCode(codeNumber: 4403), context: context)
     }
