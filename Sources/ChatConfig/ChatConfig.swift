@@ -147,7 +147,7 @@ public struct ChatConfig: Sendable, Equatable {
         if let url = config.publicURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
             throw ConfigError.invalid("publicURL", "\(url): http:// or https:// and a host")
         }
-        config.maxURLBytes = reader.int(forKey: "maxURLBytes", default: config.maxURLBytes)
+        config.maxURLBytes = reader.int(forKey: "maxUrlBytes", default: config.maxURLBytes)
         config.maxHeaderBytes = reader.int(forKey: "maxHeaderBytes", default: config.maxHeaderBytes)
         config.maxHeaderCount = reader.int(forKey: "maxHeaderCount", default: config.maxHeaderCount)
         config.headTimeoutSeconds = reader.double(forKey: "headTimeoutSeconds", default: config.headTimeoutSeconds)
@@ -164,9 +164,14 @@ public struct ChatConfig: Sendable, Equatable {
         config.socketsPerUser = reader.int(forKey: "socketsPerUser", default: config.socketsPerUser)
         config.handshakesPerSecondPerIP = reader.double(forKey: "handshakesPerSecondPerIP", default: config.handshakesPerSecondPerIP)
         config.handshakeBurst = reader.double(forKey: "handshakeBurst", default: config.handshakeBurst)
-        for (key, value) in [("maxURLBytes", config.maxURLBytes), ("maxHeaderBytes", config.maxHeaderBytes), ("maxHeaderCount", config.maxHeaderCount),
+        for (key, value) in [("maxUrlBytes", config.maxURLBytes), ("maxHeaderBytes", config.maxHeaderBytes), ("maxHeaderCount", config.maxHeaderCount),
                              ("maxParticipants", config.maxParticipants), ("socketsPerUser", config.socketsPerUser)] where value < 1 {
             throw ConfigError.invalid(key, "\(value): must be at least 1")
+        }
+        // Timeouts become nanoseconds in an Int64 for every connection: a day is ample and cannot overflow.
+        for (key, value) in [("headTimeoutSeconds", config.headTimeoutSeconds), ("bodyTimeoutSeconds", config.bodyTimeoutSeconds),
+                             ("keepAliveTimeoutSeconds", config.keepAliveTimeoutSeconds)] where value > 86_400 {
+            throw ConfigError.invalid(key, "\(value): at most 86400 seconds")
         }
         for (key, value) in [("headTimeoutSeconds", config.headTimeoutSeconds), ("bodyTimeoutSeconds", config.bodyTimeoutSeconds),
                              ("keepAliveTimeoutSeconds", config.keepAliveTimeoutSeconds), ("restRequestsPerSecond", config.restRequestsPerSecond),
