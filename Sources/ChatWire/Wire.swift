@@ -283,9 +283,7 @@ public enum Endpoints {
     }
     /// The queue a worker (`store.1`, `receipts.0`) takes commands from.
     public static func queue(ofWorker name: String) -> String? {
-        let parts = name.split(separator: ".")
-        guard parts.count == 2, let role = Role(rawValue: String(parts[0])), let index = Int(parts[1]) else { return nil }
-        return queue(role, shard: index)
+        WorkerName(name)?.queue
     }
 }
 
