@@ -94,6 +94,8 @@ let package = Package(
         .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "ChatCore"]),
         .testTarget(name: "ChatStoreTests", dependencies: ["ChatStore", "ChatCore"]),
         .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig"]),
+        // Reads the sources: rules about the code that review alone did not keep.
+        .testTarget(name: "SourceRulesTests"),
         .testTarget(name: "EndToEndTests", dependencies: ["ChatTesting", "ChatCore", "ChatWire"]),
     ]
 )
