@@ -94,6 +94,10 @@ let package = Package(
         .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "ChatCore"]),
         .testTarget(name: "ChatStoreTests", dependencies: ["ChatStore", "ChatCore"]),
         .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig"]),
+        .testTarget(
+            name: "ChatWorkersTests",
+            dependencies: ["ChatWorkers", "ChatStore", "ChatCore", "ChatWire", "ChatConfig", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
         .testTarget(name: "EndToEndTests", dependencies: ["ChatTesting", "ChatCore", "ChatWire"]),
     ]
 )
