@@ -1,4 +1,5 @@
 import ChatWire
+import Foundation
 import Testing
 
 @Suite struct EventKeyTests {
@@ -42,6 +43,21 @@ import Testing
             "s:id:gone", "s:id", "x:", "x:frontend", "x:/3", "x:f/", "x:f/-1", "x:f/03", "k:", "q:id", "m", "hello",
         ] {
             #expect(EventKey(text) == nil, "\(text)")
+        }
+    }
+
+    /// Event keys are spelled in ChatWire only: a string literal that starts
+    /// like one anywhere else in Sources is a key built or parsed by hand.
+    @Test func noOtherModuleSpellsAnEventKey() throws {
+        let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Sources").standardized
+        let files = try #require(FileManager.default.enumerator(atPath: sources.path)).compactMap { $0 as? String }
+            .filter { $0.hasSuffix(".swift") && !$0.hasPrefix("ChatWire/") }
+        #expect(files.count > 20, "Sources not found at \(sources.path)")
+        for file in files {
+            let text = try String(contentsOf: sources.appendingPathComponent(file), encoding: .utf8)
+            for prefix in ["m:", "s:", "x:", "k:"] {
+                #expect(!text.contains("\"" + prefix), "\(file) spells an event key `\(prefix)`")
+            }
         }
     }
 
