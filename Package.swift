@@ -96,7 +96,10 @@ let package = Package(
         .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig"]),
         .testTarget(
             name: "ChatWorkersTests",
-            dependencies: ["ChatWorkers", "ChatStore", "ChatCore", "ChatWire", "ChatConfig", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "ChatWorkers", "ChatStore", "ChatCore", "ChatWire", "ChatConfig",
+                .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
         .testTarget(name: "EndToEndTests", dependencies: ["ChatTesting", "ChatCore", "ChatWire"]),
     ]
