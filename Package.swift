@@ -96,6 +96,13 @@ let package = Package(
         .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig"]),
         // Reads the sources: rules about the code that review alone did not keep.
         .testTarget(name: "SourceRulesTests"),
+        .testTarget(
+            name: "ChatWorkersTests",
+            dependencies: [
+                "ChatWorkers", "ChatStore", "ChatCore", "ChatWire", "ChatConfig",
+                .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .testTarget(name: "EndToEndTests", dependencies: ["ChatTesting", "ChatCore", "ChatWire"]),
     ]
 )

@@ -158,7 +158,7 @@ public final class BusClient: Sendable {
 
     /// The answer to a poison command (`PendingRequests`): 500, because
     /// trying again would fail the same way.
-    static let poisonDetail = Array(#"{"detail":"This request was being processed when a server worker stopped, twice; it was not retried again."}"#.utf8)
+    static let poisonDetail = ReplyError.poisonCommand.encode()
 
     /// A fresh request id, unique within this frontend process.
     public func makeRequestID() -> String {

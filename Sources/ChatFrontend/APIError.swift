@@ -47,6 +47,47 @@ public struct APIError: Error, HTTPResponseError {
     }
 }
 
+extension APIError {
+    /// The REST response to a worker's reply: a success's body as the worker
+    /// encoded it, a refusal (`ReplyError`) rendered as DRF JSON. Every REST
+    /// handler answers a reply through here.
+    static func response(reply: Event) -> Response {
+        let (status, body) = rendered(reply)
+        return Response.json(status, body)
+    }
+
+    /// Status and body of a reply for a client; also what a refused WebSocket handshake answers.
+    static func rendered(_ reply: Event) -> (HTTPResponse.Status, [UInt8]) {
+        do {
+            guard let error = try reply.replyError() else { return (httpStatus(reply.status), reply.body) }
+            return (httpStatus(error.status), drfBody(error))
+        } catch {
+            // A worker of another version: nothing the client could act on.
+            return (.internalServerError, ClientJSON.detail("A server error occurred."))
+        }
+    }
+
+    /// DRF's shapes, in the problems' order: `{"detail": ...}`, the seed's
+    /// `{"error": ...}`, `{"field": ["message"]}` for each field error.
+    static func drfBody(_ error: ReplyError) -> [UInt8] {
+        var w = JSONWriter(capacity: 64)
+        w.beginObject()
+        for problem in error.problems {
+            switch problem {
+            case .detail(let message): w.field("detail", message)
+            case .error(let message): w.field("error", message)
+            case .field(let field, let message):
+                w.key(field)
+                w.beginArray()
+                w.string(message)
+                w.endArray()
+            }
+        }
+        w.endObject()
+        return w.bytes
+    }
+}
+
 extension Response {
     static func json(_ status: HTTPResponse.Status, _ body: [UInt8]) -> Response {
         if status == .noContent { return Response(status: .noContent) }

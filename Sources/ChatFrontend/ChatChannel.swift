@@ -237,14 +237,14 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             guard target != identity.id else { return .refused(.forbidden, ClientJSON.detail("Cannot open a direct room with yourself.")) }
             let pair = [identity.id, target].sorted().joined(separator: "|")
             let body = (try? JSONEncoder().encode(Requests.RoomDirect(userID: target, newRoomID: IDs.uuid7()))) ?? Data()
-            switch await services.bus.request(.roomDirect, to: .store(key: pair), user: [UInt8](identityJSON), body: [UInt8](body)) {
+            switch await services.bus.request(.roomOpenDirect, to: .store(key: pair), user: [UInt8](identityJSON), body: [UInt8](body)) {
             case .success(let reply) where reply.status == .ok || reply.status == .created:
-                guard let room = (try? JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any])?["id"] as? String else {
+                guard let room = try? JSONDecoder().decode(Requests.RoomRef.self, from: Data(reply.body)) else {
                     return .refused(.internalServerError, ClientJSON.detail("A server error occurred."))
                 }
-                roomID = room
+                roomID = room.roomID
             case .success(let reply):
-                return .refused(reply.status == .notFound ? .notFound : .forbidden, reply.body)
+                return .refused(reply.status == .notFound ? .notFound : .forbidden, APIError.rendered(reply).1)
             case .failure:
                 return .refused(.serviceUnavailable, APIError.unavailable.body)
             }
@@ -260,7 +260,8 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             )
             return .accepted(identity, [UInt8](identityJSON), session, expires: expires)
         case .success(let reply):
-            return .refused(APIError.httpStatus(reply.status), reply.body)
+            let (status, body) = APIError.rendered(reply)
+            return .refused(status, body)
         case .failure:
             return .refused(.serviceUnavailable, APIError.unavailable.body)
         }

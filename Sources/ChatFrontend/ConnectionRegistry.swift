@@ -13,8 +13,8 @@ final class LoopRegistry: @unchecked Sendable {
     private var rooms: [String: [ObjectIdentifier: WebSocketConnection]] = [:]
     /// Keys of recently delivered events: a command resent after a worker died
     /// may publish the same message twice; members see it once.
-    private var recentKeys = Set<String>()
-    private var recentOrder: [String] = []
+    private var recentKeys = Set<EventKey>()
+    private var recentOrder: [EventKey] = []
     private var recentNext = 0
     /// Covers several seconds of events at full load; a re-published event
     /// only follows a worker's death, within a retry interval (750 ms).
@@ -38,10 +38,10 @@ final class LoopRegistry: @unchecked Sendable {
 
     var connectionCount: Int { rooms.values.reduce(0) { $0 + $1.count } }
 
-    /// Whether an event with this key is new here. Keys `m:` (message
-    /// changes) and `s:` (session presence) are idempotency keys; others are not.
-    private func firstDelivery(of key: String) -> Bool {
-        guard key.hasPrefix("m:") || key.hasPrefix("s:") else { return true }
+    /// Whether an event with this key is new here: only idempotency keys
+    /// (message changes, session presence) repeat.
+    private func firstDelivery(of key: EventKey) -> Bool {
+        guard key.isIdempotent else { return true }
         guard recentKeys.insert(key).inserted else { return false }
         if recentOrder.count < Self.recentCapacity {
             recentOrder.append(key)
@@ -54,22 +54,24 @@ final class LoopRegistry: @unchecked Sendable {
     }
 
     /// Writes each event to the room's connections, then flushes each touched connection once.
-    func deliver(_ events: [(roomID: String, key: String, frame: ByteBuffer)]) {
+    func deliver(_ events: [(roomID: String, key: EventKey, frame: ByteBuffer)]) {
         loop.preconditionInEventLoop()
         var touched: [ObjectIdentifier: WebSocketConnection] = [:]
         for event in events {
             guard let members = rooms[event.roomID], firstDelivery(of: event.key) else { continue }
-            if let removed = RoomEventKey.removed(event.key) {
+            let excluded: ConnectionRef?
+            switch event.key {
+            case .removeUser, .removeEveryone:
                 // Membership ended: those sockets get nothing more (api-contract.md "Messages").
-                for (id, connection) in members where removed == "*" || connection.identity.id == removed {
+                for (id, connection) in members where event.key == .removeEveryone || event.key == .removeUser(connection.identity.id) {
                     touched[id] = nil
                     connection.membershipEnded()
                 }
                 continue
+            case .except(let connection): excluded = connection  // its own typing
+            case .none, .message, .session: excluded = nil
             }
-            // `x:<connection>`: everyone but the connection that caused it (typing).
-            let excluded = event.key.hasPrefix("x:") ? event.key.dropFirst(2) : nil
-            for (id, connection) in members where excluded == nil || connection.key != excluded! {
+            for (id, connection) in members where connection.key != excluded {
                 connection.write(text: event.frame)
                 touched[id] = connection
             }
@@ -102,9 +104,12 @@ public final class ConnectionRegistry: Sendable {
     }
 
     /// Called on the bus thread with a batch of events: one buffer per event,
-    /// shared by every loop and connection.
+    /// shared by every loop and connection. An event whose key no worker
+    /// writes is dropped: what it orders is unknown.
     public func fanOut(_ events: [RoomEvent]) {
-        let frames = events.map { (roomID: $0.roomID, key: $0.key, frame: ByteBuffer(bytes: $0.body)) }
+        let frames = events.compactMap { event in
+            EventKey(event.key).map { (roomID: event.roomID, key: $0, frame: ByteBuffer(bytes: event.body)) }
+        }
         for registry in registries.values {
             registry.loop.execute { registry.deliver(frames) }
         }

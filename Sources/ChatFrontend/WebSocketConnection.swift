@@ -18,8 +18,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     let roomID: String
     let services: FrontendServices
     let session: Requests.Session
-    /// `<frontend id>/<connection id>`: names this connection in `x:` event keys.
-    let key: String
+    /// Names this connection in `EventKey.except` (its own typing).
+    let key: ConnectionRef
     private var context: ChannelHandlerContext?
     private var registry: LoopRegistry?
     private var closing = false
@@ -38,7 +38,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         self.roomID = session.roomID
         self.session = session
         self.services = services
-        self.key = "\(services.bus.frontendID)/\(services.connections.makeConnectionID())"
+        self.key = ConnectionRef(frontend: services.bus.frontendID, number: services.connections.makeConnectionID())
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -253,9 +253,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             guard let isTyping = event["is_typing"] as? Bool else { return sendError("is_typing must be true or false") }
             guard let loop = context?.eventLoop else { return }
             let me = NIOLoopBound(self, eventLoop: loop)
-            command(.typingSet, Requests.TypingSet(roomID: roomID, isTyping: isTyping, connection: key)) { result in
+            command(.typingSet, Requests.TypingSet(roomID: roomID, isTyping: isTyping, connection: key.description)) { result in
                 guard case .success(let reply) = result, reply.status != .ok else { return }
-                loop.execute { me.value.sendError(Self.errorText(reply.body)) }
+                loop.execute { me.value.sendError(Self.errorText(reply)) }
             }
         case "read_receipt":
             guard let raw = event["message_id"] as? String, let messageID = IDs.canonical(raw) else {
@@ -268,7 +268,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
                     switch result {
                     case .success(let reply) where reply.status == .ok: break
                     case .success(let reply) where reply.status == .notFound: me.value.sendError("Message not found in this room")
-                    case .success(let reply): me.value.sendError(Self.errorText(reply.body))
+                    case .success(let reply): me.value.sendError(Self.errorText(reply))
                     case .failure: me.value.sendError("Read receipt could not be stored, try again")
                     }
                 }
@@ -304,7 +304,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
                     // A repeated client_msg_id: the original goes to this client only.
                     connection.send(ClientJSON.messageEvent(reply.body))
                 case .success(let reply):
-                    connection.sendError(Self.errorText(reply.body))
+                    connection.sendError(Self.errorText(reply))
                 case .failure:
                     connection.sendError("Message could not be stored, try again")
                 }
@@ -312,12 +312,17 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         }
     }
 
-    /// The text of a DRF error body, for an `error` event.
-    static func errorText(_ body: [UInt8]) -> String {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else { return "Request failed" }
-        if let detail = object["detail"] as? String { return detail }
-        return object.sorted { $0.key < $1.key }.map { key, value in
-            "\(key): \((value as? [String])?.joined(separator: " ") ?? "\(value)")"
-        }.joined(separator: "; ")
+    /// The text of an `error` event for a refused command: a detail as it is,
+    /// otherwise `key: message` per problem, by key, as DRF's body would list them.
+    static func errorText(_ reply: Event) -> String {
+        guard let error = try? reply.replyError() else { return "Request failed" }
+        for case .detail(let detail) in error.problems { return detail }
+        return error.problems.map { problem -> (String, String) in
+            switch problem {
+            case .detail(let message): ("detail", message)
+            case .error(let message): ("error", message)
+            case .field(let field, let message): (field, message)
+            }
+        }.sorted { $0.0 < $1.0 }.map { "\($0.0): \($0.1)" }.joined(separator: "; ")
     }
 }

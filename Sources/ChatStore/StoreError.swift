@@ -1,39 +1,48 @@
 import ChatCore
 
-/// A refusal from the store, carrying the client-facing error body.
+/// A refusal from the store: a code and what to tell the client, typed, so
+/// that the workers hand it on without encoding client JSON.
 public struct StoreError: Error, Sendable, Equatable {
     public enum Code: Sendable, Equatable {
         case badRequest, forbidden, notFound
     }
 
-    public let code: Code
-    /// DRF-style body: `{"detail": ...}` or field errors.
-    public let body: [UInt8]
+    /// One thing wrong, in DRF's terms.
+    public enum Problem: Sendable, Equatable {
+        /// `{"detail": message}`.
+        case detail(String)
+        /// `{"error": message}`, the seed's body for refused actions.
+        case error(String)
+        /// `{"<field>": [message]}`.
+        case field(String, String)
+    }
 
-    public init(code: Code, body: [UInt8]) {
+    public let code: Code
+    public let problems: [Problem]
+
+    public init(code: Code, problems: [Problem]) {
         self.code = code
-        self.body = body
+        self.problems = problems
+    }
+
+    public init(code: Code, detail: String) {
+        self.init(code: code, problems: [.detail(detail)])
     }
 
     public static func badRequest(_ errors: [(field: String, message: String)]) -> StoreError {
-        StoreError(code: .badRequest, body: ClientJSON.fieldErrors(errors))
+        StoreError(code: .badRequest, problems: errors.map { .field($0.field, $0.message) })
     }
 
-    /// `{"error": ...}`, the seed's body for refused actions.
     public static func badRequest(error: String) -> StoreError {
-        var w = JSONWriter(capacity: 64)
-        w.beginObject()
-        w.field("error", error)
-        w.endObject()
-        return StoreError(code: .badRequest, body: w.bytes)
+        StoreError(code: .badRequest, problems: [.error(error)])
     }
 
     public static func forbidden(_ detail: String = "You don't have access to this room") -> StoreError {
-        StoreError(code: .forbidden, body: ClientJSON.detail(detail))
+        StoreError(code: .forbidden, detail: detail)
     }
 
     public static func notFound(_ detail: String = "Not found.") -> StoreError {
-        StoreError(code: .notFound, body: ClientJSON.detail(detail))
+        StoreError(code: .notFound, detail: detail)
     }
 
     public static let invalidPage = notFound("Invalid page.")

@@ -20,12 +20,14 @@ import Glibc
 ///     [topic, version, kind, key, status, body]
 ///
 /// `topic` is `room.<id>` for news every frontend with clients in that room
-/// needs, `reply.<frontend-id>` for the answer to one request, `hb.<role>` for
-/// worker heartbeats. For replies `key` is the request id. For room events it
-/// is an idempotency key (`m:<message id>`) that lets a frontend drop the
-/// second copy of an event a retried command caused, or `x:<frontend>/<conn>`
-/// naming the one connection that must not get the event (its own typing), or empty. `body` of a room event is the
-/// client-facing JSON, encoded once by the worker and forwarded as is.
+/// needs, `reply.<frontend-id>` for the answer to one request, `hb.<role>.<index>`
+/// for worker heartbeats. For replies `key` is the request id; for room events
+/// it is an `EventKey`: an idempotency key (`m:`, `s:`) that lets a frontend
+/// drop the second copy of an event a retried command caused, `x:<frontend>/<n>`
+/// naming the one connection that must not get the event (its own typing),
+/// `k:<user>`/`k:*` ordering sockets closed, or empty. `body` of a room event
+/// is the client-facing JSON, encoded once by the worker and forwarded as is;
+/// `body` of a reply with an error status is a `ReplyError`.
 public enum Wire {
     public static let version = "chat/1"
     static let versionBytes = Array(version.utf8)
@@ -41,6 +43,9 @@ public enum CommandKind: String, Sendable, CaseIterable {
     case roomUpdate = "room.update"
     case roomDelete = "room.delete"
     case roomDirect = "room.direct"
+    /// `room.direct` for a WebSocket handshake: the reply body is the room's
+    /// id as `Requests.RoomRef`, not the client's room JSON.
+    case roomOpenDirect = "room.open_direct"
     case roomLeave = "room.leave"
     case roomJoin = "room.join"
     /// Authorises a WebSocket handshake: does the room exist, may the user enter.
@@ -112,6 +117,8 @@ public enum WireError: Error, Equatable, Sendable {
     case unknownKind(String)
     case unknownStatus(String)
     case emptyField(String)
+    /// A frame that does not parse (a reply error's body).
+    case malformed(String)
 }
 
 /// A request from a frontend to a worker role.
@@ -192,22 +199,6 @@ public enum Topic {
     public static func room(_ id: String) -> String { roomPrefix + id }
     public static func reply(_ frontendID: String) -> String { replyPrefix + frontendID }
     public static func heartbeat(_ role: String) -> String { heartbeatPrefix + role }
-}
-
-/// Keys of room events that are not frames to deliver but orders to the
-/// frontends: membership ended, so sockets in the room are closed (4403)
-/// rather than written to. Their body is empty.
-public enum RoomEventKey {
-    static let removePrefix = "k:"
-    /// The room was deactivated: every socket in it.
-    public static let removeEveryone = "k:*"
-    /// The user left or was removed: that user's sockets in the room.
-    public static func remove(user: String) -> String { removePrefix + user }
-
-    /// Whose sockets a key removes: nil for an ordinary event, `*` for everyone's.
-    public static func removed(_ key: String) -> Substring? {
-        key.hasPrefix(removePrefix) ? key.dropFirst(removePrefix.count) : nil
-    }
 }
 
 /// Kinds of published events.

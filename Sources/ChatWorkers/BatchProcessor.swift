@@ -41,7 +41,7 @@ final class BatchProcessor {
                 identities[index] = identity
                 newUsers[command.user] = identity
             } else {
-                events.append(.reply(to: command, status: .badRequest, body: ClientJSON.detail("Missing or malformed user identity.")))
+                events.append(.reply(to: command, error: .detail(.badRequest, "Missing or malformed user identity.")))
             }
         }
         let writes = batch.indices.filter { identities[$0] != nil && isWrite(batch[$0].kind) }
@@ -61,12 +61,12 @@ final class BatchProcessor {
                                 return .commit
                             }
                         } catch let error as StoreError {
-                            pending.append(.reply(to: command, status: Self.status(error.code), body: error.body))
+                            pending.append(.reply(to: command, error: ReplyError(error)))
                         } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
                             // One command's conflict undoes its savepoint only;
                             // the others of the batch still commit.
                             logger.warning("command refused by a constraint", metadata: ["kind": "\(command.kind.rawValue)", "error": "\(error)"])
-                            pending.append(.reply(to: command, status: .badRequest, body: ClientJSON.detail("The request conflicts with stored data.")))
+                            pending.append(.reply(to: command, error: .detail(.badRequest, "The request conflicts with stored data.")))
                         }
                     }
                 }
@@ -78,7 +78,7 @@ final class BatchProcessor {
             } catch {
                 logger.error("write batch failed", metadata: ["error": "\(error)", "commands": "\(writes.count)"])
                 for index in writes {
-                    events.append(.reply(to: batch[index], status: .unavailable, body: ClientJSON.detail("Storage is unavailable, try again.")))
+                    events.append(.reply(to: batch[index], error: .storageUnavailable))
                 }
             }
         }
@@ -91,26 +91,18 @@ final class BatchProcessor {
                         do {
                             events += try read(command, identities[index]!, db)
                         } catch let error as StoreError {
-                            events.append(.reply(to: command, status: Self.status(error.code), body: error.body))
+                            events.append(.reply(to: command, error: ReplyError(error)))
                         }
                     }
                 }
             } catch {
                 logger.error("read batch failed", metadata: ["error": "\(error)"])
                 for index in reads {
-                    events.append(.reply(to: batch[index], status: .unavailable, body: ClientJSON.detail("Storage is unavailable, try again.")))
+                    events.append(.reply(to: batch[index], error: .storageUnavailable))
                 }
             }
         }
         return events
-    }
-
-    static func status(_ code: StoreError.Code) -> Status {
-        switch code {
-        case .badRequest: .badRequest
-        case .forbidden: .forbidden
-        case .notFound: .notFound
-        }
     }
 
     /// A command's body, or a 400 when it does not decode.
@@ -118,13 +110,25 @@ final class BatchProcessor {
         do {
             return try decoder.decode(type, from: Data(command.body))
         } catch {
-            throw StoreError(code: .badRequest, body: ClientJSON.detail("Malformed command body."))
+            throw StoreError(code: .badRequest, detail: "Malformed command body.")
         }
     }
 }
 
-/// The idempotency key of a room event about a message: one per change, so a
-/// re-published copy is dropped and the next change is not.
-func eventKey(_ message: Message, _ change: String) -> String {
-    "m:\(message.id):\(change)"
+extension ReplyError {
+    /// A store refusal as it crosses the bus: the same problems, the code as a status.
+    init(_ error: StoreError) {
+        let status: Status = switch error.code {
+        case .badRequest: .badRequest
+        case .forbidden: .forbidden
+        case .notFound: .notFound
+        }
+        self.init(status, error.problems.map { problem -> Problem in
+            switch problem {
+            case .detail(let message): .detail(message)
+            case .error(let message): .error(message)
+            case .field(let field, let message): .field(field, message)
+            }
+        })
+    }
 }

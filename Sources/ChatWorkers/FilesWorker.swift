@@ -33,7 +33,7 @@ public final class FilesWorker {
         batch.map { command in
             do {
                 guard let identity = try? decoder.decode(Identity.self, from: Data(command.user)) else {
-                    throw StoreError(code: .badRequest, body: ClientJSON.detail("Missing or malformed user identity."))
+                    throw StoreError(code: .badRequest, detail: "Missing or malformed user identity.")
                 }
                 switch command.kind {
                 case .fileStore:
@@ -49,13 +49,13 @@ public final class FilesWorker {
                     let location = try open(ref, user: identity.id)
                     return .reply(to: command, status: .ok, body: [UInt8](try JSONEncoder().encode(location)))
                 default:
-                    throw StoreError(code: .badRequest, body: ClientJSON.detail("Not a files command: \(command.kind.rawValue)"))
+                    throw StoreError(code: .badRequest, detail: "Not a files command: \(command.kind.rawValue)")
                 }
             } catch let error as StoreError {
-                return .reply(to: command, status: BatchProcessor.status(error.code), body: error.body)
+                return .reply(to: command, error: ReplyError(error))
             } catch {
                 logger.error("files command failed", metadata: ["error": "\(error)", "kind": "\(command.kind.rawValue)"])
-                return .reply(to: command, status: .unavailable, body: ClientJSON.detail("File storage is unavailable, try again."))
+                return .reply(to: command, error: .detail(.unavailable, "File storage is unavailable, try again."))
             }
         }
     }
@@ -80,7 +80,7 @@ public final class FilesWorker {
 
     func decode<T: Decodable>(_ type: T.Type, _ command: Command) throws -> T {
         do { return try decoder.decode(type, from: Data(command.body)) } catch {
-            throw StoreError(code: .badRequest, body: ClientJSON.detail("Malformed command body."))
+            throw StoreError(code: .badRequest, detail: "Malformed command body.")
         }
     }
 
@@ -89,7 +89,7 @@ public final class FilesWorker {
     /// the answer is the same.
     func store(_ request: Requests.FileStore) throws -> StoredFile {
         // The staging name is the frontend's (a UUID); refuse anything else.
-        guard IDs.canonical(request.stagingName) != nil else { throw StoreError(code: .badRequest, body: ClientJSON.detail("Bad staging name.")) }
+        guard IDs.canonical(request.stagingName) != nil else { throw StoreError(code: .badRequest, detail: "Bad staging name.") }
         let staging = (config.stagingDir as NSString).appendingPathComponent(request.stagingName)
         // Whatever happens, the staged bytes do not stay: stored (renamed) or refused.
         defer { unlink(staging) }
@@ -99,7 +99,7 @@ public final class FilesWorker {
             return stored
         }
         guard let handle = FileHandle(forReadingAtPath: staging) else {
-            throw StoreError(code: .badRequest, body: ClientJSON.fieldErrors([("file_attachment", "The upload was not received.")]))
+            throw StoreError.badRequest([("file_attachment", "The upload was not received.")])
         }
         defer { try? handle.close() }
         var hasher = SHA256()
@@ -112,7 +112,7 @@ public final class FilesWorker {
             hasher.update(data: chunk)
             size += Int64(chunk.count)
             if size > Int64(config.maxUploadBytes) {
-                    throw StoreError(code: .badRequest, body: ClientJSON.detail("File too large"))
+                    throw StoreError(code: .badRequest, detail: "File too large")
             }
         }
         if request.messageType == "image" && Self.imageType(Array(head)) == nil {
@@ -126,7 +126,7 @@ public final class FilesWorker {
             PrivateFiles.narrow(blob)  // stored by an older version, 0644
         } else {
             // Same filesystem, so rename is atomic: a blob is whole or absent.
-            guard rename(staging, blob) == 0 else { throw StoreError(code: .badRequest, body: ClientJSON.detail("Could not store the upload.")) }
+            guard rename(staging, blob) == 0 else { throw StoreError(code: .badRequest, detail: "Could not store the upload.") }
         }
         let stored = StoredFile(hash: hash, name: request.fileName, size: size)
         if let data = try? JSONEncoder().encode(stored) { try? PrivateFiles.write(data, to: marker) }

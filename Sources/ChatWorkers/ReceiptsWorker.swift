@@ -79,8 +79,8 @@ public final class ReceiptsWorker {
     /// published at once, its state kept for the next write.
     func typing(_ command: Command) -> [Event] {
         guard let identity = try? JSONDecoder().decode(Identity.self, from: Data(command.user)),
-            let request = try? processor.body(Requests.TypingSet.self, command) else {
-            return [.reply(to: command, status: .badRequest, body: ClientJSON.detail("Malformed typing command."))]
+            let request = try? processor.body(Requests.TypingSet.self, command), let sender = ConnectionRef(request.connection) else {
+            return [.reply(to: command, error: .detail(.badRequest, "Malformed typing command."))]
         }
         do {
             try processor.database.pool.read { db in
@@ -88,16 +88,16 @@ public final class ReceiptsWorker {
                 guard room.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
             }
         } catch let error as StoreError {
-            return [.reply(to: command, status: BatchProcessor.status(error.code), body: error.body)]
+            return [.reply(to: command, error: ReplyError(error))]
         } catch {
-            return [.reply(to: command, status: .unavailable, body: ClientJSON.detail("Storage is unavailable, try again."))]
+            return [.reply(to: command, error: .storageUnavailable)]
         }
         let state = Store.TypingState(roomID: request.roomID, userID: identity.id, isTyping: request.isTyping, lastSeen: .now())
         unsavedTyping["\(request.roomID)|\(identity.id)"] = state
         // The sender's own connection is excluded by the key.
         return [
-            Event(topic: Topic.room(request.roomID), kind: .roomEvent, key: "x:" + request.connection,
-                  body: ClientJSON.presenceEvent("typing", user: identity.user, isTyping: request.isTyping)),
+            Event.room(request.roomID, key: .except(sender),
+                       body: ClientJSON.presenceEvent("typing", user: identity.user, isTyping: request.isTyping)),
             .reply(to: command, status: .ok, body: []),
         ]
     }
@@ -105,14 +105,14 @@ public final class ReceiptsWorker {
     /// A frontend slot's new process closes what its predecessor left open.
     func reset(_ command: Command) -> Event {
         guard let request = try? processor.body(Requests.SessionReset.self, command) else {
-            return .reply(to: command, status: .badRequest, body: ClientJSON.detail("Malformed session reset."))
+            return .reply(to: command, error: .detail(.badRequest, "Malformed session reset."))
         }
         do {
             let closed = try processor.database.pool.write { try Store.resetSessions(frontend: request.frontend, before: request.startedAt, in: $0) }
             if closed > 0 { processor.logger.info("closed sessions a previous frontend left open", metadata: ["frontend": "\(request.frontend)", "sessions": "\(closed)"]) }
             return .reply(to: command, status: .ok, body: [])
         } catch {
-            return .reply(to: command, status: .unavailable, body: ClientJSON.detail("Storage is unavailable, try again."))
+            return .reply(to: command, error: .storageUnavailable)
         }
     }
 
@@ -133,7 +133,7 @@ public final class ReceiptsWorker {
             let session = try processor.body(Requests.Session.self, command)
             try Store.openSession(session, user: user, in: db)
             return [
-                Event(topic: Topic.room(session.roomID), kind: .roomEvent, key: "s:\(session.sessionID):joined", body: ClientJSON.presenceEvent("user_joined", user: identity.user)),
+                Event.room(session.roomID, key: .session(id: session.sessionID, change: .joined), body: ClientJSON.presenceEvent("user_joined", user: identity.user)),
                 .reply(to: command, status: .ok, body: []),
             ]
         case .sessionPing:
@@ -143,7 +143,7 @@ public final class ReceiptsWorker {
             let session = try processor.body(Requests.Session.self, command)
             try Store.closeSession(session.sessionID, user: user, in: db)
             return [
-                Event(topic: Topic.room(session.roomID), kind: .roomEvent, key: "s:\(session.sessionID):left", body: ClientJSON.presenceEvent("user_left", user: identity.user)),
+                Event.room(session.roomID, key: .session(id: session.sessionID, change: .left), body: ClientJSON.presenceEvent("user_left", user: identity.user)),
                 .reply(to: command, status: .ok, body: []),
             ]
         case .sessionCleanup:
@@ -153,7 +153,7 @@ public final class ReceiptsWorker {
             w.beginObject(); w.field("status", "cleanup completed"); w.field("deleted_sessions", Int64(deleted)); w.endObject()
             return [.reply(to: command, status: .ok, body: w.bytes)]
         default:
-            throw StoreError(code: .badRequest, body: ClientJSON.detail("Not a receipts command: \(command.kind.rawValue)"))
+            throw StoreError(code: .badRequest, detail: "Not a receipts command: \(command.kind.rawValue)")
         }
     }
 
@@ -181,7 +181,7 @@ public final class ReceiptsWorker {
             }
             return [.reply(to: command, status: .ok, body: ClientJSON.array(items))]
         default:
-            throw StoreError(code: .badRequest, body: ClientJSON.detail("Not a receipts read: \(command.kind.rawValue)"))
+            throw StoreError(code: .badRequest, detail: "Not a receipts read: \(command.kind.rawValue)")
         }
     }
 }

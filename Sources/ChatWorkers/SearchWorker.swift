@@ -53,7 +53,7 @@ public final class SearchWorker {
             do {
                 guard let identity = try? decoder.decode(Identity.self, from: Data(command.user)),
                     let request = try? decoder.decode(Requests.Search.self, from: Data(command.body)) else {
-                    return .reply(to: command, status: .badRequest, body: ClientJSON.detail("Malformed search command."))
+                    return .reply(to: command, error: .detail(.badRequest, "Malformed search command."))
                 }
                 switch command.kind {
                 case .searchMessages:
@@ -64,11 +64,11 @@ public final class SearchWorker {
                     let rooms = try database.pool.read { try Store.searchRooms(request.query, viewer: identity.id, in: $0) }
                     return .reply(to: command, status: .ok, body: ClientJSON.array(rooms.map(ClientJSON.encode)))
                 default:
-                    return .reply(to: command, status: .badRequest, body: ClientJSON.detail("Not a search command: \(command.kind.rawValue)"))
+                    return .reply(to: command, error: .detail(.badRequest, "Not a search command: \(command.kind.rawValue)"))
                 }
             } catch {
                 logger.error("search failed", metadata: ["error": "\(error)"])
-                return .reply(to: command, status: .unavailable, body: ClientJSON.detail("Search is unavailable, try again."))
+                return .reply(to: command, error: .detail(.unavailable, "Search is unavailable, try again."))
             }
         }
     }

@@ -54,7 +54,7 @@ public final class StoreWorker {
                 remember(message.id)
                 let json = ClientJSON.encode(message)
                 return [
-                    Event(topic: Topic.room(message.roomID), kind: .roomEvent, key: eventKey(message, "new"), body: ClientJSON.messageEvent(json)),
+                    Event.room(message.roomID, key: .message(id: message.id, change: .created), body: ClientJSON.messageEvent(json)),
                     .reply(to: command, status: .created, body: json),
                 ]
             case .duplicate(let original):
@@ -63,21 +63,22 @@ public final class StoreWorker {
         case .messageUpdate:
             let message = try Store.editMessage(try body(Requests.MessageUpdate.self, command), user: user, maxChars: config.maxMessageChars, in: db)
             return [
-                Event(topic: Topic.room(message.roomID), kind: .roomEvent, key: eventKey(message, "edit\(message.editedAt?.micros ?? 0)"), body: ClientJSON.messageChange("message_edited", message)),
+                Event.room(message.roomID, key: .message(id: message.id, change: .edited(at: message.editedAt?.micros ?? 0)),
+                           body: ClientJSON.messageChange("message_edited", message)),
                 .reply(to: command, status: .ok, body: ClientJSON.encode(message)),
             ]
         case .messageDelete:
             let message = try Store.deleteMessage(try body(Requests.MessageRef.self, command), user: user, in: db)
             return [
-                Event(topic: Topic.room(message.roomID), kind: .roomEvent, key: eventKey(message, "delete"), body: ClientJSON.messageChange("message_deleted", message)),
+                Event.room(message.roomID, key: .message(id: message.id, change: .deleted), body: ClientJSON.messageChange("message_deleted", message)),
                 .reply(to: command, status: .noContent, body: []),
             ]
         case .messageReact:
             let request = try body(Requests.MessageReact.self, command)
             let message = try Store.react(request, user: user, in: db)
             return [
-                Event(topic: Topic.room(message.roomID), kind: .roomEvent, key: "",
-                      body: ClientJSON.reactionEvent(message, user: user, emoji: request.emoji, added: request.add)),
+                Event.room(message.roomID,
+                           body: ClientJSON.reactionEvent(message, user: user, emoji: request.emoji, added: request.add)),
                 .reply(to: command, status: .ok, body: ClientJSON.reactionAnswer(message, added: request.add)),
             ]
         case .roomCreate:
@@ -90,16 +91,19 @@ public final class StoreWorker {
             let roomID = try body(Requests.RoomRef.self, command).roomID
             try Store.deactivateRoom(roomID, user: user, in: db)
             // Every socket in the room is closed (4403): nothing more reaches them.
-            return [Event(topic: Topic.room(roomID), kind: .roomEvent, key: RoomEventKey.removeEveryone, body: []),
+            return [Event.room(roomID, key: .removeEveryone, body: []),
                     .reply(to: command, status: .noContent, body: [])]
         case .roomDirect:
             let (room, created) = try Store.directRoom(try body(Requests.RoomDirect.self, command), user: user, in: db)
             return [.reply(to: command, status: created ? .created : .ok, body: ClientJSON.encode(room))]
+        case .roomOpenDirect:
+            let (room, created) = try Store.directRoom(try body(Requests.RoomDirect.self, command), user: user, in: db)
+            return [.reply(to: command, status: created ? .created : .ok, body: [UInt8](try JSONEncoder().encode(Requests.RoomRef(roomID: room.id))))]
         case .roomLeave:
             let roomID = try body(Requests.RoomRef.self, command).roomID
             try Store.leaveRoom(roomID, user: user, in: db)
             // The user's sockets in the room are closed (4403) after this.
-            return [Event(topic: Topic.room(roomID), kind: .roomEvent, key: RoomEventKey.remove(user: user), body: []),
+            return [Event.room(roomID, key: .removeUser(user), body: []),
                     .reply(to: command, status: .ok, body: ClientJSON.object(["status": "left room"]))]
         case .roomJoin:
             try Store.joinRoom(try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants, in: db)
@@ -108,7 +112,7 @@ public final class StoreWorker {
             try Store.enter(room: try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants, in: db)
             return [.reply(to: command, status: .ok, body: [])]
         default:
-            throw StoreError(code: .badRequest, body: ClientJSON.detail("Not a store command: \(command.kind.rawValue)"))
+            throw StoreError(code: .badRequest, detail: "Not a store command: \(command.kind.rawValue)")
         }
     }
 
@@ -145,7 +149,7 @@ public final class StoreWorker {
             let message = try Store.message(try body(Requests.MessageRef.self, command), user: identity.id, in: db)
             return [.reply(to: command, status: .ok, body: ClientJSON.encode(message))]
         default:
-            throw StoreError(code: .badRequest, body: ClientJSON.detail("Not a store read: \(command.kind.rawValue)"))
+            throw StoreError(code: .badRequest, detail: "Not a store read: \(command.kind.rawValue)")
         }
     }
 }

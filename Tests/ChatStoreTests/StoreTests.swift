@@ -82,8 +82,9 @@ import Testing
             do { try database.pool.write(body); return nil } catch let error as StoreError { return error } catch { return nil }
         }
         func fields(_ error: StoreError?) -> Set<String> {
-            guard let body = error?.body, let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else { return [] }
-            return Set(object.keys)
+            Set((error?.problems ?? []).compactMap { problem -> String? in
+                if case .field(let name, _) = problem { name } else { nil }
+            })
         }
         // Pages whose offset overflows are invalid pages, for rooms and messages.
         for page in [Int.max, Int.max / 50 + 1, Int.min, 0] {
