@@ -32,7 +32,7 @@ let package = Package(
         ),
         .target(name: "ZeroMQ", dependencies: ["CZeroMQ"]),
         .target(name: "ChatWire"),
-        .target(name: "ChatCore"),
+        .target(name: "ChatCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "ChatConfig",
             dependencies: ["ChatWire", .product(name: "Configuration", package: "swift-configuration")]
