@@ -32,7 +32,7 @@ let package = Package(
         ),
         .target(name: "ZeroMQ", dependencies: ["CZeroMQ"]),
         .target(name: "ChatWire"),
-        .target(name: "ChatCore"),
+        .target(name: "ChatCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "ChatConfig",
             dependencies: ["ChatWire", .product(name: "Configuration", package: "swift-configuration")]
@@ -89,7 +89,10 @@ let package = Package(
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]
         ),
-        .executableTarget(name: "chatd-load", dependencies: ["ChatTesting", "ChatCore"]),
+        .executableTarget(
+            name: "chatd-load",
+            dependencies: ["ChatTesting", "ChatCore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "ChatCore"]),
         .testTarget(name: "ChatStoreTests", dependencies: ["ChatStore", "ChatCore"]),

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// Identifier helpers. Every id the API shows is a UUID in lowercase hyphenated form.
@@ -27,8 +28,10 @@ public enum IDs {
         return format(uuid5(namespace: subjectNamespace, name: sub))
     }
 
+    /// A name-based UUIDv5 (RFC 9562 §5.5). SHA-1 is what the RFC mandates;
+    /// nothing here relies on it for security.
     static func uuid5(namespace: [UInt8], name: String) -> [UInt8] {
-        var digest = Insecure.sha1(namespace + Array(name.utf8))
+        var digest = Array(Insecure.SHA1.hash(data: namespace + Array(name.utf8)))
         digest[6] = (digest[6] & 0x0F) | 0x50
         digest[8] = (digest[8] & 0x3F) | 0x80
         return Array(digest.prefix(16))
@@ -56,42 +59,5 @@ public enum IDs {
             out.append(hex[Int(b & 0xF)])
         }
         return String(decoding: out, as: UTF8.self)
-    }
-}
-
-/// SHA-1, only for UUIDv5 derivation (RFC 9562 mandates it; not used for security).
-enum Insecure {
-    static func sha1(_ message: [UInt8]) -> [UInt8] {
-        var h: [UInt32] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0]
-        var msg = message
-        let bitLength = UInt64(message.count) * 8
-        msg.append(0x80)
-        while msg.count % 64 != 56 { msg.append(0) }
-        for i in (0..<8).reversed() { msg.append(UInt8(truncatingIfNeeded: bitLength >> (UInt64(i) * 8))) }
-        for chunk in stride(from: 0, to: msg.count, by: 64) {
-            var w = [UInt32](repeating: 0, count: 80)
-            for i in 0..<16 {
-                let j = chunk + i * 4
-                w[i] = UInt32(msg[j]) << 24 | UInt32(msg[j + 1]) << 16 | UInt32(msg[j + 2]) << 8 | UInt32(msg[j + 3])
-            }
-            for i in 16..<80 {
-                let x = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]
-                w[i] = (x << 1) | (x >> 31)
-            }
-            var (a, b, c, d, e) = (h[0], h[1], h[2], h[3], h[4])
-            for i in 0..<80 {
-                let (f, k): (UInt32, UInt32)
-                switch i {
-                case 0..<20: (f, k) = ((b & c) | (~b & d), 0x5A827999)
-                case 20..<40: (f, k) = (b ^ c ^ d, 0x6ED9EBA1)
-                case 40..<60: (f, k) = ((b & c) | (b & d) | (c & d), 0x8F1BBCDC)
-                default: (f, k) = (b ^ c ^ d, 0xCA62C1D6)
-                }
-                let temp = ((a << 5) | (a >> 27)) &+ f &+ e &+ k &+ w[i]
-                e = d; d = c; c = (b << 30) | (b >> 2); b = a; a = temp
-            }
-            h[0] &+= a; h[1] &+= b; h[2] &+= c; h[3] &+= d; h[4] &+= e
-        }
-        return h.flatMap { v in (0..<4).map { UInt8(truncatingIfNeeded: v >> (24 - 8 * UInt32($0))) } }
     }
 }

@@ -3,13 +3,38 @@ import Foundation
 import GRDB
 
 /// The main database: users, rooms, participants, messages, read status, typing
-/// state and chat sessions. Opens (and migrates) in `init`, like GRDB's
-/// `AppDatabase`. Every process that stores opens its own pool on the same file;
-/// SQLite serialises the writers, WAL lets readers run beside them.
+/// state and chat sessions. Migrates in `init`, like GRDB's `AppDatabase`, over
+/// any `DatabaseWriter`: a `DatabasePool` on the file in every process that
+/// stores (`init(path:)`; SQLite serialises the writers, WAL lets readers run
+/// beside them), or an in-memory `DatabaseQueue` in unit tests (`inMemory()`).
 public final class ChatDatabase: Sendable {
-    public let pool: DatabasePool
+    /// Reads and writes go through this: `writer.read { db in ... }`.
+    public let writer: any DatabaseWriter
 
-    public init(path: String) throws {
+    /// `writer`, under the name it had when it was always a `DatabasePool`.
+    public var pool: any DatabaseWriter { writer }
+
+    /// Migrates `writer`'s database to the current schema. The writer should
+    /// be configured with `ChatDatabase.configuration()` (the store's pragmas).
+    public init(_ writer: any DatabaseWriter) throws {
+        self.writer = writer
+        try Self.migrator.migrate(writer)
+    }
+
+    /// Opens (creating it with mode 0600) the database file at `path` as a
+    /// WAL-mode `DatabasePool`, and migrates it.
+    public convenience init(path: String) throws {
+        try Self.makePrivate(path)
+        try self.init(DatabasePool(path: path, configuration: Self.configuration()))
+    }
+
+    /// A fresh, migrated database in memory, for tests.
+    public static func inMemory() throws -> ChatDatabase {
+        try ChatDatabase(DatabaseQueue(configuration: configuration()))
+    }
+
+    /// The connection settings every `ChatDatabase` runs with.
+    public static func configuration() -> Configuration {
         var config = Configuration()
         // Several store workers share one file and SQLite has one writer: wait
         // for the lock rather than fail. 5 s is far above any batch we commit,
@@ -19,9 +44,7 @@ public final class ChatDatabase: Sendable {
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
-        try Self.makePrivate(path)
-        pool = try DatabasePool(path: path, configuration: config)
-        try Self.migrator.migrate(pool)
+        return config
     }
 
     /// The database file exists with mode 0600 before SQLite opens it (SQLite

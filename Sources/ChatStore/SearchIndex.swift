@@ -101,53 +101,87 @@ public final class SearchIndex {
         while true {
             if Date() > deadline { return (total, false) }
             let lastRowID = try queue.read { try Int64.fetchOne($0, sql: "SELECT value FROM meta WHERE key = 'last_rowid'") ?? 0 }
-            let rows = try main.pool.read { db in
-                try Row.fetchAll(db, sql: """
-                    SELECT rowid, id, room_id, sender_id, timestamp, content, is_deleted FROM messages
+            let rows = try main.writer.read { db in
+                try NewMessage.fetchAll(db, sql: """
+                    SELECT rowid AS rowid, id, room_id, sender_id, timestamp, content, is_deleted FROM messages
                     WHERE rowid > ? ORDER BY rowid LIMIT ?
                     """, arguments: [lastRowID, batch])
             }
             guard let last = rows.last else { break }
             try queue.write { db in
-                for row in rows where !(row[6] as Bool) {
-                    let rowid: Int64 = row[0]
+                for row in rows where !row.isDeleted {
                     try db.execute(sql: "INSERT OR REPLACE INTO docs (rowid, message_id, room_id, sender_id, timestamp) VALUES (?, ?, ?, ?, ?)",
-                                   arguments: [rowid, row[1], row[2], row[3], row[4]])
-                    try db.execute(sql: "DELETE FROM docs_fts WHERE rowid = ?", arguments: [rowid])
-                    try db.execute(sql: "INSERT INTO docs_fts (rowid, content) VALUES (?, ?)", arguments: [rowid, row[5]])
+                                   arguments: [row.rowid, row.id, row.roomID, row.senderID, row.timestamp])
+                    try db.execute(sql: "DELETE FROM docs_fts WHERE rowid = ?", arguments: [row.rowid])
+                    try db.execute(sql: "INSERT INTO docs_fts (rowid, content) VALUES (?, ?)", arguments: [row.rowid, row.content])
                 }
-                try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'last_rowid'", arguments: [last[0] as Int64])
+                try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'last_rowid'", arguments: [last.rowid])
             }
             total += rows.count
         }
         // Edits and deletions of messages already indexed.
         while true {
             let lastChange = try queue.read { try Int64.fetchOne($0, sql: "SELECT value FROM meta WHERE key = 'last_change'") ?? 0 }
-            let changes = try main.pool.read { db in
-                try Row.fetchAll(db, sql: """
-                    SELECT c.seq, m.rowid, m.content, m.is_deleted FROM message_changes c JOIN messages m ON m.id = c.message_id
+            let changes = try main.writer.read { db in
+                try ChangedMessage.fetchAll(db, sql: """
+                    SELECT c.seq, m.rowid AS rowid, m.content, m.is_deleted FROM message_changes c JOIN messages m ON m.id = c.message_id
                     WHERE c.seq > ? ORDER BY c.seq LIMIT ?
                     """, arguments: [lastChange, batch])
             }
             guard let last = changes.last else { break }
             try queue.write { db in
                 for change in changes {
-                    let rowid: Int64 = change[1]
                     // Only messages the index already holds; newer ones come with the rowid pass.
-                    guard try Row.fetchOne(db, sql: "SELECT 1 FROM docs WHERE rowid = ?", arguments: [rowid]) != nil else { continue }
-                    try db.execute(sql: "DELETE FROM docs_fts WHERE rowid = ?", arguments: [rowid])
-                    if change[3] as Bool {
-                        try db.execute(sql: "DELETE FROM docs WHERE rowid = ?", arguments: [rowid])
+                    guard try Row.fetchOne(db, sql: "SELECT 1 FROM docs WHERE rowid = ?", arguments: [change.rowid]) != nil else { continue }
+                    try db.execute(sql: "DELETE FROM docs_fts WHERE rowid = ?", arguments: [change.rowid])
+                    if change.isDeleted {
+                        try db.execute(sql: "DELETE FROM docs WHERE rowid = ?", arguments: [change.rowid])
                     } else {
-                        try db.execute(sql: "INSERT INTO docs_fts (rowid, content) VALUES (?, ?)", arguments: [rowid, change[2]])
+                        try db.execute(sql: "INSERT INTO docs_fts (rowid, content) VALUES (?, ?)", arguments: [change.rowid, change.content])
                     }
                 }
-                try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'last_change'", arguments: [last[0] as Int64])
+                try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'last_change'", arguments: [last.seq])
             }
             total += changes.count
             if Date() > deadline { return (total, false) }
         }
         return (total, true)
+    }
+
+    /// A message the index has not seen, as the rowid pass reads it.
+    struct NewMessage: FetchableRecord {
+        var rowid: Int64
+        var id: String
+        var roomID: String
+        var senderID: String
+        var timestamp: Int64
+        var content: String
+        var isDeleted: Bool
+
+        init(row: Row) {
+            rowid = row["rowid"]
+            id = row["id"]
+            roomID = row["room_id"]
+            senderID = row["sender_id"]
+            timestamp = row["timestamp"]
+            content = row["content"]
+            isDeleted = row["is_deleted"]
+        }
+    }
+
+    /// An edit or deletion, as the change pass reads it.
+    struct ChangedMessage: FetchableRecord {
+        var seq: Int64
+        var rowid: Int64
+        var content: String
+        var isDeleted: Bool
+
+        init(row: Row) {
+            seq = row["seq"]
+            rowid = row["rowid"]
+            content = row["content"]
+            isDeleted = row["is_deleted"]
+        }
     }
 
     /// Search filters beyond `q` (the seed's TODO list asks for them).
@@ -168,7 +202,7 @@ public final class SearchIndex {
     /// Messages of the user's rooms containing `query`, not deleted, newest
     /// first, at most `limit`.
     public func search(_ query: String, user: String, filters: Filters, limit: Int = 50) throws -> [Message] {
-        let rooms = try main.pool.read { db in
+        let rooms = try main.writer.read { db in
             try String.fetchAll(db, sql: """
                 SELECT p.room_id FROM room_participants p WHERE p.user_id = ?
                 """, arguments: [user]).filter { filters.room == nil || $0 == filters.room }
@@ -197,7 +231,7 @@ public final class SearchIndex {
         } else {
             // Under three characters the trigram index cannot answer: scan.
             let scan = conditions.map { $0.replacingOccurrences(of: "d.", with: "m.") }
-            ids = try main.pool.read { db in
+            ids = try main.writer.read { db in
                 try String.fetchAll(db, sql: """
                     SELECT m.id FROM messages m
                     WHERE m.is_deleted = 0 AND instr(lower(m.content), lower(?)) > 0 AND \(scan.joined(separator: " AND "))
@@ -206,7 +240,7 @@ public final class SearchIndex {
             }
         }
         // The main database is the truth: a message deleted since it was indexed is dropped.
-        return Array(try main.pool.read { db in try Store.messages(ids: ids, in: db) }.filter { !$0.isDeleted }.prefix(limit))
+        return Array(try main.writer.read { db in try Store.messages(ids: ids, in: db) }.filter { !$0.isDeleted }.prefix(limit))
     }
 }
 
@@ -214,9 +248,9 @@ extension Store {
     /// Messages by id, in the given order, with `read_by`.
     public static func messages(ids: [String], in db: Database) throws -> [Message] {
         guard !ids.isEmpty else { return [] }
-        var messages = try Row.fetchAll(db, sql: """
+        var messages = try Array(Row.fetchCursor(db, sql: """
             SELECT \(messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.id IN (\(placeholders(ids.count)))
-            """, arguments: StatementArguments(ids)).map(message)
+            """, arguments: StatementArguments(ids)).map(message))
         let order = Dictionary(ids.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
         messages.sort { order[$0.id, default: 0] < order[$1.id, default: 0] }
         try fillReadBy(&messages, in: db)

@@ -22,14 +22,16 @@ extension Store {
     /// Marks one message read; returns whether it already was. Idempotent.
     public static func markMessageRead(_ ref: Requests.MessageRef, user: String, in db: Database) throws -> Bool {
         try requireRoom(ref.roomID, user: user, in: db)
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT sender_id, is_deleted FROM messages WHERE id = ? AND room_id = ?"), arguments: [ref.messageID, ref.roomID]) else {
-            throw StoreError.notFound()
+        let lookup = try db.cachedStatement(sql: "SELECT sender_id, is_deleted FROM messages WHERE id = ? AND room_id = ?")
+        let found = try first(lookup, arguments: [ref.messageID, ref.roomID]) { row -> (senderID: String, isDeleted: Bool) in
+            (row["sender_id"], row["is_deleted"])
         }
+        guard let (senderID, isDeleted) = found else { throw StoreError.notFound() }
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO message_read_status (message_id, user_id, read_at) VALUES (?, ?, ?)")
             .execute(arguments: [ref.messageID, user, Timestamp.now().micros])
         let inserted = db.changesCount > 0
         // Only others' live messages count towards unread.
-        if inserted, (row[0] as String) != user, !(row[1] as Bool) {
+        if inserted, senderID != user, !isDeleted {
             try db.cachedStatement(sql: "UPDATE room_participants SET read_count = read_count + 1 WHERE room_id = ? AND user_id = ?")
                 .execute(arguments: [ref.roomID, user])
         }
@@ -65,11 +67,11 @@ extension Store {
     /// Who else is typing in the room: `is_typing` with a `typing: true` in the last `window`.
     public static func typingUsers(_ roomID: String, viewer: String, since: Timestamp, in db: Database) throws -> [(user: User, lastSeen: Timestamp)] {
         try requireRoom(roomID, user: viewer, in: db)
-        return try Row.fetchAll(db, sql: """
+        return try Array(Row.fetchCursor(db, sql: """
             SELECT \(userColumns), t.last_seen FROM typing_indicators t JOIN users u ON u.id = t.user_id
             WHERE t.room_id = ? AND t.is_typing = 1 AND t.last_seen >= ? AND t.user_id != ?
             ORDER BY t.last_seen DESC
-            """, arguments: [roomID, since.micros, viewer]).map { (user($0), Timestamp(micros: $0[5])) }
+            """, arguments: [roomID, since.micros, viewer]).map { (user: user($0), lastSeen: Timestamp(micros: $0["last_seen"])) })
     }
 
     // MARK: Chat sessions
@@ -101,13 +103,16 @@ extension Store {
     }
 
     public static func activeSessions(user: String, in db: Database) throws -> [SessionRecord] {
-        try Row.fetchAll(db, sql: """
+        try Array(Row.fetchCursor(db, sql: """
             SELECT session_id, session_type, is_active, last_ping, connected_at, user_agent, ip_address
             FROM chat_sessions WHERE user_id = ? AND is_active = 1 ORDER BY connected_at DESC
-            """, arguments: [user]).map {
-            SessionRecord(sessionID: $0[0], sessionType: $0[1], isActive: $0[2], lastPing: Timestamp(micros: $0[3]),
-                          connectedAt: Timestamp(micros: $0[4]), userAgent: $0[5], ipAddress: $0[6])
-        }
+            """, arguments: [user]).map { row in
+            SessionRecord(
+                sessionID: row["session_id"], sessionType: row["session_type"], isActive: row["is_active"],
+                lastPing: Timestamp(micros: row["last_ping"]), connectedAt: Timestamp(micros: row["connected_at"]),
+                userAgent: row["user_agent"], ipAddress: row["ip_address"]
+            )
+        })
     }
 
     /// Deletes the user's inactive sessions whose last ping is older than `before`.

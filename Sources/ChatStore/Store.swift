@@ -22,16 +22,30 @@ public enum Store {
             """).execute(arguments: [user.id, IDs.canonical(identity.sub) ?? identity.sub, user.email, user.displayName, user.clerkProfileImageURL, Timestamp.now().micros])
     }
 
-    static let userColumns = "u.id, u.email, u.display_name, u.profile_picture, u.clerk_profile_image_url"
+    /// A user's columns, named apart from the joined table's own (`user_id`,
+    /// not `id`), for `user(_:)` to read by name.
+    static let userColumns = """
+        u.id AS user_id, u.email AS user_email, u.display_name AS user_display_name,
+        u.profile_picture AS user_profile_picture, u.clerk_profile_image_url AS user_clerk_profile_image_url
+        """
 
-    static func user(_ row: Row, at offset: Int = 0) -> User {
-        User(id: row[offset], email: row[offset + 1], displayName: row[offset + 2], profilePicture: row[offset + 3], clerkProfileImageURL: row[offset + 4])
+    /// The user a row selected with `userColumns`.
+    static func user(_ row: Row) -> User {
+        User(
+            id: row["user_id"], email: row["user_email"], displayName: row["user_display_name"],
+            profilePicture: row["user_profile_picture"], clerkProfileImageURL: row["user_clerk_profile_image_url"]
+        )
     }
 
     static func users(_ ids: some Collection<String>, in db: Database) throws -> [String: User] {
         guard !ids.isEmpty else { return [:] }
-        let rows = try Row.fetchAll(db, sql: "SELECT \(userColumns) FROM users u WHERE u.id IN (\(placeholders(ids.count)))", arguments: StatementArguments(Array(ids)))
-        return Dictionary(rows.map { (($0[0] as String), user($0)) }, uniquingKeysWith: { a, _ in a })
+        var users: [String: User] = [:]
+        try Row.fetchCursor(db, sql: "SELECT \(userColumns) FROM users u WHERE u.id IN (\(placeholders(ids.count)))", arguments: StatementArguments(Array(ids)))
+            .forEach { row in
+                let user = user(row)
+                users[user.id] = user
+            }
+        return users
     }
 
     static func placeholders(_ count: Int) -> String {
@@ -40,7 +54,8 @@ public enum Store {
 
     // MARK: Rooms
 
-    struct RoomRow {
+    /// A `rooms` row as `roomColumns` selects it.
+    struct RoomRow: FetchableRecord {
         var id: String
         var name: String?
         var roomType: RoomType
@@ -50,16 +65,21 @@ public enum Store {
         var isActive: Bool
         var directUser1: String?
         var directUser2: String?
+
+        init(row: Row) {
+            id = row["id"]
+            name = row["name"]
+            roomType = RoomType(rawValue: row["room_type"]) ?? .group
+            createdBy = row["created_by"]
+            createdAt = row["created_at"]
+            updatedAt = row["updated_at"]
+            isActive = row["is_active"]
+            directUser1 = row["direct_user1"]
+            directUser2 = row["direct_user2"]
+        }
     }
 
     static let roomColumns = "r.id, r.name, r.room_type, r.created_by, r.created_at, r.updated_at, r.is_active, r.direct_user1, r.direct_user2"
-
-    static func roomRow(_ row: Row) -> RoomRow {
-        RoomRow(
-            id: row[0], name: row[1], roomType: RoomType(rawValue: row[2]) ?? .group, createdBy: row[3],
-            createdAt: row[4], updatedAt: row[5], isActive: row[6], directUser1: row[7], directUser2: row[8]
-        )
-    }
 
     /// What the access checks need to know about a room and the caller.
     public struct RoomInfo: Sendable, Equatable {
@@ -74,12 +94,25 @@ public enum Store {
 
     /// The room and the caller's relation to it, or nil when it does not exist.
     public static func roomInfo(_ roomID: String, user userID: String, in db: Database) throws -> RoomInfo? {
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: """
+        try first(db.cachedStatement(sql: """
             SELECT r.room_type, r.is_active, r.created_by,
-                   EXISTS (SELECT 1 FROM room_participants p WHERE p.room_id = r.id AND p.user_id = ?)
+                   EXISTS (SELECT 1 FROM room_participants p WHERE p.room_id = r.id AND p.user_id = ?) AS is_participant
             FROM rooms r WHERE r.id = ?
-            """), arguments: [userID, roomID]) else { return nil }
-        return RoomInfo(id: roomID, roomType: RoomType(rawValue: row[0]) ?? .group, isActive: row[1], createdBy: row[2], isParticipant: row[3])
+            """), arguments: [userID, roomID]) { row in
+            RoomInfo(
+                id: roomID, roomType: RoomType(rawValue: row["room_type"]) ?? .group, isActive: row["is_active"],
+                createdBy: row["created_by"], isParticipant: row["is_participant"]
+            )
+        }
+    }
+
+    /// The first row of `statement`, read where it lies: `Row.fetchOne`
+    /// would copy it first, and a copied row looks its columns up by
+    /// comparing lowercased names.
+    static func first<T>(_ statement: Statement, arguments: StatementArguments, _ read: (Row) throws -> T) throws -> T? {
+        let cursor = try Row.fetchCursor(statement, arguments: arguments)
+        // The row is the statement's: a cursor released early resets it.
+        return try withExtendedLifetime(cursor) { try cursor.next().map(read) }
     }
 
     /// The room, if the caller may use it: 404 when it does not exist, 403 when
@@ -199,34 +232,36 @@ public enum Store {
         guard !ids.isEmpty else { return [] }
         let inList = placeholders(ids.count)
         let idArgs = StatementArguments(ids)
-        let rows = try Row.fetchAll(db, sql: "SELECT \(roomColumns) FROM rooms r WHERE r.id IN (\(inList))", arguments: idArgs).map(roomRow)
+        let rows = try RoomRow.fetchAll(db, sql: "SELECT \(roomColumns) FROM rooms r WHERE r.id IN (\(inList))", arguments: idArgs)
         var participants: [String: [User]] = [:]
-        for row in try Row.fetchAll(db, sql: """
+        try Row.fetchCursor(db, sql: """
             SELECT p.room_id, \(userColumns) FROM room_participants p JOIN users u ON u.id = p.user_id
             WHERE p.room_id IN (\(inList)) ORDER BY p.room_id, p.joined_at, u.id
-            """, arguments: idArgs) {
-            participants[row[0], default: []].append(user(row, at: 1))
+            """, arguments: idArgs).forEach { row in
+            participants[row["room_id"], default: []].append(user(row))
         }
         var lastMessages: [String: MessageSummary] = [:]
-        for row in try Row.fetchAll(db, sql: """
+        try Row.fetchCursor(db, sql: """
             SELECT m.room_id, m.id, m.content, m.timestamp, \(userColumns)
             FROM messages m JOIN users u ON u.id = m.sender_id
             WHERE m.id IN (
                 SELECT (SELECT id FROM messages WHERE room_id = r.id AND is_deleted = 0 ORDER BY seq DESC LIMIT 1)
                 FROM rooms r WHERE r.id IN (\(inList)))
-            """, arguments: idArgs) {
-            lastMessages[row[0]] = MessageSummary(id: row[1], content: row[2], sender: user(row, at: 4), timestamp: Timestamp(micros: row[3]))
+            """, arguments: idArgs).forEach { row in
+            lastMessages[row["room_id"]] = MessageSummary(
+                id: row["id"], content: row["content"], sender: user(row), timestamp: Timestamp(micros: row["timestamp"])
+            )
         }
         // Unread = the room's live messages - the viewer's own live ones -
         // others' live ones the viewer read: three counters kept on write
         // (Store.adjustCounts), so the cost does not grow with the room.
         var unread: [String: Int64] = [:]
-        for row in try Row.fetchAll(db, sql: """
-            SELECT r.id, r.live_count - COALESCE(p.sent_count, 0) - COALESCE(p.read_count, 0)
+        try Row.fetchCursor(db, sql: """
+            SELECT r.id, r.live_count - COALESCE(p.sent_count, 0) - COALESCE(p.read_count, 0) AS unread
             FROM rooms r LEFT JOIN room_participants p ON p.room_id = r.id AND p.user_id = ?
             WHERE r.id IN (\(inList))
-            """, arguments: [viewer] + idArgs) {
-            unread[row[0]] = max(0, row[1])
+            """, arguments: [viewer] + idArgs).forEach { row in
+            unread[row["id"]] = max(0, row["unread"])
         }
         let extraIDs = Set(rows.flatMap { [$0.createdBy, $0.directUser1, $0.directUser2].compactMap { $0 } })
         let extra = try users(extraIDs, in: db)
@@ -254,12 +289,14 @@ public enum Store {
         m.timestamp, m.edited_at, m.is_deleted, m.reply_to, m.reactions, m.client_msg_id, \(userColumns)
         """
 
+    /// The message a row selected with `messageColumns`.
     static func message(_ row: Row) -> Message {
         Message(
-            id: row[0], roomID: row[1], seq: row[2], sender: user(row, at: 14), content: row[3],
-            messageType: MessageType(rawValue: row[4]) ?? .text, fileAttachment: row[5], fileName: row[6], fileSize: row[7],
-            timestamp: Timestamp(micros: row[8]), editedAt: (row[9] as Int64?).map(Timestamp.init(micros:)),
-            isDeleted: row[10], replyTo: row[11], reactions: decodeReactions(row[12]), clientMsgID: row[13]
+            id: row["id"], roomID: row["room_id"], seq: row["seq"], sender: user(row), content: row["content"],
+            messageType: MessageType(rawValue: row["message_type"]) ?? .text, fileAttachment: row["file_attachment"],
+            fileName: row["file_name"], fileSize: row["file_size"], timestamp: Timestamp(micros: row["timestamp"]),
+            editedAt: (row["edited_at"] as Int64?).map(Timestamp.init(micros:)), isDeleted: row["is_deleted"],
+            replyTo: row["reply_to"], reactions: decodeReactions(row["reactions"]), clientMsgID: row["client_msg_id"]
         )
     }
 
@@ -296,10 +333,10 @@ public enum Store {
         // A valid page starts inside the set (offset < count), so neither subtraction can overflow.
         let top = upper - offset
         let bottom = max(lower, top - Int64(request.page.pageSize))
-        var messages = try Row.fetchAll(db.cachedStatement(sql: """
+        var messages = try Array(Row.fetchCursor(db.cachedStatement(sql: """
             SELECT \(messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id
             WHERE m.room_id = ? AND m.seq <= ? AND m.seq > ? ORDER BY m.seq DESC
-            """), arguments: [request.roomID, top, bottom]).map(message)
+            """), arguments: [request.roomID, top, bottom]).map(message))
         try fillReadBy(&messages, in: db)
         return (count, messages)
     }
@@ -307,18 +344,18 @@ public enum Store {
     static func fillReadBy(_ messages: inout [Message], in db: Database) throws {
         guard !messages.isEmpty else { return }
         var readers: [String: [User]] = [:]
-        for row in try Row.fetchAll(db, sql: """
+        try Row.fetchCursor(db, sql: """
             SELECT s.message_id, \(userColumns) FROM message_read_status s JOIN users u ON u.id = s.user_id
             WHERE s.message_id IN (\(placeholders(messages.count))) ORDER BY s.read_at, u.id
-            """, arguments: StatementArguments(messages.map(\.id))) {
-            readers[row[0], default: []].append(user(row, at: 1))
+            """, arguments: StatementArguments(messages.map(\.id))).forEach { row in
+            readers[row["message_id"], default: []].append(user(row))
         }
         for index in messages.indices { messages[index].readBy = readers[messages[index].id] ?? [] }
     }
 
     static func fetchMessage(id: String, in db: Database) throws -> Message? {
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.id = ?"), arguments: [id]) else { return nil }
-        var messages = [message(row)]
+        guard let found = try first(db.cachedStatement(sql: "SELECT \(messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.id = ?"), arguments: [id], message) else { return nil }
+        var messages = [found]
         try fillReadBy(&messages, in: db)
         return messages[0]
     }

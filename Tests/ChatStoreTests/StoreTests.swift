@@ -6,12 +6,9 @@ import Testing
 
 @Suite struct StoreTests {
     let database: ChatDatabase
-    let directory: String
 
     init() throws {
-        directory = NSTemporaryDirectory() + "chatd-store-\(UInt64.random(in: 0...UInt64.max))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        database = try ChatDatabase(path: directory + "/chat.sqlite")
+        database = try ChatDatabase.inMemory()
     }
 
     func identity(_ sub: String) -> Identity { Identity(sub: sub, email: "\(sub)@example.com", name: nil, picture: nil) }

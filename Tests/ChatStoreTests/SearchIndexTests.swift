@@ -1,0 +1,55 @@
+import ChatCore
+import ChatStore
+import Foundation
+import GRDB
+import Testing
+
+/// The search index follows the main database (here in memory) by rowid for
+/// new messages and by change for edits and deletions.
+@Suite struct SearchIndexTests {
+    let database: ChatDatabase
+    let directory: String
+    let alice = Identity(sub: "alice", email: "alice@example.com", name: nil, picture: nil)
+    let room = IDs.uuid7()
+
+    init() throws {
+        database = try ChatDatabase.inMemory()
+        directory = NSTemporaryDirectory() + "chatd-search-\(UInt64.random(in: 0...UInt64.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try database.writer.write { [alice, room] db in
+            try Store.upsert(alice, in: db)
+            _ = try Store.createRoom(Requests.RoomCreate(id: room, name: "r", roomType: "group", participantIDs: []), creator: alice.id, in: db)
+        }
+    }
+
+    func send(_ content: String) throws -> String {
+        let request = Requests.MessageCreate(id: IDs.uuid7(), roomID: room, content: content, messageType: "text", replyTo: nil, clientMsgID: nil)
+        _ = try database.writer.write { try Store.createMessage(request, sender: alice.user, maxChars: 1000, in: $0) }
+        return request.id
+    }
+
+    func search(_ index: SearchIndex, _ query: String) throws -> [String] {
+        try index.search(query, user: alice.id, filters: SearchIndex.Filters()).map(\.id)
+    }
+
+    @Test func theIndexFollowsNewEditedAndDeletedMessages() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let index = try SearchIndex(path: directory + "/search.sqlite", main: database)
+        let apples = try send("green apples")
+        let pears = try send("ripe pears")
+        let caught = try index.catchUp()
+        #expect(caught.count == 2 && caught.done && index.indexedCount == 2)
+        #expect(try search(index, "apple") == [apples])
+        #expect(try search(index, "ripe") == [pears])
+        #expect(try search(index, "e") == [pears, apples])  // under three characters: the main database's scan
+
+        try database.writer.write { db in
+            _ = try Store.editMessage(Requests.MessageUpdate(roomID: room, messageID: apples, content: "red plums"), user: alice.id, maxChars: 1000, in: db)
+            _ = try Store.deleteMessage(Requests.MessageRef(roomID: room, messageID: pears), user: alice.id, in: db)
+        }
+        #expect(try index.catchUp().done)
+        #expect(try search(index, "apple").isEmpty)
+        #expect(try search(index, "plums") == [apples])
+        #expect(try search(index, "ripe").isEmpty && index.indexedCount == 1)
+    }
+}

@@ -1,0 +1,31 @@
+@testable import ChatCore
+import Foundation
+import Testing
+
+/// Name-based ids (UUIDv5) against vectors from outside this code base, so
+/// swapping the SHA-1 underneath cannot change a user's id unnoticed.
+@Suite struct IDsTests {
+    static let dns = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+    static let url = "6ba7b811-9dad-11d1-80b4-00c04fd430c8"
+
+    func uuid5(_ namespace: String, _ name: String) -> String {
+        let uuid = UUID(uuidString: namespace)!.uuid
+        let bytes = withUnsafeBytes(of: uuid) { Array($0) }
+        return IDs.format(IDs.uuid5(namespace: bytes, name: name))
+    }
+
+    @Test func uuid5MatchesPublishedVectors() {
+        // Python: uuid.uuid5(uuid.NAMESPACE_DNS, "python.org").
+        #expect(uuid5(Self.dns, "python.org") == "886313e1-3b8a-5372-9b90-0c9aee199e5d")
+        // RFC 9562 appendix A.4.
+        #expect(uuid5(Self.dns, "www.example.com") == "2ed6657d-e927-568b-95e1-2665a8aea6a2")
+    }
+
+    /// Names of no bytes, of non-ASCII bytes and of several SHA-1 blocks
+    /// (Python's `uuid.uuid5(uuid.NAMESPACE_URL, ...)`).
+    @Test func uuid5MatchesPythonAcrossBlockSizes() {
+        #expect(uuid5(Self.url, "") == "1b4db7eb-4057-5ddf-91e0-36dec72071f5")
+        #expect(uuid5(Self.url, String(repeating: "é", count: 40)) == "22483c2c-ec8d-5af1-a490-c5569e601627")
+        #expect(uuid5(Self.url, String(repeating: "x", count: 200)) == "cd3580b9-d244-586a-8077-74317319b48d")
+    }
+}
