@@ -96,7 +96,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                     // The edge leaves before the upgrade starts: removing the
                     // decoder hands the bytes after the head on as bytes, which
                     // only the WebSocket handlers may receive.
-                    try edgeBox.value.remove(from: channel.pipeline.syncOperations)
+                    edgeBox.value.remove(from: channel.pipeline.syncOperations)
                     return HTTPHeaders()
                 }
             },

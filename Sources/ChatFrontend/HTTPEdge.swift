@@ -72,10 +72,10 @@ final class HTTPEdge {
     }
 
     /// Takes both handlers out: the connection is a WebSocket now.
-    func remove(from pipeline: ChannelPipeline.SynchronousOperations) throws {
+    func remove(from pipeline: ChannelPipeline.SynchronousOperations) {
         cancelTimer()
-        try pipeline.removeHandler(requests)
-        try pipeline.removeHandler(raw)
+        pipeline.removeHandler(requests, promise: nil)
+        pipeline.removeHandler(raw, promise: nil)
     }
 
     // MARK: Time
@@ -90,7 +90,7 @@ final class HTTPEdge {
         guard let context = rawContext else { return }
         timer?.cancel()
         timerFires = when
-        timer = context.eventLoop.scheduleTask(deadline: when) { [self] in
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: when) { [self] in
             timer = nil
             timerFires = .distantFuture
             expired()
@@ -269,8 +269,8 @@ final class HTTPEdge {
         bytes.writeString("Date: \(DateHeader.shared.current)\r\n\r\n")
         bytes.writeBytes(body)
         // Closed once written, or after a moment if a client that does not read keeps it from being written.
-        let bound = context.eventLoop.scheduleTask(in: .seconds(2)) { context.close(promise: nil) }
-        context.writeAndFlush(NIOAny(bytes)).whenComplete { _ in
+        let bound = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(2)) { context.close(promise: nil) }
+        context.writeAndFlush(NIOAny(bytes)).assumeIsolated().whenComplete { _ in
             bound.cancel()
             context.close(promise: nil)
         }

@@ -133,8 +133,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     static func sendClose(_ code: WebSocketErrorCode, context: ChannelHandlerContext, frame: (WebSocketFrame) -> NIOAny) {
         var data = context.channel.allocator.buffer(capacity: 2)
         data.write(webSocketErrorCode: code)
-        let bound = context.eventLoop.scheduleTask(in: closeGrace) { context.close(promise: nil) }
-        context.writeAndFlush(frame(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).whenComplete { _ in
+        let bound = context.eventLoop.assumeIsolated().scheduleTask(in: closeGrace) { context.close(promise: nil) }
+        context.writeAndFlush(frame(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).assumeIsolated().whenComplete { _ in
             bound.cancel()
             context.close(promise: nil)
         }
