@@ -92,6 +92,7 @@ let package = Package(
         .executableTarget(name: "chatd-load", dependencies: ["ChatTesting", "ChatCore"]),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "ChatCore"]),
+        .testTarget(name: "ChatBusTests", dependencies: ["ChatBus", "ChatWire"]),
         .testTarget(name: "ChatStoreTests", dependencies: ["ChatStore", "ChatCore"]),
         .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig"]),
         .testTarget(name: "EndToEndTests", dependencies: ["ChatTesting", "ChatCore", "ChatWire"]),
