@@ -48,15 +48,17 @@ public struct RoomEvent: Sendable {
 ///
 /// Each command stays pending until its reply arrives and is resent on a
 /// timeout (`PendingRequests`); workers make writes idempotent, so resends
-/// are safe. Room events and heartbeats are handed to the callbacks on the bus
-/// thread: they must not block.
+/// are safe. What to send when, and what to answer, is decided by
+/// `BusClientMachine`; this class owns the thread and the sockets and does
+/// what the machine says. Room events and heartbeats are handed to the
+/// callbacks on the bus thread: they must not block.
 public final class BusClient: Sendable {
     public typealias Completion = @Sendable (Result<Event, BusFailure>) -> Void
 
     public struct Callbacks: Sendable {
         /// A batch of room events, in arrival order, from one poll iteration.
         public var roomEvents: @Sendable ([RoomEvent]) -> Void
-        /// A worker heartbeat (topic suffix, body).
+        /// A worker heartbeat (the worker's name, `store.0`, and the body).
         public var heartbeat: @Sendable (String, [UInt8]) -> Void
 
         public init(roomEvents: @escaping @Sendable ([RoomEvent]) -> Void, heartbeat: @escaping @Sendable (String, [UInt8]) -> Void) {
