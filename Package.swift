@@ -95,6 +95,7 @@ let package = Package(
         ),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "ChatCore"]),
+        .testTarget(name: "ChatBusTests", dependencies: ["ChatBus", "ChatWire"]),
         .testTarget(name: "ChatStoreTests", dependencies: ["ChatStore", "ChatCore"]),
         .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig"]),
         // Reads the sources: rules about the code that review alone did not keep.

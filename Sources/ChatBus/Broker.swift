@@ -97,6 +97,21 @@ public final class Broker: @unchecked Sendable {
         )
     }
 
+    private func bind(queue name: String, into s: inout Sockets, queues: inout [String]) {
+        var input: Socket?
+        do {
+            input = try make(.pull, bus.queueIn(name))
+            let output = try make(.push, bus.queueOut(name))
+            s.queueIn.append(input!)
+            s.queueOut.append(output)
+            queues.append(name)
+        } catch {
+            // Commands for this queue will time out (503) until the cause is fixed.
+            input?.close()
+            logger.critical("cannot bind a new queue", metadata: ["queue": "\(name)", "error": "\(error)"])
+        }
+    }
+
     private func forward(_ s: Sockets) throws {
         var s = s
         var queues = self.queues
@@ -112,22 +127,9 @@ public final class Broker: @unchecked Sendable {
                 return (stopRequested, queuesToAdd, storeShards)
             }
             if stop { return }
-            for name in adding where !queues.contains(name) {
-                var input: Socket?
-                do {
-                    input = try make(.pull, bus.queueIn(name))
-                    let output = try make(.push, bus.queueOut(name))
-                    s.queueIn.append(input!)
-                    s.queueOut.append(output)
-                    queues.append(name)
-                } catch {
-                    // Commands for this queue will time out (503) until the cause is fixed.
-                    input?.close()
-                    logger.critical("cannot bind a new queue", metadata: ["queue": "\(name)", "error": "\(error)"])
-                }
-            }
+            for name in adding where !queues.contains(name) { bind(queue: name, into: &s, queues: &queues) }
             if let shards, monotonicNanos() - lastAnnounced >= 500_000_000 {
-                try s.eventsOut.send(Event(topic: Topic.storeShards, kind: .storeShards, key: "", body: Array(String(shards).utf8)).encode())
+                try s.eventsOut.send(ShardCount(shards).event.encode())
                 lastAnnounced = monotonicNanos()
             }
             var poller = Poller()

@@ -42,11 +42,51 @@ public final class BusServer {
         heartbeat: (_ serving: Bool) -> Void = { _ in }, idleInterval: () -> Int32 = { 500 },
         idle: () -> [Event] = { [] }, handle: ([Command]) -> [Event]
     ) throws {
-        let heartbeatTopic = Topic.heartbeat("\(role.rawValue).\(shard)")
         // "failed": this process replaces one that crashed or hung, so
         // frontends count a death toward their pending commands' poison.
-        let predecessorFailed = ProcessInfo.processInfo.environment["CHATD_PREDECESSOR_FAILED"] == "1"
-        let heartbeatBody = Array("\(role.rawValue) \(shard) \(getpid())\(predecessorFailed ? " failed" : "")".utf8)
+        let beat = Heartbeat(
+            worker: WorkerName(role, shard), pid: getpid(),
+            failed: ProcessInfo.processInfo.environment["CHATD_PREDECESSOR_FAILED"] == "1")
+        let (pub, pubEvents) = try openPublisher()
+        defer { pubEvents.close() }
+        defer { pub.close() }
+        let echo = try Socket(context: context, type: .sub)
+        defer { echo.close() }
+        try echo.setHighWaterMarks(send: HighWaterMarks.echo, receive: HighWaterMarks.echo)
+        try echo.setReconnectInterval(milliseconds: 20)
+        try echo.subscribe(beat.topic)
+        try echo.connect(bus.eventsOut)
+        // Commands only once what this worker publishes reaches subscribers.
+        guard try awaitEcho(pub: pub, echo: echo, beat: beat, shouldStop: shouldStop, heartbeat: heartbeat) else { return }
+        let pull = try Socket(context: context, type: .pull)
+        // Full: the broker's PUSH stops taking more; nothing is dropped.
+        try pull.setHighWaterMarks(send: HighWaterMarks.commands, receive: HighWaterMarks.commands)
+        try pull.setReconnectInterval(milliseconds: 20)
+        try pull.connect(bus.queueOut(Endpoints.queue(role, shard: shard)))
+        defer { pull.close() }
+        let news = try wakeOn.map(openNews)
+        defer { news?.close() }
+        var poller = Poller()
+        poller.add(.socket(pull))
+        poller.add(.socket(pubEvents))
+        poller.add(.socket(echo))
+        if let news { poller.add(.socket(news)) }
+        let sockets = Sockets(pub: pub, pubEvents: pubEvents, echo: echo, pull: pull, news: news)
+        try serve(
+            sockets, poller: poller, beat: beat, maxBatch: maxBatch, shouldStop: shouldStop, nudge: nudge,
+            heartbeat: heartbeat, idleInterval: idleInterval, idle: idle, handle: handle)
+    }
+
+    /// A worker's sockets once it serves.
+    struct Sockets {
+        var pub: Socket
+        var pubEvents: Socket
+        var echo: Socket
+        var pull: Socket
+        var news: Socket?
+    }
+
+    private func openPublisher() throws -> (pub: Socket, events: Socket) {
         let pub = try Socket(context: context, type: .pub)
         // Drops at the mark, never blocks: only reached when the broker (the
         // supervisor) stopped reading; a lost reply is resent by its frontend.
@@ -56,40 +96,24 @@ public final class BusServer {
         pub.lingerMilliseconds = 1000
         // A lost connection to the broker (it restarted: a frontend host of
         // `run: workers` hosts) closes the gate again, until the echo is back.
-        let pubEvents = try pub.monitor(name: "pub-\(role.rawValue)-\(shard)-\(getpid())", events: MonitorEvent.disconnected)
-        defer { pubEvents.close() }
+        let events = try pub.monitor(name: "pub-\(role.rawValue)-\(shard)-\(getpid())", events: MonitorEvent.disconnected)
         try pub.connect(bus.eventsIn)
-        defer { pub.close() }
-        let echo = try Socket(context: context, type: .sub)
-        defer { echo.close() }
-        try echo.setHighWaterMarks(send: HighWaterMarks.echo, receive: HighWaterMarks.echo)
-        try echo.setReconnectInterval(milliseconds: 20)
-        try echo.subscribe(heartbeatTopic)
-        try echo.connect(bus.eventsOut)
-        // Commands only once what this worker publishes reaches subscribers.
-        guard try awaitEcho(pub: pub, echo: echo, topic: heartbeatTopic, body: heartbeatBody, shouldStop: shouldStop, heartbeat: heartbeat) else { return }
-        let pull = try Socket(context: context, type: .pull)
-        // Full: the broker's PUSH stops taking more; nothing is dropped.
-        try pull.setHighWaterMarks(send: HighWaterMarks.commands, receive: HighWaterMarks.commands)
-        try pull.setReconnectInterval(milliseconds: 20)
-        try pull.connect(bus.queueOut(Endpoints.queue(role, shard: shard)))
-        defer { pull.close() }
+        return (pub, events)
+    }
 
-        var poller = Poller()
-        poller.add(.socket(pull))
-        poller.add(.socket(pubEvents))
-        poller.add(.socket(echo))
-        var news: Socket?
-        if let wakeOn {
-            let sub = try Socket(context: context, type: .sub)
-            try sub.setConflate()
-            try sub.setReconnectInterval(milliseconds: 20)
-            try sub.subscribe(wakeOn)
-            try sub.connect(bus.eventsOut)
-            poller.add(.socket(sub))
-            news = sub
-        }
-        defer { news?.close() }
+    private func openNews(_ topic: String) throws -> Socket {
+        let sub = try Socket(context: context, type: .sub)
+        try sub.setConflate()
+        try sub.setReconnectInterval(milliseconds: 20)
+        try sub.subscribe(topic)
+        try sub.connect(bus.eventsOut)
+        return sub
+    }
+
+    private func serve(
+        _ s: Sockets, poller: Poller, beat: Heartbeat, maxBatch: Int, shouldStop: () -> Bool, nudge: String?,
+        heartbeat: (_ serving: Bool) -> Void, idleInterval: () -> Int32, idle: () -> [Event], handle: ([Command]) -> [Event]
+    ) throws {
         // Fault injection for the poison-command test: with this set, a
         // command whose body contains it crashes the worker (a trap, as a
         // bug would). Unset in production: nothing is checked.
@@ -99,7 +123,6 @@ public final class BusServer {
         let started = monotonicNanos()
         var sequencer = StreamSequencer()
         var lastSweep = monotonicNanos()
-
         while !shouldStop() {
             let now = monotonicNanos()
             // Heartbeats tell frontends (healthz) that this role is being served.
@@ -109,56 +132,29 @@ public final class BusServer {
             // this one replaces took down with it.
             let interval: UInt64 = now - started < 1_000_000_000 ? 25_000_000 : 500_000_000
             if now - lastHeartbeat >= interval {
-                try pub.send(Event(topic: heartbeatTopic, kind: .heartbeat, key: "", body: heartbeatBody).encode())
+                try s.pub.send(beat.event.encode())
                 heartbeat(true)
                 lastHeartbeat = now
             }
             let untilHeartbeat = Int((lastHeartbeat + interval - min(monotonicNanos(), lastHeartbeat + interval)) / 1_000_000)
             let ready = try poller.poll(timeoutMilliseconds: min(Int(idleInterval()), untilHeartbeat + 1))
             if ready[1] & pollIn != 0 {
-                var lost = false
-                while let frames = try pubEvents.receive(dontWait: true) {
-                    if MonitorEvent(frames: frames)?.event == MonitorEvent.disconnected { lost = true }
-                }
-                if lost {
-                    // Commands the new broker hands over at once would have
-                    // their replies and events dropped until it forwards the
-                    // subscriptions to this PUB: wait for the echo again.
-                    logger.warning("lost the broker; taking no commands until it echoes")
-                    guard try awaitEcho(pub: pub, echo: echo, topic: heartbeatTopic, body: heartbeatBody, shouldStop: shouldStop, heartbeat: heartbeat) else { break }
-                    logger.info("broker back")
-                }
+                guard try brokerStillThere(s, beat: beat, shouldStop: shouldStop, heartbeat: heartbeat) else { break }
             }
             // Our own heartbeats, echoed: only the gate needs them.
-            if ready[2] & pollIn != 0 { while try echo.receive(dontWait: true) != nil {} }
-            if let news, ready[3] & pollIn != 0 {
+            if ready[2] & pollIn != 0 { while try s.echo.receive(dontWait: true) != nil {} }
+            if let news = s.news, ready[3] & pollIn != 0 {
                 // Only the wake-up matters, not the events themselves.
                 while try news.receive(dontWait: true) != nil {}
-                for event in idle() { try pub.send(event.encode()) }
+                for event in idle() { try s.pub.send(event.encode()) }
             }
             guard ready[0] & pollIn != 0 else {
-                for event in idle() { try pub.send(event.encode()) }
+                for event in idle() { try s.pub.send(event.encode()) }
                 trimmer.trimIfBurstEnded(moved: 0, logger: logger)
                 continue
             }
-            var batch: [Command] = []
-            var received = 0
             let arrival = monotonicNanos()
-            while received < maxBatch, let frames = try pull.receive(dontWait: true) {
-                received += 1
-                do {
-                    // Commands of a frontend's stream run in its order, even
-                    // when a resend brings an earlier one after later ones.
-                    // One whose deadline passed was reported failed: drop it.
-                    batch += sequencer.accept(try Command(frames: frames), now: arrival).filter { command in
-                        guard let deadline = command.deadline, wallClockNanos() > deadline else { return true }
-                        logger.info("dropping an expired command", metadata: ["kind": "\(command.kind.rawValue)", "request.id": "\(command.requestID)"])
-                        return false
-                    }
-                } catch {
-                    logger.warning("dropping malformed command", metadata: ["error": "\(error)"])
-                }
-            }
+            let (batch, received) = try receiveBatch(s.pull, maxBatch: maxBatch, sequencer: &sequencer, now: arrival)
             trimmer.trimIfBurstEnded(moved: received, logger: logger)
             if arrival - lastSweep > 60_000_000_000 {
                 sequencer.forget(silentSince: arrival - 60_000_000_000)
@@ -170,11 +166,50 @@ public final class BusServer {
             }
             var wrote = false
             for event in handle(batch) {
-                try pub.send(event.encode())
+                try s.pub.send(event.encode())
                 if event.kind == .roomEvent { wrote = true }
             }
-            if let nudge, wrote { try pub.send([Array(nudge.utf8)]) }
+            if let nudge, wrote { try s.pub.send([Array(nudge.utf8)]) }
         }
+    }
+
+    /// Reads the PUB's monitor. Returns false if told to stop while waiting
+    /// for a new broker's echo.
+    private func brokerStillThere(_ s: Sockets, beat: Heartbeat, shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void) throws -> Bool {
+        var lost = false
+        while let frames = try s.pubEvents.receive(dontWait: true) {
+            if MonitorEvent(frames: frames)?.event == MonitorEvent.disconnected { lost = true }
+        }
+        guard lost else { return true }
+        // Commands the new broker hands over at once would have their
+        // replies and events dropped until it forwards the subscriptions to
+        // this PUB: wait for the echo again.
+        logger.warning("lost the broker; taking no commands until it echoes")
+        guard try awaitEcho(pub: s.pub, echo: s.echo, beat: beat, shouldStop: shouldStop, heartbeat: heartbeat) else { return false }
+        logger.info("broker back")
+        return true
+    }
+
+    /// What is waiting on the queue, up to `maxBatch`, in stream order.
+    private func receiveBatch(_ pull: Socket, maxBatch: Int, sequencer: inout StreamSequencer, now: UInt64) throws -> (batch: [Command], received: Int) {
+        var batch: [Command] = []
+        var received = 0
+        while received < maxBatch, let frames = try pull.receive(dontWait: true) {
+            received += 1
+            do {
+                // Commands of a frontend's stream run in its order, even
+                // when a resend brings an earlier one after later ones.
+                // One whose deadline passed was reported failed: drop it.
+                batch += sequencer.accept(try Command(frames: frames), now: now).filter { command in
+                    guard let deadline = command.deadline, wallClockNanos() > deadline else { return true }
+                    logger.info("dropping an expired command", metadata: ["kind": "\(command.kind.rawValue)", "request.id": "\(command.requestID)"])
+                    return false
+                }
+            } catch {
+                logger.warning("dropping malformed command", metadata: ["error": "\(error)"])
+            }
+        }
+        return (batch, received)
     }
 
     /// Sends heartbeats until one comes back through the broker. A PUB socket
@@ -186,7 +221,7 @@ public final class BusServer {
     /// when our own has arrived, the frontends' arrived before it.
     /// - Returns: false if told to stop first.
     private func awaitEcho(
-        pub: Socket, echo: Socket, topic: String, body: [UInt8], shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void
+        pub: Socket, echo: Socket, beat: Heartbeat, shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void
     ) throws -> Bool {
         var poller = Poller()
         poller.add(.socket(echo))
@@ -197,11 +232,11 @@ public final class BusServer {
                 heartbeat(false)
                 lastAlive = monotonicNanos()
             }
-            try pub.send(Event(topic: topic, kind: .heartbeat, key: "", body: body).encode())
+            try pub.send(beat.event.encode())
             guard try poller.poll(timeoutMilliseconds: 10)[0] & pollIn != 0 else { continue }
             while let frames = try echo.receive(dontWait: true) {
                 // A predecessor of the same name may still be publishing.
-                if (try? Event(frames: frames))?.body == body { return true }
+                if (try? Event(frames: frames)).flatMap(Heartbeat.init) == beat { return true }
             }
         }
         return false

@@ -20,8 +20,8 @@ import Glibc
 ///     [topic, version, kind, key, status, body]
 ///
 /// `topic` is `room.<id>` for news every frontend with clients in that room
-/// needs, `reply.<frontend-id>` for the answer to one request, `hb.<role>.<index>`
-/// for worker heartbeats. For replies `key` is the request id; for room events
+/// needs, `reply.<frontend-id>` for the answer to one request, `hb.<worker>`
+/// for worker heartbeats (`Heartbeat`). For replies `key` is the request id; for room events
 /// it is an `EventKey`: an idempotency key (`m:`, `s:`) that lets a frontend
 /// drop the second copy of an event a retried command caused, `x:<frontend>/<n>`
 /// naming the one connection that must not get the event (its own typing),
@@ -207,9 +207,9 @@ public enum EventKind: String, Sendable {
     case reply
     /// A client-facing WebSocket event for a room (body = the JSON frame).
     case roomEvent = "room.event"
-    /// A worker is alive (body = `<role> <shard> <pid>`).
+    /// A worker is alive (`Heartbeat`).
     case heartbeat
-    /// The store shard count (body = decimal count), from the supervisor.
+    /// The store shard count (`ShardCount`), from the supervisor.
     case storeShards = "store.shards"
 }
 

@@ -1,3 +1,5 @@
+import ChatWire
+
 /// Per-socket order across a worker crash.
 ///
 /// A frontend numbers the commands it sends to each store shard (`stream`)

@@ -1,0 +1,448 @@
+import ChatWire
+
+/// The logic of `BusClient`'s bus thread, without sockets or clocks: every
+/// input comes with the time (monotonic nanoseconds), every effect is an
+/// `Action` returned, except the one whose outcome it needs at once, whether
+/// a queue took a command, which is the `push` function each input gets.
+///
+/// It numbers each store shard's stream and keeps its floor, holds store
+/// commands while the shard count changes, holds a full queue's commands in
+/// order until it has room, resends on timeouts and worker replacements,
+/// gives up on poison commands and answers every command exactly once.
+/// `Ticket` is what the owner needs to answer a command (`BusClient` keeps
+/// its completion there).
+public struct BusClientMachine<Ticket> {
+    /// A command handed to the bus.
+    public struct Submission {
+        public var destination: Destination
+        public var command: Command
+        public var ticket: Ticket
+        /// When its sender gives up on it (monotonic nanoseconds).
+        public var deadline: UInt64
+
+        public init(destination: Destination, command: Command, ticket: Ticket, deadline: UInt64) {
+            self.destination = destination
+            self.command = command
+            self.ticket = ticket
+            self.deadline = deadline
+        }
+    }
+
+    /// A command to queue, as `push` gets it.
+    public struct Outbound {
+        public var command: Command
+        /// `Endpoints.queue` name: `store-1`, `receipts`.
+        public var queue: String
+        /// When its sender gives up on it (monotonic); the owner writes it
+        /// into `command.deadline` in wall-clock time, for the worker.
+        public var deadline: UInt64
+    }
+
+    /// Queues a command without waiting; false when its queue is at its
+    /// high-water mark (the machine holds it and what follows it).
+    public typealias Push = (Outbound) -> Bool
+
+    /// What the owner must do.
+    public enum Action {
+        /// Answer a command's sender.
+        case complete(Ticket, Result<Event, BusFailure>)
+        /// Hand a room event to the frontend.
+        case deliver(RoomEvent)
+        /// A worker is alive.
+        case heartbeat(Heartbeat)
+        case log(Fact)
+    }
+
+    /// Things worth a log line.
+    public enum Fact: Equatable, Sendable {
+        case queueFull(queue: String)
+        case queueHasRoom(queue: String, heldNanos: UInt64)
+        case poison(requestID: String, kind: CommandKind, worker: WorkerName)
+        case workerReplaced(worker: WorkerName, resent: Int)
+        case resending(requestID: String, attempt: Int, kind: CommandKind)
+        case timedOut(requestID: String, kind: CommandKind)
+        case shardsChanging(from: Int, to: Int)
+        case shardsChanged(to: Int, heldCommands: Int)
+        case malformed(topic: String)
+    }
+
+    /// A command on its way, pending its reply.
+    struct Outgoing {
+        var destination: Destination
+        var command: Command
+        var ticket: Ticket
+        var deadline: UInt64
+        /// The store shard it went to (-1 for other roles), set when admitted.
+        var shard = -1
+        /// Its position in the stream to that shard.
+        var seq: UInt64 = 0
+
+        var queue: String { shard >= 0 ? Endpoints.queue(.store, shard: shard) : Endpoints.queue(command.kind.role) }
+    }
+
+    /// This frontend's stream to one store shard (see `StreamSequencer`).
+    struct Stream {
+        var next: UInt64 = 1
+        /// Positions sent and not yet answered.
+        var awaiting: Set<UInt64> = []
+        /// A lower bound of `awaiting`, raised lazily.
+        var lowest: UInt64 = 1
+
+        mutating func floor() -> UInt64 {
+            while lowest < next && !awaiting.contains(lowest) { lowest += 1 }
+            return lowest
+        }
+    }
+
+    /// A queue whose PUSH is at its mark: what waits for room, in the order
+    /// it was to leave (nothing overtakes it), and since when.
+    struct Waiting {
+        var commands: [Outgoing]
+        var ids: Set<String>
+        var since: UInt64
+    }
+
+    /// The answer to a poison command (`PendingRequests`): 500, because
+    /// trying again would fail the same way.
+    public static var poisonDetail: [UInt8] {
+        ReplyError.poisonCommand.encode()
+    }
+
+    /// A worker heard within this long is alive: its heartbeats come every
+    /// 500 ms, and a bit of delivery jitter is allowed for.
+    static var aliveWindow: UInt64 { 600_000_000 }
+    /// How long a worker must have lived on after a suspect's copy left for
+    /// the copy to be resent: a poison command kills within milliseconds of
+    /// being taken, and a starting worker heartbeats every 10-25 ms until
+    /// then, so a heartbeat this much later means the copy did not kill it.
+    static var survival: UInt64 { 500_000_000 }
+    /// Pids remembered per worker name: enough for two processes briefly
+    /// sharing a name (a quick scale down and up, a rolling restart) and the
+    /// replacements around them, so alternating pids are not replacements.
+    static var pidMemory: Int { 4 }
+
+    public let policy: RetryPolicy
+    var pending: PendingRequests<Outgoing>
+    /// How many store shards commands are spread over now.
+    public private(set) var shards: Int
+    /// The count announced and not yet switched to.
+    public private(set) var resharding: Int?
+    var streams: [Stream]
+    /// Store commands that arrived while the count changes, in order.
+    var held: [Outgoing] = []
+    var full: [String: Waiting] = [:]
+    /// Commands sent and not yet answered, per queue, plus `held`.
+    public private(set) var outstanding: [String: Int] = [:]
+    var outstandingChanged = true
+    var pids: [WorkerName: [Int32]] = [:]
+    var heardAt: [WorkerName: UInt64] = [:]
+    var stopDeadline: UInt64?
+    var actions: [Action] = []
+
+    public init(policy: RetryPolicy, shards: Int) {
+        self.policy = policy
+        self.pending = PendingRequests(policy: policy)
+        self.shards = shards
+        self.streams = Array(repeating: Stream(), count: shards)
+        for role in Role.allCases where role != .store { outstanding[Endpoints.queue(role)] = 0 }
+        for shard in 0..<shards { outstanding[Endpoints.queue(.store, shard: shard)] = 0 }
+    }
+
+    // MARK: Inputs
+
+    /// A command to send.
+    public mutating func submit(_ submission: Submission, now: UInt64, push: Push) -> [Action] {
+        let outgoing = Outgoing(destination: submission.destination, command: submission.command, ticket: submission.ticket, deadline: submission.deadline)
+        if resharding != nil, case .store = outgoing.destination {
+            held.append(outgoing)
+        } else {
+            admit(outgoing, now: now, push: push)
+        }
+        return takeActions()
+    }
+
+    /// Something arrived on the events socket.
+    public mutating func receive(_ event: Event, now: UInt64, push: Push) -> [Action] {
+        switch event.kind {
+        case .reply:
+            if let outgoing = pending.complete(id: event.key) {
+                settled(outgoing)
+                actions.append(.complete(outgoing.ticket, .success(event)))
+            }
+        case .roomEvent:
+            actions.append(.deliver(RoomEvent(roomID: String(event.topic.dropFirst(Topic.roomPrefix.count)), key: event.key, body: event.body)))
+        case .heartbeat:
+            guard let beat = Heartbeat(event) else {
+                actions.append(.log(.malformed(topic: event.topic)))
+                break
+            }
+            heard(beat, now: now, push: push)
+            actions.append(.heartbeat(beat))
+        case .storeShards:
+            guard let news = ShardCount(event) else {
+                actions.append(.log(.malformed(topic: event.topic)))
+                break
+            }
+            announced(news.count)
+        }
+        return takeActions()
+    }
+
+    /// A full queue can take commands again.
+    public mutating func writable(queue: String, now: UInt64, push: Push) -> [Action] {
+        drain(queue, now: now, push: push)
+        return takeActions()
+    }
+
+    /// Time passed: resends, timeouts, the end of a shard count change.
+    public mutating func tick(now: UInt64, push: Push) -> [Action] {
+        let heard = queueLastHeard()
+        var failedAny = false
+        // A suspect goes again only to a worker that is alive and lived on
+        // for a while after its last copy left: never into a queue whose
+        // worker is down, nor after a copy that may have killed it.
+        let due = pending.tick(now: now) { outgoing, lastSent in
+            guard let at = heard[outgoing.queue] else { return false }
+            return at >= lastSent + Self.survival && now - min(now, at) < Self.aliveWindow
+        }
+        for action in due {
+            switch action {
+            case .resend(let id, let outgoing, let attempt):
+                actions.append(.log(.resending(requestID: id, attempt: attempt, kind: outgoing.command.kind)))
+                transmit(outgoing, now: now, push: push)
+            case .fail(let id, let outgoing):
+                actions.append(.log(.timedOut(requestID: id, kind: outgoing.command.kind)))
+                settled(outgoing)
+                actions.append(.complete(outgoing.ticket, .failure(.timedOut)))
+                failedAny = true
+            }
+        }
+        if failedAny { dropAnsweredFromFullQueues() }
+        expireHeld(now: now)
+        finishResharding(now: now, push: push)
+        let heldNow = held.isEmpty ? nil : held.count
+        if outstanding["held"] != heldNow {
+            outstanding["held"] = heldNow
+            outstandingChanged = true
+        }
+        return takeActions()
+    }
+
+    /// Stop: what is pending may still be answered until `drainUntil`.
+    public mutating func stop(drainUntil: UInt64) {
+        if stopDeadline == nil { stopDeadline = drainUntil }
+    }
+
+    /// Stopping, and nothing left to wait for (or no more time to).
+    public func isFinished(now: UInt64) -> Bool {
+        guard let stopDeadline else { return false }
+        return (pending.count == 0 && held.isEmpty) || now >= stopDeadline
+    }
+
+    /// The end: everything still unanswered fails with `.closed`.
+    public mutating func close() -> [Action] {
+        for outgoing in pending.removeAll() + held { actions.append(.complete(outgoing.ticket, .failure(.closed))) }
+        held.removeAll()
+        full.removeAll()
+        return takeActions()
+    }
+
+    // MARK: What the owner polls for
+
+    /// Queues at their mark: poll their PUSH for room (`writable`).
+    public var fullQueues: [String] { full.keys.sorted() }
+    /// When `tick` next has work; nil when only an input can bring any.
+    public var nextWakeup: UInt64? {
+        [pending.nextWakeup, held.lazy.map(\.deadline).min(), stopDeadline].compactMap { $0 }.min()
+    }
+    /// The new `outstanding`, once per change.
+    public mutating func takeOutstandingChange() -> [String: Int]? {
+        guard outstandingChanged else { return nil }
+        outstandingChanged = false
+        return outstanding
+    }
+    public var pendingCount: Int { pending.count }
+
+    mutating func takeActions() -> [Action] {
+        defer { actions.removeAll(keepingCapacity: true) }
+        return actions
+    }
+}
+
+// MARK: Sending
+
+extension BusClientMachine {
+    mutating func admit(_ outgoing: Outgoing, now: UInt64, push: Push) {
+        var outgoing = outgoing
+        if case .store(let key) = outgoing.destination {
+            let shard = Shard.of(key, count: shards)
+            outgoing.shard = shard
+            outgoing.seq = streams[shard].next
+            streams[shard].next += 1
+            streams[shard].awaiting.insert(outgoing.seq)
+        }
+        pending.add(id: outgoing.command.requestID, payload: outgoing, now: now, deadline: outgoing.deadline)
+        outstanding[outgoing.queue, default: 0] += 1
+        outstandingChanged = true
+        transmit(outgoing, now: now, push: push)
+    }
+
+    /// Answered, failed or given up: no longer awaited.
+    mutating func settled(_ outgoing: Outgoing) {
+        if outgoing.shard >= 0 { streams[outgoing.shard].awaiting.remove(outgoing.seq) }
+        outstanding[outgoing.queue, default: 1] -= 1
+        outstandingChanged = true
+    }
+
+    /// Sends a command, or holds it behind what its full queue holds.
+    mutating func transmit(_ outgoing: Outgoing, now: UInt64, push: Push) {
+        let queue = outgoing.queue
+        if full[queue] != nil {
+            // Already waiting (a resend of a held command): once is enough.
+            guard full[queue]!.ids.insert(outgoing.command.requestID).inserted else { return }
+            full[queue]!.commands.append(outgoing)
+            return
+        }
+        if !send(outgoing, push: push) {
+            actions.append(.log(.queueFull(queue: queue)))
+            full[queue] = Waiting(commands: [outgoing], ids: [outgoing.command.requestID], since: now)
+        }
+    }
+
+    mutating func send(_ outgoing: Outgoing, push: Push) -> Bool {
+        var command = outgoing.command
+        if outgoing.shard >= 0 { command.stream = (outgoing.seq, streams[outgoing.shard].floor()) }
+        return push(Outbound(command: command, queue: outgoing.queue, deadline: outgoing.deadline))
+    }
+
+    /// Sends what a full queue held, in order, while it takes them; drops
+    /// those answered or failed meanwhile.
+    mutating func drain(_ queue: String, now: UInt64, push: Push) {
+        guard var waiting = full[queue] else { return }
+        var sent = 0
+        while sent < waiting.commands.count {
+            let outgoing = waiting.commands[sent]
+            if pending.contains(id: outgoing.command.requestID) {
+                guard send(outgoing, push: push) else { break }
+            }
+            sent += 1
+        }
+        waiting.commands.removeFirst(sent)
+        if waiting.commands.isEmpty {
+            full[queue] = nil
+            actions.append(.log(.queueHasRoom(queue: queue, heldNanos: now - min(now, waiting.since))))
+        } else {
+            waiting.ids = Set(waiting.commands.map(\.command.requestID))
+            full[queue] = waiting
+        }
+    }
+
+    /// What a full queue still held for commands that failed goes too.
+    mutating func dropAnsweredFromFullQueues() {
+        for queue in full.keys {
+            full[queue]!.commands.removeAll { !pending.contains(id: $0.command.requestID) }
+            full[queue]!.ids = Set(full[queue]!.commands.map(\.command.requestID))
+            if full[queue]!.commands.isEmpty { full[queue] = nil }
+        }
+    }
+}
+
+// MARK: Shard count changes
+
+extension BusClientMachine {
+    /// The broker repeats the count every half second: only a new one counts.
+    /// The owner has connected to every shard below `count` before this.
+    mutating func announced(_ count: Int) {
+        guard count != (resharding ?? shards) else { return }
+        actions.append(.log(.shardsChanging(from: shards, to: count)))
+        resharding = count
+        while streams.count < count {
+            outstanding[Endpoints.queue(.store, shard: streams.count)] = 0
+            streams.append(Stream())
+        }
+        outstandingChanged = true
+    }
+
+    /// Held past their deadline: their senders are told, as for any timeout.
+    mutating func expireHeld(now: UInt64) {
+        guard !held.isEmpty else { return }
+        for outgoing in held where outgoing.deadline <= now {
+            actions.append(.log(.timedOut(requestID: outgoing.command.requestID, kind: outgoing.command.kind)))
+            actions.append(.complete(outgoing.ticket, .failure(.timedOut)))
+        }
+        held.removeAll { $0.deadline <= now }
+    }
+
+    /// The new count applies once no store command is unanswered: a room's
+    /// writes never run on two shards at once, and the held commands leave
+    /// in the order they came.
+    mutating func finishResharding(now: UInt64, push: Push) {
+        guard let target = resharding, streams.allSatisfy(\.awaiting.isEmpty) else { return }
+        shards = target
+        resharding = nil
+        actions.append(.log(.shardsChanged(to: target, heldCommands: held.count)))
+        let waiting = held
+        held.removeAll()
+        for outgoing in waiting { admit(outgoing, now: now, push: push) }
+    }
+}
+
+// MARK: Workers
+
+extension BusClientMachine {
+    /// When a worker of each queue was last heard.
+    func queueLastHeard() -> [String: UInt64] {
+        var heard: [String: UInt64] = [:]
+        for (worker, at) in heardAt { heard[worker.queue] = max(heard[worker.queue] ?? 0, at) }
+        return heard
+    }
+
+    /// A heartbeat. A pid not seen before under a name that had one is a
+    /// replacement: what the old process held in its queue died with it.
+    /// A pid seen before is not: two processes may briefly share a name
+    /// (the old one finishing its batch), and their alternating heartbeats
+    /// must not resend everything at each turn.
+    mutating func heard(_ beat: Heartbeat, now: UInt64, push: Push) {
+        heardAt[beat.worker] = now
+        var known = pids[beat.worker] ?? []
+        guard !known.contains(beat.pid) else { return }
+        let replacement = !known.isEmpty
+        known.append(beat.pid)
+        if known.count > Self.pidMemory { known.removeFirst() }
+        pids[beat.worker] = known
+        if replacement { replaced(beat, now: now, push: push) }
+    }
+
+    /// Resends now rather than at the timeout. Only a crash or a hang counts
+    /// toward poison (a SIGKILL from outside says nothing about the
+    /// commands), and only when the dead process was the one that could
+    /// hold them: on a shared queue (receipts, search, files) with another
+    /// live replica, either may hold any command, so a death there makes
+    /// suspects without counting against them.
+    mutating func replaced(_ beat: Heartbeat, now: UInt64, push: Push) {
+        let queue = beat.worker.queue
+        let mine = { (outgoing: Outgoing) in outgoing.queue == queue }
+        let lost: [(id: String, payload: Outgoing)]
+        var poisoned: [(id: String, payload: Outgoing)] = []
+        if beat.failed {
+            let otherReplicaAlive = heardAt.contains { worker, at in
+                worker != beat.worker && worker.queue == queue && now - min(now, at) < Self.aliveWindow
+            }
+            (lost, poisoned) = pending.workerReplaced(now: now, countsDeath: !otherReplicaAlive, matching: mine)
+        } else {
+            lost = pending.resendNow(now: now, matching: mine)
+        }
+        // Poisoned commands are settled before anything is resent, so the
+        // resends carry a floor above them: the new worker must not wait for
+        // a command that will never come again.
+        for (id, outgoing) in poisoned {
+            actions.append(.log(.poison(requestID: id, kind: outgoing.command.kind, worker: beat.worker)))
+            settled(outgoing)
+            actions.append(.complete(outgoing.ticket, .success(.reply(to: outgoing.command, status: .internal, body: Self.poisonDetail))))
+        }
+        if !lost.isEmpty { actions.append(.log(.workerReplaced(worker: beat.worker, resent: lost.count))) }
+        for (_, outgoing) in lost { transmit(outgoing, now: now, push: push) }
+    }
+}
+
+extension BusClientMachine.Submission: Sendable where Ticket: Sendable {}

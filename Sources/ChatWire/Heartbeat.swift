@@ -1,0 +1,61 @@
+/// A worker's heartbeat, published every 500 ms on `hb.<worker>`
+/// (`hb.store.0`, `hb.receipts.1`) with the body `<role> <index> <pid>`, plus
+/// ` failed` when this process replaces one that crashed or hung. A new pid
+/// under a name tells frontends the worker was replaced (resend what the old
+/// one took down); ` failed` counts toward poison commands.
+public struct Heartbeat: Sendable, Equatable {
+    public var worker: WorkerName
+    public var pid: Int32
+    /// This process replaces one that crashed or hung.
+    public var failed: Bool
+
+    public init(worker: WorkerName, pid: Int32, failed: Bool = false) {
+        self.worker = worker
+        self.pid = pid
+        self.failed = failed
+    }
+
+    /// The topic this worker's heartbeats go on.
+    public static func topic(of worker: WorkerName) -> String { Topic.heartbeat(worker.description) }
+    public var topic: String { Self.topic(of: worker) }
+
+    public var body: [UInt8] { Array("\(worker.role.rawValue) \(worker.index) \(pid)\(failed ? " failed" : "")".utf8) }
+
+    public var event: Event { Event(topic: topic, kind: .heartbeat, key: "", body: body) }
+
+    /// Reads a heartbeat event; nil when its topic or body is not one (the
+    /// body's name must match the topic's).
+    public init?(_ event: Event) {
+        guard event.kind == .heartbeat, event.topic.hasPrefix(Topic.heartbeatPrefix),
+            let worker = WorkerName(String(event.topic.dropFirst(Topic.heartbeatPrefix.count)))
+        else { return nil }
+        let fields = event.body.split(separator: UInt8(ascii: " ")).map { String(decoding: $0, as: UTF8.self) }
+        guard fields.count == 3 || (fields.count == 4 && fields[3] == "failed"),
+            fields[0] == worker.role.rawValue, fields[1] == String(worker.index), let pid = Int32(fields[2])
+        else { return nil }
+        self.init(worker: worker, pid: pid, failed: fields.count == 4)
+    }
+}
+
+/// The store shard count frontends spread store commands over, announced by
+/// the broker on `ctl.shards` every 500 ms (body: the count in decimal).
+public struct ShardCount: Sendable, Equatable {
+    public var count: Int
+
+    public init(_ count: Int) {
+        precondition(count > 0, "shard count \(count)")
+        self.count = count
+    }
+
+    public var event: Event {
+        Event(topic: Topic.storeShards, kind: .storeShards, key: "", body: Array(String(count).utf8))
+    }
+
+    /// Reads an announcement; nil for anything else or a count below one.
+    public init?(_ event: Event) {
+        guard event.kind == .storeShards, event.topic == Topic.storeShards,
+            let count = Int(String(decoding: event.body, as: UTF8.self)), count > 0
+        else { return nil }
+        self.count = count
+    }
+}
