@@ -10,6 +10,7 @@ import ChatWorkers
 import Foundation
 import Logging
 import Synchronization
+import Systemd
 
 @main
 struct Chatd: AsyncParsableCommand {
@@ -81,7 +82,7 @@ struct Serve: AsyncParsableCommand {
         try PrivateFiles.directory(config.resolvedRuntimeDir)
         // Migrate once here, so workers never race each other over the schema;
         // the database lives where the workers run.
-        if config.run != "frontend" { _ = try ChatDatabase(path: config.databasePath) }
+        if config.run.runsWorkers { _ = try ChatDatabase(path: config.databasePath) }
         _ = try config.verifyingJWTSecret()
         PrivateFiles.narrow((config.dataDir as NSString).appendingPathComponent("jwt-secret"))
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
