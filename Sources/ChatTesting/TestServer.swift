@@ -115,7 +115,7 @@ public final class TestServer: @unchecked Sendable {
         }
         process.environment = env
         let logPath = dir + "/chatd.log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.standardError = log
         process.standardOutput = log
