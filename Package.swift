@@ -32,6 +32,9 @@ let package = Package(
         ),
         .target(name: "ZeroMQ", dependencies: ["CZeroMQ"]),
         .target(name: "ChatWire"),
+        // sd_notify and socket activation: systemd's protocols, which the
+        // supervisor speaks to systemd and its children speak to it.
+        .target(name: "Systemd"),
         .target(name: "ChatCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "ChatConfig",
@@ -59,7 +62,7 @@ let package = Package(
         .target(
             name: "ChatFrontend",
             dependencies: [
-                "ChatBus", "ChatCore", "ChatConfig",
+                "ChatBus", "ChatCore", "ChatConfig", "Systemd",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -71,12 +74,12 @@ let package = Package(
         ),
         .target(
             name: "ChatSupervisor",
-            dependencies: ["ChatConfig", "ChatBus", "ChatWire", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["ChatConfig", "ChatBus", "ChatWire", "Systemd", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "chatd",
             dependencies: [
-                "ChatSupervisor", "ChatFrontend", "ChatWorkers", "ChatStore", "ChatBus", "ChatWire", "ChatConfig",
+                "ChatSupervisor", "ChatFrontend", "ChatWorkers", "ChatStore", "ChatBus", "ChatWire", "ChatConfig", "Systemd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -107,6 +110,10 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
-        .testTarget(name: "EndToEndTests", dependencies: ["ChatTesting", "ChatCore", "ChatWire"]),
+        .testTarget(name: "SystemdTests", dependencies: ["Systemd"]),
+        .testTarget(
+            name: "ChatSupervisorTests", dependencies: ["ChatSupervisor", "ChatWire", .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(name: "EndToEndTests", dependencies: ["ChatTesting", "ChatCore", "ChatWire", .product(name: "GRDB", package: "GRDB.swift")]),
     ]
 )

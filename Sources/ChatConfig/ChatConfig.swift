@@ -24,10 +24,8 @@ public struct ChatConfig: Sendable, Equatable {
     /// (until CURVE), so anyone who reaches its ports reads every reply and
     /// pushes commands as any user. See `checkBusExposure`.
     public var busInsecure: Bool = false
-    /// What `chatd serve` runs on this host: `all` (the broker, the frontend
-    /// and every worker), `frontend` (the broker and the frontend; workers on
-    /// other hosts), or `workers` (workers only, connecting to `bus`).
-    public var run: String = "all"
+    /// What `chatd serve` runs on this host (`run:`).
+    public var run: RunMode = .all
     /// HS256 secret. Nil: one is generated into `<dataDir>/jwt-secret` on first start.
     public var jwtSecret: String?
     public var jwtIssuer: String?
@@ -113,10 +111,11 @@ public struct ChatConfig: Sendable, Equatable {
         config.runtimeDir = reader.string(forKey: "runtimeDir")
         config.bus = reader.string(forKey: "bus").flatMap { $0.isEmpty ? nil : $0 }
         config.busInsecure = reader.bool(forKey: "bus.insecure", default: config.busInsecure)
-        config.run = reader.string(forKey: "run", default: config.run)
-        guard ["all", "frontend", "workers"].contains(config.run) else { throw ConfigError.invalid("run", "\(config.run): all, frontend or workers") }
+        let run = reader.string(forKey: "run", default: config.run.rawValue)
+        guard let mode = RunMode(rawValue: run) else { throw ConfigError.invalid("run", "\(run): all, frontend or workers") }
+        config.run = mode
         if let bus = config.bus, config.busTCP == nil { throw ConfigError.invalid("bus", "\(bus): tcp://<host>:<port>") }
-        if config.run != "all" && config.bus == nil { throw ConfigError.invalid("run", "\(config.run) needs bus: tcp://<host>:<port>") }
+        if config.run != .all && config.bus == nil { throw ConfigError.invalid("run", "\(config.run.rawValue) needs bus: tcp://<host>:<port>") }
         config.jwtSecret = reader.string(forKey: "jwtSecret", isSecret: true)
         config.jwtIssuer = reader.string(forKey: "jwtIssuer")
         config.jwtAudience = reader.string(forKey: "jwtAudience")
@@ -276,6 +275,21 @@ public struct ChatConfig: Sendable, Equatable {
         }
         return try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
     }
+}
+
+/// What `chatd serve` runs on one host.
+public enum RunMode: String, Sendable, CaseIterable {
+    /// The broker, the frontend and every worker.
+    case all
+    /// The broker and the frontend; the workers run on other hosts.
+    case frontend
+    /// Workers only, connecting to the broker at `bus`.
+    case workers
+
+    /// This host runs the frontend (and so the broker).
+    public var runsFrontend: Bool { self != .workers }
+    /// This host runs workers (and so has the database).
+    public var runsWorkers: Bool { self != .frontend }
 }
 
 public enum ConfigError: Error, CustomStringConvertible {

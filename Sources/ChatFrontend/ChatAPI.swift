@@ -56,7 +56,7 @@ struct ChatAPI: Sendable {
     }
 
     func healthz(_ request: Request, context: Context) async throws -> Response {
-        let expected = (0..<services.bus.storeShards).map { "store.\($0)" } + ["receipts.0", "search.0", "files.0"]
+        let expected = ((0..<services.bus.storeShards).map { WorkerName(.store, $0) } + [.init(.receipts, 0), .init(.search, 0), .init(.files, 0)]).map(\.description)
         return services.health.allAlive(expected)
             ? Response.json(.ok, Array(#"{"status":"ok"}"#.utf8))
             : Response.json(.serviceUnavailable, Array(#"{"status":"starting"}"#.utf8))

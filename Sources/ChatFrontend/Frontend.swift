@@ -10,6 +10,7 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
+import Systemd
 
 /// The frontend's view of the configuration.
 public struct FrontendConfig: Sendable {
@@ -117,9 +118,9 @@ public enum Frontend {
             let supervisor = Notifier()
             supervisor.send(["READY": "1", "CHATD_CHILD": config.slot])
             channel.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { _ in
-                let queues = bus.outstanding().sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: " ")
+                let queues = QueueReport(bus.outstanding()).encoded
                 supervisor.send([
-                    "WATCHDOG": "1", "CHATD_CHILD": config.slot, "CHATD_QUEUES": queues, "CHATD_STORE_SHARDS": bus.isChangingStoreShards ? "changing" : String(bus.storeShards),
+                    "WATCHDOG": "1", "CHATD_CHILD": config.slot, QueueReport.field: queues, "CHATD_STORE_SHARDS": bus.isChangingStoreShards ? "changing" : String(bus.storeShards),
                 ])
             }
         }

@@ -2,7 +2,7 @@ import Foundation
 
 /// One spawned child. Touched only on the supervisor's queue.
 final class ChildProcess: @unchecked Sendable {
-    enum Termination: CustomStringConvertible {
+    enum Termination: Equatable, CustomStringConvertible {
         case exit(Int32)
         case signal(Int32)
 
@@ -110,38 +110,5 @@ final class ChildSpawner: @unchecked Sendable {
             guard flags >= 0 else { continue }  // the directory listing's own descriptor
             _ = fcntl(fd, F_SETFD, inherit.contains(fd) ? flags & ~FD_CLOEXEC : flags | FD_CLOEXEC)
         }
-    }
-}
-
-/// systemd's socket activation (sd_listen_fds(3)): the listening socket
-/// the service was started with, for the frontend to serve.
-enum SocketActivation {
-    /// The first descriptor systemd passes.
-    static let firstFD: CInt = 3
-
-    /// The passed socket named `http` (`FileDescriptorName=`), or the first;
-    /// nil when nothing was passed to this process. Clears the variables, so
-    /// that no child takes them for its own.
-    static func listeningSocket() throws -> CInt? {
-        let environment = ProcessInfo.processInfo.environment
-        defer { for name in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] { unsetenv(name) } }
-        guard let count = environment["LISTEN_FDS"].flatMap(Int.init), count > 0,
-            environment["LISTEN_PID"].flatMap(pid_t.init) == getpid()
-        else { return nil }
-        let names = environment["LISTEN_FDNAMES"]?.split(separator: ":", omittingEmptySubsequences: false).map(String.init) ?? []
-        let fd = firstFD + CInt(names.prefix(count).firstIndex(of: "http") ?? 0)
-        var listening: CInt = 0
-        var length = socklen_t(MemoryLayout<CInt>.size)
-        guard getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) == 0, listening == 1 else {
-            throw SocketActivationError(fd: fd)
-        }
-        return fd
-    }
-}
-
-struct SocketActivationError: Error, CustomStringConvertible {
-    let fd: CInt
-    var description: String {
-        "LISTEN_FDS: descriptor \(fd) is not a listening socket (the socket unit needs ListenStream= and Accept=no)"
     }
 }

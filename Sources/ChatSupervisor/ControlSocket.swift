@@ -1,5 +1,5 @@
-import ChatWire
 import Foundation
+import Systemd
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,9 +19,10 @@ final class ControlSocket: @unchecked Sendable {
     init(path: String, queue: DispatchQueue, handle: @escaping @Sendable (String, @escaping @Sendable (String) -> Void) -> Void) throws {
         unlink(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0, var (address, length) = SDNotify.address(path) else {
+        guard fd >= 0, let (unix, length) = SDNotify.address(path) else {
             throw NSError(domain: "chatd.control", code: Int(errno), userInfo: [NSLocalizedDescriptionKey: "control socket \(path)"])
         }
+        var address = unix
         let previous = umask(0o177)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
@@ -90,9 +91,10 @@ final class ControlSocket: @unchecked Sendable {
     static func request(path: String, command: String, timeout: Int = 120) throws -> String {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
-        guard var (address, length) = SDNotify.address(path) else {
+        guard let (unix, length) = SDNotify.address(path) else {
             throw NSError(domain: "chatd.control", code: Int(EINVAL), userInfo: [NSLocalizedDescriptionKey: "control socket path too long: \(path)"])
         }
+        var address = unix
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
         }

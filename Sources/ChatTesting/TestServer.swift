@@ -5,7 +5,7 @@ import Foundation
 import FoundationNetworking
 #endif
 
-/// A real `chatd serve` on a free loopback port with temporary directories,
+/// A real `chatd serve` on loopback port 0 (the port it got read back) with temporary directories,
 /// for end-to-end tests and benchmarks. Talks to it only as a client does.
 public final class TestServer: @unchecked Sendable {
     public let port: Int
@@ -75,6 +75,8 @@ public final class TestServer: @unchecked Sendable {
 
     /// Starts `chatd serve` and waits until `/healthz` answers 200.
     /// - Parameters:
+    ///   - port: a fixed port (a restart on the same port); nil: port 0, and
+    ///     the port the server got is read from `ctl status` (`listen`).
     ///   - configFile: passed as `--config` (a YAML file).
     ///   - socketActivated: started by `systemd-socket-activate`, which
     ///     listens on the port and execs chatd with the socket (LISTEN_FDS)
@@ -87,12 +89,13 @@ public final class TestServer: @unchecked Sendable {
         socketActivated: Bool = false, dataDir: String? = nil, umask: String? = nil
     ) async throws -> TestServer {
         let dir = try dataDir ?? temporaryDirectory()
-        let port = try port ?? freePort()
+        // systemd-socket-activate listens before chatd runs: it needs a port named.
+        let fixed = socketActivated ? try port ?? freePort() : port
         let secret = (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: 0...UInt64.max)) }.joined()
         let process = Process()
         let arguments = [try binary(), "serve", "--die-with-parent"] + (configFile.map { ["--config", $0] } ?? [])
         var env = ProcessInfo.processInfo.environment
-        env["CHAT_LISTEN"] = "127.0.0.1:\(port)"
+        env["CHAT_LISTEN"] = "127.0.0.1:\(fixed ?? 0)"
         env["CHAT_DATA_DIR"] = dir
         env["CHAT_JWT_SECRET"] = secret
         env["CHAT_STORE_WORKERS"] = String(storeWorkers)
@@ -102,7 +105,7 @@ public final class TestServer: @unchecked Sendable {
             // It passes on only the variables named with -E (and PATH, HOME ...).
             let passed = env.filter { $0.key.hasPrefix("CHAT_") || environment[$0.key] != nil }.flatMap { ["-E", "\($0.key)=\($0.value)"] }
             process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-socket-activate")
-            process.arguments = ["--listen=127.0.0.1:\(port)", "--fdname=http"] + passed + arguments
+            process.arguments = ["--listen=127.0.0.1:\(fixed ?? 0)", "--fdname=http"] + passed + arguments
         } else if let umask {
             process.executableURL = URL(fileURLWithPath: "/bin/sh")
             process.arguments = ["-c", "umask \(umask) && exec \"$0\" \"$@\""] + arguments
@@ -112,12 +115,16 @@ public final class TestServer: @unchecked Sendable {
         }
         process.environment = env
         let logPath = dir + "/chatd.log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.standardError = log
         process.standardOutput = log
         try process.run()
-        let server = TestServer(port: port, dataDir: dir, secret: secret, process: process, logPath: logPath, auth: await Authenticator(secret: secret))
+        let runtimeDir = env["CHAT_RUNTIME_DIR"] ?? dir + "/run"
+        let port = if let fixed { fixed } else { try await boundPort(runtimeDir: runtimeDir, process: process, timeout: timeout, logPath: logPath) }
+        let server = TestServer(
+            port: port, dataDir: dir, secret: secret, process: process, logPath: logPath, auth: await Authenticator(secret: secret)
+        )
         do {
             try await server.waitUntil(timeout: timeout, "healthz 200") {
                 (try? await server.request("GET", "/healthz").status) == 200
@@ -127,6 +134,55 @@ public final class TestServer: @unchecked Sendable {
             throw TestServerError(description: "\(error)\n--- server log ---\n\(server.log)")
         }
         return server
+    }
+
+    /// The port a server started with `listen` on port 0 got: the `listen`
+    /// of its `ctl status`, asked on its control socket as soon as that exists.
+    static func boundPort(runtimeDir: String, process: Process, timeout: Double, logPath: String) async throws -> Int {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline && process.isRunning {
+            if let answer = try? control(runtimeDir + "/control.sock", "status"),
+                let status = try? JSONSerialization.jsonObject(with: Data(answer.utf8)) as? [String: Any],
+                let listen = status["listen"] as? String, let colon = listen.lastIndex(of: ":"),
+                let port = Int(listen[listen.index(after: colon)...]) {
+                return port
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+        throw TestServerError(description: "no listening address in ctl status\n--- server log ---\n\(log)")
+    }
+
+    /// One command on the supervisor's control socket (what `chatd ctl` does): its answer.
+    public static func control(_ path: String, _ command: String) throws -> String {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw TestServerError(description: "path too long: \(path)") }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else { throw TestServerError(description: "connect \(path): \(errno)") }
+        var limit = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        let line = Array((command + "\n").utf8)
+        guard line.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == line.count else {
+            throw TestServerError(description: "send \(path): \(errno)")
+        }
+        var answer: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count <= 0 { break }
+            answer += buffer[0..<count]
+        }
+        return String(decoding: answer, as: UTF8.self)
     }
 
     init(port: Int, dataDir: String, secret: String, process: Process, logPath: String, auth: Authenticator) {

@@ -10,6 +10,7 @@ import ChatWorkers
 import Foundation
 import Logging
 import Synchronization
+import Systemd
 
 @main
 struct Chatd: AsyncParsableCommand {
@@ -81,7 +82,7 @@ struct Serve: AsyncParsableCommand {
         try PrivateFiles.directory(config.resolvedRuntimeDir)
         // Migrate once here, so workers never race each other over the schema;
         // the database lives where the workers run.
-        if config.run != "frontend" { _ = try ChatDatabase(path: config.databasePath) }
+        if config.run.runsWorkers { _ = try ChatDatabase(path: config.databasePath) }
         _ = try config.verifyingJWTSecret()
         PrivateFiles.narrow((config.dataDir as NSString).appendingPathComponent("jwt-secret"))
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
@@ -123,15 +124,16 @@ struct WorkerCommand: AsyncParsableCommand {
         exitWithParent()
         let config = try await options.load()
         var logger = options.logger("chatd.worker", config)
-        logger[metadataKey: "worker"] = "\(role).\(shard)"
-        guard let role = Role(rawValue: role) else { throw ValidationError("unknown role \(self.role)") }
+        guard let role = Role(rawValue: role), shard >= 0 else { throw ValidationError("unknown role \(self.role) or shard \(shard)") }
+        let name = WorkerName(role, shard)
+        logger[metadataKey: "worker"] = "\(name)"
         let stop = StopFlag()
         let database = try ChatDatabase(path: config.databasePath)
         let server = try BusServer(role: role, shard: shard, bus: config.busAddress, logger: logger)
         logger.info("worker ready", metadata: ["pid": "\(getpid())"])
         // Heartbeats to the supervisor (sd_notify): the first says READY=1.
         let supervisor = Notifier()
-        let childName = ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? "\(role.rawValue).\(shard)"
+        let childName = ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? name.description
         // READY=1 once it serves (the bus echoed it); WATCHDOG=1 otherwise,
         // waiting for the bus included: alive, not hung.
         var announced = false

@@ -2,6 +2,7 @@ import ChatCore
 import ChatTesting
 import ChatWire
 import Foundation
+import GRDB
 import Testing
 
 /// A Unix datagram socket standing in for systemd's NOTIFY_SOCKET.
@@ -44,14 +45,13 @@ final class NotifySocket: @unchecked Sendable {
     }
 }
 
-/// Whether something accepts TCP connections on the port.
-func portAnswers(_ port: Int) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = TestServer.loopback(port: port)
-    return withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-    }
+/// Whether an HTTP server answers on the port (within a second). Not just
+/// a connect: the supervisor holds the listening socket, which takes
+/// connections into its backlog before any frontend serves them.
+func httpAnswers(_ port: Int) -> Bool {
+    guard let connection = try? RawConnection(port: port) else { return false }
+    connection.send(Array("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8))
+    return connection.read(timeout: 1, until: RawConnection.hasHead).status != nil
 }
 
 /// Dead or a zombie its parent has not reaped yet.
@@ -65,22 +65,26 @@ extension EndToEnd {
     @Suite struct Supervision {
         @Test func speaksSDNotifyToSystemd() async throws {
             let notify = try NotifySocket()
-            let port = try TestServer.freePort()
+            let dir = try TestServer.temporaryDirectory()
             // Read the datagrams as they come, from before the server starts,
-            // so "was the port answering when READY=1 came" is asked at once.
+            // so "was the port answering when READY=1 came" is asked at once
+            // (the port it got from port 0 asked of its control socket).
             let log = NotifyLog()
             let reader = Thread {
                 while !log.done {
                     guard let fields = notify.receive(timeout: 0.1) else { continue }
-                    log.append(fields, portAnswered: fields["READY"] == "1" ? portAnswers(port) : nil)
+                    let port = fields["READY"] == "1" ? (try? TestServer.control(dir + "/run/control.sock", "status")).flatMap(listenPort) : nil
+                    log.append(fields, portAnswered: port.map(httpAnswers))
                 }
             }
             reader.start()
             defer { log.done = true }
-            let configFile = NSTemporaryDirectory() + "chatd-\(port).yaml"
+            let configFile = dir + "/chatd.yaml"
             try "chat:\n  receiptsWorkers: 1\n".write(toFile: configFile, atomically: true, encoding: .utf8)
             defer { try? FileManager.default.removeItem(atPath: configFile) }
-            let server = try await TestServer.start(port: port, configFile: configFile, environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"])
+            let server = try await TestServer.start(
+                configFile: configFile, environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"], dataDir: dir
+            )
             try await server.waitUntil(timeout: 5, "four watchdog pings after READY") { log.watchdogsAfterReady >= 4 }
             let entries = log.entries
             let ready = try #require(entries.first { $0.fields["READY"] == "1" })
@@ -271,10 +275,12 @@ extension EndToEnd {
             let count = 120
             let senders = try rooms.map { try server.webSocket("/ws/chat/\($0)/", token: tokens[0]) }
             let listeners = try rooms.map { try server.webSocket("/ws/chat/\($0)/", token: tokens[1]) }
+            let sent = Tally()
             let threads = senders.map { socket in
                 Thread {
                     for i in 0..<count {
                         try? socket.send(json: ["type": "message", "content": "m\(i)"])
+                        sent.add()
                         usleep(4_000)
                     }
                 }
@@ -284,16 +290,23 @@ extension EndToEnd {
             // Shard 0 is stopped for the first change, with commands piling up
             // in its queue: a room that moved must not have newer messages
             // stored by its new shard before those.
-            try await Task.sleep(for: .milliseconds(100))
+            let total = rooms.count * count
+            try await server.waitUntil(timeout: 10, "messages flowing") { sent.value >= total / 8 }
             let shardZero = try #require(server.childPIDs(matching: "--role store --shard 0").first)
             kill(shardZero, SIGSTOP)
-            try await Task.sleep(for: .milliseconds(100))
+            let atStop = sent.value
+            try await server.waitUntil(timeout: 10, "commands piling up for shard 0") { sent.value >= min(total, atStop + total / 8) }
             let scaleUp = Task { try Self.ctl(server, "scale", "store", "3")["workers"] as? Int }
             try await server.waitUntil(timeout: 10, "three store workers") { server.childPIDs(matching: "worker --role store").count == 3 }
-            try await Task.sleep(for: .milliseconds(300))
+            // The frontend was told of 3 shards and holds back what it gets
+            // until shard 0, stopped, answers what it still has pending.
+            try await server.waitUntil(timeout: 10, "the frontend changing its shard count") {
+                let status = try Self.ctl(server, "status")
+                let frontend = (status["children"] as? [[String: Any]] ?? []).first { $0["child"] as? String == "frontend" }
+                return frontend?["store_shards"] is NSNull
+            }
             kill(shardZero, SIGCONT)
             #expect(try await scaleUp.value == 3)
-            try await Task.sleep(for: .milliseconds(100))
             #expect(try Self.ctl(server, "scale", "store", "2")["workers"] as? Int == 2)
             try await server.waitUntil(timeout: 10, "two store workers") { server.childPIDs(matching: "worker --role store").count == 2 }
 
@@ -342,7 +355,7 @@ extension EndToEnd {
                 try process.run()
                 return process
             }
-            FileManager.default.createFile(atPath: dir + "/workers.log", contents: nil)
+            _ = FileManager.default.createFile(atPath: dir + "/workers.log", contents: nil)
             var workers = try startWorkersHost()
             defer { if workers.isRunning { kill(workers.processIdentifier, SIGKILL) } }
             let server = try await TestServer.start(environment: ["CHAT_RUN": "frontend", "CHAT_BUS": bus], dataDir: dir)
@@ -417,25 +430,38 @@ extension EndToEnd {
             #expect(Date().timeIntervalSince(started) < 10)
             defer { try? FileManager.default.removeItem(atPath: server.dataDir) }
             // Everything confirmed is in the database.
-            let stored = try sqliteColumn(server.dataDir + "/chat.sqlite", "SELECT content FROM messages")
+            let stored = try await DatabaseQueue(path: server.dataDir + "/chat.sqlite", configuration: .readOnly).read {
+                try String.fetchAll($0, sql: "SELECT content FROM messages")
+            }
             #expect(confirmed.isSubset(of: Set(stored)), "lost: \(confirmed.subtracting(stored).sorted())")
             #expect(!confirmed.isEmpty)
         }
     }
 }
 
-/// One column of a query, through the sqlite3 module of the system Python
-/// (the test target does not link SQLite).
-func sqliteColumn(_ path: String, _ sql: String) throws -> [String] {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", "-c", "import sqlite3,sys; [print(r[0]) for r in sqlite3.connect(sys.argv[1]).execute(sys.argv[2])]", path, sql]
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
+/// The port of `ctl status`'s `listen` (`127.0.0.1:NNNN`).
+func listenPort(_ status: String) -> Int? {
+    guard let object = try? JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any],
+        let listen = object["listen"] as? String, let colon = listen.lastIndex(of: ":") else { return nil }
+    return Int(listen[listen.index(after: colon)...])
+}
+
+extension Configuration {
+    /// Reads the server's database beside it, never writing.
+    static var readOnly: Configuration {
+        var configuration = Configuration()
+        configuration.readonly = true
+        return configuration
+    }
+}
+
+/// A count that sender threads add to and the test reads.
+final class Tally: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+
+    func add() { lock.withLock { count += 1 } }
+    var value: Int { lock.withLock { count } }
 }
 
 /// What the notify reader saw, shared with the test.

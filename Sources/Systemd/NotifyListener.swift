@@ -1,4 +1,3 @@
-import ChatWire
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -15,9 +14,10 @@ public final class NotifyListener: @unchecked Sendable {
     public init(path: String, queue: DispatchQueue, handler: @escaping @Sendable ([String: String]) -> Void) throws {
         unlink(path)
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0, var (address, length) = SDNotify.address(path) else {
+        guard fd >= 0, let (unix, length) = SDNotify.address(path) else {
             throw NSError(domain: "chatd.notify", code: Int(errno), userInfo: [NSLocalizedDescriptionKey: "notify socket \(path)"])
         }
+        var address = unix
         let bound = withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
         }

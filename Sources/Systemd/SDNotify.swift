@@ -6,7 +6,8 @@ import Glibc
 /// The sd_notify protocol (`man 3 sd_notify`): newline-separated `KEY=VALUE`
 /// assignments in one datagram to the Unix socket named by `NOTIFY_SOCKET`
 /// (a path, or `@name` for the abstract namespace). The supervisor speaks it
-/// to systemd, and listens to it from its children, with the same codec.
+/// to systemd, and listens to it from its children, with the same codec; the
+/// frontend and the workers speak it to the supervisor.
 public enum SDNotify {
     /// Encodes assignments as one datagram.
     public static func encode(_ fields: KeyValuePairs<String, String>) -> [UInt8] {

@@ -1,0 +1,47 @@
+import ChatConfig
+import ChatWire
+import Foundation
+import Logging
+
+extension Supervisor {
+    /// SIGHUP: reads the configuration again and applies what can change
+    /// without a restart: the log level and the receipts worker count here;
+    /// the new limits reach each child at its next (rolling) restart.
+    func reload() {
+        guard !stopping else { return }
+        systemd.send(["RELOADING": "1", "MONOTONIC_USEC": String(Self.monotonicMicros())])
+        let load = reloadConfig
+        let queue = self.queue
+        Task { [weak self] in
+            let result: Result<ChatConfig, any Error>
+            do { result = .success(try await load()) } catch { result = .failure(error) }
+            queue.async { [weak self] in self?.applyReload(result) }
+        }
+    }
+
+    private func applyReload(_ result: Result<ChatConfig, any Error>) {
+        switch result {
+        case .failure(let error):
+            logger.error("reload failed, keeping the running configuration", metadata: ["error": "\(error)"])
+        case .success(let fresh):
+            if let level = Logger.Level(rawValue: fresh.logLevel) { logger.logLevel = level }
+            let receipts = fresh.receiptsWorkers
+            let unchangeable = fresh.listen != config.listen || fresh.dataDir != config.dataDir || fresh.runtimeDir != config.runtimeDir
+            config.logLevel = fresh.logLevel
+            config.hangTimeoutSeconds = fresh.hangTimeoutSeconds
+            for name in children.keys { children[name]?.machine.policy = policy }
+            logger.info("reloaded", metadata: [
+                "log.level": "\(fresh.logLevel)", "receipts.workers": "\(receipts)",
+                "store.workers": "\(fresh.resolvedStoreWorkers)",
+                "needs.restart": "\(unchangeable ? "listen or directories changed: restart to apply" : "no")",
+            ])
+            if config.run.runsWorkers { scale(role: .receipts, to: receipts) { _ in } }
+            config.receiptsWorkers = receipts
+            if fresh.resolvedStoreWorkers != storeShards && config.run == .all {
+                let logger = self.logger
+                scale(role: .store, to: fresh.resolvedStoreWorkers) { logger.info("store scale after reload", metadata: ["result": "\($0)"]) }
+            }
+        }
+        systemd.send(["READY": "1", "STATUS": lastStatus])
+    }
+}

@@ -1,0 +1,23 @@
+import Foundation
+
+extension Supervisor {
+    /// One child at a time: SIGTERM, wait for the replacement's READY=1, then
+    /// the next. The stop is a planned one (`Child.Event.stop(restart: true)`):
+    /// it neither counts as a restart nor slows the next start.
+    func rollingRestart(_ names: [ChildName], done: [ChildName], reply: @escaping @Sendable (String) -> Void) {
+        guard let name = names.first else { return reply(Self.json(["restarted": done.map(\.description)])) }
+        let rest = Array(names.dropFirst())
+        // Between two lives already (crashed, backing off): nothing to restart.
+        guard let old = children[name]?.process?.pid else { return rollingRestart(rest, done: done, reply: reply) }
+        let deadline = Date() + config.hangTimeoutSeconds + graceSeconds
+        deliver(.stop(restart: true, killAt: Date() + graceSeconds), to: .child(name))
+        waiters.wait(on: queue, until: deadline) { [unowned self] in
+            // READY=1 from the replacement, not from the process it replaces.
+            children[name].map { $0.machine.isReady && $0.process?.pid != old } ?? false
+        } then: { [unowned self] in
+            rollingRestart(rest, done: done + [name], reply: reply)
+        } failure: {
+            reply(Self.json(["error": "\(name) did not come back", "restarted": done.map(\.description)]))
+        }
+    }
+}

@@ -1,0 +1,58 @@
+import ChatConfig
+import ChatWire
+import Foundation
+
+extension Supervisor {
+    /// The children this host runs (`run`: all, frontend, or workers).
+    var specs: [ChildSpec] {
+        var specs = config.run.runsFrontend ? [frontendSpec] : []
+        guard config.run.runsWorkers else { return specs }
+        for shard in 0..<storeShards { specs.append(workerSpec(WorkerName(.store, shard))) }
+        // One each of the other roles: receipts may be scaled by config;
+        // search owns one index file, files is I/O-bound.
+        for (role, count) in [(Role.receipts, config.receiptsWorkers), (.search, 1), (.files, 1)] {
+            for index in 0..<count { specs.append(workerSpec(WorkerName(role, index))) }
+        }
+        return specs
+    }
+
+    /// A frontend started now sends by the current store shard count.
+    var frontendSpec: ChildSpec { ChildSpec(name: .frontend, arguments: ["frontend", "--shards", String(storeShards)]) }
+
+    func workerSpec(_ worker: WorkerName) -> ChildSpec {
+        ChildSpec(name: .worker(worker), arguments: ["worker", "--role", worker.role.rawValue, "--shard", String(worker.index)])
+    }
+
+    /// Carries out a state machine's `spawn`, and tells it how that went.
+    func spawn(_ name: ChildName, predecessorFailed: Bool) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard let record = children[name] else { return }
+        // A restart that comes due while the supervisor stops does not happen.
+        guard !stopping else { return deliver(.stop(restart: false, killAt: Date()), to: .child(name)) }
+        var environment = ProcessInfo.processInfo.environment
+        // Children report to the supervisor, never to systemd directly.
+        environment["NOTIFY_SOCKET"] = (config.resolvedRuntimeDir as NSString).appendingPathComponent("notify.sock")
+        environment["CHATD_CHILD"] = name.description
+        environment["CHATD_PREDECESSOR_FAILED"] = predecessorFailed ? "1" : nil
+        environment["WATCHDOG_USEC"] = nil
+        environment["WATCHDOG_PID"] = nil
+        // The frontend serves the socket the supervisor holds (systemd's, or its own).
+        var inherit: [CInt] = []
+        if name == .frontend, let socket = listeningSocket {
+            inherit = [socket.fd]
+            environment["CHATD_LISTEN_FD"] = String(socket.fd)
+            // Port 0 became a real port: links and logs give that one.
+            if let address = socket.address, config.listenAddress?.port == 0 { environment["CHAT_LISTEN"] = address }
+        }
+        do {
+            let process = try spawner.spawn(
+                executable: executable, arguments: record.spec.arguments + baseArguments, environment: environment, inherit: inherit
+            )
+            process.onExit = { [weak self] process in self?.reaped(process) }
+            children[name]?.process = process
+            deliver(.spawned(pid: process.pid), to: .child(name))
+        } catch {
+            deliver(.spawnFailed("\(error)"), to: .child(name))
+        }
+    }
+}

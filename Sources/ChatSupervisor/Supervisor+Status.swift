@@ -1,0 +1,67 @@
+import ChatWire
+import Foundation
+
+extension Supervisor {
+    /// Tells systemd how things are: READY=1 once (every child ready), STATUS= on change.
+    func updateStatus() {
+        let ready = children.values.filter(\.machine.isReady).count
+        let looping = children.filter { $0.value.machine.isCrashLooping }.map(\.key.description).sorted()
+        let restarts = children.values.reduce(0) { $0 + $1.machine.restarts }
+        var status = "\(ready)/\(children.count) children ready, \(restarts) restarts"
+        if !looping.isEmpty { status += "; crash-looping: \(looping.joined(separator: ", "))" }
+        if stopping { status = "stopping" }
+        if !toldReady && ready == children.count && !stopping {
+            toldReady = true
+            systemd.send(["READY": "1", "STATUS": status])
+            lastStatus = status
+            logger.info("ready", metadata: ["children": "\(children.count)"])
+        } else if status != lastStatus {
+            systemd.send(["STATUS": status])
+            lastStatus = status
+        }
+    }
+
+    func watchdogPing() {
+        // Pinging proves the supervisor's queue runs; children have their own liveness.
+        systemd.send(["WATCHDOG": "1"])
+    }
+
+    /// `ctl status`: every child, the queue depths, the systemd status, and
+    /// the address the frontend's socket is bound to (the real port when
+    /// `listen` asked for port 0).
+    func statusJSON() -> String {
+        let now = Date()
+        // Queue depth: what the frontends sent to a queue and have no answer
+        // for yet (waiting in the broker or a worker's socket, being handled,
+        // or its reply on the way). ZeroMQ does not count its queues.
+        var queues: [String: Int] = [:]
+        for record in children.values where record.process != nil {
+            queues.merge(record.outstanding.outstanding, uniquingKeysWith: +)
+        }
+        let rows = children.values.sorted { $0.spec.name.description < $1.spec.name.description }.map { record -> [String: Any] in
+            let child = record.machine
+            // store.1 drains queue store-1; the other roles' workers share one.
+            let depth = record.spec.name.worker.map { queues[$0.queue] ?? 0 } ?? record.outstanding.total
+            var row: [String: Any] = [
+                "queue_depth": depth,
+                "child": record.spec.name.description,
+                "role": record.spec.name.role,
+                "pid": record.process.map { Int($0.pid) } ?? NSNull(),
+                "ready": child.isReady,
+                "uptime_seconds": record.process == nil ? NSNull() : (now.timeIntervalSince(child.lastStart) * 10).rounded() / 10,
+                "restarts": child.restarts,
+                "last_heartbeat_seconds_ago": child.isReady ? (now.timeIntervalSince(child.lastHeartbeat) * 10).rounded() / 10 : NSNull(),
+            ]
+            // The store shard count a frontend sends by; null while it changes (`ctl scale store`).
+            if record.spec.name == .frontend { row["store_shards"] = record.storeShards ?? NSNull() }
+            return row
+        }
+        var status: [String: Any] = ["children": rows, "queues": queues, "status": lastStatus]
+        if let address = listeningSocket?.address { status["listen"] = address }
+        return Self.json(status)
+    }
+
+    static func json(_ object: [String: Any]) -> String {
+        (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+}

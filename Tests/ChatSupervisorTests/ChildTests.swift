@@ -1,0 +1,198 @@
+import Foundation
+import Logging
+import Testing
+
+@testable import ChatSupervisor
+
+/// The child state machine's transition table, with no process started:
+/// every event goes in with its time, and the actions that come out are checked.
+@Suite struct ChildTests {
+    let t0 = Date(timeIntervalSince1970: 1_000_000)
+
+    /// A child spawned at `t0` as pid 100, READY=1 said if `ready`.
+    func running(ready: Bool = true) -> Child {
+        var child = Child()
+        _ = child.handle(.start, now: t0)
+        _ = child.handle(.spawned(pid: 100), now: t0)
+        if ready { _ = child.handle(.reportedReady, now: t0) }
+        return child
+    }
+
+    func logLevels(_ actions: [Child.Action]) -> [String: Logger.Level] {
+        var levels: [String: Logger.Level] = [:]
+        for case .log(let level, let message, _) in actions { levels[message] = level }
+        return levels
+    }
+
+    func wake(_ actions: [Child.Action]) -> Date? {
+        actions.lazy.compactMap { if case .wake(let at) = $0 { at } else { nil } }.first
+    }
+
+    @Test func startsSpawnsAndBecomesReady() {
+        var child = Child()
+        #expect(child.handle(.start, now: t0) == [.spawn(predecessorFailed: false)])
+        #expect(child.isStopped)
+        #expect(child.handle(.spawned(pid: 100), now: t0) == [.log(.info, "child started", ["pid": "100"])])
+        #expect(child.state == .starting(pid: 100) && child.pid == 100 && !child.isReady)
+        #expect(child.handle(.start, now: t0).isEmpty, "a running child is not spawned twice")
+        #expect(child.handle(.reportedReady, now: t0 + 1) == [.log(.info, "child ready", [:]), .notify(.ready)])
+        #expect(child.state == .ready(pid: 100) && child.isReady)
+        #expect(child.handle(.reportedReady, now: t0 + 2).isEmpty, "READY=1 again is a heartbeat")
+    }
+
+    @Test func aSilentChildIsHungKilledOnceAndItsReplacementToldItFailed() {
+        var child = running(ready: false)
+        #expect(child.handle(.timer, now: t0 + 9.9).isEmpty, "the hang timeout counts from the start")
+        #expect(child.handle(.heartbeat, now: t0 + 9).isEmpty)
+        #expect(child.handle(.timer, now: t0 + 18.9).isEmpty, "and then from the last heartbeat")
+        let killed = child.handle(.timer, now: t0 + 19.5)
+        #expect(killed.contains(.kill(pid: 100, signal: SIGKILL)))
+        #expect(logLevels(killed)["child stopped sending heartbeats, killing it"] == .error)
+        #expect(child.state == .hung(pid: 100))
+        #expect(child.handle(.timer, now: t0 + 20).isEmpty, "one kill per hang timeout")
+        #expect(child.handle(.heartbeat, now: t0 + 20).isEmpty)
+        #expect(child.handle(.timer, now: t0 + 30).contains(.kill(pid: 100, signal: SIGKILL)), "a SIGKILL that did not take is sent again")
+        let exited = child.handle(.exited(.signal(SIGKILL)), now: t0 + 30.1)
+        #expect(logLevels(exited)["child exited"] == .warning)
+        #expect(child.predecessorFailed && child.restarts == 1)
+        guard case .backoff = child.state else { Issue.record("\(child.state)"); return }
+        let respawn = child.handle(.timer, now: t0 + 31)
+        #expect(respawn.last == .spawn(predecessorFailed: true))
+        _ = child.handle(.spawned(pid: 101), now: t0 + 31)
+        #expect(child.state == .starting(pid: 101))
+        #expect(child.handle(.timer, now: t0 + 31 + 9.9).isEmpty, "the replacement is not hung at once")
+    }
+
+    @Test func aCrashSignalFailsThePredecessorAKillFromOutsideDoesNot() {
+        var crashed = running()
+        _ = crashed.handle(.exited(.signal(SIGILL)), now: t0 + 60)
+        #expect(crashed.predecessorFailed)
+        var killed = running()
+        _ = killed.handle(.exited(.signal(SIGKILL)), now: t0 + 60)
+        #expect(!killed.predecessorFailed)
+        var clean = running()
+        _ = clean.handle(.exited(.exit(0)), now: t0 + 60)
+        #expect(!clean.predecessorFailed && clean.restarts == 1)
+    }
+
+    @Test func quickExitsRestartAtOnceThenBackOffExponentiallyUpToTheCap() throws {
+        var child = Child()
+        var now = t0
+        var delays: [TimeInterval] = []
+        var looping: [Bool] = []
+        _ = child.handle(.start, now: now)
+        for pid in Int32(100)..<110 {
+            _ = child.handle(.spawned(pid: pid), now: now)
+            now += 2  // lives 2 s: a quick exit, past the one-a-second floor
+            let actions = child.handle(.exited(.exit(1)), now: now)
+            let at = try #require(wake(actions))
+            delays.append(at.timeIntervalSince(now))
+            looping.append(logLevels(actions)["child is crash-looping"] == .error)
+            #expect(child.handle(.timer, now: at - 0.01).isEmpty, "not before the backoff ends")
+            #expect(child.handle(.timer, now: at).last == .spawn(predecessorFailed: false))
+            now = at
+        }
+        #expect(delays == [0, 0, 0, 1, 2, 4, 8, 16, 30, 30])
+        #expect(looping == [false, false, false, false, true, true, true, true, true, true])
+        #expect(child.restarts == 10 && child.isCrashLooping)
+
+        // A process that stays up resets the count: its exit restarts at once.
+        _ = child.handle(.spawned(pid: 200), now: now)
+        now += 60
+        #expect(wake(child.handle(.exited(.exit(1)), now: now)) == now)
+        #expect(child.quickExits == 0 && !child.isCrashLooping && child.restarts == 11)
+    }
+
+    @Test func atMostOneStartASecond() {
+        var child = running()
+        let actions = child.handle(.exited(.exit(0)), now: t0 + 0.25)
+        #expect(wake(actions) == t0 + 1)
+        #expect(child.state == .backoff(until: t0 + 1))
+    }
+
+    @Test func aPlannedRestartIsNeitherCountedNorAWarningNorACrash() {
+        var child = running()
+        // Crash-looping before: a requested restart clears it.
+        for _ in 0..<5 {
+            _ = child.handle(.exited(.signal(SIGSEGV)), now: t0)
+            _ = child.handle(.timer, now: t0 + 100)
+            _ = child.handle(.spawned(pid: 100), now: t0)
+        }
+        #expect(child.isCrashLooping && child.restarts == 5)
+        _ = child.handle(.reportedReady, now: t0 + 1)
+        let stop = child.handle(.stop(restart: true, killAt: t0 + 11), now: t0 + 2)
+        #expect(stop == [.kill(pid: 100, signal: SIGTERM), .wake(at: t0 + 11)])
+        #expect(child.state == .stopping(pid: 100, restart: true) && !child.isReady)
+        #expect(child.handle(.reportedReady, now: t0 + 2.5).isEmpty, "a stopping child is not ready again")
+        let exited = child.handle(.exited(.signal(SIGTERM)), now: t0 + 3)
+        #expect(logLevels(exited) == ["child exited": .info])
+        #expect(child.restarts == 5 && child.quickExits == 0 && !child.isCrashLooping && !child.predecessorFailed)
+        #expect(child.state == .backoff(until: t0 + 3))
+        #expect(child.handle(.timer, now: t0 + 3).last == .spawn(predecessorFailed: false))
+    }
+
+    @Test func aStopForGoodEndsStoppedAndSaysSo() {
+        var child = running()
+        _ = child.handle(.stop(restart: false, killAt: t0 + 10), now: t0 + 1)
+        #expect(child.handle(.exited(.exit(0)), now: t0 + 2) == [.log(.info, "child exited", ["pid": "100", "status": "exit 0"]), .notify(.stopped)])
+        #expect(child.isStopped && child.restarts == 0)
+        #expect(child.handle(.timer, now: t0 + 100).isEmpty)
+        #expect(child.handle(.exited(.exit(0)), now: t0 + 101).isEmpty, "a second exit is ignored")
+    }
+
+    @Test func aChildThatIgnoresSIGTERMIsKilledAtTheDeadlineOnce() {
+        var child = running()
+        _ = child.handle(.stop(restart: false, killAt: t0 + 10), now: t0 + 1)
+        #expect(child.handle(.timer, now: t0 + 9.9).isEmpty)
+        let late = child.handle(.timer, now: t0 + 10)
+        #expect(late.contains(.kill(pid: 100, signal: SIGKILL)))
+        #expect(logLevels(late)["child did not stop in time, killing"] == .warning)
+        #expect(child.handle(.timer, now: t0 + 11).isEmpty)
+        _ = child.handle(.exited(.signal(SIGKILL)), now: t0 + 11)
+        #expect(child.isStopped)
+    }
+
+    @Test func aStopDuringBackoffCancelsTheRestart() {
+        var child = running()
+        _ = child.handle(.exited(.exit(1)), now: t0 + 0.5)
+        #expect(child.handle(.stop(restart: true, killAt: t0 + 10), now: t0 + 0.6).isEmpty, "a restart is already coming")
+        #expect(child.handle(.stop(restart: false, killAt: t0 + 10), now: t0 + 0.7) == [.notify(.stopped)])
+        #expect(child.isStopped)
+        #expect(child.handle(.timer, now: t0 + 5).isEmpty, "the backoff's timer no longer spawns")
+    }
+
+    @Test func aStopForGoodWinsOverARestartInProgress() {
+        var child = running()
+        _ = child.handle(.stop(restart: true, killAt: t0 + 10), now: t0 + 1)
+        #expect(child.handle(.stop(restart: false, killAt: t0 + 20), now: t0 + 2).isEmpty)
+        #expect(child.state == .stopping(pid: 100, restart: false))
+        _ = child.handle(.exited(.exit(0)), now: t0 + 3)
+        #expect(child.isStopped)
+    }
+
+    @Test func aStopOfAHungChildSendsNothingMoreAndStaysStopped() {
+        var child = running()
+        _ = child.handle(.timer, now: t0 + 11)
+        #expect(child.handle(.stop(restart: false, killAt: t0 + 20), now: t0 + 11.5).isEmpty)
+        _ = child.handle(.exited(.signal(SIGKILL)), now: t0 + 12)
+        #expect(child.isStopped && child.predecessorFailed)
+    }
+
+    @Test func aFailedSpawnIsRetriedLikeAQuickExit() {
+        var child = Child()
+        _ = child.handle(.start, now: t0)
+        let actions = child.handle(.spawnFailed("ENOENT"), now: t0)
+        #expect(logLevels(actions)["child failed to start"] == .error)
+        #expect(child.state == .backoff(until: t0 + 1) && child.restarts == 1 && child.quickExits == 1)
+    }
+
+    @Test func aStoppedChildIgnoresWhatComesLate() {
+        var child = Child()
+        #expect(child.handle(.reportedReady, now: t0).isEmpty)
+        #expect(child.handle(.heartbeat, now: t0).isEmpty)
+        #expect(child.handle(.exited(.exit(0)), now: t0).isEmpty)
+        #expect(child.handle(.stop(restart: false, killAt: t0), now: t0).isEmpty)
+        #expect(child.handle(.timer, now: t0 + 100).isEmpty)
+        #expect(child.isStopped && child.restarts == 0)
+    }
+}

@@ -1,0 +1,21 @@
+import ChatWire
+import Testing
+
+@Suite struct QueueReportTests {
+    @Test func encodesPairsInQueueOrder() {
+        #expect(QueueReport(["store-1": 2, "receipts": 0, "store-0": 3]).encoded == "receipts:0 store-0:3 store-1:2")
+        #expect(QueueReport().encoded == "")
+    }
+
+    @Test func decodesWhatItEncodes() {
+        let report = QueueReport(["store-0": 3, "files": 1, "search": 0])
+        #expect(QueueReport(decoding: report.encoded) == report)
+        #expect(QueueReport(decoding: "") == QueueReport())
+        #expect(report.total == 4)
+    }
+
+    @Test func skipsMalformedPairsOnly() {
+        let report = QueueReport(decoding: "store-0:3 nonsense store-1:-1 :4 files:x receipts:2:1 search:5")
+        #expect(report == QueueReport(["store-0": 3, "search": 5]))
+    }
+}
