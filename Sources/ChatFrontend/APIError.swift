@@ -33,6 +33,12 @@ public struct APIError: Error, HTTPResponseError {
         return response
     }
 
+    /// The REST response for a worker's reply. Every handler that answers
+    /// with a reply goes through here, so how replies render is decided once.
+    static func response(reply: Event) -> Response {
+        Response.json(httpStatus(reply.status), reply.body)
+    }
+
     static func httpStatus(_ status: Status) -> HTTPResponse.Status {
         switch status {
         case .ok: .ok

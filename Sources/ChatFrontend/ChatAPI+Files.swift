@@ -39,7 +39,7 @@ extension ChatAPI {
         }
         // Only a member's upload is read: anyone else is answered before a byte of it is.
         let access = try await call(.roomGet, shardKey: room, caller: caller, body: Requests.RoomRef(roomID: room))
-        guard access.status == .ok else { return Response.json(APIError.httpStatus(access.status), access.body) }
+        guard access.status == .ok else { return APIError.response(reply: access) }
         let staging = services.config.chat.stagingDir
         try PrivateFiles.directory(staging)
         let stagingName = UUID().uuidString.lowercased()
@@ -170,7 +170,7 @@ extension ChatAPI {
             }
             guard reply.status == .created, let file = try? JSONDecoder().decode(StoredFile.self, from: Data(reply.body)) else {
                 keepStaging = false
-                return Response.json(APIError.httpStatus(reply.status), reply.body)
+                return APIError.response(reply: reply)
             }
             stored = file
         }
@@ -185,7 +185,7 @@ extension ChatAPI {
         let ref = try messageRef(context)
         let reply = try await call(.fileOpen, shardKey: ref.roomID, caller: caller, body: ref)
         guard reply.status == .ok, let location = try? JSONDecoder().decode(Requests.FileLocation.self, from: Data(reply.body)) else {
-            return Response.json(APIError.httpStatus(reply.status), reply.body)
+            return APIError.response(reply: reply)
         }
         var headers: HTTPFields = [
             .contentType: location.contentType,

@@ -404,6 +404,6 @@ struct ChatAPI: Sendable {
     /// Sends a command to the shard that owns `shardKey` and answers with its reply.
     func forward(_ kind: CommandKind, shardKey: String, caller: Caller, body: some Encodable) async throws -> Response {
         let reply = try await call(kind, shardKey: shardKey, caller: caller, body: body)
-        return Response.json(APIError.httpStatus(reply.status), reply.body)
+        return APIError.response(reply: reply)
     }
 }
