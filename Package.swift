@@ -67,6 +67,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "MultipartKit", package: "multipart-kit"),
+                // Non-blocking file I/O for uploads and downloads.
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
             ]
         ),
         .target(
@@ -94,6 +96,13 @@ let package = Package(
         .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "ChatCore"]),
         .testTarget(name: "ChatStoreTests", dependencies: ["ChatStore", "ChatCore"]),
         .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig"]),
+        .testTarget(
+            name: "ChatFrontendTests",
+            dependencies: [
+                "ChatFrontend", "ChatWorkers", "ChatBus", "ChatStore", "ChatConfig", "ChatWire", "ChatCore", "ZeroMQ",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
         .testTarget(name: "EndToEndTests", dependencies: ["ChatTesting", "ChatCore", "ChatWire"]),
     ]
 )
