@@ -70,6 +70,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "MultipartKit", package: "multipart-kit"),
+                // Non-blocking file I/O for uploads and downloads.
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
             ]
         ),
         .target(
@@ -113,6 +115,13 @@ let package = Package(
         .testTarget(name: "SystemdTests", dependencies: ["Systemd"]),
         .testTarget(
             name: "ChatSupervisorTests", dependencies: ["ChatSupervisor", "ChatWire", .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(
+            name: "ChatFrontendTests",
+            dependencies: [
+                "ChatFrontend", "ChatWorkers", "ChatBus", "ChatStore", "ChatConfig", "ChatWire", "ChatCore", "ZeroMQ",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
         ),
         .testTarget(name: "EndToEndTests", dependencies: ["ChatTesting", "ChatCore", "ChatWire", .product(name: "GRDB", package: "GRDB.swift")]),
     ]

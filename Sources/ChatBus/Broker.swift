@@ -25,11 +25,13 @@ public final class Broker: @unchecked Sendable {
     private let lock = NSLock()
 
     /// - Parameter queues: command queue names (`Endpoints.queue`).
-    public init(bus: BusAddress, queues: [String], logger: Logger) throws {
+    /// - Parameter context: the ZeroMQ context to share (`inproc://` endpoints
+    ///   need one context for both ends); nil: a context of its own.
+    public init(bus: BusAddress, queues: [String], logger: Logger, context: Context? = nil) throws {
         self.bus = bus
         self.queues = queues
         self.logger = logger
-        self.context = try Context()
+        self.context = try context ?? Context()
         self.wakeup = try Wakeup()
     }
 

@@ -90,7 +90,7 @@ public final class BusClient: Sendable {
 
     public init(
         frontendID: String, bus: BusAddress, storeShards: Int, callbacks: Callbacks, logger: Logger,
-        policy: RetryPolicy = .init()
+        policy: RetryPolicy = .init(), context: Context? = nil
     ) throws {
         self.frontendID = frontendID
         self.bus = bus
@@ -99,7 +99,8 @@ public final class BusClient: Sendable {
         self.callbacks = callbacks
         self.logger = logger
         self.policy = policy
-        self.context = try Context()
+        // Shared with the broker and workers for `inproc://` endpoints.
+        self.context = try context ?? Context()
         self.wakeup = try Wakeup()
     }
 

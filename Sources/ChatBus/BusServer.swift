@@ -15,12 +15,13 @@ public final class BusServer {
     private let context: Context
     private var stopRequested = false
 
-    public init(role: Role, shard: Int, bus: BusAddress, logger: Logger) throws {
+    /// - Parameter context: the ZeroMQ context to share (`inproc://` endpoints); nil: its own.
+    public init(role: Role, shard: Int, bus: BusAddress, logger: Logger, context: Context? = nil) throws {
         self.role = role
         self.shard = shard
         self.bus = bus
         self.logger = logger
-        self.context = try Context()
+        self.context = try context ?? Context()
     }
 
     /// Runs until `shouldStop` returns true (checked at least once a second).

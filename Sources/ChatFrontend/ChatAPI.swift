@@ -5,247 +5,90 @@ import Foundation
 import Hummingbird
 import NIOCore
 
-/// The REST endpoints. Each one authenticates, checks the request's shape,
-/// and forwards a command to a worker; the worker's reply body is the response.
+/// The REST endpoints, one resource per file in `Routes/`. Each route runs
+/// behind the middleware of its access rule (`AuthenticatorMiddleware`), checks
+/// the request's shape, and forwards a command to a worker; the worker's reply
+/// is the response. What the resources share lives here.
 struct ChatAPI: Sendable {
-    typealias Context = BasicRequestContext
+    typealias Context = ChatRequestContext
+    typealias Handler = @Sendable (Request, Context) async throws -> Response
     let services: FrontendServices
 
-    typealias Handler = @Sendable (Request, Context) async throws -> Response
+    /// One endpoint: method, path, who may call it, handler.
+    struct Route: Sendable {
+        var method: HTTPRequest.Method
+        var path: String
+        var access: RouteAccess
+        var handler: Handler
 
-    /// Every endpoint: method, path, handler. The router is built from it, and
-    /// so is the `Allow` header of a `405`.
-    var routes: [(method: HTTPRequest.Method, path: String, handler: Handler)] {
+        init(_ method: HTTPRequest.Method, _ path: String, _ access: RouteAccess, _ handler: @escaping Handler) {
+            (self.method, self.path, self.access, self.handler) = (method, path, access, handler)
+        }
+
+        /// A route for callers with a token, taking JSON bodies.
+        init(_ method: HTTPRequest.Method, _ path: String, _ handler: @escaping Handler) {
+            self.init(method, path, .json, handler)
+        }
+    }
+
+    /// The routes of each resource.
+    var resources: [[Route]] {
         [
-            (.get, "/healthz", healthz),
-            (.get, "/api/chat/rooms/", listRooms),
-            (.post, "/api/chat/rooms/", createRoom),
-            (.post, "/api/chat/rooms/direct_message/", directMessage),
-            (.get, "/api/chat/rooms/:room/", getRoom),
-            (.patch, "/api/chat/rooms/:room/", updateRoom),
-            (.put, "/api/chat/rooms/:room/", updateRoom),
-            (.delete, "/api/chat/rooms/:room/", deleteRoom),
-            (.post, "/api/chat/rooms/:room/mark_read/", markRoomRead),
-            (.get, "/api/chat/rooms/:room/typing_users/", typingUsers),
-            (.post, "/api/chat/rooms/:room/leave/", leaveRoom),
-            (.post, "/api/chat/rooms/:room/join/", joinRoom),
-            (.get, "/api/chat/rooms/:room/messages/", listMessages),
-            (.post, "/api/chat/rooms/:room/messages/", createMessage),
-            (.get, "/api/chat/rooms/:room/messages/:message/", getMessage),
-            (.patch, "/api/chat/rooms/:room/messages/:message/", updateMessage),
-            (.delete, "/api/chat/rooms/:room/messages/:message/", deleteMessage),
-            (.post, "/api/chat/rooms/:room/messages/:message/react/", react),
-            (.post, "/api/chat/rooms/:room/messages/:message/mark_read/", markMessageRead),
-            (.get, "/api/chat/rooms/:room/messages/:message/download/", download),
-            (.get, "/api/chat/search/messages/", searchMessages),
-            (.get, "/api/chat/search/rooms/", searchRooms),
-            (.get, "/api/chat/sessions/active_sessions/", activeSessions),
-            (.post, "/api/chat/sessions/cleanup_old_sessions/", cleanupSessions),
+            HealthRoutes(api: self).routes, RoomRoutes(api: self).routes, MessageRoutes(api: self).routes,
+            ReceiptRoutes(api: self).routes, SearchRoutes(api: self).routes, FileRoutes(api: self).routes,
         ]
     }
+
+    /// Every endpoint. The router is built from it, and so is the `Allow` header of a `405`.
+    var routes: [Route] { resources.flatMap { $0 } }
 
     func buildRouter() -> Router<Context> {
         let router = Router(context: Context.self)
         // RFC 9110 9.3.2: HEAD wherever GET is; the encoder leaves the body out.
-        let routes = self.routes.flatMap { route in route.method == .get ? [route, (.head, route.path, route.handler)] : [route] }
-        router.add(middleware: JSONErrorMiddleware(allowed: AllowedMethods(routes.map { ($0.method, $0.path) })))
-        for route in routes {
-            router.on(RouterPath(route.path), method: route.method, use: route.handler)
+        func withHead(_ routes: [Route]) -> [Route] {
+            routes.flatMap { route in route.method == .get ? [route, Route(.head, route.path, route.access, route.handler)] : [route] }
         }
+        router.add(middleware: JSONErrorMiddleware(allowed: AllowedMethods(withHead(routes).map { ($0.method, $0.path) })))
+        for resource in resources { register(withHead(resource), on: router) }
         return router
     }
 
-    func healthz(_ request: Request, context: Context) async throws -> Response {
-        let expected = ((0..<services.bus.storeShards).map { WorkerName(.store, $0) } + [.init(.receipts, 0), .init(.search, 0), .init(.files, 0)]).map(\.description)
-        return services.health.allAlive(expected)
-            ? Response.json(.ok, Array(#"{"status":"ok"}"#.utf8))
-            : Response.json(.serviceUnavailable, Array(#"{"status":"starting"}"#.utf8))
-    }
-
-    // MARK: Handlers
-
-    func listRooms(_ request: Request, context: Context) async throws -> Response {
-        let caller = try await authenticate(request)
-        let query = Self.query(request)
-        let body = Requests.RoomList(
-            page: try page(request),
-            roomType: query["room_type"],
-            discover: query["discover"].map { ["true", "1"].contains($0.lowercased()) } ?? false
-        )
-        return try await forward(.roomList, shardKey: caller.identity.id, caller: caller, body: body)
-    }
-
-    func createRoom(_ request: Request, context: Context) async throws -> Response {
-        let caller = try await authenticate(request)
-        let object = try await jsonObject(request)
-        var errors: [(field: String, message: String)] = []
-        var name: String?
-        if let value = object["name"], !(value is NSNull) {
-            if let text = value as? String { name = text } else { errors.append(("name", "Not a valid string.")) }
-        }
-        if let error = Validation.roomNameError(name) { errors.append(("name", error)) }
-        var roomType = "group"
-        if let value = object["room_type"] {
-            if let text = value as? String { roomType = text } else { errors.append(("room_type", "\"\(value)\" is not a valid choice.")) }
-        }
-        let participants = participantIDs(object["participant_ids"], errors: &errors)
-        if !errors.isEmpty { throw APIError.fields(errors) }
-        let id = IDs.uuid7()
-        let body = Requests.RoomCreate(id: id, name: name, roomType: roomType, participantIDs: participants)
-        return try await forward(.roomCreate, shardKey: id, caller: caller, body: body)
-    }
-
-    func getRoom(_ request: Request, context: Context) async throws -> Response {
-        let caller = try await authenticate(request)
-        let room = try roomID(context)
-        return try await forward(.roomGet, shardKey: room, caller: caller, body: Requests.RoomRef(roomID: room))
-    }
-
-    func listMessages(_ request: Request, context: Context) async throws -> Response {
-        let caller = try await authenticate(request)
-        let room = try roomID(context)
-        let query = Self.query(request)
-        func cursor(_ name: String) throws -> String? {
-            guard let value = query[name] else { return nil }
-            guard let id = IDs.canonical(value) else { throw APIError.fields([(name, "Must be a valid UUID.")]) }
-            return id
-        }
-        let body = Requests.MessageList(roomID: room, page: try page(request), before: try cursor("before"), after: try cursor("after"))
-        return try await forward(.messageList, shardKey: room, caller: caller, body: body)
-    }
-
-    func createMessage(_ request: Request, context: Context) async throws -> Response {
-        let caller = try await authenticate(request, multipart: true)
-        let room = try roomID(context)
-        let contentType = request.headers[.contentType] ?? ""
-        if Self.mediaType(contentType) == "multipart/form-data" {
-            return try await createMessageWithFile(request, caller: caller, room: room, contentType: contentType)
-        }
-        let object = try await jsonObject(request)
-        switch MessageInput.parse(object, maxChars: services.config.maxMessageChars) {
-        case .failure(let failure):
-            throw APIError.fields(failure.errors)
-        case .success(let input):
-            return try await forward(.messageCreate, shardKey: room, caller: caller, body: input.request(id: IDs.uuid7(), roomID: room))
+    /// Registers one resource's routes on groups of the router, one group per
+    /// access rule, so that each route runs behind its rule's middleware.
+    private func register(_ routes: [Route], on router: Router<Context>) {
+        var groups: [RouteAccess: RouterGroup<Context>] = [:]
+        for route in routes {
+            let group = groups[route.access] ?? makeGroup(route.access, on: router)
+            groups[route.access] = group
+            group.on(RouterPath(route.path), method: route.method, use: route.handler)
         }
     }
 
-    func directMessage(_ request: Request, context: Context) async throws -> Response {
-        let caller = try await authenticate(request)
-        let object = try await jsonObject(request)
-        let userID: String? = switch object["user_id"] {
-        case let text as String: text
-        case nil, is NSNull: nil
-        case let other?: "\(other)"
+    private func makeGroup(_ access: RouteAccess, on router: Router<Context>) -> RouterGroup<Context> {
+        let group = router.group()
+        switch access {
+        case .open: break
+        case .json: group.add(middleware: AuthenticatorMiddleware(services: services, multipart: false))
+        case .jsonOrMultipart: group.add(middleware: AuthenticatorMiddleware(services: services, multipart: true))
         }
-        guard let userID, !userID.isEmpty else { throw APIError(.badRequest, body: ClientJSON.object(["error": "user_id is required"])) }
-        // The pair decides the shard, so both users' requests meet on one and make one room.
-        let other = IDs.canonical(userID) ?? userID
-        let pair = [caller.identity.id, other].sorted().joined(separator: "|")
-        return try await forward(.roomDirect, shardKey: pair, caller: caller, body: Requests.RoomDirect(userID: userID, newRoomID: IDs.uuid7()))
+        return group
     }
 
-    func updateRoom(_ request: Request, context: Context) async throws -> Response {
-        let caller = try await authenticate(request)
-        let room = try roomID(context)
-        let object = try await jsonObject(request)
-        var errors: [(field: String, message: String)] = []
-        var name: String?
-        let setName = object["name"] != nil
-        if let value = object["name"], !(value is NSNull) {
-            if let text = value as? String { name = text } else { errors.append(("name", "Not a valid string.")) }
-        }
-        if let error = Validation.roomNameError(name) { errors.append(("name", error)) }
-        let participants = participantIDs(object["participant_ids"], errors: &errors)
-        if !errors.isEmpty { throw APIError.fields(errors) }
-        return try await forward(.roomUpdate, shardKey: room, caller: caller, body: Requests.RoomUpdate(roomID: room, setName: setName, name: name, participantIDs: participants))
-    }
+    // MARK: Helpers
 
-    func deleteRoom(_ request: Request, context: Context) async throws -> Response {
-        try await roomAction(.roomDelete, request, context)
-    }
-
-    func markRoomRead(_ request: Request, context: Context) async throws -> Response {
-        try await roomAction(.receiptRoom, request, context)
-    }
-
-    func typingUsers(_ request: Request, context: Context) async throws -> Response {
-        try await roomAction(.typingList, request, context)
-    }
-
-    func leaveRoom(_ request: Request, context: Context) async throws -> Response {
-        try await roomAction(.roomLeave, request, context)
-    }
-
-    func joinRoom(_ request: Request, context: Context) async throws -> Response {
-        try await roomAction(.roomJoin, request, context)
-    }
-
-    func roomAction(_ kind: CommandKind, _ request: Request, _ context: Context) async throws -> Response {
-        let caller = try await authenticate(request)
+    /// A command about a room that carries nothing but the room.
+    func roomAction(_ kind: CommandKind, _ context: Context) async throws -> Response {
+        let caller = try context.requireCaller()
         let room = try roomID(context)
         return try await forward(kind, shardKey: room, caller: caller, body: Requests.RoomRef(roomID: room))
     }
 
-    func getMessage(_ request: Request, context: Context) async throws -> Response {
-        try await messageAction(.messageGet, request, context)
-    }
-
-    func deleteMessage(_ request: Request, context: Context) async throws -> Response {
-        try await messageAction(.messageDelete, request, context)
-    }
-
-    func markMessageRead(_ request: Request, context: Context) async throws -> Response {
-        try await messageAction(.receiptMessage, request, context)
-    }
-
-    func messageAction(_ kind: CommandKind, _ request: Request, _ context: Context) async throws -> Response {
-        let caller = try await authenticate(request)
+    /// A command about a message that carries nothing but the message.
+    func messageAction(_ kind: CommandKind, _ context: Context) async throws -> Response {
+        let caller = try context.requireCaller()
         let ref = try messageRef(context)
         return try await forward(kind, shardKey: ref.roomID, caller: caller, body: ref)
     }
-
-    func updateMessage(_ request: Request, context: Context) async throws -> Response {
-        let caller = try await authenticate(request)
-        let ref = try messageRef(context)
-        let object = try await jsonObject(request)
-        guard let value = object["content"] else { throw APIError.fields([("content", "This field is required.")]) }
-        guard let content = value as? String else { throw APIError.fields([("content", "Not a valid string.")]) }
-        if content.unicodeScalars.count > services.config.maxMessageChars {
-            throw APIError.fields([("content", "Ensure this field has no more than \(services.config.maxMessageChars) characters.")])
-        }
-        return try await forward(.messageUpdate, shardKey: ref.roomID, caller: caller, body: Requests.MessageUpdate(roomID: ref.roomID, messageID: ref.messageID, content: content))
-    }
-
-    func react(_ request: Request, context: Context) async throws -> Response {
-        let caller = try await authenticate(request)
-        let ref = try messageRef(context)
-        let object = try await jsonObject(request)
-        guard let emoji = object["emoji"] as? String, !emoji.isEmpty else {
-            throw APIError(.badRequest, body: ClientJSON.object(["error": "emoji is required"]))
-        }
-        if let error = Validation.emojiError(emoji) { throw APIError.fields([("emoji", error)]) }
-        let action: String
-        switch object["action"] {
-        case nil, is NSNull: action = "add"
-        case let text as String where text.isEmpty: action = "add"
-        case let text as String where text == "add" || text == "remove": action = text
-        default: throw APIError(.badRequest, body: ClientJSON.object(["error": "action must be 'add' or 'remove'"]))
-        }
-        return try await forward(.messageReact, shardKey: ref.roomID, caller: caller, body: Requests.MessageReact(roomID: ref.roomID, messageID: ref.messageID, emoji: emoji, add: action == "add"))
-    }
-
-    func activeSessions(_ request: Request, context: Context) async throws -> Response {
-        let caller = try await authenticate(request)
-        return try await forward(.sessionActive, shardKey: caller.identity.id, caller: caller, body: Requests.RoomRef(roomID: ""))
-    }
-
-    func cleanupSessions(_ request: Request, context: Context) async throws -> Response {
-        let caller = try await authenticate(request)
-        return try await forward(.sessionCleanup, shardKey: caller.identity.id, caller: caller, body: Requests.RoomRef(roomID: ""))
-    }
-
-    // MARK: Helpers
 
     /// `participant_ids`: a list of at most `maxParticipants` UUIDs.
     func participantIDs(_ value: Any?, errors: inout [(field: String, message: String)]) -> [String] {
@@ -278,52 +121,6 @@ struct ChatAPI: Sendable {
         return Requests.MessageRef(roomID: room, messageID: id)
     }
 
-
-    struct Caller {
-        var identity: Identity
-        var json: [UInt8]
-    }
-
-    /// The caller, from the bearer token; then, as DRF parses after it
-    /// authenticates, a body of a type no endpoint takes is `415`, whether or
-    /// not the endpoint reads a body. `multipart` is for message create.
-    func authenticate(_ request: Request, multipart: Bool = false) async throws -> Caller {
-        let caller: Caller
-        do {
-            let token = try Authenticator.bearerToken(values: request.headers[values: .authorization])
-            if request.headers[.authorization] != nil && token == nil {
-                throw APIError(.unauthorized, detail: "Authorization header must use the Bearer scheme.")
-            }
-            let identity = try await services.auth.identity(token: token)
-            caller = Caller(identity: identity, json: [UInt8](try JSONEncoder().encode(identity)))
-        } catch let failure as Authenticator.Failure {
-            throw APIError(.unauthorized, detail: failure.detail)
-        }
-        if let limiter = services.limiter, let wait = limiter.request(user: caller.identity.id).retryAfterSeconds {
-            var error = APIError(.tooManyRequests, detail: "Request was throttled. Expected available in \(wait) seconds.")
-            error.headers[.retryAfter] = String(wait)
-            throw error
-        }
-        if Self.hasBody(request) {
-            let contentType = request.headers[.contentType] ?? ""
-            let media = Self.mediaType(contentType)
-            guard media == "application/json" || (multipart && media == "multipart/form-data") else {
-                throw APIError(.unsupportedMediaType, detail: "Unsupported media type \"\(contentType.prefix(200))\" in request.")
-            }
-        }
-        return caller
-    }
-
-    /// Whether a request announces a body (RFC 9112 6.3): a positive length, or a transfer coding.
-    static func hasBody(_ request: Request) -> Bool {
-        if let length = request.headers[.contentLength] { return length != "0" }
-        return request.headers[.transferEncoding] != nil
-    }
-
-    /// The media type of a `Content-Type` value, lowercased, without parameters.
-    static func mediaType(_ contentType: String) -> String {
-        contentType.split(separator: ";", omittingEmptySubsequences: false).first?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
-    }
 
     func roomID(_ context: Context) throws -> String {
         // A path id that is not a UUID is 404 (api-contract.md "Timestamps and ids").
@@ -364,7 +161,7 @@ struct ChatAPI: Sendable {
     /// The JSON object of a request body, with DRF's refusals for everything else.
     func jsonObject(_ request: Request) async throws -> [String: Any] {
         let contentType = request.headers[.contentType] ?? ""
-        guard Self.mediaType(contentType) == "application/json" else {
+        guard AuthenticatorMiddleware.mediaType(contentType) == "application/json" else {
             throw APIError(.unsupportedMediaType, detail: "Unsupported media type \"\(contentType)\" in request.")
         }
         let limit = services.config.chat.maxBodyBytes
@@ -405,5 +202,14 @@ struct ChatAPI: Sendable {
     func forward(_ kind: CommandKind, shardKey: String, caller: Caller, body: some Encodable) async throws -> Response {
         let reply = try await call(kind, shardKey: shardKey, caller: caller, body: body)
         return APIError.response(reply: reply)
+    }
+
+    /// A command's reply, or 503 when the bus gave up.
+    func call(_ kind: CommandKind, shardKey: String, caller: Caller, body: some Encodable) async throws -> Event {
+        let bytes = [UInt8](try JSONEncoder().encode(body))
+        switch await services.bus.request(kind, to: Destination.of(kind, shardKey: shardKey), user: caller.json, body: bytes) {
+        case .success(let reply): return reply
+        case .failure: throw APIError.unavailable
+        }
     }
 }

@@ -89,22 +89,8 @@ public enum Frontend {
         // After the server stopped (WebSockets closed with 1001), what clients
         // sent is still answered by the workers before the frontend exits.
         defer { bus.stop(drain: 3) }
-        let jwks = config.chat.jwks.map {
-            JWKSProvider(
-                source: .init($0), minRefreshInterval: config.chat.jwksRefreshSeconds,
-                cachePath: (config.chat.dataDir as NSString).appendingPathComponent("jwks-cache.json"), logger: logger
-            )
-        }
-        await jwks?.load()
-        let auth = await Authenticator(
-            secret: try config.chat.verifyingJWTSecret(), jwks: jwks, issuer: config.chat.jwtIssuer, audience: config.chat.jwtAudience,
-            leeway: config.chat.jwtLeewaySeconds
-        )
-        let services = FrontendServices(
-            config: config, logger: logger, bus: bus, auth: auth, connections: connections, health: health,
-            limiter: config.chat.rateLimits ? RateLimiter(config: config.chat) : nil
-        )
-        let responder = makeResponder(ChatAPI(services: services).buildRouter().buildResponder(), logger: logger)
+        let services = try await makeServices(config: config, logger: logger, bus: bus, connections: connections, health: health)
+        let responder = makeResponder(buildRouter(services: services).buildResponder(), logger: logger)
         let server = HTTPServer(
             source: source, channel: ChatChannel(responder: responder, services: services, logger: logger), group: group, logger: logger
         ) { channel in
@@ -125,5 +111,34 @@ public enum Frontend {
             }
         }
         try await ServiceGroup(configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()
+    }
+
+    /// What every request handler uses: the configuration, the bus, the token
+    /// verifier (with the JWKS loaded, if one is configured), the connections
+    /// and the rate limiter.
+    static func makeServices(
+        config: FrontendConfig, logger: Logger, bus: BusClient, connections: ConnectionRegistry, health: HealthState
+    ) async throws -> FrontendServices {
+        let jwks = config.chat.jwks.map {
+            JWKSProvider(
+                source: .init($0), minRefreshInterval: config.chat.jwksRefreshSeconds,
+                cachePath: (config.chat.dataDir as NSString).appendingPathComponent("jwks-cache.json"), logger: logger
+            )
+        }
+        await jwks?.load()
+        let auth = await Authenticator(
+            secret: try config.chat.verifyingJWTSecret(), jwks: jwks, issuer: config.chat.jwtIssuer, audience: config.chat.jwtAudience,
+            leeway: config.chat.jwtLeewaySeconds
+        )
+        return FrontendServices(
+            config: config, logger: logger, bus: bus, auth: auth, connections: connections, health: health,
+            limiter: config.chat.rateLimits ? RateLimiter(config: config.chat) : nil
+        )
+    }
+
+    /// The REST router for `services`: what the server runs, and what
+    /// in-process tests run with Hummingbird's test client.
+    static func buildRouter(services: FrontendServices) -> Router<ChatRequestContext> {
+        ChatAPI(services: services).buildRouter()
     }
 }

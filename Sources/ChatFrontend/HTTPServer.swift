@@ -80,10 +80,10 @@ struct HTTPServer: Service {
 /// Hummingbird's `Application` glue, for our own server: a request context
 /// per request, a 500 for errors no route turned into a response, and the
 /// `Date` header every response carries (RFC 9110 6.6.1).
-func makeResponder<R: HTTPResponder>(_ responder: R, logger: Logger) -> HTTPChannelHandler.Responder where R.Context == BasicRequestContext {
+func makeResponder<R: HTTPResponder>(_ responder: R, logger: Logger) -> HTTPChannelHandler.Responder where R.Context == ChatRequestContext {
     let dates = DateHeader.shared
     return { request, writer, channel in
-        let context = BasicRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: logger))
+        let context = ChatRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: logger))
         var response: Response
         do {
             response = try await responder.respond(to: request, context: context)

@@ -288,6 +288,9 @@ public enum BusAddress: Sendable, Equatable {
     /// queue: receipts, search, files, store-0, store-1 ... (store shards
     /// last, so that adding one adds ports without moving the others).
     case tcp(host: String, basePort: Int)
+    /// One process: `inproc://<name>.<endpoint>` endpoints, for a broker,
+    /// workers and a frontend that share one ZeroMQ context (in-process tests).
+    case inproc(name: String)
 
     /// Frontends PUSH a queue's commands here.
     public func queueIn(_ queue: String) -> String { endpoint(queue + ".in", port: Self.queueIndex(queue).map { 2 + 2 * $0 }) }
@@ -301,6 +304,7 @@ public enum BusAddress: Sendable, Equatable {
     private func endpoint(_ file: String, port offset: Int?) -> String {
         switch self {
         case .ipc(let directory): "ipc://\(directory)/\(file)"
+        case .inproc(let name): "inproc://\(name).\(file)"
         // An unknown queue name has no port; ZeroMQ refuses the endpoint.
         case .tcp(let host, let base): "tcp://\(host):\(offset.map { String(base + $0) } ?? "invalid")"
         }

@@ -5,11 +5,20 @@ import Foundation
 import Hummingbird
 import MultipartKit
 import NIOCore
+import NIOFileSystem
 
 /// Attachments: a `multipart/form-data` message is streamed to a staging
 /// file (never whole in memory), handed to the files worker, then stored as a
 /// message; downloads stream the blob from disk, with ranges.
-extension ChatAPI {
+struct FileRoutes: Sendable {
+    let api: ChatAPI
+    typealias Context = ChatAPI.Context
+    var services: FrontendServices { api.services }
+
+    var routes: [ChatAPI.Route] {
+        [.init(.get, "/api/chat/rooms/:room/messages/:message/download/", download)]
+    }
+
     /// The fields of a multipart message, the file already on disk.
     struct Upload {
         var fields: [String: String] = [:]
@@ -38,7 +47,7 @@ extension ChatAPI {
             throw APIError(.contentTooLarge, detail: "File too large")
         }
         // Only a member's upload is read: anyone else is answered before a byte of it is.
-        let access = try await call(.roomGet, shardKey: room, caller: caller, body: Requests.RoomRef(roomID: room))
+        let access = try await api.call(.roomGet, shardKey: room, caller: caller, body: Requests.RoomRef(roomID: room))
         guard access.status == .ok else { return APIError.response(reply: access) }
         let staging = services.config.chat.stagingDir
         try PrivateFiles.directory(staging)
@@ -47,99 +56,7 @@ extension ChatAPI {
         var keepStaging = false
         defer { if !keepStaging { unlink(stagingPath) } }
 
-        var upload = Upload()
-        var partName: String?
-        var partFileName: String?
-        var inPart = false
-        var file: FileHandle?
-        var fieldData: [UInt8] = []
-        var pendingWrite = ByteBuffer()
-        let parser = MultipartParser(boundary: boundary)
-        parser.onHeader = { name, value in
-            inPart = true
-            guard name.lowercased() == "content-disposition" else { return }
-            partName = Self.parameter("name", in: value)
-            partFileName = Self.parameter("filename", in: value)
-            if partName == "file_attachment", let name = partFileName { upload.fileNameError = Validation.fileNameError(name) }
-        }
-        // Bytes the parser was given and bytes it handed back as part bodies:
-        // the difference is what it holds, part headers and boundaries above
-        // all, which it accumulates at quadratic cost. Bounded, whatever the
-        // framing (a chunked body announces no length).
-        var fed = 0
-        var delivered = 0
-        parser.onBody = { buffer in
-            delivered += buffer.readableBytes
-            if partName == "file_attachment" && partFileName != nil {
-                if upload.stagingName != nil { upload.extraFile = true; return }
-                if upload.fileNameError != nil { return }
-                upload.fileSize += buffer.readableBytes
-                if upload.fileSize > limit { upload.tooLarge = true; return }
-                if file == nil {
-                    guard let handle = PrivateFiles.create(stagingPath) else { upload.writeFailed = true; return }
-                    file = handle
-                }
-                // The parser hands the body over in pieces that end at each
-                // CR byte (every ~256 bytes of binary data): gather them and
-                // write 1 MiB at a time, not one syscall per piece.
-                pendingWrite.writeBuffer(&buffer)
-                if pendingWrite.readableBytes >= 1 << 20 {
-                    // The throwing write: the old one traps on a full disk.
-                    do { try file?.write(contentsOf: Data(pendingWrite.readableBytesView)) } catch { upload.writeFailed = true }
-                    pendingWrite.clear()
-                }
-            } else {
-                upload.fieldBytes += buffer.readableBytes
-                if upload.fieldBytes > services.config.chat.maxBodyBytes { upload.tooLarge = true; return }
-                fieldData += buffer.readableBytesView
-            }
-        }
-        parser.onPartComplete = {
-            if partName == "file_attachment" && partFileName != nil && !upload.extraFile {
-                if pendingWrite.readableBytes > 0 {
-                    do { try file?.write(contentsOf: Data(pendingWrite.readableBytesView)) } catch { upload.writeFailed = true }
-                    pendingWrite.clear()
-                }
-                upload.stagingName = stagingName
-                upload.fileName = partFileName
-                try? file?.close()
-                file = nil
-            } else if let name = partName {
-                upload.fields[name] = String(decoding: fieldData, as: UTF8.self)
-            }
-            fieldData = []
-            partName = nil
-            partFileName = nil
-            inPart = false
-        }
-        do {
-            for try await chunk in request.body {
-                // Fed in pieces so that what the parser holds is checked often, not once per network read.
-                var rest = chunk
-                while let piece = rest.readSlice(length: min(rest.readableBytes, 16 << 10)) {
-                    fed += piece.readableBytes
-                    try parser.execute(piece)
-                    if fed - delivered > Self.maxPartOverhead { break }
-                    if rest.readableBytes == 0 { break }
-                }
-                if fed - delivered > Self.maxPartOverhead {
-                    try? file?.close()
-                    throw APIError(.badRequest, detail: "Multipart form parse error - part headers longer than \(Self.maxPartOverhead) bytes")
-                }
-                if upload.tooLarge || upload.writeFailed || upload.extraFile || upload.fileNameError != nil { break }
-            }
-        } catch let error as APIError {
-            throw error
-        } catch {
-            try? file?.close()
-            throw APIError(.badRequest, detail: "Multipart form parse error - \(error)")
-        }
-        try? file?.close()
-        if let error = upload.fileNameError { throw APIError.fields([("file_attachment", error)]) }
-        if upload.tooLarge { throw APIError(.contentTooLarge, detail: "File too large") }
-        if upload.extraFile { throw APIError.fields([("file_attachment", "A message holds one attachment.")]) }
-        if upload.writeFailed { throw APIError(.serviceUnavailable, detail: "The upload could not be written, try again.") }
-        if inPart { throw APIError(.badRequest, detail: "Multipart form parse error - the body ends inside a part (no closing boundary)") }
+        let upload = try await receive(request, boundary: boundary, stagingPath: stagingPath, stagingName: stagingName)
 
         var object: [String: Any] = [:]
         for (key, value) in upload.fields { object[key] = value }
@@ -163,7 +80,7 @@ extension ChatAPI {
             let body = Requests.FileStore(roomID: room, stagingName: name, fileName: upload.fileName ?? "file", messageType: input.messageType)
             let reply: Event
             do {
-                reply = try await call(.fileStore, shardKey: room, caller: caller, body: body)
+                reply = try await api.call(.fileStore, shardKey: room, caller: caller, body: body)
             } catch {
                 keepStaging = false  // unlinking is harmless if the worker already took it
                 throw error
@@ -176,14 +93,44 @@ extension ChatAPI {
         }
         var message = input.request(id: IDs.uuid7(), roomID: room)
         message.file = stored
-        return try await forward(.messageCreate, shardKey: room, caller: caller, body: message)
+        return try await api.forward(.messageCreate, shardKey: room, caller: caller, body: message)
+    }
+
+    /// Reads a multipart body: its fields, and its file into the staging file.
+    /// Refusals known from the body alone are thrown here.
+    func receive(_ request: Request, boundary: String, stagingPath: String, stagingName: String) async throws -> Upload {
+        let staging = StagingFile(path: stagingPath)
+        let reader = MultipartUpload(
+            boundary: boundary, staging: staging, stagingName: stagingName,
+            maxFileBytes: services.config.chat.maxUploadBytes, maxFieldBytes: services.config.chat.maxBodyBytes
+        )
+        do {
+            for try await chunk in request.body {
+                try await reader.feed(chunk)
+                if reader.refused { break }
+            }
+        } catch let error as APIError {
+            await staging.close()
+            throw error
+        } catch {
+            await staging.close()
+            throw APIError(.badRequest, detail: "Multipart form parse error - \(error)")
+        }
+        await staging.close()
+        let upload = reader.upload
+        if let error = upload.fileNameError { throw APIError.fields([("file_attachment", error)]) }
+        if upload.tooLarge { throw APIError(.contentTooLarge, detail: "File too large") }
+        if upload.extraFile { throw APIError.fields([("file_attachment", "A message holds one attachment.")]) }
+        if upload.writeFailed { throw APIError(.serviceUnavailable, detail: "The upload could not be written, try again.") }
+        if reader.inPart { throw APIError(.badRequest, detail: "Multipart form parse error - the body ends inside a part (no closing boundary)") }
+        return upload
     }
 
     /// `GET .../messages/{id}/download/`: the attachment's bytes, for participants.
     func download(_ request: Request, context: Context) async throws -> Response {
-        let caller = try await authenticate(request)
-        let ref = try messageRef(context)
-        let reply = try await call(.fileOpen, shardKey: ref.roomID, caller: caller, body: ref)
+        let caller = try context.requireCaller()
+        let ref = try api.messageRef(context)
+        let reply = try await api.call(.fileOpen, shardKey: ref.roomID, caller: caller, body: ref)
         guard reply.status == .ok, let location = try? JSONDecoder().decode(Requests.FileLocation.self, from: Data(reply.body)) else {
             return APIError.response(reply: reply)
         }
@@ -209,31 +156,15 @@ extension ChatAPI {
         let path = location.path
         let offset = start
         return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(length)) { writer in
-            guard let handle = FileHandle(forReadingAtPath: path) else { return }
-            defer { try? handle.close() }
-            try handle.seek(toOffset: UInt64(offset))
-            var remaining = length
-            while remaining > 0 {
-                // The throwing read: the old one traps on an I/O error.
-                guard let chunk = try handle.read(upToCount: Int(min(remaining, 1 << 16))), !chunk.isEmpty else { break }
-                remaining -= Int64(chunk.count)
-                try await writer.write(ByteBuffer(bytes: chunk))
+            // Read on NIOFileSystem's thread pool, 64 KiB at a time, each
+            // piece written before the next is read (the client sets the pace).
+            try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(path), options: .init(closeOnExec: true)) { handle in
+                for try await chunk in handle.readChunks(in: offset..<(offset + length), chunkLength: .kibibytes(64)) {
+                    try await writer.write(chunk)
+                }
             }
             try await writer.finish(nil)
         })
-    }
-
-    /// Most bytes of a multipart body that are not part contents: the parts'
-    /// headers and boundaries together (a message has a handful of parts).
-    static let maxPartOverhead = 64 << 10
-
-    /// A command's reply, or 503 when the bus gave up.
-    func call(_ kind: CommandKind, shardKey: String, caller: Caller, body: some Encodable) async throws -> Event {
-        let bytes = [UInt8](try JSONEncoder().encode(body))
-        switch await services.bus.request(kind, to: Destination.of(kind, shardKey: shardKey), user: caller.json, body: bytes) {
-        case .success(let reply): return reply
-        case .failure: throw APIError.unavailable
-        }
     }
 
     static func boundary(_ contentType: String) -> String? {
@@ -284,40 +215,6 @@ extension ChatAPI {
         guard let start = Int64(first), start < size else { return nil }
         let end = last.isEmpty ? size - 1 : min(Int64(last) ?? -1, size - 1)
         return end >= start ? (start, end) : nil
-    }
-
-    // MARK: Search
-
-    func searchMessages(_ request: Request, context: Context) async throws -> Response {
-        try await search(.searchMessages, request)
-    }
-
-    func searchRooms(_ request: Request, context: Context) async throws -> Response {
-        try await search(.searchRooms, request)
-    }
-
-    func search(_ kind: CommandKind, _ request: Request) async throws -> Response {
-        let caller = try await authenticate(request)
-        let query = Self.query(request)
-        let q = (query["q"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !q.isEmpty else { throw APIError(.badRequest, body: ClientJSON.object(["error": "Search query is required"])) }
-        guard !q.contains("\u{0}") else { throw APIError(.badRequest, body: ClientJSON.object(["error": "Search query must not contain NUL characters"])) }
-        var errors: [(field: String, message: String)] = []
-        func uuid(_ name: String) -> String? {
-            guard let raw = query[name], !raw.isEmpty else { return nil }
-            guard let id = IDs.canonical(raw) else { errors.append((name, "Must be a valid UUID.")); return nil }
-            return id
-        }
-        func date(_ name: String) -> Timestamp? {
-            guard let raw = query[name], !raw.isEmpty else { return nil }
-            guard let stamp = Timestamp.parse(raw) else {
-                errors.append((name, "Enter a valid date or date/time (ISO 8601).")); return nil
-            }
-            return stamp
-        }
-        let body = Requests.Search(query: q, room: uuid("room"), sender: uuid("sender"), after: date("after"), before: date("before"))
-        if !errors.isEmpty { throw APIError.fields(errors) }
-        return try await forward(kind, shardKey: caller.identity.id, caller: caller, body: body)
     }
 }
 

@@ -1,27 +1,24 @@
 import ChatCore
-import ChatTesting
 import Foundation
 import Testing
 
-extension EndToEnd {
-    /// Issue 3: the room endpoints, their shapes, permissions and errors.
-    @Suite struct RoomEndpoints {
-        static func checkUser(_ value: Any?) {
-            guard let user = value as? [String: Any] else { Issue.record("not a user object: \(String(describing: value))"); return }
-            #expect(Set(user.keys) == ["id", "email", "display_name", "profile_picture", "clerk_profile_image_url"])
-            #expect(user["id"] is String && user["email"] is String && user["display_name"] is String)
-        }
+/// Issue 3: the room endpoints, their shapes, permissions and errors.
+@Suite struct RoomEndpoints {
+    static func checkUser(_ value: Any?) {
+        guard let user = value as? [String: Any] else { Issue.record("not a user object: \(String(describing: value))"); return }
+        #expect(Set(user.keys) == ["id", "email", "display_name", "profile_picture", "clerk_profile_image_url"])
+        #expect(user["id"] is String && user["email"] is String && user["display_name"] is String)
+    }
 
-        static func checkRoom(_ room: [String: Any]) {
-            #expect(Set(room.keys) == ["id", "name", "room_type", "participants", "created_by", "created_at", "updated_at", "is_active", "last_message", "unread_count", "other_user"])
-            #expect(room["id"] is String && room["room_type"] is String && room["is_active"] is Bool && room["unread_count"] is Int)
-            #expect(room["created_at"] is String && room["updated_at"] is String)
-            for participant in room["participants"] as? [Any] ?? [] { checkUser(participant) }
-        }
+    static func checkRoom(_ room: [String: Any]) {
+        #expect(Set(room.keys) == ["id", "name", "room_type", "participants", "created_by", "created_at", "updated_at", "is_active", "last_message", "unread_count", "other_user"])
+        #expect(room["id"] is String && room["room_type"] is String && room["is_active"] is Bool && room["unread_count"] is Int)
+        #expect(room["created_at"] is String && room["updated_at"] is String)
+        for participant in room["participants"] as? [Any] ?? [] { checkUser(participant) }
+    }
 
-        @Test func createGetUpdateDelete() async throws {
-            let server = try await TestServer.start()
-            defer { server.stop() }
+    @Test func createGetUpdateDelete() async throws {
+        try await InProcessServer.run { server in
             let t = try await Steps.users(server, "alice", "bob", "carol")
             let created = try await server.request("POST", "/api/chat/rooms/", token: t[0], json: ["name": "Alpha", "room_type": "project", "participant_ids": [IDs.userID(forSubject: "bob")]])
             #expect(created.status == 201)
@@ -60,10 +57,10 @@ extension EndToEnd {
             #expect(refused.object["error"] as? String == "This room is no longer active")
             #expect(try await Steps.contents(server, token: t[1], room: room) == ["kept"])
         }
+    }
 
-        @Test func directMessages() async throws {
-            let server = try await TestServer.start()
-            defer { server.stop() }
+    @Test func directMessages() async throws {
+        try await InProcessServer.run { server in
             let t = try await Steps.users(server, "alice", "bob")
             let bobID = IDs.userID(forSubject: "bob")
             let first = try await server.request("POST", "/api/chat/rooms/direct_message/", token: t[0], json: ["user_id": bobID])
@@ -95,12 +92,12 @@ extension EndToEnd {
             let creating = try await server.request("POST", "/api/chat/rooms/", token: t[0], json: ["room_type": "direct"])
             #expect(creating.status == 400)
         }
+    }
 
-        /// Issue 10: a direct room keeps exactly its two members and no name;
-        /// its creator could add a third, who then read the whole history.
-        @Test func aDirectRoomStaysBetweenItsTwoMembers() async throws {
-            let server = try await TestServer.start()
-            defer { server.stop() }
+    /// Issue 10: a direct room keeps exactly its two members and no name;
+    /// its creator could add a third, who then read the whole history.
+    @Test func aDirectRoomStaysBetweenItsTwoMembers() async throws {
+        try await InProcessServer.run { server in
             let t = try await Steps.users(server, "alice", "bob", "eve")
             let direct = try await server.request("POST", "/api/chat/rooms/direct_message/", token: t[0], json: ["user_id": IDs.userID(forSubject: "bob")])
             let room = try #require(direct.object["id"] as? String)
@@ -120,11 +117,11 @@ extension EndToEnd {
             // A PATCH that changes nothing is still fine.
             #expect(try await server.request("PATCH", "/api/chat/rooms/\(room)/", token: t[0], json: ["name": NSNull()]).status == 200)
         }
+    }
 
-        /// Issue 10: room names are at most 255 characters (code points).
-        @Test func roomNamesAreBounded() async throws {
-            let server = try await TestServer.start()
-            defer { server.stop() }
+    /// Issue 10: room names are at most 255 characters (code points).
+    @Test func roomNamesAreBounded() async throws {
+        try await InProcessServer.run { server in
             let t = try await Steps.users(server, "alice")
             let longest = String(repeating: "é", count: 255)
             let created = try await server.request("POST", "/api/chat/rooms/", token: t[0], json: ["name": longest])
@@ -143,13 +140,13 @@ extension EndToEnd {
             #expect(list.object["count"] as? Int == 1)
             #expect(try await server.request("GET", "/api/chat/rooms/\(room)/", token: t[0]).object["name"] as? String == longest)
         }
+    }
 
-        /// Issue 10, decided in docs/api.md "Identities": a UUID `sub` in any
-        /// letter case is one user (UUIDs are case-insensitive); the newest
-        /// token's claims are that user's profile, as for any user.
-        @Test func uuidSubjectsInAnyCaseAreOneUser() async throws {
-            let server = try await TestServer.start()
-            defer { server.stop() }
+    /// Issue 10, decided in docs/api.md "Identities": a UUID `sub` in any
+    /// letter case is one user (UUIDs are case-insensitive); the newest
+    /// token's claims are that user's profile, as for any user.
+    @Test func uuidSubjectsInAnyCaseAreOneUser() async throws {
+        try await InProcessServer.run { server in
             let lower = "5ba46122-bc53-562c-89ae-0be876b7b9af"
             let upperToken = try await server.token(sub: lower.uppercased(), email: "first@example.com", name: "First")
             let created = try await server.request("POST", "/api/chat/rooms/", token: upperToken, json: ["name": "mine"])
@@ -165,10 +162,10 @@ extension EndToEnd {
             #expect(creator?["display_name"] as? String == "Second")
             #expect((seen.object["participants"] as? [Any])?.count == 1)
         }
+    }
 
-        @Test func publicRoomsJoinLeaveDiscover() async throws {
-            let server = try await TestServer.start()
-            defer { server.stop() }
+    @Test func publicRoomsJoinLeaveDiscover() async throws {
+        try await InProcessServer.run { server in
             let t = try await Steps.users(server, "alice", "bob")
             let pub = try await server.request("POST", "/api/chat/rooms/", token: t[0], json: ["name": "Lobby", "room_type": "public"])
             let group = try await server.request("POST", "/api/chat/rooms/", token: t[0], json: ["name": "Secret"])
@@ -196,10 +193,10 @@ extension EndToEnd {
             #expect(left.object["status"] as? String == "left room")
             #expect(try await server.request("POST", "/api/chat/rooms/\(publicRoom)/messages/", token: t[1], json: ["content": "x"]).status == 403)
         }
+    }
 
-        @Test func everyEndpointRefusesStrangers() async throws {
-            let server = try await TestServer.start()
-            defer { server.stop() }
+    @Test func everyEndpointRefusesStrangers() async throws {
+        try await InProcessServer.run { server in
             let t = try await Steps.users(server, "alice", "mallory")
             let room = try await Steps.room(server, token: t[0], members: [])
             let posted = try await server.request("POST", "/api/chat/rooms/\(room)/messages/", token: t[0], json: ["content": "m"])
