@@ -108,14 +108,6 @@ public struct BusClientMachine<Ticket> {
         ReplyError.poisonCommand.encode()
     }
 
-    /// A worker heard within this long is alive: its heartbeats come every
-    /// 500 ms, and a bit of delivery jitter is allowed for.
-    static var aliveWindow: UInt64 { 600_000_000 }
-    /// How long a worker must have lived on after a suspect's copy left for
-    /// the copy to be resent: a poison command kills within milliseconds of
-    /// being taken, and a starting worker heartbeats every 10-25 ms until
-    /// then, so a heartbeat this much later means the copy did not kill it.
-    static var survival: UInt64 { 500_000_000 }
     /// Pids remembered per worker name: enough for two processes briefly
     /// sharing a name (a quick scale down and up, a rolling restart) and the
     /// replacements around them, so alternating pids are not replacements.
@@ -135,7 +127,6 @@ public struct BusClientMachine<Ticket> {
     public private(set) var outstanding: [String: Int] = [:]
     var outstandingChanged = true
     var pids: [WorkerName: [Int32]] = [:]
-    var heardAt: [WorkerName: UInt64] = [:]
     var stopDeadline: UInt64?
     var actions: [Action] = []
 
@@ -196,15 +187,10 @@ public struct BusClientMachine<Ticket> {
 
     /// Time passed: resends, timeouts, the end of a shard count change.
     public mutating func tick(now: UInt64, push: Push) -> [Action] {
-        let heard = queueLastHeard()
         var failedAny = false
-        // A suspect goes again only to a worker that is alive and lived on
-        // for a while after its last copy left: never into a queue whose
-        // worker is down, nor after a copy that may have killed it.
-        let due = pending.tick(now: now) { outgoing, lastSent in
-            guard let at = heard[outgoing.queue] else { return false }
-            return at >= lastSent + Self.survival && now - min(now, at) < Self.aliveWindow
-        }
+        // Suspects are not on the timer (`PendingRequests`): only a
+        // replacement sends them again.
+        let due = pending.tick(now: now)
         for action in due {
             switch action {
             case .resend(let id, let outgoing, let attempt):
@@ -390,20 +376,12 @@ extension BusClientMachine {
 // MARK: Workers
 
 extension BusClientMachine {
-    /// When a worker of each queue was last heard.
-    func queueLastHeard() -> [String: UInt64] {
-        var heard: [String: UInt64] = [:]
-        for (worker, at) in heardAt { heard[worker.queue] = max(heard[worker.queue] ?? 0, at) }
-        return heard
-    }
-
     /// A heartbeat. A pid not seen before under a name that had one is a
     /// replacement: what the old process held in its queue died with it.
     /// A pid seen before is not: two processes may briefly share a name
     /// (the old one finishing its batch), and their alternating heartbeats
     /// must not resend everything at each turn.
     mutating func heard(_ beat: Heartbeat, now: UInt64, push: Push) {
-        heardAt[beat.worker] = now
         var known = pids[beat.worker] ?? []
         guard !known.contains(beat.pid) else { return }
         let replacement = !known.isEmpty
@@ -415,20 +393,19 @@ extension BusClientMachine {
 
     /// Resends now rather than at the timeout. Only a crash or a hang counts
     /// toward poison (a SIGKILL from outside says nothing about the
-    /// commands), and only when the dead process was the one that could
-    /// hold them: on a shared queue (receipts, search, files) with another
-    /// live replica, either may hold any command, so a death there makes
-    /// suspects without counting against them.
+    /// commands). On a shared queue (receipts, search, files scaled past
+    /// one) a crash counts against every command pending on the queue,
+    /// though another replica may have held some of them: not counting it
+    /// would let a poison command crash the replicas in turn until its
+    /// deadline. The cost is that a command pending at two real crashes of
+    /// its queue's replicas is answered 500 even if it was innocent.
     mutating func replaced(_ beat: Heartbeat, now: UInt64, push: Push) {
         let queue = beat.worker.queue
         let mine = { (outgoing: Outgoing) in outgoing.queue == queue }
         let lost: [(id: String, payload: Outgoing)]
         var poisoned: [(id: String, payload: Outgoing)] = []
         if beat.failed {
-            let otherReplicaAlive = heardAt.contains { worker, at in
-                worker != beat.worker && worker.queue == queue && now - min(now, at) < Self.aliveWindow
-            }
-            (lost, poisoned) = pending.workerReplaced(now: now, countsDeath: !otherReplicaAlive, matching: mine)
+            (lost, poisoned) = pending.workerReplaced(now: now, matching: mine)
         } else {
             lost = pending.resendNow(now: now, matching: mine)
         }

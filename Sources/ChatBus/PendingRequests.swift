@@ -9,15 +9,11 @@ import ChatWire
 ///
 /// Poison commands: a command pending on a queue whose worker crashed or
 /// hung (its replacement's heartbeat says so; a SIGKILL from outside does
-/// not count) is a suspect. It is resent to the replacement at once, and
-/// after that by the timer only when its owner says the queue's worker is
-/// alive and outlived the last copy (`BusClientMachine`): while the worker
-/// is down no copies pile up in the broker, each waiting to kill the next
-/// replacement, yet a suspect whose copy or reply was lost is not left to
-/// its deadline.
-/// Pending at `policy.poisonDeaths` deaths, it is given up (`workerReplaced`
-/// returns it as poisoned): the caller answers it with an error and nothing
-/// resends it again.
+/// not count) is a suspect. It is resent to the
+/// replacement once, and no longer on the timer, so copies cannot pile up in
+/// the broker while the worker is down. Pending at `policy.poisonDeaths`
+/// deaths, it is given up (`workerReplaced` returns it as poisoned): the
+/// caller answers it with an error and nothing resends it again.
 public struct PendingRequests<Payload> {
     public typealias Policy = RetryPolicy
 
@@ -28,10 +24,6 @@ public struct PendingRequests<Payload> {
         var attempts: Int
         /// Worker deaths this command was pending at.
         var deaths = 0
-        /// Pending at a worker's crash: the timer resends it only after a
-        /// heartbeat of its queue newer than `lastSent`.
-        var suspect = false
-        var lastSent: UInt64
     }
 
     /// What the owner must do after `tick`.
@@ -53,7 +45,7 @@ public struct PendingRequests<Payload> {
     /// (default: the policy's deadline from now).
     public mutating func add(id: String, payload: Payload, now: UInt64, deadline: UInt64? = nil) {
         let deadline = deadline ?? now + policy.deadline
-        entries[id] = Entry(payload: payload, nextRetry: min(now + policy.retryInterval, deadline), deadline: deadline, attempts: 1, lastSent: now)
+        entries[id] = Entry(payload: payload, nextRetry: min(now + policy.retryInterval, deadline), deadline: deadline, attempts: 1)
     }
 
     /// A reply arrived. Returns the payload, or nil for an unknown id (a second
@@ -62,26 +54,20 @@ public struct PendingRequests<Payload> {
         entries.removeValue(forKey: id)?.payload
     }
 
-    /// Resends due commands and fails expired ones. A due suspect is resent
-    /// only if `mayResendSuspect(payload, lastSent)` says its queue's worker
-    /// is alive and was heard since `lastSent` (see the type's notes);
-    /// otherwise it waits for the next interval.
-    public mutating func tick(now: UInt64, mayResendSuspect: (Payload, _ lastSent: UInt64) -> Bool = { _, _ in false }) -> [Action] {
+    /// Resends due commands and fails expired ones.
+    public mutating func tick(now: UInt64) -> [Action] {
         var actions: [Action] = []
         for (id, entry) in entries where entry.nextRetry <= now {
             if entry.deadline <= now {
                 entries[id] = nil
                 actions.append(.fail(id: id, payload: entry.payload))
-                continue
-            }
-            var entry = entry
-            entry.nextRetry = min(now + policy.retryInterval, entry.deadline)
-            if !entry.suspect || mayResendSuspect(entry.payload, entry.lastSent) {
+            } else {
+                var entry = entry
                 entry.attempts += 1
-                entry.lastSent = now
+                entry.nextRetry = min(now + policy.retryInterval, entry.deadline)
+                entries[id] = entry
                 actions.append(.resend(id: id, payload: entry.payload, attempt: entry.attempts))
             }
-            entries[id] = entry
         }
         return actions
     }
@@ -95,7 +81,6 @@ public struct PendingRequests<Payload> {
             var entry = entry
             entry.attempts += 1
             entry.nextRetry = min(now + policy.retryInterval, entry.deadline)
-            entry.lastSent = now
             entries[id] = entry
             due.append((id, entry.payload))
         }
@@ -106,28 +91,25 @@ public struct PendingRequests<Payload> {
     public func contains(id: String) -> Bool { entries[id] != nil }
 
     /// A worker that crashed or hung was replaced: every pending command
-    /// `matching` says may have died with it becomes a suspect and, when
-    /// `countsDeath`, counts one death. Returns those to resend now and those
+    /// `matching` says may have died with it counts one death. Returns those to resend now (the timer
+    /// no longer resends them: only the next replacement does) and those
     /// that reached `policy.poisonDeaths`, removed: fail them.
-    /// `countsDeath` is false when the death cannot be pinned on the command
-    /// (a shared queue with another live worker, which may be the one holding it).
     public mutating func workerReplaced(
-        now: UInt64, countsDeath: Bool = true, matching: (Payload) -> Bool
+        now: UInt64, matching: (Payload) -> Bool
     ) -> (resend: [(id: String, payload: Payload)], poisoned: [(id: String, payload: Payload)]) {
         var resend: [(id: String, payload: Payload)] = []
         var poisoned: [(id: String, payload: Payload)] = []
         for (id, entry) in entries where matching(entry.payload) && entry.deadline > now {
             var entry = entry
-            if countsDeath { entry.deaths += 1 }
+            entry.deaths += 1
             if entry.deaths >= policy.poisonDeaths {
                 entries[id] = nil
                 poisoned.append((id, entry.payload))
                 continue
             }
             entry.attempts += 1
-            entry.suspect = true
-            entry.lastSent = now
-            entry.nextRetry = min(now + policy.retryInterval, entry.deadline)
+            // Only the deadline is left on the timer.
+            entry.nextRetry = entry.deadline
             entries[id] = entry
             resend.append((id, entry.payload))
         }

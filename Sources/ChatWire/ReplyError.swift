@@ -24,10 +24,13 @@ public struct ReplyError: Error, Sendable, Equatable {
     /// Never empty.
     public var problems: [Problem]
 
+    /// Total, because a worker builds these from whatever its checks found:
+    /// a success status becomes 500 and no problems a generic one, rather
+    /// than a trap that would kill the worker (and make the command look
+    /// like poison).
     public init(_ status: Status, _ problems: [Problem]) {
-        precondition(status.isError && !problems.isEmpty, "a reply error needs an error status and a problem")
-        self.status = status
-        self.problems = problems
+        self.status = status.isError ? status : .internal
+        self.problems = problems.isEmpty ? [.detail(status == .badRequest ? "Invalid request." : "A server error occurred.")] : problems
     }
 
     public static func detail(_ status: Status, _ message: String) -> ReplyError {
@@ -59,8 +62,11 @@ public struct ReplyError: Error, Sendable, Equatable {
             case .field(let field, let message): Coded(kind: "field", field: field, message: message)
             }
         }
-        // Encoding strings and optionals cannot fail.
-        return (try? [UInt8](JSONEncoder().encode(coded))) ?? []
+        // Sorted keys: the same error is the same bytes (JSONEncoder's key
+        // order is otherwise unspecified). Strings and optionals cannot fail.
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return (try? [UInt8](encoder.encode(coded))) ?? []
     }
 
     /// Decodes the body of a reply with an error status.

@@ -29,7 +29,10 @@ import Glibc
 /// is the client-facing JSON, encoded once by the worker and forwarded as is;
 /// `body` of a reply with an error status is a `ReplyError`.
 public enum Wire {
-    public static let version = "chat/1"
+    /// Version 2 (issue 11): error replies carry a `ReplyError`, and
+    /// `room.open_direct` exists. A process of another version refuses every
+    /// message of this one (and logs it) rather than misreading it.
+    public static let version = "chat/2"
     static let versionBytes = Array(version.utf8)
 }
 

@@ -87,6 +87,15 @@ import Testing
         }
     }
 
+    /// Built from whatever a worker's checks found, it must not trap: a
+    /// worker killed by a bad reply would make the command look like poison.
+    @Test func isTotal() {
+        let empty = ReplyError(.badRequest, [])
+        #expect(empty.status == .badRequest && empty.problems == [.detail("Invalid request.")])
+        let success = ReplyError(.ok, [.detail("x")])
+        #expect(success.status == .internal && success.problems == [.detail("x")])
+    }
+
     @Test func successesCarryNoError() throws {
         let command = Command(kind: .roomGet, requestID: "r1", origin: "frontend.0", user: [], body: [])
         for status in [Status.ok, .created, .noContent] {

@@ -7,6 +7,13 @@ import Testing
 /// starts a real server with its children, and the machine has two cores.
 @Suite(.serialized) struct EndToEnd {}
 
+/// The long runs (the soak, presence under faults) spend most of their time
+/// pacing load and waiting for the system to settle, so they run one at a
+/// time beside `EndToEnd` rather than after it: two servers at once at most.
+/// Their assertions are about what arrives and how much memory grows, not
+/// about how fast, so sharing the cores does not change their outcome.
+@Suite(.serialized) struct LongRuns {}
+
 /// Shared steps of the end-to-end tests.
 enum Steps {
     /// For tests that send bursts far past what one user may (hundreds of

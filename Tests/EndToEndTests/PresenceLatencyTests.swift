@@ -3,7 +3,7 @@ import Foundation
 import Synchronization
 import Testing
 
-extension EndToEnd {
+extension LongRuns {
     /// Issue 11, "An unexplained delay": presence events of a third
     /// connection arrived ~152 s late during message traffic with worker
     /// kills, a receipts scale-up and a store restart. Here: a member opens

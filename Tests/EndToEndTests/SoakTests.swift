@@ -2,7 +2,7 @@ import ChatTesting
 import Foundation
 import Testing
 
-extension EndToEnd {
+extension LongRuns {
     /// Issue 10: bounded memory on the bus. Load bursts while the search
     /// worker (a subscriber) is stopped with SIGSTOP: the supervisor's RSS
     /// stays under a bound, the WebSocket clients get every message of every
