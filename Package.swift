@@ -114,7 +114,7 @@ let package = Package(
         ),
         .testTarget(name: "SystemdTests", dependencies: ["Systemd"]),
         .testTarget(
-            name: "ChatSupervisorTests", dependencies: ["ChatSupervisor", "ChatWire", .product(name: "Logging", package: "swift-log")]
+            name: "ChatSupervisorTests", dependencies: ["ChatSupervisor", "ChatWire", "ChatConfig", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "ChatFrontendTests",

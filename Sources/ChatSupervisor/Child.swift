@@ -2,16 +2,19 @@ import Foundation
 import Logging
 
 /// One child's life as the supervisor sees it: a pure state machine. Events
-/// go in with the time they happen at; what to do comes out as actions (spawn,
-/// signal, wake me at, tell). It touches no process, clock or timer, so every
-/// transition is unit-tested (ChatSupervisorTests) without starting any.
+/// go in with the time they happen at, on the monotonic clock (`Uptime`);
+/// what to do comes out as actions (spawn, signal, wake me at, tell). It
+/// touches no process, clock or timer, so every transition is unit-tested
+/// (ChatSupervisorTests) without starting any.
 ///
 ///     STOPPED  --start-->            (spawn)   --spawned-->   STARTING
 ///     STARTING --READY=1-->          READY
 ///     STARTING, READY --silent past the hang timeout--> HUNG (SIGKILL)
 ///     STARTING, READY, HUNG --exited--> BACKOFF (a crash: counted, maybe slowed)
 ///     STARTING, READY --stop-->      STOPPING (SIGTERM; SIGKILL at the deadline)
-///     STOPPING --exited-->           BACKOFF (a planned restart: not counted) or STOPPED
+///     HUNG     --stop-->             STOPPING (SIGKILL again at once if it lingers)
+///     STOPPING --exited-->           BACKOFF (a planned restart: not counted) or STOPPED;
+///                                    counted as a crash if it was killed for hanging
 ///     BACKOFF  --timer due-->        (spawn)   --spawned-->   STARTING
 ///     BACKOFF  --stop-->             STOPPED
 struct Child: Equatable {
@@ -27,7 +30,7 @@ struct Child: Equatable {
         /// Sent SIGTERM on request; after its exit it restarts (`restart`) or stays stopped.
         case stopping(pid: Int32, restart: Bool)
         /// Not running; spawned again at `until`.
-        case backoff(until: Date)
+        case backoff(until: Uptime)
     }
 
     enum Event: Equatable {
@@ -45,7 +48,7 @@ struct Child: Equatable {
         case exited(ChildProcess.Termination)
         /// Stop it with SIGTERM, SIGKILL at `killAt`; then start it again (a
         /// rolling restart) or leave it stopped (scaled away, shutting down).
-        case stop(restart: Bool, killAt: Date)
+        case stop(restart: Bool, killAt: Uptime)
         /// A timer fired: one the machine asked for (`wake`), or the
         /// supervisor's liveness tick, which must come often (every 250 ms):
         /// hang detection and the SIGKILL deadline of a stop rely on it.
@@ -58,7 +61,7 @@ struct Child: Equatable {
         case spawn(predecessorFailed: Bool)
         case kill(pid: Int32, signal: Int32)
         /// Send `.timer` at this time (earlier or extra timers are harmless).
-        case wake(at: Date)
+        case wake(at: Uptime)
         /// Its readiness changed (it said READY=1, or it reached `stopped`):
         /// the supervisor tells systemd and resumes what waits on it.
         case notify(Notice)
@@ -96,9 +99,9 @@ struct Child: Equatable {
     var policy: Policy
     private(set) var state = State.stopped
     /// When the current (or last) process was spawned.
-    private(set) var lastStart = Date.distantPast
+    private(set) var lastStart = Uptime.distantPast
     /// Its last READY=1 or WATCHDOG=1 (or its start, before the first).
-    private(set) var lastHeartbeat = Date.distantPast
+    private(set) var lastHeartbeat = Uptime.distantPast
     /// Unplanned exits: crashes, kills from outside, hangs. Not rolling restarts.
     private(set) var restarts = 0
     /// Unplanned exits in a row that came soon after a start (a crash loop).
@@ -111,7 +114,7 @@ struct Child: Equatable {
     /// The current process was killed for hanging (it may be stopping by now).
     private var killedAsHung = false
     /// When a stopping child gets SIGKILL; nil once sent.
-    private var killAt: Date?
+    private var killAt: Uptime?
 
     init(policy: Policy = Policy()) {
         self.policy = policy
@@ -129,7 +132,7 @@ struct Child: Equatable {
     var isCrashLooping: Bool { quickExits >= policy.crashLoopAfter }
 
     /// Applies one event that happened at `now`; returns what to do.
-    mutating func handle(_ event: Event, now: Date) -> [Action] {
+    mutating func handle(_ event: Event, now: Uptime) -> [Action] {
         switch event {
         case .start: start()
         case .spawned(let pid): spawned(pid, now: now)
@@ -147,7 +150,7 @@ struct Child: Equatable {
         state == .stopped ? [.spawn(predecessorFailed: predecessorFailed)] : []
     }
 
-    private mutating func spawned(_ pid: Int32, now: Date) -> [Action] {
+    private mutating func spawned(_ pid: Int32, now: Uptime) -> [Action] {
         // STOPPED, BACKOFF -> STARTING
         state = .starting(pid: pid)
         lastStart = now
@@ -157,12 +160,12 @@ struct Child: Equatable {
         return [.log(.info, "child started", ["pid": "\(pid)"])]
     }
 
-    private mutating func spawnFailed(_ error: String, now: Date) -> [Action] {
+    private mutating func spawnFailed(_ error: String, now: Uptime) -> [Action] {
         lastStart = now
         return [.log(.error, "child failed to start", ["error": error])] + crashed(lived: 0, now: now)
     }
 
-    private mutating func reportedReady(now: Date) -> [Action] {
+    private mutating func reportedReady(now: Uptime) -> [Action] {
         guard case .starting(let pid) = state else { return heartbeat(now: now) }
         // STARTING -> READY
         state = .ready(pid: pid)
@@ -170,7 +173,7 @@ struct Child: Equatable {
         return [.log(.info, "child ready", [:]), .notify(.ready)]
     }
 
-    private mutating func heartbeat(now: Date) -> [Action] {
+    private mutating func heartbeat(now: Uptime) -> [Action] {
         switch state {
         case .starting, .ready, .stopping: lastHeartbeat = now
         case .stopped, .backoff, .hung: break
@@ -178,16 +181,27 @@ struct Child: Equatable {
         return []
     }
 
-    private mutating func exited(_ termination: ChildProcess.Termination, now: Date) -> [Action] {
+    private mutating func exited(_ termination: ChildProcess.Termination, now: Uptime) -> [Action] {
         let status = ["pid": pid.map { "\($0)" } ?? "?", "status": "\(termination)"]
         let failed = killedAsHung || ChildProcess.isCrash(termination)
         switch state {
         case .starting, .ready, .hung:
             // STARTING, READY, HUNG -> BACKOFF: it was not asked to go.
             predecessorFailed = failed
-            return [.log(.warning, "child exited", status)] + crashed(lived: now.timeIntervalSince(lastStart), now: now)
+            return [.log(.warning, "child exited", status)] + crashed(lived: now.seconds(since: lastStart), now: now)
         case .stopping(_, let restart):
             predecessorFailed = failed
+            let lived = now.seconds(since: lastStart)
+            if killedAsHung {
+                // Killed for hanging before the stop came: a crash all the same.
+                let exited = Action.log(.warning, "child exited", status)
+                guard restart else {
+                    _ = countCrash(lived: lived)
+                    state = .stopped
+                    return [exited, .notify(.stopped)]
+                }
+                return [exited] + crashed(lived: lived, now: now)
+            }
             guard restart else {
                 // STOPPING -> STOPPED
                 state = .stopped
@@ -196,7 +210,7 @@ struct Child: Equatable {
             // STOPPING -> BACKOFF: a requested restart is not a crash, so it
             // neither counts nor slows the next start beyond one a second.
             quickExits = 0
-            let until = now + policy.delay(quickExits: 0, lived: now.timeIntervalSince(lastStart))
+            let until = now + policy.delay(quickExits: 0, lived: lived)
             state = .backoff(until: until)
             return [.log(.info, "child exited", status), .wake(at: until)]
         case .stopped, .backoff:
@@ -206,10 +220,8 @@ struct Child: Equatable {
 
     /// An exit nobody asked for, or a failed spawn: counted, and slowed down
     /// once it keeps happening soon after starting.
-    private mutating func crashed(lived: TimeInterval, now: Date) -> [Action] {
-        quickExits = lived < policy.quickExit ? quickExits + 1 : 0
-        restarts += 1
-        let delay = policy.delay(quickExits: quickExits, lived: lived)
+    private mutating func crashed(lived: TimeInterval, now: Uptime) -> [Action] {
+        let delay = countCrash(lived: lived)
         state = .backoff(until: now + delay)
         var actions: [Action] = [.wake(at: now + delay)]
         if isCrashLooping {
@@ -218,7 +230,14 @@ struct Child: Equatable {
         return actions
     }
 
-    private mutating func stop(restart: Bool, killAt: Date, now: Date) -> [Action] {
+    /// Counts an unplanned exit; returns how long to wait before the next start.
+    private mutating func countCrash(lived: TimeInterval) -> TimeInterval {
+        quickExits = lived < policy.quickExit ? quickExits + 1 : 0
+        restarts += 1
+        return policy.delay(quickExits: quickExits, lived: lived)
+    }
+
+    private mutating func stop(restart: Bool, killAt: Uptime, now: Uptime) -> [Action] {
         switch state {
         case .starting(let pid), .ready(let pid):
             // STARTING, READY -> STOPPING
@@ -226,8 +245,10 @@ struct Child: Equatable {
             self.killAt = killAt
             return [.kill(pid: pid, signal: SIGTERM), .wake(at: killAt)]
         case .hung(let pid):
-            // HUNG -> STOPPING: SIGKILL is already on its way.
+            // HUNG -> STOPPING: SIGKILL is already on its way; if it did not
+            // take, the next timer sends it again (a hung child gets no grace).
             state = .stopping(pid: pid, restart: restart)
+            self.killAt = now
             return []
         case .stopping(let pid, let restarting):
             // A stop for good overrides a restart; the deadline stays.
@@ -243,19 +264,19 @@ struct Child: Equatable {
         }
     }
 
-    private mutating func timer(now: Date) -> [Action] {
+    private mutating func timer(now: Uptime) -> [Action] {
         switch state {
         case .starting(let pid), .ready(let pid):
             // A child gets the hang timeout from its start, and then between
             // heartbeats (one every 500 ms, READY=1 or not: a worker waiting
             // for the bus of another host is alive, not hung).
-            let silent = now.timeIntervalSince(lastHeartbeat)
+            let silent = now.seconds(since: lastHeartbeat)
             guard silent > policy.hangTimeout else { return [] }
             // STARTING, READY -> HUNG
             return hang(pid, silent: silent, now: now)
         case .hung(let pid):
             // SIGKILL again if the first did not take (one a hang timeout).
-            let silent = now.timeIntervalSince(lastHeartbeat)
+            let silent = now.seconds(since: lastHeartbeat)
             return silent > policy.hangTimeout ? hang(pid, silent: silent, now: now) : []
         case .stopping(let pid, _):
             guard let killAt, now >= killAt else { return [] }
@@ -270,7 +291,7 @@ struct Child: Equatable {
         }
     }
 
-    private mutating func hang(_ pid: Int32, silent: TimeInterval, now: Date) -> [Action] {
+    private mutating func hang(_ pid: Int32, silent: TimeInterval, now: Uptime) -> [Action] {
         state = .hung(pid: pid)
         killedAsHung = true
         lastHeartbeat = now  // one kill per hang timeout

@@ -8,6 +8,10 @@ extension Supervisor {
         switch (words.first, words.count) {
         case ("status", 1):
             reply(statusJSON())
+        case _ where stopping:
+            // Nothing is restarted or scaled any more, and a step that waited
+            // for a child would outlive the supervisor.
+            reply(Self.json(["error": "the supervisor is stopping; only status is answered"]))
         case ("restart", 2):
             let targets = children.keys.filter { $0.matches(words[1]) }.sorted { $0.description < $1.description }
             guard !targets.isEmpty else { return reply(Self.json(["error": "no child or role named \(words[1])"])) }

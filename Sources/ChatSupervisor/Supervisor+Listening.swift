@@ -28,6 +28,17 @@ extension Supervisor {
         if let address = listeningSocket?.address { logger.info("listening on \(address)") }
     }
 
+    /// During a stop, once the frontend is gone: closes the supervisor's copy,
+    /// so that new connections are refused instead of waiting unanswered in
+    /// the backlog until the supervisor exits. With socket activation systemd
+    /// keeps its own copy, and the connections wait for the next start there.
+    func closeListeningSocket() {
+        guard stopping, let socket = listeningSocket else { return }
+        // No frontend is spawned while stopping, so the number is not handed on after this.
+        close(socket.fd)
+        listeningSocket = nil
+    }
+
     /// A TCP socket bound to `host:port` (port 0: any free port) and listening.
     static func bindListening(host: String, port: Int) throws -> ListeningSocket {
         var hints = addrinfo()

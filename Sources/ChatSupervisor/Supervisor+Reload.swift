@@ -19,7 +19,9 @@ extension Supervisor {
         }
     }
 
-    private func applyReload(_ result: Result<ChatConfig, any Error>) {
+    func applyReload(_ result: Result<ChatConfig, any Error>) {
+        // SIGTERM came while the file was read: no scaling, and no READY=1 after STOPPING=1.
+        guard !stopping else { return logger.info("reload dropped: the supervisor is stopping") }
         switch result {
         case .failure(let error):
             logger.error("reload failed, keeping the running configuration", metadata: ["error": "\(error)"])

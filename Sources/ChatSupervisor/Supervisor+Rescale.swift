@@ -55,13 +55,13 @@ extension Supervisor {
             self?.updateStatus()
             reply(answer)
         }
-        let deadline = Date() + config.hangTimeoutSeconds + Double(config.requestTimeoutMilliseconds) / 1000
+        let deadline = Uptime.now() + config.hangTimeoutSeconds + Double(config.requestTimeoutMilliseconds) / 1000
         waitForNewShards(count, from: from, started: started, deadline: deadline, finish: finish)
     }
 
     /// Phase one: every shard below `count` says READY=1, or the change is undone.
     private func waitForNewShards(
-        _ count: Int, from: Int, started: [ChildName], deadline: Date, finish: @escaping @Sendable (String) -> Void
+        _ count: Int, from: Int, started: [ChildName], deadline: Uptime, finish: @escaping @Sendable (String) -> Void
     ) {
         waiters.wait(on: queue, until: deadline) { [unowned self] in
             (0..<count).allSatisfy { children[.worker(WorkerName(.store, $0))]?.machine.isReady == true }
@@ -79,7 +79,7 @@ extension Supervisor {
 
     /// Phase two: every running frontend's heartbeat reports `count`; then
     /// the shards beyond it stop.
-    private func waitForFrontends(_ count: Int, from: Int, deadline: Date, finish: @escaping @Sendable (String) -> Void) {
+    private func waitForFrontends(_ count: Int, from: Int, deadline: Uptime, finish: @escaping @Sendable (String) -> Void) {
         waiters.wait(on: queue, until: deadline) { [unowned self] in
             children.values.filter { $0.spec.name == .frontend && $0.process != nil }.allSatisfy { $0.storeShards == count }
         } then: { [unowned self] in

@@ -9,8 +9,8 @@ extension Supervisor {
         let rest = Array(names.dropFirst())
         // Between two lives already (crashed, backing off): nothing to restart.
         guard let old = children[name]?.process?.pid else { return rollingRestart(rest, done: done, reply: reply) }
-        let deadline = Date() + config.hangTimeoutSeconds + graceSeconds
-        deliver(.stop(restart: true, killAt: Date() + graceSeconds), to: .child(name))
+        let deadline = Uptime.now() + config.hangTimeoutSeconds + graceSeconds
+        deliver(.stop(restart: true, killAt: Uptime.now() + graceSeconds), to: .child(name))
         waiters.wait(on: queue, until: deadline) { [unowned self] in
             // READY=1 from the replacement, not from the process it replaces.
             children[name].map { $0.machine.isReady && $0.process?.pid != old } ?? false

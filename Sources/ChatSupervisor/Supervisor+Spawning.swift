@@ -28,7 +28,7 @@ extension Supervisor {
         dispatchPrecondition(condition: .onQueue(queue))
         guard let record = children[name] else { return }
         // A restart that comes due while the supervisor stops does not happen.
-        guard !stopping else { return deliver(.stop(restart: false, killAt: Date()), to: .child(name)) }
+        guard !stopping else { return deliver(.stop(restart: false, killAt: Uptime.now()), to: .child(name)) }
         var environment = ProcessInfo.processInfo.environment
         // Children report to the supervisor, never to systemd directly.
         environment["NOTIFY_SOCKET"] = (config.resolvedRuntimeDir as NSString).appendingPathComponent("notify.sock")

@@ -30,7 +30,7 @@ extension Supervisor {
     /// the address the frontend's socket is bound to (the real port when
     /// `listen` asked for port 0).
     func statusJSON() -> String {
-        let now = Date()
+        let now = Uptime.now()
         // Queue depth: what the frontends sent to a queue and have no answer
         // for yet (waiting in the broker or a worker's socket, being handled,
         // or its reply on the way). ZeroMQ does not count its queues.
@@ -48,9 +48,9 @@ extension Supervisor {
                 "role": record.spec.name.role,
                 "pid": record.process.map { Int($0.pid) } ?? NSNull(),
                 "ready": child.isReady,
-                "uptime_seconds": record.process == nil ? NSNull() : (now.timeIntervalSince(child.lastStart) * 10).rounded() / 10,
+                "uptime_seconds": record.process == nil ? NSNull() : (now.seconds(since: child.lastStart) * 10).rounded() / 10,
                 "restarts": child.restarts,
-                "last_heartbeat_seconds_ago": child.isReady ? (now.timeIntervalSince(child.lastHeartbeat) * 10).rounded() / 10 : NSNull(),
+                "last_heartbeat_seconds_ago": child.isReady ? (now.seconds(since: child.lastHeartbeat) * 10).rounded() / 10 : NSNull(),
             ]
             // The store shard count a frontend sends by; null while it changes (`ctl scale store`).
             if record.spec.name == .frontend { row["store_shards"] = record.storeShards ?? NSNull() }

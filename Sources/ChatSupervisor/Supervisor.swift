@@ -32,8 +32,9 @@ public final class Supervisor: @unchecked Sendable {
     var retiring: [Int32: Child] = [:]
     var stopping = false
     /// When children still running at a stop get SIGKILL.
-    private var stopDeadline = Date.distantFuture
-    private var stopped = false
+    private var stopDeadline = Uptime.distantFuture
+    /// Every child, retired ones included, is down after a stop; `run` returns.
+    private(set) var stopped = false
     private var signalSources: [any DispatchSourceSignal] = []
     private let done = DispatchSemaphore(value: 0)
     var broker: Broker?
@@ -159,11 +160,11 @@ public final class Supervisor: @unchecked Sendable {
         switch target {
         case .child(let name):
             guard var record = children[name] else { return }
-            actions = record.machine.handle(event, now: Date())
+            actions = record.machine.handle(event, now: Uptime.now())
             children[name] = record
         case .retired(let pid):
             guard var machine = retiring[pid] else { return }
-            actions = machine.handle(event, now: Date())
+            actions = machine.handle(event, now: Uptime.now())
             retiring[pid] = machine.isStopped ? nil : machine
         }
         for action in actions { perform(action, for: target) }
@@ -172,9 +173,10 @@ public final class Supervisor: @unchecked Sendable {
         signalDoneOnceStopped()
     }
 
-    /// Lets `run` return once every child is down after a stop.
+    /// Lets `run` return once every child is down after a stop, those scaled
+    /// away and still exiting too (a process of ours must not outlive us).
     private func signalDoneOnceStopped() {
-        guard stopping, !stopped, children.values.allSatisfy(\.machine.isStopped) else { return }
+        guard stopping, !stopped, retiring.isEmpty, children.values.allSatisfy(\.machine.isStopped) else { return }
         stopped = true
         done.signal()
     }
@@ -191,7 +193,7 @@ public final class Supervisor: @unchecked Sendable {
         case .kill(let pid, let signal):
             kill(pid, signal)
         case .wake(let at):
-            queue.asyncAfter(deadline: .now() + max(0, at.timeIntervalSinceNow)) { [weak self] in self?.deliver(.timer, to: target) }
+            queue.asyncAfter(deadline: at.dispatchTime) { [weak self] in self?.deliver(.timer, to: target) }
         case .notify:
             break  // `deliver` updates the status and resumes the waiters after every event
         case .log(let level, let message, let fields):
@@ -235,7 +237,10 @@ public final class Supervisor: @unchecked Sendable {
             guard stopping else { return }
             // One that exited on its own stays down; workers follow as soon as the frontend is gone.
             deliver(.stop(restart: false, killAt: stopDeadline), to: .child(name))
-            if name == .frontend { stopWorkers() }
+            if name == .frontend {
+                closeListeningSocket()
+                stopWorkers()
+            }
         } else {
             deliver(.exited(termination), to: .retired(pid: process.pid))
         }
@@ -243,13 +248,14 @@ public final class Supervisor: @unchecked Sendable {
 
     // MARK: Stopping
 
-    private func beginStop(signal sig: Int32) {
+    func beginStop(signal sig: Int32) {
         guard !stopping else { return }
         stopping = true
         systemd.send(["STOPPING": "1", "STATUS": "stopping"])
+        lastStatus = "stopping"  // what `ctl status` says until the end
         logger.info("stopping", metadata: ["signal": "\(sig)", "children": "\(children.values.filter { $0.process != nil }.count)"])
         waiters.failAll()
-        stopDeadline = Date() + graceSeconds
+        stopDeadline = Uptime.now() + graceSeconds
         // Whatever is between two lives stays down.
         for (name, record) in children where record.process == nil { deliver(.stop(restart: false, killAt: stopDeadline), to: .child(name)) }
         // The frontend first: it closes WebSockets with 1001 and drains its
@@ -258,6 +264,7 @@ public final class Supervisor: @unchecked Sendable {
             deliver(.stop(restart: false, killAt: stopDeadline), to: .child(.frontend))
             queue.asyncAfter(deadline: .now() + graceSeconds / 2) { [weak self] in self?.stopWorkers() }
         } else {
+            closeListeningSocket()
             stopWorkers()
         }
         signalDoneOnceStopped()
@@ -272,7 +279,7 @@ public final class Supervisor: @unchecked Sendable {
         for name in names {
             guard let record = children.removeValue(forKey: name), let pid = record.machine.pid else { continue }
             retiring[pid] = record.machine
-            deliver(.stop(restart: false, killAt: Date() + graceSeconds), to: .retired(pid: pid))
+            deliver(.stop(restart: false, killAt: Uptime.now() + graceSeconds), to: .retired(pid: pid))
         }
     }
 

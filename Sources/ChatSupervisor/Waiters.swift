@@ -14,18 +14,23 @@ final class Waiters: @unchecked Sendable {
 
     private var waiting: [Int: Waiter] = [:]
     private var nextID = 0
+    /// `failAll` ran: the supervisor is stopping, nothing will be waited for.
+    private var closed = false
 
     /// Runs `then` once `condition` holds: now, or after the event that makes
-    /// it hold. Runs `failure` instead if `deadline` passes first.
+    /// it hold. Runs `failure` instead if `deadline` passes first, or at once
+    /// once the supervisor is stopping (`failAll`).
     func wait(
-        on queue: DispatchQueue, until deadline: Date, _ condition: @escaping () -> Bool,
+        on queue: DispatchQueue, until deadline: Uptime, _ condition: @escaping () -> Bool,
         then: @escaping () -> Void, failure: @escaping () -> Void
     ) {
+        // A step begun after the stop must not wait past the supervisor's end.
+        if closed { return failure() }
         if condition() { return then() }
         let id = nextID
         nextID += 1
         waiting[id] = Waiter(condition: condition, then: then, failure: failure)
-        queue.asyncAfter(deadline: .now() + max(0, deadline.timeIntervalSinceNow)) { [weak self] in
+        queue.asyncAfter(deadline: deadline.dispatchTime) { [weak self] in
             guard let waiter = self?.waiting.removeValue(forKey: id) else { return }
             waiter.failure()
         }
@@ -39,8 +44,9 @@ final class Waiters: @unchecked Sendable {
         for step in steps { step.then() }
     }
 
-    /// The supervisor is stopping: every step fails now.
+    /// The supervisor is stopping: every step fails now, and every later one at once.
     func failAll() {
+        closed = true
         let steps = waiting.keys.sorted().compactMap { waiting.removeValue(forKey: $0) }
         for step in steps { step.failure() }
     }

@@ -7,7 +7,7 @@ import Testing
 /// The child state machine's transition table, with no process started:
 /// every event goes in with its time, and the actions that come out are checked.
 @Suite struct ChildTests {
-    let t0 = Date(timeIntervalSince1970: 1_000_000)
+    let t0 = Uptime(seconds: 1_000_000)
 
     /// A child spawned at `t0` as pid 100, READY=1 said if `ready`.
     func running(ready: Bool = true) -> Child {
@@ -24,7 +24,7 @@ import Testing
         return levels
     }
 
-    func wake(_ actions: [Child.Action]) -> Date? {
+    func wake(_ actions: [Child.Action]) -> Uptime? {
         actions.lazy.compactMap { if case .wake(let at) = $0 { at } else { nil } }.first
     }
 
@@ -86,7 +86,7 @@ import Testing
             now += 2  // lives 2 s: a quick exit, past the one-a-second floor
             let actions = child.handle(.exited(.exit(1)), now: now)
             let at = try #require(wake(actions))
-            delays.append(at.timeIntervalSince(now))
+            delays.append(at.seconds(since: now))
             looping.append(logLevels(actions)["child is crash-looping"] == .error)
             #expect(child.handle(.timer, now: at - 0.01).isEmpty, "not before the backoff ends")
             #expect(child.handle(.timer, now: at).last == .spawn(predecessorFailed: false))
@@ -170,12 +170,54 @@ import Testing
         #expect(child.isStopped)
     }
 
-    @Test func aStopOfAHungChildSendsNothingMoreAndStaysStopped() {
+    @Test func aStopOfAHungChildRetriesItsSIGKILLAndCountsItsExitAsACrash() {
         var child = running()
         _ = child.handle(.timer, now: t0 + 11)
-        #expect(child.handle(.stop(restart: false, killAt: t0 + 20), now: t0 + 11.5).isEmpty)
-        _ = child.handle(.exited(.signal(SIGKILL)), now: t0 + 12)
+        #expect(child.state == .hung(pid: 100))
+        #expect(child.handle(.stop(restart: false, killAt: t0 + 20), now: t0 + 11.5).isEmpty, "SIGKILL is already on its way")
+        // A SIGKILL that did not take is sent again, with no grace: it was hung, not asked to go.
+        #expect(child.handle(.timer, now: t0 + 11.75).contains(.kill(pid: 100, signal: SIGKILL)))
+        #expect(child.handle(.timer, now: t0 + 12).isEmpty)
+        let exited = child.handle(.exited(.signal(SIGKILL)), now: t0 + 12)
+        #expect(logLevels(exited)["child exited"] == .warning)
         #expect(child.isStopped && child.predecessorFailed)
+        #expect(child.restarts == 1 && child.quickExits == 0, "counted; it had lived past the quick-exit time")
+    }
+
+    @Test func aRollingRestartOfAHungChildIsACrashThatKeepsTheLoopCount() throws {
+        // A hang timeout below the quick-exit time: a hang is then a quick exit too.
+        var child = Child(policy: Child.Policy(hangTimeout: 1))
+        var now = t0
+        _ = child.handle(.start, now: now)
+        // Four quick exits in a row.
+        for pid in Int32(100)..<104 {
+            _ = child.handle(.spawned(pid: pid), now: now)
+            now += 2
+            now = try #require(wake(child.handle(.exited(.exit(1)), now: now)))
+        }
+        _ = child.handle(.spawned(pid: 104), now: now)
+        #expect(child.handle(.timer, now: now + 1.5).contains(.kill(pid: 104, signal: SIGKILL)))
+        _ = child.handle(.stop(restart: true, killAt: now + 11.5), now: now + 1.5)
+        let exited = child.handle(.exited(.signal(SIGKILL)), now: now + 1.6)
+        #expect(child.quickExits == 5 && child.restarts == 5 && child.isCrashLooping, "not reset as after a planned restart")
+        #expect(logLevels(exited)["child is crash-looping"] == .error)
+        #expect(wake(exited) == now + 1.6 + 2, "the backoff of a fifth quick exit")
+        #expect(child.predecessorFailed)
+    }
+
+    @Test func timeIsWhatTheMachineIsGivenNotTheWallClock() {
+        // Times near the clock's origin (just after boot) are nothing like
+        // wall-clock dates: the machine backs off and kills on them alone.
+        let boot = Uptime(seconds: 3)
+        var child = Child()
+        _ = child.handle(.start, now: boot)
+        _ = child.handle(.spawned(pid: 100), now: boot)
+        #expect(wake(child.handle(.exited(.exit(1)), now: boot + 0.25)) == boot + 1)
+        #expect(child.handle(.timer, now: boot + 0.99).isEmpty)
+        #expect(child.handle(.timer, now: boot + 1).last == .spawn(predecessorFailed: false))
+        _ = child.handle(.spawned(pid: 101), now: boot + 1)
+        #expect(child.handle(.stop(restart: false, killAt: boot + 11), now: boot + 1) == [.kill(pid: 101, signal: SIGTERM), .wake(at: boot + 11)])
+        #expect(child.handle(.timer, now: boot + 11).contains(.kill(pid: 101, signal: SIGKILL)))
     }
 
     @Test func aFailedSpawnIsRetriedLikeAQuickExit() {

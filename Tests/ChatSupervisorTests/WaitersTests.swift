@@ -48,7 +48,7 @@ import Testing
         let waiters = Waiters()
         let failed = DispatchSemaphore(value: 0)
         queue.sync {
-            waiters.wait(on: queue, until: Date() + 0.05, { false }, then: { Issue.record("ran") }, failure: { failed.signal() })
+            waiters.wait(on: queue, until: Uptime.now() + 0.05, { false }, then: { Issue.record("ran") }, failure: { failed.signal() })
         }
         #expect(failed.wait(timeout: .now() + 5) == .success)
         var failures = 0
@@ -56,5 +56,16 @@ import Testing
         waiters.failAll()
         waiters.failAll()
         #expect(failures == 1)
+    }
+
+    @Test func aStepBegunAfterTheStopFailsAtOnce() {
+        let waiters = Waiters()
+        waiters.failAll()
+        var failed = 0
+        // Not at its deadline, after the supervisor has gone: `ctl` would get no answer.
+        waiters.wait(on: DispatchQueue(label: "t"), until: .distantFuture, { false }, then: { Issue.record("ran") }, failure: { failed += 1 })
+        // Nor does it go on when its condition happens to hold.
+        waiters.wait(on: DispatchQueue(label: "t"), until: .distantFuture, { true }, then: { Issue.record("ran") }, failure: { failed += 1 })
+        #expect(failed == 2)
     }
 }

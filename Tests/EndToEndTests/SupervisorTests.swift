@@ -216,6 +216,12 @@ extension EndToEnd {
             let children = status["children"] as? [[String: Any]] ?? []
             #expect(Set(children.compactMap { $0["child"] as? String }) == ["frontend", "store.0", "store.1", "receipts.0", "search.0", "files.0"])
             #expect(children.allSatisfy { $0["ready"] as? Bool == true && $0["pid"] is Int && $0["restarts"] as? Int == 0 })
+            // The socket the supervisor bound (port 0) reaches the frontend, and no worker.
+            let listening = try #require(listeningSocket(port: server.port), "no LISTEN socket on \(server.port) in /proc/net/tcp")
+            #expect(holds(server.process.processIdentifier, listening))
+            #expect(server.childPIDs(matching: "chatd frontend").allSatisfy { holds($0, listening) })
+            #expect(server.childPIDs(matching: "chatd worker").count == 5)
+            #expect(!server.childPIDs(matching: "chatd worker").contains { holds($0, listening) })
 
             // A rolling restart of the store shards under traffic drops no connection and no message.
             let tokens = try await Steps.users(server, "alice", "bob")
@@ -258,6 +264,8 @@ extension EndToEnd {
             // Scaling: receipts up, store refused.
             #expect(try Self.ctl(server, "scale", "receipts", "2")["workers"] as? Int == 2)
             try await server.waitUntil(timeout: 10, "a second receipts worker") { server.childPIDs(matching: "worker --role receipts").count == 2 }
+            // Spawned after the frontend, which inherited the socket: still not handed on.
+            #expect(!server.childPIDs(matching: "worker --role receipts").contains { holds($0, listening) })
             #expect(try Self.ctl(server, "scale", "search", "3")["error"] != nil)
             #expect(try Self.ctl(server, "explode")["error"] != nil)
         }
@@ -437,6 +445,24 @@ extension EndToEnd {
             #expect(!confirmed.isEmpty)
         }
     }
+}
+
+/// `socket:[inode]` of the IPv4 socket listening on `port` (from /proc/net/tcp).
+func listeningSocket(port: Int) -> String? {
+    guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return nil }
+    // sl local_address rem_address st ... inode: state 0A is LISTEN; the port is hex.
+    for line in table.split(separator: "\n").dropFirst() {
+        let fields = line.split(separator: " ")
+        guard fields.count > 9, fields[3] == "0A", fields[1].split(separator: ":").last.flatMap({ Int($0, radix: 16) }) == port else { continue }
+        return "socket:[\(fields[9])]"
+    }
+    return nil
+}
+
+/// Process `pid` has `socket` (`socket:[inode]`) among its descriptors.
+func holds(_ pid: Int32, _ socket: String) -> Bool {
+    let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+    return fds.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) == socket }
 }
 
 /// The port of `ctl status`'s `listen` (`127.0.0.1:NNNN`).
