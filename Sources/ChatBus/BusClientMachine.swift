@@ -76,8 +76,9 @@ public struct BusClientMachine<Ticket> {
         var shard = -1
         /// Its position in the stream to that shard.
         var seq: UInt64 = 0
-
-        var queue: String { shard >= 0 ? Endpoints.queue(.store, shard: shard) : Endpoints.queue(command.kind.role) }
+        /// The queue it goes to, named once (set with `shard` for a store
+        /// command): every send, settle and count would otherwise build it.
+        var queue = ""
     }
 
     /// This frontend's stream to one store shard (see `StreamSequencer`).
@@ -100,12 +101,6 @@ public struct BusClientMachine<Ticket> {
         var commands: [Outgoing]
         var ids: Set<String>
         var since: UInt64
-    }
-
-    /// The answer to a poison command (`PendingRequests`): 500, because
-    /// trying again would fail the same way.
-    public static var poisonDetail: [UInt8] {
-        ReplyError.poisonCommand.encode()
     }
 
     /// Pids remembered per worker name: enough for two processes briefly
@@ -247,7 +242,6 @@ public struct BusClientMachine<Ticket> {
         outstandingChanged = false
         return outstanding
     }
-    public var pendingCount: Int { pending.count }
 
     mutating func takeActions() -> [Action] {
         defer { actions.removeAll(keepingCapacity: true) }
@@ -260,9 +254,11 @@ public struct BusClientMachine<Ticket> {
 extension BusClientMachine {
     mutating func admit(_ outgoing: Outgoing, now: UInt64, push: Push) {
         var outgoing = outgoing
+        outgoing.queue = Endpoints.queue(outgoing.command.kind.role)
         if case .store(let key) = outgoing.destination {
             let shard = Shard.of(key, count: shards)
             outgoing.shard = shard
+            outgoing.queue = Endpoints.queue(.store, shard: shard)
             outgoing.seq = streams[shard].next
             streams[shard].next += 1
             streams[shard].awaiting.insert(outgoing.seq)
@@ -415,7 +411,7 @@ extension BusClientMachine {
         for (id, outgoing) in poisoned {
             actions.append(.log(.poison(requestID: id, kind: outgoing.command.kind, worker: beat.worker)))
             settled(outgoing)
-            actions.append(.complete(outgoing.ticket, .success(.reply(to: outgoing.command, status: .internal, body: Self.poisonDetail))))
+            actions.append(.complete(outgoing.ticket, .success(.reply(to: outgoing.command, status: .internal, body: ReplyError.poisonCommand.encode()))))
         }
         if !lost.isEmpty { actions.append(.log(.workerReplaced(worker: beat.worker, resent: lost.count))) }
         for (_, outgoing) in lost { transmit(outgoing, now: now, push: push) }

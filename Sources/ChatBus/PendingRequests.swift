@@ -80,7 +80,9 @@ public struct PendingRequests<Payload> {
         for (id, entry) in entries where matching(entry.payload) && entry.deadline > now {
             var entry = entry
             entry.attempts += 1
-            entry.nextRetry = min(now + policy.retryInterval, entry.deadline)
+            // A suspect (pending at a crash) stays off the timer, whatever
+            // replaced its worker this time.
+            entry.nextRetry = entry.deaths > 0 ? entry.deadline : min(now + policy.retryInterval, entry.deadline)
             entries[id] = entry
             due.append((id, entry.payload))
         }

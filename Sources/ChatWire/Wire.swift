@@ -275,10 +275,6 @@ public enum Endpoints {
     public static func queue(_ role: Role, shard: Int = 0) -> String {
         role == .store ? "store-\(shard)" : role.rawValue
     }
-    /// The queue a worker (`store.1`, `receipts.0`) takes commands from.
-    public static func queue(ofWorker name: String) -> String? {
-        WorkerName(name)?.queue
-    }
 }
 
 /// Where the bus's endpoints are. The broker binds them, everyone else

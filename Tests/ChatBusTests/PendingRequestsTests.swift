@@ -150,7 +150,6 @@ import Testing
         #expect(second.poisoned.map(\.payload) == ["store-0"])
         #expect(!pending.contains(id: "a"))
         #expect(pending.count == 0)
-        #expect(pending.tick(now: 20_000).isEmpty)
         // A late reply to an earlier copy is dropped.
         #expect(pending.complete(id: "a") == nil)
     }
@@ -202,6 +201,8 @@ import Testing
             for case .resend(let id, _, _) in pending.tick(now: now) { resent.append(id) }
         }
         #expect(!resent.contains("a"))
+        // Answered before the timer came: never resent.
+        #expect(!resent.contains("b"))
         #expect(resent.contains("c"))
     }
 
@@ -215,6 +216,17 @@ import Testing
 }
 
 @Suite struct ExternalKillTests {
+    /// A kill from outside after a crash resends the suspect to the new
+    /// worker, but does not put it back on the timer (review, issue 11).
+    @Test func aSuspectStaysOffTheTimerAfterAnExternalKill() {
+        var pending = PendingRequests<String>(policy: RetryPolicy(retryInterval: 100, deadline: 10_000))
+        pending.add(id: "a", payload: "q", now: 0)
+        _ = pending.workerReplaced(now: 10) { _ in true }
+        #expect(pending.resendNow(now: 20) { _ in true }.map(\.id) == ["a"])
+        #expect(pending.nextWakeup == 10_000)
+        for now in stride(from: UInt64(100), to: 9_999, by: 100) { #expect(pending.tick(now: now).isEmpty) }
+    }
+
     @Test func resendNowCountsNoDeath() {
         var pending = PendingRequests<String>(policy: RetryPolicy(retryInterval: 100, deadline: 10_000))
         pending.add(id: "a", payload: "q", now: 0)

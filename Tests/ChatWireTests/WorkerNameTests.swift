@@ -19,8 +19,7 @@ import Testing
         #expect(WorkerName(.store, 3).queue == "store-3")
         // Replicas of the other roles share their role's queue.
         #expect(WorkerName(.receipts, 1).queue == "receipts")
-        #expect(Endpoints.queue(ofWorker: "receipts.0") == "receipts")
-        #expect(Endpoints.queue(ofWorker: "frontend.0") == nil)
+        #expect(WorkerName("receipts.0")?.queue == "receipts")
     }
 
     @Test func ordersByRoleThenIndex() {

@@ -44,7 +44,9 @@ import Testing
         ].map { try Regex($0) }
         let checked = ["ChatBus", "ChatCore", "ChatConfig", "ChatFrontend", "ChatStore", "ChatSupervisor", "ChatWorkers", "chatd"]
         for directory in checked.map({ "Sources/\($0)" }) {
-            for file in Self.swiftFiles(under: directory) {
+            let files = Self.swiftFiles(under: directory)
+            #expect(!files.isEmpty, "no sources under \(directory)")
+            for file in files {
                 for (number, line) in file.lines.enumerated() {
                     let code = SwiftOutline.code(of: line)
                     for pattern in forbidden where code.contains(pattern) {
