@@ -51,10 +51,14 @@ public struct ShardCount: Sendable, Equatable {
         Event(topic: Topic.storeShards, kind: .storeShards, key: "", body: Array(String(count).utf8))
     }
 
-    /// Reads an announcement; nil for anything else or a count below one.
+    /// More shards than any host runs: a frontend opens a socket per shard,
+    /// so a corrupt announcement must not make it open millions.
+    public static let maxCount = 1_024
+
+    /// Reads an announcement; nil for anything else or a count outside 1...`maxCount`.
     public init?(_ event: Event) {
         guard event.kind == .storeShards, event.topic == Topic.storeShards,
-            let count = Int(String(decoding: event.body, as: UTF8.self)), count > 0
+            let count = Int(String(decoding: event.body, as: UTF8.self)), (1...Self.maxCount).contains(count)
         else { return nil }
         self.count = count
     }

@@ -26,10 +26,16 @@ public struct QueueReport: Equatable, Sendable {
         for pair in value.split(separator: " ") {
             let parts = pair.split(separator: ":", omittingEmptySubsequences: false)
             guard parts.count == 2, !parts[0].isEmpty, let count = Int(parts[1]), count >= 0 else { continue }
-            outstanding[String(parts[0])] = count
+            // Capped: the supervisor sums reports, and an absurd count must
+            // not overflow the sum (a trap) in `ctl status`.
+            outstanding[String(parts[0])] = min(count, Self.maxCount)
         }
         self.init(outstanding)
     }
+
+    /// More than any frontend can have outstanding (its pending table is
+    /// bounded by memory long before); far below an overflow when summed.
+    public static let maxCount = 1 << 32
 
     /// All of the queues' counts together.
     public var total: Int { outstanding.values.reduce(0, +) }
