@@ -40,6 +40,8 @@ public struct ChatConfig: Sendable, Equatable {
     public var jwtLeewaySeconds: Double = 60
     /// Store shards; `auto` (0) = one per CPU.
     public var storeWorkers: Int = 0
+    /// Frontend processes sharing the listening socket; `auto` (0) = one per CPU.
+    public var frontends: Int = 0
     public var logLevel: String = "info"
     /// Most Unicode code points in a message's content.
     public var maxMessageChars: Int = 10_000
@@ -130,6 +132,7 @@ public struct ChatConfig: Sendable, Equatable {
             throw ConfigError.invalid("storeWorkers", workers)
         }
         config.storeWorkers = Int(workers) ?? 0
+        config.frontends = try Self.parseFrontends(reader.string(forKey: "frontends", default: "auto"))
         config.logLevel = reader.string(forKey: "logLevel", default: config.logLevel)
         config.maxMessageChars = reader.int(forKey: "maxMessageChars", default: config.maxMessageChars)
         config.maxBodyBytes = reader.int(forKey: "maxBodyBytes", default: config.maxBodyBytes)
@@ -184,6 +187,25 @@ public struct ChatConfig: Sendable, Equatable {
         }
         guard config.listenAddress != nil else { throw ConfigError.invalid("listen", config.listen) }
         return config
+    }
+
+    /// Most frontends: each holds its own connections, event loops and bus
+    /// sockets (one per store shard), so beyond a few per core they cost
+    /// memory and file descriptors without serving more.
+    public static let maxFrontends = 64
+
+    /// `frontends:` read: `auto` (0, one per CPU) or a count from 1 to `maxFrontends`.
+    public static func parseFrontends(_ text: String) throws -> Int {
+        if text == "auto" { return 0 }
+        guard let count = Int(text), (1...maxFrontends).contains(count) else {
+            throw ConfigError.invalid("frontends", "\(text): auto or a count from 1 to \(maxFrontends)")
+        }
+        return count
+    }
+
+    /// Frontends after resolving `auto`.
+    public var resolvedFrontends: Int {
+        frontends > 0 ? frontends : min(Self.maxFrontends, max(1, ProcessInfo.processInfo.activeProcessorCount))
     }
 
     /// Store shards after resolving `auto`.
