@@ -11,7 +11,7 @@ import Logging
 ///     STARTING --READY=1-->          READY
 ///     STARTING, READY --silent past the hang timeout--> HUNG (SIGKILL)
 ///     STARTING, READY, HUNG --exited--> BACKOFF (a crash: counted, maybe slowed)
-///     STARTING, READY --stop-->      STOPPING (SIGTERM; SIGKILL at the deadline)
+///     STARTING, READY --stop-->      STOPPING (SIGTERM or the stop's signal; SIGKILL at the deadline)
 ///     HUNG     --stop-->             STOPPING (SIGKILL again at once if it lingers)
 ///     STOPPING --exited-->           BACKOFF (a planned restart: not counted) or STOPPED;
 ///                                    counted as a crash if it was killed for hanging
@@ -46,9 +46,11 @@ struct Child: Equatable {
         case heartbeat
         /// The process was reaped.
         case exited(ChildProcess.Termination)
-        /// Stop it with SIGTERM, SIGKILL at `killAt`; then start it again (a
-        /// rolling restart) or leave it stopped (scaled away, shutting down).
-        case stop(restart: Bool, killAt: Uptime)
+        /// Stop it with `signal` (SIGTERM; a frontend that is to close its
+        /// WebSockets with 1012 gets SIGUSR1), SIGKILL at `killAt`; then start
+        /// it again (a rolling restart) or leave it stopped (scaled away,
+        /// shutting down).
+        case stop(restart: Bool, killAt: Uptime, signal: Int32 = SIGTERM)
         /// A timer fired: one the machine asked for (`wake`), or the
         /// supervisor's liveness tick, which must come often (every 250 ms):
         /// hang detection and the SIGKILL deadline of a stop rely on it.
@@ -140,7 +142,7 @@ struct Child: Equatable {
         case .reportedReady: reportedReady(now: now)
         case .heartbeat: heartbeat(now: now)
         case .exited(let termination): exited(termination, now: now)
-        case .stop(let restart, let killAt): stop(restart: restart, killAt: killAt, now: now)
+        case .stop(let restart, let killAt, let signal): stop(restart: restart, killAt: killAt, signal: signal, now: now)
         case .timer: timer(now: now)
         }
     }
@@ -237,13 +239,13 @@ struct Child: Equatable {
         return policy.delay(quickExits: quickExits, lived: lived)
     }
 
-    private mutating func stop(restart: Bool, killAt: Uptime, now: Uptime) -> [Action] {
+    private mutating func stop(restart: Bool, killAt: Uptime, signal: Int32, now: Uptime) -> [Action] {
         switch state {
         case .starting(let pid), .ready(let pid):
             // STARTING, READY -> STOPPING
             state = .stopping(pid: pid, restart: restart)
             self.killAt = killAt
-            return [.kill(pid: pid, signal: SIGTERM), .wake(at: killAt)]
+            return [.kill(pid: pid, signal: signal), .wake(at: killAt)]
         case .hung(let pid):
             // HUNG -> STOPPING: SIGKILL is already on its way; if it did not
             // take, the next timer sends it again (a hung child gets no grace).

@@ -1,15 +1,22 @@
 import ChatWire
+import Foundation
 
-/// What the supervisor calls a child: the frontend, or a worker by its
-/// `WorkerName` (`store.0`). Children say it in the `CHATD_CHILD` field of
-/// their sd_notify datagrams; `ctl status` and the log show it.
+/// What the supervisor calls a child: a frontend by its slot (`frontend.0`),
+/// or a worker by its `WorkerName` (`store.0`). Children say it in the
+/// `CHATD_CHILD` field of their sd_notify datagrams; `ctl status` and the log
+/// show it. A frontend's slot also names the sessions it holds, so that the
+/// next process in the slot closes those its predecessor left open.
 enum ChildName: Hashable, Sendable, CustomStringConvertible {
-    case frontend
+    /// One of the frontends sharing the listening socket, 0 up.
+    case frontend(Int)
     case worker(WorkerName)
 
+    /// The role word of every frontend: `ctl restart frontend` rolls them all.
+    static let frontendRole = "frontend"
+
     init?(_ text: String) {
-        if text == "frontend" {
-            self = .frontend
+        if let slot = Self.frontendSlot(text) {
+            self = .frontend(slot)
         } else if let worker = WorkerName(text) {
             self = .worker(worker)
         } else {
@@ -19,7 +26,7 @@ enum ChildName: Hashable, Sendable, CustomStringConvertible {
 
     var description: String {
         switch self {
-        case .frontend: "frontend"
+        case .frontend(let slot): "\(Self.frontendRole).\(slot)"
         case .worker(let worker): worker.description
         }
     }
@@ -27,18 +34,37 @@ enum ChildName: Hashable, Sendable, CustomStringConvertible {
     /// `frontend`, or the worker's role (`store`).
     var role: String {
         switch self {
-        case .frontend: "frontend"
+        case .frontend: Self.frontendRole
         case .worker(let worker): worker.role.rawValue
         }
     }
+
+    var isFrontend: Bool { if case .frontend = self { true } else { false } }
+
+    /// `frontend.3` read back: a slot number written as `description` writes
+    /// it (no sign, no leading zero), below 1,000.
+    static func frontendSlot(_ text: String) -> Int? {
+        let prefix = frontendRole + "."
+        guard text.hasPrefix(prefix) else { return nil }
+        let digits = text.dropFirst(prefix.count)
+        guard let slot = Int(digits), String(slot) == digits, (0..<1000).contains(slot) else { return nil }
+        return slot
+    }
+
+    /// The signal that stops this child while the service goes on (a rolling
+    /// restart, a scale-down): a frontend takes SIGUSR1 as "close WebSockets
+    /// with 1012, service restart, and exit" (docs/protocol.md "Supervisor
+    /// and children"); SIGTERM (1001, going away) stays for a full stop.
+    var restartSignal: Int32 { isFrontend ? SIGUSR1 : SIGTERM }
 
     var worker: WorkerName? {
         if case .worker(let worker) = self { worker } else { nil }
     }
 
-    /// `ctl restart <word>`: the child of that name, or every worker of that role.
+    /// `ctl restart <word>`: the child of that name, or every child of that
+    /// role (`frontend`, `store`).
     func matches(_ word: String) -> Bool {
-        description == word || worker?.role.rawValue == word
+        description == word || role == word
     }
 }
 
@@ -59,6 +85,8 @@ struct ChildRecord {
     /// The store shard count a frontend sends by (its heartbeats say); nil
     /// while it is changing.
     var storeShards: Int?
+    /// A frontend's open WebSockets (its heartbeats say).
+    var webSockets: Int?
 
     init(spec: ChildSpec, policy: Child.Policy) {
         self.spec = spec

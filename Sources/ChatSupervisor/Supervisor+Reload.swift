@@ -5,7 +5,8 @@ import Logging
 
 extension Supervisor {
     /// SIGHUP: reads the configuration again and applies what can change
-    /// without a restart: the log level and the receipts worker count here;
+    /// without a restart: the log level, the frontend and receipts worker
+    /// counts and the store shard count here;
     /// the new limits reach each child at its next (rolling) restart.
     func reload() {
         guard !stopping else { return }
@@ -33,10 +34,12 @@ extension Supervisor {
             config.hangTimeoutSeconds = fresh.hangTimeoutSeconds
             for name in children.keys { children[name]?.machine.policy = policy }
             logger.info("reloaded", metadata: [
-                "log.level": "\(fresh.logLevel)", "receipts.workers": "\(receipts)",
+                "log.level": "\(fresh.logLevel)", "receipts.workers": "\(receipts)", "frontends": "\(fresh.resolvedFrontends)",
                 "store.workers": "\(fresh.resolvedStoreWorkers)",
                 "needs.restart": "\(unchangeable ? "listen or directories changed: restart to apply" : "no")",
             ])
+            if config.run.runsFrontend && fresh.resolvedFrontends != frontendCount { scaleFrontends(to: fresh.resolvedFrontends) }
+            config.frontends = fresh.frontends
             if config.run.runsWorkers { scale(role: .receipts, to: receipts) { _ in } }
             config.receiptsWorkers = receipts
             if fresh.resolvedStoreWorkers != storeShards && config.run == .all {

@@ -22,6 +22,19 @@ extension Supervisor {
         reply(Self.json(["role": "receipts", "workers": count]))
     }
 
+    /// Adds frontends, or retires those in the highest slots (a reload that
+    /// changes `frontends`). A retired frontend closes its WebSockets with
+    /// 1012 and its clients reconnect to the others; the socket they share
+    /// stays open, so no connection is refused meanwhile.
+    func scaleFrontends(to count: Int) {
+        let from = frontendSlots.count
+        frontendCount = count
+        for slot in 0..<count where children[.frontend(slot)] == nil { add(frontendSpec(slot)) }
+        retire(frontendSlots.filter { $0 >= count }.map(ChildName.frontend))
+        logger.info("scaled", metadata: ["role": "frontend", "from": "\(from)", "to": "\(count)"])
+        updateStatus()
+    }
+
     /// Changes the store shard count while serving. Rooms move to the shard
     /// their id hashes to under the new count; per-room order holds because a
     /// frontend switches only once nothing it sent to a store shard is
@@ -45,7 +58,7 @@ extension Supervisor {
         storeShards = count
         logger.info("scaling store", metadata: ["from": "\(from)", "to": "\(count)"])
         // A frontend (re)started from now on begins with the new count.
-        children[.frontend]?.spec = frontendSpec
+        refreshFrontendSpecs()
         broker?.add(queues: (0..<count).map { Endpoints.queue(.store, shard: $0) })
         // Shards a failed scale-down left running are reused, not started twice.
         let started = (0..<count).map { ChildName.worker(WorkerName(.store, $0)) }.filter { children[$0] == nil }
@@ -71,7 +84,7 @@ extension Supervisor {
         } failure: { [unowned self] in
             // Frontends were not told yet: undo.
             storeShards = from
-            children[.frontend]?.spec = frontendSpec
+            refreshFrontendSpecs()
             retire(started)
             finish(Self.json(["error": "new store shards did not become ready; still \(from) shards"]))
         }
@@ -81,7 +94,7 @@ extension Supervisor {
     /// the shards beyond it stop.
     private func waitForFrontends(_ count: Int, from: Int, deadline: Uptime, finish: @escaping @Sendable (String) -> Void) {
         waiters.wait(on: queue, until: deadline) { [unowned self] in
-            children.values.filter { $0.spec.name == .frontend && $0.process != nil }.allSatisfy { $0.storeShards == count }
+            children.values.filter { $0.spec.name.isFrontend && $0.process != nil }.allSatisfy { $0.storeShards == count }
         } then: { [unowned self] in
             retire(children.keys.filter { $0.worker.map { $0.role == .store && $0.index >= count } ?? false })
             logger.info("scaled", metadata: ["role": "store", "from": "\(from)", "to": "\(count)"])

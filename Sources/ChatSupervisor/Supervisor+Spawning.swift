@@ -5,7 +5,7 @@ import Foundation
 extension Supervisor {
     /// The children this host runs (`run`: all, frontend, or workers).
     var specs: [ChildSpec] {
-        var specs = config.run.runsFrontend ? [frontendSpec] : []
+        var specs = config.run.runsFrontend ? (0..<frontendCount).map(frontendSpec) : []
         guard config.run.runsWorkers else { return specs }
         for shard in 0..<storeShards { specs.append(workerSpec(WorkerName(.store, shard))) }
         // One each of the other roles: receipts may be scaled by config;
@@ -16,8 +16,20 @@ extension Supervisor {
         return specs
     }
 
-    /// A frontend started now sends by the current store shard count.
-    var frontendSpec: ChildSpec { ChildSpec(name: .frontend, arguments: ["frontend", "--shards", String(storeShards)]) }
+    /// A frontend started now in `slot` sends by the current store shard count.
+    func frontendSpec(_ slot: Int) -> ChildSpec {
+        ChildSpec(name: .frontend(slot), arguments: ["frontend", "--shards", String(storeShards)])
+    }
+
+    /// The frontends' slots now, in order.
+    var frontendSlots: [Int] {
+        children.keys.compactMap { if case .frontend(let slot) = $0 { slot } else { nil } }.sorted()
+    }
+
+    /// Frontends (re)started from now on begin with the current store shard count.
+    func refreshFrontendSpecs() {
+        for slot in frontendSlots { children[.frontend(slot)]?.spec = frontendSpec(slot) }
+    }
 
     func workerSpec(_ worker: WorkerName) -> ChildSpec {
         ChildSpec(name: .worker(worker), arguments: ["worker", "--role", worker.role.rawValue, "--shard", String(worker.index)])
@@ -36,9 +48,10 @@ extension Supervisor {
         environment["CHATD_PREDECESSOR_FAILED"] = predecessorFailed ? "1" : nil
         environment["WATCHDOG_USEC"] = nil
         environment["WATCHDOG_PID"] = nil
-        // The frontend serves the socket the supervisor holds (systemd's, or its own).
+        // Every frontend serves the one socket the supervisor holds (systemd's,
+        // or its own): the kernel hands each connection to one of them.
         var inherit: [CInt] = []
-        if name == .frontend, let socket = listeningSocket {
+        if name.isFrontend, let socket = listeningSocket {
             inherit = [socket.fd]
             environment["CHATD_LISTEN_FD"] = String(socket.fd)
             // Port 0 became a real port: links and logs give that one.
@@ -50,6 +63,9 @@ extension Supervisor {
             )
             process.onExit = { [weak self] process in self?.reaped(process) }
             children[name]?.process = process
+            // What the previous process reported is not this one's.
+            children[name]?.storeShards = nil
+            children[name]?.webSockets = nil
             deliver(.spawned(pid: process.pid), to: .child(name))
         } catch {
             deliver(.spawnFailed("\(error)"), to: .child(name))

@@ -52,8 +52,13 @@ extension Supervisor {
                 "restarts": child.restarts,
                 "last_heartbeat_seconds_ago": child.isReady ? (now.seconds(since: child.lastHeartbeat) * 10).rounded() / 10 : NSNull(),
             ]
-            // The store shard count a frontend sends by; null while it changes (`ctl scale store`).
-            if record.spec.name == .frontend { row["store_shards"] = record.storeShards ?? NSNull() }
+            // The store shard count a frontend sends by; null while it changes
+            // (`ctl scale store`). Its open WebSockets, null before its first heartbeat.
+            if record.spec.name.isFrontend {
+                row["store_shards"] = record.storeShards ?? NSNull()
+                let sockets: Int? = record.process == nil ? nil : record.webSockets
+                row["websockets"] = sockets ?? NSNull()
+            }
             return row
         }
         var status: [String: Any] = ["children": rows, "queues": queues, "status": lastStatus]

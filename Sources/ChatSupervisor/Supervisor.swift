@@ -6,13 +6,15 @@ import Logging
 import Systemd
 
 /// `chatd serve`: owns the bus broker and the children, nothing else. Spawns
-/// the frontend and the workers; restarts a child that exits (at once, then
+/// the frontends (`frontends:`, all serving the one listening socket) and the
+/// workers; restarts a child that exits (at once, then
 /// with exponential backoff once it keeps crashing soon after starting); kills
 /// and restarts one that stops sending heartbeats (hung, not dead); speaks
 /// sd_notify to systemd (`READY=1` once every child is ready, `STATUS=`,
 /// `WATCHDOG=1` at half of `WATCHDOG_USEC`, `STOPPING=1`); and turns
-/// SIGTERM/SIGINT into an orderly stop: the frontend first (it closes
-/// WebSockets with 1001 and drains), then the workers, SIGKILL after the grace.
+/// SIGTERM/SIGINT into an orderly stop: the frontends first (they close
+/// WebSockets with 1001 and drain), then the workers once every frontend is
+/// gone, SIGKILL after the grace.
 ///
 /// Each child's life is a `Child` state machine; this class feeds it events
 /// (spawns, sd_notify datagrams, exits, timers) and carries out its actions.
@@ -47,6 +49,8 @@ public final class Supervisor: @unchecked Sendable {
     /// Store shards now; `ctl scale store <n>` and a reload change it.
     var storeShards: Int
     var storeScaleInProgress = false
+    /// Frontends now; a reload changes it.
+    var frontendCount: Int
     lazy var spawner = ChildSpawner(queue: queue)
     /// The listening socket handed to every frontend: the one systemd passed
     /// (chatd.socket), or the one the supervisor bound for `listen`.
@@ -69,6 +73,7 @@ public final class Supervisor: @unchecked Sendable {
         self.logger = logger
         self.graceSeconds = graceSeconds
         self.storeShards = config.resolvedStoreWorkers
+        self.frontendCount = config.resolvedFrontends
     }
 
     /// The timing rules of every child's state machine.
@@ -119,7 +124,9 @@ public final class Supervisor: @unchecked Sendable {
     }
 
     private func startChildren() {
-        logger.info("supervisor starting", metadata: ["store.workers": "\(storeShards)", "pid": "\(getpid())"])
+        logger.info("supervisor starting", metadata: [
+            "store.workers": "\(storeShards)", "frontends": "\(config.run.runsFrontend ? frontendCount : 0)", "pid": "\(getpid())",
+        ])
         for spec in specs { add(spec) }
         // The liveness tick: hang detection and stop deadlines (`Child.Event.timer`).
         schedule(every: 0.25) { [weak self] in self?.tick() }
@@ -210,6 +217,7 @@ public final class Supervisor: @unchecked Sendable {
         // A count, or "changing" while the frontend waits to switch.
         if let shards = fields["CHATD_STORE_SHARDS"] { record.storeShards = Int(shards) }
         if let queues = fields[QueueReport.field] { record.outstanding = QueueReport(decoding: queues) }
+        if let sockets = fields["CHATD_WEBSOCKETS"] { record.webSockets = Int(sockets) }
         children[name] = record
         if fields["READY"] == "1" {
             deliver(.reportedReady, to: .child(name))
@@ -235,9 +243,9 @@ public final class Supervisor: @unchecked Sendable {
             children[name]?.process = nil
             deliver(.exited(termination), to: .child(name))
             guard stopping else { return }
-            // One that exited on its own stays down; workers follow as soon as the frontend is gone.
+            // One that exited on its own stays down; workers follow as soon as every frontend is gone.
             deliver(.stop(restart: false, killAt: stopDeadline), to: .child(name))
-            if name == .frontend {
+            if name.isFrontend && !frontendsRunning {
                 closeListeningSocket()
                 stopWorkers()
             }
@@ -258,10 +266,10 @@ public final class Supervisor: @unchecked Sendable {
         stopDeadline = Uptime.now() + graceSeconds
         // Whatever is between two lives stays down.
         for (name, record) in children where record.process == nil { deliver(.stop(restart: false, killAt: stopDeadline), to: .child(name)) }
-        // The frontend first: it closes WebSockets with 1001 and drains its
+        // The frontends first: they close WebSockets with 1001 and drain their
         // pending commands while the workers still answer.
-        if children[.frontend]?.process != nil {
-            deliver(.stop(restart: false, killAt: stopDeadline), to: .child(.frontend))
+        if frontendsRunning {
+            for name in children.keys where name.isFrontend { deliver(.stop(restart: false, killAt: stopDeadline), to: .child(name)) }
             queue.asyncAfter(deadline: .now() + graceSeconds / 2) { [weak self] in self?.stopWorkers() }
         } else {
             closeListeningSocket()
@@ -271,7 +279,13 @@ public final class Supervisor: @unchecked Sendable {
     }
 
     private func stopWorkers() {
-        for name in children.keys where name != .frontend { deliver(.stop(restart: false, killAt: stopDeadline), to: .child(name)) }
+        for name in children.keys where !name.isFrontend { deliver(.stop(restart: false, killAt: stopDeadline), to: .child(name)) }
+    }
+
+    /// A frontend process is up. Frontends scaled away and still exiting are
+    /// not waited for: they had the grace of their own stop.
+    private var frontendsRunning: Bool {
+        children.values.contains { $0.spec.name.isFrontend && $0.process != nil }
     }
 
     /// Children no longer wanted: forgotten, then SIGTERM (SIGKILL after the grace).
@@ -279,7 +293,8 @@ public final class Supervisor: @unchecked Sendable {
         for name in names {
             guard let record = children.removeValue(forKey: name), let pid = record.machine.pid else { continue }
             retiring[pid] = record.machine
-            deliver(.stop(restart: false, killAt: Uptime.now() + graceSeconds), to: .retired(pid: pid))
+            // The service goes on: a retired frontend's clients get 1012 and reconnect to a sibling.
+            deliver(.stop(restart: false, killAt: Uptime.now() + graceSeconds, signal: name.restartSignal), to: .retired(pid: pid))
         }
     }
 

@@ -86,10 +86,10 @@ import Glibc
         let before = Self.monotonicSeconds()
         sup.queue.sync {
             sup.listeningSocket = socket
-            sup.children[.frontend] = ChildRecord(spec: ChildSpec(name: .frontend, arguments: ["30"]), policy: sup.policy)
-            sup.deliver(.start, to: .child(.frontend))
+            sup.children[.frontend(0)] = ChildRecord(spec: ChildSpec(name: .frontend(0), arguments: ["30"]), policy: sup.policy)
+            sup.deliver(.start, to: .child(.frontend(0)))
         }
-        let started = sup.queue.sync { sup.children[.frontend]?.process == nil ? nil : sup.children[.frontend]?.machine.lastStart }
+        let started = sup.queue.sync { sup.children[.frontend(0)]?.process == nil ? nil : sup.children[.frontend(0)]?.machine.lastStart }
         // The machine is fed the monotonic clock, not the wall clock.
         let start = try #require(started, "the frontend was spawned").seconds
         #expect(start >= before - 0.001 && start <= Self.monotonicSeconds() + 0.001)
