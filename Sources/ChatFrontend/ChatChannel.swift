@@ -23,6 +23,8 @@ public struct FrontendServices: Sendable {
     public let health: HealthState
     /// Nil with `rateLimits: off`.
     let limiter: RateLimiter?
+    /// Open WebSockets, and the close code of a shutdown.
+    let life = FrontendLife()
 }
 
 /// HTTP/1.1 with a WebSocket upgrade, on Hummingbird's server. Unlike

@@ -11,6 +11,7 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 import Systemd
+import UnixSignals
 
 /// The frontend's view of the configuration.
 public struct FrontendConfig: Sendable {
@@ -19,7 +20,7 @@ public struct FrontendConfig: Sendable {
     public var frontendID: String
     /// The store shard count at start; the supervisor may change it (`BusClient.storeShards`).
     public var storeShards: Int
-    /// This frontend's place among the supervisor's children (`frontend`),
+    /// This frontend's place among the supervisor's children (`frontend.0`),
     /// the same for every process that fills it.
     public var slot: String = ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? "frontend"
     /// When this process started, µs since the epoch.
@@ -59,6 +60,9 @@ public final class HealthState: Sendable {
 public enum Frontend {
     public static func run(config: FrontendConfig, logger: Logger) async throws {
         guard let address = config.chat.listenAddress else { throw ConfigError.invalid("listen", config.chat.listen) }
+        // SIGUSR1 (a restart) would end the process before its handler is in
+        // place; ignored from here on, it is caught below.
+        signal(SIGUSR1, SIG_IGN)
         // The supervisor hands down the socket systemd passed it (chatd.socket).
         let source: ListenSource = if let fd = ProcessInfo.processInfo.environment["CHATD_LISTEN_FD"].flatMap(CInt.init) {
             .inherited(fd: fd)
@@ -90,6 +94,7 @@ public enum Frontend {
         // sent is still answered by the workers before the frontend exits.
         defer { bus.stop(drain: 3) }
         let services = try await makeServices(config: config, logger: logger, bus: bus, connections: connections, health: health)
+        let life = services.life
         let responder = makeResponder(buildRouter(services: services).buildResponder(), logger: logger)
         let server = HTTPServer(
             source: source, channel: ChatChannel(responder: responder, services: services, logger: logger), group: group, logger: logger
@@ -107,10 +112,37 @@ public enum Frontend {
                 let queues = QueueReport(bus.outstanding()).encoded
                 supervisor.send([
                     "WATCHDOG": "1", "CHATD_CHILD": config.slot, QueueReport.field: queues, "CHATD_STORE_SHARDS": bus.isChangingStoreShards ? "changing" : String(bus.storeShards),
+                    "CHATD_WEBSOCKETS": String(life.webSockets),
                 ])
             }
         }
-        try await ServiceGroup(configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()
+        let serviceGroup = ServiceGroup(configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await run(serviceGroup, restartingOn: await UnixSignalsSequence(trapping: .sigusr1), life: life, logger: logger)
+    }
+
+    /// Runs the server until SIGTERM or SIGINT (a stop: WebSockets closed
+    /// with 1001) or SIGUSR1 (the supervisor restarts this frontend while the
+    /// service goes on: 1012, so clients reconnect at once, to a sibling).
+    static func run(_ group: ServiceGroup, restartingOn signals: UnixSignalsSequence, life: FrontendLife, logger: Logger) async throws {
+        try await withThrowingTaskGroup(of: Bool.self) { tasks in
+            tasks.addTask {
+                try await group.run()
+                return true
+            }
+            tasks.addTask {
+                for await _ in signals {
+                    logger.info("restarting: closing WebSockets with 1012")
+                    life.stopForRestart()
+                    await group.triggerGracefulShutdown()
+                    break
+                }
+                return false
+            }
+            // Until the server has ended (its graceful shutdown included); then
+            // no signal is waited for any more.
+            while let serverEnded = try await tasks.next(), !serverEnded {}
+            tasks.cancelAll()
+        }
     }
 
     /// What every request handler uses: the configuration, the bus, the token

@@ -46,6 +46,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         let registry = services.connections.registry(for: context.eventLoop)
         registry.add(self, room: roomID)
         self.registry = registry
+        services.life.webSocketOpened()
         // A token's validity bounds the socket opened with it (api-contract.md "Messages").
         let left = Int64(max(0, min(expires.timeIntervalSinceNow, 400 * 86_400)) * 1_000)
         let loop = context.eventLoop
@@ -78,6 +79,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         registry = nil
         guard !ended else { return }
         ended = true
+        services.life.webSocketClosed()
         services.limiter?.socketClosed(user: identity.id)
         command(.sessionClose, session)
     }
@@ -178,9 +180,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // Server shutdown: tell the client we are going away (1001).
+        // Server shutdown: tell the client we are going away (1001), or, when
+        // the supervisor restarts this frontend, to come back at once (1012).
         if event is ChannelShouldQuiesceEvent {
-            close(code: .goingAway, context: context)
+            close(code: WebSocketErrorCode(codeNumber: services.life.shutdownCloseCode), context: context)
         } else if let channelEvent = event as? ChannelEvent, channelEvent == .inputClosed {
             // The client went away without a close frame (half-closure is
             // allowed on the server's channels): nothing more will come.

@@ -1,0 +1,26 @@
+import Synchronization
+
+/// What the frontend process as a whole is doing, for its connections and its
+/// heartbeats: how many WebSockets are open, and whether it is stopping for a
+/// restart (the service goes on: 1012) or for good (1001).
+public final class FrontendLife: Sendable {
+    private let openWebSockets = Atomic<Int>(0)
+    private let restarting = Atomic<Bool>(false)
+
+    public init() {}
+
+    /// Open WebSockets now (`CHATD_WEBSOCKETS` in the heartbeat, `ctl status`).
+    public var webSockets: Int { openWebSockets.load(ordering: .relaxed) }
+
+    func webSocketOpened() { openWebSockets.add(1, ordering: .relaxed) }
+    func webSocketClosed() { openWebSockets.subtract(1, ordering: .relaxed) }
+
+    /// The supervisor restarts this frontend (SIGUSR1): its WebSockets close
+    /// with 1012 instead of 1001, so clients reconnect at once, to a sibling.
+    func stopForRestart() { restarting.store(true, ordering: .sequentiallyConsistent) }
+
+    /// The close code of a server shutdown: 1012 (service restart) or 1001 (going away).
+    var shutdownCloseCode: Int {
+        restarting.load(ordering: .sequentiallyConsistent) ? 1012 : 1001
+    }
+}

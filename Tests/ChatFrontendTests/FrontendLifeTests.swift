@@ -1,0 +1,20 @@
+import Testing
+
+@testable import ChatFrontend
+
+/// The close code a shutdown gives WebSockets, and the socket count the heartbeat carries.
+@Suite struct FrontendLifeTests {
+    @Test func aStopSays1001AndARestart1012() {
+        let life = FrontendLife()
+        #expect(life.shutdownCloseCode == 1001)
+        life.stopForRestart()
+        #expect(life.shutdownCloseCode == 1012)
+    }
+
+    @Test func openWebSocketsAreCounted() {
+        let life = FrontendLife()
+        for _ in 0..<3 { life.webSocketOpened() }
+        life.webSocketClosed()
+        #expect(life.webSockets == 2)
+    }
+}
