@@ -5,9 +5,17 @@ import Systemd
 import Glibc
 #endif
 
-/// The frontend's listening socket, held by the supervisor for the life of
-/// the service and handed to every frontend (`CHATD_LISTEN_FD`): while none
-/// runs (a restart), connections wait in its backlog instead of being refused.
+/// A frontends' listening socket, held by the supervisor for the life of the
+/// service and handed to a frontend (`CHATD_LISTEN_FD`): while none runs (a
+/// restart), connections wait in its backlog instead of being refused.
+///
+/// Several frontends do not share one socket when the supervisor binds it:
+/// every process polling the same socket wakes for every connection and all
+/// but one find nothing to accept (SwiftNIO asserts against that in debug
+/// builds, and the wake-ups cost CPU). Each slot gets its own socket on the
+/// same address with SO_REUSEPORT instead, and the kernel spreads
+/// connections over them by their addresses. systemd's one socket
+/// (chatd.socket) is shared by every frontend.
 struct ListeningSocket {
     let fd: CInt
     /// What it is bound to, `127.0.0.1:8000` or `[::1]:8000`: with `listen`
@@ -21,9 +29,10 @@ extension Supervisor {
     func openListeningSocket() throws {
         if let fd = try SocketActivation.listeningSocket() {
             listeningSocket = ListeningSocket(fd: fd, address: Self.localAddress(fd))
+            socketActivated = true
         } else if config.run.runsFrontend {
             guard let (host, port) = config.listenAddress else { throw ConfigError.invalid("listen", config.listen) }
-            listeningSocket = try Self.bindListening(host: host, port: port)
+            listeningSocket = try Self.bindListening(host: host, port: port, reusePort: true)
         }
         if let address = listeningSocket?.address { logger.info("listening on \(address)") }
     }
@@ -37,10 +46,40 @@ extension Supervisor {
         // No frontend is spawned while stopping, so the number is not handed on after this.
         close(socket.fd)
         listeningSocket = nil
+        for slot in Array(slotSockets.keys) { closeSlotSocket(slot) }
+    }
+
+    /// The socket frontend `slot` serves: slot 0's (and with socket
+    /// activation every slot's) is `listeningSocket`; another slot's is
+    /// bound on first use beside it. If that fails the slot shares slot 0's.
+    func listeningSocket(forSlot slot: Int) -> ListeningSocket? {
+        guard let primary = listeningSocket, slot > 0, !socketActivated else { return listeningSocket }
+        if let own = slotSockets[slot] { return own }
+        guard let host = config.listenAddress?.host, let port = primary.address?.split(separator: ":").last.flatMap({ Int($0) }) else {
+            return primary
+        }
+        do {
+            let own = try Self.bindListening(host: host, port: port, reusePort: true, joining: true)
+            slotSockets[slot] = own
+            return own
+        } catch {
+            logger.error("frontend.\(slot) shares frontend.0's socket", metadata: ["error": "\(error)"])
+            return primary
+        }
+    }
+
+    func closeSlotSocket(_ slot: Int) {
+        guard let socket = slotSockets.removeValue(forKey: slot) else { return }
+        close(socket.fd)
     }
 
     /// A TCP socket bound to `host:port` (port 0: any free port) and listening.
-    static func bindListening(host: String, port: Int) throws -> ListeningSocket {
+    /// - Parameters:
+    ///   - reusePort: SO_REUSEPORT, so that frontend slots can bind beside it.
+    ///   - joining: it joins sockets of ours already there; without it, a port
+    ///     someone listens on is refused even with `reusePort`, so that a
+    ///     second chatd of the same user does not quietly share the port.
+    static func bindListening(host: String, port: Int, reusePort: Bool = false, joining: Bool = false) throws -> ListeningSocket {
         var hints = addrinfo()
         hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -58,6 +97,12 @@ extension Supervisor {
             var on: CInt = 1
             // A restarted server takes its port back while old connections sit in TIME_WAIT.
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<CInt>.size))
+            if reusePort && !joining && port != 0 && !Self.portFree(info) {
+                failure = String(cString: strerror(EADDRINUSE))
+                close(fd)
+                continue
+            }
+            if reusePort { setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, socklen_t(MemoryLayout<CInt>.size)) }
             // 4096: chatd.socket's Backlog= (the kernel caps it at somaxconn).
             if bind(fd, info.ai_addr, info.ai_addrlen) == 0, listen(fd, 4096) == 0 {
                 return ListeningSocket(fd: fd, address: localAddress(fd))
@@ -66,6 +111,16 @@ extension Supervisor {
             close(fd)
         }
         throw ConfigError.invalid("listen", "\(host):\(port): \(failure)")
+    }
+
+    /// Nobody listens on the address: a socket without SO_REUSEPORT binds it.
+    private static func portFree(_ info: addrinfo) -> Bool {
+        let probe = socket(info.ai_family, info.ai_socktype | Int32(SOCK_CLOEXEC.rawValue), info.ai_protocol)
+        guard probe >= 0 else { return false }
+        defer { close(probe) }
+        var on: CInt = 1
+        setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<CInt>.size))
+        return bind(probe, info.ai_addr, info.ai_addrlen) == 0
     }
 
     /// `host:port` a socket is bound to, numeric (IPv6 in brackets).

@@ -30,7 +30,10 @@ extension Supervisor {
         let from = frontendSlots.count
         frontendCount = count
         for slot in 0..<count where children[.frontend(slot)] == nil { add(frontendSpec(slot)) }
-        retire(frontendSlots.filter { $0 >= count }.map(ChildName.frontend))
+        let retired = frontendSlots.filter { $0 >= count }
+        retire(retired.map(ChildName.frontend))
+        // Connections still queued on a retired slot's own socket are reset.
+        for slot in retired { closeSlotSocket(slot) }
         logger.info("scaled", metadata: ["role": "frontend", "from": "\(from)", "to": "\(count)"])
         updateStatus()
     }

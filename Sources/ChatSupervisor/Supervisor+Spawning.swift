@@ -48,10 +48,10 @@ extension Supervisor {
         environment["CHATD_PREDECESSOR_FAILED"] = predecessorFailed ? "1" : nil
         environment["WATCHDOG_USEC"] = nil
         environment["WATCHDOG_PID"] = nil
-        // Every frontend serves the one socket the supervisor holds (systemd's,
-        // or its own): the kernel hands each connection to one of them.
+        // Every frontend serves a socket the supervisor holds (systemd's, or
+        // one of its own per slot): the kernel hands each connection to one.
         var inherit: [CInt] = []
-        if name.isFrontend, let socket = listeningSocket {
+        if case .frontend(let slot) = name, let socket = listeningSocket(forSlot: slot) {
             inherit = [socket.fd]
             environment["CHATD_LISTEN_FD"] = String(socket.fd)
             // Port 0 became a real port: links and logs give that one.

@@ -55,6 +55,12 @@ public final class Supervisor: @unchecked Sendable {
     /// The listening socket handed to every frontend: the one systemd passed
     /// (chatd.socket), or the one the supervisor bound for `listen`.
     var listeningSocket: ListeningSocket?
+    /// It is systemd's: every frontend shares it.
+    var socketActivated = false
+    /// With a socket bound here and several frontends, each slot above 0
+    /// has its own, bound with SO_REUSEPORT beside `listeningSocket`
+    /// (`listeningSocket(forSlot:)`).
+    var slotSockets: [Int: ListeningSocket] = [:]
     /// Steps of a rolling restart or a rescale waiting for a child event.
     let waiters = Waiters()
 

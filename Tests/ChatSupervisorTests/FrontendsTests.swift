@@ -71,6 +71,17 @@ import Glibc
     }
 
     /// A reload that changes `frontends` adds slots, or retires the highest.
+    /// A second server of the same user cannot quietly share a port that
+    /// SO_REUSEPORT would let it join; the frontends' slots can.
+    @Test func aPortInUseIsRefusedButSlotsJoinIt() throws {
+        let first = try Supervisor.bindListening(host: "127.0.0.1", port: 0, reusePort: true)
+        defer { close(first.fd) }
+        let port = try #require(first.address?.split(separator: ":").last.flatMap { Int($0) })
+        #expect(throws: ConfigError.self) { try Supervisor.bindListening(host: "127.0.0.1", port: port, reusePort: true) }
+        let slot = try Supervisor.bindListening(host: "127.0.0.1", port: port, reusePort: true, joining: true)
+        close(slot.fd)
+    }
+
     @Test func aReloadAddsAndRetiresFrontends() {
         let sup = supervisor(frontends: 1)
         var fresh = sup.config
@@ -87,12 +98,13 @@ import Glibc
     }
 
     /// Two real children as frontend.0 and frontend.1, the second ignoring
-    /// SIGTERM (a frontend still draining): at a stop, the shared listening
-    /// socket stays open until the last frontend is gone.
+    /// SIGTERM (a frontend still draining): at a stop, the listening sockets
+    /// (one per slot, on one port) stay open until the last frontend is gone.
     @Test func theListeningSocketClosesOnlyOnceEveryFrontendHasExited() throws {
         let sup = supervisor(frontends: 2, executable: "/bin/sh")
-        let socket = try Supervisor.bindListening(host: "127.0.0.1", port: 0)
+        let socket = try Supervisor.bindListening(host: "127.0.0.1", port: 0, reusePort: true)
         let port = try #require(socket.address?.split(separator: ":").last.flatMap { UInt16($0) })
+        sup.config.listen = "127.0.0.1:\(port)"
         let scripts = ["exec sleep 30", "trap '' TERM; exec sleep 30"]
         let draining = try #require(sup.queue.sync { () -> Int32? in
             sup.listeningSocket = socket
@@ -103,6 +115,9 @@ import Glibc
             return sup.children[.frontend(1)]?.process?.pid
         })
         defer { kill(draining, SIGKILL) }
+        // frontend.1 got a socket of its own on the same port (SO_REUSEPORT).
+        let own = try #require(sup.queue.sync { sup.slotSockets[1] })
+        #expect(own.fd != socket.fd && own.address == socket.address)
         let deadline = Date() + 10
         // The shell has set its trap once it has become `sleep`.
         func command(_ pid: Int32) -> String? { try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8) }
@@ -120,7 +135,7 @@ import Glibc
         #expect(sup.queue.sync { sup.listeningSocket != nil && !sup.stopped })
         kill(draining, SIGKILL)
         #expect(reapUntil { !Self.connects(port: port) }, "the last frontend gone, connections are refused")
-        #expect(reapUntil { sup.queue.sync { sup.stopped && sup.listeningSocket == nil } })
+        #expect(reapUntil { sup.queue.sync { sup.stopped && sup.listeningSocket == nil && sup.slotSockets.isEmpty } })
     }
 
     /// A TCP connection to 127.0.0.1:`port` is accepted (or queued).
