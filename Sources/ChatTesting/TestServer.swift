@@ -84,8 +84,11 @@ public final class TestServer: @unchecked Sendable {
     ///   - dataDir: the data directory (default: a new temporary one).
     ///   - umask: the umask chatd starts with (octal, e.g. `"000"`): it is
     ///     exec-ed by `/bin/sh` after `umask`, so the test process keeps its own.
+    ///   - frontends: frontend processes sharing the port (`frontends:`); one
+    ///     unless a test is about several, so that `childPIDs(matching:)`
+    ///     finds one frontend and the others stay as they were.
     public static func start(
-        storeWorkers: Int = 1, port: Int? = nil, configFile: String? = nil, environment: [String: String] = [:], timeout: Double = 30,
+        storeWorkers: Int = 1, frontends: Int = 1, port: Int? = nil, configFile: String? = nil, environment: [String: String] = [:], timeout: Double = 30,
         socketActivated: Bool = false, dataDir: String? = nil, umask: String? = nil
     ) async throws -> TestServer {
         let dir = try dataDir ?? temporaryDirectory()
@@ -99,6 +102,7 @@ public final class TestServer: @unchecked Sendable {
         env["CHAT_DATA_DIR"] = dir
         env["CHAT_JWT_SECRET"] = secret
         env["CHAT_STORE_WORKERS"] = String(storeWorkers)
+        env["CHAT_FRONTENDS"] = String(frontends)
         env["CHAT_LOG_LEVEL"] = env["CHAT_LOG_LEVEL"] ?? "info"
         for (key, value) in environment { env[key] = value }
         if socketActivated {
@@ -229,6 +233,67 @@ public final class TestServer: @unchecked Sendable {
             } ?? ""
             return cmdline.contains(needle)
         }
+    }
+
+    /// Pids of the frontends now running.
+    public var frontendPIDs: [Int32] { childPIDs(matching: " frontend --shards ").sorted() }
+
+    /// The frontend process holding the server side of `client`'s connection,
+    /// found as the kernel knows it, with nothing added to the server: the
+    /// client's local port names the server's socket in /proc/net/tcp (the
+    /// one whose remote port it is), whose inode is among that frontend's
+    /// descriptors (`socket:[inode]` in /proc/<pid>/fd).
+    public func frontendPID(serving client: WebSocketClient) -> Int32? {
+        guard let clientPort = Self.localPort(client.fd), let inode = Self.serverSocketInode(serverPort: port, clientPort: clientPort) else { return nil }
+        let wanted = "socket:[\(inode)]"
+        return frontendPIDs.first { pid in
+            let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+            return fds.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) == wanted }
+        }
+    }
+
+    /// The port a socket is bound to on this side.
+    static func localPort(_ fd: Int32) -> Int? {
+        var address = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) == 0 }
+        }
+        return named ? Int(UInt16(bigEndian: address.sin_port)) : nil
+    }
+
+    /// The inode of the accepted socket from `serverPort` to `clientPort`
+    /// (/proc/net/tcp and tcp6: `sl local rem st ... inode`, ports in hex).
+    static func serverSocketInode(serverPort: Int, clientPort: Int) -> String? {
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            guard let text = readWhole(table) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ")
+                func port(_ field: Substring) -> Int? { field.split(separator: ":").last.flatMap { Int($0, radix: 16) } }
+                // Inode 0: a socket in TIME_WAIT, owned by nobody.
+                guard fields.count > 9, port(fields[1]) == serverPort, port(fields[2]) == clientPort, fields[9] != "0" else { continue }
+                return String(fields[9])
+            }
+        }
+        return nil
+    }
+
+    /// A /proc file read to its end. Its size says 0, and the kernel gives it
+    /// a page per read: a reader that trusts the size or one read gets only
+    /// the first sockets of /proc/net/tcp.
+    static func readWhole(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes += buffer[..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// Polls `condition` until it holds or `timeout` passes.

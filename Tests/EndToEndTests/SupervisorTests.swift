@@ -214,7 +214,7 @@ extension EndToEnd {
 
             let status = try Self.ctl(server, "status")
             let children = status["children"] as? [[String: Any]] ?? []
-            #expect(Set(children.compactMap { $0["child"] as? String }) == ["frontend", "store.0", "store.1", "receipts.0", "search.0", "files.0"])
+            #expect(Set(children.compactMap { $0["child"] as? String }) == ["frontend.0", "store.0", "store.1", "receipts.0", "search.0", "files.0"])
             #expect(children.allSatisfy { $0["ready"] as? Bool == true && $0["pid"] is Int && $0["restarts"] as? Int == 0 })
             // The socket the supervisor bound (port 0) reaches the frontend, and no worker.
             let listening = try #require(listeningSocket(port: server.port), "no LISTEN socket on \(server.port) in /proc/net/tcp")
@@ -310,7 +310,7 @@ extension EndToEnd {
             // until shard 0, stopped, answers what it still has pending.
             try await server.waitUntil(timeout: 10, "the frontend changing its shard count") {
                 let status = try Self.ctl(server, "status")
-                let frontend = (status["children"] as? [[String: Any]] ?? []).first { $0["child"] as? String == "frontend" }
+                let frontend = (status["children"] as? [[String: Any]] ?? []).first { $0["child"] as? String == "frontend.0" }
                 return frontend?["store_shards"] is NSNull
             }
             kill(shardZero, SIGCONT)
@@ -370,7 +370,7 @@ extension EndToEnd {
             defer { server.stop() }
             #expect(server.childPIDs(matching: "chatd worker").isEmpty, "the frontend host runs no workers")
             let children = try Self.ctl(server, "status")["children"] as? [[String: Any]] ?? []
-            #expect(children.compactMap { $0["child"] as? String } == ["frontend"])
+            #expect(children.compactMap { $0["child"] as? String } == ["frontend.0"])
             #expect(try Self.ctl(server, "scale", "receipts", "2")["error"] != nil, "workers started on the frontend host")
             #expect(try Self.ctl(server, "scale", "store", "2")["error"] != nil)
 
