@@ -5,7 +5,7 @@ import Systemd
 import Glibc
 #endif
 
-/// A frontends' listening socket, held by the supervisor for the life of the
+/// A listening socket of the frontends, held by the supervisor for the life of the
 /// service and handed to a frontend (`CHATD_LISTEN_FD`): while none runs (a
 /// restart), connections wait in its backlog instead of being refused.
 ///

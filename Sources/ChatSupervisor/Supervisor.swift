@@ -6,8 +6,7 @@ import Logging
 import Systemd
 
 /// `chatd serve`: owns the bus broker and the children, nothing else. Spawns
-/// the frontends (`frontends:`, all serving the one listening socket) and the
-/// workers; restarts a child that exits (at once, then
+/// the frontends (`frontends:`, all on the one port) and the workers; restarts a child that exits (at once, then
 /// with exponential backoff once it keeps crashing soon after starting); kills
 /// and restarts one that stops sending heartbeats (hung, not dead); speaks
 /// sd_notify to systemd (`READY=1` once every child is ready, `STATUS=`,
@@ -52,8 +51,9 @@ public final class Supervisor: @unchecked Sendable {
     /// Frontends now; a reload changes it.
     var frontendCount: Int
     lazy var spawner = ChildSpawner(queue: queue)
-    /// The listening socket handed to every frontend: the one systemd passed
-    /// (chatd.socket), or the one the supervisor bound for `listen`.
+    /// The listening socket of frontend slot 0 (of every slot with socket
+    /// activation): the one systemd passed (chatd.socket), or the one the
+    /// supervisor bound for `listen`.
     var listeningSocket: ListeningSocket?
     /// It is systemd's: every frontend shares it.
     var socketActivated = false
