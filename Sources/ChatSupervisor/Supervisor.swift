@@ -6,8 +6,9 @@ import Logging
 import Systemd
 
 /// `chatd serve`: owns the bus broker and the children, nothing else. Spawns
-/// the frontends (`frontends:`, all on the one port) and the workers; restarts a child that exits (at once, then
-/// with exponential backoff once it keeps crashing soon after starting); kills
+/// the frontends (`frontends:`, all on the one port) and the workers;
+/// restarts a child that exits (at once, then with exponential backoff once
+/// it keeps crashing soon after starting); kills
 /// and restarts one that stops sending heartbeats (hung, not dead); speaks
 /// sd_notify to systemd (`READY=1` once every child is ready, `STATUS=`,
 /// `WATCHDOG=1` at half of `WATCHDOG_USEC`, `STOPPING=1`); and turns
