@@ -12,8 +12,9 @@ extension EndToEnd {
     /// connection is read from the kernel (`TestServer.frontendPID(serving:)`),
     /// not from anything the server says.
     @Suite struct MultiFrontend {
-        /// A client on frontend A receives what a client on frontend B sends,
-        /// and `ctl status` lists each frontend with its open WebSockets.
+        /// A client on frontend A receives what a client on frontend B sends;
+        /// `ctl status` lists each frontend with its open WebSockets; `ctl
+        /// restart frontend.1` restarts that one alone (its client gets 1012).
         @Test func aMessageCrossesFromOneFrontendToAnother() async throws {
             let server = try await TestServer.start(frontends: 2, environment: Steps.noRateLimits)
             defer { server.stop() }
@@ -46,6 +47,18 @@ extension EndToEnd {
             let rows = try Self.frontendRows(server)
             #expect(rows.map { $0["child"] as? String } == ["frontend.0", "frontend.1"])
             #expect(Set(rows.compactMap { ($0["pid"] as? Int).map(Int32.init) }) == Set(server.frontendPIDs))
+
+            // `ctl restart frontend.1` restarts that one alone: its client gets 1012, the other stays.
+            let second = try #require((rows[1]["pid"] as? Int).map(Int32.init))
+            let (restarted, kept) = second == bobFrontend ? (bob, aliceSocket) : (aliceSocket, bob)
+            let answer = try EndToEnd.Supervision.ctl(server, "restart", "frontend.1")
+            #expect(answer["restarted"] as? [String] == ["frontend.1"], "\(answer)")
+            #expect(restarted.waitForClose(timeout: 10) && restarted.closeCode == 1012)
+            #expect(!server.frontendPIDs.contains(second) && server.frontendPIDs.count == 2)
+            let posted = try await server.request("POST", "/api/chat/rooms/\(room)/messages/", token: tokens[0], json: ["content": "after frontend.1 restarted"])
+            #expect(posted.status == 201)
+            #expect(try kept.receiveMessage(content: "after frontend.1 restarted") != nil)
+            #expect(kept.closeCode == nil)
         }
 
         /// SIGKILL of one frontend: the clients of the others stay connected
