@@ -1,0 +1,118 @@
+import ChatBus
+import ChatWire
+import Foundation
+import Synchronization
+import Testing
+
+@testable import ChatFrontend
+
+/// A number several tasks and the bus thread read and write.
+final class Counter: Sendable {
+    private let value: Atomic<Int>
+    init(_ start: Int) { value = Atomic(start) }
+    var current: Int {
+        get { value.load(ordering: .sequentiallyConsistent) }
+        set { value.store(newValue, ordering: .sequentiallyConsistent) }
+    }
+}
+
+/// Several frontends on one broker, each subscribed to the rooms of its
+/// sockets (`RoomSubscriptions`): real broker and workers in process, the
+/// frontends' bus clients talking to them as `chatd frontend` does.
+@Suite struct RoomSubscriptionTests {
+    /// The contents of the `message` events of `room` in `log`, in arrival order.
+    static func contents(_ log: EventLog, room: String) -> [String] {
+        log.events.withLock { $0 }.filter { $0.roomID == room }.compactMap { event in
+            let object = try? JSONSerialization.jsonObject(with: Data(event.body)) as? [String: Any]
+            guard object?["type"] as? String == "message" else { return nil }
+            return (object?["message"] as? [String: Any])?["content"] as? String
+        }
+    }
+
+    /// Waits (bounded) until `log` holds the message `content` of `room`.
+    static func waitFor(_ content: String, room: String, in log: EventLog) async throws {
+        let deadline = Date().addingTimeInterval(10)
+        while !contents(log, room: room).contains(content) {
+            guard Date() < deadline else { throw TestFailure("\(content) never reached the frontend") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    static func post(_ server: InProcessServer, token: String, room: String, _ content: String) async throws {
+        let response = try await server.request("POST", "/api/chat/rooms/\(room)/messages/", token: token, json: ["content": content])
+        #expect(response.status == 201, "\(response.text)")
+    }
+
+    static func send(_ count: Int, server: InProcessServer, token: String, room: String, issued: Counter) async throws {
+        for i in 1...count {
+            issued.current = i
+            try await post(server, token: token, room: room, "m\(i)")
+        }
+    }
+
+    @Test func eachFrontendReceivesOnlyTheEventsOfItsRooms() async throws {
+        try await InProcessServer.run(configure: Steps.noRateLimits) { server in
+            let t = try await Steps.users(server, "alice", "bob")
+            let x = try await Steps.room(server, token: t[0], members: ["bob"], name: "x")
+            let y = try await Steps.room(server, token: t[0], members: ["bob"], name: "y")
+            let (logA, logB) = (EventLog(), EventLog())
+            let a = try server.cluster.otherFrontend(events: logA)
+            let b = try server.cluster.otherFrontend(events: logB)
+            guard case .success = await a.subscribe(room: x), case .success = await b.subscribe(room: y) else {
+                throw TestFailure("no subscription")
+            }
+            for i in 0..<20 {
+                try await Self.post(server, token: t[0], room: x, "x\(i)")
+                try await Self.post(server, token: t[1], room: y, "y\(i)")
+            }
+            // The broker forwards in order: once the last event of its own
+            // room reached a frontend, any of the other room would have too.
+            try await Self.post(server, token: t[0], room: x, "x-last")
+            try await Self.post(server, token: t[0], room: y, "y-last")
+            try await Self.waitFor("x-last", room: x, in: logA)
+            try await Self.waitFor("y-last", room: y, in: logB)
+            #expect(Self.contents(logA, room: x) == (0..<20).map { "x\($0)" } + ["x-last"])
+            #expect(Self.contents(logB, room: y) == (0..<20).map { "y\($0)" } + ["y-last"])
+            #expect(logA.events.withLock { $0 }.allSatisfy { $0.roomID == x })
+            #expect(logB.events.withLock { $0 }.allSatisfy { $0.roomID == y })
+            // The server's own frontend holds no room: it received nothing.
+            #expect(server.roomEvents.isEmpty)
+        }
+    }
+
+    /// The guarantee a WebSocket handshake relies on: subscribed while the
+    /// room's events are being published, a frontend receives, in order,
+    /// every one published after its subscription was confirmed.
+    @Test func aFrontendSubscribingDuringAStreamMissesNothingPublishedAfterItsSync() async throws {
+        try await InProcessServer.run(configure: Steps.noRateLimits) { server in
+            let t = try await Steps.users(server, "alice")
+            let x = try await Steps.room(server, token: t[0], members: [], name: "x")
+            let log = EventLog()
+            let frontend = try server.cluster.otherFrontend(events: log)
+            let count = 300
+            // How many messages were sent (their POST begun) so far, and when
+            // the subscription was confirmed.
+            let issued = Counter(0)
+            let sentAtSync = Counter(-1)
+            async let sending: Void = Self.send(count, server: server, token: t[0], room: x, issued: issued)
+            while issued.current < 30 { try await Task.sleep(for: .milliseconds(1)) }
+            let subscribed = await withCheckedContinuation { continuation in
+                frontend.subscribe(room: x) { result in
+                    // On the bus thread, as the sync is handled.
+                    sentAtSync.current = issued.current
+                    continuation.resume(returning: result)
+                }
+            }
+            guard case .success = subscribed else { throw TestFailure("no subscription") }
+            try await sending
+            let first = sentAtSync.current + 1
+            #expect(first > 1 && first <= count, "the subscription came during the stream")
+            try await Self.waitFor("m\(count)", room: x, in: log)
+            let received = Self.contents(log, room: x)
+            // Before the sync, a part may have come; from the sync on, every
+            // one, in order: what arrived is m<j> ... m<count>, j <= first.
+            #expect(received.count >= count - first + 1)
+            #expect(received == ((count - received.count + 1)...count).map { "m\($0)" })
+        }
+    }
+}
