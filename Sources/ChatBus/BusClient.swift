@@ -98,7 +98,6 @@ public final class BusClient: Sendable {
     private let wakeup: Wakeup
     private let outbox = Mutex(Outbox())
     private let roomTiming: RoomSubscriptions<RoomReady>.Timing
-    private let subscribedSnapshot = Atomic<Int>(0)
     private let started = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
     private let nextID = Atomic<UInt64>(0)
@@ -226,9 +225,6 @@ public final class BusClient: Sendable {
         if accepted { wakeup.signal() }
     }
 
-    /// Rooms whose events this frontend receives now (lingering ones included).
-    public var subscribedRooms: Int { subscribedSnapshot.load(ordering: .relaxed) }
-
     /// Sends a command and waits for its reply.
     public func request(_ kind: CommandKind, to destination: Destination, user: [UInt8], body: [UInt8]) async -> Result<Event, BusFailure> {
         await withCheckedContinuation { continuation in
@@ -278,7 +274,6 @@ public final class BusClient: Sendable {
             if let snapshot = machine.takeOutstandingChange() { outstandingSnapshot.withLock { $0 = snapshot } }
             shardCount.store(machine.shards, ordering: .relaxed)
             reshardingSnapshot.store(machine.resharding != nil, ordering: .relaxed)
-            subscribedSnapshot.store(rooms.count, ordering: .relaxed)
         }
     }
 

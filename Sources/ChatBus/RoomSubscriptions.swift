@@ -86,10 +86,6 @@ public struct RoomSubscriptions<Waiter> {
     /// Rooms subscribed now, lingering ones included.
     public var count: Int { rooms.count }
 
-    /// Whether this frontend is subscribed to the room's events now (the
-    /// subscription may not be in force yet).
-    public func isSubscribed(_ room: String) -> Bool { rooms[room] != nil }
-
     // MARK: Inputs
 
     /// A handshake for `room`: `.ready` at once if its subscription is in
