@@ -3,6 +3,7 @@ import ChatWire
 import Foundation
 import Synchronization
 import Testing
+import ZeroMQ
 
 @testable import ChatFrontend
 
@@ -78,6 +79,69 @@ final class Counter: Sendable {
             // The server's own frontend holds no room: it received nothing.
             #expect(server.roomEvents.isEmpty)
         }
+    }
+
+    /// What crosses the wire to a subscriber, read with an XSUB (which,
+    /// unlike a SUB, does not filter on its side): subscribed to one room,
+    /// only that room's events (and its sync answer) are sent to it; on the
+    /// whole `room.` prefix, as every frontend was before, all of them.
+    @Test func theBrokerSendsEachSubscriberOnlyItsRooms() async throws {
+        try await InProcessServer.run(configure: Steps.noRateLimits) { server in
+            let t = try await Steps.users(server, "alice")
+            let x = try await Steps.room(server, token: t[0], members: [], name: "x")
+            let y = try await Steps.room(server, token: t[0], members: [], name: "y")
+            let one = try Self.rawSubscriber(server, to: Topic.room(x), sync: 1)
+            let all = try Self.rawSubscriber(server, to: Topic.roomPrefix, sync: 2)
+            defer { one.close(); all.close() }
+            try await Self.waitForSync(one, number: 1)
+            try await Self.waitForSync(all, number: 2)
+            for i in 0..<10 {
+                try await Self.post(server, token: t[0], room: x, "x\(i)")
+                try await Self.post(server, token: t[0], room: y, "y\(i)")
+            }
+            try await Self.post(server, token: t[0], room: x, "x-last")
+            let toOne = try await Self.topics(one, until: Topic.room(x), count: 11)
+            let toAll = try await Self.topics(all, until: Topic.room(x), count: 11)
+            #expect(toOne == Array(repeating: Topic.room(x), count: 11))
+            #expect(toAll.count == 21 && toAll.filter { $0 == Topic.room(y) }.count == 10)
+        }
+    }
+
+    /// An XSUB on the broker's events with one subscription and a sync
+    /// request after it, as `BusClient` makes them.
+    static func rawSubscriber(_ server: InProcessServer, to topic: String, sync number: UInt64) throws -> Socket {
+        let socket = try Socket(context: server.cluster.context, type: .xsub)
+        try socket.connect(server.cluster.address.eventsOut)
+        try socket.send([[1] + Array(topic.utf8)])
+        try socket.send([[1] + Array(SubscriptionSync(frontendID: "raw", number: number).topic.utf8)])
+        return socket
+    }
+
+    static func waitForSync(_ socket: Socket, number: UInt64) async throws {
+        let deadline = Date().addingTimeInterval(10)
+        while true {
+            if let frames = try socket.receive(dontWait: true), let event = try? Event(frames: frames),
+                SubscriptionSync(event) == SubscriptionSync(frontendID: "raw", number: number) {
+                return
+            }
+            guard Date() < deadline else { throw TestFailure("no answer to sync \(number)") }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+    }
+
+    /// The topics of what arrives, until `count` messages of `topic` came.
+    static func topics(_ socket: Socket, until topic: String, count: Int) async throws -> [String] {
+        var topics: [String] = []
+        let deadline = Date().addingTimeInterval(10)
+        while topics.filter({ $0 == topic }).count < count {
+            if let frames = try socket.receive(dontWait: true) {
+                topics.append(String(decoding: frames[0], as: UTF8.self))
+                continue
+            }
+            guard Date() < deadline else { throw TestFailure("only \(topics.count) messages came") }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        return topics
     }
 
     /// The guarantee a WebSocket handshake relies on: subscribed while the
