@@ -61,11 +61,11 @@ final class Cluster: Sendable {
 
     /// The bus client of another frontend on the same broker, started: the
     /// room events it receives are appended to `events`.
-    func otherFrontend(events: EventLog) throws -> BusClient {
+    func otherFrontend(events: EventLog, roomLinger: UInt64 = 5_000_000_000) throws -> BusClient {
         let bus = try BusClient(
             frontendID: "fe-other-\(UInt32.random(in: 0...UInt32.max))", bus: address, storeShards: config.storeShards,
             callbacks: .init(roomEvents: { batch in events.events.withLock { $0 += batch } }, heartbeat: { _, _ in }),
-            logger: logger, context: context
+            logger: logger, roomLinger: roomLinger, context: context
         )
         bus.start()
         others.withLock { $0.append(bus) }

@@ -81,6 +81,26 @@ final class Counter: Sendable {
         }
     }
 
+    /// With no linger every release unsubscribes at once, so each round
+    /// subscribes anew while the last round's sync topic and unsubscribe
+    /// may still be on their way: each subscription is still confirmed,
+    /// and the message sent after it arrives.
+    @Test func aRoomUnsubscribedAndSubscribedAgainGetsItsEventsAgain() async throws {
+        try await InProcessServer.run(configure: Steps.noRateLimits) { server in
+            let t = try await Steps.users(server, "alice")
+            let x = try await Steps.room(server, token: t[0], members: [], name: "x")
+            let log = EventLog()
+            let frontend = try server.cluster.otherFrontend(events: log, roomLinger: 0)
+            for round in 0..<20 {
+                guard case .success = await frontend.subscribe(room: x) else { throw TestFailure("no subscription in round \(round)") }
+                try await Self.post(server, token: t[0], room: x, "m\(round)")
+                try await Self.waitFor("m\(round)", room: x, in: log)
+                frontend.unsubscribe(room: x)
+            }
+            #expect(Self.contents(log, room: x) == (0..<20).map { "m\($0)" })
+        }
+    }
+
     /// What crosses the wire to a subscriber, read with an XSUB (which,
     /// unlike a SUB, does not filter on its side): subscribed to one room,
     /// only that room's events (and its sync answer) are sent to it; on the
