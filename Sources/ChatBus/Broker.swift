@@ -11,6 +11,9 @@ import ZeroMQ
 /// forwards to a PUSH (the queue's workers pull, round robin); a message for a
 /// queue whose workers are all down waits in the broker until one connects. Events go XSUB → XPUB, with
 /// subscriptions flowing back, so workers publish without knowing frontends.
+/// Room subscriptions stop here: the broker subscribes to every room itself
+/// and XPUB's filter hands each frontend the rooms it subscribed to; a sync
+/// request is answered at once (`SubscriptionSync`, `UpstreamMessage`).
 /// It also repeats the store shard count for frontends every half second.
 public final class Broker: @unchecked Sendable {
     private let bus: BusAddress
@@ -91,8 +94,13 @@ public final class Broker: @unchecked Sendable {
     }
 
     private func bindAll() throws -> Sockets {
-        Sockets(
-            eventsIn: try make(.xsub, bus.eventsIn),
+        let eventsIn = try make(.xsub, bus.eventsIn)
+        // Every room's events, whoever is subscribed: XSUB sends this to
+        // each publisher as it connects, so none is ever filtered out by a
+        // frontend's subscription still on its way.
+        try eventsIn.send([UpstreamMessage.allRooms])
+        return Sockets(
+            eventsIn: eventsIn,
             eventsOut: try make(.xpub, bus.eventsOut),
             queueIn: try queues.map { try make(.pull, bus.queueIn($0)) },
             queueOut: try queues.map { try make(.push, bus.queueOut($0)) }
@@ -112,6 +120,21 @@ public final class Broker: @unchecked Sendable {
             input?.close()
             logger.critical("cannot bind a new queue", metadata: ["queue": "\(name)", "error": "\(error)"])
         }
+    }
+
+    /// One message a subscriber sent up through XPUB: (un)subscriptions
+    /// other than rooms' go on to the publishers; a sync request is answered.
+    /// By the time XPUB hands a subscription up it has applied it, and every
+    /// one its subscriber sent before, to its filter, so the answer reaches
+    /// that subscriber ahead of every event forwarded after it.
+    private func relayUpstream(_ s: Sockets) throws -> Bool {
+        guard let frames = try s.eventsOut.receive(dontWait: true) else { return false }
+        switch UpstreamMessage(frames[0]) {
+        case .forward: try s.eventsIn.send(frames)
+        case .room, .drop: break
+        case .sync(let sync): try s.eventsOut.send(sync.event.encode())
+        }
+        return true
     }
 
     private func forward(_ s: Sockets) throws {
@@ -157,7 +180,7 @@ public final class Broker: @unchecked Sendable {
                 while try s.eventsIn.forward(to: s.eventsOut) { moved += 1 }
             }
             if ready[1] & pollIn != 0 {
-                while try s.eventsOut.forward(to: s.eventsIn) { moved += 1 }
+                while try relayUpstream(s) { moved += 1 }
             }
             for (index, queue) in queueIndex where queue >= 0 && ready[index] & pollIn != 0 {
                 var batch = 0

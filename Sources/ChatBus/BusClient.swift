@@ -35,6 +35,9 @@ public enum BusFailure: Error, Sendable {
     case closed
 }
 
+/// What a room subscription's waiter is told (`BusClient.subscribe(room:)`).
+public typealias RoomReady = @Sendable (Result<Void, BusFailure>) -> Void
+
 /// A room event as the frontend receives it: the client-facing bytes, not decoded.
 public struct RoomEvent: Sendable {
     public var roomID: String
@@ -70,6 +73,19 @@ public final class BusClient: Sendable {
     /// What the bus thread is handed: the machine's submission, waiting in the outbox.
     typealias Submission = BusClientMachine<Completion>.Submission
 
+    /// A room subscription taken or given back, waiting in the outbox.
+    enum RoomRequest {
+        case acquire(String, RoomReady)
+        case release(String)
+    }
+
+    /// What the bus thread takes from other threads.
+    struct Outbox {
+        var queue: [Submission] = []
+        var rooms: [RoomRequest] = []
+        var stopping = false
+    }
+
     public let frontendID: String
     private let bus: BusAddress
     private let initialShards: Int
@@ -80,7 +96,8 @@ public final class BusClient: Sendable {
     private let logger: Logger
     private let context: Context
     private let wakeup: Wakeup
-    private let outbox = Mutex<(queue: [Submission], stopping: Bool)>(([], false))
+    private let outbox = Mutex(Outbox())
+    private let roomTiming: RoomSubscriptions<RoomReady>.Timing
     private let started = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
     private let nextID = Atomic<UInt64>(0)
@@ -90,7 +107,7 @@ public final class BusClient: Sendable {
 
     public init(
         frontendID: String, bus: BusAddress, storeShards: Int, callbacks: Callbacks, logger: Logger,
-        policy: RetryPolicy = .init(), context: Context? = nil
+        policy: RetryPolicy = .init(), roomLinger: UInt64 = 5_000_000_000, context: Context? = nil
     ) throws {
         self.frontendID = frontendID
         self.bus = bus
@@ -99,6 +116,10 @@ public final class BusClient: Sendable {
         self.callbacks = callbacks
         self.logger = logger
         self.policy = policy
+        // A room's subscription waits as long as a command would (a handshake
+        // fails with 503 either way); a lost sync is asked again as a
+        // command would be resent.
+        self.roomTiming = .init(linger: roomLinger, resync: policy.retryInterval, deadline: policy.deadline)
         // Shared with the broker and workers for `inproc://` endpoints.
         self.context = try context ?? Context()
         self.wakeup = try Wakeup()
@@ -113,12 +134,13 @@ public final class BusClient: Sendable {
                 self.logger.critical("bus thread failed", metadata: ["error": "\(error)"])
             }
             // Nothing sent from now on can be answered: refuse it at once.
-            let queued = outbox.withLock { state in
+            let (queued, rooms) = outbox.withLock { state in
                 state.stopping = true
-                defer { state.queue.removeAll() }
-                return state.queue
+                defer { state.queue.removeAll(); state.rooms.removeAll() }
+                return (state.queue, state.rooms)
             }
             for submission in queued { submission.ticket(.failure(.closed)) }
+            for case .acquire(_, let ready) in rooms { ready(.failure(.closed)) }
             self.finished.signal()
         }
         t.name = "chatd-bus"
@@ -168,6 +190,41 @@ public final class BusClient: Sendable {
         if accepted { wakeup.signal() } else { completion(.failure(.closed)) }
     }
 
+    /// Subscribes this frontend to a room's events, or takes one more
+    /// reference to its subscription (thread-safe, non-blocking). `ready`
+    /// runs on the bus thread: with success once every event of the room the
+    /// broker forwards from then on reaches this frontend (at once if that
+    /// was already so), the caller then holding one reference it gives back
+    /// with `unsubscribe(room:)`; with a failure (no answer before the
+    /// command deadline, or closing) holding nothing.
+    public func subscribe(room: String, ready: @escaping RoomReady) {
+        let accepted = outbox.withLock { state -> Bool in
+            guard !state.stopping else { return false }
+            state.rooms.append(.acquire(room, ready))
+            return true
+        }
+        if accepted { wakeup.signal() } else { ready(.failure(.closed)) }
+    }
+
+    /// `subscribe(room:ready:)`, waited for.
+    public func subscribe(room: String) async -> Result<Void, BusFailure> {
+        await withCheckedContinuation { continuation in
+            subscribe(room: room) { continuation.resume(returning: $0) }
+        }
+    }
+
+    /// Gives back a reference a successful `subscribe(room:)` handed out.
+    /// The room is unsubscribed when nothing holds it for the linger.
+    public func unsubscribe(room: String) {
+        let accepted = outbox.withLock { state -> Bool in
+            // Closing: the subscription goes with the socket.
+            guard !state.stopping else { return false }
+            state.rooms.append(.release(room))
+            return true
+        }
+        if accepted { wakeup.signal() }
+    }
+
     /// Sends a command and waits for its reply.
     public func request(_ kind: CommandKind, to destination: Destination, user: [UInt8], body: [UInt8]) async -> Result<Event, BusFailure> {
         await withCheckedContinuation { continuation in
@@ -176,6 +233,7 @@ public final class BusClient: Sendable {
     }
 
     typealias Machine = BusClientMachine<Completion>
+    typealias Rooms = RoomSubscriptions<RoomReady>
 
     /// The bus thread: a poll loop that feeds the machine what happens and
     /// does what it says.
@@ -183,9 +241,13 @@ public final class BusClient: Sendable {
         let sockets = try BusSockets(context: context, bus: bus, frontendID: frontendID, storeShards: initialShards)
         defer { sockets.close() }
         var machine = Machine(policy: policy, shards: initialShards)
+        var rooms = Rooms(frontendID: frontendID, timing: roomTiming)
         var roomEvents: [RoomEvent] = []
         // However the loop ends, nobody is left waiting for an answer.
-        defer { perform(machine.close(), &roomEvents) }
+        defer {
+            perform(machine.close(), &roomEvents)
+            perform(rooms.close(), on: sockets)
+        }
         let push: Machine.Push = { [self] outbound in transmit(outbound, on: sockets) }
         var trimmer = IdleTrim()
         var stopping = false
@@ -196,13 +258,16 @@ public final class BusClient: Sendable {
             poller.add(.socket(sockets.events))
             poller.add(.fd(wakeup.fd))
             for queue in full { poller.add(.socket(sockets.queues[queue]!), events: pollOut) }
-            let ready = try poller.poll(timeoutMilliseconds: Self.pollTimeout(until: machine.nextWakeup))
+            let wake = [machine.nextWakeup, rooms.nextWakeup].compactMap { $0 }.min()
+            let ready = try poller.poll(timeoutMilliseconds: Self.pollTimeout(until: wake))
             for (offset, queue) in full.enumerated() where ready[2 + offset] & pollOut != 0 {
                 perform(machine.writable(queue: queue, now: monotonicNanos(), push: push), &roomEvents)
             }
-            if ready[1] & pollIn != 0 && takeOutbox(into: &machine, push: push, &roomEvents) { stopping = true }
-            if ready[0] & pollIn != 0 { try readEvents(sockets, into: &machine, push: push, &roomEvents) }
-            perform(machine.tick(now: monotonicNanos(), push: push), &roomEvents)
+            if ready[1] & pollIn != 0 && takeOutbox(into: &machine, &rooms, sockets: sockets, push: push, &roomEvents) { stopping = true }
+            if ready[0] & pollIn != 0 { try readEvents(sockets, into: &machine, &rooms, push: push, &roomEvents) }
+            let now = monotonicNanos()
+            perform(machine.tick(now: now, push: push), &roomEvents)
+            perform(rooms.tick(now: now), on: sockets)
             if !roomEvents.isEmpty { callbacks.roomEvents(roomEvents) }
             trimmer.trimIfBurstEnded(moved: roomEvents.count, logger: logger)
             roomEvents.removeAll(keepingCapacity: true)
@@ -218,15 +283,27 @@ public final class BusClient: Sendable {
         return wake <= now ? 0 : Int((wake - now) / 1_000_000) + 1
     }
 
-    /// Hands what `send` queued to the machine. Returns true once `stop` was called.
-    private func takeOutbox(into machine: inout Machine, push: Machine.Push, _ roomEvents: inout [RoomEvent]) -> Bool {
+    /// Hands what `send` and `subscribe` queued to the machines. Returns
+    /// true once `stop` was called.
+    private func takeOutbox(
+        into machine: inout Machine, _ rooms: inout Rooms, sockets: BusSockets, push: Machine.Push, _ roomEvents: inout [RoomEvent]
+    ) -> Bool {
         wakeup.drain()
-        let (queue, stopping) = outbox.withLock { state in
-            defer { state.queue.removeAll(keepingCapacity: true) }
-            return (state.queue, state.stopping)
+        let (queue, requests, stopping) = outbox.withLock { state in
+            defer {
+                state.queue.removeAll(keepingCapacity: true)
+                state.rooms.removeAll(keepingCapacity: true)
+            }
+            return (state.queue, state.rooms, state.stopping)
         }
         let now = monotonicNanos()
         for submission in queue { perform(machine.submit(submission, now: now, push: push), &roomEvents) }
+        for request in requests {
+            switch request {
+            case .acquire(let room, let ready): perform(rooms.acquire(room, waiter: ready, now: now), on: sockets)
+            case .release(let room): perform(rooms.release(room, now: now), on: sockets)
+            }
+        }
         // The deadline was stored before `stopping`: it is read after it.
         if stopping { machine.stop(drainUntil: drainDeadline.load(ordering: .relaxed)) }
         return stopping
@@ -234,7 +311,9 @@ public final class BusClient: Sendable {
 
     /// Reads what is waiting on the events socket, bounded so commands keep
     /// flowing under load.
-    private func readEvents(_ sockets: BusSockets, into machine: inout Machine, push: Machine.Push, _ roomEvents: inout [RoomEvent]) throws {
+    private func readEvents(
+        _ sockets: BusSockets, into machine: inout Machine, _ rooms: inout Rooms, push: Machine.Push, _ roomEvents: inout [RoomEvent]
+    ) throws {
         for _ in 0..<4096 {
             guard let frames = try sockets.events.receive(dontWait: true) else { break }
             let event: Event
@@ -242,6 +321,14 @@ public final class BusClient: Sendable {
                 event = try Event(frames: frames)
             } catch {
                 logger.warning("dropping malformed bus event", metadata: ["error": "\(error)"])
+                continue
+            }
+            if event.kind == .synced {
+                if let sync = SubscriptionSync(event) {
+                    perform(rooms.synced(sync, now: monotonicNanos()), on: sockets)
+                } else {
+                    logger.warning("dropping malformed bus event", metadata: ["topic": "\(event.topic)"])
+                }
                 continue
             }
             // The machine may send to every shard below an announced count at once.
@@ -279,6 +366,28 @@ public final class BusClient: Sendable {
             case .deliver(let event): roomEvents.append(event)
             case .heartbeat(let beat): callbacks.heartbeat(beat.worker.description, beat.body)
             case .log(let fact): log(fact)
+            }
+        }
+    }
+
+    /// Room subscriptions: the events socket's subscriptions, and the
+    /// handshakes waiting for them.
+    private func perform(_ actions: [Rooms.Action], on sockets: BusSockets) {
+        for action in actions {
+            do {
+                switch action {
+                case .subscribe(let room): try sockets.events.subscribe(Topic.room(room))
+                case .unsubscribe(let room): try sockets.events.unsubscribe(Topic.room(room))
+                case .requestSync(let sync): try sockets.events.subscribe(sync.topic)
+                case .endSync(let sync): try sockets.events.unsubscribe(sync.topic)
+                case .ready(let ready): ready(.success(()))
+                case .failed(let ready, let failure):
+                    if case .timedOut = failure { logger.warning("room subscription not confirmed by the broker in time") }
+                    ready(.failure(failure))
+                }
+            } catch {
+                // Only a closed socket or context refuses: its waiters time out.
+                logger.error("room subscription change failed", metadata: ["error": "\(error)"])
             }
         }
     }
@@ -331,9 +440,8 @@ final class BusSockets {
         try events.setHighWaterMarks(send: HighWaterMarks.events, receive: HighWaterMarks.events)
         try events.setReconnectInterval(milliseconds: 20)
         try events.subscribe(Topic.reply(frontendID))
-        // The whole room prefix: a socket must get every event sent after its
-        // handshake, and per-room subscriptions would race ZeroMQ's slow joiner.
-        try events.subscribe(Topic.roomPrefix)
+        // Rooms are subscribed one by one as sockets enter them
+        // (`RoomSubscriptions`); the broker filters per frontend.
         try events.subscribe(Topic.heartbeatPrefix)
         try events.subscribe(Topic.storeShards)
         try events.connect(bus.eventsOut)

@@ -170,6 +170,9 @@ public struct BusClientMachine<Ticket> {
                 break
             }
             announced(news.count)
+        case .synced:
+            // Room subscriptions' business: `BusClient` hands it to `RoomSubscriptions`.
+            break
         }
         return takeActions()
     }

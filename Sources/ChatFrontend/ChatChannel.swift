@@ -46,10 +46,41 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         let reservation: Reservation
     }
 
-    /// The user whose socket slot a handshake holds, shared by the loop's
-    /// upgrade callbacks and the connection's task.
+    /// The user whose socket slot a handshake holds, and the room whose
+    /// events subscription it holds, shared by the loop's upgrade callbacks
+    /// and the connection's task until `WebSocketConnection` takes them.
     final class Reservation: Sendable {
         let user = Mutex<String?>(nil)
+        /// `over` once the connection's task ended: a hold arriving later
+        /// is not kept.
+        private let held = Mutex<(room: String?, over: Bool)>((nil, false))
+
+        /// Keeps the accepted handshake's room subscription; false (the
+        /// caller gives it back) when the connection already ended.
+        func hold(room: String) -> Bool {
+            held.withLock { state in
+                guard !state.over else { return false }
+                state.room = room
+                return true
+            }
+        }
+
+        /// The room subscription, taken over by the connection.
+        func takeRoom() -> String? {
+            held.withLock { state in
+                defer { state.room = nil }
+                return state.room
+            }
+        }
+
+        /// The connection's task ended: what is still held is given back.
+        func end() -> String? {
+            held.withLock { state in
+                state.over = true
+                defer { state.room = nil }
+                return state.room
+            }
+        }
     }
 
     /// The handshake's verdict, between `shouldUpgrade` and the pipeline setup.
@@ -90,7 +121,15 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                 let loop = channel.eventLoop
                 let promise = loop.makePromise(of: Verdict.self)
                 let peer = channel.remoteAddress
-                promise.completeWithTask { await Self.authorize(head: head, peer: peer, services: services) }
+                promise.completeWithTask {
+                    let verdict = await Self.authorize(head: head, peer: peer, services: services)
+                    // The room's events subscription, taken in `enter`, is
+                    // held here until the socket opens or the upgrade fails.
+                    if case .accepted(_, _, let session, _) = verdict, !reservation.hold(room: session.roomID) {
+                        services.bus.unsubscribe(room: session.roomID)
+                    }
+                    return verdict
+                }
                 return promise.futureResult.flatMapThrowing { result in
                     verdict.value = result
                     guard case .accepted(let identity, _, _, _) = result else { return nil }
@@ -122,10 +161,17 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                     // Half the idle timeout without a frame: ping; the other half: close (1001).
                     let idle = TimeAmount.milliseconds(Int64(services.config.chat.idleTimeoutSeconds * 500))
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idle))
-                    try channel.pipeline.syncOperations.addHandler(
-                        WebSocketConnection(identity: identity, identityJSON: identityJSON, session: session, expires: expires, services: services)
-                    )
-                    // The connection owns the slot now and gives it back when it ends.
+                    // No socket without the room's subscription: it would miss events.
+                    guard let room = reservation.takeRoom() else { throw ChannelError.inappropriateOperationForState }
+                    do {
+                        try channel.pipeline.syncOperations.addHandler(
+                            WebSocketConnection(identity: identity, identityJSON: identityJSON, session: session, expires: expires, services: services)
+                        )
+                    } catch {
+                        services.bus.unsubscribe(room: room)
+                        throw error
+                    }
+                    // The connection owns the slot and the subscription now and gives them back when it ends.
                     reservation.user.withLock { $0 = nil }
                     return UpgradeResult.websocket
                 }
@@ -164,11 +210,12 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
     }
 
     func handle(value: Value, logger: Logger) async {
-        // A slot reserved by a handshake whose socket never opened.
+        // A slot reserved, a room subscribed, by a handshake whose socket never opened.
         defer {
             if let user = value.reservation.user.withLock({ user in defer { user = nil }; return user }) {
                 services.limiter?.socketClosed(user: user)
             }
+            if let room = value.reservation.end() { services.bus.unsubscribe(room: room) }
         }
         do {
             switch try await value.upgradeResult.get() {
@@ -255,6 +302,11 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         let result = await services.bus.request(.roomEnter, to: .store(key: roomID), user: [UInt8](identityJSON), body: [UInt8](body))
         switch result {
         case .success(let reply) where reply.status == .ok:
+            // Before the socket is accepted: every event of the room
+            // published from now on reaches this frontend.
+            guard case .success = await services.bus.subscribe(room: roomID) else {
+                return .refused(.serviceUnavailable, APIError.unavailable.body)
+            }
             let session = Requests.Session(
                 sessionID: UUID().uuidString.lowercased(), roomID: roomID,
                 sessionType: String((query["session_type"].flatMap { $0.isEmpty ? nil : $0 } ?? "web").prefix(20)),

@@ -8,7 +8,9 @@ import NIOWebSocket
 
 /// One client WebSocket, held entirely in this channel handler (no task per
 /// connection): it parses client events, sends commands to the bus, and writes
-/// room events the registry hands it.
+/// room events the registry hands it. It holds one reference to its room's
+/// events subscription (`BusClient.subscribe(room:)`, taken by the handshake)
+/// and gives it back when it ends.
 final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
@@ -73,7 +75,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     /// The connection is gone (closed, reset, or dead without a close frame):
-    /// leave the registry, close the session, tell the room `user_left`.
+    /// leave the registry, close the session, tell the room `user_left`,
+    /// give back its hold on the room's events subscription.
     private func end() {
         registry?.remove(self, room: roomID)
         registry = nil
@@ -81,6 +84,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         ended = true
         services.life.webSocketClosed()
         services.limiter?.socketClosed(user: identity.id)
+        services.bus.unsubscribe(room: roomID)
         command(.sessionClose, session)
     }
 

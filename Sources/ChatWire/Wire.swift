@@ -198,6 +198,9 @@ public enum Topic {
     /// worker after a batch that wrote; the search worker wakes on it and
     /// reads the database. Frontends do not subscribe.
     public static let searchNudge = "nudge.search"
+    /// `sync.<frontend-id>.<n>`: a frontend subscribes to it after room
+    /// subscriptions and the broker answers on it (`SubscriptionSync`).
+    public static let syncPrefix = "sync."
 
     public static func room(_ id: String) -> String { roomPrefix + id }
     public static func reply(_ frontendID: String) -> String { replyPrefix + frontendID }
@@ -214,6 +217,9 @@ public enum EventKind: String, Sendable {
     case heartbeat
     /// The store shard count (`ShardCount`), from the supervisor.
     case storeShards = "store.shards"
+    /// The broker's answer to a sync request (`SubscriptionSync`): the
+    /// frontend's earlier subscriptions are in force.
+    case synced
 }
 
 /// A message published by a worker.

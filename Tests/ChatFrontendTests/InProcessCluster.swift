@@ -36,10 +36,15 @@ final class Cluster: Sendable {
     private let bus: BusClient
     private let stopping: StopFlag
     private let workersDone: DispatchGroup
+    /// The bus everything here shares (one context for `inproc://`).
+    let context: ZeroMQ.Context
+    let address: BusAddress
+    /// Bus clients of other frontends (`otherFrontend`), stopped with the cluster.
+    private let others = Mutex<[BusClient]>([])
 
     private init(
         config: FrontendConfig, services: FrontendServices, auth: Authenticator, logger: Logger, events: EventLog,
-        broker: Broker, bus: BusClient, stopping: StopFlag, workersDone: DispatchGroup
+        broker: Broker, bus: BusClient, stopping: StopFlag, workersDone: DispatchGroup, context: ZeroMQ.Context, address: BusAddress
     ) {
         self.config = config
         self.services = services
@@ -50,6 +55,21 @@ final class Cluster: Sendable {
         self.bus = bus
         self.stopping = stopping
         self.workersDone = workersDone
+        self.context = context
+        self.address = address
+    }
+
+    /// The bus client of another frontend on the same broker, started: the
+    /// room events it receives are appended to `events`.
+    func otherFrontend(events: EventLog, roomLinger: UInt64 = 5_000_000_000) throws -> BusClient {
+        let bus = try BusClient(
+            frontendID: "fe-other-\(UInt32.random(in: 0...UInt32.max))", bus: address, storeShards: config.storeShards,
+            callbacks: .init(roomEvents: { batch in events.events.withLock { $0 += batch } }, heartbeat: { _, _ in }),
+            logger: logger, roomLinger: roomLinger, context: context
+        )
+        bus.start()
+        others.withLock { $0.append(bus) }
+        return bus
     }
 
     static func start(storeWorkers: Int, configure: (inout ChatConfig) -> Void) async throws -> Cluster {
@@ -99,7 +119,7 @@ final class Cluster: Sendable {
         let services = try await Frontend.makeServices(config: config, logger: logger, bus: bus, connections: connections, health: health)
         let cluster = Cluster(
             config: config, services: services, auth: await Authenticator(secret: chat.jwtSecret!), logger: logger, events: events,
-            broker: broker, bus: bus, stopping: stopping, workersDone: workersDone
+            broker: broker, bus: bus, stopping: stopping, workersDone: workersDone, context: context, address: address
         )
         // Ready as `/healthz` is: every worker's heartbeat reached the
         // frontend, so each one serves and the frontend hears its replies.
@@ -159,6 +179,7 @@ final class Cluster: Sendable {
     func stop() async {
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             let thread = Thread { [self] in
+                for other in others.withLock({ $0 }) { other.stop() }
                 bus.stop()
                 stopping.set()
                 workersDone.wait()

@@ -24,8 +24,13 @@ final class InProcessServer: Sendable {
     private let client: any TestClientProtocol
     private let auth: Authenticator
     private let events: EventLog
+    let cluster: Cluster
 
-    private init(config: FrontendConfig, services: FrontendServices, client: any TestClientProtocol, auth: Authenticator, events: EventLog) {
+    private init(
+        config: FrontendConfig, services: FrontendServices, client: any TestClientProtocol, auth: Authenticator, events: EventLog,
+        cluster: Cluster
+    ) {
+        self.cluster = cluster
         self.config = config
         self.services = services
         self.client = client
@@ -43,7 +48,10 @@ final class InProcessServer: Sendable {
         let app = Application(router: Frontend.buildRouter(services: cluster.services), logger: cluster.logger)
         do {
             let value = try await app.test(.router) { client in
-                try await body(InProcessServer(config: cluster.config, services: cluster.services, client: client, auth: cluster.auth, events: cluster.events))
+                try await body(InProcessServer(
+                    config: cluster.config, services: cluster.services, client: client, auth: cluster.auth, events: cluster.events,
+                    cluster: cluster
+                ))
             }
             await cluster.stop()
             return value
@@ -55,6 +63,12 @@ final class InProcessServer: Sendable {
 
     /// The data directory (database, search index, staging, files).
     var dataDir: String { config.chat.dataDir }
+
+    /// Subscribes the frontend's bus client to a room's events, as a
+    /// WebSocket handshake does: only then does `roomEvents` get them.
+    func watch(room: String) async throws {
+        guard case .success = await services.bus.subscribe(room: room) else { throw TestFailure("no subscription to \(room)") }
+    }
 
     /// Room events the workers published so far (what WebSockets would get), oldest first.
     var roomEvents: [RoomEvent] { events.events.withLock { $0 } }

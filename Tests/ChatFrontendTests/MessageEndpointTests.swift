@@ -58,6 +58,7 @@ import Testing
         try await InProcessServer.run { server in
             let t = try await Steps.users(server, "alice", "bob")
             let room = try await Steps.room(server, token: t[0], members: ["bob"])
+            try await server.watch(room: room)
             let base = "/api/chat/rooms/\(room)/messages/"
             let created = try await server.request("POST", base, token: t[0], json: ["content": "original", "client_msg_id": "c-1"])
             #expect(created.status == 201)

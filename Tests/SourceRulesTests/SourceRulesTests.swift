@@ -36,7 +36,7 @@ import Testing
     @Test func wireStringsLiveInChatWire() throws {
         let forbidden = try [
             // Event-key prefixes and topic prefixes.
-            #""(m|s|x|k):"#, #""k:\*""#, #""(hb|room|reply|ctl|nudge)\.""#,
+            #""(m|s|x|k):"#, #""k:\*""#, #""(hb|room|reply|ctl|nudge|sync)\.""#,
             // Worker names and queue names spelled by hand.
             #""(store|receipts|search|files)[.-](\d|\\\()"#, #""store-""#,
             // The children's report of their queues.
