@@ -7,6 +7,8 @@ struct MemoryBreakdown {
     var rss: [String: Int] = [:]
     var totalRSS = 0
     var totalPSS = 0
+    /// Private_Clean + Private_Dirty: what this process alone holds (USS).
+    var totalPrivate = 0
 
     /// Reads /proc/<pid>/smaps: each mapping's Rss, by what it maps.
     /// Thread stacks are told from malloc arenas by where the guard is:
@@ -14,7 +16,10 @@ struct MemoryBreakdown {
     /// reserved, inaccessible rest *above* it.
     init(pid: Int32) {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? ""
-        guard let smaps = try? String(contentsOfFile: "/proc/\(pid)/smaps", encoding: .utf8) else { return }
+        // Read to the end: /proc files report a size of 0, and a read by size stops early.
+        guard let file = FileHandle(forReadingAtPath: "/proc/\(pid)/smaps") else { return }
+        let smaps = String(decoding: file.readDataToEndOfFile(), as: UTF8.self)
+        try? file.close()
         var kind = "other files"
         var previous: (end: UInt64, guardPage: Bool) = (0, false)
         for line in smaps.split(separator: "\n") {
@@ -30,6 +35,8 @@ struct MemoryBreakdown {
                 rss[kind, default: 0] += Int(fields[1]) ?? 0
             } else if first == "Pss:", fields.count > 1 {
                 totalPSS += Int(fields[1]) ?? 0
+            } else if first == "Private_Clean:" || first == "Private_Dirty:", fields.count > 1 {
+                totalPrivate += Int(fields[1]) ?? 0
             }
         }
         totalRSS = rss.values.reduce(0, +)
@@ -44,9 +51,9 @@ struct MemoryBreakdown {
         return "other files"
     }
 
-    /// `12.3 MB RSS (PSS 8.1): heap/anon 5.0, thread stacks 0.4, ...` in MB.
+    /// `12.3 MB RSS (PSS 8.1, private 4.0): heap/anon 5.0, thread stacks 0.4, ...` in MB.
     var line: String {
-        String(format: "%.1f MB RSS (PSS %.1f): ", Double(totalRSS) / 1024, Double(totalPSS) / 1024)
+        String(format: "%.1f MB RSS (PSS %.1f, private %.1f): ", Double(totalRSS) / 1024, Double(totalPSS) / 1024, Double(totalPrivate) / 1024)
             + Self.kinds.map { String(format: "%@ %.1f", $0, Double(rss[$0] ?? 0) / 1024) }.joined(separator: ", ")
     }
 }
@@ -62,12 +69,14 @@ func memoryBench(settle: Int, storeWorkers: Int) async throws {
     for (name, pid) in serverProcesses(server) {
         let memory = MemoryBreakdown(pid: pid)
         print("\(name) (pid \(pid)): \(memory.line)")
-        perProcess.append(String(format: "%@ %.1f", name, Double(memory.totalRSS) / 1024))
+        perProcess.append(String(format: "%@ %.1f/%.1f", name, Double(memory.totalRSS) / 1024, Double(memory.totalPrivate) / 1024))
         total.totalRSS += memory.totalRSS
         total.totalPSS += memory.totalPSS
+        total.totalPrivate += memory.totalPrivate
         for (kind, kib) in memory.rss { total.rss[kind, default: 0] += kib }
     }
     print("all: \(total.line)")
-    print(String(format: "summary: idle memory, %d processes: %.1f MB RSS in all (PSS %.1f MB); per process (MB RSS): %@",
-                 perProcess.count, Double(total.totalRSS) / 1024, Double(total.totalPSS) / 1024, perProcess.joined(separator: ", ")))
+    print(String(format: "summary: idle memory, %d processes: %.1f MB RSS in all (PSS %.1f MB, private %.1f MB); per process (MB RSS/private): %@",
+                 perProcess.count, Double(total.totalRSS) / 1024, Double(total.totalPSS) / 1024, Double(total.totalPrivate) / 1024,
+                 perProcess.joined(separator: ", ")))
 }

@@ -84,8 +84,9 @@ func restBench(endpoint: String, _ options: Options) async throws {
         print(String(format: "run %d: %.0f req/s (%d requests), server CPU %.0f µs/request", run, rate, requests, cost))
         print("  cpu: " + CPUMeter.breakdown(used, per: requests, unit: "req", seconds: Double(options.duration)))
     }
+    let label = ["rooms": "/api/chat/rooms/", "messages": "/api/chat/rooms/<big>/messages/", "cursor": "/api/chat/rooms/<big>/messages/?before=<middle>"]
     print(String(format: "summary: GET %@ (user in 101 rooms; big room %d messages), wrk -t1 -c%d -d%ds: %.0f req/s, server CPU %.0f µs/request (median of %d run%@)",
-                 path, options.roomMessages, options.connections, options.duration, median(rates), median(costs), rates.count, rates.count == 1 ? "" : "s"))
+                 label[endpoint] ?? path, options.roomMessages, options.connections, options.duration, median(rates), median(costs), rates.count, rates.count == 1 ? "" : "s"))
 }
 
 /// Runs wrk (from PATH) for `seconds`: requests/s and requests completed.
