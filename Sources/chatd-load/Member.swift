@@ -44,9 +44,11 @@ final class Member: @unchecked Sendable {
         do {
             while received < expected {
                 let nextSend = try sendDue()
-                // Nothing buffered is left unparsed when we wait: frames come out until nil.
-                while let frame = try socket.receive(timeout: 0) { try take(frame) }
-                guard received < expected else { break }
+                // Frames come out until nil, so nothing buffered waits unparsed;
+                // what came may have confirmed some, which frees the window: send first.
+                var took = false
+                while let frame = try socket.receive(timeout: 0) { try take(frame); took = true }
+                if took { continue }
                 let deadline = nextSend ?? now() + 30_000_000_000
                 if waitReadable(&fds, until: deadline) == 0 && nextSend == nil {
                     failure = "\(tag): timed out with \(received)/\(expected) received"
