@@ -40,13 +40,23 @@ public final class WebSocketClient: @unchecked Sendable {
     public private(set) var isClosed = false
 
     /// Connects and completes the handshake; throws `Refused` for a non-101 answer.
-    /// - Parameter receiveBuffer: a small `SO_RCVBUF` makes a client that does
-    ///   not read back-pressure the server quickly (slow-client tests).
-    public init(host: String = "127.0.0.1", port: Int, path: String, headers: [String: String] = [:], receiveBuffer: Int32? = nil) throws {
+    /// - Parameters:
+    ///   - receiveBuffer: a small `SO_RCVBUF` makes a client that does
+    ///     not read back-pressure the server quickly (slow-client tests).
+    ///   - source: the local address to connect from (`127.0.0.2` ...): one
+    ///     address has ~28,000 ephemeral ports towards one server port.
+    public init(
+        host: String = "127.0.0.1", port: Int, path: String, headers: [String: String] = [:], receiveBuffer: Int32? = nil, source: String? = nil
+    ) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ConnectionError(description: "socket: \(errno)") }
         if var size = receiveBuffer {
             setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
+        if let source, !Self.bind(fd, to: source) {
+            let code = errno
+            Glibc.close(fd)
+            throw ConnectionError(description: "bind \(source): \(code)")
         }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
@@ -82,6 +92,19 @@ public final class WebSocketClient: @unchecked Sendable {
     }
 
     deinit { Glibc.close(fd) }
+
+    /// Binds `fd` to `address`, the port left to `connect` (`IP_BIND_ADDRESS_NO_PORT`),
+    /// which picks it by the whole address pair, as without a bind.
+    private static func bind(_ fd: Int32, to address: String) -> Bool {
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_IP), 24 /* IP_BIND_ADDRESS_NO_PORT */, &one, socklen_t(MemoryLayout<Int32>.size))
+        var local = sockaddr_in()
+        local.sin_family = sa_family_t(AF_INET)
+        guard inet_pton(AF_INET, address, &local.sin_addr) == 1 else { return false }
+        return withUnsafePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
 
     private func writeAll(_ bytes: [UInt8]) throws {
         var offset = 0

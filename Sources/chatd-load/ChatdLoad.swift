@@ -2,47 +2,69 @@ import ArgumentParser
 import ChatTesting
 import Foundation
 
-/// chatd-load: starts a real `chatd serve` (temporary data, free port), fills
-/// rooms with WebSocket clients and measures messages sent, persisted and
-/// delivered per second. Every loop is bounded by `--messages`.
+/// chatd-load: starts a real `chatd serve` (temporary data, free port),
+/// loads it as clients do and measures it. Every loop is bounded (by
+/// `--messages`, `--idle`, `--duration` ...). Each mode ends with one line
+/// starting `summary:`, the figure docs/benchmarks.md quotes.
 ///
-///     chatd-load --store-workers 2 --rooms 8 --senders 4 --messages 2000 --window 200
+///     chatd-load --rooms 10 --members 10 --senders 1 --window 10 --message-bytes 128 --messages 3000
 @main
 struct ChatdLoad: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chatd-load",
         abstract: "Measure a real `chatd serve`: messages sent, persisted and delivered per second.",
         discussion: """
-            Without a mode flag, measures throughput: --rooms rooms of --senders WebSocket \
-            clients, each sending --messages messages. --rest-fixture, --fanout, --search, \
-            --recovery, --chaos and --bursts each run another benchmark instead \
-            (docs/benchmarks.md).
+            Without a mode flag, measures throughput: --rooms rooms of --members WebSocket \
+            clients, the first --senders of each sending --messages messages (as fast as \
+            --window allows, or paced with --rate). --fanout, --idle, --rest, --memory, \
+            --recovery, --search, --rest-fixture, --chaos and --bursts each run another \
+            benchmark instead (docs/benchmarks.md).
             """
     )
 
     @OptionGroup var options: Options
 
     func run() async throws {
+        if let roomsFile = options.idleClient {
+            await orExit {
+                try idleClient(roomsFile: roomsFile, port: options.port, first: options.first, count: options.count,
+                               sources: options.sources ?? 1, threads: options.connectThreads)
+            }
+            return
+        }
         if let rounds = options.chaos { await chaosRun(rounds: rounds, options) }
         if let bursts = options.bursts { await burstsRun(bursts: bursts, options) }
-        if let count = options.recovery {
-            await orExit { try await recoveryBench(count: count) }
-            return
-        }
-        if let total = options.search {
-            await orExit { try await searchBench(total: total) }
-            return
-        }
-        if let members = options.fanout {
-            await orExit { for _ in 0..<options.runs { try await fanout(members: members, messages: options.messages, window: options.window) } }
-            return
-        }
-        if let path = options.restFixture {
-            await orExit { try await restFixture(path: path) }
-            return
-        }
+        if await orExit({ try await runMode(options) }) { return }
         await throughputRuns(options)
     }
+}
+
+/// Runs the mode `options` names, if any; false: none did (throughput).
+func runMode(_ options: Options) async throws -> Bool {
+    if let count = options.recovery {
+        try await recoveryBench(count: count)
+    } else if let total = options.search {
+        try await searchBench(total: total)
+    } else if let members = options.fanout {
+        for _ in 0..<options.runs {
+            if let rate = options.rate {
+                try await fanoutPaced(members: members, rate: rate, messages: options.messages)
+            } else {
+                try await fanout(members: members, messages: options.messages, window: options.window)
+            }
+        }
+    } else if let count = options.idle {
+        try await idleBench(options, count: count)
+    } else if let endpoint = options.rest {
+        try await restBench(endpoint: endpoint, options)
+    } else if options.memory {
+        try await memoryBench(settle: options.settle, storeWorkers: options.storeWorkers)
+    } else if let path = options.restFixture {
+        try await restFixture(path: path)
+    } else {
+        return false
+    }
+    return true
 }
 
 /// The flags of every mode. Names and defaults are what docs/benchmarks.md
@@ -52,19 +74,48 @@ struct Options: ParsableArguments {
     var storeWorkers = 1
     @Option(help: "Rooms, each with its own sockets.")
     var rooms = 8
-    @Option(help: "Sockets (each its own user) per room.")
+    @Option(help: "Sockets per room that send (the first of its members).")
     var senders = 4
-    @Option(help: "Messages each sender sends (per burst with --bursts).")
+    @Option(help: "Sockets (each its own user) per room; default: --senders.")
+    var members: Int?
+    @Option(help: "Messages each sender sends (per burst with --bursts; in all with --fanout --rate).")
     var messages = 1000
     @Option(help: "Messages a sender may have unconfirmed at once.")
     var window = 100
-    @Option(help: "Runs, each on a fresh server; the median is reported.")
+    @Option(help: "Bytes of each message's content.")
+    var messageBytes = 128
+    @Option(help: ArgumentHelp("Paced, open loop: messages per second in all, each sent at its scheduled time; latency is taken from that time.", valueName: "msg/s"))
+    var rate: Double?
+    @Option(help: "Runs, each on a fresh server (wrk runs on one server with --rest); the median is reported.")
     var runs = 1
+
+    @Option(help: ArgumentHelp("Instead of measuring throughput: fan-out of one room with this many members (paced with --rate).", valueName: "members"))
+    var fanout: Int?
+    @Option(help: ArgumentHelp("Instead of measuring throughput: this many idle WebSockets in public rooms of 10; the frontends' RSS per socket and the open rate.", valueName: "sockets"))
+    var idle: Int?
+    @Option(help: "With --idle: client processes opening the sockets (default: one per 15,000).")
+    var clients: Int?
+    @Option(help: "With --idle: loopback source addresses 127.0.0.2 ... (default: one per 25,000 sockets).")
+    var sources: Int?
+    @Option(help: "With --idle: frontends the server runs, as CHAT_FRONTENDS (default: one per 15,000 sockets).")
+    var frontends: Int?
+    @Option(help: "With --idle: threads per client process opening sockets.")
+    var connectThreads = 8
+    @Option(help: "With --idle: seconds the sockets are held before they are counted.")
+    var hold = 5
+    @Option(help: ArgumentHelp("Instead of measuring throughput: seed the REST data, then wrk on one endpoint: rooms, messages or cursor.", valueName: "endpoint"))
+    var rest: String?
+    @Option(help: "With --rest: messages in the big room.")
+    var roomMessages = 100_000
+    @Option(help: "With --rest: seconds of each wrk run.")
+    var duration = 10
+    @Option(help: "With --rest: wrk's connections.")
+    var connections = 16
+    @Flag(help: "Instead of measuring throughput: an idle server's RSS per process, and where it goes (smaps).")
+    var memory = false
 
     @Option(help: ArgumentHelp("Instead of measuring: seed the REST benchmark's data, write where it is to this file, and serve until SIGINT/SIGTERM.", valueName: "file"))
     var restFixture: String?
-    @Option(help: ArgumentHelp("Instead of measuring throughput: fan-out of one room with this many members.", valueName: "members"))
-    var fanout: Int?
     @Option(help: ArgumentHelp("Instead of measuring throughput: search over this many indexed messages.", valueName: "messages"))
     var search: Int?
     @Option(help: ArgumentHelp("Instead of measuring throughput: this many SIGKILLs of a store worker, timed.", valueName: "kills"))
@@ -75,13 +126,21 @@ struct Options: ParsableArguments {
     var bursts: Int?
     @Flag(help: "With --bursts: SIGSTOP the search worker for the bursts.")
     var stopSearch = false
-    @Option(help: ArgumentHelp("With --bursts: idle seconds after each burst before RSS is read.", valueName: "seconds"))
+    @Option(help: ArgumentHelp("With --bursts and --memory: idle seconds before RSS is read.", valueName: "seconds"))
     var settle = 3
 
     @Flag(help: "One second into each throughput run: `chatd ctl restart store`.")
     var rollingRestart = false
     @Option(help: ArgumentHelp("One second into each throughput run: `chatd ctl scale store N`.", valueName: "N"))
     var scaleStore: Int?
+
+    // --idle's child processes: chatd-load runs itself with these.
+    @Option(help: .hidden) var idleClient: String?
+    @Option(help: .hidden) var port = 0
+    @Option(help: .hidden) var first = 0
+    @Option(help: .hidden) var count = 0
+
+    var membersPerRoom: Int { members ?? senders }
 
     /// The `chatd ctl` command issued one second into the throughput run, if any.
     var duringRun: [String]? {
@@ -91,9 +150,13 @@ struct Options: ParsableArguments {
 
     func validate() throws {
         // Each of these is a loop bound or a divisor; zero would run nothing or crash.
-        for (flag, value) in [("--runs", runs), ("--senders", senders), ("--window", window)] where value < 1 {
+        for (flag, value) in [("--runs", runs), ("--senders", senders), ("--window", window), ("--messages", messages)] where value < 1 {
             throw ValidationError("\(flag) must be at least 1.")
         }
+        if membersPerRoom < senders { throw ValidationError("--members must be at least --senders.") }
+        if let rate, !(rate > 0) { throw ValidationError("--rate must be positive.") }
+        if let idle, idle < 1 { throw ValidationError("--idle must be at least 1.") }
+        if let rest, !["rooms", "messages", "cursor"].contains(rest) { throw ValidationError("--rest: rooms, messages or cursor.") }
         if rollingRestart && scaleStore != nil {
             throw ValidationError("--rolling-restart and --scale-store are alternatives.")
         }
@@ -119,6 +182,8 @@ func chaosRun(rounds: Int, _ options: Options) async -> Never {
     let clean = outcome.stored == outcome.sent && outcome.storedTwice == 0 && outcome.missingDeliveries == 0
         && outcome.duplicateDeliveries == 0 && outcome.closedSockets == 0 && outcome.restOther == 0 && outcome.clientErrors.isEmpty
     print(clean ? "invariants held" : "INVARIANT BROKEN")
+    print(String(format: "summary: chaos, %d kill rounds, %d messages sent, %d stored: %@ (%.1f s)",
+                 rounds, outcome.sent, outcome.stored, clean ? "invariants held" : "INVARIANT BROKEN", outcome.seconds))
     exit(clean ? 0 : 1)
 }
 
@@ -145,26 +210,7 @@ func burstsRun(bursts: Int, _ options: Options) async -> Never {
     print(outcome.summary)
     let clean = outcome.clientErrors.isEmpty && outcome.missingDeliveries == 0 && outcome.confirmedStored == outcome.confirmed
     print(clean ? "nothing lost" : "LOST: \(outcome.clientErrors.prefix(3))")
+    let peaks = outcome.bursts.last?.rss.map { String(format: "%@ %.0f", $0.process, Double($0.bytes) / 1e6) } ?? []
+    print("summary: \(bursts) bursts, \(clean ? "nothing lost" : "LOST"); MB RSS after the last: " + peaks.joined(separator: ", "))
     exit(clean ? 0 : 1)
-}
-
-/// The default mode: `--runs` throughput runs, each on a fresh server, and their median.
-func throughputRuns(_ options: Options) async {
-    var rates: [Double] = []
-    for run in 1...options.runs {
-        let result = await orExit { try await measure(options) }
-        let rate = Double(result.messages) / result.seconds
-        rates.append(rate)
-        print(String(format: "run %d: %d messages (%d stored) in %.2f s = %.0f messages/s persisted and delivered, %.0f deliveries/s",
-                     run, result.messages, result.stored, result.seconds, rate, Double(result.deliveries) / result.seconds))
-        // Where the time goes: CPU per message of each process, and its share of a core.
-        let breakdown = result.cpu.map { name, seconds in
-            String(format: "%@ %.1f µs/msg (%.0f%%)", name, seconds / Double(result.messages) * 1e6, seconds / result.seconds * 100)
-        }
-        print("  cpu: " + breakdown.joined(separator: ", "))
-        if result.stored != result.messages { print("MISMATCH: stored \(result.stored) of \(result.messages)"); exit(1) }
-    }
-    let sorted = rates.sorted()
-    print(String(format: "median: %.0f messages/s over %d runs (store workers: %d, rooms: %d, senders/room: %d, window: %d)",
-                 sorted[sorted.count / 2], sorted.count, options.storeWorkers, options.rooms, options.senders, options.window))
 }

@@ -1,0 +1,98 @@
+import ChatTesting
+import Foundation
+import Testing
+
+extension EndToEnd {
+    /// `chatd-load`, once per scenario of issue 12's table at a small size,
+    /// so the tool that measures them keeps working. What is checked is
+    /// that each run completes, exits 0 and prints its summary line (with
+    /// its own checks: every message stored and delivered once, every idle
+    /// socket opened and held); its figures are for docs/benchmarks.md, not
+    /// for assertions.
+    @Suite struct LoadTool {
+        @Test func throughputAsFastAsTheWindowAllows() throws {
+            let output = try runLoad(["--rooms", "2", "--members", "4", "--senders", "1", "--window", "10", "--message-bytes", "128", "--messages", "200"])
+            #expect(summary(output)?.contains("2 rooms × 4 members, 1 sender/room, 128-byte messages, window 10") == true, "\(output)")
+            #expect(summary(output)?.contains("msg/s persisted and delivered") == true)
+            #expect(output.contains("cpu: supervisor+broker"))
+        }
+
+        @Test func throughputPacedReportsLatencyFromTheScheduledSend() throws {
+            let output = try runLoad(["--rooms", "2", "--members", "4", "--senders", "1", "--rate", "200", "--messages", "100"])
+            #expect(summary(output)?.contains("paced at 200 msg/s") == true, "\(output)")
+            #expect(summary(output)?.contains("latency from scheduled send p50") == true)
+            // 2 rooms × 100 messages × 4 members: every delivery's latency.
+            #expect(output.contains("over 800 deliveries"))
+        }
+
+        @Test func fanoutPaced() throws {
+            let output = try runLoad(["--fanout", "20", "--rate", "100", "--messages", "50"])
+            #expect(summary(output)?.contains("fan-out to 20 members paced at 100 msg/s") == true, "\(output)")
+        }
+
+        @Test func idleSocketsFromSeveralClientProcessesAndSourceAddresses() throws {
+            let output = try runLoad(["--idle", "300", "--clients", "2", "--sources", "2", "--hold", "1"])
+            #expect(summary(output)?.contains("300 of 300 opened by 2 client processes from 2 source addresses") == true, "\(output)")
+            #expect(summary(output)?.contains("300 still open") == true)
+        }
+
+        @Test(arguments: ["rooms", "messages"])
+        func restReadsUnderWrk(endpoint: String) throws {
+            let output = try runLoad(["--rest", endpoint, "--room-messages", "200", "--duration", "1"])
+            #expect(summary(output)?.contains("req/s") == true, "\(output)")
+        }
+
+        @Test func idleMemoryByKindOfMapping() throws {
+            let output = try runLoad(["--memory", "--settle", "1"])
+            #expect(summary(output)?.contains("MB RSS in all") == true, "\(output)")
+            // Every process has a heap, threads and libraries: a parse that found none is broken.
+            let all = output.split(separator: "\n").first { $0.hasPrefix("all: ") }.map(String.init) ?? ""
+            for kind in ["heap/anon", "thread stacks", "chatd text+data", "shared libraries"] {
+                #expect(megabytes(kind, in: all) > 0, "\(kind) in \(all)")
+            }
+            #expect(output.contains("frontend (pid"))
+        }
+
+        @Test func recoveryFromAKilledStoreWorker() throws {
+            let output = try runLoad(["--recovery", "1"])
+            #expect(summary(output)?.contains("median of 1 kills") == true, "\(output)")
+        }
+    }
+}
+
+/// The line of `output` that starts `summary:`.
+private func summary(_ output: String) -> String? {
+    output.split(separator: "\n").last { $0.hasPrefix("summary: ") }.map(String.init)
+}
+
+/// The figure after `kind` in a `--memory` line (`heap/anon 5.0, ...`).
+private func megabytes(_ kind: String, in line: String) -> Double {
+    guard let range = line.range(of: kind + " ") else { return 0 }
+    return Double(line[range.upperBound...].prefix { $0.isNumber || $0 == "." }) ?? 0
+}
+
+/// Runs the `chatd-load` built beside the chatd under test (it starts its
+/// own server from that chatd); its output. Fails on a non-zero exit, and
+/// SIGKILLs it (by pid) past `timeout`.
+private func runLoad(_ arguments: [String], timeout: Double = 180) throws -> String {
+    let chatd = try TestServer.binary()
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: chatd).deletingLastPathComponent().appendingPathComponent("chatd-load")
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(["CHATD_BINARY": chatd]) { $1 }
+    // A file, not a pipe: nothing blocks on a full pipe while we wait.
+    let outputPath = try TestServer.temporaryDirectory() + "/out.txt"
+    defer { try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: outputPath).deletingLastPathComponent().path) }
+    _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+    let file = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+    process.standardOutput = file
+    process.standardError = file
+    try process.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    while process.isRunning && Date() < deadline { usleep(50_000) }
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    process.waitUntilExit()
+    let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+    #expect(process.terminationStatus == 0, "chatd-load \(arguments.joined(separator: " ")):\n\(output)")
+    return output
+}
