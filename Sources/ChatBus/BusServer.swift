@@ -33,7 +33,8 @@ public final class BusServer {
     ///   - idle: called when no command came for a poll interval (500 ms); for deferred work.
     ///   - nudge: after handling a batch that published a room event, publish
     ///     one single-frame message on this topic (the store tells the search
-    ///     worker there is news in the database).
+    ///     worker there is news in the database), at most once per
+    ///     `NudgeThrottle.gap`.
     ///   - wakeOn: also call `idle` as soon as a nudge on this topic arrives
     ///     (the search worker indexes on news, from the database). At most one
     ///     nudge waits (`ZMQ_CONFLATE`): a stopped or slow worker costs the
@@ -124,8 +125,10 @@ public final class BusServer {
         let started = monotonicNanos()
         var sequencer = StreamSequencer()
         var lastSweep = monotonicNanos()
+        var nudges = NudgeThrottle()
         while !shouldStop() {
             let now = monotonicNanos()
+            if let nudge, nudges.due(now: now) { try s.pub.send([Array(nudge.utf8)]) }
             // Heartbeats tell frontends (healthz) that this role is being served.
             // Every 500 ms; every 25 ms in the first second, because PUB drops
             // what it sends before its connection is up, and the first heartbeat
@@ -138,7 +141,8 @@ public final class BusServer {
                 lastHeartbeat = now
             }
             let untilHeartbeat = Int((lastHeartbeat + interval - min(monotonicNanos(), lastHeartbeat + interval)) / 1_000_000)
-            let ready = try poller.poll(timeoutMilliseconds: min(Int(idleInterval()), untilHeartbeat + 1))
+            let untilNudge = nudges.deadline.map { Int(($0 - min(monotonicNanos(), $0)) / 1_000_000) + 1 } ?? Int.max
+            let ready = try poller.poll(timeoutMilliseconds: min(Int(idleInterval()), untilHeartbeat + 1, untilNudge))
             if ready[1] & pollIn != 0 {
                 guard try brokerStillThere(s, beat: beat, shouldStop: shouldStop, heartbeat: heartbeat) else { break }
             }
@@ -170,7 +174,7 @@ public final class BusServer {
                 try s.pub.send(event.encode())
                 if event.kind == .roomEvent { wrote = true }
             }
-            if let nudge, wrote { try s.pub.send([Array(nudge.utf8)]) }
+            if let nudge, wrote, nudges.wrote(now: monotonicNanos()) { try s.pub.send([Array(nudge.utf8)]) }
         }
     }
 

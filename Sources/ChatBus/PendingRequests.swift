@@ -34,6 +34,11 @@ public struct PendingRequests<Payload> {
 
     public let policy: Policy
     private var entries: [String: Entry] = [:]
+    /// No entry retries before this (a lower bound: an answered command may
+    /// have held it). The bus thread ticks at every wake-up, with up to
+    /// thousands of commands pending: a tick before it has nothing to do and
+    /// looks at none of them.
+    private var earliestRetry = UInt64.max
 
     public init(policy: Policy = Policy()) {
         self.policy = policy
@@ -45,7 +50,9 @@ public struct PendingRequests<Payload> {
     /// (default: the policy's deadline from now).
     public mutating func add(id: String, payload: Payload, now: UInt64, deadline: UInt64? = nil) {
         let deadline = deadline ?? now + policy.deadline
-        entries[id] = Entry(payload: payload, nextRetry: min(now + policy.retryInterval, deadline), deadline: deadline, attempts: 1)
+        let entry = Entry(payload: payload, nextRetry: min(now + policy.retryInterval, deadline), deadline: deadline, attempts: 1)
+        entries[id] = entry
+        earliestRetry = min(earliestRetry, entry.nextRetry)
     }
 
     /// A reply arrived. Returns the payload, or nil for an unknown id (a second
@@ -56,20 +63,28 @@ public struct PendingRequests<Payload> {
 
     /// Resends due commands and fails expired ones.
     public mutating func tick(now: UInt64) -> [Action] {
+        guard now >= earliestRetry else { return [] }
         var actions: [Action] = []
-        for (id, entry) in entries where entry.nextRetry <= now {
+        // The due ones first: changing `entries` while iterating it would copy it.
+        let due = entries.compactMap { $0.value.nextRetry <= now ? $0.key : nil }
+        for id in due {
+            guard var entry = entries[id] else { continue }
             if entry.deadline <= now {
                 entries[id] = nil
                 actions.append(.fail(id: id, payload: entry.payload))
             } else {
-                var entry = entry
                 entry.attempts += 1
                 entry.nextRetry = min(now + policy.retryInterval, entry.deadline)
                 entries[id] = entry
                 actions.append(.resend(id: id, payload: entry.payload, attempt: entry.attempts))
             }
         }
+        recomputeEarliestRetry()
         return actions
+    }
+
+    private mutating func recomputeEarliestRetry() {
+        earliestRetry = entries.values.lazy.map(\.nextRetry).min() ?? .max
     }
 
     /// Resends now every pending command `matching` says may have been lost
@@ -86,6 +101,7 @@ public struct PendingRequests<Payload> {
             entries[id] = entry
             due.append((id, entry.payload))
         }
+        recomputeEarliestRetry()
         return due
     }
 
@@ -115,17 +131,23 @@ public struct PendingRequests<Payload> {
             entries[id] = entry
             resend.append((id, entry.payload))
         }
+        recomputeEarliestRetry()
         return (resend, poisoned)
     }
 
-    /// When `tick` next has work, or nil when nothing is pending.
+    /// When `tick` next has work, or nil when nothing is pending. It may be
+    /// early (a command answered since held it): that tick then finds nothing
+    /// due and sets the next one right.
     public var nextWakeup: UInt64? {
-        entries.values.lazy.map(\.nextRetry).min()
+        entries.isEmpty ? nil : earliestRetry
     }
 
     /// Removes every entry (shutdown), returning their payloads.
     public mutating func removeAll() -> [Payload] {
-        defer { entries.removeAll() }
+        defer {
+            entries.removeAll()
+            earliestRetry = .max
+        }
         return entries.values.map(\.payload)
     }
 }

@@ -296,12 +296,12 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         case .failure(let failure): return sendError(failure.errors.map { "\($0.field): \($0.message)" }.joined(separator: "; "))
         }
         let request = input.request(id: IDs.uuid7(), roomID: roomID)
-        guard let body = try? JSONEncoder().encode(request) else { return sendError("Could not encode the message") }
+        guard let body = try? request.commandBody() else { return sendError("Could not encode the message") }
         let loop = context!.eventLoop
         let me = NIOLoopBound(self, eventLoop: loop)
         // Enqueued synchronously, so this connection's messages reach the
         // shard in the order the client sent them.
-        services.bus.send(.messageCreate, to: .store(key: roomID), user: identityJSON, body: [UInt8](body)) { result in
+        services.bus.send(.messageCreate, to: .store(key: roomID), user: identityJSON, body: body) { result in
             loop.execute {
                 let connection = me.value
                 switch result {

@@ -109,13 +109,8 @@ public final class SearchIndex {
             }
             guard let last = rows.last else { break }
             try queue.write { db in
-                for row in rows where !row.isDeleted {
-                    try db.execute(sql: "INSERT OR REPLACE INTO docs (rowid, message_id, room_id, sender_id, timestamp) VALUES (?, ?, ?, ?, ?)",
-                                   arguments: [row.rowid, row.id, row.roomID, row.senderID, row.timestamp])
-                    try db.execute(sql: "DELETE FROM docs_fts WHERE rowid = ?", arguments: [row.rowid])
-                    try db.execute(sql: "INSERT INTO docs_fts (rowid, content) VALUES (?, ?)", arguments: [row.rowid, row.content])
-                }
-                try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'last_rowid'", arguments: [last.rowid])
+                try Self.index(rows.filter { !$0.isDeleted }, in: db)
+                try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'last_rowid'").execute(arguments: [last.rowid])
             }
             total += rows.count
         }
@@ -146,6 +141,40 @@ public final class SearchIndex {
             if Date() > deadline { return (total, false) }
         }
         return (total, true)
+    }
+
+    /// Rows of the full-text table per insert statement: 2 variables each,
+    /// far below SQLite's limit of 32,766.
+    static let ftsRowsPerStatement = 500
+
+    /// Indexes new messages. FTS5 writes the terms it holds in memory to a new
+    /// segment at every statement savepoint, and SQLite opens one for each
+    /// statement that writes the table inside a transaction: one statement
+    /// per message made one segment per message (and merges of them). So the
+    /// full-text rows go in multi-row statements, after every `docs` row: a
+    /// batch becomes a few segments. A row a message already had (the index
+    /// was never told it went; `docs` holds what the full-text table holds)
+    /// is replaced, as before.
+    static func index(_ rows: [NewMessage], in db: Database) throws {
+        guard let first = rows.first, let last = rows.last else { return }
+        try db.cachedStatement(sql: "DELETE FROM docs_fts WHERE rowid IN (SELECT rowid FROM docs WHERE rowid BETWEEN ? AND ?)")
+            .execute(arguments: [first.rowid, last.rowid])
+        let doc = try db.cachedStatement(sql: "INSERT OR REPLACE INTO docs (rowid, message_id, room_id, sender_id, timestamp) VALUES (?, ?, ?, ?, ?)")
+        for row in rows {
+            try doc.execute(arguments: [row.rowid, row.id, row.roomID, row.senderID, row.timestamp])
+        }
+        var start = 0
+        while start < rows.count {
+            let chunk = rows[start..<min(start + ftsRowsPerStatement, rows.count)]
+            var arguments: [(any DatabaseValueConvertible)?] = []
+            arguments.reserveCapacity(chunk.count * 2)
+            for row in chunk { arguments += [row.rowid, row.content] }
+            let sql = "INSERT INTO docs_fts (rowid, content) VALUES " + Array(repeating: "(?, ?)", count: chunk.count).joined(separator: ", ")
+            // Only the full size is kept prepared: one statement, not one per remainder size.
+            let statement = chunk.count == ftsRowsPerStatement ? try db.cachedStatement(sql: sql) : try db.makeStatement(sql: sql)
+            try statement.execute(arguments: StatementArguments(arguments))
+            start += chunk.count
+        }
     }
 
     /// A message the index has not seen, as the rowid pass reads it.

@@ -46,7 +46,9 @@ public final class StoreWorker {
         let user = identity.id
         switch command.kind {
         case .messageCreate:
-            let request = try body(Requests.MessageCreate.self, command)
+            // The frontend's body for a WebSocket message reads without JSONDecoder.
+            let request = try FlatJSON.object(command.body).flatMap(Requests.MessageCreate.init(flat:))
+                ?? body(Requests.MessageCreate.self, command)
             switch try Store.createMessage(request, sender: identity.user, maxChars: config.maxMessageChars, in: db) {
             case .resent(let message) where publishedHere.contains(message.id):
                 return [.reply(to: command, status: .created, body: ClientJSON.encode(message))]

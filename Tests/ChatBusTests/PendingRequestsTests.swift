@@ -37,6 +37,41 @@ import Testing
         #expect(pending.count == 0)
     }
 
+    /// The bus thread ticks at every wake-up: before the earliest retry a
+    /// tick has nothing to do. An answered command may leave its retry time
+    /// as the next wake-up; that tick finds nothing due and sets the next
+    /// wake-up from what is still pending.
+    @Test func anAnsweredCommandOnlyMakesTheNextWakeupEarly() {
+        var pending = PendingRequests<String>(policy: policy)
+        pending.add(id: "a", payload: "A", now: 0)
+        pending.add(id: "b", payload: "B", now: 50)
+        #expect(pending.tick(now: 99).isEmpty)
+        #expect(pending.complete(id: "a") == "A")
+        #expect(pending.nextWakeup.map { $0 <= 150 } == true)
+        #expect(pending.tick(now: 100).isEmpty)
+        #expect(pending.nextWakeup == 150)
+        let due = pending.tick(now: 150)
+        #expect(due.count == 1)
+        if case .resend(let id, let payload, let attempt) = due.first {
+            #expect(id == "b" && payload == "B" && attempt == 2)
+        } else {
+            Issue.record("expected a resend of b")
+        }
+        #expect(pending.nextWakeup == 250)
+    }
+
+    /// Many pending, a few due: only those are resent, each once.
+    @Test func onlyTheDueAmongManyAreResent() {
+        var pending = PendingRequests<String>(policy: policy)
+        for n in 0..<1_000 { pending.add(id: "c\(n)", payload: "\(n)", now: UInt64(n % 10 == 0 ? 0 : 80)) }
+        let ids = pending.tick(now: 100).compactMap { action -> String? in
+            if case .resend(let id, _, _) = action { return id } else { return nil }
+        }
+        #expect(ids.sorted() == (0..<100).map { "c\($0 * 10)" }.sorted())
+        #expect(pending.count == 1_000 && pending.nextWakeup == 180)
+        #expect(pending.tick(now: 150).isEmpty)
+    }
+
     @Test func replyAfterResendStopsFurtherResends() {
         var pending = PendingRequests<String>(policy: policy)
         pending.add(id: "a", payload: "A", now: 0)

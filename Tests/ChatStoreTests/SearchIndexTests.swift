@@ -1,5 +1,5 @@
 import ChatCore
-import ChatStore
+@testable import ChatStore
 import Foundation
 import GRDB
 import Testing
@@ -51,5 +51,39 @@ import Testing
         #expect(try search(index, "apple").isEmpty)
         #expect(try search(index, "plums") == [apples])
         #expect(try search(index, "ripe").isEmpty && index.indexedCount == 1)
+    }
+
+    /// A catch-up larger than one full-text insert statement indexes every
+    /// message once; indexed again from zero (the watermark lost), each
+    /// message replaces its old entry instead of being found twice.
+    @Test func aLargeCatchUpIndexesEveryMessageOnceAndReindexingReplaces() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/search.sqlite"
+        let index = try SearchIndex(path: path, main: database)
+        let count = SearchIndex.ftsRowsPerStatement * 2 + 7
+        var ids: [String] = []
+        try database.writer.write { [alice, room] db in
+            for n in 0..<count {
+                let request = Requests.MessageCreate(id: IDs.uuid7(), roomID: room, content: "word\(n)x and more", messageType: "text", replyTo: nil, clientMsgID: nil)
+                _ = try Store.createMessage(request, sender: alice.user, maxChars: 1000, in: db)
+                ids.append(request.id)
+            }
+        }
+        let caught = try index.catchUp()
+        #expect(caught.count == count && caught.done && index.indexedCount == count)
+        for n in [0, SearchIndex.ftsRowsPerStatement - 1, SearchIndex.ftsRowsPerStatement, count - 1] {
+            #expect(try search(index, "word\(n)x") == [ids[n]])
+        }
+        #expect(try search(index, "and more").count == 50)  // the page limit
+
+        let other = try DatabaseQueue(path: path)
+        try other.write { try $0.execute(sql: "UPDATE meta SET value = 0 WHERE key = 'last_rowid'") }
+        try other.close()
+        #expect(try index.catchUp().count == count)
+        #expect(index.indexedCount == count)
+        let fullText = try DatabaseQueue(path: path)
+        #expect(try fullText.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM docs_fts") } == count)
+        try fullText.close()
+        #expect(try search(index, "word\(count - 1)x") == [ids[count - 1]])
     }
 }

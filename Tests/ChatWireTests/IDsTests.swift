@@ -28,4 +28,27 @@ import Testing
         #expect(uuid5(Self.url, String(repeating: "é", count: 40)) == "22483c2c-ec8d-5af1-a490-c5569e601627")
         #expect(uuid5(Self.url, String(repeating: "x", count: 200)) == "cd3580b9-d244-586a-8077-74317319b48d")
     }
+
+    /// UUIDv7 (RFC 9562 §5.7): version 7, variant 10, the millisecond time in
+    /// the first 48 bits, and the rest random (no two alike, every random
+    /// byte position used).
+    @Test func uuid7HasItsVersionTimeAndRandomBits() {
+        let now = Date(timeIntervalSince1970: 1_700_000_000.5)
+        let ids = (0..<200).map { _ in IDs.uuid7(now: now) }
+        #expect(Set(ids).count == ids.count)
+        for id in ids {
+            let hex = Array(id.replacingOccurrences(of: "-", with: ""))
+            #expect(hex.count == 32 && UUID(uuidString: id) != nil && id == id.lowercased())
+            #expect(String(hex[0..<12]) == String(1_700_000_000_500, radix: 16).leftPadded(to: 12))
+            #expect(hex[12] == "7" && ["8", "9", "a", "b"].contains(hex[16]))
+        }
+        // Each random hex digit (after the version and variant) takes more than one value.
+        for position in [13, 14, 15, 17, 18, 19] + Array(20..<32) {
+            #expect(Set(ids.map { Array($0.replacingOccurrences(of: "-", with: ""))[position] }).count > 1)
+        }
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }

@@ -115,6 +115,26 @@ import Testing
         #expect(stored == 1)
     }
 
+    /// A batch of one command runs without a savepoint: its refusal rolls the
+    /// transaction back, and the new caller's user record, which rode along,
+    /// is still stored.
+    @Test func aLoneRefusalStillProvisionsItsCaller() throws {
+        let room = try harness.groupRoom()
+        let carol = WorkerHarness.identity("carol")
+        let refused = send(room, "hi", as: carol)
+        let events = worker.handle([refused])
+        #expect(events.reply(to: refused)?.refusal == .detail(.forbidden, "You don't have access to this room"))
+        #expect(events.roomEvents.isEmpty)
+        let users = try harness.database.pool.read { try String.fetchAll($0, sql: "SELECT email FROM users WHERE id = ?", arguments: [carol.id]) }
+        #expect(users == ["carol@example.com"])
+        let stored = try harness.database.pool.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM messages") }
+        #expect(stored == 0)
+        // A lone command that is not refused commits, event and all.
+        let kept = send(room, "kept")
+        let next = worker.handle([kept])
+        #expect(next.reply(to: kept)?.status == .created && next.roomEvents.count == 1)
+    }
+
     @Test func theHandshakesDirectRoomReplyIsTheRoomIDNotClientJSON() throws {
         _ = try harness.groupRoom()
         let newRoom = IDs.uuid7()
