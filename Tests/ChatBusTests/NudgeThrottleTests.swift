@@ -7,27 +7,31 @@ import Testing
 @Suite struct NudgeThrottleTests {
     let gap = NudgeThrottle.gap
 
+    // `#expect` cannot call a mutating method in place.
+    private func wrote(_ throttle: inout NudgeThrottle, _ now: UInt64) -> Bool { throttle.wrote(now: now) }
+    private func due(_ throttle: inout NudgeThrottle, _ now: UInt64) -> Bool { throttle.due(now: now) }
+
     @Test func theFirstWriteAfterQuietIsToldAtOnce() {
         var throttle = NudgeThrottle()
-        #expect(throttle.wrote(now: 1_000))
+        #expect(wrote(&throttle, 1_000))
         #expect(!throttle.owed && throttle.deadline == nil)
-        #expect(!throttle.due(now: 1_000 + 10 * gap))
+        #expect(!due(&throttle, 1_000 + 10 * gap))
         // Quiet for a whole gap: the next write goes at once again.
-        #expect(throttle.wrote(now: 1_000 + 10 * gap))
+        #expect(wrote(&throttle, 1_000 + 10 * gap))
     }
 
     @Test func writesInsideTheGapAreToldOnceWhenItEnds() {
         var throttle = NudgeThrottle()
-        #expect(throttle.wrote(now: 0))
-        #expect(!throttle.wrote(now: 1))
-        #expect(!throttle.wrote(now: gap / 2))
+        #expect(wrote(&throttle, 0))
+        #expect(!wrote(&throttle, 1))
+        #expect(!wrote(&throttle, gap / 2))
         #expect(throttle.owed && throttle.deadline == gap)
-        #expect(!throttle.due(now: gap - 1))
-        #expect(throttle.due(now: gap))
+        #expect(!due(&throttle, gap - 1))
+        #expect(due(&throttle, gap))
         #expect(!throttle.owed && throttle.deadline == nil)
-        #expect(!throttle.due(now: gap + 1))
+        #expect(!due(&throttle, gap + 1))
         // The owed nudge started a new gap.
-        #expect(!throttle.wrote(now: gap + 1))
+        #expect(!wrote(&throttle, gap + 1))
         #expect(throttle.deadline == 2 * gap)
     }
 
