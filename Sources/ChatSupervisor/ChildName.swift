@@ -1,17 +1,21 @@
 import ChatWire
 
-/// What the supervisor calls a child: the frontend, or a worker by its
-/// `WorkerName` (`store.0`). Children say it in the `CHATD_CHILD` field of
-/// their sd_notify datagrams; `ctl status` and the log show it.
+/// What the supervisor calls a child: the frontend, a worker by its
+/// `WorkerName` (`store.0`), or a role's warm standby (`standby.store`,
+/// `StandbyName`). Children say it in the `CHATD_CHILD` field of their
+/// sd_notify datagrams; `ctl status` and the log show it.
 enum ChildName: Hashable, Sendable, CustomStringConvertible {
     case frontend
     case worker(WorkerName)
+    case standby(Role)
 
     init?(_ text: String) {
         if text == "frontend" {
             self = .frontend
         } else if let worker = WorkerName(text) {
             self = .worker(worker)
+        } else if let standby = StandbyName(text) {
+            self = .standby(standby.role)
         } else {
             return nil
         }
@@ -21,22 +25,29 @@ enum ChildName: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .frontend: "frontend"
         case .worker(let worker): worker.description
+        case .standby(let role): StandbyName(role).description
         }
     }
 
-    /// `frontend`, or the worker's role (`store`).
+    /// `frontend`, or the worker's (or standby's) role (`store`).
     var role: String {
         switch self {
         case .frontend: "frontend"
         case .worker(let worker): worker.role.rawValue
+        case .standby(let role): role.rawValue
         }
+    }
+
+    var isStandby: Bool {
+        if case .standby = self { true } else { false }
     }
 
     var worker: WorkerName? {
         if case .worker(let worker) = self { worker } else { nil }
     }
 
-    /// `ctl restart <word>`: the child of that name, or every worker of that role.
+    /// `ctl restart <word>`: the child of that name, or every worker of that
+    /// role (a role's standby is restarted alongside, not as one of them).
     func matches(_ word: String) -> Bool {
         description == word || worker?.role.rawValue == word
     }

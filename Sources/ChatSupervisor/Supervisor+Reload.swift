@@ -38,6 +38,8 @@ extension Supervisor {
                 "needs.restart": "\(unchangeable ? "listen or directories changed: restart to apply" : "no")",
             ])
             if config.run.runsWorkers { scale(role: .receipts, to: receipts) { _ in } }
+            config.standbys = fresh.standbys
+            applyStandbyPlan()
             config.receiptsWorkers = receipts
             if fresh.resolvedStoreWorkers != storeShards && config.run == .all {
                 let logger = self.logger
