@@ -9,9 +9,10 @@ import ZeroMQ
 /// transaction.
 public final class BusServer {
     public let role: Role
-    public let shard: Int
+    /// A standby's is set when it is promoted.
+    public private(set) var shard: Int
     private let bus: BusAddress
-    private let logger: Logger
+    private var logger: Logger
     private let context: Context
     private var stopRequested = false
 
@@ -41,42 +42,121 @@ public final class BusServer {
     ///     broker one message, not a copy of every event.
     public func run(
         maxBatch: Int = 512, shouldStop: () -> Bool, nudge: String? = nil, wakeOn: String? = nil,
-        heartbeat: (_ serving: Bool) -> Void = { _ in }, idleInterval: () -> Int32 = { 500 },
-        idle: () -> [Event] = { [] }, handle: ([Command]) -> [Event]
+        heartbeat: (_ serving: Bool) -> Void = { _ in }, idleInterval: @escaping () -> Int32 = { 500 },
+        idle: @escaping () -> [Event] = { [] }, handle: @escaping ([Command]) -> [Event]
     ) throws {
+        let loop = WorkerLoop(maxBatch: maxBatch, nudge: nudge, wakeOn: wakeOn, idleInterval: idleInterval, idle: idle, handle: handle)
         // "failed": this process replaces one that crashed or hung, so
         // frontends count a death toward their pending commands' poison.
         let beat = Heartbeat(
             worker: WorkerName(role, shard), pid: getpid(),
             failed: ProcessInfo.processInfo.environment["CHATD_PREDECESSOR_FAILED"] == "1")
+        let link = try openLink(echoTopic: beat.topic)
+        defer { link.close() }
+        // Commands only once what this worker publishes reaches subscribers.
+        guard try awaitEcho(link, frames: beat.event.encode(), shouldStop: shouldStop, heartbeat: heartbeat) else { return }
+        try serve(link, beat: beat, loop: loop, shouldStop: shouldStop, heartbeat: heartbeat)
+    }
+
+    /// Runs as the role's warm standby: connects and waits for its echo as a
+    /// worker does, says it is ready (`heartbeat(true)`), and then waits for
+    /// the supervisor's `StandbyAssignment` on `assignments` (its standard
+    /// input) without taking a command or heartbeating under any worker's
+    /// name. Once named, it takes `promoted`'s loop and serves as that worker
+    /// at once: its publisher already reaches every subscriber, so only the
+    /// queue is left to connect. Returns when told to stop, or when the
+    /// channel closes (the supervisor is gone) or says something else.
+    /// - Parameter promoted: called once, with the assignment, before the
+    ///   first command: the worker's own start-up that may not happen in a
+    ///   standby (the search worker opens its index there: only one process
+    ///   writes it).
+    public func runStandby(
+        assignments fd: Int32, shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void,
+        promoted: (StandbyAssignment) throws -> WorkerLoop
+    ) throws {
+        let echo = StandbyName(role).echo(pid: getpid()).encode()
+        let link = try openLink(echoTopic: String(decoding: echo[0], as: UTF8.self))
+        defer { link.close() }
+        guard try awaitEcho(link, frames: echo, shouldStop: shouldStop, heartbeat: heartbeat),
+            let assignment = try awaitAssignment(fd, link: link, echo: echo, shouldStop: shouldStop, heartbeat: heartbeat)
+        else { return }
+        guard assignment.worker.role == role else {
+            return logger.error("standby of another role named; exiting", metadata: ["assignment": "\(assignment.worker)"])
+        }
+        shard = assignment.worker.index
+        logger[metadataKey: "worker"] = "\(assignment.worker)"
+        let beat = Heartbeat(worker: assignment.worker, pid: getpid(), failed: assignment.predecessorFailed)
+        // A broker lost from now on is waited for with this worker's own heartbeat.
+        try link.echo.subscribe(beat.topic)
+        let loop = try promoted(assignment)
+        logger.info("standby promoted", metadata: ["worker": "\(assignment.worker)", "predecessor.failed": "\(assignment.predecessorFailed)"])
+        try serve(link, beat: beat, loop: loop, shouldStop: shouldStop, heartbeat: heartbeat)
+    }
+
+    /// What a serving worker does with its commands and its idle time (the
+    /// parameters of `run`).
+    public struct WorkerLoop {
+        public var maxBatch: Int
+        public var nudge: String?
+        public var wakeOn: String?
+        public var idleInterval: () -> Int32
+        public var idle: () -> [Event]
+        public var handle: ([Command]) -> [Event]
+
+        public init(
+            maxBatch: Int = 512, nudge: String? = nil, wakeOn: String? = nil, idleInterval: @escaping () -> Int32 = { 500 },
+            idle: @escaping () -> [Event] = { [] }, handle: @escaping ([Command]) -> [Event]
+        ) {
+            self.maxBatch = maxBatch
+            self.nudge = nudge
+            self.wakeOn = wakeOn
+            self.idleInterval = idleInterval
+            self.idle = idle
+            self.handle = handle
+        }
+    }
+
+    /// The sockets a worker opens first and keeps: its PUB, the PUB's
+    /// monitor, and the SUB that hears its own heartbeats (the echo).
+    struct Link {
+        var pub: Socket
+        var pubEvents: Socket
+        var echo: Socket
+
+        func close() {
+            echo.close()
+            pubEvents.close()
+            pub.close()
+        }
+    }
+
+    private func openLink(echoTopic: String) throws -> Link {
         let (pub, pubEvents) = try openPublisher()
-        defer { pubEvents.close() }
-        defer { pub.close() }
         let echo = try Socket(context: context, type: .sub)
-        defer { echo.close() }
         try echo.setHighWaterMarks(send: HighWaterMarks.echo, receive: HighWaterMarks.echo)
         try echo.setReconnectInterval(milliseconds: 20)
-        try echo.subscribe(beat.topic)
+        try echo.subscribe(echoTopic)
         try echo.connect(bus.eventsOut)
-        // Commands only once what this worker publishes reaches subscribers.
-        guard try awaitEcho(pub: pub, echo: echo, beat: beat, shouldStop: shouldStop, heartbeat: heartbeat) else { return }
+        return Link(pub: pub, pubEvents: pubEvents, echo: echo)
+    }
+
+    /// Connects the queue (and the nudge SUB) and serves until told to stop.
+    private func serve(_ link: Link, beat: Heartbeat, loop: WorkerLoop, shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void) throws {
         let pull = try Socket(context: context, type: .pull)
         // Full: the broker's PUSH stops taking more; nothing is dropped.
         try pull.setHighWaterMarks(send: HighWaterMarks.commands, receive: HighWaterMarks.commands)
         try pull.setReconnectInterval(milliseconds: 20)
         try pull.connect(bus.queueOut(Endpoints.queue(role, shard: shard)))
         defer { pull.close() }
-        let news = try wakeOn.map(openNews)
+        let news = try loop.wakeOn.map(openNews)
         defer { news?.close() }
         var poller = Poller()
         poller.add(.socket(pull))
-        poller.add(.socket(pubEvents))
-        poller.add(.socket(echo))
+        poller.add(.socket(link.pubEvents))
+        poller.add(.socket(link.echo))
         if let news { poller.add(.socket(news)) }
-        let sockets = Sockets(pub: pub, pubEvents: pubEvents, echo: echo, pull: pull, news: news)
-        try serve(
-            sockets, poller: poller, beat: beat, maxBatch: maxBatch, shouldStop: shouldStop, nudge: nudge,
-            heartbeat: heartbeat, idleInterval: idleInterval, idle: idle, handle: handle)
+        let sockets = Sockets(pub: link.pub, pubEvents: link.pubEvents, echo: link.echo, pull: pull, news: news)
+        try serve(sockets, poller: poller, beat: beat, loop: loop, shouldStop: shouldStop, heartbeat: heartbeat)
     }
 
     /// A worker's sockets once it serves.
@@ -113,8 +193,7 @@ public final class BusServer {
     }
 
     private func serve(
-        _ s: Sockets, poller: Poller, beat: Heartbeat, maxBatch: Int, shouldStop: () -> Bool, nudge: String?,
-        heartbeat: (_ serving: Bool) -> Void, idleInterval: () -> Int32, idle: () -> [Event], handle: ([Command]) -> [Event]
+        _ s: Sockets, poller: Poller, beat: Heartbeat, loop: WorkerLoop, shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void
     ) throws {
         // Fault injection for the poison-command test: with this set, a
         // command whose body contains it crashes the worker (a trap, as a
@@ -128,7 +207,7 @@ public final class BusServer {
         var nudges = NudgeThrottle()
         while !shouldStop() {
             let now = monotonicNanos()
-            if let nudge, nudges.due(now: now) { try s.pub.send([Array(nudge.utf8)]) }
+            if let nudge = loop.nudge, nudges.due(now: now) { try s.pub.send([Array(nudge.utf8)]) }
             // Heartbeats tell frontends (healthz) that this role is being served.
             // Every 500 ms; every 25 ms in the first second, because PUB drops
             // what it sends before its connection is up, and the first heartbeat
@@ -142,7 +221,7 @@ public final class BusServer {
             }
             let untilHeartbeat = Int((lastHeartbeat + interval - min(monotonicNanos(), lastHeartbeat + interval)) / 1_000_000)
             let untilNudge = nudges.deadline.map { Int(($0 - min(monotonicNanos(), $0)) / 1_000_000) + 1 } ?? Int.max
-            let ready = try poller.poll(timeoutMilliseconds: min(Int(idleInterval()), untilHeartbeat + 1, untilNudge))
+            let ready = try poller.poll(timeoutMilliseconds: min(Int(loop.idleInterval()), untilHeartbeat + 1, untilNudge))
             if ready[1] & pollIn != 0 {
                 guard try brokerStillThere(s, beat: beat, shouldStop: shouldStop, heartbeat: heartbeat) else { break }
             }
@@ -151,15 +230,15 @@ public final class BusServer {
             if let news = s.news, ready[3] & pollIn != 0 {
                 // Only the wake-up matters, not the events themselves.
                 while try news.receive(dontWait: true) != nil {}
-                for event in idle() { try s.pub.send(event.encode()) }
+                for event in loop.idle() { try s.pub.send(event.encode()) }
             }
             guard ready[0] & pollIn != 0 else {
-                for event in idle() { try s.pub.send(event.encode()) }
+                for event in loop.idle() { try s.pub.send(event.encode()) }
                 trimmer.trimIfBurstEnded(moved: 0, logger: logger)
                 continue
             }
             let arrival = monotonicNanos()
-            let (batch, received) = try receiveBatch(s.pull, maxBatch: maxBatch, sequencer: &sequencer, now: arrival)
+            let (batch, received) = try receiveBatch(s.pull, maxBatch: loop.maxBatch, sequencer: &sequencer, now: arrival)
             trimmer.trimIfBurstEnded(moved: received, logger: logger)
             if arrival - lastSweep > 60_000_000_000 {
                 sequencer.forget(silentSince: arrival - 60_000_000_000)
@@ -170,27 +249,24 @@ public final class BusServer {
                 fatalError("failpoint: a command carries CHATD_FAILPOINT_CRASH_ON")
             }
             var wrote = false
-            for event in handle(batch) {
+            for event in loop.handle(batch) {
                 try s.pub.send(event.encode())
                 if event.kind == .roomEvent { wrote = true }
             }
-            if let nudge, wrote, nudges.wrote(now: monotonicNanos()) { try s.pub.send([Array(nudge.utf8)]) }
+            if let nudge = loop.nudge, wrote, nudges.wrote(now: monotonicNanos()) { try s.pub.send([Array(nudge.utf8)]) }
         }
     }
 
     /// Reads the PUB's monitor. Returns false if told to stop while waiting
     /// for a new broker's echo.
     private func brokerStillThere(_ s: Sockets, beat: Heartbeat, shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void) throws -> Bool {
-        var lost = false
-        while let frames = try s.pubEvents.receive(dontWait: true) {
-            if MonitorEvent(frames: frames)?.event == MonitorEvent.disconnected { lost = true }
-        }
-        guard lost else { return true }
+        guard try lostBroker(s.pubEvents) else { return true }
         // Commands the new broker hands over at once would have their
         // replies and events dropped until it forwards the subscriptions to
         // this PUB: wait for the echo again.
         logger.warning("lost the broker; taking no commands until it echoes")
-        guard try awaitEcho(pub: s.pub, echo: s.echo, beat: beat, shouldStop: shouldStop, heartbeat: heartbeat) else { return false }
+        guard try awaitEcho(Link(pub: s.pub, pubEvents: s.pubEvents, echo: s.echo), frames: beat.event.encode(), shouldStop: shouldStop, heartbeat: heartbeat)
+        else { return false }
         logger.info("broker back")
         return true
     }
@@ -226,10 +302,10 @@ public final class BusServer {
     /// when our own has arrived, the frontends' arrived before it.
     /// - Returns: false if told to stop first.
     private func awaitEcho(
-        pub: Socket, echo: Socket, beat: Heartbeat, shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void
+        _ link: Link, frames echo: [[UInt8]], shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void
     ) throws -> Bool {
         var poller = Poller()
-        poller.add(.socket(echo))
+        poller.add(.socket(link.echo))
         var lastAlive: UInt64 = 0
         while !shouldStop() {
             // The supervisor hears that this process lives, waiting.
@@ -237,13 +313,75 @@ public final class BusServer {
                 heartbeat(false)
                 lastAlive = monotonicNanos()
             }
-            try pub.send(beat.event.encode())
-            guard try poller.poll(timeoutMilliseconds: 10)[0] & pollIn != 0 else { continue }
-            while let frames = try echo.receive(dontWait: true) {
-                // A predecessor of the same name may still be publishing.
-                if (try? Event(frames: frames)).flatMap(Heartbeat.init) == beat { return true }
+            try link.pub.send(echo)
+            // Sends before the subscription reaches the PUB are dropped, so
+            // each wait is one more chance missed: 2 ms (not 10) takes a few
+            // more tiny sends and answers up to 8 ms sooner, which a worker
+            // replacing a dead one spends with its queue waiting.
+            guard try poller.poll(timeoutMilliseconds: 2)[0] & pollIn != 0 else { continue }
+            while let frames = try link.echo.receive(dontWait: true) {
+                // A predecessor of the same name may still be publishing (its pid differs).
+                if frames == echo { return true }
             }
         }
         return false
+    }
+
+    /// A standby's wait for the supervisor's line on `fd`, saying it is
+    /// ready and alive every 500 ms. A broker lost meanwhile (`run: workers`)
+    /// is waited for again before the line is taken: a promoted standby
+    /// publishes at once. Returns nil when told to stop, at end of file
+    /// (the supervisor is gone) or on anything but an assignment.
+    private func awaitAssignment(
+        _ fd: Int32, link: Link, echo: [[UInt8]], shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void
+    ) throws -> StandbyAssignment? {
+        var poller = Poller()
+        poller.add(.fd(fd))
+        poller.add(.socket(link.pubEvents))
+        var line: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: StandbyAssignment.maxLineBytes)
+        var lastAlive: UInt64 = 0
+        while !shouldStop() {
+            if monotonicNanos() - lastAlive >= 500_000_000 {
+                heartbeat(true)
+                lastAlive = monotonicNanos()
+            }
+            let ready = try poller.poll(timeoutMilliseconds: 500)
+            if ready[1] & pollIn != 0, try lostBroker(link.pubEvents) {
+                logger.warning("lost the broker; a standby until it echoes")
+                guard try awaitEcho(link, frames: echo, shouldStop: shouldStop, heartbeat: heartbeat) else { return nil }
+            }
+            // Readable, hung up or in error: read says which.
+            guard ready[0] != 0 else { continue }
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && (errno == EINTR || errno == EAGAIN) { continue }
+            guard count > 0 else {
+                logger.info("the supervisor closed the standby's channel; exiting")
+                return nil
+            }
+            line += buffer[0..<count]
+            if let end = line.firstIndex(of: UInt8(ascii: "\n")) {
+                let text = String(decoding: line[..<end], as: UTF8.self)
+                guard let assignment = StandbyAssignment(line: text) else {
+                    logger.error("not an assignment on the standby's channel; exiting", metadata: ["line": "\(text)"])
+                    return nil
+                }
+                return assignment
+            }
+            guard line.count <= StandbyAssignment.maxLineBytes else {
+                logger.error("no assignment on the standby's channel; exiting")
+                return nil
+            }
+        }
+        return nil
+    }
+
+    /// Reads a PUB's monitor: did the broker's connection drop?
+    private func lostBroker(_ monitor: Socket) throws -> Bool {
+        var lost = false
+        while let frames = try monitor.receive(dontWait: true) {
+            if MonitorEvent(frames: frames)?.event == MonitorEvent.disconnected { lost = true }
+        }
+        return lost
     }
 }

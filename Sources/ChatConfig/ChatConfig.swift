@@ -59,6 +59,8 @@ public struct ChatConfig: Sendable, Equatable {
     public var hangTimeoutSeconds: Double = 10
     /// Receipts workers (read status, typing, sessions).
     public var receiptsWorkers: Int = 1
+    /// A warm standby per worker role, promoted when a worker dies (`standbys`, CHAT_STANDBYS).
+    public var standbys = true
     /// How long a `typing: true` counts (seconds).
     public var typingWindowSeconds: Double = 30
     /// A WebSocket silent this long (no frame, no pong) is closed (seconds).
@@ -142,6 +144,7 @@ public struct ChatConfig: Sendable, Equatable {
         config.retryMilliseconds = reader.int(forKey: "retryMilliseconds", default: config.retryMilliseconds)
         config.hangTimeoutSeconds = reader.double(forKey: "hangTimeoutSeconds", default: config.hangTimeoutSeconds)
         config.receiptsWorkers = max(1, reader.int(forKey: "receiptsWorkers", default: config.receiptsWorkers))
+        config.standbys = reader.bool(forKey: "standbys", default: config.standbys)
         config.typingWindowSeconds = reader.double(forKey: "typingWindowSeconds", default: config.typingWindowSeconds)
         config.idleTimeoutSeconds = reader.double(forKey: "idleTimeoutSeconds", default: config.idleTimeoutSeconds)
         config.maxOutboundBytes = reader.int(forKey: "maxOutboundBytes", default: config.maxOutboundBytes)

@@ -17,6 +17,8 @@ import Logging
 ///                                    counted as a crash if it was killed for hanging
 ///     BACKOFF  --timer due-->        (spawn)   --spawned-->   STARTING
 ///     BACKOFF  --stop-->             STOPPED
+///     READY    --handed over-->      BACKOFF (a standby promoted: its process
+///                                    serves as a worker now; not counted)
 struct Child: Equatable {
     enum State: Equatable {
         /// Not running and not to be restarted: before its first start, after a stop.
@@ -55,6 +57,9 @@ struct Child: Equatable {
         /// supervisor's liveness tick, which must come often (every 250 ms):
         /// hang detection and the SIGKILL deadline of a stop rely on it.
         case timer
+        /// A ready standby's process was promoted: it now belongs to the
+        /// worker it became, and this child starts a new one.
+        case handedOver
     }
 
     /// What the machine tells the supervisor to do, in order.
@@ -144,6 +149,7 @@ struct Child: Equatable {
         case .exited(let termination): exited(termination, now: now)
         case .stop(let restart, let killAt, let signal): stop(restart: restart, killAt: killAt, signal: signal, now: now)
         case .timer: timer(now: now)
+        case .handedOver: handedOver(now: now)
         }
     }
 
@@ -264,6 +270,16 @@ struct Child: Equatable {
         case .stopped:
             return []
         }
+    }
+
+    private mutating func handedOver(now: Uptime) -> [Action] {
+        // Only a ready standby is promoted; its process is no longer ours to watch.
+        guard case .ready(let pid) = state else { return [] }
+        // READY -> BACKOFF: a planned departure, neither counted nor slowed
+        // beyond one start a second.
+        let until = now + policy.delay(quickExits: 0, lived: now.seconds(since: lastStart))
+        state = .backoff(until: until)
+        return [.log(.info, "standby promoted", ["pid": "\(pid)"]), .wake(at: until)]
     }
 
     private mutating func timer(now: Uptime) -> [Action] {

@@ -2,14 +2,16 @@ import ChatWire
 import Foundation
 
 /// What the supervisor calls a child: a frontend by its slot (`frontend.0`),
-/// or a worker by its `WorkerName` (`store.0`). Children say it in the
-/// `CHATD_CHILD` field of their sd_notify datagrams; `ctl status` and the log
-/// show it. A frontend's slot also names the sessions it holds, so that the
-/// next process in the slot closes those its predecessor left open.
+/// a worker by its `WorkerName` (`store.0`), or a role's warm standby
+/// (`standby.store`, `StandbyName`). Children say it in the `CHATD_CHILD`
+/// field of their sd_notify datagrams; `ctl status` and the log show it. A
+/// frontend's slot also names the sessions it holds, so that the next
+/// process in the slot closes those its predecessor left open.
 enum ChildName: Hashable, Sendable, CustomStringConvertible {
     /// One of the frontends sharing the listening socket, 0 up.
     case frontend(Int)
     case worker(WorkerName)
+    case standby(Role)
 
     /// The role word of every frontend: `ctl restart frontend` rolls them all.
     static let frontendRole = "frontend"
@@ -19,6 +21,8 @@ enum ChildName: Hashable, Sendable, CustomStringConvertible {
             self = .frontend(slot)
         } else if let worker = WorkerName(text) {
             self = .worker(worker)
+        } else if let standby = StandbyName(text) {
+            self = .standby(standby.role)
         } else {
             return nil
         }
@@ -28,14 +32,16 @@ enum ChildName: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .frontend(let slot): "\(Self.frontendRole).\(slot)"
         case .worker(let worker): worker.description
+        case .standby(let role): StandbyName(role).description
         }
     }
 
-    /// `frontend`, or the worker's role (`store`).
+    /// `frontend`, or the worker's (or standby's) role (`store`).
     var role: String {
         switch self {
         case .frontend: Self.frontendRole
         case .worker(let worker): worker.role.rawValue
+        case .standby(let role): role.rawValue
         }
     }
 
@@ -57,12 +63,17 @@ enum ChildName: Hashable, Sendable, CustomStringConvertible {
     /// and children"); SIGTERM (1001, going away) stays for a full stop.
     var restartSignal: Int32 { isFrontend ? SIGUSR1 : SIGTERM }
 
+    var isStandby: Bool {
+        if case .standby = self { true } else { false }
+    }
+
     var worker: WorkerName? {
         if case .worker(let worker) = self { worker } else { nil }
     }
 
     /// `ctl restart <word>`: the child of that name, or every child of that
-    /// role (`frontend`, `store`).
+    /// role (`frontend`, `store`; a role's standby is restarted alongside,
+    /// not as one of them).
     func matches(_ word: String) -> Bool {
         description == word || role == word
     }

@@ -23,6 +23,8 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     let pid: pid_t
+    /// A standby's channel: the supervisor's end of its standard input.
+    var assignment: StandbyChannel?
     /// Called on the supervisor's queue once the child has been reaped.
     var onExit: ((ChildProcess) -> Void)?
     private(set) var termination: Termination?
@@ -57,11 +59,19 @@ final class ChildSpawner: @unchecked Sendable {
     }
 
     /// Starts `executable` with these arguments and environment, stdio
-    /// inherited, signals at their defaults, and of the other descriptors
-    /// only `inherit` left open.
-    func spawn(executable: String, arguments: [String], environment: [String: String], inherit: [CInt] = []) throws -> ChildProcess {
+    /// inherited (standard input replaced by `standardInput` if given),
+    /// signals at their defaults, and of the other descriptors only
+    /// `inherit` left open.
+    func spawn(
+        executable: String, arguments: [String], environment: [String: String], inherit: [CInt] = [], standardInput: CInt? = nil
+    ) throws -> ChildProcess {
         dispatchPrecondition(condition: .onQueue(queue))
         Self.markCloseOnExec(except: Set(inherit))
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        // dup2 clears close-on-exec on the copy; the original closes at exec.
+        if let standardInput { posix_spawn_file_actions_adddup2(&actions, standardInput, STDIN_FILENO) }
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -83,7 +93,7 @@ final class ChildSpawner: @unchecked Sendable {
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { (argv + envp).forEach { free($0) } }
         var pid = pid_t()
-        let result = posix_spawn(&pid, executable, nil, &attributes, argv, envp)
+        let result = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
         guard result == 0 else { throw POSIXError(POSIXErrorCode(rawValue: result) ?? .EINVAL) }
         let child = ChildProcess(pid: pid)
         running[pid] = child

@@ -16,6 +16,7 @@ extension Supervisor {
             let targets = children.keys.filter { $0.matches(words[1]) }.sorted { $0.description < $1.description }
             guard !targets.isEmpty else { return reply(Self.json(["error": "no child or role named \(words[1])"])) }
             logger.info("rolling restart", metadata: ["children": "\(targets.map(\.description).joined(separator: ","))"])
+            restartStandbys(for: targets)
             rollingRestart(targets, done: [], reply: reply)
         case ("scale", 3):
             guard let count = Int(words[2]), count >= 1, count <= 64 else { return reply(Self.json(["error": "scale takes a count from 1 to 64"])) }

@@ -41,6 +41,8 @@ extension Supervisor {
             if config.run.runsFrontend && fresh.resolvedFrontends != frontendCount { scaleFrontends(to: fresh.resolvedFrontends) }
             config.frontends = fresh.frontends
             if config.run.runsWorkers { scale(role: .receipts, to: receipts) { _ in } }
+            config.standbys = fresh.standbys
+            applyStandbyPlan()
             config.receiptsWorkers = receipts
             if fresh.resolvedStoreWorkers != storeShards && config.run == .all {
                 let logger = self.logger

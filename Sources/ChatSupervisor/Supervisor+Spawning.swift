@@ -13,7 +13,7 @@ extension Supervisor {
         for (role, count) in [(Role.receipts, config.receiptsWorkers), (.search, 1), (.files, 1)] {
             for index in 0..<count { specs.append(workerSpec(WorkerName(role, index))) }
         }
-        return specs
+        return specs + standbyPlan.roles.map(standbySpec)
     }
 
     /// A frontend started now in `slot` sends by the current store shard count.
@@ -41,6 +41,8 @@ extension Supervisor {
         guard let record = children[name] else { return }
         // A restart that comes due while the supervisor stops does not happen.
         guard !stopping else { return deliver(.stop(restart: false, killAt: Uptime.now()), to: .child(name)) }
+        // A worker's ready standby takes over at once (Supervisor+Standby.swift).
+        if promoteStandby(to: name, predecessorFailed: predecessorFailed) { return }
         var environment = ProcessInfo.processInfo.environment
         // Children report to the supervisor, never to systemd directly.
         environment["NOTIFY_SOCKET"] = (config.resolvedRuntimeDir as NSString).appendingPathComponent("notify.sock")
@@ -58,9 +60,14 @@ extension Supervisor {
             if let address = socket.address, config.listenAddress?.port == 0 { environment["CHAT_LISTEN"] = address }
         }
         do {
+            // A standby waits for its assignment on its standard input.
+            let standby = name.isStandby ? try StandbyChannel.pair() : nil
+            defer { if let standby { close(standby.childEnd) } }
             let process = try spawner.spawn(
-                executable: executable, arguments: record.spec.arguments + baseArguments, environment: environment, inherit: inherit
+                executable: executable, arguments: record.spec.arguments + baseArguments, environment: environment, inherit: inherit,
+                standardInput: standby?.childEnd
             )
+            process.assignment = standby?.channel
             process.onExit = { [weak self] process in self?.reaped(process) }
             children[name]?.process = process
             // What the previous process reported is not this one's.

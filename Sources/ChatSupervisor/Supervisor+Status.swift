@@ -3,18 +3,22 @@ import Foundation
 
 extension Supervisor {
     /// Tells systemd how things are: READY=1 once (every child ready), STATUS= on change.
+    /// Standbys are spares: counted apart, and not waited for.
     func updateStatus() {
-        let ready = children.values.filter(\.machine.isReady).count
+        let serving = children.filter { !$0.key.isStandby }
+        let ready = serving.values.filter(\.machine.isReady).count
         let looping = children.filter { $0.value.machine.isCrashLooping }.map(\.key.description).sorted()
-        let restarts = children.values.reduce(0) { $0 + $1.machine.restarts }
-        var status = "\(ready)/\(children.count) children ready, \(restarts) restarts"
+        let restarts = serving.values.reduce(0) { $0 + $1.machine.restarts }
+        var status = "\(ready)/\(serving.count) children ready, \(restarts) restarts"
+        let standbys = children.filter(\.key.isStandby)
+        if !standbys.isEmpty { status += ", \(standbys.values.filter(\.machine.isReady).count)/\(standbys.count) standbys ready" }
         if !looping.isEmpty { status += "; crash-looping: \(looping.joined(separator: ", "))" }
         if stopping { status = "stopping" }
-        if !toldReady && ready == children.count && !stopping {
+        if !toldReady && ready == serving.count && !stopping {
             toldReady = true
             systemd.send(["READY": "1", "STATUS": status])
             lastStatus = status
-            logger.info("ready", metadata: ["children": "\(children.count)"])
+            logger.info("ready", metadata: ["children": "\(serving.count)"])
         } else if status != lastStatus {
             systemd.send(["STATUS": status])
             lastStatus = status
@@ -28,7 +32,8 @@ extension Supervisor {
 
     /// `ctl status`: every child, the queue depths, the systemd status, and
     /// the address the frontend's socket is bound to (the real port when
-    /// `listen` asked for port 0).
+    /// `listen` asked for port 0). Standbys are listed apart (`standbys`,
+    /// the same fields but the queue's): they serve nothing yet.
     func statusJSON() -> String {
         let now = Uptime.now()
         // Queue depth: what the frontends sent to a queue and have no answer
@@ -38,7 +43,8 @@ extension Supervisor {
         for record in children.values where record.process != nil {
             queues.merge(record.outstanding.outstanding, uniquingKeysWith: +)
         }
-        let rows = children.values.sorted { $0.spec.name.description < $1.spec.name.description }.map { record -> [String: Any] in
+        let records = children.values.sorted { $0.spec.name.description < $1.spec.name.description }
+        let rows = records.filter { !$0.spec.name.isStandby }.map { record -> [String: Any] in
             let child = record.machine
             // store.1 drains queue store-1; the other roles' workers share one.
             let depth = record.spec.name.worker.map { queues[$0.queue] ?? 0 } ?? record.outstanding.total
@@ -61,7 +67,15 @@ extension Supervisor {
             }
             return row
         }
-        var status: [String: Any] = ["children": rows, "queues": queues, "status": lastStatus]
+        let standbys = records.filter(\.spec.name.isStandby).map { record -> [String: Any] in
+            [
+                "child": record.spec.name.description, "role": record.spec.name.role,
+                "pid": record.process.map { Int($0.pid) } ?? NSNull(), "ready": record.machine.isReady,
+                "uptime_seconds": record.process == nil ? NSNull() : (now.seconds(since: record.machine.lastStart) * 10).rounded() / 10,
+                "restarts": record.machine.restarts,
+            ]
+        }
+        var status: [String: Any] = ["children": rows, "queues": queues, "status": lastStatus, "standbys": standbys]
         if let address = listeningSocket?.address { status["listen"] = address }
         return Self.json(status)
     }

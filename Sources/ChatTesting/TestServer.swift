@@ -220,17 +220,30 @@ public final class TestServer: @unchecked Sendable {
     deinit { if process.isRunning { stop() } }
 
     /// Pids of the supervisor's children whose command line contains `needle`.
+    /// A standby (`chatd worker --standby --role R`) counts as the worker it
+    /// was promoted to, under the command line a worker of that name is
+    /// started with (`--role R --shard N`, the name from `ctl status`), and
+    /// not at all while it waits: callers look for the process serving a
+    /// role, which the command line alone no longer says.
     public func childPIDs(matching needle: String) -> [Int32] {
         let parent = process.processIdentifier
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        var names: [Int32: String]?
         return entries.compactMap(Int32.init).filter { pid in
             guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
                 let close = stat.lastIndex(of: ")") else { return false }
             let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
             guard fields.count > 1, Int32(fields[1]) == parent else { return false }
-            let cmdline = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))).map {
+            var cmdline = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))).map {
                 String(decoding: $0.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
             } ?? ""
+            if cmdline.contains(" --standby ") {
+                if names == nil { names = childNames() }
+                // Promoted: `store.3` has `--role store --shard 3`.
+                guard let name = names?[pid], let dot = name.firstIndex(of: ".") else { return false }
+                let role = name[..<dot], index = name[name.index(after: dot)...]
+                cmdline = cmdline.replacingOccurrences(of: " --standby --role \(role) ", with: " --role \(role) --shard \(index) ")
+            }
             return cmdline.contains(needle)
         }
     }
@@ -294,6 +307,24 @@ public final class TestServer: @unchecked Sendable {
             bytes += buffer[..<count]
         }
         return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Each serving child's name by pid (`store.0`), from `ctl status`.
+    public func childNames() -> [Int32: String] {
+        let rows = ((try? status())?["children"] as? [[String: Any]]) ?? []
+        var names: [Int32: String] = [:]
+        for row in rows {
+            if let pid = row["pid"] as? Int, let name = row["child"] as? String { names[Int32(pid)] = name }
+        }
+        return names
+    }
+
+    /// The supervisor's `ctl status`, asked on its control socket (no
+    /// `chatd ctl` process started: fast enough to poll).
+    public func status() throws -> [String: Any] {
+        let runtime = process.environment?["CHAT_RUNTIME_DIR"] ?? dataDir + "/run"
+        let answer = try Self.control(runtime + "/control.sock", "status")
+        return (try JSONSerialization.jsonObject(with: Data(answer.utf8)) as? [String: Any]) ?? [:]
     }
 
     /// Polls `condition` until it holds or `timeout` passes.

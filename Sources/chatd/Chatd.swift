@@ -119,6 +119,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Worker role.") var role: String = "store"
     @Option(help: "Shard this worker owns.") var shard: Int = 0
     @Option(help: "Store shard count.") var shards: Int?
+    @Flag(help: "Start as the role's warm standby: connect, then wait on standard input for the worker to become (spawned by serve).")
+    var standby = false
 
     func run() async throws {
         exitWithParent()
@@ -126,43 +128,50 @@ struct WorkerCommand: AsyncParsableCommand {
         var logger = options.logger("chatd.worker", config)
         guard let role = Role(rawValue: role), shard >= 0 else { throw ValidationError("unknown role \(self.role) or shard \(shard)") }
         let name = WorkerName(role, shard)
-        logger[metadataKey: "worker"] = "\(name)"
+        logger[metadataKey: "worker"] = standby ? "\(StandbyName(role))" : "\(name)"
         let stop = StopFlag()
         let database = try ChatDatabase(path: config.databasePath)
         let server = try BusServer(role: role, shard: shard, bus: config.busAddress, logger: logger)
         logger.info("worker ready", metadata: ["pid": "\(getpid())"])
-        // Heartbeats to the supervisor (sd_notify): the first says READY=1.
-        let supervisor = Notifier()
-        let childName = ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? name.description
-        // READY=1 once it serves (the bus echoed it); WATCHDOG=1 otherwise,
-        // waiting for the bus included: alive, not hung.
-        var announced = false
-        let heartbeat = { (serving: Bool) in
-            supervisor.send([serving && !announced ? "READY" : "WATCHDOG": "1", "CHATD_CHILD": childName])
-            if serving { announced = true }
-        }
-        switch role {
-        case .store:
-            let worker = StoreWorker(database: database, config: config, logger: logger)
-            try server.run(shouldStop: { stop.isSet }, nudge: Topic.searchNudge, heartbeat: heartbeat, handle: worker.handle)
-        case .receipts:
-            let worker = ReceiptsWorker(database: database, config: config, logger: logger)
-            try server.run(shouldStop: { stop.isSet }, heartbeat: heartbeat, idle: worker.idle, handle: worker.handle)
-        case .search:
-            // Indexing is background work: on a busy machine it yields the CPU
-            // to the frontend and the store, and catches up when load drops.
-            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
-            let worker = try SearchWorker(database: database, indexPath: config.searchIndexPath, logger: logger)
+        // Heartbeats to the supervisor (sd_notify) under this child's name.
+        let report = ChildReport(name: ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? (standby ? "\(StandbyName(role))" : name.description))
+        if standby {
+            WorkerLoops.warmUp(role, database: database, logger: logger)
+            try server.runStandby(assignments: STDIN_FILENO, shouldStop: { stop.isSet }, heartbeat: report.heartbeat) { assignment in
+                logger[metadataKey: "worker"] = "\(assignment.worker)"
+                report.become(assignment.worker.description)
+                return try WorkerLoops.loop(role, database: database, config: config, logger: logger)
+            }
+        } else {
+            let loop = try WorkerLoops.loop(role, database: database, config: config, logger: logger)
             try server.run(
-                shouldStop: { stop.isSet }, wakeOn: Topic.searchNudge, heartbeat: heartbeat,
-                // While behind (a rebuild), keep indexing between commands.
-                idleInterval: { worker.behind ? 0 : 500 }, idle: worker.wake, handle: worker.handle
+                maxBatch: loop.maxBatch, shouldStop: { stop.isSet }, nudge: loop.nudge, wakeOn: loop.wakeOn, heartbeat: report.heartbeat,
+                idleInterval: loop.idleInterval, idle: loop.idle, handle: loop.handle
             )
-        case .files:
-            let worker = FilesWorker(database: database, config: config, logger: logger)
-            try server.run(shouldStop: { stop.isSet }, heartbeat: heartbeat, idle: worker.idle, handle: worker.handle)
         }
         logger.info("worker stopped")
+    }
+}
+
+/// A worker's reports to the supervisor (sd_notify): READY=1 once it serves
+/// (the bus echoed it; a standby: echoed and waiting), WATCHDOG=1 otherwise,
+/// waiting for the bus included (alive, not hung). A promoted standby reports
+/// under its new name, and says READY=1 again under it.
+final class ChildReport {
+    private let supervisor = Notifier()
+    private var name: String
+    private var announced = false
+
+    init(name: String) { self.name = name }
+
+    func become(_ name: String) {
+        self.name = name
+        announced = false
+    }
+
+    func heartbeat(serving: Bool) {
+        supervisor.send([serving && !announced ? "READY" : "WATCHDOG": "1", "CHATD_CHILD": name])
+        if serving { announced = true }
     }
 }
 
