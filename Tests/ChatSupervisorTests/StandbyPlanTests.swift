@@ -23,7 +23,7 @@ import Testing
         #expect(plan.standby(replacing: .worker(WorkerName(.store, 3)), stopping: false, isPromotable: promotable) == .standby(.store))
         #expect(plan.standby(replacing: .worker(WorkerName(.search, 0)), stopping: false, isPromotable: promotable) == .standby(.search))
         #expect(plan.standby(replacing: .worker(WorkerName(.receipts, 0)), stopping: false, isPromotable: promotable) == nil, "not ready: a cold start")
-        #expect(plan.standby(replacing: .frontend, stopping: false, isPromotable: { _ in true }) == nil)
+        #expect(plan.standby(replacing: .frontend(0), stopping: false, isPromotable: { _ in true }) == nil)
         #expect(plan.standby(replacing: .standby(.store), stopping: false, isPromotable: { _ in true }) == nil, "a standby's own restart is cold")
         #expect(plan.standby(replacing: .worker(WorkerName(.store, 0)), stopping: true, isPromotable: promotable) == nil)
         let off = StandbyPlan(enabled: false, runsWorkers: true)
