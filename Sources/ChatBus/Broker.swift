@@ -176,12 +176,14 @@ public final class Broker: @unchecked Sendable {
             var moved = 0
             // Messages are moved, not copied (`forward`); events to XPUB never
             // block (it drops at a subscriber's mark).
-            if ready[0] & pollIn != 0 {
-                while try s.eventsIn.forward(to: s.eventsOut) { moved += 1 }
-            }
-            if ready[1] & pollIn != 0 {
-                while try relayUpstream(s) { moved += 1 }
-            }
+            // Each batch is capped (the queues' 4096): under sustained
+            // publishing an uncapped one never ends, and the sync requests
+            // waiting upstream, which handshakes wait for, go unanswered.
+            // Upstream is read every pass, whatever the poll said of it.
+            var batch = 0
+            while ready[0] & pollIn != 0, batch < 4096, try s.eventsIn.forward(to: s.eventsOut) { batch += 1 }
+            while batch < 8192, try relayUpstream(s) { batch += 1 }
+            moved += batch
             for (index, queue) in queueIndex where queue >= 0 && ready[index] & pollIn != 0 {
                 var batch = 0
                 var dropped = 0
