@@ -61,6 +61,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         }
         // The chat session record, and `user_joined` to the room.
         command(.sessionOpen, session)
+        // Opened after the server's shutdown told the open sockets: told now.
+        if services.life.isStopping {
+            close(code: WebSocketErrorCode(codeNumber: services.life.shutdownCloseCode), context: context)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
