@@ -104,8 +104,8 @@ public final class Supervisor: @unchecked Sendable {
             broker.announce(storeShards: storeShards)
             self.broker = broker
         }
-        listener = try NotifyListener(path: (runtime as NSString).appendingPathComponent("notify.sock"), queue: queue) { [weak self] fields in
-            self?.childReported(fields)
+        listener = try NotifyListener(path: (runtime as NSString).appendingPathComponent("notify.sock"), queue: queue) { [weak self] fields, pid in
+            self?.childReported(fields, from: pid)
         }
         control = try ControlSocket(path: (runtime as NSString).appendingPathComponent("control.sock"), queue: queue) { [weak self] line, reply in
             guard let self else { return reply(#"{"error":"stopping"}"#) }
@@ -218,9 +218,12 @@ public final class Supervisor: @unchecked Sendable {
         }
     }
 
-    /// A child's sd_notify datagram.
-    private func childReported(_ fields: [String: String]) {
-        guard let name = fields["CHATD_CHILD"].flatMap(ChildName.init), var record = children[name], record.process != nil else { return }
+    /// A child's sd_notify datagram, from process `pid`. A retired process
+    /// still draining says the same name as its slot's new one: only the
+    /// record's own process is heard.
+    private func childReported(_ fields: [String: String], from pid: Int32?) {
+        guard let name = fields["CHATD_CHILD"].flatMap(ChildName.init), var record = children[name], let process = record.process,
+            pid == nil || pid == process.pid else { return }
         // A count, or "changing" while the frontend waits to switch.
         if let shards = fields["CHATD_STORE_SHARDS"] { record.storeShards = Int(shards) }
         if let queues = fields[QueueReport.field] { record.outstanding = QueueReport(decoding: queues) }
