@@ -78,7 +78,7 @@ let package = Package(
         ),
         .target(
             name: "ChatSupervisor",
-            dependencies: ["ChatConfig", "ChatBus", "ChatWire", "Systemd", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["ChatConfig", "ChatBus", "ChatCore", "ChatWire", "Systemd", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "chatd",

@@ -32,6 +32,9 @@ public final class Supervisor: @unchecked Sendable {
     var children: [ChildName: ChildRecord] = [:]
     /// Children scaled away, until they exit, by pid.
     var retiring: [Int32: Child] = [:]
+    /// The slots of frontends among `retiring`, by pid: their sessions are
+    /// closed once they exit (`retiredExited`).
+    var retiredFrontendSlots: [Int32: Int] = [:]
     var stopping = false
     /// When children still running at a stop get SIGKILL.
     private var stopDeadline = Uptime.distantFuture
@@ -135,6 +138,9 @@ public final class Supervisor: @unchecked Sendable {
             "store.workers": "\(storeShards)", "frontends": "\(config.run.runsFrontend ? frontendCount : 0)", "pid": "\(getpid())",
         ])
         for spec in specs { add(spec) }
+        // Sessions of the one frontend before there were several: no slot
+        // has that name any more to close them.
+        if config.run.runsFrontend { resetSessions(ofFrontend: ChildName.frontendRole) }
         // The liveness tick: hang detection and stop deadlines (`Child.Event.timer`).
         schedule(every: 0.25) { [weak self] in self?.tick() }
         // systemd's watchdog: ping at half the interval it expects.
@@ -261,6 +267,7 @@ public final class Supervisor: @unchecked Sendable {
             }
         } else {
             deliver(.exited(termination), to: .retired(pid: process.pid))
+            retiredExited(pid: process.pid)
         }
     }
 
@@ -303,6 +310,7 @@ public final class Supervisor: @unchecked Sendable {
         for name in names {
             guard let record = children.removeValue(forKey: name), let pid = record.machine.pid else { continue }
             retiring[pid] = record.machine
+            if case .frontend(let slot) = name { retiredFrontendSlots[pid] = slot }
             // The service goes on: a retired frontend's clients get 1012 and reconnect to a sibling.
             deliver(.stop(restart: false, killAt: Uptime.now() + graceSeconds, signal: name.restartSignal), to: .retired(pid: pid))
         }
