@@ -62,7 +62,7 @@ extension Supervisor {
             return row
         }
         var status: [String: Any] = ["children": rows, "queues": queues, "status": lastStatus]
-        if let address = listeningSocket?.address { status["listen"] = address }
+        if let address = (listeningSocket ?? slotSockets.values.first)?.address { status["listen"] = address }
         return Self.json(status)
     }
 

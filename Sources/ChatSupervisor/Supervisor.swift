@@ -57,7 +57,9 @@ public final class Supervisor: @unchecked Sendable {
     lazy var spawner = ChildSpawner(queue: queue)
     /// The listening socket of frontend slot 0 (of every slot with socket
     /// activation): the one systemd passed (chatd.socket), or the one the
-    /// supervisor bound for `listen`.
+    /// supervisor bound for `listen`. Without socket activation it is closed
+    /// while slot 0's frontend is down and a sibling serves
+    /// (`releaseSocket`), and bound again for its next process.
     var listeningSocket: ListeningSocket?
     /// It is systemd's: every frontend shares it.
     var socketActivated = false
@@ -257,6 +259,8 @@ public final class Supervisor: @unchecked Sendable {
         guard let termination = process.termination else { return }
         if let (name, _) = children.first(where: { $0.value.process === process }) {
             children[name]?.process = nil
+            // Before the exit reaches the machine: a restart at once binds a fresh one.
+            if case .frontend(let slot) = name { releaseSocket(ofSlot: slot) }
             deliver(.exited(termination), to: .child(name))
             guard stopping else { return }
             // One that exited on its own stays down; workers follow as soon as every frontend is gone.
