@@ -25,7 +25,7 @@ public struct FrontendConfig: Sendable {
     public var storeShards: Int
     /// This frontend's place among the supervisor's children (`frontend.0`),
     /// the same for every process that fills it.
-    public var slot: String = ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? "frontend"
+    public var slot: String = ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? FrontendSlot.role
     /// When this process started, µs since the epoch.
     public let startedAt = Timestamp.now().micros
 
@@ -120,7 +120,7 @@ public enum Frontend {
                 let queues = QueueReport(bus.outstanding()).encoded
                 supervisor.send([
                     "WATCHDOG": "1", "CHATD_CHILD": config.slot, QueueReport.field: queues, "CHATD_STORE_SHARDS": bus.isChangingStoreShards ? "changing" : String(bus.storeShards),
-                    "CHATD_WEBSOCKETS": String(life.webSockets),
+                    FrontendSlot.webSocketsField: String(life.webSockets),
                 ])
             }
         }

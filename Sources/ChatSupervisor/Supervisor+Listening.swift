@@ -71,7 +71,7 @@ extension Supervisor {
             }
             return own
         } catch {
-            logger.error("frontend.\(slot) shares a sibling's socket", metadata: ["error": "\(error)"])
+            logger.error("\(ChildName.frontend(slot)) shares a sibling's socket", metadata: ["error": "\(error)"])
             return open
         }
     }

@@ -235,7 +235,7 @@ public final class Supervisor: @unchecked Sendable {
         // A count, or "changing" while the frontend waits to switch.
         if let shards = fields["CHATD_STORE_SHARDS"] { record.storeShards = Int(shards) }
         if let queues = fields[QueueReport.field] { record.outstanding = QueueReport(decoding: queues) }
-        if let sockets = fields["CHATD_WEBSOCKETS"] { record.webSockets = Int(sockets) }
+        if let sockets = fields[FrontendSlot.webSocketsField] { record.webSockets = Int(sockets) }
         children[name] = record
         if fields["READY"] == "1" {
             deliver(.reportedReady, to: .child(name))
