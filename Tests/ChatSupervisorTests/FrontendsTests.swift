@@ -89,7 +89,8 @@ import Glibc
         let dir: String
         var script: String { dir + "/frontend.sh" }
         var signalled: [String] { lines("signalled") }
-        var up: [String] { lines("up") }
+        /// Frontends that came up (a reload may start a receipts worker from the script too).
+        var up: [String] { lines("up").filter { FrontendSlot($0) != nil } }
 
         init() throws {
             dir = NSTemporaryDirectory() + "chatd-frontends-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
