@@ -61,9 +61,14 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         }
         // The chat session record, and `user_joined` to the room.
         command(.sessionOpen, session)
-        // Opened after the server's shutdown told the open sockets: told now.
+        // Opened after the server's shutdown told the open sockets: told now,
+        // once the upgrade has finished setting up the pipeline.
         if services.life.isStopping {
-            close(code: WebSocketErrorCode(codeNumber: services.life.shutdownCloseCode), context: context)
+            loop.execute {
+                let connection = me.value
+                guard let context = connection.context else { return }
+                connection.close(code: WebSocketErrorCode(codeNumber: connection.services.life.shutdownCloseCode), context: context)
+            }
         }
     }
 
