@@ -78,7 +78,7 @@ let package = Package(
         ),
         .target(
             name: "ChatSupervisor",
-            dependencies: ["ChatConfig", "ChatBus", "ChatWire", "Systemd", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["ChatConfig", "ChatBus", "ChatCore", "ChatWire", "Systemd", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "chatd",
@@ -102,7 +102,7 @@ let package = Package(
         ),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "ChatCore"]),
-        .testTarget(name: "ChatBusTests", dependencies: ["ChatBus", "ChatWire"]),
+        .testTarget(name: "ChatBusTests", dependencies: ["ChatBus", "ChatWire", "ZeroMQ", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ChatStoreTests", dependencies: ["ChatStore", "ChatCore"]),
         .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig"]),
         // Reads the sources: rules about the code that review alone did not keep.

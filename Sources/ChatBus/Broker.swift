@@ -25,6 +25,7 @@ public final class Broker: @unchecked Sendable {
     private var stopRequested = false
     private var queuesToAdd: [String] = []
     private var storeShards: Int?
+    private var commandsToSend: [(queue: String, frames: [[UInt8]])] = []
     private let lock = NSLock()
 
     /// - Parameter queues: command queue names (`Endpoints.queue`).
@@ -54,6 +55,15 @@ public final class Broker: @unchecked Sendable {
     /// subscription arrives (slow joiner).
     public func announce(storeShards count: Int) {
         lock.withLock { storeShards = count }
+        wakeup.signal()
+    }
+
+    /// Hands `command` to a worker of `queue` as a frontend's would be, once
+    /// one can take it; the reply goes to `command.origin`, which nobody may
+    /// hear. For the supervisor's own commands (a retired frontend slot's
+    /// sessions reset), which no frontend would send.
+    public func send(_ command: Command, toQueue queue: String) {
+        lock.withLock { commandsToSend.append((queue, command.encode())) }
         wakeup.signal()
     }
 
@@ -137,6 +147,16 @@ public final class Broker: @unchecked Sendable {
         return true
     }
 
+    /// Sends each command whose queue a worker can take it from now (a PUSH
+    /// with no peer would block); returns the others, to try next pass.
+    private func sendWhereTaken(_ commands: [(queue: String, frames: [[UInt8]])], _ s: Sockets, queues: [String]) throws -> [(queue: String, frames: [[UInt8]])] {
+        try commands.filter { command in
+            guard let index = queues.firstIndex(of: command.queue) else { return false }
+            guard s.queueOut[index].events & Int32(pollOut) != 0 else { return true }
+            return try !s.queueOut[index].send(command.frames, dontWait: true)
+        }
+    }
+
     private func forward(_ s: Sockets) throws {
         var s = s
         var queues = self.queues
@@ -146,13 +166,15 @@ public final class Broker: @unchecked Sendable {
         }
         var lastAnnounced: UInt64 = 0
         var trimmer = IdleTrim()
+        var commands: [(queue: String, frames: [[UInt8]])] = []
         while true {
             let (stop, adding, shards) = lock.withLock { () -> (Bool, [String], Int?) in
-                defer { queuesToAdd = [] }
+                defer { queuesToAdd = []; commands += commandsToSend; commandsToSend = [] }
                 return (stopRequested, queuesToAdd, storeShards)
             }
             if stop { return }
             for name in adding where !queues.contains(name) { bind(queue: name, into: &s, queues: &queues) }
+            if !commands.isEmpty { commands = try sendWhereTaken(commands, s, queues: queues) }
             if let shards, monotonicNanos() - lastAnnounced >= 500_000_000 {
                 try s.eventsOut.send(ShardCount(shards).event.encode())
                 lastAnnounced = monotonicNanos()
@@ -176,12 +198,14 @@ public final class Broker: @unchecked Sendable {
             var moved = 0
             // Messages are moved, not copied (`forward`); events to XPUB never
             // block (it drops at a subscriber's mark).
-            if ready[0] & pollIn != 0 {
-                while try s.eventsIn.forward(to: s.eventsOut) { moved += 1 }
-            }
-            if ready[1] & pollIn != 0 {
-                while try relayUpstream(s) { moved += 1 }
-            }
+            // Each batch is capped (the queues' 4096): under sustained
+            // publishing an uncapped one never ends, and the sync requests
+            // waiting upstream, which handshakes wait for, go unanswered.
+            // Upstream is read every pass, whatever the poll said of it.
+            var batch = 0
+            while ready[0] & pollIn != 0, batch < 4096, try s.eventsIn.forward(to: s.eventsOut) { batch += 1 }
+            while batch < 8192, try relayUpstream(s) { batch += 1 }
+            moved += batch
             for (index, queue) in queueIndex where queue >= 0 && ready[index] & pollIn != 0 {
                 var batch = 0
                 var dropped = 0

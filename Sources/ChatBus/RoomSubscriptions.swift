@@ -173,6 +173,10 @@ public struct RoomSubscriptions<Waiter> {
     }
 
     mutating func requestSync(now: UInt64) {
+        // The new sync's answer proves all an older one would: those still
+        // unanswered end, so a broker out of reach leaves one sync topic,
+        // not one per resync.
+        for number in syncs.sorted() { endSync(number) }
         let sync = SubscriptionSync(frontendID: frontendID, number: nextSync)
         nextSync += 1
         syncDue = false

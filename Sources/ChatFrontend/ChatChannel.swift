@@ -278,6 +278,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         target: String, direct: Bool, identity: Identity, expires: Date, head: HTTPRequestHead, query: [String: String], ip: String?,
         services: FrontendServices
     ) async -> Verdict {
+        guard !services.life.isStopping else { return .refused(.serviceUnavailable, APIError.unavailable.body) }
         guard let identityJSON = try? JSONEncoder().encode(identity) else {
             return .refused(.internalServerError, ClientJSON.detail("A server error occurred."))
         }
@@ -305,6 +306,12 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             // Before the socket is accepted: every event of the room
             // published from now on reaches this frontend.
             guard case .success = await services.bus.subscribe(room: roomID) else {
+                return .refused(.serviceUnavailable, APIError.unavailable.body)
+            }
+            // The server's shutdown began while this handshake waited: the
+            // sockets it closed did not include this one, so none opens.
+            guard !services.life.isStopping else {
+                services.bus.unsubscribe(room: roomID)
                 return .refused(.serviceUnavailable, APIError.unavailable.body)
             }
             let session = Requests.Session(

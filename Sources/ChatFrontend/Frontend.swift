@@ -13,6 +13,9 @@ import Synchronization
 import Systemd
 import UnixSignals
 
+/// A SIGUSR1 came before Dispatch caught it (`Frontend.run`).
+private let earlyRestart = Atomic<Bool>(false)
+
 /// The frontend's view of the configuration.
 public struct FrontendConfig: Sendable {
     public var chat: ChatConfig
@@ -22,7 +25,7 @@ public struct FrontendConfig: Sendable {
     public var storeShards: Int
     /// This frontend's place among the supervisor's children (`frontend.0`),
     /// the same for every process that fills it.
-    public var slot: String = ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? "frontend"
+    public var slot: String = ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? FrontendSlot.role
     /// When this process started, µs since the epoch.
     public let startedAt = Timestamp.now().micros
 
@@ -60,9 +63,14 @@ public final class HealthState: Sendable {
 public enum Frontend {
     public static func run(config: FrontendConfig, logger: Logger) async throws {
         guard let address = config.chat.listenAddress else { throw ConfigError.invalid("listen", config.chat.listen) }
-        // SIGUSR1 (a restart) would end the process before its handler is in
-        // place; ignored from here on, it is caught below.
-        signal(SIGUSR1, SIG_IGN)
+        // The stop signals are caught before anything else: one that came
+        // while the process starts (the bus, the JWKS, the server) would
+        // otherwise be lost or end the process without its close codes.
+        // SIGUSR1 is flagged until Dispatch's handler replaces this one
+        // (registering the sequence); what comes after waits in the sequence
+        // until `run` reads it.
+        signal(SIGUSR1) { _ in earlyRestart.store(true, ordering: .sequentiallyConsistent) }
+        let signals = await UnixSignalsSequence(trapping: .sigusr1, .sigterm, .sigint)
         // The supervisor hands down the socket systemd passed it (chatd.socket).
         let source: ListenSource = if let fd = ProcessInfo.processInfo.environment["CHATD_LISTEN_FD"].flatMap(CInt.init) {
             .inherited(fd: fd)
@@ -112,27 +120,40 @@ public enum Frontend {
                 let queues = QueueReport(bus.outstanding()).encoded
                 supervisor.send([
                     "WATCHDOG": "1", "CHATD_CHILD": config.slot, QueueReport.field: queues, "CHATD_STORE_SHARDS": bus.isChangingStoreShards ? "changing" : String(bus.storeShards),
-                    "CHATD_WEBSOCKETS": String(life.webSockets),
+                    FrontendSlot.webSocketsField: String(life.webSockets),
                 ])
             }
         }
-        let serviceGroup = ServiceGroup(configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await run(serviceGroup, restartingOn: await UnixSignalsSequence(trapping: .sigusr1), life: life, logger: logger)
+        let serviceGroup = ServiceGroup(configuration: .init(services: [server], logger: logger))
+        try await run(serviceGroup, stoppingOn: signals, life: life, logger: logger)
     }
 
     /// Runs the server until SIGTERM or SIGINT (a stop: WebSockets closed
     /// with 1001) or SIGUSR1 (the supervisor restarts this frontend while the
     /// service goes on: 1012, so clients reconnect at once, to a sibling).
-    static func run(_ group: ServiceGroup, restartingOn signals: UnixSignalsSequence, life: FrontendLife, logger: Logger) async throws {
+    /// A signal that came before the group runs is remembered by it: the
+    /// server starts and shuts down at once.
+    static func run(_ group: ServiceGroup, stoppingOn signals: UnixSignalsSequence, life: FrontendLife, logger: Logger) async throws {
         try await withThrowingTaskGroup(of: Bool.self) { tasks in
             tasks.addTask {
                 try await group.run()
                 return true
             }
             tasks.addTask {
-                for await _ in signals {
-                    logger.info("restarting: closing WebSockets with 1012")
+                if earlyRestart.load(ordering: .sequentiallyConsistent) {
+                    logger.info("restarting before serving")
                     life.stopForRestart()
+                    await group.triggerGracefulShutdown()
+                    return false
+                }
+                for await signal in signals {
+                    if signal == .sigusr1 {
+                        logger.info("restarting: closing WebSockets with 1012")
+                        life.stopForRestart()
+                    } else {
+                        logger.info("stopping: closing WebSockets with 1001", metadata: ["signal": "\(signal)"])
+                        life.stopForGood()
+                    }
                     await group.triggerGracefulShutdown()
                     break
                 }

@@ -5,7 +5,8 @@ import Synchronization
 /// restart (the service goes on: 1012) or for good (1001).
 public final class FrontendLife: Sendable {
     private let openWebSockets = Atomic<Int>(0)
-    private let restarting = Atomic<Bool>(false)
+    /// 0 serving, 1 stopping for good, 2 stopping for a restart.
+    private let stop = Atomic<Int>(0)
 
     public init() {}
 
@@ -17,10 +18,18 @@ public final class FrontendLife: Sendable {
 
     /// The supervisor restarts this frontend (SIGUSR1): its WebSockets close
     /// with 1012 instead of 1001, so clients reconnect at once, to a sibling.
-    func stopForRestart() { restarting.store(true, ordering: .sequentiallyConsistent) }
+    func stopForRestart() { stop.store(2, ordering: .sequentiallyConsistent) }
+
+    /// SIGTERM or SIGINT: the service stops (1001).
+    func stopForGood() { stop.store(1, ordering: .sequentiallyConsistent) }
+
+    /// A stop began: a handshake finishing now is refused, a socket opening
+    /// now is closed at once, since the server's shutdown already told the
+    /// open ones.
+    var isStopping: Bool { stop.load(ordering: .sequentiallyConsistent) != 0 }
 
     /// The close code of a server shutdown: 1012 (service restart) or 1001 (going away).
     var shutdownCloseCode: Int {
-        restarting.load(ordering: .sequentiallyConsistent) ? 1012 : 1001
+        stop.load(ordering: .sequentiallyConsistent) == 2 ? 1012 : 1001
     }
 }

@@ -61,6 +61,15 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         }
         // The chat session record, and `user_joined` to the room.
         command(.sessionOpen, session)
+        // Opened after the server's shutdown told the open sockets: told now,
+        // once the upgrade has finished setting up the pipeline.
+        if services.life.isStopping {
+            loop.execute {
+                let connection = me.value
+                guard let context = connection.context else { return }
+                connection.close(code: WebSocketErrorCode(codeNumber: connection.services.life.shutdownCloseCode), context: context)
+            }
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {

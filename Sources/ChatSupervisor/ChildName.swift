@@ -14,7 +14,7 @@ enum ChildName: Hashable, Sendable, CustomStringConvertible {
     case standby(Role)
 
     /// The role word of every frontend: `ctl restart frontend` rolls them all.
-    static let frontendRole = "frontend"
+    static let frontendRole = FrontendSlot.role
 
     init?(_ text: String) {
         if let slot = Self.frontendSlot(text) {
@@ -30,7 +30,7 @@ enum ChildName: Hashable, Sendable, CustomStringConvertible {
 
     var description: String {
         switch self {
-        case .frontend(let slot): "\(Self.frontendRole).\(slot)"
+        case .frontend(let slot): FrontendSlot(slot).description
         case .worker(let worker): worker.description
         case .standby(let role): StandbyName(role).description
         }
@@ -47,14 +47,9 @@ enum ChildName: Hashable, Sendable, CustomStringConvertible {
 
     var isFrontend: Bool { if case .frontend = self { true } else { false } }
 
-    /// `frontend.3` read back: a slot number written as `description` writes
-    /// it (no sign, no leading zero), below 1,000.
+    /// `frontend.3` read back (`FrontendSlot`).
     static func frontendSlot(_ text: String) -> Int? {
-        let prefix = frontendRole + "."
-        guard text.hasPrefix(prefix) else { return nil }
-        let digits = text.dropFirst(prefix.count)
-        guard let slot = Int(digits), String(slot) == digits, (0..<1000).contains(slot) else { return nil }
-        return slot
+        FrontendSlot(text)?.index
     }
 
     /// The signal that stops this child while the service goes on (a rolling

@@ -42,35 +42,76 @@ extension Supervisor {
     /// the backlog until the supervisor exits. With socket activation systemd
     /// keeps its own copy, and the connections wait for the next start there.
     func closeListeningSocket() {
-        guard stopping, let socket = listeningSocket else { return }
+        guard stopping else { return }
         // No frontend is spawned while stopping, so the number is not handed on after this.
-        close(socket.fd)
+        if let socket = listeningSocket { close(socket.fd) }
         listeningSocket = nil
         for slot in Array(slotSockets.keys) { closeSlotSocket(slot) }
     }
 
-    /// The socket frontend `slot` serves: slot 0's (and with socket
-    /// activation every slot's) is `listeningSocket`; another slot's is
-    /// bound on first use beside it. If that fails the slot shares slot 0's.
+    /// The socket frontend `slot` serves: slot 0's is `listeningSocket`
+    /// (with socket activation every slot's is); another slot's is bound on
+    /// first use beside it, and so is slot 0's again once it was closed
+    /// (`releaseSocket`). If that fails the slot shares a sibling's. Sockets
+    /// kept for slots whose frontend is down are closed: this one's backlog
+    /// holds what comes until its frontend is up.
     func listeningSocket(forSlot slot: Int) -> ListeningSocket? {
-        guard let primary = listeningSocket, slot > 0, !socketActivated else { return listeningSocket }
-        if let own = slotSockets[slot] { return own }
-        guard let host = config.listenAddress?.host, let port = primary.address?.split(separator: ":").last.flatMap({ Int($0) }) else {
-            return primary
+        if socketActivated { return listeningSocket }
+        if let own = slotSocket(slot) { return own }
+        // The port is ours while one of our sockets is bound: slot 0's, or a sibling's.
+        guard let open = listeningSocket ?? slotSockets.values.first else { return nil }
+        guard let host = config.listenAddress?.host, let port = open.address?.split(separator: ":").last.flatMap({ Int($0) }) else {
+            return open
         }
         do {
             let own = try Self.bindListening(host: host, port: port, reusePort: true, joining: true)
-            slotSockets[slot] = own
+            if slot == 0 { listeningSocket = own } else { slotSockets[slot] = own }
+            for other in frontendSlotsWithSockets where other != slot && children[.frontend(other)]?.process == nil {
+                closeSlotSocket(other)
+            }
             return own
         } catch {
-            logger.error("frontend.\(slot) shares frontend.0's socket", metadata: ["error": "\(error)"])
-            return primary
+            logger.error("\(ChildName.frontend(slot)) shares a sibling's socket", metadata: ["error": "\(error)"])
+            return open
         }
     }
 
-    func closeSlotSocket(_ slot: Int) {
-        guard let socket = slotSockets.removeValue(forKey: slot) else { return }
-        close(socket.fd)
+    /// Slot `slot`'s own socket, if open (never systemd's).
+    func slotSocket(_ slot: Int) -> ListeningSocket? {
+        slot == 0 ? listeningSocket : slotSockets[slot]
+    }
+
+    private var frontendSlotsWithSockets: [Int] {
+        (listeningSocket == nil ? [] : [0]) + slotSockets.keys.sorted()
+    }
+
+    /// Frontend `slot` stops for a planned restart, or has exited: its socket
+    /// is closed so that new connections go to its siblings' instead of
+    /// waiting in its backlog through the gap (a crash backoff may last 30 s).
+    /// Kept while no sibling with a socket of its own runs: then connections
+    /// wait in it for the restart, as with one frontend, and the port stays ours.
+    /// Its next process gets a fresh one (`listeningSocket(forSlot:)`).
+    func releaseSocket(ofSlot slot: Int) {
+        guard !stopping, !socketActivated, slotSocket(slot) != nil else { return }
+        let siblingServes = frontendSlotsWithSockets.contains { other in
+            other != slot && children[.frontend(other)]?.process != nil
+        }
+        if siblingServes { closeSlotSocket(slot) }
+    }
+
+    /// Closes slot `slot`'s own socket. A slot retired by a reload may hold
+    /// the last one open: a remaining slot binds its own first, so that the
+    /// port stays ours.
+    func closeSlotSocket(_ slot: Int, keepingPortFor remaining: Int? = nil) {
+        if let remaining, !stopping, !socketActivated, frontendSlotsWithSockets == [slot] { _ = listeningSocket(forSlot: remaining) }
+        if slot == 0 {
+            guard let socket = listeningSocket else { return }
+            close(socket.fd)
+            listeningSocket = nil
+        } else {
+            guard let socket = slotSockets.removeValue(forKey: slot) else { return }
+            close(socket.fd)
+        }
     }
 
     /// A TCP socket bound to `host:port` (port 0: any free port) and listening.

@@ -33,7 +33,7 @@ extension Supervisor {
         let retired = frontendSlots.filter { $0 >= count }
         retire(retired.map(ChildName.frontend))
         // Connections still queued on a retired slot's own socket are reset.
-        for slot in retired { closeSlotSocket(slot) }
+        for slot in retired { closeSlotSocket(slot, keepingPortFor: 0) }
         logger.info("scaled", metadata: ["role": "frontend", "from": "\(from)", "to": "\(count)"])
         updateStatus()
     }

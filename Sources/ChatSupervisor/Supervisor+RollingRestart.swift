@@ -12,6 +12,8 @@ extension Supervisor {
         guard let old = children[name]?.process?.pid else { return rollingRestart(rest, done: done, reply: reply) }
         let deadline = Uptime.now() + config.hangTimeoutSeconds + graceSeconds
         deliver(.stop(restart: true, killAt: Uptime.now() + graceSeconds, signal: name.restartSignal), to: .child(name))
+        // New connections go to the siblings meanwhile, not to its backlog.
+        if case .frontend(let slot) = name { releaseSocket(ofSlot: slot) }
         waiters.wait(on: queue, until: deadline) { [unowned self] in
             // READY=1 from the replacement, not from the process it replaces.
             children[name].map { $0.machine.isReady && $0.process?.pid != old } ?? false

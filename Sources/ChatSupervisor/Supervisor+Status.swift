@@ -76,7 +76,7 @@ extension Supervisor {
             ]
         }
         var status: [String: Any] = ["children": rows, "queues": queues, "status": lastStatus, "standbys": standbys]
-        if let address = listeningSocket?.address { status["listen"] = address }
+        if let address = (listeningSocket ?? slotSockets.values.first)?.address { status["listen"] = address }
         return Self.json(status)
     }
 

@@ -32,6 +32,9 @@ public final class Supervisor: @unchecked Sendable {
     var children: [ChildName: ChildRecord] = [:]
     /// Children scaled away, until they exit, by pid.
     var retiring: [Int32: Child] = [:]
+    /// The slots of frontends among `retiring`, by pid: their sessions are
+    /// closed once they exit (`retiredExited`).
+    var retiredFrontendSlots: [Int32: Int] = [:]
     var stopping = false
     /// When children still running at a stop get SIGKILL.
     private var stopDeadline = Uptime.distantFuture
@@ -54,7 +57,9 @@ public final class Supervisor: @unchecked Sendable {
     lazy var spawner = ChildSpawner(queue: queue)
     /// The listening socket of frontend slot 0 (of every slot with socket
     /// activation): the one systemd passed (chatd.socket), or the one the
-    /// supervisor bound for `listen`.
+    /// supervisor bound for `listen`. Without socket activation it is closed
+    /// while slot 0's frontend is down and a sibling serves
+    /// (`releaseSocket`), and bound again for its next process.
     var listeningSocket: ListeningSocket?
     /// It is systemd's: every frontend shares it.
     var socketActivated = false
@@ -104,8 +109,8 @@ public final class Supervisor: @unchecked Sendable {
             broker.announce(storeShards: storeShards)
             self.broker = broker
         }
-        listener = try NotifyListener(path: (runtime as NSString).appendingPathComponent("notify.sock"), queue: queue) { [weak self] fields in
-            self?.childReported(fields)
+        listener = try NotifyListener(path: (runtime as NSString).appendingPathComponent("notify.sock"), queue: queue) { [weak self] fields, pid in
+            self?.childReported(fields, from: pid)
         }
         control = try ControlSocket(path: (runtime as NSString).appendingPathComponent("control.sock"), queue: queue) { [weak self] line, reply in
             guard let self else { return reply(#"{"error":"stopping"}"#) }
@@ -135,6 +140,9 @@ public final class Supervisor: @unchecked Sendable {
             "store.workers": "\(storeShards)", "frontends": "\(config.run.runsFrontend ? frontendCount : 0)", "pid": "\(getpid())",
         ])
         for spec in specs { add(spec) }
+        // Sessions of the one frontend before there were several: no slot
+        // has that name any more to close them.
+        if config.run.runsFrontend { resetSessions(ofFrontend: ChildName.frontendRole) }
         // The liveness tick: hang detection and stop deadlines (`Child.Event.timer`).
         schedule(every: 0.25) { [weak self] in self?.tick() }
         // systemd's watchdog: ping at half the interval it expects.
@@ -218,13 +226,16 @@ public final class Supervisor: @unchecked Sendable {
         }
     }
 
-    /// A child's sd_notify datagram.
-    private func childReported(_ fields: [String: String]) {
-        guard let name = fields["CHATD_CHILD"].flatMap(ChildName.init), var record = children[name], record.process != nil else { return }
+    /// A child's sd_notify datagram, from process `pid`. A retired process
+    /// still draining says the same name as its slot's new one: only the
+    /// record's own process is heard.
+    private func childReported(_ fields: [String: String], from pid: Int32?) {
+        guard let name = fields["CHATD_CHILD"].flatMap(ChildName.init), var record = children[name], let process = record.process,
+            pid == nil || pid == process.pid else { return }
         // A count, or "changing" while the frontend waits to switch.
         if let shards = fields["CHATD_STORE_SHARDS"] { record.storeShards = Int(shards) }
         if let queues = fields[QueueReport.field] { record.outstanding = QueueReport(decoding: queues) }
-        if let sockets = fields["CHATD_WEBSOCKETS"] { record.webSockets = Int(sockets) }
+        if let sockets = fields[FrontendSlot.webSocketsField] { record.webSockets = Int(sockets) }
         children[name] = record
         if fields["READY"] == "1" {
             deliver(.reportedReady, to: .child(name))
@@ -248,6 +259,8 @@ public final class Supervisor: @unchecked Sendable {
         guard let termination = process.termination else { return }
         if let (name, _) = children.first(where: { $0.value.process === process }) {
             children[name]?.process = nil
+            // Before the exit reaches the machine: a restart at once binds a fresh one.
+            if case .frontend(let slot) = name { releaseSocket(ofSlot: slot) }
             deliver(.exited(termination), to: .child(name))
             guard stopping else { return }
             // One that exited on its own stays down; workers follow as soon as every frontend is gone.
@@ -258,6 +271,7 @@ public final class Supervisor: @unchecked Sendable {
             }
         } else {
             deliver(.exited(termination), to: .retired(pid: process.pid))
+            retiredExited(pid: process.pid)
         }
     }
 
@@ -300,6 +314,7 @@ public final class Supervisor: @unchecked Sendable {
         for name in names {
             guard let record = children.removeValue(forKey: name), let pid = record.machine.pid else { continue }
             retiring[pid] = record.machine
+            if case .frontend(let slot) = name { retiredFrontendSlots[pid] = slot }
             // The service goes on: a retired frontend's clients get 1012 and reconnect to a sibling.
             deliver(.stop(restart: false, killAt: Uptime.now() + graceSeconds, signal: name.restartSignal), to: .retired(pid: pid))
         }

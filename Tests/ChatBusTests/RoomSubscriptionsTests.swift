@@ -164,6 +164,19 @@ final class Subscriptions {
         #expect(s.requested == [1, 2])
     }
 
+    @Test func whileNoSyncIsAnsweredOnlyTheNewestIsSubscribed() {
+        let s = Subscriptions()
+        s.acquire("a", "w1")
+        s.advance(ms: 0)
+        // The broker is out of reach: ten resyncs, none answered.
+        for _ in 0..<10 { s.advance(ms: 750) }
+        #expect(s.requested == Array(1...11))
+        #expect(s.syncs == [11])
+        s.synced(11)
+        #expect(s.ready == ["w1"])
+        #expect(s.syncs.isEmpty)
+    }
+
     @Test func aWaiterTimesOutHoldingNothingAndTheRoomGoesAfterItsLinger() {
         let s = Subscriptions()
         s.acquire("a", "w1")

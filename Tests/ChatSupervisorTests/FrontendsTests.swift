@@ -82,30 +82,143 @@ import Glibc
         close(slot.fd)
     }
 
-    @Test func aReloadAddsAndRetiresFrontends() {
-        let sup = supervisor(frontends: 1)
+    /// Real children from `script` (a stand-in frontend): each closes the
+    /// socket it inherits (only the supervisor's copy keeps it listening),
+    /// says it is up, and on SIGUSR1 writes its name to `signalled`.
+    struct StandIn {
+        let dir: String
+        var script: String { dir + "/frontend.sh" }
+        var signalled: [String] { lines("signalled") }
+        /// Frontends that came up (a reload may start a receipts worker from the script too).
+        var up: [String] { lines("up").filter { FrontendSlot($0) != nil } }
+
+        init() throws {
+            dir = NSTemporaryDirectory() + "chatd-frontends-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let text = """
+                #!/bin/bash
+                eval "exec $CHATD_LISTEN_FD>&-"
+                trap 'echo "$CHATD_CHILD" >> \(dir)/signalled; kill $!; exit 0' USR1
+                trap 'kill $!; exit 0' TERM
+                sleep 30 &
+                echo "$CHATD_CHILD" >> \(dir)/up
+                wait
+                """
+            try text.write(toFile: script, atomically: true, encoding: .utf8)
+            chmod(script, 0o755)
+        }
+
+        func lines(_ name: String) -> [String] {
+            ((try? String(contentsOfFile: dir + "/" + name, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+    }
+
+    /// A supervisor of `frontends` stand-ins on a port of its own, listening.
+    func serving(_ standIn: StandIn, frontends: Int) throws -> (Supervisor, port: UInt16) {
+        let sup = supervisor(frontends: frontends, executable: standIn.script)
+        let socket = try Supervisor.bindListening(host: "127.0.0.1", port: 0, reusePort: true)
+        let port = try #require(socket.address?.split(separator: ":").last.flatMap { UInt16($0) })
+        sup.config.listen = "127.0.0.1:\(port)"
+        sup.queue.sync { sup.listeningSocket = socket }
+        return (sup, port)
+    }
+
+    /// Reaps until `condition` holds (10 s at most).
+    func reapUntil(_ sup: Supervisor, _ condition: () -> Bool) -> Bool {
+        let deadline = Date() + 10
+        while !condition() && Date() < deadline {
+            sup.queue.sync { sup.spawner.reap() }
+            usleep(20_000)
+        }
+        return condition()
+    }
+
+    /// Stops the supervisor and waits for its children.
+    func stop(_ sup: Supervisor) {
+        sup.queue.sync { sup.beginStop(signal: SIGTERM) }
+        _ = reapUntil(sup) { sup.queue.sync { sup.stopped } }
+    }
+
+    /// A reload that changes `frontends` adds slots, or retires the highest:
+    /// the retired one gets SIGUSR1 (1012 to its clients) and its socket closes.
+    @Test func aReloadAddsAndRetiresFrontends() throws {
+        let standIn = try StandIn()
+        let (sup, port) = try serving(standIn, frontends: 1)
+        defer { stop(sup) }
         var fresh = sup.config
         sup.queue.sync {
             sup.add(sup.frontendSpec(0))
             fresh.frontends = 3
             sup.applyReload(.success(fresh))
             #expect(sup.frontendSlots == [0, 1, 2] && sup.frontendCount == 3)
+        }
+        #expect(reapUntil(sup) { Set(standIn.up) == ["frontend.0", "frontend.1", "frontend.2"] }, "\(standIn.up)")
+        let retired = try #require(sup.queue.sync { sup.slotSockets[2] })
+        sup.queue.sync {
             fresh.frontends = 2
             sup.applyReload(.success(fresh))
             #expect(sup.frontendSlots == [0, 1] && sup.frontendCount == 2)
-            sup.beginStop(signal: SIGTERM)
+            #expect(sup.slotSockets[2] == nil && Supervisor.localAddress(retired.fd) != retired.address, "frontend.2's socket closed")
         }
+        #expect(reapUntil(sup) { standIn.signalled == ["frontend.2"] }, "frontend.2 got SIGUSR1: \(standIn.signalled)")
+        #expect(reapUntil(sup) { sup.queue.sync { sup.retiring.isEmpty } }, "frontend.2 exited")
+        #expect(Self.connects(port: port), "frontend.0 and frontend.1 still listen")
+    }
+
+    /// A frontend stopped for a planned restart (or exited) while a sibling
+    /// serves: its socket closes, so new connections go to the sibling; its
+    /// next process gets a fresh one on the same port. Slot 0's too.
+    @Test func aStoppedSlotsSocketClosesWhileASiblingRuns() throws {
+        let standIn = try StandIn()
+        let (sup, port) = try serving(standIn, frontends: 2)
+        defer { stop(sup) }
+        sup.queue.sync { for slot in 0..<2 { sup.add(sup.frontendSpec(slot)) } }
+        #expect(reapUntil(sup) { Set(standIn.up) == ["frontend.0", "frontend.1"] }, "\(standIn.up)")
+        for (slot, restartedBefore) in [(1, 0), (0, 1)] {
+            let (before, pid) = try #require(sup.queue.sync { () -> (ListeningSocket, Int32)? in
+                guard let socket = sup.slotSocket(slot), let pid = sup.children[.frontend(slot)]?.process?.pid else { return nil }
+                return (socket, pid)
+            })
+            sup.queue.sync {
+                sup.rollingRestart([.frontend(slot)], done: []) { _ in }
+                #expect(sup.slotSocket(slot) == nil && Supervisor.localAddress(before.fd) != before.address, "frontend.\(slot)'s socket closed")
+            }
+            #expect(Self.connects(port: port), "the sibling's socket takes connections")
+            #expect(reapUntil(sup) { standIn.signalled.count == restartedBefore + 1 }, "frontend.\(slot) got SIGUSR1")
+            #expect(reapUntil(sup) { sup.queue.sync { sup.children[.frontend(slot)]?.process.map { $0.pid != pid } ?? false } }, "frontend.\(slot) again")
+            let after = try #require(sup.queue.sync { sup.slotSocket(slot) }, "frontend.\(slot)'s next process got a socket")
+            #expect(after.address == before.address)
+            #expect(reapUntil(sup) { standIn.up.count == 3 + restartedBefore })
+        }
+    }
+
+    /// With no sibling running, a stopped frontend's socket stays: connections
+    /// wait in its backlog for the restart.
+    @Test func theOnlyFrontendsSocketStaysThroughItsRestart() throws {
+        let standIn = try StandIn()
+        let (sup, port) = try serving(standIn, frontends: 1)
+        defer { stop(sup) }
+        sup.queue.sync { sup.add(sup.frontendSpec(0)) }
+        #expect(reapUntil(sup) { standIn.up == ["frontend.0"] })
+        sup.queue.sync {
+            sup.rollingRestart([.frontend(0)], done: []) { _ in }
+            #expect(sup.listeningSocket != nil)
+        }
+        #expect(Self.connects(port: port))
+        #expect(reapUntil(sup) { standIn.up.count == 2 })
     }
 
     /// Two real children as frontend.0 and frontend.1, the second ignoring
     /// SIGTERM (a frontend still draining): at a stop, the listening sockets
     /// (one per slot, on one port) stay open until the last frontend is gone.
     @Test func theListeningSocketClosesOnlyOnceEveryFrontendHasExited() throws {
-        let sup = supervisor(frontends: 2, executable: "/bin/sh")
+        let sup = supervisor(frontends: 2, executable: "/bin/bash")
         let socket = try Supervisor.bindListening(host: "127.0.0.1", port: 0, reusePort: true)
         let port = try #require(socket.address?.split(separator: ":").last.flatMap { UInt16($0) })
         sup.config.listen = "127.0.0.1:\(port)"
-        let scripts = ["exec sleep 30", "trap '' TERM; exec sleep 30"]
+        // Each closes the socket it inherits: only the supervisor's copies
+        // keep the port listening, so `connects` tells whether it closed them.
+        let scripts = ["eval \"exec $CHATD_LISTEN_FD>&-\"; exec sleep 30", "eval \"exec $CHATD_LISTEN_FD>&-\"; trap '' TERM; exec sleep 30"]
         let draining = try #require(sup.queue.sync { () -> Int32? in
             sup.listeningSocket = socket
             for slot in 0..<2 {

@@ -103,6 +103,43 @@ extension EndToEnd {
             #expect(server.frontendPIDs.count == 3 && !server.frontendPIDs.contains(victim))
         }
 
+        /// SIGUSR1 (a restart, a reload retiring the slot) that reaches a
+        /// frontend while it starts is not lost: the process ends at once,
+        /// as it would once serving. Sent as soon as the new process has a
+        /// disposition for it (ignored or caught, `/proc/<pid>/status`), so
+        /// long before it serves.
+        @Test func aRestartSignalWhileAFrontendStartsEndsIt() async throws {
+            let server = try await TestServer.start(frontends: 2, environment: Steps.noRateLimits)
+            defer { server.stop() }
+            try await Self.waitForFrontends(server, count: 2)
+            let old = try #require((try Self.frontendRows(server).first { $0["child"] as? String == "frontend.1" }?["pid"] as? Int).map(Int32.init))
+            kill(old, SIGKILL)
+            var starting: Int32?
+            try await server.waitUntil(timeout: 15, "frontend.1 started again, SIGUSR1 ignored or caught") {
+                let row = try Self.frontendRows(server).first { $0["child"] as? String == "frontend.1" }
+                guard let pid = (row?["pid"] as? Int).map(Int32.init), pid != old, Self.handlesUSR1(pid) else { return false }
+                starting = pid
+                return true
+            }
+            let pid = try #require(starting)
+            kill(pid, SIGUSR1)
+            try await server.waitUntil(timeout: 10, "frontend.1 ended by SIGUSR1 sent while it started") { !server.frontendPIDs.contains(pid) }
+            // The supervisor starts the slot again, and it serves.
+            try await Self.waitForFrontends(server, count: 2)
+        }
+
+        /// SIGUSR1 is ignored or caught by `pid` (SigIgn, SigCgt in /proc).
+        static func handlesUSR1(_ pid: Int32) -> Bool {
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return false }
+            let bit = UInt64(1) << (UInt64(SIGUSR1) - 1)
+            return status.split(separator: "\n").contains { line in
+                let parts = line.split(separator: ":", maxSplits: 1)
+                guard parts.count == 2, parts[0] == "SigIgn" || parts[0] == "SigCgt",
+                    let mask = UInt64(parts[1].trimmingCharacters(in: .whitespaces), radix: 16) else { return false }
+                return mask & bit != 0
+            }
+        }
+
         /// `ctl restart frontend` under load in several rooms: each frontend
         /// in turn closes its WebSockets with 1012; its clients reconnect and
         /// resume with `after`. At the end every member has every message of

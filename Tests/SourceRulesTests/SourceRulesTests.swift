@@ -39,8 +39,10 @@ import Testing
             #""(m|s|x|k):"#, #""k:\*""#, #""(hb|room|reply|ctl|nudge|sync)\.""#,
             // Worker names and queue names spelled by hand.
             #""(store|receipts|search|files)[.-](\d|\\\()"#, #""store-""#,
-            // The children's report of their queues.
-            #"CHATD_QUEUES"#,
+            // Frontend slots (`FrontendSlot`), in sd_notify and sessions.
+            #""frontend\.(\d|\\\()"#,
+            // The children's report of their queues, a frontend's of its WebSockets.
+            #"CHATD_QUEUES"#, #"CHATD_WEBSOCKETS"#,
         ].map { try Regex($0) }
         let checked = ["ChatBus", "ChatCore", "ChatConfig", "ChatFrontend", "ChatStore", "ChatSupervisor", "ChatWorkers", "chatd"]
         for directory in checked.map({ "Sources/\($0)" }) {

@@ -1,3 +1,4 @@
+import Foundation
 import Systemd
 import Testing
 #if canImport(Glibc)
@@ -41,6 +42,18 @@ import Glibc
         let notifier = Notifier(socketPath: nil)
         #expect(!notifier.isEnabled)
         #expect(!notifier.send(["READY": "1"]))
+    }
+
+    @Test func theListenerGetsEachDatagramWithItsSendersPid() async throws {
+        let path = "/tmp/chatd-notify-test-\(getpid()).sock"
+        let queue = DispatchQueue(label: "notify-test")
+        let (heard, heardMore) = AsyncStream.makeStream(of: ([String: String], Int32?).self)
+        let listener = try NotifyListener(path: path, queue: queue) { fields, pid in heardMore.yield((fields, pid)) }
+        #expect(Notifier(socketPath: listener.path).send(["WATCHDOG": "1", "CHATD_CHILD": "frontend.1"]))
+        var datagrams = heard.makeAsyncIterator()
+        let (fields, pid) = try #require(await datagrams.next())
+        #expect(fields == ["WATCHDOG": "1", "CHATD_CHILD": "frontend.1"])
+        #expect(pid == getpid())
     }
 }
 
