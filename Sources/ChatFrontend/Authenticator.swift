@@ -39,7 +39,9 @@ public struct Authenticator: Sendable {
     let audience: String?
     /// Clock skew allowed on `exp` and `nbf`, seconds.
     let leeway: Double
-    /// Tokens verified in the last `VerifiedTokens.lifetime`: a client sends
+    /// Tokens verified in the last `VerifiedTokens.lifetime`, when the HS256
+    /// secret is the only key (it cannot change while the process runs;
+    /// JWKS keys can, and are checked on every request): a client sends
     /// the same token with every request, and verifying it (base64, JSON,
     /// HMAC or RSA) was most of the frontend's own work on a REST read.
     let verified = VerifiedTokens()
@@ -127,6 +129,9 @@ public struct Authenticator: Sendable {
     /// Verifies a token; see `identity(token:)`.
     public func verify(token: String?) async throws(Failure) -> Verified {
         guard let token else { throw Failure(detail: "Authentication credentials were not provided.") }
+        // Only with the secret alone: a JWKS can withdraw a key at any
+        // moment, and a token it signed must fail from then on.
+        guard jwks == nil else { return try await verifyAnew(token) }
         let now = Date()
         if let known = verified.lookup(token, now: now) { return known }
         let result = try await verifyAnew(token)
@@ -201,8 +206,7 @@ public struct Authenticator: Sendable {
 
 /// Verified tokens and their callers, by token. A token is served from here
 /// until it expires (`exp` plus the leeway) and for at most `lifetime`
-/// after it was verified: that bounds how long a token still passes once
-/// its JWKS key was withdrawn. Refusals are not kept. `nbf` needs no check
+/// after it was verified. Refusals are not kept. `nbf` needs no check
 /// on a hit: a token valid once stays valid until it expires.
 final class VerifiedTokens: Sendable {
     static let lifetime: TimeInterval = 60
