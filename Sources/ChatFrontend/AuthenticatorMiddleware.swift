@@ -34,8 +34,8 @@ struct AuthenticatorMiddleware: RouterMiddleware {
             if request.headers[.authorization] != nil && token == nil {
                 throw APIError(.unauthorized, detail: "Authorization header must use the Bearer scheme.")
             }
-            let identity = try await services.auth.identity(token: token)
-            caller = Caller(identity: identity, json: [UInt8](try JSONEncoder().encode(identity)))
+            let verified = try await services.auth.verify(token: token)
+            caller = Caller(identity: verified.identity, json: verified.identityJSON)
         } catch let failure as Authenticator.Failure {
             throw APIError(.unauthorized, detail: failure.detail)
         }

@@ -1,4 +1,5 @@
 import ChatConfig
+import ChatCore
 import ChatTesting
 import Foundation
 import Logging
@@ -159,6 +160,43 @@ import Testing
         #expect(throws: Authenticator.Failure.self) { try Authenticator.bearerToken("Bearer\tabc") }
         #expect(try Authenticator.bearerToken("bearer abc") == "abc")
         #expect(try Authenticator.bearerToken("Basic abc") == nil)
+    }
+
+    /// The bearer token's trimming is Foundation's `.whitespaces`, done natively.
+    @Test func tokenTrimmingMatchesFoundation() throws {
+        for text in ["abc", "  abc  ", "\u{00A0}abc\u{3000}", "a b", "\u{2003}", "", "abc\u{200B}", "\u{1680}x\u{202F}"] {
+            #expect(String(Authenticator.trimmingSpaces(text[...])) == text.trimmingCharacters(in: .whitespaces), "\(Array(text.unicodeScalars))")
+        }
+        #expect(try Authenticator.bearerToken("Bearer   abc  ") == "abc")
+        #expect(try Authenticator.bearerToken("Bearer \u{00A0}") == nil)
+    }
+
+    /// A verified token is served from memory until it expires and for at
+    /// most a minute; a refusal is verified again every time.
+    @Test func verifiedTokensExpire() async throws {
+        let now = Date()
+        let tokens = VerifiedTokens()
+        let identity = Authenticator.Verified(identity: Identity(sub: "alice", email: nil, name: nil, picture: nil), expires: now.addingTimeInterval(30))
+        tokens.insert("t", identity, now: now)
+        #expect(tokens.lookup("t", now: now.addingTimeInterval(29))?.identity.sub == "alice")
+        #expect(tokens.lookup("t", now: now.addingTimeInterval(30)) == nil, "expired")
+        #expect(tokens.lookup("t", now: now) == nil, "an expired entry is gone")
+        let long = Authenticator.Verified(identity: identity.identity, expires: now.addingTimeInterval(3_600))
+        tokens.insert("t", long, now: now)
+        #expect(tokens.lookup("t", now: now.addingTimeInterval(59)) != nil)
+        #expect(tokens.lookup("t", now: now.addingTimeInterval(VerifiedTokens.lifetime)) == nil, "verified again after a minute")
+
+        // Through the authenticator: a token twice is one caller, encoded as
+        // commands carry it; a bad one stays refused.
+        let secret = String(repeating: "s", count: 32)
+        let auth = await Authenticator(secret: secret)
+        let token = try Forged.hs256(secret: secret, sub: "bob")
+        #expect(try await auth.identity(token: token).sub == "bob")
+        let again = try await auth.verify(token: token)
+        #expect(try JSONDecoder().decode(Identity.self, from: Data(again.identityJSON)) == again.identity)
+        for _ in 0..<2 {
+            await #expect(throws: Authenticator.Failure.self) { try await auth.identity(token: token + "x") }
+        }
     }
 }
 
