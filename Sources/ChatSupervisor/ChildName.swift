@@ -70,7 +70,7 @@ enum ChildName: Hashable, Sendable, CustomStringConvertible {
     /// role (`frontend`, `store`; a role's standby is restarted alongside,
     /// not as one of them).
     func matches(_ word: String) -> Bool {
-        description == word || role == word
+        description == word || (!isStandby && role == word)
     }
 }
 

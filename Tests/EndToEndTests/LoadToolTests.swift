@@ -50,7 +50,7 @@ extension EndToEnd {
             for kind in ["heap/anon", "thread stacks", "chatd text+data", "shared libraries"] {
                 #expect(megabytes(kind, in: all) > 0, "\(kind) in \(all)")
             }
-            #expect(output.contains("frontend (pid"))
+            #expect(output.contains("frontend.0 (pid"))
         }
 
         @Test func recoveryFromAKilledStoreWorker() throws {
