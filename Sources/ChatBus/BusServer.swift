@@ -347,6 +347,11 @@ public final class BusServer {
                 lastAlive = monotonicNanos()
             }
             let ready = try poller.poll(timeoutMilliseconds: 500)
+            // The PUB takes in the subscriptions the broker forwards only when
+            // it is called; unread for days of waiting they would overflow its
+            // queue, and the broker drops what no longer fits: once promoted,
+            // this worker would filter out the events of those rooms.
+            _ = link.pub.events
             if ready[1] & pollIn != 0, try lostBroker(link.pubEvents) {
                 logger.warning("lost the broker; a standby until it echoes")
                 guard try awaitEcho(link, frames: echo, shouldStop: shouldStop, heartbeat: heartbeat) else { return nil }

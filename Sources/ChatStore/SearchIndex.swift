@@ -144,8 +144,9 @@ public final class SearchIndex {
     }
 
     /// Rows of the full-text table per insert statement: 2 variables each,
-    /// far below SQLite's limit of 32,766.
-    static let ftsRowsPerStatement = 500
+    /// 998 in all, within the 999 that SQLite before 3.32 allows (a larger
+    /// statement would fail there at every catch-up, and search would stop).
+    static let ftsRowsPerStatement = 499
 
     /// Indexes new messages. FTS5 writes the terms it holds in memory to a new
     /// segment at every statement savepoint, and SQLite opens one for each

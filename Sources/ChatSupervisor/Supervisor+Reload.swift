@@ -43,6 +43,10 @@ extension Supervisor {
             if config.run.runsWorkers { scale(role: .receipts, to: receipts) { _ in } }
             config.standbys = fresh.standbys
             applyStandbyPlan()
+            // A standby read the configuration when it started; promoted
+            // later, it would serve with the old limits. Idle, they are cheap
+            // to start again (as `ctl restart <role>` does first).
+            restartStandbys(for: children.keys.filter { $0.worker != nil })
             config.receiptsWorkers = receipts
             if fresh.resolvedStoreWorkers != storeShards && config.run == .all {
                 let logger = self.logger
