@@ -61,6 +61,9 @@ public struct ChatConfig: Sendable, Equatable {
     public var receiptsWorkers: Int = 1
     /// A warm standby per worker role, promoted when a worker dies (`standbys`, CHAT_STANDBYS).
     public var standbys = true
+    /// `ctl restart frontend` hands each frontend's WebSockets to its new
+    /// process (`frontendHandover`, CHAT_FRONTEND_HANDOVER); off, they close with 1012.
+    public var frontendHandover = true
     /// How long a `typing: true` counts (seconds).
     public var typingWindowSeconds: Double = 30
     /// A WebSocket silent this long (no frame, no pong) is closed (seconds).
@@ -145,6 +148,7 @@ public struct ChatConfig: Sendable, Equatable {
         config.hangTimeoutSeconds = reader.double(forKey: "hangTimeoutSeconds", default: config.hangTimeoutSeconds)
         config.receiptsWorkers = max(1, reader.int(forKey: "receiptsWorkers", default: config.receiptsWorkers))
         config.standbys = reader.bool(forKey: "standbys", default: config.standbys)
+        config.frontendHandover = reader.bool(forKey: "frontendHandover", default: config.frontendHandover)
         config.typingWindowSeconds = reader.double(forKey: "typingWindowSeconds", default: config.typingWindowSeconds)
         config.idleTimeoutSeconds = reader.double(forKey: "idleTimeoutSeconds", default: config.idleTimeoutSeconds)
         config.maxOutboundBytes = reader.int(forKey: "maxOutboundBytes", default: config.maxOutboundBytes)

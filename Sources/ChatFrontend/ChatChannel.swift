@@ -146,26 +146,23 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                     guard case .accepted(let identity, let identityJSON, let session, let expires) = verdict.value else {
                         throw ChannelError.inappropriateOperationForState
                     }
-                    // RFC 6455 checks on each frame, before fragments are put together.
-                    try channel.pipeline.syncOperations.addHandler(WebSocketFrameGuard())
+                    // NIO's decoder keeps partial frames out of reach; this one
+                    // keeps them where a handover finds them (HandoverFrameDecoder).
+                    let hold = HandoverHold(pending: channel.allocator.buffer(capacity: 0))
+                    let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
                     try channel.pipeline.syncOperations.addHandler(
-                        NIOWebSocketFrameAggregator(
-                            minNonFinalFragmentSize: 0,
-                            maxAccumulatedFrameCount: 256,
-                            maxAccumulatedFrameSize: services.config.chat.maxFrameBytes
-                        )
+                        ByteToMessageHandler(HandoverFrameDecoder(hold: hold, maxFrameSize: services.config.chat.maxFrameBytes)),
+                        position: .after(decoder)
                     )
-                    // A client that stops reading may hold this much before it is cut off.
-                    let limit = services.config.chat.maxOutboundBytes
-                    try channel.syncOptions?.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: limit / 2, high: limit))
-                    // Half the idle timeout without a frame: ping; the other half: close (1001).
-                    let idle = TimeAmount.milliseconds(Int64(services.config.chat.idleTimeoutSeconds * 500))
-                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idle))
+                    channel.pipeline.syncOperations.removeHandler(decoder, promise: nil)
+                    try Self.addWebSocketHandlers(to: channel, services: services)
                     // No socket without the room's subscription: it would miss events.
                     guard let room = reservation.takeRoom() else { throw ChannelError.inappropriateOperationForState }
                     do {
                         try channel.pipeline.syncOperations.addHandler(
-                            WebSocketConnection(identity: identity, identityJSON: identityJSON, session: session, expires: expires, services: services)
+                            WebSocketConnection(
+                                identity: identity, identityJSON: identityJSON, session: session, expires: expires, services: services, hold: hold
+                            )
                         )
                     } catch {
                         services.bus.unsubscribe(room: room)
@@ -207,6 +204,27 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         let future = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: pipeline)
         try edge.install(in: channel.pipeline.syncOperations)
         return Value(upgradeResult: future, channel: channel, reservation: reservation)
+    }
+
+    /// The handlers between a WebSocket's frame decoder and its
+    /// `WebSocketConnection`, and its outbound limit: for an upgraded socket
+    /// and for one a handover brought.
+    static func addWebSocketHandlers(to channel: any Channel, services: FrontendServices) throws {
+        // RFC 6455 checks on each frame, before fragments are put together.
+        try channel.pipeline.syncOperations.addHandler(WebSocketFrameGuard())
+        try channel.pipeline.syncOperations.addHandler(
+            NIOWebSocketFrameAggregator(
+                minNonFinalFragmentSize: 0,
+                maxAccumulatedFrameCount: 256,
+                maxAccumulatedFrameSize: services.config.chat.maxFrameBytes
+            )
+        )
+        // A client that stops reading may hold this much before it is cut off.
+        let limit = services.config.chat.maxOutboundBytes
+        try channel.syncOptions?.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: limit / 2, high: limit))
+        // Half the idle timeout without a frame: ping; the other half: close (1001).
+        let idle = TimeAmount.milliseconds(Int64(services.config.chat.idleTimeoutSeconds * 500))
+        try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idle))
     }
 
     func handle(value: Value, logger: Logger) async {

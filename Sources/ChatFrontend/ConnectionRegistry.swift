@@ -19,6 +19,8 @@ final class LoopRegistry: @unchecked Sendable {
     /// Covers several seconds of events at full load; a re-published event
     /// only follows a worker's death, within a retry interval (750 ms).
     static let recentCapacity = 65_536
+    /// A handover's log or buffer (HandoverRegistry.swift).
+    var handover = HandoverLoopState()
 
     init(loop: any EventLoop) {
         self.loop = loop
@@ -38,6 +40,8 @@ final class LoopRegistry: @unchecked Sendable {
 
     var connectionCount: Int { rooms.values.reduce(0) { $0 + $1.count } }
 
+    var connections: [WebSocketConnection] { rooms.values.flatMap(\.values) }
+
     /// Whether an event with this key is new here: only idempotency keys
     /// (message changes, session presence) repeat.
     private func firstDelivery(of key: EventKey) -> Bool {
@@ -54,11 +58,18 @@ final class LoopRegistry: @unchecked Sendable {
     }
 
     /// Writes each event to the room's connections, then flushes each touched connection once.
-    func deliver(_ events: [(roomID: String, key: EventKey, frame: ByteBuffer)]) {
+    func deliver(_ events: [(roomID: String, key: EventKey, frame: ByteBuffer, hash: UInt64)], handoverMode: HandoverMode = []) {
         loop.preconditionInEventLoop()
         var touched: [ObjectIdentifier: WebSocketConnection] = [:]
         for event in events {
-            guard let members = rooms[event.roomID], firstDelivery(of: event.key) else { continue }
+            if !handoverMode.isEmpty {
+                let fresh = firstDelivery(of: event.key)
+                handover.record(room: event.roomID, hash: event.hash, key: event.key, frame: event.frame, fresh: fresh, mode: handoverMode)
+                guard fresh else { continue }
+            } else if rooms[event.roomID] == nil || !firstDelivery(of: event.key) {
+                continue
+            }
+            guard let members = rooms[event.roomID] else { continue }
             let excluded: ConnectionRef?
             switch event.key {
             case .removeUser, .removeEveryone:
@@ -84,6 +95,8 @@ final class LoopRegistry: @unchecked Sendable {
 public final class ConnectionRegistry: Sendable {
     let registries: [ObjectIdentifier: LoopRegistry]
     private let nextID = Atomic<UInt64>(0)
+    /// `HandoverMode` bits: while set, each event is hashed once here and logged or buffered per loop.
+    let handoverMode = Atomic<Int>(0)
 
     /// A connection id unique within this frontend process.
     func makeConnectionID() -> UInt64 { nextID.add(1, ordering: .relaxed).newValue }
@@ -107,11 +120,15 @@ public final class ConnectionRegistry: Sendable {
     /// shared by every loop and connection. An event whose key no worker
     /// writes is dropped: what it orders is unknown.
     public func fanOut(_ events: [RoomEvent]) {
+        let mode = HandoverMode(rawValue: handoverMode.load(ordering: .sequentiallyConsistent))
         let frames = events.compactMap { event in
-            EventKey(event.key).map { (roomID: event.roomID, key: $0, frame: ByteBuffer(bytes: event.body)) }
+            EventKey(event.key).map { key in
+                let hash = mode.isEmpty ? 0 : HandoverLog.hash(key: event.key.utf8, body: event.body)
+                return (roomID: event.roomID, key: key, frame: ByteBuffer(bytes: event.body), hash: hash)
+            }
         }
         for registry in registries.values {
-            registry.loop.execute { registry.deliver(frames) }
+            registry.loop.execute { registry.deliver(frames, handoverMode: mode) }
         }
     }
 }

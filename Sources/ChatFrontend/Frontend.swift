@@ -92,10 +92,14 @@ public enum Frontend {
             )
         )
         bus.start()
+        // A process started to take its predecessor's WebSockets over
+        // (docs/protocol.md, "Frontend handover").
+        let predecessor = ProcessInfo.processInfo.environment[HandoverReport.predecessorVariable].flatMap { $0.isEmpty ? nil : $0 }
         // Sessions the previous process in this slot left active are over.
         // Sent before any connection is accepted, so it precedes this
         // process's own session.open commands; startedAt spares those anyway.
-        if let body = try? JSONEncoder().encode(Requests.SessionReset(frontend: config.slot, startedAt: config.startedAt)) {
+        // Not after a handover: its sessions live on here.
+        if predecessor == nil, let body = try? JSONEncoder().encode(Requests.SessionReset(frontend: config.slot, startedAt: config.startedAt)) {
             bus.send(.sessionReset, to: .role(.receipts), user: [], body: [UInt8](body)) { _ in }
         }
         // After the server stopped (WebSockets closed with 1001), what clients
@@ -103,6 +107,8 @@ public enum Frontend {
         defer { bus.stop(drain: 3) }
         let services = try await makeServices(config: config, logger: logger, bus: bus, connections: connections, health: health)
         let life = services.life
+        let handover = try startHandovers(config: config, services: services, group: group, predecessor: predecessor, logger: logger)
+        defer { unlink(HandoverSource.path(runtimeDir: config.chat.resolvedRuntimeDir, pid: getpid())) }
         let responder = makeResponder(buildRouter(services: services).buildResponder(), logger: logger)
         let server = HTTPServer(
             source: source, channel: ChatChannel(responder: responder, services: services, logger: logger), group: group, logger: logger
@@ -114,6 +120,7 @@ public enum Frontend {
             // READY=1 to the supervisor once the port answers, then a
             // heartbeat from an event loop every 500 ms: a stuck loop stops it.
             // It carries the commands awaiting an answer per queue (`ctl status`).
+            handover.server.withLock { $0 = channel }
             let supervisor = Notifier()
             supervisor.send(["READY": "1", "CHATD_CHILD": config.slot])
             channel.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { _ in
@@ -126,6 +133,23 @@ public enum Frontend {
         }
         let serviceGroup = ServiceGroup(configuration: .init(services: [server], logger: logger))
         try await run(serviceGroup, stoppingOn: signals, life: life, logger: logger)
+    }
+
+    /// Listens for a successor's handover request, and, in a process started
+    /// to replace one (`CHATD_HANDOVER_FROM`), takes its predecessor's
+    /// WebSockets over, telling the supervisor how it went (`CHATD_HANDOVER`).
+    static func startHandovers(
+        config: FrontendConfig, services: FrontendServices, group: any EventLoopGroup, predecessor: String?, logger: Logger
+    ) throws -> HandoverSource {
+        let source = HandoverSource(services: services, logger: logger)
+        try source.listen(at: HandoverSource.path(runtimeDir: config.chat.resolvedRuntimeDir, pid: getpid()))
+        if let predecessor {
+            HandoverTarget(services: services, group: group, logger: logger).run(from: predecessor) { outcome in
+                logger.info("handover: \(outcome)")
+                Notifier().send(["CHATD_CHILD": config.slot, HandoverReport.field: outcome.description])
+            }
+        }
+        return source
     }
 
     /// Runs the server until SIGTERM or SIGINT (a stop: WebSockets closed

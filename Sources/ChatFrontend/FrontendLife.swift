@@ -5,7 +5,8 @@ import Synchronization
 /// restart (the service goes on: 1012) or for good (1001).
 public final class FrontendLife: Sendable {
     private let openWebSockets = Atomic<Int>(0)
-    /// 0 serving, 1 stopping for good, 2 stopping for a restart.
+    /// 0 serving, 1 stopping for good, 2 stopping for a restart, 3 handing
+    /// its WebSockets over to a new process.
     private let stop = Atomic<Int>(0)
 
     public init() {}
@@ -20,6 +21,15 @@ public final class FrontendLife: Sendable {
     /// with 1012 instead of 1001, so clients reconnect at once, to a sibling.
     func stopForRestart() { stop.store(2, ordering: .sequentiallyConsistent) }
 
+    /// A handover began: a handshake finishing now is refused (503) and a
+    /// socket opening now closed with 1012, as in a restart, since the
+    /// sockets offered to the new process are counted already.
+    func beginHandover() { _ = stop.compareExchange(expected: 0, desired: 3, ordering: .sequentiallyConsistent) }
+
+    /// The handover is off (refused, or its new process died before it
+    /// took anything): serving as before.
+    func endHandover() { _ = stop.compareExchange(expected: 3, desired: 0, ordering: .sequentiallyConsistent) }
+
     /// SIGTERM or SIGINT: the service stops (1001).
     func stopForGood() { stop.store(1, ordering: .sequentiallyConsistent) }
 
@@ -30,6 +40,6 @@ public final class FrontendLife: Sendable {
 
     /// The close code of a server shutdown: 1012 (service restart) or 1001 (going away).
     var shutdownCloseCode: Int {
-        stop.load(ordering: .sequentiallyConsistent) == 2 ? 1012 : 1001
+        stop.load(ordering: .sequentiallyConsistent) >= 2 ? 1012 : 1001
     }
 }

@@ -31,6 +31,16 @@ final class RateLimiter: Sendable {
         events.withLock { $0.take(user, reserve: typing ? min($0.burst / 2, $0.burst - 1) : 0, now: monotonicNanos()) }
     }
 
+    /// The user's WebSocket event tokens now, for a handover.
+    func eventTokens(user: String) -> Double {
+        events.withLock { $0.tokens(user, now: monotonicNanos()) }
+    }
+
+    /// A socket handed over brings its user's spent event budget along.
+    func adoptEventTokens(user: String, tokens: Double) {
+        events.withLock { $0.limit(user, to: tokens, now: monotonicNanos()) }
+    }
+
     func handshake(ip: String) -> TokenBuckets.Decision {
         handshakes.withLock { $0.take(ip, now: monotonicNanos()) }
     }
@@ -43,6 +53,11 @@ final class RateLimiter: Sendable {
             open[user] = count + 1
             return true
         }
+    }
+
+    /// A socket a handover brought counts toward its user's limit, past it or not: it is open already.
+    func adoptSocket(user: String) {
+        sockets.withLock { $0[user, default: 0] += 1 }
     }
 
     func socketClosed(user: String) {

@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOWebSocket
+import Synchronization
 
 /// One client WebSocket, held entirely in this channel handler (no task per
 /// connection): it parses client events, sends commands to the bus, and writes
@@ -27,26 +28,58 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     private var closing = false
     private var ended = false
     /// A ping went out after half the idle timeout; the next idle period closes.
-    private var pinged = false
+    private(set) var pinged = false
+    /// When the client last sent a frame (a handover carries the idle time on).
+    private(set) var lastRead = NIODeadline.now()
+    /// Bytes read and not parsed (HandoverFrameDecoder).
+    let hold: HandoverHold
+    /// Commands sent and not answered: a handover waits for them (`HandoverSender`).
+    let commands = CommandCount()
+    /// Handover, old side: stopped at a frame boundary, its room left.
+    private(set) var stoppedForHandover = false
+    /// Handover, old side: its descriptor went to the new frontend; closing
+    /// it here ends nothing for the client (no session close, no `user_left`).
+    var handedOver = false
+    /// Handover, new side: what the old process wrote, for the replay at `channelActive`.
+    private var adoption: HandoverAdoption?
 
     /// When the token the socket was opened with expires (plus the leeway): the socket closes then (4401).
     let expires: Date
     private var expiry: Scheduled<Void>?
 
-    init(identity: Identity, identityJSON: [UInt8], session: Requests.Session, expires: Date, services: FrontendServices) {
+    init(identity: Identity, identityJSON: [UInt8], session: Requests.Session, expires: Date, services: FrontendServices, hold: HandoverHold) {
         self.expires = expires
         self.identity = identity
         self.identityJSON = identityJSON
         self.roomID = session.roomID
         self.session = session
         self.services = services
+        self.hold = hold
         self.key = ConnectionRef(frontend: services.bus.frontendID, number: services.connections.makeConnectionID())
+    }
+
+    /// A socket a handover brought: it keeps the key its old process gave it
+    /// (typing events name it), its session and its idle time.
+    init(adopting adoption: HandoverAdoption, services: FrontendServices, hold: HandoverHold) {
+        let state = adoption.state
+        self.expires = adoption.expires
+        self.identity = adoption.identity
+        self.identityJSON = state.identityJSON
+        self.roomID = state.roomID
+        self.session = adoption.session
+        self.services = services
+        self.hold = hold
+        self.key = ConnectionRef(frontend: state.frontendID, number: state.number)
+        self.pinged = state.pinged
+        self.lastRead = .now() - .milliseconds(Int64(state.idleMillis))
+        self.adoption = adoption
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         let registry = services.connections.registry(for: context.eventLoop)
-        registry.add(self, room: roomID)
+        // An adopted socket joins its room once it can be written to (`channelActive`).
+        if adoption == nil { registry.add(self, room: roomID) }
         self.registry = registry
         services.life.webSocketOpened()
         // A token's validity bounds the socket opened with it (api-contract.md "Messages").
@@ -59,8 +92,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             connection.services.logger.info("closing WebSocket of an expired token", metadata: ["connection": "\(connection.key)"])
             connection.close(code: WebSocketErrorCode(codeNumber: 4401), context: context)
         }
-        // The chat session record, and `user_joined` to the room.
-        command(.sessionOpen, session)
+        // The chat session record, and `user_joined` to the room; an adopted
+        // socket's session stays open across the handover.
+        if adoption == nil { command(.sessionOpen, session) }
         // Opened after the server's shutdown told the open sockets: told now,
         // once the upgrade has finished setting up the pipeline.
         if services.life.isStopping {
@@ -76,6 +110,23 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         expiry?.cancel()
         end()
         self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.fireChannelActive()
+        guard let adoption else { return }
+        self.adoption = nil
+        let replayed = registry?.adopt(self, written: adoption.state.written, truncated: adoption.state.logTruncated)
+        adoption.adopted(replayed)
+        guard replayed != nil else {
+            // Where it stopped cannot be told: it reconnects and resumes from the store.
+            return close(code: WebSocketErrorCode(codeNumber: 1012), context: context)
+        }
+        // What the old process read and did not parse goes first, before the
+        // first read here (NIO reads once the channel is active and this returns).
+        if !adoption.state.unread.isEmpty {
+            context.pipeline.syncOperations.fireChannelRead(NIOAny(context.channel.allocator.buffer(bytes: adoption.state.unread)))
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -94,14 +145,19 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         services.life.webSocketClosed()
         services.limiter?.socketClosed(user: identity.id)
         services.bus.unsubscribe(room: roomID)
-        command(.sessionClose, session)
+        // A socket handed over lives on in the new process, session and all.
+        if !handedOver { command(.sessionClose, session) }
     }
 
     /// Sends a command whose answer this connection does not wait for.
     private func command(_ kind: CommandKind, _ body: some Encodable, onReply: (@Sendable (Result<Event, BusFailure>) -> Void)? = nil) {
         guard let bytes = try? JSONEncoder().encode(body) else { return }
         let destination = Destination.of(kind, shardKey: roomID)
-        services.bus.send(kind, to: destination, user: identityJSON, body: [UInt8](bytes)) { result in onReply?(result) }
+        let replied = commands.sent()
+        services.bus.send(kind, to: destination, user: identityJSON, body: [UInt8](bytes)) { result in
+            replied()
+            onReply?(result)
+        }
     }
 
     // MARK: Outbound (called by the registry on this loop)
@@ -159,6 +215,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         pinged = false
+        lastRead = .now()
         let frame = unwrapInboundIn(data)
         // Closing: only the client's answering close frame matters now.
         if closing && frame.opcode != .connectionClose { return }
@@ -195,6 +252,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         // Server shutdown: tell the client we are going away (1001), or, when
         // the supervisor restarts this frontend, to come back at once (1012).
+        // Stopped for a handover: its idle time travels with it; nothing is written here.
+        if stoppedForHandover && event is IdleStateHandler.IdleStateEvent { return }
         if event is ChannelShouldQuiesceEvent {
             close(code: WebSocketErrorCode(codeNumber: services.life.shutdownCloseCode), context: context)
         } else if let channelEvent = event as? ChannelEvent, channelEvent == .inputClosed {
@@ -310,7 +369,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         let me = NIOLoopBound(self, eventLoop: loop)
         // Enqueued synchronously, so this connection's messages reach the
         // shard in the order the client sent them.
+        let replied = commands.sent()
         services.bus.send(.messageCreate, to: .store(key: roomID), user: identityJSON, body: body) { result in
+            replied()
             loop.execute {
                 let connection = me.value
                 switch result {
@@ -341,4 +402,117 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             }
         }.sorted { $0.0 < $1.0 }.map { "\($0.0): \($0.1)" }.joined(separator: "; ")
     }
+
+    // MARK: Handover (old side)
+
+    /// How a stop for a handover went.
+    enum HandoverStop {
+        /// Stopped at a message boundary, out of its room, every frame written
+        /// so far on the wire: the room's log up to now, commands unanswered.
+        case stopped(written: [UInt64], truncated: Bool, pending: Int)
+        /// Closing or closed already, or its writes would not drain: nothing to hand over.
+        case gone
+    }
+
+    /// How long the frames already written may take to leave; a client that
+    /// does not read this long is closed with 1012 instead of handed over
+    /// (its unwritten bytes cannot travel with the descriptor).
+    static let handoverFlushBound = TimeAmount.seconds(2)
+
+    /// Stops reading (bytes still arriving stay in `hold`), leaves the room,
+    /// and answers once everything written so far has left.
+    func stopForHandover(_ done: @escaping (HandoverStop) -> Void) {
+        guard let context, let registry, !closing, !stoppedForHandover else { return done(.gone) }
+        stoppedForHandover = true
+        hold.paused = true
+        try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
+        let (written, truncated) = registry.detachForHandover(self)
+        flushed(context) { [self] ok in
+            done(ok ? .stopped(written: written, truncated: truncated, pending: commands.pending) : .gone)
+        }
+    }
+
+    /// The state to hand over, once what its replies wrote since the stop has left too.
+    func handoverState(_ done: @escaping (HandoverConnection?, (any Channel)?) -> Void) {
+        guard let context, !closing else { return done(nil, nil) }
+        flushed(context) { [self] ok in
+            guard ok, let sessionJSON = try? JSONEncoder().encode(session) else { return done(nil, nil) }
+            // Nothing more is written here: it would not travel with the descriptor.
+            closing = true
+            let idle = NIODeadline.now() - lastRead
+            let state = HandoverConnection(
+                frontendID: key.frontend, number: key.number, identityJSON: identityJSON,
+                expiresMicros: Int64(expires.timeIntervalSince1970 * 1_000_000), roomID: roomID, sessionJSON: [UInt8](sessionJSON),
+                idleMillis: UInt32(clamping: idle.nanoseconds / 1_000_000), pinged: pinged,
+                eventTokens: services.limiter?.eventTokens(user: identity.id), written: [], logTruncated: false,
+                unread: Array(hold.pending.readableBytesView)
+            )
+            done(state, context.channel)
+        }
+    }
+
+    /// Its descriptor went over (or could not): closed here, quietly if it went.
+    func endHandover(handedOver: Bool) {
+        guard let context else { return }
+        if handedOver {
+            self.handedOver = true
+            // The new process holds the socket open: this close sends nothing to the client.
+            context.close(promise: nil)
+        } else {
+            closing = true
+            registry?.remove(self, room: roomID)
+            Self.sendClose(WebSocketErrorCode(codeNumber: 1012), context: context, frame: wrapOutboundOut)
+        }
+    }
+
+    /// Calls `done(true)` once every frame written so far is on the wire, or
+    /// `done(false)` (the socket closed with 1012) after `handoverFlushBound`.
+    private func flushed(_ context: ChannelHandlerContext, _ done: @escaping (Bool) -> Void) {
+        guard let encoder = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self) else { return done(false) }
+        let loop = context.eventLoop
+        let me = NIOLoopBound(self, eventLoop: loop)
+        let answered = NIOLoopBoundBox(false, eventLoop: loop)
+        let finish = NIOLoopBound({ (ok: Bool) in
+            guard !answered.value else { return }
+            answered.value = true
+            if !ok, let context = me.value.context { me.value.close(code: WebSocketErrorCode(codeNumber: 1012), context: context) }
+            done(ok)
+        }, eventLoop: loop)
+        let bound = loop.scheduleTask(in: Self.handoverFlushBound) { finish.value(false) }
+        // An empty write below the encoder completes after every write before it.
+        let written = loop.makePromise(of: Void.self)
+        encoder.writeAndFlush(NIOAny(ByteBuffer()), promise: written)
+        written.futureResult.whenComplete { result in
+            bound.cancel()
+            if case .success = result { finish.value(true) } else { finish.value(false) }
+        }
+    }
+}
+
+/// A socket's commands awaiting replies, counted from any thread; once it
+/// stops for a handover, each reply is also reported (`watch`).
+final class CommandCount: Sendable {
+    private let count = Atomic<Int>(0)
+    let watch = Mutex<(@Sendable () -> Void)?>(nil)
+
+    var pending: Int { count.load(ordering: .sequentiallyConsistent) }
+
+    /// Counts one; the closure counts its reply.
+    func sent() -> @Sendable () -> Void {
+        count.add(1, ordering: .sequentiallyConsistent)
+        return { [self] in
+            count.subtract(1, ordering: .sequentiallyConsistent)
+            watch.withLock { $0 }?()
+        }
+    }
+}
+
+/// What a new frontend adopts a socket with (HandoverReceiver's `adopt`).
+struct HandoverAdoption: Sendable {
+    let state: HandoverConnection
+    let identity: Identity
+    let session: Requests.Session
+    let expires: Date
+    /// Told on the socket's loop how many events it replayed; nil: closed with 1012.
+    let adopted: @Sendable (Int?) -> Void
 }

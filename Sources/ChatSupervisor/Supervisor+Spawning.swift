@@ -35,14 +35,8 @@ extension Supervisor {
         ChildSpec(name: .worker(worker), arguments: ["worker", "--role", worker.role.rawValue, "--shard", String(worker.index)])
     }
 
-    /// Carries out a state machine's `spawn`, and tells it how that went.
-    func spawn(_ name: ChildName, predecessorFailed: Bool) {
-        dispatchPrecondition(condition: .onQueue(queue))
-        guard let record = children[name] else { return }
-        // A restart that comes due while the supervisor stops does not happen.
-        guard !stopping else { return deliver(.stop(restart: false, killAt: Uptime.now()), to: .child(name)) }
-        // A worker's ready standby takes over at once (Supervisor+Standby.swift).
-        if promoteStandby(to: name, predecessorFailed: predecessorFailed) { return }
+    /// A child's environment, and the descriptors it inherits.
+    func childEnvironment(for name: ChildName, predecessorFailed: Bool) -> (environment: [String: String], inherit: [CInt]) {
         var environment = ProcessInfo.processInfo.environment
         // Children report to the supervisor, never to systemd directly.
         environment["NOTIFY_SOCKET"] = (config.resolvedRuntimeDir as NSString).appendingPathComponent("notify.sock")
@@ -59,6 +53,20 @@ extension Supervisor {
             // Port 0 became a real port: links and logs give that one.
             if let address = socket.address, config.listenAddress?.port == 0 { environment["CHAT_LISTEN"] = address }
         }
+        return (environment, inherit)
+    }
+
+    /// Carries out a state machine's `spawn`, and tells it how that went.
+    func spawn(_ name: ChildName, predecessorFailed: Bool) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard let record = children[name] else { return }
+        // A restart that comes due while the supervisor stops does not happen.
+        guard !stopping else { return deliver(.stop(restart: false, killAt: Uptime.now()), to: .child(name)) }
+        // A worker's ready standby takes over at once (Supervisor+Standby.swift).
+        if promoteStandby(to: name, predecessorFailed: predecessorFailed) { return }
+        // A frontend's successor that took the WebSockets over (Supervisor+Handover.swift).
+        if adoptSuccessor(name) { return }
+        let (environment, inherit) = childEnvironment(for: name, predecessorFailed: predecessorFailed)
         do {
             // A standby waits for its assignment on its standard input.
             let standby = name.isStandby ? try StandbyChannel.pair() : nil

@@ -76,6 +76,8 @@ extension Supervisor {
             ]
         }
         var status: [String: Any] = ["children": rows, "queues": queues, "status": lastStatus, "standbys": standbys]
+        // Each frontend handover: sockets moved, time taken, events replayed (Supervisor+Handover.swift).
+        status["handovers"] = handoverRows
         if let address = (listeningSocket ?? slotSockets.values.first)?.address { status["listen"] = address }
         return Self.json(status)
     }

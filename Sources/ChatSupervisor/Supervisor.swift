@@ -69,6 +69,10 @@ public final class Supervisor: @unchecked Sendable {
     var slotSockets: [Int: ListeningSocket] = [:]
     /// Steps of a rolling restart or a rescale waiting for a child event.
     let waiters = Waiters()
+    /// Frontend processes taking a slot's WebSockets over, by slot (Supervisor+Handover.swift).
+    var successors: [Int: Successor] = [:]
+    /// The last handovers, for `ctl status`.
+    var handovers: [HandoverRecord] = []
 
     /// - Parameters:
     ///   - executable: the chatd binary (the supervisor spawns itself).
@@ -230,6 +234,7 @@ public final class Supervisor: @unchecked Sendable {
     /// still draining says the same name as its slot's new one: only the
     /// record's own process is heard.
     private func childReported(_ fields: [String: String], from pid: Int32?) {
+        if successorReported(fields, from: pid) { return }
         guard let name = fields["CHATD_CHILD"].flatMap(ChildName.init), var record = children[name], let process = record.process,
             pid == nil || pid == process.pid else { return }
         // A count, or "changing" while the frontend waits to switch.

@@ -41,6 +41,19 @@ public struct TokenBuckets: Sendable {
         return .allowed
     }
 
+    /// Tokens `key` holds now (a frontend handover carries them over).
+    public func tokens(_ key: String, now: UInt64) -> Double {
+        guard let bucket = buckets[key] else { return burst }
+        return min(burst, bucket.tokens + Double(now &- bucket.at) / 1e9 * rate)
+    }
+
+    /// `key` holds no more than `tokens` from now: a socket handed over keeps
+    /// its user's spent budget (the lower of two counts wins).
+    public mutating func limit(_ key: String, to tokens: Double, now: UInt64) {
+        let held = self.tokens(key, now: now)
+        buckets[key] = (min(held, max(0, tokens)), now)
+    }
+
     private mutating func sweep(now: UInt64) {
         buckets = buckets.filter { _, bucket in bucket.tokens + Double(now &- bucket.at) / 1e9 * rate < burst }
         // Every key busy: let the table grow rather than forget a limit.

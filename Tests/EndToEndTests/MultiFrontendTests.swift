@@ -14,9 +14,10 @@ extension EndToEnd {
     @Suite struct MultiFrontend {
         /// A client on frontend A receives what a client on frontend B sends;
         /// `ctl status` lists each frontend with its open WebSockets; `ctl
-        /// restart frontend.1` restarts that one alone (its client gets 1012).
+        /// restart frontend.1` restarts that one alone (its client gets 1012:
+        /// handovers off, the path they fall back to).
         @Test func aMessageCrossesFromOneFrontendToAnother() async throws {
-            let server = try await TestServer.start(frontends: 2, environment: Steps.noRateLimits)
+            let server = try await TestServer.start(frontends: 2, environment: Steps.noRateLimits.merging(Self.noHandover) { $1 })
             defer { server.stop() }
             try await Self.waitForFrontends(server, count: 2)
             let tokens = try await Steps.users(server, "alice", "bob")
@@ -140,12 +141,13 @@ extension EndToEnd {
             }
         }
 
-        /// `ctl restart frontend` under load in several rooms: each frontend
-        /// in turn closes its WebSockets with 1012; its clients reconnect and
+        /// `ctl restart frontend` under load in several rooms, handovers off
+        /// (what a failed handover falls back to): each frontend in turn
+        /// closes its WebSockets with 1012; its clients reconnect and
         /// resume with `after`. At the end every member has every message of
         /// its room exactly once, in order, and every message is stored.
         @Test func aRollingRestartUnderLoadLosesNothing() async throws {
-            let server = try await TestServer.start(frontends: 3, environment: Steps.noRateLimits)
+            let server = try await TestServer.start(frontends: 3, environment: Steps.noRateLimits.merging(Self.noHandover) { $1 })
             defer { server.stop() }
             try await Self.waitForFrontends(server, count: 3)
             let before = Set(server.frontendPIDs)
@@ -197,6 +199,9 @@ extension EndToEnd {
         }
 
         // MARK: Steps
+
+        /// `ctl restart frontend` closes WebSockets with 1012 instead of handing them over.
+        static let noHandover = ["CHAT_FRONTEND_HANDOVER": "false"]
 
         /// The `frontend.N` rows of `ctl status`.
         static func frontendRows(_ server: TestServer) throws -> [[String: Any]] {

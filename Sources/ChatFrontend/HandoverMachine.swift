@@ -1,0 +1,239 @@
+import ChatWire
+
+/// The old frontend's side of a handover (docs/protocol.md, "Frontend
+/// handover"), without sockets or clocks: inputs come with the time
+/// (monotonic nanoseconds), effects are returned as actions. `Connection`
+/// names a WebSocket (its number).
+///
+///     IDLE     --start-->          OFFERED (send offer)
+///     OFFERED  --ready-->          MOVING  (stop reading: a window of sockets at a time)
+///     OFFERED  --refuse, peer gone, deadline--> SERVING (nothing was handed over: resume)
+///     MOVING   --stopped, its pending commands answered (or the drain bound)--> hand over
+///     MOVING   --all handed over or gone--> DONE (send done)
+///     MOVING   --peer gone--> DONE (what is left closes with 1012: its clients reconnect)
+///
+/// A socket is stopped at a frame boundary (its reads paused) before its
+/// state is taken, and handed over only once the commands it sent are
+/// answered, so no reply is lost with the process: the bound keeps a
+/// worker that does not answer from holding the handover up (the command
+/// is still resent and stored; only a refusal's `error` event could go).
+struct HandoverSender<Connection: Hashable> {
+    enum State: Equatable {
+        case idle
+        case offered(deadline: UInt64)
+        case moving
+        /// Refused or failed before anything moved: the old frontend serves on.
+        case serving
+        case done
+    }
+
+    enum Action: Equatable {
+        case send(HandoverMessage)
+        /// Pause its reads at a frame boundary and finish its writes; answer `stopped`.
+        case stopReading(Connection)
+        /// Send its state and descriptor; answer `handedOver` (or `failed`).
+        case handOver(Connection)
+        /// Close it with 1012: it could not be handed over.
+        case closeForRestart(Connection)
+        /// Resume reading on every socket: the handover is off.
+        case resumeServing(reason: String)
+        /// Nothing more to do: sockets moved, sockets closed.
+        case finished(moved: Int, closed: Int)
+    }
+
+    struct Timing: Equatable {
+        /// How long the new frontend may take to subscribe to every room.
+        var readyTimeout: UInt64
+        /// How long a stopped socket waits for its commands' replies.
+        var drainBound: UInt64
+        /// Sockets stopped and not yet handed over, at most: each socket's
+        /// pause is its own trip, not the whole handover's.
+        var window: Int
+    }
+
+    struct Socket {
+        enum Phase: Equatable {
+            case reading
+            /// Told to stop; its `stopped` not come yet.
+            case stopping
+            /// Stopped at this time; waits for its commands' replies.
+            case stopped(at: UInt64)
+            /// `handOver` was said; its `handedOver` not come yet.
+            case handing
+        }
+
+        /// Commands it sent and has no reply to.
+        var pending: Int
+        var phase = Phase.reading
+    }
+
+    let timing: Timing
+    private(set) var state = State.idle
+    private(set) var sockets: [Connection: Socket] = [:]
+    /// Sockets not stopped yet, in the order they go.
+    private var queue: [Connection] = []
+    private var queueHead = 0
+    private var inFlight = 0
+    private(set) var moved = 0
+    private(set) var closed = 0
+
+    init(timing: Timing) { self.timing = timing }
+
+    /// Offers every socket now open (`pending`: commands each awaits).
+    mutating func start(sockets open: [(Connection, pending: Int)], rooms: [String], now: UInt64) -> [Action] {
+        guard state == .idle else { return [] }
+        for (connection, pending) in open {
+            sockets[connection] = Socket(pending: pending)
+            queue.append(connection)
+        }
+        // IDLE -> OFFERED
+        state = .offered(deadline: now + timing.readyTimeout)
+        return [.send(.offer(rooms: rooms, connections: open.count))]
+    }
+
+    /// A message from the new frontend.
+    mutating func received(_ message: HandoverMessage, now: UInt64) -> [Action] {
+        switch (state, message) {
+        case (.offered, .ready):
+            // OFFERED -> MOVING
+            state = .moving
+            return stopNext() + finishIfDone()
+        case (.offered, .refuse(let reason)):
+            return giveUp("refused: \(reason)")
+        case (.offered, _), (.moving, _):
+            return peerGone(now: now)
+        default:
+            return []
+        }
+    }
+
+    /// The new frontend's end closed (it died, or spoke out of turn).
+    mutating func peerGone(now: UInt64) -> [Action] {
+        switch state {
+        case .offered: return giveUp("the new frontend is gone")
+        case .moving:
+            // MOVING -> DONE: what has not moved closes; its clients reconnect and resume.
+            var actions: [Action] = []
+            for connection in sockets.keys {
+                actions.append(.closeForRestart(connection))
+                closed += 1
+            }
+            sockets.removeAll()
+            queue.removeAll()
+            queueHead = 0
+            inFlight = 0
+            return actions + finishIfDone()
+        default: return []
+        }
+    }
+
+    /// A socket's reads are paused and its writes done; `pending`: its
+    /// commands unanswered, as it counts them itself.
+    mutating func stopped(_ connection: Connection, pending: Int? = nil, now: UInt64) -> [Action] {
+        guard state == .moving, sockets[connection]?.phase == .stopping else { return [] }
+        sockets[connection]?.phase = .stopped(at: now)
+        if let pending { sockets[connection]?.pending = pending }
+        return handOverIfDrained(connection)
+    }
+
+    /// One of the socket's commands was answered; `pending`: those left,
+    /// as the socket counts them now (the latest count wins over arithmetic).
+    mutating func replied(_ connection: Connection, pending: Int? = nil, now: UInt64) -> [Action] {
+        guard var socket = sockets[connection] else { return [] }
+        socket.pending = pending ?? max(0, socket.pending - 1)
+        sockets[connection] = socket
+        return handOverIfDrained(connection)
+    }
+
+    /// The socket sent a command (before it stopped reading).
+    mutating func sent(_ connection: Connection) {
+        sockets[connection]?.pending += 1
+    }
+
+    /// Its state and descriptor went to the new frontend (`ok`), or could
+    /// not (it was closed with 1012 instead).
+    mutating func handedOver(_ connection: Connection, ok: Bool, now: UInt64) -> [Action] {
+        guard sockets.removeValue(forKey: connection) != nil else { return [] }
+        if ok { moved += 1 } else { closed += 1 }
+        inFlight -= 1
+        return stopNext() + finishIfDone()
+    }
+
+    /// The client closed it meanwhile: nothing to hand over.
+    mutating func gone(_ connection: Connection, now: UInt64) -> [Action] {
+        guard let socket = sockets.removeValue(forKey: connection) else { return [] }
+        if socket.phase != .reading { inFlight -= 1 }
+        guard state == .moving else { return [] }
+        return stopNext() + finishIfDone()
+    }
+
+    /// Time passed: the ready deadline, drain bounds.
+    mutating func tick(now: UInt64) -> [Action] {
+        switch state {
+        case .offered(let deadline) where now >= deadline:
+            return giveUp("the new frontend did not subscribe in time")
+        case .moving:
+            let overdue = sockets.compactMap { connection, socket -> Connection? in
+                guard case .stopped(let at) = socket.phase, now >= at + timing.drainBound else { return nil }
+                return connection
+            }
+            return overdue.flatMap { connection in
+                // Its replies come too late for it: handed over without them.
+                sockets[connection]?.pending = 0
+                return handOverIfDrained(connection)
+            }
+        default:
+            return []
+        }
+    }
+
+    /// When `tick` next has work.
+    var nextWakeup: UInt64? {
+        switch state {
+        case .offered(let deadline): return deadline
+        case .moving:
+            return sockets.values.compactMap { socket in
+                guard case .stopped(let at) = socket.phase else { return nil }
+                return at + timing.drainBound
+            }.min()
+        default: return nil
+        }
+    }
+
+    // MARK: Steps
+
+    private mutating func giveUp(_ reason: String) -> [Action] {
+        // OFFERED -> SERVING
+        state = .serving
+        sockets.removeAll()
+        queue.removeAll()
+        return [.resumeServing(reason: reason)]
+    }
+
+    private mutating func handOverIfDrained(_ connection: Connection) -> [Action] {
+        guard state == .moving, let socket = sockets[connection], case .stopped = socket.phase, socket.pending == 0 else { return [] }
+        sockets[connection]?.phase = .handing
+        return [.handOver(connection)]
+    }
+
+    /// Stops the next sockets, up to the window.
+    private mutating func stopNext() -> [Action] {
+        var actions: [Action] = []
+        while inFlight < timing.window, queueHead < queue.count {
+            let connection = queue[queueHead]
+            queueHead += 1
+            guard sockets[connection] != nil else { continue }
+            sockets[connection]?.phase = .stopping
+            inFlight += 1
+            actions.append(.stopReading(connection))
+        }
+        return actions
+    }
+
+    private mutating func finishIfDone() -> [Action] {
+        guard state == .moving, sockets.isEmpty else { return [] }
+        // MOVING -> DONE
+        state = .done
+        return [.send(.done(connections: moved)), .finished(moved: moved, closed: closed)]
+    }
+}

@@ -1,0 +1,129 @@
+import ChatWire
+
+/// The new frontend's side of a handover, pure like `HandoverSender`:
+///
+///     WAITING     --offer in our version-->   SUBSCRIBING (subscribe and buffer every room)
+///     WAITING     --another version, or malformed--> REFUSED (send refuse; the old serves on)
+///     SUBSCRIBING --every room in force-->    ADOPTING (send ready)
+///     SUBSCRIBING --a room failed, deadline--> REFUSED (send refuse, release the rooms)
+///     ADOPTING    --connection-->             adopt it (replay its room's buffer after the overlap)
+///     ADOPTING    --done, peer gone-->        DONE (release the rooms: buffering ends)
+///
+/// Nothing is adopted before every room is in force, so each adopted
+/// socket's buffer reaches back before the moment its old process stopped it.
+struct HandoverReceiver {
+    enum State: Equatable {
+        case waiting(deadline: UInt64)
+        case subscribing(deadline: UInt64, left: Set<String>)
+        case adopting
+        case refused(String)
+        case done
+    }
+
+    enum Action: Equatable {
+        case send(HandoverMessage)
+        /// Take a hold on each room's subscription and buffer its events;
+        /// answer `roomReady` or `roomFailed` for each.
+        case subscribe([String])
+        /// Adopt this socket (its descriptor came with the message).
+        case adopt(HandoverConnection)
+        /// Give the holds back and stop buffering.
+        case release([String])
+        case finished(adopted: Int, refused: String?)
+    }
+
+    /// How long the old frontend may take to offer, and the rooms to come into force.
+    let timeout: UInt64
+    private(set) var state: State
+    private(set) var rooms: [String] = []
+    private(set) var adopted = 0
+
+    init(timeout: UInt64, now: UInt64) {
+        self.timeout = timeout
+        state = .waiting(deadline: now + timeout)
+    }
+
+    /// A packet from the old frontend, decoded or not.
+    mutating func received(_ message: Result<HandoverMessage, HandoverError>, now: UInt64) -> [Action] {
+        switch (state, message) {
+        case (.waiting, .success(.offer(let offered, _))):
+            rooms = Array(Set(offered)).sorted()
+            guard !rooms.isEmpty else {
+                // WAITING -> ADOPTING: nothing to subscribe to.
+                state = .adopting
+                return [.send(.ready)]
+            }
+            // WAITING -> SUBSCRIBING
+            state = .subscribing(deadline: now + timeout, left: Set(rooms))
+            return [.subscribe(rooms)]
+        case (.waiting, .failure(.version(let version))):
+            return refuse("state version \(version); this frontend reads \(HandoverMessage.version)")
+        case (.adopting, .success(.connection(let connection))):
+            adopted += 1
+            return [.adopt(connection)]
+        case (.adopting, .success(.done)):
+            return finish()
+        case (.adopting, _):
+            // Out of turn once sockets have come: keep them, end here.
+            return finish()
+        case (.refused, _), (.done, _):
+            return []
+        default:
+            return refuse("unexpected message")
+        }
+    }
+
+    mutating func roomReady(_ room: String, now: UInt64) -> [Action] {
+        guard case .subscribing(let deadline, var left) = state else { return [] }
+        left.remove(room)
+        guard left.isEmpty else {
+            state = .subscribing(deadline: deadline, left: left)
+            return []
+        }
+        // SUBSCRIBING -> ADOPTING
+        state = .adopting
+        return [.send(.ready)]
+    }
+
+    mutating func roomFailed(_ room: String, now: UInt64) -> [Action] {
+        guard case .subscribing = state else { return [] }
+        return refuse("the room \(room) could not be subscribed")
+    }
+
+    /// The old frontend's end closed.
+    mutating func peerGone(now: UInt64) -> [Action] {
+        switch state {
+        case .waiting, .subscribing: refuse("the old frontend is gone")
+        case .adopting: finish()
+        case .refused, .done: []
+        }
+    }
+
+    mutating func tick(now: UInt64) -> [Action] {
+        switch state {
+        case .waiting(let deadline) where now >= deadline: refuse("no offer in time")
+        case .subscribing(let deadline, _) where now >= deadline: refuse("the rooms were not subscribed in time")
+        default: []
+        }
+    }
+
+    var nextWakeup: UInt64? {
+        switch state {
+        case .waiting(let deadline), .subscribing(let deadline, _): deadline
+        default: nil
+        }
+    }
+
+    private mutating func refuse(_ reason: String) -> [Action] {
+        let subscribed = if case .subscribing = state { rooms } else { [String]() }
+        // -> REFUSED
+        state = .refused(reason)
+        return [.send(.refuse(reason: reason))] + (subscribed.isEmpty ? [] : [.release(subscribed)]) + [.finished(adopted: 0, refused: reason)]
+    }
+
+    private mutating func finish() -> [Action] {
+        // ADOPTING -> DONE
+        state = .done
+        return (rooms.isEmpty ? [] : [.release(rooms)]) + [.finished(adopted: adopted, refused: nil)]
+    }
+}

@@ -1,0 +1,201 @@
+import ChatCore
+import ChatBus
+import ChatWire
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOWebSocket
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The new frontend's side of a handover, carried out: it connects to its
+/// predecessor's socket (`CHATD_HANDOVER_FROM`), subscribes to every room
+/// offered and buffers their events, then adopts each WebSocket sent to it
+/// (`HandoverReceiver` decides when). Its queue owns the machine.
+final class HandoverTarget: @unchecked Sendable {
+    typealias Outcome = HandoverReport
+
+    let services: FrontendServices
+    let group: any EventLoopGroup
+    let logger: Logger
+    // Everything below is touched only on `queue`.
+    private let queue = DispatchQueue(label: "chatd.handover.target")
+    private var machine: HandoverReceiver
+    private var peer: HandoverSocket?
+    private var outcome = Outcome()
+    private let startedAt = monotonicNanos()
+    /// Adoptions under way: the buffers stay until they are all in.
+    private var adopting = 0
+    private var releasing: [String]?
+    /// The machine finished: what is left is the adoptions under way.
+    private var over = false
+    private var finished: (@Sendable (Outcome) -> Void)?
+
+    init(services: FrontendServices, group: any EventLoopGroup, logger: Logger) {
+        self.services = services
+        self.group = group
+        self.logger = logger
+        machine = HandoverReceiver(timeout: 10_000_000_000, now: monotonicNanos())
+    }
+
+    /// Connects to `path` and runs the handover; `done` is called once, on the handover's queue.
+    func run(from path: String, done: @escaping @Sendable (Outcome) -> Void) {
+        queue.async { [self] in
+            finished = done
+            let fd = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0, Self.connect(fd, path) else {
+                if fd >= 0 { close(fd) }
+                return update { $0.peerGone(now: monotonicNanos()) }
+            }
+            let connected = HandoverSocket(fd: fd)
+            peer = connected
+            Thread.detachNewThread { [self] in read(from: connected) }
+            schedule()
+        }
+    }
+
+    static func connect(_ fd: CInt, _ path: String) -> Bool {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes + [0]) }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
+        }
+    }
+
+    private func read(from socket: HandoverSocket) {
+        while true {
+            let packet: (bytes: [UInt8], descriptor: CInt?)
+            do {
+                guard let received = try socket.receive(timeoutMillis: -1) else { continue }
+                packet = received
+            } catch {
+                return queue.async { [self] in update { $0.peerGone(now: monotonicNanos()) } }
+            }
+            let message = Result { () throws(HandoverError) in try HandoverMessage(bytes: packet.bytes) }
+            queue.async { [self] in
+                let actions = updating { $0.received(message, now: monotonicNanos()) }
+                // A descriptor nobody adopts is closed, so its client sees the end.
+                let adopts = actions.contains { if case .adopt = $0 { true } else { false } }
+                if let fd = packet.descriptor, !adopts { close(fd) }
+                perform(actions, descriptor: packet.descriptor)
+            }
+        }
+    }
+
+    private func updating(_ change: (inout HandoverReceiver) -> [HandoverReceiver.Action]) -> [HandoverReceiver.Action] {
+        change(&machine)
+    }
+
+    private func update(_ change: (inout HandoverReceiver) -> [HandoverReceiver.Action]) {
+        perform(change(&machine), descriptor: nil)
+    }
+
+    private func schedule() {
+        guard let wake = machine.nextWakeup else { return }
+        let now = monotonicNanos()
+        queue.asyncAfter(deadline: .now() + Double(wake > now ? wake - now : 0) / 1e9) { [weak self] in
+            self?.update { $0.tick(now: monotonicNanos()) }
+        }
+    }
+
+    private func perform(_ actions: [HandoverReceiver.Action], descriptor: CInt?) {
+        for action in actions {
+            switch action {
+            case .send(let message):
+                _ = try? peer?.send(message.encode())
+            case .subscribe(let rooms):
+                services.connections.setHandoverMode(.buffer)
+                for room in rooms {
+                    services.bus.subscribe(room: room) { [self] result in
+                        queue.async { [self] in
+                            switch result {
+                            case .success: update { $0.roomReady(room, now: monotonicNanos()) }
+                            case .failure: update { $0.roomFailed(room, now: monotonicNanos()) }
+                            }
+                        }
+                    }
+                }
+                schedule()
+            case .adopt(let state):
+                guard let descriptor else { continue }
+                adopt(state, descriptor: descriptor)
+            case .release(let rooms):
+                releasing = rooms
+            case .finished(_, let refused):
+                outcome.refused = refused
+                over = true
+                peer = nil
+                releaseOnceAdopted()
+            }
+        }
+    }
+
+    /// The buffers and the handover's room holds go once every socket sent
+    /// is adopted (its replay read them); then the outcome is told.
+    private func releaseOnceAdopted() {
+        guard over, adopting == 0, finished != nil else { return }
+        services.connections.setHandoverMode([])
+        for room in releasing ?? [] { services.bus.unsubscribe(room: room) }
+        releasing = nil
+        finish()
+    }
+
+    private func finish() {
+        outcome.millis = (monotonicNanos() - startedAt) / 1_000_000
+        finished?(outcome)
+        finished = nil
+    }
+
+    private func adopt(_ state: HandoverConnection, descriptor: CInt) {
+        guard let identity = try? JSONDecoder().decode(Identity.self, from: Data(state.identityJSON)),
+            let session = try? JSONDecoder().decode(Requests.Session.self, from: Data(state.sessionJSON))
+        else {
+            close(descriptor)
+            return
+        }
+        adopting += 1
+        let services = self.services
+        services.limiter?.adoptSocket(user: identity.id)
+        if let tokens = state.eventTokens { services.limiter?.adoptEventTokens(user: identity.id, tokens: tokens) }
+        // The socket's own hold on its room, given back when it ends; in force already (the handover's holds).
+        services.bus.subscribe(room: state.roomID) { _ in }
+        let adoption = HandoverAdoption(
+            state: state, identity: identity, session: session,
+            expires: Date(timeIntervalSince1970: Double(state.expiresMicros) / 1_000_000)
+        ) { [self] replayed in
+            queue.async { [self] in
+                if let replayed { outcome.adopted += 1; outcome.replayed += replayed } else { outcome.gaps += 1 }
+                adopting -= 1
+                releaseOnceAdopted()
+            }
+        }
+        ClientBootstrap(group: group)
+            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let hold = HandoverHold(pending: channel.allocator.buffer(capacity: 0))
+                    try channel.pipeline.syncOperations.addHandler(WebSocketFrameEncoder())
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(HandoverFrameDecoder(hold: hold, maxFrameSize: services.config.chat.maxFrameBytes))
+                    )
+                    try ChatChannel.addWebSocketHandlers(to: channel, services: services)
+                    try channel.pipeline.syncOperations.addHandler(WebSocketConnection(adopting: adoption, services: services, hold: hold))
+                }
+            }
+            .withConnectedSocket(descriptor)
+            .whenFailure { [self] error in
+                logger.warning("handover: a WebSocket could not be adopted", metadata: ["error": "\(error)"])
+                queue.async { [self] in
+                    outcome.gaps += 1
+                    adopting -= 1
+                    releaseOnceAdopted()
+                }
+            }
+    }
+}

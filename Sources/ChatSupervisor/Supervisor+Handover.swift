@@ -1,0 +1,147 @@
+import ChatWire
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A frontend process started to take a running one's WebSockets over
+/// (docs/protocol.md, "Frontend handover"): not the slot's process until it
+/// reports the handover done, so its reports and its exit are its own.
+struct Successor {
+    let process: ChildProcess
+    /// The pid of the process it replaces.
+    let predecessor: Int32
+    /// What it reported; nil until then.
+    var report: HandoverReport?
+    /// It exited before it took the slot.
+    var exited = false
+}
+
+/// One handover as `ctl status` lists it.
+struct HandoverRecord {
+    let slot: Int
+    let at: Date
+    let report: HandoverReport
+}
+
+extension Supervisor {
+    /// How long a handover may take, from the spawn to the report: the
+    /// successor's start, its subscriptions and the drain of every socket.
+    var handoverDeadline: Double { 10 + config.hangTimeoutSeconds }
+
+    /// A rolling restart's step for frontend `slot`: a successor is started
+    /// beside the running process, with its handover socket; once it reports
+    /// the WebSockets adopted it becomes the slot's process and the old one
+    /// is stopped. Refused or failed: the old serves on, and the step falls
+    /// back to a restart with 1012 (`fallback`).
+    func handOver(slot: Int, then next: @escaping () -> Void, fallback: @escaping () -> Void) {
+        let name = ChildName.frontend(slot)
+        guard let old = children[name]?.process, children[name]?.machine.isReady == true, successors[slot] == nil else { return fallback() }
+        var (environment, inherit) = childEnvironment(for: name, predecessorFailed: false)
+        environment[HandoverReport.predecessorVariable] = HandoverReport.socketPath(runtimeDir: config.resolvedRuntimeDir, pid: old.pid)
+        let process: ChildProcess
+        do {
+            process = try spawner.spawn(
+                executable: executable, arguments: (children[name]?.spec.arguments ?? []) + baseArguments, environment: environment,
+                inherit: inherit, standardInput: nil
+            )
+        } catch {
+            logger.error("handover: the successor did not start", metadata: ["child": "\(name)", "error": "\(error)"])
+            return fallback()
+        }
+        logger.info("handover: successor started", metadata: ["child": "\(name)", "pid": "\(process.pid)", "predecessor": "\(old.pid)"])
+        process.onExit = { [weak self] process in self?.successorExited(process, slot: slot) }
+        successors[slot] = Successor(process: process, predecessor: old.pid)
+        waiters.wait(on: queue, until: Uptime.now() + handoverDeadline) { [unowned self] in
+            successors[slot] == nil || successors[slot]?.exited == true || successors[slot]?.report?.refused != nil
+        } then: { [unowned self] in
+            guard let successor = successors[slot] else { return next() }
+            // Refused, or it died: the old process still holds everything.
+            successors[slot] = nil
+            if !successor.exited { kill(successor.process.pid, SIGUSR1) }
+            logger.warning("handover failed; restarting with 1012", metadata: [
+                "child": "\(name)", "report": "\(successor.report?.description ?? "exited")",
+            ])
+            fallback()
+        } failure: { [unowned self] in
+            if let successor = successors.removeValue(forKey: slot) { kill(successor.process.pid, SIGKILL) }
+            fallback()
+        }
+    }
+
+    /// A successor's sd_notify datagram: only its handover report counts
+    /// until it has the slot. Returns false when `pid` is no successor.
+    func successorReported(_ fields: [String: String], from pid: Int32?) -> Bool {
+        guard let pid, let slot = successors.first(where: { $0.value.process.pid == pid })?.key else { return false }
+        guard let text = fields[HandoverReport.field], let report = HandoverReport(text) else { return true }
+        successors[slot]?.report = report
+        handovers.append(HandoverRecord(slot: slot, at: Date(), report: report))
+        if handovers.count > 20 { handovers.removeFirst() }
+        logger.info("handover reported", metadata: ["child": "\(ChildName.frontend(slot))", "report": "\(report)"])
+        if report.refused == nil { takeOver(slot: slot) }
+        waiters.resume()
+        return true
+    }
+
+    /// The successor has the sockets: the old process is retired (stopped,
+    /// its sessions left alone: they live on), and the slot's machine, told
+    /// its process left as planned, adopts the successor at its next spawn.
+    private func takeOver(slot: Int) {
+        let name = ChildName.frontend(slot)
+        guard var record = children[name], let old = record.process, old.pid == successors[slot]?.predecessor, let pid = record.machine.pid else {
+            return
+        }
+        retiring[pid] = record.machine
+        record.process = nil
+        children[name] = record
+        deliver(.stop(restart: false, killAt: Uptime.now() + graceSeconds, signal: SIGTERM), to: .retired(pid: pid))
+        deliver(.handedOver, to: .child(name))
+    }
+
+    /// Instead of spawning frontend `name`: the successor that reported its
+    /// handover becomes the slot's process. False when there is none.
+    func adoptSuccessor(_ name: ChildName) -> Bool {
+        guard case .frontend(let slot) = name, let successor = successors[slot], successor.report?.refused == nil,
+            successor.report != nil, !successor.exited
+        else { return false }
+        successors[slot] = nil
+        let process = successor.process
+        process.onExit = { [weak self] process in self?.reaped(process) }
+        children[name]?.process = process
+        children[name]?.storeShards = nil
+        children[name]?.webSockets = nil
+        deliver(.spawned(pid: process.pid), to: .child(name))
+        // It said READY=1 long ago, as a successor: it serves.
+        deliver(.reportedReady, to: .child(name))
+        return true
+    }
+
+    private func successorExited(_ process: ChildProcess, slot: Int) {
+        guard successors[slot]?.process === process else { return reaped(process) }
+        successors[slot]?.exited = true
+        logger.warning("handover: the successor exited", metadata: ["child": "\(ChildName.frontend(slot))", "pid": "\(process.pid)"])
+        // Adopted already but not yet the slot's: the slot restarts as after any exit.
+        if successors[slot]?.report?.refused == nil && successors[slot]?.report != nil {
+            successors[slot] = nil
+        }
+        waiters.resume()
+    }
+
+    /// The last handovers, newest last, for `ctl status`.
+    var handoverRows: [[String: Any]] {
+        handovers.map { record in
+            var row: [String: Any] = [
+                "child": ChildName.frontend(record.slot).description, "at": ISO8601DateFormatter().string(from: record.at),
+            ]
+            if let refused = record.report.refused {
+                row["refused"] = refused
+            } else {
+                row["connections_moved"] = record.report.adopted
+                row["events_replayed"] = record.report.replayed
+                row["gaps"] = record.report.gaps
+                row["milliseconds"] = record.report.millis
+            }
+            return row
+        }
+    }
+}

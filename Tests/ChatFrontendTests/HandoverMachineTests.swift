@@ -1,0 +1,148 @@
+import ChatWire
+import Testing
+
+@testable import ChatFrontend
+
+/// The handover's races, with time as an input: who says what when, a
+/// socket's pending commands, a peer that refuses, dies or is slow.
+@Suite struct HandoverMachineTests {
+    typealias Sender = HandoverSender<Int>
+    static let ms: UInt64 = 1_000_000
+    static let timing = Sender.Timing(readyTimeout: 5_000 * ms, drainBound: 2_000 * ms, window: 2)
+
+    func offered(_ sockets: [(Int, pending: Int)]) -> Sender {
+        var sender = Sender(timing: Self.timing)
+        let actions = sender.start(sockets: sockets, rooms: ["r"], now: 0)
+        #expect(actions == [.send(.offer(rooms: ["r"], connections: sockets.count))])
+        return sender
+    }
+
+    @Test func socketsMoveAWindowAtATime() {
+        var sender = offered([(1, 0), (2, 0), (3, 0)])
+        #expect(sender.received(.ready, now: 1) == [.stopReading(1), .stopReading(2)])
+        #expect(sender.stopped(1, now: 2) == [.handOver(1)])
+        #expect(sender.stopped(2, now: 2) == [.handOver(2)])
+        #expect(sender.handedOver(1, ok: true, now: 3) == [.stopReading(3)])
+        #expect(sender.stopped(3, now: 4) == [.handOver(3)])
+        #expect(sender.handedOver(2, ok: true, now: 5) == [])
+        #expect(sender.handedOver(3, ok: false, now: 5) == [.send(.done(connections: 2)), .finished(moved: 2, closed: 1)])
+        #expect(sender.state == .done)
+    }
+
+    @Test func aSocketWaitsForItsRepliesBeforeItMoves() {
+        var sender = offered([(1, 2)])
+        sender.sent(1)
+        #expect(sender.received(.ready, now: 0) == [.stopReading(1)])
+        #expect(sender.stopped(1, now: 10) == [])
+        #expect(sender.replied(1, now: 11) == [])
+        #expect(sender.replied(1, now: 12) == [])
+        #expect(sender.replied(1, now: 13) == [.handOver(1)])
+        // A late duplicate reply does not hand it over twice.
+        #expect(sender.replied(1, now: 14) == [])
+        #expect(sender.tick(now: 10 + 3_000 * Self.ms) == [])
+    }
+
+    @Test func theDrainIsBounded() {
+        var sender = offered([(1, 1)])
+        _ = sender.received(.ready, now: 0)
+        _ = sender.stopped(1, now: 100)
+        #expect(sender.nextWakeup == 100 + 2_000 * Self.ms)
+        #expect(sender.tick(now: 100 + 1_999 * Self.ms) == [])
+        #expect(sender.tick(now: 100 + 2_000 * Self.ms) == [.handOver(1)])
+        #expect(sender.tick(now: 100 + 4_000 * Self.ms) == [])
+        #expect(sender.replied(1, now: 100 + 4_000 * Self.ms) == [], "the reply came too late to matter")
+    }
+
+    @Test func repliesBeforeTheStopCountToo() {
+        var sender = offered([(1, 1)])
+        #expect(sender.replied(1, now: 0) == [])
+        _ = sender.received(.ready, now: 0)
+        #expect(sender.stopped(1, now: 1) == [.handOver(1)])
+    }
+
+    @Test func aRefusalOrSilenceLeavesTheOldServing() {
+        var refused = offered([(1, 0)])
+        #expect(refused.received(.refuse(reason: "state version 2"), now: 1) == [.resumeServing(reason: "refused: state version 2")])
+        #expect(refused.state == .serving)
+        #expect(refused.received(.ready, now: 2) == [], "a late ready moves nothing")
+
+        var silent = offered([(1, 0)])
+        #expect(silent.nextWakeup == 5_000 * Self.ms)
+        #expect(silent.tick(now: 4_999 * Self.ms) == [])
+        #expect(silent.tick(now: 5_000 * Self.ms) == [.resumeServing(reason: "the new frontend did not subscribe in time")])
+
+        var dead = offered([(1, 0)])
+        #expect(dead.peerGone(now: 1) == [.resumeServing(reason: "the new frontend is gone")])
+    }
+
+    @Test func aPeerDyingMidwayClosesWhatIsLeft() {
+        var sender = offered([(1, 0), (2, 0), (3, 0)])
+        _ = sender.received(.ready, now: 0)
+        _ = sender.stopped(1, now: 1)
+        _ = sender.handedOver(1, ok: true, now: 2)
+        let actions = sender.peerGone(now: 3)
+        #expect(Set(actions.compactMap { if case .closeForRestart(let c) = $0 { c } else { nil } }) == [2, 3])
+        #expect(actions.last == .finished(moved: 1, closed: 2))
+    }
+
+    @Test func socketsClosedByTheirClientsAreSkipped() {
+        var sender = offered([(1, 0), (2, 0), (3, 0)])
+        #expect(sender.gone(3, now: 0) == [])
+        #expect(sender.received(.ready, now: 1) == [.stopReading(1), .stopReading(2)])
+        #expect(sender.gone(1, now: 2) == [])
+        #expect(sender.stopped(2, now: 2) == [.handOver(2)])
+        #expect(sender.handedOver(2, ok: true, now: 3) == [.send(.done(connections: 1)), .finished(moved: 1, closed: 0)])
+    }
+
+    @Test func nothingToMoveFinishesAtOnce() {
+        var sender = offered([])
+        #expect(sender.received(.ready, now: 0) == [.send(.done(connections: 0)), .finished(moved: 0, closed: 0)])
+    }
+
+    static let connection = HandoverConnection(
+        frontendID: "old", number: 1, identityJSON: [], expiresMicros: 0, roomID: "a", sessionJSON: [], idleMillis: 0,
+        pinged: false, eventTokens: nil, written: [], logTruncated: false, unread: []
+    )
+
+    @Test func theReceiverSubscribesBeforeItSaysReady() {
+        var receiver = HandoverReceiver(timeout: 1_000, now: 0)
+        #expect(receiver.received(.success(.offer(rooms: ["b", "a", "b"], connections: 3)), now: 1) == [.subscribe(["a", "b"])])
+        #expect(receiver.roomReady("a", now: 2) == [])
+        #expect(receiver.roomReady("b", now: 3) == [.send(.ready)])
+        #expect(receiver.received(.success(.connection(Self.connection)), now: 4) == [.adopt(Self.connection)])
+        #expect(receiver.received(.success(.done(connections: 1)), now: 5) == [.release(["a", "b"]), .finished(adopted: 1, refused: nil)])
+    }
+
+    @Test func theReceiverRefusesAnotherVersionBeforeAnything() {
+        var receiver = HandoverReceiver(timeout: 1_000, now: 0)
+        let actions = receiver.received(.failure(.version(2)), now: 1)
+        #expect(actions.first == .send(.refuse(reason: "state version 2; this frontend reads \(HandoverMessage.version)")))
+        #expect(!actions.contains { if case .subscribe = $0 { true } else { false } })
+        #expect(receiver.received(.success(.connection(Self.connection)), now: 2) == [], "nothing is adopted once refused")
+    }
+
+    @Test func theReceiverGivesUpOnSlowRoomsAndReleasesThem() {
+        var receiver = HandoverReceiver(timeout: 1_000, now: 0)
+        _ = receiver.received(.success(.offer(rooms: ["a"], connections: 1)), now: 10)
+        #expect(receiver.nextWakeup == 1_010)
+        #expect(receiver.tick(now: 1_009) == [])
+        let actions = receiver.tick(now: 1_010)
+        #expect(actions.contains(.release(["a"])) && actions.first == .send(.refuse(reason: "the rooms were not subscribed in time")))
+
+        var failing = HandoverReceiver(timeout: 1_000, now: 0)
+        _ = failing.received(.success(.offer(rooms: ["a"], connections: 1)), now: 10)
+        #expect(failing.roomFailed("a", now: 11).contains(.release(["a"])))
+        #expect(failing.roomReady("a", now: 12) == [])
+    }
+
+    @Test func theReceiverEndsWhenTheOldDies() {
+        var adopting = HandoverReceiver(timeout: 1_000, now: 0)
+        _ = adopting.received(.success(.offer(rooms: ["a"], connections: 1)), now: 0)
+        _ = adopting.roomReady("a", now: 0)
+        _ = adopting.received(.success(.connection(Self.connection)), now: 1)
+        #expect(adopting.peerGone(now: 2) == [.release(["a"]), .finished(adopted: 1, refused: nil)])
+
+        var waiting = HandoverReceiver(timeout: 1_000, now: 0)
+        #expect(waiting.peerGone(now: 1).last == .finished(adopted: 0, refused: "the old frontend is gone"))
+    }
+}

@@ -1,0 +1,108 @@
+import ChatWire
+import Testing
+
+@Suite struct HandoverTests {
+    static let connection = HandoverConnection(
+        frontendID: "f-1234", number: 77, identityJSON: Array(#"{"id":"u1"}"#.utf8), expiresMicros: 1_800_000_000_000_000,
+        roomID: "0190a3c4-0000-7000-8000-000000000001", sessionJSON: Array(#"{"session_id":"s"}"#.utf8), idleMillis: 12_345,
+        pinged: true, eventTokens: 17.5, written: [1, 2, 0xffff_ffff_ffff_ffff], logTruncated: true, unread: [0x81, 0x85, 1]
+    )
+
+    @Test func messagesRoundTrip() throws {
+        var plain = Self.connection
+        plain.eventTokens = nil
+        plain.pinged = false
+        plain.logTruncated = false
+        plain.written = []
+        plain.unread = []
+        for message: HandoverMessage in [
+            .offer(rooms: ["a", "b", "ü"], connections: 3), .offer(rooms: [], connections: 0), .refuse(reason: "stopping"), .ready,
+            .connection(Self.connection), .connection(plain), .done(connections: 1_000),
+        ] {
+            #expect(try HandoverMessage(bytes: message.encode()) == message)
+        }
+    }
+
+    @Test func anotherVersionIsRefusedBeforeItsBodyIsRead() {
+        var bytes = HandoverMessage.ready.encode()
+        #expect(Array(bytes.prefix(3)) == Array("CHH".utf8))
+        bytes[3] = 0xff
+        bytes[4] = 0x02
+        // Whatever follows, the version alone decides: a newer binary's record is never guessed at.
+        bytes.append(contentsOf: [9, 9, 9])
+        #expect(throws: HandoverError.version(0xff02)) { try HandoverMessage(bytes: bytes) }
+        #expect(throws: HandoverError.notHandover) { try HandoverMessage(bytes: Array("XYZ\u{0}\u{1}\u{3}".utf8)) }
+    }
+
+    @Test func malformedMessagesAreRefused() {
+        let whole = HandoverMessage.connection(Self.connection).encode()
+        // Every cut of a record fails cleanly; none reads past its end.
+        for length in 0..<whole.count {
+            #expect(throws: (any Error).self) { try HandoverMessage(bytes: Array(whole.prefix(length))) }
+        }
+        #expect(throws: HandoverError.malformed) { try HandoverMessage(bytes: whole + [0]) }
+        var lying = HandoverMessage.offer(rooms: [], connections: 0).encode()
+        lying.replaceSubrange(lying.count - 4..<lying.count, with: [0xff, 0xff, 0xff, 0xff])
+        #expect(throws: HandoverError.malformed) { try HandoverMessage(bytes: lying) }
+        #expect(throws: HandoverError.malformed) { try HandoverMessage(bytes: Array("CHH".utf8) + [0, 1, 99]) }
+    }
+
+    @Test func hashTellsKeyFromBody() {
+        let a = HandoverLog.hash(key: Array("m:1:new".utf8), body: Array("{}".utf8))
+        #expect(a == HandoverLog.hash(key: Array("m:1:new".utf8), body: Array("{}".utf8)))
+        #expect(a != HandoverLog.hash(key: Array("m:1:new{".utf8), body: Array("}".utf8)))
+        #expect(a != HandoverLog.hash(key: Array("m:2:new".utf8), body: Array("{}".utf8)))
+    }
+
+    @Test func overlapIsWhatBothReceived() {
+        // The log began before the buffer: the events 3, 4 reached the socket and are buffered too.
+        #expect(HandoverLog.overlap(written: [1, 2, 3, 4], truncated: false, buffered: [3, 4, 5, 6]) == 2)
+        // The socket stopped before the buffer's first event.
+        #expect(HandoverLog.overlap(written: [1, 2], truncated: false, buffered: [5, 6]) == 0)
+        #expect(HandoverLog.overlap(written: [], truncated: false, buffered: [5, 6]) == 0)
+        #expect(HandoverLog.overlap(written: [1, 2], truncated: false, buffered: []) == 0)
+        // The buffer holds all of it and nothing after.
+        #expect(HandoverLog.overlap(written: [1, 2, 3], truncated: false, buffered: [2, 3]) == 2)
+        // Repeated bytes (the same typing event twice): the longest run wins.
+        #expect(HandoverLog.overlap(written: [7, 7, 7], truncated: false, buffered: [7, 7, 8]) == 2)
+    }
+
+    @Test func truncatedLogIsFoundInsideTheBuffer() {
+        // Events 1 and 2 fell out of the log; the buffer began before them.
+        #expect(HandoverLog.overlap(written: [3, 4], truncated: true, buffered: [1, 2, 3, 4, 5]) == 4)
+        #expect(HandoverLog.overlap(written: [3, 4], truncated: true, buffered: [3, 4, 5]) == 2)
+        // Nothing known in common: the gap is the store's to fill.
+        #expect(HandoverLog.overlap(written: [3, 4], truncated: true, buffered: [8, 9]) == nil)
+        #expect(HandoverLog.overlap(written: [3, 4], truncated: true, buffered: []) == 0)
+    }
+
+    @Test func overlapScanStaysLinearOnDistinctEvents() {
+        let written = (0..<UInt64(HandoverLog.capacity)).map { $0 }
+        let buffered = (UInt64(HandoverLog.capacity - 10)..<UInt64(HandoverLog.capacity + 500)).map { $0 }
+        #expect(HandoverLog.overlap(written: written, truncated: false, buffered: buffered) == 10)
+    }
+
+    @Test func reportsRoundTrip() {
+        for report in [
+            HandoverReport(adopted: 120, replayed: 37, gaps: 1, millis: 41), HandoverReport(),
+            HandoverReport(refused: "state version 2; this frontend reads 1"),
+        ] {
+            #expect(HandoverReport(report.description) == report, "\(report)")
+        }
+        #expect(HandoverReport(adopted: 3, replayed: 2, gaps: 0, millis: 9).description == "adopted=3 replayed=2 gaps=0 ms=9")
+        for text in ["", "adopted=1", "adopted=1 replayed=2 gaps=0 ms=x", "adopted=1 replayed=2 gaps=0 ms=3 extra=4", "hello"] {
+            #expect(HandoverReport(text) == nil, "\(text)")
+        }
+        #expect(HandoverReport.socketPath(runtimeDir: "/run/chatd", pid: 42) == "/run/chatd/handover.42.sock")
+    }
+
+    @Test func tokenBucketsCarryTheLowerCount() {
+        var buckets = TokenBuckets(rate: 1, burst: 10)
+        #expect(buckets.tokens("u", now: 0) == 10)
+        buckets.limit("u", to: 3, now: 0)
+        #expect(buckets.tokens("u", now: 0) == 3)
+        buckets.limit("u", to: 8, now: 0)
+        #expect(buckets.tokens("u", now: 0) == 3, "a handover never adds tokens")
+        #expect(buckets.tokens("u", now: 2_000_000_000) == 5)
+    }
+}

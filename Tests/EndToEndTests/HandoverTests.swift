@@ -1,0 +1,163 @@
+import ChatCore
+import ChatTesting
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension EndToEnd {
+    /// Issue 13: `ctl restart frontend` hands each frontend's WebSockets to
+    /// its new process. Clients read from the sockets they opened at the
+    /// start, and nothing else: no reconnect, no history fetch.
+    @Suite struct Handover {
+        /// Every member of three rooms sends over its WebSocket while the
+        /// frontends are restarted five times: every socket open at the end
+        /// is the one opened at the start (no close frame, no error), and
+        /// every member got every message of its room exactly once, in the
+        /// room's order.
+        @Test func restartsUnderLoadCloseNoSocketAndLoseNothing() async throws {
+            let server = try await TestServer.start(frontends: 2, environment: Steps.noRateLimits)
+            defer { server.stop() }
+            try await MultiFrontend.waitForFrontends(server, count: 2)
+            var members: [SteadyMember] = []
+            var rooms: [(id: String, reader: String, members: [SteadyMember])] = []
+            for r in 0..<3 {
+                let (room, subs, tokens) = try await server.room(of: 3, prefix: "hand-\(r)", name: "hand \(r)")
+                let inRoom = try zip(subs, tokens).map { try SteadyMember(server: server, room: room, token: $1, name: $0, limit: 2_000) }
+                members += inRoom
+                rooms.append((room, tokens[0], inRoom))
+            }
+            let before = Set(server.frontendPIDs)
+            let run = SteadyMember.start(members)
+            try await server.waitUntil(timeout: 20, "load under way") { members.allSatisfy { $0.sentCount >= 3 } }
+            for round in 0..<5 {
+                let answer = try EndToEnd.Supervision.ctl(server, "restart", "frontend")
+                #expect(answer["restarted"] as? [String] == ["frontend.0", "frontend.1"], "round \(round): \(answer)")
+            }
+            let sentAtEnd = members.map(\.sentCount)
+            try await server.waitUntil(timeout: 20, "load after the restarts") { zip(members, sentAtEnd).allSatisfy { $0.sentCount >= $1 + 3 } }
+            run.finishSending()
+
+            for room in rooms {
+                let stored = try await Steps.contents(server, token: room.reader, room: room.id)
+                let sent = room.members.flatMap(\.sent)
+                #expect(Set(stored) == Set(sent) && stored.count == sent.count, "every message sent is stored, once")
+                try await server.waitUntil(timeout: 30, "every member of \(room.id) to have \(stored.count) messages") {
+                    room.members.allSatisfy { $0.contents.count >= stored.count }
+                }
+                for member in room.members {
+                    #expect(member.contents == stored, "\(member.name): \(member.summary)")
+                }
+            }
+            run.stop()
+            for member in members {
+                #expect(member.problems.isEmpty, "\(member.name): \(member.summary)")
+            }
+            #expect(Set(server.frontendPIDs).isDisjoint(with: before) && server.frontendPIDs.count == 2, "every frontend process was replaced")
+            let status = try server.status()
+            let handovers = status["handovers"] as? [[String: Any]] ?? []
+            #expect(handovers.count == 10, "\(handovers)")
+            #expect(handovers.allSatisfy { $0["refused"] == nil && $0["gaps"] as? Int == 0 }, "\(handovers)")
+            #expect(handovers.reduce(0) { $0 + ($1["connections_moved"] as? Int ?? 0) } >= 5 * members.count, "every socket moved each round")
+            let rows = try MultiFrontend.frontendRows(server)
+            #expect(rows.allSatisfy { $0["restarts"] as? Int == 0 && $0["ready"] as? Bool == true }, "handovers count as no restart")
+        }
+    }
+}
+
+/// A room member on one WebSocket for the whole test: it sends its own
+/// messages over it (paced, bounded) and reads everything that comes. Any
+/// close frame, error event or broken socket is a problem: it never
+/// reconnects. Runs on a thread of its own.
+final class SteadyMember: @unchecked Sendable {
+    let server: TestServer
+    let room: String
+    let name: String
+    let limit: Int
+    private let socket: WebSocketClient
+    private let lock = NSLock()
+    private var texts: [String] = []
+    private var seen = Set<String>()
+    private var mine: [String] = []
+    private var trouble: [String] = []
+
+    init(server: TestServer, room: String, token: String, name: String, limit: Int) throws {
+        (self.server, self.room, self.name, self.limit) = (server, room, name, limit)
+        socket = try server.webSocket("/ws/chat/\(room)/", token: token)
+    }
+
+    var contents: [String] { lock.withLock { texts } }
+    var sent: [String] { lock.withLock { mine } }
+    var sentCount: Int { lock.withLock { mine.count } }
+    var problems: [String] { lock.withLock { trouble } }
+    var summary: String { lock.withLock { "\(texts.count) received, \(mine.count) sent, problems \(trouble.prefix(3))" } }
+
+    final class Run: @unchecked Sendable {
+        private let lock = NSLock()
+        private var sending = true
+        private var stopped = false
+        private let group = DispatchGroup()
+        var isSending: Bool { lock.withLock { sending } }
+        var isStopped: Bool { lock.withLock { stopped } }
+
+        func finishSending() { lock.withLock { sending = false } }
+
+        func stop() {
+            lock.withLock { stopped = true }
+            group.wait()
+        }
+
+        fileprivate func start(_ body: @escaping @Sendable () -> Void) {
+            group.enter()
+            Thread { body(); self.group.leave() }.start()
+        }
+    }
+
+    static func start(_ members: [SteadyMember]) -> Run {
+        let run = Run()
+        for member in members { run.start { member.run(until: run) } }
+        return run
+    }
+
+    private func run(until run: Run) {
+        let deadline = Date().addingTimeInterval(180)
+        var next = Date()
+        while !run.isStopped && Date() < deadline {
+            if run.isSending && sentCount < limit && Date() >= next {
+                let content = "\(name)#\(sentCount)"
+                do {
+                    try socket.send(json: ["type": "message", "content": content])
+                    lock.withLock { mine.append(content) }
+                } catch {
+                    return problem("send: \(error)")
+                }
+                next = Date().addingTimeInterval(0.04)
+            }
+            do {
+                guard let frame = try socket.receive(timeout: 0.02) else { continue }
+                guard frame.opcode == .text else { return problem("frame \(frame.opcode) \(frame.closeCode.map(String.init) ?? "")") }
+                guard let event = try? JSONSerialization.jsonObject(with: Data(frame.payload)) as? [String: Any] else { continue }
+                switch event["type"] as? String {
+                case "message":
+                    guard let message = event["message"] as? [String: Any], let id = message["id"] as? String,
+                        let content = message["content"] as? String else { continue }
+                    lock.withLock {
+                        if seen.insert(id).inserted { texts.append(content) } else { trouble.append("twice: \(content)") }
+                    }
+                case "error":
+                    problem("error event: \(frame.text)")
+                default:
+                    continue
+                }
+            } catch {
+                return problem("socket: \(error)")
+            }
+        }
+    }
+
+    private func problem(_ text: String) {
+        lock.withLock { trouble.append(text) }
+    }
+}
