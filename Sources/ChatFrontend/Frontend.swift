@@ -144,7 +144,8 @@ public enum Frontend {
         let source = HandoverSource(services: services, logger: logger)
         try source.listen(at: HandoverSource.path(runtimeDir: config.chat.resolvedRuntimeDir, pid: getpid()))
         if let predecessor {
-            HandoverTarget(services: services, group: group, logger: logger).run(from: predecessor) { outcome in
+            let reads = ProcessInfo.processInfo.environment[HandoverReport.readsVariable].flatMap(UInt16.init) ?? HandoverMessage.version
+            HandoverTarget(services: services, group: group, logger: logger, reads: reads).run(from: predecessor) { outcome in
                 logger.info("handover: \(outcome)")
                 Notifier().send(["CHATD_CHILD": config.slot, HandoverReport.field: outcome.description])
             }

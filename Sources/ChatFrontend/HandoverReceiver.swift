@@ -34,12 +34,15 @@ struct HandoverReceiver {
 
     /// How long the old frontend may take to offer, and the rooms to come into force.
     let timeout: UInt64
+    /// The state version this process reads.
+    let reads: UInt16
     private(set) var state: State
     private(set) var rooms: [String] = []
     private(set) var adopted = 0
 
-    init(timeout: UInt64, now: UInt64) {
+    init(timeout: UInt64, now: UInt64, reads: UInt16 = HandoverMessage.version) {
         self.timeout = timeout
+        self.reads = reads
         state = .waiting(deadline: now + timeout)
     }
 
@@ -57,7 +60,7 @@ struct HandoverReceiver {
             state = .subscribing(deadline: now + timeout, left: Set(rooms))
             return [.subscribe(rooms)]
         case (.waiting, .failure(.version(let version))):
-            return refuse("state version \(version); this frontend reads \(HandoverMessage.version)")
+            return refuse("state version \(version); this frontend reads \(reads)")
         case (.adopting, .success(.connection(let connection))):
             adopted += 1
             return [.adopt(connection)]

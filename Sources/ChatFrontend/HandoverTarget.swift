@@ -21,6 +21,8 @@ final class HandoverTarget: @unchecked Sendable {
     let services: FrontendServices
     let group: any EventLoopGroup
     let logger: Logger
+    /// The state version this process reads (`HandoverReport.readsVariable`).
+    let reads: UInt16
     // Everything below is touched only on `queue`.
     private let queue = DispatchQueue(label: "chatd.handover.target")
     private var machine: HandoverReceiver
@@ -34,11 +36,12 @@ final class HandoverTarget: @unchecked Sendable {
     private var over = false
     private var finished: (@Sendable (Outcome) -> Void)?
 
-    init(services: FrontendServices, group: any EventLoopGroup, logger: Logger) {
+    init(services: FrontendServices, group: any EventLoopGroup, logger: Logger, reads: UInt16 = HandoverMessage.version) {
         self.services = services
         self.group = group
         self.logger = logger
-        machine = HandoverReceiver(timeout: 10_000_000_000, now: monotonicNanos())
+        self.reads = reads
+        machine = HandoverReceiver(timeout: 10_000_000_000, now: monotonicNanos(), reads: reads)
     }
 
     /// Connects to `path` and runs the handover; `done` is called once, on the handover's queue.
@@ -77,7 +80,7 @@ final class HandoverTarget: @unchecked Sendable {
             } catch {
                 return queue.async { [self] in update { $0.peerGone(now: monotonicNanos()) } }
             }
-            let message = Result { () throws(HandoverError) in try HandoverMessage(bytes: packet.bytes) }
+            let message = Result { () throws(HandoverError) in try HandoverMessage(bytes: packet.bytes, accepting: reads) }
             queue.async { [self] in
                 let actions = updating { $0.received(message, now: monotonicNanos()) }
                 // A descriptor nobody adopts is closed, so its client sees the end.

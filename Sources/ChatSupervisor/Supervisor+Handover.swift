@@ -32,9 +32,11 @@ extension Supervisor {
     /// A rolling restart's step for frontend `slot`: a successor is started
     /// beside the running process, with its handover socket; once it reports
     /// the WebSockets adopted it becomes the slot's process and the old one
-    /// is stopped. Refused or failed: the old serves on, and the step falls
-    /// back to a restart with 1012 (`fallback`).
-    func handOver(slot: Int, then next: @escaping () -> Void, fallback: @escaping () -> Void) {
+    /// is stopped. Refused (an incompatible state version), dead or silent:
+    /// the successor is stopped, the old process serves on, and `failed`
+    /// says why. Not ready, or its successor did not start: `fallback`, a
+    /// restart with 1012.
+    func handOver(slot: Int, then next: @escaping () -> Void, failed: @escaping (String) -> Void, fallback: @escaping () -> Void) {
         let name = ChildName.frontend(slot)
         guard let old = children[name]?.process, children[name]?.machine.isReady == true, successors[slot] == nil else { return fallback() }
         var (environment, inherit) = childEnvironment(for: name, predecessorFailed: false)
@@ -56,16 +58,16 @@ extension Supervisor {
             successors[slot] == nil || successors[slot]?.exited == true || successors[slot]?.report?.refused != nil
         } then: { [unowned self] in
             guard let successor = successors[slot] else { return next() }
-            // Refused, or it died: the old process still holds everything.
+            // Refused, or it died: the old process serves on. The successor's
+            // own new clients (it served meanwhile) get 1012 and reconnect.
             successors[slot] = nil
             if !successor.exited { kill(successor.process.pid, SIGUSR1) }
-            logger.warning("handover failed; restarting with 1012", metadata: [
-                "child": "\(name)", "report": "\(successor.report?.description ?? "exited")",
-            ])
-            fallback()
+            let reason = successor.report?.refused.map { "refused: \($0)" } ?? "the new process exited"
+            logger.warning("handover failed; the frontend serves on", metadata: ["child": "\(name)", "reason": "\(reason)"])
+            failed(reason)
         } failure: { [unowned self] in
             if let successor = successors.removeValue(forKey: slot) { kill(successor.process.pid, SIGKILL) }
-            fallback()
+            failed("no report in time")
         }
     }
 

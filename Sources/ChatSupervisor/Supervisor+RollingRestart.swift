@@ -17,6 +17,9 @@ extension Supervisor {
         if case .frontend(let slot) = name, config.frontendHandover {
             return handOver(slot: slot, then: { [unowned self] in
                 awaitReplacement(name, of: old, until: deadline + handoverDeadline, then: next, reply: reply, done: done)
+            }, failed: { reason in
+                // The old process serves on; what follows is not restarted either.
+                reply(Self.json(["error": "\(name): handover failed, still serving: \(reason)", "restarted": done.map(\.description)]))
             }, fallback: { [unowned self] in
                 restart(name, of: old, until: Uptime.now() + config.hangTimeoutSeconds + graceSeconds, then: next, reply: reply, done: done)
             })

@@ -53,12 +53,13 @@ public enum HandoverMessage: Equatable, Sendable {
         return writer.output
     }
 
-    /// Reads one message; throws `HandoverError` for another version or a malformed one.
-    public init(bytes: [UInt8]) throws(HandoverError) {
+    /// Reads one message; throws `HandoverError` for another version than
+    /// `accepting` (this binary's) or a malformed one.
+    public init(bytes: [UInt8], accepting: UInt16 = Self.version) throws(HandoverError) {
         var reader = HandoverReader(bytes)
         guard try reader.raw(Self.magic.count) == Self.magic else { throw .notHandover }
         let version = try reader.u16()
-        guard version == Self.version else { throw .version(version) }
+        guard version == accepting else { throw .version(version) }
         guard let tag = Tag(rawValue: try reader.u8()) else { throw .malformed }
         switch tag {
         case .offer:
@@ -236,6 +237,9 @@ public struct HandoverReport: Equatable, Sendable, CustomStringConvertible {
     /// The environment variable that makes a frontend a successor: its
     /// predecessor's handover socket.
     public static let predecessorVariable = "CHATD_HANDOVER_FROM"
+    /// Makes a successor read only this state version, as a binary of
+    /// another version would: how the refusal is tested end to end.
+    public static let readsVariable = "CHATD_HANDOVER_READS"
 
     /// Where frontend process `pid` listens for its successor.
     public static func socketPath(runtimeDir: String, pid: Int32) -> String {

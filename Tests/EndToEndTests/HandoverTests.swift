@@ -1,5 +1,6 @@
 import ChatCore
 import ChatTesting
+import ChatWire
 import Foundation
 import Testing
 
@@ -159,5 +160,38 @@ final class SteadyMember: @unchecked Sendable {
 
     private func problem(_ text: String) {
         lock.withLock { trouble.append(text) }
+    }
+}
+
+extension EndToEnd.Handover {
+    /// A new process that cannot read the running one's state version (as
+    /// an incompatible binary) refuses before anything moves: the restart
+    /// answers an error, the old process serves on with every socket open,
+    /// and `ctl status` records the refusal.
+    @Test func anIncompatibleSuccessorIsRefusedAndTheOldServesOn() async throws {
+        let server = try await TestServer.start(frontends: 1, environment: Steps.noRateLimits.merging(["CHATD_HANDOVER_READS": "999"]) { $1 })
+        defer { server.stop() }
+        try await EndToEnd.MultiFrontend.waitForFrontends(server, count: 1)
+        let tokens = try await Steps.users(server, "alice", "bob")
+        let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+        let alice = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
+        let bob = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
+        let before = server.frontendPIDs
+
+        let answer = try EndToEnd.Supervision.ctl(server, "restart", "frontend")
+        let error = try #require(answer["error"] as? String, "\(answer)")
+        #expect(error.contains("refused: state version \(HandoverMessage.version); this frontend reads 999"), "\(error)")
+        #expect(server.frontendPIDs == before, "the old process serves on")
+
+        try alice.send(json: ["type": "message", "content": "still here"])
+        #expect(try bob.receiveMessage(content: "still here") != nil)
+        #expect(alice.closeCode == nil && bob.closeCode == nil)
+        let status = try server.status()
+        let rows = status["handovers"] as? [[String: Any]] ?? []
+        #expect(rows.count == 1 && (rows.first?["refused"] as? String)?.contains("999") == true, "\(rows)")
+        // A connection made after the refusal is accepted: the old process accepts again.
+        let carol = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
+        try carol.send(json: ["type": "message", "content": "after"])
+        #expect(try alice.receiveMessage(content: "after") != nil)
     }
 }
