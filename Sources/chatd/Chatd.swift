@@ -194,11 +194,11 @@ final class StopFlag: Sendable {
 
 struct Ctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Control a running server: status, restart <child|role> (rolling), scale <role> <n>.",
+        abstract: "Control a running server: status, restart <child|role> (rolling), upgrade (every child from the binary on disk), scale <role> <n>.",
         discussion: "Talks to the supervisor's control socket in the runtime directory (same user or root only)."
     )
     @OptionGroup var options: CommonOptions
-    @Argument(help: "status | restart <child|role> | scale <role> <n>") var words: [String]
+    @Argument(help: "status | restart <child|role> | upgrade | scale <role> <n>") var words: [String]
 
     func run() async throws {
         let config = try await options.load()
