@@ -22,8 +22,13 @@ final class HandoverSocket: @unchecked Sendable {
         var description: String { "\(call): \(String(cString: strerror(errno)))" }
     }
 
-    /// Takes ownership of `fd`.
-    init(fd: CInt) { self.fd = fd }
+    /// Takes ownership of `fd`. A send waits at most 2 s for room in the
+    /// peer's buffer: the old frontend sends from its event loops.
+    init(fd: CInt) {
+        self.fd = fd
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
 
     deinit { close(fd) }
 

@@ -19,6 +19,10 @@ final class HandoverSource: @unchecked Sendable {
         let number: UInt64
         let room: String
         let connection: NIOLoopBound<WebSocketConnection>
+        let local: SocketAddress?
+        let remote: SocketAddress?
+        /// Its descriptor (found by its addresses at the offer).
+        var descriptor: CInt?
     }
 
     let services: FrontendServices
@@ -32,7 +36,6 @@ final class HandoverSource: @unchecked Sendable {
     private var sockets: [UInt64: Socket] = [:]
     /// Each stopped socket's log, until it is handed over.
     private var logs: [UInt64: (written: [UInt64], truncated: Bool)] = [:]
-    private var descriptors: [String: CInt] = [:]
     private var peerGone = false
     private var startedAt: UInt64 = 0
 
@@ -100,7 +103,13 @@ final class HandoverSource: @unchecked Sendable {
         let registries = Array(services.connections.registries.values)
         let lists = registries.map { registry in
             registry.loop.submit {
-                registry.connections.map { Socket(number: $0.key.number, room: $0.roomID, connection: NIOLoopBound($0, eventLoop: registry.loop)) }
+                registry.connections.map { connection in
+                    let (local, remote) = connection.addresses
+                    return Socket(
+                        number: connection.key.number, room: connection.roomID, connection: NIOLoopBound(connection, eventLoop: registry.loop),
+                        local: local, remote: remote
+                    )
+                }
             }
         }
         EventLoopFuture.whenAllSucceed(lists, on: registries[0].loop).whenComplete { result in
@@ -110,7 +119,12 @@ final class HandoverSource: @unchecked Sendable {
     }
 
     private func offer(_ open: [Socket]) {
-        sockets = Dictionary(open.map { ($0.number, $0) }, uniquingKeysWith: { first, _ in first })
+        let descriptors = HandoverDescriptors.scan()
+        sockets = Dictionary(open.map { socket in
+            var socket = socket
+            if let local = socket.local, let remote = socket.remote { socket.descriptor = descriptors[HandoverDescriptors.key(local: local, remote: remote)] }
+            return (socket.number, socket)
+        }, uniquingKeysWith: { first, _ in first })
         let rooms = Array(Set(open.map(\.room))).sorted()
         perform(machine?.start(sockets: open.map { ($0.number, pending: 0) }, rooms: rooms, now: monotonicNanos()) ?? [])
     }
@@ -122,10 +136,15 @@ final class HandoverSource: @unchecked Sendable {
                 guard let packet = try socket.receive(timeoutMillis: -1) else { continue }
                 if let fd = packet.descriptor { close(fd) }
                 let message = try? HandoverMessage(bytes: packet.bytes)
-                queue.async { [self] in
-                    guard peer === socket else { return }
-                    update { machine in message.map { machine.received($0, now: monotonicNanos()) } ?? machine.peerGone(now: monotonicNanos()) }
+                let deliver: @Sendable () -> Void = { [self] in
+                    queue.async { [self] in
+                        guard peer === socket else { return }
+                        update { machine in message.map { machine.received($0, now: monotonicNanos()) } ?? machine.peerGone(now: monotonicNanos()) }
+                    }
                 }
+                // `ready` says where the new process's buffers begin; this
+                // process's sockets stop only once it has caught up to there.
+                if message == .ready { catchUp(then: deliver) } else { deliver() }
                 if message == nil { return }
             } catch {
                 queue.async { [self] in
@@ -134,6 +153,28 @@ final class HandoverSource: @unchecked Sendable {
                     perform(machine?.peerGone(now: monotonicNanos()) ?? [])
                 }
                 return
+            }
+        }
+    }
+
+    /// Calls `then` once every room event the broker forwarded before the
+    /// new process's `ready` has reached this process's event loops. This
+    /// process may lag behind the broker; a socket stopped before it caught
+    /// up would miss what lies between where it stopped and where the new
+    /// process's buffer begins. A subscription sync requested now is
+    /// answered after all of it (the broker is one thread and the pipe
+    /// FIFO): a room nobody publishes to is subscribed for that. A second
+    /// hold on it, answered at once but on a later turn of the bus thread,
+    /// comes after that turn's events were handed to the loops, so the
+    /// stops dispatched from here run after them.
+    private func catchUp(then: @escaping @Sendable () -> Void) {
+        let bus = services.bus
+        let barrier = "handover-barrier-" + bus.frontendID
+        bus.subscribe(room: barrier) { first in
+            bus.subscribe(room: barrier) { second in
+                if case .success = first { bus.unsubscribe(room: barrier) }
+                if case .success = second { bus.unsubscribe(room: barrier) }
+                then()
             }
         }
     }
@@ -154,7 +195,7 @@ final class HandoverSource: @unchecked Sendable {
             case .handOver(let number): handOver(number)
             case .closeForRestart(let number):
                 guard let socket = sockets.removeValue(forKey: number) else { continue }
-                socket.connection.eventLoop.execute { socket.connection.value.endHandover(handedOver: false) }
+                socket.connection.eventLoop.execute { socket.connection.value.closeForRestart() }
             case .resumeServing(let reason):
                 logger.warning("handover off, serving on", metadata: ["reason": "\(reason)"])
                 end(resume: true)
@@ -175,7 +216,6 @@ final class HandoverSource: @unchecked Sendable {
     private func end(resume: Bool) {
         services.connections.setHandoverMode([])
         peer = nil
-        descriptors = [:]
         guard resume else { return }
         services.life.endHandover()
         pauseAccepting(false)
@@ -218,39 +258,34 @@ final class HandoverSource: @unchecked Sendable {
         perform(actions)
     }
 
-    /// Sends one socket's state and descriptor; closes it here once sent.
+    /// Sends one socket's state and descriptor from its own loop (see
+    /// `WebSocketConnection.handOver`); it is closed there once sent.
     private func handOver(_ number: UInt64) {
         guard let socket = sockets[number] else { return }
         let connection = socket.connection
+        let log = logs.removeValue(forKey: number) ?? ([], false)
+        let (peer, logger) = (self.peer, self.logger)
         connection.eventLoop.execute { [self] in
-            connection.value.handoverState { state, channel in
-                let local = channel?.localAddress, remote = channel?.remoteAddress
+            connection.value.handOver({ state in
+                guard let peer, let fd = socket.descriptor else {
+                    logger.warning("handover: no descriptor for a WebSocket", metadata: ["connection": "\(number)"])
+                    return false
+                }
+                var state = state
+                (state.written, state.logTruncated) = log
+                do {
+                    try peer.send(HandoverMessage.connection(state).encode(), descriptor: fd)
+                    return true
+                } catch {
+                    logger.warning("handover: a WebSocket could not be sent", metadata: ["error": "\(error)"])
+                    return false
+                }
+            }, done: { ok in
                 self.queue.async {
-                    let ok = self.send(number, state: state, local: local, remote: remote)
-                    connection.eventLoop.execute { connection.value.endHandover(handedOver: ok) }
                     self.sockets[number] = nil
                     self.update { $0.handedOver(number, ok: ok, now: monotonicNanos()) }
                 }
-            }
-        }
-    }
-
-    private func send(_ number: UInt64, state: HandoverConnection?, local: SocketAddress?, remote: SocketAddress?) -> Bool {
-        guard var state, let local, let remote, let peer else { return false }
-        if descriptors.isEmpty { descriptors = HandoverDescriptors.scan() }
-        guard let fd = descriptors[HandoverDescriptors.key(local: local, remote: remote)] else {
-            logger.warning("handover: no descriptor for a WebSocket", metadata: ["connection": "\(number)"])
-            return false
-        }
-        let log = logs.removeValue(forKey: number) ?? ([], false)
-        state.written = log.written
-        state.logTruncated = log.truncated
-        do {
-            try peer.send(HandoverMessage.connection(state).encode(), descriptor: fd)
-            return true
-        } catch {
-            logger.warning("handover: a WebSocket could not be sent", metadata: ["error": "\(error)"])
-            return false
+            })
         }
     }
 }

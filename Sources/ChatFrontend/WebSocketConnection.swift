@@ -432,13 +432,23 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         }
     }
 
-    /// The state to hand over, once what its replies wrote since the stop has left too.
-    func handoverState(_ done: @escaping (HandoverConnection?, (any Channel)?) -> Void) {
-        guard let context, !closing else { return done(nil, nil) }
+    /// Its two addresses: they name its descriptor (`HandoverDescriptors`).
+    var addresses: (local: SocketAddress?, remote: SocketAddress?) {
+        (context?.channel.localAddress, context?.channel.remoteAddress)
+    }
+
+    /// Once what its replies wrote since the stop has left too: its state
+    /// goes to `send` (with its descriptor), and it is closed here, quietly
+    /// if that worked, with 1012 if not. All in one turn of its loop, so no
+    /// read falls between the unread bytes taken and the close.
+    func handOver(_ send: @escaping (HandoverConnection) -> Bool, done: @escaping (Bool) -> Void) {
+        guard let context, !closing else { return done(false) }
         flushed(context) { [self] ok in
-            guard ok, let sessionJSON = try? JSONEncoder().encode(session) else { return done(nil, nil) }
-            // Nothing more is written here: it would not travel with the descriptor.
-            closing = true
+            guard ok else { return done(false) }
+            guard let sessionJSON = try? JSONEncoder().encode(session) else {
+                endHandover(handedOver: false)
+                return done(false)
+            }
             let idle = NIODeadline.now() - lastRead
             let state = HandoverConnection(
                 frontendID: key.frontend, number: key.number, identityJSON: identityJSON,
@@ -447,22 +457,30 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
                 eventTokens: services.limiter?.eventTokens(user: identity.id), written: [], logTruncated: false,
                 unread: Array(hold.pending.readableBytesView)
             )
-            done(state, context.channel)
+            let sent = send(state)
+            endHandover(handedOver: sent)
+            done(sent)
         }
     }
 
     /// Its descriptor went over (or could not): closed here, quietly if it went.
-    func endHandover(handedOver: Bool) {
+    private func endHandover(handedOver: Bool) {
         guard let context else { return }
+        closing = true
+        registry?.remove(self, room: roomID)
         if handedOver {
             self.handedOver = true
             // The new process holds the socket open: this close sends nothing to the client.
             context.close(promise: nil)
         } else {
-            closing = true
-            registry?.remove(self, room: roomID)
             Self.sendClose(WebSocketErrorCode(codeNumber: 1012), context: context, frame: wrapOutboundOut)
         }
+    }
+
+    /// Closes it with 1012: the handover could not take it.
+    func closeForRestart() {
+        guard let context, !closing else { return }
+        close(code: WebSocketErrorCode(codeNumber: 1012), context: context)
     }
 
     /// Calls `done(true)` once every frame written so far is on the wire, or

@@ -50,8 +50,13 @@ extension EndToEnd {
                 let stored = try await Steps.contents(server, token: room.reader, room: room.id)
                 let sent = room.members.flatMap(\.sent)
                 #expect(Set(stored) == Set(sent) && stored.count == sent.count, "every message sent is stored, once")
-                try await server.waitUntil(timeout: 30, "every member of \(room.id) to have \(stored.count) messages") {
-                    room.members.allSatisfy { $0.contents.count >= stored.count }
+                do {
+                    try await server.waitUntil(timeout: 30, "every member of \(room.id) to have \(stored.count) messages") {
+                        room.members.allSatisfy { $0.contents.count >= stored.count }
+                    }
+                } catch {
+                    let summaries = room.members.map { "\($0.name): \($0.summary)" }.joined(separator: "; ")
+                    Issue.record("\(error): \(summaries)")
                 }
                 for member in room.members {
                     #expect(member.contents == stored, "\(member.name): \(member.summary)")
@@ -186,7 +191,8 @@ extension EndToEnd.Handover {
         let answer = try EndToEnd.Supervision.ctl(server, "restart", "frontend")
         let error = try #require(answer["error"] as? String, "\(answer)")
         #expect(error.contains("refused: state version \(HandoverMessage.version); this frontend reads 999"), "\(error)")
-        #expect(server.frontendPIDs == before, "the old process serves on")
+        // The refused process is stopped; the old one serves on.
+        try await server.waitUntil(timeout: 10, "the refused process gone") { server.frontendPIDs == before }
 
         try alice.send(json: ["type": "message", "content": "still here"])
         #expect(try bob.receiveMessage(content: "still here") != nil)
