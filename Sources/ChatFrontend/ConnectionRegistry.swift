@@ -42,9 +42,16 @@ final class LoopRegistry: @unchecked Sendable {
 
     var connections: [WebSocketConnection] { rooms.values.flatMap(\.values) }
 
+    /// The last `count` idempotency keys delivered here, newest last (a handover's `delivered`).
+    func recentlyDelivered(_ count: Int) -> [EventKey] {
+        guard recentOrder.count == Self.recentCapacity else { return Array(recentOrder.suffix(count)) }
+        let ordered = recentOrder[recentNext...] + recentOrder[..<recentNext]
+        return Array(ordered.suffix(count))
+    }
+
     /// Whether an event with this key is new here: only idempotency keys
     /// (message changes, session presence) repeat.
-    private func firstDelivery(of key: EventKey) -> Bool {
+    func firstDelivery(of key: EventKey) -> Bool {
         guard key.isIdempotent else { return true }
         guard recentKeys.insert(key).inserted else { return false }
         if recentOrder.count < Self.recentCapacity {
@@ -83,6 +90,8 @@ final class LoopRegistry: @unchecked Sendable {
             case .none, .message, .session: excluded = nil
             }
             for (id, connection) in members where connection.key != excluded {
+                // A moved socket got its copy from its old process (HandoverRegistry.swift).
+                if connection.adopted && handover.delivered.contains(event.key) { continue }
                 connection.write(text: event.frame)
                 touched[id] = connection
             }

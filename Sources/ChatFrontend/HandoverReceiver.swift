@@ -27,6 +27,8 @@ struct HandoverReceiver {
         case subscribe([String])
         /// Adopt this socket (its descriptor came with the message).
         case adopt(HandoverConnection)
+        /// Count these keys as delivered on every loop (`HandoverMessage.delivered`).
+        case seed([String])
         /// Give the holds back and stop buffering.
         case release([String])
         case finished(adopted: Int, refused: String?)
@@ -64,6 +66,8 @@ struct HandoverReceiver {
         case (.adopting, .success(.connection(let connection))):
             adopted += 1
             return [.adopt(connection)]
+        case (.adopting, .success(.delivered(let keys))):
+            return [.seed(keys)]
         case (.adopting, .success(.done)):
             return finish()
         case (.adopting, _):

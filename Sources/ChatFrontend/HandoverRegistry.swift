@@ -20,6 +20,11 @@ struct HandoverLoopState {
     var logs: [String: (hashes: [UInt64], truncated: Bool)] = [:]
     /// New side: each room's events, and whether its start was dropped.
     var buffers: [String: (events: [Buffered], cut: Bool)] = [:]
+    /// New side: keys the old process delivered everywhere: no copy of one
+    /// is replayed or written to a socket it moved (`WebSocketConnection.adopted`).
+    /// Kept `deliveredMemory` past the handover, the window of a worker's resends.
+    var delivered = Set<EventKey>()
+    static let deliveredMemory = TimeAmount.seconds(15)
 
     /// A room busier than this during a handover loses its buffer's start:
     /// its sockets are then closed with 1012 rather than risk a gap.
@@ -79,7 +84,7 @@ extension LoopRegistry {
             overlap > 0 || !buffer.cut || buffer.events.isEmpty
         else { return nil }
         var replayed = 0
-        for event in buffer.events[overlap...] where event.fresh {
+        for event in buffer.events[overlap...] where event.fresh && !handover.delivered.contains(event.key) {
             switch event.key {
             case .removeUser(let user) where user == connection.identity.id:
                 connection.membershipEnded()
@@ -101,10 +106,32 @@ extension LoopRegistry {
         return replayed
     }
 
-    /// The handover is over: logs and buffers go.
+    /// New side: keys the old process delivered on every loop count as
+    /// delivered to the sockets it moves (before any is adopted on this loop).
+    func seedDelivered(_ keys: [EventKey]) {
+        loop.preconditionInEventLoop()
+        // Not into the dedup set: this process's own sockets may still need
+        // a first copy that has not reached it yet.
+        handover.delivered.formUnion(keys)
+        loop.scheduleTask(in: HandoverLoopState.deliveredMemory) { self.handover.delivered.removeAll() }
+    }
+
+    /// Old side: keys every loop has delivered, for `HandoverMessage.delivered`.
+    static func deliveredEverywhere(_ registries: [LoopRegistry], count: Int) -> EventLoopFuture<[String]> {
+        let lists = registries.map { registry in registry.loop.submit { registry.recentlyDelivered(count).map(\.description) } }
+        return EventLoopFuture.whenAllSucceed(lists, on: registries[0].loop).map { lists in
+            guard var common = lists.first.map(Set.init) else { return [] }
+            for list in lists.dropFirst() { common.formIntersection(list) }
+            // In the first loop's order, oldest first.
+            return lists[0].filter(common.contains)
+        }
+    }
+
+    /// The handover is over: logs and buffers go (the delivered keys stay for `deliveredMemory`).
     func endHandover() {
         loop.preconditionInEventLoop()
-        handover = HandoverLoopState()
+        handover.logs = [:]
+        handover.buffers = [:]
     }
 }
 

@@ -143,8 +143,9 @@ final class HandoverSource: @unchecked Sendable {
                     }
                 }
                 // `ready` says where the new process's buffers begin; this
-                // process's sockets stop only once it has caught up to there.
-                if message == .ready { catchUp(then: deliver) } else { deliver() }
+                // process's sockets stop only once it has caught up to there,
+                // and once the new one knows what it delivered.
+                if message == .ready { catchUp { self.sendDelivered(then: deliver) } } else { deliver() }
                 if message == nil { return }
             } catch {
                 queue.async { [self] in
@@ -174,6 +175,23 @@ final class HandoverSource: @unchecked Sendable {
             bus.subscribe(room: barrier) { second in
                 if case .success = first { bus.unsubscribe(room: barrier) }
                 if case .success = second { bus.unsubscribe(room: barrier) }
+                then()
+            }
+        }
+    }
+
+    /// Most keys sent in `delivered`: several seconds of messages at full
+    /// load, the window in which a worker's resend re-publishes; well within a packet.
+    static let deliveredKeys = 2_048
+
+    /// Sends the idempotency keys every loop has delivered (a copy
+    /// re-published by a worker's resend must not reach a moved socket twice).
+    /// Every loop's: a socket stops on its own loop, after all of them.
+    private func sendDelivered(then: @escaping @Sendable () -> Void) {
+        let registries = Array(services.connections.registries.values)
+        LoopRegistry.deliveredEverywhere(registries, count: Self.deliveredKeys).whenComplete { result in
+            self.queue.async {
+                _ = try? self.peer?.send(HandoverMessage.delivered(keys: (try? result.get()) ?? []).encode())
                 then()
             }
         }

@@ -34,6 +34,8 @@ final class HandoverTarget: @unchecked Sendable {
     private var releasing: [String]?
     /// The machine finished: what is left is the adoptions under way.
     private var over = false
+    /// Each adopted socket's pause, ns.
+    private var pauses: [UInt64] = []
     private var finished: (@Sendable (Outcome) -> Void)?
 
     init(services: FrontendServices, group: any EventLoopGroup, logger: Logger, reads: UInt16 = HandoverMessage.version) {
@@ -128,6 +130,9 @@ final class HandoverTarget: @unchecked Sendable {
             case .adopt(let state):
                 guard let descriptor else { continue }
                 adopt(state, descriptor: descriptor)
+            case .seed(let keys):
+                let parsed = keys.compactMap(EventKey.init).filter(\.isIdempotent)
+                for registry in services.connections.registries.values { registry.loop.execute { registry.seedDelivered(parsed) } }
             case .release(let rooms):
                 releasing = rooms
             case .finished(_, let refused):
@@ -151,6 +156,9 @@ final class HandoverTarget: @unchecked Sendable {
 
     private func finish() {
         outcome.millis = (monotonicNanos() - startedAt) / 1_000_000
+        let sorted = pauses.sorted()
+        outcome.pauseMedianMicros = sorted.isEmpty ? 0 : sorted[sorted.count / 2] / 1_000
+        outcome.pauseMaxMicros = (sorted.last ?? 0) / 1_000
         finished?(outcome)
         finished = nil
     }
@@ -171,9 +179,10 @@ final class HandoverTarget: @unchecked Sendable {
         let adoption = HandoverAdoption(
             state: state, identity: identity, session: session,
             expires: Date(timeIntervalSince1970: Double(state.expiresMicros) / 1_000_000)
-        ) { [self] replayed in
+        ) { [self] replayed, pause in
             queue.async { [self] in
                 if let replayed { outcome.adopted += 1; outcome.replayed += replayed } else { outcome.gaps += 1 }
+                pauses.append(pause)
                 adopting -= 1
                 releaseOnceAdopted()
             }

@@ -35,13 +35,16 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     let hold: HandoverHold
     /// Commands sent and not answered: a handover waits for them (`HandoverSender`).
     let commands = CommandCount()
-    /// Handover, old side: stopped at a frame boundary, its room left.
+    /// Handover, old side: stopped at a frame boundary, its room left; when (monotonic ns).
     private(set) var stoppedForHandover = false
+    private var stoppedAt: UInt64 = 0
     /// Handover, old side: its descriptor went to the new frontend; closing
     /// it here ends nothing for the client (no session close, no `user_left`).
     var handedOver = false
     /// Handover, new side: what the old process wrote, for the replay at `channelActive`.
     private var adoption: HandoverAdoption?
+    /// Handover, new side: this socket was moved here.
+    let adopted: Bool
 
     /// When the token the socket was opened with expires (plus the leeway): the socket closes then (4401).
     let expires: Date
@@ -56,6 +59,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         self.services = services
         self.hold = hold
         self.key = ConnectionRef(frontend: services.bus.frontendID, number: services.connections.makeConnectionID())
+        self.adopted = false
     }
 
     /// A socket a handover brought: it keeps the key its old process gave it
@@ -73,6 +77,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         self.pinged = state.pinged
         self.lastRead = .now() - .milliseconds(Int64(state.idleMillis))
         self.adoption = adoption
+        self.adopted = true
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -117,7 +122,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         guard let adoption else { return }
         self.adoption = nil
         let replayed = registry?.adopt(self, written: adoption.state.written, truncated: adoption.state.logTruncated)
-        adoption.adopted(replayed)
+        // Reads resume when this returns: the pause ends here.
+        let now = monotonicNanos()
+        adoption.adopted(replayed, now > adoption.state.stoppedAt ? now - adoption.state.stoppedAt : 0)
         guard replayed != nil else {
             // Where it stopped cannot be told: it reconnects and resumes from the store.
             return close(code: WebSocketErrorCode(codeNumber: 1012), context: context)
@@ -424,6 +431,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     func stopForHandover(_ done: @escaping (HandoverStop) -> Void) {
         guard let context, let registry, !closing, !stoppedForHandover else { return done(.gone) }
         stoppedForHandover = true
+        stoppedAt = monotonicNanos()
         hold.paused = true
         try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
         let (written, truncated) = registry.detachForHandover(self)
@@ -455,7 +463,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
                 expiresMicros: Int64(expires.timeIntervalSince1970 * 1_000_000), roomID: roomID, sessionJSON: [UInt8](sessionJSON),
                 idleMillis: UInt32(clamping: idle.nanoseconds / 1_000_000), pinged: pinged,
                 eventTokens: services.limiter?.eventTokens(user: identity.id), written: [], logTruncated: false,
-                unread: Array(hold.pending.readableBytesView)
+                unread: Array(hold.pending.readableBytesView), stoppedAt: stoppedAt
             )
             let sent = send(state)
             endHandover(handedOver: sent)
@@ -531,6 +539,7 @@ struct HandoverAdoption: Sendable {
     let identity: Identity
     let session: Requests.Session
     let expires: Date
-    /// Told on the socket's loop how many events it replayed; nil: closed with 1012.
-    let adopted: @Sendable (Int?) -> Void
+    /// Told on the socket's loop how many events it replayed (nil: closed
+    /// with 1012) and how long it paused, ns.
+    let adopted: @Sendable (Int?, UInt64) -> Void
 }

@@ -142,6 +142,9 @@ extension Supervisor {
                 row["events_replayed"] = record.report.replayed
                 row["gaps"] = record.report.gaps
                 row["milliseconds"] = record.report.millis
+                // Each socket neither read nor written: from its stop in the old process to its resumption.
+                row["pause_median_ms"] = Double(record.report.pauseMedianMicros) / 1_000
+                row["pause_max_ms"] = Double(record.report.pauseMaxMicros) / 1_000
             }
             return row
         }

@@ -14,6 +14,10 @@ public enum HandoverMessage: Equatable, Sendable {
     /// New → old: every offered room is subscribed and in force at the
     /// broker, and its events are being buffered: handing over may begin.
     case ready
+    /// Old → new, before any connection: idempotency keys (`EventKey`)
+    /// every one of its event loops has delivered; the new process delivers
+    /// no further copy of them (a worker's resend re-publishes).
+    case delivered(keys: [String])
     /// Old → new: one connection's state; its descriptor rides with it.
     case connection(HandoverConnection)
     /// Old → new: nothing more follows (its count, for the log).
@@ -25,7 +29,7 @@ public enum HandoverMessage: Equatable, Sendable {
     static let magic: [UInt8] = Array("CHH".utf8)
 
     enum Tag: UInt8 {
-        case offer = 1, refuse, ready, connection, done
+        case offer = 1, refuse, ready, connection, done, delivered
     }
 
     public func encode() -> [UInt8] {
@@ -49,6 +53,10 @@ public enum HandoverMessage: Equatable, Sendable {
         case .done(let connections):
             writer.u8(Tag.done.rawValue)
             writer.u32(UInt32(connections))
+        case .delivered(let keys):
+            writer.u8(Tag.delivered.rawValue)
+            writer.u32(UInt32(keys.count))
+            for key in keys { writer.string(key) }
         }
         return writer.output
     }
@@ -74,6 +82,12 @@ public enum HandoverMessage: Equatable, Sendable {
         case .ready: self = .ready
         case .connection: self = .connection(try HandoverConnection(from: &reader))
         case .done: self = .done(connections: Int(try reader.u32()))
+        case .delivered:
+            let count = try reader.u32()
+            guard Int(count) <= reader.remaining / 4 else { throw .malformed }
+            var keys: [String] = []
+            for _ in 0..<count { keys.append(try reader.string()) }
+            self = .delivered(keys: keys)
         }
         guard reader.remaining == 0 else { throw .malformed }
     }
@@ -119,10 +133,13 @@ public struct HandoverConnection: Equatable, Sendable {
     public var logTruncated: Bool
     /// Bytes read from the socket and not yet parsed into a frame.
     public var unread: [UInt8]
+    /// When its reads stopped, CLOCK_MONOTONIC nanoseconds (one clock for
+    /// every process of the host): the new process measures the pause.
+    public var stoppedAt: UInt64 = 0
 
     public init(
         frontendID: String, number: UInt64, identityJSON: [UInt8], expiresMicros: Int64, roomID: String, sessionJSON: [UInt8],
-        idleMillis: UInt32, pinged: Bool, eventTokens: Double?, written: [UInt64], logTruncated: Bool, unread: [UInt8]
+        idleMillis: UInt32, pinged: Bool, eventTokens: Double?, written: [UInt64], logTruncated: Bool, unread: [UInt8], stoppedAt: UInt64 = 0
     ) {
         self.frontendID = frontendID
         self.number = number
@@ -136,6 +153,7 @@ public struct HandoverConnection: Equatable, Sendable {
         self.written = written
         self.logTruncated = logTruncated
         self.unread = unread
+        self.stoppedAt = stoppedAt
     }
 
     func write(to writer: inout HandoverWriter) {
@@ -151,6 +169,7 @@ public struct HandoverConnection: Equatable, Sendable {
         writer.u32(UInt32(written.count))
         for hash in written { writer.u64(hash) }
         writer.bytes(unread)
+        writer.u64(stoppedAt)
     }
 
     init(from reader: inout HandoverReader) throws(HandoverError) {
@@ -172,6 +191,7 @@ public struct HandoverConnection: Equatable, Sendable {
         written.reserveCapacity(count)
         for _ in 0..<count { written.append(try reader.u64()) }
         unread = try reader.bytes()
+        stoppedAt = try reader.u64()
     }
 }
 
@@ -230,7 +250,7 @@ struct HandoverReader {
 /// How a handover went, as the new frontend tells the supervisor (the
 /// sd_notify field `CHATD_HANDOVER`) and `ctl status` shows it:
 ///
-///     adopted=120 replayed=37 gaps=0 ms=41
+///     adopted=120 replayed=37 gaps=0 ms=41 pause50us=2100 pausemaxus=9800
 ///     refused=state version 2; this frontend reads 1
 public struct HandoverReport: Equatable, Sendable, CustomStringConvertible {
     public static let field = "CHATD_HANDOVER"
@@ -253,20 +273,29 @@ public struct HandoverReport: Equatable, Sendable, CustomStringConvertible {
     public var gaps = 0
     /// From the successor's connect to its last adoption.
     public var millis: UInt64 = 0
+    /// Each socket's pause (its reads stopped in the old process until it
+    /// resumed in the new one), median and longest, µs.
+    public var pauseMedianMicros: UInt64 = 0
+    public var pauseMaxMicros: UInt64 = 0
     /// Why nothing was handed over; nil when it was.
     public var refused: String?
 
-    public init(adopted: Int = 0, replayed: Int = 0, gaps: Int = 0, millis: UInt64 = 0, refused: String? = nil) {
+    public init(
+        adopted: Int = 0, replayed: Int = 0, gaps: Int = 0, millis: UInt64 = 0, pauseMedianMicros: UInt64 = 0, pauseMaxMicros: UInt64 = 0,
+        refused: String? = nil
+    ) {
         self.adopted = adopted
         self.replayed = replayed
         self.gaps = gaps
         self.millis = millis
+        self.pauseMedianMicros = pauseMedianMicros
+        self.pauseMaxMicros = pauseMaxMicros
         self.refused = refused
     }
 
     public var description: String {
         if let refused { return "refused=" + refused.filter { $0 != "\n" } }
-        return "adopted=\(adopted) replayed=\(replayed) gaps=\(gaps) ms=\(millis)"
+        return "adopted=\(adopted) replayed=\(replayed) gaps=\(gaps) ms=\(millis) pause50us=\(pauseMedianMicros) pausemaxus=\(pauseMaxMicros)"
     }
 
     /// Reads `description` back; nil for anything else.
@@ -282,8 +311,10 @@ public struct HandoverReport: Equatable, Sendable, CustomStringConvertible {
             values[String(parts[0])] = value
         }
         guard let adopted = values["adopted"], let replayed = values["replayed"], let gaps = values["gaps"], let millis = values["ms"],
-            values.count == 4
+            let median = values["pause50us"], let longest = values["pausemaxus"], values.count == 6
         else { return nil }
-        self.init(adopted: Int(adopted), replayed: Int(replayed), gaps: Int(gaps), millis: millis)
+        self.init(
+            adopted: Int(adopted), replayed: Int(replayed), gaps: Int(gaps), millis: millis, pauseMedianMicros: median, pauseMaxMicros: longest
+        )
     }
 }

@@ -55,6 +55,8 @@ func runMode(_ options: Options) async throws -> Bool {
         }
     } else if let count = options.idle {
         try await idleBench(options, count: count)
+    } else if let count = options.handover {
+        try await handoverBench(count: count, runs: options.runs, frontends: options.frontends ?? 1)
     } else if let endpoint = options.rest {
         try await restBench(endpoint: endpoint, options)
     } else if options.memory {
@@ -93,6 +95,8 @@ struct Options: ParsableArguments {
     var fanout: Int?
     @Option(help: ArgumentHelp("Instead of measuring throughput: this many idle WebSockets in public rooms of 10; the frontends' RSS per socket and the open rate.", valueName: "sockets"))
     var idle: Int?
+    @Option(help: ArgumentHelp("Instead of measuring throughput: this many WebSockets, then --runs times `ctl restart frontend` (a handover each): the sockets' pause.", valueName: "sockets"))
+    var handover: Int?
     @Option(help: "With --idle: client processes opening the sockets (default: one per 15,000).")
     var clients: Int?
     @Option(help: "With --idle: loopback source addresses 127.0.0.2 ... (default: one per 25,000 sockets).")

@@ -5,7 +5,8 @@ import Testing
     static let connection = HandoverConnection(
         frontendID: "f-1234", number: 77, identityJSON: Array(#"{"id":"u1"}"#.utf8), expiresMicros: 1_800_000_000_000_000,
         roomID: "0190a3c4-0000-7000-8000-000000000001", sessionJSON: Array(#"{"session_id":"s"}"#.utf8), idleMillis: 12_345,
-        pinged: true, eventTokens: 17.5, written: [1, 2, 0xffff_ffff_ffff_ffff], logTruncated: true, unread: [0x81, 0x85, 1]
+        pinged: true, eventTokens: 17.5, written: [1, 2, 0xffff_ffff_ffff_ffff], logTruncated: true, unread: [0x81, 0x85, 1],
+        stoppedAt: 123_456_789
     )
 
     @Test func messagesRoundTrip() throws {
@@ -17,7 +18,8 @@ import Testing
         plain.unread = []
         for message: HandoverMessage in [
             .offer(rooms: ["a", "b", "ü"], connections: 3), .offer(rooms: [], connections: 0), .refuse(reason: "stopping"), .ready,
-            .connection(Self.connection), .connection(plain), .done(connections: 1_000),
+            .connection(Self.connection), .connection(plain), .done(connections: 1_000), .delivered(keys: ["m:a:new", "s:b:left"]),
+            .delivered(keys: []),
         ] {
             #expect(try HandoverMessage(bytes: message.encode()) == message)
         }
@@ -84,13 +86,13 @@ import Testing
 
     @Test func reportsRoundTrip() {
         for report in [
-            HandoverReport(adopted: 120, replayed: 37, gaps: 1, millis: 41), HandoverReport(),
+            HandoverReport(adopted: 120, replayed: 37, gaps: 1, millis: 41, pauseMedianMicros: 2_100, pauseMaxMicros: 9_800), HandoverReport(),
             HandoverReport(refused: "state version 2; this frontend reads 1"),
         ] {
             #expect(HandoverReport(report.description) == report, "\(report)")
         }
-        #expect(HandoverReport(adopted: 3, replayed: 2, gaps: 0, millis: 9).description == "adopted=3 replayed=2 gaps=0 ms=9")
-        for text in ["", "adopted=1", "adopted=1 replayed=2 gaps=0 ms=x", "adopted=1 replayed=2 gaps=0 ms=3 extra=4", "hello"] {
+        #expect(HandoverReport(adopted: 3, replayed: 2, gaps: 0, millis: 9).description == "adopted=3 replayed=2 gaps=0 ms=9 pause50us=0 pausemaxus=0")
+        for text in ["", "adopted=1", "adopted=1 replayed=2 gaps=0 ms=x pause50us=0 pausemaxus=0", "adopted=1 replayed=2 gaps=0 ms=3 pause50us=0 pausemaxus=0 extra=4", "hello"] {
             #expect(HandoverReport(text) == nil, "\(text)")
         }
         #expect(HandoverReport.socketPath(runtimeDir: "/run/chatd", pid: 42) == "/run/chatd/handover.42.sock")
