@@ -146,15 +146,13 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                     guard case .accepted(let identity, let identityJSON, let session, let expires) = verdict.value else {
                         throw ChannelError.inappropriateOperationForState
                     }
-                    // NIO's decoder keeps partial frames out of reach; this one
-                    // keeps them where a handover finds them (HandoverFrameDecoder).
+                    // NIO's decoder keeps partial frames out of reach: it gets
+                    // whole messages only, the rest waits where a handover finds it.
                     let hold = HandoverHold(pending: channel.allocator.buffer(capacity: 0))
                     let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
                     try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(HandoverFrameDecoder(hold: hold, maxFrameSize: services.config.chat.maxFrameBytes)),
-                        position: .after(decoder)
+                        HandoverGate(hold: hold, maxFrameSize: services.config.chat.maxFrameBytes), position: .before(decoder)
                     )
-                    channel.pipeline.syncOperations.removeHandler(decoder, promise: nil)
                     try Self.addWebSocketHandlers(to: channel, services: services)
                     // No socket without the room's subscription: it would miss events.
                     guard let room = reservation.takeRoom() else { throw ChannelError.inappropriateOperationForState }

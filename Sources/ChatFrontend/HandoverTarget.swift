@@ -193,8 +193,9 @@ final class HandoverTarget: @unchecked Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let hold = HandoverHold(pending: channel.allocator.buffer(capacity: 0))
                     try channel.pipeline.syncOperations.addHandler(WebSocketFrameEncoder())
+                    try channel.pipeline.syncOperations.addHandler(HandoverGate(hold: hold, maxFrameSize: services.config.chat.maxFrameBytes))
                     try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(HandoverFrameDecoder(hold: hold, maxFrameSize: services.config.chat.maxFrameBytes))
+                        ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: services.config.chat.maxFrameBytes))
                     )
                     try ChatChannel.addWebSocketHandlers(to: channel, services: services)
                     try channel.pipeline.syncOperations.addHandler(WebSocketConnection(adopting: adoption, services: services, hold: hold))

@@ -31,7 +31,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     private(set) var pinged = false
     /// When the client last sent a frame (a handover carries the idle time on).
     private(set) var lastRead = NIODeadline.now()
-    /// Bytes read and not parsed (HandoverFrameDecoder).
+    /// Bytes read and not parsed (HandoverGate).
     let hold: HandoverHold
     /// Commands sent and not answered: a handover waits for them (`HandoverSender`).
     let commands = CommandCount()

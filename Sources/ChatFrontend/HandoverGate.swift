@@ -1,9 +1,9 @@
 import NIOCore
 import NIOWebSocket
 
-/// What a WebSocket has read and not yet parsed, shared by its decoder and
-/// its connection: always less than one whole message (`HandoverFrameDecoder`
-/// parses every complete one at once), so it is exactly what a handover
+/// What a WebSocket has read and not yet parsed, shared by its gate and
+/// its connection: always less than one whole message (`HandoverGate`
+/// passes every complete one on at once), so it is exactly what a handover
 /// carries as `unread`. `paused`: a handover stopped the socket; bytes still
 /// arriving (reads already under way) are kept here, not parsed.
 final class HandoverHold {
@@ -13,47 +13,44 @@ final class HandoverHold {
     init(pending: ByteBuffer) { self.pending = pending }
 }
 
-/// NIO's WebSocket frame decoder, fed whole messages only. NIO's parser is
-/// incremental and keeps a partial frame in its own state, out of reach;
-/// this one keeps every byte of an unfinished message in `hold` instead, so
-/// that a handover finds the socket at a message boundary with the rest in
-/// hand. A message is a data frame with FIN, or the fragments up to the
-/// final one (with any control frames between); a control frame outside a
-/// message is one by itself. A frame longer than the limit, or a hold past
-/// it, goes to NIO's decoder as it is: it refuses it as before.
-struct HandoverFrameDecoder: ByteToMessageDecoder {
-    typealias InboundOut = WebSocketFrame
+/// Sits before NIO's WebSocket frame decoder and passes it whole messages
+/// only. NIO's parser is incremental and keeps a partial frame in its own
+/// state, out of reach; this keeps every byte of an unfinished message in
+/// `hold` instead, so that a handover finds the socket at a message
+/// boundary with the rest in hand. A message is a data frame with FIN, or
+/// the fragments up to the final one (with any control frames between); a
+/// control frame outside a message is one by itself. A frame longer than
+/// the limit, or a hold past it, goes on as it is: the decoder refuses it
+/// as before. (In front of the decoder rather than replacing it: the bytes
+/// an upgrade buffered reach the handlers after the upgrader, and NIO's
+/// decoder, which the upgrader adds, leaves a pipeline only a turn later.)
+final class HandoverGate: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
 
     let hold: HandoverHold
     let maxFrameSize: Int
-    private var inner: WebSocketFrameDecoder
 
     init(hold: HandoverHold, maxFrameSize: Int) {
         self.hold = hold
         self.maxFrameSize = maxFrameSize
-        self.inner = WebSocketFrameDecoder(maxFrameSize: maxFrameSize)
     }
 
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
         hold.pending.writeBuffer(&buffer)
-        guard !hold.paused else { return .needMoreData }
+        guard !hold.paused else { return }
         let whole = HandoverFraming.wholeMessages(hold.pending, maxFrameSize: maxFrameSize)
-        guard whole > 0 else { return .needMoreData }
-        var messages = hold.pending.readSlice(length: whole)!
+        guard whole > 0, let messages = hold.pending.readSlice(length: whole) else { return }
         hold.pending.discardReadBytes()
-        while messages.readableBytes > 0, try inner.decode(context: context, buffer: &messages) == .continue {}
-        return .needMoreData
-    }
-
-    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        try decode(context: context, buffer: &buffer)
+        context.fireChannelRead(wrapInboundOut(messages))
     }
 }
 
 /// RFC 6455 §5.2 frame headers, read only for their lengths and bits.
 enum HandoverFraming {
     /// How many leading readable bytes of `buffer` are whole messages (see
-    /// `HandoverFrameDecoder`); all of them once a frame or the unfinished
+    /// `HandoverGate`); all of them once a frame or the unfinished
     /// message is past what the decoder accepts, so that it refuses it.
     static func wholeMessages(_ buffer: ByteBuffer, maxFrameSize: Int) -> Int {
         let count = buffer.readableBytes
