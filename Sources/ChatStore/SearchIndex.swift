@@ -32,9 +32,10 @@ public final class SearchIndex {
     }
 
     /// WAL with `synchronous = NORMAL`: a commit appends to the WAL without
-    /// an fsync. In the default rollback journal every catch-up wrote and
-    /// fsynced a journal and the file (three fsyncs), which was most of the
-    /// worker's CPU at low load, when a catch-up indexes a few dozen rows.
+    /// an fsync. In the default rollback journal every commit created,
+    /// fsynced and deleted a journal and fsynced the file (four `fdatasync`
+    /// under strace), which was most of the worker's CPU at low load, when a
+    /// catch-up indexes a few dozen rows.
     /// What a power loss takes back is only the last catch-ups, with their
     /// watermarks (the same transaction): they are indexed again.
     static var configuration: Configuration {

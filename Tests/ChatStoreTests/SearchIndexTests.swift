@@ -54,7 +54,7 @@ import Testing
     }
 
     /// The index commits to a WAL without an fsync (a rollback journal cost
-    /// three per catch-up); a catch-up with nothing new writes nothing.
+    /// four per commit); a catch-up with nothing new writes nothing.
     @Test func theIndexIsInWALModeAndAnEmptyCatchUpWritesNothing() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let index = try SearchIndex(path: directory + "/search.sqlite", main: database)
