@@ -99,8 +99,12 @@ struct Options: ParsableArguments {
     var sources: Int?
     @Option(help: "With --idle: frontends the server runs, as CHAT_FRONTENDS (default: one per 15,000 sockets).")
     var frontends: Int?
-    @Option(help: "With --idle: threads per client process opening sockets.")
-    var connectThreads = 8
+    // Each thread has one handshake in flight. With 8, a client process
+    // left the server idle between answers: 568/s and ~1,450 µs of server
+    // CPU per socket at 6,000 sockets, against 822/s and ~980 µs with 64
+    // (the workers' batches fill), on one frontend (docs/benchmarks.md §11f).
+    @Option(help: "With --idle: threads per client process opening sockets (one handshake in flight each).")
+    var connectThreads = 64
     @Option(help: "With --idle: seconds the sockets are held before they are counted.")
     var hold = 5
     @Option(help: ArgumentHelp("Instead of measuring throughput: seed the REST data, then wrk on one endpoint: rooms, messages or cursor.", valueName: "endpoint"))
