@@ -33,7 +33,7 @@ func idleBench(_ options: Options, count: Int) async throws {
     let children = try (0..<clients).map { index in
         let first = count * index / clients
         return try IdleClient.spawn(server, roomsFile: roomsFile, first: first, count: count * (index + 1) / clients - first, sources: sources,
-                                    threads: options.connectThreads)
+                                    threads: options.connectThreads ?? max(8, 64 / clients))
     }
     var opened = 0
     var latencies: [(p50: Double, p99: Double)] = []
