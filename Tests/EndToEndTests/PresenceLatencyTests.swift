@@ -68,8 +68,13 @@ extension LongRuns {
                 guard let carol = try? server.webSocket(path, token: tokens[2]) else { continue }
                 actions.add("user_joined", at: opening)
                 try await Task.sleep(for: .milliseconds(700))
+                // Timed before the close: its user_left may reach the watcher
+                // before this thread runs again (on a loaded machine the
+                // event was seen "before" the action, matched the next
+                // cycle's, and the last action counted as unseen).
+                let closing = Date()
                 carol.close()
-                actions.add("user_left")
+                actions.add("user_left", at: closing)
                 try await Task.sleep(for: .milliseconds(800))
             }
             // The last events may still be on their way: wait for as many as
