@@ -5,24 +5,16 @@ import NIOWebSocket
 import Synchronization
 
 /// Which WebSocket connections are in which room, one registry per event loop.
-/// A bus event costs one hop per loop, not per connection: the loop writes the
-/// shared frame bytes to each of its connections and flushes each once.
+/// A batch of bus events costs one hop per loop, not per connection: the loop
+/// writes each room's shared frame bytes to each of its connections and
+/// flushes each once (`DeliveryPlan`).
 final class LoopRegistry: @unchecked Sendable {
     // Everything below is touched only on `loop`.
     let loop: any EventLoop
     private var rooms: [String: [ObjectIdentifier: WebSocketConnection]] = [:]
-    /// Keys of recently delivered events: a command resent after a worker died
-    /// may publish the same message twice; members see it once.
-    private var recentKeys = Set<EventKey>()
-    private var recentOrder: [EventKey] = []
-    private var recentNext = 0
-    /// Covers several seconds of events at full load; a re-published event
-    /// only follows a worker's death, within a retry interval (750 ms).
-    static let recentCapacity = 65_536
 
     init(loop: any EventLoop) {
         self.loop = loop
-        recentOrder.reserveCapacity(Self.recentCapacity)
     }
 
     func add(_ connection: WebSocketConnection, room: String) {
@@ -38,45 +30,15 @@ final class LoopRegistry: @unchecked Sendable {
 
     var connectionCount: Int { rooms.values.reduce(0) { $0 + $1.count } }
 
-    /// Whether an event with this key is new here: only idempotency keys
-    /// (message changes, session presence) repeat.
-    private func firstDelivery(of key: EventKey) -> Bool {
-        guard key.isIdempotent else { return true }
-        guard recentKeys.insert(key).inserted else { return false }
-        if recentOrder.count < Self.recentCapacity {
-            recentOrder.append(key)
-        } else {
-            recentKeys.remove(recentOrder[recentNext])
-            recentOrder[recentNext] = key
-            recentNext = (recentNext + 1) % Self.recentCapacity
-        }
-        return true
-    }
-
-    /// Writes each event to the room's connections, then flushes each touched connection once.
-    func deliver(_ events: [(roomID: String, key: EventKey, frame: ByteBuffer)]) {
+    /// Each room's steps to each of its connections here, in order. A
+    /// connection that closes on the way (a removal) leaves `rooms` at once;
+    /// the loop goes on over the members as they were.
+    func deliver(_ plan: [DeliveryPlan.Room]) {
         loop.preconditionInEventLoop()
-        var touched: [ObjectIdentifier: WebSocketConnection] = [:]
-        for event in events {
-            guard let members = rooms[event.roomID], firstDelivery(of: event.key) else { continue }
-            let excluded: ConnectionRef?
-            switch event.key {
-            case .removeUser, .removeEveryone:
-                // Membership ended: those sockets get nothing more (api-contract.md "Messages").
-                for (id, connection) in members where event.key == .removeEveryone || event.key == .removeUser(connection.identity.id) {
-                    touched[id] = nil
-                    connection.membershipEnded()
-                }
-                continue
-            case .except(let connection): excluded = connection  // its own typing
-            case .none, .message, .session: excluded = nil
-            }
-            for (id, connection) in members where connection.key != excluded {
-                connection.write(text: event.frame)
-                touched[id] = connection
-            }
+        for room in plan {
+            guard let members = rooms[room.roomID] else { continue }
+            for connection in members.values { connection.deliver(room.steps) }
         }
-        for connection in touched.values { connection.flush() }
     }
 }
 
@@ -84,6 +46,8 @@ final class LoopRegistry: @unchecked Sendable {
 public final class ConnectionRegistry: Sendable {
     let registries: [ObjectIdentifier: LoopRegistry]
     private let nextID = Atomic<UInt64>(0)
+    /// Only the bus thread takes it (`fanOut`): never contended.
+    private let recent = Mutex(RecentKeys())
 
     /// A connection id unique within this frontend process.
     func makeConnectionID() -> UInt64 { nextID.add(1, ordering: .relaxed).newValue }
@@ -103,15 +67,13 @@ public final class ConnectionRegistry: Sendable {
         return registry
     }
 
-    /// Called on the bus thread with a batch of events: one buffer per event,
-    /// shared by every loop and connection. An event whose key no worker
-    /// writes is dropped: what it orders is unknown.
+    /// Called on the bus thread with a batch of events: framed once, in
+    /// buffers shared by every loop and connection (`DeliveryPlan`).
     public func fanOut(_ events: [RoomEvent]) {
-        let frames = events.compactMap { event in
-            EventKey(event.key).map { (roomID: event.roomID, key: $0, frame: ByteBuffer(bytes: event.body)) }
-        }
+        let plan = recent.withLock { DeliveryPlan(events, recent: &$0).rooms }
+        guard !plan.isEmpty else { return }
         for registry in registries.values {
-            registry.loop.execute { registry.deliver(frames) }
+            registry.loop.execute { registry.deliver(plan) }
         }
     }
 }

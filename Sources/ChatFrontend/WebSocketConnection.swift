@@ -23,6 +23,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     /// Names this connection in `EventKey.except` (its own typing).
     let key: ConnectionRef
     private var context: ChannelHandlerContext?
+    /// The frame encoder's context: bytes written through it go to the
+    /// socket as they are. Room events arrive framed (`DeliveryPlan`); the
+    /// encoder writes every other frame synchronously, so the order holds.
+    private var wire: ChannelHandlerContext?
     private var registry: LoopRegistry?
     private var closing = false
     private var ended = false
@@ -45,6 +49,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        wire = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+        assert(wire != nil, "the WebSocket upgrader installs the frame encoder before this handler")
         let registry = services.connections.registry(for: context.eventLoop)
         registry.add(self, room: roomID)
         self.registry = registry
@@ -76,6 +82,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         expiry?.cancel()
         end()
         self.context = nil
+        wire = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -133,13 +140,24 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         close(code: WebSocketErrorCode(codeNumber: 4403), context: context)
     }
 
-    func write(text buffer: ByteBuffer) {
-        guard let context, !closing else { return }
-        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
-    }
-
-    func flush() {
-        context?.flush()
+    /// A room's steps of one batch (`DeliveryPlan`): its frames, already
+    /// framed, written below the frame encoder, then one flush.
+    func deliver(_ steps: [DeliveryPlan.Step]) {
+        guard let wire else { return }
+        var wrote = false
+        for step in steps {
+            guard !closing else { break }
+            switch step {
+            case .frames(let bytes, let excluded):
+                guard excluded != key else { continue }  // its own typing
+                wire.write(NIOAny(bytes), promise: nil)
+                wrote = true
+            case .remove(let user):
+                // Membership ended: those sockets get nothing more (api-contract.md "Messages").
+                if user == nil || user == identity.id { membershipEnded() }
+            }
+        }
+        if wrote { wire.flush() }
     }
 
     private func send(_ bytes: [UInt8]) {

@@ -48,9 +48,9 @@ func runMode(_ options: Options) async throws -> Bool {
     } else if let members = options.fanout {
         for _ in 0..<options.runs {
             if let rate = options.rate {
-                try await fanoutPaced(members: members, rate: rate, messages: options.messages)
+                try await fanoutPaced(members: members, rate: rate, messages: options.messages, frontends: options.frontends ?? 1)
             } else {
-                try await fanout(members: members, messages: options.messages, window: options.window)
+                try await fanout(members: members, messages: options.messages, window: options.window, frontends: options.frontends ?? 1)
             }
         }
     } else if let count = options.idle {
@@ -97,7 +97,7 @@ struct Options: ParsableArguments {
     var clients: Int?
     @Option(help: "With --idle: loopback source addresses 127.0.0.2 ... (default: one per 25,000 sockets).")
     var sources: Int?
-    @Option(help: "With --idle: frontends the server runs, as CHAT_FRONTENDS (default: one per 15,000 sockets).")
+    @Option(help: "Frontends the server runs, as CHAT_FRONTENDS (default: 1; with --idle, one per 15,000 sockets).")
     var frontends: Int?
     // Each thread has one handshake in flight. With 8, one client process
     // left the server idle between answers (6,000 sockets, one frontend:
