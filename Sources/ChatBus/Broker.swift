@@ -185,11 +185,15 @@ public final class Broker: @unchecked Sendable {
             poller.add(.fd(wakeup.fd))
             // Only read a queue when a worker can take the message: a PUSH
             // with no peer would block the whole broker.
+            // One `ZMQ_EVENTS` per queue and pass: each is a poll(2) and a
+            // getpid(2) inside ZeroMQ, and a broker passes here twice a message
+            // at low load.
+            let writable = queues.indices.map { s.queueOut[$0].events & Int32(pollOut) != 0 }
             var queueIndex: [Int: Int] = [:]
-            for queue in queues.indices where s.queueOut[queue].events & Int32(pollOut) != 0 {
+            for queue in queues.indices where writable[queue] {
                 queueIndex[poller.add(.socket(s.queueIn[queue]))] = queue
             }
-            for queue in queues.indices where s.queueOut[queue].events & Int32(pollOut) == 0 {
+            for queue in queues.indices where !writable[queue] {
                 // Wake when the queue's worker (re)connects.
                 queueIndex[poller.add(.socket(s.queueOut[queue]), events: pollOut)] = -1
             }

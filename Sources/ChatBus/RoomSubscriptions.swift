@@ -14,6 +14,14 @@ import ChatWire
 /// client that reconnects (a page reload) finds it ready; after that it is
 /// unsubscribed, and subscribing again needs a newer sync: an answer to one
 /// requested before the unsubscribe proves nothing about the new one.
+///
+/// Syncs are pipelined: rooms subscribed while one is unanswered wait for
+/// the next, requested when it answers, so a storm of new rooms (clients of
+/// a restarted sibling reconnecting) costs one sync per round trip and each
+/// answer releases every room subscribed before it. An unanswered sync is
+/// asked again after `resync` but stays subscribed until answered or past
+/// the `deadline`: its answer may only be queued behind events, and
+/// dropping its topic would drop the answer with it.
 /// `Waiter` is what the owner needs to answer a handshake.
 public struct RoomSubscriptions<Waiter> {
     public enum Action {
@@ -65,8 +73,8 @@ public struct RoomSubscriptions<Waiter> {
     var rooms: [String: Room] = [:]
     /// Rooms whose `needs` is set.
     var awaiting: Set<String> = []
-    /// Syncs requested and not yet ended.
-    var syncs: Set<UInt64> = []
+    /// Syncs requested and not yet ended, with when each was requested.
+    var syncs: [UInt64: UInt64] = [:]
     /// The number of the next sync requested; a new room needs it.
     var nextSync: UInt64 = 1
     /// A room needs `nextSync`, not requested yet.
@@ -125,7 +133,7 @@ public struct RoomSubscriptions<Waiter> {
             rooms[room] = entry
             awaiting.remove(room)
         }
-        for number in syncs.sorted() where number <= sync.number { endSync(number) }
+        for number in syncs.keys.sorted() where number <= sync.number { endSync(number) }
         return takeActions()
     }
 
@@ -133,10 +141,11 @@ public struct RoomSubscriptions<Waiter> {
     /// rooms whose linger ended, syncs nobody needs any more.
     public mutating func tick(now: UInt64) -> [Action] {
         expireWaiters(now: now)
-        if syncDue || (hasWaiters && now >= lastRequest + timing.resync) { requestSync(now: now) }
+        endStaleSyncs(now: now)
+        if (syncDue && syncs.isEmpty) || (hasWaiters && now >= lastRequest + timing.resync) { requestSync(now: now) }
         unsubscribeLingering(now: now)
         if awaiting.isEmpty && !syncs.isEmpty {
-            for number in syncs.sorted() { endSync(number) }
+            for number in syncs.keys.sorted() { endSync(number) }
         }
         return takeActions()
     }
@@ -157,7 +166,7 @@ public struct RoomSubscriptions<Waiter> {
             guard let first = rooms[room]?.waiters.first else { continue }
             wake = min(wake ?? .max, first.deadline, lastRequest + timing.resync)
         }
-        if syncDue || (awaiting.isEmpty && !syncs.isEmpty) { wake = 0 }
+        if (syncDue && syncs.isEmpty) || (awaiting.isEmpty && !syncs.isEmpty) { wake = 0 }
         return wake
     }
 
@@ -172,21 +181,24 @@ public struct RoomSubscriptions<Waiter> {
         return Room(needs: nextSync)
     }
 
+    /// Unanswered for a whole deadline, a sync's answer would come too late
+    /// for any waiter: its topic ends, so a broker out of reach leaves at
+    /// most deadline / resync sync topics, not one per resync.
+    mutating func endStaleSyncs(now: UInt64) {
+        for (number, requested) in syncs where requested + timing.deadline <= now { endSync(number) }
+    }
+
     mutating func requestSync(now: UInt64) {
-        // The new sync's answer proves all an older one would: those still
-        // unanswered end, so a broker out of reach leaves one sync topic,
-        // not one per resync.
-        for number in syncs.sorted() { endSync(number) }
         let sync = SubscriptionSync(frontendID: frontendID, number: nextSync)
         nextSync += 1
         syncDue = false
         lastRequest = now
-        syncs.insert(sync.number)
+        syncs[sync.number] = now
         actions.append(.requestSync(sync))
     }
 
     mutating func endSync(_ number: UInt64) {
-        syncs.remove(number)
+        syncs[number] = nil
         actions.append(.endSync(SubscriptionSync(frontendID: frontendID, number: number)))
     }
 

@@ -206,7 +206,7 @@ struct ChatAPI: Sendable {
 
     /// A command's reply, or 503 when the bus gave up.
     func call(_ kind: CommandKind, shardKey: String, caller: Caller, body: some Encodable) async throws -> Event {
-        let bytes = [UInt8](try JSONEncoder().encode(body))
+        let bytes = if let written = body as? any WrittenCommandBody { written.commandBytes } else { [UInt8](try JSONEncoder().encode(body)) }
         switch await services.bus.request(kind, to: Destination.of(kind, shardKey: shardKey), user: caller.json, body: bytes) {
         case .success(let reply): return reply
         case .failure: throw APIError.unavailable

@@ -5,26 +5,18 @@ import NIOWebSocket
 import Synchronization
 
 /// Which WebSocket connections are in which room, one registry per event loop.
-/// A bus event costs one hop per loop, not per connection: the loop writes the
-/// shared frame bytes to each of its connections and flushes each once.
+/// A batch of bus events costs one hop per loop, not per connection: the loop
+/// writes each room's shared frame bytes to each of its connections and
+/// flushes each once (`DeliveryPlan`).
 final class LoopRegistry: @unchecked Sendable {
     // Everything below is touched only on `loop`.
     let loop: any EventLoop
     private var rooms: [String: [ObjectIdentifier: WebSocketConnection]] = [:]
-    /// Keys of recently delivered events: a command resent after a worker died
-    /// may publish the same message twice; members see it once.
-    private var recentKeys = Set<EventKey>()
-    private var recentOrder: [EventKey] = []
-    private var recentNext = 0
-    /// Covers several seconds of events at full load; a re-published event
-    /// only follows a worker's death, within a retry interval (750 ms).
-    static let recentCapacity = 65_536
     /// A handover's log or buffer (HandoverRegistry.swift).
     var handover = HandoverLoopState()
 
     init(loop: any EventLoop) {
         self.loop = loop
-        recentOrder.reserveCapacity(Self.recentCapacity)
     }
 
     func add(_ connection: WebSocketConnection, room: String) {
@@ -42,61 +34,18 @@ final class LoopRegistry: @unchecked Sendable {
 
     var connections: [WebSocketConnection] { rooms.values.flatMap(\.values) }
 
-    /// The last `count` idempotency keys delivered here, newest last (a handover's `delivered`).
-    func recentlyDelivered(_ count: Int) -> [EventKey] {
-        guard recentOrder.count == Self.recentCapacity else { return Array(recentOrder.suffix(count)) }
-        let ordered = recentOrder[recentNext...] + recentOrder[..<recentNext]
-        return Array(ordered.suffix(count))
-    }
-
-    /// Whether an event with this key is new here: only idempotency keys
-    /// (message changes, session presence) repeat.
-    func firstDelivery(of key: EventKey) -> Bool {
-        guard key.isIdempotent else { return true }
-        guard recentKeys.insert(key).inserted else { return false }
-        if recentOrder.count < Self.recentCapacity {
-            recentOrder.append(key)
-        } else {
-            recentKeys.remove(recentOrder[recentNext])
-            recentOrder[recentNext] = key
-            recentNext = (recentNext + 1) % Self.recentCapacity
-        }
-        return true
-    }
-
-    /// Writes each event to the room's connections, then flushes each touched connection once.
-    func deliver(_ events: [(roomID: String, key: EventKey, frame: ByteBuffer, hash: UInt64)], handoverMode: HandoverMode = []) {
+    /// Each room's steps to each of its connections here, in order. A
+    /// connection that closes on the way (a removal) leaves `rooms` at once;
+    /// the loop goes on over the members as they were. While a handover
+    /// runs, each room's events are logged or buffered first, in the same
+    /// turn (HandoverRegistry.swift).
+    func deliver(_ plan: [DeliveryPlan.Room], recording mode: HandoverMode = []) {
         loop.preconditionInEventLoop()
-        var touched: [ObjectIdentifier: WebSocketConnection] = [:]
-        for event in events {
-            if !handoverMode.isEmpty {
-                let fresh = firstDelivery(of: event.key)
-                handover.record(room: event.roomID, hash: event.hash, key: event.key, frame: event.frame, fresh: fresh, mode: handoverMode)
-                guard fresh else { continue }
-            } else if rooms[event.roomID] == nil || !firstDelivery(of: event.key) {
-                continue
-            }
-            guard let members = rooms[event.roomID] else { continue }
-            let excluded: ConnectionRef?
-            switch event.key {
-            case .removeUser, .removeEveryone:
-                // Membership ended: those sockets get nothing more (api-contract.md "Messages").
-                for (id, connection) in members where event.key == .removeEveryone || event.key == .removeUser(connection.identity.id) {
-                    touched[id] = nil
-                    connection.membershipEnded()
-                }
-                continue
-            case .except(let connection): excluded = connection  // its own typing
-            case .none, .message, .session: excluded = nil
-            }
-            for (id, connection) in members where connection.key != excluded {
-                // A moved socket got its copy from its old process (HandoverRegistry.swift).
-                if connection.adopted && handover.delivered.contains(event.key) { continue }
-                connection.write(text: event.frame)
-                touched[id] = connection
-            }
+        for room in plan {
+            if !mode.isEmpty { handover.record(room: room.roomID, room.recorded, mode: mode) }
+            guard let members = rooms[room.roomID] else { continue }
+            for connection in members.values { connection.deliver(room.steps) }
         }
-        for connection in touched.values { connection.flush() }
     }
 }
 
@@ -104,8 +53,14 @@ final class LoopRegistry: @unchecked Sendable {
 public final class ConnectionRegistry: Sendable {
     let registries: [ObjectIdentifier: LoopRegistry]
     private let nextID = Atomic<UInt64>(0)
-    /// `HandoverMode` bits: while set, each event is hashed once here and logged or buffered per loop.
-    let handoverMode = Atomic<Int>(0)
+    /// Taken by the bus thread (`fanOut`), and by a handover to change its
+    /// part or read the keys: never contended outside a handover.
+    let fanOutState = Mutex(FanOutState())
+
+    struct FanOutState: Sendable {
+        var recent = RecentKeys()
+        var handover = HandoverFanOut()
+    }
 
     /// A connection id unique within this frontend process.
     func makeConnectionID() -> UInt64 { nextID.add(1, ordering: .relaxed).newValue }
@@ -125,19 +80,21 @@ public final class ConnectionRegistry: Sendable {
         return registry
     }
 
-    /// Called on the bus thread with a batch of events: one buffer per event,
-    /// shared by every loop and connection. An event whose key no worker
-    /// writes is dropped: what it orders is unknown.
+    /// Called on the bus thread with a batch of events: framed once, in
+    /// buffers shared by every loop and connection (`DeliveryPlan`).
     public func fanOut(_ events: [RoomEvent]) {
-        let mode = HandoverMode(rawValue: handoverMode.load(ordering: .sequentiallyConsistent))
-        let frames = events.compactMap { event in
-            EventKey(event.key).map { key in
-                let hash = mode.isEmpty ? 0 : HandoverLog.hash(key: event.key.utf8, body: event.body)
-                return (roomID: event.roomID, key: key, frame: ByteBuffer(bytes: event.body), hash: hash)
+        fanOutState.withLock { state in
+            let plan =
+                state.handover.isIdle
+                ? DeliveryPlan(events, recent: &state.recent) : DeliveryPlan(events, recent: &state.recent, handover: state.handover)
+            guard !plan.rooms.isEmpty else { return }
+            let rooms = plan.rooms
+            let mode = state.handover.mode
+            // Handed to every loop under the lock: a handover's change of its
+            // part falls between the same two batches on every loop.
+            for registry in registries.values {
+                registry.loop.execute { registry.deliver(rooms, recording: mode) }
             }
-        }
-        for registry in registries.values {
-            registry.loop.execute { registry.deliver(frames, handoverMode: mode) }
         }
     }
 }

@@ -53,13 +53,15 @@ struct HTTPServer: Service {
         // with every later frontend: set it back to chatd.socket's Backlog=.
         if case .inherited(let fd) = source { _ = listen(fd, 4096) }
         let stopped = server.channel.eventLoop.makePromise(of: Void.self)
+        let executors = LoopTaskExecutor.forEachLoop(of: group)
         await withGracefulShutdownHandler {
             onRunning(server.channel)
             await withDiscardingTaskGroup { connections in
                 do {
                     try await server.executeThenClose { inbound in
                         for try await connection in inbound {
-                            connections.addTask { await channel.handle(value: connection, logger: logger) }
+                            let executor = executors[ObjectIdentifier(connection.channel.eventLoop)]
+                            connections.addTask(executorPreference: executor) { await channel.handle(value: connection, logger: logger) }
                         }
                     }
                 } catch {
@@ -74,6 +76,31 @@ struct HTTPServer: Service {
         let bound = server.channel.eventLoop.scheduleTask(in: .seconds(2)) { stopped.succeed() }
         try? await stopped.futureResult.get()
         bound.cancel()
+    }
+}
+
+/// Runs a connection's task on its channel's event loop. Without it the
+/// request's task ran on Swift's concurrency pool: every request crossed
+/// threads from the loop to the pool and back (reading the head, writing
+/// the response), and the bus reply resumed it on the pool, waking a pool
+/// thread each time (§11g). Route handlers do not block: file I/O runs on
+/// NIOFileSystem's threads.
+final class LoopTaskExecutor: TaskExecutor {
+    let loop: any EventLoop
+
+    init(_ loop: any EventLoop) {
+        self.loop = loop
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+
+    static func forEachLoop(of group: any EventLoopGroup) -> [ObjectIdentifier: LoopTaskExecutor] {
+        var executors: [ObjectIdentifier: LoopTaskExecutor] = [:]
+        for loop in group.makeIterator() { executors[ObjectIdentifier(loop)] = LoopTaskExecutor(loop) }
+        return executors
     }
 }
 

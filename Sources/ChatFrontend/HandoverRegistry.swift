@@ -4,24 +4,20 @@ import NIOCore
 /// What one event loop keeps for a handover, beside its registry: the old
 /// frontend's log of each room's events (hashes, from the offer on), or the
 /// new one's buffer of them (from its subscriptions on). Touched only on
-/// the loop. Every loop receives every event batch (`ConnectionRegistry.fanOut`),
-/// so each loop's log and buffer are each room's whole stream.
+/// the loop, and written in the same turn as the delivery of the same batch
+/// (`LoopRegistry.deliver`), so a log stands exactly for what this loop's
+/// sockets were written. Every loop receives every event batch
+/// (`ConnectionRegistry.fanOut`), so each loop's log and buffer are each
+/// room's whole stream.
 struct HandoverLoopState {
-    struct Buffered {
-        let hash: UInt64
-        let key: EventKey
-        let frame: ByteBuffer
-        /// The first copy of its key here (`LoopRegistry.firstDelivery`):
-        /// a repeated copy is not replayed either.
-        let fresh: Bool
-    }
-
     /// Old side: each room's hashes, oldest first, and whether older ones were dropped.
     var logs: [String: (hashes: [UInt64], truncated: Bool)] = [:]
-    /// New side: each room's events, and whether its start was dropped.
-    var buffers: [String: (events: [Buffered], cut: Bool)] = [:]
-    /// New side: keys the old process delivered everywhere: no copy of one
-    /// is replayed or written to a socket it moved (`WebSocketConnection.adopted`).
+    /// New side: each room's events (their `fresh` is the bus thread's
+    /// duplicate check: a repeated copy is not replayed either), and whether
+    /// its start was dropped.
+    var buffers: [String: (events: [DeliveryPlan.Recorded], cut: Bool)] = [:]
+    /// New side: keys the old process delivered: no copy of one is replayed
+    /// to a socket it moved (live copies: `HandoverFanOut.delivered`).
     /// Kept `deliveredMemory` past the handover, the window of a worker's resends.
     var delivered = Set<EventKey>()
     static let deliveredMemory = TimeAmount.seconds(15)
@@ -30,26 +26,45 @@ struct HandoverLoopState {
     /// its sockets are then closed with 1012 rather than risk a gap.
     static let bufferCapacity = 4 * HandoverLog.capacity
 
-    mutating func record(room: String, hash: UInt64, key: EventKey, frame: ByteBuffer, fresh: Bool, mode: HandoverMode) {
+    mutating func record(room: String, _ events: [DeliveryPlan.Recorded], mode: HandoverMode) {
+        guard !events.isEmpty else { return }
         if mode.contains(.log) {
             var log = logs[room] ?? ([], false)
-            if log.hashes.count == HandoverLog.capacity {
-                log.hashes.removeFirst(HandoverLog.capacity / 2)
-                log.truncated = true
+            for event in events {
+                if log.hashes.count == HandoverLog.capacity {
+                    log.hashes.removeFirst(HandoverLog.capacity / 2)
+                    log.truncated = true
+                }
+                log.hashes.append(event.hash)
             }
-            log.hashes.append(hash)
             logs[room] = log
         }
         if mode.contains(.buffer) {
             var buffer = buffers[room] ?? ([], false)
-            if buffer.events.count == Self.bufferCapacity {
-                buffer.events.removeFirst(Self.bufferCapacity / 2)
-                buffer.cut = true
+            for event in events {
+                if buffer.events.count == Self.bufferCapacity {
+                    buffer.events.removeFirst(Self.bufferCapacity / 2)
+                    buffer.cut = true
+                }
+                buffer.events.append(event)
             }
-            buffer.events.append(Buffered(hash: hash, key: key, frame: frame, fresh: fresh))
             buffers[room] = buffer
         }
     }
+}
+
+/// A handover's part of the fan-out, kept by the bus thread beside the
+/// recent keys (`ConnectionRegistry.fanOutState`). Idle (no handover, none
+/// within `deliveredMemory`), the delivery plan takes main's path: no
+/// hashing, no per-event records.
+struct HandoverFanOut: Sendable {
+    /// What the loops record of each event.
+    var mode: HandoverMode = []
+    /// New side: keys the old process delivered (`HandoverMessage.delivered`):
+    /// a live copy of one is written to every socket but those it moved.
+    var delivered = Set<EventKey>()
+
+    var isIdle: Bool { mode.isEmpty && delivered.isEmpty }
 }
 
 /// Which handover records a frontend keeps now (`ConnectionRegistry.handoverMode`).
@@ -83,48 +98,39 @@ extension LoopRegistry {
         guard let overlap = HandoverLog.overlap(written: written, truncated: truncated, buffered: buffer.events.map(\.hash)),
             overlap > 0 || !buffer.cut || buffer.events.isEmpty
         else { return nil }
-        var replayed = 0
+        var steps: [DeliveryPlan.Step] = []
+        var removed = false
         for event in buffer.events[overlap...] where event.fresh && !handover.delivered.contains(event.key) {
             switch event.key {
             case .removeUser(let user) where user == connection.identity.id:
-                connection.membershipEnded()
-                return replayed
+                removed = true
             case .removeEveryone:
-                connection.membershipEnded()
-                return replayed
+                removed = true
             case .except(let excluded) where excluded == connection.key:
-                continue
+                continue  // its own typing
             case .removeUser:
                 continue
             default:
-                connection.write(text: event.frame)
-                replayed += 1
+                steps.append(.frames(event.frame, excluded: nil))
             }
+            if removed { break }
         }
-        connection.flush()
-        add(connection, room: connection.roomID)
+        let replayed = steps.count
+        if removed { steps.append(.remove(user: nil)) }
+        // Frames in order, one flush; a removal closes it with 4403 after them.
+        connection.deliver(steps)
+        if !removed { add(connection, room: connection.roomID) }
         return replayed
     }
 
-    /// New side: keys the old process delivered on every loop count as
-    /// delivered to the sockets it moves (before any is adopted on this loop).
+    /// New side: keys the old process delivered count as delivered to the
+    /// sockets it moves (before any is adopted on this loop).
     func seedDelivered(_ keys: [EventKey]) {
         loop.preconditionInEventLoop()
-        // Not into the dedup set: this process's own sockets may still need
-        // a first copy that has not reached it yet.
+        // Not into the duplicate check: this process's own sockets may still
+        // need a first copy that has not reached it yet.
         handover.delivered.formUnion(keys)
         loop.scheduleTask(in: HandoverLoopState.deliveredMemory) { self.handover.delivered.removeAll() }
-    }
-
-    /// Old side: keys every loop has delivered, for `HandoverMessage.delivered`.
-    static func deliveredEverywhere(_ registries: [LoopRegistry], count: Int) -> EventLoopFuture<[String]> {
-        let lists = registries.map { registry in registry.loop.submit { registry.recentlyDelivered(count).map(\.description) } }
-        return EventLoopFuture.whenAllSucceed(lists, on: registries[0].loop).map { lists in
-            guard var common = lists.first.map(Set.init) else { return [] }
-            for list in lists.dropFirst() { common.formIntersection(list) }
-            // In the first loop's order, oldest first.
-            return lists[0].filter(common.contains)
-        }
     }
 
     /// The handover is over: logs and buffers go (the delivered keys stay for `deliveredMemory`).
@@ -139,8 +145,30 @@ extension ConnectionRegistry {
     /// Starts (or ends, with `[]`) logging or buffering on every loop, from
     /// the next event batch on; ending also drops what each loop kept.
     func setHandoverMode(_ mode: HandoverMode) {
-        handoverMode.store(mode.rawValue, ordering: .sequentiallyConsistent)
+        fanOutState.withLock { $0.handover.mode = mode }
         guard mode.isEmpty else { return }
         for registry in registries.values { registry.loop.execute { registry.endHandover() } }
+    }
+
+    /// Old side: the last `count` idempotency keys this process delivered,
+    /// oldest first, for `HandoverMessage.delivered`. Each one's batch went
+    /// to every loop before it was kept (`fanOut`), so a socket stopped
+    /// after this got it (or a removal closed it).
+    func recentlyDelivered(_ count: Int) -> [EventKey] {
+        fanOutState.withLock { $0.recent.last(count) }
+    }
+
+    /// New side: keys the old process delivered count as delivered to the
+    /// sockets it moves, for `HandoverLoopState.deliveredMemory`: seeded in
+    /// every loop (the replay) and in the fan-out (live copies) before any
+    /// socket is adopted.
+    func seedDelivered(_ keys: [EventKey]) {
+        guard !keys.isEmpty, let first = registries.values.first else { return }
+        fanOutState.withLock { $0.handover.delivered.formUnion(keys) }
+        for registry in registries.values { registry.loop.execute { registry.seedDelivered(keys) } }
+        first.loop.scheduleTask(in: HandoverLoopState.deliveredMemory) {
+            // Back on main's path once the resend window has passed.
+            self.fanOutState.withLock { $0.handover.delivered.removeAll() }
+        }
     }
 }

@@ -188,16 +188,15 @@ final class HandoverSource: @unchecked Sendable {
     /// load, the window in which a worker's resend re-publishes; well within a packet.
     static let deliveredKeys = 2_048
 
-    /// Sends the idempotency keys every loop has delivered (a copy
-    /// re-published by a worker's resend must not reach a moved socket twice).
-    /// Every loop's: a socket stops on its own loop, after all of them.
+    /// Sends the idempotency keys this process has delivered (a copy
+    /// re-published by a worker's resend must not reach a moved socket
+    /// twice). Each one's batch is queued on every loop already, ahead of
+    /// the stops dispatched after this.
     private func sendDelivered(then: @escaping @Sendable () -> Void) {
-        let registries = Array(services.connections.registries.values)
-        LoopRegistry.deliveredEverywhere(registries, count: Self.deliveredKeys).whenComplete { result in
-            self.queue.async {
-                _ = try? self.peer?.send(HandoverMessage.delivered(keys: (try? result.get()) ?? []).encode())
-                then()
-            }
+        let keys = services.connections.recentlyDelivered(Self.deliveredKeys).map(\.description)
+        queue.async {
+            _ = try? self.peer?.send(HandoverMessage.delivered(keys: keys).encode())
+            then()
         }
     }
 

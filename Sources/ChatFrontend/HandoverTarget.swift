@@ -132,7 +132,7 @@ final class HandoverTarget: @unchecked Sendable {
                 adopt(state, descriptor: descriptor)
             case .seed(let keys):
                 let parsed = keys.compactMap(EventKey.init).filter(\.isIdempotent)
-                for registry in services.connections.registries.values { registry.loop.execute { registry.seedDelivered(parsed) } }
+                services.connections.seedDelivered(parsed)
             case .release(let rooms):
                 releasing = rooms
             case .finished(_, let refused):

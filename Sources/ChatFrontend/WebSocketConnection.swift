@@ -24,6 +24,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     /// Names this connection in `EventKey.except` (its own typing).
     let key: ConnectionRef
     private var context: ChannelHandlerContext?
+    /// The frame encoder's context: bytes written through it go to the
+    /// socket as they are. Room events arrive framed (`DeliveryPlan`); the
+    /// encoder writes every other frame synchronously, so the order holds.
+    private var wire: ChannelHandlerContext?
     private var registry: LoopRegistry?
     private var closing = false
     private var ended = false
@@ -82,6 +86,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        wire = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+        assert(wire != nil, "the WebSocket upgrader installs the frame encoder before this handler")
         let registry = services.connections.registry(for: context.eventLoop)
         // An adopted socket joins its room once it can be written to (`channelActive`).
         if adoption == nil { registry.add(self, room: roomID) }
@@ -99,7 +105,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         }
         // The chat session record, and `user_joined` to the room; an adopted
         // socket's session stays open across the handover.
-        if adoption == nil { command(.sessionOpen, session) }
+        if adoption == nil { command(.sessionOpen, bytes: Self.json(session)) }
         // Opened after the server's shutdown told the open sockets: told now,
         // once the upgrade has finished setting up the pipeline.
         if services.life.isStopping {
@@ -115,6 +121,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         expiry?.cancel()
         end()
         self.context = nil
+        wire = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -153,18 +160,38 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         services.limiter?.socketClosed(user: identity.id)
         services.bus.unsubscribe(room: roomID)
         // A socket handed over lives on in the new process, session and all.
-        if !handedOver { command(.sessionClose, session) }
+        if !handedOver { command(.sessionClose, bytes: Self.json(session)) }
     }
 
     /// Sends a command whose answer this connection does not wait for.
     private func command(_ kind: CommandKind, _ body: some Encodable, onReply: (@Sendable (Result<Event, BusFailure>) -> Void)? = nil) {
         guard let bytes = try? JSONEncoder().encode(body) else { return }
+        command(kind, bytes: [UInt8](bytes), onReply: onReply)
+    }
+
+    private func command(_ kind: CommandKind, bytes: [UInt8], onReply: (@Sendable (Result<Event, BusFailure>) -> Void)? = nil) {
         let destination = Destination.of(kind, shardKey: roomID)
         let replied = commands.sent()
-        services.bus.send(kind, to: destination, user: identityJSON, body: [UInt8](bytes)) { result in
+        services.bus.send(kind, to: destination, user: identityJSON, body: bytes) { result in
             replied()
             onReply?(result)
         }
+    }
+
+    /// `session` as `JSONEncoder` writes it (the same keys; a nil field as
+    /// null, which decodes as absent). Every socket sends it twice, at open
+    /// and close: a JSONEncoder was ~2% of the frontend's CPU per handshake.
+    static func json(_ session: Requests.Session) -> [UInt8] {
+        var writer = JSONWriter(capacity: 256)
+        writer.beginObject()
+        writer.field("sessionID", session.sessionID)
+        writer.field("roomID", session.roomID)
+        writer.field("sessionType", session.sessionType)
+        writer.field("userAgent", session.userAgent)
+        writer.field("ipAddress", session.ipAddress)
+        writer.field("frontend", session.frontend)
+        writer.endObject()
+        return writer.bytes
     }
 
     // MARK: Outbound (called by the registry on this loop)
@@ -176,13 +203,28 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         close(code: WebSocketErrorCode(codeNumber: 4403), context: context)
     }
 
-    func write(text buffer: ByteBuffer) {
-        guard let context, !closing else { return }
-        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
-    }
-
-    func flush() {
-        context?.flush()
+    /// A room's steps of one batch (`DeliveryPlan`): its frames, already
+    /// framed, written below the frame encoder, then one flush.
+    func deliver(_ steps: [DeliveryPlan.Step]) {
+        guard let wire else { return }
+        var wrote = false
+        for step in steps {
+            guard !closing else { break }
+            switch step {
+            case .frames(let bytes, let excluded):
+                guard excluded != key else { continue }  // its own typing
+                wire.write(NIOAny(bytes), promise: nil)
+                wrote = true
+            case .notToAdopted(let bytes):
+                guard !adopted else { continue }  // its old process wrote it this key's copy
+                wire.write(NIOAny(bytes), promise: nil)
+                wrote = true
+            case .remove(let user):
+                // Membership ended: those sockets get nothing more (api-contract.md "Messages").
+                if user == nil || user == identity.id { membershipEnded() }
+            }
+        }
+        if wrote { wire.flush() }
     }
 
     private func send(_ bytes: [UInt8]) {
@@ -357,7 +399,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             }
         case "ping":
             send(Array(#"{"type":"pong"}"#.utf8))
-            command(.sessionPing, session)
+            command(.sessionPing, bytes: Self.json(session))
         default:
             let type = event["type"].map { "\($0)" } ?? "None"
             sendError("Unknown message type: \(type)")
@@ -453,14 +495,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         guard let context, !closing else { return done(false) }
         flushed(context) { [self] ok in
             guard ok else { return done(false) }
-            guard let sessionJSON = try? JSONEncoder().encode(session) else {
-                endHandover(handedOver: false)
-                return done(false)
-            }
             let idle = NIODeadline.now() - lastRead
             let state = HandoverConnection(
                 frontendID: key.frontend, number: key.number, identityJSON: identityJSON,
-                expiresMicros: Int64(expires.timeIntervalSince1970 * 1_000_000), roomID: roomID, sessionJSON: [UInt8](sessionJSON),
+                expiresMicros: Int64(expires.timeIntervalSince1970 * 1_000_000), roomID: roomID, sessionJSON: Self.json(session),
                 idleMillis: UInt32(clamping: idle.nanoseconds / 1_000_000), pinged: pinged,
                 eventTokens: services.limiter?.eventTokens(user: identity.id), written: [], logTruncated: false,
                 unread: Array(hold.pending.readableBytesView), stoppedAt: stoppedAt

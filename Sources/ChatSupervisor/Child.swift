@@ -93,6 +93,13 @@ struct Child: Equatable {
         var immediateRestarts = 3
         /// Quick exits in a row from which the child is reported as crash-looping.
         var crashLoopAfter = 5
+        /// A promoted standby's successor starts this long after the
+        /// promotion, not at once: loading a new process (the binary's pages,
+        /// its configuration and database) would take the CPU the promoted
+        /// worker needs for its first batches, the very milliseconds a
+        /// standby exists to save. A cold start took ~40 ms here
+        /// (docs/benchmarks.md §6); a quarter second clears it.
+        var standbySuccessorDelay: TimeInterval = 0.25
 
         /// How long to wait before the next start, after `quickExits` quick
         /// exits in a row, the last process having lived `lived` seconds.
@@ -277,7 +284,8 @@ struct Child: Equatable {
         guard case .ready(let pid) = state else { return [] }
         // READY -> BACKOFF: a planned departure, neither counted nor slowed
         // beyond one start a second.
-        let until = now + policy.delay(quickExits: 0, lived: now.seconds(since: lastStart))
+        let lived = now.seconds(since: lastStart)
+        let until = now + max(policy.standbySuccessorDelay, policy.delay(quickExits: 0, lived: lived))
         state = .backoff(until: until)
         return [.log(.info, "standby promoted", ["pid": "\(pid)"]), .wake(at: until)]
     }

@@ -40,13 +40,15 @@ extension Supervisor {
             ])
             if config.run.runsFrontend && fresh.resolvedFrontends != frontendCount { scaleFrontends(to: fresh.resolvedFrontends) }
             config.frontends = fresh.frontends
-            if config.run.runsWorkers { scale(role: .receipts, to: receipts) { _ in } }
-            config.standbys = fresh.standbys
-            applyStandbyPlan()
             // A standby read the configuration when it started; promoted
             // later, it would serve with the old limits. Idle, they are cheap
-            // to start again (as `ctl restart <role>` does first).
+            // to start again (as `ctl restart <role>` does first): restarted
+            // before the plan starts any new ones, and before the receipts
+            // scale below, which would promote one at once.
             restartStandbys(for: children.keys.filter { $0.worker != nil })
+            config.standbys = fresh.standbys
+            applyStandbyPlan()
+            if config.run.runsWorkers { scale(role: .receipts, to: receipts) { _ in } }
             config.receiptsWorkers = receipts
             if fresh.resolvedStoreWorkers != storeShards && config.run == .all {
                 let logger = self.logger

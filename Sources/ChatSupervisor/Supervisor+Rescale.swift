@@ -31,7 +31,11 @@ extension Supervisor {
         frontendCount = count
         for slot in 0..<count where children[.frontend(slot)] == nil { add(frontendSpec(slot)) }
         let retired = frontendSlots.filter { $0 >= count }
+        // A slot between lives (crashed, in backoff) has no process whose
+        // exit would close its sessions (`retiredExited`): closed now.
+        let processless = retired.filter { children[.frontend($0)]?.machine.pid == nil }
         retire(retired.map(ChildName.frontend))
+        for slot in processless { resetSessions(ofFrontend: ChildName.frontend(slot).description) }
         // Connections still queued on a retired slot's own socket are reset.
         for slot in retired { closeSlotSocket(slot, keepingPortFor: 0) }
         logger.info("scaled", metadata: ["role": "frontend", "from": "\(from)", "to": "\(count)"])

@@ -28,7 +28,7 @@ struct ChatdLoad: AsyncParsableCommand {
         if let roomsFile = options.idleClient {
             await orExit {
                 try idleClient(roomsFile: roomsFile, port: options.port, first: options.first, count: options.count,
-                               sources: options.sources ?? 1, threads: options.connectThreads)
+                               sources: options.sources ?? 1, threads: options.connectThreads ?? 8)
             }
             return
         }
@@ -48,9 +48,9 @@ func runMode(_ options: Options) async throws -> Bool {
     } else if let members = options.fanout {
         for _ in 0..<options.runs {
             if let rate = options.rate {
-                try await fanoutPaced(members: members, rate: rate, messages: options.messages)
+                try await fanoutPaced(members: members, rate: rate, messages: options.messages, frontends: options.frontends ?? 1)
             } else {
-                try await fanout(members: members, messages: options.messages, window: options.window)
+                try await fanout(members: members, messages: options.messages, window: options.window, frontends: options.frontends ?? 1)
             }
         }
     } else if let count = options.idle {
@@ -101,10 +101,14 @@ struct Options: ParsableArguments {
     var clients: Int?
     @Option(help: "With --idle: loopback source addresses 127.0.0.2 ... (default: one per 25,000 sockets).")
     var sources: Int?
-    @Option(help: "With --idle: frontends the server runs, as CHAT_FRONTENDS (default: one per 15,000 sockets).")
+    @Option(help: "Frontends the server runs, as CHAT_FRONTENDS (default: 1; with --idle, one per 15,000 sockets).")
     var frontends: Int?
-    @Option(help: "With --idle: threads per client process opening sockets.")
-    var connectThreads = 8
+    // Each thread has one handshake in flight. With 8, one client process
+    // left the server idle between answers (6,000 sockets, one frontend:
+    // 568/s against 1,006/s with 64); but 7 processes of 64 threads took
+    // 1,280 µs of client CPU a socket at 100,000 (docs/benchmarks.md §11f).
+    @Option(help: "With --idle: threads per client process opening sockets, one handshake in flight each (default: 64 in all, at least 8 a process).")
+    var connectThreads: Int?
     @Option(help: "With --idle: seconds the sockets are held before they are counted.")
     var hold = 5
     @Option(help: ArgumentHelp("Instead of measuring throughput: seed the REST data, then wrk on one endpoint: rooms, messages or cursor.", valueName: "endpoint"))

@@ -30,10 +30,10 @@ final class SocketSet {
 
 /// A server with a public room of `count` member sockets (each its own
 /// user, joined on connect) and its owner's socket, the joins settled.
-func fanoutRoom(members count: Int) async throws -> (server: TestServer, members: SocketSet, sender: WebSocketClient) {
+func fanoutRoom(members count: Int, frontends: Int = 1) async throws -> (server: TestServer, members: SocketSet, sender: WebSocketClient) {
     // The members and the owner: past the default limit of 1,000 (issue 10) at §3's size.
     let limit = ["CHAT_MAX_PARTICIPANTS": String(max(1_000, count + 1))]
-    let server = try await TestServer.start(storeWorkers: 1, environment: loadEnvironment.merging(limit) { $1 })
+    let server = try await TestServer.start(storeWorkers: 1, frontends: frontends, environment: loadEnvironment.merging(limit) { $1 })
     let owner = try await server.token(sub: "owner")
     let created = try await server.request("POST", "/api/chat/rooms/", token: owner, json: ["name": "fan-out", "room_type": "public"])
     guard let room = created.object["id"] as? String else { throw TestServerError(description: created.text) }
@@ -65,8 +65,8 @@ func fanoutTag(_ text: String) -> Int? {
 /// one message every 20 ms, time from send to the last member's delivery.
 /// Phase 2: throughput, a window of messages in flight, each retired when
 /// every member has it.
-func fanout(members count: Int, messages: Int, window: Int) async throws {
-    let (server, members, sender) = try await fanoutRoom(members: count)
+func fanout(members count: Int, messages: Int, window: Int, frontends: Int = 1) async throws {
+    let (server, members, sender) = try await fanoutRoom(members: count, frontends: frontends)
     defer { server.stop() }
     let probes = 200
     var sentAt = [UInt64](repeating: 0, count: probes)
@@ -123,8 +123,8 @@ func fanoutSustained(_ server: TestServer, _ members: SocketSet, _ sender: WebSo
 /// Paced fan-out: `messages` messages at `rate` a second, each sent at its
 /// scheduled time whatever is still undelivered; latency of every delivery
 /// from the scheduled send (so a stall counts against every message behind it).
-func fanoutPaced(members count: Int, rate: Double, messages: Int) async throws {
-    let (server, members, sender) = try await fanoutRoom(members: count)
+func fanoutPaced(members count: Int, rate: Double, messages: Int, frontends: Int = 1) async throws {
+    let (server, members, sender) = try await fanoutRoom(members: count, frontends: frontends)
     defer { server.stop() }
     let interval = 1e9 / rate
     let start = now() + 10_000_000

@@ -62,7 +62,7 @@ func restFixture(path: String) async throws {
 /// on one endpoint (`rooms`, `messages` or `cursor`) `runs` times, with the
 /// server's CPU per request from /proc.
 func restBench(endpoint: String, _ options: Options) async throws {
-    let server = try await TestServer.start(storeWorkers: options.storeWorkers, environment: loadEnvironment)
+    let server = try await TestServer.start(storeWorkers: options.storeWorkers, frontends: options.frontends ?? 1, environment: loadEnvironment)
     defer { server.stop() }
     let fixture = try await seedRest(server, bigRoom: options.roomMessages)
     guard let url = fixture[endpoint], endpoint != "token", let token = fixture["token"] else {

@@ -53,7 +53,7 @@ func pace(_ members: [Member], rate: Double, start: UInt64) {
 }
 
 func measure(_ options: Options) async throws -> ThroughputResult {
-    let server = try await TestServer.start(storeWorkers: options.storeWorkers, environment: loadEnvironment)
+    let server = try await TestServer.start(storeWorkers: options.storeWorkers, frontends: options.frontends ?? 1, environment: loadEnvironment)
     defer { server.stop() }
     let (members, rooms, token) = try await seedRooms(server, options)
     let meter = CPUMeter(server)

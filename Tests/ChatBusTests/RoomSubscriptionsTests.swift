@@ -131,18 +131,22 @@ final class Subscriptions {
         s.advance(ms: 0)
         s.acquire("b", "w2")
         s.advance(ms: 0)
-        #expect(s.requested == [1, 2])
         s.synced(1)
         #expect(s.ready == ["w1"])
+        s.advance(ms: 0)
+        #expect(s.requested == [1, 2])
         s.release("a")
         s.advance(ms: 5_000)
         #expect(s.log.last == "-a")
         s.acquire("a", "w3")
         s.advance(ms: 0)
-        #expect(s.log.suffix(2) == ["+a", "sync 3"])
+        // Sync 2 is in flight: the next is asked once it answers.
+        #expect(s.log.suffix(2) == ["-a", "+a"])
         // Sync 2 was asked before `a` was subscribed again: it answers for `b` only.
         s.synced(2)
         #expect(s.ready == ["w1", "w2"])
+        s.advance(ms: 0)
+        #expect(s.log.suffix(2) == ["+a", "sync 3"])
         s.synced(3)
         #expect(s.ready == ["w1", "w2", "w3"])
         #expect(s.syncs.isEmpty)
@@ -164,16 +168,56 @@ final class Subscriptions {
         #expect(s.requested == [1, 2])
     }
 
-    @Test func whileNoSyncIsAnsweredOnlyTheNewestIsSubscribed() {
+    @Test func whileNoSyncIsAnsweredTheSyncTopicsStayBounded() {
         let s = Subscriptions()
         s.acquire("a", "w1")
         s.advance(ms: 0)
-        // The broker is out of reach: ten resyncs, none answered.
-        for _ in 0..<10 { s.advance(ms: 750) }
-        #expect(s.requested == Array(1...11))
-        #expect(s.syncs == [11])
-        s.synced(11)
+        // The broker is out of reach: resyncs every 750 ms, none answered;
+        // a sync a whole deadline (10 s) old ends.
+        for _ in 0..<13 { s.advance(ms: 750) }
+        #expect(s.requested == Array(1...14))
+        #expect(s.syncs == Set(1...14))
+        // 10.5 s: sync 1 is past the deadline, and so is the waiter (no resync).
+        s.advance(ms: 750)
+        #expect(s.timedOut("w1"))
+        #expect(s.syncs == Set(2...14))
+        s.synced(14)
+        #expect(s.syncs.isEmpty)
+    }
+
+    /// The review's starvation: a new room every bus-loop pass (a sibling's
+    /// clients reconnecting) must not cancel the sync in flight, or no
+    /// answer survives while the storm lasts.
+    @Test func aStormOfNewRoomsCostsOneSyncPerRoundTripAndStarvesNoHandshake() {
+        let s = Subscriptions()
+        s.acquire("r0", "w0")
+        s.advance(ms: 0)
+        for i in 1...50 {
+            s.acquire("r\(i)", "w\(i)")
+            s.advance(ms: 0)
+        }
+        #expect(s.requested == [1], "one sync in flight while the rooms arrive")
+        s.synced(1)
+        #expect(s.ready == ["w0"])
+        s.advance(ms: 0)
+        #expect(s.requested == [1, 2])
+        s.synced(2)
+        #expect(s.ready.count == 51 && s.syncs.isEmpty)
+    }
+
+    /// A frontend whose events socket is behind (its answer queued behind
+    /// events for longer than the resync) still gets its handshakes through.
+    @Test func anAnswerSlowerThanTheResyncStillConfirms() {
+        let s = Subscriptions()
+        s.acquire("a", "w1")
+        s.advance(ms: 0)
+        s.advance(ms: 750)
+        s.advance(ms: 750)
+        #expect(s.requested == [1, 2, 3] && s.syncs == [1, 2, 3])
+        s.synced(1)
         #expect(s.ready == ["w1"])
+        // Nothing awaits any more: the later syncs' topics end.
+        s.advance(ms: 0)
         #expect(s.syncs.isEmpty)
     }
 

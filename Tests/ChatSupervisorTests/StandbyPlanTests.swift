@@ -46,10 +46,12 @@ import Testing
         #expect(child.handle(.handedOver, now: t0 + 0.5).isEmpty, "only a ready standby is promoted")
         _ = child.handle(.reportedReady, now: t0 + 0.5)
         let promoted = child.handle(.handedOver, now: t0 + 30)
-        #expect(promoted == [.log(.info, "standby promoted", ["pid": "100"]), .wake(at: t0 + 30)])
-        #expect(child.state == .backoff(until: t0 + 30) && child.pid == nil && child.restarts == 0)
-        #expect(child.handle(.timer, now: t0 + 30).last == .spawn(predecessorFailed: false))
-        _ = child.handle(.spawned(pid: 101), now: t0 + 30)
+        // The successor waits a quarter second, clear of the promoted worker's first batches.
+        #expect(promoted == [.log(.info, "standby promoted", ["pid": "100"]), .wake(at: t0 + 30.25)])
+        #expect(child.state == .backoff(until: t0 + 30.25) && child.pid == nil && child.restarts == 0)
+        #expect(child.handle(.timer, now: t0 + 30.2).isEmpty)
+        #expect(child.handle(.timer, now: t0 + 30.25).last == .spawn(predecessorFailed: false))
+        _ = child.handle(.spawned(pid: 101), now: t0 + 30.25)
         #expect(child.state == .starting(pid: 101))
     }
 

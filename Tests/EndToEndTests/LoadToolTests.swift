@@ -34,6 +34,9 @@ extension EndToEnd {
             let output = try runLoad(["--idle", "300", "--clients", "2", "--sources", "2", "--hold", "1"])
             #expect(summary(output)?.contains("300 of 300 opened by 2 client processes from 2 source addresses") == true, "\(output)")
             #expect(summary(output)?.contains("300 still open") == true)
+            // The open phase's CPU per socket, the client processes' included.
+            #expect(output.contains("cpu: supervisor+broker") && output.contains("idle clients"), "\(output)")
+            #expect(output.contains("handshakes (connect to 101, per client process): p50"), "\(output)")
         }
 
         @Test(arguments: ["rooms", "messages"])

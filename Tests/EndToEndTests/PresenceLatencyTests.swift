@@ -68,8 +68,13 @@ extension LongRuns {
                 guard let carol = try? server.webSocket(path, token: tokens[2]) else { continue }
                 actions.add("user_joined", at: opening)
                 try await Task.sleep(for: .milliseconds(700))
+                // Timed before the close, as the join is: taken after it, a
+                // thread descheduled for a millisecond on a loaded machine
+                // would stamp the action after its own `user_left` arrived
+                // (close() does not wait), and the event would count as unseen.
+                let closing = Date()
                 carol.close()
-                actions.add("user_left")
+                actions.add("user_left", at: closing)
                 try await Task.sleep(for: .milliseconds(800))
             }
             // The last events may still be on their way: wait for as many as

@@ -165,6 +165,30 @@ extension EndToEnd {
             try await server.waitUntil(timeout: 10, "the old standby exits") { kill(standby, 0) != 0 }
         }
 
+        /// A standby read the configuration when it started: a reload
+        /// restarts every standby, and a worker the reload adds (a receipts
+        /// scale-up) is not the standby that read the old configuration.
+        @Test func aReloadRestartsTheStandbysBeforeItAddsWorkers() async throws {
+            let configFile = NSTemporaryDirectory() + "chatd-standby-reload-\(UUID().uuidString).yaml"
+            try "chat:\n  receiptsWorkers: 1\n".write(toFile: configFile, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: configFile) }
+            let server = try await TestServer.start(configFile: configFile)
+            defer { server.stop() }
+            let roles = ["store", "receipts", "search", "files"].map { "standby.\($0)" }
+            try await Self.waitForStandbys(server, roles)
+            let before = try Processes(server).standbys
+            try "chat:\n  receiptsWorkers: 2\n".write(toFile: configFile, atomically: true, encoding: .utf8)
+            #expect(kill(server.process.processIdentifier, SIGHUP) == 0)
+            try await server.waitUntil(timeout: 20, "receipts.1 serving") { try Processes(server).children["receipts.1"]?.ready == true }
+            let added = try #require(try Processes(server).children["receipts.1"]?.pid)
+            #expect(added != before["standby.receipts"]?.pid, "receipts.1 is the standby that read the old configuration")
+            try await server.waitUntil(timeout: 20, "every standby restarted and ready") {
+                let now = try Processes(server).standbys
+                return roles.allSatisfy { name in now[name].map { $0.ready && $0.pid != before[name]?.pid } ?? false }
+            }
+            for (name, old) in before { try await server.waitUntil(timeout: 10, "the old \(name) exits") { kill(old.pid, 0) != 0 } }
+        }
+
         @Test func withStandbysOffAWorkerStartsCold() async throws {
             let server = try await TestServer.start(storeWorkers: 1, environment: ["CHAT_STANDBYS": "false"])
             defer { server.stop() }

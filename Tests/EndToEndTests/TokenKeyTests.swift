@@ -31,6 +31,16 @@ import Testing
         #expect(throws: TokenHeader.Problem.malformed) { try TokenHeader.parse("a=.b.c") }
         #expect(throws: TokenHeader.Problem.malformed) { try TokenHeader.parse(String(repeating: "a", count: 9000) + ".b.c") }
         #expect(throws: TokenHeader.Problem.badHeader) { try TokenHeader.parse(String(repeating: "a", count: 3000) + ".b.c") }
+        // Parsed headers are remembered by segment: a second parse answers
+        // the same, a refused one is refused again, and the token's shape is
+        // still checked whatever its header.
+        let known = Self.header(#"{"alg":"ES256","kid":"again"}"#)
+        for _ in 0..<2 {
+            #expect(try TokenHeader.parse("\(known).e30.c2ln") == TokenHeader(alg: "ES256", kid: "again"))
+            #expect(throws: TokenHeader.Problem.badHeader) { try TokenHeader.parse("\(Self.header(#"{"alg":"HS256","crit":["x"]}"#)).e30.c2ln") }
+        }
+        #expect(throws: TokenHeader.Problem.malformed) { try TokenHeader.parse("\(known).e30") }
+        #expect(throws: TokenHeader.Problem.malformed) { try TokenHeader.parse("\(known).e3 0.c2ln") }
     }
 
     static func key(_ algorithm: TokenAlgorithm, _ kid: String?) -> VerificationKey {
