@@ -66,7 +66,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             connection.close(code: WebSocketErrorCode(codeNumber: 4401), context: context)
         }
         // The chat session record, and `user_joined` to the room.
-        command(.sessionOpen, bytes: Self.json(session))
+        command(.sessionOpen, bytes: session.commandBytes)
         // Opened after the server's shutdown told the open sockets: told now,
         // once the upgrade has finished setting up the pipeline.
         if services.life.isStopping {
@@ -101,7 +101,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         services.life.webSocketClosed()
         services.limiter?.socketClosed(user: identity.id)
         services.bus.unsubscribe(room: roomID)
-        command(.sessionClose, bytes: Self.json(session))
+        command(.sessionClose, bytes: session.commandBytes)
     }
 
     /// Sends a command whose answer this connection does not wait for.
@@ -115,21 +115,6 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         services.bus.send(kind, to: destination, user: identityJSON, body: bytes) { result in onReply?(result) }
     }
 
-    /// `session` as `JSONEncoder` writes it (the same keys; a nil field as
-    /// null, which decodes as absent). Every socket sends it twice, at open
-    /// and close: a JSONEncoder was ~2% of the frontend's CPU per handshake.
-    static func json(_ session: Requests.Session) -> [UInt8] {
-        var writer = JSONWriter(capacity: 256)
-        writer.beginObject()
-        writer.field("sessionID", session.sessionID)
-        writer.field("roomID", session.roomID)
-        writer.field("sessionType", session.sessionType)
-        writer.field("userAgent", session.userAgent)
-        writer.field("ipAddress", session.ipAddress)
-        writer.field("frontend", session.frontend)
-        writer.endObject()
-        return writer.bytes
-    }
 
     // MARK: Outbound (called by the registry on this loop)
 
@@ -329,7 +314,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             }
         case "ping":
             send(Array(#"{"type":"pong"}"#.utf8))
-            command(.sessionPing, bytes: Self.json(session))
+            command(.sessionPing, bytes: session.commandBytes)
         default:
             let type = event["type"].map { "\($0)" } ?? "None"
             sendError("Unknown message type: \(type)")
