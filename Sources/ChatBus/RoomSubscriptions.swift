@@ -15,10 +15,12 @@ import ChatWire
 /// unsubscribed, and subscribing again needs a newer sync: an answer to one
 /// requested before the unsubscribe proves nothing about the new one.
 ///
-/// Syncs are pipelined: rooms subscribed while one is unanswered wait for
-/// the next, requested when it answers, so a storm of new rooms (clients of
-/// a restarted sibling reconnecting) costs one sync per round trip and each
-/// answer releases every room subscribed before it. An unanswered sync is
+/// Syncs are pipelined: at most two unanswered at a time, and rooms
+/// subscribed meanwhile wait for the next, requested when one answers, so a
+/// storm of new rooms (clients of a restarted sibling reconnecting) costs
+/// about one sync per round trip and each answer releases every room
+/// subscribed before it; the second in flight means one lost answer does
+/// not hold up the rooms behind it until the resync. An unanswered sync is
 /// asked again after `resync` but stays subscribed until answered or past
 /// the `deadline`: its answer may only be queued behind events, and
 /// dropping its topic would drop the answer with it.
@@ -75,6 +77,8 @@ public struct RoomSubscriptions<Waiter> {
     var awaiting: Set<String> = []
     /// Syncs requested and not yet ended, with when each was requested.
     var syncs: [UInt64: UInt64] = [:]
+    /// Unanswered syncs beyond which a due one waits for an answer (or the resync).
+    static var inFlight: Int { 2 }
     /// The number of the next sync requested; a new room needs it.
     var nextSync: UInt64 = 1
     /// A room needs `nextSync`, not requested yet.
@@ -142,7 +146,7 @@ public struct RoomSubscriptions<Waiter> {
     public mutating func tick(now: UInt64) -> [Action] {
         expireWaiters(now: now)
         endStaleSyncs(now: now)
-        if (syncDue && syncs.isEmpty) || (hasWaiters && now >= lastRequest + timing.resync) { requestSync(now: now) }
+        if (syncDue && syncs.count < Self.inFlight) || (hasWaiters && now >= lastRequest + timing.resync) { requestSync(now: now) }
         unsubscribeLingering(now: now)
         if awaiting.isEmpty && !syncs.isEmpty {
             for number in syncs.keys.sorted() { endSync(number) }
@@ -166,7 +170,7 @@ public struct RoomSubscriptions<Waiter> {
             guard let first = rooms[room]?.waiters.first else { continue }
             wake = min(wake ?? .max, first.deadline, lastRequest + timing.resync)
         }
-        if (syncDue && syncs.isEmpty) || (awaiting.isEmpty && !syncs.isEmpty) { wake = 0 }
+        if (syncDue && syncs.count < Self.inFlight) || (awaiting.isEmpty && !syncs.isEmpty) { wake = 0 }
         return wake
     }
 

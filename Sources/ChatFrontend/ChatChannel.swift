@@ -317,7 +317,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                 return .refused(.serviceUnavailable, APIError.unavailable.body)
             }
         }
-        let result = await services.bus.request(.roomEnter, to: .store(key: roomID), user: identityJSON, body: roomRefJSON(roomID))
+        let result = await services.bus.request(.roomEnter, to: .store(key: roomID), user: identityJSON, body: Requests.RoomRef(roomID: roomID).commandBytes)
         switch result {
         case .success(let reply) where reply.status == .ok:
             // Before the socket is accepted: every event of the room
@@ -343,15 +343,6 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         case .failure:
             return .refused(.serviceUnavailable, APIError.unavailable.body)
         }
-    }
-
-    /// `Requests.RoomRef(roomID:)` as JSONEncoder writes it, without one.
-    static func roomRefJSON(_ roomID: String) -> [UInt8] {
-        var writer = JSONWriter(capacity: 64)
-        writer.beginObject()
-        writer.field("roomID", roomID)
-        writer.endObject()
-        return writer.bytes
     }
 
     static func splitURI(_ uri: String) -> (path: Substring, query: [String: String]) {

@@ -105,7 +105,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         }
         // The chat session record, and `user_joined` to the room; an adopted
         // socket's session stays open across the handover.
-        if adoption == nil { command(.sessionOpen, bytes: Self.json(session)) }
+        if adoption == nil { command(.sessionOpen, bytes: session.commandBytes) }
         // Opened after the server's shutdown told the open sockets: told now,
         // once the upgrade has finished setting up the pipeline.
         if services.life.isStopping {
@@ -160,7 +160,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         services.limiter?.socketClosed(user: identity.id)
         services.bus.unsubscribe(room: roomID)
         // A socket handed over lives on in the new process, session and all.
-        if !handedOver { command(.sessionClose, bytes: Self.json(session)) }
+        if !handedOver { command(.sessionClose, bytes: session.commandBytes) }
     }
 
     /// Sends a command whose answer this connection does not wait for.
@@ -176,22 +176,6 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             replied()
             onReply?(result)
         }
-    }
-
-    /// `session` as `JSONEncoder` writes it (the same keys; a nil field as
-    /// null, which decodes as absent). Every socket sends it twice, at open
-    /// and close: a JSONEncoder was ~2% of the frontend's CPU per handshake.
-    static func json(_ session: Requests.Session) -> [UInt8] {
-        var writer = JSONWriter(capacity: 256)
-        writer.beginObject()
-        writer.field("sessionID", session.sessionID)
-        writer.field("roomID", session.roomID)
-        writer.field("sessionType", session.sessionType)
-        writer.field("userAgent", session.userAgent)
-        writer.field("ipAddress", session.ipAddress)
-        writer.field("frontend", session.frontend)
-        writer.endObject()
-        return writer.bytes
     }
 
     // MARK: Outbound (called by the registry on this loop)
@@ -399,7 +383,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             }
         case "ping":
             send(Array(#"{"type":"pong"}"#.utf8))
-            command(.sessionPing, bytes: Self.json(session))
+            command(.sessionPing, bytes: session.commandBytes)
         default:
             let type = event["type"].map { "\($0)" } ?? "None"
             sendError("Unknown message type: \(type)")
@@ -498,7 +482,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             let idle = NIODeadline.now() - lastRead
             let state = HandoverConnection(
                 frontendID: key.frontend, number: key.number, identityJSON: identityJSON,
-                expiresMicros: Int64(expires.timeIntervalSince1970 * 1_000_000), roomID: roomID, sessionJSON: Self.json(session),
+                expiresMicros: Int64(expires.timeIntervalSince1970 * 1_000_000), roomID: roomID, sessionJSON: session.commandBytes,
                 idleMillis: UInt32(clamping: idle.nanoseconds / 1_000_000), pinged: pinged,
                 eventTokens: services.limiter?.eventTokens(user: identity.id), written: [], logTruncated: false,
                 unread: Array(hold.pending.readableBytesView), stoppedAt: stoppedAt

@@ -38,10 +38,16 @@ public final class SearchIndex {
     /// catch-up indexes a few dozen rows.
     /// What a power loss takes back is only the last catch-ups, with their
     /// watermarks (the same transaction): they are indexed again.
+    /// SQLite reuses a WAL without shrinking it: the size limit truncates it
+    /// after a checkpoint, so a rebuild's large transactions do not leave a
+    /// WAL file as large as the biggest one.
     static var configuration: Configuration {
         var config = Configuration()
         config.journalMode = .wal
-        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            try db.execute(sql: "PRAGMA journal_size_limit = 4194304")
+        }
         return config
     }
 

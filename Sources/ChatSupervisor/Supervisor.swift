@@ -144,9 +144,15 @@ public final class Supervisor: @unchecked Sendable {
             "store.workers": "\(storeShards)", "frontends": "\(config.run.runsFrontend ? frontendCount : 0)", "pid": "\(getpid())",
         ])
         for spec in specs { add(spec) }
-        // Sessions of the one frontend before there were several: no slot
-        // has that name any more to close them.
-        if config.run.runsFrontend { resetSessions(ofFrontend: ChildName.frontendRole) }
+        // Sessions of the one frontend before there were several, and of the
+        // slots an earlier run with more frontends had: no process of this
+        // run has those names to close them (each slot that runs closes its
+        // own predecessor's). The broker holds the commands until a
+        // receipts worker takes its queue.
+        if config.run.runsFrontend {
+            resetSessions(ofFrontend: ChildName.frontendRole)
+            for slot in frontendCount..<ChatConfig.maxFrontends { resetSessions(ofFrontend: ChildName.frontend(slot).description) }
+        }
         // The liveness tick: hang detection and stop deadlines (`Child.Event.timer`).
         schedule(every: 0.25) { [weak self] in self?.tick() }
         // systemd's watchdog: ping at half the interval it expects.

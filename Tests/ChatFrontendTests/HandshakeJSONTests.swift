@@ -14,7 +14,7 @@ import Testing
             for (ip, frontend): (String?, String?) in [(nil, nil), ("127.0.0.1", "frontend"), ("::1", "frontend.3")] {
                 let session = Requests.Session(sessionID: UUID().uuidString.lowercased(), roomID: IDs.uuid7(), sessionType: "web",
                                                userAgent: agent, ipAddress: ip, frontend: frontend)
-                let decoded = try JSONDecoder().decode(Requests.Session.self, from: Data(WebSocketConnection.json(session)))
+                let decoded = try JSONDecoder().decode(Requests.Session.self, from: Data(session.commandBytes))
                 #expect(decoded.sessionID == session.sessionID && decoded.roomID == session.roomID && decoded.sessionType == "web")
                 #expect(decoded.userAgent == agent && decoded.ipAddress == ip && decoded.frontend == frontend)
             }
@@ -23,6 +23,6 @@ import Testing
 
     @Test func theRoomEnterBodyDecodesToTheRoom() throws {
         let room = IDs.uuid7()
-        #expect(try JSONDecoder().decode(Requests.RoomRef.self, from: Data(ChatChannel.roomRefJSON(room))).roomID == room)
+        #expect(try JSONDecoder().decode(Requests.RoomRef.self, from: Data(Requests.RoomRef(roomID: room).commandBytes)).roomID == room)
     }
 }

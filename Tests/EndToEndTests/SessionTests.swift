@@ -80,3 +80,40 @@ extension EndToEnd.Sessions {
         }
     }
 }
+
+extension EndToEnd.Sessions {
+    /// A server killed outright closes no session; started again with fewer
+    /// frontends, no process has the name of the slots it no longer runs,
+    /// and the supervisor closes those slots' sessions itself.
+    @Test func sessionsOfSlotsAnEarlierRunHadAreClosedAtStart() async throws {
+        let dir = try TestServer.temporaryDirectory()
+        let first = try await TestServer.start(frontends: 2, dataDir: dir)
+        let t = try await Steps.users(first, "alice")
+        let room = try await Steps.room(first, token: t[0], members: [])
+        // Sockets until one is served by frontend.1 (the kernel spreads them).
+        let names = first.childNames()
+        var sockets: [WebSocketClient] = []
+        for _ in 0..<40 where !sockets.contains(where: { first.frontendPID(serving: $0).flatMap { names[$0] } == "frontend.1" }) {
+            sockets.append(try first.webSocket("/ws/chat/\(room)/", token: t[0]))
+        }
+        #expect(sockets.contains { first.frontendPID(serving: $0).flatMap { names[$0] } == "frontend.1" }, "no socket reached frontend.1")
+        try await first.waitUntil(timeout: 10, "every session open") {
+            (try await first.request("GET", "/api/chat/sessions/active_sessions/", token: t[0]).json as? [Any])?.count == sockets.count
+        }
+        // The supervisor killed outright: its children exit when they see it
+        // gone (--die-with-parent, within half a second), closing nothing.
+        let children = first.childPIDs(matching: "chatd")
+        kill(first.process.processIdentifier, SIGKILL)
+        first.process.waitUntilExit()
+        _ = first.stop(keepData: true)
+        try await first.waitUntil(timeout: 10, "the children gone") { children.allSatisfy { kill($0, 0) != 0 } }
+        for socket in sockets { socket.close() }
+
+        let second = try await TestServer.start(frontends: 1, dataDir: dir)
+        defer { second.stop() }
+        let token = try await second.token(sub: "alice")
+        try await second.waitUntil(timeout: 15, "every stale session closed") {
+            (try await second.request("GET", "/api/chat/sessions/active_sessions/", token: token).json as? [Any])?.isEmpty == true
+        }
+    }
+}
