@@ -62,8 +62,11 @@ public struct ChatConfig: Sendable, Equatable {
     /// A warm standby per worker role, promoted when a worker dies (`standbys`, CHAT_STANDBYS).
     public var standbys = true
     /// `ctl restart frontend` hands each frontend's WebSockets to its new
-    /// process (`frontendHandover`, CHAT_FRONTEND_HANDOVER); off, they close with 1012.
-    public var frontendHandover = true
+    /// process (`frontendHandover`, CHAT_FRONTEND_HANDOVER); off, they close
+    /// with 1012. Off by default until its failure paths are finished (a
+    /// successor that dies after taking the sockets can leave the old
+    /// process's slot paused: issue 13's open items).
+    public var frontendHandover = false
     /// How long a `typing: true` counts (seconds).
     public var typingWindowSeconds: Double = 30
     /// A WebSocket silent this long (no frame, no pong) is closed (seconds).

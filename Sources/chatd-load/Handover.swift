@@ -11,6 +11,7 @@ import Foundation
 func handoverBench(count: Int, runs: Int, frontends: Int) async throws {
     var environment = loadEnvironment
     environment["CHAT_FRONTENDS"] = String(frontends)
+    environment["CHAT_FRONTEND_HANDOVER"] = "true"
     // The sockets answer pings only when read: the count is read at the end.
     environment["CHAT_IDLE_TIMEOUT_SECONDS"] = "3600"
     let server = try await TestServer.start(environment: environment, timeout: 60)

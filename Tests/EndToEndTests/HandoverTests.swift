@@ -13,6 +13,9 @@ extension EndToEnd {
     /// its new process. Clients read from the sockets they opened at the
     /// start, and nothing else: no reconnect, no history fetch.
     @Suite struct Handover {
+        /// Handover is off by default (`frontendHandover`) until its failure paths are finished.
+        static let handover = ["CHAT_FRONTEND_HANDOVER": "true"]
+
         /// Every member of three rooms sends over its WebSocket while the
         /// frontends are restarted five times and the whole service upgraded
         /// once (issue 13's test): every socket open at the end
@@ -20,7 +23,7 @@ extension EndToEnd {
         /// every member got every message of its room exactly once, in the
         /// room's order.
         @Test func restartsUnderLoadCloseNoSocketAndLoseNothing() async throws {
-            let server = try await TestServer.start(frontends: 2, environment: Steps.noRateLimits)
+            let server = try await TestServer.start(frontends: 2, environment: Steps.noRateLimits.merging(Self.handover) { $1 })
             defer { server.stop() }
             try await MultiFrontend.waitForFrontends(server, count: 2)
             var members: [SteadyMember] = []
@@ -179,7 +182,7 @@ extension EndToEnd.Handover {
     /// answers an error, the old process serves on with every socket open,
     /// and `ctl status` records the refusal.
     @Test func anIncompatibleSuccessorIsRefusedAndTheOldServesOn() async throws {
-        let server = try await TestServer.start(frontends: 1, environment: Steps.noRateLimits.merging(["CHATD_HANDOVER_READS": "999"]) { $1 })
+        let server = try await TestServer.start(frontends: 1, environment: Steps.noRateLimits.merging(["CHATD_HANDOVER_READS": "999", "CHAT_FRONTEND_HANDOVER": "true"]) { $1 })
         defer { server.stop() }
         try await EndToEnd.MultiFrontend.waitForFrontends(server, count: 1)
         let tokens = try await Steps.users(server, "alice", "bob")
