@@ -3,22 +3,29 @@
 
 Starts `chatd serve` on a free 127.0.0.1 port with temporary data and runtime
 directories, mints development tokens (`chatd token`), creates what the
-operations need (rooms, messages, an attachment), then runs schemathesis with
-the document: every response must have a documented status, content type,
-headers and schema, no request may get a 5xx, invalid requests must be refused
-and valid ones accepted. The server is stopped by its pid at the end.
+operations need (rooms, messages, an attachment), then:
+- opens two WebSockets on a room, sends every client frame and causes every
+  server event, and validates each frame against the document's `Ws*` schemas
+  (`x-websocket`); every event type must be seen;
+- runs schemathesis with the document: every response must have a documented
+  status, content type, headers and schema, no request may get a 5xx, invalid
+  requests must be refused, undocumented methods answered 405 with `Allow`.
+  One accepted difference is filtered in openapi_check_hooks.py (501 for TRACE).
+The server is stopped by its pid at the end.
 
     pip install schemathesis        # once (a virtualenv is fine: pass --st)
     docs/openapi-check.py --chatd .build/debug/chatd [--max-examples 30] [--max-time 300]
 
-Exit status: schemathesis's (0 when every check passed).
+Exit status: 0 when every check passed.
 """
 import argparse
+import base64
 import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -26,6 +33,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+
+import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -102,6 +111,109 @@ def seed(base, alice, bob, bob_id):
     }
 
 
+class WebSocket:
+    """The least RFC 6455 client that reads and writes JSON text frames (masked, unfragmented)."""
+
+    def __init__(self, port, path):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("handshake closed")
+            head += chunk
+        head, self.buffer = head.split(b"\r\n\r\n", 1)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
+
+    def send(self, obj):
+        payload = (obj if isinstance(obj, str) else json.dumps(obj)).encode()
+        mask = os.urandom(4)
+        n = len(payload)
+        header = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n))
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def _read(self, n):
+        while len(self.buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def receive(self, timeout):
+        """The next text frame as JSON, or None when none came within `timeout` s."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                first, second = self._read(2)
+                n = second & 0x7F
+                if n == 126:
+                    n = struct.unpack(">H", self._read(2))[0]
+                elif n == 127:
+                    n = struct.unpack(">Q", self._read(8))[0]
+                payload = self._read(n)
+                if first & 0x0F == 0x1:
+                    return json.loads(payload)
+                if first & 0x0F == 0x8:
+                    raise ConnectionError(f"closed by the server: {payload[:2].hex()}")
+        except socket.timeout:
+            return None
+
+    def close(self):
+        self.sock.close()
+
+
+def check_websocket(spec, base, port, alice, bob, bob_id):
+    """Every frame sent and received on a live room against x-websocket's schemas;
+    fails unless each server event type was seen and valid."""
+    import jsonschema
+    def validator(name):
+        schema = {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
+        return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    client, server = validator("WsClientMessage"), validator("WsServerEvent")
+    room = request(base, "POST", "/api/chat/rooms/", alice, {"name": "ws", "participant_ids": [bob_id]})["id"]
+    a = WebSocket(port, f"/ws/chat/{room}/?token={alice}")
+    b = WebSocket(port, f"/ws/chat/{room}/?token={bob}&session_type=check")
+    seen, problems = {}, []
+    def drain(ws, quiet=0.5):
+        while (event := ws.receive(quiet)) is not None:
+            seen.setdefault(event.get("type"), event)
+            problems.extend(f"server event {json.dumps(event)[:200]}: {e.message}" for e in server.iter_errors(event))
+    def send(ws, frame, valid=True):
+        if valid:
+            problems.extend(f"client frame {frame}: {e.message}" for e in client.iter_errors(frame))
+        ws.send(frame)
+    send(a, {"type": "ping"})
+    send(b, {"type": "typing", "is_typing": True})
+    send(a, {"type": "message", "content": "over the socket", "client_msg_id": "ws-1"})
+    drain(a); drain(b)
+    message = seen.get("message", {}).get("message", {}).get("id")
+    send(a, {"type": "message", "content": "again", "client_msg_id": "ws-1"})  # the original, to a only
+    if message:
+        send(b, {"type": "read_receipt", "message_id": message})
+        request(base, "PATCH", f"/api/chat/rooms/{room}/messages/{message}/", alice, {"content": "edited"})
+        request(base, "POST", f"/api/chat/rooms/{room}/messages/{message}/react/", bob, {"emoji": "👍"})
+        request(base, "DELETE", f"/api/chat/rooms/{room}/messages/{message}/", alice)
+    send(a, "not json", valid=False)
+    send(a, {"type": "nonsense"}, valid=False)
+    drain(a)
+    b.close()
+    drain(a, quiet=1.5)
+    a.close()
+    wanted = server.schema["components"]["schemas"]["WsServerEvent"]["discriminator"]["mapping"]
+    problems += [f"no {kind} event was received" for kind in wanted if kind not in seen]
+    for problem in problems:
+        print("WebSocket:", problem)
+    print(f"WebSocket: {len(seen)} event types seen ({', '.join(sorted(map(str, seen)))}), "
+          + ("all valid" if not problems else f"{len(problems)} problems"), flush=True)
+    return not problems
+
+
 def config_toml(ids):
     """schemathesis.toml: which room and message each operation is pointed at."""
     def op(operation_id, room, message=None):
@@ -167,6 +279,9 @@ def main():
         alice = mint(chatd, env, str(uuid.uuid4()), "alice@example.com")
         bob = mint(chatd, env, bob_id, "bob@example.com")
         ids = seed(base, alice, bob, bob_id)
+        with open(args.spec) as f:
+            spec = yaml.safe_load(f)
+        websocket_ok = check_websocket(spec, base, port, alice, bob, bob_id)
         config = os.path.join(work, "schemathesis.toml")
         with open(config, "w") as f:
             f.write(config_toml(ids))
@@ -185,6 +300,8 @@ def main():
         command += args.st_args
         print(" ".join(c if "Bearer" not in c else "'Authorization: Bearer …'" for c in command), flush=True)
         status = subprocess.run(command, cwd=work).returncode
+        if not websocket_ok:
+            status = status or 1
         if proc.poll() is not None:
             print(f"chatd serve exited during the run ({proc.returncode})", flush=True)
             status = status or 1
