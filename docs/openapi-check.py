@@ -237,6 +237,22 @@ def config_toml(ids):
     return "\n".join(blocks)
 
 
+def children_exited(log_path):
+    """How many children exited while serving (a crash is a fault even when the
+    client saw only a reset), printing each distinct crash and its first frames with a source file."""
+    lines = open(log_path, errors="replace").read().splitlines()
+    crashes = {}
+    for i, line in enumerate(lines):
+        if "Fatal error" in line or line.startswith("*** Swift runtime failure"):
+            crashed = next((j for j in range(i, min(i + 400, len(lines)))
+                            if lines[j].startswith("Thread ") and lines[j].endswith(" crashed:")), i)
+            frames = [l.strip() for l in lines[crashed:crashed + 40] if "/Sources/" in l][:2]
+            crashes.setdefault(line.strip(), frames)
+    for reason, frames in crashes.items():
+        print(f"chatd crashed: {reason}" + "".join(f"\n    {frame[:300]}" for frame in frames))
+    return sum("child exited" in line for line in lines)
+
+
 def stop(proc):
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -271,6 +287,7 @@ def main():
         "CHAT_RATE_LIMITS": "off", "CHAT_STORE_WORKERS": "1", "CHAT_FRONTENDS": "1",
     })
     log = open(os.path.join(work, "serve.log"), "w")
+    status = 1
     proc = subprocess.Popen([chatd, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
     print(f"chatd serve: pid {proc.pid}, {base}, log {work}/serve.log", flush=True)
     try:
@@ -305,17 +322,19 @@ def main():
         if proc.poll() is not None:
             print(f"chatd serve exited during the run ({proc.returncode})", flush=True)
             status = status or 1
-        return status
     finally:
         log.flush()
-        restarts = sum("child exited" in line for line in open(os.path.join(work, "serve.log")))
+        crashes = children_exited(os.path.join(work, "serve.log"))
         stop(proc)
         log.close()
-        print(f"chatd serve stopped; children that exited during the run: {restarts}", flush=True)
+        if crashes:
+            status = 1
+        print(f"chatd serve stopped; children that exited during the run: {crashes}", flush=True)
         if args.keep:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    return status
 
 
 if __name__ == "__main__":
