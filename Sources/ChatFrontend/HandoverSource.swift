@@ -226,7 +226,17 @@ final class HandoverSource: @unchecked Sendable {
         for action in actions {
             switch action {
             case .send(let message):
-                if (try? peer?.send(message.encode())) == nil { logger.warning("handover: the new frontend did not take \(message)") }
+                guard let peer else { continue }
+                do {
+                    try peer.send(message.encode())
+                } catch {
+                    logger.warning("handover: the new frontend did not take \(message)", metadata: ["error": "\(error)"])
+                    // Its end is closed (its reader may not have seen it yet):
+                    // not the ready deadline's 10 s of waiting for nobody.
+                    if let failure = error as? HandoverSocket.Failure, failure.errno == EPIPE || failure.errno == ECONNRESET {
+                        queue.async { self.peerClosed(peer) }
+                    }
+                }
             case .stopReading(let number): stop(number)
             case .handOver(let number): handOver(number)
             case .closeForRestart(let number):
