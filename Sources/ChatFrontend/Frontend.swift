@@ -104,10 +104,12 @@ public enum Frontend {
         }
         // After the server stopped (WebSockets closed with 1001), what clients
         // sent is still answered by the workers before the frontend exits.
-        defer { bus.stop(drain: 3) }
+        var handedOver: HandoverSource?
+        defer { bus.stop(drain: drainSeconds(config.chat, handedOver: handedOver?.handedOverAny.load(ordering: .relaxed) == true)) }
         let services = try await makeServices(config: config, logger: logger, bus: bus, connections: connections, health: health)
         let life = services.life
         let handover = try startHandovers(config: config, services: services, group: group, predecessor: predecessor, logger: logger)
+        handedOver = handover
         defer { unlink(HandoverSource.path(runtimeDir: config.chat.resolvedRuntimeDir, pid: getpid())) }
         let responder = makeResponder(buildRouter(services: services).buildResponder(), logger: logger)
         let server = HTTPServer(
@@ -133,6 +135,15 @@ public enum Frontend {
         }
         let serviceGroup = ServiceGroup(configuration: .init(services: [server], logger: logger))
         try await run(serviceGroup, stoppingOn: signals, life: life, logger: logger)
+    }
+
+    /// How long the bus may still answer what is pending once the server
+    /// stopped: 3 s; after a handover, up to the command deadline
+    /// (`handoverDrainSeconds`), as the commands of the sockets that moved
+    /// with some unanswered are resent only from here. It ends as soon as
+    /// nothing is pending.
+    static func drainSeconds(_ config: ChatConfig, handedOver: Bool) -> Double {
+        handedOver ? max(3, config.handoverDrainSeconds) : 3
     }
 
     /// Listens for a successor's handover request, and, in a process started

@@ -26,9 +26,11 @@ public final class FrontendLife: Sendable {
     /// sockets offered to the new process are counted already.
     func beginHandover() { _ = stop.compareExchange(expected: 0, desired: 3, ordering: .sequentiallyConsistent) }
 
-    /// The handover is off (refused, or its new process died before it
-    /// took anything): serving as before.
-    func endHandover() { _ = stop.compareExchange(expected: 3, desired: 0, ordering: .sequentiallyConsistent) }
+    /// The handover is over and this process serves on (refused, or its
+    /// new process died): serving as before. False when a stop signal came
+    /// meanwhile: stopping wins.
+    @discardableResult
+    func endHandover() -> Bool { stop.compareExchange(expected: 3, desired: 0, ordering: .sequentiallyConsistent).exchanged }
 
     /// SIGTERM or SIGINT: the service stops (1001).
     func stopForGood() { stop.store(1, ordering: .sequentiallyConsistent) }

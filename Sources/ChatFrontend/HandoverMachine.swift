@@ -5,12 +5,19 @@ import ChatWire
 /// (monotonic nanoseconds), effects are returned as actions. `Connection`
 /// names a WebSocket (its number).
 ///
-///     IDLE     --start-->          OFFERED (send offer)
-///     OFFERED  --ready-->          MOVING  (stop reading: a window of sockets at a time)
-///     OFFERED  --refuse, peer gone, deadline--> SERVING (nothing was handed over: resume)
-///     MOVING   --stopped, its pending commands answered (or the drain bound)--> hand over
-///     MOVING   --all handed over or gone--> DONE (send done)
-///     MOVING   --peer gone--> DONE (what is left closes with 1012: its clients reconnect)
+///     IDLE        --start-->          OFFERED (send offer)
+///     OFFERED     --ready-->          MOVING  (stop reading: a window of sockets at a time)
+///     OFFERED     --refuse, peer gone, deadline--> IDLE (nothing was handed over: resume)
+///     MOVING      --stopped, its pending commands answered (or the drain bound)--> hand over
+///     MOVING      --all handed over or gone--> HANDED OVER (send done; wait to be retired)
+///     MOVING      --peer gone--> IDLE (what is left closes with 1012: its clients reconnect; resume)
+///     HANDED OVER --peer gone--> IDLE (the successor died before this process was retired: resume)
+///
+/// Every way a handover ends leads back to IDLE, so the next successor's
+/// `start` is taken; one runs at a time (`start` anywhere else does nothing).
+/// The successor keeps its end open for its life: its end closing once
+/// everything moved means it died, and nobody else serves this slot's
+/// listening socket for it.
 ///
 /// A socket is stopped at a frame boundary (its reads paused) before its
 /// state is taken, and handed over only once the commands it sent are
@@ -22,9 +29,9 @@ struct HandoverSender<Connection: Hashable> {
         case idle
         case offered(deadline: UInt64)
         case moving
-        /// Refused or failed before anything moved: the old frontend serves on.
-        case serving
-        case done
+        /// Every socket went (or was gone): the supervisor retires this
+        /// process now, unless the successor dies first.
+        case handedOver
     }
 
     enum Action: Equatable {
@@ -35,9 +42,10 @@ struct HandoverSender<Connection: Hashable> {
         case handOver(Connection)
         /// Close it with 1012: it could not be handed over.
         case closeForRestart(Connection)
-        /// Resume reading on every socket: the handover is off.
+        /// The handover is over and this process serves on: accept again,
+        /// leave handover mode.
         case resumeServing(reason: String)
-        /// Nothing more to do: sockets moved, sockets closed.
+        /// No socket is left to move: sockets moved, sockets closed.
         case finished(moved: Int, closed: Int)
     }
 
@@ -80,8 +88,10 @@ struct HandoverSender<Connection: Hashable> {
     init(timing: Timing) { self.timing = timing }
 
     /// Offers every socket now open (`pending`: commands each awaits).
+    /// Nothing unless IDLE: one handover at a time.
     mutating func start(sockets open: [(Connection, pending: Int)], rooms: [String], now: UInt64) -> [Action] {
         guard state == .idle else { return [] }
+        reset()
         for (connection, pending) in open {
             sockets[connection] = Socket(pending: pending)
             queue.append(connection)
@@ -112,18 +122,24 @@ struct HandoverSender<Connection: Hashable> {
         switch state {
         case .offered: return giveUp("the new frontend is gone")
         case .moving:
-            // MOVING -> DONE: what has not moved closes; its clients reconnect and resume.
-            var actions: [Action] = []
-            for connection in sockets.keys {
-                actions.append(.closeForRestart(connection))
-                closed += 1
-            }
-            sockets.removeAll()
-            queue.removeAll()
-            queueHead = 0
-            inFlight = 0
-            return actions + finishIfDone()
-        default: return []
+            // MOVING -> IDLE: what has not moved closes; its clients reconnect and resume.
+            let actions = sockets.keys.map { Action.closeForRestart($0) }
+            closed += actions.count
+            let (moved, closed) = (moved, closed)
+            state = .idle
+            reset()
+            return actions + [
+                .finished(moved: moved, closed: closed),
+                .resumeServing(reason: "the new frontend is gone midway (\(moved) moved, \(closed) closed with 1012)"),
+            ]
+        case .handedOver:
+            // HANDED OVER -> IDLE: its sockets are lost with it; new ones come here.
+            state = .idle
+            let moved = moved
+            reset()
+            return [.resumeServing(reason: "the new frontend is gone after it took \(moved) WebSockets, before this process was retired")]
+        case .idle:
+            return []
         }
     }
 
@@ -203,11 +219,20 @@ struct HandoverSender<Connection: Hashable> {
     // MARK: Steps
 
     private mutating func giveUp(_ reason: String) -> [Action] {
-        // OFFERED -> SERVING
-        state = .serving
+        // OFFERED -> IDLE
+        state = .idle
+        reset()
+        return [.resumeServing(reason: reason)]
+    }
+
+    /// Forgets the last handover's sockets and counts.
+    private mutating func reset() {
         sockets.removeAll()
         queue.removeAll()
-        return [.resumeServing(reason: reason)]
+        queueHead = 0
+        inFlight = 0
+        moved = 0
+        closed = 0
     }
 
     private mutating func handOverIfDrained(_ connection: Connection) -> [Action] {
@@ -232,8 +257,8 @@ struct HandoverSender<Connection: Hashable> {
 
     private mutating func finishIfDone() -> [Action] {
         guard state == .moving, sockets.isEmpty else { return [] }
-        // MOVING -> DONE
-        state = .done
+        // MOVING -> HANDED OVER
+        state = .handedOver
         return [.send(.done(connections: moved)), .finished(moved: moved, closed: closed)]
     }
 }

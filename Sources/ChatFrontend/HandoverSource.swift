@@ -29,14 +29,23 @@ final class HandoverSource: @unchecked Sendable {
     let logger: Logger
     /// The server's listening channel: it stops accepting during a handover.
     let server = Mutex<(any Channel)?>(nil)
+    /// Some WebSocket went to a successor: at its stop this process drains
+    /// its bus up to the command deadline (`Frontend.drainSeconds`).
+    let handedOverAny = Atomic<Bool>(false)
+    /// Sends the sockets' states and descriptors, one packet at a time: off
+    /// the event loops (a send waits for the successor, up to 2 s, and would
+    /// stall every socket of its loop) and off `queue` (the machine goes on).
+    private let sends = DispatchQueue(label: "chatd.handover.send")
     // Everything below is touched only on `queue`.
     private let queue = DispatchQueue(label: "chatd.handover.source")
-    private var machine: HandoverSender<UInt64>?
+    private var machine = HandoverSender<UInt64>(timing: HandoverSource.timing)
+    /// The successor of the handover under way, from its request until the
+    /// handover is over: one at a time. Kept once everything moved, to see
+    /// it die before this process is retired.
     private var peer: HandoverSocket?
     private var sockets: [UInt64: Socket] = [:]
     /// Each stopped socket's log, until it is handed over.
     private var logs: [UInt64: (written: [UInt64], truncated: Bool)] = [:]
-    private var peerGone = false
     private var startedAt: UInt64 = 0
 
     /// 32 sockets in flight: a socket's pause is about the window times one
@@ -93,12 +102,15 @@ final class HandoverSource: @unchecked Sendable {
     // MARK: The sequence
 
     private func begin(_ socket: HandoverSocket) {
-        guard machine == nil || machine?.state == .serving else { return }  // one at a time; this one is closed
+        // The last successor died and its reader has not said so yet: that first.
+        if let peer, Self.hungUp(peer) { peerClosed(peer) }
+        guard peer == nil, machine.state == .idle else {
+            // Closed here (`socket` goes): that successor reports a refusal.
+            return logger.warning("handover: another one is under way; this new frontend's request is closed")
+        }
         logger.info("handover: a new frontend asks for the WebSockets")
         peer = socket
-        peerGone = false
         startedAt = monotonicNanos()
-        machine = HandoverSender(timing: Self.timing)
         services.life.beginHandover()
         pauseAccepting(true)
         // From now on each room's events are logged: before the offer, so
@@ -130,7 +142,8 @@ final class HandoverSource: @unchecked Sendable {
             return (socket.number, socket)
         }, uniquingKeysWith: { first, _ in first })
         let rooms = Array(Set(open.map(\.room))).sorted()
-        perform(machine?.start(sockets: open.map { ($0.number, pending: 0) }, rooms: rooms, now: monotonicNanos()) ?? [])
+        logger.info("handover: offering WebSockets", metadata: ["connections": "\(open.count)", "rooms": "\(rooms.count)"])
+        update { $0.start(sockets: open.map { ($0.number, pending: 0) }, rooms: rooms, now: monotonicNanos()) }
     }
 
     /// The new process's packets, on this thread until its end closes.
@@ -152,14 +165,19 @@ final class HandoverSource: @unchecked Sendable {
                 if message == .ready { catchUp { self.sendDelivered(then: deliver) } } else { deliver() }
                 if message == nil { return }
             } catch {
-                queue.async { [self] in
-                    guard peer === socket else { return }
-                    peerGone = true
-                    perform(machine?.peerGone(now: monotonicNanos()) ?? [])
-                }
+                queue.async { [self] in peerClosed(socket) }
                 return
             }
         }
+    }
+
+    /// The successor's end closed (it exited, or died): the machine decides
+    /// from where the handover is what that means. A successor that has
+    /// the slot keeps its end open until it exits.
+    private func peerClosed(_ socket: HandoverSocket) {
+        guard peer === socket else { return }
+        logger.info("handover: the new frontend's end closed")
+        update { $0.peerGone(now: monotonicNanos()) }
     }
 
     /// Calls `then` once every room event the broker forwarded before the
@@ -201,44 +219,58 @@ final class HandoverSource: @unchecked Sendable {
     }
 
     private func tick() {
-        guard var machine else { return }
-        let actions = machine.tick(now: monotonicNanos())
-        self.machine = machine
-        perform(actions)
+        update { $0.tick(now: monotonicNanos()) }
     }
 
     private func perform(_ actions: [HandoverSender<UInt64>.Action]) {
         for action in actions {
             switch action {
             case .send(let message):
-                if (try? peer?.send(message.encode())) == nil { logger.warning("handover: the new frontend did not take \(message)") }
+                guard let peer else { continue }
+                do {
+                    try peer.send(message.encode())
+                } catch {
+                    logger.warning("handover: the new frontend did not take \(message)", metadata: ["error": "\(error)"])
+                    // Its end is closed (its reader may not have seen it yet):
+                    // not the ready deadline's 10 s of waiting for nobody.
+                    if let failure = error as? HandoverSocket.Failure, failure.errno == EPIPE || failure.errno == ECONNRESET {
+                        queue.async { self.peerClosed(peer) }
+                    }
+                }
             case .stopReading(let number): stop(number)
             case .handOver(let number): handOver(number)
             case .closeForRestart(let number):
                 guard let socket = sockets.removeValue(forKey: number) else { continue }
                 socket.connection.eventLoop.execute { socket.connection.value.closeForRestart() }
             case .resumeServing(let reason):
-                logger.warning("handover off, serving on", metadata: ["reason": "\(reason)"])
-                end(resume: true)
+                logger.warning("handover over, this frontend serves on", metadata: ["reason": "\(reason)"])
+                resume()
             case .finished(let moved, let closed):
                 let millis = (monotonicNanos() - startedAt) / 1_000_000
-                logger.info("handover finished", metadata: ["moved": "\(moved)", "closed": "\(closed)", "ms": "\(millis)"])
-                // Moved: the supervisor stops this process now. Its peer died
-                // midway: it serves on, and the supervisor restarts it.
-                end(resume: peerGone)
+                logger.info("handover: no WebSocket left to move", metadata: ["moved": "\(moved)", "closed": "\(closed)", "ms": "\(millis)"])
+                // Every socket moved: the supervisor retires this process,
+                // which accepts nothing meanwhile (or the successor dies
+                // first: `resumeServing`). Failed midway: `resumeServing` follows.
+                services.connections.setHandoverMode([])
             }
         }
-        if let wake = machine?.nextWakeup {
+        if let wake = machine.nextWakeup {
             let delay = Double(wake > monotonicNanos() ? wake - monotonicNanos() : 0) / 1e9
             queue.asyncAfter(deadline: .now() + delay) { [weak self] in self?.tick() }
         }
     }
 
-    private func end(resume: Bool) {
+    /// The handover is over and this process serves on: everything the
+    /// handover changed goes back (the next one may start), unless a stop
+    /// signal came meanwhile: then it stays stopping, accepting nothing.
+    private func resume() {
         services.connections.setHandoverMode([])
         peer = nil
-        guard resume else { return }
-        services.life.endHandover()
+        sockets.removeAll()
+        logs.removeAll()
+        guard services.life.endHandover() else {
+            return logger.info("handover: this frontend is stopping; it does not accept again")
+        }
         pauseAccepting(false)
     }
 
@@ -273,41 +305,77 @@ final class HandoverSource: @unchecked Sendable {
     }
 
     private func update(_ change: (inout HandoverSender<UInt64>) -> [HandoverSender<UInt64>.Action]) {
-        guard var machine else { return }
-        let actions = change(&machine)
-        self.machine = machine
-        perform(actions)
+        perform(change(&machine))
     }
 
-    /// Sends one socket's state and descriptor from its own loop (see
-    /// `WebSocketConnection.handOver`); it is closed there once sent.
+    /// Hands one socket over: its state is taken on its loop (from then on
+    /// it neither reads nor writes there), its state and descriptor go to
+    /// the successor from `sends`, and back on its loop it is closed, quietly
+    /// if it went, with 1012 if not. The descriptor is sent as a duplicate
+    /// taken while the channel is open: whatever closes the channel
+    /// meanwhile, its number cannot name another socket during the send.
     private func handOver(_ number: UInt64) {
         guard let socket = sockets[number] else { return }
         let connection = socket.connection
         let log = logs.removeValue(forKey: number) ?? ([], false)
         let (peer, logger) = (self.peer, self.logger)
-        connection.eventLoop.execute { [self] in
-            connection.value.handOver({ state in
-                guard let peer, let fd = socket.descriptor else {
-                    logger.warning("handover: no descriptor for a WebSocket", metadata: ["connection": "\(number)"])
-                    return false
-                }
-                var state = state
-                (state.written, state.logTruncated) = log
-                do {
-                    try peer.send(HandoverMessage.connection(state).encode(), descriptor: fd)
-                    return true
-                } catch {
-                    logger.warning("handover: a WebSocket could not be sent", metadata: ["error": "\(error)"])
-                    return false
-                }
-            }, done: { ok in
-                self.queue.async {
-                    self.sockets[number] = nil
-                    self.update { $0.handedOver(number, ok: ok, now: monotonicNanos()) }
-                }
-            })
+        let finish: @Sendable (Bool) -> Void = { [self] ok in
+            if ok { handedOverAny.store(true, ordering: .relaxed) }
+            queue.async { [self] in
+                sockets[number] = nil
+                update { $0.handedOver(number, ok: ok, now: monotonicNanos()) }
+            }
         }
+        connection.eventLoop.execute { [self] in
+            connection.value.takeForHandover { state in
+                // Already closing (with 1012, or by its client): nothing to close here.
+                guard var state else { return finish(false) }
+                guard let peer, let copy = Self.duplicate(socket) else {
+                    logger.warning("handover: no descriptor for a WebSocket; closing it with 1012", metadata: ["connection": "\(number)"])
+                    connection.value.endHandover(handedOver: false)
+                    return finish(false)
+                }
+                (state.written, state.logTruncated) = log
+                let message = HandoverMessage.connection(state)
+                self.sends.async {
+                    let sent: Bool
+                    do {
+                        try peer.send(message.encode(), descriptor: copy)
+                        sent = true
+                    } catch {
+                        logger.warning("handover: a WebSocket could not be sent; closing it with 1012", metadata: ["connection": "\(number)", "error": "\(error)"])
+                        sent = false
+                    }
+                    close(copy)
+                    connection.eventLoop.execute {
+                        connection.value.endHandover(handedOver: sent)
+                        finish(sent)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The other end of `socket` closed (its reader may not have seen it yet).
+    private static func hungUp(_ socket: HandoverSocket) -> Bool {
+        var entry = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
+        return poll(&entry, 1, 0) == 1 && entry.revents & Int16(POLLHUP) != 0
+    }
+
+    /// A duplicate of the socket's descriptor (close-on-exec), if the one
+    /// found at the offer still has the socket's two addresses. Called on
+    /// its loop with its channel open, so the number is still the socket's.
+    private static func duplicate(_ socket: Socket) -> CInt? {
+        guard let fd = socket.descriptor, let local = socket.local, let remote = socket.remote else { return nil }
+        let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+        guard copy >= 0 else { return nil }
+        guard let copyLocal = HandoverDescriptors.address(copy, peer: false), let copyRemote = HandoverDescriptors.address(copy, peer: true),
+            HandoverDescriptors.key(local: copyLocal, remote: copyRemote) == HandoverDescriptors.key(local: local, remote: remote)
+        else {
+            close(copy)
+            return nil
+        }
+        return copy
     }
 }
 

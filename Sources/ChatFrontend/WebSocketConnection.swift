@@ -42,6 +42,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     /// Handover, old side: stopped at a frame boundary, its room left; when (monotonic ns).
     private(set) var stoppedForHandover = false
     private var stoppedAt: UInt64 = 0
+    /// How many unread bytes its handover state took.
+    private var unreadTaken = 0
     /// Handover, old side: its descriptor went to the new frontend; closing
     /// it here ends nothing for the client (no session close, no `user_left`).
     var handedOver = false
@@ -471,14 +473,15 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         (context?.channel.localAddress, context?.channel.remoteAddress)
     }
 
-    /// Once what its replies wrote since the stop has left too: its state
-    /// goes to `send` (with its descriptor), and it is closed here, quietly
-    /// if that worked, with 1012 if not. All in one turn of its loop, so no
-    /// read falls between the unread bytes taken and the close.
-    func handOver(_ send: @escaping (HandoverConnection) -> Bool, done: @escaping (Bool) -> Void) {
-        guard let context, !closing else { return done(false) }
+    /// Once what its replies wrote since the stop has left too: its state,
+    /// to send with its descriptor (nil: it is closing already, with 1012 if
+    /// its writes did not leave). From then on nothing is written here (a
+    /// reply still due is dropped) and nothing read (its reads stay paused),
+    /// until `endHandover` closes it: the unread bytes taken are all there are.
+    func takeForHandover(_ done: @escaping (HandoverConnection?) -> Void) {
+        guard let context, !closing else { return done(nil) }
         flushed(context) { [self] ok in
-            guard ok else { return done(false) }
+            guard ok, self.context != nil, !closing else { return done(nil) }
             let idle = NIODeadline.now() - lastRead
             let state = HandoverConnection(
                 frontendID: key.frontend, number: key.number, identityJSON: identityJSON,
@@ -487,17 +490,21 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
                 eventTokens: services.limiter?.eventTokens(user: identity.id), written: [], logTruncated: false,
                 unread: Array(hold.pending.readableBytesView), stoppedAt: stoppedAt
             )
-            let sent = send(state)
-            endHandover(handedOver: sent)
-            done(sent)
+            closing = true
+            unreadTaken = hold.pending.readableBytes
+            done(state)
         }
     }
 
     /// Its descriptor went over (or could not): closed here, quietly if it went.
-    private func endHandover(handedOver: Bool) {
+    func endHandover(handedOver: Bool) {
         guard let context else { return }
         closing = true
         registry?.remove(self, room: roomID)
+        if handedOver, hold.pending.readableBytes != unreadTaken {
+            // Reads are paused since the stop; bytes here now did not travel.
+            services.logger.error("handover: bytes arrived after a WebSocket's state was taken", metadata: ["connection": "\(key)"])
+        }
         if handedOver {
             self.handedOver = true
             // The new process holds the socket open: this close sends nothing to the client.

@@ -11,6 +11,20 @@ import Testing
         #expect(life.shutdownCloseCode == 1012)
     }
 
+    @Test func aHandoverThatEndsServesAgainUnlessAStopCameMeanwhile() {
+        let life = FrontendLife()
+        life.beginHandover()
+        #expect(life.isStopping && life.shutdownCloseCode == 1012)
+        #expect(life.endHandover())
+        #expect(!life.isStopping)
+
+        let stopped = FrontendLife()
+        stopped.beginHandover()
+        stopped.stopForGood()
+        #expect(!stopped.endHandover(), "the stop wins: the handover's end does not make it serve")
+        #expect(stopped.isStopping && stopped.shutdownCloseCode == 1001)
+    }
+
     @Test func openWebSocketsAreCounted() {
         let life = FrontendLife()
         for _ in 0..<3 { life.webSocketOpened() }

@@ -26,7 +26,7 @@ import Testing
         #expect(sender.stopped(3, now: 4) == [.handOver(3)])
         #expect(sender.handedOver(2, ok: true, now: 5) == [])
         #expect(sender.handedOver(3, ok: false, now: 5) == [.send(.done(connections: 2)), .finished(moved: 2, closed: 1)])
-        #expect(sender.state == .done)
+        #expect(sender.state == .handedOver)
     }
 
     @Test func aSocketWaitsForItsRepliesBeforeItMoves() {
@@ -63,7 +63,7 @@ import Testing
     @Test func aRefusalOrSilenceLeavesTheOldServing() {
         var refused = offered([(1, 0)])
         #expect(refused.received(.refuse(reason: "state version 2"), now: 1) == [.resumeServing(reason: "refused: state version 2")])
-        #expect(refused.state == .serving)
+        #expect(refused.state == .idle)
         #expect(refused.received(.ready, now: 2) == [], "a late ready moves nothing")
 
         var silent = offered([(1, 0)])
@@ -82,7 +82,54 @@ import Testing
         _ = sender.handedOver(1, ok: true, now: 2)
         let actions = sender.peerGone(now: 3)
         #expect(Set(actions.compactMap { if case .closeForRestart(let c) = $0 { c } else { nil } }) == [2, 3])
-        #expect(actions.last == .finished(moved: 1, closed: 2))
+        #expect(actions.suffix(2) == [
+            .finished(moved: 1, closed: 2), .resumeServing(reason: "the new frontend is gone midway (1 moved, 2 closed with 1012)"),
+        ])
+        #expect(sender.state == .idle)
+        // What was under way for the closed sockets comes back late and moves nothing.
+        #expect(sender.stopped(2, now: 4) == [])
+        #expect(sender.handedOver(2, ok: true, now: 4) == [])
+        #expect(sender.tick(now: 10_000 * Self.ms) == [] && sender.nextWakeup == nil)
+    }
+
+    @Test func aSuccessorDyingAfterItTookEverythingLeavesTheOldServing() {
+        var sender = offered([(1, 0)])
+        _ = sender.received(.ready, now: 0)
+        _ = sender.stopped(1, now: 1)
+        #expect(sender.handedOver(1, ok: true, now: 2) == [.send(.done(connections: 1)), .finished(moved: 1, closed: 0)])
+        #expect(sender.state == .handedOver, "waits to be retired: not serving")
+        #expect(sender.received(.ready, now: 3) == [], "nothing after done is its business")
+        #expect(sender.peerGone(now: 4) == [
+            .resumeServing(reason: "the new frontend is gone after it took 1 WebSockets, before this process was retired"),
+        ])
+        #expect(sender.state == .idle)
+        #expect(sender.peerGone(now: 5) == [], "resumed once")
+    }
+
+    @Test func everyEndLetsTheNextHandoverStartAndOnlyOneRunsAtATime() {
+        let offer = [Sender.Action.send(.offer(rooms: ["r"], connections: 1))]
+        // Failed midway.
+        var sender = offered([(1, 0), (2, 0)])
+        #expect(sender.start(sockets: [(9, 0)], rooms: ["r"], now: 0) == [], "one at a time: offered")
+        _ = sender.received(.ready, now: 0)
+        #expect(sender.start(sockets: [(9, 0)], rooms: ["r"], now: 0) == [], "one at a time: moving")
+        _ = sender.stopped(1, now: 1)
+        _ = sender.handedOver(1, ok: true, now: 2)
+        _ = sender.peerGone(now: 3)
+        #expect(sender.start(sockets: [(3, 0)], rooms: ["r"], now: 4) == offer)
+        // The next one counts its own sockets only.
+        #expect(sender.received(.ready, now: 5) == [.stopReading(3)])
+        _ = sender.stopped(3, now: 6)
+        #expect(sender.handedOver(3, ok: true, now: 7) == [.send(.done(connections: 1)), .finished(moved: 1, closed: 0)])
+        #expect(sender.start(sockets: [(4, 0)], rooms: ["r"], now: 8) == [], "one at a time: handed over, its successor alive")
+        // Its successor died before the retirement: the next one may start.
+        _ = sender.peerGone(now: 9)
+        #expect(sender.start(sockets: [(4, 0)], rooms: ["r"], now: 10) == offer)
+        // Refused, then silent: each time the next one starts.
+        _ = sender.received(.refuse(reason: "no"), now: 11)
+        #expect(sender.start(sockets: [(4, 0)], rooms: ["r"], now: 12) == offer)
+        _ = sender.tick(now: 12 + 5_000 * Self.ms)
+        #expect(sender.start(sockets: [(4, 0)], rooms: ["r"], now: 13 + 5_000 * Self.ms) == offer)
     }
 
     @Test func socketsClosedByTheirClientsAreSkipped() {

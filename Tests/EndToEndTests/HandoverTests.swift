@@ -209,3 +209,91 @@ extension EndToEnd.Handover {
         #expect(try alice.receiveMessage(content: "after") != nil)
     }
 }
+
+extension EndToEnd.Handover {
+    /// The successor dies midway (SIGKILL once one socket is in it, while
+    /// another waits for its command's reply): the old process closes what
+    /// has not moved with 1012, accepts again, and the next `ctl restart`
+    /// hands its sockets over (a failed handover used to leave it refusing
+    /// every later one).
+    @Test func aSuccessorDyingMidwayLeavesTheOldServingAndTheNextHandoverWorks() async throws {
+        let server = try await TestServer.start(frontends: 1, environment: Steps.noRateLimits.merging(Self.handover) { $1 })
+        defer { server.stop() }
+        try await EndToEnd.MultiFrontend.waitForFrontends(server, count: 1)
+        let tokens = try await Steps.users(server, "alice", "bob", "carol")
+        let room = try await Steps.room(server, token: tokens[0], members: ["bob", "carol"])
+        let alice = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
+        let bob = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
+        let old = try #require(server.frontendPIDs.first)
+        let store = try #require(server.childPIDs(matching: "worker --role store").first)
+        // Alice's message stays unanswered: her socket waits (the 2 s drain bound) while Bob's moves.
+        #expect(kill(store, SIGSTOP) == 0)
+        try alice.send(json: ["type": "message", "content": "held"])
+        // The answer as text: a dictionary of Any cannot leave the task.
+        let restart = Task.detached { "\(try EndToEnd.Supervision.ctl(server, "restart", "frontend"))" }
+        var successor: Int32 = 0
+        try await server.waitUntil(timeout: 20, "Bob's socket in the successor") {
+            guard let pid = server.frontendPIDs.first(where: { $0 != old }) else { return false }
+            successor = pid
+            return server.frontendPID(serving: bob) == pid
+        }
+        #expect(kill(successor, SIGKILL) == 0)
+        #expect(kill(store, SIGCONT) == 0)
+        let failed = try await restart.value
+        #expect(failed.contains("error") && failed.contains("the new process exited"), "\(failed)")
+        // Events from before the stop come first (user_joined).
+        var frame = try alice.receive(timeout: 10)
+        while let text = frame, text.opcode == .text { frame = try alice.receive(timeout: 10) }
+        #expect(frame?.opcode == .close && alice.closeCode == 1012, "what had not moved closes with 1012")
+        try await server.waitUntil(timeout: 10, "the successor gone") { server.frontendPIDs == [old] }
+
+        // It accepts again, and the next handover moves its sockets.
+        let carol = try server.webSocket("/ws/chat/\(room)/", token: tokens[2])
+        let dave = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
+        try carol.send(json: ["type": "message", "content": "before the second"])
+        #expect(try dave.receiveMessage(content: "before the second") != nil)
+        let answer = try EndToEnd.Supervision.ctl(server, "restart", "frontend")
+        #expect(answer["restarted"] as? [String] == ["frontend.0"], "\(answer)")
+        #expect(!server.frontendPIDs.contains(old))
+        try carol.send(json: ["type": "message", "content": "after the second"])
+        #expect(try dave.receiveMessage(content: "after the second") != nil)
+        #expect(carol.closeCode == nil && dave.closeCode == nil, "no socket closed in the second handover")
+        let rows = try server.status()["handovers"] as? [[String: Any]] ?? []
+        #expect(rows.last?["connections_moved"] as? Int == 2, "\(rows)")
+    }
+
+    /// A socket moves with its message unanswered (its store worker hangs
+    /// past the drain bound, then dies and is replaced, as in a `ctl
+    /// upgrade`): the retired old process resends it until it is stored,
+    /// past the 3 s a frontend's bus drains at an ordinary stop, so the room
+    /// gets the message through the new process.
+    @Test func aCommandUnansweredAtTheHandoverIsResentByTheRetiredProcess() async throws {
+        // The supervisor does not kill the stopped worker itself: the test does, when it is time.
+        let environment = ["CHAT_HANG_TIMEOUT_SECONDS": "60", "CHAT_REQUEST_TIMEOUT_MILLISECONDS": "20000"]
+        let server = try await TestServer.start(frontends: 1, environment: Steps.noRateLimits.merging(Self.handover) { $1 }.merging(environment) { $1 })
+        defer { server.stop() }
+        try await EndToEnd.MultiFrontend.waitForFrontends(server, count: 1)
+        let tokens = try await Steps.users(server, "alice", "bob")
+        let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+        let alice = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
+        let bob = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
+        let old = try #require(server.frontendPIDs.first)
+        let store = try #require(server.childPIDs(matching: "worker --role store").first)
+        // Hung: what reached it is lost when it is killed; only a resend stores the message.
+        #expect(kill(store, SIGSTOP) == 0)
+        try alice.send(json: ["type": "message", "content": "across the handover"])
+        let answer = try EndToEnd.Supervision.ctl(server, "restart", "frontend")
+        #expect(answer["restarted"] as? [String] == ["frontend.0"], "\(answer)")
+        // The old process got its SIGTERM as the restart answered. The worker
+        // stays down past the 3 s an ordinary stop drains (the time is the
+        // point here: there is no condition to wait for), then dies; the
+        // supervisor starts its replacement and only the retired process,
+        // still draining, has the message to resend.
+        try await Task.sleep(for: .seconds(4))
+        #expect(kill(old, 0) == 0, "the retired process still drains")
+        #expect(kill(store, SIGKILL) == 0)
+        #expect(try bob.receiveMessage(content: "across the handover", timeout: 25) != nil, "the retired process resent it to the new store worker")
+        #expect(alice.closeCode == nil && bob.closeCode == nil)
+        try await server.waitUntil(timeout: 15, "the retired process gone") { kill(old, 0) != 0 }
+    }
+}
