@@ -21,9 +21,10 @@ extension EndToEnd {
             return path
         }
 
-        static func start(_ configFile: String) async throws -> TestServer {
+        static func start(_ configFile: String, handover: Bool = true) async throws -> TestServer {
             let server = try await TestServer.start(
-                frontends: 2, configFile: configFile, environment: Steps.noRateLimits.merging(EndToEnd.Handover.handover) { $1 }
+                frontends: 2, configFile: configFile,
+                environment: Steps.noRateLimits.merging(handover ? EndToEnd.Handover.handover : MultiFrontend.noHandover) { $1 }
             )
             try await MultiFrontend.waitForFrontends(server, count: 2)
             return server
@@ -115,6 +116,29 @@ extension EndToEnd {
             #expect(socket.closeCode == nil)
             try socket.send(json: ["type": "message", "content": String(repeating: "y", count: 5_000)])
             #expect(socket.waitForClose(timeout: 10) && socket.closeCode == 1009, "a frame over the new limit")
+        }
+
+        /// With `frontendHandover` off, the reload's frontend restarts are
+        /// the 1012 kind, as `ctl restart frontend` is: each socket closes
+        /// with 1012 (reconnect now), and the new limit is in force for the
+        /// connection made after.
+        @Test func withoutHandoverAReloadClosesWith1012() async throws {
+            let file = try Self.configFile("chat:\n  maxFrameBytes: 65536\n")
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let server = try await Self.start(file, handover: false)
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "alice")
+            let room = try await Steps.room(server, token: tokens[0], members: [])
+            let sockets = try (0..<3).map { _ in try server.webSocket("/ws/chat/\(room)/", token: tokens[0]) }
+            try "chat:\n  maxFrameBytes: 4096\n".write(toFile: file, atomically: true, encoding: .utf8)
+            #expect(kill(server.process.processIdentifier, SIGHUP) == 0)
+            for socket in sockets {
+                #expect(socket.waitForClose(timeout: 60) && socket.closeCode == 1012, "\(socket.closeCode.map(String.init) ?? "no close")")
+            }
+            try await server.waitUntil(timeout: 60, "the frontends' restarts") { Self.count("reload: restarts done", in: server) == 1 }
+            let after = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
+            try after.send(json: ["type": "message", "content": String(repeating: "y", count: 5_000)])
+            #expect(after.waitForClose(timeout: 10) && after.closeCode == 1009, "a frame over the new limit")
         }
     }
 }
