@@ -63,9 +63,9 @@ extension Supervisor {
         logger.info("reload restarts", metadata: [
             "children": "\(targets.map(\.description).joined(separator: ","))", "handover": "\(config.frontendHandover)",
         ])
-        // A store rescale this reload began moves rooms between shards: the
-        // restarts wait for its end (it has its own deadline).
-        // So does a `ctl restart` or `ctl upgrade` under way: one rolling restart at a time.
+        // One rolling restart at a time: the restarts wait for a `ctl
+        // restart` or `ctl upgrade` under way, and for a store rescale this
+        // reload began (it moves rooms between shards); both have deadlines.
         waiters.wait(on: queue, until: .distantFuture) { [unowned self] in
             !storeScaleInProgress && controlRestarts == 0
         } then: { [unowned self] in
