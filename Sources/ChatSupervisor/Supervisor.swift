@@ -73,6 +73,11 @@ public final class Supervisor: @unchecked Sendable {
     var successors: [Int: Successor] = [:]
     /// The last handovers, for `ctl status`.
     var handovers: [HandoverRecord] = []
+    /// SIGHUP's course (Supervisor+Reload.swift).
+    var reloads: ReloadMachine
+    /// `ctl restart` and `ctl upgrade` rolling restarts under way: a
+    /// reload's restarts wait for them.
+    var controlRestarts = 0
 
     /// - Parameters:
     ///   - executable: the chatd binary (the supervisor spawns itself).
@@ -90,6 +95,7 @@ public final class Supervisor: @unchecked Sendable {
         self.graceSeconds = graceSeconds
         self.storeShards = config.resolvedStoreWorkers
         self.frontendCount = config.resolvedFrontends
+        self.reloads = ReloadMachine(running: config)
     }
 
     /// The timing rules of every child's state machine.

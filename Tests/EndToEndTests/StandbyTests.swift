@@ -165,9 +165,10 @@ extension EndToEnd {
             try await server.waitUntil(timeout: 10, "the old standby exits") { kill(standby, 0) != 0 }
         }
 
-        /// A standby read the configuration when it started: a reload
-        /// restarts every standby, and a worker the reload adds (a receipts
-        /// scale-up) is not the standby that read the old configuration.
+        /// A standby read the configuration when it started: a reload that
+        /// changes what workers read restarts every standby, and a worker
+        /// the reload adds (a receipts scale-up) is not the standby that
+        /// read the old configuration.
         @Test func aReloadRestartsTheStandbysBeforeItAddsWorkers() async throws {
             let configFile = NSTemporaryDirectory() + "chatd-standby-reload-\(UUID().uuidString).yaml"
             try "chat:\n  receiptsWorkers: 1\n".write(toFile: configFile, atomically: true, encoding: .utf8)
@@ -177,7 +178,7 @@ extension EndToEnd {
             let roles = ["store", "receipts", "search", "files"].map { "standby.\($0)" }
             try await Self.waitForStandbys(server, roles)
             let before = try Processes(server).standbys
-            try "chat:\n  receiptsWorkers: 2\n".write(toFile: configFile, atomically: true, encoding: .utf8)
+            try "chat:\n  receiptsWorkers: 2\n  typingWindowSeconds: 20\n".write(toFile: configFile, atomically: true, encoding: .utf8)
             #expect(kill(server.process.processIdentifier, SIGHUP) == 0)
             try await server.waitUntil(timeout: 20, "receipts.1 serving") { try Processes(server).children["receipts.1"]?.ready == true }
             let added = try #require(try Processes(server).children["receipts.1"]?.pid)
