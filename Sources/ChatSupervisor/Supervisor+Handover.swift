@@ -15,6 +15,32 @@ struct Successor {
     var report: HandoverReport?
     /// It exited before it took the slot.
     var exited = false
+
+    /// Where the handover stands for the step that waits on it.
+    var settlement: HandoverSettlement { HandoverSettlement(report: report, exited: exited) }
+}
+
+/// How a handover ends for the rolling restart that waits on it. Settled by
+/// the successor's report, not by its adoption as the slot's process (that
+/// comes later, after the slot's restart delay): a successor that reported
+/// holds the sockets, so the deadline, which only a silent one meets, never
+/// kills it.
+enum HandoverSettlement: Equatable {
+    /// No report and still running.
+    case waiting
+    /// It reported the sockets adopted: it has them, whatever happens to it next.
+    case tookOver
+    /// Nothing moved; the old process serves on. `stop`: the successor still
+    /// runs and is to be stopped (SIGUSR1: its own new clients get 1012).
+    case failed(reason: String, stop: Bool)
+
+    init(report: HandoverReport?, exited: Bool) {
+        switch (report, report?.refused) {
+        case (.some, nil): self = .tookOver
+        case (.some, .some(let refused)): self = .failed(reason: "refused: \(refused)", stop: !exited)
+        case (nil, _): self = exited ? .failed(reason: "the new process exited", stop: false) : .waiting
+        }
+    }
 }
 
 /// One handover as `ctl status` lists it.
@@ -54,19 +80,24 @@ extension Supervisor {
         logger.info("handover: successor started", metadata: ["child": "\(name)", "pid": "\(process.pid)", "predecessor": "\(old.pid)"])
         process.onExit = { [weak self] process in self?.successorExited(process, slot: slot) }
         successors[slot] = Successor(process: process, predecessor: old.pid)
+        // Settled by the report (or the successor's end), never by the
+        // adoption: only a successor silent until the deadline is killed.
         waiters.wait(on: queue, until: Uptime.now() + handoverDeadline) { [unowned self] in
-            successors[slot] == nil || successors[slot]?.exited == true || successors[slot]?.report?.refused != nil
+            successors[slot].map { $0.settlement != .waiting } ?? true
         } then: { [unowned self] in
-            guard let successor = successors[slot] else { return next() }
+            guard case .failed(let reason, let stop) = successors[slot]?.settlement else { return next() }
             // Refused, or it died: the old process serves on. The successor's
             // own new clients (it served meanwhile) get 1012 and reconnect.
-            successors[slot] = nil
-            if !successor.exited { kill(successor.process.pid, SIGUSR1) }
-            let reason = successor.report?.refused.map { "refused: \($0)" } ?? "the new process exited"
+            let successor = successors.removeValue(forKey: slot)
+            if stop, let successor { kill(successor.process.pid, SIGUSR1) }
             logger.warning("handover failed; the frontend serves on", metadata: ["child": "\(name)", "reason": "\(reason)"])
             failed(reason)
         } failure: { [unowned self] in
-            if let successor = successors.removeValue(forKey: slot) { kill(successor.process.pid, SIGKILL) }
+            // The deadline (or the supervisor's stop) with no report: it holds no socket.
+            if let successor = successors[slot], successor.settlement == .waiting {
+                successors[slot] = nil
+                kill(successor.process.pid, SIGKILL)
+            }
             failed("no report in time")
         }
     }
@@ -97,7 +128,7 @@ extension Supervisor {
         record.process = nil
         children[name] = record
         deliver(.stop(restart: false, killAt: Uptime.now() + graceSeconds, signal: SIGTERM), to: .retired(pid: pid))
-        deliver(.handedOver, to: .child(name))
+        deliver(.successorTookOver(child: name.description), to: .child(name))
     }
 
     /// Instead of spawning frontend `name`: the successor that reported its
