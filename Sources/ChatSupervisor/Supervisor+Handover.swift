@@ -106,12 +106,28 @@ extension Supervisor {
     /// until it has the slot. Returns false when `pid` is no successor.
     func successorReported(_ fields: [String: String], from pid: Int32?) -> Bool {
         guard let pid, let slot = successors.first(where: { $0.value.process.pid == pid })?.key else { return false }
-        guard let text = fields[HandoverReport.field], let report = HandoverReport(text) else { return true }
-        successors[slot]?.report = report
+        guard let text = fields[HandoverReport.field] else { return true }
+        let report: HandoverReport
+        switch HandoverReport.read(text) {
+        case .success(let read): report = read
+        case .failure(.version(let version)):
+            // Another binary's report (`ctl upgrade`): what it says is not
+            // known, so it counts as a failed handover, stopped, not guessed at.
+            logger.error("handover: the successor's report is in another version", metadata: ["child": "\(ChildName.frontend(slot))", "report": "\(text)"])
+            report = HandoverReport(refused: "its report is in version \(version); this supervisor reads \(HandoverReport.version)")
+        case .failure(.malformed):
+            logger.warning("handover: a malformed report ignored", metadata: ["child": "\(ChildName.frontend(slot))", "report": "\(text)"])
+            return true
+        }
         handovers.append(HandoverRecord(slot: slot, at: Date(), report: report))
         if handovers.count > 20 { handovers.removeFirst() }
         logger.info("handover reported", metadata: ["child": "\(ChildName.frontend(slot))", "report": "\(report)"])
+        // The takeover first, the report after: the takeover's events resume
+        // the waiters, and the restart's wait must not settle on a slot whose
+        // process is gone and whose machine is not yet told why (it would
+        // take that for the replacement and go on at once).
         if report.refused == nil { takeOver(slot: slot) }
+        successors[slot]?.report = report
         waiters.resume()
         return true
     }
@@ -147,6 +163,17 @@ extension Supervisor {
         // It said READY=1 long ago, as a successor: it serves.
         deliver(.reportedReady, to: .child(name))
         return true
+    }
+
+    /// The supervisor is stopping: a successor that reported holds the
+    /// sockets (its wait settled, so nothing kills it); it becomes its
+    /// slot's process now, not after the restart delay (no spawn comes
+    /// once stopping), so the stop reaches it and is waited for like every
+    /// frontend's. One that did not report was killed by its wait's failure.
+    func adoptReportedSuccessors() {
+        for slot in successors.keys.sorted() where successors[slot]?.settlement == .tookOver {
+            _ = adoptSuccessor(.frontend(slot))
+        }
     }
 
     private func successorExited(_ process: ChildProcess, slot: Int) {

@@ -33,21 +33,18 @@ import Testing
         let outcome = Outcome()
         var report: HandoverReport?
         queue.sync {
-            waiters.wait(on: queue, until: Uptime.now() + 0.2) {
+            waiters.wait(on: queue, until: Uptime.now() + 0.3) {
                 HandoverSettlement(report: report, exited: false) != .waiting
             } then: {
                 outcome.set("settled")
             } failure: {
                 outcome.set("killed")
             }
-        }
-        try await Task.sleep(for: .milliseconds(100))
-        queue.sync {
             report = adopted
             waiters.resume()
         }
         // Well past the deadline; the slot has still not adopted it.
-        try await Task.sleep(for: .milliseconds(300))
+        try await Task.sleep(for: .milliseconds(800))
         #expect(queue.sync { outcome.value } == "settled")
     }
 
