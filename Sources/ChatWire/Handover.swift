@@ -1,7 +1,8 @@
 /// The frontend handover protocol (docs/protocol.md, "Frontend handover"):
 /// what an old frontend and its replacement say to each other over the
-/// SOCK_SEQPACKET socket the supervisor gives them, one message per packet,
-/// a connection's file descriptor riding with its `connection` message
+/// SOCK_SEQPACKET socket the supervisor gives them, one message per packet
+/// (or fragments of a longer one, `HandoverSocket`), a connection's file
+/// descriptor riding with its `connection` message
 /// (SCM_RIGHTS). Every message starts with the magic `CHH` and the state
 /// version it is written in; a reader refuses any other version before it
 /// reads further, so an incompatible binary is refused before anything is
