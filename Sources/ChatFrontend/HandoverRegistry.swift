@@ -26,6 +26,42 @@ struct HandoverLoopState {
     /// its sockets are then closed with 1012 rather than risk a gap.
     static let bufferCapacity = 4 * HandoverLog.capacity
 
+    /// New side: what a socket adopted into `room` is owed, as delivery
+    /// steps: the buffered events after the overlap with its log, in order,
+    /// but no copy of a key its old process delivered (`delivered`: a
+    /// worker's resend), no repeat, not its own typing, and a removal of its
+    /// user (or everyone) as the last step; `replayed` counts the frames.
+    /// Nil when where it stopped cannot be told: its buffer lost its start
+    /// and nothing in common is known, or its log was cut and is not found.
+    func replay(room: String, written: [UInt64], truncated: Bool, user: String, connection: ConnectionRef)
+        -> (steps: [DeliveryPlan.Step], replayed: Int, removed: Bool)?
+    {
+        let buffer = buffers[room] ?? ([], false)
+        guard let overlap = HandoverLog.overlap(written: written, truncated: truncated, buffered: buffer.events.map(\.hash)),
+            overlap > 0 || !buffer.cut || buffer.events.isEmpty
+        else { return nil }
+        var steps: [DeliveryPlan.Step] = []
+        var removed = false
+        for event in buffer.events[overlap...] where event.fresh && !delivered.contains(event.key) {
+            switch event.key {
+            case .removeUser(let removedUser) where removedUser == user:
+                removed = true
+            case .removeEveryone:
+                removed = true
+            case .except(let excluded) where excluded == connection:
+                continue  // its own typing
+            case .removeUser:
+                continue
+            default:
+                steps.append(.frames(event.frame, excluded: nil))
+            }
+            if removed { break }
+        }
+        let replayed = steps.count
+        if removed { steps.append(.remove(user: nil)) }
+        return (steps, replayed, removed)
+    }
+
     mutating func record(room: String, _ events: [DeliveryPlan.Recorded], mode: HandoverMode) {
         guard !events.isEmpty else { return }
         if mode.contains(.log) {
@@ -94,29 +130,11 @@ extension LoopRegistry {
     /// (the socket is not registered; the caller closes it with 1012).
     func adopt(_ connection: WebSocketConnection, written: [UInt64], truncated: Bool) -> Int? {
         loop.preconditionInEventLoop()
-        let buffer = handover.buffers[connection.roomID] ?? ([], false)
-        guard let overlap = HandoverLog.overlap(written: written, truncated: truncated, buffered: buffer.events.map(\.hash)),
-            overlap > 0 || !buffer.cut || buffer.events.isEmpty
+        guard
+            let (steps, replayed, removed) = handover.replay(
+                room: connection.roomID, written: written, truncated: truncated, user: connection.identity.id, connection: connection.key
+            )
         else { return nil }
-        var steps: [DeliveryPlan.Step] = []
-        var removed = false
-        for event in buffer.events[overlap...] where event.fresh && !handover.delivered.contains(event.key) {
-            switch event.key {
-            case .removeUser(let user) where user == connection.identity.id:
-                removed = true
-            case .removeEveryone:
-                removed = true
-            case .except(let excluded) where excluded == connection.key:
-                continue  // its own typing
-            case .removeUser:
-                continue
-            default:
-                steps.append(.frames(event.frame, excluded: nil))
-            }
-            if removed { break }
-        }
-        let replayed = steps.count
-        if removed { steps.append(.remove(user: nil)) }
         // Frames in order, one flush; a removal closes it with 4403 after them.
         connection.deliver(steps)
         if !removed { add(connection, room: connection.roomID) }

@@ -202,9 +202,10 @@ final class HandoverSource: @unchecked Sendable {
         }
     }
 
-    /// Most keys sent in `delivered`: several seconds of messages at full
-    /// load, the window in which a worker's resend re-publishes; well within a packet.
-    static let deliveredKeys = 2_048
+    /// Keys sent in `delivered`: every one the dedupe holds (`RecentKeys`,
+    /// 65,536), the same window against a worker's resend (10-15 s) the old
+    /// process itself had; ~3 MiB, fragmented by `HandoverSocket`.
+    static let deliveredKeys = RecentKeys().capacity
 
     /// Sends the idempotency keys this process has delivered (a copy
     /// re-published by a worker's resend must not reach a moved socket

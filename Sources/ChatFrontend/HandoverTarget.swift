@@ -115,7 +115,6 @@ final class HandoverTarget: @unchecked Sendable {
             case .send(let message):
                 _ = try? peer?.send(message.encode())
             case .subscribe(let rooms):
-                services.connections.setHandoverMode(.buffer)
                 for room in rooms {
                     services.bus.subscribe(room: room) { [self] result in
                         queue.async { [self] in
@@ -127,6 +126,18 @@ final class HandoverTarget: @unchecked Sendable {
                     }
                 }
                 schedule()
+            case .beginBuffering:
+                barrier { [self] passed in
+                    if passed { services.connections.setHandoverMode(.buffer) }
+                    queue.async { [self] in
+                        guard case .buffering = machine.state else {
+                            // Refused meanwhile (its deadline): no buffer is left on.
+                            if passed && over { services.connections.setHandoverMode([]) }
+                            return
+                        }
+                        update { passed ? $0.bufferingBegan(now: monotonicNanos()) : $0.bufferingFailed(now: monotonicNanos()) }
+                    }
+                }
             case .adopt(let state):
                 guard let descriptor else { continue }
                 adopt(state, descriptor: descriptor)
@@ -143,6 +154,31 @@ final class HandoverTarget: @unchecked Sendable {
             }
         }
     }
+
+    /// Calls `then` on the bus thread once every room event the broker
+    /// forwarded before now has been handed to the loops, and none after:
+    /// so that what is buffered from `then` on was forwarded after the
+    /// offer (false: no answer in time). A room of its own, never subscribed before (the number), needs
+    /// a new subscription sync, answered after everything forwarded before
+    /// it; its answer comes amid a turn of the bus thread whose events are
+    /// handed over at the turn's end, so a second hold on it, answered at
+    /// once on the next turn, is where that turn's events have gone and the
+    /// next one's have not (as `HandoverSource.catchUp`).
+    private func barrier(then: @escaping @Sendable (_ passed: Bool) -> Void) {
+        let bus = services.bus
+        let room = "handover-buffer-\(bus.frontendID)-\(Self.barriers.add(1, ordering: .relaxed).newValue)"
+        bus.subscribe(room: room) { first in
+            bus.subscribe(room: room) { second in
+                if case .success = first { bus.unsubscribe(room: room) }
+                if case .success = second { bus.unsubscribe(room: room) }
+                // Without the first answer nothing is known of where the stream is.
+                if case .success = first { then(true) } else { then(false) }
+            }
+        }
+    }
+
+    /// Numbers the barrier rooms: each one new to the bus client.
+    private static let barriers = Atomic<Int>(0)
 
     /// The buffers and the handover's room holds go once every socket sent
     /// is adopted (its replay read them); then the outcome is told.
@@ -167,15 +203,15 @@ final class HandoverTarget: @unchecked Sendable {
         guard let identity = try? JSONDecoder().decode(Identity.self, from: Data(state.identityJSON)),
             let session = try? JSONDecoder().decode(Requests.Session.self, from: Data(state.sessionJSON))
         else {
+            // Its client sees the end and reconnects with `after`: a gap, counted as one.
+            logger.warning("handover: a WebSocket's state could not be read", metadata: ["room": "\(state.roomID)"])
             close(descriptor)
+            outcome.gaps += 1
             return
         }
         adopting += 1
         let services = self.services
-        services.limiter?.adoptSocket(user: identity.id)
         if let tokens = state.eventTokens { services.limiter?.adoptEventTokens(user: identity.id, tokens: tokens) }
-        // The socket's own hold on its room, given back when it ends; in force already (the handover's holds).
-        services.bus.subscribe(room: state.roomID) { _ in }
         let adoption = HandoverAdoption(
             state: state, identity: identity, session: session,
             expires: Date(timeIntervalSince1970: Double(state.expiresMicros) / 1_000_000)
@@ -198,7 +234,19 @@ final class HandoverTarget: @unchecked Sendable {
                         ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: services.config.chat.maxFrameBytes))
                     )
                     try ChatChannel.addWebSocketHandlers(to: channel, services: services)
-                    try channel.pipeline.syncOperations.addHandler(WebSocketConnection(adopting: adoption, services: services, hold: hold))
+                    // The socket's count and its own hold on its room (in force
+                    // already: the handover's holds), taken with the handler that
+                    // gives them back when it ends: a socket that never gets it
+                    // (NIO refused the descriptor) holds neither.
+                    services.limiter?.adoptSocket(user: identity.id)
+                    services.bus.subscribe(room: state.roomID) { _ in }
+                    do {
+                        try channel.pipeline.syncOperations.addHandler(WebSocketConnection(adopting: adoption, services: services, hold: hold))
+                    } catch {
+                        services.limiter?.socketClosed(user: identity.id)
+                        services.bus.unsubscribe(room: state.roomID)
+                        throw error
+                    }
                 }
             }
             .withConnectedSocket(descriptor)

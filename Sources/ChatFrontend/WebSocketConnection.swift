@@ -51,6 +51,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     private var adoption: HandoverAdoption?
     /// Handover, new side: this socket was moved here.
     let adopted: Bool
+    /// Handover, new side: the idle timer of a socket adopted and silent since (`continueIdleTime`).
+    private var adoptedIdle: Scheduled<Void>?
 
     /// When the token the socket was opened with expires (plus the leeway): the socket closes then (4401).
     let expires: Date
@@ -121,6 +123,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
 
     func handlerRemoved(context: ChannelHandlerContext) {
         expiry?.cancel()
+        adoptedIdle?.cancel()
         end()
         self.context = nil
         wire = nil
@@ -140,6 +143,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         }
         // What the old process read and did not parse goes first, before the
         // first read here (NIO reads once the channel is active and this returns).
+        continueIdleTime(context: context)
         if !adoption.state.unread.isEmpty {
             context.pipeline.syncOperations.fireChannelRead(NIOAny(context.channel.allocator.buffer(bytes: adoption.state.unread)))
         }
@@ -251,6 +255,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         pinged = false
         lastRead = .now()
+        // A frame: the idle handler's count (from here) is the right one again.
+        adoptedIdle?.cancel()
+        adoptedIdle = nil
         let frame = unwrapInboundIn(data)
         // Closing: only the client's answering close frame matters now.
         if closing && frame.opcode != .connectionClose { return }
@@ -296,15 +303,39 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             // allowed on the server's channels): nothing more will come.
             context.close(promise: nil)
         } else if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
-            if pinged {
-                services.logger.info("closing idle WebSocket", metadata: ["connection": "\(key)"])
-                close(code: .goingAway, context: context)
-            } else {
-                pinged = true
-                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer())), promise: nil)
-            }
+            // Adopted and silent since: its own timer keeps the old process's time.
+            guard adoptedIdle == nil else { return }
+            idleStep(context: context)
         } else {
             context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    /// Half the idle timeout without a frame: ping; the other half: close (1001).
+    private func idleStep(context: ChannelHandlerContext) {
+        if pinged {
+            services.logger.info("closing idle WebSocket", metadata: ["connection": "\(key)"])
+            close(code: .goingAway, context: context)
+        } else {
+            pinged = true
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer())), promise: nil)
+        }
+    }
+
+    /// An adopted socket's idle time goes on from its old process's
+    /// (`idleMillis`, `pinged`): the idle handler here counts from the
+    /// adoption, so until the client's next frame this timer takes the
+    /// ping and the close, each due half the idle timeout after the last
+    /// frame (the ping) or after that (the close).
+    private func continueIdleTime(context: ChannelHandlerContext) {
+        let half = TimeAmount.milliseconds(Int64(services.config.chat.idleTimeoutSeconds * 500))
+        let due = lastRead + (pinged ? half + half : half)
+        let me = NIOLoopBound(self, eventLoop: context.eventLoop)
+        adoptedIdle = context.eventLoop.scheduleTask(deadline: due) {
+            let connection = me.value
+            guard connection.adoptedIdle != nil, !connection.stoppedForHandover, let context = connection.context else { return }
+            connection.idleStep(context: context)
+            if connection.pinged && !connection.closing { connection.continueIdleTime(context: context) }
         }
     }
 

@@ -60,6 +60,10 @@ struct Child: Equatable {
         /// A ready standby's process was promoted: it now belongs to the
         /// worker it became, and this child starts a new one.
         case handedOver
+        /// A frontend's successor took the process's WebSockets over
+        /// (Supervisor+Handover.swift): the same departure as `handedOver`,
+        /// logged as what it is.
+        case successorTookOver(child: String)
     }
 
     /// What the machine tells the supervisor to do, in order.
@@ -156,7 +160,8 @@ struct Child: Equatable {
         case .exited(let termination): exited(termination, now: now)
         case .stop(let restart, let killAt, let signal): stop(restart: restart, killAt: killAt, signal: signal, now: now)
         case .timer: timer(now: now)
-        case .handedOver: handedOver(now: now)
+        case .handedOver: handedOver(now: now, log: "standby promoted")
+        case .successorTookOver(let child): handedOver(now: now, log: "handover: successor took \(child) over")
         }
     }
 
@@ -279,15 +284,15 @@ struct Child: Equatable {
         }
     }
 
-    private mutating func handedOver(now: Uptime) -> [Action] {
-        // Only a ready standby is promoted; its process is no longer ours to watch.
+    private mutating func handedOver(now: Uptime, log: String) -> [Action] {
+        // Only a ready standby is promoted (a ready frontend handed over); its process is no longer ours to watch.
         guard case .ready(let pid) = state else { return [] }
         // READY -> BACKOFF: a planned departure, neither counted nor slowed
         // beyond one start a second.
         let lived = now.seconds(since: lastStart)
         let until = now + max(policy.standbySuccessorDelay, policy.delay(quickExits: 0, lived: lived))
         state = .backoff(until: until)
-        return [.log(.info, "standby promoted", ["pid": "\(pid)"]), .wake(at: until)]
+        return [.log(.info, log, ["pid": "\(pid)"]), .wake(at: until)]
     }
 
     private mutating func timer(now: Uptime) -> [Action] {

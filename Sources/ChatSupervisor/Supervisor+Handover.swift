@@ -15,6 +15,32 @@ struct Successor {
     var report: HandoverReport?
     /// It exited before it took the slot.
     var exited = false
+
+    /// Where the handover stands for the step that waits on it.
+    var settlement: HandoverSettlement { HandoverSettlement(report: report, exited: exited) }
+}
+
+/// How a handover ends for the rolling restart that waits on it. Settled by
+/// the successor's report, not by its adoption as the slot's process (that
+/// comes later, after the slot's restart delay): a successor that reported
+/// holds the sockets, so the deadline, which only a silent one meets, never
+/// kills it.
+enum HandoverSettlement: Equatable {
+    /// No report and still running.
+    case waiting
+    /// It reported the sockets adopted: it has them, whatever happens to it next.
+    case tookOver
+    /// Nothing moved; the old process serves on. `stop`: the successor still
+    /// runs and is to be stopped (SIGUSR1: its own new clients get 1012).
+    case failed(reason: String, stop: Bool)
+
+    init(report: HandoverReport?, exited: Bool) {
+        switch (report, report?.refused) {
+        case (.some, nil): self = .tookOver
+        case (.some, .some(let refused)): self = .failed(reason: "refused: \(refused)", stop: !exited)
+        case (nil, _): self = exited ? .failed(reason: "the new process exited", stop: false) : .waiting
+        }
+    }
 }
 
 /// One handover as `ctl status` lists it.
@@ -54,19 +80,24 @@ extension Supervisor {
         logger.info("handover: successor started", metadata: ["child": "\(name)", "pid": "\(process.pid)", "predecessor": "\(old.pid)"])
         process.onExit = { [weak self] process in self?.successorExited(process, slot: slot) }
         successors[slot] = Successor(process: process, predecessor: old.pid)
+        // Settled by the report (or the successor's end), never by the
+        // adoption: only a successor silent until the deadline is killed.
         waiters.wait(on: queue, until: Uptime.now() + handoverDeadline) { [unowned self] in
-            successors[slot] == nil || successors[slot]?.exited == true || successors[slot]?.report?.refused != nil
+            successors[slot].map { $0.settlement != .waiting } ?? true
         } then: { [unowned self] in
-            guard let successor = successors[slot] else { return next() }
+            guard case .failed(let reason, let stop) = successors[slot]?.settlement else { return next() }
             // Refused, or it died: the old process serves on. The successor's
             // own new clients (it served meanwhile) get 1012 and reconnect.
-            successors[slot] = nil
-            if !successor.exited { kill(successor.process.pid, SIGUSR1) }
-            let reason = successor.report?.refused.map { "refused: \($0)" } ?? "the new process exited"
+            let successor = successors.removeValue(forKey: slot)
+            if stop, let successor { kill(successor.process.pid, SIGUSR1) }
             logger.warning("handover failed; the frontend serves on", metadata: ["child": "\(name)", "reason": "\(reason)"])
             failed(reason)
         } failure: { [unowned self] in
-            if let successor = successors.removeValue(forKey: slot) { kill(successor.process.pid, SIGKILL) }
+            // The deadline (or the supervisor's stop) with no report: it holds no socket.
+            if let successor = successors[slot], successor.settlement == .waiting {
+                successors[slot] = nil
+                kill(successor.process.pid, SIGKILL)
+            }
             failed("no report in time")
         }
     }
@@ -75,12 +106,28 @@ extension Supervisor {
     /// until it has the slot. Returns false when `pid` is no successor.
     func successorReported(_ fields: [String: String], from pid: Int32?) -> Bool {
         guard let pid, let slot = successors.first(where: { $0.value.process.pid == pid })?.key else { return false }
-        guard let text = fields[HandoverReport.field], let report = HandoverReport(text) else { return true }
-        successors[slot]?.report = report
+        guard let text = fields[HandoverReport.field] else { return true }
+        let report: HandoverReport
+        switch HandoverReport.read(text) {
+        case .success(let read): report = read
+        case .failure(.version(let version)):
+            // Another binary's report (`ctl upgrade`): what it says is not
+            // known, so it counts as a failed handover, stopped, not guessed at.
+            logger.error("handover: the successor's report is in another version", metadata: ["child": "\(ChildName.frontend(slot))", "report": "\(text)"])
+            report = HandoverReport(refused: "its report is in version \(version); this supervisor reads \(HandoverReport.version)")
+        case .failure(.malformed):
+            logger.warning("handover: a malformed report ignored", metadata: ["child": "\(ChildName.frontend(slot))", "report": "\(text)"])
+            return true
+        }
         handovers.append(HandoverRecord(slot: slot, at: Date(), report: report))
         if handovers.count > 20 { handovers.removeFirst() }
         logger.info("handover reported", metadata: ["child": "\(ChildName.frontend(slot))", "report": "\(report)"])
+        // The takeover first, the report after: the takeover's events resume
+        // the waiters, and the restart's wait must not settle on a slot whose
+        // process is gone and whose machine is not yet told why (it would
+        // take that for the replacement and go on at once).
         if report.refused == nil { takeOver(slot: slot) }
+        successors[slot]?.report = report
         waiters.resume()
         return true
     }
@@ -97,7 +144,7 @@ extension Supervisor {
         record.process = nil
         children[name] = record
         deliver(.stop(restart: false, killAt: Uptime.now() + graceSeconds, signal: SIGTERM), to: .retired(pid: pid))
-        deliver(.handedOver, to: .child(name))
+        deliver(.successorTookOver(child: name.description), to: .child(name))
     }
 
     /// Instead of spawning frontend `name`: the successor that reported its
@@ -116,6 +163,17 @@ extension Supervisor {
         // It said READY=1 long ago, as a successor: it serves.
         deliver(.reportedReady, to: .child(name))
         return true
+    }
+
+    /// The supervisor is stopping: a successor that reported holds the
+    /// sockets (its wait settled, so nothing kills it); it becomes its
+    /// slot's process now, not after the restart delay (no spawn comes
+    /// once stopping), so the stop reaches it and is waited for like every
+    /// frontend's. One that did not report was killed by its wait's failure.
+    func adoptReportedSuccessors() {
+        for slot in successors.keys.sorted() where successors[slot]?.settlement == .tookOver {
+            _ = adoptSuccessor(.frontend(slot))
+        }
     }
 
     private func successorExited(_ process: ChildProcess, slot: Int) {

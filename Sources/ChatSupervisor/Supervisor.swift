@@ -301,6 +301,7 @@ public final class Supervisor: @unchecked Sendable {
         lastStatus = "stopping"  // what `ctl status` says until the end
         logger.info("stopping", metadata: ["signal": "\(sig)", "children": "\(children.values.filter { $0.process != nil }.count)"])
         waiters.failAll()
+        adoptReportedSuccessors()
         stopDeadline = Uptime.now() + graceSeconds
         // Whatever is between two lives stays down.
         for (name, record) in children where record.process == nil { deliver(.stop(restart: false, killAt: stopDeadline), to: .child(name)) }

@@ -1,7 +1,8 @@
 /// The frontend handover protocol (docs/protocol.md, "Frontend handover"):
 /// what an old frontend and its replacement say to each other over the
-/// SOCK_SEQPACKET socket the supervisor gives them, one message per packet,
-/// a connection's file descriptor riding with its `connection` message
+/// SOCK_SEQPACKET socket the supervisor gives them, one message per packet
+/// (or fragments of a longer one, `HandoverSocket`), a connection's file
+/// descriptor riding with its `connection` message
 /// (SCM_RIGHTS). Every message starts with the magic `CHH` and the state
 /// version it is written in; a reader refuses any other version before it
 /// reads further, so an incompatible binary is refused before anything is
@@ -248,10 +249,11 @@ struct HandoverReader {
 }
 
 /// How a handover went, as the new frontend tells the supervisor (the
-/// sd_notify field `CHATD_HANDOVER`) and `ctl status` shows it:
+/// sd_notify field `CHATD_HANDOVER`) and `ctl status` shows it, after the
+/// report's own version (`v=`, `HandoverReport.version`):
 ///
-///     adopted=120 replayed=37 gaps=0 ms=41 pause50us=2100 pausemaxus=9800
-///     refused=state version 2; this frontend reads 1
+///     v=1 adopted=120 replayed=37 gaps=0 ms=41 pause50us=2100 pausemaxus=9800
+///     v=1 refused=state version 2; this frontend reads 1
 public struct HandoverReport: Equatable, Sendable, CustomStringConvertible {
     public static let field = "CHATD_HANDOVER"
     /// The environment variable that makes a frontend a successor: its
@@ -260,6 +262,19 @@ public struct HandoverReport: Equatable, Sendable, CustomStringConvertible {
     /// Makes a successor read only this state version, as a binary of
     /// another version would: how the refusal is tested end to end.
     public static let readsVariable = "CHATD_HANDOVER_READS"
+    /// The report's format version, apart from the state version (a frontend
+    /// of one binary reports to a supervisor of another after `ctl upgrade`).
+    /// Raised whenever a field changes meaning or is added; a report without
+    /// it (written before it existed) is version 0.
+    public static let version: UInt = 1
+
+    /// Why a report was not read.
+    public enum ReadError: Error, Equatable, Sendable {
+        /// Written in another report version: its fields may mean something else.
+        case version(UInt)
+        /// Not a report of this version's shape.
+        case malformed
+    }
 
     /// Where frontend process `pid` listens for its successor.
     public static func socketPath(runtimeDir: String, pid: Int32) -> String {
@@ -294,27 +309,45 @@ public struct HandoverReport: Equatable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        if let refused { return "refused=" + refused.filter { $0 != "\n" } }
-        return "adopted=\(adopted) replayed=\(replayed) gaps=\(gaps) ms=\(millis) pause50us=\(pauseMedianMicros) pausemaxus=\(pauseMaxMicros)"
+        let version = "v=\(Self.version) "
+        if let refused { return version + "refused=" + refused.filter { $0 != "\n" } }
+        return version
+            + "adopted=\(adopted) replayed=\(replayed) gaps=\(gaps) ms=\(millis) pause50us=\(pauseMedianMicros) pausemaxus=\(pauseMaxMicros)"
     }
 
-    /// Reads `description` back; nil for anything else.
+    /// Reads `description` back; nil for anything else (`read` says why).
     public init?(_ text: String) {
-        if text.hasPrefix("refused=") {
-            self.init(refused: String(text.dropFirst("refused=".count)))
-            return
+        guard case .success(let report) = Self.read(text) else { return nil }
+        self = report
+    }
+
+    /// Reads `description` back: the version first, and nothing further
+    /// of a report in another version.
+    public static func read(_ text: String) -> Result<HandoverReport, ReadError> {
+        var rest = Substring(text)
+        var version: UInt = 0
+        if rest.hasPrefix("v=") {
+            let field = rest.prefix { $0 != " " }
+            guard let number = UInt(field.dropFirst(2)) else { return .failure(.malformed) }
+            version = number
+            rest = rest.dropFirst(field.count + 1)
         }
+        guard version == Self.version else { return .failure(.version(version)) }
+        if rest.hasPrefix("refused=") { return .success(HandoverReport(refused: String(rest.dropFirst("refused=".count)))) }
         var values: [String: UInt64] = [:]
-        for pair in text.split(separator: " ") {
+        for pair in rest.split(separator: " ") {
             let parts = pair.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2, let value = UInt64(parts[1]) else { return nil }
+            guard parts.count == 2, let value = UInt64(parts[1]) else { return .failure(.malformed) }
             values[String(parts[0])] = value
         }
         guard let adopted = values["adopted"], let replayed = values["replayed"], let gaps = values["gaps"], let millis = values["ms"],
             let median = values["pause50us"], let longest = values["pausemaxus"], values.count == 6
-        else { return nil }
-        self.init(
-            adopted: Int(adopted), replayed: Int(replayed), gaps: Int(gaps), millis: millis, pauseMedianMicros: median, pauseMaxMicros: longest
+        else { return .failure(.malformed) }
+        return .success(
+            HandoverReport(
+                adopted: Int(adopted), replayed: Int(replayed), gaps: Int(gaps), millis: millis, pauseMedianMicros: median,
+                pauseMaxMicros: longest
+            )
         )
     }
 }

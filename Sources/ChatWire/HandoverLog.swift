@@ -25,7 +25,8 @@ public enum HandoverLog {
     }
 
     /// How many of `buffered`'s first events the socket already got: the
-    /// longest run that ends `written` and starts `buffered`.
+    /// longest run that ends `written` and starts `buffered`, or, when the
+    /// buffer began before the log, up to where the whole log ends in it.
     ///
     /// The true overlap is such a run (the two are one stream), so a longer
     /// one would mean a run of events repeating byte for byte; every message
@@ -44,12 +45,17 @@ public enum HandoverLog {
                 if written[start...].elementsEqual(buffered.prefix(written.count - start)) { return written.count - start }
             }
         }
-        if truncated && !written.isEmpty && !buffered.isEmpty {
-            guard let end = endOfFirstRun(written, in: buffered) else { return nil }
-            return end
-        }
-        // Nothing in common, and the log reaches back before the buffer
-        // began: the socket stopped before the buffer's first event.
+        guard !written.isEmpty && !buffered.isEmpty else { return 0 }
+        // The whole log inside the buffer: the buffer began before the log
+        // (a room the new process held already, before its start was a
+        // barrier): the socket got everything up to the log's end.
+        if let end = endOfFirstRun(written, in: buffered) { return end }
+        // A truncated log that does not appear whole: nothing in common is known.
+        if truncated { return nil }
+        // Nothing in common, and the buffer begins after the log (a barrier
+        // after the offer) and before the old process stopped the socket (it
+        // caught up to `ready` first): the socket stopped right before the
+        // buffer's first event.
         return 0
     }
 

@@ -155,7 +155,18 @@ import Testing
         var receiver = HandoverReceiver(timeout: 1_000, now: 0)
         #expect(receiver.received(.success(.offer(rooms: ["b", "a", "b"], connections: 3)), now: 1) == [.subscribe(["a", "b"])])
         #expect(receiver.roomReady("a", now: 2) == [])
-        #expect(receiver.roomReady("b", now: 3) == [.send(.ready)])
+        // In force, but buffering begins only past a barrier after the offer (a room held already is in force at once).
+        #expect(receiver.roomReady("b", now: 3) == [.beginBuffering])
+        #expect(receiver.received(.success(.connection(Self.connection)), now: 3) != [.adopt(Self.connection)], "nothing before ready")
+    }
+
+    @Test func theReceiverSaysReadyOnlyOnceBufferingBeganPastTheBarrier() {
+        var receiver = HandoverReceiver(timeout: 1_000, now: 0)
+        _ = receiver.received(.success(.offer(rooms: ["a", "b"], connections: 3)), now: 1)
+        _ = receiver.roomReady("a", now: 2)
+        #expect(receiver.roomReady("b", now: 3) == [.beginBuffering])
+        #expect(receiver.bufferingBegan(now: 4) == [.send(.ready)])
+        #expect(receiver.bufferingBegan(now: 4) == [], "once")
         #expect(receiver.received(.success(.connection(Self.connection)), now: 4) == [.adopt(Self.connection)])
         #expect(receiver.received(.success(.done(connections: 1)), now: 5) == [.release(["a", "b"]), .finished(adopted: 1, refused: nil)])
     }
@@ -182,10 +193,28 @@ import Testing
         #expect(failing.roomReady("a", now: 12) == [])
     }
 
+    @Test func aBarrierThatDoesNotPassRefusesAndReleasesTheRooms() {
+        var failing = HandoverReceiver(timeout: 1_000, now: 0)
+        _ = failing.received(.success(.offer(rooms: ["a"], connections: 1)), now: 10)
+        _ = failing.roomReady("a", now: 11)
+        #expect(failing.bufferingFailed(now: 12) == [
+            .send(.refuse(reason: "the buffering barrier did not pass")), .release(["a"]),
+            .finished(adopted: 0, refused: "the buffering barrier did not pass"),
+        ])
+        #expect(failing.bufferingBegan(now: 13) == [])
+
+        var slow = HandoverReceiver(timeout: 1_000, now: 0)
+        _ = slow.received(.success(.offer(rooms: ["a"], connections: 1)), now: 10)
+        _ = slow.roomReady("a", now: 11)
+        #expect(slow.nextWakeup == 1_010)
+        #expect(slow.tick(now: 1_010).first == .send(.refuse(reason: "the buffering barrier did not pass in time")))
+    }
+
     @Test func theReceiverEndsWhenTheOldDies() {
         var adopting = HandoverReceiver(timeout: 1_000, now: 0)
         _ = adopting.received(.success(.offer(rooms: ["a"], connections: 1)), now: 0)
         _ = adopting.roomReady("a", now: 0)
+        _ = adopting.bufferingBegan(now: 0)
         _ = adopting.received(.success(.connection(Self.connection)), now: 1)
         #expect(adopting.peerGone(now: 2) == [.release(["a"]), .finished(adopted: 1, refused: nil)])
 

@@ -296,4 +296,28 @@ extension EndToEnd.Handover {
         #expect(alice.closeCode == nil && bob.closeCode == nil)
         try await server.waitUntil(timeout: 15, "the retired process gone") { kill(old, 0) != 0 }
     }
+
+    /// An adopted socket's idle time goes on from where its old process
+    /// left it: a silent client is cut off (1001) the idle timeout after its
+    /// last frame, not the idle timeout after the handover.
+    @Test func aSilentSocketsIdleTimeGoesOnAcrossTheHandover() async throws {
+        // Ping after 6 s of silence, close after 12.
+        let environment = Steps.noRateLimits.merging(Self.handover) { $1 }.merging(["CHAT_IDLE_TIMEOUT_SECONDS": "12"]) { $1 }
+        let server = try await TestServer.start(frontends: 1, environment: environment)
+        defer { server.stop() }
+        try await EndToEnd.MultiFrontend.waitForFrontends(server, count: 1)
+        let tokens = try await Steps.users(server, "alice", "bob")
+        let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+        let silent = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
+        let opened = Date()
+        // A third of its idle time passes in the old process (the time is what is tested).
+        try await Task.sleep(for: .seconds(4))
+        let answer = try EndToEnd.Supervision.ctl(server, "restart", "frontend")
+        #expect(answer["restarted"] as? [String] == ["frontend.0"], "\(answer)")
+        #expect(silent.waitForClose(timeout: 20, answerPings: false))
+        let lasted = Date().timeIntervalSince(opened)
+        #expect(silent.closeCode == 1001, "closed as idle (not 1012: it was adopted)")
+        // 12 s after its last frame (its opening); at least 4 + 12 had the count restarted at the adoption.
+        #expect(lasted > 11 && lasted < 14.5, "closed after \(lasted) s")
+    }
 }
