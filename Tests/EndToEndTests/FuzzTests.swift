@@ -343,7 +343,7 @@ extension EndToEnd {
             eager.send(Array(handshake.utf8) + ping)
             let answer = eager.read(timeout: 5) { bytes in bytes.suffix(4) == [0x8A, 0x02, 0x68, 0x69] }
             #expect(answer.status == 101, "\(answer.text.prefix(200))")
-            #expect(answer.bytes.suffix(4) == [0x8A, 0x02, 0x68, 0x69], "no pong for the ping sent with the handshake")
+            #expect(answer.bytes.suffix(4) == [0x8A, 0x02, 0x68, 0x69], "no pong for the ping sent with the handshake: \(String(decoding: answer.bytes.suffix(400), as: UTF8.self))")
 
             // A binary frame is an error event; the socket stays open and serves.
             let open = try server.webSocket("/ws/chat/\(room)/", token: token)
