@@ -132,8 +132,13 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// Which methods each route pattern takes (`:name` segments match any one
-/// segment), for the `Allow` header of a `405`.
+/// Which methods the route a path resolves to takes, for the `Allow` header
+/// of a `405`. Resolves as Hummingbird's trie does, so that the methods named
+/// are the ones that answer: empty segments are skipped, a literal segment is
+/// tried before a `:name` one, and a path that reaches a node whose routes
+/// lack the method is not retried elsewhere (`GET /rooms/direct_message/`
+/// ends at the literal `direct_message`, which takes POST only, not at
+/// `/rooms/:room/`).
 struct AllowedMethods: Sendable {
     private let routes: [(pattern: [Substring], method: String)]
 
@@ -141,18 +146,30 @@ struct AllowedMethods: Sendable {
         self.routes = routes.map { (Self.segments($0.1), $0.0.rawValue) }
     }
 
-    /// The methods of every route whose pattern matches `path`, in a stable order; empty when none does.
+    /// The methods of the routes `path` resolves to, sorted; empty when it resolves to none.
     func methods(for path: String) -> [String] {
-        let segments = Self.segments(path)
-        var found: [String] = []
-        for route in routes where route.pattern.count == segments.count && !found.contains(route.method) {
-            if zip(route.pattern, segments).allSatisfy({ $0.hasPrefix(":") ? !$1.isEmpty : $0 == $1 }) { found.append(route.method) }
-        }
-        return found.sorted()
+        resolve(Self.segments(path), depth: 0, candidates: Array(routes.indices)) ?? []
     }
 
-    /// Split on `/`, keeping empty segments: `/rooms/` and `/rooms` differ.
+    /// Depth first, literal children before parameters, as `RouterTrie.resolve`:
+    /// nil when no branch reaches the path's end, else the methods there.
+    private func resolve(_ segments: [Substring], depth: Int, candidates: [Int]) -> [String]? {
+        if depth == segments.count {
+            let methods = candidates.filter { routes[$0].pattern.count == depth }.map { routes[$0].method }
+            return Set(methods).sorted()
+        }
+        let deeper = candidates.filter { routes[$0].pattern.count > depth }
+        let literal = deeper.filter { routes[$0].pattern[depth] == segments[depth] && !Self.isParameter(routes[$0].pattern[depth]) }
+        if !literal.isEmpty, let found = resolve(segments, depth: depth + 1, candidates: literal) { return found }
+        let parameter = deeper.filter { Self.isParameter(routes[$0].pattern[depth]) }
+        if !parameter.isEmpty, let found = resolve(segments, depth: depth + 1, candidates: parameter) { return found }
+        return nil
+    }
+
+    private static func isParameter(_ segment: Substring) -> Bool { segment.hasPrefix(":") }
+
+    /// Split on `/`, empty segments left out, as the router does.
     private static func segments(_ path: String) -> [Substring] {
-        path.split(separator: "/", omittingEmptySubsequences: false)
+        path.split(separator: "/")
     }
 }

@@ -45,16 +45,19 @@ public final class HealthState: Sendable {
     public init() {}
 
     func record(_ worker: String, _ body: [UInt8]) {
-        let now = monotonicNanos()
+        record(worker, at: monotonicNanos())
+    }
+
+    func record(_ worker: String, at now: UInt64) {
         lastSeen.withLock { $0[worker] = now }
     }
 
     /// True when every expected worker sent a heartbeat in the last 3 s
-    /// (they send one every 500 ms).
-    func allAlive(_ expected: [String]) -> Bool {
-        let now = monotonicNanos()
-        return lastSeen.withLock { seen in
-            expected.allSatisfy { name in seen[name].map { now - $0 < 3_000_000_000 } ?? false }
+    /// (they send one every 500 ms). A heartbeat may carry a later time than
+    /// `now` (recorded between the clock read and the lock): no subtraction.
+    func allAlive(_ expected: [String], now: UInt64 = monotonicNanos()) -> Bool {
+        lastSeen.withLock { seen in
+            expected.allSatisfy { name in seen[name].map { $0 + 3_000_000_000 > now } ?? false }
         }
     }
 }

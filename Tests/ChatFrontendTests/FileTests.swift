@@ -58,6 +58,18 @@ import Testing
         }
     }
 
+    /// An empty file is refused as such (DRF's FileField wording), before the files worker sees it.
+    @Test func anEmptyFileIsRefusedAsEmpty() async throws {
+        try await InProcessServer.run { server in
+            let t = try await Steps.users(server, "alice")
+            let room = try await Steps.room(server, token: t[0], members: [])
+            let empty = try await Self.upload(server, token: t[0], room: room, fields: ["content": "nothing"], fileName: "empty.txt", file: Data())
+            #expect(empty.status == 400)
+            #expect(empty.object["file_attachment"] as? [String] == ["The submitted file is empty."])
+            #expect(try await Steps.contents(server, token: t[0], room: room) == [])
+        }
+    }
+
     /// An upload of several write batches is staged and stored whole; the
     /// download streams it back from disk, whole or a range, to participants only.
     @Test func largeUploadsRoundTripWholeAndInRanges() async throws {
@@ -81,6 +93,14 @@ import Testing
             #expect(range.headers["content-range"] == "bytes 70000-140001/\(bytes.count)")
             let beyond = try await server.request("GET", path, token: t[1], headers: ["Range": "bytes=\(bytes.count)-"])
             #expect(beyond.status == 416)
+            // RFC 9110 §14.2: a unit the server does not know is ignored, the whole file served.
+            let items = try await server.request("GET", path, token: t[1], headers: ["Range": "items=0-1"])
+            #expect(items.status == 200)
+            #expect(items.body == bytes)
+            #expect(items.headers["content-range"] == nil)
+            let upper = try await server.request("GET", path, token: t[1], headers: ["Range": "Bytes=0-1"])
+            #expect(upper.status == 206)
+            #expect(upper.body == bytes.prefix(2))
             #expect(try await server.request("GET", path, token: t[2]).status == 403)
             #expect((try? FileManager.default.contentsOfDirectory(atPath: server.dataDir + "/staging"))?.isEmpty ?? true)
         }

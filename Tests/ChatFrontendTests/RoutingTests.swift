@@ -86,6 +86,33 @@ import Testing
         }
     }
 
+    /// Every route's path, each method: the route's own methods answer (401
+    /// without a token, 200 for /healthz), any other is 405 with exactly the
+    /// route's methods in `Allow`, a literal segment (`direct_message`) taking
+    /// precedence over a `:room` one as it does in the router.
+    @Test func every405NamesTheMethodsThatAnswer() async throws {
+        try await InProcessServer.run { server in
+            var byPath: [String: Set<String>] = [:]
+            for route in ChatAPI(services: server.services).routes {
+                byPath[route.path, default: []].insert(route.method.rawValue)
+                if route.method == .get { byPath[route.path]?.insert("HEAD") }
+            }
+            #expect(byPath["/api/chat/rooms/direct_message/"] == ["POST"])
+            for (pattern, methods) in byPath {
+                let path = pattern.replacingOccurrences(of: ":room", with: IDs.uuid7()).replacingOccurrences(of: ":message", with: IDs.uuid7())
+                for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] {
+                    let response = try await server.request(method, path)
+                    if methods.contains(method) {
+                        #expect(response.status == (pattern == "/healthz" ? 200 : 401), "\(method) \(pattern)")
+                    } else {
+                        #expect(response.status == 405, "\(method) \(pattern)")
+                        #expect(response.headers["allow"] == methods.sorted().joined(separator: ", "), "\(method) \(pattern)")
+                    }
+                }
+            }
+        }
+    }
+
     @Test func aThrottledCallerIsToldWhenToComeBack() async throws {
         // One request per 10 s after a burst of 2: the third is refused however slow the machine.
         try await InProcessServer.run(configure: { $0.restRequestsPerSecond = 0.1; $0.restBurst = 2 }) { server in

@@ -51,6 +51,13 @@ extension EndToEnd {
                 let outcome = try Self.exchange(server.port, item.bytes)
                 Self.check(item, outcome)
             }
+            // Multipart bodies the parser could not take: a 400, the frontend up (same pid, checked below).
+            for item in Self.multipartCorpus(token: tokens[1], room: own) {
+                let outcome = try Self.exchange(server.port, item.bytes)
+                #expect(outcome.status == item.status, "\(item.name): \(outcome.text.prefix(300))")
+                if item.status == 400 { #expect(outcome.text.contains(#"{"detail":"Multipart form parse error"#), "\(item.name)") }
+            }
+            #expect(server.childPIDs(matching: "chatd frontend").first == frontend, "the frontend restarted")
             // Random mutations of valid requests, several connections at once.
             let seed = UInt64(ProcessInfo.processInfo.environment["CHATD_FUZZ_SEED"] ?? "") ?? UInt64.random(in: 0...UInt64.max)
             let templates = Self.templates(token: tokens[1], room: own)
@@ -133,15 +140,45 @@ extension EndToEnd {
             return cases
         }
 
+        /// Message uploads with a byte >= 0x80 where a part header's name is
+        /// read (MultipartKit 4.7.1 traps on it), in each part header position,
+        /// with a length and chunked; a UTF-8 file name (a header value) still passes.
+        static func multipartCorpus(token: String, room: String) -> [Case] {
+            func request(_ body: [UInt8], chunked: Bool = false) -> [UInt8] {
+                let head = "POST /api/chat/rooms/\(room)/messages/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\n"
+                    + "Content-Type: multipart/form-data; boundary=XX\r\n"
+                guard chunked else { return Array((head + "Content-Length: \(body.count)\r\n\r\n").utf8) + body }
+                let size = Array(String(body.count, radix: 16).utf8)
+                return Array((head + "Transfer-Encoding: chunked\r\n\r\n").utf8) + size + [13, 10] + body + Array("\r\n0\r\n\r\n".utf8)
+            }
+            let field = Array("Content-Disposition: form-data; name=\"content\"\r\n".utf8)
+            let bodies: [(String, [UInt8])] = [
+                ("first header byte 0x80", Array("--XX\r\n".utf8) + [0x80] + Array("--XX--\r\n".utf8)),
+                ("header name byte 0xFF", Array("--XX\r\nContent-".utf8) + [0xFF] + Array("Disposition: x\r\n\r\nhi\r\n--XX--\r\n".utf8)),
+                ("second header UTF-8", Array("--XX\r\n".utf8) + field + [0xC3, 0xA9] + Array(": x\r\n\r\nhi\r\n--XX--\r\n".utf8)),
+                ("second part header", Array("--XX\r\n".utf8) + field + Array("\r\nhi\r\n--XX\r\n".utf8) + [0xE2, 0x80, 0xAE] + Array("\r\n--XX--\r\n".utf8)),
+                ("preamble without CRLF", Array("x--XX\r\n".utf8) + [0x80] + Array(": 1\r\n--XX--\r\n".utf8)),
+            ]
+            var cases = bodies.flatMap { name, body in
+                [Case(name: "multipart " + name, bytes: request(body), status: 400), Case(name: "chunked multipart " + name, bytes: request(body, chunked: true), status: 400)]
+            }
+            let named = Array("--XX\r\nContent-Disposition: form-data; name=\"file_attachment\"; filename=\"é.txt\"\r\n\r\nhi\r\n--XX--\r\n".utf8)
+            cases.append(Case(name: "multipart UTF-8 file name", bytes: request(named), status: 201))
+            return cases
+        }
+
         /// Valid requests the mutations start from.
         static func templates(token: String, room: String) -> [[UInt8]] {
             let auth = "Authorization: Bearer \(token)\r\n"
             let message = #"{"content": "hello", "message_type": "text", "client_msg_id": "c-1"}"#
+            let form = "--XX\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\nhi\r\n"
+                + "--XX\r\nContent-Disposition: form-data; name=\"file_attachment\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nabc\r\n--XX--\r\n"
             let requests = [
                 "GET /api/chat/rooms/?page=1&page_size=10 HTTP/1.1\r\nHost: 127.0.0.1\r\n\(auth)\r\n",
                 "GET /api/chat/rooms/\(room)/messages/?page=2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\(auth)Connection: close\r\n\r\n",
                 "POST /api/chat/rooms/\(room)/messages/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\(auth)Content-Type: application/json\r\nContent-Length: \(message.utf8.count)\r\n\r\n\(message)",
                 "POST /api/chat/rooms/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\(auth)Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"name\": \"fuzz\"}\r\n0\r\n\r\n",
+                "POST /api/chat/rooms/\(room)/messages/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\(auth)Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: \(form.utf8.count)\r\n\r\n\(form)",
                 "GET /api/chat/search/messages/?q=see+attached&after=2025-01-01T00:00:00Z HTTP/1.1\r\nHost: 127.0.0.1\r\n\(auth)\r\n",
                 "GET /ws/chat/\(room)/?token=\(token) HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             ]
@@ -306,7 +343,7 @@ extension EndToEnd {
             eager.send(Array(handshake.utf8) + ping)
             let answer = eager.read(timeout: 5) { bytes in bytes.suffix(4) == [0x8A, 0x02, 0x68, 0x69] }
             #expect(answer.status == 101, "\(answer.text.prefix(200))")
-            #expect(answer.bytes.suffix(4) == [0x8A, 0x02, 0x68, 0x69], "no pong for the ping sent with the handshake")
+            #expect(answer.bytes.suffix(4) == [0x8A, 0x02, 0x68, 0x69], "no pong for the ping sent with the handshake: \(String(decoding: answer.bytes.suffix(400), as: UTF8.self))")
 
             // A binary frame is an error event; the socket stays open and serves.
             let open = try server.webSocket("/ws/chat/\(room)/", token: token)

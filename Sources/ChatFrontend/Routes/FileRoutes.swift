@@ -123,6 +123,8 @@ struct FileRoutes: Sendable {
         if upload.extraFile { throw APIError.fields([("file_attachment", "A message holds one attachment.")]) }
         if upload.writeFailed { throw APIError(.serviceUnavailable, detail: "The upload could not be written, try again.") }
         if reader.inPart { throw APIError(.badRequest, detail: "Multipart form parse error - the body ends inside a part (no closing boundary)") }
+        // DRF's FileField wording; the files worker would only find no staging file.
+        if upload.stagingName != nil && upload.fileSize == 0 { throw APIError.fields([("file_attachment", "The submitted file is empty.")]) }
         return upload
     }
 
@@ -142,7 +144,8 @@ struct FileRoutes: Sendable {
         var start: Int64 = 0
         var end = location.size - 1
         var status = HTTPResponse.Status.ok
-        if let range = request.headers[.range] {
+        // RFC 9110 §14.2: a range of a unit other than bytes is ignored, the whole file served.
+        if let range = request.headers[.range], Self.isBytesRange(range) {
             guard let (first, last) = Self.byteRange(range, size: location.size) else {
                 headers[.contentRange] = "bytes */\(location.size)"
                 return Response(status: .rangeNotSatisfiable, headers: headers)
@@ -201,10 +204,15 @@ struct FileRoutes: Sendable {
         return "attachment; filename=\"\(fallback)\"; filename*=UTF-8''\(encoded)"
     }
 
+    /// Whether a `Range` header's unit is `bytes` (units are case-insensitive).
+    static func isBytesRange(_ header: String) -> Bool {
+        header.split(separator: "=", maxSplits: 1).first?.trimmingCharacters(in: .whitespaces).lowercased() == "bytes"
+    }
+
     /// One `bytes=` range, clamped to the file, or nil when unsatisfiable.
     static func byteRange(_ header: String, size: Int64) -> (Int64, Int64)? {
-        guard header.hasPrefix("bytes="), size > 0 else { return nil }
-        let spec = header.dropFirst(6)
+        guard isBytesRange(header), let equals = header.firstIndex(of: "="), size > 0 else { return nil }
+        let spec = header[header.index(after: equals)...]
         guard !spec.contains(","), let dash = spec.firstIndex(of: "-") else { return nil }
         let first = spec[..<dash].trimmingCharacters(in: .whitespaces)
         let last = spec[spec.index(after: dash)...].trimmingCharacters(in: .whitespaces)

@@ -62,6 +62,7 @@ final class MultipartUpload {
     let staging: StagingFile
     private let stagingName: String
     private let parser: MultipartParser
+    private var headerGuard: MultipartHeaderGuard
     private let maxFileBytes: Int
     private let maxFieldBytes: Int
     private var partName: String?
@@ -82,6 +83,7 @@ final class MultipartUpload {
 
     init(boundary: String, staging: StagingFile, stagingName: String, maxFileBytes: Int, maxFieldBytes: Int) {
         self.parser = MultipartParser(boundary: boundary)
+        self.headerGuard = MultipartHeaderGuard(boundary: boundary)
         self.staging = staging
         self.stagingName = stagingName
         self.maxFileBytes = maxFileBytes
@@ -103,6 +105,10 @@ final class MultipartUpload {
         var rest = chunk
         while let piece = rest.readSlice(length: min(rest.readableBytes, 16 << 10)) {
             fed += piece.readableBytes
+            // Every byte passes the guard before the parser, which traps on some.
+            guard headerGuard.accepts(piece) else {
+                throw APIError(.badRequest, detail: "Multipart form parse error - a part header's name holds a byte that is not ASCII")
+            }
             try parser.execute(piece)
             if fed - delivered > Self.maxPartOverhead { break }
             // The parser hands the body over in pieces that end at each CR
