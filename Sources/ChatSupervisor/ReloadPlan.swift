@@ -15,9 +15,10 @@ struct ReloadPlan: Equatable, Sendable {
     var frontends = false
     /// Some setting a worker reads changed (`maxMessageChars`, `typingWindowSeconds` ...).
     var workers = false
-    /// Settings a reload does not apply (`listen`, directories, the bus):
-    /// with any of them changed no child is restarted either, since a child
-    /// started now would read them and leave the others behind.
+    /// Settings a reload does not apply (`listen`, directories, the bus,
+    /// `run`): only logged. Every child gets the running values in its
+    /// environment (`ChatConfig.fixedEnvironment`), so one started now
+    /// cannot read them and leave the others behind.
     var needsFullRestart: [String] = []
 
     init(from old: ChatConfig, to new: ChatConfig) {
@@ -26,7 +27,6 @@ struct ReloadPlan: Equatable, Sendable {
             ("bus", old.bus != new.bus), ("bus.insecure", old.busInsecure != new.busInsecure), ("run", old.run != new.run),
         ]
         needsFullRestart = fixed.filter(\.1).map(\.0)
-        guard needsFullRestart.isEmpty else { return }
         frontends = old.view(frontend: true) != new.view(frontend: true)
         workers = old.view(frontend: false) != new.view(frontend: false)
     }
@@ -105,15 +105,19 @@ extension ChatConfig {
 }
 
 /// SIGHUP's course, one reload at a time: RELOADING=1, the file read and
-/// applied, the children whose view changed restarted, READY=1. A SIGHUP
-/// that comes meanwhile is queued, and any number of them fold into one:
-/// the file is read once more after the running reload's restarts, and
-/// READY=1 follows that one. Pure: the supervisor carries out the actions.
+/// applied (in place, then the children whose view changed restarted),
+/// READY=1. A SIGHUP that comes meanwhile is queued, and any number of them
+/// fold into one: the file is read once more after the running reload, and
+/// READY=1 follows that one. One before the start's READY=1 is held until
+/// then: systemd would take the reload's READY=1 for the start's, and end
+/// the start while children are still coming up. Pure: the supervisor
+/// carries out the actions.
 struct ReloadMachine: Sendable {
     enum Phase: Equatable, Sendable {
         case idle
         case reading
-        case restarting
+        /// Applied in place, then its restarts; answered with `applied`.
+        case applying
     }
 
     enum Action: Equatable, Sendable {
@@ -122,26 +126,30 @@ struct ReloadMachine: Sendable {
         /// Read the file again; answer with `read`.
         case read
         /// Apply what changes in place, then restart the children the plan
-        /// names (when it names any); answer with `restarted`.
+        /// names (when it names any); answer with `applied`.
         case apply(ChatConfig, ReloadPlan)
         /// READY=1 to systemd.
         case notifyReady
     }
 
     private(set) var phase = Phase.idle
-    /// A SIGHUP came during this reload.
+    /// A SIGHUP came during this reload (or before the start's end).
     private(set) var again = false
+    /// The supervisor told systemd READY=1 for its start (`startedUp`).
+    private(set) var started = false
     /// What the running children read, as far as a reload knows: it moves
     /// on once a reload's restarts all succeeded, so after a failed one
-    /// the next SIGHUP restarts them again.
+    /// the next SIGHUP restarts them again. Its fixed settings (`listen`,
+    /// the directories, the bus) stay the running ones: every child gets
+    /// those in its environment.
     private(set) var childrenRead: ChatConfig
-    /// The configuration being applied, while its restarts run.
+    /// The configuration being applied, while it is.
     private var applying: ChatConfig?
 
     init(running: ChatConfig) { childrenRead = running }
 
     mutating func signal() -> [Action] {
-        guard phase == .idle else {
+        guard started, phase == .idle else {
             again = true
             return []
         }
@@ -149,26 +157,29 @@ struct ReloadMachine: Sendable {
         return [.notifyReloading, .read]
     }
 
+    /// The start's READY=1 was sent: a SIGHUP held until now begins.
+    mutating func startedUp() -> [Action] {
+        guard !started else { return [] }
+        started = true
+        guard again, phase == .idle else { return [] }
+        again = false
+        return signal()
+    }
+
     /// The file was read (nil: it could not be; the running configuration
     /// stays). Also taken when idle: a reload driven without a signal (tests).
     mutating func read(_ fresh: ChatConfig?) -> [Action] {
-        guard phase != .restarting else { return [] }
+        guard phase != .applying else { return [] }
         guard let fresh else { return finish() }
-        let plan = ReloadPlan(from: childrenRead, to: fresh)
-        guard plan.restartsAny else {
-            // Nothing a child reads changed; with `listen` or a directory
-            // changed, the children keep what they read.
-            if plan.needsFullRestart.isEmpty { childrenRead = fresh }
-            return [.apply(fresh, plan)] + finish()
-        }
-        phase = .restarting
-        applying = fresh
-        return [.apply(fresh, plan)]
+        phase = .applying
+        applying = fresh.keepingFixedSettings(of: childrenRead)
+        return [.apply(fresh, ReloadPlan(from: childrenRead, to: fresh))]
     }
 
-    /// The plan's restarts ended (`succeeded` false: some child was not restarted).
-    mutating func restarted(succeeded: Bool) -> [Action] {
-        guard phase == .restarting else { return [] }
+    /// The reload was applied and its restarts ended (`succeeded` false:
+    /// some child was not restarted).
+    mutating func applied(succeeded: Bool) -> [Action] {
+        guard phase == .applying else { return [] }
         if succeeded, let applying { childrenRead = applying }
         applying = nil
         return finish()

@@ -12,8 +12,10 @@ extension Supervisor {
             // Nothing is restarted or scaled any more, and a step that waited
             // for a child would outlive the supervisor.
             reply(Self.json(["error": "the supervisor is stopping; only status is answered"]))
-        case ("restart", 2) where reloads.phase != .idle, ("upgrade", 1) where reloads.phase != .idle:
-            // A reload restarts children itself (or is about to): one rolling restart at a time.
+        case ("restart", 2) where reloads.phase != .idle, ("upgrade", 1) where reloads.phase != .idle,
+            ("scale", 3) where reloads.phase != .idle:
+            // A reload restarts and scales children itself (or is about to):
+            // one change at a time, and a scale would be undone by the file's counts.
             reply(Self.json(["error": "a reload is under way (RELOADING); try again once it is done"]))
         case ("restart", 2):
             let targets = children.keys.filter { $0.matches(words[1]) }.sorted { $0.description < $1.description }

@@ -55,6 +55,17 @@ extension Supervisor {
     /// successor's start, its subscriptions and the drain of every socket.
     var handoverDeadline: Double { 10 + config.hangTimeoutSeconds }
 
+    /// From a handed-over frontend's SIGTERM to its SIGKILL: the grace (its
+    /// HTTP shutdown), then its bus drain (`handoverDrainSeconds`: the
+    /// commands of moved sockets it still resends), by the longer of the
+    /// deadline it read and the one running now (a reload's frontend
+    /// restarts run after it applied a new one). One second more for its
+    /// exit once the drain ends (closing the bus, the last log lines): a
+    /// kill at the drain's very end would cut what it answers last.
+    var retiredAfterHandoverKillDelay: Double {
+        graceSeconds + max(config.handoverDrainSeconds, reloads.childrenRead.handoverDrainSeconds) + 1
+    }
+
     /// A rolling restart's step for frontend `slot`: a successor is started
     /// beside the running process, with its handover socket; once it reports
     /// the WebSockets adopted it becomes the slot's process and the old one
@@ -143,7 +154,7 @@ extension Supervisor {
         retiring[pid] = record.machine
         record.process = nil
         children[name] = record
-        deliver(.stop(restart: false, killAt: Uptime.now() + graceSeconds, signal: SIGTERM), to: .retired(pid: pid))
+        deliver(.stop(restart: false, killAt: Uptime.now() + retiredAfterHandoverKillDelay, signal: SIGTERM), to: .retired(pid: pid))
         deliver(.successorTookOver(child: name.description), to: .child(name))
     }
 

@@ -11,10 +11,17 @@ extension Supervisor {
     /// then the frontends, which hand their WebSockets over with
     /// `frontendHandover` (1012 without). RELOADING=1 first, READY=1 once
     /// those restarts are done or failed; one reload at a time
-    /// (`ReloadMachine`: a SIGHUP meanwhile is queued, several fold into one).
+    /// (`ReloadMachine`: a SIGHUP meanwhile is queued, several fold into
+    /// one; one before the start's READY=1 waits for it).
     func reload() {
         guard !stopping else { return }
+        if !toldReady { logger.info("reload held until every child is ready (the start's READY=1)") }
         carryOut(reloads.signal())
+    }
+
+    /// The start's READY=1 was sent (`updateStatus`): a held SIGHUP begins.
+    func reloadAfterStart() {
+        carryOut(reloads.startedUp())
     }
 
     func applyReload(_ result: Result<ChatConfig, any Error>) {
@@ -51,21 +58,34 @@ extension Supervisor {
         }
     }
 
-    /// What a reload changes: in place first, then the restarts the plan names.
+    /// What a reload changes: in place first, then the restarts the plan
+    /// names. One change of children at a time: a `ctl restart` or `ctl
+    /// upgrade` under way ends first (it has deadlines), since what is
+    /// applied in place restarts standbys and scales roles under it.
     private func apply(_ fresh: ChatConfig, _ plan: ReloadPlan) {
-        // Those running now; the ones a scale below adds read the new file already.
-        let before = Set(children.keys)
-        applyInPlace(fresh, plan)
-        guard plan.restartsAny else { return }
+        waiters.wait(on: queue, until: .distantFuture) { [unowned self] in
+            controlRestarts == 0
+        } then: { [unowned self] in
+            // Those running now; the ones a scale below adds start with the new file already.
+            let before = Set(children.keys)
+            applyInPlace(fresh, plan)
+            guard plan.restartsAny else { return carryOut(reloads.applied(succeeded: true)) }
+            restart(plan, runningBefore: before)
+        } failure: { [unowned self] in
+            reloadRestarted(Self.json(["error": "the supervisor is stopping"]))
+        }
+    }
+
+    /// The plan's rolling restart: the workers, then the frontends.
+    private func restart(_ plan: ReloadPlan, runningBefore before: Set<ChildName>) {
         let workers = plan.workers ? children.keys.filter { $0.worker != nil && before.contains($0) } : []
         let frontends = plan.frontends ? children.keys.filter { $0.isFrontend && before.contains($0) } : []
         let targets = workers.sorted { $0.description < $1.description } + frontends.sorted { $0.description < $1.description }
         logger.info("reload restarts", metadata: [
             "children": "\(targets.map(\.description).joined(separator: ","))", "handover": "\(config.frontendHandover)",
         ])
-        // One rolling restart at a time: the restarts wait for a `ctl
-        // restart` or `ctl upgrade` under way, and for a store rescale this
-        // reload began (it moves rooms between shards); both have deadlines.
+        // After a store rescale this reload began (it moves rooms between
+        // shards; it has a deadline).
         waiters.wait(on: queue, until: .distantFuture) { [unowned self] in
             !storeScaleInProgress && controlRestarts == 0
         } then: { [unowned self] in
@@ -88,7 +108,7 @@ extension Supervisor {
         } else {
             logger.info("reload: restarts done", metadata: ["restarted": "\(restarted)"])
         }
-        carryOut(reloads.restarted(succeeded: error == nil))
+        carryOut(reloads.applied(succeeded: error == nil))
     }
 
     /// The settings the supervisor applies itself, without restarting a child.
@@ -96,9 +116,11 @@ extension Supervisor {
         if let level = Logger.Level(rawValue: fresh.logLevel) { logger.logLevel = level }
         let receipts = fresh.receiptsWorkers
         let needsRestart = plan.needsFullRestart.isEmpty
-            ? "no" : "\(plan.needsFullRestart.joined(separator: ", ")) changed: restart the service to apply; no child restarted"
+            ? "no" : "\(plan.needsFullRestart.joined(separator: ", ")) changed: restart the service to apply; every child keeps the running values"
         config.logLevel = fresh.logLevel
         config.hangTimeoutSeconds = fresh.hangTimeoutSeconds
+        // The store rescale's deadline and a retired frontend's drain (`retiredAfterHandoverKillDelay`).
+        config.requestTimeoutMilliseconds = fresh.requestTimeoutMilliseconds
         config.frontendHandover = fresh.frontendHandover
         for name in children.keys { children[name]?.machine.policy = policy }
         logger.info("reloaded", metadata: [

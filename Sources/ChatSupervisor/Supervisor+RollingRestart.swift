@@ -45,7 +45,8 @@ extension Supervisor {
     ) {
         waiters.wait(on: queue, until: deadline) { [unowned self] in
             // READY=1 from the replacement, not from the process it replaces.
-            children[name].map { $0.machine.isReady && $0.process?.pid != old } ?? false
+            // Gone from `children`: retired by a scale-down meanwhile, nothing to wait for.
+            children[name].map { $0.machine.isReady && $0.process?.pid != old } ?? true
         } then: {
             next()
         } failure: {

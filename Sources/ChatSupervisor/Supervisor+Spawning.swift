@@ -44,6 +44,9 @@ extension Supervisor {
         environment["CHATD_PREDECESSOR_FAILED"] = predecessorFailed ? "1" : nil
         environment["WATCHDOG_USEC"] = nil
         environment["WATCHDOG_PID"] = nil
+        // What a reload does not apply stays as the supervisor runs it, over
+        // whatever the file says now (`ChatConfig.fixedEnvironment`).
+        environment.merge(config.fixedEnvironment) { $1 }
         // Every frontend serves a socket the supervisor holds (systemd's, or
         // one of its own per slot): the kernel hands each connection to one.
         var inherit: [CInt] = []

@@ -19,6 +19,7 @@ extension Supervisor {
             systemd.send(["READY": "1", "STATUS": status])
             lastStatus = status
             logger.info("ready", metadata: ["children": "\(serving.count)"])
+            reloadAfterStart()
         } else if status != lastStatus {
             systemd.send(["STATUS": status])
             lastStatus = status

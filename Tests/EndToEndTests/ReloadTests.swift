@@ -140,5 +140,135 @@ extension EndToEnd {
             try after.send(json: ["type": "message", "content": String(repeating: "y", count: 5_000)])
             #expect(after.waitForClose(timeout: 10) && after.closeCode == 1009, "a frame over the new limit")
         }
+
+        /// What systemd would see (a fake NOTIFY_SOCKET), each datagram with
+        /// what was true as it came: the supervisor's log and `ctl status`.
+        final class Notified: @unchecked Sendable {
+            struct Entry {
+                var fields: [String: String]
+                /// The log said "reload: restarts done" by then.
+                var restartsDone: Bool
+                /// `ctl status` asked as a READY=1 came.
+                var status: [String: Any]?
+            }
+
+            private let lock = NSLock()
+            private var stored: [Entry] = []
+            private var stop = false
+            var done: Bool {
+                get { lock.withLock { stop } }
+                set { lock.withLock { stop = newValue } }
+            }
+            var entries: [Entry] { lock.withLock { stored } }
+            func append(_ entry: Entry) { lock.withLock { stored.append(entry) } }
+            var readies: [Entry] { entries.filter { $0.fields["READY"] == "1" } }
+
+            /// Reads `socket` on a thread of its own until `done`; `onDatagram` runs on it first.
+            func read(_ socket: NotifySocket, dataDir: String, onDatagram: @escaping @Sendable ([String: String]) -> Void = { _ in }) {
+                Thread { [self] in
+                    while !done {
+                        guard let fields = socket.receive(timeout: 0.1) else { continue }
+                        onDatagram(fields)
+                        let log = (try? String(contentsOfFile: dataDir + "/chatd.log", encoding: .utf8)) ?? ""
+                        let status = fields["READY"] == "1"
+                            ? (try? TestServer.control(dataDir + "/run/control.sock", "status")).flatMap {
+                                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+                            } : nil
+                        append(Entry(fields: fields, restartsDone: log.contains("reload: restarts done"), status: status))
+                    }
+                }.start()
+            }
+        }
+
+        /// READY=1 after a SIGHUP comes once the reload's restarts are done:
+        /// as it comes, every child runs a new process and is ready. While
+        /// the restarts run, `ctl scale`, `ctl restart` and `ctl upgrade` are
+        /// refused; after, `ctl scale` works again.
+        @Test func readyFollowsTheRestartsAndCtlWaitsForThem() async throws {
+            let notify = try NotifySocket()
+            let dir = try TestServer.temporaryDirectory()
+            let notified = Notified()
+            notified.read(notify, dataDir: dir)
+            defer { notified.done = true }
+            let file = try Self.configFile("chat:\n  maxMessageChars: 1000\n")
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let server = try await TestServer.start(
+                frontends: 2, configFile: file,
+                environment: Steps.noRateLimits.merging(EndToEnd.Handover.handover) { $1 }.merging(["NOTIFY_SOCKET": notify.path]) { $1 }, dataDir: dir
+            )
+            defer { server.stop() }
+            try await server.waitUntil(timeout: 30, "the start's READY=1") { notified.readies.count == 1 }
+            let before = try Processes(server).children
+
+            try "chat:\n  maxMessageChars: 100\n".write(toFile: file, atomically: true, encoding: .utf8)
+            #expect(kill(server.process.processIdentifier, SIGHUP) == 0)
+            try await server.waitUntil(timeout: 20, "the reload's restarts begin") { Self.count("reload restarts", in: server) == 1 }
+            let control = dir + "/run/control.sock"
+            for command in ["scale receipts 2", "restart store", "upgrade"] {
+                let answer = try TestServer.control(control, command)
+                #expect(answer.contains("a reload is under way"), "\(command): \(answer)")
+            }
+            try await server.waitUntil(timeout: 90, "READY=1 after the reload") { notified.readies.count == 2 }
+            let entries = notified.entries
+            let ready = try #require(notified.readies.last)
+            #expect(ready.restartsDone, "READY=1 before the restarts were done")
+            let reloading = entries.firstIndex { $0.fields["RELOADING"] == "1" }
+            let readyIndex = entries.lastIndex { $0.fields["READY"] == "1" }
+            #expect(reloading != nil && reloading! < readyIndex!)
+            var atReady: [String: (pid: Int, ready: Bool)] = [:]
+            for row in ready.status?["children"] as? [[String: Any]] ?? [] {
+                if let name = row["child"] as? String, let pid = row["pid"] as? Int { atReady[name] = (pid, row["ready"] as? Bool == true) }
+            }
+            #expect(before.keys.contains("store.0") && before.keys.contains("frontend.1"), "\(before.keys)")
+            for (name, old) in before {
+                #expect(atReady[name].map { Int32($0.pid) != old.pid && $0.ready } == true, "\(name) at READY=1: \(atReady[name].map { "\($0)" } ?? "none")")
+            }
+            let scaled = try TestServer.control(control, "scale receipts 2")
+            #expect(scaled.contains("\"workers\":2"), "\(scaled)")
+        }
+
+        /// A SIGHUP before the start's READY=1 is held: systemd sees no
+        /// RELOADING=1 and no READY=1 until every child is ready (it would
+        /// end the start there), then the reload runs and READY=1 follows it.
+        @Test func aSignalDuringTheStartWaitsForItsReady() async throws {
+            let notify = try NotifySocket()
+            let dir = try TestServer.temporaryDirectory()
+            let file = try Self.configFile("chat:\n  maxFrameBytes: 65536\n")
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let notified = Notified()
+            let signalled = Tally()
+            // The first STATUS= comes from the started supervisor (its signal
+            // handlers are set) before its children are ready.
+            notified.read(notify, dataDir: dir) { fields in
+                guard fields["STATUS"] != nil, fields["READY"] == nil, signalled.value == 0, let pid = Self.supervisorPID(configFile: file) else { return }
+                signalled.add()
+                kill(pid, SIGHUP)
+            }
+            defer { notified.done = true }
+            let server = try await TestServer.start(
+                frontends: 2, configFile: file, environment: MultiFrontend.noHandover.merging(["NOTIFY_SOCKET": notify.path]) { $1 }, dataDir: dir
+            )
+            defer { server.stop() }
+            try await server.waitUntil(timeout: 30, "READY=1 after the held reload") { notified.readies.count == 2 }
+            #expect(signalled.value == 1)
+            let entries = notified.entries
+            let firstReady = try #require(entries.firstIndex { $0.fields["READY"] == "1" })
+            let reloading = try #require(entries.firstIndex { $0.fields["RELOADING"] == "1" })
+            #expect(reloading > firstReady, "RELOADING=1 before the start's READY=1")
+            let status = entries[firstReady].fields["STATUS"] ?? ""
+            let counts = status.split(separator: " ").first?.split(separator: "/").map(String.init) ?? []
+            #expect(counts.count == 2 && counts[0] == counts[1], "the start's READY=1 with every child ready: \(status)")
+            #expect(Self.count("reload held", in: server) == 1)
+        }
+
+        /// The `chatd serve` process started with `configFile` (a unique path).
+        static func supervisorPID(configFile: String) -> Int32? {
+            let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap { Int32($0) } ?? []
+            return pids.first { pid in
+                guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+                let words = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+                return words.contains("serve") && words.contains(configFile)
+            }
+        }
     }
 }

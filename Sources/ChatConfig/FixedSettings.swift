@@ -1,0 +1,35 @@
+extension ChatConfig {
+    /// The settings a reload does not apply (`listen`, the directories, the
+    /// bus, `run`), as the `CHAT_*` variables that win over the file. The
+    /// supervisor sets them in every child's environment from its running
+    /// configuration, so that a child started after the file changed them
+    /// (a scale-up, a crash restart, a standby, a reload's restart) still
+    /// agrees with its siblings and with the supervisor's sockets; the
+    /// change takes effect at the service's next start.
+    public var fixedEnvironment: [String: String] {
+        [
+            "CHAT_LISTEN": listen,
+            "CHAT_DATA_DIR": dataDir,
+            // Resolved: with none configured, a `runtimeDir` added to the
+            // file must not move a child's sockets away from `<dataDir>/run`.
+            "CHAT_RUNTIME_DIR": resolvedRuntimeDir,
+            // Empty reads as none (ipc in the runtime directory).
+            "CHAT_BUS": bus ?? "",
+            "CHAT_BUS_INSECURE": busInsecure ? "true" : "false",
+            "CHAT_RUN": run.rawValue,
+        ]
+    }
+
+    /// This configuration with the settings of `fixedEnvironment` taken from
+    /// `running`: what a child started now reads.
+    public func keepingFixedSettings(of running: ChatConfig) -> ChatConfig {
+        var kept = self
+        kept.listen = running.listen
+        kept.dataDir = running.dataDir
+        kept.runtimeDir = running.runtimeDir
+        kept.bus = running.bus
+        kept.busInsecure = running.busInsecure
+        kept.run = running.run
+        return kept
+    }
+}
