@@ -201,9 +201,7 @@ final class HandoverSource: @unchecked Sendable {
     }
 
     private func tick() {
-        guard var machine else { return }
-        let actions = machine.tick(now: monotonicNanos())
-        self.machine = machine
+        guard let actions = machine?.tick(now: monotonicNanos()) else { return }
         perform(actions)
     }
 
@@ -273,10 +271,10 @@ final class HandoverSource: @unchecked Sendable {
     }
 
     private func update(_ change: (inout HandoverSender<UInt64>) -> [HandoverSender<UInt64>.Action]) {
-        guard var machine else { return }
-        let actions = change(&machine)
-        self.machine = machine
-        perform(actions)
+        // Changed in place: a copy taken out and put back would copy every
+        // socket's entry on each event (copy-on-write: O(sockets) per event).
+        guard machine != nil else { return }
+        perform(change(&machine!))
     }
 
     /// Sends one socket's state and descriptor from its own loop (see
