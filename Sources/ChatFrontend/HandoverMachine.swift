@@ -74,6 +74,9 @@ struct HandoverSender<Connection: Hashable> {
     private var queue: [Connection] = []
     private var queueHead = 0
     private var inFlight = 0
+    /// Sockets in `.stopped` (waiting for replies): the only ones `tick`
+    /// and `nextWakeup` look at, so neither walks every socket left.
+    private var draining: Set<Connection> = []
     private(set) var moved = 0
     private(set) var closed = 0
 
@@ -119,6 +122,7 @@ struct HandoverSender<Connection: Hashable> {
                 closed += 1
             }
             sockets.removeAll()
+            draining.removeAll()
             queue.removeAll()
             queueHead = 0
             inFlight = 0
@@ -132,6 +136,7 @@ struct HandoverSender<Connection: Hashable> {
     mutating func stopped(_ connection: Connection, pending: Int? = nil, now: UInt64) -> [Action] {
         guard state == .moving, sockets[connection]?.phase == .stopping else { return [] }
         sockets[connection]?.phase = .stopped(at: now)
+        draining.insert(connection)
         if let pending { sockets[connection]?.pending = pending }
         return handOverIfDrained(connection)
     }
@@ -162,6 +167,7 @@ struct HandoverSender<Connection: Hashable> {
     /// The client closed it meanwhile: nothing to hand over.
     mutating func gone(_ connection: Connection, now: UInt64) -> [Action] {
         guard let socket = sockets.removeValue(forKey: connection) else { return [] }
+        draining.remove(connection)
         if socket.phase != .reading { inFlight -= 1 }
         guard state == .moving else { return [] }
         return stopNext() + finishIfDone()
@@ -173,8 +179,8 @@ struct HandoverSender<Connection: Hashable> {
         case .offered(let deadline) where now >= deadline:
             return giveUp("the new frontend did not subscribe in time")
         case .moving:
-            let overdue = sockets.compactMap { connection, socket -> Connection? in
-                guard case .stopped(let at) = socket.phase, now >= at + timing.drainBound else { return nil }
+            let overdue = draining.compactMap { connection -> Connection? in
+                guard case .stopped(let at) = sockets[connection]?.phase, now >= at + timing.drainBound else { return nil }
                 return connection
             }
             return overdue.flatMap { connection in
@@ -192,8 +198,8 @@ struct HandoverSender<Connection: Hashable> {
         switch state {
         case .offered(let deadline): return deadline
         case .moving:
-            return sockets.values.compactMap { socket in
-                guard case .stopped(let at) = socket.phase else { return nil }
+            return draining.compactMap { connection in
+                guard case .stopped(let at) = sockets[connection]?.phase else { return nil }
                 return at + timing.drainBound
             }.min()
         default: return nil
@@ -206,6 +212,7 @@ struct HandoverSender<Connection: Hashable> {
         // OFFERED -> SERVING
         state = .serving
         sockets.removeAll()
+        draining.removeAll()
         queue.removeAll()
         return [.resumeServing(reason: reason)]
     }
@@ -213,6 +220,7 @@ struct HandoverSender<Connection: Hashable> {
     private mutating func handOverIfDrained(_ connection: Connection) -> [Action] {
         guard state == .moving, let socket = sockets[connection], case .stopped = socket.phase, socket.pending == 0 else { return [] }
         sockets[connection]?.phase = .handing
+        draining.remove(connection)
         return [.handOver(connection)]
     }
 
