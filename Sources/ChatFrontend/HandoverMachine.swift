@@ -82,6 +82,10 @@ struct HandoverSender<Connection: Hashable> {
     private var queue: [Connection] = []
     private var queueHead = 0
     private var inFlight = 0
+    /// When each socket in `.stopped` (waiting for replies) stopped: the
+    /// only ones `tick` and `nextWakeup` look at, so neither walks every
+    /// socket left after each event.
+    private var draining: [Connection: UInt64] = [:]
     private(set) var moved = 0
     private(set) var closed = 0
 
@@ -148,6 +152,7 @@ struct HandoverSender<Connection: Hashable> {
     mutating func stopped(_ connection: Connection, pending: Int? = nil, now: UInt64) -> [Action] {
         guard state == .moving, sockets[connection]?.phase == .stopping else { return [] }
         sockets[connection]?.phase = .stopped(at: now)
+        draining[connection] = now
         if let pending { sockets[connection]?.pending = pending }
         return handOverIfDrained(connection)
     }
@@ -178,6 +183,7 @@ struct HandoverSender<Connection: Hashable> {
     /// The client closed it meanwhile: nothing to hand over.
     mutating func gone(_ connection: Connection, now: UInt64) -> [Action] {
         guard let socket = sockets.removeValue(forKey: connection) else { return [] }
+        draining[connection] = nil
         if socket.phase != .reading { inFlight -= 1 }
         guard state == .moving else { return [] }
         return stopNext() + finishIfDone()
@@ -189,10 +195,7 @@ struct HandoverSender<Connection: Hashable> {
         case .offered(let deadline) where now >= deadline:
             return giveUp("the new frontend did not subscribe in time")
         case .moving:
-            let overdue = sockets.compactMap { connection, socket -> Connection? in
-                guard case .stopped(let at) = socket.phase, now >= at + timing.drainBound else { return nil }
-                return connection
-            }
+            let overdue = draining.filter { now >= $0.value + timing.drainBound }.map(\.key)
             return overdue.flatMap { connection in
                 // Its replies come too late for it: handed over without them.
                 sockets[connection]?.pending = 0
@@ -208,10 +211,7 @@ struct HandoverSender<Connection: Hashable> {
         switch state {
         case .offered(let deadline): return deadline
         case .moving:
-            return sockets.values.compactMap { socket in
-                guard case .stopped(let at) = socket.phase else { return nil }
-                return at + timing.drainBound
-            }.min()
+            return draining.values.min().map { $0 + timing.drainBound }
         default: return nil
         }
     }
@@ -228,6 +228,7 @@ struct HandoverSender<Connection: Hashable> {
     /// Forgets the last handover's sockets and counts.
     private mutating func reset() {
         sockets.removeAll()
+        draining.removeAll()
         queue.removeAll()
         queueHead = 0
         inFlight = 0
@@ -238,6 +239,7 @@ struct HandoverSender<Connection: Hashable> {
     private mutating func handOverIfDrained(_ connection: Connection) -> [Action] {
         guard state == .moving, let socket = sockets[connection], case .stopped = socket.phase, socket.pending == 0 else { return [] }
         sockets[connection]?.phase = .handing
+        draining[connection] = nil
         return [.handOver(connection)]
     }
 

@@ -53,6 +53,19 @@ import Testing
         #expect(sender.replied(1, now: 100 + 4_000 * Self.ms) == [], "the reply came too late to matter")
     }
 
+    @Test func theWakeupFollowsOnlyTheSocketsStillDraining() {
+        var sender = offered([(1, 1), (2, 1)])
+        _ = sender.received(.ready, now: 0)
+        _ = sender.stopped(1, now: 100)
+        _ = sender.stopped(2, now: 200)
+        #expect(sender.nextWakeup == 100 + 2_000 * Self.ms)
+        #expect(sender.replied(1, now: 300) == [.handOver(1)])
+        #expect(sender.nextWakeup == 200 + 2_000 * Self.ms, "a socket handed over no longer wakes the machine")
+        #expect(sender.gone(2, now: 400) == [])
+        #expect(sender.nextWakeup == nil, "nor one its client closed")
+        #expect(sender.tick(now: 200 + 2_000 * Self.ms) == [])
+    }
+
     @Test func repliesBeforeTheStopCountToo() {
         var sender = offered([(1, 1)])
         #expect(sender.replied(1, now: 0) == [])
