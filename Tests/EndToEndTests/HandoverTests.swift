@@ -233,6 +233,11 @@ extension EndToEnd.Handover {
         #expect(kill(store, SIGSTOP) == 0)
         defer { kill(store, SIGCONT) }
         try alice.send(json: ["type": "message", "content": "held"])
+        // Her typing (the receipts worker's, not hung) reaching Bob says her
+        // socket read both frames, so the message's command is under way:
+        // otherwise it could travel unread with the socket.
+        try alice.send(json: ["type": "typing", "is_typing": true])
+        #expect(try bob.receive(type: "typing") != nil)
         // The answer as text: a dictionary of Any cannot leave the task.
         let restart = Task.detached { "\(try EndToEnd.Supervision.ctl(server, "restart", "frontend"))" }
         var successor: Int32 = 0
@@ -288,6 +293,9 @@ extension EndToEnd.Handover {
         #expect(kill(store, SIGSTOP) == 0)
         defer { kill(store, SIGCONT) }
         try alice.send(json: ["type": "message", "content": "across the handover"])
+        // Read by the old process (her typing, after it, reached Bob): its command is the old one's.
+        try alice.send(json: ["type": "typing", "is_typing": true])
+        #expect(try bob.receive(type: "typing") != nil)
         let answer = try EndToEnd.Supervision.ctl(server, "restart", "frontend")
         #expect(answer["restarted"] as? [String] == ["frontend.0"], "\(answer)")
         // The old process got its SIGTERM as the restart answered. The worker
