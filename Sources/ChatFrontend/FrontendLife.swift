@@ -23,8 +23,9 @@ public final class FrontendLife: Sendable {
 
     /// A handover began: a handshake finishing now is refused (503) and a
     /// socket opening now closed with 1012, as in a restart, since the
-    /// sockets offered to the new process are counted already.
-    func beginHandover() { _ = stop.compareExchange(expected: 0, desired: 3, ordering: .sequentiallyConsistent) }
+    /// sockets offered to the new process are counted already. False when
+    /// it is stopping already (a stop signal came first): no handover then.
+    func beginHandover() -> Bool { stop.compareExchange(expected: 0, desired: 3, ordering: .sequentiallyConsistent).exchanged }
 
     /// The handover is over and this process serves on (refused, or its
     /// new process died): serving as before. False when a stop signal came

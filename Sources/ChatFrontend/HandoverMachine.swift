@@ -6,11 +6,13 @@ import ChatWire
 /// names a WebSocket (its number).
 ///
 ///     IDLE        --start-->          OFFERED (send offer)
-///     OFFERED     --ready-->          MOVING  (stop reading: a window of sockets at a time)
-///     OFFERED     --refuse, peer gone, deadline--> IDLE (nothing was handed over: resume)
+///     OFFERED     --ready-->          SEEDING (catch up, send delivered)
+///     SEEDING     --seeded-->         MOVING  (stop reading: a window of sockets at a time)
+///     OFFERED, SEEDING --refuse, peer gone, the ready deadline--> IDLE (nothing was handed over: resume)
 ///     MOVING      --stopped, its pending commands answered (or the drain bound)--> hand over
 ///     MOVING      --all handed over or gone--> HANDED OVER (send done; wait to be retired)
-///     MOVING      --peer gone--> IDLE (what is left closes with 1012: its clients reconnect; resume)
+///     MOVING      --peer gone--> IDLE (what was stopped closes with 1012: its clients
+///                                      reconnect; what still reads serves on; resume)
 ///     HANDED OVER --peer gone--> IDLE (the successor died before this process was retired: resume)
 ///
 /// Every way a handover ends leads back to IDLE, so the next successor's
@@ -24,10 +26,16 @@ import ChatWire
 /// answered, so no reply is lost with the process: the bound keeps a
 /// worker that does not answer from holding the handover up (the command
 /// is still resent and stored; only a refusal's `error` event could go).
+/// A socket waiting for replies holds no place in the window: with a hung
+/// store shard every socket waits its bound at the same time, so the whole
+/// MOVING phase takes about one drain bound more, not one per window.
 struct HandoverSender<Connection: Hashable> {
     enum State: Equatable {
         case idle
         case offered(deadline: UInt64)
+        /// `ready` came; the delivered keys went (or go, once caught up):
+        /// waits for `seeded`, by the same deadline.
+        case seeding(deadline: UInt64)
         case moving
         /// Every socket went (or was gone): the supervisor retires this
         /// process now, unless the successor dies first.
@@ -36,6 +44,9 @@ struct HandoverSender<Connection: Hashable> {
 
     enum Action: Equatable {
         case send(HandoverMessage)
+        /// Catch up to where the successor's buffers begin, then send the
+        /// delivered keys (`HandoverMessage.delivered`).
+        case sendDelivered
         /// Pause its reads at a frame boundary and finish its writes; answer `stopped`.
         case stopReading(Connection)
         /// Send its state and descriptor; answer `handedOver` (or `failed`).
@@ -54,8 +65,9 @@ struct HandoverSender<Connection: Hashable> {
         var readyTimeout: UInt64
         /// How long a stopped socket waits for its commands' replies.
         var drainBound: UInt64
-        /// Sockets stopped and not yet handed over, at most: each socket's
-        /// pause is its own trip, not the whole handover's.
+        /// Sockets told to stop or being handed over, at most (those
+        /// waiting for replies do not count): each socket's pause is its
+        /// own trip, not the whole handover's.
         var window: Int
     }
 
@@ -81,7 +93,12 @@ struct HandoverSender<Connection: Hashable> {
     /// Sockets not stopped yet, in the order they go.
     private var queue: [Connection] = []
     private var queueHead = 0
+    /// Sockets `.stopping` or `.handing`: the window's count.
     private var inFlight = 0
+    /// When each socket in `.stopped` (waiting for replies) stopped: the
+    /// only ones `tick` and `nextWakeup` look at, so neither walks every
+    /// socket left after each event.
+    private var draining: [Connection: UInt64] = [:]
     private(set) var moved = 0
     private(set) var closed = 0
 
@@ -104,13 +121,17 @@ struct HandoverSender<Connection: Hashable> {
     /// A message from the new frontend.
     mutating func received(_ message: HandoverMessage, now: UInt64) -> [Action] {
         switch (state, message) {
-        case (.offered, .ready):
-            // OFFERED -> MOVING
+        case (.offered(let deadline), .ready):
+            // OFFERED -> SEEDING
+            state = .seeding(deadline: deadline)
+            return [.sendDelivered]
+        case (.seeding, .seeded):
+            // SEEDING -> MOVING
             state = .moving
             return stopNext() + finishIfDone()
-        case (.offered, .refuse(let reason)):
+        case (.offered, .refuse(let reason)), (.seeding, .refuse(let reason)):
             return giveUp("refused: \(reason)")
-        case (.offered, _), (.moving, _):
+        case (.offered, _), (.seeding, _), (.moving, _):
             return peerGone(now: now)
         default:
             return []
@@ -120,10 +141,12 @@ struct HandoverSender<Connection: Hashable> {
     /// The new frontend's end closed (it died, or spoke out of turn).
     mutating func peerGone(now: UInt64) -> [Action] {
         switch state {
-        case .offered: return giveUp("the new frontend is gone")
+        case .offered, .seeding: return giveUp("the new frontend is gone")
         case .moving:
-            // MOVING -> IDLE: what has not moved closes; its clients reconnect and resume.
-            let actions = sockets.keys.map { Action.closeForRestart($0) }
+            // MOVING -> IDLE: what was stopped and has not moved closes; its
+            // clients reconnect and resume. What never stopped still reads
+            // and gets its events: it serves on here, untouched.
+            let actions = sockets.filter { $0.value.phase != .reading }.map { Action.closeForRestart($0.key) }
             closed += actions.count
             let (moved, closed) = (moved, closed)
             state = .idle
@@ -148,8 +171,11 @@ struct HandoverSender<Connection: Hashable> {
     mutating func stopped(_ connection: Connection, pending: Int? = nil, now: UInt64) -> [Action] {
         guard state == .moving, sockets[connection]?.phase == .stopping else { return [] }
         sockets[connection]?.phase = .stopped(at: now)
+        // Its place in the window is free while it waits for replies.
+        inFlight -= 1
+        draining[connection] = now
         if let pending { sockets[connection]?.pending = pending }
-        return handOverIfDrained(connection)
+        return handOverIfDrained(connection) + stopNext()
     }
 
     /// One of the socket's commands was answered; `pending`: those left,
@@ -178,7 +204,8 @@ struct HandoverSender<Connection: Hashable> {
     /// The client closed it meanwhile: nothing to hand over.
     mutating func gone(_ connection: Connection, now: UInt64) -> [Action] {
         guard let socket = sockets.removeValue(forKey: connection) else { return [] }
-        if socket.phase != .reading { inFlight -= 1 }
+        draining[connection] = nil
+        if socket.phase == .stopping || socket.phase == .handing { inFlight -= 1 }
         guard state == .moving else { return [] }
         return stopNext() + finishIfDone()
     }
@@ -188,11 +215,10 @@ struct HandoverSender<Connection: Hashable> {
         switch state {
         case .offered(let deadline) where now >= deadline:
             return giveUp("the new frontend did not subscribe in time")
+        case .seeding(let deadline) where now >= deadline:
+            return giveUp("the new frontend did not seed the delivered keys in time")
         case .moving:
-            let overdue = sockets.compactMap { connection, socket -> Connection? in
-                guard case .stopped(let at) = socket.phase, now >= at + timing.drainBound else { return nil }
-                return connection
-            }
+            let overdue = draining.filter { now >= $0.value + timing.drainBound }.map(\.key)
             return overdue.flatMap { connection in
                 // Its replies come too late for it: handed over without them.
                 sockets[connection]?.pending = 0
@@ -206,12 +232,9 @@ struct HandoverSender<Connection: Hashable> {
     /// When `tick` next has work.
     var nextWakeup: UInt64? {
         switch state {
-        case .offered(let deadline): return deadline
+        case .offered(let deadline), .seeding(let deadline): return deadline
         case .moving:
-            return sockets.values.compactMap { socket in
-                guard case .stopped(let at) = socket.phase else { return nil }
-                return at + timing.drainBound
-            }.min()
+            return draining.values.min().map { $0 + timing.drainBound }
         default: return nil
         }
     }
@@ -219,7 +242,7 @@ struct HandoverSender<Connection: Hashable> {
     // MARK: Steps
 
     private mutating func giveUp(_ reason: String) -> [Action] {
-        // OFFERED -> IDLE
+        // OFFERED, SEEDING -> IDLE
         state = .idle
         reset()
         return [.resumeServing(reason: reason)]
@@ -228,6 +251,7 @@ struct HandoverSender<Connection: Hashable> {
     /// Forgets the last handover's sockets and counts.
     private mutating func reset() {
         sockets.removeAll()
+        draining.removeAll()
         queue.removeAll()
         queueHead = 0
         inFlight = 0
@@ -238,6 +262,8 @@ struct HandoverSender<Connection: Hashable> {
     private mutating func handOverIfDrained(_ connection: Connection) -> [Action] {
         guard state == .moving, let socket = sockets[connection], case .stopped = socket.phase, socket.pending == 0 else { return [] }
         sockets[connection]?.phase = .handing
+        inFlight += 1
+        draining[connection] = nil
         return [.handOver(connection)]
     }
 

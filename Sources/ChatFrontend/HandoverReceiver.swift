@@ -7,6 +7,7 @@ import ChatWire
 ///     SUBSCRIBING --every room in force-->    BUFFERING (a barrier, then buffer every room)
 ///     BUFFERING   --the barrier passed-->     ADOPTING (send ready)
 ///     SUBSCRIBING, BUFFERING --a room failed, deadline--> REFUSED (send refuse, release the rooms)
+///     ADOPTING    --delivered-->              seed the keys; once every loop has them, send seeded
 ///     ADOPTING    --connection-->             adopt it (replay its room's buffer after the overlap)
 ///     ADOPTING    --done, peer gone-->        DONE (release the rooms: buffering ends)
 ///
@@ -39,8 +40,9 @@ struct HandoverReceiver {
         case beginBuffering
         /// Adopt this socket (its descriptor came with the message).
         case adopt(HandoverConnection)
-        /// Count these keys as delivered on every loop (`HandoverMessage.delivered`).
-        case seed([String])
+        /// Count these keys as delivered on every loop (`HandoverMessage.delivered`);
+        /// answer `keysSeeded`.
+        case seed([EventKey])
         /// Give the holds back and stop buffering.
         case release([String])
         case finished(adopted: Int, refused: String?)
@@ -90,6 +92,12 @@ struct HandoverReceiver {
         default:
             return refuse("unexpected message")
         }
+    }
+
+    /// Every loop counts the delivered keys: the old may stop its sockets.
+    mutating func keysSeeded(now: UInt64) -> [Action] {
+        guard state == .adopting else { return [] }
+        return [.send(.seeded)]
     }
 
     mutating func roomReady(_ room: String, now: UInt64) -> [Action] {

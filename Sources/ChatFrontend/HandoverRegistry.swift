@@ -179,11 +179,12 @@ extension ConnectionRegistry {
     /// New side: keys the old process delivered count as delivered to the
     /// sockets it moves, for `HandoverLoopState.deliveredMemory`: seeded in
     /// every loop (the replay) and in the fan-out (live copies) before any
-    /// socket is adopted.
-    func seedDelivered(_ keys: [EventKey]) {
-        guard !keys.isEmpty, let first = registries.values.first else { return }
+    /// socket is adopted. `then` once every loop has them.
+    func seedDelivered(_ keys: [EventKey], then: @escaping @Sendable () -> Void) {
+        guard !keys.isEmpty, let first = registries.values.first else { return then() }
         fanOutState.withLock { $0.handover.delivered.formUnion(keys) }
-        for registry in registries.values { registry.loop.execute { registry.seedDelivered(keys) } }
+        let seeded = registries.values.map { registry in registry.loop.submit { registry.seedDelivered(keys) } }
+        EventLoopFuture.andAllComplete(seeded, on: first.loop).whenComplete { _ in then() }
         first.loop.scheduleTask(in: HandoverLoopState.deliveredMemory) {
             // Back on main's path once the resend window has passed.
             self.fanOutState.withLock { $0.handover.delivered.removeAll() }

@@ -24,7 +24,7 @@ final class HandoverSocket: @unchecked Sendable {
     /// send buffer asked for holds two.
     static let maxPacket = 256 << 10
     /// The largest message taken in: the offer of every room and the
-    /// delivered keys (`RecentKeys`, 65,536 of them, ~3 MiB) fit well
+    /// delivered keys (`RecentKeys`, 65,536 of them, ~2 MiB) fit well
     /// within it; a broken peer's fragments stop here, not at the memory's end.
     static let maxMessage = 64 << 20
 

@@ -47,12 +47,25 @@ final class HandoverSource: @unchecked Sendable {
     /// Each stopped socket's log, until it is handed over.
     private var logs: [UInt64: (written: [UInt64], truncated: Bool)] = [:]
     private var startedAt: UInt64 = 0
+    /// When the one timer armed for the machine fires (nil: none armed).
+    /// Re-armed only for an earlier wakeup; a timer that fires early for a
+    /// wakeup moved later arms the next itself.
+    private var armedWakeup: UInt64?
 
     /// 32 sockets in flight: a socket's pause is about the window times one
     /// socket's trip through both processes, while the pipeline stays full
     /// (chatd-load --handover 1000, debug build: window 512, pause median
-    /// 257 ms; window 32, 14 ms, and the whole handover no slower).
-    static let timing = HandoverSender<UInt64>.Timing(readyTimeout: 10_000_000_000, drainBound: 2_000_000_000, window: 32)
+    /// 257 ms; window 32, 14 ms, and the whole handover no slower). The
+    /// drain bound is 2 s unless `HandoverReport.drainBoundVariable` says otherwise (tests).
+    static let timing = HandoverSender<UInt64>.Timing(
+        readyTimeout: 10_000_000_000, drainBound: drainBound(ProcessInfo.processInfo.environment), window: 32
+    )
+
+    /// How long a stopped socket waits for its replies (`HandoverReport.drainBoundVariable`).
+    static func drainBound(_ environment: [String: String]) -> UInt64 {
+        guard let text = environment[HandoverReport.drainBoundVariable], let millis = UInt64(text), millis > 0, millis <= 60_000 else { return 2_000_000_000 }
+        return millis * 1_000_000
+    }
 
     init(services: FrontendServices, logger: Logger) {
         self.services = services
@@ -109,9 +122,12 @@ final class HandoverSource: @unchecked Sendable {
             return logger.warning("handover: another one is under way; this new frontend's request is closed")
         }
         logger.info("handover: a new frontend asks for the WebSockets")
+        // A stop signal came first: this process is going anyway.
+        guard services.life.beginHandover() else {
+            return logger.warning("handover: this frontend is stopping; the new frontend's request is closed")
+        }
         peer = socket
         startedAt = monotonicNanos()
-        services.life.beginHandover()
         pauseAccepting(true)
         // From now on each room's events are logged: before the offer, so
         // before the new process subscribes.
@@ -153,16 +169,10 @@ final class HandoverSource: @unchecked Sendable {
                 guard let packet = try socket.receive(timeoutMillis: -1) else { continue }
                 if let fd = packet.descriptor { close(fd) }
                 let message = try? HandoverMessage(bytes: packet.bytes)
-                let deliver: @Sendable () -> Void = { [self] in
-                    queue.async { [self] in
-                        guard peer === socket else { return }
-                        update { machine in message.map { machine.received($0, now: monotonicNanos()) } ?? machine.peerGone(now: monotonicNanos()) }
-                    }
+                queue.async { [self] in
+                    guard peer === socket else { return }
+                    update { machine in message.map { machine.received($0, now: monotonicNanos()) } ?? machine.peerGone(now: monotonicNanos()) }
                 }
-                // `ready` says where the new process's buffers begin; this
-                // process's sockets stop only once it has caught up to there,
-                // and once the new one knows what it delivered.
-                if message == .ready { catchUp { self.sendDelivered(then: deliver) } } else { deliver() }
                 if message == nil { return }
             } catch {
                 queue.async { [self] in peerClosed(socket) }
@@ -204,23 +214,58 @@ final class HandoverSource: @unchecked Sendable {
 
     /// Keys sent in `delivered`: every one the dedupe holds (`RecentKeys`,
     /// 65,536), the same window against a worker's resend (10-15 s) the old
-    /// process itself had; ~3 MiB, fragmented by `HandoverSocket`.
+    /// process itself had; ~2 MiB in the compact form, fragmented by `HandoverSocket`.
     static let deliveredKeys = RecentKeys().capacity
 
-    /// Sends the idempotency keys this process has delivered (a copy
-    /// re-published by a worker's resend must not reach a moved socket
-    /// twice). Each one's batch is queued on every loop already, ahead of
-    /// the stops dispatched after this.
-    private func sendDelivered(then: @escaping @Sendable () -> Void) {
-        let keys = services.connections.recentlyDelivered(Self.deliveredKeys).map(\.description)
-        queue.async {
-            _ = try? self.peer?.send(HandoverMessage.delivered(keys: keys).encode())
-            then()
+    /// `ready` says where the new process's buffers begin: once this
+    /// process has caught up to there, sends the idempotency keys it has
+    /// delivered (a copy re-published by a worker's resend must not reach
+    /// a moved socket twice) to that same successor. Each one's batch is
+    /// queued on every loop already, ahead of the stops dispatched after
+    /// `seeded`, which the successor sends once the keys are in force: no
+    /// socket's pause holds their parse.
+    private func sendDelivered() {
+        guard let peer else { return }
+        catchUp { [self] in
+            let keys = services.connections.recentlyDelivered(Self.deliveredKeys)
+            queue.async { [self] in
+                // Given up meanwhile, or another successor by now: not for it.
+                guard self.peer === peer, case .seeding = machine.state else { return }
+                send(.delivered(keys: keys), to: peer)
+            }
+        }
+    }
+
+    private func send(_ message: HandoverMessage, to peer: HandoverSocket) {
+        do {
+            try peer.send(message.encode())
+        } catch {
+            // Not 65,536 keys in a log line.
+            let name = if case .delivered(let keys) = message { "delivered (\(keys.count) keys)" } else { "\(message)" }
+            logger.warning("handover: the new frontend did not take \(name)", metadata: ["error": "\(error)"])
+            // Its end is closed (its reader may not have seen it yet):
+            // not the ready deadline's 10 s of waiting for nobody.
+            if let failure = error as? HandoverSocket.Failure, failure.errno == EPIPE || failure.errno == ECONNRESET {
+                queue.async { self.peerClosed(peer) }
+            }
         }
     }
 
     private func tick() {
+        armedWakeup = nil
         update { $0.tick(now: monotonicNanos()) }
+    }
+
+    /// Arms the one timer for the machine's next wakeup, unless one fires by then.
+    private func arm() {
+        guard let wake = machine.nextWakeup else { return }
+        if let armed = armedWakeup, armed <= wake { return }
+        armedWakeup = wake
+        let now = monotonicNanos()
+        queue.asyncAfter(deadline: .now() + Double(wake > now ? wake - now : 0) / 1e9) { [weak self] in
+            guard let self, self.armedWakeup == wake else { return }
+            self.tick()
+        }
     }
 
     private func perform(_ actions: [HandoverSender<UInt64>.Action]) {
@@ -228,16 +273,8 @@ final class HandoverSource: @unchecked Sendable {
             switch action {
             case .send(let message):
                 guard let peer else { continue }
-                do {
-                    try peer.send(message.encode())
-                } catch {
-                    logger.warning("handover: the new frontend did not take \(message)", metadata: ["error": "\(error)"])
-                    // Its end is closed (its reader may not have seen it yet):
-                    // not the ready deadline's 10 s of waiting for nobody.
-                    if let failure = error as? HandoverSocket.Failure, failure.errno == EPIPE || failure.errno == ECONNRESET {
-                        queue.async { self.peerClosed(peer) }
-                    }
-                }
+                send(message, to: peer)
+            case .sendDelivered: sendDelivered()
             case .stopReading(let number): stop(number)
             case .handOver(let number): handOver(number)
             case .closeForRestart(let number):
@@ -255,10 +292,7 @@ final class HandoverSource: @unchecked Sendable {
                 services.connections.setHandoverMode([])
             }
         }
-        if let wake = machine.nextWakeup {
-            let delay = Double(wake > monotonicNanos() ? wake - monotonicNanos() : 0) / 1e9
-            queue.asyncAfter(deadline: .now() + delay) { [weak self] in self?.tick() }
-        }
+        arm()
     }
 
     /// The handover is over and this process serves on: everything the

@@ -142,8 +142,9 @@ final class HandoverTarget: @unchecked Sendable {
                 guard let descriptor else { continue }
                 adopt(state, descriptor: descriptor)
             case .seed(let keys):
-                let parsed = keys.compactMap(EventKey.init).filter(\.isIdempotent)
-                services.connections.seedDelivered(parsed)
+                services.connections.seedDelivered(keys) { [self] in
+                    queue.async { [self] in update { $0.keysSeeded(now: monotonicNanos()) } }
+                }
             case .release(let rooms):
                 releasing = rooms
             case .finished(_, let refused):

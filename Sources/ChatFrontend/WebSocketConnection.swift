@@ -47,6 +47,12 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     /// Handover, old side: its descriptor went to the new frontend; closing
     /// it here ends nothing for the client (no session close, no `user_left`).
     var handedOver = false
+    /// Handover, old side: its state was taken and its send is under way
+    /// (`takeForHandover` until `endHandover`): whether the session closes
+    /// here is known only once the send went or failed.
+    private var taken = false
+    /// It ended while `taken`: `endHandover` closes the session unless it went.
+    private var sessionClosePostponed = false
     /// Handover, new side: what the old process wrote, for the replay at `channelActive`.
     private var adoption: HandoverAdoption?
     /// Handover, new side: this socket was moved here.
@@ -165,8 +171,14 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         services.life.webSocketClosed()
         services.limiter?.socketClosed(user: identity.id)
         services.bus.unsubscribe(room: roomID)
-        // A socket handed over lives on in the new process, session and all.
-        if !handedOver { command(.sessionClose, bytes: session.commandBytes) }
+        // A socket handed over lives on in the new process, session and all;
+        // one being sent may yet (its client reset it meanwhile, say): the
+        // successor then closes the session itself, and this one must not too.
+        if taken {
+            sessionClosePostponed = true
+        } else if !handedOver {
+            command(.sessionClose, bytes: session.commandBytes)
+        }
     }
 
     /// Sends a command whose answer this connection does not wait for.
@@ -522,13 +534,21 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
                 unread: Array(hold.pending.readableBytesView), stoppedAt: stoppedAt
             )
             closing = true
+            taken = true
             unreadTaken = hold.pending.readableBytes
             done(state)
         }
     }
 
     /// Its descriptor went over (or could not): closed here, quietly if it went.
+    /// Called whether or not its channel closed meanwhile.
     func endHandover(handedOver: Bool) {
+        if handedOver { self.handedOver = true }
+        if taken {
+            taken = false
+            // It ended during the send: only now is it known whose session this is.
+            if sessionClosePostponed, !handedOver { command(.sessionClose, bytes: session.commandBytes) }
+        }
         guard let context else { return }
         closing = true
         registry?.remove(self, room: roomID)
@@ -537,7 +557,6 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             services.logger.error("handover: bytes arrived after a WebSocket's state was taken", metadata: ["connection": "\(key)"])
         }
         if handedOver {
-            self.handedOver = true
             // The new process holds the socket open: this close sends nothing to the client.
             context.close(promise: nil)
         } else {

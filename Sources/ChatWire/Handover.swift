@@ -17,8 +17,14 @@ public enum HandoverMessage: Equatable, Sendable {
     case ready
     /// Old → new, before any connection: idempotency keys (`EventKey`)
     /// every one of its event loops has delivered; the new process delivers
-    /// no further copy of them (a worker's resend re-publishes).
-    case delivered(keys: [String])
+    /// no further copy of them (a worker's resend re-publishes). Only
+    /// idempotent keys are written (others are dropped), each in a compact
+    /// form: a kind byte, the id, an edit's time.
+    case delivered(keys: [EventKey])
+    /// New → old: the delivered keys are in force on every loop; only now
+    /// does the old stop its first socket, so no socket's pause holds the
+    /// keys' parse.
+    case seeded
     /// Old → new: one connection's state; its descriptor rides with it.
     case connection(HandoverConnection)
     /// Old → new: nothing more follows (its count, for the log).
@@ -26,11 +32,12 @@ public enum HandoverMessage: Equatable, Sendable {
 
     /// The state version this binary writes and reads. Raised whenever a
     /// field changes meaning or is added: readers accept only their own.
-    public static let version: UInt16 = 1
+    /// 2: `delivered` in the compact form, and `seeded` after it.
+    public static let version: UInt16 = 2
     static let magic: [UInt8] = Array("CHH".utf8)
 
     enum Tag: UInt8 {
-        case offer = 1, refuse, ready, connection, done, delivered
+        case offer = 1, refuse, ready, connection, done, delivered, seeded
     }
 
     public func encode() -> [UInt8] {
@@ -56,8 +63,11 @@ public enum HandoverMessage: Equatable, Sendable {
             writer.u32(UInt32(connections))
         case .delivered(let keys):
             writer.u8(Tag.delivered.rawValue)
-            writer.u32(UInt32(keys.count))
-            for key in keys { writer.string(key) }
+            let idempotent = keys.filter(\.isIdempotent)
+            writer.u32(UInt32(idempotent.count))
+            for key in idempotent { writer.key(key) }
+        case .seeded:
+            writer.u8(Tag.seeded.rawValue)
         }
         return writer.output
     }
@@ -85,10 +95,13 @@ public enum HandoverMessage: Equatable, Sendable {
         case .done: self = .done(connections: Int(try reader.u32()))
         case .delivered:
             let count = try reader.u32()
-            guard Int(count) <= reader.remaining / 4 else { throw .malformed }
-            var keys: [String] = []
-            for _ in 0..<count { keys.append(try reader.string()) }
+            // Each key takes at least its kind and its id's 4-byte length.
+            guard Int(count) <= reader.remaining / 5 else { throw .malformed }
+            var keys: [EventKey] = []
+            keys.reserveCapacity(Int(count))
+            for _ in 0..<count { keys.append(try reader.key()) }
             self = .delivered(keys: keys)
+        case .seeded: self = .seeded
         }
         guard reader.remaining == 0 else { throw .malformed }
     }
@@ -210,7 +223,32 @@ struct HandoverWriter {
         output.append(contentsOf: value)
     }
 
-    mutating func string(_ value: String) { bytes(Array(value.utf8)) }
+    mutating func string(_ value: String) {
+        var value = value
+        value.withUTF8 { utf8 in
+            u32(UInt32(utf8.count))
+            output.append(contentsOf: utf8)
+        }
+    }
+
+    /// An idempotent key (`HandoverMessage.delivered`): its kind, its id, an edit's time.
+    mutating func key(_ key: EventKey) {
+        switch key {
+        case .message(let id, let change):
+            switch change {
+            case .created: u8(1)
+            case .edited: u8(2)
+            case .deleted: u8(3)
+            }
+            string(id)
+            if case .edited(let micros) = change { u64(UInt64(bitPattern: micros)) }
+        case .session(let id, let change):
+            u8(change == .joined ? 4 : 5)
+            string(id)
+        case .none, .except, .removeUser, .removeEveryone:
+            preconditionFailure("only idempotent keys are written")
+        }
+    }
 }
 
 struct HandoverReader {
@@ -243,8 +281,28 @@ struct HandoverReader {
     mutating func bytes() throws(HandoverError) -> [UInt8] { try raw(Int(try u32())) }
 
     mutating func string() throws(HandoverError) -> String {
-        guard let text = String(validating: try bytes(), as: UTF8.self) else { throw .malformed }
+        let count = Int(try u32())
+        guard count <= remaining else { throw .malformed }
+        // Validated straight from the input: no copy of the bytes first.
+        guard let text = String(validating: input[offset..<offset + count], as: UTF8.self) else { throw .malformed }
+        offset += count
         return text
+    }
+
+    /// A key as `HandoverWriter.key` writes it.
+    mutating func key() throws(HandoverError) -> EventKey {
+        let kind = try u8()
+        guard (1...5).contains(kind) else { throw .malformed }
+        let id = try string()
+        // An id never contains `:` (`EventKey`): one that does is no key.
+        guard !id.isEmpty, !id.utf8.contains(UInt8(ascii: ":")) else { throw .malformed }
+        switch kind {
+        case 1: return .message(id: id, change: .created)
+        case 2: return .message(id: id, change: .edited(at: Int64(bitPattern: try u64())))
+        case 3: return .message(id: id, change: .deleted)
+        case 4: return .session(id: id, change: .joined)
+        default: return .session(id: id, change: .left)
+        }
     }
 }
 
@@ -253,7 +311,7 @@ struct HandoverReader {
 /// report's own version (`v=`, `HandoverReport.version`):
 ///
 ///     v=1 adopted=120 replayed=37 gaps=0 ms=41 pause50us=2100 pausemaxus=9800
-///     v=1 refused=state version 2; this frontend reads 1
+///     v=1 refused=state version 3; this frontend reads 2
 public struct HandoverReport: Equatable, Sendable, CustomStringConvertible {
     public static let field = "CHATD_HANDOVER"
     /// The environment variable that makes a frontend a successor: its
@@ -262,6 +320,10 @@ public struct HandoverReport: Equatable, Sendable, CustomStringConvertible {
     /// Makes a successor read only this state version, as a binary of
     /// another version would: how the refusal is tested end to end.
     public static let readsVariable = "CHATD_HANDOVER_READS"
+    /// Milliseconds the old frontend's stopped sockets wait for their
+    /// commands' replies (2,000 unless set): tests make it long enough not
+    /// to race, or short.
+    public static let drainBoundVariable = "CHAT_HANDOVER_DRAIN_BOUND_MS"
     /// The report's format version, apart from the state version (a frontend
     /// of one binary reports to a supervisor of another after `ctl upgrade`).
     /// Raised whenever a field changes meaning or is added; a report without

@@ -13,16 +13,28 @@ import Testing
 
     @Test func aHandoverThatEndsServesAgainUnlessAStopCameMeanwhile() {
         let life = FrontendLife()
-        life.beginHandover()
+        #expect(life.beginHandover())
         #expect(life.isStopping && life.shutdownCloseCode == 1012)
         #expect(life.endHandover())
         #expect(!life.isStopping)
 
         let stopped = FrontendLife()
-        stopped.beginHandover()
+        #expect(stopped.beginHandover())
         stopped.stopForGood()
         #expect(!stopped.endHandover(), "the stop wins: the handover's end does not make it serve")
         #expect(stopped.isStopping && stopped.shutdownCloseCode == 1001)
+    }
+
+    @Test func aProcessStoppingAlreadyBeginsNoHandover() {
+        let life = FrontendLife()
+        life.stopForRestart()
+        #expect(!life.beginHandover(), "a stop came first: the handover is refused")
+        #expect(life.shutdownCloseCode == 1012, "and the stop is not turned into a handover")
+        #expect(!life.endHandover())
+
+        let twice = FrontendLife()
+        #expect(twice.beginHandover())
+        #expect(!twice.beginHandover(), "one handover at a time")
     }
 
     @Test func openWebSocketsAreCounted() {

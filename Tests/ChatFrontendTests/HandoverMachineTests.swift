@@ -17,9 +17,40 @@ import Testing
         return sender
     }
 
+    /// The old stops no socket until the successor says the delivered keys
+    /// are in force: no socket's pause holds their parse.
+    @Test func nothingStopsBeforeTheSuccessorSeededTheKeys() {
+        var sender = offered([(1, 0), (2, 0)])
+        #expect(sender.received(.ready, now: 1) == [.sendDelivered])
+        #expect(sender.state == .seeding(deadline: 5_000 * Self.ms), "the ready deadline holds on")
+        #expect(sender.nextWakeup == 5_000 * Self.ms)
+        #expect(sender.tick(now: 4_999 * Self.ms) == [])
+        #expect(sender.received(.seeded, now: 2) == [.stopReading(1), .stopReading(2)])
+        #expect(sender.state == .moving)
+    }
+
+    @Test func aSuccessorThatDoesNotSeedInTimeOrDiesLeavesTheOldServing() {
+        var slow = offered([(1, 0)])
+        _ = slow.received(.ready, now: 1)
+        #expect(slow.tick(now: 5_000 * Self.ms) == [.resumeServing(reason: "the new frontend did not seed the delivered keys in time")])
+        #expect(slow.state == .idle)
+        #expect(slow.received(.seeded, now: 5_001 * Self.ms) == [], "a late seeded stops nothing")
+
+        var dead = offered([(1, 0)])
+        _ = dead.received(.ready, now: 1)
+        #expect(dead.peerGone(now: 2) == [.resumeServing(reason: "the new frontend is gone")])
+
+        var refusing = offered([(1, 0)])
+        _ = refusing.received(.ready, now: 1)
+        #expect(refusing.received(.refuse(reason: "no"), now: 2) == [.resumeServing(reason: "refused: no")])
+
+        var early = offered([(1, 0)])
+        #expect(early.received(.seeded, now: 1) == [.resumeServing(reason: "the new frontend is gone")], "seeded before ready is out of turn")
+    }
+
     @Test func socketsMoveAWindowAtATime() {
         var sender = offered([(1, 0), (2, 0), (3, 0)])
-        #expect(sender.received(.ready, now: 1) == [.stopReading(1), .stopReading(2)])
+        #expect(sender.readyAndSeeded(now: 1) == [.stopReading(1), .stopReading(2)])
         #expect(sender.stopped(1, now: 2) == [.handOver(1)])
         #expect(sender.stopped(2, now: 2) == [.handOver(2)])
         #expect(sender.handedOver(1, ok: true, now: 3) == [.stopReading(3)])
@@ -32,7 +63,7 @@ import Testing
     @Test func aSocketWaitsForItsRepliesBeforeItMoves() {
         var sender = offered([(1, 2)])
         sender.sent(1)
-        #expect(sender.received(.ready, now: 0) == [.stopReading(1)])
+        #expect(sender.readyAndSeeded(now: 0) == [.stopReading(1)])
         #expect(sender.stopped(1, now: 10) == [])
         #expect(sender.replied(1, now: 11) == [])
         #expect(sender.replied(1, now: 12) == [])
@@ -44,7 +75,7 @@ import Testing
 
     @Test func theDrainIsBounded() {
         var sender = offered([(1, 1)])
-        _ = sender.received(.ready, now: 0)
+        _ = sender.readyAndSeeded(now: 0)
         _ = sender.stopped(1, now: 100)
         #expect(sender.nextWakeup == 100 + 2_000 * Self.ms)
         #expect(sender.tick(now: 100 + 1_999 * Self.ms) == [])
@@ -53,10 +84,23 @@ import Testing
         #expect(sender.replied(1, now: 100 + 4_000 * Self.ms) == [], "the reply came too late to matter")
     }
 
+    @Test func theWakeupFollowsOnlyTheSocketsStillDraining() {
+        var sender = offered([(1, 1), (2, 1)])
+        _ = sender.readyAndSeeded(now: 0)
+        _ = sender.stopped(1, now: 100)
+        _ = sender.stopped(2, now: 200)
+        #expect(sender.nextWakeup == 100 + 2_000 * Self.ms)
+        #expect(sender.replied(1, now: 300) == [.handOver(1)])
+        #expect(sender.nextWakeup == 200 + 2_000 * Self.ms, "a socket handed over no longer wakes the machine")
+        #expect(sender.gone(2, now: 400) == [])
+        #expect(sender.nextWakeup == nil, "nor one its client closed")
+        #expect(sender.tick(now: 200 + 2_000 * Self.ms) == [])
+    }
+
     @Test func repliesBeforeTheStopCountToo() {
         var sender = offered([(1, 1)])
         #expect(sender.replied(1, now: 0) == [])
-        _ = sender.received(.ready, now: 0)
+        _ = sender.readyAndSeeded(now: 0)
         #expect(sender.stopped(1, now: 1) == [.handOver(1)])
     }
 
@@ -77,7 +121,7 @@ import Testing
 
     @Test func aPeerDyingMidwayClosesWhatIsLeft() {
         var sender = offered([(1, 0), (2, 0), (3, 0)])
-        _ = sender.received(.ready, now: 0)
+        _ = sender.readyAndSeeded(now: 0)
         _ = sender.stopped(1, now: 1)
         _ = sender.handedOver(1, ok: true, now: 2)
         let actions = sender.peerGone(now: 3)
@@ -92,9 +136,26 @@ import Testing
         #expect(sender.tick(now: 10_000 * Self.ms) == [] && sender.nextWakeup == nil)
     }
 
+    /// Sockets never stopped still read and get their events: a successor
+    /// dying midway leaves them serving here, untouched; only what was
+    /// stopped (reads paused, room left) and did not move closes.
+    @Test func aPeerDyingMidwayClosesOnlyWhatWasStopped() {
+        // Window 2: 1 is being handed over, 2 waits for a reply, 3 is told to stop, 4 still reads.
+        var sender = offered([(1, 0), (2, 1), (3, 0), (4, 0)])
+        #expect(sender.readyAndSeeded(now: 0) == [.stopReading(1), .stopReading(2)])
+        #expect(sender.stopped(1, now: 1) == [.handOver(1)])
+        #expect(sender.stopped(2, now: 1) == [.stopReading(3)])
+        let actions = sender.peerGone(now: 3)
+        #expect(Set(actions.compactMap { if case .closeForRestart(let c) = $0 { c } else { nil } }) == [1, 2, 3], "not 4: it still reads")
+        #expect(actions.suffix(2) == [
+            .finished(moved: 0, closed: 3), .resumeServing(reason: "the new frontend is gone midway (0 moved, 3 closed with 1012)"),
+        ])
+        #expect(sender.state == .idle && sender.sockets.isEmpty, "the readers are forgotten: nothing of theirs is under way")
+    }
+
     @Test func aSuccessorDyingAfterItTookEverythingLeavesTheOldServing() {
         var sender = offered([(1, 0)])
-        _ = sender.received(.ready, now: 0)
+        _ = sender.readyAndSeeded(now: 0)
         _ = sender.stopped(1, now: 1)
         #expect(sender.handedOver(1, ok: true, now: 2) == [.send(.done(connections: 1)), .finished(moved: 1, closed: 0)])
         #expect(sender.state == .handedOver, "waits to be retired: not serving")
@@ -111,14 +172,14 @@ import Testing
         // Failed midway.
         var sender = offered([(1, 0), (2, 0)])
         #expect(sender.start(sockets: [(9, 0)], rooms: ["r"], now: 0) == [], "one at a time: offered")
-        _ = sender.received(.ready, now: 0)
+        _ = sender.readyAndSeeded(now: 0)
         #expect(sender.start(sockets: [(9, 0)], rooms: ["r"], now: 0) == [], "one at a time: moving")
         _ = sender.stopped(1, now: 1)
         _ = sender.handedOver(1, ok: true, now: 2)
         _ = sender.peerGone(now: 3)
         #expect(sender.start(sockets: [(3, 0)], rooms: ["r"], now: 4) == offer)
         // The next one counts its own sockets only.
-        #expect(sender.received(.ready, now: 5) == [.stopReading(3)])
+        #expect(sender.readyAndSeeded(now: 5) == [.stopReading(3)])
         _ = sender.stopped(3, now: 6)
         #expect(sender.handedOver(3, ok: true, now: 7) == [.send(.done(connections: 1)), .finished(moved: 1, closed: 0)])
         #expect(sender.start(sockets: [(4, 0)], rooms: ["r"], now: 8) == [], "one at a time: handed over, its successor alive")
@@ -135,15 +196,68 @@ import Testing
     @Test func socketsClosedByTheirClientsAreSkipped() {
         var sender = offered([(1, 0), (2, 0), (3, 0)])
         #expect(sender.gone(3, now: 0) == [])
-        #expect(sender.received(.ready, now: 1) == [.stopReading(1), .stopReading(2)])
+        #expect(sender.readyAndSeeded(now: 1) == [.stopReading(1), .stopReading(2)])
         #expect(sender.gone(1, now: 2) == [])
         #expect(sender.stopped(2, now: 2) == [.handOver(2)])
         #expect(sender.handedOver(2, ok: true, now: 3) == [.send(.done(connections: 1)), .finished(moved: 1, closed: 0)])
     }
 
+    /// A hung store shard: every socket waits its drain bound for replies
+    /// that never come. Waiting sockets hold no place in the window, so
+    /// all of them wait at once and the handover takes one bound, not one
+    /// per window (1,000 / 32 windows of 2 s would outlast the supervisor).
+    @Test func aHungStoreDelaysTheWholeHandoverByOneDrainBound() {
+        var sender = Sender(timing: Sender.Timing(readyTimeout: 5_000 * Self.ms, drainBound: 2_000 * Self.ms, window: 32))
+        _ = sender.start(sockets: (0..<1_000).map { ($0, pending: 1) }, rooms: ["r"], now: 0)
+        var actions = sender.readyAndSeeded(now: 0)
+        var stopped = 0
+        // Each stop answers at once; its command is never answered.
+        while let next = actions.first {
+            actions.removeFirst()
+            guard case .stopReading(let socket) = next else { continue }
+            stopped += 1
+            actions += sender.stopped(socket, now: 1)
+        }
+        #expect(stopped == 1_000, "every socket stopped before any bound passed")
+        #expect(sender.nextWakeup == 1 + 2_000 * Self.ms)
+        #expect(sender.tick(now: 2_000 * Self.ms) == [])
+        let handing = sender.tick(now: 1 + 2_000 * Self.ms)
+        #expect(handing.count == 1_000 && handing.allSatisfy { if case .handOver = $0 { true } else { false } })
+        var last: [Sender.Action] = []
+        for socket in 0..<1_000 { last = sender.handedOver(socket, ok: true, now: 2 + 2_000 * Self.ms) }
+        #expect(last == [.send(.done(connections: 1_000)), .finished(moved: 1_000, closed: 0)])
+    }
+
+    /// Waiting sockets free their place; one handed over after its reply takes one again.
+    @Test func aSocketWaitingForRepliesHoldsNoPlaceInTheWindow() {
+        var sender = offered([(1, 1), (2, 0), (3, 0)])
+        #expect(sender.readyAndSeeded(now: 0) == [.stopReading(1), .stopReading(2)])
+        #expect(sender.stopped(1, now: 1) == [.stopReading(3)], "1 waits: 3 takes its place")
+        #expect(sender.stopped(2, now: 2) == [.handOver(2)])
+        #expect(sender.stopped(3, now: 2) == [.handOver(3)])
+        #expect(sender.replied(1, now: 3) == [.handOver(1)])
+        _ = sender.handedOver(2, ok: true, now: 4)
+        _ = sender.handedOver(3, ok: true, now: 4)
+        #expect(sender.gone(1, now: 5) == [.send(.done(connections: 2)), .finished(moved: 2, closed: 0)])
+    }
+
     @Test func nothingToMoveFinishesAtOnce() {
         var sender = offered([])
-        #expect(sender.received(.ready, now: 0) == [.send(.done(connections: 0)), .finished(moved: 0, closed: 0)])
+        #expect(sender.readyAndSeeded(now: 0) == [.send(.done(connections: 0)), .finished(moved: 0, closed: 0)])
+    }
+
+    @Test func theReceiverSaysSeededOnceEveryLoopHasTheKeys() {
+        var receiver = HandoverReceiver(timeout: 1_000, now: 0)
+        _ = receiver.received(.success(.offer(rooms: ["a"], connections: 1)), now: 1)
+        _ = receiver.roomReady("a", now: 2)
+        _ = receiver.bufferingBegan(now: 3)
+        let keys: [EventKey] = [.message(id: "m1", change: .created), .session(id: "s1", change: .left)]
+        #expect(receiver.received(.success(.delivered(keys: keys)), now: 4) == [.seed(keys)], "not seeded before the loops have them")
+        #expect(receiver.keysSeeded(now: 5) == [.send(.seeded)])
+        #expect(receiver.received(.success(.connection(Self.connection)), now: 6) == [.adopt(Self.connection)])
+
+        var early = HandoverReceiver(timeout: 1_000, now: 0)
+        #expect(early.keysSeeded(now: 1) == [], "nothing to say before adopting")
     }
 
     static let connection = HandoverConnection(
@@ -220,5 +334,14 @@ import Testing
 
         var waiting = HandoverReceiver(timeout: 1_000, now: 0)
         #expect(waiting.peerGone(now: 1).last == .finished(adopted: 0, refused: "the old frontend is gone"))
+    }
+}
+
+
+extension HandoverSender {
+    /// `ready`, the delivered keys sent, then `seeded`: what the stops follow.
+    mutating func readyAndSeeded(now: UInt64) -> [Action] {
+        #expect(received(.ready, now: now) == [.sendDelivered])
+        return received(.seeded, now: now)
     }
 }

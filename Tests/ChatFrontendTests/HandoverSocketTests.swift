@@ -90,15 +90,23 @@ import ChatWire
     }
 
     /// The old process sends every key its dedupe holds (a worker's resend
-    /// window), not the last 2,048: a message of ~2.4 MiB, read back whole.
+    /// window), not the last 2,048: a message of ~2 MiB (compact keys), read back whole.
     @Test func everyDeliveredKeyTheDedupeHoldsGoesOver() throws {
         #expect(HandoverSource.deliveredKeys == RecentKeys().capacity)
-        let keys = (0..<HandoverSource.deliveredKeys).map { EventKey.message(id: String(format: "01JD%022d", $0), change: .created).description }
+        let keys = (0..<HandoverSource.deliveredKeys).map { EventKey.message(id: String(format: "01JD%022d", $0), change: .created) }
         let message = HandoverMessage.delivered(keys: keys)
         let (old, new) = try HandoverSocket.pair()
         Thread { try? old.send(message.encode()) }.start()
         let received = try #require(try new.receive(timeoutMillis: 10_000))
         #expect(try HandoverMessage(bytes: received.bytes) == message)
+    }
+
+    /// Tests set the drain bound; anything not a sane count of ms leaves 2 s.
+    @Test func theDrainBoundComesFromTheEnvironment() {
+        let variable = HandoverReport.drainBoundVariable
+        #expect(HandoverSource.drainBound([:]) == 2_000_000_000)
+        #expect(HandoverSource.drainBound([variable: "250"]) == 250_000_000)
+        for bad in ["", "0", "-5", "2s", "600001"] { #expect(HandoverSource.drainBound([variable: bad]) == 2_000_000_000, "\(bad)") }
     }
 
     @Test func silenceTimesOutAndAGonePeerThrows() throws {

@@ -18,11 +18,36 @@ import Testing
         plain.unread = []
         for message: HandoverMessage in [
             .offer(rooms: ["a", "b", "ü"], connections: 3), .offer(rooms: [], connections: 0), .refuse(reason: "stopping"), .ready,
-            .connection(Self.connection), .connection(plain), .done(connections: 1_000), .delivered(keys: ["m:a:new", "s:b:left"]),
+            .connection(Self.connection), .connection(plain), .done(connections: 1_000), .seeded,
+            .delivered(keys: [
+                .message(id: "a", change: .created), .message(id: "b", change: .edited(at: -5)), .message(id: "ü", change: .deleted),
+                .session(id: "c", change: .joined), .session(id: "d", change: .left),
+            ]),
             .delivered(keys: []),
         ] {
             #expect(try HandoverMessage(bytes: message.encode()) == message)
         }
+    }
+
+    /// Keys go compact (a kind byte, the id, an edit's time), about half
+    /// their key frames' size, and only idempotent ones: no other is deduplicated.
+    @Test func deliveredKeysGoCompactAndOnlyIdempotentOnes() throws {
+        let created = EventKey.message(id: "01JD0000000000000000000042", change: .created)
+        let keys: [EventKey] = [created, .none, .removeEveryone, .removeUser("u"), .except(ConnectionRef(frontend: "f", number: 1))]
+        #expect(try HandoverMessage(bytes: HandoverMessage.delivered(keys: keys).encode()) == .delivered(keys: [created]))
+        let one = HandoverMessage.delivered(keys: [created]).encode().count - HandoverMessage.delivered(keys: []).encode().count
+        #expect(one == 1 + 4 + 26)
+        // An id with `:` is no key a worker writes; a kind past 5 none at all.
+        var colon = HandoverMessage.delivered(keys: [.message(id: "ab", change: .created)]).encode()
+        colon[colon.count - 1] = UInt8(ascii: ":")
+        #expect(throws: HandoverError.malformed) { try HandoverMessage(bytes: colon) }
+        var kind = HandoverMessage.delivered(keys: [.message(id: "ab", change: .created)]).encode()
+        kind[kind.count - 7] = 6
+        #expect(throws: HandoverError.malformed) { try HandoverMessage(bytes: kind) }
+        // A count past what the bytes could hold is a lie.
+        var lying = HandoverMessage.delivered(keys: []).encode()
+        lying.replaceSubrange(lying.count - 4..<lying.count, with: [0, 0, 0, 1])
+        #expect(throws: HandoverError.malformed) { try HandoverMessage(bytes: lying) }
     }
 
     @Test func anotherVersionIsRefusedBeforeItsBodyIsRead() {
@@ -46,7 +71,7 @@ import Testing
         var lying = HandoverMessage.offer(rooms: [], connections: 0).encode()
         lying.replaceSubrange(lying.count - 4..<lying.count, with: [0xff, 0xff, 0xff, 0xff])
         #expect(throws: HandoverError.malformed) { try HandoverMessage(bytes: lying) }
-        #expect(throws: HandoverError.malformed) { try HandoverMessage(bytes: Array("CHH".utf8) + [0, 1, 99]) }
+        #expect(throws: HandoverError.malformed) { try HandoverMessage(bytes: Array("CHH".utf8) + [UInt8(HandoverMessage.version >> 8), UInt8(HandoverMessage.version & 0xff), 99]) }
     }
 
     @Test func hashTellsKeyFromBody() {

@@ -212,12 +212,15 @@ extension EndToEnd.Handover {
 
 extension EndToEnd.Handover {
     /// The successor dies midway (SIGKILL once one socket is in it, while
-    /// another waits for its command's reply): the old process closes what
-    /// has not moved with 1012, accepts again, and the next `ctl restart`
+    /// another, stopped, waits for its command's reply): the old process
+    /// closes what it stopped and has not moved with 1012 (a socket never
+    /// stopped would serve on: `HandoverMachineTests`), accepts again, and the next `ctl restart`
     /// hands its sockets over (a failed handover used to leave it refusing
     /// every later one).
     @Test func aSuccessorDyingMidwayLeavesTheOldServingAndTheNextHandoverWorks() async throws {
-        let server = try await TestServer.start(frontends: 1, environment: Steps.noRateLimits.merging(Self.handover) { $1 })
+        // Alice's socket waits for her reply far longer than the test takes to kill the successor.
+        let environment = Steps.noRateLimits.merging(Self.handover) { $1 }.merging([HandoverReport.drainBoundVariable: "60000"]) { $1 }
+        let server = try await TestServer.start(frontends: 1, environment: environment)
         defer { server.stop() }
         try await EndToEnd.MultiFrontend.waitForFrontends(server, count: 1)
         let tokens = try await Steps.users(server, "alice", "bob", "carol")
@@ -226,9 +229,15 @@ extension EndToEnd.Handover {
         let bob = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
         let old = try #require(server.frontendPIDs.first)
         let store = try #require(server.childPIDs(matching: "worker --role store").first)
-        // Alice's message stays unanswered: her socket waits (the 2 s drain bound) while Bob's moves.
+        // Alice's message stays unanswered: her socket waits (the drain bound) while Bob's moves.
         #expect(kill(store, SIGSTOP) == 0)
+        defer { kill(store, SIGCONT) }
         try alice.send(json: ["type": "message", "content": "held"])
+        // Her typing (the receipts worker's, not hung) reaching Bob says her
+        // socket read both frames, so the message's command is under way:
+        // otherwise it could travel unread with the socket.
+        try alice.send(json: ["type": "typing", "is_typing": true])
+        #expect(try bob.receive(type: "typing") != nil)
         // The answer as text: a dictionary of Any cannot leave the task.
         let restart = Task.detached { "\(try EndToEnd.Supervision.ctl(server, "restart", "frontend"))" }
         var successor: Int32 = 0
@@ -237,6 +246,7 @@ extension EndToEnd.Handover {
             successor = pid
             return server.frontendPID(serving: bob) == pid
         }
+        #expect(server.frontendPID(serving: alice) == old, "Alice still waits for her reply in the old process")
         #expect(kill(successor, SIGKILL) == 0)
         #expect(kill(store, SIGCONT) == 0)
         let failed = try await restart.value
@@ -281,7 +291,11 @@ extension EndToEnd.Handover {
         let store = try #require(server.childPIDs(matching: "worker --role store").first)
         // Hung: what reached it is lost when it is killed; only a resend stores the message.
         #expect(kill(store, SIGSTOP) == 0)
+        defer { kill(store, SIGCONT) }
         try alice.send(json: ["type": "message", "content": "across the handover"])
+        // Read by the old process (her typing, after it, reached Bob): its command is the old one's.
+        try alice.send(json: ["type": "typing", "is_typing": true])
+        #expect(try bob.receive(type: "typing") != nil)
         let answer = try EndToEnd.Supervision.ctl(server, "restart", "frontend")
         #expect(answer["restarted"] as? [String] == ["frontend.0"], "\(answer)")
         // The old process got its SIGTERM as the restart answered. The worker
