@@ -21,7 +21,9 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.7.1"),
-        .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
+        // Exact: Sources/ChatFrontend/Routes/MultipartHeaderGuard.swift mirrors
+        // this version's parser byte for byte to keep its trap unreachable.
+        .package(url: "https://github.com/vapor/multipart-kit", exact: "4.7.1"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [

@@ -63,10 +63,8 @@ public struct ChatConfig: Sendable, Equatable {
     public var standbys = true
     /// `ctl restart frontend` hands each frontend's WebSockets to its new
     /// process (`frontendHandover`, CHAT_FRONTEND_HANDOVER); off, they close
-    /// with 1012. Off by default until its failure paths are finished (a
-    /// successor that dies after taking the sockets can leave the old
-    /// process's slot paused: issue 13's open items).
-    public var frontendHandover = false
+    /// with 1012 and the clients reconnect to a sibling.
+    public var frontendHandover = true
     /// How long a `typing: true` counts (seconds).
     public var typingWindowSeconds: Double = 30
     /// A WebSocket silent this long (no frame, no pong) is closed (seconds).

@@ -13,7 +13,7 @@ extension EndToEnd {
     /// its new process. Clients read from the sockets they opened at the
     /// start, and nothing else: no reconnect, no history fetch.
     @Suite struct Handover {
-        /// Handover is off by default (`frontendHandover`) until its failure paths are finished.
+        /// Handover is on by default (`frontendHandover`); said explicitly so that these tests keep testing it.
         static let handover = ["CHAT_FRONTEND_HANDOVER": "true"]
 
         /// Every member of three rooms sends over its WebSocket while the
@@ -218,8 +218,12 @@ extension EndToEnd.Handover {
     /// hands its sockets over (a failed handover used to leave it refusing
     /// every later one).
     @Test func aSuccessorDyingMidwayLeavesTheOldServingAndTheNextHandoverWorks() async throws {
-        // Alice's socket waits for her reply far longer than the test takes to kill the successor.
-        let environment = Steps.noRateLimits.merging(Self.handover) { $1 }.merging([HandoverReport.drainBoundVariable: "60000"]) { $1 }
+        // Alice's socket waits for her reply far longer than the test takes to
+        // kill the successor, and the supervisor does not replace the stopped
+        // store worker meanwhile (its hang timeout, 10 s by default, let a
+        // promoted standby answer her on a slow run: she moved, and the test failed).
+        let environment = Steps.noRateLimits.merging(Self.handover) { $1 }
+            .merging([HandoverReport.drainBoundVariable: "60000", "CHAT_HANG_TIMEOUT_SECONDS": "60"]) { $1 }
         let server = try await TestServer.start(frontends: 1, environment: environment)
         defer { server.stop() }
         try await EndToEnd.MultiFrontend.waitForFrontends(server, count: 1)
