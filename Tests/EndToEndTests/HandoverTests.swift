@@ -226,22 +226,11 @@ extension EndToEnd.Handover {
             .merging([HandoverReport.drainBoundVariable: "60000", "CHAT_HANG_TIMEOUT_SECONDS": "60"]) { $1 }
         let server = try await TestServer.start(frontends: 1, environment: environment)
         defer { server.stop() }
-        try await EndToEnd.MultiFrontend.waitForFrontends(server, count: 1)
         let tokens = try await Steps.users(server, "alice", "bob", "carol")
         let room = try await Steps.room(server, token: tokens[0], members: ["bob", "carol"])
-        let alice = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
-        let bob = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
-        let old = try #require(server.frontendPIDs.first)
-        let store = try #require(server.childPIDs(matching: "worker --role store").first)
         // Alice's message stays unanswered: her socket waits (the drain bound) while Bob's moves.
-        #expect(kill(store, SIGSTOP) == 0)
+        let (alice, bob, old, store) = try await Self.holdAMessage("held", server: server, room: room, tokens: tokens)
         defer { kill(store, SIGCONT) }
-        try alice.send(json: ["type": "message", "content": "held"])
-        // Her typing (the receipts worker's, not hung) reaching Bob says her
-        // socket read both frames, so the message's command is under way:
-        // otherwise it could travel unread with the socket.
-        try alice.send(json: ["type": "typing", "is_typing": true])
-        #expect(try bob.receive(type: "typing") != nil)
         // The answer as text: a dictionary of Any cannot leave the task.
         let restart = Task.detached { "\(try EndToEnd.Supervision.ctl(server, "restart", "frontend"))" }
         var successor: Int32 = 0
@@ -252,13 +241,16 @@ extension EndToEnd.Handover {
         }
         #expect(server.frontendPID(serving: alice) == old, "Alice still waits for her reply in the old process")
         #expect(kill(successor, SIGKILL) == 0)
-        #expect(kill(store, SIGCONT) == 0)
         let failed = try await restart.value
         #expect(failed.contains("error") && failed.contains("the new process exited"), "\(failed)")
         // Events from before the stop come first (user_joined).
         var frame = try alice.receive(timeout: 10)
         while let text = frame, text.opcode == .text { frame = try alice.receive(timeout: 10) }
         #expect(frame?.opcode == .close && alice.closeCode == 1012, "what had not moved closes with 1012")
+        // Only now: a reply before the old process saw the successor's end
+        // would send Alice to the dying process, and her connection would
+        // end as a crashed frontend's do (no close frame; she reconnects).
+        #expect(kill(store, SIGCONT) == 0)
         try await server.waitUntil(timeout: 10, "the successor gone") { server.frontendPIDs == [old] }
 
         // It accepts again, and the next handover moves its sockets.
@@ -286,20 +278,11 @@ extension EndToEnd.Handover {
         let environment = ["CHAT_HANG_TIMEOUT_SECONDS": "60", "CHAT_REQUEST_TIMEOUT_MILLISECONDS": "20000"]
         let server = try await TestServer.start(frontends: 1, environment: Steps.noRateLimits.merging(Self.handover) { $1 }.merging(environment) { $1 })
         defer { server.stop() }
-        try await EndToEnd.MultiFrontend.waitForFrontends(server, count: 1)
         let tokens = try await Steps.users(server, "alice", "bob")
         let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
-        let alice = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
-        let bob = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
-        let old = try #require(server.frontendPIDs.first)
-        let store = try #require(server.childPIDs(matching: "worker --role store").first)
         // Hung: what reached it is lost when it is killed; only a resend stores the message.
-        #expect(kill(store, SIGSTOP) == 0)
+        let (alice, bob, old, store) = try await Self.holdAMessage("across the handover", server: server, room: room, tokens: tokens)
         defer { kill(store, SIGCONT) }
-        try alice.send(json: ["type": "message", "content": "across the handover"])
-        // Read by the old process (her typing, after it, reached Bob): its command is the old one's.
-        try alice.send(json: ["type": "typing", "is_typing": true])
-        #expect(try bob.receive(type: "typing") != nil)
         let answer = try EndToEnd.Supervision.ctl(server, "restart", "frontend")
         #expect(answer["restarted"] as? [String] == ["frontend.0"], "\(answer)")
         // The old process got its SIGTERM as the restart answered. The worker
@@ -313,6 +296,32 @@ extension EndToEnd.Handover {
         #expect(try bob.receiveMessage(content: "across the handover", timeout: 25) != nil, "the retired process resent it to the new store worker")
         #expect(alice.closeCode == nil && bob.closeCode == nil)
         try await server.waitUntil(timeout: 15, "the retired process gone") { kill(old, 0) != 0 }
+    }
+
+    /// Alice (`tokens[0]`) and Bob (`tokens[1]`) on the one frontend, the
+    /// store worker stopped (SIGSTOP: the caller continues it) and Alice's
+    /// message `content` read by the frontend, its command unanswered.
+    /// Her typing (the receipts worker's, not hung) reaching Bob says her
+    /// socket read both frames, so the message's command is under way:
+    /// otherwise it could travel unread with the socket.
+    static func holdAMessage(
+        _ content: String, server: TestServer, room: String, tokens: [String]
+    ) async throws -> (alice: WebSocketClient, bob: WebSocketClient, old: Int32, store: Int32) {
+        try await EndToEnd.MultiFrontend.waitForFrontends(server, count: 1)
+        let alice = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
+        let bob = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
+        let old = try #require(server.frontendPIDs.first)
+        let store = try #require(server.childPIDs(matching: "worker --role store").first)
+        #expect(kill(store, SIGSTOP) == 0)
+        do {
+            try alice.send(json: ["type": "message", "content": content])
+            try alice.send(json: ["type": "typing", "is_typing": true])
+            #expect(try bob.receive(type: "typing") != nil)
+        } catch {
+            kill(store, SIGCONT)
+            throw error
+        }
+        return (alice, bob, old, store)
     }
 
     /// An adopted socket's idle time goes on from where its old process
