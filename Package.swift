@@ -40,7 +40,11 @@ let package = Package(
         .target(name: "ChatCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "ChatConfig",
-            dependencies: ["ChatWire", .product(name: "Configuration", package: "swift-configuration")]
+            dependencies: [
+                "ChatWire", .product(name: "Configuration", package: "swift-configuration"),
+                // Logger.Level's names: what logLevel accepts.
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .target(
             name: "ChatBus",

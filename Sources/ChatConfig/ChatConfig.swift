@@ -1,6 +1,7 @@
 import ChatWire
 import Configuration
 import Foundation
+import Logging
 import SystemPackage
 
 /// Every setting of chatd. Read from, in order of precedence: `CHAT_*`
@@ -109,10 +110,29 @@ public struct ChatConfig: Sendable, Equatable {
     /// Loads the configuration: environment over file over defaults.
     public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> ChatConfig {
         var providers: [any ConfigProvider] = [EnvironmentVariablesProvider(environmentVariables: environment)]
+        let fileKeys = FileKeys()
         if let file {
-            providers.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(file)))
+            providers.append(try await FileProvider<YAMLSnapshot>(parsingOptions: .init(secretsSpecifier: fileKeys.specifier), filePath: FilePath(file)))
         }
-        let reader = ConfigReader(providers: providers).scoped(to: "chat")
+        let recorder = KeyRecorder()
+        let reader = ConfigReader(providers: providers, accessReporter: recorder).scoped(to: "chat")
+        let config: ChatConfig
+        do {
+            config = try read(reader, environment: environment)
+        } catch let error as ConfigError {
+            // A type error is the likelier cause of a value refused later (a default was used instead).
+            try check(recorder, fileKeys: [], file: file, environment: environment)
+            guard case .invalid(let key, _) = error, let provider = recorder.source(of: "chat.\(key)") else { throw error }
+            let place = provider.hasPrefix("FileProvider") ? file ?? "config" : describeSource(provider, key: "chat.\(key)", file: nil, environment: environment)
+            throw ConfigError.at(place, error.description)
+        }
+        try check(recorder, fileKeys: fileKeys.all, file: file, environment: environment)
+        return config
+    }
+
+    /// Every key, from `reader` (scoped to `chat`): what `load` reads is what
+    /// it knows, so a key read only sometimes would be refused as unknown.
+    static func read(_ reader: ConfigReader, environment: [String: String]) throws -> ChatConfig {
         var config = ChatConfig()
         config.listen = reader.string(forKey: "listen", default: config.listen)
         config.dataDir = reader.string(forKey: "dataDir", default: config.dataDir)
@@ -128,7 +148,8 @@ public struct ChatConfig: Sendable, Equatable {
         config.jwtIssuer = reader.string(forKey: "jwtIssuer")
         config.jwtAudience = reader.string(forKey: "jwtAudience")
         // CHAT_JWKS is the documented name; CHAT_AUTH_JWKS is the key's own.
-        config.jwks = (environment["CHAT_JWKS"] ?? reader.string(forKey: "auth.jwks")).flatMap { $0.isEmpty ? nil : $0 }
+        let jwks = reader.string(forKey: "auth.jwks")
+        config.jwks = (environment["CHAT_JWKS"] ?? jwks).flatMap { $0.isEmpty ? nil : $0 }
         config.jwksRefreshSeconds = reader.double(forKey: "auth.jwksRefreshSeconds", default: config.jwksRefreshSeconds)
         config.jwtLeewaySeconds = reader.double(forKey: "auth.leewaySeconds", default: config.jwtLeewaySeconds)
         guard config.jwksRefreshSeconds >= 0 else { throw ConfigError.invalid("auth.jwksRefreshSeconds", "must not be negative") }
@@ -140,6 +161,10 @@ public struct ChatConfig: Sendable, Equatable {
         config.storeWorkers = Int(workers) ?? 0
         config.frontends = try Self.parseFrontends(reader.string(forKey: "frontends", default: "auto"))
         config.logLevel = reader.string(forKey: "logLevel", default: config.logLevel)
+        let levels = Logger.Level.allCases.map(\.rawValue)
+        guard levels.contains(config.logLevel) else {
+            throw ConfigError.invalid("logLevel", "\(config.logLevel): one of \(levels.joined(separator: ", "))")
+        }
         config.maxMessageChars = reader.int(forKey: "maxMessageChars", default: config.maxMessageChars)
         config.maxBodyBytes = reader.int(forKey: "maxBodyBytes", default: config.maxBodyBytes)
         config.maxUploadBytes = reader.int(forKey: "maxUploadBytes", default: config.maxUploadBytes)
@@ -283,11 +308,14 @@ public struct ChatConfig: Sendable, Equatable {
         return jwks == nil ? try resolveJWTSecret() : nil
     }
 
+    /// Where the generated development secret is kept.
+    public var jwtSecretPath: String { (dataDir as NSString).appendingPathComponent("jwt-secret") }
+
     /// The HS256 secret: configured, or generated once into the data directory
     /// (mode 0600) so a development server and `chatd token` agree on it.
     public func resolveJWTSecret() throws -> String {
         if let jwtSecret, !jwtSecret.isEmpty { return jwtSecret }
-        let path = (dataDir as NSString).appendingPathComponent("jwt-secret")
+        let path = jwtSecretPath
         if let existing = try? String(contentsOfFile: path, encoding: .utf8), !existing.isEmpty {
             return existing.trimmingCharacters(in: .whitespacesAndNewlines)
         }
@@ -324,10 +352,13 @@ public enum RunMode: String, Sendable, CaseIterable {
 
 public enum ConfigError: Error, CustomStringConvertible {
     case invalid(String, String)
+    /// What is wrong, after where: `chatd.yaml: logLevel` or `CHAT_LOG_LEVEL=loud`.
+    case at(String, String)
 
     public var description: String {
         switch self {
         case .invalid(let key, let value): "invalid value for \(key): \(value)"
+        case .at(let place, let problem): "\(place): \(problem)"
         }
     }
 }
