@@ -17,9 +17,22 @@ struct Chatd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chatd",
         abstract: "A real-time chat server: REST and WebSockets in front, workers and SQLite behind.",
-        subcommands: [Serve.self, FrontendCommand.self, WorkerCommand.self, Ctl.self, Token.self, Migrate.self],
+        version: ChatdVersion.version,
+        subcommands: [Serve.self, FrontendCommand.self, WorkerCommand.self, Ctl.self, Token.self, Migrate.self, Version.self],
         defaultSubcommand: Serve.self
     )
+}
+
+struct Version: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print chatd's version (as --version does).")
+
+    func run() { print(ChatdVersion.version) }
+}
+
+/// A refusal for the operator: printed as it is, without the usage text.
+struct CommandFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Options every subcommand takes.
@@ -202,7 +215,19 @@ struct Ctl: AsyncParsableCommand {
 
     func run() async throws {
         let config = try await options.load()
-        let answer = try Control.send(runtimeDir: config.resolvedRuntimeDir, command: words.joined(separator: " "))
+        let runtimeDir = URL(fileURLWithPath: config.resolvedRuntimeDir).standardized.path
+        let socket = (runtimeDir as NSString).appendingPathComponent("control.sock")
+        guard FileManager.default.fileExists(atPath: socket) else {
+            throw CommandFailure("no chatd running with runtime directory \(runtimeDir) (control socket \(socket) not found); "
+                + "pass the server's --config, or set CHAT_DATA_DIR or CHAT_RUNTIME_DIR as it has them")
+        }
+        let answer: String
+        do {
+            answer = try Control.send(runtimeDir: runtimeDir, command: words.joined(separator: " "))
+        } catch let error as NSError {
+            // NSError's own description on Linux drops the message ("(null)").
+            throw CommandFailure(error.localizedDescription)
+        }
         print(answer, terminator: answer.hasSuffix("\n") ? "" : "\n")
         if answer.contains("\"error\"") { throw ExitCode(1) }
     }
@@ -223,7 +248,16 @@ struct Token: AsyncParsableCommand {
         guard config.jwks == nil || config.jwtSecret?.isEmpty == false else {
             throw ConfigError.invalid("jwtSecret", "none configured, and with auth.jwks set the server verifies HS256 only with a configured secret")
         }
-        let auth = await Authenticator(secret: try config.resolveJWTSecret())
+        // Never generated here: a secret the server does not have only makes tokens it refuses.
+        var secret = config.jwtSecret ?? ""
+        if secret.isEmpty {
+            let path = URL(fileURLWithPath: config.jwtSecretPath).standardized.path
+            secret = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            guard !secret.isEmpty else {
+                throw CommandFailure("no secret at \(path): start the server first or pass --config (or set CHAT_DATA_DIR as the server has it)")
+            }
+        }
+        let auth = await Authenticator(secret: secret)
         let claims = ChatClaims(sub: sub, expires: Date().addingTimeInterval(Double(ttl)), email: email, name: name)
         print(try await auth.mint(claims))
     }
