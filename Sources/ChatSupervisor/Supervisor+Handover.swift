@@ -154,7 +154,11 @@ extension Supervisor {
         retiring[pid] = record.machine
         record.process = nil
         children[name] = record
-        deliver(.stop(restart: false, killAt: Uptime.now() + retiredAfterHandoverKillDelay, signal: SIGTERM), to: .retired(pid: pid))
+        // A restart's signal (SIGUSR1), not a stop's: sockets it still holds
+        // (a successor that reported and then lost its handover socket leaves
+        // the never-stopped ones with it) close with 1012, so their clients
+        // reconnect at once, not with 1001 as if the service were going away.
+        deliver(.stop(restart: false, killAt: Uptime.now() + retiredAfterHandoverKillDelay, signal: name.restartSignal), to: .retired(pid: pid))
         deliver(.successorTookOver(child: name.description), to: .child(name))
     }
 
