@@ -8,9 +8,9 @@ import Testing
 /// request context, set by `AuthenticatorMiddleware`), 405 with `Allow`, HEAD
 /// wherever GET is, query strings as browsers encode them, media types, links.
 @Suite struct Routing {
-    /// Every route but `/healthz`, with its `:name` segments filled in.
+    /// Every route but the open ones, with its `:name` segments filled in.
     static func authenticatedPaths(_ server: InProcessServer, room: String, message: String) -> [(String, String)] {
-        ChatAPI(services: server.services).routes.filter { $0.path != "/healthz" }.map { route in
+        ChatAPI(services: server.services).routes.filter { $0.access != .open }.map { route in
             let path = route.path.replacingOccurrences(of: ":room", with: room).replacingOccurrences(of: ":message", with: message)
             return (route.method.rawValue, path)
         }
@@ -22,7 +22,10 @@ import Testing
             #expect(try await server.request("HEAD", "/healthz").status == 200)
             let paths = Self.authenticatedPaths(server, room: IDs.uuid7(), message: IDs.uuid7())
             #expect(paths.count == 23)
-            #expect(ChatAPI(services: server.services).routes.filter { $0.access == .open }.map(\.path) == ["/healthz"])
+            #expect(
+                ChatAPI(services: server.services).routes.filter { $0.access == .open }.map(\.path)
+                    == ["/healthz", "/api/openapi.json", "/api/openapi.yaml"]
+            )
             for (method, path) in paths + paths.filter({ $0.0 == "GET" }).map({ ("HEAD", $0.1) }) {
                 let anonymous = try await server.request(method, path)
                 #expect(anonymous.status == 401, "\(method) \(path)")
@@ -87,13 +90,15 @@ import Testing
     }
 
     /// Every route's path, each method: the route's own methods answer (401
-    /// without a token, 200 for /healthz), any other is 405 with exactly the
+    /// without a token, 200 for the open ones), any other is 405 with exactly the
     /// route's methods in `Allow`, a literal segment (`direct_message`) taking
     /// precedence over a `:room` one as it does in the router.
     @Test func every405NamesTheMethodsThatAnswer() async throws {
         try await InProcessServer.run { server in
             var byPath: [String: Set<String>] = [:]
+            var open: Set<String> = []
             for route in ChatAPI(services: server.services).routes {
+                if route.access == .open { open.insert(route.path) }
                 byPath[route.path, default: []].insert(route.method.rawValue)
                 if route.method == .get { byPath[route.path]?.insert("HEAD") }
             }
@@ -103,7 +108,7 @@ import Testing
                 for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] {
                     let response = try await server.request(method, path)
                     if methods.contains(method) {
-                        #expect(response.status == (pattern == "/healthz" ? 200 : 401), "\(method) \(pattern)")
+                        #expect(response.status == (open.contains(pattern) ? 200 : 401), "\(method) \(pattern)")
                     } else {
                         #expect(response.status == 405, "\(method) \(pattern)")
                         #expect(response.headers["allow"] == methods.sorted().joined(separator: ", "), "\(method) \(pattern)")
