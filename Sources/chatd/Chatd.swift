@@ -47,9 +47,16 @@ struct CommonOptions: ParsableArguments {
         return try await ChatConfig.load(file: config)
     }
 
-    func logger(_ label: String, _ config: ChatConfig) -> Logger {
-        var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = Logger.Level(rawValue: config.logLevel) ?? .info
+    /// The process's logger, every other `Logger(label:)` of the process
+    /// (the access log's) writing as it does: `logFormat`, `logLevel`.
+    /// `role` names the process in JSON lines: the supervisor's name for a
+    /// child (`CHATD_CHILD`), or `fallback` (`supervisor`, a command's name).
+    func logger(_ label: String, _ config: ChatConfig, role fallback: String) -> Logger {
+        let level = Logger.Level(rawValue: config.logLevel) ?? .info
+        let role = ProcessInfo.processInfo.environment["CHATD_CHILD"].flatMap { $0.isEmpty ? nil : $0 } ?? fallback
+        LogOutput.bootstrap(format: config.logFormat, level: level, role: role)
+        var logger = Logger(label: label)
+        logger.logLevel = level
         return logger
     }
 }
@@ -88,7 +95,7 @@ struct Serve: AsyncParsableCommand {
         if dieWithParent { exitWithParent() }
         let config = try await options.load()
         try config.checkBusExposure()
-        let logger = options.logger("chatd.supervisor", config)
+        let logger = options.logger("chatd.supervisor", config, role: "supervisor")
         // Private whatever they were: the data and runtime directories (an
         // existing one included) are 0700 before anything goes in them.
         try PrivateFiles.directory(config.dataDir)
@@ -117,7 +124,7 @@ struct FrontendCommand: AsyncParsableCommand {
     func run() async throws {
         exitWithParent()
         let config = try await options.load()
-        let logger = options.logger("chatd.frontend", config)
+        let logger = options.logger("chatd.frontend", config, role: "frontend")
         let frontendID = "fe-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
         try await Frontend.run(
             config: FrontendConfig(chat: config, frontendID: frontendID, storeShards: shards ?? config.resolvedStoreWorkers),
@@ -138,7 +145,7 @@ struct WorkerCommand: AsyncParsableCommand {
     func run() async throws {
         exitWithParent()
         let config = try await options.load()
-        var logger = options.logger("chatd.worker", config)
+        var logger = options.logger("chatd.worker", config, role: "worker")
         guard let role = Role(rawValue: role), shard >= 0 else { throw ValidationError("unknown role \(self.role) or shard \(shard)") }
         let name = WorkerName(role, shard)
         logger[metadataKey: "worker"] = standby ? "\(StandbyName(role))" : "\(name)"
