@@ -25,6 +25,8 @@ public struct FrontendServices: Sendable {
     let limiter: RateLimiter?
     /// Open WebSockets, and the close code of a shutdown.
     let life = FrontendLife()
+    /// Nil with `accessLog: false` (the default).
+    var accessLog: AccessLog? = nil
 }
 
 /// HTTP/1.1 with a WebSocket upgrade, on Hummingbird's server. Unlike
@@ -118,6 +120,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             // WebSocketConnection answers decoder errors itself: one close frame, not two.
             enableAutomaticErrorHandling: false,
             shouldUpgrade: { channel, head in
+                let started = services.accessLog == nil ? 0 : monotonicNanos()
                 let loop = channel.eventLoop
                 let promise = loop.makePromise(of: Verdict.self)
                 let peer = channel.remoteAddress
@@ -132,6 +135,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                 }
                 return promise.futureResult.flatMapThrowing { result in
                     verdict.value = result
+                    services.accessLog.map { Self.logHandshake($0, head: head, verdict: result, started: started, remote: peer) }
                     guard case .accepted(let identity, _, _, _) = result else { return nil }
                     if services.limiter != nil { reservation.user.withLock { $0 = identity.id } }
                     // The edge leaves before the upgrade starts: removing the
@@ -343,6 +347,19 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         case .failure:
             return .refused(.serviceUnavailable, APIError.unavailable.body)
         }
+    }
+
+    /// A handshake in the access log: 101 as the socket opens, or the refusal.
+    static func logHandshake(_ access: AccessLog, head: HTTPRequestHead, verdict: Verdict, started: UInt64, remote: SocketAddress?) {
+        let (status, bytes): (Int, Int) = switch verdict {
+        case .accepted: (101, 0)
+        case .refused(let status, let body): (status.code, body.count)
+        case .none: (500, 0)
+        }
+        access.record(
+            method: head.method.rawValue, target: head.uri, status: status, bytes: bytes, started: started, remote: remote,
+            requestID: head.headers.first(name: "X-Request-ID")
+        )
     }
 
     static func splitURI(_ uri: String) -> (path: Substring, query: [String: String]) {

@@ -114,7 +114,7 @@ public enum Frontend {
         let handover = try startHandovers(config: config, services: services, group: group, predecessor: predecessor, logger: logger)
         handedOver = handover
         defer { unlink(HandoverSource.path(runtimeDir: config.chat.resolvedRuntimeDir, pid: getpid())) }
-        let responder = makeResponder(buildRouter(services: services).buildResponder(), logger: logger)
+        let responder = makeResponder(buildRouter(services: services).buildResponder(), logger: logger, access: services.accessLog)
         let server = HTTPServer(
             source: source, channel: ChatChannel(responder: responder, services: services, logger: logger), group: group, logger: logger
         ) { channel in
@@ -224,7 +224,8 @@ public enum Frontend {
         )
         return FrontendServices(
             config: config, logger: logger, bus: bus, auth: auth, connections: connections, health: health,
-            limiter: config.chat.rateLimits ? RateLimiter(config: config.chat) : nil
+            limiter: config.chat.rateLimits ? RateLimiter(config: config.chat) : nil,
+            accessLog: config.chat.accessLog ? AccessLog() : nil
         )
     }
 
