@@ -214,11 +214,12 @@ final class StopFlag: Sendable {
 
 struct Ctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Control a running server: status, restart <child|role> (rolling), upgrade (every child from the binary on disk), scale <role> <n>.",
+        abstract: "Control a running server: status (tables; --json for scripts), restart <child|role> (rolling), upgrade (every child from the binary on disk), scale <role> <n>.",
         discussion: "Talks to the supervisor's control socket in the runtime directory (same user or root only)."
     )
     @OptionGroup var options: CommonOptions
     @Argument(help: "status | restart <child|role> | upgrade | scale <role> <n>") var words: [String]
+    @Flag(help: "status: the control socket's JSON, for scripts, instead of the tables.") var json = false
 
     func run() async throws {
         let config = try await options.load()
@@ -234,6 +235,10 @@ struct Ctl: AsyncParsableCommand {
         } catch let error as NSError {
             // NSError's own description on Linux drops the message ("(null)").
             throw CommandFailure(error.localizedDescription)
+        }
+        if words == ["status"], !json, let table = StatusTable.render(answer) {
+            print(table, terminator: "")
+            return
         }
         print(answer, terminator: answer.hasSuffix("\n") ? "" : "\n")
         if answer.contains("\"error\"") { throw ExitCode(1) }
@@ -281,3 +286,4 @@ struct Migrate: AsyncParsableCommand {
         print("migrated \(config.databasePath)")
     }
 }
+

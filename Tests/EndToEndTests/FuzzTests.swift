@@ -362,7 +362,7 @@ extension EndToEnd {
 
         /// Each child's name, pid and restart count, from `chatd ctl status`.
         static func processes(_ server: TestServer) throws -> [String] {
-            let output = try server.ctl(["status"])
+            let output = try server.ctl(["status", "--json"])
             let status = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
             let children = status["children"] as? [[String: Any]] ?? []
             return children.map { "\($0["child"] ?? "?") pid \($0["pid"] ?? "?") restarts \($0["restarts"] ?? "?")" }.sorted()

@@ -212,7 +212,7 @@ extension EndToEnd {
             let mode = (try FileManager.default.attributesOfItem(atPath: control)[.posixPermissions] as? Int) ?? 0
             #expect(mode & 0o077 == 0, "control socket mode \(String(mode, radix: 8))")
 
-            let status = try Self.ctl(server, "status")
+            let status = try Self.ctl(server, "status", "--json")
             let children = status["children"] as? [[String: Any]] ?? []
             #expect(Set(children.compactMap { $0["child"] as? String }) == ["frontend.0", "store.0", "store.1", "receipts.0", "search.0", "files.0"])
             #expect(children.allSatisfy { $0["ready"] as? Bool == true && $0["pid"] is Int && $0["restarts"] as? Int == 0 })
@@ -252,7 +252,7 @@ extension EndToEnd {
             for pid in stores { kill(pid, SIGSTOP) }
             for i in 0..<5 { try alice.send(json: ["type": "message", "content": "q\(i)"]) }
             func storeDepths() throws -> [Int] {
-                let status = try Self.ctl(server, "status")
+                let status = try Self.ctl(server, "status", "--json")
                 let rows = (status["children"] as? [[String: Any]] ?? []).filter { $0["role"] as? String == "store" }
                 return rows.compactMap { $0["queue_depth"] as? Int }
             }
@@ -309,7 +309,7 @@ extension EndToEnd {
             // The frontend was told of 3 shards and holds back what it gets
             // until shard 0, stopped, answers what it still has pending.
             try await server.waitUntil(timeout: 10, "the frontend changing its shard count") {
-                let status = try Self.ctl(server, "status")
+                let status = try Self.ctl(server, "status", "--json")
                 let frontend = (status["children"] as? [[String: Any]] ?? []).first { $0["child"] as? String == "frontend.0" }
                 return frontend?["store_shards"] is NSNull
             }
@@ -331,7 +331,7 @@ extension EndToEnd {
                 #expect(persisted, "room \(room) stored out of order or incomplete from \(stored.indices.first { $0 >= count || stored[$0] != expected[$0] } ?? stored.count)")
             }
             #expect(!(senders + listeners).contains { $0.isClosed })
-            let status = try Self.ctl(server, "status")
+            let status = try Self.ctl(server, "status", "--json")
             let names = (status["children"] as? [[String: Any]] ?? []).compactMap { $0["child"] as? String }.filter { $0.hasPrefix("store.") }
             #expect(names.sorted() == ["store.0", "store.1"])
 
@@ -369,7 +369,7 @@ extension EndToEnd {
             let server = try await TestServer.start(environment: ["CHAT_RUN": "frontend", "CHAT_BUS": bus], dataDir: dir)
             defer { server.stop() }
             #expect(server.childPIDs(matching: "chatd worker").isEmpty, "the frontend host runs no workers")
-            let children = try Self.ctl(server, "status")["children"] as? [[String: Any]] ?? []
+            let children = try Self.ctl(server, "status", "--json")["children"] as? [[String: Any]] ?? []
             #expect(children.compactMap { $0["child"] as? String } == ["frontend.0"])
             #expect(try Self.ctl(server, "scale", "receipts", "2")["error"] != nil, "workers started on the frontend host")
             #expect(try Self.ctl(server, "scale", "store", "2")["error"] != nil)
