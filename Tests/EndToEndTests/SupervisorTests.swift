@@ -246,6 +246,11 @@ extension EndToEnd {
             #expect(seen.count == 100, "missing: \(Set((0..<100).map { "r\($0)" }).subtracting(seen).sorted())")
             #expect(!alice.isClosed && !bob.isClosed)
             #expect(try await Steps.contents(server, token: tokens[0], room: room) == (0..<100).map { "r\($0)" })
+            // Planned: counted apart from crashes, and logged at info, not as a warning.
+            let restartedRows = (try Self.ctl(server, "status", "--json")["children"] as? [[String: Any]] ?? []).filter { $0["role"] as? String == "store" }
+            #expect(restartedRows.map { $0["planned_restarts"] as? Int } == [1, 1])
+            #expect(restartedRows.allSatisfy { $0["restarts"] as? Int == 0 })
+            #expect(!server.log.split(separator: "\n").contains { $0.contains("warning") && $0.contains("child exited") }, "\(server.log)")
 
             // Queue depth: commands waiting for the (stopped) store workers.
             let stores = server.childPIDs(matching: "worker --role store")
