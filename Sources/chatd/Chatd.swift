@@ -18,7 +18,7 @@ struct Chatd: AsyncParsableCommand {
         commandName: "chatd",
         abstract: "A real-time chat server: REST and WebSockets in front, workers and SQLite behind.",
         version: ChatdVersion.version,
-        subcommands: [Serve.self, FrontendCommand.self, WorkerCommand.self, Ctl.self, Token.self, Migrate.self, Version.self],
+        subcommands: [Serve.self, FrontendCommand.self, WorkerCommand.self, Ctl.self, Token.self, Migrate.self, Backup.self, Version.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -287,3 +287,27 @@ struct Migrate: AsyncParsableCommand {
     }
 }
 
+struct Backup: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Copy the chat database, consistent, while the server serves (SQLite's online backup).",
+        discussion: """
+            Finds the database as serve does (--config, CHAT_DATA_DIR). Writes to a temporary name beside the \
+            destination and renames it into place. Not copied: the search index, which the server rebuilds from \
+            the database, and the attachments under <dataDir>/files (copy those after this; docs/operations.md).
+            """
+    )
+    @OptionGroup var options: CommonOptions
+    @Argument(help: "The copy's path, or a directory to write chat.sqlite in.") var destination: String
+    @Flag(help: "Replace the destination if it exists.") var force = false
+
+    func run() async throws {
+        let config = try await options.load()
+        let source = URL(fileURLWithPath: config.databasePath).standardized.path
+        do {
+            let result = try DatabaseBackup.run(source: source, destination: destination, force: force)
+            print("backed up \(source) to \(result.path): \(result.bytes) bytes, \(result.pages) pages, \(Int(result.milliseconds.rounded())) ms")
+        } catch let failure as DatabaseBackup.Failure {
+            throw CommandFailure(failure.description)
+        }
+    }
+}
