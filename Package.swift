@@ -110,7 +110,7 @@ let package = Package(
         .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "ChatCore"]),
         .testTarget(name: "ChatBusTests", dependencies: ["ChatBus", "ChatWire", "ZeroMQ", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ChatStoreTests", dependencies: ["ChatStore", "ChatCore"]),
-        .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig"]),
+        .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig", .product(name: "Logging", package: "swift-log")]),
         // Reads the sources: rules about the code that review alone did not keep.
         .testTarget(name: "SourceRulesTests"),
         .testTarget(

@@ -15,7 +15,7 @@ public enum LogFormat: String, Sendable, CaseIterable {
 /// `{"time":"2026-11-30T21:07:21.123Z","level":"info","label":"chatd.supervisor",
 /// "role":"supervisor","pid":4242,"message":"child exited","metadata":{"child":"store.0"}}`.
 /// `time` is RFC 3339 in UTC with milliseconds; `role` is the process's place in
-/// the tree (`supervisor`, `frontend.0`, `store.1`, `search-standby` ...), `pid`
+/// the tree (`supervisor`, `frontend.0`, `store.1`, `standby.search` ...), `pid`
 /// its pid, so lines of every process, interleaved in one stream, stay apart.
 /// Metadata is an object (nested values as objects and arrays), left out when
 /// empty; an error attached to the event is `error`.
@@ -24,14 +24,18 @@ public struct JSONLogHandler: LogHandler {
     public var metadataProvider: Logger.MetadataProvider?
     public var logLevel: Logger.Level = .info
     let label: String
-    let role: String
+    /// Asked at each line: a promoted standby takes its worker's name.
+    let role: @Sendable () -> String
     let pid: Int32
 
-    public init(label: String, role: String, pid: Int32 = getpid(), metadataProvider: Logger.MetadataProvider? = nil) {
+    public init(label: String, role: String, pid: Int32 = getpid()) {
+        self.init(label: label, pid: pid) { role }
+    }
+
+    init(label: String, pid: Int32, role: @escaping @Sendable () -> String) {
         self.label = label
         self.role = role
         self.pid = pid
-        self.metadataProvider = metadataProvider
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -59,7 +63,7 @@ public struct JSONLogHandler: LogHandler {
         out += #"","label":"#.utf8
         Self.appendString(label, to: &out)
         out += #","role":"#.utf8
-        Self.appendString(role, to: &out)
+        Self.appendString(role(), to: &out)
         out += #","pid":"#.utf8
         out += String(pid).utf8
         out += #","message":"#.utf8
@@ -130,10 +134,12 @@ public struct JSONLogHandler: LogHandler {
         let millis = min(999, Int((interval - Double(seconds)) * 1000))
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        return String(
-            format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
-            Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), millis
-        )
+        func pad(_ value: Int, _ width: Int) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        return "\(pad(Int(parts.tm_year) + 1900, 4))-\(pad(Int(parts.tm_mon) + 1, 2))-\(pad(Int(parts.tm_mday), 2))T"
+            + "\(pad(Int(parts.tm_hour), 2)):\(pad(Int(parts.tm_min), 2)):\(pad(Int(parts.tm_sec), 2)).\(pad(millis, 3))Z"
     }
 
     /// The whole line in one write(2): every process of the tree shares the
@@ -155,6 +161,13 @@ public struct JSONLogHandler: LogHandler {
 /// The process's log handlers, chosen once at start by `logFormat`.
 public enum LogOutput {
     private static let bootstrapped = Mutex(false)
+    private static let role = Mutex("")
+
+    /// The process's role in JSON lines from now on: a standby promoted to
+    /// `store.1` logs as `store.1`.
+    public static func rename(role name: String) {
+        role.withLock { $0 = name }
+    }
 
     /// Makes every `Logger(label:)` of this process write in `format` at
     /// `level`; later calls change nothing (swift-log takes one bootstrap).
@@ -164,10 +177,12 @@ public enum LogOutput {
             return !done
         }
         guard first else { return }
+        rename(role: role)
+        let pid = getpid()
         LoggingSystem.bootstrap { label in
             var handler: any LogHandler = switch format {
             case .text: StreamLogHandler.standardError(label: label)
-            case .json: JSONLogHandler(label: label, role: role)
+            case .json: JSONLogHandler(label: label, pid: pid) { LogOutput.role.withLock { $0 } }
             }
             handler.logLevel = level
             return handler

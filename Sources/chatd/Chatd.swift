@@ -160,6 +160,7 @@ struct WorkerCommand: AsyncParsableCommand {
             try server.runStandby(assignments: STDIN_FILENO, shouldStop: { stop.isSet }, heartbeat: report.heartbeat) { assignment in
                 logger[metadataKey: "worker"] = "\(assignment.worker)"
                 report.become(assignment.worker.description)
+                LogOutput.rename(role: assignment.worker.description)
                 return try WorkerLoops.loop(role, database: database, config: config, logger: logger)
             }
         } else {
