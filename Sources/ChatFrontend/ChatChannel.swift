@@ -135,7 +135,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                 }
                 return promise.futureResult.flatMapThrowing { result in
                     verdict.value = result
-                    services.accessLog.map { Self.logHandshake($0, head: head, verdict: result, started: started, remote: peer) }
+                    if let access = services.accessLog { Self.logHandshake(access, head: head, verdict: result, started: started, remote: peer) }
                     guard case .accepted(let identity, _, _, _) = result else { return nil }
                     if services.limiter != nil { reservation.user.withLock { $0 = identity.id } }
                     // The edge leaves before the upgrade starts: removing the
