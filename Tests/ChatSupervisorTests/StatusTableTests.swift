@@ -11,7 +11,7 @@ import Testing
         {"child":"store.0","pid":null,"ready":false,"uptime_seconds":null,"restarts":4,"planned_restarts":0,"queue_depth":0,"role":"store",\
         "last_heartbeat_seconds_ago":null}],
         "queues":{"store-0":3,"receipts":0},"status":"1/2 children ready, 4 restarts, 2 planned restarts","listen":"127.0.0.1:8000",
-        "standbys":[{"child":"store-standby","pid":120,"ready":true,"uptime_seconds":42,"restarts":0,"planned_restarts":1,"role":"store"}],
+        "standbys":[{"child":"standby.store","pid":120,"ready":true,"uptime_seconds":42,"restarts":0,"planned_restarts":1,"role":"store"}],
         "handovers":[{"child":"frontend.0","at":"2026-11-30T21:00:00Z","connections_moved":17,"events_replayed":2,"gaps":0,"milliseconds":812,\
         "pause_median_ms":2.4,"pause_max_ms":43},{"child":"frontend.0","at":"2026-11-30T21:05:00Z","refused":"state version 3"}]}
         """
@@ -26,7 +26,7 @@ import Testing
         #expect(lines[header + 1] == "frontend.0  101  yes    1h02m   0         2        3      17")
         #expect(lines[header + 2] == "store.0     -    no     -       4         0        0      -")
         #expect(text.contains("QUEUE     IN FLIGHT\nreceipts  0\nstore-0   3\n"))
-        #expect(text.contains("store-standby  120  yes    42s     0         1\n"))
+        #expect(text.contains("standby.store  120  yes    42s     0         1\n"))
         #expect(text.contains("frontend.0  2026-11-30T21:00:00Z  ok"))
         #expect(text.contains("refused: state version 3"))
     }

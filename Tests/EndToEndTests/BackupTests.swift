@@ -25,6 +25,16 @@ extension EndToEnd {
             return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
         }
 
+        /// A copy opened as a database: its integrity check and the ids of the room's messages.
+        static func inspect(_ path: String, room: String) throws -> (check: String?, ids: Set<String>) {
+            let database = try DatabaseQueue(path: path)
+            defer { try? database.close() }
+            return try database.read { db in
+                let check = try String.fetchOne(db, sql: "PRAGMA integrity_check")
+                return (check, Set(try String.fetchAll(db, sql: "SELECT id FROM messages WHERE room_id = ?", arguments: [room])))
+            }
+        }
+
         /// `chatd backup` while messages are being sent: the copy is a sound
         /// database with every message acknowledged before it started, and
         /// put back in place of the data (the server stopped), it serves
@@ -62,26 +72,18 @@ extension EndToEnd {
 
             let before = acks.entries.withLock { $0.filter { $0.at < started } }
             #expect(before.count >= 60)
-            do {
-                let database = try DatabaseQueue(path: copy)
-                try database.read { db in
-                    #expect(try String.fetchOne(db, sql: "PRAGMA integrity_check") == "ok")
-                    let stored = Set(try String.fetchAll(db, sql: "SELECT id FROM messages WHERE room_id = ?", arguments: [room]))
-                    let missing = before.filter { !stored.contains($0.id) }
-                    #expect(missing.isEmpty, "missing from the backup: \(missing.map(\.content))")
-                }
-                try database.close()
-            }
+            let first = try Self.inspect(copy, room: room)
+            #expect(first.check == "ok")
+            let missing = before.filter { !first.ids.contains($0.id) }
+            #expect(missing.isEmpty, "missing from the backup: \(missing.map(\.content))")
 
             // Refused over an existing file; replaced with --force.
             let again = try Self.chatd(["backup", copy], dataDir: server.dataDir)
             #expect(again.status != 0 && again.err.contains("\(copy) exists: pass --force to replace it"), "\(again.err)")
             #expect(try Self.chatd(["backup", "--force", copy], dataDir: server.dataDir).status == 0)
-            let forced = try DatabaseQueue(path: copy)
-            let forcedCount = try forced.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM messages WHERE room_id = ?", arguments: [room]) } ?? 0
-            try forced.close()
+            let forced = try Self.inspect(copy, room: room)
             let all = acks.entries.withLock { $0 }
-            #expect(forcedCount == all.count, "taken after the sending ended: every message")
+            #expect(forced.check == "ok" && forced.ids == Set(all.map(\.id)), "taken after the sending ended: every message")
 
             // Restore the latest copy: stop, the copy in place of the database
             // (its WAL and SHM gone with it), the index dropped, start.
