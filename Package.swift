@@ -128,6 +128,8 @@ let package = Package(
             name: "ChatFrontendTests",
             dependencies: [
                 "ChatFrontend", "ChatWorkers", "ChatBus", "ChatStore", "ChatConfig", "ChatWire", "ChatCore", "ZeroMQ",
+                // SeededRandom, shared with the end-to-end fuzz tests.
+                "ChatTesting",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOWebSocket", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
