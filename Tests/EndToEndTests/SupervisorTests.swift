@@ -5,46 +5,6 @@ import Foundation
 import GRDB
 import Testing
 
-/// A Unix datagram socket standing in for systemd's NOTIFY_SOCKET.
-final class NotifySocket: @unchecked Sendable {
-    let path: String
-    let fd: Int32
-
-    init() throws {
-        path = "/tmp/chatd-notify-\(UInt32.random(in: 0...UInt32.max)).sock"
-        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard bound == 0 else { throw TestServerError(description: "bind \(path): \(errno)") }
-    }
-
-    deinit {
-        close(fd)
-        unlink(path)
-    }
-
-    /// The next datagram's fields, or nil after `timeout`.
-    func receive(timeout: Double) -> [String: String]? {
-        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        guard poll(&pfd, 1, Int32(timeout * 1000)) > 0 else { return nil }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        guard count > 0 else { return nil }
-        var fields: [String: String] = [:]
-        for line in String(decoding: buffer[0..<count], as: UTF8.self).split(separator: "\n") {
-            let pair = line.split(separator: "=", maxSplits: 1)
-            if pair.count == 2 { fields[String(pair[0])] = String(pair[1]) }
-        }
-        return fields
-    }
-}
-
 /// Whether an HTTP server answers on the port (within a second). Not just
 /// a connect: the supervisor holds the listening socket, which takes
 /// connections into its backlog before any frontend serves them.
@@ -69,15 +29,12 @@ extension EndToEnd {
             // Read the datagrams as they come, from before the server starts,
             // so "was the port answering when READY=1 came" is asked at once
             // (the port it got from port 0 asked of its control socket).
-            let log = NotifyLog()
-            let reader = Thread {
-                while !log.done {
-                    guard let fields = notify.receive(timeout: 0.1) else { continue }
-                    let port = fields["READY"] == "1" ? (try? TestServer.control(dir + "/run/control.sock", "status")).flatMap(listenPort) : nil
-                    log.append(fields, portAnswered: port.map(httpAnswers))
-                }
+            // Each datagram with whether the port answered, for a READY=1.
+            let log = NotifyRecorder<Bool?>()
+            log.read(notify) { fields in
+                let port = fields["READY"] == "1" ? (try? TestServer.control(dir + "/run/control.sock", "status")).flatMap(listenPort) : nil
+                return port.map(httpAnswers)
             }
-            reader.start()
             defer { log.done = true }
             let configFile = dir + "/chatd.yaml"
             try "chat:\n  receiptsWorkers: 1\n".write(toFile: configFile, atomically: true, encoding: .utf8)
@@ -88,7 +45,7 @@ extension EndToEnd {
             try await server.waitUntil(timeout: 5, "four watchdog pings after READY") { log.watchdogsAfterReady >= 4 }
             let entries = log.entries
             let ready = try #require(entries.first { $0.fields["READY"] == "1" })
-            #expect(ready.portAnswered == true, "READY=1 before the port answered")
+            #expect(ready.seen == true, "READY=1 before the port answered")
             #expect(ready.fields["STATUS"]?.contains("children ready") == true)
             // At half of WATCHDOG_USEC (200 ms), give or take scheduling.
             let pings = entries.filter { $0.fields["WATCHDOG"] == "1" }.map(\.time).suffix(4)
@@ -493,34 +450,4 @@ final class Tally: @unchecked Sendable {
 
     func add() { lock.withLock { count += 1 } }
     var value: Int { lock.withLock { count } }
-}
-
-/// What the notify reader saw, shared with the test.
-final class NotifyLog: @unchecked Sendable {
-    struct Entry {
-        var fields: [String: String]
-        var time: Date
-        var portAnswered: Bool?
-    }
-
-    private let lock = NSLock()
-    private var stored: [Entry] = []
-    private var stop = false
-
-    var done: Bool {
-        get { lock.withLock { stop } }
-        set { lock.withLock { stop = newValue } }
-    }
-
-    var entries: [Entry] { lock.withLock { stored } }
-
-    func append(_ fields: [String: String], portAnswered: Bool?) {
-        lock.withLock { stored.append(Entry(fields: fields, time: Date(), portAnswered: portAnswered)) }
-    }
-
-    var watchdogsAfterReady: Int {
-        let all = entries
-        guard let ready = all.firstIndex(where: { $0.fields["READY"] == "1" }) else { return 0 }
-        return all[ready...].filter { $0.fields["WATCHDOG"] == "1" }.count
-    }
 }
