@@ -509,6 +509,7 @@ async function send(pending) {
     const failed = render(draft, "failed");
     pending.element.replaceWith(failed);
     pending.element = failed;
+    failed.scrollIntoView({ block: "nearest" });
   }
 }
 

@@ -649,6 +649,7 @@ async function send(pending) {
     const failed = render(draft, "failed");
     pending.element.replaceWith(failed);
     pending.element = failed;
+    failed.scrollIntoView({ block: "nearest" });
   }
 }
 
@@ -882,6 +883,7 @@ if (saved) signIn(saved);
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>chatd</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/app/style.css">
 <script type="module" src="/app/app.js"></script>
 </head>
@@ -1312,6 +1314,7 @@ dialog .row { margin-top: .8rem; }
   .narrow-only { display: inline-block; }
   #topbar { gap: .5rem; padding: .4rem .6rem; }
   #me-box { flex-basis: 100%; order: 3; margin-left: 0; }
+  #signout-button { margin-left: auto; }
   .message { max-width: 100%; }
 }
 
@@ -1357,7 +1360,7 @@ function shortTime(timestamp) {
 export function roomItem(room, myId, isOpen) {
   const unread = room.unread_count || 0;
   const last = room.last_message;
-  const lastText = last ? `${userName(last.sender)}: ${last.content}` : "No messages yet";
+  const lastText = last ? `${userName(last.sender)}: ${last.content || "(attachment)"}` : "No messages yet";
   return el("li", { class: "room", "data-room-id": room.id, "aria-current": isOpen ? "true" : false },
     el("button", { type: "button", class: "room-open", "aria-label": `${roomName(room, myId)}${unread ? `, ${unread} unread` : ""}` },
       el("span", { class: "room-name", text: roomName(room, myId) }),
