@@ -517,7 +517,7 @@ async function send(pending) {
   $("message-list").append(pending.element);
   scrollToBottom();
   try {
-    const message = pending.file ? await upload(pending) : await state.api.sendMessage(pending.roomId, pending.body);
+    const message = pending.file ? await upload(pending) : await inOrder(() => state.api.sendMessage(pending.roomId, pending.body));
     if (state.roomId === pending.roomId) upsertMessage(message, false);
   } catch (error) {
     if (state.pending.get(draft.client_msg_id) !== pending) return;
@@ -527,6 +527,15 @@ async function send(pending) {
     pending.element = failed;
     failed.scrollIntoView({ block: "nearest" });
   }
+}
+
+// Text messages are posted one after another: parallel requests may take
+// different connections and reach the server in another order than typed.
+let sendChain = Promise.resolve();
+function inOrder(task) {
+  const run = sendChain.then(task, task);
+  sendChain = run.catch(() => {});
+  return run;
 }
 
 async function upload(pending) {
