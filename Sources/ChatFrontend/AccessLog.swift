@@ -37,15 +37,21 @@ struct AccessLog: Sendable {
         logger.info("\(method) \(path) \(status)", metadata: metadata)
     }
 
-    /// The request target with every `token` parameter's value (by its
-    /// decoded name, as the handshake reads it) replaced.
+    /// Query parameters whose values are not the log's to keep: `token` (a
+    /// WebSocket's credential) and `q` (search terms, typed by users from
+    /// what they wrote). Matched by the name as `QueryString` decodes it for
+    /// the handshake and the routes, case-sensitive as they are: `Token=` is
+    /// not read as a token, so it is not one here either.
+    static let redactedNames: Set<String> = ["token", "q"]
+
+    /// The request target with the values of `redactedNames` replaced.
     static func redacted(_ target: String) -> String {
         guard let mark = target.firstIndex(of: "?") else { return target }
         let query = target[target.index(after: mark)...]
         guard query.contains("=") else { return target }
         let pairs = query.split(separator: "&", omittingEmptySubsequences: false).map { pair -> String in
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard parts.count == 2, QueryString.decode(parts[0]) == "token" else { return String(pair) }
+            guard parts.count == 2, redactedNames.contains(QueryString.decode(parts[0])) else { return String(pair) }
             return "\(parts[0])=REDACTED"
         }
         return String(target[...mark]) + pairs.joined(separator: "&")

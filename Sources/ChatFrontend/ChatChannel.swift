@@ -75,6 +75,19 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             }
         }
 
+        /// An accepted handshake's access-log line, written once the socket
+        /// opens (101) or fails to (500); nil when there is none to write.
+        private let handshakeLine = Mutex<(@Sendable (Int) -> Void)?>(nil)
+
+        func awaitOpening(log: @escaping @Sendable (Int) -> Void) {
+            handshakeLine.withLock { $0 = log }
+        }
+
+        /// Writes the pending handshake line, if any, with `status`.
+        func opened(status: Int) {
+            handshakeLine.withLock { line in defer { line = nil }; return line }?(status)
+        }
+
         /// The connection's task ended: what is still held is given back.
         func end() -> String? {
             held.withLock { state in
@@ -135,7 +148,14 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                 }
                 return promise.futureResult.flatMapThrowing { result in
                     verdict.value = result
-                    if let access = services.accessLog { Self.logHandshake(access, head: head, verdict: result, started: started, remote: peer) }
+                    if let access = services.accessLog {
+                        // An accepted handshake is logged once its socket is set up (or could not be).
+                        if case .accepted = result {
+                            reservation.awaitOpening { Self.logHandshake(access, head: head, status: $0, bytes: 0, started: started, remote: peer) }
+                        } else {
+                            Self.logHandshake(access, head: head, verdict: result, started: started, remote: peer)
+                        }
+                    }
                     guard case .accepted(let identity, _, _, _) = result else { return nil }
                     if services.limiter != nil { reservation.user.withLock { $0 = identity.id } }
                     // The edge leaves before the upgrade starts: removing the
@@ -147,32 +167,15 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             },
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
-                    guard case .accepted(let identity, let identityJSON, let session, let expires) = verdict.value else {
-                        throw ChannelError.inappropriateOperationForState
-                    }
-                    // NIO's decoder keeps partial frames out of reach: it gets
-                    // whole messages only, the rest waits where a handover finds it.
-                    let hold = HandoverHold(pending: channel.allocator.buffer(capacity: 0))
-                    let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
-                    try channel.pipeline.syncOperations.addHandler(
-                        HandoverGate(hold: hold, maxFrameSize: services.config.chat.maxFrameBytes), position: .before(decoder)
-                    )
-                    try Self.addWebSocketHandlers(to: channel, services: services)
-                    // No socket without the room's subscription: it would miss events.
-                    guard let room = reservation.takeRoom() else { throw ChannelError.inappropriateOperationForState }
                     do {
-                        try channel.pipeline.syncOperations.addHandler(
-                            WebSocketConnection(
-                                identity: identity, identityJSON: identityJSON, session: session, expires: expires, services: services, hold: hold
-                            )
-                        )
+                        try Self.openWebSocket(on: channel, verdict: verdict.value, reservation: reservation, services: services)
+                        reservation.opened(status: 101)
+                        return UpgradeResult.websocket
                     } catch {
-                        services.bus.unsubscribe(room: room)
+                        // Answered 101 by the upgrade, but no socket serves it.
+                        reservation.opened(status: 500)
                         throw error
                     }
-                    // The connection owns the slot and the subscription now and gives them back when it ends.
-                    reservation.user.withLock { $0 = nil }
-                    return UpgradeResult.websocket
                 }
             }
         )
@@ -208,6 +211,37 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         return Value(upgradeResult: future, channel: channel, reservation: reservation)
     }
 
+    /// The accepted socket's handlers, after the upgrade removed HTTP's.
+    private static func openWebSocket(
+        on channel: any Channel, verdict: Verdict, reservation: Reservation, services: FrontendServices
+    ) throws {
+        guard case .accepted(let identity, let identityJSON, let session, let expires) = verdict else {
+            throw ChannelError.inappropriateOperationForState
+        }
+        // NIO's decoder keeps partial frames out of reach: it gets
+        // whole messages only, the rest waits where a handover finds it.
+        let hold = HandoverHold(pending: channel.allocator.buffer(capacity: 0))
+        let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
+        try channel.pipeline.syncOperations.addHandler(
+            HandoverGate(hold: hold, maxFrameSize: services.config.chat.maxFrameBytes), position: .before(decoder)
+        )
+        try Self.addWebSocketHandlers(to: channel, services: services)
+        // No socket without the room's subscription: it would miss events.
+        guard let room = reservation.takeRoom() else { throw ChannelError.inappropriateOperationForState }
+        do {
+            try channel.pipeline.syncOperations.addHandler(
+                WebSocketConnection(
+                    identity: identity, identityJSON: identityJSON, session: session, expires: expires, services: services, hold: hold
+                )
+            )
+        } catch {
+            services.bus.unsubscribe(room: room)
+            throw error
+        }
+        // The connection owns the slot and the subscription now and gives them back when it ends.
+        reservation.user.withLock { $0 = nil }
+    }
+
     /// The handlers between a WebSocket's frame decoder and its
     /// `WebSocketConnection`, and its outbound limit: for an upgraded socket
     /// and for one a handover brought.
@@ -232,6 +266,8 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
     func handle(value: Value, logger: Logger) async {
         // A slot reserved, a room subscribed, by a handshake whose socket never opened.
         defer {
+            // Accepted, but the upgrade never reached the socket's setup.
+            value.reservation.opened(status: 500)
             if let user = value.reservation.user.withLock({ user in defer { user = nil }; return user }) {
                 services.limiter?.socketClosed(user: user)
             }
@@ -349,13 +385,19 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         }
     }
 
-    /// A handshake in the access log: 101 as the socket opens, or the refusal.
+    /// A refused handshake in the access log (an accepted one is logged as its socket opens).
     static func logHandshake(_ access: AccessLog, head: HTTPRequestHead, verdict: Verdict, started: UInt64, remote: SocketAddress?) {
         let (status, bytes): (Int, Int) = switch verdict {
         case .accepted: (101, 0)
         case .refused(let status, let body): (status.code, body.count)
         case .none: (500, 0)
         }
+        logHandshake(access, head: head, status: status, bytes: bytes, started: started, remote: remote)
+    }
+
+    /// A handshake in the access log: 101 as the socket opens, 500 if it
+    /// could not be set up, or the refusal.
+    static func logHandshake(_ access: AccessLog, head: HTTPRequestHead, status: Int, bytes: Int, started: UInt64, remote: SocketAddress?) {
         access.record(
             method: head.method.rawValue, target: head.uri, status: status, bytes: bytes, started: started, remote: remote,
             requestID: head.headers.first(name: "X-Request-ID")

@@ -27,40 +27,83 @@ public enum DatabaseBackup {
 
     /// Copies the database at `source` to `destination` (a file, or a
     /// directory to write `chat.sqlite` in). Refuses to replace an existing
-    /// file unless `force`.
-    public static func run(source: String, destination: String, force: Bool) throws -> Result {
+    /// file unless `force`, and never the database itself. `temporarySuffix`
+    /// is random but for tests, which need to know the name.
+    public static func run(source: String, destination: String, force: Bool, temporarySuffix: String? = nil) throws -> Result {
         let started = Date()
         guard FileManager.default.fileExists(atPath: source) else {
             throw Failure(description: "no chat database at \(source): pass the server's --config, or set CHAT_DATA_DIR as it has it")
         }
+        let target = try self.target(of: destination)
+        let parent = (target as NSString).deletingLastPathComponent
         var isDirectory: ObjCBool = false
-        var target = destination
-        if FileManager.default.fileExists(atPath: destination, isDirectory: &isDirectory), isDirectory.boolValue {
-            target = (destination as NSString).appendingPathComponent("chat.sqlite")
+        guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw Failure(description: "no directory \(parent) to write \(target) in: create it first")
         }
-        target = URL(fileURLWithPath: target).standardized.path
-        guard target != URL(fileURLWithPath: source).standardized.path else {
+        // The same file by device and inode, not by name: a symlinked alias of
+        // the data directory names the live database under another path.
+        if target == URL(fileURLWithPath: source).standardized.path || sameFile(source, target) {
             throw Failure(description: "\(target) is the database itself")
         }
         if FileManager.default.fileExists(atPath: target) && !force {
             throw Failure(description: "\(target) exists: pass --force to replace it")
         }
-        let temporary = target + ".partial-\(getpid())"
+        // Beside the target (rename(2) stays in one file system), under a name
+        // nobody can guess, created here or not at all: in a shared directory
+        // an existing file or symlink at that name is someone else's.
+        let temporary = target + ".partial-" + (temporarySuffix ?? randomSuffix())
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, PrivateFiles.fileMode)
+        guard fd >= 0 else {
+            throw Failure(description: "creating \(temporary): \(String(cString: strerror(errno)))")
+        }
+        // Messages are private: the copy is 0600 from its first byte.
+        fchmod(fd, PrivateFiles.fileMode)
+        close(fd)
         defer { for suffix in ["", "-journal", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: temporary + suffix) } }
-        let pages = try copy(from: source, to: temporary)
+        let pages: Int
+        do {
+            pages = try copy(from: source, to: temporary)
+        } catch {
+            throw Failure(description: "copying \(source) to \(temporary): \(error)")
+        }
         try sync(temporary)
         guard rename(temporary, target) == 0 else {
             throw Failure(description: "renaming \(temporary) to \(target): \(String(cString: strerror(errno)))")
         }
-        try sync((target as NSString).deletingLastPathComponent)
+        try sync(parent)
         let bytes = ((try? FileManager.default.attributesOfItem(atPath: target))?[.size] as? NSNumber)?.intValue ?? 0
         return Result(path: target, bytes: bytes, pages: pages, milliseconds: Date().timeIntervalSince(started) * 1000)
     }
 
+    /// The file to write: `destination`, or `chat.sqlite` in it when it is a
+    /// directory. A name ending in `/` that is no directory is refused
+    /// rather than made a file.
+    private static func target(of destination: String) throws -> String {
+        var isDirectory: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: destination, isDirectory: &isDirectory)
+        if exists && isDirectory.boolValue {
+            return URL(fileURLWithPath: (destination as NSString).appendingPathComponent("chat.sqlite")).standardized.path
+        }
+        guard !destination.hasSuffix("/") else {
+            throw Failure(description: "\(destination) is not a directory: create it first, or name a file")
+        }
+        return URL(fileURLWithPath: destination).standardized.path
+    }
+
+    /// Whether both paths exist and are one file (symlinks followed).
+    private static func sameFile(_ a: String, _ b: String) -> Bool {
+        var first = stat(), second = stat()
+        guard stat(a, &first) == 0, stat(b, &second) == 0 else { return false }
+        return first.st_dev == second.st_dev && first.st_ino == second.st_ino
+    }
+
+    private static func randomSuffix() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return String(generator.next() as UInt64, radix: 16)
+    }
+
     /// The backup proper; returns the pages copied.
     private static func copy(from source: String, to temporary: String) throws -> Int {
-        // Messages are private: the copy is 0600 from its first byte.
-        try PrivateFiles.file(temporary)
         var readOnly = Configuration()
         readOnly.readonly = true
         readOnly.busyMode = .timeout(5)

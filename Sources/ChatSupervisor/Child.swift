@@ -135,6 +135,8 @@ struct Child: Equatable {
     private(set) var predecessorFailed = false
     /// The current process was killed for hanging (it may be stopping by now).
     private var killedAsHung = false
+    /// The current process was asked to stop and got SIGKILL at the deadline.
+    private var killedAtDeadline = false
     /// When a stopping child gets SIGKILL; nil once sent.
     private var killAt: Uptime?
 
@@ -180,6 +182,7 @@ struct Child: Equatable {
         lastStart = now
         lastHeartbeat = now
         killedAsHung = false
+        killedAtDeadline = false
         killAt = nil
         return [.log(.info, "child started", ["pid": "\(pid)"])]
     }
@@ -216,8 +219,10 @@ struct Child: Equatable {
         case .stopping(_, let restart):
             predecessorFailed = failed
             let lived = now.seconds(since: lastStart)
-            if killedAsHung {
-                // Killed for hanging before the stop came: a crash all the same.
+            // Killed for hanging before the stop came, or, in a restart, a
+            // crash or a SIGTERM not obeyed by the deadline: a crash all the
+            // same, so RESTARTS stays the alarm and a loop is slowed down.
+            if killedAsHung || (restart && (failed || killedAtDeadline)) {
                 let exited = Action.log(.warning, "child exited", status)
                 guard restart else {
                     _ = countCrash(lived: lived)
@@ -231,8 +236,9 @@ struct Child: Equatable {
                 state = .stopped
                 return [.log(.info, "child exited", status), .notify(.stopped)]
             }
-            // STOPPING -> BACKOFF: a requested restart is not a crash, so it
-            // neither counts nor slows the next start beyond one a second.
+            // STOPPING -> BACKOFF: a restart that went as asked (a clean exit
+            // or its signal, in time) counts as planned, not as a crash, and
+            // slows the next start no more than to one a second.
             quickExits = 0
             plannedRestarts += 1
             let until = now + policy.delay(quickExits: 0, lived: lived)
@@ -295,8 +301,9 @@ struct Child: Equatable {
         // Only a ready standby is promoted (a ready frontend handed over); its process is no longer ours to watch.
         guard case .ready(let pid) = state else { return [] }
         if planned { plannedRestarts += 1 }
-        // READY -> BACKOFF: a planned departure, neither counted nor slowed
-        // beyond one start a second.
+        // READY -> BACKOFF: a planned departure, never a crash (a handover
+        // counts in plannedRestarts, a promotion nowhere), slowed no more
+        // than to one start a second.
         let lived = now.seconds(since: lastStart)
         let until = now + max(policy.standbySuccessorDelay, policy.delay(quickExits: 0, lived: lived))
         state = .backoff(until: until)
@@ -320,6 +327,7 @@ struct Child: Equatable {
         case .stopping(let pid, _):
             guard let killAt, now >= killAt else { return [] }
             self.killAt = nil
+            killedAtDeadline = true
             return [.log(.warning, "child did not stop in time, killing", [:]), .kill(pid: pid, signal: SIGKILL)]
         case .backoff(let until):
             guard now >= until else { return [] }

@@ -45,13 +45,16 @@ public enum StatusTable {
         return out
     }
 
-    /// Columns padded to their widest cell, two spaces apart.
+    /// Columns padded to their widest cell, two spaces apart. Widths are in
+    /// Characters (what a terminal shows as one cell, give or take wide
+    /// glyphs), and padding is added by hand: `padding(toLength:)` counts
+    /// UTF-16 units and would cut an emoji or a combining mark short.
     static func table(_ header: [String], _ rows: [[String]]) -> String {
         let all = [header] + rows
         let widths = header.indices.map { column in all.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0 }
         return all.map { row in
             row.enumerated().map { column, cell in
-                column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+                column == row.count - 1 ? cell : cell + String(repeating: " ", count: max(0, widths[column] - cell.count))
             }.joined(separator: "  ")
         }.joined(separator: "\n") + "\n"
     }

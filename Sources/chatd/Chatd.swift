@@ -282,9 +282,14 @@ struct Migrate: AsyncParsableCommand {
 
     func run() async throws {
         let config = try await options.load()
+        // The path in full, and whether a database was there: run from the
+        // wrong directory or without the server's --config, this is how the
+        // operator sees it was not the server's.
+        let path = URL(fileURLWithPath: config.databasePath).standardized.path
+        let existed = FileManager.default.fileExists(atPath: path)
         try PrivateFiles.directory(config.dataDir)
-        _ = try ChatDatabase(path: config.databasePath)
-        print("migrated \(config.databasePath)")
+        _ = try ChatDatabase(path: path)
+        print(existed ? "migrated \(path)" : "created \(path): there was no database there")
     }
 }
 
@@ -309,6 +314,8 @@ struct Backup: AsyncParsableCommand {
             print("backed up \(source) to \(result.path): \(result.bytes) bytes, \(result.pages) pages, \(Int(result.milliseconds.rounded())) ms")
         } catch let failure as DatabaseBackup.Failure {
             throw CommandFailure(failure.description)
+        } catch {
+            throw CommandFailure("backing up \(source) to \(destination): \(error)")
         }
     }
 }

@@ -67,6 +67,29 @@ import Testing
         _ = try await ChatConfig.load(file: example, environment: [:])
     }
 
+    /// docs/operations.md installs etc/chatd.yaml with the unit's directories
+    /// (by a sed, so the comments stay): run that very line on the example
+    /// file, and the result names /var/lib/chatd and /run/chatd. Fails when
+    /// the example's lines and the install's patterns drift apart.
+    @Test func theInstalledFileNamesTheUnitsDirectories() async throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
+        let guide = try String(contentsOf: root.appendingPathComponent("docs/operations.md"), encoding: .utf8)
+        let line = try #require(guide.split(separator: "\n").first { $0.hasPrefix("sed ") && $0.contains("etc/chatd.yaml") })
+        let command = line.hasSuffix(" \\") ? String(line.dropLast(2)) : String(line)
+        let installed = FileManager.default.temporaryDirectory.appendingPathComponent("chatd-\(UUID()).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: installed) }
+        let shell = Process()
+        shell.executableURL = URL(fileURLWithPath: "/bin/sh")
+        shell.arguments = ["-c", command + " > '\(installed)'"]
+        shell.currentDirectoryURL = root
+        try shell.run()
+        shell.waitUntilExit()
+        #expect(shell.terminationStatus == 0)
+        let config = try await ChatConfig.load(file: installed, environment: [:])
+        #expect(config.dataDir == "/var/lib/chatd")
+        #expect(config.resolvedRuntimeDir == "/run/chatd")
+    }
+
     @Test func theJWKSKeyIsKnownWhenTheVariableOverridesIt() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("chatd-\(UUID()).yaml").path
         try "chat:\n  auth:\n    jwks: /keys.json\n".write(toFile: path, atomically: true, encoding: .utf8)

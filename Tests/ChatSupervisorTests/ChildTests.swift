@@ -132,6 +132,31 @@ import Testing
         #expect(child.handle(.timer, now: t0 + 3).last == .spawn(predecessorFailed: false))
     }
 
+    @Test func aPlannedRestartThatCrashesOrOutlivesItsDeadlineIsACrash() {
+        // A trap while stopping: a crash, and its successor is told so.
+        var crashed = running()
+        _ = crashed.handle(.stop(restart: true, killAt: t0 + 11), now: t0 + 2)
+        let trapped = crashed.handle(.exited(.signal(SIGTRAP)), now: t0 + 3)
+        #expect(logLevels(trapped)["child exited"] == .warning)
+        #expect(crashed.restarts == 1 && crashed.plannedRestarts == 0 && crashed.predecessorFailed)
+        #expect(crashed.handle(.timer, now: t0 + 10).last == .spawn(predecessorFailed: true))
+
+        // SIGTERM not obeyed by the deadline: SIGKILL, and a crash too.
+        var stuck = running()
+        _ = stuck.handle(.stop(restart: true, killAt: t0 + 11), now: t0 + 2)
+        #expect(stuck.handle(.timer, now: t0 + 11).contains(.kill(pid: 100, signal: SIGKILL)))
+        let killed = stuck.handle(.exited(.signal(SIGKILL)), now: t0 + 11.1)
+        #expect(logLevels(killed)["child exited"] == .warning)
+        #expect(stuck.restarts == 1 && stuck.plannedRestarts == 0)
+
+        // Its next planned restart, obeyed in time, is planned again.
+        _ = stuck.handle(.timer, now: t0 + 20)
+        _ = stuck.handle(.spawned(pid: 101), now: t0 + 20)
+        _ = stuck.handle(.stop(restart: true, killAt: t0 + 31), now: t0 + 21)
+        #expect(logLevels(stuck.handle(.exited(.signal(SIGTERM)), now: t0 + 22))["child exited"] == .info)
+        #expect(stuck.restarts == 1 && stuck.plannedRestarts == 1)
+    }
+
     @Test func aStopForGoodEndsStoppedAndSaysSo() {
         var child = running()
         _ = child.handle(.stop(restart: false, killAt: t0 + 10), now: t0 + 1)

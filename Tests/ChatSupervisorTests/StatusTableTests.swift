@@ -31,6 +31,13 @@ import Testing
         #expect(text.contains("refused: state version 3"))
     }
 
+    @Test func cellsOfManyCodeUnitsArePaddedWhole() {
+        // "é" as e + a combining accent (2 UTF-16 units, 1 Character); a family emoji (8 units, 1 Character).
+        let family = "\u{1F469}\u{200D}\u{1F469}\u{200D}\u{1F467}"
+        let text = StatusTable.table(["NAME", "N"], [["e\u{301}", "1"], [family + "ab", "2"], ["abc", "3"]])
+        #expect(text == "NAME  N\ne\u{301}     1\n\(family)ab   2\nabc   3\n")
+    }
+
     @Test func anAnswerThatIsNotAStatusIsLeftAsItIs() {
         #expect(StatusTable.render(#"{"error":"the supervisor is stopping"}"#) == nil)
         #expect(StatusTable.render("not json") == nil)

@@ -98,6 +98,25 @@ extension EndToEnd {
             let history = try await Steps.contents(restored, token: token, room: room)
             #expect(history == all.map(\.content))
         }
+
+        /// `migrate` and `backup` name the database they used, in full: run
+        /// from the wrong directory, or without the server's data directory,
+        /// the operator sees it was not the server's.
+        @Test func migrateAndBackupNameTheDatabaseTheyUsed() throws {
+            let dataDir = try TestServer.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: dataDir) }
+            let database = URL(fileURLWithPath: dataDir + "/chat.sqlite").standardized.path
+            let created = try Self.chatd(["migrate"], dataDir: dataDir)
+            #expect(created.status == 0 && created.out == "created \(database): there was no database there\n", "\(created)")
+            let migrated = try Self.chatd(["migrate"], dataDir: dataDir)
+            #expect(migrated.status == 0 && migrated.out == "migrated \(database)\n", "\(migrated)")
+
+            let missing = dataDir + "/backups/"
+            let refused = try Self.chatd(["backup", missing], dataDir: dataDir)
+            #expect(refused.status != 0 && refused.err.contains("\(missing) is not a directory: create it first, or name a file"), "\(refused)")
+            let copied = try Self.chatd(["backup", dataDir + "/copy.sqlite"], dataDir: dataDir)
+            #expect(copied.status == 0 && copied.out.hasPrefix("backed up \(database) to \(dataDir)/copy.sqlite: "), "\(copied)")
+        }
     }
 }
 

@@ -38,7 +38,8 @@ extension EndToEnd {
         }
 
         /// `accessLog: true`: one line per request and per handshake, with
-        /// no token in it, whether it came in the query or the header.
+        /// no token in it, whether it came in the query or the header, and no
+        /// search terms.
         @Test func theAccessLogHasEveryRequestAndNoToken() async throws {
             let server = try await TestServer.start(environment: ["CHAT_ACCESS_LOG": "true", "CHAT_LOG_FORMAT": "json"])
             defer { server.stop() }
@@ -46,6 +47,7 @@ extension EndToEnd {
             let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
             let listed = try await server.request("GET", "/api/chat/rooms/?page=1&token=\(tokens[1])", token: tokens[0], headers: ["X-Request-ID": "req-42"])
             #expect(listed.status == 200)
+            _ = try await server.request("GET", "/api/chat/search/messages/?q=plans+for+friday&room_id=\(room)", token: tokens[0])
             let socket = try server.webSocket("/ws/chat/\(room)/?token=\(tokens[1])&session_type=web", token: nil)
             try socket.send(json: ["type": "ping"])
             #expect(try socket.receive(type: "pong", timeout: 5) != nil)
@@ -59,6 +61,7 @@ extension EndToEnd {
             let log = server.log
             for token in tokens { #expect(!log.contains(token), "a token in the log") }
             #expect(!log.contains("not-a-token"))
+            #expect(!log.contains("friday"), "search terms in the log")
             let fields = access.compactMap { $0["metadata"] as? [String: String] }
             let rooms = try #require(fields.first { $0["path"]?.hasPrefix("/api/chat/rooms/?") == true })
             #expect(rooms["path"] == "/api/chat/rooms/?page=1&token=REDACTED")
@@ -66,6 +69,7 @@ extension EndToEnd {
             #expect(Int(rooms["bytes"] ?? "") == listed.body.count)
             #expect(rooms["remote"]?.hasPrefix("127.0.0.1:") == true)
             #expect(Double(rooms["duration_ms"] ?? "") != nil)
+            #expect(fields.contains { $0["path"] == "/api/chat/search/messages/?q=REDACTED&room_id=\(room)" })
             let handshakes = fields.filter { $0["path"]?.hasPrefix("/ws/") == true }
             #expect(handshakes.map { $0["status"] } == ["101", "401"])
             #expect(handshakes[0]["path"] == "/ws/chat/\(room)/?token=REDACTED&session_type=web")
