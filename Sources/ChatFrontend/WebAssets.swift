@@ -1226,7 +1226,7 @@ if (saved) signIn(saved);
       <textarea id="message-input" rows="2" placeholder="Message (Enter sends, Shift+Enter for a new line)" disabled></textarea>
       <div class="composer-actions">
         <label for="file-input" class="file-label">Attach file</label>
-        <input id="file-input" type="file">
+        <input id="file-input" type="file" disabled>
         <span id="file-name"></span>
         <button id="send-button" type="submit" disabled>Send</button>
       </div>
