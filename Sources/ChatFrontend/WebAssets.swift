@@ -691,7 +691,7 @@ async function sendReceipts() {
   state.readSending = true;
   try {
     while (state.roomId === roomId && state.readQueue.size) {
-      const newest = [...state.messages.values()].filter((m) => m.sender?.id !== state.me.id).reduce(newer, null);
+      const newest = [...state.messages.values()].filter((m) => m.sender?.id !== state.me.id && !m.is_deleted).reduce(newer, null);
       if (newest && state.readQueue.has(newest.id)) {
         await markRoomRead(roomId);
       } else {
