@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -73,16 +70,20 @@ public final class WebDriver: @unchecked Sendable {
 
     private func waitUntilReady(timeout: Double) throws {
         let deadline = Date().addingTimeInterval(timeout)
+        var last = "no answer"
         while Date() < deadline {
             guard process.isRunning else { break }
-            if let status = try? WebDriverHTTP.call("GET", URL(string: "http://127.0.0.1:\(port)/status")!, nil, timeout: 2),
-                (status as? [String: Any])?["ready"] as? Bool == true {
-                return
+            do {
+                let status = try WebDriverHTTP.call("GET", URL(string: "http://127.0.0.1:\(port)/status")!, nil, timeout: 2)
+                if (status as? [String: Any])?["ready"] as? Bool == true { return }
+                last = "\(String(describing: status))"
+            } catch {
+                last = "\(error)"
             }
             usleep(50_000)
         }
         let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-        throw WebDriverError(description: "chromedriver not ready on port \(port)\n--- chromedriver log ---\n\(log)")
+        throw WebDriverError(description: "chromedriver not ready on port \(port) (\(last))\n--- chromedriver log ---\n\(log)")
     }
 
     /// A new headless Chromium of `width`×`height` with its own temporary profile.
@@ -131,7 +132,7 @@ public final class WebDriver: @unchecked Sendable {
 /// One browser session: a headless Chromium window.
 public final class BrowserSession: @unchecked Sendable {
     /// The W3C name of an element reference in JSON.
-    static let elementKey = "element-6066-11e4-a52f-4ae735a4a4ee"
+    static let elementKey = "element-6066-11e4-a52e-4f735466cecf"
     /// WebDriver's code for the Enter key, for `sendKeys`.
     public static let enter = "\u{E007}"
 
@@ -247,43 +248,82 @@ public struct WebDriverError: Error, CustomStringConvertible {
     }
 }
 
-/// Blocking JSON-over-HTTP calls to chromedriver.
+/// Blocking JSON-over-HTTP calls to chromedriver, one connection each, the
+/// answer read to its `Content-Length` (chromedriver keeps the connection
+/// open even after `Connection: close`). Not URLSession: chromedriver writes
+/// header fields with no space after the colon (`Content-Length:741`), and
+/// FoundationNetworking's parser refuses them ("Failed writing header").
 enum WebDriverHTTP {
-    /// The result of one request, handed from URLSession's queue to the waiting caller.
-    private final class Outcome: @unchecked Sendable {
-        var data: Data?
-        var status = 0
-        var error: Error?
-    }
-
     /// `method url` with `body` as JSON; the response's `value`, or a
     /// `WebDriverError` with the protocol's error and message.
     static func call(_ method: String, _ url: URL, _ body: Any?, timeout: Double) throws -> Any? {
-        var request = URLRequest(url: url)
-        request.httpMethod = method
-        request.timeoutInterval = timeout
-        if let body {
-            request.httpBody = try JSONSerialization.data(withJSONObject: body)
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        let payload = try body.map { try JSONSerialization.data(withJSONObject: $0) } ?? Data()
+        var head = "\(method) \(url.path) HTTP/1.1\r\nHost: 127.0.0.1:\(url.port ?? 80)\r\nConnection: close\r\n"
+        if body != nil { head += "Content-Type: application/json\r\n" }
+        head += "Content-Length: \(payload.count)\r\n\r\n"
+        let response = try exchange(port: url.port ?? 80, Array(head.utf8) + payload, timeout: timeout, what: "\(method) \(url.path)")
+        guard let split = response.firstRange(of: [13, 10, 13, 10]) else {
+            throw WebDriverError(description: "\(method) \(url.path): no response head in \(response.count) bytes")
         }
-        let outcome = Outcome()
-        let done = DispatchSemaphore(value: 0)
-        URLSession.shared.dataTask(with: request) { data, response, error in
-            outcome.data = data
-            outcome.status = (response as? HTTPURLResponse)?.statusCode ?? 0
-            outcome.error = error
-            done.signal()
-        }.resume()
-        done.wait()
-        if let error = outcome.error { throw WebDriverError(description: "\(method) \(url.path): \(error)") }
-        let json = outcome.data.flatMap { try? JSONSerialization.jsonObject(with: $0, options: .fragmentsAllowed) }
+        let statusLine = String(decoding: response[..<split.lowerBound], as: UTF8.self).split(separator: "\r\n").first ?? ""
+        let status = Int(statusLine.split(separator: " ").dropFirst().first ?? "") ?? 0
+        let content = Data(response[split.upperBound...])
+        let json = try? JSONSerialization.jsonObject(with: content, options: .fragmentsAllowed)
         let value = (json as? [String: Any])?["value"]
-        if outcome.status != 200 {
+        if status != 200 {
             let detail = value as? [String: Any]
-            let error = detail?["error"] as? String ?? "HTTP \(outcome.status)"
-            let message = detail?["message"] as? String ?? String(decoding: outcome.data ?? Data(), as: UTF8.self)
+            let error = detail?["error"] as? String ?? "HTTP \(status)"
+            let message = detail?["message"] as? String ?? String(decoding: content, as: UTF8.self)
             throw WebDriverError(description: "\(method) \(url.path): \(error): \(message)")
         }
         return value is NSNull ? nil : value
+    }
+
+    /// Sends `request` to 127.0.0.1:`port` and reads the answer: its head and
+    /// `Content-Length` bytes, or up to the close when it has no length.
+    static func exchange(port: Int, _ request: [UInt8], timeout: Double, what: String) throws -> [UInt8] {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw WebDriverError(description: "\(what): socket: \(errno)") }
+        defer { close(fd) }
+        var address = TestServer.loopback(port: port)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw WebDriverError(description: "\(what): connect: \(errno)") }
+        var sent = 0
+        while sent < request.count {
+            let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw WebDriverError(description: "\(what): send: \(errno)") }
+            sent += n
+        }
+        let deadline = Date().addingTimeInterval(timeout)
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { throw WebDriverError(description: "\(what): no complete answer within \(timeout) s") }
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, Int32(max(1, left * 1000)))
+            if ready < 0 && errno == EINTR { continue }
+            guard ready > 0 else { continue }
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return response }
+            response += buffer[..<n]
+            if let length = bodyLength(response), let split = response.firstRange(of: [13, 10, 13, 10]), response.count - split.upperBound >= length {
+                return response
+            }
+        }
+    }
+
+    /// The `Content-Length` of a response whose head has arrived.
+    static func bodyLength(_ response: [UInt8]) -> Int? {
+        guard let split = response.firstRange(of: [13, 10, 13, 10]) else { return nil }
+        let head = String(decoding: response[..<split.lowerBound], as: UTF8.self)
+        for line in head.split(separator: "\r\n").dropFirst() {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "content-length" { return Int(parts[1].trimmingCharacters(in: .whitespaces)) }
+        }
+        return nil
     }
 }

@@ -29,9 +29,9 @@ extension EndToEnd {
             #expect(try browser.execute("const f = document.getElementById('file').files[0]; return f.name + ' ' + f.size") as? String == "dot.png \(EndToEnd.Files.png.count)")
 
             // Failures carry WebDriver's message, and a wait that never holds says what it waited for.
-            #expect(throws: WebDriverError.self) { try browser.find("#missing") }
+            #expect(throws: WebDriverError.self) { _ = try browser.find("#missing") }
             do {
-                try browser.find("#missing")
+                _ = try browser.find("#missing")
             } catch {
                 #expect("\(error)".contains("no such element"), "\(error)")
             }
@@ -194,7 +194,8 @@ extension EndToEnd {
                 // Each author's messages in the order they were typed.
                 let own = shown.map(\.content).filter { $0.hasPrefix(name + " ") }
                 #expect(own == sent.filter { $0.hasPrefix(name + " ") }, "\(name): \(own)")
-                #expect(try page.connectionStates().allSatisfy { $0 == "connected" }, "\(name): \(try page.connectionStates())")
+                let states = try page.connectionStates()
+                #expect(states.allSatisfy { $0 == "connected" }, "\(name): \(states)")
             }
         }
 
