@@ -93,6 +93,8 @@ public struct ChatConfig: Sendable, Equatable {
     /// Rate and connection limits below; `off` for load tests and benchmarks.
     /// Size limits hold either way.
     public var rateLimits: Bool = true
+    /// The browser client at `/` (`webClient`, CHAT_WEB_CLIENT); off, `/` is 404.
+    public var webClient = true
     /// REST requests per user: sustained rate per second, and burst.
     public var restRequestsPerSecond: Double = 50
     public var restBurst: Double = 200
@@ -189,6 +191,7 @@ public struct ChatConfig: Sendable, Equatable {
         config.bodyTimeoutSeconds = reader.double(forKey: "bodyTimeoutSeconds", default: config.bodyTimeoutSeconds)
         config.keepAliveTimeoutSeconds = reader.double(forKey: "keepAliveTimeoutSeconds", default: config.keepAliveTimeoutSeconds)
         config.maxParticipants = reader.int(forKey: "maxParticipants", default: config.maxParticipants)
+        config.webClient = reader.bool(forKey: "webClient", default: config.webClient)
         let rateLimits = reader.string(forKey: "rateLimits", default: "on").lowercased()
         guard ["on", "off", "true", "false"].contains(rateLimits) else { throw ConfigError.invalid("rateLimits", "\(rateLimits): on or off") }
         config.rateLimits = rateLimits == "on" || rateLimits == "true"
