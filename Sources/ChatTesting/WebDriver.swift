@@ -86,15 +86,18 @@ public final class WebDriver: @unchecked Sendable {
         throw WebDriverError(description: "chromedriver not ready on port \(port) (\(last))\n--- chromedriver log ---\n\(log)")
     }
 
-    /// A new headless Chromium of `width`×`height` with its own temporary profile.
+    /// A new headless Chromium with a `width`×`height` viewport and its own temporary profile.
     public func browser(width: Int = 1280, height: Int = 900) throws -> BrowserSession {
         let profile = try TestServer.temporaryDirectory()
         let args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=\(width),\(height)", "--user-data-dir=\(profile)"]
+        var options: [String: Any] = ["binary": browserBinary, "args": args]
+        // A window is never narrower than 500 px: a phone's width is emulated.
+        if width < 500 { options["mobileEmulation"] = ["deviceMetrics": ["width": width, "height": height, "pixelRatio": 1]] }
         let capabilities: [String: Any] = [
             "capabilities": [
                 "alwaysMatch": [
                     "browserName": "chrome",
-                    "goog:chromeOptions": ["binary": browserBinary, "args": args],
+                    "goog:chromeOptions": options,
                     // The page's console, for the message of a failed wait.
                     "goog:loggingPrefs": ["browser": "ALL"],
                 ] as [String: Any]

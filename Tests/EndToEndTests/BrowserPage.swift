@@ -133,6 +133,12 @@ struct ClientPage {
         try browser.execute("return window.stateLog") as? [String] ?? []
     }
 
+    /// Scrolls `#message-list` to its end (an image that loads after the
+    /// list was scrolled down grows it past the end).
+    func scrollToBottom() throws {
+        try browser.execute("const l = document.getElementById('message-list'); l.scrollTop = l.scrollHeight")
+    }
+
     /// Writes a screenshot to docs/screenshots/`name`.png when CHATD_SCREENSHOTS=1,
     /// so that an ordinary test run leaves the checkout as it was.
     func screenshot(_ name: String) throws {

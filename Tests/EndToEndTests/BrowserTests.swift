@@ -90,11 +90,18 @@ extension EndToEnd {
             #expect(try alice.contents() == before)
 
             try await Self.storeWorkerKilled(alice, bob, server: server, room: room, token: tokens[0])
-            try Self.upload(alice, bob)
+            // Receipts of what was sent around the kill reach the sender too.
+            try alice.browser.waitUntil(timeout: 12, "Bob in alice 3's read-by", script: Self.readBy, ["alice 3", "Bob", IDs.userID(forSubject: "bob")])
             try alice.screenshot("conversation")
+            try Self.upload(alice, bob)
+
+            // A phone's width: the room (its own column) with the preview.
             let narrow = ClientPage(browser: try driver.browser(width: 390, height: 844), server: server)
             try narrow.signIn(token: tokens[1])
             try narrow.openRoom(room)
+            #expect(try narrow.browser.execute("return document.documentElement.clientWidth") as? Int == 390)
+            try narrow.browser.waitUntil("the preview on a phone", script: Self.previewLoaded)
+            try narrow.scrollToBottom()
             try narrow.screenshot("narrow")
         }
 
@@ -142,21 +149,30 @@ extension EndToEnd {
             try bob.browser.waitUntil(timeout: 8, "the indicator cleared", script: "return document.getElementById('typing-indicator').textContent.trim() === ''")
         }
 
+        /// Whether the message whose content is `arguments[0]` lists a reader
+        /// named `arguments[1]` or with the id `arguments[2]`.
+        static let readBy = """
+            const m = [...document.querySelectorAll('#message-list .message')].find(m => m.querySelector('.content')?.textContent === arguments[0]);
+            const r = m?.querySelector('.read-by');
+            return !!r && (r.textContent.includes(arguments[1]) || (r.dataset.readBy || '').split(',').includes(arguments[2]))
+            """
+
+        /// Whether every image preview shown has loaded the 240×140 mockup.
+        static let previewLoaded = """
+            const imgs = [...document.querySelectorAll('#message-list .message .attachment img.preview')];
+            return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth === 240 && i.naturalHeight === 140)
+            """
+
         /// Each has the other's messages on screen: the server has them read,
         /// and each sender's `.read-by` names the reader.
         static func receipts(_ alice: ClientPage, _ bob: ClientPage, server: TestServer, room: String, bobToken: String) async throws {
             try await server.waitUntil(timeout: 10, "Bob has read everything") {
                 try await server.request("GET", "/api/chat/rooms/\(room)/", token: bobToken).object["unread_count"] as? Int == 0
             }
-            let readBy = """
-                const m = [...document.querySelectorAll('#message-list .message')].find(m => m.querySelector('.content')?.textContent === arguments[0]);
-                const r = m?.querySelector('.read-by');
-                return !!r && (r.textContent.includes(arguments[1]) || (r.dataset.readBy || '').split(',').includes(arguments[2]))
-                """
-            try alice.browser.waitUntil(timeout: 12, "Bob in Hello Bob's read-by", script: readBy, ["Hello Bob", "Bob", IDs.userID(forSubject: "bob")])
-            try bob.browser.waitUntil(timeout: 12, "Alice in Hi Alice's read-by", script: readBy, ["Hi Alice", "Alice", IDs.userID(forSubject: "alice")])
+            try alice.browser.waitUntil(timeout: 12, "Bob in Hello Bob's read-by", script: Self.readBy, ["Hello Bob", "Bob", IDs.userID(forSubject: "bob")])
+            try bob.browser.waitUntil(timeout: 12, "Alice in Hi Alice's read-by", script: Self.readBy, ["Hi Alice", "Alice", IDs.userID(forSubject: "alice")])
             // One's own reading is not a receipt: Alice is not among Hello Bob's readers.
-            #expect(try !(alice.browser.execute(readBy, ["Hello Bob", "Alice", IDs.userID(forSubject: "alice")]) as? Bool ?? true))
+            #expect(try !(alice.browser.execute(Self.readBy, ["Hello Bob", "Alice", IDs.userID(forSubject: "alice")]) as? Bool ?? true))
         }
 
         /// Both keep sending while the store worker is SIGKILLed: every
@@ -218,13 +234,10 @@ extension EndToEnd {
             try alice.browser.sendKeys("#file-input", file)
             try alice.browser.sendKeys("#message-input", "The new mockup")
             try alice.browser.click("#send-button")
-            let loaded = """
-                const imgs = [...document.querySelectorAll('#message-list .message .attachment img.preview')];
-                return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth === 240 && i.naturalHeight === 140)
-                """
             for page in [alice, bob] {
-                try page.browser.waitUntil(timeout: 15, "the image preview", script: loaded)
+                try page.browser.waitUntil(timeout: 15, "the image preview", script: previewLoaded)
             }
+            try alice.scrollToBottom()
             try alice.screenshot("upload-preview")
         }
 
