@@ -30,7 +30,8 @@ struct ClientPage {
         try browser.waitUntil(timeout: 15, "the client ready", script: "return document.body.dataset.ready === 'true'")
     }
 
-    /// Clicks the room in `#room-list` and waits until it is the open one.
+    /// Clicks the room in `#room-list` and waits until it is the open one
+    /// and its socket is connected (what a user sees before typing).
     func openRoom(_ id: String) throws {
         let entry = "#room-list [data-room-id=\"\(id)\"]"
         try browser.waitUntil("room \(id) in the list", script: "return !!document.querySelector(arguments[0])", [entry])
@@ -40,6 +41,7 @@ struct ClientPage {
             script: """
                 const list = document.getElementById('message-list');
                 return list && list.dataset.roomId === arguments[0] && document.querySelector(arguments[1]).getAttribute('aria-current') === 'true'
+                    && document.getElementById('connection-state').dataset.state === 'connected'
                 """, [id, entry])
     }
 
