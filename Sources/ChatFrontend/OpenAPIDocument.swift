@@ -816,7 +816,8 @@ paths:
         - name: file
           in: path
           required: true
-          schema: {type: string}
+          description: Any other name is `404`.
+          schema: {type: string, enum: [api.js, app.js, sha1.js, socket.js, style.css, view.js]}
       responses:
         "200":
           description: The file, `text/javascript` or `text/css`, with the page's caching and policy headers.
@@ -3032,8 +3033,17 @@ x-websocket:
             "name": "file",
             "in": "path",
             "required": true,
+            "description": "Any other name is `404`.",
             "schema": {
-              "type": "string"
+              "type": "string",
+              "enum": [
+                "api.js",
+                "app.js",
+                "sha1.js",
+                "socket.js",
+                "style.css",
+                "view.js"
+              ]
             }
           }
         ],

@@ -243,7 +243,7 @@ function setConnection(value) {
 }
 
 function roomsFailed(error) {
-  if (error.status === 0 && !state.socket) setConnection("offline");
+  if (error.status === 0 && !state.roomId) setConnection("offline");
 }
 
 // MARK: rooms
@@ -252,7 +252,8 @@ async function loadRooms() {
   const rooms = await state.api.rooms();
   if (!state.api) return;
   state.rooms = new Map(rooms.map((room) => [room.id, room]));
-  if (!state.socket && state.me) setConnection("connected");
+  // With a room open the state is its socket's; otherwise whether REST answers.
+  if (!state.roomId && state.me) setConnection("connected");
   renderRooms();
 }
 
@@ -283,8 +284,14 @@ function renderRooms() {
 async function openRoom(roomId) {
   closeRoom();
   state.roomId = roomId;
+  setConnection("connecting");
   const room = state.rooms.get(roomId) ?? await state.api.room(roomId).catch((error) => { showError(error.message); return null; });
-  if (!room || state.roomId !== roomId) return;
+  if (state.roomId !== roomId) return;
+  if (!room) {
+    state.roomId = null;
+    setConnection("connected");
+    return;
+  }
   state.room = room;
   $("open-room-name").textContent = roomName(room, state.me.id);
   $("open-room-members").textContent = `${room.participants?.length ?? 0} members`;
@@ -419,6 +426,10 @@ function render(message, status) {
 }
 
 async function loadPreview(image, url) {
+  // A preview that grows the list keeps a reader who was at the bottom there.
+  const list = $("message-list");
+  const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  image.addEventListener("load", () => { if (nearBottom) scrollToBottom(); }, { once: true });
   try {
     if (!state.previews.has(url)) state.previews.set(url, URL.createObjectURL(await state.api.download(url)));
     image.src = state.previews.get(url);
@@ -566,7 +577,12 @@ function noteLastMessage(message) {
 async function refreshRoomInfo() {
   const roomId = state.roomId;
   const room = await state.api.room(roomId).catch(() => null);
-  if (!room || state.roomId !== roomId) return;
+  if (state.roomId !== roomId) return;
+  if (!room) {
+    state.roomId = null;
+    setConnection("connected");
+    return;
+  }
   state.room = room;
   $("open-room-members").textContent = `${room.participants?.length ?? 0} members`;
 }
@@ -641,7 +657,7 @@ async function send(pending) {
   $("message-list").append(pending.element);
   scrollToBottom();
   try {
-    const message = pending.file ? await upload(pending) : await state.api.sendMessage(pending.roomId, pending.body);
+    const message = pending.file ? await upload(pending) : await inOrder(() => state.api.sendMessage(pending.roomId, pending.body));
     if (state.roomId === pending.roomId) upsertMessage(message, false);
   } catch (error) {
     if (state.pending.get(draft.client_msg_id) !== pending) return;
@@ -651,6 +667,15 @@ async function send(pending) {
     pending.element = failed;
     failed.scrollIntoView({ block: "nearest" });
   }
+}
+
+// Text messages are posted one after another: parallel requests may take
+// different connections and reach the server in another order than typed.
+let sendChain = Promise.resolve();
+function inOrder(task) {
+  const run = sendChain.then(task, task);
+  sendChain = run.catch(() => {});
+  return run;
 }
 
 async function upload(pending) {

@@ -18,6 +18,9 @@ import Testing
             let onDisk = try String(contentsOf: Self.web.appendingPathComponent(file.name), encoding: .utf8)
             #expect(file.text == onDisk, "web/\(file.name) changed: run web/embed.py")
         }
+        // docs/openapi.yaml names the files /app/ serves.
+        let served = names.filter { $0 != "index.html" }.joined(separator: ", ")
+        #expect(try OpenAPI.yamlFile().contains("schema: {type: string, enum: [\(served)]}"), "the file enum of /app/{file} in docs/openapi.yaml")
     }
 
     @Test func thePageAndItsFilesAreServedOpenWithTypesCachingAndPolicy() async throws {
