@@ -132,8 +132,10 @@ extension EndToEnd {
             let received = try bob.waitForMessage("Hello Bob")
             #expect(received.sender.contains("Alice") && received.id == sent.id, "\(received)")
 
+            try bob.recordStatuses()
             try bob.send("Hi Alice")
-            try bob.waitForMessage("Hi Alice", status: "sent")
+            let reply = try bob.waitForMessage("Hi Alice", status: "sent")
+            #expect(try bob.statuses(of: reply.clientID) == ["pending", "sent"])
             #expect(try alice.waitForMessage("Hi Alice").sender.contains("Bob"))
             #expect(try alice.contents() == ["Hello Bob", "Hi Alice"])
             #expect(try bob.contents() == ["Hello Bob", "Hi Alice"])
