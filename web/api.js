@@ -26,6 +26,10 @@ export function localPath(url) {
   return parsed.pathname + parsed.search;
 }
 
+// A request the server has not answered in this long is given up (status 0),
+// so a hung connection cannot hold the one-at-a-time send queue.
+const TIMEOUT_MS = 30000;
+
 export class Api {
   constructor(token, onUnauthorized) {
     this.token = token;
@@ -34,7 +38,7 @@ export class Api {
 
   async request(method, path, body) {
     const headers = { Authorization: `Bearer ${this.token}` };
-    const init = { method, headers };
+    const init = { method, headers, signal: AbortSignal.timeout(TIMEOUT_MS) };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -45,7 +49,12 @@ export class Api {
     } catch {
       throw new ApiError(0, null);
     }
-    const text = await response.text();
+    let text;
+    try {
+      text = await response.text();
+    } catch {
+      throw new ApiError(0, null);
+    }
     let parsed = null;
     try { parsed = text ? JSON.parse(text) : null; } catch { parsed = null; }
     if (response.status === 401 && this.onUnauthorized) this.onUnauthorized(ApiError.describe(401, parsed));
@@ -90,6 +99,7 @@ export class Api {
   react(roomId, id, emoji, action) {
     return this.post(`/api/chat/rooms/${roomId}/messages/${id}/react/`, { emoji, action });
   }
+  markRoomRead(roomId) { return this.post(`/api/chat/rooms/${roomId}/mark_read/`); }
   markRead(roomId, id) { return this.post(`/api/chat/rooms/${roomId}/messages/${id}/mark_read/`); }
   searchMessages(filters) {
     const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v));

@@ -2,7 +2,7 @@
 // and its WebSocket, search. docs/webclient.md describes what it does and
 // the DOM contract the browser tests rely on.
 
-import { Api, ApiError } from "./api.js";
+import { Api, ApiError, localPath } from "./api.js";
 import { RoomSocket } from "./socket.js";
 import { userIdForSubject } from "./sha1.js";
 import { el, messageItem, publicRoomItem, roomItem, roomName, searchItem, userName } from "./view.js";
@@ -16,15 +16,25 @@ const TYPING_STOP_MS = 4000;
 // Another user's typing shows this long after their last `true` (they resend every 3 s).
 const TYPING_SHOW_MS = 8000;
 // The server broadcasts no receipts (api-contract.md): the newest page is re-read this often for `read_by`.
-const REFRESH_MS = 5000;
+const REFRESH_MS = 15000;
+// The room list: other rooms' activity reaches no socket of ours, so it is re-read this often.
+const ROOMS_MS = 30000;
+// Catch-up after a (re)open reads at most this many pages of 100; past that the newest page is reloaded.
+const CATCH_UP_PAGES = 10;
+// Read receipts go out at most this often (10/s), one request at a time.
+const RECEIPT_GAP_MS = 100;
 const REACTIONS = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
 
 const state = {
   api: null, me: null, rooms: new Map(), roomId: null, room: null, socket: null,
   messages: new Map(), elements: new Map(), pending: new Map(),
-  oldestId: null, newestId: null, hasOlder: false, loadingOlder: false,
+  oldestId: null, hasOlder: false, loadingOlder: false,
+  // resume: the message after which nothing is missing ({id, timestamp}); moved only by the first page,
+  // socket events while caught up, and a finished catch-up (never by a poll or a send's answer).
+  resume: null, caughtUp: false, liveNewest: null,
+  readQueue: new Set(), readSending: false, readTimer: null, roomsTimer: null,
   replyTo: null, editing: null, typing: new Map(), typingSentAt: 0, typingStop: null,
-  readSent: new Set(), observer: null, timers: [], previews: new Map(), reactFor: null, file: null,
+  readSent: new Set(), observer: null, catchUpGen: 0, catchingUp: false, timers: [], previews: new Map(), reactFor: null, file: null,
 };
 
 // MARK: sign-in
@@ -50,14 +60,18 @@ async function signIn(token) {
   const id = userIdForSubject(claims.sub);
   const name = claims.name || (claims.email ? claims.email.split("@")[0] : claims.sub);
   state.me = { id, display_name: name, email: claims.email || null };
-  state.api = new Api(token.trim(), (why) => { showError(`Signed out: ${why}`); signOut(); });
+  const api = new Api(token.trim(), (why) => { if (state.api === api) { showError(`Signed out: ${why}`); signOut(); } });
+  state.api = api;
   try {
     await loadRooms();
   } catch (error) {
+    if (state.api !== api) return;
     if (error.status !== 401) showError(error.message);
     if (error.status === 401 || error.status === 403) signOut();
     return;
   }
+  // A second sign-in started while this one waited: that one wins.
+  if (state.api !== api) return;
   localStorage.setItem(TOKEN_KEY, token.trim());
   $("signin-view").hidden = true;
   $("app-view").hidden = false;
@@ -66,17 +80,24 @@ async function signIn(token) {
   $("me").textContent = name;
   $("me-id").textContent = id;
   setConnection("connected");
-  state.timers.push(setInterval(() => loadRooms().catch(roomsFailed), REFRESH_MS));
+  stopTimers();
+  state.timers.push(setInterval(() => { if (!document.hidden) loadRooms().catch(roomsFailed); }, ROOMS_MS));
   state.timers.push(setInterval(refreshOpenRoom, REFRESH_MS));
   document.body.dataset.ready = "true";
 }
 
-function signOut() {
-  closeRoom();
+function stopTimers() {
   for (const timer of state.timers) clearInterval(timer);
   state.timers = [];
+  clearTimeout(state.roomsTimer);
+}
+
+function signOut() {
+  closeRoom();
+  stopTimers();
   localStorage.removeItem(TOKEN_KEY);
-  Object.assign(state, { api: null, me: null, rooms: new Map() });
+  for (const url of state.previews.values()) URL.revokeObjectURL(url);
+  Object.assign(state, { api: null, me: null, rooms: new Map(), readSent: new Set(), previews: new Map() });
   delete document.body.dataset.ready;
   $("room-list").replaceChildren();
   $("search-results").replaceChildren();
@@ -104,6 +125,12 @@ function setConnection(value) {
 
 function roomsFailed(error) {
   if (error.status === 0 && !state.roomId) setConnection("offline");
+}
+
+/** The room list again soon: after socket events and receipts, which change last messages and unread counts. */
+function refreshRoomsSoon() {
+  clearTimeout(state.roomsTimer);
+  state.roomsTimer = setTimeout(() => { if (state.api) loadRooms().catch(roomsFailed); }, 1000);
 }
 
 // MARK: rooms
@@ -156,27 +183,39 @@ async function openRoom(roomId) {
   $("open-room-name").textContent = roomName(room, state.me.id);
   $("open-room-members").textContent = `${room.participants?.length ?? 0} members`;
   $("message-list").dataset.roomId = roomId;
-  $("message-input").disabled = false;
-  $("send-button").disabled = false;
+  setComposerEnabled(true);
   document.body.classList.add("room-open");
   renderRooms();
   state.observer = new IntersectionObserver(onVisible, { root: $("message-list"), threshold: 0.5 });
   try {
-    const page = await state.api.messages(roomId, {}, PAGE);
-    if (state.roomId !== roomId) return;
-    for (const message of page.results.slice().reverse()) upsertMessage(message, false);
-    state.hasOlder = Boolean(page.next);
-    $("message-list").dataset.hasOlder = String(state.hasOlder);
-    $("load-older-state").textContent = state.hasOlder ? "" : "Start of the conversation";
-    scrollToBottom();
-    fillScreen();
+    if (!await loadNewestPage(roomId)) return;
   } catch (error) {
     showError(error.message);
   }
+  if (state.roomId !== roomId) return;
+  // Every open, the first one too, catches up from the resume point: the
+  // first page was read before the socket listened.
   state.socket = new RoomSocket(roomId, state.api.token, {
-    onEvent: onSocketEvent, onState: setConnection, onOpen: (reopened) => { if (reopened) catchUp(); },
-    onFinal: socketEnded,
+    onEvent: onSocketEvent, onState: setConnection, onOpen: () => catchUp(), onFinal: socketEnded,
   });
+}
+
+/** The newest page into the list; it sets the resume point when there is none yet. False when the room changed meanwhile. */
+async function loadNewestPage(roomId) {
+  const page = await state.api.messages(roomId, {}, PAGE);
+  if (state.roomId !== roomId) return false;
+  for (const message of page.results.slice().reverse()) upsertMessage(message, false);
+  state.resume = newer(state.resume, page.results[0]);
+  state.hasOlder = Boolean(page.next);
+  $("message-list").dataset.hasOlder = String(state.hasOlder);
+  $("load-older-state").textContent = state.hasOlder ? "" : "Start of the conversation";
+  scrollToBottom();
+  fillScreen();
+  return true;
+}
+
+function setComposerEnabled(enabled) {
+  for (const id of ["message-input", "send-button", "file-input"]) $(id).disabled = !enabled;
 }
 
 function closeRoom() {
@@ -184,14 +223,35 @@ function closeRoom() {
   state.socket?.stop();
   state.observer?.disconnect();
   for (const typing of state.typing.values()) clearTimeout(typing.timer);
+  clearTimeout(state.readTimer);
   Object.assign(state, {
-    socket: null, observer: null, roomId: null, room: null, oldestId: null, newestId: null, hasOlder: false,
+    socket: null, observer: null, roomId: null, room: null, oldestId: null, hasOlder: false,
     replyTo: null, editing: null, messages: new Map(), elements: new Map(), pending: new Map(), typing: new Map(),
+    resume: null, caughtUp: false, liveNewest: null, catchUpGen: state.catchUpGen + 1, catchingUp: false,
+    readQueue: new Set(), readTimer: null,
   });
   $("message-list").replaceChildren();
   delete $("message-list").dataset.roomId;
   $("typing-indicator").textContent = "";
+  // A draft or an edit belongs to the room it was typed in.
   setComposerMode("send");
+  $("message-input").value = "";
+  clearFile();
+  setComposerEnabled(false);
+  $("open-room-name").textContent = "No room open";
+  $("open-room-members").textContent = "";
+}
+
+/** Closes the open room for good (removed from it, or it is gone): back to the room list. */
+function leaveRoom(text) {
+  if (!state.roomId) return;
+  closeRoom();
+  showError(text);
+  document.body.classList.remove("room-open");
+  if (state.api) {
+    setConnection("connected");
+    loadRooms().catch(roomsFailed);
+  }
 }
 
 async function joinRoom(roomId) {
@@ -225,9 +285,12 @@ async function showPublicRooms() {
 }
 
 function socketEnded(code) {
-  showError(code === 4401 ? "Your token expired: sign in again." : "You are no longer a member of this room.");
-  if (code === 4401) signOut();
-  else loadRooms().catch(() => {});
+  if (code === 4401) {
+    showError("Your token expired: sign in again.");
+    signOut();
+  } else {
+    leaveRoom("You are no longer a member of this room.");
+  }
 }
 
 // MARK: messages
@@ -240,25 +303,55 @@ function upsertMessage(message, live) {
     state.pending.delete(message.client_msg_id);
     pending.element.remove();
   }
+  const held = state.messages.get(message.id);
+  // A late answer (a REST reply overtaken by an event) does not undo a newer edit or a delete.
+  if (held && older(message, held)) return;
   const list = $("message-list");
   const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
-  const known = state.messages.has(message.id);
+  const known = Boolean(held);
   state.messages.set(message.id, message);
   const element = render(message, "sent");
   if (known) {
-    state.elements.get(message.id).replaceWith(element);
+    replaceKeepingFocus(state.elements.get(message.id), element, message.id);
   } else {
     insertInOrder(element, message);
     if (live && message.sender?.id !== state.me.id) announce(message);
   }
   state.elements.set(message.id, element);
   if (!state.oldestId || before(message, state.messages.get(state.oldestId))) state.oldestId = message.id;
-  if (!state.newestId || before(state.messages.get(state.newestId), message)) state.newestId = message.id;
   if ((live || pending) && nearBottom) scrollToBottom();
 }
 
 function before(a, b) {
   return a.timestamp < b.timestamp || (a.timestamp === b.timestamp && a.id < b.id);
+}
+
+/** The newer of two messages (either may be missing). */
+function newer(a, b) {
+  if (!a || !b) return a || b || null;
+  return before(a, b) ? b : a;
+}
+
+/** Whether `incoming` is an older state of `held`: not deleted where it is, or an earlier edit. */
+function older(incoming, held) {
+  if (held.is_deleted && !incoming.is_deleted) return true;
+  return Boolean(held.edited_at && (!incoming.edited_at || incoming.edited_at < held.edited_at));
+}
+
+/** Swaps a message's element, keeping keyboard focus on the same control (or the message) in the new one. */
+function replaceKeepingFocus(old, element, id) {
+  const active = document.activeElement;
+  old.replaceWith(element);
+  if (state.reactFor?.id === id) state.reactFor.opener = element.querySelector("button.react") ?? element;
+  if (!active || !old.contains(active)) return;
+  let target = element;
+  if (active !== old) {
+    const cls = [...active.classList][0];
+    const emoji = active.dataset.emoji;
+    const selector = cls ? `.${cls}${emoji ? `[data-emoji="${CSS.escape(emoji)}"]` : ""}` : null;
+    target = (selector && element.querySelector(selector)) || element;
+  }
+  target.focus({ preventScroll: true });
 }
 
 /** After the last known message not newer than it; pending ones stay last. */
@@ -349,24 +442,65 @@ function fillScreen() {
   if (state.hasOlder && !state.loadingOlder && list.scrollHeight <= list.clientHeight) loadOlder();
 }
 
-/** After a reconnect: every message after the newest one seen (the protocol's resume). */
+/**
+ * After the socket opens (every time): every message after the resume point,
+ * page by page (the protocol's resume). Socket events move the resume point
+ * only once this is done, so a failed catch-up leaves it where the hole starts.
+ */
 async function catchUp() {
   const roomId = state.roomId;
-  if (!state.newestId) return refreshOpenRoom();
+  const generation = ++state.catchUpGen;
+  Object.assign(state, { caughtUp: false, liveNewest: null, catchingUp: true });
   try {
-    const missed = await state.api.all(`/api/chat/rooms/${roomId}/messages/?after=${state.newestId}&page_size=100`, 20);
-    if (state.roomId !== roomId) return;
+    const after = state.resume ? `after=${state.resume.id}&` : "";
+    let next = `/api/chat/rooms/${roomId}/messages/?${after}page_size=100`;
+    const missed = [];
+    for (let page = 0; next; page++) {
+      if (page === CATCH_UP_PAGES) return await reloadNewest(roomId, generation);
+      const answer = await state.api.get(next);
+      if (state.roomId !== roomId || generation !== state.catchUpGen) return;
+      missed.push(...answer.results);
+      next = answer.next ? localPath(answer.next) : null;
+    }
     for (const message of missed.reverse()) upsertMessage(message, true);
+    Object.assign(state, { resume: newer(newer(state.resume, missed.at(-1)), state.liveNewest), caughtUp: true });
   } catch (error) {
-    // The cursor message is gone (400): the newest page is the way back.
-    if (error instanceof ApiError && error.status === 400) refreshOpenRoom();
+    if (state.roomId !== roomId || generation !== state.catchUpGen) return;
+    // The cursor message is gone (400): the newest page is the way back. Anything else: the next poll tries again.
+    if (error instanceof ApiError && error.status === 400) await reloadNewest(roomId, generation).catch(() => {});
+  } finally {
+    if (generation === state.catchUpGen) state.catchingUp = false;
   }
 }
 
-/** Re-reads the newest page: others' receipts (never broadcast), and anything a lost socket missed. */
+/**
+ * Too much was missed to read it all (or the cursor is gone): the list starts
+ * again from the newest page, without a hole, and older ones load on scrolling up.
+ */
+async function reloadNewest(roomId, generation) {
+  const page = await state.api.messages(roomId, {}, PAGE);
+  if (state.roomId !== roomId || generation !== state.catchUpGen) return;
+  for (const element of state.elements.values()) element.remove();
+  Object.assign(state, { messages: new Map(), elements: new Map(), oldestId: null, resume: null });
+  state.observer?.disconnect();
+  state.observer = new IntersectionObserver(onVisible, { root: $("message-list"), threshold: 0.5 });
+  for (const message of page.results.slice().reverse()) upsertMessage(message, false);
+  state.hasOlder = Boolean(page.next);
+  $("message-list").dataset.hasOlder = String(state.hasOlder);
+  $("load-older-state").textContent = state.hasOlder ? "" : "Start of the conversation";
+  scrollToBottom();
+  showError("Older messages skipped — scroll up to read them.");
+  // Events that came during the reload may be newer than the page: caught up only from the page on.
+  state.resume = page.results[0] ?? null;
+  state.catchingUp = false;
+  if (state.socket?.isOpen()) catchUp();
+}
+
+/** Re-reads the newest page: others' receipts (never broadcast); and retries a catch-up that failed. */
 async function refreshOpenRoom() {
   const roomId = state.roomId;
-  if (!roomId || !state.api || document.visibilityState === "hidden") return;
+  if (!roomId || !state.api || document.hidden) return;
+  if (!state.caughtUp && !state.catchingUp && state.socket?.isOpen()) catchUp();
   try {
     const page = await state.api.messages(roomId, {}, PAGE);
     if (state.roomId !== roomId) return;
@@ -379,19 +513,89 @@ async function refreshOpenRoom() {
   }
 }
 
+// MARK: read receipts
+
+// Seen messages are queued and marked over REST, whose answer says the
+// server took it (a socket `read_receipt` gets no answer when it succeeds),
+// one request at a time and at most 10 a second (the socket's event limit is
+// 20/s for everything). When the newest message is among them, one
+// `rooms/{id}/mark_read/` marks the whole room, as the store does.
+
 function onVisible(entries) {
   if (document.visibilityState !== "visible") return;
   for (const entry of entries) {
     const id = entry.target.dataset.messageId;
-    if (!entry.isIntersecting || !id || state.readSent.has(id)) continue;
-    state.readSent.add(id);
+    if (!entry.isIntersecting || !id || state.readSent.has(id) || state.readQueue.has(id)) continue;
+    state.readQueue.add(id);
     state.observer.unobserve(entry.target);
-    if (!state.socket?.send({ type: "read_receipt", message_id: id })) {
-      state.api.markRead(state.roomId, id).catch(() => state.readSent.delete(id));
-    }
   }
-  clearTimeout(onVisible.timer);
-  onVisible.timer = setTimeout(() => loadRooms().catch(() => {}), 1000);
+  if (state.readQueue.size && !state.readSending) {
+    clearTimeout(state.readTimer);
+    state.readTimer = setTimeout(sendReceipts, 300);
+  }
+}
+
+async function sendReceipts() {
+  const roomId = state.roomId;
+  if (!roomId || !state.api || state.readSending) return;
+  state.readSending = true;
+  try {
+    while (state.roomId === roomId && state.readQueue.size) {
+      const newest = [...state.messages.values()].filter((m) => m.sender?.id !== state.me.id).reduce(newer, null);
+      if (newest && state.readQueue.has(newest.id)) {
+        await markRoomRead(roomId);
+      } else {
+        const id = state.readQueue.values().next().value;
+        await markOneRead(roomId, id);
+      }
+      await new Promise((resolve) => setTimeout(resolve, RECEIPT_GAP_MS));
+    }
+  } finally {
+    state.readSending = false;
+  }
+  refreshRoomsSoon();
+}
+
+async function markRoomRead(roomId) {
+  const queued = [...state.readQueue];
+  try {
+    await state.api.markRoomRead(roomId);
+  } catch {
+    return receiptsFailed(roomId, queued);
+  }
+  if (state.roomId !== roomId) return;
+  for (const [id, message] of state.messages) {
+    if (message.sender?.id === state.me.id) continue;
+    state.readSent.add(id);
+    state.readQueue.delete(id);
+    const element = state.elements.get(id);
+    if (element) state.observer?.unobserve(element);
+  }
+}
+
+async function markOneRead(roomId, id) {
+  try {
+    await state.api.markRead(roomId, id);
+    state.readSent.add(id);
+    state.readQueue.delete(id);
+  } catch (error) {
+    // Gone or deleted: nothing to mark.
+    if (error.status === 404) state.readQueue.delete(id);
+    else receiptsFailed(roomId, [id]);
+  }
+}
+
+/** Not marked: seen again later (or on the next visit), they are tried again. */
+function receiptsFailed(roomId, ids) {
+  for (const id of ids) state.readQueue.delete(id);
+  // Not at once: a visible message would be queued again at once, a request loop while the server is away.
+  setTimeout(() => {
+    if (state.roomId !== roomId) return;
+    for (const id of ids) {
+      const element = state.elements.get(id);
+      if (element && !state.readSent.has(id)) state.observer?.observe(element);
+    }
+  }, 5000);
 }
 
 // MARK: socket events
@@ -401,6 +605,10 @@ function onSocketEvent(event) {
     case "message":
       upsertMessage(event.message, true);
       noteLastMessage(event.message);
+      if (event.message.room && event.message.room !== state.roomId) break;
+      if (state.caughtUp) state.resume = newer(state.resume, event.message);
+      else state.liveNewest = newer(state.liveNewest, event.message);
+      refreshRoomsSoon();
       break;
     case "message_edited":
     case "message_deleted":
@@ -415,6 +623,7 @@ function onSocketEvent(event) {
       if (event.user_id !== state.me.id) setTyping(event.user_id, event.user, event.is_typing);
       break;
     case "user_joined":
+      refreshRoomsSoon();
       if (!state.room?.participants?.some((p) => p.id === event.user_id)) refreshRoomInfo();
       break;
     case "error":
@@ -436,13 +645,15 @@ function noteLastMessage(message) {
 
 async function refreshRoomInfo() {
   const roomId = state.roomId;
-  const room = await state.api.room(roomId).catch(() => null);
-  if (state.roomId !== roomId) return;
-  if (!room) {
-    state.roomId = null;
-    setConnection("connected");
+  let room;
+  try {
+    room = await state.api.room(roomId);
+  } catch (error) {
+    // Only these say the room is not ours any more; anything else is tried again with the next event.
+    if (state.roomId === roomId && (error.status === 403 || error.status === 404)) leaveRoom("You are no longer a member of this room.");
     return;
   }
+  if (state.roomId !== roomId) return;
   state.room = room;
   $("open-room-members").textContent = `${room.participants?.length ?? 0} members`;
 }
@@ -538,7 +749,16 @@ function inOrder(task) {
   return run;
 }
 
-async function upload(pending) {
+// Uploads go one at a time too (beside the text queue), so the one progress bar is one upload's.
+let uploadChain = Promise.resolve();
+function upload(pending) {
+  const run = uploadChain.then(() => uploadNow(pending), () => uploadNow(pending));
+  uploadChain = run.catch(() => {});
+  return run;
+}
+
+uploadNow.count = 0;
+async function uploadNow(pending) {
   const progress = $("upload-progress");
   progress.hidden = false;
   progress.value = 0;
@@ -549,7 +769,8 @@ async function upload(pending) {
     });
   } finally {
     progress.value = 100;
-    setTimeout(() => { progress.hidden = true; }, 800);
+    const shown = ++uploadNow.count;
+    setTimeout(() => { if (uploadNow.count === shown) progress.hidden = true; }, 800);
   }
 }
 
@@ -640,7 +861,7 @@ async function search(event) {
   event.preventDefault();
   const filters = {
     q: $("search-input").value.trim(), room: $("search-room").value, sender: $("search-sender").value.trim(),
-    after: $("search-after").value, before: $("search-before").value,
+    after: dayBound($("search-after").value, false), before: dayBound($("search-before").value, true),
   };
   const results = $("search-results");
   try {
@@ -650,6 +871,14 @@ async function search(event) {
   } catch (error) {
     results.replaceChildren(el("li", { class: "empty", text: error.message }));
   }
+}
+
+/** A date field's local day as an instant: its first millisecond, or with `end` its last. */
+function dayBound(value, end) {
+  if (!value) return "";
+  const [year, month, day] = value.split("-").map(Number);
+  const date = end ? new Date(year, month - 1, day, 23, 59, 59, 999) : new Date(year, month - 1, day);
+  return date.toISOString();
 }
 
 async function openSearchResult(item) {

@@ -11,6 +11,10 @@ export function backoffDelay(attempt, random = Math.random) {
 // room or the room deactivated (4403), or the token expired (4401).
 const FINAL_CLOSES = new Set([4401, 4403]);
 
+// The backoff starts again from 0.5 s only after a socket stayed open this
+// long: a server that accepts and then drops at once is not retried at 2/s.
+const STABLE_MS = 10000;
+
 export class RoomSocket {
   /**
    * handlers: onEvent(event), onState("connecting" | "connected" | "offline"),
@@ -40,7 +44,8 @@ export class RoomSocket {
     const ws = new WebSocket(`${scheme}://${location.host}/ws/chat/${this.roomId}/?${query}`);
     this.ws = ws;
     ws.onopen = () => {
-      this.attempt = 0;
+      clearTimeout(this.stable);
+      this.stable = setTimeout(() => { this.attempt = 0; }, STABLE_MS);
       this.handlers.onState("connected");
       this.handlers.onOpen(this.opened);
       this.opened = true;
@@ -52,6 +57,7 @@ export class RoomSocket {
     };
     ws.onclose = (close) => {
       if (ws !== this.ws || this.stopped) return;
+      clearTimeout(this.stable);
       if (FINAL_CLOSES.has(close.code)) {
         this.stop();
         this.handlers.onState("offline");
@@ -86,6 +92,7 @@ export class RoomSocket {
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.stable);
     window.removeEventListener("online", this.onOnline);
     if (this.ws) {
       this.ws.onclose = null;

@@ -56,6 +56,14 @@ import Testing
             #expect(unchanged.body.isEmpty)
             #expect(unchanged.headers["etag"] == etag)
             #expect(try await server.request("GET", "/", headers: ["If-None-Match": #""0000000000000000""#]).status == 200)
+            // If-None-Match compares weakly (RFC 9110 13.1.2): the W/ form, `*`, and a list holding the tag match.
+            for header in ["W/\(etag)", "*", #""0000000000000000", "# + etag, #"W/"0000000000000000",W/"# + etag] {
+                let answer = try await server.request("GET", "/", headers: ["If-None-Match": header])
+                #expect(answer.status == 304 && answer.body.isEmpty, "\(header)")
+            }
+            for header in [#"W/"0000000000000000""#, #""0000000000000000", W/"1111111111111111""#, "", etag.dropLast(2) + "\""] {
+                #expect(try await server.request("GET", "/", headers: ["If-None-Match": String(header)]).status == 200, "\(header)")
+            }
 
             // Unknown files, the page under another name, and other methods.
             for path in ["/app/nothing.js", "/app/index.html", "/app/", "/app/embed.py", "/index.html"] {
@@ -82,6 +90,13 @@ import Testing
     @Test func theConfigurationKeyAndVariableTurnItOff() async throws {
         #expect(try await ChatConfig.load(file: nil, environment: [:]).webClient)
         #expect(try await !ChatConfig.load(file: nil, environment: ["CHAT_WEB_CLIENT": "false"]).webClient)
+        // The key as etc/chatd.yaml spells it, under `chat:`.
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("chatd-web-\(UUID().uuidString).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try "chat:\n  webClient: false\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try await !ChatConfig.load(file: path, environment: [:]).webClient)
+        try "chat:\n  webClient: true\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try await ChatConfig.load(file: path, environment: [:]).webClient)
     }
 
     @Test func thePolicyNamesOnlyAPlainHost() {

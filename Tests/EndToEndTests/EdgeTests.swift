@@ -21,6 +21,9 @@ extension EndToEnd {
             // HEAD wherever GET is, without the body.
             let head = try await server.request("HEAD", "/api/chat/rooms/", token: tokens[0])
             #expect(head.status == 200 && head.body.isEmpty)
+            // The web client's files too (open, no token): the router answers HEAD as GET, the encoder drops the body.
+            let asset = try await server.request("HEAD", "/app/app.js")
+            #expect(asset.status == 200 && asset.body.isEmpty && asset.headers["etag"] != nil)
 
             // Links come from the configured address, never from the Host header.
             let page = try await server.request("GET", "/api/chat/rooms/\(room)/messages/?page_size=1", token: tokens[0], headers: ["Host": "evil.example"])
