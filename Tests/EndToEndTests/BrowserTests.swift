@@ -58,8 +58,8 @@ extension EndToEnd {
 
         /// Alice creates a room in the client and both talk in it: messages
         /// go pending → sent and reach the other, each sees the other typing
-        /// and reading, a reload keeps the history, a store worker SIGKILLed
-        /// mid-conversation changes nothing either sees, and an image shows its preview.
+        /// and reading, a store worker SIGKILLed mid-conversation changes
+        /// nothing either sees, an image shows its preview, and a reload keeps the history.
         @Test func twoUsersConverse() async throws {
             let server = try await TestServer.start()
             defer { server.stop() }
@@ -80,20 +80,22 @@ extension EndToEnd {
             try Self.exchange(alice, bob)
             try Self.typing(alice, bob)
             try await Self.receipts(alice, bob, server: server, room: room, bobToken: tokens[1])
+            try await Self.storeWorkerKilled(alice, bob, server: server, room: room, token: tokens[0])
+            try Self.upload(alice, bob)
 
-            // A reload keeps the session (the token in localStorage) and the history.
+            // A reload keeps the session (the token in localStorage) and the
+            // history, with the receipts of what was sent around the kill.
+            try await Self.waitAllRead(server, room: room, token: tokens[1])
             let before = try alice.contents()
             try alice.browser.refresh()
             try alice.waitReady()
             try alice.openRoom(room)
             try alice.browser.waitUntil("the history after a reload", script: "return document.querySelectorAll('#message-list .message').length >= arguments[0]", [before.count])
             #expect(try alice.contents() == before)
-
-            try await Self.storeWorkerKilled(alice, bob, server: server, room: room, token: tokens[0])
-            // Receipts of what was sent around the kill reach the sender too.
-            try alice.browser.waitUntil(timeout: 12, "Bob in alice 3's read-by", script: Self.readBy, ["alice 3", "Bob", IDs.userID(forSubject: "bob")])
+            try alice.browser.waitUntil("Bob in alice 3's read-by", script: Self.readBy, ["alice 3", "Bob", IDs.userID(forSubject: "bob")])
+            try alice.browser.waitUntil("the preview after a reload", script: Self.previewLoaded)
+            try alice.scrollToBottom()
             try alice.screenshot("conversation")
-            try Self.upload(alice, bob)
 
             // A phone's width: the room (its own column) with the preview.
             let narrow = ClientPage(browser: try driver.browser(width: 390, height: 844), server: server)
@@ -165,14 +167,20 @@ extension EndToEnd {
             return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth === 240 && i.naturalHeight === 140)
             """
 
+        /// Waits until the token's user has no unread message in `room` (the server has their receipts).
+        static func waitAllRead(_ server: TestServer, room: String, token: String) async throws {
+            try await server.waitUntil(timeout: 10, "every message read") {
+                try await server.request("GET", "/api/chat/rooms/\(room)/", token: token).object["unread_count"] as? Int == 0
+            }
+        }
+
         /// Each has the other's messages on screen: the server has them read,
         /// and each sender's `.read-by` names the reader.
         static func receipts(_ alice: ClientPage, _ bob: ClientPage, server: TestServer, room: String, bobToken: String) async throws {
-            try await server.waitUntil(timeout: 10, "Bob has read everything") {
-                try await server.request("GET", "/api/chat/rooms/\(room)/", token: bobToken).object["unread_count"] as? Int == 0
-            }
-            try alice.browser.waitUntil(timeout: 12, "Bob in Hello Bob's read-by", script: Self.readBy, ["Hello Bob", "Bob", IDs.userID(forSubject: "bob")])
-            try bob.browser.waitUntil(timeout: 12, "Alice in Hi Alice's read-by", script: Self.readBy, ["Hi Alice", "Alice", IDs.userID(forSubject: "alice")])
+            try await waitAllRead(server, room: room, token: bobToken)
+            // The server broadcasts no receipts: the client re-reads the newest page's read_by every 15 s.
+            try alice.browser.waitUntil(timeout: 20, "Bob in Hello Bob's read-by", script: Self.readBy, ["Hello Bob", "Bob", IDs.userID(forSubject: "bob")])
+            try bob.browser.waitUntil(timeout: 20, "Alice in Hi Alice's read-by", script: Self.readBy, ["Hi Alice", "Alice", IDs.userID(forSubject: "alice")])
             // One's own reading is not a receipt: Alice is not among Hello Bob's readers.
             #expect(try !(alice.browser.execute(Self.readBy, ["Hello Bob", "Alice", IDs.userID(forSubject: "alice")]) as? Bool ?? true))
         }
