@@ -15,8 +15,11 @@ const TYPING_RESEND_MS = 3000;
 const TYPING_STOP_MS = 4000;
 // Another user's typing shows this long after their last `true` (they resend every 3 s).
 const TYPING_SHOW_MS = 8000;
-// The server broadcasts no receipts (api-contract.md): the newest page is re-read this often for `read_by`.
+// The server broadcasts no receipts (api-contract.md): the newest page is re-read this often for `read_by`,
+// and every REFRESH_FAST_MS for a minute after one's own message, while the others' receipts for it come in.
 const REFRESH_MS = 15000;
+const REFRESH_FAST_MS = 5000;
+const FAST_FOR_MS = 60000;
 // The room list: other rooms' activity reaches no socket of ours, so it is re-read this often.
 const ROOMS_MS = 30000;
 // Catch-up after a (re)open reads at most this many pages of 100; past that the newest page is reloaded.
@@ -34,7 +37,7 @@ const state = {
   resume: null, caughtUp: false, liveNewest: null,
   readQueue: new Set(), readSending: false, readTimer: null, roomsTimer: null,
   replyTo: null, editing: null, typing: new Map(), typingSentAt: 0, typingStop: null,
-  readSent: new Set(), observer: null, catchUpGen: 0, catchingUp: false, timers: [], previews: new Map(), reactFor: null, file: null,
+  readSent: new Set(), observer: null, catchUpGen: 0, catchingUp: false, refreshedAt: 0, sentAt: 0, timers: [], previews: new Map(), reactFor: null, file: null,
 };
 
 // MARK: sign-in
@@ -82,7 +85,11 @@ async function signIn(token) {
   setConnection("connected");
   stopTimers();
   state.timers.push(setInterval(() => { if (!document.hidden) loadRooms().catch(roomsFailed); }, ROOMS_MS));
-  state.timers.push(setInterval(refreshOpenRoom, REFRESH_MS));
+  state.timers.push(setInterval(() => {
+    const now = Date.now();
+    const due = now - state.refreshedAt >= (now - state.sentAt < FAST_FOR_MS ? REFRESH_FAST_MS : REFRESH_MS) - 500;
+    if (due) refreshOpenRoom();
+  }, REFRESH_FAST_MS));
   document.body.dataset.ready = "true";
 }
 
@@ -500,6 +507,7 @@ async function reloadNewest(roomId, generation) {
 async function refreshOpenRoom() {
   const roomId = state.roomId;
   if (!roomId || !state.api || document.hidden) return;
+  state.refreshedAt = Date.now();
   if (!state.caughtUp && !state.catchingUp && state.socket?.isOpen()) catchUp();
   try {
     const page = await state.api.messages(roomId, {}, PAGE);
@@ -541,7 +549,7 @@ async function sendReceipts() {
   state.readSending = true;
   try {
     while (state.roomId === roomId && state.readQueue.size) {
-      const newest = [...state.messages.values()].filter((m) => m.sender?.id !== state.me.id).reduce(newer, null);
+      const newest = [...state.messages.values()].filter((m) => m.sender?.id !== state.me.id && !m.is_deleted).reduce(newer, null);
       if (newest && state.readQueue.has(newest.id)) {
         await markRoomRead(roomId);
       } else {
@@ -729,6 +737,7 @@ async function send(pending) {
   scrollToBottom();
   try {
     const message = pending.file ? await upload(pending) : await inOrder(() => state.api.sendMessage(pending.roomId, pending.body));
+    state.sentAt = Date.now();
     if (state.roomId === pending.roomId) upsertMessage(message, false);
   } catch (error) {
     if (state.pending.get(draft.client_msg_id) !== pending) return;
