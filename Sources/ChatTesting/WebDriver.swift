@@ -119,11 +119,12 @@ public final class WebDriver: @unchecked Sendable {
         return browser
     }
 
-    /// Quits every browser still open, then stops chromedriver (SIGTERM, SIGKILL after 5 s).
+    /// Quits every browser still open, then stops chromedriver: its
+    /// `/shutdown` (it takes SIGTERM only after seconds), SIGKILL after 5 s.
     public func stop() {
         for browser in lock.withLock({ browsers }) { browser.quit() }
         guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGTERM)
+        _ = try? WebDriverHTTP.call("GET", URL(string: "http://127.0.0.1:\(port)/shutdown")!, nil, timeout: 2)
         let deadline = Date().addingTimeInterval(5)
         while process.isRunning && Date() < deadline { usleep(10_000) }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
