@@ -105,6 +105,15 @@ extension EndToEnd {
             try narrow.browser.waitUntil("the preview on a phone", script: Self.previewLoaded)
             try narrow.scrollToBottom()
             try narrow.screenshot("narrow")
+            for (name, page) in [("alice", alice), ("bob", bob), ("bob on a phone", narrow)] { Self.expectQuietConsole(page, name) }
+        }
+
+        /// Nothing went wrong in the page that only its console would tell:
+        /// no script error, no request refused by the Content-Security-Policy,
+        /// no failed request (Chromium logs each as SEVERE).
+        static func expectQuietConsole(_ page: ClientPage, _ name: String) {
+            let log = page.browser.consoleLog()
+            #expect(!log.contains("SEVERE"), "\(name)'s console:\n\(log)")
         }
 
         /// Fills the new-room dialog and waits for the room in the list: its id.
@@ -301,6 +310,7 @@ extension EndToEnd {
             #expect(found as? Int == 10)
             #expect(try alice.browser.execute("return document.getElementById('search-results').textContent.includes('note 042')") as? Bool == true)
             try alice.screenshot("search")
+            Self.expectQuietConsole(alice, "alice")
         }
     }
 }
