@@ -1,0 +1,316 @@
+import ChatCore
+import ChatTesting
+import Foundation
+import Testing
+
+extension EndToEnd {
+    /// Issue 14: the web client in real headless Chromium, driven over
+    /// WebDriver (ChatTesting/WebDriver.swift), against the real server.
+    @Suite struct Browser {
+        /// The harness itself, on a page of its own: what the client tests rely on.
+        @Test func harnessDrivesAPage() throws {
+            let driver = try WebDriver.start()
+            defer { driver.stop() }
+            let browser = try driver.browser()
+            let page = """
+                <input id="name"><input id="file" type="file"><button id="go" onclick="document.getElementById('out').textContent = 'hi ' + document.getElementById('name').value">go</button><p id="out"></p>
+                """
+            try browser.navigate("data:text/html;charset=utf-8," + (page.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""))
+            try browser.sendKeys("#name", "alice")
+            try browser.click("#go")
+            try browser.waitUntil(timeout: 5, "the button's text", script: "return document.getElementById('out').textContent === 'hi alice'")
+            #expect(try browser.execute("return arguments[0] + 1", [41]) as? Int == 42)
+
+            // A file input takes a path.
+            let file = try TestServer.temporaryDirectory() + "/dot.png"
+            defer { try? FileManager.default.removeItem(atPath: (file as NSString).deletingLastPathComponent) }
+            try EndToEnd.Files.png.write(to: URL(fileURLWithPath: file))
+            try browser.sendKeys("#file", file)
+            #expect(try browser.execute("const f = document.getElementById('file').files[0]; return f.name + ' ' + f.size") as? String == "dot.png \(EndToEnd.Files.png.count)")
+
+            // Failures carry WebDriver's message, and a wait that never holds says what it waited for.
+            #expect(throws: WebDriverError.self) { _ = try browser.find("#missing") }
+            do {
+                _ = try browser.find("#missing")
+            } catch {
+                #expect("\(error)".contains("no such element"), "\(error)")
+            }
+            do {
+                try browser.execute("console.error('from the page')")
+                try browser.waitUntil(timeout: 0.3, "never", script: "return false")
+                Issue.record("a false condition passed")
+            } catch {
+                #expect("\(error)".contains("waiting for never"), "\(error)")
+                #expect("\(error)".contains("from the page"), "\(error)")
+            }
+
+            let png = try browser.screenshot()
+            #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]))
+            try browser.refresh()
+            #expect(try browser.execute("return document.getElementById('out').textContent") as? String == "")
+            #expect(throws: WebDriverError.self) { try WebDriver.binaries(environment: ["CHROMEDRIVER": "/nonexistent/chromedriver"]) }
+            do {
+                _ = try WebDriver.binaries(environment: ["CHROMEDRIVER": "/nonexistent/chromedriver"])
+            } catch {
+                #expect("\(error)".contains("chromium chromium-driver"), "\(error)")
+            }
+        }
+
+        /// Alice creates a room in the client and both talk in it: messages
+        /// go pending → sent and reach the other, each sees the other typing
+        /// and reading, a store worker SIGKILLed mid-conversation changes
+        /// nothing either sees, an image shows its preview, and a reload keeps the history.
+        @Test func twoUsersConverse() async throws {
+            let server = try await TestServer.start()
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let driver = try WebDriver.start()
+            defer { driver.stop() }
+            let alice = ClientPage(browser: try driver.browser(), server: server)
+            let bob = ClientPage(browser: try driver.browser(), server: server)
+
+            try alice.open()
+            try alice.screenshot("signin")
+            try alice.signIn(token: tokens[0])
+            let room = try Self.createRoomInTheClient(alice, name: "Launch plan", members: [IDs.userID(forSubject: "bob")])
+            try alice.openRoom(room)
+            try bob.signIn(token: tokens[1])
+            try bob.openRoom(room)
+
+            try Self.exchange(alice, bob)
+            try Self.typing(alice, bob)
+            try await Self.receipts(alice, bob, server: server, room: room, bobToken: tokens[1])
+            try await Self.storeWorkerKilled(alice, bob, server: server, room: room, token: tokens[0])
+            try Self.upload(alice, bob)
+
+            // A reload keeps the session (the token in localStorage) and the
+            // history, with the receipts of what was sent around the kill.
+            try await Self.waitAllRead(server, room: room, token: tokens[1])
+            let before = try alice.contents()
+            try alice.browser.refresh()
+            try alice.waitReady()
+            try alice.openRoom(room)
+            try alice.browser.waitUntil("the history after a reload", script: "return document.querySelectorAll('#message-list .message').length >= arguments[0]", [before.count])
+            #expect(try alice.contents() == before)
+            try alice.browser.waitUntil("Bob in alice 3's read-by", script: Self.readBy, ["alice 3", "Bob", IDs.userID(forSubject: "bob")])
+            try alice.browser.waitUntil("the preview after a reload", script: Self.previewLoaded)
+            try alice.scrollToBottom()
+            try alice.screenshot("conversation")
+
+            // A phone's width: the room (its own column) with the preview.
+            let narrow = ClientPage(browser: try driver.browser(width: 390, height: 844), server: server)
+            try narrow.signIn(token: tokens[1])
+            try narrow.openRoom(room)
+            #expect(try narrow.browser.execute("return document.documentElement.clientWidth") as? Int == 390)
+            try narrow.browser.waitUntil("the preview on a phone", script: Self.previewLoaded)
+            try narrow.scrollToBottom()
+            try narrow.screenshot("narrow")
+            for (name, page) in [("alice", alice), ("bob", bob), ("bob on a phone", narrow)] { Self.expectQuietConsole(page, name) }
+        }
+
+        /// Nothing went wrong in the page that only its console would tell:
+        /// no script error, no request refused by the Content-Security-Policy,
+        /// no failed request (Chromium logs each as SEVERE).
+        static func expectQuietConsole(_ page: ClientPage, _ name: String) {
+            let log = page.browser.consoleLog()
+            #expect(!log.contains("SEVERE"), "\(name)'s console:\n\(log)")
+        }
+
+        /// Fills the new-room dialog and waits for the room in the list: its id.
+        static func createRoomInTheClient(_ page: ClientPage, name: String, members: [String]) throws -> String {
+            try page.browser.click("#new-room-button")
+            try page.browser.waitUntil("the new-room dialog", script: "const e = document.getElementById('new-room-name'); return e && e.offsetParent !== null")
+            try page.browser.sendKeys("#new-room-name", name)
+            try page.browser.execute("const s = document.getElementById('new-room-type'); s.value = 'group'; s.dispatchEvent(new Event('change', {bubbles: true}))")
+            try page.browser.sendKeys("#new-room-members", members.joined(separator: ","))
+            try page.browser.click("#new-room-submit")
+            let id = try page.browser.waitUntil(
+                "the new room in the list",
+                script: """
+                    const room = [...document.querySelectorAll('#room-list [data-room-id]')].find(r => r.querySelector('.room-name')?.textContent === arguments[0]);
+                    return room ? room.dataset.roomId : null
+                    """, [name])
+            return try #require(id as? String)
+        }
+
+        /// Each sends; each sees the other's message; one's own goes pending → sent.
+        static func exchange(_ alice: ClientPage, _ bob: ClientPage) throws {
+            try alice.recordStatuses()
+            try alice.send("Hello Bob")
+            let sent = try alice.waitForMessage("Hello Bob", status: "sent")
+            #expect(!sent.clientID.isEmpty && !sent.id.isEmpty, "\(sent)")
+            #expect(try alice.statuses(of: sent.clientID) == ["pending", "sent"])
+            let received = try bob.waitForMessage("Hello Bob")
+            #expect(received.sender.contains("Alice") && received.id == sent.id, "\(received)")
+
+            try bob.recordStatuses()
+            try bob.send("Hi Alice")
+            let reply = try bob.waitForMessage("Hi Alice", status: "sent")
+            #expect(try bob.statuses(of: reply.clientID) == ["pending", "sent"])
+            #expect(try alice.waitForMessage("Hi Alice").sender.contains("Bob"))
+            #expect(try alice.contents() == ["Hello Bob", "Hi Alice"])
+            #expect(try bob.contents() == ["Hello Bob", "Hi Alice"])
+        }
+
+        /// Alice types: Bob's indicator names her; she sends: it clears.
+        static func typing(_ alice: ClientPage, _ bob: ClientPage) throws {
+            try bob.browser.waitUntil("no one typing", script: "return document.getElementById('typing-indicator').textContent.trim() === ''")
+            try alice.browser.sendKeys("#message-input", "Are we still on for")
+            try bob.browser.waitUntil("Alice typing", script: "return document.getElementById('typing-indicator').textContent.includes('Alice')")
+            try alice.send(" Friday?")
+            try bob.waitForMessage("Are we still on for Friday?")
+            try bob.browser.waitUntil(timeout: 8, "the indicator cleared", script: "return document.getElementById('typing-indicator').textContent.trim() === ''")
+        }
+
+        /// Whether the message whose content is `arguments[0]` lists a reader
+        /// named `arguments[1]` or with the id `arguments[2]`.
+        static let readBy = """
+            const m = [...document.querySelectorAll('#message-list .message')].find(m => m.querySelector('.content')?.textContent === arguments[0]);
+            const r = m?.querySelector('.read-by');
+            return !!r && (r.textContent.includes(arguments[1]) || (r.dataset.readBy || '').split(',').includes(arguments[2]))
+            """
+
+        /// Whether every image preview shown has loaded the 240×140 mockup.
+        static let previewLoaded = """
+            const imgs = [...document.querySelectorAll('#message-list .message .attachment img.preview')];
+            return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth === 240 && i.naturalHeight === 140)
+            """
+
+        /// Waits until the token's user has no unread message in `room` (the server has their receipts).
+        static func waitAllRead(_ server: TestServer, room: String, token: String) async throws {
+            try await server.waitUntil(timeout: 10, "every message read") {
+                try await server.request("GET", "/api/chat/rooms/\(room)/", token: token).object["unread_count"] as? Int == 0
+            }
+        }
+
+        /// Each has the other's messages on screen: the server has them read,
+        /// and each sender's `.read-by` names the reader.
+        static func receipts(_ alice: ClientPage, _ bob: ClientPage, server: TestServer, room: String, bobToken: String) async throws {
+            try await waitAllRead(server, room: room, token: bobToken)
+            // The server broadcasts no receipts: the client re-reads the newest page's read_by every 15 s.
+            try alice.browser.waitUntil(timeout: 20, "Bob in Hello Bob's read-by", script: Self.readBy, ["Hello Bob", "Bob", IDs.userID(forSubject: "bob")])
+            try bob.browser.waitUntil(timeout: 20, "Alice in Hi Alice's read-by", script: Self.readBy, ["Hi Alice", "Alice", IDs.userID(forSubject: "alice")])
+            // One's own reading is not a receipt: Alice is not among Hello Bob's readers.
+            #expect(try !(alice.browser.execute(Self.readBy, ["Hello Bob", "Alice", IDs.userID(forSubject: "alice")]) as? Bool ?? true))
+        }
+
+        /// Both keep sending while the store worker is SIGKILLed: every
+        /// message shows once, confirmed, in the server's order in both
+        /// browsers, and neither connection state ever leaves `connected`.
+        static func storeWorkerKilled(_ alice: ClientPage, _ bob: ClientPage, server: TestServer, room: String, token: String) async throws {
+            for page in [alice, bob] {
+                try page.recordConnectionStates()
+                #expect(try page.connectionStates() == ["connected"])
+            }
+            let earlier = try alice.contents()
+            let worker = try #require(server.childPIDs(matching: "worker --role store").first)
+            var sent: [String] = []
+            for round in 0..<4 {
+                if round == 1 { #expect(kill(worker, SIGKILL) == 0) }
+                for (name, page) in [("alice", alice), ("bob", bob)] {
+                    sent.append("\(name) \(round)")
+                    try page.send("\(name) \(round)")
+                }
+            }
+            try await server.waitUntil(timeout: 5, "a new store worker") {
+                let pids = server.childPIDs(matching: "worker --role store")
+                return !pids.isEmpty && !pids.contains(worker)
+            }
+            for page in [alice, bob] {
+                for text in sent { try page.waitForMessage(text, timeout: 20) }
+            }
+            let stored = try await Steps.contents(server, token: token, room: room)
+            #expect(Set(stored.dropFirst(earlier.count)) == Set(sent) && stored.count == earlier.count + sent.count, "\(stored)")
+            for (name, page) in [("alice", alice), ("bob", bob)] {
+                let shown = try page.messages()
+                #expect(shown.map(\.content) == stored, "\(name) shows \(shown.map(\.content))")
+                #expect(Set(shown.map(\.id)).count == shown.count, "\(name): a message id twice")
+                #expect(shown.allSatisfy { $0.status == "sent" || $0.status.isEmpty }, "\(name): \(shown.map(\.status))")
+                // Each author's messages in the order they were typed.
+                let own = shown.map(\.content).filter { $0.hasPrefix(name + " ") }
+                #expect(own == sent.filter { $0.hasPrefix(name + " ") }, "\(name): \(own)")
+                let states = try page.connectionStates()
+                #expect(states.allSatisfy { $0 == "connected" }, "\(name): \(states)")
+            }
+        }
+
+        /// Alice sends an image (made by the page's canvas): both browsers show its preview, decoded.
+        static func upload(_ alice: ClientPage, _ bob: ClientPage) throws {
+            let base64 = try #require(try alice.browser.execute("""
+                const c = document.createElement('canvas');
+                c.width = 240; c.height = 140;
+                const g = c.getContext('2d'), fill = g.createLinearGradient(0, 0, 240, 140);
+                fill.addColorStop(0, '#2563eb'); fill.addColorStop(1, '#16a34a');
+                g.fillStyle = fill; g.fillRect(0, 0, 240, 140);
+                g.fillStyle = '#fff'; g.font = 'bold 30px sans-serif'; g.fillText('launch v2', 44, 80);
+                return c.toDataURL('image/png').split(',')[1];
+                """) as? String)
+            let dir = try TestServer.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let file = dir + "/mockup.png"
+            try #require(Data(base64Encoded: base64)).write(to: URL(fileURLWithPath: file))
+
+            try alice.browser.sendKeys("#file-input", file)
+            try alice.browser.sendKeys("#message-input", "The new mockup")
+            try alice.browser.click("#send-button")
+            for page in [alice, bob] {
+                try page.browser.waitUntil(timeout: 15, "the image preview", script: previewLoaded)
+            }
+            try alice.scrollToBottom()
+            try alice.screenshot("upload-preview")
+        }
+
+        /// 120 messages in a room: opening it shows the newest page, and
+        /// scrolling to the top loads older pages until the first, in
+        /// order and each once. Then a search finds one of them.
+        @Test func scrollingUpLoadsOlderHistory() async throws {
+            let server = try await TestServer.start(environment: Steps.noRateLimits)
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let room = try await Steps.room(server, token: tokens[0], members: ["bob"], name: "Release notes")
+            let all = (0..<120).map { String(format: "note %03d", $0) }
+            for (index, text) in all.enumerated() {
+                let posted = try await server.request("POST", "/api/chat/rooms/\(room)/messages/", token: tokens[index % 2], json: ["content": text])
+                #expect(posted.status == 201, "\(posted.text)")
+            }
+            let driver = try WebDriver.start()
+            defer { driver.stop() }
+            let alice = ClientPage(browser: try driver.browser(), server: server)
+            try alice.signIn(token: tokens[0])
+            try alice.openRoom(room)
+            try alice.waitForMessage("note 119")
+            var shown = try alice.messages()
+            #expect(shown.count < all.count, "the first page has \(shown.count)")
+            #expect(shown.map(\.content) == Array(all.suffix(shown.count)))
+
+            // Scroll to the top until nothing older is left (bounded: 120 messages are a few pages).
+            var scrolls = 0
+            while shown.count < all.count && scrolls < 10 {
+                scrolls += 1
+                let count = shown.count
+                try alice.browser.execute("const l = document.getElementById('message-list'); l.scrollTop = 0; l.dispatchEvent(new Event('scroll'))")
+                try alice.browser.waitUntil(
+                    "more than \(count) messages", script: "return document.querySelectorAll('#message-list .message').length > arguments[0]", [count])
+                shown = try alice.messages()
+                // Chronological and each once after every page.
+                #expect(shown.map(\.content) == Array(all.suffix(shown.count)), "after scroll \(scrolls)")
+                #expect(Set(shown.map(\.id)).count == shown.count, "a message id twice after scroll \(scrolls)")
+            }
+            #expect(shown.map(\.content) == all)
+            #expect(scrolls >= 2, "120 messages in \(scrolls) pages")
+            try alice.browser.waitUntil("the list's data-has-older", script: "return document.getElementById('message-list').dataset.hasOlder === 'false'")
+
+            // The search index follows the store: wait until it has them all.
+            try await server.waitUntil(timeout: 10, "the search index") {
+                (try await server.request("GET", "/api/chat/search/messages/?q=note%2004", token: tokens[0]).json as? [Any])?.count == 10
+            }
+            try alice.browser.sendKeys("#search-input", "note 04" + BrowserSession.enter)
+            let found = try alice.browser.waitUntil(
+                "search results", script: "const r = document.querySelectorAll('#search-results [data-message-id]'); return r.length === 10 ? r.length : null")
+            #expect(found as? Int == 10)
+            #expect(try alice.browser.execute("return document.getElementById('search-results').textContent.includes('note 042')") as? Bool == true)
+            try alice.screenshot("search")
+            Self.expectQuietConsole(alice, "alice")
+        }
+    }
+}
