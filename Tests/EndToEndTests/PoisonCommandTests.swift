@@ -15,13 +15,17 @@ extension EndToEnd {
             // The failpoint makes a store worker trap on any command carrying
             // the marker, as a bug in the store would (a Swift trap: SIGILL).
             let marker = "poison-\(UInt32.random(in: 0...UInt32.max))"
-            let server = try await TestServer.start(storeWorkers: 1, environment: ["CHATD_FAILPOINT_CRASH_ON": marker])
+            // Two crashes and two worker starts fit the 10 s default deadline on a
+            // quiet machine, not always on a loaded one (a 503 seen there): the
+            // deadline is not what is tested, so it is long.
+            let environment = ["CHATD_FAILPOINT_CRASH_ON": marker, "CHAT_REQUEST_TIMEOUT_MILLISECONDS": "30000"]
+            let server = try await TestServer.start(storeWorkers: 1, environment: environment)
             defer { server.stop() }
             let tokens = try await Steps.users(server, "alice", "bob")
             let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
             let first = try #require(server.childPIDs(matching: "worker --role store").first)
 
-            let poisoned = try await server.request("POST", "/api/chat/rooms/\(room)/messages/", token: tokens[0], json: ["content": "a \(marker)"], timeout: 20)
+            let poisoned = try await server.request("POST", "/api/chat/rooms/\(room)/messages/", token: tokens[0], json: ["content": "a \(marker)"], timeout: 40)
             #expect(poisoned.status == 500, "\(poisoned.text)")
             #expect((poisoned.object["detail"] as? String)?.contains("not retried") == true, "\(poisoned.text)")
 
