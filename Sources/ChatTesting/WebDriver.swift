@@ -16,6 +16,7 @@ public final class WebDriver: @unchecked Sendable {
     private let logPath: String
     private let lock = NSLock()
     private var browsers: [BrowserSession] = []
+    private var stopped = false
 
     /// chromedriver (`CHROMEDRIVER` or /usr/bin/chromedriver) and chromium
     /// (`CHROMIUM` or /usr/bin/chromium), or an error naming their packages.
@@ -40,11 +41,18 @@ public final class WebDriver: @unchecked Sendable {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: driver)
-            process.arguments = ["--port=\(port)", "--allowed-ips=127.0.0.1"]
-            let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-            process.standardOutput = log
-            process.standardError = log
-            try process.run()
+            // No `--allowed-ips`: with it chromedriver listens on every
+            // interface; without it only on 127.0.0.1 and ::1.
+            process.arguments = ["--port=\(port)"]
+            do {
+                let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+                process.standardOutput = log
+                process.standardError = log
+                try process.run()
+            } catch {
+                try? FileManager.default.removeItem(atPath: logPath)
+                throw error
+            }
             let webDriver = WebDriver(port: port, process: process, logPath: logPath, browserBinary: browser)
             do {
                 try webDriver.waitUntilReady(timeout: timeout)
@@ -89,7 +97,12 @@ public final class WebDriver: @unchecked Sendable {
     /// A new headless Chromium with a `width`×`height` viewport and its own temporary profile.
     public func browser(width: Int = 1280, height: Int = 900) throws -> BrowserSession {
         let profile = try TestServer.temporaryDirectory()
-        let args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=\(width),\(height)", "--user-data-dir=\(profile)"]
+        // The profile's path is unique: `stop` finds this browser's processes by it.
+        // /dev/shm is small in containers: Chromium's shared memory goes to /tmp instead.
+        let args = [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=\(width),\(height)",
+            "--user-data-dir=\(profile)",
+        ]
         var options: [String: Any] = ["binary": browserBinary, "args": args]
         // A window is never narrower than 500 px: a phone's width is emulated.
         if width < 500 { options["mobileEmulation"] = ["deviceMetrics": ["width": width, "height": height, "pixelRatio": 1]] }
@@ -112,6 +125,7 @@ public final class WebDriver: @unchecked Sendable {
             throw error
         }
         guard let id = (created as? [String: Any])?["sessionId"] as? String else {
+            try? FileManager.default.removeItem(atPath: profile)
             throw WebDriverError(description: "new session: no sessionId in \(String(describing: created))")
         }
         let browser = BrowserSession(base: base.appendingPathComponent("session/\(id)"), profile: profile)
@@ -121,15 +135,31 @@ public final class WebDriver: @unchecked Sendable {
 
     /// Quits every browser still open, then stops chromedriver: its
     /// `/shutdown` (it takes SIGTERM only after seconds), SIGKILL after 5 s.
+    /// Safe to call twice. A chromedriver that had exited by itself has its log printed.
     public func stop() {
-        for browser in lock.withLock({ browsers }) { browser.quit() }
-        guard process.isRunning else { return }
+        let (first, opened) = lock.withLock {
+            defer { stopped = true }
+            return (!stopped, browsers)
+        }
+        guard first else { return }
+        for browser in opened { browser.quit() }
+        defer { try? FileManager.default.removeItem(atPath: logPath) }
+        guard process.isRunning else {
+            let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+            print("chromedriver on port \(port) had exited (status \(process.terminationStatus))\n--- chromedriver log ---\n\(log)")
+            return
+        }
         _ = try? WebDriverHTTP.call("GET", URL(string: "http://127.0.0.1:\(port)/shutdown")!, nil, timeout: 2)
         let deadline = Date().addingTimeInterval(5)
         while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        if process.isRunning {
+            // Chromium outlives a SIGKILLed chromedriver (re-parented to
+            // init, its profile open): its processes go first, by pid.
+            for browser in opened { browser.killProcesses() }
+            kill(process.processIdentifier, SIGKILL)
+        }
         process.waitUntilExit()
-        try? FileManager.default.removeItem(atPath: logPath)
+        for browser in opened { try? FileManager.default.removeItem(atPath: browser.profile) }
     }
 }
 
@@ -175,12 +205,26 @@ public final class BrowserSession: @unchecked Sendable {
     }
 
     public func click(_ selector: String) throws {
-        try command("POST", "element/\(try find(selector))/click")
+        try onElement(selector) { try command("POST", "element/\($0)/click") }
     }
 
     /// Types `text` into the element (for a file input: a path to upload).
     public func sendKeys(_ selector: String, _ text: String) throws {
-        try command("POST", "element/\(try find(selector))/value", ["text": text])
+        try onElement(selector) { try command("POST", "element/\($0)/value", ["text": text]) }
+    }
+
+    /// Finds `selector` and runs `action` on it, finding it again when the
+    /// page replaced the element in between (the room list re-renders on
+    /// every event): a stale reference means the action did not happen.
+    /// Bounded: 5 tries.
+    private func onElement(_ selector: String, _ action: (String) throws -> Void) throws {
+        for attempt in 1...5 {
+            do {
+                return try action(try find(selector))
+            } catch let error as WebDriverError where attempt < 5 && error.description.contains("stale element reference") {
+                usleep(50_000)
+            }
+        }
     }
 
     /// Runs `script` (a function body; `arguments[0]`... are `args`) in the page; its return value.
@@ -192,7 +236,7 @@ public final class BrowserSession: @unchecked Sendable {
     /// Runs `script` in the page until it returns a truthy value, polling
     /// every 50 ms; throws after `timeout` with `what`, the last value and the page's console.
     @discardableResult
-    public func waitUntil(timeout: Double = 10, _ what: String, script: String, _ args: [Any] = []) throws -> Any? {
+    public func waitUntil(timeout: Double = 30, _ what: String, script: String, _ args: [Any] = []) throws -> Any? {
         let deadline = Date().addingTimeInterval(timeout)
         var last: Any?
         repeat {
@@ -201,7 +245,8 @@ public final class BrowserSession: @unchecked Sendable {
             usleep(50_000)
         } while Date() < deadline
         throw WebDriverError(
-            description: "timed out after \(timeout) s waiting for \(what) (last: \(String(describing: last)))\n--- console ---\n\(consoleLog())"
+            description: "timed out after \(timeout) s waiting for \(what) (last: \(String(describing: last)))\n--- console ---\n"
+                + ((try? consoleLog()) ?? "(unreadable)")
         )
     }
 
@@ -225,9 +270,13 @@ public final class BrowserSession: @unchecked Sendable {
     }
 
     /// The page's console messages since the last call (chromedriver's
-    /// `goog:loggingPrefs` log), one a line; empty when it cannot be read.
-    public func consoleLog() -> String {
-        guard let entries = try? command("POST", "se/log", ["type": "browser"]) as? [[String: Any]] else { return "" }
+    /// `goog:loggingPrefs` log), one a line; throws when it cannot be read
+    /// (an empty log must mean a quiet console).
+    public func consoleLog() throws -> String {
+        let value = try command("POST", "se/log", ["type": "browser"])
+        guard let entries = value as? [[String: Any]] else {
+            throw WebDriverError(description: "console log: not a list of entries: \(String(describing: value))")
+        }
         return entries.map { "\($0["level"] ?? "") \($0["message"] ?? "")" }.joined(separator: "\n")
     }
 
@@ -238,8 +287,33 @@ public final class BrowserSession: @unchecked Sendable {
             return !quitted
         }
         guard first else { return }
-        _ = try? WebDriverHTTP.call("DELETE", base, nil, timeout: 20)
+        do {
+            _ = try WebDriverHTTP.call("DELETE", base, nil, timeout: 20)
+        } catch {
+            killProcesses()
+        }
         try? FileManager.default.removeItem(atPath: profile)
+    }
+
+    /// SIGKILLs every process of this browser: those whose command line
+    /// holds its `--user-data-dir` (a unique temporary directory).
+    func killProcesses() {
+        let argument = Array("--user-data-dir=\(profile)".utf8)
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
+        for pid in entries.compactMap(Int32.init) where pid != getpid() {
+            guard let cmdline = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")) else { continue }
+            // The argument whole: followed by the next one (NUL, or a space
+            // where Chromium rewrote its title) or the end.
+            let bytes = [UInt8](cmdline)
+            var from = bytes.startIndex
+            while let found = bytes[from...].firstRange(of: argument) {
+                if found.upperBound == bytes.endIndex || bytes[found.upperBound] == 0 || bytes[found.upperBound] == 32 {
+                    kill(pid, SIGKILL)
+                    break
+                }
+                from = found.upperBound
+            }
+        }
     }
 }
 
@@ -274,6 +348,10 @@ enum WebDriverHTTP {
         let content = Data(response[split.upperBound...])
         let json = try? JSONSerialization.jsonObject(with: content, options: .fragmentsAllowed)
         let value = (json as? [String: Any])?["value"]
+        if status == 200 && value == nil {
+            // Not a success: a nil here would read as a false condition or an empty log.
+            throw WebDriverError(description: "\(method) \(url.path): HTTP 200 without a JSON `value`: \(String(decoding: content, as: UTF8.self).prefix(500))")
+        }
         if status != 200 {
             let detail = value as? [String: Any]
             let error = detail?["error"] as? String ?? "HTTP \(status)"
@@ -312,7 +390,14 @@ enum WebDriverHTTP {
             guard ready > 0 else { continue }
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return response }
+            guard n > 0 else {
+                // The close: the whole answer only when it has no length (or all of it).
+                if let length = bodyLength(response), let split = response.firstRange(of: [13, 10, 13, 10]),
+                    response.count - split.upperBound < length {
+                    throw WebDriverError(description: "\(what): closed after \(response.count - split.upperBound) of \(length) body bytes")
+                }
+                return response
+            }
             response += buffer[..<n]
             if let length = bodyLength(response), let split = response.firstRange(of: [13, 10, 13, 10]), response.count - split.upperBound >= length {
                 return response

@@ -27,7 +27,7 @@ struct ClientPage {
 
     /// Waits for `body[data-ready=true]`: signed in, room list loaded.
     func waitReady() throws {
-        try browser.waitUntil(timeout: 15, "the client ready", script: "return document.body.dataset.ready === 'true'")
+        try browser.waitUntil(timeout: 30, "the client ready", script: "return document.body.dataset.ready === 'true'")
     }
 
     /// Clicks the room in `#room-list` and waits until it is the open one
@@ -92,11 +92,13 @@ struct ClientPage {
     /// (`window.statusLog`: [client id, status] pairs, in order). A
     /// MutationObserver's callback runs before the next task, so a status
     /// set and replaced by a later event (the server's echo) is still seen.
+    /// Called again, it empties the log (one observer per page).
     func recordStatuses() throws {
         try browser.execute("""
             window.statusLog = [];
+            if (window.statusObserver) return;
             const note = m => window.statusLog.push([m.dataset.clientMsgId || '', m.dataset.status || '']);
-            new MutationObserver(records => {
+            window.statusObserver = new MutationObserver(records => {
                 for (const r of records) {
                     if (r.type === 'attributes') { if (r.target.matches('.message')) note(r.target); continue; }
                     for (const n of r.addedNodes) {
@@ -128,6 +130,23 @@ struct ClientPage {
                 window.stateLog.push(el.dataset.state);
             }).observe(el, {attributes: true, attributeFilter: ['data-state'], attributeOldValue: true});
             """)
+    }
+
+    /// Records every non-empty text `#error-banner` shows from now on
+    /// (`window.errorLog`; the banner clears itself after 10 s, so a
+    /// look at the end would miss one shown meanwhile).
+    func recordErrors() throws {
+        try browser.execute("""
+            const el = document.getElementById('error-banner');
+            window.errorLog = el.textContent.trim() ? [el.textContent] : [];
+            new MutationObserver(() => { if (el.textContent.trim()) window.errorLog.push(el.textContent); })
+                .observe(el, {childList: true, characterData: true, subtree: true});
+            """)
+    }
+
+    /// The texts `#error-banner` showed since `recordErrors`.
+    func errors() throws -> [String] {
+        try #require(try browser.execute("return window.errorLog") as? [String], "no window.errorLog: recordErrors first")
     }
 
     /// The values `data-state` had since `recordConnectionStates`.

@@ -63,7 +63,8 @@ extension EndToEnd {
         @Test func twoUsersConverse() async throws {
             let server = try await TestServer.start()
             defer { server.stop() }
-            let tokens = try await Steps.users(server, "alice", "bob")
+            // Carol, a third member, only listens on a socket: what the clients send.
+            let tokens = try await Steps.users(server, "alice", "bob", "carol")
             let driver = try WebDriver.start()
             defer { driver.stop() }
             let alice = ClientPage(browser: try driver.browser(), server: server)
@@ -72,13 +73,15 @@ extension EndToEnd {
             try alice.open()
             try alice.screenshot("signin")
             try alice.signIn(token: tokens[0])
-            let room = try Self.createRoomInTheClient(alice, name: "Launch plan", members: [IDs.userID(forSubject: "bob")])
+            let room = try Self.createRoomInTheClient(alice, name: "Launch plan", members: ["bob", "carol"].map(IDs.userID(forSubject:)))
             try alice.openRoom(room)
             try bob.signIn(token: tokens[1])
             try bob.openRoom(room)
 
             try Self.exchange(alice, bob)
-            try Self.typing(alice, bob)
+            let carol = try server.webSocket("/ws/chat/\(room)/", token: tokens[2])
+            try Self.typing(alice, bob, listener: carol)
+            carol.close()
             try await Self.receipts(alice, bob, server: server, room: room, bobToken: tokens[1])
             try await Self.storeWorkerKilled(alice, bob, server: server, room: room, token: tokens[0])
             try Self.upload(alice, bob)
@@ -105,14 +108,14 @@ extension EndToEnd {
             try narrow.browser.waitUntil("the preview on a phone", script: Self.previewLoaded)
             try narrow.scrollToBottom()
             try narrow.screenshot("narrow")
-            for (name, page) in [("alice", alice), ("bob", bob), ("bob on a phone", narrow)] { Self.expectQuietConsole(page, name) }
+            for (name, page) in [("alice", alice), ("bob", bob), ("bob on a phone", narrow)] { try Self.expectQuietConsole(page, name) }
         }
 
         /// Nothing went wrong in the page that only its console would tell:
         /// no script error, no request refused by the Content-Security-Policy,
         /// no failed request (Chromium logs each as SEVERE).
-        static func expectQuietConsole(_ page: ClientPage, _ name: String) {
-            let log = page.browser.consoleLog()
+        static func expectQuietConsole(_ page: ClientPage, _ name: String) throws {
+            let log = try page.browser.consoleLog()
             #expect(!log.contains("SEVERE"), "\(name)'s console:\n\(log)")
         }
 
@@ -152,14 +155,33 @@ extension EndToEnd {
             #expect(try bob.contents() == ["Hello Bob", "Hi Alice"])
         }
 
-        /// Alice types: Bob's indicator names her; she sends: it clears.
-        static func typing(_ alice: ClientPage, _ bob: ClientPage) throws {
-            try bob.browser.waitUntil("no one typing", script: "return document.getElementById('typing-indicator').textContent.trim() === ''")
-            try alice.browser.sendKeys("#message-input", "Are we still on for")
-            try bob.browser.waitUntil("Alice typing", script: "return document.getElementById('typing-indicator').textContent.includes('Alice')")
-            try alice.send(" Friday?")
-            try bob.waitForMessage("Are we still on for Friday?")
-            try bob.browser.waitUntil(timeout: 8, "the indicator cleared", script: "return document.getElementById('typing-indicator').textContent.trim() === ''")
+        /// Alice types: Bob's indicator names her; she sends: her client
+        /// says she stopped and the indicator clears. Then the same the other way.
+        static func typing(_ alice: ClientPage, _ bob: ClientPage, listener: WebSocketClient) throws {
+            let empty = "return document.getElementById('typing-indicator').textContent.trim() === ''"
+            for (typist, other, name, day) in [(alice, bob, "Alice", "Friday"), (bob, alice, "Bob", "Saturday")] {
+                let id = IDs.userID(forSubject: name.lowercased())
+                try other.browser.waitUntil("no one typing", script: empty)
+                try typist.browser.sendKeys("#message-input", "Are we still on for")
+                try other.browser.waitUntil("\(name) typing", script: "return document.getElementById('typing-indicator').textContent.includes(arguments[0])", [name])
+                #expect(try typingEvent(listener, from: id, isTyping: true), "\(name)'s typing true")
+                try typist.send(" \(day)?")
+                try other.waitForMessage("Are we still on for \(day)?")
+                // The indicator would also clear by itself (TYPING_SHOW_MS, 8 s
+                // after the last `true`): what shows the client said so is the false.
+                #expect(try typingEvent(listener, from: id, isTyping: false), "\(name)'s typing false")
+                try other.browser.waitUntil(timeout: 5, "\(name)'s indicator cleared", script: empty)
+            }
+        }
+
+        /// Whether `socket` gets a typing event of `user` with `isTyping` within 10 s (others skipped).
+        static func typingEvent(_ socket: WebSocketClient, from user: String, isTyping: Bool) throws -> Bool {
+            let deadline = Date().addingTimeInterval(10)
+            while deadline.timeIntervalSinceNow > 0 {
+                guard let event = try socket.receive(type: "typing", timeout: deadline.timeIntervalSinceNow) else { return false }
+                if event["user_id"] as? String == user && event["is_typing"] as? Bool == isTyping { return true }
+            }
+            return false
         }
 
         /// Whether the message whose content is `arguments[0]` lists a reader
@@ -187,7 +209,8 @@ extension EndToEnd {
         /// and each sender's `.read-by` names the reader.
         static func receipts(_ alice: ClientPage, _ bob: ClientPage, server: TestServer, room: String, bobToken: String) async throws {
             try await waitAllRead(server, room: room, token: bobToken)
-            // The server broadcasts no receipts: the client re-reads the newest page's read_by every 15 s.
+            // The server broadcasts no receipts: the client re-reads the newest
+            // page's read_by every 5 s for a minute after one's own message (REFRESH_FAST_MS).
             try alice.browser.waitUntil(timeout: 20, "Bob in Hello Bob's read-by", script: Self.readBy, ["Hello Bob", "Bob", IDs.userID(forSubject: "bob")])
             try bob.browser.waitUntil(timeout: 20, "Alice in Hi Alice's read-by", script: Self.readBy, ["Hi Alice", "Alice", IDs.userID(forSubject: "alice")])
             // One's own reading is not a receipt: Alice is not among Hello Bob's readers.
@@ -196,11 +219,14 @@ extension EndToEnd {
 
         /// Both keep sending while the store worker is SIGKILLed: every
         /// message shows once, confirmed, in the server's order in both
-        /// browsers, and neither connection state ever leaves `connected`.
+        /// browsers, and neither connection state ever leaves `connected`,
+        /// no error is shown, and each of one's own goes pending → sent only.
         static func storeWorkerKilled(_ alice: ClientPage, _ bob: ClientPage, server: TestServer, room: String, token: String) async throws {
             for page in [alice, bob] {
                 try page.recordConnectionStates()
                 #expect(try page.connectionStates() == ["connected"])
+                try page.recordErrors()
+                try page.recordStatuses()
             }
             let earlier = try alice.contents()
             let worker = try #require(server.childPIDs(matching: "worker --role store").first)
@@ -212,7 +238,7 @@ extension EndToEnd {
                     try page.send("\(name) \(round)")
                 }
             }
-            try await server.waitUntil(timeout: 5, "a new store worker") {
+            try await server.waitUntil(timeout: 20, "a new store worker") {
                 let pids = server.childPIDs(matching: "worker --role store")
                 return !pids.isEmpty && !pids.contains(worker)
             }
@@ -231,6 +257,11 @@ extension EndToEnd {
                 #expect(own == sent.filter { $0.hasPrefix(name + " ") }, "\(name): \(own)")
                 let states = try page.connectionStates()
                 #expect(states.allSatisfy { $0 == "connected" }, "\(name): \(states)")
+                #expect(try page.errors() == [], "\(name)'s error banner")
+                for message in shown where message.content.hasPrefix(name + " ") {
+                    #expect(!message.clientID.isEmpty, "\(name): \(message)")
+                    #expect(try page.statuses(of: message.clientID) == ["pending", "sent"], "\(name): \(message.content)")
+                }
             }
         }
 
@@ -310,7 +341,7 @@ extension EndToEnd {
             #expect(found as? Int == 10)
             #expect(try alice.browser.execute("return document.getElementById('search-results').textContent.includes('note 042')") as? Bool == true)
             try alice.screenshot("search")
-            Self.expectQuietConsole(alice, "alice")
+            try Self.expectQuietConsole(alice, "alice")
         }
     }
 }
