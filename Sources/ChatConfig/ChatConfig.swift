@@ -93,6 +93,9 @@ public struct ChatConfig: Sendable, Equatable {
     /// Rate and connection limits below; `off` for load tests and benchmarks.
     /// Size limits hold either way.
     public var rateLimits: Bool = true
+    /// `GET /metrics` (Prometheus text, open like /healthz: counts only;
+    /// docs/metrics.md); false answers it 404 (`metrics`, CHAT_METRICS).
+    public var metrics = true
     /// REST requests per user: sustained rate per second, and burst.
     public var restRequestsPerSecond: Double = 50
     public var restBurst: Double = 200
@@ -192,6 +195,7 @@ public struct ChatConfig: Sendable, Equatable {
         let rateLimits = reader.string(forKey: "rateLimits", default: "on").lowercased()
         guard ["on", "off", "true", "false"].contains(rateLimits) else { throw ConfigError.invalid("rateLimits", "\(rateLimits): on or off") }
         config.rateLimits = rateLimits == "on" || rateLimits == "true"
+        config.metrics = reader.bool(forKey: "metrics", default: config.metrics)
         config.restRequestsPerSecond = reader.double(forKey: "restRequestsPerSecond", default: config.restRequestsPerSecond)
         config.restBurst = reader.double(forKey: "restBurst", default: config.restBurst)
         config.socketEventsPerSecond = reader.double(forKey: "socketEventsPerSecond", default: config.socketEventsPerSecond)

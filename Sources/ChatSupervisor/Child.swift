@@ -122,6 +122,8 @@ struct Child: Equatable {
     private(set) var lastHeartbeat = Uptime.distantPast
     /// Unplanned exits: crashes, kills from outside, hangs. Not rolling restarts.
     private(set) var restarts = 0
+    /// Planned exits it came back from: requested restarts, handovers (`/metrics`).
+    private(set) var plannedRestarts = 0
     /// Unplanned exits in a row that came soon after a start (a crash loop).
     private(set) var quickExits = 0
     /// The last process crashed (a signal such as a Swift trap's SIGILL or
@@ -147,6 +149,7 @@ struct Child: Equatable {
 
     var isReady: Bool { if case .ready = state { true } else { false } }
     var isStopped: Bool { state == .stopped }
+    var isInBackoff: Bool { if case .backoff = state { true } else { false } }
     var isCrashLooping: Bool { quickExits >= policy.crashLoopAfter }
 
     /// Applies one event that happened at `now`; returns what to do.
@@ -230,6 +233,7 @@ struct Child: Equatable {
             // STOPPING -> BACKOFF: a requested restart is not a crash, so it
             // neither counts nor slows the next start beyond one a second.
             quickExits = 0
+            plannedRestarts += 1
             let until = now + policy.delay(quickExits: 0, lived: lived)
             state = .backoff(until: until)
             return [.log(.info, "child exited", status), .wake(at: until)]
@@ -290,6 +294,7 @@ struct Child: Equatable {
         // READY -> BACKOFF: a planned departure, neither counted nor slowed
         // beyond one start a second.
         let lived = now.seconds(since: lastStart)
+        plannedRestarts += 1
         let until = now + max(policy.standbySuccessorDelay, policy.delay(quickExits: 0, lived: lived))
         state = .backoff(until: until)
         return [.log(.info, log, ["pid": "\(pid)"]), .wake(at: until)]
