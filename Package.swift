@@ -131,7 +131,7 @@ let package = Package(
         .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "ChatCore"]),
         .testTarget(name: "ChatBusTests", dependencies: ["ChatBus", "ChatWire", "ZeroMQ", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ChatStoreTests", dependencies: ["ChatStore", "ChatCore"]),
-        .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig"]),
+        .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ChatMetricsTests", dependencies: ["ChatMetrics", "ChatWire"]),
         // Reads the sources: rules about the code that review alone did not keep.
         .testTarget(name: "SourceRulesTests"),
@@ -150,6 +150,8 @@ let package = Package(
             name: "ChatFrontendTests",
             dependencies: [
                 "ChatFrontend", "ChatWorkers", "ChatBus", "ChatStore", "ChatConfig", "ChatWire", "ChatCore", "ZeroMQ",
+                // SeededRandom, shared with the end-to-end fuzz tests.
+                "ChatTesting",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOWebSocket", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
             ]

@@ -44,6 +44,10 @@ public struct ChatConfig: Sendable, Equatable {
     /// Frontend processes sharing the listening socket; `auto` (0) = one per CPU.
     public var frontends: Int = 0
     public var logLevel: String = "info"
+    /// `text` (swift-log's lines) or `json` (one object per line), for every process (`logFormat`, CHAT_LOG_FORMAT).
+    public var logFormat: LogFormat = .text
+    /// One info line per HTTP request and WebSocket handshake, label `chatd.access` (`accessLog`, CHAT_ACCESS_LOG).
+    public var accessLog = false
     /// Most Unicode code points in a message's content.
     public var maxMessageChars: Int = 10_000
     /// Largest attachment upload.
@@ -96,6 +100,8 @@ public struct ChatConfig: Sendable, Equatable {
     /// `GET /metrics` (Prometheus text, open like /healthz: counts only;
     /// docs/metrics.md); false answers it 404 (`metrics`, CHAT_METRICS).
     public var metrics = true
+    /// The browser client at `/` (`webClient`, CHAT_WEB_CLIENT); off, `/` is 404.
+    public var webClient = true
     /// REST requests per user: sustained rate per second, and burst.
     public var restRequestsPerSecond: Double = 50
     public var restBurst: Double = 200
@@ -168,6 +174,12 @@ public struct ChatConfig: Sendable, Equatable {
         guard levels.contains(config.logLevel) else {
             throw ConfigError.invalid("logLevel", "\(config.logLevel): one of \(levels.joined(separator: ", "))")
         }
+        let format = reader.string(forKey: "logFormat", default: config.logFormat.rawValue)
+        guard let logFormat = LogFormat(rawValue: format) else {
+            throw ConfigError.invalid("logFormat", "\(format): one of \(LogFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        config.logFormat = logFormat
+        config.accessLog = reader.bool(forKey: "accessLog", default: config.accessLog)
         config.maxMessageChars = reader.int(forKey: "maxMessageChars", default: config.maxMessageChars)
         config.maxBodyBytes = reader.int(forKey: "maxBodyBytes", default: config.maxBodyBytes)
         config.maxUploadBytes = reader.int(forKey: "maxUploadBytes", default: config.maxUploadBytes)
@@ -192,6 +204,7 @@ public struct ChatConfig: Sendable, Equatable {
         config.bodyTimeoutSeconds = reader.double(forKey: "bodyTimeoutSeconds", default: config.bodyTimeoutSeconds)
         config.keepAliveTimeoutSeconds = reader.double(forKey: "keepAliveTimeoutSeconds", default: config.keepAliveTimeoutSeconds)
         config.maxParticipants = reader.int(forKey: "maxParticipants", default: config.maxParticipants)
+        config.webClient = reader.bool(forKey: "webClient", default: config.webClient)
         let rateLimits = reader.string(forKey: "rateLimits", default: "on").lowercased()
         guard ["on", "off", "true", "false"].contains(rateLimits) else { throw ConfigError.invalid("rateLimits", "\(rateLimits): on or off") }
         config.rateLimits = rateLimits == "on" || rateLimits == "true"

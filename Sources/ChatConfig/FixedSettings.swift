@@ -1,6 +1,6 @@
 extension ChatConfig {
     /// The settings a reload does not apply (`listen`, the directories, the
-    /// bus, `run`), as the `CHAT_*` variables that win over the file. The
+    /// bus, `run`, `logFormat`), as the `CHAT_*` variables that win over the file. The
     /// supervisor sets them in every child's environment from its running
     /// configuration, so that a child started after the file changed them
     /// (a scale-up, a crash restart, a standby, a reload's restart) still
@@ -17,6 +17,8 @@ extension ChatConfig {
             "CHAT_BUS": bus ?? "",
             "CHAT_BUS_INSECURE": busInsecure ? "true" : "false",
             "CHAT_RUN": run.rawValue,
+            // One format for every process's lines in the one stream.
+            "CHAT_LOG_FORMAT": logFormat.rawValue,
         ]
     }
 
@@ -30,6 +32,7 @@ extension ChatConfig {
         kept.bus = running.bus
         kept.busInsecure = running.busInsecure
         kept.run = running.run
+        kept.logFormat = running.logFormat
         return kept
     }
 }

@@ -27,6 +27,8 @@ public struct FrontendServices: Sendable {
     let life = FrontendLife()
     /// The tree's metrics as the supervisor last published them (`MetricsRoutes`).
     var metrics = MetricsBoard()
+    /// Nil with `accessLog: false` (the default).
+    var accessLog: AccessLog? = nil
 }
 
 /// HTTP/1.1 with a WebSocket upgrade, on Hummingbird's server. Unlike
@@ -120,6 +122,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             // WebSocketConnection answers decoder errors itself: one close frame, not two.
             enableAutomaticErrorHandling: false,
             shouldUpgrade: { channel, head in
+                let started = services.accessLog == nil ? 0 : monotonicNanos()
                 let loop = channel.eventLoop
                 let promise = loop.makePromise(of: Verdict.self)
                 let peer = channel.remoteAddress
@@ -134,6 +137,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                 }
                 return promise.futureResult.flatMapThrowing { result in
                     verdict.value = result
+                    if let access = services.accessLog { Self.logHandshake(access, head: head, verdict: result, started: started, remote: peer) }
                     guard case .accepted(let identity, _, _, _) = result else { return nil }
                     if services.limiter != nil { reservation.user.withLock { $0 = identity.id } }
                     // The edge leaves before the upgrade starts: removing the
@@ -347,6 +351,19 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         case .failure:
             return .refused(.serviceUnavailable, APIError.unavailable.body)
         }
+    }
+
+    /// A handshake in the access log: 101 as the socket opens, or the refusal.
+    static func logHandshake(_ access: AccessLog, head: HTTPRequestHead, verdict: Verdict, started: UInt64, remote: SocketAddress?) {
+        let (status, bytes): (Int, Int) = switch verdict {
+        case .accepted: (101, 0)
+        case .refused(let status, let body): (status.code, body.count)
+        case .none: (500, 0)
+        }
+        access.record(
+            method: head.method.rawValue, target: head.uri, status: status, bytes: bytes, started: started, remote: remote,
+            requestID: head.headers.first(name: "X-Request-ID")
+        )
     }
 
     static func splitURI(_ uri: String) -> (path: Substring, query: [String: String]) {

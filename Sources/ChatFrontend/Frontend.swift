@@ -117,7 +117,7 @@ public enum Frontend {
         let handover = try startHandovers(config: config, services: services, group: group, predecessor: predecessor, logger: logger)
         handedOver = handover
         defer { unlink(HandoverSource.path(runtimeDir: config.chat.resolvedRuntimeDir, pid: getpid())) }
-        let responder = makeResponder(buildRouter(services: services).buildResponder(), logger: logger)
+        let responder = makeResponder(buildRouter(services: services).buildResponder(), logger: logger, access: services.accessLog)
         let server = HTTPServer(
             source: source, channel: ChatChannel(responder: responder, services: services, logger: logger), group: group, logger: logger
         ) { channel in
@@ -228,7 +228,8 @@ public enum Frontend {
         )
         return FrontendServices(
             config: config, logger: logger, bus: bus, auth: auth, connections: connections, health: health,
-            limiter: config.chat.rateLimits ? RateLimiter(config: config.chat) : nil, metrics: metrics
+            limiter: config.chat.rateLimits ? RateLimiter(config: config.chat) : nil, metrics: metrics,
+            accessLog: config.chat.accessLog ? AccessLog() : nil
         )
     }
 

@@ -1,3 +1,4 @@
+import ChatBus
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -107,9 +108,12 @@ final class LoopTaskExecutor: TaskExecutor {
 /// Hummingbird's `Application` glue, for our own server: a request context
 /// per request, a 500 for errors no route turned into a response, and the
 /// `Date` header every response carries (RFC 9110 6.6.1).
-func makeResponder<R: HTTPResponder>(_ responder: R, logger: Logger) -> HTTPChannelHandler.Responder where R.Context == ChatRequestContext {
+func makeResponder<R: HTTPResponder>(
+    _ responder: R, logger: Logger, access: AccessLog? = nil
+) -> HTTPChannelHandler.Responder where R.Context == ChatRequestContext {
     let dates = DateHeader.shared
     return { request, writer, channel in
+        let started = access == nil ? 0 : monotonicNanos()
         let context = ChatRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: logger))
         var response: Response
         do {
@@ -121,7 +125,16 @@ func makeResponder<R: HTTPResponder>(_ responder: R, logger: Logger) -> HTTPChan
         response.headers[.date] = dates.current
         // Browsers must not guess a type other than the one sent (downloads above all).
         response.headers[.xContentTypeOptions] = "nosniff"
-        try await writer.write(response: response.head, body: response.body)
+        guard let access else { return try await writer.write(response: response.head, body: response.body) }
+        let (body, sent) = AccessLog.counting(response.body)
+        // Logged when the response is out, or the client went away meanwhile.
+        defer {
+            access.record(
+                method: request.method.rawValue, target: request.uri.description, status: response.status.code, bytes: sent(), started: started,
+                remote: channel.remoteAddress, requestID: request.headers[AccessLog.requestIDField]
+            )
+        }
+        try await writer.write(response: response.head, body: body)
     }
 }
 

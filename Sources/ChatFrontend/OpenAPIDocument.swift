@@ -67,6 +67,8 @@ tags:
   - name: health
   - name: meta
     description: This document.
+  - name: webclient
+    description: The browser client (docs/webclient.md); not served when `webClient` is off.
 
 paths:
   /healthz:
@@ -801,6 +803,53 @@ paths:
           content:
             application/yaml: {}
 
+  /:
+    get:
+      tags: [webclient]
+      operationId: webClientPage
+      summary: The browser client's page
+      description: |
+        `index.html` of web/, built into the server. `Cache-Control: no-cache`
+        with an `ETag` (`304` to a matching `If-None-Match`), and a
+        `Content-Security-Policy` that allows only this server's own files and
+        WebSockets. `404` when `webClient` is off.
+      security: []
+      responses:
+        "200":
+          description: The page.
+          headers:
+            ETag: {schema: {type: string}}
+            Content-Security-Policy: {schema: {type: string}}
+          content:
+            text/html: {schema: {type: string}}
+        "304":
+          description: Unchanged since the `If-None-Match` tag.
+        "404": {$ref: "#/components/responses/NotFound"}
+
+  /app/{file}:
+    get:
+      tags: [webclient]
+      operationId: webClientAsset
+      summary: A file of the browser client (`app.js`, `style.css`, ...)
+      security: []
+      parameters:
+        - name: file
+          in: path
+          required: true
+          description: Any other name is `404`.
+          schema: {type: string, enum: [api.js, app.js, sha1.js, socket.js, style.css, view.js]}
+      responses:
+        "200":
+          description: The file, `text/javascript` or `text/css`, with the page's caching and policy headers.
+          headers:
+            ETag: {schema: {type: string}}
+          content:
+            text/javascript: {schema: {type: string}}
+            text/css: {schema: {type: string}}
+        "304":
+          description: Unchanged since the `If-None-Match` tag.
+        "404": {$ref: "#/components/responses/NotFound"}
+
 components:
   securitySchemes:
     bearerAuth:
@@ -1388,6 +1437,10 @@ x-websocket:
     {
       "name": "meta",
       "description": "This document."
+    },
+    {
+      "name": "webclient",
+      "description": "The browser client (docs/webclient.md); not served when `webClient` is off."
     }
   ],
   "paths": {
@@ -2965,6 +3018,106 @@ x-websocket:
             "content": {
               "application/yaml": {}
             }
+          }
+        }
+      }
+    },
+    "/": {
+      "get": {
+        "tags": [
+          "webclient"
+        ],
+        "operationId": "webClientPage",
+        "summary": "The browser client's page",
+        "description": "`index.html` of web/, built into the server. `Cache-Control: no-cache`\nwith an `ETag` (`304` to a matching `If-None-Match`), and a\n`Content-Security-Policy` that allows only this server's own files and\nWebSockets. `404` when `webClient` is off.\n",
+        "security": [],
+        "responses": {
+          "200": {
+            "description": "The page.",
+            "headers": {
+              "ETag": {
+                "schema": {
+                  "type": "string"
+                }
+              },
+              "Content-Security-Policy": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            },
+            "content": {
+              "text/html": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          },
+          "304": {
+            "description": "Unchanged since the `If-None-Match` tag."
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          }
+        }
+      }
+    },
+    "/app/{file}": {
+      "get": {
+        "tags": [
+          "webclient"
+        ],
+        "operationId": "webClientAsset",
+        "summary": "A file of the browser client (`app.js`, `style.css`, ...)",
+        "security": [],
+        "parameters": [
+          {
+            "name": "file",
+            "in": "path",
+            "required": true,
+            "description": "Any other name is `404`.",
+            "schema": {
+              "type": "string",
+              "enum": [
+                "api.js",
+                "app.js",
+                "sha1.js",
+                "socket.js",
+                "style.css",
+                "view.js"
+              ]
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The file, `text/javascript` or `text/css`, with the page's caching and policy headers.",
+            "headers": {
+              "ETag": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            },
+            "content": {
+              "text/javascript": {
+                "schema": {
+                  "type": "string"
+                }
+              },
+              "text/css": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          },
+          "304": {
+            "description": "Unchanged since the `If-None-Match` tag."
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
           }
         }
       }

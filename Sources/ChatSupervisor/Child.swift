@@ -13,7 +13,7 @@ import Logging
 ///     STARTING, READY, HUNG --exited--> BACKOFF (a crash: counted, maybe slowed)
 ///     STARTING, READY --stop-->      STOPPING (SIGTERM or the stop's signal; SIGKILL at the deadline)
 ///     HUNG     --stop-->             STOPPING (SIGKILL again at once if it lingers)
-///     STOPPING --exited-->           BACKOFF (a planned restart: not counted) or STOPPED;
+///     STOPPING --exited-->           BACKOFF (a planned restart: counted apart) or STOPPED;
 ///                                    counted as a crash if it was killed for hanging
 ///     BACKOFF  --timer due-->        (spawn)   --spawned-->   STARTING
 ///     BACKOFF  --stop-->             STOPPED
@@ -122,7 +122,9 @@ struct Child: Equatable {
     private(set) var lastHeartbeat = Uptime.distantPast
     /// Unplanned exits: crashes, kills from outside, hangs. Not rolling restarts.
     private(set) var restarts = 0
-    /// Planned exits it came back from: requested restarts, handovers (`/metrics`).
+    /// Planned restarts: rolling restarts (`ctl restart`, `ctl upgrade`, a
+    /// reload's) and a frontend's handover to its successor. Counted apart
+    /// from `restarts` so a crash count stays an alarm.
     private(set) var plannedRestarts = 0
     /// Unplanned exits in a row that came soon after a start (a crash loop).
     private(set) var quickExits = 0
@@ -164,7 +166,7 @@ struct Child: Equatable {
         case .stop(let restart, let killAt, let signal): stop(restart: restart, killAt: killAt, signal: signal, now: now)
         case .timer: timer(now: now)
         case .handedOver: handedOver(now: now, log: "standby promoted")
-        case .successorTookOver(let child): handedOver(now: now, log: "handover: successor took \(child) over")
+        case .successorTookOver(let child): handedOver(now: now, log: "handover: successor took \(child) over", planned: true)
         }
     }
 
@@ -288,13 +290,15 @@ struct Child: Equatable {
         }
     }
 
-    private mutating func handedOver(now: Uptime, log: String) -> [Action] {
+    /// `planned`: a restart of this child (a frontend's handover), counted
+    /// in `plannedRestarts`; a standby's promotion is its process moving on.
+    private mutating func handedOver(now: Uptime, log: String, planned: Bool = false) -> [Action] {
         // Only a ready standby is promoted (a ready frontend handed over); its process is no longer ours to watch.
         guard case .ready(let pid) = state else { return [] }
+        if planned { plannedRestarts += 1 }
         // READY -> BACKOFF: a planned departure, neither counted nor slowed
         // beyond one start a second.
         let lived = now.seconds(since: lastStart)
-        plannedRestarts += 1
         let until = now + max(policy.standbySuccessorDelay, policy.delay(quickExits: 0, lived: lived))
         state = .backoff(until: until)
         return [.log(.info, log, ["pid": "\(pid)"]), .wake(at: until)]

@@ -25,6 +25,7 @@ struct ReloadPlan: Equatable, Sendable {
         let fixed: [(String, Bool)] = [
             ("listen", old.listen != new.listen), ("dataDir", old.dataDir != new.dataDir), ("runtimeDir", old.runtimeDir != new.runtimeDir),
             ("bus", old.bus != new.bus), ("bus.insecure", old.busInsecure != new.busInsecure), ("run", old.run != new.run),
+            ("logFormat", old.logFormat != new.logFormat),
         ]
         needsFullRestart = fixed.filter(\.1).map(\.0)
         frontends = old.view(frontend: true) != new.view(frontend: true)
@@ -61,6 +62,7 @@ extension ChatConfig {
         view.bus = defaults.bus
         view.busInsecure = defaults.busInsecure
         view.run = defaults.run
+        view.logFormat = defaults.logFormat
         if frontend {
             view.typingWindowSeconds = defaults.typingWindowSeconds  // the receipts worker's
         } else {
@@ -101,6 +103,7 @@ extension ChatConfig {
         socketsPerUser = defaults.socketsPerUser
         handshakesPerSecondPerIP = defaults.handshakesPerSecondPerIP
         handshakeBurst = defaults.handshakeBurst
+        accessLog = defaults.accessLog
     }
 }
 

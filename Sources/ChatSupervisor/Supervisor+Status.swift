@@ -9,7 +9,9 @@ extension Supervisor {
         let ready = serving.values.filter(\.machine.isReady).count
         let looping = children.filter { $0.value.machine.isCrashLooping }.map(\.key.description).sorted()
         let restarts = serving.values.reduce(0) { $0 + $1.machine.restarts }
-        var status = "\(ready)/\(serving.count) children ready, \(restarts) restarts"
+        let planned = serving.values.reduce(0) { $0 + $1.machine.plannedRestarts }
+        // `restarts`: crashes, hangs, kills from outside; planned ones apart.
+        var status = "\(ready)/\(serving.count) children ready, \(restarts) restarts, \(planned) planned restarts"
         let standbys = children.filter(\.key.isStandby)
         if !standbys.isEmpty { status += ", \(standbys.values.filter(\.machine.isReady).count)/\(standbys.count) standbys ready" }
         if !looping.isEmpty { status += "; crash-looping: \(looping.joined(separator: ", "))" }
@@ -57,6 +59,7 @@ extension Supervisor {
                 "ready": child.isReady,
                 "uptime_seconds": record.process == nil ? NSNull() : (now.seconds(since: child.lastStart) * 10).rounded() / 10,
                 "restarts": child.restarts,
+                "planned_restarts": child.plannedRestarts,
                 "last_heartbeat_seconds_ago": child.isReady ? (now.seconds(since: child.lastHeartbeat) * 10).rounded() / 10 : NSNull(),
             ]
             // The store shard count a frontend sends by; null while it changes
@@ -73,7 +76,7 @@ extension Supervisor {
                 "child": record.spec.name.description, "role": record.spec.name.role,
                 "pid": record.process.map { Int($0.pid) } ?? NSNull(), "ready": record.machine.isReady,
                 "uptime_seconds": record.process == nil ? NSNull() : (now.seconds(since: record.machine.lastStart) * 10).rounded() / 10,
-                "restarts": record.machine.restarts,
+                "restarts": record.machine.restarts, "planned_restarts": record.machine.plannedRestarts,
             ]
         }
         var status: [String: Any] = ["children": rows, "queues": queues, "status": lastStatus, "standbys": standbys]

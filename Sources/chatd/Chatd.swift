@@ -19,7 +19,7 @@ struct Chatd: AsyncParsableCommand {
         commandName: "chatd",
         abstract: "A real-time chat server: REST and WebSockets in front, workers and SQLite behind.",
         version: ChatdVersion.version,
-        subcommands: [Serve.self, FrontendCommand.self, WorkerCommand.self, Ctl.self, Token.self, Migrate.self, Version.self],
+        subcommands: [Serve.self, FrontendCommand.self, WorkerCommand.self, Ctl.self, Token.self, Migrate.self, Backup.self, Version.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -48,9 +48,16 @@ struct CommonOptions: ParsableArguments {
         return try await ChatConfig.load(file: config)
     }
 
-    func logger(_ label: String, _ config: ChatConfig) -> Logger {
-        var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = Logger.Level(rawValue: config.logLevel) ?? .info
+    /// The process's logger, every other `Logger(label:)` of the process
+    /// (the access log's) writing as it does: `logFormat`, `logLevel`.
+    /// `role` names the process in JSON lines: the supervisor's name for a
+    /// child (`CHATD_CHILD`), or `fallback` (`supervisor`, a command's name).
+    func logger(_ label: String, _ config: ChatConfig, role fallback: String) -> Logger {
+        let level = Logger.Level(rawValue: config.logLevel) ?? .info
+        let role = ProcessInfo.processInfo.environment["CHATD_CHILD"].flatMap { $0.isEmpty ? nil : $0 } ?? fallback
+        LogOutput.bootstrap(format: config.logFormat, level: level, role: role)
+        var logger = Logger(label: label)
+        logger.logLevel = level
         return logger
     }
 }
@@ -90,7 +97,7 @@ struct Serve: AsyncParsableCommand {
         let config = try await options.load()
         try config.checkBusExposure()
         ChatMetrics.bootstrap()
-        let logger = options.logger("chatd.supervisor", config)
+        let logger = options.logger("chatd.supervisor", config, role: "supervisor")
         // Private whatever they were: the data and runtime directories (an
         // existing one included) are 0700 before anything goes in them.
         try PrivateFiles.directory(config.dataDir)
@@ -120,7 +127,7 @@ struct FrontendCommand: AsyncParsableCommand {
         exitWithParent()
         let config = try await options.load()
         ChatMetrics.bootstrap()
-        let logger = options.logger("chatd.frontend", config)
+        let logger = options.logger("chatd.frontend", config, role: "frontend")
         let frontendID = "fe-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
         try await Frontend.run(
             config: FrontendConfig(chat: config, frontendID: frontendID, storeShards: shards ?? config.resolvedStoreWorkers),
@@ -142,7 +149,7 @@ struct WorkerCommand: AsyncParsableCommand {
         exitWithParent()
         let config = try await options.load()
         ChatMetrics.bootstrap()
-        var logger = options.logger("chatd.worker", config)
+        var logger = options.logger("chatd.worker", config, role: "worker")
         guard let role = Role(rawValue: role), shard >= 0 else { throw ValidationError("unknown role \(self.role) or shard \(shard)") }
         let name = WorkerName(role, shard)
         logger[metadataKey: "worker"] = standby ? "\(StandbyName(role))" : "\(name)"
@@ -159,6 +166,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 logger[metadataKey: "worker"] = "\(assignment.worker)"
                 report.become(assignment.worker.description)
                 metrics.rename(assignment.worker.description)
+                LogOutput.rename(role: assignment.worker.description)
                 return try WorkerLoops.loop(role, database: database, config: config, logger: logger)
             }
         } else {
@@ -214,11 +222,12 @@ final class StopFlag: Sendable {
 
 struct Ctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Control a running server: status, restart <child|role> (rolling), upgrade (every child from the binary on disk), scale <role> <n>.",
+        abstract: "Control a running server: status (tables; --json for scripts), restart <child|role> (rolling), upgrade (every child from the binary on disk), scale <role> <n>.",
         discussion: "Talks to the supervisor's control socket in the runtime directory (same user or root only)."
     )
     @OptionGroup var options: CommonOptions
     @Argument(help: "status | restart <child|role> | upgrade | scale <role> <n>") var words: [String]
+    @Flag(help: "status: the control socket's JSON, for scripts, instead of the tables.") var json = false
 
     func run() async throws {
         let config = try await options.load()
@@ -234,6 +243,10 @@ struct Ctl: AsyncParsableCommand {
         } catch let error as NSError {
             // NSError's own description on Linux drops the message ("(null)").
             throw CommandFailure(error.localizedDescription)
+        }
+        if words == ["status"], !json, let table = StatusTable.render(answer) {
+            print(table, terminator: "")
+            return
         }
         print(answer, terminator: answer.hasSuffix("\n") ? "" : "\n")
         if answer.contains("\"error\"") { throw ExitCode(1) }
@@ -279,5 +292,30 @@ struct Migrate: AsyncParsableCommand {
         try PrivateFiles.directory(config.dataDir)
         _ = try ChatDatabase(path: config.databasePath)
         print("migrated \(config.databasePath)")
+    }
+}
+
+struct Backup: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Copy the chat database, consistent, while the server serves (SQLite's online backup).",
+        discussion: """
+            Finds the database as serve does (--config, CHAT_DATA_DIR). Writes to a temporary name beside the \
+            destination and renames it into place. Not copied: the search index, which the server rebuilds from \
+            the database, and the attachments under <dataDir>/files (copy those after this; docs/operations.md).
+            """
+    )
+    @OptionGroup var options: CommonOptions
+    @Argument(help: "The copy's path, or a directory to write chat.sqlite in.") var destination: String
+    @Flag(help: "Replace the destination if it exists.") var force = false
+
+    func run() async throws {
+        let config = try await options.load()
+        let source = URL(fileURLWithPath: config.databasePath).standardized.path
+        do {
+            let result = try DatabaseBackup.run(source: source, destination: destination, force: force)
+            print("backed up \(source) to \(result.path): \(result.bytes) bytes, \(result.pages) pages, \(Int(result.milliseconds.rounded())) ms")
+        } catch let failure as DatabaseBackup.Failure {
+            throw CommandFailure(failure.description)
+        }
     }
 }

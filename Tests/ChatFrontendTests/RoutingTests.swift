@@ -24,7 +24,7 @@ import Testing
             #expect(paths.count == 23)
             #expect(
                 ChatAPI(services: server.services).routes.filter { $0.access == .open }.map(\.path)
-                    == ["/healthz", "/api/openapi.json", "/api/openapi.yaml", "/metrics"]
+                    == ["/healthz", "/api/openapi.json", "/api/openapi.yaml", "/metrics", "/", "/app/:file"]
             )
             for (method, path) in paths + paths.filter({ $0.0 == "GET" }).map({ ("HEAD", $0.1) }) {
                 let anonymous = try await server.request(method, path)
@@ -120,6 +120,7 @@ import Testing
             #expect(byPath["/api/chat/rooms/direct_message/"] == ["POST"])
             for (pattern, methods) in byPath {
                 let path = pattern.replacingOccurrences(of: ":room", with: IDs.uuid7()).replacingOccurrences(of: ":message", with: IDs.uuid7())
+                    .replacingOccurrences(of: ":file", with: "app.js")
                 for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] {
                     let response = try await server.request(method, path)
                     if methods.contains(method) {

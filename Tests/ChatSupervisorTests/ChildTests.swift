@@ -56,7 +56,7 @@ import Testing
         _ = child.handle(.timer, now: t0 + 23)
         _ = child.handle(.spawned(pid: 102), now: t0 + 23)
         _ = child.handle(.reportedReady, now: t0 + 23)
-        _ = child.handle(.handedOver, now: t0 + 30)
+        _ = child.handle(.successorTookOver(child: "frontend.0"), now: t0 + 30)
         #expect(child.restarts == 1 && child.plannedRestarts == 2)
         _ = child.handle(.timer, now: t0 + 32)
         _ = child.handle(.spawned(pid: 103), now: t0 + 32)
@@ -135,7 +135,7 @@ import Testing
         #expect(child.state == .backoff(until: t0 + 1))
     }
 
-    @Test func aPlannedRestartIsNeitherCountedNorAWarningNorACrash() {
+    @Test func aPlannedRestartIsCountedApartAndIsNeitherAWarningNorACrash() {
         var child = running()
         // Crash-looping before: a requested restart clears it.
         for _ in 0..<5 {
@@ -152,6 +152,7 @@ import Testing
         let exited = child.handle(.exited(.signal(SIGTERM)), now: t0 + 3)
         #expect(logLevels(exited) == ["child exited": .info])
         #expect(child.restarts == 5 && child.quickExits == 0 && !child.isCrashLooping && !child.predecessorFailed)
+        #expect(child.plannedRestarts == 1)
         #expect(child.state == .backoff(until: t0 + 3))
         #expect(child.handle(.timer, now: t0 + 3).last == .spawn(predecessorFailed: false))
     }
@@ -225,9 +226,25 @@ import Testing
         _ = child.handle(.stop(restart: true, killAt: now + 11.5), now: now + 1.5)
         let exited = child.handle(.exited(.signal(SIGKILL)), now: now + 1.6)
         #expect(child.quickExits == 5 && child.restarts == 5 && child.isCrashLooping, "not reset as after a planned restart")
+        #expect(child.plannedRestarts == 0, "a crash, not a planned restart")
         #expect(logLevels(exited)["child is crash-looping"] == .error)
         #expect(wake(exited) == now + 1.6 + 2, "the backoff of a fifth quick exit")
         #expect(child.predecessorFailed)
+    }
+
+    @Test func aHandoverToASuccessorIsAPlannedRestartAPromotionIsNeither() {
+        var frontend = running()
+        let took = frontend.handle(.successorTookOver(child: "frontend.0"), now: t0 + 2)
+        #expect(logLevels(took) == ["handover: successor took frontend.0 over": .info])
+        #expect(frontend.plannedRestarts == 1 && frontend.restarts == 0)
+        var standby = running()
+        _ = standby.handle(.handedOver, now: t0 + 2)
+        #expect(standby.plannedRestarts == 0 && standby.restarts == 0)
+        // A stop for good (scaled away, shutting down) is no restart at all.
+        var stopped = running()
+        _ = stopped.handle(.stop(restart: false, killAt: t0 + 10), now: t0 + 1)
+        _ = stopped.handle(.exited(.exit(0)), now: t0 + 2)
+        #expect(stopped.plannedRestarts == 0 && stopped.restarts == 0)
     }
 
     @Test func timeIsWhatTheMachineIsGivenNotTheWallClock() {

@@ -63,7 +63,7 @@ extension EndToEnd {
             let templates = Self.templates(token: tokens[1], room: own)
             let failures = Mutex<[String]>([])
             DispatchQueue.concurrentPerform(iterations: 8) { lane in
-                var random = SplitMix(seed: seed &+ UInt64(lane))
+                var random = SeededRandom(seed: seed &+ UInt64(lane))
                 for index in stride(from: lane, to: Self.cases, by: 8) {
                     let template = templates[index % templates.count]
                     let bytes = Self.mutate(template, &random)
@@ -186,7 +186,7 @@ extension EndToEnd {
         }
 
         /// One to four random edits: flip, insert, delete, duplicate, or splice an extreme value.
-        static func mutate(_ template: [UInt8], _ random: inout SplitMix) -> [UInt8] {
+        static func mutate(_ template: [UInt8], _ random: inout SeededRandom) -> [UInt8] {
             var bytes = template
             let extremes = ["-1", "9223372036854775808", "99999999999999999999999", "1e309", "%00", "\r\n", " ", "\u{0}", "%", "+", "\r\n\r\n", ":", "\u{7F}"]
             for _ in 0..<(1 + Int(random.next() % 4)) where !bytes.isEmpty {
@@ -362,7 +362,7 @@ extension EndToEnd {
 
         /// Each child's name, pid and restart count, from `chatd ctl status`.
         static func processes(_ server: TestServer) throws -> [String] {
-            let output = try server.ctl(["status"])
+            let output = try server.ctl(["status", "--json"])
             let status = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
             let children = status["children"] as? [[String: Any]] ?? []
             return children.map { "\($0["child"] ?? "?") pid \($0["pid"] ?? "?") restarts \($0["restarts"] ?? "?")" }.sorted()
@@ -371,18 +371,5 @@ extension EndToEnd {
         static func openDescriptors(_ pid: Int32) -> Int {
             (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
         }
-    }
-}
-
-/// A small seeded generator, so a failing fuzz run can be repeated (`CHATD_FUZZ_SEED`).
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

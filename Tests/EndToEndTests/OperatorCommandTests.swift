@@ -68,7 +68,11 @@ extension EndToEnd {
             #expect(rooms.status == 200)
             let ctl = try chatd(["ctl", "--config", file, "status"], in: elsewhere)
             #expect(ctl.status == 0, "\(ctl.err)")
-            #expect(ctl.out.contains("store"))
+            // Tables by default, the socket's JSON with --json.
+            #expect(ctl.out.contains("CHILD") && ctl.out.contains("store.0") && ctl.out.contains("PLANNED"), "\(ctl.out)")
+            let json = try chatd(["ctl", "--config", file, "status", "--json"], in: elsewhere)
+            let children = ((try? JSONSerialization.jsonObject(with: Data(json.out.utf8))) as? [String: Any])?["children"] as? [[String: Any]]
+            #expect(children?.contains { $0["child"] as? String == "store.0" && $0["planned_restarts"] as? Int == 0 } == true, "\(json.out)")
             // A second server on the same address exits at once, naming it.
             let second = try chatd(["serve"], in: elsewhere, environment: ["CHAT_LISTEN": "127.0.0.1:\(server.port)"])
             #expect(second.status == 1)

@@ -141,42 +141,26 @@ extension EndToEnd {
             #expect(after.waitForClose(timeout: 10) && after.closeCode == 1009, "a frame over the new limit")
         }
 
-        /// What systemd would see (a fake NOTIFY_SOCKET), each datagram with
-        /// what was true as it came: the supervisor's log and `ctl status`.
-        final class Notified: @unchecked Sendable {
-            struct Entry {
-                var fields: [String: String]
-                /// The log said "reload: restarts done" by then.
-                var restartsDone: Bool
-                /// `ctl status` asked as a READY=1 came.
-                var status: [String: Any]?
-            }
+        /// What was true as a datagram came (`NotifyRecorder`): the
+        /// supervisor's log said "reload: restarts done", and `ctl status`,
+        /// asked as a READY=1 came.
+        struct AtDatagram {
+            var restartsDone: Bool
+            var status: [String: Any]?
+        }
 
-            private let lock = NSLock()
-            private var stored: [Entry] = []
-            private var stop = false
-            var done: Bool {
-                get { lock.withLock { stop } }
-                set { lock.withLock { stop = newValue } }
-            }
-            var entries: [Entry] { lock.withLock { stored } }
-            func append(_ entry: Entry) { lock.withLock { stored.append(entry) } }
-            var readies: [Entry] { entries.filter { $0.fields["READY"] == "1" } }
-
-            /// Reads `socket` on a thread of its own until `done`; `onDatagram` runs on it first.
-            func read(_ socket: NotifySocket, dataDir: String, onDatagram: @escaping @Sendable ([String: String]) -> Void = { _ in }) {
-                Thread { [self] in
-                    while !done {
-                        guard let fields = socket.receive(timeout: 0.1) else { continue }
-                        onDatagram(fields)
-                        let log = (try? String(contentsOfFile: dataDir + "/chatd.log", encoding: .utf8)) ?? ""
-                        let status = fields["READY"] == "1"
-                            ? (try? TestServer.control(dataDir + "/run/control.sock", "status")).flatMap {
-                                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-                            } : nil
-                        append(Entry(fields: fields, restartsDone: log.contains("reload: restarts done"), status: status))
-                    }
-                }.start()
+        /// Looks those up in `dataDir`'s server; `onDatagram` runs first.
+        static func look(
+            dataDir: String, onDatagram: @escaping @Sendable ([String: String]) -> Void = { _ in }
+        ) -> @Sendable ([String: String]) -> AtDatagram {
+            { fields in
+                onDatagram(fields)
+                let log = (try? String(contentsOfFile: dataDir + "/chatd.log", encoding: .utf8)) ?? ""
+                let status = fields["READY"] == "1"
+                    ? (try? TestServer.control(dataDir + "/run/control.sock", "status")).flatMap {
+                        try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+                    } : nil
+                return AtDatagram(restartsDone: log.contains("reload: restarts done"), status: status)
             }
         }
 
@@ -187,8 +171,8 @@ extension EndToEnd {
         @Test func readyFollowsTheRestartsAndCtlWaitsForThem() async throws {
             let notify = try NotifySocket()
             let dir = try TestServer.temporaryDirectory()
-            let notified = Notified()
-            notified.read(notify, dataDir: dir)
+            let notified = NotifyRecorder<AtDatagram>()
+            notified.read(notify, look: Self.look(dataDir: dir))
             defer { notified.done = true }
             let file = try Self.configFile("chat:\n  maxMessageChars: 1000\n")
             defer { try? FileManager.default.removeItem(atPath: file) }
@@ -211,12 +195,12 @@ extension EndToEnd {
             try await server.waitUntil(timeout: 90, "READY=1 after the reload") { notified.readies.count == 2 }
             let entries = notified.entries
             let ready = try #require(notified.readies.last)
-            #expect(ready.restartsDone, "READY=1 before the restarts were done")
+            #expect(ready.seen.restartsDone, "READY=1 before the restarts were done")
             let reloading = entries.firstIndex { $0.fields["RELOADING"] == "1" }
             let readyIndex = entries.lastIndex { $0.fields["READY"] == "1" }
             #expect(reloading != nil && reloading! < readyIndex!)
             var atReady: [String: (pid: Int, ready: Bool)] = [:]
-            for row in ready.status?["children"] as? [[String: Any]] ?? [] {
+            for row in ready.seen.status?["children"] as? [[String: Any]] ?? [] {
                 if let name = row["child"] as? String, let pid = row["pid"] as? Int { atReady[name] = (pid, row["ready"] as? Bool == true) }
             }
             #expect(before.keys.contains("store.0") && before.keys.contains("frontend.1"), "\(before.keys)")
@@ -235,15 +219,15 @@ extension EndToEnd {
             let dir = try TestServer.temporaryDirectory()
             let file = try Self.configFile("chat:\n  maxFrameBytes: 65536\n")
             defer { try? FileManager.default.removeItem(atPath: file) }
-            let notified = Notified()
+            let notified = NotifyRecorder<AtDatagram>()
             let signalled = Tally()
             // The first STATUS= comes from the started supervisor (its signal
             // handlers are set) before its children are ready.
-            notified.read(notify, dataDir: dir) { fields in
+            notified.read(notify, look: Self.look(dataDir: dir) { fields in
                 guard fields["STATUS"] != nil, fields["READY"] == nil, signalled.value == 0, let pid = Self.supervisorPID(configFile: file) else { return }
                 signalled.add()
                 kill(pid, SIGHUP)
-            }
+            })
             defer { notified.done = true }
             let server = try await TestServer.start(
                 frontends: 2, configFile: file, environment: MultiFrontend.noHandover.merging(["NOTIFY_SOCKET": notify.path]) { $1 }, dataDir: dir

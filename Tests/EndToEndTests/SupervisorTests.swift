@@ -5,46 +5,6 @@ import Foundation
 import GRDB
 import Testing
 
-/// A Unix datagram socket standing in for systemd's NOTIFY_SOCKET.
-final class NotifySocket: @unchecked Sendable {
-    let path: String
-    let fd: Int32
-
-    init() throws {
-        path = "/tmp/chatd-notify-\(UInt32.random(in: 0...UInt32.max)).sock"
-        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard bound == 0 else { throw TestServerError(description: "bind \(path): \(errno)") }
-    }
-
-    deinit {
-        close(fd)
-        unlink(path)
-    }
-
-    /// The next datagram's fields, or nil after `timeout`.
-    func receive(timeout: Double) -> [String: String]? {
-        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        guard poll(&pfd, 1, Int32(timeout * 1000)) > 0 else { return nil }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        guard count > 0 else { return nil }
-        var fields: [String: String] = [:]
-        for line in String(decoding: buffer[0..<count], as: UTF8.self).split(separator: "\n") {
-            let pair = line.split(separator: "=", maxSplits: 1)
-            if pair.count == 2 { fields[String(pair[0])] = String(pair[1]) }
-        }
-        return fields
-    }
-}
-
 /// Whether an HTTP server answers on the port (within a second). Not just
 /// a connect: the supervisor holds the listening socket, which takes
 /// connections into its backlog before any frontend serves them.
@@ -69,15 +29,12 @@ extension EndToEnd {
             // Read the datagrams as they come, from before the server starts,
             // so "was the port answering when READY=1 came" is asked at once
             // (the port it got from port 0 asked of its control socket).
-            let log = NotifyLog()
-            let reader = Thread {
-                while !log.done {
-                    guard let fields = notify.receive(timeout: 0.1) else { continue }
-                    let port = fields["READY"] == "1" ? (try? TestServer.control(dir + "/run/control.sock", "status")).flatMap(listenPort) : nil
-                    log.append(fields, portAnswered: port.map(httpAnswers))
-                }
+            // Each datagram with whether the port answered, for a READY=1.
+            let log = NotifyRecorder<Bool?>()
+            log.read(notify) { fields in
+                let port = fields["READY"] == "1" ? (try? TestServer.control(dir + "/run/control.sock", "status")).flatMap(listenPort) : nil
+                return port.map(httpAnswers)
             }
-            reader.start()
             defer { log.done = true }
             let configFile = dir + "/chatd.yaml"
             try "chat:\n  receiptsWorkers: 1\n".write(toFile: configFile, atomically: true, encoding: .utf8)
@@ -88,7 +45,7 @@ extension EndToEnd {
             try await server.waitUntil(timeout: 5, "four watchdog pings after READY") { log.watchdogsAfterReady >= 4 }
             let entries = log.entries
             let ready = try #require(entries.first { $0.fields["READY"] == "1" })
-            #expect(ready.portAnswered == true, "READY=1 before the port answered")
+            #expect(ready.seen == true, "READY=1 before the port answered")
             #expect(ready.fields["STATUS"]?.contains("children ready") == true)
             // At half of WATCHDOG_USEC (200 ms), give or take scheduling.
             let pings = entries.filter { $0.fields["WATCHDOG"] == "1" }.map(\.time).suffix(4)
@@ -212,7 +169,7 @@ extension EndToEnd {
             let mode = (try FileManager.default.attributesOfItem(atPath: control)[.posixPermissions] as? Int) ?? 0
             #expect(mode & 0o077 == 0, "control socket mode \(String(mode, radix: 8))")
 
-            let status = try Self.ctl(server, "status")
+            let status = try Self.ctl(server, "status", "--json")
             let children = status["children"] as? [[String: Any]] ?? []
             #expect(Set(children.compactMap { $0["child"] as? String }) == ["frontend.0", "store.0", "store.1", "receipts.0", "search.0", "files.0"])
             #expect(children.allSatisfy { $0["ready"] as? Bool == true && $0["pid"] is Int && $0["restarts"] as? Int == 0 })
@@ -246,13 +203,18 @@ extension EndToEnd {
             #expect(seen.count == 100, "missing: \(Set((0..<100).map { "r\($0)" }).subtracting(seen).sorted())")
             #expect(!alice.isClosed && !bob.isClosed)
             #expect(try await Steps.contents(server, token: tokens[0], room: room) == (0..<100).map { "r\($0)" })
+            // Planned: counted apart from crashes, and logged at info, not as a warning.
+            let restartedRows = (try Self.ctl(server, "status", "--json")["children"] as? [[String: Any]] ?? []).filter { $0["role"] as? String == "store" }
+            #expect(restartedRows.map { $0["planned_restarts"] as? Int } == [1, 1])
+            #expect(restartedRows.allSatisfy { $0["restarts"] as? Int == 0 })
+            #expect(!server.log.split(separator: "\n").contains { $0.contains("warning") && $0.contains("child exited") }, "\(server.log)")
 
             // Queue depth: commands waiting for the (stopped) store workers.
             let stores = server.childPIDs(matching: "worker --role store")
             for pid in stores { kill(pid, SIGSTOP) }
             for i in 0..<5 { try alice.send(json: ["type": "message", "content": "q\(i)"]) }
             func storeDepths() throws -> [Int] {
-                let status = try Self.ctl(server, "status")
+                let status = try Self.ctl(server, "status", "--json")
                 let rows = (status["children"] as? [[String: Any]] ?? []).filter { $0["role"] as? String == "store" }
                 return rows.compactMap { $0["queue_depth"] as? Int }
             }
@@ -309,7 +271,7 @@ extension EndToEnd {
             // The frontend was told of 3 shards and holds back what it gets
             // until shard 0, stopped, answers what it still has pending.
             try await server.waitUntil(timeout: 10, "the frontend changing its shard count") {
-                let status = try Self.ctl(server, "status")
+                let status = try Self.ctl(server, "status", "--json")
                 let frontend = (status["children"] as? [[String: Any]] ?? []).first { $0["child"] as? String == "frontend.0" }
                 return frontend?["store_shards"] is NSNull
             }
@@ -331,7 +293,7 @@ extension EndToEnd {
                 #expect(persisted, "room \(room) stored out of order or incomplete from \(stored.indices.first { $0 >= count || stored[$0] != expected[$0] } ?? stored.count)")
             }
             #expect(!(senders + listeners).contains { $0.isClosed })
-            let status = try Self.ctl(server, "status")
+            let status = try Self.ctl(server, "status", "--json")
             let names = (status["children"] as? [[String: Any]] ?? []).compactMap { $0["child"] as? String }.filter { $0.hasPrefix("store.") }
             #expect(names.sorted() == ["store.0", "store.1"])
 
@@ -369,7 +331,7 @@ extension EndToEnd {
             let server = try await TestServer.start(environment: ["CHAT_RUN": "frontend", "CHAT_BUS": bus], dataDir: dir)
             defer { server.stop() }
             #expect(server.childPIDs(matching: "chatd worker").isEmpty, "the frontend host runs no workers")
-            let children = try Self.ctl(server, "status")["children"] as? [[String: Any]] ?? []
+            let children = try Self.ctl(server, "status", "--json")["children"] as? [[String: Any]] ?? []
             #expect(children.compactMap { $0["child"] as? String } == ["frontend.0"])
             #expect(try Self.ctl(server, "scale", "receipts", "2")["error"] != nil, "workers started on the frontend host")
             #expect(try Self.ctl(server, "scale", "store", "2")["error"] != nil)
@@ -488,34 +450,4 @@ final class Tally: @unchecked Sendable {
 
     func add() { lock.withLock { count += 1 } }
     var value: Int { lock.withLock { count } }
-}
-
-/// What the notify reader saw, shared with the test.
-final class NotifyLog: @unchecked Sendable {
-    struct Entry {
-        var fields: [String: String]
-        var time: Date
-        var portAnswered: Bool?
-    }
-
-    private let lock = NSLock()
-    private var stored: [Entry] = []
-    private var stop = false
-
-    var done: Bool {
-        get { lock.withLock { stop } }
-        set { lock.withLock { stop = newValue } }
-    }
-
-    var entries: [Entry] { lock.withLock { stored } }
-
-    func append(_ fields: [String: String], portAnswered: Bool?) {
-        lock.withLock { stored.append(Entry(fields: fields, time: Date(), portAnswered: portAnswered)) }
-    }
-
-    var watchdogsAfterReady: Int {
-        let all = entries
-        guard let ready = all.firstIndex(where: { $0.fields["READY"] == "1" }) else { return 0 }
-        return all[ready...].filter { $0.fields["WATCHDOG"] == "1" }.count
-    }
 }

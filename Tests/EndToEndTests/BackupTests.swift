@@ -1,0 +1,115 @@
+import ChatCore
+import ChatTesting
+import Foundation
+import GRDB
+import Synchronization
+import Testing
+
+extension EndToEnd {
+    /// `chatd backup`, and a restore from what it wrote.
+    @Suite struct Backup {
+        /// `chatd <arguments>` as an operator runs it, finding the server by `CHAT_DATA_DIR`: status, output, errors.
+        static func chatd(_ arguments: [String], dataDir: String) throws -> (status: Int32, out: String, err: String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: try TestServer.binary())
+            process.arguments = arguments
+            process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CHAT_") }.merging(["CHAT_DATA_DIR": dataDir]) { $1 }
+            let out = Pipe(), err = Pipe()
+            process.standardOutput = out
+            process.standardError = err
+            try process.run()
+            DispatchQueue.global().asyncAfter(deadline: .now() + 60) { if process.isRunning { process.terminate() } }
+            let outData = out.fileHandleForReading.readDataToEndOfFile()
+            let errData = err.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+        }
+
+        /// A copy opened as a database: its integrity check and the ids of the room's messages.
+        static func inspect(_ path: String, room: String) throws -> (check: String?, ids: Set<String>) {
+            let database = try DatabaseQueue(path: path)
+            defer { try? database.close() }
+            return try database.read { db in
+                let check = try String.fetchOne(db, sql: "PRAGMA integrity_check")
+                return (check, Set(try String.fetchAll(db, sql: "SELECT id FROM messages WHERE room_id = ?", arguments: [room])))
+            }
+        }
+
+        /// `chatd backup` while messages are being sent: the copy is a sound
+        /// database with every message acknowledged before it started, and
+        /// put back in place of the data (the server stopped), it serves
+        /// that history.
+        @Test func aBackupTakenWhileServingHasEveryAcknowledgedMessageAndRestores() async throws {
+            let server = try await TestServer.start(environment: Steps.noRateLimits)
+            var stopped = false
+            defer { if !stopped { server.stop() } }
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+            let base = "/api/chat/rooms/\(room)/messages/"
+            let acks = Acknowledged()
+            for i in 0..<50 { try await acks.send("before \(i)", server: server, token: tokens[0], path: base) }
+            // More keep coming while the backup runs (bounded: 300 at most).
+            let sender = Task {
+                var i = 0
+                while acks.sending.load(ordering: .relaxed) && i < 300 {
+                    try await acks.send("during \(i)", server: server, token: tokens[0], path: base)
+                    i += 1
+                }
+            }
+            try await server.waitUntil(timeout: 10, "sending under way") { acks.entries.withLock { $0.count } >= 60 }
+            let backupDir = try TestServer.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: backupDir) }
+            let copy = backupDir + "/chat-backup.sqlite"
+            let started = Date()
+            let backup = try Self.chatd(["backup", copy], dataDir: server.dataDir)
+            acks.sending.store(false, ordering: .relaxed)
+            try await sender.value
+            #expect(backup.status == 0, "\(backup.err)")
+            #expect(backup.out.contains("to \(copy):") && backup.out.contains(" pages, "), "\(backup.out)")
+            let mode = (try FileManager.default.attributesOfItem(atPath: copy)[.posixPermissions] as? Int) ?? 0
+            #expect(mode & 0o077 == 0, "the copy is private")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: backupDir) == ["chat-backup.sqlite"], "no temporary file left")
+
+            let before = acks.entries.withLock { $0.filter { $0.at < started } }
+            #expect(before.count >= 60)
+            let first = try Self.inspect(copy, room: room)
+            #expect(first.check == "ok")
+            let missing = before.filter { !first.ids.contains($0.id) }
+            #expect(missing.isEmpty, "missing from the backup: \(missing.map(\.content))")
+
+            // Refused over an existing file; replaced with --force.
+            let again = try Self.chatd(["backup", copy], dataDir: server.dataDir)
+            #expect(again.status != 0 && again.err.contains("\(copy) exists: pass --force to replace it"), "\(again.err)")
+            #expect(try Self.chatd(["backup", "--force", copy], dataDir: server.dataDir).status == 0)
+            let forced = try Self.inspect(copy, room: room)
+            let all = acks.entries.withLock { $0 }
+            #expect(forced.check == "ok" && forced.ids == Set(all.map(\.id)), "taken after the sending ended: every message")
+
+            // Restore the latest copy: stop, the copy in place of the database
+            // (its WAL and SHM gone with it), the index dropped, start.
+            server.stop(keepData: true)
+            stopped = true
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: server.dataDir + "/chat.sqlite" + suffix) }
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: server.dataDir + "/search.sqlite" + suffix) }
+            try FileManager.default.copyItem(atPath: copy, toPath: server.dataDir + "/chat.sqlite")
+            let restored = try await TestServer.start(dataDir: server.dataDir)
+            defer { restored.stop() }
+            let token = try await restored.token(sub: "bob")
+            let history = try await Steps.contents(restored, token: token, room: room)
+            #expect(history == all.map(\.content))
+        }
+    }
+}
+
+/// Messages a server acknowledged (201), with when the acknowledgement came,
+/// and the switch that ends a sending task.
+final class Acknowledged: Sendable {
+    let entries = Mutex<[(id: String, content: String, at: Date)]>([])
+    let sending = Atomic<Bool>(true)
+
+    func send(_ content: String, server: TestServer, token: String, path: String) async throws {
+        let response = try await server.request("POST", path, token: token, json: ["content": content])
+        guard response.status == 201, let id = response.object["id"] as? String else { return }
+        entries.withLock { $0.append((id, content, Date())) }
+    }
+}

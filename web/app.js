@@ -1,0 +1,761 @@
+// The chatd web client: sign-in, rooms, the open room's messages over REST
+// and its WebSocket, search. docs/webclient.md describes what it does and
+// the DOM contract the browser tests rely on.
+
+import { Api, ApiError } from "./api.js";
+import { RoomSocket } from "./socket.js";
+import { userIdForSubject } from "./sha1.js";
+import { el, messageItem, publicRoomItem, roomItem, roomName, searchItem, userName } from "./view.js";
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "chatd.token";
+const PAGE = 50;
+// Typing: sent at most this often while typing, `false` after this long without a key.
+const TYPING_RESEND_MS = 3000;
+const TYPING_STOP_MS = 4000;
+// Another user's typing shows this long after their last `true` (they resend every 3 s).
+const TYPING_SHOW_MS = 8000;
+// The server broadcasts no receipts (api-contract.md): the newest page is re-read this often for `read_by`.
+const REFRESH_MS = 5000;
+const REACTIONS = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
+
+const state = {
+  api: null, me: null, rooms: new Map(), roomId: null, room: null, socket: null,
+  messages: new Map(), elements: new Map(), pending: new Map(),
+  oldestId: null, newestId: null, hasOlder: false, loadingOlder: false,
+  replyTo: null, editing: null, typing: new Map(), typingSentAt: 0, typingStop: null,
+  readSent: new Set(), observer: null, timers: [], previews: new Map(), reactFor: null, file: null,
+};
+
+// MARK: sign-in
+
+function decodeToken(token) {
+  const part = token.split(".")[1];
+  if (!part) throw new Error("That is not a JWT (three parts separated by dots).");
+  const base64 = part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "=");
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  const claims = JSON.parse(new TextDecoder().decode(bytes));
+  if (typeof claims.sub !== "string" || !claims.sub) throw new Error("The token has no `sub`.");
+  return claims;
+}
+
+async function signIn(token) {
+  let claims;
+  try {
+    claims = decodeToken(token.trim());
+  } catch (error) {
+    showError(`Cannot read the token: ${error.message}`);
+    return;
+  }
+  const id = userIdForSubject(claims.sub);
+  const name = claims.name || (claims.email ? claims.email.split("@")[0] : claims.sub);
+  state.me = { id, display_name: name, email: claims.email || null };
+  state.api = new Api(token.trim(), (why) => { showError(`Signed out: ${why}`); signOut(); });
+  try {
+    await loadRooms();
+  } catch (error) {
+    if (error.status !== 401) showError(error.message);
+    if (error.status === 401 || error.status === 403) signOut();
+    return;
+  }
+  localStorage.setItem(TOKEN_KEY, token.trim());
+  $("signin-view").hidden = true;
+  $("app-view").hidden = false;
+  $("signout-button").hidden = false;
+  $("me-box").hidden = false;
+  $("me").textContent = name;
+  $("me-id").textContent = id;
+  setConnection("connected");
+  state.timers.push(setInterval(() => loadRooms().catch(roomsFailed), REFRESH_MS));
+  state.timers.push(setInterval(refreshOpenRoom, REFRESH_MS));
+  document.body.dataset.ready = "true";
+}
+
+function signOut() {
+  closeRoom();
+  for (const timer of state.timers) clearInterval(timer);
+  state.timers = [];
+  localStorage.removeItem(TOKEN_KEY);
+  Object.assign(state, { api: null, me: null, rooms: new Map() });
+  delete document.body.dataset.ready;
+  $("room-list").replaceChildren();
+  $("search-results").replaceChildren();
+  $("public-rooms").replaceChildren();
+  $("app-view").hidden = true;
+  $("signin-view").hidden = false;
+  $("signout-button").hidden = true;
+  $("me-box").hidden = true;
+  $("token-input").value = "";
+  setConnection("offline");
+}
+
+function showError(text) {
+  const banner = $("error-banner");
+  banner.textContent = text;
+  clearTimeout(showError.timer);
+  showError.timer = setTimeout(() => { banner.textContent = ""; }, 10000);
+}
+
+function setConnection(value) {
+  const node = $("connection-state");
+  node.dataset.state = value;
+  node.textContent = value;
+}
+
+function roomsFailed(error) {
+  if (error.status === 0 && !state.roomId) setConnection("offline");
+}
+
+// MARK: rooms
+
+async function loadRooms() {
+  const rooms = await state.api.rooms();
+  if (!state.api) return;
+  state.rooms = new Map(rooms.map((room) => [room.id, room]));
+  // With a room open the state is its socket's; otherwise whether REST answers.
+  if (!state.roomId && state.me) setConnection("connected");
+  renderRooms();
+}
+
+function renderRooms() {
+  const list = $("room-list");
+  const old = new Map([...list.children].map((node) => [node.dataset.roomId, node]));
+  const focused = document.activeElement?.closest?.("#room-list .room")?.dataset.roomId;
+  const items = [...state.rooms.values()].map((room) => {
+    const fresh = roomItem(room, state.me.id, room.id === state.roomId);
+    const existing = old.get(room.id);
+    return existing && existing.outerHTML === fresh.outerHTML ? existing : fresh;
+  });
+  list.replaceChildren(...items);
+  if (focused) list.querySelector(`[data-room-id="${focused}"] button`)?.focus();
+  if (!state.rooms.size) list.append(el("li", { class: "empty", text: "No rooms yet: create one, or discover public rooms." }));
+  // Rebuilt only when the rooms change, so an open select is left alone.
+  const select = $("search-room");
+  const options = [...state.rooms.values()].map((room) => el("option", { value: room.id, text: roomName(room, state.me.id) }))
+    .sort((a, b) => a.textContent.localeCompare(b.textContent));
+  const signature = options.map((option) => option.outerHTML).join("");
+  if (select.dataset.signature === signature) return;
+  const chosen = select.value;
+  select.replaceChildren(el("option", { value: "", text: "Any room" }), ...options);
+  select.dataset.signature = signature;
+  select.value = chosen;
+}
+
+async function openRoom(roomId) {
+  closeRoom();
+  state.roomId = roomId;
+  setConnection("connecting");
+  const room = state.rooms.get(roomId) ?? await state.api.room(roomId).catch((error) => { showError(error.message); return null; });
+  if (state.roomId !== roomId) return;
+  if (!room) {
+    state.roomId = null;
+    setConnection("connected");
+    return;
+  }
+  state.room = room;
+  $("open-room-name").textContent = roomName(room, state.me.id);
+  $("open-room-members").textContent = `${room.participants?.length ?? 0} members`;
+  $("message-list").dataset.roomId = roomId;
+  $("message-input").disabled = false;
+  $("send-button").disabled = false;
+  document.body.classList.add("room-open");
+  renderRooms();
+  state.observer = new IntersectionObserver(onVisible, { root: $("message-list"), threshold: 0.5 });
+  try {
+    const page = await state.api.messages(roomId, {}, PAGE);
+    if (state.roomId !== roomId) return;
+    for (const message of page.results.slice().reverse()) upsertMessage(message, false);
+    state.hasOlder = Boolean(page.next);
+    $("message-list").dataset.hasOlder = String(state.hasOlder);
+    $("load-older-state").textContent = state.hasOlder ? "" : "Start of the conversation";
+    scrollToBottom();
+    fillScreen();
+  } catch (error) {
+    showError(error.message);
+  }
+  state.socket = new RoomSocket(roomId, state.api.token, {
+    onEvent: onSocketEvent, onState: setConnection, onOpen: (reopened) => { if (reopened) catchUp(); },
+    onFinal: socketEnded,
+  });
+}
+
+function closeRoom() {
+  stopTyping();
+  state.socket?.stop();
+  state.observer?.disconnect();
+  for (const typing of state.typing.values()) clearTimeout(typing.timer);
+  Object.assign(state, {
+    socket: null, observer: null, roomId: null, room: null, oldestId: null, newestId: null, hasOlder: false,
+    replyTo: null, editing: null, messages: new Map(), elements: new Map(), pending: new Map(), typing: new Map(),
+  });
+  $("message-list").replaceChildren();
+  delete $("message-list").dataset.roomId;
+  $("typing-indicator").textContent = "";
+  setComposerMode("send");
+}
+
+async function joinRoom(roomId) {
+  try {
+    await state.api.join(roomId);
+    await loadRooms();
+    $("public-rooms").querySelector(`[data-room-id="${roomId}"]`)?.remove();
+    await openRoom(roomId);
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+async function showPublicRooms() {
+  const section = $("public-rooms-section");
+  const button = $("discover-button");
+  if (!section.hidden) {
+    section.hidden = true;
+    button.setAttribute("aria-expanded", "false");
+    return;
+  }
+  try {
+    const rooms = await state.api.publicRooms();
+    $("public-rooms").replaceChildren(...rooms.map(publicRoomItem));
+    if (!rooms.length) $("public-rooms").append(el("li", { class: "empty", text: "No public rooms to join." }));
+    section.hidden = false;
+    button.setAttribute("aria-expanded", "true");
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function socketEnded(code) {
+  showError(code === 4401 ? "Your token expired: sign in again." : "You are no longer a member of this room.");
+  if (code === 4401) signOut();
+  else loadRooms().catch(() => {});
+}
+
+// MARK: messages
+
+/** Adds or updates a message of the open room; `live` when it came as an event. */
+function upsertMessage(message, live) {
+  if (message.room && message.room !== state.roomId) return;
+  const pending = message.client_msg_id && message.sender?.id === state.me.id ? state.pending.get(message.client_msg_id) : null;
+  if (pending) {
+    state.pending.delete(message.client_msg_id);
+    pending.element.remove();
+  }
+  const list = $("message-list");
+  const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  const known = state.messages.has(message.id);
+  state.messages.set(message.id, message);
+  const element = render(message, "sent");
+  if (known) {
+    state.elements.get(message.id).replaceWith(element);
+  } else {
+    insertInOrder(element, message);
+    if (live && message.sender?.id !== state.me.id) announce(message);
+  }
+  state.elements.set(message.id, element);
+  if (!state.oldestId || before(message, state.messages.get(state.oldestId))) state.oldestId = message.id;
+  if (!state.newestId || before(state.messages.get(state.newestId), message)) state.newestId = message.id;
+  if ((live || pending) && nearBottom) scrollToBottom();
+}
+
+function before(a, b) {
+  return a.timestamp < b.timestamp || (a.timestamp === b.timestamp && a.id < b.id);
+}
+
+/** After the last known message not newer than it; pending ones stay last. */
+function insertInOrder(element, message) {
+  const list = $("message-list");
+  for (let node = list.lastElementChild; node; node = node.previousElementSibling) {
+    const other = state.messages.get(node.dataset.messageId);
+    if (other && !before(message, other)) {
+      node.after(element);
+      return;
+    }
+  }
+  list.prepend(element);
+}
+
+function render(message, status) {
+  const element = messageItem(message, { myId: state.me.id, status, lookup: (id) => state.messages.get(id) });
+  const image = element.querySelector("img.preview");
+  if (image) loadPreview(image, message.file_attachment);
+  if (message.id && message.sender?.id !== state.me.id && !message.is_deleted && !state.readSent.has(message.id)
+      && !(message.read_by || []).some((user) => user.id === state.me.id)) {
+    state.observer?.observe(element);
+  }
+  return element;
+}
+
+async function loadPreview(image, url) {
+  // A preview that grows the list keeps a reader who was at the bottom there.
+  const list = $("message-list");
+  const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  image.addEventListener("load", () => { if (nearBottom) scrollToBottom(); }, { once: true });
+  try {
+    if (!state.previews.has(url)) state.previews.set(url, URL.createObjectURL(await state.api.download(url)));
+    image.src = state.previews.get(url);
+  } catch {
+    image.alt = "(preview unavailable)";
+  }
+}
+
+async function downloadFile(link) {
+  const url = link.closest(".attachment").dataset.url;
+  try {
+    const blob = await state.api.download(url);
+    const a = el("a", { href: URL.createObjectURL(blob), download: link.textContent.replace(/ \([^)]*\)$/, "") });
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function announce(message) {
+  $("live-region").textContent = `${userName(message.sender)}: ${message.file_name ? `(file ${message.file_name}) ` : ""}${message.content}`;
+}
+
+function scrollToBottom() {
+  const list = $("message-list");
+  list.scrollTop = list.scrollHeight;
+}
+
+async function loadOlder() {
+  if (!state.hasOlder || state.loadingOlder || !state.oldestId) return;
+  const roomId = state.roomId;
+  state.loadingOlder = true;
+  $("load-older-state").textContent = "Loading…";
+  const list = $("message-list");
+  try {
+    const page = await state.api.messages(roomId, { before: state.oldestId }, PAGE);
+    if (state.roomId !== roomId) return;
+    const height = list.scrollHeight;
+    for (const message of page.results) upsertMessage(message, false);
+    // Keep what the reader was looking at in place as older messages go in above it.
+    list.scrollTop += list.scrollHeight - height;
+    state.hasOlder = Boolean(page.next);
+    list.dataset.hasOlder = String(state.hasOlder);
+  } catch (error) {
+    showError(error.message);
+  } finally {
+    state.loadingOlder = false;
+    $("load-older-state").textContent = state.hasOlder ? "" : "Start of the conversation";
+  }
+  fillScreen();
+}
+
+/** Older pages until the list can scroll: on a tall screen the first page may not fill it. */
+function fillScreen() {
+  const list = $("message-list");
+  if (state.hasOlder && !state.loadingOlder && list.scrollHeight <= list.clientHeight) loadOlder();
+}
+
+/** After a reconnect: every message after the newest one seen (the protocol's resume). */
+async function catchUp() {
+  const roomId = state.roomId;
+  if (!state.newestId) return refreshOpenRoom();
+  try {
+    const missed = await state.api.all(`/api/chat/rooms/${roomId}/messages/?after=${state.newestId}&page_size=100`, 20);
+    if (state.roomId !== roomId) return;
+    for (const message of missed.reverse()) upsertMessage(message, true);
+  } catch (error) {
+    // The cursor message is gone (400): the newest page is the way back.
+    if (error instanceof ApiError && error.status === 400) refreshOpenRoom();
+  }
+}
+
+/** Re-reads the newest page: others' receipts (never broadcast), and anything a lost socket missed. */
+async function refreshOpenRoom() {
+  const roomId = state.roomId;
+  if (!roomId || !state.api || document.visibilityState === "hidden") return;
+  try {
+    const page = await state.api.messages(roomId, {}, PAGE);
+    if (state.roomId !== roomId) return;
+    for (const message of page.results.slice().reverse()) {
+      const known = state.messages.get(message.id);
+      if (!known || JSON.stringify(known) !== JSON.stringify(message)) upsertMessage(message, !known);
+    }
+  } catch {
+    // The socket's state says whether the server is reachable; the next round tries again.
+  }
+}
+
+function onVisible(entries) {
+  if (document.visibilityState !== "visible") return;
+  for (const entry of entries) {
+    const id = entry.target.dataset.messageId;
+    if (!entry.isIntersecting || !id || state.readSent.has(id)) continue;
+    state.readSent.add(id);
+    state.observer.unobserve(entry.target);
+    if (!state.socket?.send({ type: "read_receipt", message_id: id })) {
+      state.api.markRead(state.roomId, id).catch(() => state.readSent.delete(id));
+    }
+  }
+  clearTimeout(onVisible.timer);
+  onVisible.timer = setTimeout(() => loadRooms().catch(() => {}), 1000);
+}
+
+// MARK: socket events
+
+function onSocketEvent(event) {
+  switch (event.type) {
+    case "message":
+      upsertMessage(event.message, true);
+      noteLastMessage(event.message);
+      break;
+    case "message_edited":
+    case "message_deleted":
+      if (state.messages.has(event.message.id)) upsertMessage(event.message, false);
+      break;
+    case "reaction": {
+      const message = state.messages.get(event.message_id);
+      if (message) upsertMessage({ ...message, reactions: event.reactions }, false);
+      break;
+    }
+    case "typing":
+      if (event.user_id !== state.me.id) setTyping(event.user_id, event.user, event.is_typing);
+      break;
+    case "user_joined":
+      if (!state.room?.participants?.some((p) => p.id === event.user_id)) refreshRoomInfo();
+      break;
+    case "error":
+      showError(event.error);
+      break;
+    default:
+      break;
+  }
+}
+
+function noteLastMessage(message) {
+  const room = state.rooms.get(message.room);
+  if (!room) return;
+  room.last_message = { id: message.id, content: message.content, sender: message.sender, timestamp: message.timestamp };
+  state.rooms.delete(room.id);
+  state.rooms = new Map([[room.id, room], ...state.rooms]);
+  renderRooms();
+}
+
+async function refreshRoomInfo() {
+  const roomId = state.roomId;
+  const room = await state.api.room(roomId).catch(() => null);
+  if (state.roomId !== roomId) return;
+  if (!room) {
+    state.roomId = null;
+    setConnection("connected");
+    return;
+  }
+  state.room = room;
+  $("open-room-members").textContent = `${room.participants?.length ?? 0} members`;
+}
+
+function setTyping(userId, email, isTyping) {
+  clearTimeout(state.typing.get(userId)?.timer);
+  if (isTyping) {
+    const member = state.room?.participants?.find((p) => p.id === userId);
+    const name = member ? userName(member) : (email || "Someone");
+    state.typing.set(userId, { name, timer: setTimeout(() => setTyping(userId, email, false), TYPING_SHOW_MS) });
+  } else {
+    state.typing.delete(userId);
+  }
+  const names = [...state.typing.values()].map((t) => t.name);
+  $("typing-indicator").textContent = names.length === 0 ? ""
+    : names.length === 1 ? `${names[0]} is typing…` : `${names.join(", ")} are typing…`;
+}
+
+function typed() {
+  if (!state.socket || state.editing) return;
+  const now = Date.now();
+  if ($("message-input").value.trim() && now - state.typingSentAt > TYPING_RESEND_MS) {
+    if (state.socket.send({ type: "typing", is_typing: true })) state.typingSentAt = now;
+  }
+  clearTimeout(state.typingStop);
+  state.typingStop = setTimeout(stopTyping, TYPING_STOP_MS);
+}
+
+function stopTyping() {
+  clearTimeout(state.typingStop);
+  if (state.typingSentAt) state.socket?.send({ type: "typing", is_typing: false });
+  state.typingSentAt = 0;
+}
+
+// MARK: sending
+
+function newClientId() {
+  // crypto.randomUUID needs a secure context; getRandomValues does not.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function submitComposer(event) {
+  event.preventDefault();
+  const input = $("message-input");
+  const content = input.value;
+  if (state.editing) return saveEdit(content);
+  const file = $("file-input").files[0];
+  if (!content.trim() && !file) return;
+  stopTyping();
+  const pending = {
+    roomId: state.roomId, file,
+    body: { content, client_msg_id: newClientId(), reply_to: state.replyTo || undefined },
+  };
+  if (!file) pending.body.message_type = "text";
+  input.value = "";
+  clearFile();
+  setComposerMode("send");
+  await send(pending);
+}
+
+async function send(pending) {
+  const draft = {
+    client_msg_id: pending.body.client_msg_id, sender: state.me,
+    content: pending.body.content || (pending.file ? `📎 ${pending.file.name}` : ""),
+    reply_to: pending.body.reply_to, timestamp: new Date().toISOString(), reactions: {}, read_by: [],
+    file_name: pending.file?.name,
+  };
+  pending.element?.remove();
+  pending.element = render(draft, "pending");
+  state.pending.set(draft.client_msg_id, pending);
+  $("message-list").append(pending.element);
+  scrollToBottom();
+  try {
+    const message = pending.file ? await upload(pending) : await inOrder(() => state.api.sendMessage(pending.roomId, pending.body));
+    if (state.roomId === pending.roomId) upsertMessage(message, false);
+  } catch (error) {
+    if (state.pending.get(draft.client_msg_id) !== pending) return;
+    showError(`Not sent: ${error.message}`);
+    const failed = render(draft, "failed");
+    pending.element.replaceWith(failed);
+    pending.element = failed;
+    failed.scrollIntoView({ block: "nearest" });
+  }
+}
+
+// Text messages are posted one after another: parallel requests may take
+// different connections and reach the server in another order than typed.
+let sendChain = Promise.resolve();
+function inOrder(task) {
+  const run = sendChain.then(task, task);
+  sendChain = run.catch(() => {});
+  return run;
+}
+
+async function upload(pending) {
+  const progress = $("upload-progress");
+  progress.hidden = false;
+  progress.value = 0;
+  const type = pending.file.type.startsWith("image/") ? "image" : "file";
+  try {
+    return await state.api.upload(pending.roomId, { ...pending.body, message_type: type }, pending.file, (fraction) => {
+      progress.value = Math.round(fraction * 100);
+    });
+  } finally {
+    progress.value = 100;
+    setTimeout(() => { progress.hidden = true; }, 800);
+  }
+}
+
+function retry(element) {
+  const pending = state.pending.get(element.dataset.clientMsgId);
+  if (pending) send(pending);
+}
+
+async function saveEdit(content) {
+  const id = state.editing;
+  if (!content.trim()) return;
+  try {
+    const message = await state.api.editMessage(state.roomId, id, content);
+    upsertMessage(message, false);
+    $("message-input").value = "";
+    setComposerMode("send");
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function setComposerMode(mode, id = null) {
+  state.replyTo = mode === "reply" ? id : null;
+  state.editing = mode === "edit" ? id : null;
+  $("composer").dataset.mode = mode;
+  $("send-button").textContent = mode === "edit" ? "Save" : "Send";
+  const preview = $("reply-preview");
+  preview.hidden = mode === "send";
+  const message = id ? state.messages.get(id) : null;
+  $("reply-preview-text").textContent = mode === "reply" ? `Replying to ${userName(message?.sender)}: ${message?.content ?? ""}`
+    : mode === "edit" ? "Editing your message" : "";
+  if (mode === "edit") $("message-input").value = message?.content ?? "";
+  if (mode !== "send") $("message-input").focus();
+}
+
+function clearFile() {
+  $("file-input").value = "";
+  $("file-name").textContent = "";
+}
+
+async function react(id, emoji, action) {
+  try {
+    const answer = await state.api.react(state.roomId, id, emoji, action);
+    const message = state.messages.get(id);
+    if (message) upsertMessage({ ...message, reactions: answer.reactions }, false);
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+async function deleteMessage(id) {
+  try {
+    await state.api.deleteMessage(state.roomId, id);
+    const message = state.messages.get(id);
+    if (message) upsertMessage({ ...message, is_deleted: true, content: "" }, false);
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function onMessageClick(event) {
+  const element = event.target.closest(".message");
+  if (!element) return;
+  const id = element.dataset.messageId;
+  const button = event.target.closest("button, a");
+  if (!button) return;
+  if (button.classList.contains("retry")) retry(element);
+  else if (button.classList.contains("reply")) setComposerMode("reply", id);
+  else if (button.classList.contains("edit")) setComposerMode("edit", id);
+  else if (button.classList.contains("delete")) deleteMessage(id);
+  else if (button.classList.contains("react")) openPicker(id, button);
+  else if (button.classList.contains("reaction")) {
+    react(id, button.dataset.emoji, button.getAttribute("aria-pressed") === "true" ? "remove" : "add");
+  } else if (button.classList.contains("file-link")) {
+    event.preventDefault();
+    downloadFile(button);
+  }
+}
+
+function openPicker(id, opener) {
+  state.reactFor = { id, opener };
+  $("reaction-picker").showModal();
+}
+
+// MARK: search
+
+async function search(event) {
+  event.preventDefault();
+  const filters = {
+    q: $("search-input").value.trim(), room: $("search-room").value, sender: $("search-sender").value.trim(),
+    after: $("search-after").value, before: $("search-before").value,
+  };
+  const results = $("search-results");
+  try {
+    const found = await state.api.searchMessages(filters);
+    results.replaceChildren(...found.map((message) => searchItem(message, state.rooms, state.me.id)));
+    if (!found.length) results.append(el("li", { class: "empty", text: "No messages found." }));
+  } catch (error) {
+    results.replaceChildren(el("li", { class: "empty", text: error.message }));
+  }
+}
+
+async function openSearchResult(item) {
+  const messageId = item.dataset.messageId;
+  if (state.roomId !== item.dataset.roomId) await openRoom(item.dataset.roomId);
+  const element = state.elements.get(messageId);
+  if (element) {
+    element.classList.add("highlight");
+    element.scrollIntoView({ block: "center" });
+    element.focus();
+  }
+}
+
+// MARK: wiring
+
+function bind() {
+  $("signin").addEventListener("submit", (event) => { event.preventDefault(); signIn($("token-input").value); });
+  $("signout-button").addEventListener("click", signOut);
+  $("error-banner").addEventListener("click", () => { $("error-banner").textContent = ""; });
+  $("room-list").addEventListener("click", (event) => {
+    const item = event.target.closest("[data-room-id]");
+    if (item && item.dataset.roomId !== state.roomId) openRoom(item.dataset.roomId);
+    else if (item) document.body.classList.add("room-open");
+  });
+  $("public-rooms").addEventListener("click", (event) => {
+    const item = event.target.closest("[data-room-id]");
+    if (item && event.target.closest("button.join")) joinRoom(item.dataset.roomId);
+  });
+  $("discover-button").addEventListener("click", showPublicRooms);
+  $("back-button").addEventListener("click", () => document.body.classList.remove("room-open"));
+  bindNewRoom();
+  $("direct-form").addEventListener("submit", directMessage);
+  $("message-list").addEventListener("click", onMessageClick);
+  $("message-list").addEventListener("scroll", () => { if ($("message-list").scrollTop < 80) loadOlder(); });
+  $("composer").addEventListener("submit", submitComposer);
+  $("message-input").addEventListener("input", typed);
+  $("message-input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("file-input").addEventListener("change", () => { $("file-name").textContent = $("file-input").files[0]?.name ?? ""; });
+  $("cancel-reply").addEventListener("click", () => { setComposerMode("send"); $("message-input").value = ""; });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && state.replyTo) setComposerMode("send");
+    else if (event.key === "Escape" && state.editing) { setComposerMode("send"); $("message-input").value = ""; }
+  });
+  bindPicker();
+  $("search-form").addEventListener("submit", search);
+  $("search-results").addEventListener("click", (event) => {
+    const item = event.target.closest("[data-message-id]");
+    if (item) openSearchResult(item);
+  });
+  document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") refreshOpenRoom(); });
+}
+
+function bindNewRoom() {
+  const dialog = $("new-room-dialog");
+  $("new-room-button").addEventListener("click", () => {
+    $("new-room-error").textContent = "";
+    dialog.showModal();
+    $("new-room-name").focus();
+  });
+  $("new-room-cancel").addEventListener("click", () => dialog.close());
+  $("new-room-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const members = $("new-room-members").value.split(/[\s,]+/).filter(Boolean);
+    try {
+      const room = await state.api.createRoom($("new-room-name").value, $("new-room-type").value, members);
+      dialog.close();
+      $("new-room-form").reset();
+      await loadRooms();
+      await openRoom(room.id);
+    } catch (error) {
+      $("new-room-error").textContent = error.message;
+    }
+  });
+}
+
+function bindPicker() {
+  const picker = $("reaction-picker");
+  $("reaction-choices").replaceChildren(...REACTIONS.map((emoji) =>
+    el("button", { type: "button", "data-emoji": emoji, "aria-label": `React with ${emoji}`, text: emoji })));
+  $("reaction-choices").addEventListener("click", (event) => {
+    const button = event.target.closest("[data-emoji]");
+    if (!button || !state.reactFor) return;
+    picker.close();
+    react(state.reactFor.id, button.dataset.emoji, "add");
+  });
+  $("reaction-cancel").addEventListener("click", () => picker.close());
+  picker.addEventListener("close", () => { state.reactFor?.opener?.focus(); state.reactFor = null; });
+}
+
+async function directMessage(event) {
+  event.preventDefault();
+  try {
+    const room = await state.api.directMessage($("new-direct-user").value.trim());
+    $("new-direct-user").value = "";
+    await loadRooms();
+    await openRoom(room.id);
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+bind();
+const saved = localStorage.getItem(TOKEN_KEY);
+if (saved) signIn(saved);
