@@ -10,8 +10,8 @@ public enum MetricsReport {
     /// The sd_notify field with a child's exposition text.
     public static let field = "CHATD_METRICS"
 
-    /// Stands for a newline inside the field.
-    public static let recordSeparator: Character = "\u{1E}"
+    /// Stands for a newline inside the field (U+001E).
+    public static let recordSeparator: UInt8 = 0x1E
 
     /// A datagram's value never exceeds this (bytes): the supervisor's
     /// receive buffer holds it with the other fields. A process's text is a
@@ -20,12 +20,13 @@ public enum MetricsReport {
 
     /// The field's value for an exposition text.
     public static func encode(_ text: String) -> String {
-        String(text.map { $0 == "\n" ? recordSeparator : $0 })
+        // Byte by byte: both are ASCII, so UTF-8 sequences are left whole.
+        String(decoding: text.utf8.map { $0 == UInt8(ascii: "\n") ? recordSeparator : $0 }, as: UTF8.self)
     }
 
     /// The exposition text of a field's value.
     public static func decode(_ value: String) -> String {
-        String(value.map { $0 == recordSeparator ? "\n" : $0 })
+        String(decoding: value.utf8.map { $0 == recordSeparator ? UInt8(ascii: "\n") : $0 }, as: UTF8.self)
     }
 
     /// The merged document as the broker publishes it.
