@@ -342,6 +342,14 @@ extension EndToEnd {
                     && head.textContent === 'Start of the conversation' && head.getBoundingClientRect().bottom <= first.getBoundingClientRect().top
                 """) as? Bool == true)
 
+            // Read through (the server has all her receipts): the open room's
+            // badge follows within a bounded wait, not at the next 30 s rooms poll.
+            try await Self.waitAllRead(server, room: room, token: tokens[0])
+            try alice.browser.waitUntil(
+                timeout: 3, "the open room's badge cleared",
+                script: "const b = document.querySelector(arguments[0]); return !!b && b.hidden && b.textContent === ''",
+                ["#room-list [data-room-id=\"\(room)\"] .unread-count"])
+
             // The search index follows the store: wait until it has them all.
             try await server.waitUntil(timeout: 10, "the search index") {
                 (try await server.request("GET", "/api/chat/search/messages/?q=note%2004", token: tokens[0]).json as? [Any])?.count == 10
