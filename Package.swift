@@ -25,6 +25,9 @@ let package = Package(
         // this version's parser byte for byte to keep its trap unreachable.
         .package(url: "https://github.com/vapor/multipart-kit", exact: "4.7.1"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        // Issue 14's /metrics: the metric points (swift-metrics) and their registry and text format (swift-prometheus).
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(
@@ -46,11 +49,22 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Each process's registry, its report to the supervisor, and the
+        // merging of every process's text into one /metrics (docs/metrics.md).
+        .target(
+            name: "ChatMetrics",
+            dependencies: [
+                "ChatWire", "Systemd",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
         .target(
             name: "ChatBus",
             dependencies: [
                 "ZeroMQ", "ChatWire",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         .target(
@@ -62,13 +76,15 @@ let package = Package(
             dependencies: [
                 "ChatBus", "ChatStore", "ChatCore", "ChatConfig",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .target(
             name: "ChatFrontend",
             dependencies: [
-                "ChatBus", "ChatCore", "ChatConfig", "Systemd",
+                "ChatBus", "ChatCore", "ChatConfig", "Systemd", "ChatMetrics",
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -84,12 +100,15 @@ let package = Package(
         ),
         .target(
             name: "ChatSupervisor",
-            dependencies: ["ChatConfig", "ChatBus", "ChatCore", "ChatWire", "Systemd", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "ChatConfig", "ChatBus", "ChatCore", "ChatWire", "Systemd", "ChatMetrics",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
+            ]
         ),
         .executableTarget(
             name: "chatd",
             dependencies: [
-                "ChatSupervisor", "ChatFrontend", "ChatWorkers", "ChatStore", "ChatBus", "ChatWire", "ChatConfig", "Systemd",
+                "ChatSupervisor", "ChatFrontend", "ChatWorkers", "ChatStore", "ChatBus", "ChatWire", "ChatConfig", "Systemd", "ChatMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -97,6 +116,8 @@ let package = Package(
             name: "ChatTesting",
             dependencies: [
                 "ChatFrontend",
+                // Reads /metrics (`Exposition`).
+                "ChatMetrics",
                 // Tests play identity provider: RS256/ES256 keys and hand-built tokens.
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
@@ -111,6 +132,7 @@ let package = Package(
         .testTarget(name: "ChatBusTests", dependencies: ["ChatBus", "ChatWire", "ZeroMQ", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ChatStoreTests", dependencies: ["ChatStore", "ChatCore"]),
         .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "ChatMetricsTests", dependencies: ["ChatMetrics", "ChatWire"]),
         // Reads the sources: rules about the code that review alone did not keep.
         .testTarget(name: "SourceRulesTests"),
         .testTarget(

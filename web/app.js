@@ -237,7 +237,9 @@ function closeRoom() {
     resume: null, caughtUp: false, liveNewest: null, catchUpGen: state.catchUpGen + 1, catchingUp: false,
     readQueue: new Set(), readTimer: null,
   });
-  $("message-list").replaceChildren();
+  // The history's head item stays: it belongs to the list, not to a room.
+  $("message-list").replaceChildren($("load-older-state"));
+  $("load-older-state").textContent = "";
   delete $("message-list").dataset.roomId;
   $("typing-indicator").textContent = "";
   // A draft or an edit belongs to the room it was typed in.
@@ -371,7 +373,8 @@ function insertInOrder(element, message) {
       return;
     }
   }
-  list.prepend(element);
+  // First of the messages: after the history's head item (Loading… / Start of the conversation).
+  $("load-older-state").after(element);
 }
 
 function render(message, status) {
@@ -561,7 +564,29 @@ async function sendReceipts() {
   } finally {
     state.readSending = false;
   }
+  rereadUnread(roomId);
   refreshRoomsSoon();
+}
+
+/**
+ * The open room's badge from the server once its receipts are accepted, not
+ * at the next rooms poll (30 s): the reader has just read what it counted.
+ */
+async function rereadUnread(roomId) {
+  let fresh;
+  try {
+    fresh = await state.api.room(roomId);
+  } catch {
+    return; // The rooms poll brings it later.
+  }
+  setUnread(roomId, fresh.unread_count || 0);
+}
+
+function setUnread(roomId, count) {
+  const room = state.rooms.get(roomId);
+  if (!room || room.unread_count === count) return;
+  room.unread_count = count;
+  renderRooms();
 }
 
 async function markRoomRead(roomId) {
@@ -571,6 +596,8 @@ async function markRoomRead(roomId) {
   } catch {
     return receiptsFailed(roomId, queued);
   }
+  // Everything up to the newest is marked: nothing is unread until the next message.
+  setUnread(roomId, 0);
   if (state.roomId !== roomId) return;
   for (const [id, message] of state.messages) {
     if (message.sender?.id === state.me.id) continue;
@@ -766,7 +793,6 @@ function upload(pending) {
   return run;
 }
 
-uploadNow.count = 0;
 async function uploadNow(pending) {
   const progress = $("upload-progress");
   progress.hidden = false;
@@ -777,9 +803,9 @@ async function uploadNow(pending) {
       progress.value = Math.round(fraction * 100);
     });
   } finally {
-    progress.value = 100;
-    const shown = ++uploadNow.count;
-    setTimeout(() => { if (uploadNow.count === shown) progress.hidden = true; }, 800);
+    // Done or failed, the bar goes: the message's status (sent, or failed with Retry) says which.
+    progress.hidden = true;
+    progress.value = 0;
   }
 }
 

@@ -26,6 +26,7 @@ public final class Broker: @unchecked Sendable {
     private var queuesToAdd: [String] = []
     private var storeShards: Int?
     private var commandsToSend: [(queue: String, frames: [[UInt8]])] = []
+    private var metricsToPublish: [UInt8]?
     private let lock = NSLock()
 
     /// - Parameter queues: command queue names (`Endpoints.queue`).
@@ -55,6 +56,13 @@ public final class Broker: @unchecked Sendable {
     /// subscription arrives (slow joiner).
     public func announce(storeShards count: Int) {
         lock.withLock { storeShards = count }
+        wakeup.signal()
+    }
+
+    /// Publishes the supervisor's merged metrics document (`MetricsReport`)
+    /// to every frontend on the next pass of the broker thread.
+    public func publish(metrics document: [UInt8]) {
+        lock.withLock { metricsToPublish = document }
         wakeup.signal()
     }
 
@@ -168,13 +176,14 @@ public final class Broker: @unchecked Sendable {
         var trimmer = IdleTrim()
         var commands: [(queue: String, frames: [[UInt8]])] = []
         while true {
-            let (stop, adding, shards) = lock.withLock { () -> (Bool, [String], Int?) in
-                defer { queuesToAdd = []; commands += commandsToSend; commandsToSend = [] }
-                return (stopRequested, queuesToAdd, storeShards)
+            let (stop, adding, shards, metrics) = lock.withLock { () -> (Bool, [String], Int?, [UInt8]?) in
+                defer { queuesToAdd = []; commands += commandsToSend; commandsToSend = []; metricsToPublish = nil }
+                return (stopRequested, queuesToAdd, storeShards, metricsToPublish)
             }
             if stop { return }
             for name in adding where !queues.contains(name) { bind(queue: name, into: &s, queues: &queues) }
             if !commands.isEmpty { commands = try sendWhereTaken(commands, s, queues: queues) }
+            if let metrics { try s.eventsOut.send(MetricsReport.event(metrics).encode()) }
             if let shards, monotonicNanos() - lastAnnounced >= 500_000_000 {
                 try s.eventsOut.send(ShardCount(shards).event.encode())
                 lastAnnounced = monotonicNanos()

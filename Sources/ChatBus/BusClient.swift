@@ -1,6 +1,7 @@
 import ChatWire
 import Foundation
 import Logging
+import Metrics
 import Synchronization
 import ZeroMQ
 
@@ -63,10 +64,16 @@ public final class BusClient: Sendable {
         public var roomEvents: @Sendable ([RoomEvent]) -> Void
         /// A worker heartbeat (the worker's name, `store.0`, and the body).
         public var heartbeat: @Sendable (String, [UInt8]) -> Void
+        /// The supervisor's merged metrics document (`MetricsReport`), about once a second.
+        public var metrics: @Sendable ([UInt8]) -> Void
 
-        public init(roomEvents: @escaping @Sendable ([RoomEvent]) -> Void, heartbeat: @escaping @Sendable (String, [UInt8]) -> Void) {
+        public init(
+            roomEvents: @escaping @Sendable ([RoomEvent]) -> Void, heartbeat: @escaping @Sendable (String, [UInt8]) -> Void,
+            metrics: @escaping @Sendable ([UInt8]) -> Void = { _ in }
+        ) {
             self.roomEvents = roomEvents
             self.heartbeat = heartbeat
+            self.metrics = metrics
         }
     }
 
@@ -104,6 +111,18 @@ public final class BusClient: Sendable {
     private let drainDeadline = Atomic<UInt64>(0)
     /// Commands sent and not yet answered, per queue (`Endpoints.queue`).
     private let outstandingSnapshot = Mutex<[String: Int]>([:])
+    /// `chatd_bus_command_duration_seconds` per queue, made once each.
+    private let durations = Mutex<[String: CoreMetrics.Timer]>([:])
+
+    /// The command latency histogram of `queue` (bus thread; the lock is never contended).
+    private func commandDuration(_ queue: String) -> CoreMetrics.Timer {
+        durations.withLock { timers in
+            if let timer = timers[queue] { return timer }
+            let timer = CoreMetrics.Timer(label: "chatd_bus_command_duration_seconds", dimensions: [("queue", queue)])
+            timers[queue] = timer
+            return timer
+        }
+    }
 
     public init(
         frontendID: String, bus: BusAddress, storeShards: Int, callbacks: Callbacks, logger: Logger,
@@ -331,6 +350,10 @@ public final class BusClient: Sendable {
                 }
                 continue
             }
+            if let document = MetricsReport.document(event) {
+                callbacks.metrics(document)
+                continue
+            }
             // The machine may send to every shard below an announced count at once.
             if let news = ShardCount(event), news.count > sockets.storeShards {
                 do {
@@ -394,6 +417,8 @@ public final class BusClient: Sendable {
 
     private func log(_ fact: Machine.Fact) {
         switch fact {
+        case .answered(let queue, let nanos):
+            commandDuration(queue).recordNanoseconds(Int64(clamping: nanos))
         case .queueFull(let queue):
             logger.warning("command queue full, holding commands", metadata: ["queue": "\(queue)"])
         case .queueHasRoom(let queue, let held):
@@ -444,6 +469,7 @@ final class BusSockets {
         // (`RoomSubscriptions`); the broker filters per frontend.
         try events.subscribe(Topic.heartbeatPrefix)
         try events.subscribe(Topic.storeShards)
+        try events.subscribe(Topic.metrics)
         try events.connect(bus.eventsOut)
         for role in Role.allCases where role != .store { try open(Endpoints.queue(role)) }
         try connectStores(upTo: storeShards)

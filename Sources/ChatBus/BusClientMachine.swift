@@ -58,6 +58,9 @@ public struct BusClientMachine<Ticket> {
         case queueFull(queue: String)
         case queueHasRoom(queue: String, heldNanos: UInt64)
         case poison(requestID: String, kind: CommandKind, worker: WorkerName)
+        /// A command of `queue` was answered this long after it was first sent
+        /// (resends included): `chatd_bus_command_duration_seconds`, not a log line.
+        case answered(queue: String, nanos: UInt64)
         case workerReplaced(worker: WorkerName, resent: Int)
         case resending(requestID: String, attempt: Int, kind: CommandKind)
         case timedOut(requestID: String, kind: CommandKind)
@@ -79,6 +82,8 @@ public struct BusClientMachine<Ticket> {
         /// The queue it goes to, named once (set with `shard` for a store
         /// command): every send, settle and count would otherwise build it.
         var queue = ""
+        /// When it was first sent (admitted), for its answer's latency.
+        var sentAt: UInt64 = 0
     }
 
     /// This frontend's stream to one store shard (see `StreamSequencer`).
@@ -154,6 +159,7 @@ public struct BusClientMachine<Ticket> {
             if let outgoing = pending.complete(id: event.key) {
                 settled(outgoing)
                 actions.append(.complete(outgoing.ticket, .success(event)))
+                actions.append(.log(.answered(queue: outgoing.queue, nanos: now &- min(now, outgoing.sentAt))))
             }
         case .roomEvent:
             actions.append(.deliver(RoomEvent(roomID: String(event.topic.dropFirst(Topic.roomPrefix.count)), key: event.key, body: event.body)))
@@ -170,8 +176,9 @@ public struct BusClientMachine<Ticket> {
                 break
             }
             announced(news.count)
-        case .synced:
-            // Room subscriptions' business: `BusClient` hands it to `RoomSubscriptions`.
+        case .synced, .metrics:
+            // Room subscriptions' business (`RoomSubscriptions`) and the
+            // metrics document's (`Callbacks.metrics`): `BusClient` hands them on.
             break
         }
         return takeActions()
@@ -257,6 +264,7 @@ public struct BusClientMachine<Ticket> {
 extension BusClientMachine {
     mutating func admit(_ outgoing: Outgoing, now: UInt64, push: Push) {
         var outgoing = outgoing
+        outgoing.sentAt = now
         outgoing.queue = Endpoints.queue(outgoing.command.kind.role)
         if case .store(let key) = outgoing.destination {
             let shard = Shard.of(key, count: shards)

@@ -97,6 +97,9 @@ public struct ChatConfig: Sendable, Equatable {
     /// Rate and connection limits below; `off` for load tests and benchmarks.
     /// Size limits hold either way.
     public var rateLimits: Bool = true
+    /// `GET /metrics` (Prometheus text, open like /healthz: counts only;
+    /// docs/metrics.md); false answers it 404 (`metrics`, CHAT_METRICS).
+    public var metrics = true
     /// The browser client at `/` (`webClient`, CHAT_WEB_CLIENT); off, `/` is 404.
     public var webClient = true
     /// REST requests per user: sustained rate per second, and burst.
@@ -205,6 +208,7 @@ public struct ChatConfig: Sendable, Equatable {
         let rateLimits = reader.string(forKey: "rateLimits", default: "on").lowercased()
         guard ["on", "off", "true", "false"].contains(rateLimits) else { throw ConfigError.invalid("rateLimits", "\(rateLimits): on or off") }
         config.rateLimits = rateLimits == "on" || rateLimits == "true"
+        config.metrics = reader.bool(forKey: "metrics", default: config.metrics)
         config.restRequestsPerSecond = reader.double(forKey: "restRequestsPerSecond", default: config.restRequestsPerSecond)
         config.restBurst = reader.double(forKey: "restBurst", default: config.restBurst)
         config.socketEventsPerSecond = reader.double(forKey: "socketEventsPerSecond", default: config.socketEventsPerSecond)

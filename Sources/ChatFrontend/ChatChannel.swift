@@ -25,6 +25,8 @@ public struct FrontendServices: Sendable {
     let limiter: RateLimiter?
     /// Open WebSockets, and the close code of a shutdown.
     let life = FrontendLife()
+    /// The tree's metrics as the supervisor last published them (`MetricsRoutes`).
+    var metrics = MetricsBoard()
     /// Nil with `accessLog: false` (the default).
     var accessLog: AccessLog? = nil
 }
@@ -276,11 +278,13 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         do {
             switch try await value.upgradeResult.get() {
             case .websocket:
+                FrontendMetrics.handshakesAccepted.increment()
                 // The connection lives on in its channel handlers.
                 return
             case .notUpgraded(let http):
                 await handleHTTP(asyncChannel: http, logger: logger)
             case .refused(let http, let status, let body):
+                FrontendMetrics.handshakesRefused.increment()
                 try await http.executeThenClose { _, outbound in
                     let head = HTTPResponse(status: status, headerFields: [
                         .contentType: "application/json", .contentLength: String(body.count), .connection: "close",

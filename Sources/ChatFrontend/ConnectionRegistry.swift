@@ -45,6 +45,7 @@ final class LoopRegistry: @unchecked Sendable {
             if !mode.isEmpty { handover.record(room: room.roomID, room.recorded, mode: mode) }
             guard let members = rooms[room.roomID] else { continue }
             for connection in members.values { connection.deliver(room.steps) }
+            FrontendMetrics.delivered(acceptedMillis: room.acceptedMillis, sockets: members.count)
         }
     }
 }

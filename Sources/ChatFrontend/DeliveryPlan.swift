@@ -43,6 +43,8 @@ struct DeliveryPlan: Sendable {
         var recorded: [Recorded] = []
         /// Frames for every member, still growing.
         fileprivate var shared: ByteBuffer?
+        /// The accept times of the new messages among its frames (`FrontendMetrics.delivered`).
+        var acceptedMillis: [UInt64] = []
 
         fileprivate mutating func closeShared() {
             if let shared { steps.append(.frames(shared, excluded: nil)) }
@@ -116,6 +118,9 @@ struct DeliveryPlan: Sendable {
             Self.writeTextFrame(body, into: &frame)
             rooms[i].steps.append(.frames(frame, excluded: connection))
         case .none, .message, .session:
+            if case .message(let id, .created) = key, let millis = FrontendMetrics.acceptedMillis(messageID: id[...]) {
+                rooms[i].acceptedMillis.append(millis)
+            }
             if rooms[i].shared == nil { rooms[i].shared = Self.allocator.buffer(capacity: body.count + 10) }
             Self.writeTextFrame(body, into: &rooms[i].shared!)
         }

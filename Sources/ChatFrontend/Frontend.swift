@@ -83,11 +83,12 @@ public enum Frontend {
         let group = MultiThreadedEventLoopGroup.singleton
         let connections = ConnectionRegistry(group: group)
         let health = HealthState()
+        let board = MetricsBoard()
         let bus = try BusClient(
             frontendID: config.frontendID,
             bus: config.chat.busAddress,
             storeShards: config.storeShards,
-            callbacks: .init(roomEvents: connections.fanOut, heartbeat: health.record),
+            callbacks: .init(roomEvents: connections.fanOut, heartbeat: health.record, metrics: board.store),
             logger: logger,
             policy: RetryPolicy(
                 retryInterval: UInt64(config.chat.retryMilliseconds) * 1_000_000,
@@ -109,8 +110,10 @@ public enum Frontend {
         // sent is still answered by the workers before the frontend exits.
         var handedOver: HandoverSource?
         defer { bus.stop(drain: drainSeconds(config.chat, handedOver: handedOver?.handedOverAny.load(ordering: .relaxed) == true)) }
-        let services = try await makeServices(config: config, logger: logger, bus: bus, connections: connections, health: health)
+        let services = try await makeServices(config: config, logger: logger, bus: bus, connections: connections, health: health, metrics: board)
         let life = services.life
+        let reporter = FrontendMetrics.reporter(slot: config.slot, bus: bus, life: life)
+        defer { withExtendedLifetime(reporter) {} }
         let handover = try startHandovers(config: config, services: services, group: group, predecessor: predecessor, logger: logger)
         handedOver = handover
         defer { unlink(HandoverSource.path(runtimeDir: config.chat.resolvedRuntimeDir, pid: getpid())) }
@@ -209,7 +212,8 @@ public enum Frontend {
     /// verifier (with the JWKS loaded, if one is configured), the connections
     /// and the rate limiter.
     static func makeServices(
-        config: FrontendConfig, logger: Logger, bus: BusClient, connections: ConnectionRegistry, health: HealthState
+        config: FrontendConfig, logger: Logger, bus: BusClient, connections: ConnectionRegistry, health: HealthState,
+        metrics: MetricsBoard = MetricsBoard()
     ) async throws -> FrontendServices {
         let jwks = config.chat.jwks.map {
             JWKSProvider(
@@ -224,7 +228,7 @@ public enum Frontend {
         )
         return FrontendServices(
             config: config, logger: logger, bus: bus, auth: auth, connections: connections, health: health,
-            limiter: config.chat.rateLimits ? RateLimiter(config: config.chat) : nil,
+            limiter: config.chat.rateLimits ? RateLimiter(config: config.chat) : nil, metrics: metrics,
             accessLog: config.chat.accessLog ? AccessLog() : nil
         )
     }

@@ -99,6 +99,26 @@ paths:
                 properties:
                   status: {const: starting}
 
+  /metrics:
+    get:
+      tags: [health]
+      operationId: metrics
+      summary: Every process's metrics, in Prometheus text format
+      description: >-
+        The series of every process of the tree (supervisor, frontends,
+        workers), each labelled with its `role` and `process`, as the
+        supervisor last merged them (about once a second): any frontend
+        answers with all of them. Counts only, open like `/healthz`;
+        absent (404) with `metrics: false`. docs/metrics.md lists the series.
+      security: []
+      responses:
+        "200":
+          description: The exposition, Prometheus text format 0.0.4.
+          content:
+            text/plain; version=0.0.4; charset=utf-8:
+              schema:
+                type: string
+
   /api/chat/rooms/:
     get:
       tags: [rooms]
@@ -1467,6 +1487,29 @@ x-websocket:
                       "const": "starting"
                     }
                   }
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/metrics": {
+      "get": {
+        "tags": [
+          "health"
+        ],
+        "operationId": "metrics",
+        "summary": "Every process's metrics, in Prometheus text format",
+        "description": "The series of every process of the tree (supervisor, frontends, workers), each labelled with its `role` and `process`, as the supervisor last merged them (about once a second): any frontend answers with all of them. Counts only, open like `/healthz`; absent (404) with `metrics: false`. docs/metrics.md lists the series.",
+        "security": [],
+        "responses": {
+          "200": {
+            "description": "The exposition, Prometheus text format 0.0.4.",
+            "content": {
+              "text/plain; version=0.0.4; charset=utf-8": {
+                "schema": {
+                  "type": "string"
                 }
               }
             }

@@ -21,14 +21,20 @@ final class RateLimiter: Sendable {
     }
 
     func request(user: String) -> TokenBuckets.Decision {
-        rest.withLock { $0.take(user, now: monotonicNanos()) }
+        Self.counted(rest.withLock { $0.take(user, now: monotonicNanos()) }, .rest)
+    }
+
+    /// A refusal counted (`chatd_rate_limit_refusals_total`), after the lock.
+    private static func counted(_ decision: TokenBuckets.Decision, _ limit: FrontendMetrics.Limit) -> TokenBuckets.Decision {
+        if decision != .allowed { limit.counter.increment() }
+        return decision
     }
 
     /// A WebSocket event. Typing keeps half the burst in reserve, so a busy
     /// user's typing events are refused before their messages are.
     func event(user: String, typing: Bool) -> TokenBuckets.Decision {
         // The reserve leaves room for at least one token of burst.
-        events.withLock { $0.take(user, reserve: typing ? min($0.burst / 2, $0.burst - 1) : 0, now: monotonicNanos()) }
+        Self.counted(events.withLock { $0.take(user, reserve: typing ? min($0.burst / 2, $0.burst - 1) : 0, now: monotonicNanos()) }, .socketEvent)
     }
 
     /// The user's WebSocket event tokens now, for a handover.
@@ -42,17 +48,19 @@ final class RateLimiter: Sendable {
     }
 
     func handshake(ip: String) -> TokenBuckets.Decision {
-        handshakes.withLock { $0.take(ip, now: monotonicNanos()) }
+        Self.counted(handshakes.withLock { $0.take(ip, now: monotonicNanos()) }, .handshake)
     }
 
     /// Takes one of the user's socket slots; false (nothing taken) at the limit.
     func reserveSocket(user: String) -> Bool {
-        sockets.withLock { open in
+        let reserved = sockets.withLock { open in
             let count = open[user, default: 0]
             guard count < socketsPerUser else { return false }
             open[user] = count + 1
             return true
         }
+        if !reserved { FrontendMetrics.Limit.socketsPerUser.counter.increment() }
+        return reserved
     }
 
     /// A socket a handover brought counts toward its user's limit, past it or not: it is open already.

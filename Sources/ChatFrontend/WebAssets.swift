@@ -387,7 +387,9 @@ function closeRoom() {
     resume: null, caughtUp: false, liveNewest: null, catchUpGen: state.catchUpGen + 1, catchingUp: false,
     readQueue: new Set(), readTimer: null,
   });
-  $("message-list").replaceChildren();
+  // The history's head item stays: it belongs to the list, not to a room.
+  $("message-list").replaceChildren($("load-older-state"));
+  $("load-older-state").textContent = "";
   delete $("message-list").dataset.roomId;
   $("typing-indicator").textContent = "";
   // A draft or an edit belongs to the room it was typed in.
@@ -521,7 +523,8 @@ function insertInOrder(element, message) {
       return;
     }
   }
-  list.prepend(element);
+  // First of the messages: after the history's head item (Loading… / Start of the conversation).
+  $("load-older-state").after(element);
 }
 
 function render(message, status) {
@@ -711,7 +714,29 @@ async function sendReceipts() {
   } finally {
     state.readSending = false;
   }
+  rereadUnread(roomId);
   refreshRoomsSoon();
+}
+
+/**
+ * The open room's badge from the server once its receipts are accepted, not
+ * at the next rooms poll (30 s): the reader has just read what it counted.
+ */
+async function rereadUnread(roomId) {
+  let fresh;
+  try {
+    fresh = await state.api.room(roomId);
+  } catch {
+    return; // The rooms poll brings it later.
+  }
+  setUnread(roomId, fresh.unread_count || 0);
+}
+
+function setUnread(roomId, count) {
+  const room = state.rooms.get(roomId);
+  if (!room || room.unread_count === count) return;
+  room.unread_count = count;
+  renderRooms();
 }
 
 async function markRoomRead(roomId) {
@@ -721,6 +746,8 @@ async function markRoomRead(roomId) {
   } catch {
     return receiptsFailed(roomId, queued);
   }
+  // Everything up to the newest is marked: nothing is unread until the next message.
+  setUnread(roomId, 0);
   if (state.roomId !== roomId) return;
   for (const [id, message] of state.messages) {
     if (message.sender?.id === state.me.id) continue;
@@ -916,7 +943,6 @@ function upload(pending) {
   return run;
 }
 
-uploadNow.count = 0;
 async function uploadNow(pending) {
   const progress = $("upload-progress");
   progress.hidden = false;
@@ -927,9 +953,9 @@ async function uploadNow(pending) {
       progress.value = Math.round(fraction * 100);
     });
   } finally {
-    progress.value = 100;
-    const shown = ++uploadNow.count;
-    setTimeout(() => { if (uploadNow.count === shown) progress.hidden = true; }, 800);
+    // Done or failed, the bar goes: the message's status (sent, or failed with Retry) says which.
+    progress.hidden = true;
+    progress.value = 0;
   }
 }
 
@@ -1223,8 +1249,9 @@ if (saved) signIn(saved);
       <h2 id="open-room-name">No room open</h2>
       <span id="open-room-members"></span>
     </header>
-    <div id="load-older-state" aria-live="polite"></div>
-    <ol id="message-list" tabindex="0" aria-label="Messages" data-has-older="false"></ol>
+    <ol id="message-list" tabindex="0" aria-label="Messages" data-has-older="false">
+      <li id="load-older-state" aria-live="polite"></li>
+    </ol>
     <div id="typing-indicator" aria-live="off"></div>
     <div id="reply-preview" hidden>
       <span id="reply-preview-text"></span>
@@ -1542,6 +1569,7 @@ ul, ol { list-style: none; margin: 0; padding: 0; }
 .room-header { display: flex; align-items: baseline; gap: .6rem; padding: .4rem .8rem; border-bottom: 1px solid var(--line); }
 .room-header h2 { margin: 0; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 #open-room-members { font-size: .8rem; color: var(--muted); }
+/* The list's first item, scrolled with the messages (not over them). */
 #load-older-state { text-align: center; font-size: .8rem; color: var(--muted); min-height: 1.1rem; }
 #message-list { flex: 1; overflow-y: auto; padding: .4rem .8rem; min-height: 0; }
 .message { padding: .4rem .6rem; margin: .3rem 0; border-radius: 8px; background: var(--panel); border: 1px solid var(--line); max-width: 46rem; }

@@ -443,6 +443,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         }
         let request = input.request(id: IDs.uuid7(), roomID: roomID)
         guard let body = try? request.commandBody() else { return sendError("Could not encode the message") }
+        FrontendMetrics.messagesAccepted.increment()
         let loop = context!.eventLoop
         let me = NIOLoopBound(self, eventLoop: loop)
         // Enqueued synchronously, so this connection's messages reach the

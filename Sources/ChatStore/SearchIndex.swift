@@ -121,6 +121,13 @@ public final class SearchIndex {
     /// worker keeps answering and sending heartbeats during a rebuild).
     /// Returns how many messages it (re)indexed and whether it is done.
     @discardableResult
+    /// Messages stored and not yet indexed (the search worker's lag, `/metrics`).
+    public func lag() throws -> Int64 {
+        let indexed = try storedWatermarks().rowid
+        let newest = try main.writer.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(rowid) FROM messages") } ?? 0
+        return max(0, newest - indexed)
+    }
+
     public func catchUp(batch: Int = 5000, budget: TimeInterval = 0.5) throws -> (count: Int, done: Bool) {
         try reopenIfGone()
         let deadline = Date().addingTimeInterval(budget)

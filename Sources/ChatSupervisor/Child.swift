@@ -153,6 +153,7 @@ struct Child: Equatable {
 
     var isReady: Bool { if case .ready = state { true } else { false } }
     var isStopped: Bool { state == .stopped }
+    var isInBackoff: Bool { if case .backoff = state { true } else { false } }
     var isCrashLooping: Bool { quickExits >= policy.crashLoopAfter }
 
     /// Applies one event that happened at `now`; returns what to do.

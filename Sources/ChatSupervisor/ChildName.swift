@@ -93,6 +93,9 @@ struct ChildRecord {
     var storeShards: Int?
     /// A frontend's open WebSockets (its heartbeats say).
     var webSockets: Int?
+    /// Its last metrics report (Supervisor+Metrics.swift) and when it came.
+    var metrics: String?
+    var metricsAt = Uptime.distantPast
 
     init(spec: ChildSpec, policy: Child.Policy) {
         self.spec = spec

@@ -132,6 +132,7 @@ extension Supervisor {
         }
         handovers.append(HandoverRecord(slot: slot, at: Date(), report: report))
         if handovers.count > 20 { handovers.removeFirst() }
+        countHandover(report)
         logger.info("handover reported", metadata: ["child": "\(ChildName.frontend(slot))", "report": "\(report)"])
         // The takeover first, the report after: the takeover's events resume
         // the waiters, and the restart's wait must not settle on a slot whose

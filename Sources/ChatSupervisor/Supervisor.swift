@@ -161,6 +161,8 @@ public final class Supervisor: @unchecked Sendable {
         }
         // The liveness tick: hang detection and stop deadlines (`Child.Event.timer`).
         schedule(every: 0.25) { [weak self] in self?.tick() }
+        // The tree's metrics to the frontends (Supervisor+Metrics.swift).
+        schedule(every: 1) { [weak self] in self?.publishMetrics() }
         // systemd's watchdog: ping at half the interval it expects.
         if let usec = ProcessInfo.processInfo.environment["WATCHDOG_USEC"].flatMap(Double.init), usec > 0,
             ProcessInfo.processInfo.environment["WATCHDOG_PID"].map({ Int32($0) == getpid() }) ?? true {
@@ -198,8 +200,10 @@ public final class Supervisor: @unchecked Sendable {
         switch target {
         case .child(let name):
             guard var record = children[name] else { return }
+            let (crashes, planned) = (record.machine.restarts, record.machine.plannedRestarts)
             actions = record.machine.handle(event, now: Uptime.now())
             children[name] = record
+            countRestarts(name, crashesBefore: crashes, plannedBefore: planned, machine: record.machine)
         case .retired(let pid):
             guard var machine = retiring[pid] else { return }
             actions = machine.handle(event, now: Uptime.now())
@@ -253,6 +257,7 @@ public final class Supervisor: @unchecked Sendable {
         if let shards = fields["CHATD_STORE_SHARDS"] { record.storeShards = Int(shards) }
         if let queues = fields[QueueReport.field] { record.outstanding = QueueReport(decoding: queues) }
         if let sockets = fields[FrontendSlot.webSocketsField] { record.webSockets = Int(sockets) }
+        recordMetrics(fields, into: &record)
         children[name] = record
         if fields["READY"] == "1" {
             deliver(.reportedReady, to: .child(name))

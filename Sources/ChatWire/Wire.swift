@@ -201,6 +201,9 @@ public enum Topic {
     /// `sync.<frontend-id>.<n>`: a frontend subscribes to it after room
     /// subscriptions and the broker answers on it (`SubscriptionSync`).
     public static let syncPrefix = "sync."
+    /// Every process's metrics in Prometheus text format, merged by the
+    /// supervisor and repeated by its broker every second (`MetricsReport`).
+    public static let metrics = "ctl.metrics"
 
     public static func room(_ id: String) -> String { roomPrefix + id }
     public static func reply(_ frontendID: String) -> String { replyPrefix + frontendID }
@@ -217,6 +220,8 @@ public enum EventKind: String, Sendable {
     case heartbeat
     /// The store shard count (`ShardCount`), from the supervisor.
     case storeShards = "store.shards"
+    /// Every process's metrics (`MetricsReport`), from the supervisor.
+    case metrics
     /// The broker's answer to a sync request (`SubscriptionSync`): the
     /// frontend's earlier subscriptions are in force.
     case synced

@@ -7,6 +7,7 @@ import Crypto
 import Foundation
 import GRDB
 import Logging
+import Metrics
 
 /// The `files` role: validates staged uploads, stores them content-addressed
 /// (`files/<first two hex digits>/<sha-256>`), and decides who may download
@@ -16,12 +17,16 @@ import Logging
 /// A client's file name is data, never a path: it is kept in the database
 /// and sent back as given; on disk there are only hashes.
 public final class FilesWorker {
+    /// Bytes of uploads this process stored (a blob already there counts again: it was uploaded).
+    static let bytesStored = Counter(label: "chatd_file_bytes_stored_total")
+
     let database: ChatDatabase
     let config: ChatConfig
     let logger: Logger
     let decoder = JSONDecoder()
 
     public init(database: ChatDatabase, config: ChatConfig, logger: Logger) {
+        _ = Self.bytesStored  // its series shows from the start, at 0
         self.database = database
         self.config = config
         self.logger = logger
@@ -129,6 +134,7 @@ public final class FilesWorker {
             guard rename(staging, blob) == 0 else { throw StoreError(code: .badRequest, detail: "Could not store the upload.") }
         }
         let stored = StoredFile(hash: hash, name: request.fileName, size: size)
+        Self.bytesStored.increment(by: Int(clamping: size))
         if let data = try? JSONEncoder().encode(stored) { try? PrivateFiles.write(data, to: marker) }
         return stored
     }

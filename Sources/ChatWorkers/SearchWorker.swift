@@ -6,6 +6,7 @@ import ChatWire
 import Foundation
 import GRDB
 import Logging
+import Metrics
 
 /// The `search` role: keeps the full-text index in step with the main
 /// database and answers message and room searches.
@@ -16,12 +17,15 @@ public final class SearchWorker {
     let decoder = JSONDecoder()
 
     public init(database: ChatDatabase, indexPath: String, logger: Logger) throws {
+        _ = Self.lag  // its series shows from the start, at 0
         self.database = database
         self.index = try SearchIndex(path: indexPath, main: database)
         self.logger = logger
     }
 
     private var lastCatchUp: UInt64 = 0
+    /// Messages stored and not yet indexed, after each catch-up (0 when it finished).
+    static let lag = Gauge(label: "chatd_search_index_lag_messages")
     /// The last catch-up ran out of time with work left.
     public private(set) var behind = true
 
@@ -40,6 +44,7 @@ public final class SearchWorker {
         do {
             let (count, done) = try index.catchUp()
             behind = !done
+            try Self.lag.record(done ? 0 : index.lag())
             if count > 0 { logger.debug("indexed", metadata: ["messages": "\(count)", "done": "\(done)"]) }
         } catch {
             logger.error("indexing failed", metadata: ["error": "\(error)"])

@@ -6,10 +6,14 @@ import ChatWire
 import Foundation
 import GRDB
 import Logging
+import Metrics
 
 /// The `store` role: rooms, participants, messages, users. One worker per
 /// shard; all writes of a room arrive at the same shard, in order.
 public final class StoreWorker {
+    /// Messages this process stored (not a resend's or duplicate's repeat).
+    static let messagesStored = Counter(label: "chatd_messages_stored_total")
+
     let processor: BatchProcessor
     let config: ChatConfig
     /// Messages this process stored and published, most recent last (bounded).
@@ -27,6 +31,7 @@ public final class StoreWorker {
     let pages = ReadCache()
 
     public init(database: ChatDatabase, config: ChatConfig, logger: Logger) {
+        _ = Self.messagesStored  // its series shows from the start, at 0
         self.processor = BatchProcessor(database: database, logger: logger)
         self.config = config
     }
@@ -54,10 +59,12 @@ public final class StoreWorker {
             // The frontend's body for a WebSocket message reads without JSONDecoder.
             let request = try FlatJSON.object(command.body).flatMap(Requests.MessageCreate.init(flat:))
                 ?? body(Requests.MessageCreate.self, command)
-            switch try Store.createMessage(request, sender: identity.user, maxChars: config.maxMessageChars, in: db) {
+            let outcome = try Store.createMessage(request, sender: identity.user, maxChars: config.maxMessageChars, in: db)
+            switch outcome {
             case .resent(let message) where wasPublishedHere(message.id):
                 return [.reply(to: command, status: .created, body: ClientJSON.encode(message))]
             case .created(let message), .resent(let message):
+                if case .created = outcome { Self.messagesStored.increment() }
                 remember(message.id)
                 let json = ClientJSON.encode(message)
                 return [

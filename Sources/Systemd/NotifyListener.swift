@@ -37,7 +37,9 @@ public final class NotifyListener: @unchecked Sendable {
         self.fd = fd
         let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
         source.setEventHandler {
-            var buffer = [UInt8](repeating: 0, count: 4096)
+            // A metrics report (`CHATD_METRICS`, at most 60,000 bytes) fits; a
+            // longer datagram would be cut, and its end lost.
+            var buffer = [UInt8](repeating: 0, count: 65_536)
             while let (count, pid) = Self.receive(fd, into: &buffer) {
                 handler(SDNotify.decode(Array(buffer[0..<count])), pid)
             }

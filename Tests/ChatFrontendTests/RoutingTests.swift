@@ -24,7 +24,7 @@ import Testing
             #expect(paths.count == 23)
             #expect(
                 ChatAPI(services: server.services).routes.filter { $0.access == .open }.map(\.path)
-                    == ["/healthz", "/api/openapi.json", "/api/openapi.yaml", "/", "/app/:file"]
+                    == ["/healthz", "/api/openapi.json", "/api/openapi.yaml", "/metrics", "/", "/app/:file"]
             )
             for (method, path) in paths + paths.filter({ $0.0 == "GET" }).map({ ("HEAD", $0.1) }) {
                 let anonymous = try await server.request(method, path)
@@ -37,6 +37,21 @@ import Testing
                 let typed = try await server.request(method, path, body: Data("{}".utf8), headers: ["Content-Type": "garbage"])
                 #expect(typed.status == 401, "\(method) \(path)")
             }
+        }
+    }
+
+    /// `/metrics` is open (Prometheus scrapes without a token) and Prometheus
+    /// text; `metrics: false` removes it. (Its contents: EndToEnd.Metrics.)
+    @Test func metricsIsOpenTextAndCanBeTurnedOff() async throws {
+        try await InProcessServer.run { server in
+            let scrape = try await server.request("GET", "/metrics")
+            #expect(scrape.status == 200)
+            #expect(scrape.headers["Content-Type"] ?? scrape.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8")
+            #expect(try await server.request("HEAD", "/metrics").status == 200)
+        }
+        try await InProcessServer.run(configure: { $0.metrics = false }) { server in
+            let response = try await server.request("GET", "/metrics")
+            #expect(response.status == 404)
         }
     }
 

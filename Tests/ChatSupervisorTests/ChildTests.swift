@@ -40,6 +40,31 @@ import Testing
         #expect(child.handle(.reportedReady, now: t0 + 2).isEmpty, "READY=1 again is a heartbeat")
     }
 
+    /// `/metrics` counts restarts by reason from these two counts
+    /// (`chatd_child_restarts_total{reason="crash|planned"}`).
+    @Test func crashesAndPlannedRestartsAreCountedApart() {
+        var child = running()
+        _ = child.handle(.exited(.signal(SIGKILL)), now: t0 + 10)
+        #expect(child.restarts == 1 && child.plannedRestarts == 0)
+        _ = child.handle(.timer, now: t0 + 12)
+        _ = child.handle(.spawned(pid: 101), now: t0 + 12)
+        _ = child.handle(.reportedReady, now: t0 + 12)
+        _ = child.handle(.stop(restart: true, killAt: t0 + 30), now: t0 + 20)
+        #expect(child.isInBackoff == false)
+        _ = child.handle(.exited(.exit(0)), now: t0 + 21)
+        #expect(child.restarts == 1 && child.plannedRestarts == 1 && child.isInBackoff)
+        _ = child.handle(.timer, now: t0 + 23)
+        _ = child.handle(.spawned(pid: 102), now: t0 + 23)
+        _ = child.handle(.reportedReady, now: t0 + 23)
+        _ = child.handle(.successorTookOver(child: "frontend.0"), now: t0 + 30)
+        #expect(child.restarts == 1 && child.plannedRestarts == 2)
+        _ = child.handle(.timer, now: t0 + 32)
+        _ = child.handle(.spawned(pid: 103), now: t0 + 32)
+        _ = child.handle(.stop(restart: false, killAt: t0 + 50), now: t0 + 40)
+        _ = child.handle(.exited(.exit(0)), now: t0 + 41)
+        #expect(child.restarts == 1 && child.plannedRestarts == 2 && child.isStopped, "a stop for good is no restart")
+    }
+
     @Test func aSilentChildIsHungKilledOnceAndItsReplacementToldItFailed() {
         var child = running(ready: false)
         #expect(child.handle(.timer, now: t0 + 9.9).isEmpty, "the hang timeout counts from the start")

@@ -291,6 +291,41 @@ extension EndToEnd {
             try alice.screenshot("upload-preview")
         }
 
+        /// Alice opens a room with unread messages while Bob keeps talking in
+        /// it: her badge for the open room clears once her receipts are
+        /// accepted, though the busy room keeps putting off the room list's re-read.
+        @Test func openRoomsBadgeClearsWhileTheRoomIsBusy() async throws {
+            let server = try await TestServer.start(environment: Steps.noRateLimits)
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let room = try await Steps.room(server, token: tokens[0], members: ["bob"], name: "Busy")
+            for index in 0..<5 {
+                #expect(try await server.request("POST", "/api/chat/rooms/\(room)/messages/", token: tokens[1], json: ["content": "before \(index)"]).status == 201)
+            }
+            let driver = try WebDriver.start()
+            defer { driver.stop() }
+            let alice = ClientPage(browser: try driver.browser(), server: server)
+            try alice.signIn(token: tokens[0])
+            let badge = "#room-list [data-room-id=\"\(room)\"] .unread-count"
+            try alice.browser.waitUntil("the unread badge", script: "return document.querySelector(arguments[0])?.textContent === '5'", [badge])
+
+            // Bob talks every 0.4 s (bounded: 30 messages), more often than the client's 1 s room-list debounce.
+            let bob = Task {
+                for index in 0..<30 where !Task.isCancelled {
+                    _ = try? await server.request("POST", "/api/chat/rooms/\(room)/messages/", token: tokens[1], json: ["content": "busy \(index)"])
+                    try? await Task.sleep(for: .milliseconds(400))
+                }
+            }
+            defer { bob.cancel() }
+            try alice.openRoom(room)
+            try alice.browser.waitUntil(
+                timeout: 5, "the open room's badge cleared",
+                script: "const b = document.querySelector(arguments[0]); return !!b && b.hidden && b.textContent === ''", [badge])
+            bob.cancel()
+            await bob.value
+            try Self.expectQuietConsole(alice, "alice")
+        }
+
         /// 120 messages in a room: opening it shows the newest page, and
         /// scrolling to the top loads older pages until the first, in
         /// order and each once. Then a search finds one of them.
@@ -330,6 +365,21 @@ extension EndToEnd {
             #expect(shown.map(\.content) == all)
             #expect(scrolls >= 2, "120 messages in \(scrolls) pages")
             try alice.browser.waitUntil("the list's data-has-older", script: "return document.getElementById('message-list').dataset.hasOlder === 'false'")
+            // The history's head is the list's first item, above the first message (not laid over the messages).
+            #expect(try alice.browser.execute(
+                """
+                const head = document.getElementById('load-older-state'), first = document.querySelector('#message-list .message');
+                return head.parentElement.id === 'message-list' && head.nextElementSibling === first
+                    && head.textContent === 'Start of the conversation' && head.getBoundingClientRect().bottom <= first.getBoundingClientRect().top
+                """) as? Bool == true)
+
+            // Read through (the server has all her receipts): the open room's
+            // badge follows within a bounded wait, not at the next 30 s rooms poll.
+            try await Self.waitAllRead(server, room: room, token: tokens[0])
+            try alice.browser.waitUntil(
+                timeout: 3, "the open room's badge cleared",
+                script: "const b = document.querySelector(arguments[0]); return !!b && b.hidden && b.textContent === ''",
+                ["#room-list [data-room-id=\"\(room)\"] .unread-count"])
 
             // The search index follows the store: wait until it has them all.
             try await server.waitUntil(timeout: 10, "the search index") {

@@ -42,9 +42,9 @@ import Testing
             // Frontend slots (`FrontendSlot`), in sd_notify and sessions.
             #""frontend\.(\d|\\\()"#,
             // The children's report of their queues, a frontend's of its WebSockets.
-            #"CHATD_QUEUES"#, #"CHATD_WEBSOCKETS"#,
+            #"CHATD_QUEUES"#, #"CHATD_WEBSOCKETS"#, #"CHATD_METRICS"#,
         ].map { try Regex($0) }
-        let checked = ["ChatBus", "ChatCore", "ChatConfig", "ChatFrontend", "ChatStore", "ChatSupervisor", "ChatWorkers", "chatd"]
+        let checked = ["ChatBus", "ChatCore", "ChatConfig", "ChatFrontend", "ChatMetrics", "ChatStore", "ChatSupervisor", "ChatWorkers", "chatd"]
         for directory in checked.map({ "Sources/\($0)" }) {
             let files = Self.swiftFiles(under: directory)
             #expect(!files.isEmpty, "no sources under \(directory)")

@@ -90,7 +90,9 @@ struct FileRoutes: Sendable {
                 return APIError.response(reply: reply)
             }
             stored = file
+            FrontendMetrics.uploadBytes.increment(by: Int(clamping: file.size))
         }
+        FrontendMetrics.messagesAccepted.increment()
         var message = input.request(id: IDs.uuid7(), roomID: room)
         message.file = stored
         return try await api.forward(.messageCreate, shardKey: room, caller: caller, body: message)

@@ -45,6 +45,7 @@ struct MessageRoutes: Sendable {
         case .failure(let failure):
             throw APIError.fields(failure.errors)
         case .success(let input):
+            FrontendMetrics.messagesAccepted.increment()
             return try await api.forward(.messageCreate, shardKey: room, caller: caller, body: input.request(id: IDs.uuid7(), roomID: room))
         }
     }

@@ -1,0 +1,48 @@
+import ChatMetrics
+import Hummingbird
+import NIOCore
+import Synchronization
+
+/// `GET /metrics`: every process's metrics in Prometheus text format
+/// (docs/metrics.md), open to anyone like `/healthz` (counts only); absent
+/// with `metrics: false`. The document is the supervisor's merge of every
+/// process's report, as its broker last published it; before the first one
+/// arrives (or with no supervisor: in-process tests) this process's own.
+struct MetricsRoutes: Sendable {
+    let api: ChatAPI
+
+    var routes: [ChatAPI.Route] {
+        guard api.services.config.chat.metrics else { return [] }
+        let board = api.services.metrics
+        let slot = api.services.config.slot
+        return [.init(.get, "/metrics", .open, { _, _ in Self.response(board.document ?? Self.ownDocument(slot: slot)) })]
+    }
+
+    /// Prometheus's text format, version 0.0.4.
+    static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    static func response(_ document: [UInt8]) -> Response {
+        Response(status: .ok, headers: [.contentType: contentType], body: ResponseBody(byteBuffer: ByteBuffer(bytes: document)))
+    }
+
+    /// This process's series alone, labelled as the supervisor would.
+    static func ownDocument(slot: String) -> [UInt8] {
+        var merged = Exposition()
+        merged.merge(Exposition(parsing: ChatMetrics.text()), labelledWith: [.init("role", "frontend"), .init("process", slot)])
+        return Array(merged.rendered().utf8)
+    }
+}
+
+/// The latest merged document from the bus (`BusClient.Callbacks.metrics`).
+public final class MetricsBoard: Sendable {
+    private let latest = Mutex<[UInt8]?>(nil)
+
+    public init() {}
+
+    /// Called on the bus thread, about once a second: a swap under the lock, nothing more.
+    func store(_ document: [UInt8]) {
+        latest.withLock { $0 = document }
+    }
+
+    var document: [UInt8]? { latest.withLock { $0 } }
+}
