@@ -38,6 +38,9 @@ extension EndToEnd {
                 scrape.sum("chatd_message_deliveries_total") >= before.sum("chatd_message_deliveries_total") + deliveries
                     && scrape.sum("chatd_messages_stored_total") >= before.sum("chatd_messages_stored_total") + Double(Self.messages)
                     && scrape.sum("chatd_messages_accepted_total") >= before.sum("chatd_messages_accepted_total") + Double(Self.messages)
+                    // Counted in the same call as the deliveries, but read by another report.
+                    && scrape.sum("chatd_message_delivery_latency_seconds_count")
+                        >= before.sum("chatd_message_delivery_latency_seconds_count") + deliveries
             }
             #expect(after.sum("chatd_messages_accepted_total") - before.sum("chatd_messages_accepted_total") == Double(Self.messages))
             #expect(after.sum("chatd_messages_stored_total") - before.sum("chatd_messages_stored_total") == Double(Self.messages))
