@@ -55,7 +55,7 @@ let package = Package(
             name: "ChatMetrics",
             dependencies: [
                 "ChatWire", "Systemd",
-                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
@@ -132,7 +132,10 @@ let package = Package(
         .testTarget(name: "ChatBusTests", dependencies: ["ChatBus", "ChatWire", "ZeroMQ", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ChatStoreTests", dependencies: ["ChatStore", "ChatCore"]),
         .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "ChatMetricsTests", dependencies: ["ChatMetrics", "ChatWire"]),
+        .testTarget(
+            name: "ChatMetricsTests",
+            dependencies: ["ChatMetrics", "ChatWire", .product(name: "Prometheus", package: "swift-prometheus")]
+        ),
         // Reads the sources: rules about the code that review alone did not keep.
         .testTarget(name: "SourceRulesTests"),
         .testTarget(
@@ -144,7 +147,7 @@ let package = Package(
         ),
         .testTarget(name: "SystemdTests", dependencies: ["Systemd"]),
         .testTarget(
-            name: "ChatSupervisorTests", dependencies: ["ChatSupervisor", "ChatWire", "ChatConfig", .product(name: "Logging", package: "swift-log")]
+            name: "ChatSupervisorTests", dependencies: ["ChatSupervisor", "ChatWire", "ChatConfig", "ChatMetrics", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "ChatFrontendTests",

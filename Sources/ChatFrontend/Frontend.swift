@@ -112,7 +112,7 @@ public enum Frontend {
         defer { bus.stop(drain: drainSeconds(config.chat, handedOver: handedOver?.handedOverAny.load(ordering: .relaxed) == true)) }
         let services = try await makeServices(config: config, logger: logger, bus: bus, connections: connections, health: health, metrics: board)
         let life = services.life
-        let reporter = FrontendMetrics.reporter(slot: config.slot, bus: bus, life: life)
+        let reporter = config.chat.metrics ? FrontendMetrics.reporter(slot: config.slot, bus: bus, life: life, logger: logger) : nil
         defer { withExtendedLifetime(reporter) {} }
         let handover = try startHandovers(config: config, services: services, group: group, predecessor: predecessor, logger: logger)
         handedOver = handover

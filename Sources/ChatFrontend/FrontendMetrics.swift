@@ -1,19 +1,21 @@
 import ChatBus
 import ChatMetrics
 import Foundation
+import Logging
 import Metrics
 import Systemd
 
 /// The frontend's metric points (docs/metrics.md). Each is made once, on
-/// first use (after `ChatMetrics.bootstrap`); counting is an atomic add, a
-/// histogram sample a short lock, and nothing allocates per message.
+/// first use (after `ChatMetrics.bootstrap`); counting is an atomic add,
+/// a message's delivery latency two (`BatchHistogram`, whatever the room's
+/// size), and nothing allocates per message.
 enum FrontendMetrics {
     static let messagesAccepted = Counter(label: "chatd_messages_accepted_total")
     /// Message frames (`m:<id>:new`) written to sockets: one per receiving socket.
     static let deliveries = Counter(label: "chatd_message_deliveries_total")
     /// From the accept (the message id's UUIDv7 time, milliseconds) to the
     /// write of the frame to a receiving socket, one sample per delivery.
-    static let deliveryLatency = CoreMetrics.Timer(label: "chatd_message_delivery_latency_seconds")
+    static let deliveryLatency = BatchHistogram(name: "chatd_message_delivery_latency_seconds")
     static let handshakesAccepted = Counter(label: "chatd_websocket_handshakes_total", dimensions: [("outcome", "accepted")])
     static let handshakesRefused = Counter(label: "chatd_websocket_handshakes_total", dimensions: [("outcome", "refused")])
     static let uploadBytes = Counter(label: "chatd_upload_bytes_total")
@@ -43,13 +45,15 @@ enum FrontendMetrics {
     /// Counts the deliveries of a room's new messages to `sockets` sockets,
     /// now: each message's latency since its accept, once per socket.
     static func delivered(acceptedMillis: [UInt64], sockets: Int) {
-        guard sockets > 0, !acceptedMillis.isEmpty else { return }
+        guard sockets > 0, !acceptedMillis.isEmpty, ChatMetrics.isEnabled else { return }
         deliveries.increment(by: acceptedMillis.count * sockets)
         let nowNanos = UInt64(max(0, Date().timeIntervalSince1970 * 1e9))
         for millis in acceptedMillis {
-            // A clock step back (or another host's clock ahead) reads as 0, not as a negative time.
-            let latency = Int64(clamping: nowNanos &- min(nowNanos, millis * 1_000_000))
-            for _ in 0..<sockets { deliveryLatency.recordNanoseconds(latency) }
+            // 48 bits of milliseconds can overflow in nanoseconds (an id that is no UUIDv7 time):
+            // that, a clock step back or another host's clock ahead reads as 0, not as a trap or a negative time.
+            let (acceptedNanos, overflow) = millis.multipliedReportingOverflow(by: 1_000_000)
+            let latency = overflow ? 0 : nowNanos - min(nowNanos, acceptedNanos)
+            deliveryLatency.record(nanoseconds: Int64(clamping: latency), times: sockets)
         }
     }
 
@@ -75,11 +79,11 @@ enum FrontendMetrics {
 
     /// Sends this frontend's metrics to the supervisor once a second, with
     /// the gauges read off its state first.
-    static func reporter(slot: String, bus: BusClient, life: FrontendLife) -> MetricsReporter {
+    static func reporter(slot: String, bus: BusClient, life: FrontendLife, logger: Logger) -> MetricsReporter {
         // Every series shows from the start, at 0: `rate()` needs the first sample.
         _ = (messagesAccepted, deliveries, deliveryLatency, handshakesAccepted, handshakesRefused, uploadBytes)
         _ = Limit.allCases.map(\.counter)
-        return MetricsReporter(child: slot) {
+        return MetricsReporter(child: slot, logger: logger) {
             webSockets.record(life.webSockets)
             for (queue, count) in bus.outstanding() {
                 Gauge(label: "chatd_bus_commands_in_flight", dimensions: [("queue", queue)]).record(count)

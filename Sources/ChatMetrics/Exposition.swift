@@ -26,6 +26,11 @@ public struct Exposition: Sendable, Equatable {
             }
         }
         public func label(_ name: String) -> String? { labels.first { $0.name == name }?.value }
+        public init(name: String, labels: [Label], value: String) {
+            self.name = name
+            self.labels = labels
+            self.value = value
+        }
     }
 
     public struct Family: Sendable, Equatable {
@@ -33,6 +38,11 @@ public struct Exposition: Sendable, Equatable {
         /// `counter`, `gauge`, `histogram`, `summary` or `untyped`.
         public var type: String
         public var samples: [Sample]
+        public init(name: String, type: String, samples: [Sample]) {
+            self.name = name
+            self.type = type
+            self.samples = samples
+        }
     }
 
     /// By name, each name once.

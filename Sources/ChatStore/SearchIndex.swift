@@ -116,11 +116,6 @@ public final class SearchIndex {
         (try? queue.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM docs") }) ?? 0
     }
 
-    /// Indexes what the main database has that the index does not, in
-    /// transactions of `batch` rows, for at most `budget` seconds (so the
-    /// worker keeps answering and sending heartbeats during a rebuild).
-    /// Returns how many messages it (re)indexed and whether it is done.
-    @discardableResult
     /// Messages stored and not yet indexed (the search worker's lag, `/metrics`).
     public func lag() throws -> Int64 {
         let indexed = try storedWatermarks().rowid
@@ -128,6 +123,11 @@ public final class SearchIndex {
         return max(0, newest - indexed)
     }
 
+    /// Indexes what the main database has that the index does not, in
+    /// transactions of `batch` rows, for at most `budget` seconds (so the
+    /// worker keeps answering and sending heartbeats during a rebuild).
+    /// Returns how many messages it (re)indexed and whether it is done.
+    @discardableResult
     public func catchUp(batch: Int = 5000, budget: TimeInterval = 0.5) throws -> (count: Int, done: Bool) {
         try reopenIfGone()
         let deadline = Date().addingTimeInterval(budget)

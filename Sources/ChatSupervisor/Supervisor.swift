@@ -161,8 +161,11 @@ public final class Supervisor: @unchecked Sendable {
         }
         // The liveness tick: hang detection and stop deadlines (`Child.Event.timer`).
         schedule(every: 0.25) { [weak self] in self?.tick() }
-        // The tree's metrics to the frontends (Supervisor+Metrics.swift).
-        schedule(every: 1) { [weak self] in self?.publishMetrics() }
+        // The tree's metrics to the frontends (Supervisor+Metrics.swift); none with `metrics: false`.
+        if config.metrics {
+            countersAtZero()
+            schedule(every: Self.metricsPublishSeconds) { [weak self] in self?.publishMetrics() }
+        }
         // systemd's watchdog: ping at half the interval it expects.
         if let usec = ProcessInfo.processInfo.environment["WATCHDOG_USEC"].flatMap(Double.init), usec > 0,
             ProcessInfo.processInfo.environment["WATCHDOG_PID"].map({ Int32($0) == getpid() }) ?? true {
@@ -190,6 +193,7 @@ public final class Supervisor: @unchecked Sendable {
     /// A new child, started at once.
     func add(_ spec: ChildSpec) {
         children[spec.name] = ChildRecord(spec: spec, policy: policy)
+        countersAtZero(spec.name)
         deliver(.start, to: .child(spec.name))
     }
 

@@ -5,7 +5,7 @@
 /// (U+001E, which no metric name, label or number contains). The supervisor
 /// merges every child's text with its own, each series labelled with its
 /// process, and its broker publishes the document on `ctl.metrics` every
-/// second; each frontend keeps the latest and answers `GET /metrics` with it.
+/// 5 s; each frontend keeps the latest and answers `GET /metrics` with it.
 public enum MetricsReport {
     /// The sd_notify field with a child's exposition text.
     public static let field = "CHATD_METRICS"
@@ -15,7 +15,8 @@ public enum MetricsReport {
 
     /// A datagram's value never exceeds this (bytes): the supervisor's
     /// receive buffer holds it with the other fields. A process's text is a
-    /// few KiB; one past the bound is not sent.
+    /// few KiB (a frontend's grows by ~0.6 KiB a store shard); one past the
+    /// bound loses its largest families (`MetricsReporter.fitting`).
     public static let maxBytes = 60_000
 
     /// The field's value for an exposition text.

@@ -202,7 +202,7 @@ public enum Topic {
     /// subscriptions and the broker answers on it (`SubscriptionSync`).
     public static let syncPrefix = "sync."
     /// Every process's metrics in Prometheus text format, merged by the
-    /// supervisor and repeated by its broker every second (`MetricsReport`).
+    /// supervisor and repeated by its broker every 5 s (`MetricsReport`).
     public static let metrics = "ctl.metrics"
 
     public static func room(_ id: String) -> String { roomPrefix + id }

@@ -65,13 +65,16 @@ public final class Notifier: Sendable {
 
     public var isEnabled: Bool { fd >= 0 }
 
+    /// - Parameter blocking: false: fail at once (false) when the receiver's
+    ///   queue is full, instead of waiting for room (`MSG_DONTWAIT`).
     @discardableResult
-    public func send(_ fields: KeyValuePairs<String, String>) -> Bool {
+    public func send(_ fields: KeyValuePairs<String, String>, blocking: Bool = true) -> Bool {
         guard fd >= 0, var address else { return false }
         let datagram = SDNotify.encode(fields)
+        let flags = Int32(MSG_NOSIGNAL) | (blocking ? 0 : Int32(MSG_DONTWAIT))
         let sent = withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sockaddr in
-                datagram.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), sockaddr, length) }
+                datagram.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, flags, sockaddr, length) }
             }
         }
         return sent == datagram.count

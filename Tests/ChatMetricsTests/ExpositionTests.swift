@@ -1,6 +1,8 @@
-import ChatMetrics
 import ChatWire
+import Prometheus
 import Testing
+
+@testable import ChatMetrics
 
 @Suite struct ExpositionTests {
     /// What swift-prometheus emits for a counter, a gauge and a histogram.
@@ -81,5 +83,63 @@ import Testing
         let event = MetricsReport.event(Array("a 1\n".utf8))
         #expect(try MetricsReport.document(Event(frames: event.encode())) == Array("a 1\n".utf8))
         #expect(MetricsReport.document(Event(topic: Topic.storeShards, kind: .storeShards, key: "", body: [])) == nil)
+    }
+}
+
+/// A child's report must fit one sd_notify datagram, or it is cut down, never dropped whole.
+@Suite struct ReportSizeTests {
+    /// A frontend's per-queue series with `storeShards` store queues, as swift-prometheus writes them.
+    static func frontendQueues(storeShards: Int, buckets: [Duration]) -> String {
+        let registry = PrometheusCollectorRegistry()
+        let queues = (0..<storeShards).map { "store-\($0)" } + ["receipts", "files", "search", "sessions"]
+        func named(_ name: String, _ unit: String) -> MetricNameDescriptor { MetricNameDescriptor(metricName: name, unitName: unit, helpText: "") }
+        for queue in queues {
+            registry.makeDurationHistogram(descriptor: named("chatd_bus_command_duration", "seconds"), labels: [("queue", queue)], buckets: buckets)
+                .record(.milliseconds(3))
+            registry.makeGauge(descriptor: named("chatd_bus_commands_in", "flight"), labels: [("queue", queue)]).set(to: 12)
+        }
+        registry.makeCounter(descriptor: named("chatd_metrics_report_drops", "total"), labels: [("reason", "size")]).increment()
+        return registry.emitToString()
+    }
+
+    @Test func aFrontendReportAt64ShardsFitsOneDatagram() {
+        let text = Self.frontendQueues(storeShards: 64, buckets: ChatMetrics.commandBuckets)
+        let (value, dropped) = MetricsReporter.fitting(text, maxBytes: MetricsReport.maxBytes)
+        #expect(dropped.isEmpty)
+        #expect(MetricsReport.decode(value) == text)
+        // Room left for the frontend's other series (a few KiB: its counters, the latency histogram).
+        #expect(value.utf8.count < MetricsReport.maxBytes - 10_000)
+    }
+
+    @Test func anOversizedReportLosesItsLargestFamilyOnly() {
+        // The latency buckets per queue were over the bound at 38 shards and more.
+        let text = Self.frontendQueues(storeShards: 64, buckets: ChatMetrics.latencyBuckets)
+        #expect(MetricsReport.encode(text).utf8.count > MetricsReport.maxBytes)
+        let (value, dropped) = MetricsReporter.fitting(text, maxBytes: MetricsReport.maxBytes)
+        #expect(dropped == ["chatd_bus_command_duration_seconds"])
+        #expect(value.utf8.count <= MetricsReport.maxBytes)
+        let sent = Exposition(parsing: MetricsReport.decode(value))
+        #expect(sent.samples("chatd_bus_commands_in_flight").count == 68)
+        #expect(sent.sum("chatd_metrics_report_drops_total", matching: ["reason": "size"]) == 1)
+        #expect(sent.samples("chatd_bus_command_duration_seconds_count").isEmpty)
+    }
+}
+
+@Suite struct BatchHistogramTests {
+    @Test func manySamplesAtOnceCountEachAndRenderCumulative() {
+        let histogram = BatchHistogram(name: "test_batch_seconds", buckets: [.milliseconds(1), .milliseconds(10)])
+        histogram.add(nanoseconds: 500_000, times: 5000)
+        histogram.add(nanoseconds: 2_000_000, times: 3)
+        histogram.add(nanoseconds: 20_000_000_000, times: 2)
+        histogram.add(nanoseconds: 1_000_000, times: 0)
+        var text = ""
+        histogram.render(into: &text)
+        let exposition = Exposition(parsing: text)
+        #expect(exposition.families.map(\.type) == ["histogram"])
+        #expect(exposition.sum("test_batch_seconds_bucket", matching: ["le": "0.001"]) == 5000)
+        #expect(exposition.sum("test_batch_seconds_bucket", matching: ["le": "0.01"]) == 5003)
+        #expect(exposition.sum("test_batch_seconds_bucket", matching: ["le": "+Inf"]) == 5005)
+        #expect(exposition.sum("test_batch_seconds_count") == 5005)
+        #expect(abs(exposition.sum("test_batch_seconds_sum") - (2.5 + 0.006 + 40)) < 1e-9)
     }
 }

@@ -1,3 +1,5 @@
+import ChatMetrics
+import ChatWire
 import Foundation
 import Logging
 import Testing
@@ -303,5 +305,30 @@ import Testing
         #expect(child.handle(.stop(restart: false, killAt: t0), now: t0).isEmpty)
         #expect(child.handle(.timer, now: t0 + 100).isEmpty)
         #expect(child.isStopped && child.restarts == 0)
+    }
+}
+
+extension ChildTests {
+    /// The supervisor's gauges are rendered from its children each time: a
+    /// retired child's `chatd_child_up` and a drained queue's depth go away.
+    @Test func childGaugesShowOnlyTheChildrenThereNow() {
+        let store1 = ChildName.worker(WorkerName(.store, 1))
+        let before = Supervisor.childGauges(
+            [
+                .init(name: .frontend(0), backoff: false, crashLooping: false, up: true),
+                .init(name: store1, backoff: true, crashLooping: true, up: false),
+            ],
+            queueDepth: ["store-1": 4]
+        )
+        #expect(before.sum("chatd_child_up", matching: ["child": "frontend.0"]) == 1)
+        #expect(before.samples("chatd_child_up", matching: ["child": store1.description]).count == 1)
+        #expect(before.sum("chatd_child_crash_looping", matching: ["child": store1.description, "child_role": "store"]) == 1)
+        #expect(before.sum("chatd_bus_queue_depth", matching: ["queue": "store-1"]) == 4)
+
+        let after = Supervisor.childGauges([.init(name: .frontend(0), backoff: false, crashLooping: false, up: true)], queueDepth: [:])
+        #expect(after.samples("chatd_child_up").count == 1)
+        #expect(after.samples("chatd_child_up", matching: ["child": store1.description]).isEmpty)
+        #expect(after.samples("chatd_child_backoff", matching: ["child": store1.description]).isEmpty)
+        #expect(after.samples("chatd_bus_queue_depth").isEmpty)
     }
 }

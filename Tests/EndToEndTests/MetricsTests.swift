@@ -38,6 +38,9 @@ extension EndToEnd {
                 scrape.sum("chatd_message_deliveries_total") >= before.sum("chatd_message_deliveries_total") + deliveries
                     && scrape.sum("chatd_messages_stored_total") >= before.sum("chatd_messages_stored_total") + Double(Self.messages)
                     && scrape.sum("chatd_messages_accepted_total") >= before.sum("chatd_messages_accepted_total") + Double(Self.messages)
+                    // Counted in the same call as the deliveries, but read by another report.
+                    && scrape.sum("chatd_message_delivery_latency_seconds_count")
+                        >= before.sum("chatd_message_delivery_latency_seconds_count") + deliveries
             }
             #expect(after.sum("chatd_messages_accepted_total") - before.sum("chatd_messages_accepted_total") == Double(Self.messages))
             #expect(after.sum("chatd_messages_stored_total") - before.sum("chatd_messages_stored_total") == Double(Self.messages))
@@ -60,6 +63,12 @@ extension EndToEnd {
         static func restartsAreCountedByReason(_ server: TestServer) async throws {
             let restarts = "chatd_child_restarts_total"
             let base = try await scrape(server)
+            // There at 0 before anything happened: `increase()` needs a sample before the first crash.
+            for reason in ["crash", "planned"] {
+                #expect(base.samples(restarts, matching: ["child": "store.0", "reason": reason]).map(\.value) == ["0"])
+            }
+            for outcome in ["done", "refused"] { #expect(base.samples("chatd_handovers_total", matching: ["outcome": outcome]).count == 1) }
+            #expect(base.samples("chatd_handover_sockets_total").count == 1)
             let store = try #require(server.childNames().first { $0.value == "store.0" }?.key)
             kill(store, SIGKILL)
             let crashed = try await waitForScrape(server, "store.0's crash counted") { scrape in

@@ -39,7 +39,7 @@ public final class MetricsBoard: Sendable {
 
     public init() {}
 
-    /// Called on the bus thread, about once a second: a swap under the lock, nothing more.
+    /// Called on the bus thread, every 5 s: a swap under the lock, nothing more.
     func store(_ document: [UInt8]) {
         latest.withLock { $0 = document }
     }
