@@ -54,10 +54,12 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
     /// events subscription it holds, shared by the loop's upgrade callbacks
     /// and the connection's task until `WebSocketConnection` takes them.
     final class Reservation: Sendable {
-        let user = Mutex<String?>(nil)
-        /// `over` once the connection's task ended: a hold arriving later
-        /// is not kept.
-        private let held = Mutex<(room: String?, over: Bool)>((nil, false))
+        /// What an accepted handshake holds until its socket opens: the
+        /// room's subscription, the user's socket slot and the access-log
+        /// line. `over` once the connection's task ended: whatever arrives
+        /// later (a client that left while it was authorised) is given back
+        /// by its caller, not kept where nobody would release it.
+        private let held = Mutex<(room: String?, user: String?, line: (@Sendable (Int) -> Void)?, over: Bool)>((nil, nil, nil, false))
 
         /// Keeps the accepted handshake's room subscription; false (the
         /// caller gives it back) when the connection already ended.
@@ -65,6 +67,16 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             held.withLock { state in
                 guard !state.over else { return false }
                 state.room = room
+                return true
+            }
+        }
+
+        /// Keeps the user's socket slot; false (the caller gives it back)
+        /// when the connection already ended.
+        func hold(user: String) -> Bool {
+            held.withLock { state in
+                guard !state.over else { return false }
+                state.user = user
                 return true
             }
         }
@@ -77,26 +89,38 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             }
         }
 
-        /// An accepted handshake's access-log line, written once the socket
-        /// opens (101) or fails to (500); nil when there is none to write.
-        private let handshakeLine = Mutex<(@Sendable (Int) -> Void)?>(nil)
+        /// The socket slot, taken over by the connection.
+        func takeUser() {
+            held.withLock { $0.user = nil }
+        }
 
+        /// An accepted handshake's access-log line, written once the socket
+        /// opens (101) or fails to (500); at once with 500 when the
+        /// connection already ended.
         func awaitOpening(log: @escaping @Sendable (Int) -> Void) {
-            handshakeLine.withLock { $0 = log }
+            let late = held.withLock { state -> Bool in
+                guard !state.over else { return true }
+                state.line = log
+                return false
+            }
+            if late { log(500) }
         }
 
         /// Writes the pending handshake line, if any, with `status`.
         func opened(status: Int) {
-            handshakeLine.withLock { line in defer { line = nil }; return line }?(status)
+            held.withLock { state in defer { state.line = nil }; return state.line }?(status)
         }
 
-        /// The connection's task ended: what is still held is given back.
-        func end() -> String? {
-            held.withLock { state in
+        /// The connection's task ended: what is still held is given back
+        /// (a pending handshake line is written with 500).
+        func end() -> (room: String?, user: String?) {
+            let (room, user, line) = held.withLock { state in
                 state.over = true
-                defer { state.room = nil }
-                return state.room
+                defer { (state.room, state.user, state.line) = (nil, nil, nil) }
+                return (state.room, state.user, state.line)
             }
+            line?(500)
+            return (room, user)
         }
     }
 
@@ -159,7 +183,9 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
                         }
                     }
                     guard case .accepted(let identity, _, _, _) = result else { return nil }
-                    if services.limiter != nil { reservation.user.withLock { $0 = identity.id } }
+                    if let limiter = services.limiter, !reservation.hold(user: identity.id) {
+                        limiter.socketClosed(user: identity.id)
+                    }
                     // The edge leaves before the upgrade starts: removing the
                     // decoder hands the bytes after the head on as bytes, which
                     // only the WebSocket handlers may receive.
@@ -241,7 +267,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             throw error
         }
         // The connection owns the slot and the subscription now and gives them back when it ends.
-        reservation.user.withLock { $0 = nil }
+        reservation.takeUser()
     }
 
     /// The handlers between a WebSocket's frame decoder and its
@@ -268,12 +294,11 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
     func handle(value: Value, logger: Logger) async {
         // A slot reserved, a room subscribed, by a handshake whose socket never opened.
         defer {
-            // Accepted, but the upgrade never reached the socket's setup.
-            value.reservation.opened(status: 500)
-            if let user = value.reservation.user.withLock({ user in defer { user = nil }; return user }) {
-                services.limiter?.socketClosed(user: user)
-            }
-            if let room = value.reservation.end() { services.bus.unsubscribe(room: room) }
+            // Accepted, but the upgrade never reached the socket's setup:
+            // its line says 500, its slot and subscription are given back.
+            let (room, user) = value.reservation.end()
+            if let user { services.limiter?.socketClosed(user: user) }
+            if let room { services.bus.unsubscribe(room: room) }
         }
         do {
             switch try await value.upgradeResult.get() {

@@ -87,6 +87,44 @@ extension EndToEnd {
             sockets.forEach { $0.close() }
         }
 
+        /// A client that leaves while its handshake waits for the store
+        /// gives its socket slot back (a slot taken then kept by nobody left
+        /// the user one socket short for the frontend's life), and its
+        /// access-log line says 500.
+        @Test func aHandshakeAbandonedWhileAuthorisedGivesItsSlotBack() async throws {
+            let server = try await TestServer.start(frontends: 1, environment: [
+                "CHAT_SOCKETS_PER_USER": "1", "CHAT_ACCESS_LOG": "true", "CHAT_HANG_TIMEOUT_SECONDS": "60",
+            ])
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "dana")
+            let room = try await Steps.room(server, token: tokens[0], members: [])
+            let store = try #require(server.childPIDs(matching: "worker --role store").first)
+            #expect(kill(store, SIGSTOP) == 0)
+            defer { kill(store, SIGCONT) }
+            var raw: RawConnection? = try RawConnection(port: server.port)
+            raw?.send(Array("GET /ws/chat/\(room)/?token=\(tokens[0]) HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".utf8))
+            // The handshake's enter waits in the stopped store's queue.
+            try await server.waitUntil(timeout: 10, "the handshake waiting for the store") {
+                let children = (try? server.status())?["children"] as? [[String: Any]] ?? []
+                return children.contains { $0["child"] as? String == "store.0" && ($0["queue_depth"] as? Int ?? 0) > 0 }
+            }
+            // Reset, not closed: an orderly close is only a half-close to the
+            // frontend, which would open the socket and fail on its first write.
+            var linger = linger(l_onoff: 1, l_linger: 0)
+            setsockopt(try #require(raw).fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
+            raw = nil
+            // The frontend sees the reset before the store answers: nothing
+            // to wait for but the loop's turn.
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(kill(store, SIGCONT) == 0)
+            try await server.waitUntil(timeout: 10, "the abandoned handshake's access-log line") {
+                server.log.contains("/ws/chat/\(room)/?token=REDACTED 500")
+            }
+            // The one slot is free: this socket opens (429 while it leaked).
+            let socket = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
+            socket.close()
+        }
+
         @Test func handshakesPerAddressAreLimitedAndLimitsCanBeOff() async throws {
             let server = try await TestServer.start(environment: ["CHAT_HANDSHAKES_PER_SECOND_PER_IP": "1", "CHAT_HANDSHAKE_BURST": "5"])
             defer { server.stop() }
