@@ -1,6 +1,6 @@
 extension ChatConfig {
     /// The settings a reload does not apply (`listen`, the directories, the
-    /// bus, `run`, `logFormat`), as the `CHAT_*` variables that win over the file. The
+    /// bus, `run`, `logFormat`, `metrics`), as the `CHAT_*` variables that win over the file. The
     /// supervisor sets them in every child's environment from its running
     /// configuration, so that a child started after the file changed them
     /// (a scale-up, a crash restart, a standby, a reload's restart) still
@@ -19,6 +19,9 @@ extension ChatConfig {
             "CHAT_RUN": run.rawValue,
             // One format for every process's lines in the one stream.
             "CHAT_LOG_FORMAT": logFormat.rawValue,
+            // Reports, the supervisor's merge and /metrics are set up once, at
+            // the start of each process: all on or all off, never a mix.
+            "CHAT_METRICS": metrics ? "true" : "false",
         ]
     }
 
@@ -33,6 +36,7 @@ extension ChatConfig {
         kept.busInsecure = running.busInsecure
         kept.run = running.run
         kept.logFormat = running.logFormat
+        kept.metrics = running.metrics
         return kept
     }
 }

@@ -25,7 +25,7 @@ struct ReloadPlan: Equatable, Sendable {
         let fixed: [(String, Bool)] = [
             ("listen", old.listen != new.listen), ("dataDir", old.dataDir != new.dataDir), ("runtimeDir", old.runtimeDir != new.runtimeDir),
             ("bus", old.bus != new.bus), ("bus.insecure", old.busInsecure != new.busInsecure), ("run", old.run != new.run),
-            ("logFormat", old.logFormat != new.logFormat),
+            ("logFormat", old.logFormat != new.logFormat), ("metrics", old.metrics != new.metrics),
         ]
         needsFullRestart = fixed.filter(\.1).map(\.0)
         frontends = old.view(frontend: true) != new.view(frontend: true)
@@ -63,6 +63,7 @@ extension ChatConfig {
         view.busInsecure = defaults.busInsecure
         view.run = defaults.run
         view.logFormat = defaults.logFormat
+        view.metrics = defaults.metrics
         if frontend {
             view.typingWindowSeconds = defaults.typingWindowSeconds  // the receipts worker's
         } else {
@@ -104,6 +105,7 @@ extension ChatConfig {
         handshakesPerSecondPerIP = defaults.handshakesPerSecondPerIP
         handshakeBurst = defaults.handshakeBurst
         accessLog = defaults.accessLog
+        webClient = defaults.webClient
     }
 }
 

@@ -20,7 +20,8 @@ import Testing
     }
 
     @Test func aFrontendLimitRestartsTheFrontendsOnly() {
-        for change in [{ $0.maxFrameBytes = 1024 }, { $0.jwtIssuer = "issuer" }, { $0.socketEventBurst = 5 }, { $0.rateLimits = false }] as [(inout ChatConfig) -> Void] {
+        for change in [{ $0.maxFrameBytes = 1024 }, { $0.jwtIssuer = "issuer" }, { $0.socketEventBurst = 5 }, { $0.rateLimits = false },
+            { $0.accessLog = true }, { $0.webClient = false }] as [(inout ChatConfig) -> Void] {
             let plan = ReloadPlan(from: running, to: changed(change))
             #expect(plan.frontends && !plan.workers, "\(plan)")
         }
@@ -63,6 +64,9 @@ import Testing
         #expect(plan.frontends && !plan.workers && plan.needsFullRestart == ["listen", "dataDir"], "\(plan)")
         let only = ReloadPlan(from: running, to: changed { $0.bus = "tcp://127.0.0.1:7400"; $0.run = .frontend })
         #expect(!only.restartsAny && only.needsFullRestart == ["bus", "run"], "\(only)")
+        // Set up once per process (the reports, the merge, the route): all on or all off.
+        let started = ReloadPlan(from: running, to: changed { $0.logFormat = .json; $0.metrics = false })
+        #expect(!started.restartsAny && started.needsFullRestart == ["logFormat", "metrics"], "\(started)")
     }
 
     /// A machine past the start's READY=1.
