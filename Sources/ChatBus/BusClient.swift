@@ -64,7 +64,7 @@ public final class BusClient: Sendable {
         public var roomEvents: @Sendable ([RoomEvent]) -> Void
         /// A worker heartbeat (the worker's name, `store.0`, and the body).
         public var heartbeat: @Sendable (String, [UInt8]) -> Void
-        /// The supervisor's merged metrics document (`MetricsReport`), about once a second.
+        /// The supervisor's merged metrics document (`MetricsReport`), every 5 s.
         public var metrics: @Sendable ([UInt8]) -> Void
 
         public init(

@@ -107,7 +107,7 @@ paths:
       description: >-
         The series of every process of the tree (supervisor, frontends,
         workers), each labelled with its `role` and `process`, as the
-        supervisor last merged them (about once a second): any frontend
+        supervisor last merged them (every 5 s): any frontend
         answers with all of them. Counts only, open like `/healthz`;
         absent (404) with `metrics: false`. docs/metrics.md lists the series.
       security: []
@@ -1501,7 +1501,7 @@ x-websocket:
         ],
         "operationId": "metrics",
         "summary": "Every process's metrics, in Prometheus text format",
-        "description": "The series of every process of the tree (supervisor, frontends, workers), each labelled with its `role` and `process`, as the supervisor last merged them (about once a second): any frontend answers with all of them. Counts only, open like `/healthz`; absent (404) with `metrics: false`. docs/metrics.md lists the series.",
+        "description": "The series of every process of the tree (supervisor, frontends, workers), each labelled with its `role` and `process`, as the supervisor last merged them (every 5 s): any frontend answers with all of them. Counts only, open like `/healthz`; absent (404) with `metrics: false`. docs/metrics.md lists the series.",
         "security": [],
         "responses": {
           "200": {
