@@ -100,6 +100,11 @@ public struct ChatConfig: Sendable, Equatable {
     /// `GET /metrics` (Prometheus text, open like /healthz: counts only;
     /// docs/metrics.md); false answers it 404 (`metrics`, CHAT_METRICS).
     public var metrics = true
+    /// This host's processes count and report metrics: `metrics` is on and
+    /// the host serves `/metrics`. A `run: workers` host has no broker to
+    /// publish the tree's document on (docs/metrics.md): its children would
+    /// report to a supervisor with nobody to show them to.
+    public var collectsMetrics: Bool { metrics && run.runsFrontend }
     /// The browser client at `/` (`webClient`, CHAT_WEB_CLIENT); off, `/` is 404.
     public var webClient = true
     /// REST requests per user: sustained rate per second, and burst.

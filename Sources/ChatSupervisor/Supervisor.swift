@@ -161,8 +161,9 @@ public final class Supervisor: @unchecked Sendable {
         }
         // The liveness tick: hang detection and stop deadlines (`Child.Event.timer`).
         schedule(every: 0.25) { [weak self] in self?.tick() }
-        // The tree's metrics to the frontends (Supervisor+Metrics.swift); none with `metrics: false`.
-        if config.metrics {
+        // The tree's metrics to the frontends (Supervisor+Metrics.swift); none
+        // with `metrics: false` or on a `run: workers` host (no broker).
+        if config.collectsMetrics {
             countersAtZero()
             schedule(every: Self.metricsPublishSeconds) { [weak self] in self?.publishMetrics() }
         }

@@ -96,7 +96,7 @@ struct Serve: AsyncParsableCommand {
         if dieWithParent { exitWithParent() }
         let config = try await options.load()
         try config.checkBusExposure()
-        if config.metrics { ChatMetrics.bootstrap() }
+        if config.collectsMetrics { ChatMetrics.bootstrap() }
         let logger = options.logger("chatd.supervisor", config, role: "supervisor")
         // Private whatever they were: the data and runtime directories (an
         // existing one included) are 0700 before anything goes in them.
@@ -126,7 +126,7 @@ struct FrontendCommand: AsyncParsableCommand {
     func run() async throws {
         exitWithParent()
         let config = try await options.load()
-        if config.metrics { ChatMetrics.bootstrap() }
+        if config.collectsMetrics { ChatMetrics.bootstrap() }
         let logger = options.logger("chatd.frontend", config, role: "frontend")
         let frontendID = "fe-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
         try await Frontend.run(
@@ -148,7 +148,7 @@ struct WorkerCommand: AsyncParsableCommand {
     func run() async throws {
         exitWithParent()
         let config = try await options.load()
-        if config.metrics { ChatMetrics.bootstrap() }
+        if config.collectsMetrics { ChatMetrics.bootstrap() }
         var logger = options.logger("chatd.worker", config, role: "worker")
         guard let role = Role(rawValue: role), shard >= 0 else { throw ValidationError("unknown role \(self.role) or shard \(shard)") }
         let name = WorkerName(role, shard)
@@ -159,7 +159,7 @@ struct WorkerCommand: AsyncParsableCommand {
         logger.info("worker ready", metadata: ["pid": "\(getpid())"])
         // Heartbeats to the supervisor (sd_notify) under this child's name.
         let report = ChildReport(name: ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? (standby ? "\(StandbyName(role))" : name.description))
-        let metrics = config.metrics ? MetricsReporter(child: report.name, logger: logger) : nil
+        let metrics = config.collectsMetrics ? MetricsReporter(child: report.name, logger: logger) : nil
         if standby {
             WorkerLoops.warmUp(role, database: database, logger: logger)
             try server.runStandby(assignments: STDIN_FILENO, shouldStop: { stop.isSet }, heartbeat: report.heartbeat) { assignment in

@@ -10,6 +10,10 @@ import Testing
         #expect(frontend.run == .frontend && frontend.run.runsFrontend && !frontend.run.runsWorkers)
         let workers = try await ChatConfig.load(file: nil, environment: ["CHAT_RUN": "workers", "CHAT_BUS": "tcp://127.0.0.1:7400"])
         #expect(workers.run == .workers && !workers.run.runsFrontend && workers.run.runsWorkers)
+        // Only a host that serves /metrics counts and reports.
+        #expect(all.collectsMetrics && frontend.collectsMetrics && !workers.collectsMetrics)
+        let off = try await ChatConfig.load(file: nil, environment: ["CHAT_METRICS": "false"])
+        #expect(!off.collectsMetrics)
     }
 
     @Test func anUnknownModeOrASplitWithoutABusIsRefused() async throws {
