@@ -17,11 +17,11 @@ public enum HandoverLog {
     /// FNV-1a (64 bits) of the event's key frame, a zero byte, and its body:
     /// the same on both sides, computed per event, not per socket.
     public static func hash(key: some Sequence<UInt8>, body: some Sequence<UInt8>) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in key { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        hash = (hash ^ 0) &* 0x100_0000_01b3
-        for byte in body { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return hash
+        var hash = FNV1a()
+        hash.add(key)
+        hash.add(0)
+        hash.add(body)
+        return hash.value
     }
 
     /// How many of `buffered`'s first events the socket already got: the

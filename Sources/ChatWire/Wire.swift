@@ -271,12 +271,7 @@ public struct Event: Sendable, Equatable {
 public enum Shard {
     public static func of(_ key: String, count: Int) -> Int {
         precondition(count > 0)
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in key.utf8 {
-            hash ^= UInt64(byte)
-            hash &*= 0x0000_0100_0000_01b3
-        }
-        return Int(hash % UInt64(count))
+        return Int(FNV1a.hash(key.utf8) % UInt64(count))
     }
 }
 

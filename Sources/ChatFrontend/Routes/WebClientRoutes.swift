@@ -1,3 +1,4 @@
+import ChatWire
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -41,9 +42,7 @@ struct WebClientRoutes: Sendable {
     }
 
     static func etag(_ bytes: [UInt8]) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-        let hex = String(hash, radix: 16)
+        let hex = String(FNV1a.hash(bytes), radix: 16)
         return "\"" + String(repeating: "0", count: 16 - hex.count) + hex + "\""
     }
 
