@@ -1,4 +1,5 @@
 import ChatBus
+import ChatMetrics
 import ChatWire
 import NIOCore
 
@@ -118,7 +119,7 @@ struct DeliveryPlan: Sendable {
             Self.writeTextFrame(body, into: &frame)
             rooms[i].steps.append(.frames(frame, excluded: connection))
         case .none, .message, .session:
-            if case .message(let id, .created) = key, let millis = FrontendMetrics.acceptedMillis(messageID: id[...]) {
+            if ChatMetrics.isEnabled, case .message(let id, .created) = key, let millis = FrontendMetrics.acceptedMillis(messageID: id[...]) {
                 rooms[i].acceptedMillis.append(millis)
             }
             if rooms[i].shared == nil { rooms[i].shared = Self.allocator.buffer(capacity: body.count + 10) }

@@ -21,28 +21,30 @@ struct MetricsRoutes: Sendable {
     /// Prometheus's text format, version 0.0.4.
     static let contentType = "text/plain; version=0.0.4; charset=utf-8"
 
-    static func response(_ document: [UInt8]) -> Response {
-        Response(status: .ok, headers: [.contentType: contentType], body: ResponseBody(byteBuffer: ByteBuffer(bytes: document)))
+    static func response(_ document: ByteBuffer) -> Response {
+        Response(status: .ok, headers: [.contentType: contentType], body: ResponseBody(byteBuffer: document))
     }
 
     /// This process's series alone, labelled as the supervisor would.
-    static func ownDocument(slot: String) -> [UInt8] {
+    static func ownDocument(slot: String) -> ByteBuffer {
         var merged = Exposition()
         merged.merge(Exposition(parsing: ChatMetrics.text()), labelledWith: [.init("role", "frontend"), .init("process", slot)])
-        return Array(merged.rendered().utf8)
+        return ByteBuffer(string: merged.rendered())
     }
 }
 
 /// The latest merged document from the bus (`BusClient.Callbacks.metrics`).
 public final class MetricsBoard: Sendable {
-    private let latest = Mutex<[UInt8]?>(nil)
+    /// A buffer, copied once here: every request shares it (copy on write).
+    private let latest = Mutex<ByteBuffer?>(nil)
 
     public init() {}
 
     /// Called on the bus thread, every 5 s: a swap under the lock, nothing more.
     func store(_ document: [UInt8]) {
-        latest.withLock { $0 = document }
+        let buffer = ByteBuffer(bytes: document)
+        latest.withLock { $0 = buffer }
     }
 
-    var document: [UInt8]? { latest.withLock { $0 } }
+    var document: ByteBuffer? { latest.withLock { $0 } }
 }
