@@ -387,7 +387,7 @@ extension EndToEnd {
             }
             try alice.browser.sendKeys("#search-input", "note 04" + BrowserSession.enter)
             let found = try alice.browser.waitUntil(
-                "search results", script: "const r = document.querySelectorAll('#search-results [data-message-id]'); return r.length === 10 ? r.length : null")
+                "search results", script: "const r = document.querySelectorAll('#search-results [data-message-id]'); return r.length || null")
             #expect(found as? Int == 10)
             #expect(try alice.browser.execute("return document.getElementById('search-results').textContent.includes('note 042')") as? Bool == true)
             try alice.screenshot("search")

@@ -24,7 +24,7 @@ extension EndToEnd {
 
             // Every process has reported, and the sockets are counted: the document is fresh.
             let before = try await Self.waitForScrape(server, "every process reporting and \(Self.rooms) sockets") { scrape in
-                Set(scrape.samples("chatd_child_up").compactMap { $0.label("process") }).isSuperset(of: ["supervisor"])
+                Set(scrape.samples("chatd_child_up").compactMap { $0.label("child") }).isSuperset(of: ["frontend.0", "frontend.1", "store.0"])
                     && Set(scrape.samples("chatd_websocket_connections").compactMap { $0.label("process") }) == ["frontend.0", "frontend.1"]
                     && scrape.sum("chatd_websocket_connections") == Double(Self.rooms)
                     && scrape.samples("chatd_messages_stored_total").contains { $0.label("process") == "store.0" }
@@ -109,7 +109,7 @@ extension EndToEnd {
             return exposition
         }
 
-        /// Scrapes until `condition` holds (the reports travel once a second); bounded.
+        /// Scrapes until `condition` holds (children report each second, the supervisor publishes every 5 s); bounded.
         static func waitForScrape(_ server: TestServer, _ what: String, _ condition: (Exposition) -> Bool) async throws -> Exposition {
             var last = Exposition()
             try await server.waitUntil(timeout: 20, what) {
