@@ -52,13 +52,12 @@ public enum DatabaseBackup {
         // nobody can guess, created here or not at all: in a shared directory
         // an existing file or symlink at that name is someone else's.
         let temporary = target + ".partial-" + (temporarySuffix ?? randomSuffix())
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, PrivateFiles.fileMode)
-        guard fd >= 0 else {
+        // Messages are private: the copy is 0600 from its first byte. O_EXCL
+        // refuses any existing name, a symlink included.
+        guard let created = PrivateFiles.create(temporary) else {
             throw Failure(description: "creating \(temporary): \(String(cString: strerror(errno)))")
         }
-        // Messages are private: the copy is 0600 from its first byte.
-        fchmod(fd, PrivateFiles.fileMode)
-        close(fd)
+        try? created.close()
         defer { for suffix in ["", "-journal", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: temporary + suffix) } }
         let pages: Int
         do {

@@ -56,14 +56,7 @@ extension ChatConfig {
         // own level changes at once, a child's at its next start.
         view.logLevel = defaults.logLevel
         // Never applied by a reload (`ReloadPlan.needsFullRestart`).
-        view.listen = defaults.listen
-        view.dataDir = defaults.dataDir
-        view.runtimeDir = defaults.runtimeDir
-        view.bus = defaults.bus
-        view.busInsecure = defaults.busInsecure
-        view.run = defaults.run
-        view.logFormat = defaults.logFormat
-        view.metrics = defaults.metrics
+        view = view.keepingFixedSettings(of: defaults)
         if frontend {
             view.typingWindowSeconds = defaults.typingWindowSeconds  // the receipts worker's
         } else {
