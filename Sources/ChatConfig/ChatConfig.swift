@@ -27,6 +27,15 @@ public struct ChatConfig: Sendable, Equatable {
     public var busInsecure: Bool = false
     /// What `chatd serve` runs on this host (`run:`).
     public var run: RunMode = .all
+    /// Several frontend hosts (`peers:`, `CHAT_PEERS` comma-separated): the
+    /// bus address (`tcp://host:port`) of every frontend host's broker. A
+    /// `run: workers` host's workers link to each (`bus` may then be left
+    /// out); a frontend host's `bus` is its own broker, and its supervisor
+    /// reads the other hosts' status from the rest. Empty: one broker, `bus`.
+    public var peers: [String] = []
+    /// This host's name in `ctl status` across hosts (`host:`, CHAT_HOST):
+    /// the machine's hostname unless set.
+    public var host: String = ChatConfig.machineHostname()
     /// HS256 secret. Nil: one is generated into `<dataDir>/jwt-secret` on first start.
     public var jwtSecret: String?
     public var jwtIssuer: String?
@@ -157,7 +166,16 @@ public struct ChatConfig: Sendable, Equatable {
         guard let mode = RunMode(rawValue: run) else { throw ConfigError.invalid("run", "\(run): all, frontend or workers") }
         config.run = mode
         if let bus = config.bus, config.busTCP == nil { throw ConfigError.invalid("bus", "\(bus): tcp://<host>:<port>") }
-        if config.run != .all && config.bus == nil { throw ConfigError.invalid("run", "\(config.run.rawValue) needs bus: tcp://<host>:<port>") }
+        config.peers = (reader.stringArray(forKey: "peers") ?? []).filter { !$0.isEmpty }
+        for peer in config.peers where Self.tcpAddress(peer) == nil { throw ConfigError.invalid("peers", "\(peer): tcp://<host>:<port>") }
+        if config.run == .frontend && config.bus == nil { throw ConfigError.invalid("run", "frontend needs bus: tcp://<host>:<port>") }
+        if config.run == .workers && config.bus == nil && config.peers.isEmpty {
+            throw ConfigError.invalid("run", "workers needs bus: tcp://<host>:<port>, or peers: the brokers of every frontend host")
+        }
+        config.host = reader.string(forKey: "host", default: config.host)
+        guard (1...64).contains(config.host.count), !config.host.contains(where: { $0.isWhitespace || $0.isNewline }) else {
+            throw ConfigError.invalid("host", "\(config.host): a name of 1 to 64 characters without spaces")
+        }
         config.jwtSecret = reader.string(forKey: "jwtSecret", isSecret: true)
         config.jwtIssuer = reader.string(forKey: "jwtIssuer")
         config.jwtAudience = reader.string(forKey: "jwtAudience")
@@ -273,8 +291,11 @@ public struct ChatConfig: Sendable, Equatable {
     }
 
     /// `bus` as host and base port.
-    public var busTCP: (host: String, port: Int)? {
-        guard let bus, bus.hasPrefix("tcp://") else { return nil }
+    public var busTCP: (host: String, port: Int)? { bus.flatMap(Self.tcpAddress) }
+
+    /// A `tcp://host:port` bus address as host and base port.
+    static func tcpAddress(_ bus: String) -> (host: String, port: Int)? {
+        guard bus.hasPrefix("tcp://") else { return nil }
         let rest = bus.dropFirst(6)
         guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), (1...65000).contains(port),
             colon > rest.startIndex else { return nil }
@@ -299,6 +320,48 @@ public struct ChatConfig: Sendable, Equatable {
 
     public var busAddress: BusAddress {
         busTCP.map { .tcp(host: $0.host, basePort: $0.port) } ?? .ipc(directory: resolvedRuntimeDir)
+    }
+
+    /// `peers` as bus addresses.
+    public var peerAddresses: [BusAddress] {
+        peers.compactMap(Self.tcpAddress).map { .tcp(host: $0.host, basePort: $0.port) }
+    }
+
+    /// The brokers this host's workers link to: every peer on a `run:
+    /// workers` host that names them, else the one bus.
+    public var workerBuses: [BusAddress] {
+        run == .workers && !peers.isEmpty ? peerAddresses : [busAddress]
+    }
+
+    /// The brokers this host's supervisor reads the other hosts' status
+    /// from (`ctl status` across hosts): a frontend host's own (where the
+    /// workers hosts publish theirs) and every peer's (their frontend
+    /// hosts'), a workers host's every broker. None on one host.
+    public var statusBrokers: [BusAddress] {
+        guard busTCP != nil || !peers.isEmpty else { return [] }
+        return run.runsFrontend ? [busAddress] + peerAddresses.filter { $0 != busAddress } : workerBuses
+    }
+
+    /// `checkBusExposure` for each of `peers`.
+    public func checkPeerExposure() throws {
+        for peer in peers {
+            var one = self
+            one.bus = peer
+            one.peers = []
+            do {
+                try one.checkBusExposure()
+            } catch ConfigError.invalid(_, let problem) {
+                throw ConfigError.invalid("peers", problem)
+            }
+        }
+    }
+
+    /// The machine's hostname: `host`'s default.
+    public static func machineHostname() -> String {
+        var name = [CChar](repeating: 0, count: 256)
+        guard gethostname(&name, name.count - 1) == 0 else { return "localhost" }
+        let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return host.isEmpty ? "localhost" : host
     }
 
     /// The origin absolute links start with: `publicURL` without a trailing slash, or `http://<listen>`.

@@ -17,6 +17,9 @@ extension ChatConfig {
             "CHAT_BUS": bus ?? "",
             "CHAT_BUS_INSECURE": busInsecure ? "true" : "false",
             "CHAT_RUN": run.rawValue,
+            // Comma-separated, as the environment writes an array; empty: none.
+            "CHAT_PEERS": peers.joined(separator: ","),
+            "CHAT_HOST": host,
             // One format for every process's lines in the one stream.
             "CHAT_LOG_FORMAT": logFormat.rawValue,
             // Reports, the supervisor's merge and /metrics are set up once, at
@@ -35,6 +38,8 @@ extension ChatConfig {
         kept.bus = running.bus
         kept.busInsecure = running.busInsecure
         kept.run = running.run
+        kept.peers = running.peers
+        kept.host = running.host
         kept.logFormat = running.logFormat
         kept.metrics = running.metrics
         return kept

@@ -87,14 +87,15 @@ public final class TestServer: @unchecked Sendable {
     ///   - frontends: frontend processes sharing the port (`frontends:`); one
     ///     unless a test is about several, so that `childPIDs(matching:)`
     ///     finds one frontend and the others stay as they were.
+    ///   - jwtSecret: the HS256 secret (several frontend hosts share one); nil: a new random one.
     public static func start(
         storeWorkers: Int = 1, frontends: Int = 1, port: Int? = nil, configFile: String? = nil, environment: [String: String] = [:], timeout: Double = 30,
-        socketActivated: Bool = false, dataDir: String? = nil, umask: String? = nil
+        socketActivated: Bool = false, dataDir: String? = nil, umask: String? = nil, jwtSecret: String? = nil
     ) async throws -> TestServer {
         let dir = try dataDir ?? temporaryDirectory()
         // systemd-socket-activate listens before chatd runs: it needs a port named.
         let fixed = socketActivated ? try port ?? freePort() : port
-        let secret = (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: 0...UInt64.max)) }.joined()
+        let secret = jwtSecret ?? randomSecret()
         let process = Process()
         let arguments = [try binary(), "serve", "--die-with-parent"] + (configFile.map { ["--config", $0] } ?? [])
         var env = ProcessInfo.processInfo.environment
@@ -138,6 +139,11 @@ public final class TestServer: @unchecked Sendable {
             throw TestServerError(description: "\(error)\n--- server log ---\n\(server.log)")
         }
         return server
+    }
+
+    /// A new HS256 secret: 64 hex digits.
+    public static func randomSecret() -> String {
+        (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: 0...UInt64.max)) }.joined()
     }
 
     /// The port a server started with `listen` on port 0 got: the `listen`

@@ -225,6 +225,8 @@ public enum EventKind: String, Sendable {
     /// The broker's answer to a sync request (`SubscriptionSync`): the
     /// frontend's earlier subscriptions are in force.
     case synced
+    /// A host's status for `ctl status` (`HostStatus`), from its supervisor.
+    case hostStatus = "host.status"
 }
 
 /// A message published by a worker.
