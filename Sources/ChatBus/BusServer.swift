@@ -36,7 +36,8 @@ public final class BusServer {
     ///   - buses: every broker to serve (a link to each), at least one.
     ///   - expectedShards: the store shard count to check brokers' announcements against.
     public init(role: Role, shard: Int, buses: [BusAddress], logger: Logger, context: Context? = nil, expectedShards: Int? = nil) throws {
-        precondition(!buses.isEmpty, "a worker serves at least one broker")
+        // The poller's key has a bit per link (`polling`).
+        precondition((1...60).contains(buses.count), "a worker serves 1 to 60 brokers")
         self.role = role
         self.shard = shard
         self.buses = buses
@@ -177,6 +178,10 @@ public final class BusServer {
         /// Which link's queue is read first: each pass the next, so one
         /// busy broker cannot fill every batch.
         var rotation = 0
+        /// The pass's poller, made again only when what is polled changes
+        /// (a link starts or stops taking commands, the standby's channel):
+        /// not once per pass, which at low load is once per command.
+        var poller: (key: Int, poller: Poller, slots: [Slots], channel: Int?)?
 
         var serving: Bool { links.contains { $0.machine.isServing } }
 
@@ -297,10 +302,9 @@ public final class BusServer {
             // overflow its queue, and the broker drops what no longer fits:
             // once promoted, this worker would filter out those rooms' events.
             if s.loop == nil { for link in s.links { _ = link.pub.events } }
-            var poller = Poller()
-            let slots = addLinks(to: &poller, s)
             // The assignment is taken once a link serves: a promoted standby publishes at once.
-            let channel = standby != nil && s.serving ? poller.add(.fd(standby!.fd)) : nil
+            let fd = s.serving ? standby?.fd : nil
+            let (poller, slots, channel) = polling(&s, channel: fd)
             let ready = try poller.poll(timeoutMilliseconds: timeout(s, now: monotonicNanos()))
             let took = try readLinks(ready, slots: slots, &s, crashMarker: crashMarker)
             if !took, let loop = s.loop {
@@ -318,6 +322,20 @@ public final class BusServer {
                 s.lastAlive = nil  // READY=1 under the worker's name at once
             }
         }
+    }
+
+    /// The poller of this pass: every link's monitor and echo, the queues
+    /// (and nudges) of those that take commands, and `channel`.
+    private func polling(_ s: inout Session, channel fd: Int32?) -> (Poller, [Slots], Int?) {
+        // Bit i: link i takes commands; the bit past the links: the channel.
+        var key = fd == nil ? 0 : 1 << s.links.count
+        for (index, link) in s.links.enumerated() where link.machine.takesCommands { key |= 1 << index }
+        if let cached = s.poller, cached.key == key { return (cached.poller, cached.slots, cached.channel) }
+        var poller = Poller()
+        let slots = addLinks(to: &poller, s)
+        let channel = fd.map { poller.add(.fd($0)) }
+        s.poller = (key, poller, slots, channel)
+        return (poller, slots, channel)
     }
 
     private func addLinks(to poller: inout Poller, _ s: Session) -> [Slots] {
@@ -396,7 +414,7 @@ public final class BusServer {
             let (commands, count) = try receiveBatch(pull, maxBatch: loop.maxBatch - received, sequencer: &s.sequencer, now: arrival)
             received += count
             if s.links.count > 1 { for command in commands { replies[Topic.reply(command.origin)] = index } }
-            batch += commands
+            if batch.isEmpty { batch = commands } else { batch += commands }
         }
         s.trimmer.trimIfBurstEnded(moved: received, logger: logger)
         if arrival - s.lastSweep > 60_000_000_000 {

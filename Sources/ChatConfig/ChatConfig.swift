@@ -168,6 +168,8 @@ public struct ChatConfig: Sendable, Equatable {
         if let bus = config.bus, config.busTCP == nil { throw ConfigError.invalid("bus", "\(bus): tcp://<host>:<port>") }
         config.peers = (reader.stringArray(forKey: "peers") ?? []).filter { !$0.isEmpty }
         for peer in config.peers where Self.tcpAddress(peer) == nil { throw ConfigError.invalid("peers", "\(peer): tcp://<host>:<port>") }
+        // Each worker keeps a link (four sockets) to every peer.
+        guard config.peers.count <= 60 else { throw ConfigError.invalid("peers", "\(config.peers.count) brokers: at most 60") }
         if config.run == .frontend && config.bus == nil { throw ConfigError.invalid("run", "frontend needs bus: tcp://<host>:<port>") }
         if config.run == .workers && config.bus == nil && config.peers.isEmpty {
             throw ConfigError.invalid("run", "workers needs bus: tcp://<host>:<port>, or peers: the brokers of every frontend host")
