@@ -182,6 +182,41 @@ extension EndToEnd {
                 #expect(workerChildren.contains("store.1") && workerChildren.contains("receipts.0"))
                 #expect((hosts["fe-b"]?["children"] as? [[String: Any]])?.first?["child"] as? String == "frontend.0")
             }
+
+            // The first host comes back on its bus: the workers serve it again
+            // (its healthz needs every role), and its clients' messages reach
+            // everyone on the second host.
+            let again = try await frontendHost("fe-a", bus: busA)
+            defer { again.stop() }
+            let alice = try again.webSocket("/ws/chat/\(rooms[0])/", token: tokensA[0])
+            try alice.send(json: ["type": "message", "content": "alice-back"])
+            for client in clients { try client.receive(1, in: rooms[0]) }
+            let stored = try await Self.stored(again, token: tokensA[0], room: rooms[0])
+            for client in clients { #expect(client.seen[rooms[0]] == stored, "\(client.name) after the first host came back") }
+            try await hostB.waitUntil(timeout: 20, "fe-a reachable again") {
+                Self.hosts(workersDir + "/run/control.sock")["fe-a"]?["reachable"] as? Bool == true
+            }
+        }
+
+        /// A frontend host that routes rooms over another store shard count
+        /// than the workers host runs is logged there as an error, by broker.
+        @Test func aBrokerWithAnotherShardCountIsLoggedByTheWorkersHost() async throws {
+            let bus = "tcp://127.0.0.1:\(try TestServer.freePorts(12))"
+            let secret = TestServer.randomSecret()
+            let workersDir = try TestServer.temporaryDirectory()
+            let workers = try Self.startWorkersHost(dir: workersDir, peers: bus, secret: secret)
+            defer {
+                if workers.isRunning { kill(workers.processIdentifier, SIGTERM) }
+                workers.waitUntilExit()
+                if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil { try? FileManager.default.removeItem(atPath: workersDir) }
+            }
+            let frontend = try await TestServer.start(
+                storeWorkers: 1, environment: ["CHAT_RUN": "frontend", "CHAT_BUS": bus, "CHAT_PEERS": bus, "CHAT_HOST": "fe-1"], jwtSecret: secret)
+            defer { frontend.stop() }
+            try await frontend.waitUntil(timeout: 10, "the workers host's error") {
+                let log = String(decoding: FileManager.default.contents(atPath: workersDir + "/chatd.log") ?? Data(), as: UTF8.self)
+                return log.contains("another store shard count") && log.contains("announced=1") && log.contains("this.host=2")
+            }
         }
     }
 }
