@@ -391,26 +391,26 @@ public final class BusServer {
         }
         guard let loop = s.loop else { return false }
         if woken { _ = try publish(loop.idle(), &s, replies: [:]) }
-        let readable = slots.indices.filter { index in
-            slots[index].pull.map { ready[$0] & pollIn != 0 } == true && s.links[index].machine.takesCommands
-        }
-        guard !readable.isEmpty else { return false }
+        // A queue polled readable, of a link that still takes commands (it may
+        // have lost its broker in this pass).
+        let readable = { (index: Int) in slots[index].pull.map { ready[$0] & pollIn != 0 } == true }
+        guard slots.indices.contains(where: { readable($0) && s.links[$0].machine.takesCommands }) else { return false }
         try handleBatch(from: readable, &s, loop: loop, crashMarker: crashMarker)
         return true
     }
 
     /// What is waiting on the readable links' queues, up to `maxBatch`,
     /// handled in one batch; each reply goes back on its command's link.
-    private func handleBatch(from readable: [Int], _ s: inout Session, loop: WorkerLoop, crashMarker: [UInt8]?) throws {
+    private func handleBatch(from readable: (Int) -> Bool, _ s: inout Session, loop: WorkerLoop, crashMarker: [UInt8]?) throws {
         let arrival = monotonicNanos()
         var batch: [Command] = []
         var received = 0
         // reply.<origin> → the link its commands came on (a frontend is behind one broker).
         var replies: [String: Int] = [:]
         s.rotation = (s.rotation + 1) % s.links.count
-        for offset in readable.indices {
-            let index = readable[(offset + s.rotation) % readable.count]
-            guard let pull = s.links[index].pull else { continue }
+        for offset in s.links.indices {
+            let index = (offset + s.rotation) % s.links.count
+            guard readable(index), s.links[index].machine.takesCommands, let pull = s.links[index].pull else { continue }
             let (commands, count) = try receiveBatch(pull, maxBatch: loop.maxBatch - received, sequencer: &s.sequencer, now: arrival)
             received += count
             if s.links.count > 1 { for command in commands { replies[Topic.reply(command.origin)] = index } }
