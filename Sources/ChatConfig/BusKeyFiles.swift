@@ -88,11 +88,19 @@ public enum BusKeyFiles {
         return keys
     }
 
-    /// Numbered lines without comments and blank ones.
+    /// Numbered lines without comments and blank ones. Z85 has `#` in its
+    /// alphabet, but no space, and never first in a key (its value, 84, is
+    /// past what a five-character group's first digit can be); so a `#`
+    /// starts a comment at the start of a line or after a space.
     static func lines(_ text: String) -> [(Int, String)] {
         text.split(separator: "\n", omittingEmptySubsequences: false).enumerated().compactMap { index, raw in
-            let line = (raw.firstIndex(of: "#").map { raw[..<$0] } ?? raw).trimmingCharacters(in: .whitespaces)
-            return line.isEmpty ? nil : (index + 1, line)
+            var line = raw.trimmingCharacters(in: .whitespaces)[...]
+            if let hash = line.indices.first(where: { line[$0] == "#" && $0 > line.startIndex && line[line.index(before: $0)].isWhitespace }) {
+                line = line[..<hash]
+            }
+            if line.hasPrefix("#") { return nil }
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            return trimmed.isEmpty ? nil : (index + 1, trimmed)
         }
     }
 
