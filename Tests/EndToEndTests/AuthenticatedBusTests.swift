@@ -110,5 +110,44 @@ extension EndToEnd {
             workers.waitUntilExit()
             #expect(workers.terminationStatus == 0)
         }
+
+        /// Bus heartbeats: a broker that goes silent (its process stopped,
+        /// as a frozen host would be; the kernel still acknowledges on
+        /// loopback, so TCP alone would notice nothing) is noticed by the
+        /// workers host within the 5 s timeout, which stops taking commands
+        /// until the broker answers again; then messages flow once more.
+        @Test func aSilentBrokerIsNoticedByTheWorkersHost() async throws {
+            let dir = try TestServer.temporaryDirectory()
+            let bus = "tcp://127.0.0.1:\(try TestServer.freePorts(2 + 2 * 4))"
+            let frontLine = try Self.keygen(dir + "/front.key", host: "front", environment: ["CHAT_RUN": "frontend", "CHAT_BUS": bus])
+            let workersLine = try Self.keygen(dir + "/workers.key", host: "workers")
+            try "\(frontLine)\n\(workersLine)\n".write(toFile: dir + "/peers", atomically: true, encoding: .utf8)
+            let workers = try Self.workersHost("workers", dir: dir, bus: bus, key: dir + "/workers.key", peers: dir + "/peers")
+            defer { if workers.isRunning { kill(workers.processIdentifier, SIGKILL) } }
+            let server = try await TestServer.start(
+                environment: ["CHAT_RUN": "frontend", "CHAT_BUS": bus, "CHAT_BUS_KEY": dir + "/front.key", "CHAT_BUS_PEER_KEYS": dir + "/peers"],
+                dataDir: dir)
+            defer { server.stop() }
+            let workersLog = { String(decoding: FileManager.default.contents(atPath: dir + "/workers.log") ?? Data(), as: UTF8.self) }
+            #expect(!workersLog().contains("lost the broker"))
+            // The supervisor runs the broker: stopped, it answers no ping.
+            let broker = server.process.processIdentifier
+            kill(broker, SIGSTOP)
+            var resumed = false
+            defer { if !resumed { kill(broker, SIGCONT) } }
+            try await server.waitUntil(timeout: 20, "the workers host noticed the silent broker") { workersLog().contains("lost the broker") }
+            kill(broker, SIGCONT)
+            resumed = true
+            try await server.waitUntil(timeout: 20, "the broker answered the workers again") { workersLog().contains("broker back") }
+            try await server.waitUntil(timeout: 20, "healthz 200 again") { (try? await server.request("GET", "/healthz").status) == 200 }
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+            let bob = try server.webSocket("/ws/chat/\(room)/", token: tokens[1])
+            let alice = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
+            try alice.send(json: ["type": "message", "content": "after the silence"])
+            #expect(try bob.receiveMessage(content: "after the silence") != nil)
+            kill(workers.processIdentifier, SIGTERM)
+            workers.waitUntilExit()
+        }
     }
 }
