@@ -22,20 +22,29 @@ public final class BusServer {
     private let buses: [BusAddress]
     private var logger: Logger
     private let context: Context
+    private let security: BusSecurity
     /// The store shard count this host runs: a broker announcing another is
     /// logged as an error (rooms would be routed differently on different
     /// hosts). Nil: not checked (one host, where `ctl scale store` changes it).
     private let expectedShards: Int?
 
     /// - Parameter context: the ZeroMQ context to share (`inproc://` endpoints); nil: its own.
-    public convenience init(role: Role, shard: Int, bus: BusAddress, logger: Logger, context: Context? = nil) throws {
-        try self.init(role: role, shard: shard, buses: [bus], logger: logger, context: context)
+    /// - Parameter security: CURVE keys and heartbeats for a `tcp://` bus.
+    public convenience init(
+        role: Role, shard: Int, bus: BusAddress, logger: Logger, context: Context? = nil, security: BusSecurity = .none
+    ) throws {
+        try self.init(role: role, shard: shard, buses: [bus], logger: logger, context: context, security: security)
     }
 
     /// - Parameters:
     ///   - buses: every broker to serve (a link to each), at least one.
     ///   - expectedShards: the store shard count to check brokers' announcements against.
-    public init(role: Role, shard: Int, buses: [BusAddress], logger: Logger, context: Context? = nil, expectedShards: Int? = nil) throws {
+    ///   - security: CURVE keys and heartbeats for `tcp://` buses; each link's
+    ///     sockets use its own broker's server key (from the peers file).
+    public init(
+        role: Role, shard: Int, buses: [BusAddress], logger: Logger, context: Context? = nil, expectedShards: Int? = nil,
+        security: BusSecurity = .none
+    ) throws {
         // The poller's key has a bit per link (`polling`).
         precondition((1...60).contains(buses.count), "a worker serves 1 to 60 brokers")
         self.role = role
@@ -44,6 +53,7 @@ public final class BusServer {
         self.logger = logger
         self.context = try context ?? Context()
         self.expectedShards = expectedShards
+        self.security = security
     }
 
     /// Runs until `shouldStop` returns true (checked at least once a second).
@@ -235,6 +245,8 @@ public final class BusServer {
     private func connect(_ type: SocketType, to endpoint: String, of bus: BusAddress, configure: (Socket) throws -> Void) throws -> Socket {
         let socket = try Socket(context: context, type: type)
         do {
+            // This link's broker's server key, not another link's.
+            try socket.secure(security, bus: bus, as: .client)
             try socket.setReconnectInterval(milliseconds: 20)
             try configure(socket)
             try socket.connect(endpoint)

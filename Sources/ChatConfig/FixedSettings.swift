@@ -16,6 +16,10 @@ extension ChatConfig {
             // Empty reads as none (ipc in the runtime directory).
             "CHAT_BUS": bus ?? "",
             "CHAT_BUS_INSECURE": busInsecure ? "true" : "false",
+            // The broker's sockets were bound with this host's key: a child
+            // must present the same one. (The peers file may change: a reload
+            // restarts the children with it and gives the broker the new list.)
+            "CHAT_BUS_KEY": busKeyFile ?? "",
             "CHAT_RUN": run.rawValue,
             // Comma-separated, as the environment writes an array; empty: none.
             "CHAT_PEERS": peers.joined(separator: ","),
@@ -37,6 +41,7 @@ extension ChatConfig {
         kept.runtimeDir = running.runtimeDir
         kept.bus = running.bus
         kept.busInsecure = running.busInsecure
+        kept.busKeyFile = running.busKeyFile
         kept.run = running.run
         kept.peers = running.peers
         kept.host = running.host

@@ -20,7 +20,7 @@ extension Supervisor {
         guard !remote.isEmpty else { return }
         let publishTo = config.run.runsFrontend ? [config.busAddress] : config.workerBuses
         do {
-            hostExchange = try StatusExchange(publishTo: publishTo, readFrom: remote)
+            hostExchange = try StatusExchange(publishTo: publishTo, readFrom: remote, security: BusSecurity(keys: config.busKeys))
         } catch {
             return logger.error("cannot exchange status with the other hosts; ctl status shows this host only", metadata: ["error": "\(error)"])
         }
