@@ -328,7 +328,13 @@ public struct ChatConfig: Sendable, Equatable {
         case (.some, nil): throw ConfigError.invalid("bus.peerKeys", "not set: bus.key needs the peers file (every host's public key) beside it")
         case (nil, .some): throw ConfigError.invalid("bus.key", "not set: bus.peerKeys needs this host's key pair (chatd keygen) beside it")
         case (.some(let keyFile), .some(let peersFile)):
-            return try BusKeyFiles.load(keyFile: keyFile, peersFile: peersFile, bus: busAddress, runsBroker: run.runsFrontend)
+            let keys = try BusKeyFiles.load(keyFile: keyFile, peersFile: peersFile, bus: busAddress, runsBroker: run.runsFrontend)
+            // Workers and supervisors connect to every peer's broker: each
+            // needs that broker's key, or every handshake with it fails.
+            for (peer, address) in zip(peers, peerAddresses) where keys.serverKey(for: address) == nil {
+                throw ConfigError.invalid("bus.peerKeys", "\(peersFile) lists no key for the broker at \(peer) (peers:): add `<its public key> <its host name> \(peer)`")
+            }
+            return keys
         }
     }
 
