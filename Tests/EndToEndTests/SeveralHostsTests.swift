@@ -42,14 +42,14 @@ extension EndToEnd {
         }
 
         /// The workers host: `chatd serve` with `run: workers`.
-        static func startWorkersHost(dir: String, peers: String, secret: String) throws -> Process {
+        static func startWorkersHost(dir: String, peers: String, secret: String, environment: [String: String] = [:]) throws -> Process {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: try TestServer.binary())
             process.arguments = ["serve", "--die-with-parent"]
             process.environment = ProcessInfo.processInfo.environment.merging([
                 "CHAT_RUN": "workers", "CHAT_PEERS": peers, "CHAT_HOST": "workers", "CHAT_DATA_DIR": dir,
                 "CHAT_STORE_WORKERS": "2", "CHAT_JWT_SECRET": secret, "CHAT_LOG_LEVEL": "info",
-            ]) { $1 }
+            ].merging(environment) { $1 }) { $1 }
             _ = FileManager.default.createFile(atPath: dir + "/chatd.log", contents: nil)
             let log = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/chatd.log"))
             process.standardOutput = log
@@ -217,6 +217,62 @@ extension EndToEnd {
                 let log = String(decoding: FileManager.default.contents(atPath: workersDir + "/chatd.log") ?? Data(), as: UTF8.self)
                 return log.contains("another store shard count") && log.contains("announced=1") && log.contains("this.host=2")
             }
+        }
+
+        /// Issue 15's two parts together: every host has a CURVE key pair from
+        /// `chatd keygen` and one peers file lists all three, both brokers by
+        /// address. Each of the workers' links (and each supervisor's status
+        /// socket) must use its own broker's key: messages flow through both
+        /// frontend hosts, and every host sees the others in `ctl status`.
+        @Test func hostsWithCurveKeysShareRooms() async throws {
+            let base = try TestServer.freePorts(24)
+            let (busA, busB) = ("tcp://127.0.0.1:\(base)", "tcp://127.0.0.1:\(base + 12)")
+            let peers = "\(busA),\(busB)"
+            let (secret, keys) = (TestServer.randomSecret(), try TestServer.temporaryDirectory())
+            let lines = [
+                try AuthenticatedBus.keygen(keys + "/fe-a.key", host: "fe-a", environment: ["CHAT_RUN": "frontend", "CHAT_BUS": busA]),
+                try AuthenticatedBus.keygen(keys + "/fe-b.key", host: "fe-b", environment: ["CHAT_RUN": "frontend", "CHAT_BUS": busB]),
+                try AuthenticatedBus.keygen(keys + "/workers.key", host: "workers"),
+            ]
+            try (lines.joined(separator: "\n") + "\n").write(toFile: keys + "/peers", atomically: true, encoding: .utf8)
+            func keyed(_ host: String) -> [String: String] { ["CHAT_BUS_KEY": keys + "/\(host).key", "CHAT_BUS_PEER_KEYS": keys + "/peers"] }
+            let workersDir = try TestServer.temporaryDirectory()
+            let workers = try Self.startWorkersHost(dir: workersDir, peers: peers, secret: secret, environment: keyed("workers"))
+            defer {
+                if workers.isRunning { kill(workers.processIdentifier, SIGTERM) }
+                workers.waitUntilExit()
+                if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil {
+                    for dir in [workersDir, keys] { try? FileManager.default.removeItem(atPath: dir) }
+                }
+            }
+            func frontendHost(_ name: String, bus: String) async throws -> TestServer {
+                try await TestServer.start(storeWorkers: 2, environment: [
+                    "CHAT_RUN": "frontend", "CHAT_BUS": bus, "CHAT_PEERS": peers, "CHAT_HOST": name, "CHAT_RATE_LIMITS": "off",
+                ].merging(keyed(name)) { $1 }, jwtSecret: secret)
+            }
+            let hostA = try await frontendHost("fe-a", bus: busA)
+            defer { hostA.stop() }
+            let hostB = try await frontendHost("fe-b", bus: busB)
+            defer { hostB.stop() }
+
+            let tokenA = try await Steps.users(hostA, "alice")[0]
+            let tokenB = try await Steps.users(hostB, "bob")[0]
+            let room = try await Steps.room(hostA, token: tokenA, members: ["bob"], name: "keyed")
+            let clients = [Client("alice", hostA, tokenA), Client("bob", hostB, tokenB)]
+            for client in clients { try client.open([room]) }
+            for client in clients { try client.sockets[room]?.send(json: ["type": "message", "content": "from \(client.name)"]) }
+            for client in clients { try client.receive(2, in: room) }
+            let stored = try await Self.stored(hostB, token: tokenB, room: room)
+            #expect(stored.count == 2)
+            for client in clients { #expect(client.seen[room] == stored, "\(client.name) on its own host") }
+
+            for socket in [hostA.dataDir + "/run/control.sock", workersDir + "/run/control.sock"] {
+                try await hostA.waitUntil(timeout: 20, "every host reachable in \(socket)") {
+                    let hosts = Self.hosts(socket)
+                    return Set(hosts.keys) == ["fe-a", "fe-b", "workers"] && hosts.values.allSatisfy { $0["reachable"] as? Bool == true }
+                }
+            }
+            for log in [hostA.log, hostB.log] { #expect(!log.contains("bus connection refused"), "a listed key was refused") }
         }
     }
 }
