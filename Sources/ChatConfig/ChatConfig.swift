@@ -27,6 +27,9 @@ public struct ChatConfig: Sendable, Equatable {
     public var busInsecure: Bool = false
     /// What `chatd serve` runs on this host (`run:`).
     public var run: RunMode = .all
+    /// How attachments reach the files worker and come back (`attachments:`);
+    /// nil: by `run` (`resolvedAttachments`).
+    public var attachments: AttachmentsMode?
     /// HS256 secret. Nil: one is generated into `<dataDir>/jwt-secret` on first start.
     public var jwtSecret: String?
     public var jwtIssuer: String?
@@ -158,6 +161,11 @@ public struct ChatConfig: Sendable, Equatable {
         config.run = mode
         if let bus = config.bus, config.busTCP == nil { throw ConfigError.invalid("bus", "\(bus): tcp://<host>:<port>") }
         if config.run != .all && config.bus == nil { throw ConfigError.invalid("run", "\(config.run.rawValue) needs bus: tcp://<host>:<port>") }
+        let attachments = reader.string(forKey: "attachments", default: "auto")
+        guard attachments == "auto" || AttachmentsMode(rawValue: attachments) != nil else {
+            throw ConfigError.invalid("attachments", "\(attachments): auto, local or bus")
+        }
+        config.attachments = AttachmentsMode(rawValue: attachments)
         config.jwtSecret = reader.string(forKey: "jwtSecret", isSecret: true)
         config.jwtIssuer = reader.string(forKey: "jwtIssuer")
         config.jwtAudience = reader.string(forKey: "jwtAudience")
