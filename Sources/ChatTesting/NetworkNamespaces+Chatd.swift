@@ -1,0 +1,69 @@
+import ChatFrontend
+import Foundation
+
+extension NetworkNamespaces {
+    /// The HTTP port every chatd host listens on (each host has its own address).
+    public static let httpPort = 8000
+    /// The bus's base port at a frontend host (it takes this and the next ones).
+    public static let busPort = 7400
+
+    /// A chatd host's setting: what it runs, the bus it joins, anything else
+    /// (`CHAT_*`); its data and runtime directories are its own.
+    public func chatdEnvironment(on host: Host, run: String, bus: Host, secret: String, _ extra: [String: String]) -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CHAT_") }
+        environment.merge([
+            "CHAT_RUN": run,
+            "CHAT_LISTEN": "\(host.address):\(Self.httpPort)",
+            "CHAT_BUS": "tcp://\(bus.address):\(Self.busPort)",
+            // Until the bus is authenticated (CURVE), a non-loopback bus must say the network is trusted.
+            "CHAT_BUS_INSECURE": "true",
+            "CHAT_DATA_DIR": host.directory + "/data",
+            "CHAT_RUNTIME_DIR": host.directory + "/run",
+            "CHAT_JWT_SECRET": secret,
+            "CHAT_FRONTENDS": "1",
+            "CHAT_STORE_WORKERS": "1",
+            "CHAT_LOG_LEVEL": "info",
+        ]) { $1 }
+        environment.merge(extra) { $1 }
+        return environment
+    }
+
+    /// `chatd serve` on `host` with `environment`, logging to the host's `chatd.log`.
+    public func startChatd(on host: Host, environment: [String: String]) throws -> Process {
+        try run(on: host, [try TestServer.binary(), "serve", "--die-with-parent"], environment: environment, log: host.directory + "/chatd.log")
+    }
+
+    /// A client's handle on the chatd serving HTTP on `host` (started with
+    /// `startChatd`), once its `/healthz` answers 200 from the test's side of
+    /// the bridge: every worker role, wherever it runs, answers its frontend.
+    public func server(on host: Host, process: Process, secret: String, timeout: Double = 60) async throws -> TestServer {
+        let server = TestServer(
+            port: Self.httpPort, host: host.address, dataDir: host.directory + "/data", secret: secret, process: process,
+            logPath: host.directory + "/chatd.log", auth: await Authenticator(secret: secret)
+        )
+        do {
+            try await server.waitUntil(timeout: timeout, "healthz 200 on \(host.name)") {
+                (try? await server.request("GET", "/healthz", timeout: 2).status) == 200
+            }
+        } catch {
+            throw TestServerError(description: "\(error)\n--- \(host.name) log ---\n\(server.log)")
+        }
+        return server
+    }
+
+    /// The `ctl status` of the chatd on `host`, on its control socket (a file: reachable from any namespace).
+    public func status(of host: Host) throws -> [String: Any] {
+        let answer = try TestServer.control(host.directory + "/run/control.sock", "status")
+        return (try JSONSerialization.jsonObject(with: Data(answer.utf8)) as? [String: Any]) ?? [:]
+    }
+
+    /// A log of `host`'s chatd so far.
+    public func log(of host: Host) -> String {
+        (try? String(contentsOfFile: host.directory + "/chatd.log", encoding: .utf8)) ?? ""
+    }
+
+    /// A random HS256 secret for the hosts of one test (every frontend host verifies with it).
+    public static func secret() -> String {
+        (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: 0...UInt64.max)) }.joined()
+    }
+}

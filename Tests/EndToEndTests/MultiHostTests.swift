@@ -1,0 +1,217 @@
+import ChatCore
+import ChatTesting
+import Foundation
+import Testing
+
+extension EndToEnd {
+    /// Issue 15: chatd across hosts. Each host is a network namespace with its
+    /// own address on a bridge, its own directory as its disk and its own
+    /// process tree (`NetworkNamespaces`, docs/multihost-test.md); the test
+    /// is a client on the bridge. Namespaces need root: CI runs as root.
+    @Suite(.enabled(if: NetworkNamespaces.unavailableReason == nil, "needs root and iproute2's ip: the hosts are network namespaces"))
+    struct MultiHost {
+        /// Messages sent per room under load; the worker host dies a third of the way in.
+        static let perRoom = 300
+        static let rooms = 2
+
+        /// A frontend host (`run: frontend`, the broker) and a worker host
+        /// (`run: workers`, the SQLite database on its own disk) on a TCP bus
+        /// between their addresses. Clients talk in rooms through the
+        /// frontend host; the worker host's whole process tree is SIGKILLed
+        /// while senders are mid-burst, and started again: every message is
+        /// stored exactly once in the order sent, and every socket saw each
+        /// one exactly once (or fetched what it missed with `after`).
+        @Test func theWorkerHostKilledUnderLoadLosesNothing() async throws {
+            let routes = try NetworkNamespaces.machineRoutes()
+            let net = try NetworkNamespaces(directory: try TestServer.temporaryDirectory())
+            defer {
+                net.tearDown()
+                #expect((try? NetworkNamespaces.machineRoutes()) == routes, "the machine's routes are not as they were")
+            }
+            let frontendHost = try net.addHost("frontend1", index: 1)
+            let workerHost = try net.addHost("workers", index: 2)
+            let secret = NetworkNamespaces.secret()
+            let workersEnvironment = net.chatdEnvironment(on: workerHost, run: "workers", bus: frontendHost, secret: secret, [:])
+            let workers = try net.startChatd(on: workerHost, environment: workersEnvironment)
+            // Commands wait in the broker while the worker host is away: the
+            // deadline is long enough that none fails while it starts again
+            // on two busy cores (a failure would be a client's to resend).
+            let frontendSettings = Steps.noRateLimits.merging(["CHAT_REQUEST_TIMEOUT_MILLISECONDS": "60000"]) { $1 }
+            let frontend = try net.startChatd(
+                on: frontendHost, environment: net.chatdEnvironment(on: frontendHost, run: "frontend", bus: frontendHost, secret: secret, frontendSettings)
+            )
+            let server = try await net.server(on: frontendHost, process: frontend, secret: secret)
+            // Each host used its own disk: the database is on the worker host only.
+            #expect(FileManager.default.fileExists(atPath: workerHost.directory + "/data/chat.sqlite"))
+            #expect(!FileManager.default.fileExists(atPath: frontendHost.directory + "/data/chat.sqlite"))
+
+            let rooms = try await (0..<Self.rooms).asyncMap { try await RoomLoad(server: server, index: $0, count: Self.perRoom) }
+            let sending = rooms.map { $0.startSending(pace: 0.004) }
+            // The first listener reads as the load goes; at a third, the worker host dies.
+            try rooms[0].listeners[0].read(until: Self.perRoom / 3, timeout: 30)
+            let killed = NetworkNamespaces.killTree(workers)
+            try await server.waitUntil(timeout: 10, "the worker host's processes gone") { killed.allSatisfy(NetworkNamespaces.hasEnded) }
+            let restarted = try net.startChatd(on: workerHost, environment: workersEnvironment)
+            for group in sending { group.wait() }
+
+            for room in rooms {
+                try await server.waitUntil(timeout: 90, "room \(room.index) stored") {
+                    try await Steps.contents(server, token: room.tokens[0], room: room.id).count >= Self.perRoom
+                }
+                try await room.check(server: server)
+            }
+            #expect(restarted.isRunning, "the worker host's new supervisor: \(net.log(of: workerHost).suffix(2000))")
+        }
+    }
+}
+
+/// A room of one sender and two listeners, each on its own WebSocket; the
+/// sender sends `count` messages (content and `client_msg_id` `r<i>-<n>`).
+final class RoomLoad: @unchecked Sendable {
+    let index: Int
+    let id: String
+    let tokens: [String]
+    let count: Int
+    let sender: SocketLog
+    let listeners: [SocketLog]
+    private let lock = NSLock()
+    private var failures: [String] = []
+
+    init(server: TestServer, index: Int, count: Int) async throws {
+        (self.index, self.count) = (index, count)
+        let room = try await server.room(of: 3, prefix: "room\(index)", name: "room \(index)")
+        (id, tokens) = (room.id, room.tokens)
+        sender = SocketLog(try server.webSocket("/ws/chat/\(room.id)/", token: room.tokens[0]))
+        listeners = try room.tokens.dropFirst().map { SocketLog(try server.webSocket("/ws/chat/\(room.id)/", token: $0)) }
+    }
+
+    /// What the server should hold, in order: every message, then the sentinel.
+    var expected: [String] { (0..<count).map { "r\(index)-\($0)" } + ["r\(index)-end"] }
+
+    /// Sends on a thread of its own, `pace` seconds apart; the group is left when all are sent.
+    func startSending(pace: Double) -> DispatchGroup {
+        let group = DispatchGroup()
+        group.enter()
+        Thread {
+            for n in 0..<self.count {
+                do {
+                    try self.sender.socket.send(json: ["type": "message", "content": "r\(self.index)-\(n)", "client_msg_id": "r\(self.index)-\(n)"])
+                } catch {
+                    self.lock.withLock { self.failures.append("\(n): \(error)") }
+                }
+                usleep(UInt32(pace * 1_000_000))
+            }
+            group.leave()
+        }.start()
+        return group
+    }
+
+    /// Once everything is stored: a sentinel, published after any resend
+    /// of an earlier message, bounds each socket's wait for a duplicate.
+    /// Then every socket's messages, with what it missed fetched by `after`,
+    /// are the history, and the history is what was sent, in order.
+    func check(server: TestServer) async throws {
+        #expect(lock.withLock { failures }.isEmpty, "room \(index) sends failed: \(lock.withLock { failures.prefix(3) })")
+        let stored = try await Steps.contents(server, token: tokens[0], room: id)
+        try sender.socket.send(json: ["type": "message", "content": "r\(index)-end", "client_msg_id": "r\(index)-end"])
+        try await server.waitUntil(timeout: 30, "room \(index)'s sentinel stored") {
+            try await Steps.contents(server, token: tokens[0], room: id).last == "r\(index)-end"
+        }
+        #expect(stored == Array(expected.dropLast()), "room \(index) stored out of order or not once: \(Self.firstDifference(stored, expected))")
+        for (name, socket) in [("sender", sender)] + listeners.enumerated().map({ ("listener \($0.offset)", $0.element) }) {
+            try socket.read(untilContent: "r\(index)-end", timeout: 30)
+            #expect(socket.duplicates.isEmpty, "room \(index) \(name) got twice: \(socket.duplicates.prefix(3))")
+            #expect(socket.errors.isEmpty, "room \(index) \(name) got errors: \(socket.errors.prefix(3))")
+            #expect(!socket.socket.isClosed, "room \(index) \(name)'s socket closed")
+            let seen = socket.contents
+            let gap = Self.commonPrefix(seen, expected)
+            var whole = Array(seen[..<gap])
+            if whole.count < expected.count {
+                let after = gap > 0 ? socket.ids[gap - 1] : nil
+                whole += try await Self.messages(server, token: tokens[0], room: id, after: after)
+            }
+            #expect(whole == expected, "room \(index) \(name) saw and fetched: \(Self.firstDifference(whole, expected))")
+        }
+    }
+
+    /// Contents of a room's messages after `after` (all of them when nil), oldest first.
+    static func messages(_ server: TestServer, token: String, room: String, after: String?) async throws -> [String] {
+        var contents: [String] = []
+        var page = 1
+        while true {
+            let cursor = after.map { "&after=\($0)" } ?? ""
+            let response = try await server.request("GET", "/api/chat/rooms/\(room)/messages/?page_size=100&page=\(page)\(cursor)", token: token)
+            #expect(response.status == 200)
+            contents += (response.object["results"] as? [[String: Any]] ?? []).compactMap { $0["content"] as? String }
+            if response.object["next"] is NSNull || response.object["next"] == nil { break }
+            page += 1
+        }
+        return contents.reversed()
+    }
+
+    /// How many leading elements two lists share.
+    static func commonPrefix(_ a: [String], _ b: [String]) -> Int {
+        (0..<min(a.count, b.count)).first { a[$0] != b[$0] } ?? min(a.count, b.count)
+    }
+
+    /// Where two lists part: the index and what each has there.
+    static func firstDifference(_ got: [String], _ wanted: [String]) -> String {
+        let at = commonPrefix(got, wanted)
+        return "at \(at) of \(got.count) (want \(wanted.count)): \(got.dropFirst(at).prefix(3)) for \(wanted.dropFirst(at).prefix(3))"
+    }
+}
+
+/// One client socket and the `message` events it received, in order.
+final class SocketLog: @unchecked Sendable {
+    let socket: WebSocketClient
+    private(set) var ids: [String] = []
+    private(set) var contents: [String] = []
+    private(set) var duplicates: [String] = []
+    private(set) var errors: [String] = []
+    private var known = Set<String>()
+
+    init(_ socket: WebSocketClient) { self.socket = socket }
+
+    /// Reads until `count` messages have come (or `timeout`: an error).
+    func read(until count: Int, timeout: Double) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while contents.count < count {
+            guard deadline.timeIntervalSinceNow > 0, let event = try socket.receiveJSON(timeout: deadline.timeIntervalSinceNow) else {
+                throw TestServerError(description: "\(contents.count) of \(count) messages in \(timeout) s")
+            }
+            take(event)
+        }
+    }
+
+    /// Reads until a message with `content` has come (or `timeout`: an error).
+    func read(untilContent content: String, timeout: Double) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while contents.last != content {
+            guard deadline.timeIntervalSinceNow > 0, let event = try socket.receiveJSON(timeout: deadline.timeIntervalSinceNow) else {
+                throw TestServerError(description: "no \(content) in \(timeout) s after \(contents.count) messages")
+            }
+            take(event)
+        }
+    }
+
+    private func take(_ event: [String: Any]) {
+        if event["type"] as? String == "error" { errors.append("\(event)") }
+        guard event["type"] as? String == "message", let message = event["message"] as? [String: Any],
+            let id = message["id"] as? String, let content = message["content"] as? String else { return }
+        guard known.insert(id).inserted else {
+            duplicates.append(content)
+            return
+        }
+        ids.append(id)
+        contents.append(content)
+    }
+}
+
+extension Sequence {
+    /// `map` with an async transform, one element after another.
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
+    }
+}
