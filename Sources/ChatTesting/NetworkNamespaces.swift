@@ -180,10 +180,10 @@ public final class NetworkNamespaces: @unchecked Sendable {
         for process in started { Self.killTree(process) }
         for name in names {
             Self.killProcesses(in: name)
-            try? Self.ip("netns", "del", name)
+            _ = try? Self.ip("netns", "del", name)
         }
         // Normally gone with its peer in the switch namespace.
-        if Self.linkExists(prefix) { try? Self.ip("link", "del", prefix) }
+        if Self.linkExists(prefix) { _ = try? Self.ip("link", "del", prefix) }
         if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil {
             try? FileManager.default.removeItem(atPath: directory)
         }
@@ -210,9 +210,9 @@ public final class NetworkNamespaces: @unchecked Sendable {
                 kill(pid, 0) != 0 && errno == ESRCH else { continue }
             if names.contains(name) {
                 killProcesses(in: name)
-                try? ip("netns", "del", name)
+                _ = try? ip("netns", "del", name)
             } else if linkExists(name) {
-                try? ip("link", "del", name)
+                _ = try? ip("link", "del", name)
             }
         }
     }
@@ -223,7 +223,8 @@ public final class NetworkNamespaces: @unchecked Sendable {
         for pid in pids { kill(pid, SIGKILL) }
     }
 
-    static func linkExists(_ name: String) -> Bool {
+    /// Whether the machine's namespace has a link `name`.
+    public static func linkExists(_ name: String) -> Bool {
         (try? ip("link", "show", "dev", name)) != nil
     }
 
@@ -239,7 +240,7 @@ public final class NetworkNamespaces: @unchecked Sendable {
 
     /// Runs `ip` with `arguments`; its standard output, or an error with its standard error.
     @discardableResult
-    static func ip(_ arguments: String...) throws -> String {
+    public static func ip(_ arguments: String...) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: ipPath ?? "/usr/sbin/ip")
         process.arguments = arguments

@@ -14,6 +14,38 @@ extension EndToEnd {
         static let perRoom = 300
         static let rooms = 2
 
+        /// The harness itself: what a crashed run left (a namespace and a
+        /// link named for a pid that is gone) is removed at the next start;
+        /// a cut host cannot be reached and a restored one can; teardown
+        /// leaves the machine's routes as they were.
+        @Test func theHarnessCleansUpCutsAndRestores() async throws {
+            let routes = try NetworkNamespaces.machineRoutes()
+            let gone = Process()
+            gone.executableURL = URL(fileURLWithPath: "/bin/true")
+            try gone.run()
+            gone.waitUntilExit()
+            let stale = "cns\(gone.processIdentifier)"
+            try NetworkNamespaces.ip("netns", "add", stale + "-switch")
+            try NetworkNamespaces.ip("link", "add", stale, "type", "veth", "peer", "name", "uplink", "netns", stale + "-switch")
+            let net = try NetworkNamespaces(directory: try TestServer.temporaryDirectory())
+            defer {
+                net.tearDown()
+                #expect((try? NetworkNamespaces.machineRoutes()) == routes, "the machine's routes are not as they were")
+                #expect((try? NetworkNamespaces.ip("netns", "list"))?.contains(net.prefix) == false)
+            }
+            #expect(try NetworkNamespaces.ip("netns", "list").contains(stale) == false, "a dead run's namespace is left")
+            #expect(!NetworkNamespaces.linkExists(stale), "a dead run's link is left")
+
+            let host = try net.addHost("one", index: 1)
+            let secret = NetworkNamespaces.secret()
+            let process = try net.startChatd(on: host, environment: net.chatdEnvironment(on: host, run: "all", bus: host, secret: secret, [:]))
+            let server = try await net.server(on: host, process: process, secret: secret)
+            try net.cut(host)
+            await #expect(throws: (any Error).self, "a cut host answered") { try await server.request("GET", "/healthz", timeout: 1) }
+            try net.restore(host)
+            #expect(try await server.request("GET", "/healthz", timeout: 10).status == 200)
+        }
+
         /// A frontend host (`run: frontend`, the broker) and a worker host
         /// (`run: workers`, the SQLite database on its own disk) on a TCP bus
         /// between their addresses. Clients talk in rooms through the
