@@ -7,14 +7,16 @@ extension NetworkNamespaces {
     /// The bus's base port at a frontend host (it takes this and the next ones).
     public static let busPort = 7400
 
-    /// A chatd host's setting: what it runs, the bus it joins, anything else
+    /// A chatd host's setting: what it runs, the broker whose bus it joins
+    /// (nil: none, a workers host given `CHAT_PEERS`), anything else
     /// (`CHAT_*`); its data and runtime directories are its own.
-    public func chatdEnvironment(on host: Host, run: String, bus: Host, secret: String, _ extra: [String: String]) -> [String: String] {
+    public func chatdEnvironment(on host: Host, run: String, bus: Host?, secret: String, _ extra: [String: String]) -> [String: String] {
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CHAT_") }
         environment.merge([
             "CHAT_RUN": run,
+            // Its name in `ctl status` across hosts.
+            "CHAT_HOST": host.name,
             "CHAT_LISTEN": "\(host.address):\(Self.httpPort)",
-            "CHAT_BUS": "tcp://\(bus.address):\(Self.busPort)",
             // Until the bus is authenticated (CURVE), a non-loopback bus must say the network is trusted.
             "CHAT_BUS_INSECURE": "true",
             "CHAT_DATA_DIR": host.directory + "/data",
@@ -24,9 +26,13 @@ extension NetworkNamespaces {
             "CHAT_STORE_WORKERS": "1",
             "CHAT_LOG_LEVEL": "info",
         ]) { $1 }
+        if let bus { environment["CHAT_BUS"] = Self.busAddress(of: bus) }
         environment.merge(extra) { $1 }
         return environment
     }
+
+    /// The bus address of the broker on `host` (a frontend host).
+    public static func busAddress(of host: Host) -> String { "tcp://\(host.address):\(busPort)" }
 
     /// `chatd serve` on `host` with `environment`, logging to the host's `chatd.log`.
     public func startChatd(on host: Host, environment: [String: String]) throws -> Process {

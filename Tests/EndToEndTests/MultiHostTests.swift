@@ -97,6 +97,75 @@ extension EndToEnd {
     }
 }
 
+extension EndToEnd.MultiHost {
+    /// Two frontend hosts, each its own broker, and a worker host linked to
+    /// both (`peers`). Members on both hosts read the same room while a
+    /// sender on each posts; the first frontend host is cut off (its link
+    /// down): its members notice the silence, move to the other host and
+    /// resume with `after`, its sender resends there with the same
+    /// `client_msg_id`. Nothing is lost or stored twice, the other host's
+    /// members never notice, and `ctl status` on any host shows every host.
+    @Test(.disabled("needs several frontend hosts (peers:), which are not on main yet"))
+    func aFrontendHostCutOffLosesOnlyItsClients() async throws {
+        let routes = try NetworkNamespaces.machineRoutes()
+        let net = try NetworkNamespaces(directory: try TestServer.temporaryDirectory())
+        defer {
+            net.tearDown()
+            #expect((try? NetworkNamespaces.machineRoutes()) == routes, "the machine's routes are not as they were")
+        }
+        let (first, workerHost, second) = (try net.addHost("frontend1", index: 1), try net.addHost("workers", index: 2), try net.addHost("frontend2", index: 3))
+        let secret = NetworkNamespaces.secret()
+        let peers = [first, second].map(NetworkNamespaces.busAddress(of:))
+        _ = try net.startChatd(on: workerHost, environment: net.chatdEnvironment(on: workerHost, run: "workers", bus: nil, secret: secret, [
+            "CHAT_PEERS": peers.joined(separator: ","),
+        ]))
+        var servers: [TestServer] = []
+        for (host, other) in [(first, second), (second, first)] {
+            let settings = Steps.noRateLimits.merging(["CHAT_PEERS": NetworkNamespaces.busAddress(of: other)]) { $1 }
+            let process = try net.startChatd(on: host, environment: net.chatdEnvironment(on: host, run: "frontend", bus: host, secret: secret, settings))
+            servers.append(try await net.server(on: host, process: process, secret: secret))
+        }
+        try await servers[0].waitUntil(timeout: 30, "every host in ctl status") {
+            Set(((try? net.status(of: second)["hosts"]) as? [[String: Any]] ?? []).compactMap { $0["host"] as? String }) == ["frontend1", "frontend2", "workers"]
+        }
+
+        let (room, subs, tokens) = try await servers[0].room(of: 6, prefix: "across", name: "across")
+        // Members 0-1 and the first sender on the first host; 2-3 and the second sender on the second.
+        let members = try (0..<4).map { index in
+            try FailoverMember(servers: index < 2 ? servers : servers.reversed(), room: room, token: tokens[index], name: subs[index])
+        }
+        for member in members { member.start() }
+        let senders = (0..<2).map { index in
+            FailoverSender(servers: index == 0 ? servers : servers.reversed(), room: room, token: tokens[4 + index], name: "h\(index + 1)", limit: 90, pace: 0.03)
+        }
+        let sending = senders.map { $0.start() }
+        try await servers[1].waitUntil(timeout: 30, "a third sent from each host") { senders.allSatisfy { $0.sent >= 30 } }
+        try net.cut(first)
+        for group in sending { group.wait() }
+
+        for sender in senders { #expect(sender.failures.isEmpty, "\(sender.name): \(sender.failures.prefix(3))") }
+        let stored = try await Steps.contents(servers[1], token: tokens[0], room: room)
+        #expect(stored.count == 180 && Set(stored).count == 180, "every message stored once: \(stored.count), \(Set(stored).count) distinct")
+        for sender in senders {
+            #expect(stored.filter { $0.hasPrefix(sender.name + "-") } == sender.confirmed, "\(sender.name)'s messages stored in the order sent")
+        }
+        try await servers[1].waitUntil(timeout: 30, "every member has every message") { members.allSatisfy { $0.contents.count >= stored.count } }
+        for member in members { member.stop() }
+        for (index, member) in members.enumerated() {
+            #expect(member.contents == stored, "\(member.name): \(member.summary)")
+            #expect(member.liveDuplicates.isEmpty, "\(member.name): \(member.summary)")
+            #expect(member.movedTo == (index < 2 ? [second.address] : []), "\(member.name): \(member.summary)")
+        }
+        // The cut host is shown, as not heard from, on the others.
+        try await servers[1].waitUntil(timeout: 30, "frontend1 unreachable in ctl status") {
+            let hosts = (try? net.status(of: workerHost)["hosts"]) as? [[String: Any]] ?? []
+            return hosts.contains { $0["host"] as? String == "frontend1" && $0["reachable"] as? Bool == false }
+                && hosts.contains { $0["host"] as? String == "frontend2" && $0["reachable"] as? Bool == true }
+        }
+        try net.restore(first)
+    }
+}
+
 /// A room of one sender and two listeners, each on its own WebSocket; the
 /// sender sends `count` messages (content and `client_msg_id` `r<i>-<n>`).
 final class RoomLoad: @unchecked Sendable {
