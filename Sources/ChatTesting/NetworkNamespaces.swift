@@ -99,9 +99,11 @@ public final class NetworkNamespaces: @unchecked Sendable {
 
     /// Starts `arguments` inside `host` (`ip netns exec`, which execs in
     /// place: the returned process's pid is the program's), output appended
-    /// to `log` (a path). Stopped at teardown if still running.
-    public func run(on host: Host, _ arguments: [String], environment: [String: String], log: String) throws -> Process {
+    /// to `log` (a path), in `workingDirectory` (default: the test's).
+    /// Stopped at teardown if still running.
+    public func run(on host: Host, _ arguments: [String], environment: [String: String], log: String, workingDirectory: String? = nil) throws -> Process {
         let process = Process()
+        if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
         process.executableURL = URL(fileURLWithPath: Self.ipPath!)
         process.arguments = ["netns", "exec", host.namespace] + arguments
         process.environment = environment
