@@ -14,15 +14,18 @@ public final class BusServer {
     private let bus: BusAddress
     private var logger: Logger
     private let context: Context
+    private let security: BusSecurity
     private var stopRequested = false
 
     /// - Parameter context: the ZeroMQ context to share (`inproc://` endpoints); nil: its own.
-    public init(role: Role, shard: Int, bus: BusAddress, logger: Logger, context: Context? = nil) throws {
+    /// - Parameter security: CURVE keys and heartbeats for a `tcp://` bus.
+    public init(role: Role, shard: Int, bus: BusAddress, logger: Logger, context: Context? = nil, security: BusSecurity = .none) throws {
         self.role = role
         self.shard = shard
         self.bus = bus
         self.logger = logger
         self.context = try context ?? Context()
+        self.security = security
     }
 
     /// Runs until `shouldStop` returns true (checked at least once a second).
@@ -133,6 +136,7 @@ public final class BusServer {
     private func openLink(echoTopic: String) throws -> Link {
         let (pub, pubEvents) = try openPublisher()
         let echo = try Socket(context: context, type: .sub)
+        try echo.secure(security, bus: bus, as: .client)
         try echo.setHighWaterMarks(send: HighWaterMarks.echo, receive: HighWaterMarks.echo)
         try echo.setReconnectInterval(milliseconds: 20)
         try echo.subscribe(echoTopic)
@@ -143,6 +147,7 @@ public final class BusServer {
     /// Connects the queue (and the nudge SUB) and serves until told to stop.
     private func serve(_ link: Link, beat: Heartbeat, loop: WorkerLoop, shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void) throws {
         let pull = try Socket(context: context, type: .pull)
+        try pull.secure(security, bus: bus, as: .client)
         // Full: the broker's PUSH stops taking more; nothing is dropped.
         try pull.setHighWaterMarks(send: HighWaterMarks.commands, receive: HighWaterMarks.commands)
         try pull.setReconnectInterval(milliseconds: 20)
@@ -170,6 +175,7 @@ public final class BusServer {
 
     private func openPublisher() throws -> (pub: Socket, events: Socket) {
         let pub = try Socket(context: context, type: .pub)
+        try pub.secure(security, bus: bus, as: .client)
         // Drops at the mark, never blocks: only reached when the broker (the
         // supervisor) stopped reading; a lost reply is resent by its frontend.
         try pub.setHighWaterMarks(send: HighWaterMarks.events, receive: HighWaterMarks.events)
@@ -185,6 +191,7 @@ public final class BusServer {
 
     private func openNews(_ topic: String) throws -> Socket {
         let sub = try Socket(context: context, type: .sub)
+        try sub.secure(security, bus: bus, as: .client)
         try sub.setConflate()
         try sub.setReconnectInterval(milliseconds: 20)
         try sub.subscribe(topic)

@@ -25,6 +25,15 @@ public struct ChatConfig: Sendable, Equatable {
     /// (until CURVE), so anyone who reaches its ports reads every reply and
     /// pushes commands as any user. See `checkBusExposure`.
     public var busInsecure: Bool = false
+    /// This host's CURVE key pair, written by `chatd keygen` (`bus.key`,
+    /// `CHAT_BUS_KEY`; mode 0600). With `busPeerKeysFile`, every `tcp://`
+    /// bus socket is authenticated and encrypted (docs/protocol.md, "Security").
+    public var busKeyFile: String?
+    /// Every host's public key, one line each: `<key> <host> [tcp://<broker>:<port>]`
+    /// (`bus.peerKeys`, `CHAT_BUS_PEER_KEYS`). Brokers accept only these keys.
+    public var busPeerKeysFile: String?
+    /// Both files, read and checked at load: nil when they are not configured.
+    public var busKeys: BusKeys?
     /// What `chatd serve` runs on this host (`run:`).
     public var run: RunMode = .all
     /// HS256 secret. Nil: one is generated into `<dataDir>/jwt-secret` on first start.
@@ -122,7 +131,10 @@ public struct ChatConfig: Sendable, Equatable {
     public init() {}
 
     /// Loads the configuration: environment over file over defaults.
-    public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> ChatConfig {
+    /// - Parameter readingKeyFiles: false for `chatd keygen`, which writes the key file the configuration names.
+    public static func load(
+        file: String?, environment: [String: String] = ProcessInfo.processInfo.environment, readingKeyFiles: Bool = true
+    ) async throws -> ChatConfig {
         var providers: [any ConfigProvider] = [EnvironmentVariablesProvider(environmentVariables: environment)]
         let fileKeys = FileKeys()
         if let file {
@@ -132,7 +144,7 @@ public struct ChatConfig: Sendable, Equatable {
         let reader = ConfigReader(providers: providers, accessReporter: recorder).scoped(to: "chat")
         let config: ChatConfig
         do {
-            config = try read(reader, environment: environment)
+            config = try read(reader, environment: environment, readingKeyFiles: readingKeyFiles)
         } catch let error as ConfigError {
             // A type error is the likelier cause of a value refused later (a default was used instead).
             try check(recorder, fileKeys: [], file: file, environment: environment)
@@ -146,7 +158,7 @@ public struct ChatConfig: Sendable, Equatable {
 
     /// Every key, from `reader` (scoped to `chat`): what `load` reads is what
     /// it knows, so a key read only sometimes would be refused as unknown.
-    static func read(_ reader: ConfigReader, environment: [String: String]) throws -> ChatConfig {
+    static func read(_ reader: ConfigReader, environment: [String: String], readingKeyFiles: Bool = true) throws -> ChatConfig {
         var config = ChatConfig()
         config.listen = reader.string(forKey: "listen", default: config.listen)
         config.dataDir = reader.string(forKey: "dataDir", default: config.dataDir)
@@ -158,6 +170,9 @@ public struct ChatConfig: Sendable, Equatable {
         config.run = mode
         if let bus = config.bus, config.busTCP == nil { throw ConfigError.invalid("bus", "\(bus): tcp://<host>:<port>") }
         if config.run != .all && config.bus == nil { throw ConfigError.invalid("run", "\(config.run.rawValue) needs bus: tcp://<host>:<port>") }
+        config.busKeyFile = reader.string(forKey: "bus.key").flatMap { $0.isEmpty ? nil : $0 }
+        config.busPeerKeysFile = reader.string(forKey: "bus.peerKeys").flatMap { $0.isEmpty ? nil : $0 }
+        if readingKeyFiles { config.busKeys = try config.readBusKeys() }
         config.jwtSecret = reader.string(forKey: "jwtSecret", isSecret: true)
         config.jwtIssuer = reader.string(forKey: "jwtIssuer")
         config.jwtAudience = reader.string(forKey: "jwtAudience")
@@ -281,18 +296,33 @@ public struct ChatConfig: Sendable, Equatable {
         return (String(rest[..<colon]), port)
     }
 
+    /// `bus.key` and `bus.peerKeys` read and checked against `bus`; nil when
+    /// neither is set. One without the other is refused: half a setup would
+    /// run the bus in clear text.
+    func readBusKeys() throws -> BusKeys? {
+        switch (busKeyFile, busPeerKeysFile) {
+        case (nil, nil): return nil
+        case (.some, nil): throw ConfigError.invalid("bus.peerKeys", "not set: bus.key needs the peers file (every host's public key) beside it")
+        case (nil, .some): throw ConfigError.invalid("bus.key", "not set: bus.peerKeys needs this host's key pair (chatd keygen) beside it")
+        case (.some(let keyFile), .some(let peersFile)):
+            return try BusKeyFiles.load(keyFile: keyFile, peersFile: peersFile, bus: busAddress, runsBroker: run.runsFrontend)
+        }
+    }
+
     /// Refuses a `tcp://` bus on anything but a loopback address unless
-    /// `bus.insecure` says the operator accepts it (`chatd serve` calls this).
+    /// its sockets are authenticated (`bus.key` and `bus.peerKeys`: CURVE),
+    /// or `bus.insecure` says the operator accepts it (`chatd serve` calls this).
     public func checkBusExposure() throws {
-        guard let tcp = busTCP, !busInsecure else { return }
+        guard let tcp = busTCP, !busInsecure, busKeys == nil else { return }
         var host = tcp.host
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         let loopback = host == "localhost" || host == "::1" || host.hasPrefix("127.") && host.split(separator: ".").count == 4
         guard !loopback else { return }
         throw ConfigError.invalid(
             "bus",
-            "\(bus ?? ""): the bus has no authentication and no encryption yet, so anyone who can reach these ports "
-                + "can read every reply and send commands as any user. Use a loopback address, or set bus.insecure: true "
+            "\(bus ?? ""): without keys the bus has no authentication and no encryption, so anyone who can reach these ports "
+                + "can read every reply and send commands as any user. Set bus.key (chatd keygen) and bus.peerKeys "
+                + "(docs/operations.md, \"Bus keys\"), use a loopback address, or set bus.insecure: true "
                 + "(CHAT_BUS_INSECURE=true) if the network is private and trusted."
         )
     }

@@ -16,6 +16,10 @@ extension ChatConfig {
             // Empty reads as none (ipc in the runtime directory).
             "CHAT_BUS": bus ?? "",
             "CHAT_BUS_INSECURE": busInsecure ? "true" : "false",
+            // The broker's sockets were bound with this host's key: a child
+            // must present the same one. (The peers file may change: a reload
+            // restarts the children with it and gives the broker the new list.)
+            "CHAT_BUS_KEY": busKeyFile ?? "",
             "CHAT_RUN": run.rawValue,
             // One format for every process's lines in the one stream.
             "CHAT_LOG_FORMAT": logFormat.rawValue,
@@ -34,6 +38,7 @@ extension ChatConfig {
         kept.runtimeDir = running.runtimeDir
         kept.bus = running.bus
         kept.busInsecure = running.busInsecure
+        kept.busKeyFile = running.busKeyFile
         kept.run = running.run
         kept.logFormat = running.logFormat
         kept.metrics = running.metrics

@@ -114,7 +114,7 @@ public final class Supervisor: @unchecked Sendable {
         if config.run.runsFrontend {
             let queues = (0..<storeShards).map { Endpoints.queue(.store, shard: $0) }
                 + Role.allCases.filter { $0 != .store }.map { Endpoints.queue($0) }
-            let broker = try Broker(bus: config.busAddress, queues: queues, logger: logger)
+            let broker = try Broker(bus: config.busAddress, queues: queues, logger: logger, security: BusSecurity(keys: config.busKeys))
             try broker.start()
             broker.announce(storeShards: storeShards)
             self.broker = broker

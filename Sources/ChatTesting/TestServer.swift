@@ -89,9 +89,11 @@ public final class TestServer: @unchecked Sendable {
     ///   - frontends: frontend processes sharing the port (`frontends:`); one
     ///     unless a test is about several, so that `childPIDs(matching:)`
     ///     finds one frontend and the others stay as they were.
+    ///   - healthy: wait for `/healthz` 200; false: for any answer (a
+    ///     `run: frontend` host whose workers are not there yet answers 503).
     public static func start(
         storeWorkers: Int = 1, frontends: Int = 1, port: Int? = nil, configFile: String? = nil, environment: [String: String] = [:], timeout: Double = 30,
-        socketActivated: Bool = false, dataDir: String? = nil, umask: String? = nil
+        socketActivated: Bool = false, dataDir: String? = nil, umask: String? = nil, healthy: Bool = true
     ) async throws -> TestServer {
         let dir = try dataDir ?? temporaryDirectory()
         // systemd-socket-activate listens before chatd runs: it needs a port named.
@@ -132,8 +134,9 @@ public final class TestServer: @unchecked Sendable {
             port: port, dataDir: dir, secret: secret, process: process, logPath: logPath, auth: await Authenticator(secret: secret)
         )
         do {
-            try await server.waitUntil(timeout: timeout, "healthz 200") {
-                (try? await server.request("GET", "/healthz").status) == 200
+            try await server.waitUntil(timeout: timeout, healthy ? "healthz 200" : "healthz answers") {
+                let status = try? await server.request("GET", "/healthz").status
+                return healthy ? status == 200 : status != nil
             }
         } catch {
             server.stop()
