@@ -9,7 +9,9 @@ extension NetworkNamespaces {
 
     /// A chatd host's setting: what it runs, the broker whose bus it joins
     /// (nil: none, a workers host given `CHAT_PEERS`), anything else
-    /// (`CHAT_*`); its data and runtime directories are its own.
+    /// (`CHAT_*`); its data and runtime directories are its own. A host
+    /// given keys (`giveKeys`) has its bus authenticated and encrypted
+    /// (CURVE); one without is told the network is trusted (`bus.insecure`).
     public func chatdEnvironment(on host: Host, run: String, bus: Host?, secret: String, _ extra: [String: String]) -> [String: String] {
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CHAT_") }
         environment.merge([
@@ -17,8 +19,6 @@ extension NetworkNamespaces {
             // Its name in `ctl status` across hosts.
             "CHAT_HOST": host.name,
             "CHAT_LISTEN": "\(host.address):\(Self.httpPort)",
-            // Until the bus is authenticated (CURVE), a non-loopback bus must say the network is trusted.
-            "CHAT_BUS_INSECURE": "true",
             "CHAT_DATA_DIR": host.directory + "/data",
             "CHAT_RUNTIME_DIR": host.directory + "/run",
             "CHAT_JWT_SECRET": secret,
@@ -27,8 +27,57 @@ extension NetworkNamespaces {
             "CHAT_LOG_LEVEL": "info",
         ]) { $1 }
         if let bus { environment["CHAT_BUS"] = Self.busAddress(of: bus) }
+        if FileManager.default.fileExists(atPath: Self.keyFile(of: host)) {
+            environment["CHAT_BUS_KEY"] = Self.keyFile(of: host)
+            environment["CHAT_BUS_PEER_KEYS"] = Self.peersFile(of: host)
+        } else {
+            environment["CHAT_BUS_INSECURE"] = "true"
+        }
         environment.merge(extra) { $1 }
         return environment
+    }
+
+    /// `host`'s bus key pair (`bus.key`), made by `giveKeys`.
+    public static func keyFile(of host: Host) -> String { host.directory + "/bus.key" }
+    /// `host`'s copy of the deployment's peers file (`bus.peerKeys`).
+    public static func peersFile(of host: Host) -> String { host.directory + "/bus-peers" }
+
+    /// A key pair for each of `hosts` from `chatd keygen` (a broker's line
+    /// names its bus address: those in `brokers`), and the deployment's
+    /// peers file, every host's line, in each one's directory. Returns each
+    /// host's line by name.
+    @discardableResult
+    public func giveKeys(to hosts: [Host], brokers: [Host]) throws -> [String: String] {
+        var lines: [String: String] = [:]
+        for host in hosts {
+            var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CHAT_") }
+            if brokers.contains(where: { $0.name == host.name }) {
+                environment.merge(["CHAT_RUN": "frontend", "CHAT_BUS": Self.busAddress(of: host)]) { $1 }
+            }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: try TestServer.binary())
+            process.arguments = ["keygen", "--out", Self.keyFile(of: host), "--host", host.name]
+            process.environment = environment
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = pipe
+            try process.run()
+            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            // The last line printed is the one for the peers file.
+            guard process.terminationStatus == 0, let line = output.split(separator: "\n").last else {
+                throw TestServerError(description: "chatd keygen for \(host.name): \(output)")
+            }
+            lines[host.name] = String(line)
+        }
+        let peers = hosts.compactMap { lines[$0.name] }.joined(separator: "\n") + "\n"
+        for host in hosts { try writePeers(peers, on: host) }
+        return lines
+    }
+
+    /// Writes `text` as `host`'s peers file.
+    public func writePeers(_ text: String, on host: Host) throws {
+        try text.write(toFile: Self.peersFile(of: host), atomically: true, encoding: .utf8)
     }
 
     /// The bus address of the broker on `host` (a frontend host).
@@ -41,15 +90,17 @@ extension NetworkNamespaces {
 
     /// A client's handle on the chatd serving HTTP on `host` (started with
     /// `startChatd`), once its `/healthz` answers 200 from the test's side of
-    /// the bridge: every worker role, wherever it runs, answers its frontend.
-    public func server(on host: Host, process: Process, secret: String, timeout: Double = 60) async throws -> TestServer {
+    /// the bridge: every worker role, wherever it runs, answers its frontend
+    /// (`healthy: false`: once it answers at all).
+    public func server(on host: Host, process: Process, secret: String, healthy: Bool = true, timeout: Double = 60) async throws -> TestServer {
         let server = TestServer(
             port: Self.httpPort, host: host.address, dataDir: host.directory + "/data", secret: secret, process: process,
             logPath: host.directory + "/chatd.log", auth: await Authenticator(secret: secret)
         )
         do {
-            try await server.waitUntil(timeout: timeout, "healthz 200 on \(host.name)") {
-                (try? await server.request("GET", "/healthz", timeout: 2).status) == 200
+            try await server.waitUntil(timeout: timeout, "healthz on \(host.name)") {
+                let status = try? await server.request("GET", "/healthz", timeout: 2).status
+                return healthy ? status == 200 : status != nil
             }
         } catch {
             throw TestServerError(description: "\(error)\n--- \(host.name) log ---\n\(server.log)")

@@ -62,6 +62,8 @@ extension EndToEnd {
             }
             let frontendHost = try net.addHost("frontend1", index: 1)
             let workerHost = try net.addHost("workers", index: 2)
+            // Every host its key pair, every broker only the deployment's keys (CURVE).
+            try net.giveKeys(to: [frontendHost, workerHost], brokers: [frontendHost])
             let secret = NetworkNamespaces.secret()
             let workersEnvironment = net.chatdEnvironment(on: workerHost, run: "workers", bus: frontendHost, secret: secret, [:])
             let workers = try net.startChatd(on: workerHost, environment: workersEnvironment)
@@ -114,6 +116,7 @@ extension EndToEnd.MultiHost {
             #expect((try? NetworkNamespaces.machineRoutes()) == routes, "the machine's routes are not as they were")
         }
         let (first, workerHost, second) = (try net.addHost("frontend1", index: 1), try net.addHost("workers", index: 2), try net.addHost("frontend2", index: 3))
+        try net.giveKeys(to: [first, workerHost, second], brokers: [first, second])
         let secret = NetworkNamespaces.secret()
         let peers = [first, second].map(NetworkNamespaces.busAddress(of:))
         _ = try net.startChatd(on: workerHost, environment: net.chatdEnvironment(on: workerHost, run: "workers", bus: nil, secret: secret, [
@@ -163,6 +166,50 @@ extension EndToEnd.MultiHost {
                 && hosts.contains { $0["host"] as? String == "frontend2" && $0["reachable"] as? Bool == true }
         }
         try net.restore(first)
+    }
+}
+
+extension EndToEnd.MultiHost {
+    /// Every host has its key pair and the deployment's peers file. A host
+    /// whose key is not in it (it knows the broker's public key, as anyone
+    /// may) connects and is refused: the broker logs its key and address,
+    /// its workers never serve, no command reaches them. A listed worker
+    /// host then serves the same frontend host.
+    @Test func aHostWithAnUnlistedKeyCannotSendACommand() async throws {
+        let routes = try NetworkNamespaces.machineRoutes()
+        let net = try NetworkNamespaces(directory: try TestServer.temporaryDirectory())
+        defer {
+            net.tearDown()
+            #expect((try? NetworkNamespaces.machineRoutes()) == routes, "the machine's routes are not as they were")
+        }
+        let (frontendHost, workerHost, stranger) = (try net.addHost("frontend1", index: 1), try net.addHost("workers", index: 2), try net.addHost("stranger", index: 9))
+        let lines = try net.giveKeys(to: [frontendHost, workerHost], brokers: [frontendHost])
+        let strangerLine = try #require(try net.giveKeys(to: [stranger], brokers: [])["stranger"])
+        try net.writePeers("\(lines["frontend1"] ?? "")\n\(strangerLine)\n", on: stranger)
+        let secret = NetworkNamespaces.secret()
+        // A command nobody takes fails in 2 s, not 10.
+        let settings = ["CHAT_REQUEST_TIMEOUT_MILLISECONDS": "2000"]
+        let frontend = try net.startChatd(on: frontendHost, environment: net.chatdEnvironment(on: frontendHost, run: "frontend", bus: frontendHost, secret: secret, settings))
+        let server = try await net.server(on: frontendHost, process: frontend, secret: secret, healthy: false)
+        _ = try net.startChatd(on: stranger, environment: net.chatdEnvironment(on: stranger, run: "workers", bus: frontendHost, secret: secret, [:]))
+
+        let strangerKey = String(strangerLine.prefix(40))
+        try await server.waitUntil(timeout: 30, "the broker logged the refusal") {
+            net.log(of: frontendHost).split(separator: "\n").contains {
+                $0.contains("bus connection refused") && $0.contains(strangerKey) && $0.contains(stranger.address)
+            }
+        }
+        let alice = try await server.token(sub: "alice", name: "Alice")
+        let refused = try await server.request("POST", "/api/chat/rooms/", token: alice, json: ["name": "never", "participant_ids": [String]()])
+        #expect(refused.status == 503, "a command reached a worker of the unlisted host: \(refused.status) \(refused.text)")
+        #expect(try await server.request("GET", "/healthz").status == 503)
+        let children = try net.status(of: stranger)["children"] as? [[String: Any]] ?? []
+        #expect(!children.isEmpty && children.allSatisfy { $0["ready"] as? Bool != true }, "the stranger's workers serve: \(children)")
+
+        _ = try net.startChatd(on: workerHost, environment: net.chatdEnvironment(on: workerHost, run: "workers", bus: frontendHost, secret: secret, [:]))
+        try await server.waitUntil(timeout: 60, "healthz 200 with the listed worker host") { (try? await server.request("GET", "/healthz").status) == 200 }
+        let created = try await server.request("POST", "/api/chat/rooms/", token: alice, json: ["name": "listed", "participant_ids": [String]()])
+        #expect(created.status == 201, "\(created.text)")
     }
 }
 
