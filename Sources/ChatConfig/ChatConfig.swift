@@ -36,6 +36,9 @@ public struct ChatConfig: Sendable, Equatable {
     public var busKeys: BusKeys?
     /// What `chatd serve` runs on this host (`run:`).
     public var run: RunMode = .all
+    /// How attachments reach the files worker and come back (`attachments:`);
+    /// nil: by `run` (`resolvedAttachments`).
+    public var attachments: AttachmentsMode?
     /// HS256 secret. Nil: one is generated into `<dataDir>/jwt-secret` on first start.
     public var jwtSecret: String?
     public var jwtIssuer: String?
@@ -173,6 +176,11 @@ public struct ChatConfig: Sendable, Equatable {
         config.busKeyFile = reader.string(forKey: "bus.key").flatMap { $0.isEmpty ? nil : $0 }
         config.busPeerKeysFile = reader.string(forKey: "bus.peerKeys").flatMap { $0.isEmpty ? nil : $0 }
         if readingKeyFiles { config.busKeys = try config.readBusKeys() }
+        let attachments = reader.string(forKey: "attachments", default: "auto")
+        guard attachments == "auto" || AttachmentsMode(rawValue: attachments) != nil else {
+            throw ConfigError.invalid("attachments", "\(attachments): auto, local or bus")
+        }
+        config.attachments = AttachmentsMode(rawValue: attachments)
         config.jwtSecret = reader.string(forKey: "jwtSecret", isSecret: true)
         config.jwtIssuer = reader.string(forKey: "jwtIssuer")
         config.jwtAudience = reader.string(forKey: "jwtAudience")

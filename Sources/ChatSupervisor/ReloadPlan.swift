@@ -71,6 +71,7 @@ extension ChatConfig {
     /// stay in both views). Missing one here restarts the workers for
     /// nothing; naming one a worker reads would miss its restart.
     private mutating func resetFrontendOnly(to defaults: ChatConfig) {
+        attachments = defaults.attachments
         jwtSecret = defaults.jwtSecret
         jwtIssuer = defaults.jwtIssuer
         jwtAudience = defaults.jwtAudience
