@@ -9,6 +9,8 @@ import FoundationNetworking
 /// for end-to-end tests and benchmarks. Talks to it only as a client does.
 public final class TestServer: @unchecked Sendable {
     public let port: Int
+    /// The address it listens on: loopback, or a namespace host's (`NetworkNamespaces`).
+    public let host: String
     public let dataDir: String
     public let secret: String
     public let process: Process
@@ -198,8 +200,9 @@ public final class TestServer: @unchecked Sendable {
         return String(decoding: answer, as: UTF8.self)
     }
 
-    init(port: Int, dataDir: String, secret: String, process: Process, logPath: String, auth: Authenticator) {
+    init(port: Int, host: String = "127.0.0.1", dataDir: String, secret: String, process: Process, logPath: String, auth: Authenticator) {
         self.port = port
+        self.host = host
         self.dataDir = dataDir
         self.secret = secret
         self.process = process
@@ -366,7 +369,7 @@ public final class TestServer: @unchecked Sendable {
         _ method: String, _ path: String, token: String? = nil, json: Any? = nil, body: Data? = nil,
         headers: [String: String] = [:], timeout: Double = 30
     ) async throws -> HTTPResult {
-        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        var request = URLRequest(url: URL(string: "http://\(host):\(port)\(path)")!)
         request.httpMethod = method
         request.timeoutInterval = timeout
         if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
@@ -416,7 +419,7 @@ public final class TestServer: @unchecked Sendable {
 
     /// Opens a WebSocket with the token in the `Authorization` header.
     public func webSocket(_ path: String, token: String?) throws -> WebSocketClient {
-        try WebSocketClient(port: port, path: path, headers: token.map { ["Authorization": "Bearer \($0)"] } ?? [:])
+        try WebSocketClient(host: host, port: port, path: path, headers: token.map { ["Authorization": "Bearer \($0)"] } ?? [:])
     }
 }
 
