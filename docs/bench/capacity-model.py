@@ -14,6 +14,8 @@ import argparse
 MIX = [("direct message", 2, 0.40), ("small group", 8, 0.35), ("project room", 50, 0.20), ("large channel", 2000, 0.05)]
 
 p = argparse.ArgumentParser()
+p.add_argument("--large-members", type=int, default=2000, help="members of a large channel (the mix's last kind)")
+p.add_argument("--room-members", type=int, help="instead of the mix: every room this size (a chatd-load run's --members)")
 p.add_argument("--users", type=float, default=1_000_000, help="connected users (one socket each)")
 p.add_argument("--rate", type=float, default=50_000, help="messages sent per second, cluster-wide")
 p.add_argument("--connected", type=float, default=1 / 3, help="fraction of a room's other members connected")
@@ -33,6 +35,9 @@ p.add_argument("--event-bytes", type=float, default=1024, help="bytes per room e
 p.add_argument("--frame-bytes", type=float, default=350, help="ESTIMATE bytes per delivered WebSocket frame (128-byte content + JSON envelope)")
 p.add_argument("--curve-hop", type=float, default=3.0, help="µs CURVE box + open per 1 KiB frame per tcp hop (docs/bench/curve-box.c: 1.38 + 1.59)")
 a = p.parse_args()
+MIX[-1] = (MIX[-1][0], a.large_members, MIX[-1][2])
+if a.room_members:
+    MIX[:] = [(f"room of {a.room_members}", a.room_members, 1.0)]
 
 P = a.frontend_hosts * a.cores  # frontend processes in the cluster
 rows, deliveries, procs, local_copies = [], 0.0, 0.0, 0.0
