@@ -16,7 +16,8 @@
 # Prints one line per configuration: the median messages/s of the runs, and each run,
 # and the median CPU the PostgreSQL server spent per message (every process of this
 # server: backends, WAL writer, checkpointer; from /proc/<pid>/stat, the postmaster's
-# reaped children included), i.e. what a database host's cores must supply.
+# reaped children included), i.e. what a database host's cores must supply, and the
+# WAL it wrote per message (what its disk and a replica's link must carry).
 set -eu
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 RUNS=${RUNS:-3}
@@ -104,16 +105,17 @@ pg_ticks() {
 HZ=$(getconf CLK_TCK)
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), ${SECONDS_EACH}s runs, median of $RUNS"
-echo "# batch clients rooms sync  msg/s(median)  server µs/msg(median)  runs (msg/s)"
+echo "# batch clients rooms sync  msg/s(median)  server µs/msg(median)  WAL B/msg  runs (msg/s)"
 for sync in on off; do
     $PSQL -c "ALTER SYSTEM SET synchronous_commit = $sync" -c "SELECT pg_reload_conf()" >/dev/null
     for cfg in $MATRIX; do
         n=${cfg%%:*}; rest=${cfg#*:}; clients=${rest%%:*}; rooms=${rest#*:}
         f=$(script "$n" "$rooms" "$clients"); chown postgres "$f"
-        rates=""; cpus=""
+        rates=""; cpus=""; wals=""
         r=0
         while [ $r -lt "$RUNS" ]; do
             t0=$(pg_ticks)
+            w0=$($PSQL -Atc "SELECT pg_current_wal_lsn()")
             as_pg "$PGBIN/pgbench" -n -M prepared -h "$DIR" -p 54329 -U postgres -c "$clients" -j "$clients" \
                 -T "$SECONDS_EACH" --max-tries=100 -f "$f" postgres >"$DIR/out" 2>&1 || true
             # Deadlocks between batches that lock rooms in different orders are retried (as a store's failed batch is resent).
@@ -121,14 +123,17 @@ for sync in on off; do
             tps=$(sed -n "s/^tps = \([0-9.]*\) .*/\1/p" "$DIR/out")
             sleep 0.2   # the backends exit and are reaped: their CPU moves to the postmaster's children's
             t1=$(pg_ticks)
+            wal=$($PSQL -Atc "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$w0')::bigint")
             done_tx=$(sed -n "s/^number of transactions actually processed: \([0-9]*\).*/\1/p" "$DIR/out")
             cpus="$cpus $(echo "($t1 - $t0) * 1000000 / $HZ / ($done_tx * $n)" | bc)"
+            wals="$wals $(echo "$wal / ($done_tx * $n)" | bc)"
             rates="$rates $(echo "$tps * $n" | bc | cut -d. -f1)"
             r=$((r+1))
         done
         median=$(echo $rates | tr ' ' '\n' | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
         cpu=$(echo $cpus | tr ' ' '\n' | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
-        printf '%5s %7s %6s %4s %10s %10s   %s\n' "$n" "$clients" "$rooms" "$sync" "$median" "$cpu" "$rates"
+        walm=$(echo $wals | tr ' ' '\n' | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
+        printf '%5s %7s %6s %4s %10s %10s %8s   %s\n' "$n" "$clients" "$rooms" "$sync" "$median" "$cpu" "$walm" "$rates"
     done
 done
 [ -s "$DIR/notes" ] && echo "# errors, failures, retries:" && cat "$DIR/notes"
