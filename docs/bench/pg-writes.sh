@@ -13,6 +13,7 @@
 # socket in a temp dir, stops it by pid at the end. As root:
 #   sh docs/bench/pg-writes.sh                      # the whole matrix, 3 runs each
 #   RUNS=1 SECONDS_EACH=5 sh docs/bench/pg-writes.sh
+#   MATRIX= SEARCH=1 sh docs/bench/pg-writes.sh     # only the search index's inserts (below)
 # Prints one line per configuration: the median messages/s of the runs, and each run,
 # and the median CPU the PostgreSQL server spent per message (every process of this
 # server: backends, WAL writer, checkpointer; from /proc/<pid>/stat, the postmaster's
@@ -23,7 +24,7 @@ PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 RUNS=${RUNS:-3}
 SECONDS_EACH=${SECONDS_EACH:-8}
 ROOMS=${ROOMS:-10000}
-MATRIX=${MATRIX:-"1:1:10000 1:4:10000 10:1:10000 10:4:10000 100:1:10000 100:4:10000 1:1:1 1:4:1 10:4:1 100:4:1"}
+MATRIX=${MATRIX-"1:1:10000 1:4:10000 10:1:10000 10:4:10000 100:1:10000 100:4:10000 1:1:1 1:4:1 10:4:1 100:4:1"}
 DIR=$(mktemp -d /tmp/pg-writes.XXXXXX)
 chown postgres "$DIR"
 as_pg() { runuser -u postgres -- "$@"; }
@@ -61,6 +62,11 @@ CREATE UNIQUE INDEX messages_room_seq ON messages(room_id, seq);
 CREATE INDEX messages_sender ON messages(sender_id, timestamp);
 CREATE UNIQUE INDEX messages_client_msg_id ON messages(room_id, sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL;
 CREATE INDEX messages_xact ON messages(xact, id);
+CREATE EXTENSION pg_trgm;
+CREATE TABLE search_docs (message_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, sender_id TEXT NOT NULL,
+  timestamp BIGINT NOT NULL, content TEXT NOT NULL);
+CREATE INDEX search_docs_room_time ON search_docs(room_id, timestamp);
+CREATE INDEX search_docs_content ON search_docs USING gin (content gin_trgm_ops);
 INSERT INTO users (id, sub, created_at) SELECT 'u' || r || '_' || k, 's' || r || '_' || k, 0
   FROM generate_series(1, $ROOMS) r, generate_series(0, 9) k;
 INSERT INTO rooms (id, created_at, updated_at) SELECT 'r' || r, 0, 0 FROM generate_series(1, $ROOMS) r;
@@ -136,5 +142,33 @@ for sync in on off; do
         printf '%5s %7s %6s %4s %10s %10s %8s   %s\n' "$n" "$clients" "$rooms" "$sync" "$median" "$cpu" "$walm" "$rates"
     done
 done
+# SEARCH=1: the search worker's write, PostgresSearchIndex.index: one transaction of
+# 500 rows into search_docs (trigram GIN index) by one INSERT ... ON CONFLICT. The
+# content is 128 hex characters from md5 (random text: more distinct trigrams per row
+# than prose, so an upper bound; md5 itself is a few µs a row of the server's CPU).
+if [ "${SEARCH:-0}" = 1 ]; then
+    f="$DIR/search.sql"
+    cat >"$f" <<SQL
+\\set base random(1, 9000000000000000)
+BEGIN;
+INSERT INTO search_docs (message_id, room_id, sender_id, timestamp, content) SELECT 's' || :base::text || '_' || g, 'r1', 'u1_0', 0, repeat(md5(random()::text || g::text), 4) FROM generate_series(1, 500) g ON CONFLICT (message_id) DO UPDATE SET content = excluded.content;
+COMMIT;
+SQL
+    chown postgres "$f"
+    $PSQL -c "ALTER SYSTEM SET synchronous_commit = on" -c "SELECT pg_reload_conf()" >/dev/null
+    rates=""; cpus=""; wals=""; r=0
+    while [ $r -lt "$RUNS" ]; do
+        t0=$(pg_ticks); w0=$($PSQL -Atc "SELECT pg_current_wal_lsn()")
+        as_pg "$PGBIN/pgbench" -n -M prepared -h "$DIR" -p 54329 -U postgres -c 1 -j 1 -T "$SECONDS_EACH" -f "$f" postgres >"$DIR/out" 2>&1 || true
+        sleep 0.2
+        t1=$(pg_ticks); wal=$($PSQL -Atc "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$w0')::bigint")
+        rows=$(( $(sed -n "s/^number of transactions actually processed: \([0-9]*\).*/\1/p" "$DIR/out") * 500 ))
+        rates="$rates $((rows / SECONDS_EACH))"
+        cpus="$cpus $(echo "($t1 - $t0) * 1000000 / $HZ / $rows" | bc)"
+        wals="$wals $(echo "$wal / $rows" | bc)"
+        r=$((r+1))
+    done
+    echo "# search_docs, 500 rows a transaction, 1 client: rows/s ($rates), server µs/row ($cpus), WAL B/row ($wals)"
+fi
 [ -s "$DIR/notes" ] && echo "# errors, failures, retries:" && cat "$DIR/notes"
 exit 0
