@@ -16,6 +16,8 @@ extension ChatConfig {
             // Empty reads as none (ipc in the runtime directory).
             "CHAT_BUS": bus ?? "",
             "CHAT_BUS_INSECURE": busInsecure ? "true" : "false",
+            // Every worker writes the same database; empty reads as SQLite in dataDir.
+            "CHAT_DATABASE_URL": database ?? "",
             "CHAT_RUN": run.rawValue,
             // One format for every process's lines in the one stream.
             "CHAT_LOG_FORMAT": logFormat.rawValue,
@@ -34,6 +36,7 @@ extension ChatConfig {
         kept.runtimeDir = running.runtimeDir
         kept.bus = running.bus
         kept.busInsecure = running.busInsecure
+        kept.database = running.database
         kept.run = running.run
         kept.logFormat = running.logFormat
         kept.metrics = running.metrics

@@ -4,6 +4,7 @@ import ChatConfig
 import ChatCore
 import ChatFrontend
 import ChatMetrics
+import ChatPostgres
 import ChatStore
 import ChatSupervisor
 import ChatWire
@@ -104,7 +105,7 @@ struct Serve: AsyncParsableCommand {
         try PrivateFiles.directory(config.resolvedRuntimeDir)
         // Migrate once here, so workers never race each other over the schema;
         // the database lives where the workers run.
-        if config.run.runsWorkers { _ = try ChatDatabase(path: config.databasePath) }
+        if config.run.runsWorkers { _ = try StoreEngines.open(config, migrate: true, logger: logger) }
         _ = try config.verifyingJWTSecret()
         PrivateFiles.narrow((config.dataDir as NSString).appendingPathComponent("jwt-secret"))
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
@@ -154,7 +155,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let name = WorkerName(role, shard)
         logger[metadataKey: "worker"] = standby ? "\(StandbyName(role))" : "\(name)"
         let stop = StopFlag()
-        let database = try ChatDatabase(path: config.databasePath)
+        let database = try StoreEngines.open(config, migrate: false, logger: logger)
         let server = try BusServer(role: role, shard: shard, bus: config.busAddress, logger: logger)
         logger.info("worker ready", metadata: ["pid": "\(getpid())"])
         // Heartbeats to the supervisor (sd_notify) under this child's name.
@@ -289,6 +290,12 @@ struct Migrate: AsyncParsableCommand {
 
     func run() async throws {
         let config = try await options.load()
+        if let url = config.database {
+            let settings = try PostgresSettings(url: url)
+            _ = try StoreEngines.open(config, migrate: true, logger: Logger(label: "chatd.migrate"))
+            print("migrated postgres://\(settings.host):\(settings.port)/\(settings.database)")
+            return
+        }
         // The path in full, and whether a database was there: run from the
         // wrong directory or without the server's --config, this is how the
         // operator sees it was not the server's.
@@ -315,6 +322,9 @@ struct Backup: AsyncParsableCommand {
 
     func run() async throws {
         let config = try await options.load()
+        if config.database != nil {
+            throw CommandFailure("the data is in PostgreSQL (database:): back it up with pg_dump (docs/operations.md)")
+        }
         let source = URL(fileURLWithPath: config.databasePath).standardized.path
         do {
             let result = try DatabaseBackup.run(source: source, destination: destination, force: force)
