@@ -154,6 +154,8 @@ let package = Package(
             name: "ChatWorkersTests",
             dependencies: [
                 "ChatWorkers", "ChatStore", "ChatCore", "ChatWire", "ChatConfig",
+                // EngineBatchTests: the batch semantics on a throwaway PostgreSQL too.
+                "ChatPostgres", "ChatTesting",
                 .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

@@ -18,10 +18,21 @@ final class PooledConnection: @unchecked Sendable {
     }
 
     /// Runs one statement with its parameters and returns its rows and the
-    /// count of rows it changed. The extended protocol sends parse, bind and
-    /// execute in one round trip; the parameters carry their types.
+    /// count of rows it changed, in one round trip: the extended protocol's
+    /// parse, bind and execute of the unnamed statement, the parameters
+    /// typed by their values.
+    ///
+    /// Not prepared once per connection: `EXECUTE` of a `PREPARE`d
+    /// statement takes no protocol parameters (a utility statement), and
+    /// postgres-nio's named preparation (`PreparedQuery`) returns no command
+    /// tag, which the counts of changed rows come from. PostgreSQL still
+    /// parses and plans each call; that cost is in the statement count.
     @discardableResult
     func query(_ sql: String, _ values: [PostgresValue] = []) throws -> (rows: [PostgresRandomAccessRow], changed: Int) {
+        try send(sql, values)
+    }
+
+    private func send(_ sql: String, _ values: [PostgresValue]) throws -> (rows: [PostgresRandomAccessRow], changed: Int) {
         var binds = PostgresBindings(capacity: values.count)
         for value in values { value.append(to: &binds) }
         do {
@@ -46,6 +57,17 @@ enum PostgresValue {
     case bool(Bool)
     case texts([String])
     case ints([Int64])
+
+    /// The parameter's type as PREPARE declares it.
+    var typeName: String {
+        switch self {
+        case .text: "text"
+        case .int: "int8"
+        case .bool: "bool"
+        case .texts: "text[]"
+        case .ints: "int8[]"
+        }
+    }
 
     func append(to binds: inout PostgresBindings) {
         switch self {

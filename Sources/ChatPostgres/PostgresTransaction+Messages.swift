@@ -17,7 +17,9 @@ extension PostgresTransaction {
     /// Stores one message, idempotently by id and by `client_msg_id`.
     ///
     /// Several store workers (on several hosts) may write the same room: the
-    /// room's row lock (`SELECT … FOR UPDATE`, then `UPDATE … RETURNING`)
+    /// room's row lock (`SELECT … FOR NO KEY UPDATE`, then `UPDATE …
+    /// RETURNING`; not FOR UPDATE, which would also wait on every foreign
+    /// key check against the room)
     /// orders them, so seqs are gap-free and unique. Under that lock the
     /// id and `client_msg_id` are looked up again: a resend that raced its
     /// original (two workers, one command) finds it committed and stores
@@ -36,7 +38,7 @@ extension PostgresTransaction {
             let sameRoom = try one("SELECT 1 FROM messages WHERE id = $1 AND room_id = $2", [.text(replyTo), .text(request.roomID)], as: Int32.self) != nil
             if !sameRoom { throw StoreError.badRequest([("reply_to", "reply_to must reference a message in this room")]) }
         }
-        guard try one("SELECT 1 FROM rooms WHERE id = $1 FOR UPDATE", [.text(request.roomID)], as: Int32.self) != nil else { throw StoreError.notFound() }
+        guard try one("SELECT 1 FROM rooms WHERE id = $1 FOR NO KEY UPDATE", [.text(request.roomID)], as: Int32.self) != nil else { throw StoreError.notFound() }
         if let existing = try fetchMessage(id: request.id) { return .resent(existing) }
         if let clientMsgID = request.clientMsgID,
             let originalID = try one("SELECT id FROM messages WHERE room_id = $1 AND sender_id = $2 AND client_msg_id = $3",
@@ -104,7 +106,7 @@ extension PostgresTransaction {
     func react(_ request: Requests.MessageReact, user: String) throws -> Message {
         try requireRoom(request.roomID, user: user, allowPublic: false)
         // The row lock first: two reactions to one message at once both count.
-        _ = try one("SELECT 1 FROM messages WHERE id = $1 FOR UPDATE", [.text(request.messageID)], as: Int32.self)
+        _ = try one("SELECT 1 FROM messages WHERE id = $1 FOR NO KEY UPDATE", [.text(request.messageID)], as: Int32.self)
         let message = try requireMessage(Requests.MessageRef(roomID: request.roomID, messageID: request.messageID), user: user, allowPublic: false)
         guard !message.isDeleted else { throw StoreError.badRequest(error: "Cannot react to a deleted message") }
         if let error = Validation.emojiError(request.emoji) { throw StoreError.badRequest([("emoji", error)]) }

@@ -55,8 +55,7 @@ public final class PostgresServer: Sendable {
         let log = FileHandle(forWritingAtPath: directory + "/postgres.log")
         process.standardOutput = log
         process.standardError = log
-        try process.run()
-        pid = process.processIdentifier
+        pid = try Self.spawnOnAThreadThatStays(process)
         let deadline = Date().addingTimeInterval(30)
         while (try? psql("SELECT 1")) == nil {
             guard Date() < deadline, process.isRunning else {
@@ -69,6 +68,28 @@ public final class PostgresServer: Sendable {
 
     /// Whether Debian's PostgreSQL server is installed here.
     public static var isInstalled: Bool { findBinDir() != nil }
+
+    /// Starts `process` from a thread that never ends: the parent-death
+    /// signal follows the thread that spawned the server, not the process,
+    /// and a pool thread that exits would take the server with it.
+    static func spawnOnAThreadThatStays(_ process: Process) throws -> Int32 {
+        let started = DispatchSemaphore(value: 0)
+        let outcome = Mutex<Result<Int32, any Error>?>(nil)
+        let box = UncheckedProcess(process: process)
+        Thread.detachNewThread {
+            do {
+                try box.process.run()
+                outcome.withLock { $0 = .success(box.process.processIdentifier) }
+            } catch {
+                outcome.withLock { $0 = .failure(error) }
+            }
+            started.signal()
+            // Parked for the life of the test process.
+            while true { sleep(UInt32.max) }
+        }
+        started.wait()
+        return try outcome.withLock { $0! }.get()
+    }
 
     static func findBinDir() -> String? {
         let versions = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []
@@ -160,3 +181,6 @@ public final class PostgresServer: Sendable {
         if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil { try? FileManager.default.removeItem(atPath: directory) }
     }
 }
+
+/// A process handed to the thread that starts it.
+struct UncheckedProcess: @unchecked Sendable { let process: Process }
