@@ -65,10 +65,12 @@ public final class PostgresEngine: StoreEngine, @unchecked Sendable {
         }
     }
 
-    /// A unique (23505), foreign key (23503) or check (23514) violation.
+    /// A unique (23505), foreign key (23503) or check (23514) violation, or
+    /// text PostgreSQL cannot hold (22021: a NUL character, which SQLite
+    /// stores): the command is refused (400), the batch goes on.
     public func isConflict(_ error: any Error) -> Bool {
         guard let code = (error as? PSQLError)?.serverInfo?[.sqlState] else { return false }
-        return ["23505", "23503", "23514"].contains(code)
+        return ["23505", "23503", "23514", "22021"].contains(code)
     }
 
     public func makeSearchIndex(indexPath: String) throws -> any MessageSearchIndex {

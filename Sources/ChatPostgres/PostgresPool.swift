@@ -125,6 +125,11 @@ final class PostgresPool: @unchecked Sendable {
         let pooled = PooledConnection(connection, logger: logger)
         // Integer microseconds everywhere; nothing depends on the session's zone or encoding beyond UTF-8.
         try pooled.run("SET client_encoding = 'UTF8'")
+        // A lock held longer than this (its holder stuck or gone unnoticed)
+        // fails the batch (storage unavailable; the frontend resends) well
+        // inside the frontend's 10 s deadline and the supervisor's 10 s
+        // heartbeat limit, instead of hanging the worker until it is killed.
+        try pooled.run("SET lock_timeout = '4s'")
         return pooled
     }
 
