@@ -26,8 +26,13 @@ extension PostgresTransaction {
     /// nothing. (Read committed: each statement sees what committed before it.)
     func createMessage(_ request: Requests.MessageCreate, sender: User, maxChars: Int) throws -> Store.CreateOutcome {
         if let existing = try fetchMessage(id: request.id) { return .resent(existing) }
-        let room = try requireRoom(request.roomID, user: sender.id, allowPublic: false)
-        guard room.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
+        // The access check and the room's lock in one round trip.
+        guard let row = try query("""
+            SELECT r.is_active, EXISTS (SELECT 1 FROM room_participants p WHERE p.room_id = r.id AND p.user_id = $1) AS is_participant
+            FROM rooms r WHERE r.id = $2 FOR NO KEY UPDATE
+            """, [.text(sender.id), .text(request.roomID)]).rows.first else { throw StoreError.notFound("Room not found") }
+        guard try row.get("is_participant", as: Bool.self) else { throw StoreError.forbidden(Store.noAccess) }
+        guard try row.get("is_active", as: Bool.self) else { throw StoreError.badRequest(error: "This room is no longer active") }
         if let errors = Validation.messageErrors(content: request.content, messageType: request.messageType, clientMsgID: request.clientMsgID, maxChars: maxChars, hasAttachment: request.file != nil) {
             throw StoreError.badRequest(errors)
         }
@@ -38,27 +43,28 @@ extension PostgresTransaction {
             let sameRoom = try one("SELECT 1 FROM messages WHERE id = $1 AND room_id = $2", [.text(replyTo), .text(request.roomID)], as: Int32.self) != nil
             if !sameRoom { throw StoreError.badRequest([("reply_to", "reply_to must reference a message in this room")]) }
         }
-        guard try one("SELECT 1 FROM rooms WHERE id = $1 FOR NO KEY UPDATE", [.text(request.roomID)], as: Int32.self) != nil else { throw StoreError.notFound() }
-        if let existing = try fetchMessage(id: request.id) { return .resent(existing) }
-        if let clientMsgID = request.clientMsgID,
-            let originalID = try one("SELECT id FROM messages WHERE room_id = $1 AND sender_id = $2 AND client_msg_id = $3",
-                                     [.text(request.roomID), .text(sender.id), .text(clientMsgID)], as: String.self),
-            let original = try fetchMessage(id: originalID) {
-            return .duplicate(original)
+        // Under the lock: this id, or this sender's client_msg_id, stored meanwhile by another worker.
+        if let storedID = try one("""
+            SELECT id FROM messages WHERE id = $1 OR (room_id = $2 AND sender_id = $3 AND client_msg_id = $4)
+            ORDER BY id = $1 DESC LIMIT 1
+            """, [.text(request.id), .text(request.roomID), .text(sender.id), .text(request.clientMsgID)], as: String.self),
+            let stored = try fetchMessage(id: storedID) {
+            return storedID == request.id ? .resent(stored) : .duplicate(stored)
         }
         let now = Timestamp.now()
+        // The seq, the row and the sender's counter in one statement (one round trip).
         guard let seq = try one("""
-            UPDATE rooms SET last_seq = last_seq + 1, live_count = live_count + 1, updated_at = GREATEST(updated_at + 1, $1)
-            WHERE id = $2 RETURNING last_seq
-            """, [.int(now.micros), .text(request.roomID)], as: Int64.self) else { throw StoreError.notFound() }
-        try query("""
+            WITH room AS (
+                UPDATE rooms SET last_seq = last_seq + 1, live_count = live_count + 1, updated_at = GREATEST(updated_at + 1, $7)
+                WHERE id = $2 RETURNING last_seq),
+            sent AS (UPDATE room_participants SET sent_count = sent_count + 1 WHERE room_id = $2 AND user_id = $3)
             INSERT INTO messages (id, room_id, seq, sender_id, content, message_type, timestamp, updated_at, reply_to, client_msg_id,
                                   file_attachment, file_name, file_size)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12)
-            """, [.text(request.id), .text(request.roomID), .int(seq), .text(sender.id), .text(request.content), .text(request.messageType),
-                  .int(now.micros), .text(request.replyTo), .text(request.clientMsgID), .text(request.file?.hash), .text(request.file?.name),
-                  .int(request.file?.size)])
-        try query("UPDATE room_participants SET sent_count = sent_count + 1 WHERE room_id = $1 AND user_id = $2", [.text(request.roomID), .text(sender.id)])
+            SELECT $1, $2, room.last_seq, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM room
+            RETURNING seq
+            """, [.text(request.id), .text(request.roomID), .text(sender.id), .text(request.content), .text(request.messageType),
+                  .int(now.micros), .int(now.micros), .text(request.replyTo), .text(request.clientMsgID), .text(request.file?.hash),
+                  .text(request.file?.name), .int(request.file?.size)], as: Int64.self) else { throw StoreError.notFound() }
         return .created(Message(
             id: request.id, roomID: request.roomID, seq: seq, sender: sender, content: request.content,
             messageType: MessageType(rawValue: request.messageType) ?? .text, fileAttachment: request.file?.hash,
