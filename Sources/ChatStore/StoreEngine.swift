@@ -85,6 +85,15 @@ public protocol StoreEngine: AnyObject, Sendable {
     func makeSearchIndex(indexPath: String) throws -> any MessageSearchIndex
     /// Opens what the first batch would otherwise open (a standby's warm-up).
     func warmUp() throws
+    /// Most commands a worker takes into one transaction: what bounds a
+    /// batch's length in time, well inside the frontend's 10 s deadline and
+    /// the supervisor's 10 s heartbeat limit.
+    var maxBatch: Int { get }
+}
+
+extension StoreEngine {
+    /// BusServer's default: an SQLite write is a function call.
+    public var maxBatch: Int { 512 }
 }
 
 /// The search worker's index: filled from the database off the write path,

@@ -11,10 +11,10 @@ public enum WorkerLoops {
         switch role {
         case .store:
             let worker = StoreWorker(database: database, config: config, logger: logger)
-            return BusServer.WorkerLoop(nudge: Topic.searchNudge, handle: worker.handle)
+            return BusServer.WorkerLoop(maxBatch: database.maxBatch, nudge: Topic.searchNudge, handle: worker.handle)
         case .receipts:
             let worker = ReceiptsWorker(database: database, config: config, logger: logger)
-            return BusServer.WorkerLoop(idle: worker.idle, handle: worker.handle)
+            return BusServer.WorkerLoop(maxBatch: database.maxBatch, idle: worker.idle, handle: worker.handle)
         case .search:
             // Indexing is background work: on a busy machine it yields the CPU
             // to the frontend and the store, and catches up when load drops.
