@@ -21,6 +21,9 @@ public final class Broker: @unchecked Sendable {
     private let logger: Logger
     private let context: Context
     private let wakeup: Wakeup
+    private let security: BusSecurity
+    /// The allow-list, with keys on a `tcp://` bus.
+    private let gatekeeper: BusGatekeeper?
     // Under `lock`: requests for the broker thread.
     private var stopRequested = false
     private var queuesToAdd: [String] = []
@@ -32,12 +35,25 @@ public final class Broker: @unchecked Sendable {
     /// - Parameter queues: command queue names (`Endpoints.queue`).
     /// - Parameter context: the ZeroMQ context to share (`inproc://` endpoints
     ///   need one context for both ends); nil: a context of its own.
-    public init(bus: BusAddress, queues: [String], logger: Logger, context: Context? = nil) throws {
+    /// - Parameter security: CURVE keys and heartbeats for a `tcp://` bus.
+    public init(bus: BusAddress, queues: [String], logger: Logger, context: Context? = nil, security: BusSecurity = .none) throws {
         self.bus = bus
         self.queues = queues
         self.logger = logger
         self.context = try context ?? Context()
         self.wakeup = try Wakeup()
+        self.security = security
+        if case .tcp = bus, let keys = security.keys {
+            gatekeeper = BusGatekeeper(keys: keys, logger: logger)
+        } else {
+            gatekeeper = nil
+        }
+    }
+
+    /// A reloaded peers file: the keys let in from the next connection on
+    /// (connections already made stay).
+    public func update(keys: BusKeys) {
+        gatekeeper?.update(keys)
     }
 
     public func stop() {
@@ -78,8 +94,19 @@ public final class Broker: @unchecked Sendable {
     /// Binds everything (so peers can connect once this returns) and then
     /// forwards on a thread of its own.
     public func start() throws {
-        let sockets = try bindAll()
+        // Bound before the sockets: a CURVE server with no handler to ask
+        // lets in every client that knows its key.
+        let zap = try gatekeeper.map { gatekeeper in try ZAPHandler(context: context) { gatekeeper.allow($0) } }
+        zap?.start()
+        let sockets: Sockets
+        do {
+            sockets = try bindAll()
+        } catch {
+            zap?.stop()
+            throw error
+        }
         let thread = Thread { [self] in
+            defer { zap?.stop() }
             do {
                 try forward(sockets)
             } catch {
@@ -100,6 +127,7 @@ public final class Broker: @unchecked Sendable {
 
     private func make(_ type: SocketType, _ endpoint: String) throws -> Socket {
         let socket = try Socket(context: context, type: type)
+        try socket.secure(security, bus: bus, as: .server)
         // Events: XPUB drops at the mark for that subscriber alone. Commands:
         // a full PUSH stops the broker reading the queue's PULL, a full PULL
         // makes the frontends' PUSH refuse (they hold, then 503).

@@ -102,6 +102,7 @@ public final class BusClient: Sendable {
     private let callbacks: Callbacks
     private let logger: Logger
     private let context: Context
+    private let security: BusSecurity
     private let wakeup: Wakeup
     private let outbox = Mutex(Outbox())
     private let roomTiming: RoomSubscriptions<RoomReady>.Timing
@@ -126,7 +127,7 @@ public final class BusClient: Sendable {
 
     public init(
         frontendID: String, bus: BusAddress, storeShards: Int, callbacks: Callbacks, logger: Logger,
-        policy: RetryPolicy = .init(), roomLinger: UInt64 = 5_000_000_000, context: Context? = nil
+        policy: RetryPolicy = .init(), roomLinger: UInt64 = 5_000_000_000, context: Context? = nil, security: BusSecurity = .none
     ) throws {
         self.frontendID = frontendID
         self.bus = bus
@@ -141,6 +142,7 @@ public final class BusClient: Sendable {
         self.roomTiming = .init(linger: roomLinger, resync: policy.retryInterval, deadline: policy.deadline)
         // Shared with the broker and workers for `inproc://` endpoints.
         self.context = try context ?? Context()
+        self.security = security
         self.wakeup = try Wakeup()
     }
 
@@ -257,7 +259,7 @@ public final class BusClient: Sendable {
     /// The bus thread: a poll loop that feeds the machine what happens and
     /// does what it says.
     private func run() throws {
-        let sockets = try BusSockets(context: context, bus: bus, frontendID: frontendID, storeShards: initialShards)
+        let sockets = try BusSockets(context: context, bus: bus, security: security, frontendID: frontendID, storeShards: initialShards)
         defer { sockets.close() }
         var machine = Machine(policy: policy, shards: initialShards)
         var rooms = Rooms(frontendID: frontendID, timing: roomTiming)
@@ -454,11 +456,14 @@ final class BusSockets {
     private(set) var storeShards = 0
     private let context: Context
     private let bus: BusAddress
+    private let security: BusSecurity
 
-    init(context: Context, bus: BusAddress, frontendID: String, storeShards: Int) throws {
+    init(context: Context, bus: BusAddress, security: BusSecurity, frontendID: String, storeShards: Int) throws {
         self.context = context
         self.bus = bus
+        self.security = security
         events = try Socket(context: context, type: .sub)
+        try events.secure(security, bus: bus, as: .client)
         // Past the mark the broker's XPUB drops this frontend's events (and
         // only this frontend's): a lost reply is resent, a lost room event is
         // a gap clients fill from history (docs/protocol.md, "Memory bounds").
@@ -484,6 +489,7 @@ final class BusSockets {
 
     private func open(_ queue: String) throws {
         let push = try Socket(context: context, type: .push)
+        try push.secure(security, bus: bus, as: .client)
         // Full: the machine holds commands, in order, until the queue drains
         // or their deadline fails them (503). Never dropped, and the bus
         // thread never blocks on a send.

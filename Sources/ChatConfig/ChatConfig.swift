@@ -28,8 +28,29 @@ public struct ChatConfig: Sendable, Equatable {
     /// (until CURVE), so anyone who reaches its ports reads every reply and
     /// pushes commands as any user. See `checkBusExposure`.
     public var busInsecure: Bool = false
+    /// This host's CURVE key pair, written by `chatd keygen` (`bus.key`,
+    /// `CHAT_BUS_KEY`; mode 0600). With `busPeerKeysFile`, every `tcp://`
+    /// bus socket is authenticated and encrypted (docs/protocol.md, "Security").
+    public var busKeyFile: String?
+    /// Every host's public key, one line each: `<key> <host> [tcp://<broker>:<port>]`
+    /// (`bus.peerKeys`, `CHAT_BUS_PEER_KEYS`). Brokers accept only these keys.
+    public var busPeerKeysFile: String?
+    /// Both files, read and checked at load: nil when they are not configured.
+    public var busKeys: BusKeys?
     /// What `chatd serve` runs on this host (`run:`).
     public var run: RunMode = .all
+    /// Several frontend hosts (`peers:`, `CHAT_PEERS` comma-separated): the
+    /// bus address (`tcp://host:port`) of every frontend host's broker. A
+    /// `run: workers` host's workers link to each (`bus` may then be left
+    /// out); a frontend host's `bus` is its own broker, and its supervisor
+    /// reads the other hosts' status from the rest. Empty: one broker, `bus`.
+    public var peers: [String] = []
+    /// This host's name in `ctl status` across hosts (`host:`, CHAT_HOST):
+    /// the machine's hostname unless set.
+    public var host: String = ChatConfig.machineHostname()
+    /// How attachments reach the files worker and come back (`attachments:`);
+    /// nil: by `run` (`resolvedAttachments`).
+    public var attachments: AttachmentsMode?
     /// HS256 secret. Nil: one is generated into `<dataDir>/jwt-secret` on first start.
     public var jwtSecret: String?
     public var jwtIssuer: String?
@@ -125,7 +146,10 @@ public struct ChatConfig: Sendable, Equatable {
     public init() {}
 
     /// Loads the configuration: environment over file over defaults.
-    public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> ChatConfig {
+    /// - Parameter readingKeyFiles: false for `chatd keygen`, which writes the key file the configuration names.
+    public static func load(
+        file: String?, environment: [String: String] = ProcessInfo.processInfo.environment, readingKeyFiles: Bool = true
+    ) async throws -> ChatConfig {
         var providers: [any ConfigProvider] = [EnvironmentVariablesProvider(environmentVariables: environment)]
         let fileKeys = FileKeys()
         if let file {
@@ -135,7 +159,7 @@ public struct ChatConfig: Sendable, Equatable {
         let reader = ConfigReader(providers: providers, accessReporter: recorder).scoped(to: "chat")
         let config: ChatConfig
         do {
-            config = try read(reader, environment: environment)
+            config = try read(reader, environment: environment, readingKeyFiles: readingKeyFiles)
         } catch let error as ConfigError {
             // A type error is the likelier cause of a value refused later (a default was used instead).
             try check(recorder, fileKeys: [], file: file, environment: environment)
@@ -149,7 +173,7 @@ public struct ChatConfig: Sendable, Equatable {
 
     /// Every key, from `reader` (scoped to `chat`): what `load` reads is what
     /// it knows, so a key read only sometimes would be refused as unknown.
-    static func read(_ reader: ConfigReader, environment: [String: String]) throws -> ChatConfig {
+    static func read(_ reader: ConfigReader, environment: [String: String], readingKeyFiles: Bool = true) throws -> ChatConfig {
         var config = ChatConfig()
         config.listen = reader.string(forKey: "listen", default: config.listen)
         config.dataDir = reader.string(forKey: "dataDir", default: config.dataDir)
@@ -166,7 +190,26 @@ public struct ChatConfig: Sendable, Equatable {
         guard let mode = RunMode(rawValue: run) else { throw ConfigError.invalid("run", "\(run): all, frontend or workers") }
         config.run = mode
         if let bus = config.bus, config.busTCP == nil { throw ConfigError.invalid("bus", "\(bus): tcp://<host>:<port>") }
-        if config.run != .all && config.bus == nil { throw ConfigError.invalid("run", "\(config.run.rawValue) needs bus: tcp://<host>:<port>") }
+        config.peers = (reader.stringArray(forKey: "peers") ?? []).filter { !$0.isEmpty }
+        for peer in config.peers where Self.tcpAddress(peer) == nil { throw ConfigError.invalid("peers", "\(peer): tcp://<host>:<port>") }
+        // Each worker keeps a link (four sockets) to every peer.
+        guard config.peers.count <= 60 else { throw ConfigError.invalid("peers", "\(config.peers.count) brokers: at most 60") }
+        if config.run == .frontend && config.bus == nil { throw ConfigError.invalid("run", "frontend needs bus: tcp://<host>:<port>") }
+        if config.run == .workers && config.bus == nil && config.peers.isEmpty {
+            throw ConfigError.invalid("run", "workers needs bus: tcp://<host>:<port>, or peers: the brokers of every frontend host")
+        }
+        config.host = reader.string(forKey: "host", default: config.host)
+        guard (1...64).contains(config.host.count), !config.host.contains(where: { $0.isWhitespace || $0.isNewline }) else {
+            throw ConfigError.invalid("host", "\(config.host): a name of 1 to 64 characters without spaces")
+        }
+        config.busKeyFile = reader.string(forKey: "bus.key").flatMap { $0.isEmpty ? nil : $0 }
+        config.busPeerKeysFile = reader.string(forKey: "bus.peerKeys").flatMap { $0.isEmpty ? nil : $0 }
+        if readingKeyFiles { config.busKeys = try config.readBusKeys() }
+        let attachments = reader.string(forKey: "attachments", default: "auto")
+        guard attachments == "auto" || AttachmentsMode(rawValue: attachments) != nil else {
+            throw ConfigError.invalid("attachments", "\(attachments): auto, local or bus")
+        }
+        config.attachments = AttachmentsMode(rawValue: attachments)
         config.jwtSecret = reader.string(forKey: "jwtSecret", isSecret: true)
         config.jwtIssuer = reader.string(forKey: "jwtIssuer")
         config.jwtAudience = reader.string(forKey: "jwtAudience")
@@ -282,32 +325,98 @@ public struct ChatConfig: Sendable, Equatable {
     }
 
     /// `bus` as host and base port.
-    public var busTCP: (host: String, port: Int)? {
-        guard let bus, bus.hasPrefix("tcp://") else { return nil }
+    public var busTCP: (host: String, port: Int)? { bus.flatMap(Self.tcpAddress) }
+
+    /// A `tcp://host:port` bus address as host and base port.
+    static func tcpAddress(_ bus: String) -> (host: String, port: Int)? {
+        guard bus.hasPrefix("tcp://") else { return nil }
         let rest = bus.dropFirst(6)
         guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), (1...65000).contains(port),
             colon > rest.startIndex else { return nil }
         return (String(rest[..<colon]), port)
     }
 
+    /// `bus.key` and `bus.peerKeys` read and checked against `bus`; nil when
+    /// neither is set. One without the other is refused: half a setup would
+    /// run the bus in clear text.
+    func readBusKeys() throws -> BusKeys? {
+        switch (busKeyFile, busPeerKeysFile) {
+        case (nil, nil): return nil
+        case (.some, nil): throw ConfigError.invalid("bus.peerKeys", "not set: bus.key needs the peers file (every host's public key) beside it")
+        case (nil, .some): throw ConfigError.invalid("bus.key", "not set: bus.peerKeys needs this host's key pair (chatd keygen) beside it")
+        case (.some(let keyFile), .some(let peersFile)):
+            let keys = try BusKeyFiles.load(keyFile: keyFile, peersFile: peersFile, bus: busAddress, runsBroker: run.runsFrontend)
+            // Workers and supervisors connect to every peer's broker: each
+            // needs that broker's key, or every handshake with it fails.
+            for (peer, address) in zip(peers, peerAddresses) where keys.serverKey(for: address) == nil {
+                throw ConfigError.invalid("bus.peerKeys", "\(peersFile) lists no key for the broker at \(peer) (peers:): add `<its public key> <its host name> \(peer)`")
+            }
+            return keys
+        }
+    }
+
     /// Refuses a `tcp://` bus on anything but a loopback address unless
-    /// `bus.insecure` says the operator accepts it (`chatd serve` calls this).
+    /// its sockets are authenticated (`bus.key` and `bus.peerKeys`: CURVE),
+    /// or `bus.insecure` says the operator accepts it (`chatd serve` calls this).
     public func checkBusExposure() throws {
-        guard let tcp = busTCP, !busInsecure else { return }
+        guard let tcp = busTCP, !busInsecure, busKeys == nil else { return }
         var host = tcp.host
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         let loopback = host == "localhost" || host == "::1" || host.hasPrefix("127.") && host.split(separator: ".").count == 4
         guard !loopback else { return }
         throw ConfigError.invalid(
             "bus",
-            "\(bus ?? ""): the bus has no authentication and no encryption yet, so anyone who can reach these ports "
-                + "can read every reply and send commands as any user. Use a loopback address, or set bus.insecure: true "
+            "\(bus ?? ""): without keys the bus has no authentication and no encryption, so anyone who can reach these ports "
+                + "can read every reply and send commands as any user. Set bus.key (chatd keygen) and bus.peerKeys "
+                + "(docs/operations.md, \"Bus keys\"), use a loopback address, or set bus.insecure: true "
                 + "(CHAT_BUS_INSECURE=true) if the network is private and trusted."
         )
     }
 
     public var busAddress: BusAddress {
         busTCP.map { .tcp(host: $0.host, basePort: $0.port) } ?? .ipc(directory: resolvedRuntimeDir)
+    }
+
+    /// `peers` as bus addresses.
+    public var peerAddresses: [BusAddress] {
+        peers.compactMap(Self.tcpAddress).map { .tcp(host: $0.host, basePort: $0.port) }
+    }
+
+    /// The brokers this host's workers link to: every peer on a `run:
+    /// workers` host that names them, else the one bus.
+    public var workerBuses: [BusAddress] {
+        run == .workers && !peers.isEmpty ? peerAddresses : [busAddress]
+    }
+
+    /// The brokers this host's supervisor reads the other hosts' status
+    /// from (`ctl status` across hosts): a frontend host's own (where the
+    /// workers hosts publish theirs) and every peer's (their frontend
+    /// hosts'), a workers host's every broker. None on one host.
+    public var statusBrokers: [BusAddress] {
+        guard busTCP != nil || !peers.isEmpty else { return [] }
+        return run.runsFrontend ? [busAddress] + peerAddresses.filter { $0 != busAddress } : workerBuses
+    }
+
+    /// `checkBusExposure` for each of `peers`.
+    public func checkPeerExposure() throws {
+        for peer in peers {
+            var one = self
+            one.bus = peer
+            one.peers = []
+            do {
+                try one.checkBusExposure()
+            } catch ConfigError.invalid(_, let problem) {
+                throw ConfigError.invalid("peers", problem)
+            }
+        }
+    }
+
+    /// The machine's hostname: `host`'s default.
+    public static func machineHostname() -> String {
+        var name = [CChar](repeating: 0, count: 256)
+        guard gethostname(&name, name.count - 1) == 0 else { return "localhost" }
+        let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return host.isEmpty ? "localhost" : host
     }
 
     /// The origin absolute links start with: `publicURL` without a trailing slash, or `http://<listen>`.

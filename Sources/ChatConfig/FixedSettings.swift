@@ -18,7 +18,14 @@ extension ChatConfig {
             "CHAT_BUS_INSECURE": busInsecure ? "true" : "false",
             // Every worker writes the same database; empty reads as SQLite in dataDir.
             "CHAT_DATABASE_URL": database ?? "",
+            // The broker's sockets were bound with this host's key: a child
+            // must present the same one. (The peers file may change: a reload
+            // restarts the children with it and gives the broker the new list.)
+            "CHAT_BUS_KEY": busKeyFile ?? "",
             "CHAT_RUN": run.rawValue,
+            // Comma-separated, as the environment writes an array; empty: none.
+            "CHAT_PEERS": peers.joined(separator: ","),
+            "CHAT_HOST": host,
             // One format for every process's lines in the one stream.
             "CHAT_LOG_FORMAT": logFormat.rawValue,
             // Reports, the supervisor's merge and /metrics are set up once, at
@@ -37,7 +44,10 @@ extension ChatConfig {
         kept.bus = running.bus
         kept.busInsecure = running.busInsecure
         kept.database = running.database
+        kept.busKeyFile = running.busKeyFile
         kept.run = running.run
+        kept.peers = running.peers
+        kept.host = running.host
         kept.logFormat = running.logFormat
         kept.metrics = running.metrics
         return kept

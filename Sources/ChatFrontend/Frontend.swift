@@ -93,7 +93,8 @@ public enum Frontend {
             policy: RetryPolicy(
                 retryInterval: UInt64(config.chat.retryMilliseconds) * 1_000_000,
                 deadline: UInt64(config.chat.requestTimeoutMilliseconds) * 1_000_000
-            )
+            ),
+            security: BusSecurity(keys: config.chat.busKeys)
         )
         bus.start()
         // A process started to take its predecessor's WebSockets over

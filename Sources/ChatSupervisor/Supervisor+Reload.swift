@@ -123,6 +123,9 @@ extension Supervisor {
         config.requestTimeoutMilliseconds = fresh.requestTimeoutMilliseconds
         config.frontendHandover = fresh.frontendHandover
         for name in children.keys { children[name]?.machine.policy = policy }
+        // A changed peers file: the broker lets in its keys from the next
+        // connection on (the children restart with it: their view changed).
+        if let keys = fresh.busKeys { broker?.update(keys: keys) }
         logger.info("reloaded", metadata: [
             "log.level": "\(fresh.logLevel)", "receipts.workers": "\(receipts)", "frontends": "\(fresh.resolvedFrontends)",
             "store.workers": "\(fresh.resolvedStoreWorkers)", "needs.restart": "\(needsRestart)",

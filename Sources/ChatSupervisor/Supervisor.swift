@@ -78,6 +78,9 @@ public final class Supervisor: @unchecked Sendable {
     /// `ctl restart` and `ctl upgrade` rolling restarts under way: a
     /// reload's restarts wait for them.
     var controlRestarts = 0
+    /// `ctl status` across hosts (Supervisor+Hosts.swift): nil on one host.
+    var hostExchange: StatusExchange?
+    var hostStatuses = HostStatuses()
 
     /// - Parameters:
     ///   - executable: the chatd binary (the supervisor spawns itself).
@@ -114,7 +117,7 @@ public final class Supervisor: @unchecked Sendable {
         if config.run.runsFrontend {
             let queues = (0..<storeShards).map { Endpoints.queue(.store, shard: $0) }
                 + Role.allCases.filter { $0 != .store }.map { Endpoints.queue($0) }
-            let broker = try Broker(bus: config.busAddress, queues: queues, logger: logger)
+            let broker = try Broker(bus: config.busAddress, queues: queues, logger: logger, security: BusSecurity(keys: config.busKeys))
             try broker.start()
             broker.announce(storeShards: storeShards)
             self.broker = broker
@@ -129,6 +132,7 @@ public final class Supervisor: @unchecked Sendable {
         handleSignals()
         queue.sync { startChildren() }
         done.wait()
+        queue.sync { stopHostStatus() }
         broker?.stop()
         return 0
     }
@@ -167,6 +171,7 @@ public final class Supervisor: @unchecked Sendable {
             countersAtZero()
             schedule(every: Self.metricsPublishSeconds) { [weak self] in self?.publishMetrics() }
         }
+        startHostStatus()
         // systemd's watchdog: ping at half the interval it expects.
         if let usec = ProcessInfo.processInfo.environment["WATCHDOG_USEC"].flatMap(Double.init), usec > 0,
             ProcessInfo.processInfo.environment["WATCHDOG_PID"].map({ Int32($0) == getpid() }) ?? true {
@@ -174,7 +179,7 @@ public final class Supervisor: @unchecked Sendable {
         }
     }
 
-    private func schedule(every seconds: Double, _ body: @escaping @Sendable () -> Void) {
+    func schedule(every seconds: Double, _ body: @escaping @Sendable () -> Void) {
         let timer = DispatchSource.makeTimerSource(queue: queue)
         timer.schedule(deadline: .now() + seconds, repeating: seconds)
         timer.setEventHandler(handler: body)

@@ -160,6 +160,13 @@ public final class PostgresServer: Sendable {
         return url
     }
 
+    /// For a process a test starts itself (another host's supervisor): with
+    /// `CHATD_TEST_POSTGRES=1` its data directory's database, else nothing
+    /// (SQLite in the directory). `dropDatabase(forDataDir:)` undoes it.
+    public static func environment(forDataDir dataDir: String) throws -> [String: String] {
+        enabled ? ["CHAT_DATABASE_URL": try databaseURL(forDataDir: dataDir)] : [:]
+    }
+
     /// The rows (one column each, one per line) of `sql` in the database of a data directory.
     public static func rows(_ sql: String, forDataDir dataDir: String) throws -> [String] {
         let url = try databaseURL(forDataDir: dataDir)

@@ -134,6 +134,15 @@ public final class Socket {
         return value
     }
 
+    /// The endpoint the last `bind` or `connect` used, with the port the
+    /// system chose for `tcp://host:*` (`ZMQ_LAST_ENDPOINT`).
+    public var lastEndpoint: String? {
+        var buffer = [CChar](repeating: 0, count: 256)
+        var size = buffer.count
+        guard let handle, zmq_getsockopt(handle, ZMQ_LAST_ENDPOINT, &buffer, &size) == 0 else { return nil }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// Subscribes a SUB socket to a topic prefix (empty: everything).
     public func subscribe(_ prefix: String) throws {
         try setOption(ZMQ_SUBSCRIBE, bytes: Array(prefix.utf8))
@@ -353,13 +362,21 @@ public struct MonitorEvent: Sendable, Equatable {
     public static let connected = Int32(ZMQ_EVENT_CONNECTED)
     public static let disconnected = Int32(ZMQ_EVENT_DISCONNECTED)
     public static let handshakeSucceeded = Int32(ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+    /// The peer's handshake was not ZMTP, or its CURVE boxes did not open
+    /// (a client that has the wrong server key).
+    public static let handshakeFailedProtocol = Int32(ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+    /// The ZAP handler refused (the value is its status code, 400).
+    public static let handshakeFailedAuth = Int32(ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
 
     public var event: Int32
+    /// The event's value: an errno, a ZAP status code, a protocol error.
+    public var value: UInt32
     public var address: String
 
     public init?(frames: [[UInt8]]) {
         guard frames.count == 2, frames[0].count >= 6 else { return nil }
         event = Int32(UInt16(frames[0][0]) | UInt16(frames[0][1]) << 8)
+        value = (2..<6).reduce(UInt32(0)) { $0 | UInt32(frames[0][$1]) << (8 * UInt32($1 - 2)) }
         address = String(decoding: frames[1], as: UTF8.self)
     }
 }

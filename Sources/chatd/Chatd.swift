@@ -20,7 +20,7 @@ struct Chatd: AsyncParsableCommand {
         commandName: "chatd",
         abstract: "A real-time chat server: REST and WebSockets in front, workers and SQLite behind.",
         version: ChatdVersion.version,
-        subcommands: [Serve.self, FrontendCommand.self, WorkerCommand.self, Ctl.self, Token.self, Migrate.self, Backup.self, Version.self],
+        subcommands: [Serve.self, FrontendCommand.self, WorkerCommand.self, Ctl.self, Token.self, Migrate.self, Backup.self, Keygen.self, Version.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -44,9 +44,9 @@ struct CommonOptions: ParsableArguments {
 
     /// Every chatd process starts here, so this is where the umask is set:
     /// before anything is created, and inherited by the children `serve` spawns.
-    func load() async throws -> ChatConfig {
+    func load(readingKeyFiles: Bool = true) async throws -> ChatConfig {
         PrivateFiles.restrictUmask()
-        return try await ChatConfig.load(file: config)
+        return try await ChatConfig.load(file: config, readingKeyFiles: readingKeyFiles)
     }
 
     /// The process's logger, every other `Logger(label:)` of the process
@@ -97,6 +97,8 @@ struct Serve: AsyncParsableCommand {
         if dieWithParent { exitWithParent() }
         let config = try await options.load()
         try config.checkBusExposure()
+        try config.checkPeerExposure()
+        try BusSecurity.check(config.busKeys, keyFile: config.busKeyFile)
         if config.collectsMetrics { ChatMetrics.bootstrap() }
         let logger = options.logger("chatd.supervisor", config, role: "supervisor")
         // Private whatever they were: the data and runtime directories (an
@@ -156,7 +158,11 @@ struct WorkerCommand: AsyncParsableCommand {
         logger[metadataKey: "worker"] = standby ? "\(StandbyName(role))" : "\(name)"
         let stop = StopFlag()
         let database = try StoreEngines.open(config, migrate: false, logger: logger)
-        let server = try BusServer(role: role, shard: shard, bus: config.busAddress, logger: logger)
+        // A link to every frontend host's broker (`peers`); the shard count is
+        // checked where another host's frontends route rooms by theirs.
+        let server = try BusServer(
+            role: role, shard: shard, buses: config.workerBuses, logger: logger,
+            expectedShards: config.run == .workers ? config.resolvedStoreWorkers : nil, security: BusSecurity(keys: config.busKeys))
         logger.info("worker ready", metadata: ["pid": "\(getpid())"])
         // Heartbeats to the supervisor (sd_notify) under this child's name.
         let report = ChildReport(name: ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? (standby ? "\(StandbyName(role))" : name.description))
@@ -333,6 +339,64 @@ struct Backup: AsyncParsableCommand {
             throw CommandFailure(failure.description)
         } catch {
             throw CommandFailure("backing up \(source) to \(destination): \(error)")
+        }
+    }
+}
+
+struct Keygen: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write this host's bus key pair (CURVE), and print the line for every host's peers file.",
+        discussion: """
+            Writes to --out, or to the configured bus.key (--config, CHAT_BUS_KEY), mode 0600; refuses to replace \
+            an existing file without --force. The secret key never leaves the file: copy only the printed line, to \
+            the peers file (bus.peerKeys) of every host of the deployment (docs/operations.md, "Bus keys").
+            """
+    )
+    @OptionGroup var options: CommonOptions
+    @Option(help: "Where to write the key pair (default: the configured bus.key).") var out: String?
+    @Option(help: "This host's name in the peers file (default: the machine's host name).") var host: String?
+    @Flag(help: "Replace an existing key file (every peers file must then get the new public key).") var force = false
+
+    func run() async throws {
+        // The key file the configuration names may not exist yet: it is what this writes.
+        let config = try await options.load(readingKeyFiles: false)
+        guard let path = out ?? config.busKeyFile else {
+            throw CommandFailure("no --out given and no bus.key configured (pass --config, or set CHAT_BUS_KEY)")
+        }
+        let pair = try BusSecurity.newKeyPair()
+        let name = host ?? ProcessInfo.processInfo.hostName
+        let text = BusKeyFiles.keyPairText(publicKey: pair.publicKey, secretKey: pair.secretKey, host: name)
+        try Self.write(Data(text.utf8), to: path, force: force)
+        // A frontend host runs the broker: its line names the address peers connect to.
+        let broker = config.run.runsFrontend ? config.busTCP.map { _ in config.bus ?? "" } : nil
+        print("wrote \(URL(fileURLWithPath: path).standardized.path) (mode 0600)")
+        print("public key: \(pair.publicKey)")
+        print("add this line to the peers file (bus.peerKeys) of every host:")
+        print(BusKeyFiles.peerLine(publicKey: pair.publicKey, host: name, broker: broker))
+    }
+
+    /// Created 0600 under a temporary name beside `path`, then renamed over
+    /// it: a crash leaves the old pair or the new one, never half a file.
+    static func write(_ data: Data, to path: String, force: Bool) throws {
+        if FileManager.default.fileExists(atPath: path) && !force {
+            throw CommandFailure("\(path) exists: pass --force to replace it (and give every peers file the new public key)")
+        }
+        let temporary = path + ".new-\(getpid())"
+        guard let handle = PrivateFiles.create(temporary) else {
+            throw CommandFailure("cannot create \(temporary): \(String(cString: strerror(errno)))")
+        }
+        do {
+            try handle.write(contentsOf: data)
+            try handle.synchronize()
+            try handle.close()
+        } catch {
+            unlink(temporary)
+            throw CommandFailure("writing \(temporary): \(error)")
+        }
+        guard rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw CommandFailure("cannot rename \(temporary) to \(path): \(reason)")
         }
     }
 }
