@@ -28,6 +28,8 @@ let package = Package(
         // Issue 14's /metrics: the metric points (swift-metrics) and their registry and text format (swift-prometheus).
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // Issue 15's PostgreSQL engine, linked only by ChatPostgres (never by the frontend or supervisor targets).
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         .systemLibrary(
@@ -71,6 +73,16 @@ let package = Package(
             name: "ChatStore",
             dependencies: ["ChatCore", .product(name: "GRDB", package: "GRDB.swift")]
         ),
+        // The PostgreSQL engine behind ChatStore's StoreEngine: only the workers' processes open it.
+        .target(
+            name: "ChatPostgres",
+            dependencies: [
+                "ChatStore", "ChatCore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "ChatWorkers",
             dependencies: [
@@ -108,7 +120,7 @@ let package = Package(
         .executableTarget(
             name: "chatd",
             dependencies: [
-                "ChatSupervisor", "ChatFrontend", "ChatWorkers", "ChatStore", "ChatBus", "ChatWire", "ChatConfig", "Systemd", "ChatMetrics",
+                "ChatSupervisor", "ChatFrontend", "ChatWorkers", "ChatStore", "ChatPostgres", "ChatBus", "ChatWire", "ChatConfig", "Systemd", "ChatMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -142,10 +154,14 @@ let package = Package(
             name: "ChatWorkersTests",
             dependencies: [
                 "ChatWorkers", "ChatStore", "ChatCore", "ChatWire", "ChatConfig",
+                // EngineBatchTests: the batch semantics on a throwaway PostgreSQL too.
+                "ChatPostgres", "ChatTesting",
                 .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .testTarget(name: "SystemdTests", dependencies: ["Systemd"]),
+        // The engine-neutral store tests, on SQLite and (when installed) on a throwaway PostgreSQL.
+        .testTarget(name: "StoreEngineTests", dependencies: ["ChatStore", "ChatPostgres", "ChatCore", "ChatTesting"]),
         .testTarget(
             name: "ChatSupervisorTests", dependencies: ["ChatSupervisor", "ChatWire", "ChatConfig", "ChatMetrics", .product(name: "Logging", package: "swift-log")]
         ),

@@ -17,6 +17,9 @@ public struct ChatConfig: Sendable, Equatable {
     public var dataDir: String = "./data"
     /// Control and notify sockets, and the bus's ipc endpoints; nil = `<dataDir>/run`.
     public var runtimeDir: String?
+    /// PostgreSQL for the data, `postgres://user:password@host:port/database`
+    /// (`database`, CHAT_DATABASE_URL or CHAT_DATABASE). Nil: SQLite files in `dataDir`.
+    public var database: String?
     /// The bus across hosts: `tcp://<broker host>:<base port>`. Nil: ipc
     /// files in the runtime directory (one host).
     public var bus: String?
@@ -175,6 +178,12 @@ public struct ChatConfig: Sendable, Equatable {
         config.listen = reader.string(forKey: "listen", default: config.listen)
         config.dataDir = reader.string(forKey: "dataDir", default: config.dataDir)
         config.runtimeDir = reader.string(forKey: "runtimeDir")
+        // CHAT_DATABASE_URL is the documented name (the usual one); CHAT_DATABASE is the key's own.
+        let database = reader.string(forKey: "database", isSecret: true)
+        config.database = (environment["CHAT_DATABASE_URL"] ?? database).flatMap { $0.isEmpty ? nil : $0 }
+        if let url = config.database, !(url.hasPrefix("postgres://") || url.hasPrefix("postgresql://")) {
+            throw ConfigError.invalid("database", "postgres://user:password@host:port/database (or none, for SQLite in dataDir)")
+        }
         config.bus = reader.string(forKey: "bus").flatMap { $0.isEmpty ? nil : $0 }
         config.busInsecure = reader.bool(forKey: "bus.insecure", default: config.busInsecure)
         let run = reader.string(forKey: "run", default: config.run.rawValue)

@@ -16,6 +16,8 @@ extension ChatConfig {
             // Empty reads as none (ipc in the runtime directory).
             "CHAT_BUS": bus ?? "",
             "CHAT_BUS_INSECURE": busInsecure ? "true" : "false",
+            // Every worker writes the same database; empty reads as SQLite in dataDir.
+            "CHAT_DATABASE_URL": database ?? "",
             // The broker's sockets were bound with this host's key: a child
             // must present the same one. (The peers file may change: a reload
             // restarts the children with it and gives the broker the new list.)
@@ -41,6 +43,7 @@ extension ChatConfig {
         kept.runtimeDir = running.runtimeDir
         kept.bus = running.bus
         kept.busInsecure = running.busInsecure
+        kept.database = running.database
         kept.busKeyFile = running.busKeyFile
         kept.run = running.run
         kept.peers = running.peers

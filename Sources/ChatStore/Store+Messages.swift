@@ -85,7 +85,7 @@ extension Store {
         return updated
     }
 
-    static func encodeReactions(_ reactions: [(emoji: String, users: [String])]) -> String {
+    package static func encodeReactions(_ reactions: [(emoji: String, users: [String])]) -> String {
         var w = JSONWriter(capacity: 64)
         w.beginArray()
         for (emoji, users) in reactions {

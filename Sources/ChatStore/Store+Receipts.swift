@@ -100,6 +100,11 @@ extension Store {
         public var connectedAt: Timestamp
         public var userAgent: String
         public var ipAddress: String?
+
+        package init(sessionID: String, sessionType: String, isActive: Bool, lastPing: Timestamp, connectedAt: Timestamp, userAgent: String, ipAddress: String?) {
+            (self.sessionID, self.sessionType, self.isActive, self.lastPing) = (sessionID, sessionType, isActive, lastPing)
+            (self.connectedAt, self.userAgent, self.ipAddress) = (connectedAt, userAgent, ipAddress)
+        }
     }
 
     public static func activeSessions(user: String, in db: Database) throws -> [SessionRecord] {

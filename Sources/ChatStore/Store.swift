@@ -102,6 +102,10 @@ public enum Store {
         public var isActive: Bool
         public var createdBy: String?
         public var isParticipant: Bool
+
+        package init(id: String, roomType: RoomType, isActive: Bool, createdBy: String?, isParticipant: Bool) {
+            (self.id, self.roomType, self.isActive, self.createdBy, self.isParticipant) = (id, roomType, isActive, createdBy, isParticipant)
+        }
     }
 
     public static let noAccess = "You don't have access to this room"
@@ -313,7 +317,7 @@ public enum Store {
         )
     }
 
-    static func decodeReactions(_ text: String) -> [(emoji: String, users: [String])] {
+    package static func decodeReactions(_ text: String) -> [(emoji: String, users: [String])] {
         guard text != "[]", let array = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[Any]] else { return [] }
         return array.compactMap { pair in
             guard pair.count == 2, let emoji = pair[0] as? String, let users = pair[1] as? [String] else { return nil }

@@ -109,6 +109,8 @@ public final class TestServer: @unchecked Sendable {
         env["CHAT_STORE_WORKERS"] = String(storeWorkers)
         env["CHAT_FRONTENDS"] = String(frontends)
         env["CHAT_LOG_LEVEL"] = env["CHAT_LOG_LEVEL"] ?? "info"
+        // CHATD_TEST_POSTGRES=1: the data in a database of its own (the same one again for the same data directory).
+        if PostgresServer.enabled { env["CHAT_DATABASE_URL"] = try PostgresServer.databaseURL(forDataDir: dir) }
         for (key, value) in environment { env[key] = value }
         if socketActivated {
             // It passes on only the variables named with -E (and PATH, HOME ...).
@@ -224,6 +226,7 @@ public final class TestServer: @unchecked Sendable {
         }
         // CHATD_KEEP_TEST_DATA=1 keeps every server's directory (and log) for a post-mortem.
         if !keepData && ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil {
+            PostgresServer.dropDatabase(forDataDir: dataDir)
             try? FileManager.default.removeItem(atPath: dataDir)
         }
         return process.terminationStatus

@@ -2,7 +2,6 @@ import ChatCore
 import ChatStore
 import ChatWire
 import Foundation
-import GRDB
 import Logging
 
 /// What every worker role shares: it decodes the caller of each command,
@@ -10,18 +9,18 @@ import Logging
 /// transaction (each in its own savepoint, so one refusal undoes only itself)
 /// and the reads after it. Events are returned, to be published after commit.
 final class BatchProcessor {
-    let database: ChatDatabase
+    let database: any StoreEngine
     let logger: Logger
     private let decoder = JSONDecoder()
     /// Users already provisioned by this process, by the exact claims bytes.
     private var knownUsers: [[UInt8]: Identity] = [:]
 
-    init(database: ChatDatabase, logger: Logger) {
+    init(database: any StoreEngine, logger: Logger) {
         self.database = database
         self.logger = logger
     }
 
-    typealias Handler = (Command, Identity, Database) throws -> [Event]
+    typealias Handler = (Command, Identity, any StoreTransaction) throws -> [Event]
 
     /// - Parameters:
     ///   - inTransaction: runs first in every write transaction (deferred writes ride along).
@@ -29,7 +28,7 @@ final class BatchProcessor {
     ///   - afterCommit: runs once that transaction committed.
     func handle(
         _ batch: [Command], isWrite: (CommandKind) -> Bool, write: Handler, read: Handler,
-        inTransaction: (Database) throws -> Void = { _ in }, forceWrite: Bool = false, afterCommit: () -> Void = {}
+        inTransaction: (any StoreTransaction) throws -> Void = { _ in }, forceWrite: Bool = false, afterCommit: () -> Void = {}
     ) -> [Event] {
         var events: [Event] = []
         var identities: [Int: Identity] = [:]
@@ -64,7 +63,7 @@ final class BatchProcessor {
 
         if !reads.isEmpty {
             do {
-                try database.pool.read { db in
+                try database.read { db in
                     for index in reads {
                         let command = batch[index]
                         do {
@@ -97,15 +96,15 @@ final class BatchProcessor {
     /// back, and what rode along (new users, `inTransaction`) commits again
     /// without it.
     private func commit(
-        _ writes: [(Command, Identity)], newUsers: [Identity], write: Handler, inTransaction: (Database) throws -> Void
+        _ writes: [(Command, Identity)], newUsers: [Identity], write: Handler, inTransaction: (any StoreTransaction) throws -> Void
     ) throws -> [Event] {
-        func alongside(_ db: Database) throws {
+        func alongside(_ db: any StoreTransaction) throws {
             try inTransaction(db)
-            for identity in newUsers { try Store.upsert(identity, in: db) }
+            for identity in newUsers { try db.upsert(identity) }
         }
         if writes.count == 1, let (command, identity) = writes.first {
             do {
-                return try database.pool.write { db in
+                return try database.write { db in
                     try alongside(db)
                     do {
                         return try write(command, identity, db)
@@ -115,19 +114,16 @@ final class BatchProcessor {
                     }
                 }
             } catch let refused as Refused {
-                try database.pool.write { try alongside($0) }
+                try database.write { try alongside($0) }
                 return [refused.reply]
             }
         }
-        return try database.pool.write { db in
+        return try database.write { db in
             try alongside(db)
             var pending: [Event] = []
             for (command, identity) in writes {
                 do {
-                    try db.inSavepoint {
-                        pending += try write(command, identity, db)
-                        return .commit
-                    }
+                    pending += try db.savepoint { try write(command, identity, db) }
                 } catch {
                     // One command's refusal undoes its savepoint only; the others of the batch still commit.
                     guard let reply = refusal(error, of: command) else { throw error }
@@ -142,7 +138,7 @@ final class BatchProcessor {
     /// any other error (the whole batch then fails).
     private func refusal(_ error: any Error, of command: Command) -> Event? {
         if let error = error as? StoreError { return .reply(to: command, error: ReplyError(error)) }
-        guard let error = error as? DatabaseError, error.resultCode == .SQLITE_CONSTRAINT else { return nil }
+        guard database.isConflict(error) else { return nil }
         logger.warning("command refused by a constraint", metadata: ["kind": "\(command.kind.rawValue)", "error": "\(error)"])
         return .reply(to: command, error: .detail(.badRequest, "The request conflicts with stored data."))
     }

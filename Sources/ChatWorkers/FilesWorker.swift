@@ -5,7 +5,6 @@ import ChatStore
 import ChatWire
 import Crypto
 import Foundation
-import GRDB
 import Logging
 import Metrics
 
@@ -22,12 +21,12 @@ public final class FilesWorker {
     /// Bytes of uploads this process stored (a blob already there counts again: it was uploaded).
     static let bytesStored = Counter(label: "chatd_file_bytes_stored_total")
 
-    let database: ChatDatabase
+    let database: any StoreEngine
     let config: ChatConfig
     let logger: Logger
     let decoder = JSONDecoder()
 
-    public init(database: ChatDatabase, config: ChatConfig, logger: Logger) {
+    public init(database: any StoreEngine, config: ChatConfig, logger: Logger) {
         _ = Self.bytesStored  // its series shows from the start, at 0
         self.database = database
         self.config = config
@@ -45,8 +44,8 @@ public final class FilesWorker {
                 switch command.kind {
                 case .fileStore:
                     let request = try decode(Requests.FileStore.self, command)
-                    try database.pool.read { db in
-                        let room = try Store.requireRoom(request.roomID, user: identity.id, in: db)
+                    try database.read { db in
+                        let room = try db.requireRoom(request.roomID, user: identity.id)
                         guard room.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
                     }
                     let stored = try store(request)
@@ -159,10 +158,10 @@ public final class FilesWorker {
 
     /// Whether `user` may download the attachment of a message, and where it is.
     func open(_ ref: Requests.MessageRef, user: String) throws -> Requests.FileLocation {
-        let message = try database.pool.read { db -> Message in
+        let message = try database.read { db -> Message in
             // Attachments are for participants only (also of public rooms).
-            try Store.requireRoom(ref.roomID, user: user, in: db)
-            guard let message = try Store.messages(ids: [ref.messageID], in: db).first, message.roomID == ref.roomID else {
+            try db.requireRoom(ref.roomID, user: user)
+            guard let message = try db.messages(ids: [ref.messageID]).first, message.roomID == ref.roomID else {
                 throw StoreError.notFound()
             }
             return message

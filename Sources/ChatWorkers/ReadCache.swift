@@ -1,5 +1,5 @@
+import ChatStore
 import ChatWire
-import GRDB
 
 /// Encoded replies of the store's page reads (room list, message page), kept
 /// while the database is unchanged. A page depends on many tables (messages,
@@ -10,7 +10,13 @@ import GRDB
 /// (repeated polling of the same pages), and only then.
 ///
 /// The version is read inside the read transaction that would compute the
-/// page, so a hit is exactly what that transaction would have read.
+/// page, so a hit is exactly what that transaction would have read
+/// (`StoreTransaction.dataVersion`; SQLite's `data_version` and
+/// `total_changes()`). PostgreSQL has no such value that is both cheap and
+/// exact for the snapshot: a WAL position or a statistics counter can move
+/// before the commit it counts becomes visible, and a counter kept by the
+/// writers would be one more contended row on every write. So there the
+/// cache is off (its pages are computed on every read).
 final class ReadCache {
     /// What identifies a page: the command, the caller (the exact identity
     /// bytes: pages are per user) and the request (page, size, cursors, links).
@@ -24,30 +30,12 @@ final class ReadCache {
         }
     }
 
-    /// The state of the database as one connection sees it. `data_version`
-    /// moves with every commit of another connection; `total_changes()` with
-    /// every change made through this one (an in-memory queue reads and
-    /// writes on one connection). Both only compare on the same connection.
-    struct Version: Equatable {
-        var connection: OpaquePointer?
-        var dataVersion: Int64
-        var totalChanges: Int64
-
-        init(_ db: Database) throws {
-            connection = db.sqliteConnection
-            // Its own statement: PRAGMA data_version opens the read
-            // transaction, so the value is that of the snapshot read next.
-            dataVersion = try Int64.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? 0
-            totalChanges = try Int64.fetchOne(db.cachedStatement(sql: "SELECT total_changes()")) ?? 0
-        }
-    }
-
     /// Bounds: one room list of 100 rooms of 1,000 members can be ~10 MB;
     /// such a page is not kept. A full cache is emptied, not evicted: it is
     /// emptied by every write anyway.
     let maxBytes: Int
     let maxEntries: Int
-    private var version: Version?
+    private var version: StoreDataVersion?
     private var entries: [Key: [UInt8]] = [:]
     private var bytes = 0
 
@@ -58,9 +46,14 @@ final class ReadCache {
     var count: Int { entries.count }
 
     /// The cached reply body for `key`, or nil; first drops everything when
-    /// the database moved since the entries were made.
-    func body(for key: Key, in db: Database) throws -> [UInt8]? {
-        let now = try Version(db)
+    /// the database moved since the entries were made. An engine that cannot
+    /// tell (`dataVersion()` nil: PostgreSQL) is never answered from the cache.
+    func body(for key: Key, in db: any StoreTransaction) throws -> [UInt8]? {
+        guard let now = try db.dataVersion() else {
+            clear()
+            version = nil
+            return nil
+        }
         if now != version {
             clear()
             version = now

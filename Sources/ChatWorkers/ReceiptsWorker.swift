@@ -4,7 +4,6 @@ import ChatCore
 import ChatStore
 import ChatWire
 import Foundation
-import GRDB
 import Logging
 
 /// The `receipts` role: read status, typing state and chat sessions.
@@ -22,7 +21,7 @@ public final class ReceiptsWorker {
     /// When typing state last reached the database.
     var lastFlush = Date()
 
-    public init(database: ChatDatabase, config: ChatConfig, logger: Logger) {
+    public init(database: any StoreEngine, config: ChatConfig, logger: Logger) {
         self.processor = BatchProcessor(database: database, logger: logger)
         self.config = config
     }
@@ -65,7 +64,7 @@ public final class ReceiptsWorker {
             commands, isWrite: Self.isWrite, write: write, read: read,
             // Typing state that waited rides along with any write transaction.
             inTransaction: { db in
-                if !self.unsavedTyping.isEmpty { try Store.saveTyping(self.unsavedTyping.values, in: db) }
+                if !self.unsavedTyping.isEmpty { try db.saveTyping(Array(self.unsavedTyping.values)) }
             },
             forceWrite: flushDue,
             afterCommit: {
@@ -83,8 +82,8 @@ public final class ReceiptsWorker {
             return [.reply(to: command, error: .detail(.badRequest, "Malformed typing command."))]
         }
         do {
-            try processor.database.pool.read { db in
-                let room = try Store.requireRoom(request.roomID, user: identity.id, in: db)
+            try processor.database.read { db in
+                let room = try db.requireRoom(request.roomID, user: identity.id)
                 guard room.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
             }
         } catch let error as StoreError {
@@ -108,7 +107,7 @@ public final class ReceiptsWorker {
             return .reply(to: command, error: .detail(.badRequest, "Malformed session reset."))
         }
         do {
-            let closed = try processor.database.pool.write { try Store.resetSessions(frontend: request.frontend, before: request.startedAt, in: $0) }
+            let closed = try processor.database.write { try $0.resetSessions(frontend: request.frontend, before: request.startedAt) }
             if closed > 0 { processor.logger.info("closed sessions a previous frontend left open", metadata: ["frontend": "\(request.frontend)", "sessions": "\(closed)"]) }
             return .reply(to: command, status: .ok, body: [])
         } catch {
@@ -116,39 +115,39 @@ public final class ReceiptsWorker {
         }
     }
 
-    func write(_ command: Command, identity: Identity, in db: Database) throws -> [Event] {
+    func write(_ command: Command, identity: Identity, in db: any StoreTransaction) throws -> [Event] {
         let user = identity.id
         switch command.kind {
         case .receiptRoom:
-            let count = try Store.markRoomRead(try processor.body(Requests.RoomRef.self, command).roomID, user: user, in: db)
+            let count = try db.markRoomRead(try processor.body(Requests.RoomRef.self, command).roomID, user: user)
             var w = JSONWriter(capacity: 48)
             w.beginObject(); w.field("status", "marked as read"); w.field("count", Int64(count)); w.endObject()
             return [.reply(to: command, status: .ok, body: w.bytes)]
         case .receiptMessage:
-            let already = try Store.markMessageRead(try processor.body(Requests.MessageRef.self, command), user: user, in: db)
+            let already = try db.markMessageRead(try processor.body(Requests.MessageRef.self, command), user: user)
             var w = JSONWriter(capacity: 64)
             w.beginObject(); w.field("status", "marked as read"); w.field("was_already_read", already); w.endObject()
             return [.reply(to: command, status: .ok, body: w.bytes)]
         case .sessionOpen:
             let session = try processor.body(Requests.Session.self, command)
-            try Store.openSession(session, user: user, in: db)
+            try db.openSession(session, user: user)
             return [
                 Event.room(session.roomID, key: .session(id: session.sessionID, change: .joined), body: ClientJSON.presenceEvent("user_joined", user: identity.user)),
                 .reply(to: command, status: .ok, body: []),
             ]
         case .sessionPing:
-            try Store.pingSession(try processor.body(Requests.Session.self, command).sessionID, user: user, in: db)
+            try db.pingSession(try processor.body(Requests.Session.self, command).sessionID, user: user)
             return [.reply(to: command, status: .ok, body: [])]
         case .sessionClose:
             let session = try processor.body(Requests.Session.self, command)
-            try Store.closeSession(session.sessionID, user: user, in: db)
+            try db.closeSession(session.sessionID, user: user)
             return [
                 Event.room(session.roomID, key: .session(id: session.sessionID, change: .left), body: ClientJSON.presenceEvent("user_left", user: identity.user)),
                 .reply(to: command, status: .ok, body: []),
             ]
         case .sessionCleanup:
             let cutoff = Timestamp(micros: Timestamp.now().micros - 24 * 3600 * 1_000_000)
-            let deleted = try Store.cleanupSessions(user: user, before: cutoff, in: db)
+            let deleted = try db.cleanupSessions(user: user, before: cutoff)
             var w = JSONWriter(capacity: 64)
             w.beginObject(); w.field("status", "cleanup completed"); w.field("deleted_sessions", Int64(deleted)); w.endObject()
             return [.reply(to: command, status: .ok, body: w.bytes)]
@@ -157,18 +156,18 @@ public final class ReceiptsWorker {
         }
     }
 
-    func read(_ command: Command, identity: Identity, in db: Database) throws -> [Event] {
+    func read(_ command: Command, identity: Identity, in db: any StoreTransaction) throws -> [Event] {
         switch command.kind {
         case .typingList:
             let roomID = try processor.body(Requests.RoomRef.self, command).roomID
             let since = Timestamp(micros: Timestamp.now().micros - Int64(config.typingWindowSeconds * 1_000_000))
             // Typing state still in memory is newer than the database's.
             var entries: [String: (user: User, lastSeen: Timestamp)] = [:]
-            for (user, lastSeen) in try Store.typingUsers(roomID, viewer: identity.id, since: since, in: db) { entries[user.id] = (user, lastSeen) }
+            for (user, lastSeen) in try db.typingUsers(roomID, viewer: identity.id, since: since) { entries[user.id] = (user, lastSeen) }
             for state in unsavedTyping.values where state.roomID == roomID && state.userID != identity.id {
                 if state.isTyping && state.lastSeen >= since {
                     if let known = entries[state.userID] { entries[state.userID] = (known.user, state.lastSeen) }
-                    else if let user = try Store.user(id: state.userID, in: db) { entries[state.userID] = (user, state.lastSeen) }
+                    else if let user = try db.user(id: state.userID) { entries[state.userID] = (user, state.lastSeen) }
                 } else {
                     entries[state.userID] = nil
                 }
@@ -176,7 +175,7 @@ public final class ReceiptsWorker {
             let items = entries.values.sorted { $0.lastSeen > $1.lastSeen }.map { ClientJSON.typingEntry(room: roomID, user: $0.user, lastSeen: $0.lastSeen) }
             return [.reply(to: command, status: .ok, body: ClientJSON.array(items))]
         case .sessionActive:
-            let items = try Store.activeSessions(user: identity.id, in: db).map {
+            let items = try db.activeSessions(user: identity.id).map {
                 ClientJSON.session(id: $0.sessionID, type: $0.sessionType, isActive: $0.isActive, lastPing: $0.lastPing, connectedAt: $0.connectedAt, userAgent: $0.userAgent, ipAddress: $0.ipAddress)
             }
             return [.reply(to: command, status: .ok, body: ClientJSON.array(items))]

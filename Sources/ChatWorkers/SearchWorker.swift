@@ -4,22 +4,21 @@ import ChatCore
 import ChatStore
 import ChatWire
 import Foundation
-import GRDB
 import Logging
 import Metrics
 
 /// The `search` role: keeps the full-text index in step with the main
 /// database and answers message and room searches.
 public final class SearchWorker {
-    let index: SearchIndex
-    let database: ChatDatabase
+    let index: any MessageSearchIndex
+    let database: any StoreEngine
     let logger: Logger
     let decoder = JSONDecoder()
 
-    public init(database: ChatDatabase, indexPath: String, logger: Logger) throws {
+    public init(database: any StoreEngine, indexPath: String, logger: Logger) throws {
         _ = Self.lag  // its series shows from the start, at 0
         self.database = database
-        self.index = try SearchIndex(path: indexPath, main: database)
+        self.index = try database.makeSearchIndex(indexPath: indexPath)
         self.logger = logger
     }
 
@@ -66,7 +65,7 @@ public final class SearchWorker {
                     let messages = try index.search(request.query, user: identity.id, filters: filters)
                     return .reply(to: command, status: .ok, body: ClientJSON.array(messages.map(ClientJSON.encode)))
                 case .searchRooms:
-                    let rooms = try database.pool.read { try Store.searchRooms(request.query, viewer: identity.id, in: $0) }
+                    let rooms = try database.read { try $0.searchRooms(request.query, viewer: identity.id, limit: 50) }
                     return .reply(to: command, status: .ok, body: ClientJSON.array(rooms.map(ClientJSON.encode)))
                 default:
                     return .reply(to: command, error: .detail(.badRequest, "Not a search command: \(command.kind.rawValue)"))

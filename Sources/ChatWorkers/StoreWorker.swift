@@ -4,7 +4,6 @@ import ChatCore
 import ChatStore
 import ChatWire
 import Foundation
-import GRDB
 import Logging
 import Metrics
 
@@ -30,7 +29,7 @@ public final class StoreWorker {
     /// Encoded room lists and message pages while nothing is written.
     let pages = ReadCache()
 
-    public init(database: ChatDatabase, config: ChatConfig, logger: Logger) {
+    public init(database: any StoreEngine, config: ChatConfig, logger: Logger) {
         _ = Self.messagesStored  // its series shows from the start, at 0
         self.processor = BatchProcessor(database: database, logger: logger)
         self.config = config
@@ -52,14 +51,14 @@ public final class StoreWorker {
         try processor.body(type, command)
     }
 
-    func write(_ command: Command, identity: Identity, in db: Database) throws -> [Event] {
+    func write(_ command: Command, identity: Identity, in db: any StoreTransaction) throws -> [Event] {
         let user = identity.id
         switch command.kind {
         case .messageCreate:
             // The frontend's body for a WebSocket message reads without JSONDecoder.
             let request = try FlatJSON.object(command.body).flatMap(Requests.MessageCreate.init(flat:))
                 ?? body(Requests.MessageCreate.self, command)
-            let outcome = try Store.createMessage(request, sender: identity.user, maxChars: config.maxMessageChars, in: db)
+            let outcome = try db.createMessage(request, sender: identity.user, maxChars: config.maxMessageChars)
             switch outcome {
             case .resent(let message) where wasPublishedHere(message.id):
                 return [.reply(to: command, status: .created, body: ClientJSON.encode(message))]
@@ -75,55 +74,55 @@ public final class StoreWorker {
                 return [.reply(to: command, status: .ok, body: ClientJSON.encode(original))]
             }
         case .messageUpdate:
-            let message = try Store.editMessage(try body(Requests.MessageUpdate.self, command), user: user, maxChars: config.maxMessageChars, in: db)
+            let message = try db.editMessage(try body(Requests.MessageUpdate.self, command), user: user, maxChars: config.maxMessageChars)
             return [
                 Event.room(message.roomID, key: .message(id: message.id, change: .edited(at: message.editedAt?.micros ?? 0)),
                            body: ClientJSON.messageChange("message_edited", message)),
                 .reply(to: command, status: .ok, body: ClientJSON.encode(message)),
             ]
         case .messageDelete:
-            let message = try Store.deleteMessage(try body(Requests.MessageRef.self, command), user: user, in: db)
+            let message = try db.deleteMessage(try body(Requests.MessageRef.self, command), user: user)
             return [
                 Event.room(message.roomID, key: .message(id: message.id, change: .deleted), body: ClientJSON.messageChange("message_deleted", message)),
                 .reply(to: command, status: .noContent, body: []),
             ]
         case .messageReact:
             let request = try body(Requests.MessageReact.self, command)
-            let message = try Store.react(request, user: user, in: db)
+            let message = try db.react(request, user: user)
             return [
                 Event.room(message.roomID,
                            body: ClientJSON.reactionEvent(message, user: user, emoji: request.emoji, added: request.add)),
                 .reply(to: command, status: .ok, body: ClientJSON.reactionAnswer(message, added: request.add)),
             ]
         case .roomCreate:
-            let room = try Store.createRoom(try body(Requests.RoomCreate.self, command), creator: user, maxParticipants: config.maxParticipants, in: db)
+            let room = try db.createRoom(try body(Requests.RoomCreate.self, command), creator: user, maxParticipants: config.maxParticipants)
             return [.reply(to: command, status: .created, body: ClientJSON.encode(room))]
         case .roomUpdate:
-            let room = try Store.updateRoom(try body(Requests.RoomUpdate.self, command), user: user, maxParticipants: config.maxParticipants, in: db)
+            let room = try db.updateRoom(try body(Requests.RoomUpdate.self, command), user: user, maxParticipants: config.maxParticipants)
             return [.reply(to: command, status: .ok, body: ClientJSON.encode(room))]
         case .roomDelete:
             let roomID = try body(Requests.RoomRef.self, command).roomID
-            try Store.deactivateRoom(roomID, user: user, in: db)
+            try db.deactivateRoom(roomID, user: user)
             // Every socket in the room is closed (4403): nothing more reaches them.
             return [Event.room(roomID, key: .removeEveryone, body: []),
                     .reply(to: command, status: .noContent, body: [])]
         case .roomDirect:
-            let (room, created) = try Store.directRoom(try body(Requests.RoomDirect.self, command), user: user, in: db)
+            let (room, created) = try db.directRoom(try body(Requests.RoomDirect.self, command), user: user)
             return [.reply(to: command, status: created ? .created : .ok, body: ClientJSON.encode(room))]
         case .roomOpenDirect:
-            let (room, created) = try Store.directRoom(try body(Requests.RoomDirect.self, command), user: user, in: db)
+            let (room, created) = try db.directRoom(try body(Requests.RoomDirect.self, command), user: user)
             return [.reply(to: command, status: created ? .created : .ok, body: [UInt8](try JSONEncoder().encode(Requests.RoomRef(roomID: room.id))))]
         case .roomLeave:
             let roomID = try body(Requests.RoomRef.self, command).roomID
-            try Store.leaveRoom(roomID, user: user, in: db)
+            try db.leaveRoom(roomID, user: user)
             // The user's sockets in the room are closed (4403) after this.
             return [Event.room(roomID, key: .removeUser(user), body: []),
                     .reply(to: command, status: .ok, body: ClientJSON.object(["status": "left room"]))]
         case .roomJoin:
-            try Store.joinRoom(try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants, in: db)
+            try db.joinRoom(try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants)
             return [.reply(to: command, status: .ok, body: ClientJSON.object(["status": "joined room"]))]
         case .roomEnter:
-            try Store.enter(room: try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants, in: db)
+            try db.enter(room: try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants)
             return [.reply(to: command, status: .ok, body: [])]
         default:
             throw StoreError(code: .badRequest, detail: "Not a store command: \(command.kind.rawValue)")
@@ -152,7 +151,7 @@ public final class StoreWorker {
         return .reply(to: command, status: .ok, body: ClientJSON.page(count: count, next: links.next, previous: links.previous, results: items))
     }
 
-    func read(_ command: Command, identity: Identity, in db: Database) throws -> [Event] {
+    func read(_ command: Command, identity: Identity, in db: any StoreTransaction) throws -> [Event] {
         switch command.kind {
         case .roomList, .messageList:
             let key = ReadCache.Key(command)
@@ -162,9 +161,9 @@ public final class StoreWorker {
             return [reply]
         case .roomGet:
             let request = try body(Requests.RoomRef.self, command)
-            return [.reply(to: command, status: .ok, body: ClientJSON.encode(try Store.room(request.roomID, viewer: identity.id, in: db)))]
+            return [.reply(to: command, status: .ok, body: ClientJSON.encode(try db.room(request.roomID, viewer: identity.id)))]
         case .messageGet:
-            let message = try Store.message(try body(Requests.MessageRef.self, command), user: identity.id, in: db)
+            let message = try db.message(try body(Requests.MessageRef.self, command), user: identity.id)
             return [.reply(to: command, status: .ok, body: ClientJSON.encode(message))]
         default:
             throw StoreError(code: .badRequest, detail: "Not a store read: \(command.kind.rawValue)")
@@ -172,14 +171,14 @@ public final class StoreWorker {
     }
 
     /// A room list or message page, computed (a refusal throws, and is not cached).
-    func readPage(_ command: Command, identity: Identity, in db: Database) throws -> Event {
+    func readPage(_ command: Command, identity: Identity, in db: any StoreTransaction) throws -> Event {
         if command.kind == .roomList {
             let request = try body(Requests.RoomList.self, command)
-            let (count, rooms) = try Store.roomPage(request, viewer: identity.id, in: db)
+            let (count, rooms) = try db.roomPage(request, viewer: identity.id)
             return Self.pageReply(command, request.page, count: count, items: rooms.map(ClientJSON.encode))
         }
         let request = try body(Requests.MessageList.self, command)
-        let (count, messages) = try Store.messagePage(request, viewer: identity.id, in: db)
+        let (count, messages) = try db.messagePage(request, viewer: identity.id)
         return Self.pageReply(command, request.page, count: count, items: messages.map(ClientJSON.encode))
     }
 }

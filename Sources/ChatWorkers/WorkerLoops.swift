@@ -3,19 +3,18 @@ import ChatConfig
 import ChatStore
 import ChatWire
 import Foundation
-import GRDB
 import Logging
 
 /// Each role's worker, as the loop `BusServer` runs.
 public enum WorkerLoops {
-    public static func loop(_ role: Role, database: ChatDatabase, config: ChatConfig, logger: Logger) throws -> BusServer.WorkerLoop {
+    public static func loop(_ role: Role, database: any StoreEngine, config: ChatConfig, logger: Logger) throws -> BusServer.WorkerLoop {
         switch role {
         case .store:
             let worker = StoreWorker(database: database, config: config, logger: logger)
-            return BusServer.WorkerLoop(nudge: Topic.searchNudge, handle: worker.handle)
+            return BusServer.WorkerLoop(maxBatch: database.maxBatch, nudge: Topic.searchNudge, handle: worker.handle)
         case .receipts:
             let worker = ReceiptsWorker(database: database, config: config, logger: logger)
-            return BusServer.WorkerLoop(idle: worker.idle, handle: worker.handle)
+            return BusServer.WorkerLoop(maxBatch: database.maxBatch, idle: worker.idle, handle: worker.handle)
         case .search:
             // Indexing is background work: on a busy machine it yields the CPU
             // to the frontend and the store, and catches up when load drops.
@@ -39,11 +38,9 @@ public enum WorkerLoops {
     /// and loads the schema into it, so its first batch does not pay for
     /// that. The search index is not opened: the serving search worker
     /// writes it, and opening it may migrate or rebuild it.
-    public static func warmUp(_ role: Role, database: ChatDatabase, logger: Logger) {
+    public static func warmUp(_ role: Role, database: any StoreEngine, logger: Logger) {
         do {
-            try database.pool.read { db in
-                _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master")
-            }
+            try database.warmUp()
         } catch {
             logger.warning("standby warm-up failed", metadata: ["error": "\(error)"])
         }

@@ -4,6 +4,7 @@ import ChatConfig
 import ChatCore
 import ChatFrontend
 import ChatMetrics
+import ChatPostgres
 import ChatStore
 import ChatSupervisor
 import ChatWire
@@ -106,7 +107,7 @@ struct Serve: AsyncParsableCommand {
         try PrivateFiles.directory(config.resolvedRuntimeDir)
         // Migrate once here, so workers never race each other over the schema;
         // the database lives where the workers run.
-        if config.run.runsWorkers { _ = try ChatDatabase(path: config.databasePath) }
+        if config.run.runsWorkers { _ = try StoreEngines.open(config, migrate: true, logger: logger) }
         _ = try config.verifyingJWTSecret()
         PrivateFiles.narrow((config.dataDir as NSString).appendingPathComponent("jwt-secret"))
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
@@ -156,7 +157,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let name = WorkerName(role, shard)
         logger[metadataKey: "worker"] = standby ? "\(StandbyName(role))" : "\(name)"
         let stop = StopFlag()
-        let database = try ChatDatabase(path: config.databasePath)
+        let database = try StoreEngines.open(config, migrate: false, logger: logger)
         // A link to every frontend host's broker (`peers`); the shard count is
         // checked where another host's frontends route rooms by theirs.
         let server = try BusServer(
@@ -295,6 +296,12 @@ struct Migrate: AsyncParsableCommand {
 
     func run() async throws {
         let config = try await options.load()
+        if let url = config.database {
+            let settings = try PostgresSettings(url: url)
+            _ = try StoreEngines.open(config, migrate: true, logger: Logger(label: "chatd.migrate"))
+            print("migrated postgres://\(settings.host):\(settings.port)/\(settings.database)")
+            return
+        }
         // The path in full, and whether a database was there: run from the
         // wrong directory or without the server's --config, this is how the
         // operator sees it was not the server's.
@@ -321,6 +328,9 @@ struct Backup: AsyncParsableCommand {
 
     func run() async throws {
         let config = try await options.load()
+        if config.database != nil {
+            throw CommandFailure("the data is in PostgreSQL (database:): back it up with pg_dump (docs/operations.md)")
+        }
         let source = URL(fileURLWithPath: config.databasePath).standardized.path
         do {
             let result = try DatabaseBackup.run(source: source, destination: destination, force: force)

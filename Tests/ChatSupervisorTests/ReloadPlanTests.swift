@@ -64,6 +64,9 @@ import Testing
         #expect(plan.frontends && !plan.workers && plan.needsFullRestart == ["listen", "dataDir"], "\(plan)")
         let only = ReloadPlan(from: running, to: changed { $0.bus = "tcp://127.0.0.1:7400"; $0.run = .frontend })
         #expect(!only.restartsAny && only.needsFullRestart == ["bus", "run"], "\(only)")
+        // Every worker writes the one database: a reload cannot move some of them.
+        let moved = ReloadPlan(from: running, to: changed { $0.database = "postgres://chatd@db.example.com/chatd" })
+        #expect(!moved.restartsAny && moved.needsFullRestart == ["database"], "\(moved)")
         // Set up once per process (the reports, the merge, the route): all on or all off.
         let started = ReloadPlan(from: running, to: changed { $0.logFormat = .json; $0.metrics = false })
         #expect(!started.restartsAny && started.needsFullRestart == ["logFormat", "metrics"], "\(started)")

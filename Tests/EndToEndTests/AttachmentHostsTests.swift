@@ -23,7 +23,7 @@ extension EndToEnd {
                     // The test stops the files worker (SIGSTOP) for a moment:
                     // the supervisor must not replace it as hung meanwhile.
                     "CHAT_HANG_TIMEOUT_SECONDS": "60",
-                ]) { $1 }
+                ].merging(try PostgresServer.environment(forDataDir: dir)) { $1 }) { $1 }
                 _ = FileManager.default.createFile(atPath: dir + "/workers.log", contents: nil)
                 let log = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/workers.log"))
                 process.standardOutput = log
@@ -33,6 +33,8 @@ extension EndToEnd {
 
             deinit {
                 if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+                process.waitUntilExit()
+                PostgresServer.dropDatabase(forDataDir: dir)
                 try? FileManager.default.removeItem(atPath: dir)
             }
 

@@ -40,7 +40,8 @@ extension EndToEnd {
             process.environment = ProcessInfo.processInfo.environment.merging([
                 "CHAT_RUN": "workers", "CHAT_BUS": bus, "CHAT_DATA_DIR": dir, "CHAT_RUNTIME_DIR": dir + "/run-\(name)",
                 "CHAT_STORE_WORKERS": "1", "CHAT_LOG_LEVEL": "info", "CHAT_BUS_KEY": key, "CHAT_BUS_PEER_KEYS": peers,
-            ]) { $1 }
+                // (On PostgreSQL the hosts of one directory share its database; the throwaway server goes with the run.)
+            ].merging(try PostgresServer.environment(forDataDir: dir)) { $1 }) { $1 }
             _ = FileManager.default.createFile(atPath: dir + "/\(name).log", contents: nil)
             let log = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/\(name).log"))
             process.standardOutput = log

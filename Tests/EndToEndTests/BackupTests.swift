@@ -39,7 +39,8 @@ extension EndToEnd {
         /// database with every message acknowledged before it started, and
         /// put back in place of the data (the server stopped), it serves
         /// that history.
-        @Test func aBackupTakenWhileServingHasEveryAcknowledgedMessageAndRestores() async throws {
+        @Test(.disabled(if: PostgresServer.enabled, "chatd backup copies the SQLite file; PostgreSQL is backed up with pg_dump"))
+        func aBackupTakenWhileServingHasEveryAcknowledgedMessageAndRestores() async throws {
             let server = try await TestServer.start(environment: Steps.noRateLimits)
             var stopped = false
             defer { if !stopped { server.stop() } }
@@ -116,6 +117,43 @@ extension EndToEnd {
             #expect(refused.status != 0 && refused.err.contains("\(missing) is not a directory: create it first, or name a file"), "\(refused)")
             let copied = try Self.chatd(["backup", dataDir + "/copy.sqlite"], dataDir: dataDir)
             #expect(copied.status == 0 && copied.out.hasPrefix("backed up \(database) to \(dataDir)/copy.sqlite: "), "\(copied)")
+        }
+
+        /// With `database: postgres://…`, `migrate` creates the schema there
+        /// (twice is a no-op) and `backup` refuses, naming pg_dump.
+        @Test(.enabled(if: PostgresServer.isInstalled))
+        func migrateAndBackupOnPostgreSQL() throws {
+            let dataDir = try TestServer.temporaryDirectory()
+            defer {
+                PostgresServer.dropDatabase(forDataDir: dataDir)
+                try? FileManager.default.removeItem(atPath: dataDir)
+            }
+            let url = try PostgresServer.databaseURL(forDataDir: dataDir)
+            let server = try PostgresServer.start()
+            func chatd(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: try TestServer.binary())
+                process.arguments = arguments
+                process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CHAT_") }
+                    .merging(["CHAT_DATA_DIR": dataDir, "CHAT_DATABASE_URL": url]) { $1 }
+                let out = Pipe(), err = Pipe()
+                (process.standardOutput, process.standardError) = (out, err)
+                try process.run()
+                let (outData, errData) = (out.fileHandleForReading.readDataToEndOfFile(), err.fileHandleForReading.readDataToEndOfFile())
+                process.waitUntilExit()
+                return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+            }
+            let name = String(url.split(separator: "/").last ?? "")
+            for _ in 0..<2 {
+                let migrated = try chatd(["migrate"])
+                #expect(migrated.status == 0 && migrated.out == "migrated postgres://127.0.0.1:\(server.port)/\(name)\n", "\(migrated)")
+            }
+            let applied = try PostgresServer.rows("SELECT name FROM chatd_migrations ORDER BY name", forDataDir: dataDir)
+            #expect(applied == ["v1", "v2-search"])
+            #expect(try PostgresServer.rows("SELECT extname FROM pg_extension WHERE extname = 'pg_trgm'", forDataDir: dataDir) == ["pg_trgm"])
+            #expect(!FileManager.default.fileExists(atPath: dataDir + "/chat.sqlite"))
+            let refused = try chatd(["backup", dataDir + "/copy.sqlite"])
+            #expect(refused.status != 0 && refused.err.contains("pg_dump"), "\(refused)")
         }
     }
 }

@@ -49,7 +49,7 @@ extension EndToEnd {
             process.environment = ProcessInfo.processInfo.environment.merging([
                 "CHAT_RUN": "workers", "CHAT_PEERS": peers, "CHAT_HOST": "workers", "CHAT_DATA_DIR": dir,
                 "CHAT_STORE_WORKERS": "2", "CHAT_JWT_SECRET": secret, "CHAT_LOG_LEVEL": "info",
-            ].merging(environment) { $1 }) { $1 }
+            ].merging(try PostgresServer.environment(forDataDir: dir)) { $1 }.merging(environment) { $1 }) { $1 }
             _ = FileManager.default.createFile(atPath: dir + "/chatd.log", contents: nil)
             let log = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/chatd.log"))
             process.standardOutput = log
@@ -84,7 +84,10 @@ extension EndToEnd {
             defer {
                 if workers.isRunning { kill(workers.processIdentifier, SIGTERM) }
                 workers.waitUntilExit()
-                if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil { try? FileManager.default.removeItem(atPath: workersDir) }
+                if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil {
+                    PostgresServer.dropDatabase(forDataDir: workersDir)
+                    try? FileManager.default.removeItem(atPath: workersDir)
+                }
             }
             func frontendHost(_ name: String, bus: String) async throws -> TestServer {
                 try await TestServer.start(storeWorkers: 2, environment: [
@@ -208,7 +211,10 @@ extension EndToEnd {
             defer {
                 if workers.isRunning { kill(workers.processIdentifier, SIGTERM) }
                 workers.waitUntilExit()
-                if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil { try? FileManager.default.removeItem(atPath: workersDir) }
+                if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil {
+                    PostgresServer.dropDatabase(forDataDir: workersDir)
+                    try? FileManager.default.removeItem(atPath: workersDir)
+                }
             }
             let frontend = try await TestServer.start(
                 storeWorkers: 1, environment: ["CHAT_RUN": "frontend", "CHAT_BUS": bus, "CHAT_PEERS": bus, "CHAT_HOST": "fe-1"], jwtSecret: secret)
@@ -242,6 +248,7 @@ extension EndToEnd {
                 if workers.isRunning { kill(workers.processIdentifier, SIGTERM) }
                 workers.waitUntilExit()
                 if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil {
+                    PostgresServer.dropDatabase(forDataDir: workersDir)
                     for dir in [workersDir, keys] { try? FileManager.default.removeItem(atPath: dir) }
                 }
             }

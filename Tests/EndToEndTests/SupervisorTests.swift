@@ -400,9 +400,7 @@ extension EndToEnd {
             #expect(Date().timeIntervalSince(started) < 10)
             defer { try? FileManager.default.removeItem(atPath: server.dataDir) }
             // Everything confirmed is in the database.
-            let stored = try await DatabaseQueue(path: server.dataDir + "/chat.sqlite", configuration: .readOnly).read {
-                try String.fetchAll($0, sql: "SELECT content FROM messages")
-            }
+            let stored = try await Steps.storedContents(server)
             #expect(confirmed.isSubset(of: Set(stored)), "lost: \(confirmed.subtracting(stored).sorted())")
             #expect(!confirmed.isEmpty)
         }

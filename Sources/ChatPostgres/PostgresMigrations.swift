@@ -1,0 +1,153 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// The PostgreSQL schema, as SQLite's (ChatDatabase's migrations) in
+/// PostgreSQL's types: the same tables, keys and counters; timestamps are
+/// microseconds in BIGINT, as in SQLite, so the JSON is identical.
+///
+/// Migrations are applied in order, each in its own transaction with its
+/// row in `chatd_migrations`, under an advisory lock: two hosts that start
+/// at once apply each one once.
+enum PostgresMigrations {
+    /// Any fixed number: the lock that serialises migrators.
+    static let lockKey: Int64 = 0x6368_6174_64  // "chatd"
+
+    static let all: [(name: String, sql: String)] = [
+        ("v1", v1),
+        // Search (pg_trgm): the search worker's own table, filled from the
+        // messages by `xact` (PostgresSearchIndex), off the write path.
+        ("v2-search", v2Search),
+    ]
+
+    static func migrate(_ connection: PooledConnection, logger: Logger) throws {
+        try connection.run("CREATE TABLE IF NOT EXISTS chatd_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        for (name, sql) in all {
+            try connection.run("BEGIN")
+            do {
+                try connection.query("SELECT pg_advisory_xact_lock($1)", [.int(lockKey)])
+                let done = try connection.query("SELECT 1 FROM chatd_migrations WHERE name = $1", [.text(name)]).rows.isEmpty == false
+                if !done {
+                    // One statement at a time (the extended protocol takes one): they end with `;` at a line's end.
+                    for statement in sql.components(separatedBy: ";\n") where !statement.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                        try connection.run(statement)
+                    }
+                    try connection.query("INSERT INTO chatd_migrations (name) VALUES ($1)", [.text(name)])
+                    logger.info("migrated", metadata: ["migration": "\(name)"])
+                }
+                try connection.run("COMMIT")
+            } catch {
+                try? connection.run("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    static let v1 = """
+        CREATE TABLE users (
+            id TEXT PRIMARY KEY,
+            sub TEXT NOT NULL UNIQUE,
+            email TEXT NOT NULL DEFAULT '',
+            display_name TEXT NOT NULL DEFAULT '',
+            profile_picture TEXT,
+            clerk_profile_image_url TEXT,
+            created_at BIGINT NOT NULL
+        );
+        CREATE TABLE rooms (
+            id TEXT PRIMARY KEY,
+            name TEXT,
+            room_type TEXT NOT NULL DEFAULT 'group' CHECK (room_type IN ('direct', 'group', 'project', 'public')),
+            created_by TEXT REFERENCES users(id) ON DELETE SET NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            is_active BOOLEAN NOT NULL DEFAULT TRUE,
+            direct_user1 TEXT REFERENCES users(id) ON DELETE CASCADE,
+            direct_user2 TEXT REFERENCES users(id) ON DELETE CASCADE,
+            -- the seq of the room's newest message; the next one takes last_seq + 1 under this row's lock
+            last_seq BIGINT NOT NULL DEFAULT 0,
+            live_count BIGINT NOT NULL DEFAULT 0
+        );
+        CREATE INDEX rooms_type_active ON rooms(room_type, is_active);
+        CREATE INDEX rooms_updated ON rooms(updated_at DESC);
+        CREATE UNIQUE INDEX rooms_direct_pair ON rooms(direct_user1, direct_user2) WHERE room_type = 'direct';
+        CREATE TABLE room_participants (
+            room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            joined_at BIGINT NOT NULL,
+            sent_count BIGINT NOT NULL DEFAULT 0,
+            read_count BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (room_id, user_id)
+        );
+        CREATE INDEX participants_user ON room_participants(user_id, room_id);
+        CREATE TABLE messages (
+            id TEXT PRIMARY KEY,
+            room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+            seq BIGINT NOT NULL,
+            sender_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            content TEXT NOT NULL DEFAULT '',
+            message_type TEXT NOT NULL DEFAULT 'text',
+            file_attachment TEXT,
+            file_name TEXT,
+            file_size BIGINT,
+            timestamp BIGINT NOT NULL,
+            edited_at BIGINT,
+            updated_at BIGINT NOT NULL,
+            is_deleted BOOLEAN NOT NULL DEFAULT FALSE,
+            reply_to TEXT REFERENCES messages(id) ON DELETE SET NULL,
+            reactions TEXT NOT NULL DEFAULT '[]',
+            client_msg_id TEXT,
+            -- the transaction that stored, edited or deleted the content last: the search index's watermark follows it
+            xact XID8 NOT NULL DEFAULT pg_current_xact_id()
+        );
+        CREATE UNIQUE INDEX messages_room_seq ON messages(room_id, seq);
+        CREATE INDEX messages_sender ON messages(sender_id, timestamp);
+        CREATE UNIQUE INDEX messages_client_msg_id ON messages(room_id, sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL;
+        CREATE TABLE message_read_status (
+            message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            read_at BIGINT NOT NULL,
+            PRIMARY KEY (message_id, user_id)
+        );
+        CREATE INDEX read_status_user ON message_read_status(user_id, message_id);
+        CREATE TABLE typing_indicators (
+            room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            is_typing BOOLEAN NOT NULL DEFAULT FALSE,
+            last_seen BIGINT NOT NULL,
+            PRIMARY KEY (room_id, user_id)
+        );
+        CREATE TABLE chat_sessions (
+            session_id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            session_type TEXT NOT NULL DEFAULT 'web',
+            is_active BOOLEAN NOT NULL DEFAULT TRUE,
+            last_ping BIGINT NOT NULL,
+            connected_at BIGINT NOT NULL,
+            user_agent TEXT NOT NULL DEFAULT '',
+            ip_address TEXT,
+            frontend TEXT
+        );
+        CREATE INDEX sessions_user_active ON chat_sessions(user_id, is_active);
+        """
+
+    static let v2Search = """
+        CREATE EXTENSION IF NOT EXISTS pg_trgm;
+        CREATE INDEX messages_xact ON messages(xact, id);
+        CREATE TABLE search_docs (
+            message_id TEXT PRIMARY KEY,
+            room_id TEXT NOT NULL,
+            sender_id TEXT NOT NULL,
+            timestamp BIGINT NOT NULL,
+            content TEXT NOT NULL
+        );
+        CREATE INDEX search_docs_room_time ON search_docs(room_id, timestamp);
+        CREATE INDEX search_docs_content ON search_docs USING gin (content gin_trgm_ops);
+        -- the search worker's watermark: every message with (xact, id) below it is indexed
+        CREATE TABLE search_state (
+            id INT PRIMARY KEY CHECK (id = 1),
+            xact XID8 NOT NULL,
+            message_id TEXT NOT NULL
+        );
+        INSERT INTO search_state VALUES (1, '0', '');
+        """
+}
