@@ -289,11 +289,7 @@ public struct ChatConfig: Sendable, Equatable {
 
     /// `bus` as host and base port.
     public var busTCP: (host: String, port: Int)? {
-        guard let bus, bus.hasPrefix("tcp://") else { return nil }
-        let rest = bus.dropFirst(6)
-        guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), (1...65000).contains(port),
-            colon > rest.startIndex else { return nil }
-        return (String(rest[..<colon]), port)
+        bus.flatMap(BusKeys.hostAndPort)
     }
 
     /// `bus.key` and `bus.peerKeys` read and checked against `bus`; nil when
