@@ -176,9 +176,10 @@ public struct BusClientMachine<Ticket> {
                 break
             }
             announced(news.count)
-        case .synced, .metrics:
+        case .synced, .metrics, .hostStatus:
             // Room subscriptions' business (`RoomSubscriptions`) and the
-            // metrics document's (`Callbacks.metrics`): `BusClient` hands them on.
+            // metrics document's (`Callbacks.metrics`): `BusClient` hands them
+            // on. Host statuses are the supervisors' (frontends do not subscribe).
             break
         }
         return takeActions()

@@ -7,24 +7,52 @@ import ZeroMQ
 /// replies. Runs on the calling thread; `handle` gets every command that is
 /// waiting (up to `maxBatch`) at once, so the worker can commit them in one
 /// transaction.
+///
+/// With several brokers (`peers:`, one per frontend host) the worker keeps
+/// one link to each (`Link`: its PUB, its echo SUB, its queue PULL), every
+/// link with its own readiness (`BusLinkMachine`): a link takes commands
+/// once its own echo came back, and a lost broker stops only its link. A
+/// command is answered on the link it came from (its frontend is behind
+/// that broker); room events, the search nudge and heartbeats go out on
+/// every serving link (every frontend host may have clients in the room).
 public final class BusServer {
     public let role: Role
     /// A standby's is set when it is promoted.
     public private(set) var shard: Int
-    private let bus: BusAddress
+    private let buses: [BusAddress]
     private var logger: Logger
     private let context: Context
     private let security: BusSecurity
-    private var stopRequested = false
+    /// The store shard count this host runs: a broker announcing another is
+    /// logged as an error (rooms would be routed differently on different
+    /// hosts). Nil: not checked (one host, where `ctl scale store` changes it).
+    private let expectedShards: Int?
 
     /// - Parameter context: the ZeroMQ context to share (`inproc://` endpoints); nil: its own.
     /// - Parameter security: CURVE keys and heartbeats for a `tcp://` bus.
-    public init(role: Role, shard: Int, bus: BusAddress, logger: Logger, context: Context? = nil, security: BusSecurity = .none) throws {
+    public convenience init(
+        role: Role, shard: Int, bus: BusAddress, logger: Logger, context: Context? = nil, security: BusSecurity = .none
+    ) throws {
+        try self.init(role: role, shard: shard, buses: [bus], logger: logger, context: context, security: security)
+    }
+
+    /// - Parameters:
+    ///   - buses: every broker to serve (a link to each), at least one.
+    ///   - expectedShards: the store shard count to check brokers' announcements against.
+    ///   - security: CURVE keys and heartbeats for `tcp://` buses; each link's
+    ///     sockets use its own broker's server key (from the peers file).
+    public init(
+        role: Role, shard: Int, buses: [BusAddress], logger: Logger, context: Context? = nil, expectedShards: Int? = nil,
+        security: BusSecurity = .none
+    ) throws {
+        // The poller's key has a bit per link (`polling`).
+        precondition((1...60).contains(buses.count), "a worker serves 1 to 60 brokers")
         self.role = role
         self.shard = shard
-        self.bus = bus
+        self.buses = buses
         self.logger = logger
         self.context = try context ?? Context()
+        self.expectedShards = expectedShards
         self.security = security
     }
 
@@ -32,8 +60,8 @@ public final class BusServer {
     /// - Parameters:
     ///   - maxBatch: most commands handed over at once; bounds a transaction's length.
     ///   - handle: turns a batch of commands into events to publish, in order.
-    ///   - heartbeat: called every heartbeat (500 ms), `serving` false while
-    ///     the worker waits for the bus (at start, or after losing the broker).
+    ///   - heartbeat: called every 500 ms, `serving` false while no link
+    ///     serves (at start, or after losing every broker).
     ///   - idle: called when no command came for a poll interval (500 ms); for deferred work.
     ///   - nudge: after handling a batch that published a room event, publish
     ///     one single-frame message on this topic (the store tells the search
@@ -54,21 +82,24 @@ public final class BusServer {
         let beat = Heartbeat(
             worker: WorkerName(role, shard), pid: getpid(),
             failed: ProcessInfo.processInfo.environment["CHATD_PREDECESSOR_FAILED"] == "1")
-        let link = try openLink(echoTopic: beat.topic)
-        defer { link.close() }
-        // Commands only once what this worker publishes reaches subscribers.
-        guard try awaitEcho(link, frames: beat.event.encode(), shouldStop: shouldStop, heartbeat: heartbeat) else { return }
-        try serve(link, beat: beat, loop: loop, shouldStop: shouldStop, heartbeat: heartbeat)
+        // Commands only once what this worker publishes reaches subscribers:
+        // each link waits for its own heartbeat to come back.
+        var session = try open(echo: beat.event.encode(), mode: .worker)
+        defer { session.close() }
+        session.beat = beat
+        session.loop = loop
+        try serve(&session, shouldStop: shouldStop, heartbeat: heartbeat, assignments: nil)
     }
 
     /// Runs as the role's warm standby: connects and waits for its echo as a
-    /// worker does, says it is ready (`heartbeat(true)`), and then waits for
-    /// the supervisor's `StandbyAssignment` on `assignments` (its standard
-    /// input) without taking a command or heartbeating under any worker's
-    /// name. Once named, it takes `promoted`'s loop and serves as that worker
-    /// at once: its publisher already reaches every subscriber, so only the
-    /// queue is left to connect. Returns when told to stop, or when the
-    /// channel closes (the supervisor is gone) or says something else.
+    /// worker does, says it is ready (`heartbeat(true)`) once a link serves,
+    /// and then waits for the supervisor's `StandbyAssignment` on
+    /// `assignments` (its standard input) without taking a command or
+    /// heartbeating under any worker's name. Once named, it takes
+    /// `promoted`'s loop and serves as that worker at once: its publishers
+    /// already reach every subscriber, so only the queues are left to
+    /// connect. Returns when told to stop, or when the channel closes (the
+    /// supervisor is gone) or says something else.
     /// - Parameter promoted: called once, with the assignment, before the
     ///   first command: the worker's own start-up that may not happen in a
     ///   standby (the search worker opens its index there: only one process
@@ -77,23 +108,11 @@ public final class BusServer {
         assignments fd: Int32, shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void,
         promoted: (StandbyAssignment) throws -> WorkerLoop
     ) throws {
-        let echo = StandbyName(role).echo(pid: getpid()).encode()
-        let link = try openLink(echoTopic: String(decoding: echo[0], as: UTF8.self))
-        defer { link.close() }
-        guard try awaitEcho(link, frames: echo, shouldStop: shouldStop, heartbeat: heartbeat),
-            let assignment = try awaitAssignment(fd, link: link, echo: echo, shouldStop: shouldStop, heartbeat: heartbeat)
-        else { return }
-        guard assignment.worker.role == role else {
-            return logger.error("standby of another role named; exiting", metadata: ["assignment": "\(assignment.worker)"])
+        var session = try open(echo: StandbyName(role).echo(pid: getpid()).encode(), mode: .standby)
+        defer { session.close() }
+        try withoutActuallyEscaping(promoted) { promoted in
+            try serve(&session, shouldStop: shouldStop, heartbeat: heartbeat, assignments: Standby(fd: fd, promoted: promoted))
         }
-        shard = assignment.worker.index
-        logger[metadataKey: "worker"] = "\(assignment.worker)"
-        let beat = Heartbeat(worker: assignment.worker, pid: getpid(), failed: assignment.predecessorFailed)
-        // A broker lost from now on is waited for with this worker's own heartbeat.
-        try link.echo.subscribe(beat.topic)
-        let loop = try promoted(assignment)
-        logger.info("standby promoted", metadata: ["worker": "\(assignment.worker)", "predecessor.failed": "\(assignment.predecessorFailed)"])
-        try serve(link, beat: beat, loop: loop, shouldStop: shouldStop, heartbeat: heartbeat)
     }
 
     /// What a serving worker does with its commands and its idle time (the
@@ -119,163 +138,411 @@ public final class BusServer {
         }
     }
 
-    /// The sockets a worker opens first and keeps: its PUB, the PUB's
-    /// monitor, and the SUB that hears its own heartbeats (the echo).
+    /// One broker's sockets and readiness.
     struct Link {
-        var pub: Socket
-        var pubEvents: Socket
-        var echo: Socket
+        let bus: BusAddress
+        let pub: Socket
+        /// The PUB's monitor: says when the broker's connection drops.
+        let pubEvents: Socket
+        /// Hears this process's own echo (and `ctl.shards` when checked).
+        let echo: Socket
+        /// The queue, connected when the link first takes commands.
+        var pull: Socket?
+        /// The nudge SUB (`wakeOn`), connected with the queue.
+        var news: Socket?
+        var machine: BusLinkMachine
+        /// A store shard count this broker announced that differs from
+        /// `expectedShards`, once logged.
+        var foreignShards: Int?
 
         func close() {
+            news?.close()
+            pull?.close()
             echo.close()
             pubEvents.close()
             pub.close()
         }
     }
 
-    private func openLink(echoTopic: String) throws -> Link {
-        let (pub, pubEvents) = try openPublisher()
-        let echo = try Socket(context: context, type: .sub)
-        try echo.secure(security, bus: bus, as: .client)
-        try echo.setHighWaterMarks(send: HighWaterMarks.echo, receive: HighWaterMarks.echo)
-        try echo.setReconnectInterval(milliseconds: 20)
-        try echo.subscribe(echoTopic)
-        try echo.connect(bus.eventsOut)
-        return Link(pub: pub, pubEvents: pubEvents, echo: echo)
+    /// A standby's channel from the supervisor.
+    struct Standby {
+        let fd: Int32
+        let promoted: (StandbyAssignment) throws -> WorkerLoop
+        var line: [UInt8] = []
     }
 
-    /// Connects the queue (and the nudge SUB) and serves until told to stop.
-    private func serve(_ link: Link, beat: Heartbeat, loop: WorkerLoop, shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void) throws {
-        let pull = try Socket(context: context, type: .pull)
-        try pull.secure(security, bus: bus, as: .client)
+    /// What a worker (or a standby) keeps while it runs.
+    struct Session {
+        var links: [Link]
+        /// What a waiting link sends, and recognises when it comes back.
+        var echo: [[UInt8]]
+        /// Set for a worker (a standby's when it is promoted).
+        var beat: Heartbeat?
+        var loop: WorkerLoop?
+        var sequencer = StreamSequencer()
+        var nudges = NudgeThrottle()
+        var trimmer = IdleTrim()
+        var lastSweep = monotonicNanos()
+        var lastAlive: UInt64?
+        var wasServing = false
+        /// Which link's queue is read first: each pass the next, so one
+        /// busy broker cannot fill every batch.
+        var rotation = 0
+        /// The pass's poller, made again only when what is polled changes
+        /// (a link starts or stops taking commands, the standby's channel):
+        /// not once per pass, which at low load is once per command.
+        var poller: (key: Int, poller: Poller, slots: [Slots], channel: Int?)?
+
+        var serving: Bool { links.contains { $0.machine.isServing } }
+
+        func close() { links.forEach { $0.close() } }
+    }
+
+    /// Where each link's sockets are in a pass's poller.
+    struct Slots {
+        var monitor: Int
+        var echo: Int
+        var pull: Int?
+        var news: Int?
+    }
+
+    /// A link to every broker, each waiting for its echo.
+    private func open(echo: [[UInt8]], mode: BusLinkMachine.Mode) throws -> Session {
+        let topic = String(decoding: echo[0], as: UTF8.self)
+        var links: [Link] = []
+        do {
+            for (index, bus) in buses.enumerated() { links.append(try openLink(bus, index: index, echoTopic: topic, mode: mode)) }
+        } catch {
+            links.forEach { $0.close() }
+            throw error
+        }
+        return Session(links: links, echo: echo)
+    }
+
+    private func openLink(_ bus: BusAddress, index: Int, echoTopic: String, mode: BusLinkMachine.Mode) throws -> Link {
+        var monitor: Socket?
+        let pub = try connect(.pub, to: bus.eventsIn, of: bus) { pub in
+            // Drops at the mark, never blocks: only reached when the broker (the
+            // supervisor) stopped reading; a lost reply is resent by its frontend.
+            try pub.setHighWaterMarks(send: HighWaterMarks.events, receive: HighWaterMarks.events)
+            // Replies published in the instant before exit must still leave.
+            pub.lingerMilliseconds = 1000
+            // A lost connection to the broker (it restarted: a frontend host of
+            // `run: workers` hosts) closes this link's gate again, until its echo is back.
+            monitor = try pub.monitor(name: "pub-\(role.rawValue)-\(shard)-\(getpid())-\(index)", events: MonitorEvent.disconnected)
+        }
+        let echo = try connect(.sub, to: bus.eventsOut, of: bus) { sub in
+            try sub.setHighWaterMarks(send: HighWaterMarks.echo, receive: HighWaterMarks.echo)
+            try sub.subscribe(echoTopic)
+            if expectedShards != nil { try sub.subscribe(Topic.storeShards) }
+        }
+        // `monitor` was set: the PUB's configuration ran without throwing.
+        return Link(bus: bus, pub: pub, pubEvents: monitor!, echo: echo, machine: BusLinkMachine(mode: mode, now: monotonicNanos()))
+    }
+
+    /// Makes and connects every socket of a link: the one place where what
+    /// a bus socket needs before it connects is set.
+    private func connect(_ type: SocketType, to endpoint: String, of bus: BusAddress, configure: (Socket) throws -> Void) throws -> Socket {
+        let socket = try Socket(context: context, type: type)
+        do {
+            // This link's broker's server key, not another link's.
+            try socket.secure(security, bus: bus, as: .client)
+            try socket.setReconnectInterval(milliseconds: 20)
+            try configure(socket)
+            try socket.connect(endpoint)
+        } catch {
+            socket.close()
+            throw error
+        }
+        return socket
+    }
+
+    /// Connects a link's queue (and the nudge SUB) the first time it serves.
+    private func connectQueue(_ link: inout Link, loop: WorkerLoop) throws {
+        guard link.pull == nil else { return }
+        let queue = Endpoints.queue(role, shard: shard)
         // Full: the broker's PUSH stops taking more; nothing is dropped.
-        try pull.setHighWaterMarks(send: HighWaterMarks.commands, receive: HighWaterMarks.commands)
-        try pull.setReconnectInterval(milliseconds: 20)
-        try pull.connect(bus.queueOut(Endpoints.queue(role, shard: shard)))
-        defer { pull.close() }
-        let news = try loop.wakeOn.map(openNews)
-        defer { news?.close() }
-        var poller = Poller()
-        poller.add(.socket(pull))
-        poller.add(.socket(link.pubEvents))
-        poller.add(.socket(link.echo))
-        if let news { poller.add(.socket(news)) }
-        let sockets = Sockets(pub: link.pub, pubEvents: link.pubEvents, echo: link.echo, pull: pull, news: news)
-        try serve(sockets, poller: poller, beat: beat, loop: loop, shouldStop: shouldStop, heartbeat: heartbeat)
+        link.pull = try connect(.pull, to: link.bus.queueOut(queue), of: link.bus) {
+            try $0.setHighWaterMarks(send: HighWaterMarks.commands, receive: HighWaterMarks.commands)
+        }
+        if let topic = loop.wakeOn {
+            link.news = try connect(.sub, to: link.bus.eventsOut, of: link.bus) { sub in
+                try sub.setConflate()
+                try sub.subscribe(topic)
+            }
+        }
     }
 
-    /// A worker's sockets once it serves.
-    struct Sockets {
-        var pub: Socket
-        var pubEvents: Socket
-        var echo: Socket
-        var pull: Socket
-        var news: Socket?
+    /// Carries out a link machine's actions.
+    private func perform(_ actions: [BusLinkMachine.Action], on index: Int, _ s: inout Session) throws {
+        let bus = s.links[index].bus.eventsIn
+        for action in actions {
+            switch action {
+            case .sendEcho: try s.links[index].pub.send(s.echo)
+            case .sendHeartbeat: if let beat = s.beat { try s.links[index].pub.send(beat.event.encode()) }
+            case .takeCommands: if let loop = s.loop { try connectQueue(&s.links[index], loop: loop) }
+            // The queue stays connected; it is no longer polled (`takesCommands`).
+            case .stopCommands: break
+            case .log(.serving(let nanos)):
+                logger.info("broker echoed; serving it", metadata: ["bus": "\(bus)", "waited.ms": "\(nanos / 1_000_000)"])
+            case .log(.lost):
+                // Commands the new broker hands over at once would have their
+                // replies and events dropped until it forwards the subscriptions
+                // to this PUB: the link waits for its echo again.
+                logger.warning("lost the broker; taking no commands from it until it echoes", metadata: [
+                    "bus": "\(bus)", "links.serving": "\(s.links.filter(\.machine.isServing).count)/\(s.links.count)",
+                ])
+            }
+        }
     }
 
-    private func openPublisher() throws -> (pub: Socket, events: Socket) {
-        let pub = try Socket(context: context, type: .pub)
-        try pub.secure(security, bus: bus, as: .client)
-        // Drops at the mark, never blocks: only reached when the broker (the
-        // supervisor) stopped reading; a lost reply is resent by its frontend.
-        try pub.setHighWaterMarks(send: HighWaterMarks.events, receive: HighWaterMarks.events)
-        try pub.setReconnectInterval(milliseconds: 20)
-        // Replies published in the instant before exit must still leave.
-        pub.lingerMilliseconds = 1000
-        // A lost connection to the broker (it restarted: a frontend host of
-        // `run: workers` hosts) closes the gate again, until the echo is back.
-        let events = try pub.monitor(name: "pub-\(role.rawValue)-\(shard)-\(getpid())", events: MonitorEvent.disconnected)
-        try pub.connect(bus.eventsIn)
-        return (pub, events)
-    }
-
-    private func openNews(_ topic: String) throws -> Socket {
-        let sub = try Socket(context: context, type: .sub)
-        try sub.secure(security, bus: bus, as: .client)
-        try sub.setConflate()
-        try sub.setReconnectInterval(milliseconds: 20)
-        try sub.subscribe(topic)
-        try sub.connect(bus.eventsOut)
-        return sub
-    }
-
-    private func serve(
-        _ s: Sockets, poller: Poller, beat: Heartbeat, loop: WorkerLoop, shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void
-    ) throws {
+    /// The passes of a worker or a standby, until told to stop (or a
+    /// standby's channel ends).
+    private func serve(_ s: inout Session, shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void, assignments: Standby?) throws {
+        var standby = assignments
         // Fault injection for the poison-command test: with this set, a
         // command whose body contains it crashes the worker (a trap, as a
         // bug would). Unset in production: nothing is checked.
         let crashMarker = ProcessInfo.processInfo.environment["CHATD_FAILPOINT_CRASH_ON"].flatMap { $0.isEmpty ? nil : Array($0.utf8) }
-        var lastHeartbeat: UInt64 = 0
-        var trimmer = IdleTrim()
-        let started = monotonicNanos()
-        var sequencer = StreamSequencer()
-        var lastSweep = monotonicNanos()
-        var nudges = NudgeThrottle()
         while !shouldStop() {
             let now = monotonicNanos()
-            if let nudge = loop.nudge, nudges.due(now: now) { try s.pub.send([Array(nudge.utf8)]) }
-            // Heartbeats tell frontends (healthz) that this role is being served.
-            // Every 500 ms; every 25 ms in the first second, because PUB drops
-            // what it sends before its connection is up, and the first heartbeat
-            // that arrives is what tells frontends to resend what the worker
-            // this one replaces took down with it.
-            let interval: UInt64 = now - started < 1_000_000_000 ? 25_000_000 : 500_000_000
-            if now - lastHeartbeat >= interval {
-                try s.pub.send(beat.event.encode())
-                heartbeat(true)
-                lastHeartbeat = now
+            for index in s.links.indices { try perform(s.links[index].machine.tick(now: now), on: index, &s) }
+            reportAlive(&s, now: now, heartbeat: heartbeat)
+            if let nudge = s.loop?.nudge, s.nudges.due(now: now) { try publishEverywhere([Array(nudge.utf8)], s) }
+            // The PUB takes in the subscriptions the broker forwards only when
+            // it is called; unread for days of a standby's waiting they would
+            // overflow its queue, and the broker drops what no longer fits:
+            // once promoted, this worker would filter out those rooms' events.
+            if s.loop == nil { for link in s.links { _ = link.pub.events } }
+            // The assignment is taken once a link serves: a promoted standby publishes at once.
+            let fd = s.serving ? standby?.fd : nil
+            let (poller, slots, channel) = polling(&s, channel: fd)
+            let ready = try poller.poll(timeoutMilliseconds: timeout(s, now: monotonicNanos()))
+            let took = try readLinks(ready, slots: slots, &s, crashMarker: crashMarker)
+            if !took, let loop = s.loop {
+                _ = try publish(loop.idle(), &s, replies: [:])
+                s.trimmer.trimIfBurstEnded(moved: 0, logger: logger)
             }
-            let untilHeartbeat = Int((lastHeartbeat + interval - min(monotonicNanos(), lastHeartbeat + interval)) / 1_000_000)
-            let untilNudge = nudges.deadline.map { Int(($0 - min(monotonicNanos(), $0)) / 1_000_000) + 1 } ?? Int.max
-            let ready = try poller.poll(timeoutMilliseconds: min(Int(loop.idleInterval()), untilHeartbeat + 1, untilNudge))
-            if ready[1] & pollIn != 0 {
-                guard try brokerStillThere(s, beat: beat, shouldStop: shouldStop, heartbeat: heartbeat) else { break }
+            // Readable, hung up or in error: read says which.
+            guard let channel, ready[channel] != 0, var waiting = standby else { continue }
+            switch readAssignment(&waiting) {
+            case .waiting: standby = waiting
+            case .end: return
+            case .assignment(let assignment):
+                guard try promote(&s, to: assignment, with: waiting) else { return }
+                standby = nil
+                s.lastAlive = nil  // READY=1 under the worker's name at once
             }
-            // Our own heartbeats, echoed: only the gate needs them.
-            if ready[2] & pollIn != 0 { while try s.echo.receive(dontWait: true) != nil {} }
-            if let news = s.news, ready[3] & pollIn != 0 {
-                // Only the wake-up matters, not the events themselves.
-                while try news.receive(dontWait: true) != nil {}
-                for event in loop.idle() { try s.pub.send(event.encode()) }
-            }
-            guard ready[0] & pollIn != 0 else {
-                for event in loop.idle() { try s.pub.send(event.encode()) }
-                trimmer.trimIfBurstEnded(moved: 0, logger: logger)
-                continue
-            }
-            let arrival = monotonicNanos()
-            let (batch, received) = try receiveBatch(s.pull, maxBatch: loop.maxBatch, sequencer: &sequencer, now: arrival)
-            trimmer.trimIfBurstEnded(moved: received, logger: logger)
-            if arrival - lastSweep > 60_000_000_000 {
-                sequencer.forget(silentSince: arrival - 60_000_000_000)
-                lastSweep = arrival
-            }
-            guard !batch.isEmpty else { continue }
-            if let crashMarker, batch.contains(where: { $0.body.firstRange(of: crashMarker) != nil }) {
-                fatalError("failpoint: a command carries CHATD_FAILPOINT_CRASH_ON")
-            }
-            var wrote = false
-            for event in loop.handle(batch) {
-                try s.pub.send(event.encode())
-                if event.kind == .roomEvent { wrote = true }
-            }
-            if let nudge = loop.nudge, wrote, nudges.wrote(now: monotonicNanos()) { try s.pub.send([Array(nudge.utf8)]) }
         }
     }
 
-    /// Reads the PUB's monitor. Returns false if told to stop while waiting
-    /// for a new broker's echo.
-    private func brokerStillThere(_ s: Sockets, beat: Heartbeat, shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void) throws -> Bool {
-        guard try lostBroker(s.pubEvents) else { return true }
-        // Commands the new broker hands over at once would have their
-        // replies and events dropped until it forwards the subscriptions to
-        // this PUB: wait for the echo again.
-        logger.warning("lost the broker; taking no commands until it echoes")
-        guard try awaitEcho(Link(pub: s.pub, pubEvents: s.pubEvents, echo: s.echo), frames: beat.event.encode(), shouldStop: shouldStop, heartbeat: heartbeat)
-        else { return false }
-        logger.info("broker back")
+    /// The poller of this pass: every link's monitor and echo, the queues
+    /// (and nudges) of those that take commands, and `channel`.
+    private func polling(_ s: inout Session, channel fd: Int32?) -> (Poller, [Slots], Int?) {
+        // Bit i: link i takes commands; the bit past the links: the channel.
+        var key = fd == nil ? 0 : 1 << s.links.count
+        for (index, link) in s.links.enumerated() where link.machine.takesCommands { key |= 1 << index }
+        if let cached = s.poller, cached.key == key { return (cached.poller, cached.slots, cached.channel) }
+        var poller = Poller()
+        let slots = addLinks(to: &poller, s)
+        let channel = fd.map { poller.add(.fd($0)) }
+        s.poller = (key, poller, slots, channel)
+        return (poller, slots, channel)
+    }
+
+    private func addLinks(to poller: inout Poller, _ s: Session) -> [Slots] {
+        var slots: [Slots] = []
+        for link in s.links {
+            var slot = Slots(monitor: poller.add(.socket(link.pubEvents)), echo: poller.add(.socket(link.echo)))
+            if link.machine.takesCommands {
+                slot.pull = link.pull.map { poller.add(.socket($0)) }
+                slot.news = link.news.map { poller.add(.socket($0)) }
+            }
+            slots.append(slot)
+        }
+        return slots
+    }
+
+    /// Until the next thing due: a link's echo or heartbeat, the nudge, the
+    /// idle work, the supervisor's 500 ms.
+    private func timeout(_ s: Session, now: UInt64) -> Int {
+        var wake = now &+ 500_000_000
+        for link in s.links { if let at = link.machine.nextWake(now: now) { wake = min(wake, at) } }
+        if let at = s.nudges.deadline { wake = min(wake, at &+ 1_000_000) }
+        let milliseconds = Int((wake - min(wake, now) + 999_999) / 1_000_000)
+        guard let loop = s.loop else { return milliseconds }
+        return min(milliseconds, Int(loop.idleInterval()))
+    }
+
+    /// Tells the supervisor this process lives every 500 ms, and at once
+    /// when it starts or stops serving: `serving` while any link serves.
+    private func reportAlive(_ s: inout Session, now: UInt64, heartbeat: (_ serving: Bool) -> Void) {
+        let serving = s.serving
+        guard serving != s.wasServing || s.lastAlive.map({ now &- $0 >= 500_000_000 }) ?? true else { return }
+        heartbeat(serving)
+        s.lastAlive = now
+        s.wasServing = serving
+    }
+
+    /// Reads every link: its monitor, its echo, its nudges, then the queues
+    /// of those that take commands, handled as one batch. Returns whether
+    /// any command came.
+    private func readLinks(_ ready: [Int16], slots: [Slots], _ s: inout Session, crashMarker: [UInt8]?) throws -> Bool {
+        let now = monotonicNanos()
+        var woken = false
+        for (index, slot) in slots.enumerated() {
+            if ready[slot.monitor] & pollIn != 0, try lostBroker(s.links[index].pubEvents) {
+                try perform(s.links[index].machine.disconnected(now: now), on: index, &s)
+            }
+            if ready[slot.echo] & pollIn != 0 { try readEcho(index, &s, now: now) }
+            if let news = slot.news, ready[news] & pollIn != 0 {
+                // Only the wake-up matters, not the nudges themselves.
+                while try s.links[index].news?.receive(dontWait: true) != nil {}
+                woken = true
+            }
+        }
+        guard let loop = s.loop else { return false }
+        if woken { _ = try publish(loop.idle(), &s, replies: [:]) }
+        // A queue polled readable, of a link that still takes commands (it may
+        // have lost its broker in this pass).
+        let readable = { (index: Int) in slots[index].pull.map { ready[$0] & pollIn != 0 } == true }
+        guard slots.indices.contains(where: { readable($0) && s.links[$0].machine.takesCommands }) else { return false }
+        try handleBatch(from: readable, &s, loop: loop, crashMarker: crashMarker)
         return true
+    }
+
+    /// What is waiting on the readable links' queues, up to `maxBatch`,
+    /// handled in one batch; each reply goes back on its command's link.
+    private func handleBatch(from readable: (Int) -> Bool, _ s: inout Session, loop: WorkerLoop, crashMarker: [UInt8]?) throws {
+        let arrival = monotonicNanos()
+        var batch: [Command] = []
+        var received = 0
+        // reply.<origin> → the link its commands came on (a frontend is behind one broker).
+        var replies: [String: Int] = [:]
+        s.rotation = (s.rotation + 1) % s.links.count
+        for offset in s.links.indices {
+            let index = (offset + s.rotation) % s.links.count
+            guard readable(index), s.links[index].machine.takesCommands, let pull = s.links[index].pull else { continue }
+            let (commands, count) = try receiveBatch(pull, maxBatch: loop.maxBatch - received, sequencer: &s.sequencer, now: arrival)
+            received += count
+            if s.links.count > 1 { for command in commands { replies[Topic.reply(command.origin)] = index } }
+            if batch.isEmpty { batch = commands } else { batch += commands }
+        }
+        s.trimmer.trimIfBurstEnded(moved: received, logger: logger)
+        if arrival - s.lastSweep > 60_000_000_000 {
+            s.sequencer.forget(silentSince: arrival - 60_000_000_000)
+            s.lastSweep = arrival
+        }
+        guard !batch.isEmpty else { return }
+        if let crashMarker, batch.contains(where: { $0.body.firstRange(of: crashMarker) != nil }) {
+            fatalError("failpoint: a command carries CHATD_FAILPOINT_CRASH_ON")
+        }
+        let wrote = try publish(loop.handle(batch), &s, replies: replies)
+        if let nudge = loop.nudge, wrote, s.nudges.wrote(now: monotonicNanos()) { try publishEverywhere([Array(nudge.utf8)], s) }
+    }
+
+    /// Sends events: a reply on the link its command came from (its
+    /// frontend is behind that broker), everything else on every serving
+    /// link. Returns whether a room event was among them.
+    private func publish(_ events: [Event], _ s: inout Session, replies: [String: Int]) throws -> Bool {
+        var wrote = false
+        for event in events {
+            if event.kind == .roomEvent { wrote = true }
+            if s.links.count == 1 {
+                try s.links[0].pub.send(event.encode())
+            } else if event.kind == .reply, let index = replies[event.topic] {
+                try s.links[index].pub.send(event.encode())
+            } else {
+                try publishEverywhere(event.encode(), s)
+            }
+        }
+        return wrote
+    }
+
+    private func publishEverywhere(_ frames: [[UInt8]], _ s: Session) throws {
+        for link in s.links where link.machine.isServing { try link.pub.send(frames) }
+    }
+
+    /// What came on a link's echo SUB: its own echo (the link serves), and
+    /// the broker's store shard count when it is checked.
+    private func readEcho(_ index: Int, _ s: inout Session, now: UInt64) throws {
+        var echoed = false
+        while let frames = try s.links[index].echo.receive(dontWait: true) {
+            // A predecessor of the same name may still be publishing (its pid differs).
+            if frames == s.echo {
+                echoed = true
+            } else if let expected = expectedShards, let event = try? Event(frames: frames), let announced = ShardCount(event) {
+                checkShards(announced.count, expected: expected, &s.links[index])
+            }
+        }
+        if echoed { try perform(s.links[index].machine.echoed(now: now), on: index, &s) }
+    }
+
+    /// Every frontend host routes rooms to store shards by its own count;
+    /// hosts that disagree put a room's writes on two shards.
+    private func checkShards(_ announced: Int, expected: Int, _ link: inout Link) {
+        guard announced != expected else {
+            link.foreignShards = nil
+            return
+        }
+        guard link.foreignShards != announced else { return }
+        link.foreignShards = announced
+        logger.error(
+            "a broker announces another store shard count than this host runs: its frontends route rooms to other shards; set storeWorkers to the same count on every host",
+            metadata: ["bus": "\(link.bus.eventsIn)", "announced": "\(announced)", "this.host": "\(expected)"])
+    }
+
+    /// A standby named: it becomes the worker. False (and logged) for
+    /// another role's name.
+    private func promote(_ s: inout Session, to assignment: StandbyAssignment, with standby: Standby) throws -> Bool {
+        guard assignment.worker.role == role else {
+            logger.error("standby of another role named; exiting", metadata: ["assignment": "\(assignment.worker)"])
+            return false
+        }
+        shard = assignment.worker.index
+        logger[metadataKey: "worker"] = "\(assignment.worker)"
+        let beat = Heartbeat(worker: assignment.worker, pid: getpid(), failed: assignment.predecessorFailed)
+        // A broker lost from now on is waited for with this worker's own heartbeat.
+        for link in s.links { try link.echo.subscribe(beat.topic) }
+        s.beat = beat
+        s.echo = beat.event.encode()
+        s.loop = try standby.promoted(assignment)
+        logger.info("standby promoted", metadata: ["worker": "\(assignment.worker)", "predecessor.failed": "\(assignment.predecessorFailed)"])
+        let now = monotonicNanos()
+        for index in s.links.indices { try perform(s.links[index].machine.promote(now: now), on: index, &s) }
+        return true
+    }
+
+    enum AssignmentRead {
+        case waiting
+        case end
+        case assignment(StandbyAssignment)
+    }
+
+    /// Reads the standby's channel: the supervisor's line, once whole. End
+    /// of file (the supervisor is gone) or anything but an assignment ends it.
+    private func readAssignment(_ standby: inout Standby) -> AssignmentRead {
+        var buffer = [UInt8](repeating: 0, count: StandbyAssignment.maxLineBytes)
+        let count = buffer.withUnsafeMutableBytes { read(standby.fd, $0.baseAddress, $0.count) }
+        if count < 0 && (errno == EINTR || errno == EAGAIN) { return .waiting }
+        guard count > 0 else {
+            logger.info("the supervisor closed the standby's channel; exiting")
+            return .end
+        }
+        standby.line += buffer[0..<count]
+        if let end = standby.line.firstIndex(of: UInt8(ascii: "\n")) {
+            let text = String(decoding: standby.line[..<end], as: UTF8.self)
+            guard let assignment = StandbyAssignment(line: text) else {
+                logger.error("not an assignment on the standby's channel; exiting", metadata: ["line": "\(text)"])
+                return .end
+            }
+            return .assignment(assignment)
+        }
+        guard standby.line.count <= StandbyAssignment.maxLineBytes else {
+            logger.error("no assignment on the standby's channel; exiting")
+            return .end
+        }
+        return .waiting
     }
 
     /// What is waiting on the queue, up to `maxBatch`, in stream order.
@@ -298,94 +565,6 @@ public final class BusServer {
             }
         }
         return (batch, received)
-    }
-
-    /// Sends heartbeats until one comes back through the broker. A PUB socket
-    /// drops what it sends until the subscriptions the broker forwards have
-    /// reached it (ZeroMQ's slow joiner, seen from the publisher). A command
-    /// taken before then would be stored with its reply and room event lost,
-    /// and the frontend's resend would find it already published here. The
-    /// broker hands a new publisher every subscription it holds at once, so
-    /// when our own has arrived, the frontends' arrived before it.
-    /// - Returns: false if told to stop first.
-    private func awaitEcho(
-        _ link: Link, frames echo: [[UInt8]], shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void
-    ) throws -> Bool {
-        var poller = Poller()
-        poller.add(.socket(link.echo))
-        var lastAlive: UInt64 = 0
-        while !shouldStop() {
-            // The supervisor hears that this process lives, waiting.
-            if monotonicNanos() - lastAlive >= 500_000_000 {
-                heartbeat(false)
-                lastAlive = monotonicNanos()
-            }
-            try link.pub.send(echo)
-            // Sends before the subscription reaches the PUB are dropped, so
-            // each wait is one more chance missed: 2 ms (not 10) takes a few
-            // more tiny sends and answers up to 8 ms sooner, which a worker
-            // replacing a dead one spends with its queue waiting.
-            guard try poller.poll(timeoutMilliseconds: 2)[0] & pollIn != 0 else { continue }
-            while let frames = try link.echo.receive(dontWait: true) {
-                // A predecessor of the same name may still be publishing (its pid differs).
-                if frames == echo { return true }
-            }
-        }
-        return false
-    }
-
-    /// A standby's wait for the supervisor's line on `fd`, saying it is
-    /// ready and alive every 500 ms. A broker lost meanwhile (`run: workers`)
-    /// is waited for again before the line is taken: a promoted standby
-    /// publishes at once. Returns nil when told to stop, at end of file
-    /// (the supervisor is gone) or on anything but an assignment.
-    private func awaitAssignment(
-        _ fd: Int32, link: Link, echo: [[UInt8]], shouldStop: () -> Bool, heartbeat: (_ serving: Bool) -> Void
-    ) throws -> StandbyAssignment? {
-        var poller = Poller()
-        poller.add(.fd(fd))
-        poller.add(.socket(link.pubEvents))
-        var line: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: StandbyAssignment.maxLineBytes)
-        var lastAlive: UInt64 = 0
-        while !shouldStop() {
-            if monotonicNanos() - lastAlive >= 500_000_000 {
-                heartbeat(true)
-                lastAlive = monotonicNanos()
-            }
-            let ready = try poller.poll(timeoutMilliseconds: 500)
-            // The PUB takes in the subscriptions the broker forwards only when
-            // it is called; unread for days of waiting they would overflow its
-            // queue, and the broker drops what no longer fits: once promoted,
-            // this worker would filter out the events of those rooms.
-            _ = link.pub.events
-            if ready[1] & pollIn != 0, try lostBroker(link.pubEvents) {
-                logger.warning("lost the broker; a standby until it echoes")
-                guard try awaitEcho(link, frames: echo, shouldStop: shouldStop, heartbeat: heartbeat) else { return nil }
-            }
-            // Readable, hung up or in error: read says which.
-            guard ready[0] != 0 else { continue }
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && (errno == EINTR || errno == EAGAIN) { continue }
-            guard count > 0 else {
-                logger.info("the supervisor closed the standby's channel; exiting")
-                return nil
-            }
-            line += buffer[0..<count]
-            if let end = line.firstIndex(of: UInt8(ascii: "\n")) {
-                let text = String(decoding: line[..<end], as: UTF8.self)
-                guard let assignment = StandbyAssignment(line: text) else {
-                    logger.error("not an assignment on the standby's channel; exiting", metadata: ["line": "\(text)"])
-                    return nil
-                }
-                return assignment
-            }
-            guard line.count <= StandbyAssignment.maxLineBytes else {
-                logger.error("no assignment on the standby's channel; exiting")
-                return nil
-            }
-        }
-        return nil
     }
 
     /// Reads a PUB's monitor: did the broker's connection drop?

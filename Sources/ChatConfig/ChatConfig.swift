@@ -36,6 +36,18 @@ public struct ChatConfig: Sendable, Equatable {
     public var busKeys: BusKeys?
     /// What `chatd serve` runs on this host (`run:`).
     public var run: RunMode = .all
+    /// Several frontend hosts (`peers:`, `CHAT_PEERS` comma-separated): the
+    /// bus address (`tcp://host:port`) of every frontend host's broker. A
+    /// `run: workers` host's workers link to each (`bus` may then be left
+    /// out); a frontend host's `bus` is its own broker, and its supervisor
+    /// reads the other hosts' status from the rest. Empty: one broker, `bus`.
+    public var peers: [String] = []
+    /// This host's name in `ctl status` across hosts (`host:`, CHAT_HOST):
+    /// the machine's hostname unless set.
+    public var host: String = ChatConfig.machineHostname()
+    /// How attachments reach the files worker and come back (`attachments:`);
+    /// nil: by `run` (`resolvedAttachments`).
+    public var attachments: AttachmentsMode?
     /// HS256 secret. Nil: one is generated into `<dataDir>/jwt-secret` on first start.
     public var jwtSecret: String?
     public var jwtIssuer: String?
@@ -169,10 +181,26 @@ public struct ChatConfig: Sendable, Equatable {
         guard let mode = RunMode(rawValue: run) else { throw ConfigError.invalid("run", "\(run): all, frontend or workers") }
         config.run = mode
         if let bus = config.bus, config.busTCP == nil { throw ConfigError.invalid("bus", "\(bus): tcp://<host>:<port>") }
-        if config.run != .all && config.bus == nil { throw ConfigError.invalid("run", "\(config.run.rawValue) needs bus: tcp://<host>:<port>") }
+        config.peers = (reader.stringArray(forKey: "peers") ?? []).filter { !$0.isEmpty }
+        for peer in config.peers where Self.tcpAddress(peer) == nil { throw ConfigError.invalid("peers", "\(peer): tcp://<host>:<port>") }
+        // Each worker keeps a link (four sockets) to every peer.
+        guard config.peers.count <= 60 else { throw ConfigError.invalid("peers", "\(config.peers.count) brokers: at most 60") }
+        if config.run == .frontend && config.bus == nil { throw ConfigError.invalid("run", "frontend needs bus: tcp://<host>:<port>") }
+        if config.run == .workers && config.bus == nil && config.peers.isEmpty {
+            throw ConfigError.invalid("run", "workers needs bus: tcp://<host>:<port>, or peers: the brokers of every frontend host")
+        }
+        config.host = reader.string(forKey: "host", default: config.host)
+        guard (1...64).contains(config.host.count), !config.host.contains(where: { $0.isWhitespace || $0.isNewline }) else {
+            throw ConfigError.invalid("host", "\(config.host): a name of 1 to 64 characters without spaces")
+        }
         config.busKeyFile = reader.string(forKey: "bus.key").flatMap { $0.isEmpty ? nil : $0 }
         config.busPeerKeysFile = reader.string(forKey: "bus.peerKeys").flatMap { $0.isEmpty ? nil : $0 }
         if readingKeyFiles { config.busKeys = try config.readBusKeys() }
+        let attachments = reader.string(forKey: "attachments", default: "auto")
+        guard attachments == "auto" || AttachmentsMode(rawValue: attachments) != nil else {
+            throw ConfigError.invalid("attachments", "\(attachments): auto, local or bus")
+        }
+        config.attachments = AttachmentsMode(rawValue: attachments)
         config.jwtSecret = reader.string(forKey: "jwtSecret", isSecret: true)
         config.jwtIssuer = reader.string(forKey: "jwtIssuer")
         config.jwtAudience = reader.string(forKey: "jwtAudience")
@@ -288,8 +316,12 @@ public struct ChatConfig: Sendable, Equatable {
     }
 
     /// `bus` as host and base port.
-    public var busTCP: (host: String, port: Int)? {
-        bus.flatMap(BusKeys.hostAndPort)
+    public var busTCP: (host: String, port: Int)? { bus.flatMap(Self.tcpAddress) }
+
+    /// A `tcp://host:port` bus address as host and base port (`bus:`,
+    /// `peers:`; the peers file's broker addresses parse the same way).
+    static func tcpAddress(_ bus: String) -> (host: String, port: Int)? {
+        BusKeys.hostAndPort(bus)
     }
 
     /// `bus.key` and `bus.peerKeys` read and checked against `bus`; nil when
@@ -301,7 +333,13 @@ public struct ChatConfig: Sendable, Equatable {
         case (.some, nil): throw ConfigError.invalid("bus.peerKeys", "not set: bus.key needs the peers file (every host's public key) beside it")
         case (nil, .some): throw ConfigError.invalid("bus.key", "not set: bus.peerKeys needs this host's key pair (chatd keygen) beside it")
         case (.some(let keyFile), .some(let peersFile)):
-            return try BusKeyFiles.load(keyFile: keyFile, peersFile: peersFile, bus: busAddress, runsBroker: run.runsFrontend)
+            let keys = try BusKeyFiles.load(keyFile: keyFile, peersFile: peersFile, bus: busAddress, runsBroker: run.runsFrontend)
+            // Workers and supervisors connect to every peer's broker: each
+            // needs that broker's key, or every handshake with it fails.
+            for (peer, address) in zip(peers, peerAddresses) where keys.serverKey(for: address) == nil {
+                throw ConfigError.invalid("bus.peerKeys", "\(peersFile) lists no key for the broker at \(peer) (peers:): add `<its public key> <its host name> \(peer)`")
+            }
+            return keys
         }
     }
 
@@ -325,6 +363,48 @@ public struct ChatConfig: Sendable, Equatable {
 
     public var busAddress: BusAddress {
         busTCP.map { .tcp(host: $0.host, basePort: $0.port) } ?? .ipc(directory: resolvedRuntimeDir)
+    }
+
+    /// `peers` as bus addresses.
+    public var peerAddresses: [BusAddress] {
+        peers.compactMap(Self.tcpAddress).map { .tcp(host: $0.host, basePort: $0.port) }
+    }
+
+    /// The brokers this host's workers link to: every peer on a `run:
+    /// workers` host that names them, else the one bus.
+    public var workerBuses: [BusAddress] {
+        run == .workers && !peers.isEmpty ? peerAddresses : [busAddress]
+    }
+
+    /// The brokers this host's supervisor reads the other hosts' status
+    /// from (`ctl status` across hosts): a frontend host's own (where the
+    /// workers hosts publish theirs) and every peer's (their frontend
+    /// hosts'), a workers host's every broker. None on one host.
+    public var statusBrokers: [BusAddress] {
+        guard busTCP != nil || !peers.isEmpty else { return [] }
+        return run.runsFrontend ? [busAddress] + peerAddresses.filter { $0 != busAddress } : workerBuses
+    }
+
+    /// `checkBusExposure` for each of `peers`.
+    public func checkPeerExposure() throws {
+        for peer in peers {
+            var one = self
+            one.bus = peer
+            one.peers = []
+            do {
+                try one.checkBusExposure()
+            } catch ConfigError.invalid(_, let problem) {
+                throw ConfigError.invalid("peers", problem)
+            }
+        }
+    }
+
+    /// The machine's hostname: `host`'s default.
+    public static func machineHostname() -> String {
+        var name = [CChar](repeating: 0, count: 256)
+        guard gethostname(&name, name.count - 1) == 0 else { return "localhost" }
+        let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return host.isEmpty ? "localhost" : host
     }
 
     /// The origin absolute links start with: `publicURL` without a trailing slash, or `http://<listen>`.

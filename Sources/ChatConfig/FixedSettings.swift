@@ -21,6 +21,9 @@ extension ChatConfig {
             // restarts the children with it and gives the broker the new list.)
             "CHAT_BUS_KEY": busKeyFile ?? "",
             "CHAT_RUN": run.rawValue,
+            // Comma-separated, as the environment writes an array; empty: none.
+            "CHAT_PEERS": peers.joined(separator: ","),
+            "CHAT_HOST": host,
             // One format for every process's lines in the one stream.
             "CHAT_LOG_FORMAT": logFormat.rawValue,
             // Reports, the supervisor's merge and /metrics are set up once, at
@@ -40,6 +43,8 @@ extension ChatConfig {
         kept.busInsecure = running.busInsecure
         kept.busKeyFile = running.busKeyFile
         kept.run = running.run
+        kept.peers = running.peers
+        kept.host = running.host
         kept.logFormat = running.logFormat
         kept.metrics = running.metrics
         return kept

@@ -367,12 +367,16 @@ extension Requests {
         public var stagingName: String
         public var fileName: String
         public var messageType: String
+        /// The upload's size, sent with `attachments: bus`: the files worker
+        /// checks the file its chunks made is whole. Nil: not checked.
+        public var size: Int64?
 
-        public init(roomID: String, stagingName: String, fileName: String, messageType: String) {
+        public init(roomID: String, stagingName: String, fileName: String, messageType: String, size: Int64? = nil) {
             self.roomID = roomID
             self.stagingName = stagingName
             self.fileName = fileName
             self.messageType = messageType
+            self.size = size
         }
     }
 

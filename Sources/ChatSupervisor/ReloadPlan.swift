@@ -25,7 +25,7 @@ struct ReloadPlan: Equatable, Sendable {
         let fixed: [(String, Bool)] = [
             ("listen", old.listen != new.listen), ("dataDir", old.dataDir != new.dataDir), ("runtimeDir", old.runtimeDir != new.runtimeDir),
             ("bus", old.bus != new.bus), ("bus.insecure", old.busInsecure != new.busInsecure), ("run", old.run != new.run),
-            ("bus.key", old.busKeyFile != new.busKeyFile),
+            ("peers", old.peers != new.peers), ("host", old.host != new.host), ("bus.key", old.busKeyFile != new.busKeyFile),
             ("logFormat", old.logFormat != new.logFormat), ("metrics", old.metrics != new.metrics),
         ]
         needsFullRestart = fixed.filter(\.1).map(\.0)
@@ -71,6 +71,7 @@ extension ChatConfig {
     /// stay in both views). Missing one here restarts the workers for
     /// nothing; naming one a worker reads would miss its restart.
     private mutating func resetFrontendOnly(to defaults: ChatConfig) {
+        attachments = defaults.attachments
         jwtSecret = defaults.jwtSecret
         jwtIssuer = defaults.jwtIssuer
         jwtAudience = defaults.jwtAudience

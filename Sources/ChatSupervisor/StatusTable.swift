@@ -18,6 +18,7 @@ public enum StatusTable {
                 ]
             }
         )
+        if let hosts = status["hosts"] as? [[String: Any]] { out += "\n" + hostsTable(hosts) }
         let queues = (status["queues"] as? [String: Any] ?? [:]).sorted { $0.key < $1.key }
         if !queues.isEmpty {
             out += "\n" + table(["QUEUE", "IN FLIGHT"], queues.map { [$0.key, text($0.value)] })
@@ -40,6 +41,27 @@ public enum StatusTable {
                         text(row["milliseconds"]), text(row["pause_median_ms"]), text(row["pause_max_ms"]),
                     ]
                 }
+            )
+        }
+        return out
+    }
+
+    /// Several hosts (`peers:`): one line per host, and each other host's children.
+    static func hostsTable(_ hosts: [[String: Any]]) -> String {
+        var out = table(
+            ["HOST", "RUN", "REACHABLE", "HEARD", "CHILDREN READY", "STATUS"],
+            hosts.map { host in
+                let children = host["children"] as? [[String: Any]] ?? []
+                let ready = children.filter { $0["ready"] as? Bool == true }.count
+                let heard = (host["this_host"] as? Bool == true) ? "this host" : text(host["heard_seconds_ago"]) + "s ago"
+                return [text(host["host"]), text(host["run"]), yesNo(host["reachable"]), heard, "\(ready)/\(children.count)", text(host["status"])]
+            }
+        )
+        for host in hosts where host["this_host"] as? Bool != true {
+            let children = host["children"] as? [[String: Any]] ?? []
+            out += "\n" + table(
+                ["CHILD OF \(text(host["host"]))", "PID", "READY", "UPTIME", "RESTARTS", "QUEUE"],
+                children.map { [text($0["child"]), text($0["pid"]), yesNo($0["ready"]), uptime($0["uptime_seconds"]), text($0["restarts"]), text($0["queue_depth"])] }
             )
         }
         return out

@@ -38,6 +38,14 @@ extension Supervisor {
     /// `listen` asked for port 0). Standbys are listed apart (`standbys`,
     /// the same fields but the queue's): they serve nothing yet.
     func statusJSON() -> String {
+        var status = statusObject()
+        // Several hosts: each with its children, and when it was last heard from.
+        if let hosts = hostRows(status) { status["hosts"] = hosts }
+        return Self.json(status)
+    }
+
+    /// `ctl status` of this host alone.
+    func statusObject() -> [String: Any] {
         let now = Uptime.now()
         // Queue depth: what the frontends sent to a queue and have no answer
         // for yet (waiting in the broker or a worker's socket, being handled,
@@ -83,7 +91,7 @@ extension Supervisor {
         // Each frontend handover: sockets moved, time taken, events replayed (Supervisor+Handover.swift).
         status["handovers"] = handoverRows
         if let address = (listeningSocket ?? slotSockets.values.first)?.address { status["listen"] = address }
-        return Self.json(status)
+        return status
     }
 
     static func json(_ object: [String: Any]) -> String {

@@ -80,6 +80,9 @@ public final class Supervisor: @unchecked Sendable {
     /// `ctl restart` and `ctl upgrade` rolling restarts under way: a
     /// reload's restarts wait for them.
     var controlRestarts = 0
+    /// `ctl status` across hosts (Supervisor+Hosts.swift): nil on one host.
+    var hostExchange: StatusExchange?
+    var hostStatuses = HostStatuses()
 
     /// - Parameters:
     ///   - executable: the chatd binary (the supervisor spawns itself).
@@ -136,6 +139,7 @@ public final class Supervisor: @unchecked Sendable {
         handleSignals()
         queue.sync { startChildren() }
         done.wait()
+        queue.sync { stopHostStatus() }
         broker?.stop()
         return queue.sync { failure } == nil ? 0 : 1
     }
@@ -182,6 +186,7 @@ public final class Supervisor: @unchecked Sendable {
             countersAtZero()
             schedule(every: Self.metricsPublishSeconds) { [weak self] in self?.publishMetrics() }
         }
+        startHostStatus()
         // systemd's watchdog: ping at half the interval it expects.
         if let usec = ProcessInfo.processInfo.environment["WATCHDOG_USEC"].flatMap(Double.init), usec > 0,
             ProcessInfo.processInfo.environment["WATCHDOG_PID"].map({ Int32($0) == getpid() }) ?? true {
@@ -189,7 +194,7 @@ public final class Supervisor: @unchecked Sendable {
         }
     }
 
-    private func schedule(every seconds: Double, _ body: @escaping @Sendable () -> Void) {
+    func schedule(every seconds: Double, _ body: @escaping @Sendable () -> Void) {
         let timer = DispatchSource.makeTimerSource(queue: queue)
         timer.schedule(deadline: .now() + seconds, repeating: seconds)
         timer.setEventHandler(handler: body)

@@ -9,6 +9,8 @@ import FoundationNetworking
 /// for end-to-end tests and benchmarks. Talks to it only as a client does.
 public final class TestServer: @unchecked Sendable {
     public let port: Int
+    /// The address it listens on: loopback, or a namespace host's (`NetworkNamespaces`).
+    public let host: String
     public let dataDir: String
     public let secret: String
     public let process: Process
@@ -87,16 +89,17 @@ public final class TestServer: @unchecked Sendable {
     ///   - frontends: frontend processes sharing the port (`frontends:`); one
     ///     unless a test is about several, so that `childPIDs(matching:)`
     ///     finds one frontend and the others stay as they were.
+    ///   - jwtSecret: the HS256 secret (several frontend hosts share one); nil: a new random one.
     ///   - healthy: wait for `/healthz` 200; false: for any answer (a
     ///     `run: frontend` host whose workers are not there yet answers 503).
     public static func start(
         storeWorkers: Int = 1, frontends: Int = 1, port: Int? = nil, configFile: String? = nil, environment: [String: String] = [:], timeout: Double = 30,
-        socketActivated: Bool = false, dataDir: String? = nil, umask: String? = nil, healthy: Bool = true
+        socketActivated: Bool = false, dataDir: String? = nil, umask: String? = nil, jwtSecret: String? = nil, healthy: Bool = true
     ) async throws -> TestServer {
         let dir = try dataDir ?? temporaryDirectory()
         // systemd-socket-activate listens before chatd runs: it needs a port named.
         let fixed = socketActivated ? try port ?? freePort() : port
-        let secret = (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: 0...UInt64.max)) }.joined()
+        let secret = jwtSecret ?? randomSecret()
         let process = Process()
         let arguments = [try binary(), "serve", "--die-with-parent"] + (configFile.map { ["--config", $0] } ?? [])
         var env = ProcessInfo.processInfo.environment
@@ -141,6 +144,11 @@ public final class TestServer: @unchecked Sendable {
             throw TestServerError(description: "\(error)\n--- server log ---\n\(server.log)")
         }
         return server
+    }
+
+    /// A new HS256 secret: 64 hex digits.
+    public static func randomSecret() -> String {
+        (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: 0...UInt64.max)) }.joined()
     }
 
     /// The port a server started with `listen` on port 0 got: the `listen`
@@ -192,8 +200,9 @@ public final class TestServer: @unchecked Sendable {
         return String(decoding: answer, as: UTF8.self)
     }
 
-    init(port: Int, dataDir: String, secret: String, process: Process, logPath: String, auth: Authenticator) {
+    init(port: Int, host: String = "127.0.0.1", dataDir: String, secret: String, process: Process, logPath: String, auth: Authenticator) {
         self.port = port
+        self.host = host
         self.dataDir = dataDir
         self.secret = secret
         self.process = process
@@ -360,7 +369,7 @@ public final class TestServer: @unchecked Sendable {
         _ method: String, _ path: String, token: String? = nil, json: Any? = nil, body: Data? = nil,
         headers: [String: String] = [:], timeout: Double = 30
     ) async throws -> HTTPResult {
-        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        var request = URLRequest(url: URL(string: "http://\(host):\(port)\(path)")!)
         request.httpMethod = method
         request.timeoutInterval = timeout
         if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
@@ -410,7 +419,7 @@ public final class TestServer: @unchecked Sendable {
 
     /// Opens a WebSocket with the token in the `Authorization` header.
     public func webSocket(_ path: String, token: String?) throws -> WebSocketClient {
-        try WebSocketClient(port: port, path: path, headers: token.map { ["Authorization": "Bearer \($0)"] } ?? [:])
+        try WebSocketClient(host: host, port: port, path: path, headers: token.map { ["Authorization": "Bearer \($0)"] } ?? [:])
     }
 }
 

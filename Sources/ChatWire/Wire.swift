@@ -79,6 +79,11 @@ public enum CommandKind: String, Sendable, CaseIterable {
     case fileStore = "file.store"
     /// May this user download this message's attachment; where is it.
     case fileOpen = "file.open"
+    /// A piece of an upload for the files worker's staging file
+    /// (`attachments: bus`; `FileChunk`, raw bytes after a header).
+    case fileChunk = "file.chunk"
+    /// A piece of a stored blob; the reply's body is its bytes (`FileRead`).
+    case fileRead = "file.read"
 
     /// The worker role that handles this kind.
     public var role: Role {
@@ -88,7 +93,7 @@ public enum CommandKind: String, Sendable, CaseIterable {
             .receipts
         case .searchMessages, .searchRooms:
             .search
-        case .fileStore, .fileOpen:
+        case .fileStore, .fileOpen, .fileChunk, .fileRead:
             .files
         default:
             .store
@@ -225,6 +230,8 @@ public enum EventKind: String, Sendable {
     /// The broker's answer to a sync request (`SubscriptionSync`): the
     /// frontend's earlier subscriptions are in force.
     case synced
+    /// A host's status for `ctl status` (`HostStatus`), from its supervisor.
+    case hostStatus = "host.status"
 }
 
 /// A message published by a worker.

@@ -11,8 +11,10 @@ import Metrics
 
 /// The `files` role: validates staged uploads, stores them content-addressed
 /// (`files/<first two hex digits>/<sha-256>`), and decides who may download
-/// an attachment. The bytes never cross the bus: the frontend streams them
-/// to and from disk; this worker only reads, hashes and renames.
+/// an attachment. With `attachments: local` (one host) the bytes never cross
+/// the bus: the frontend streams them to and from disk; this worker only
+/// reads, hashes and renames. With `attachments: bus` they come and go in
+/// chunks (`FilesWorker+Bus.swift`).
 ///
 /// A client's file name is data, never a path: it is kept in the database
 /// and sent back as given; on disk there are only hashes.
@@ -53,6 +55,10 @@ public final class FilesWorker {
                     let ref = try decode(Requests.MessageRef.self, command)
                     let location = try open(ref, user: identity.id)
                     return .reply(to: command, status: .ok, body: [UInt8](try JSONEncoder().encode(location)))
+                case .fileChunk:
+                    return try writeChunk(command)
+                case .fileRead:
+                    return try readChunk(command)
                 default:
                     throw StoreError(code: .badRequest, detail: "Not a files command: \(command.kind.rawValue)")
                 }
@@ -68,14 +74,21 @@ public final class FilesWorker {
     private var lastSweep = Date.distantPast
 
     /// When idle, at most once a minute: removes staging files older than an
-    /// hour (uploads whose frontend died mid-way; nothing else leaves them).
+    /// hour (uploads whose frontend died mid-way; nothing else leaves them),
+    /// and `.stored` markers once no resend of their `file.store` can come
+    /// (a frontend on this disk removes its own; over the bus only this
+    /// sweep does).
     public func idle() -> [Event] {
         guard Date().timeIntervalSince(lastSweep) > 60 else { return [] }
         lastSweep = Date()
         let cutoff = Date().addingTimeInterval(-3600)
+        let markerCutoff = Date().addingTimeInterval(-max(60, 2 * Double(config.requestTimeoutMilliseconds) / 1000))
         for name in (try? FileManager.default.contentsOfDirectory(atPath: config.stagingDir)) ?? [] {
             let path = (config.stagingDir as NSString).appendingPathComponent(name)
-            if let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date, modified < cutoff {
+            guard let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date else { continue }
+            if name.hasSuffix(".stored") {
+                if modified < markerCutoff { unlink(path) }
+            } else if modified < cutoff {
                 unlink(path)
                 logger.info("removed an abandoned upload", metadata: ["staging": "\(name)"])
             }
@@ -119,6 +132,11 @@ public final class FilesWorker {
             if size > Int64(config.maxUploadBytes) {
                     throw StoreError(code: .badRequest, detail: "File too large")
             }
+        }
+        // Over the bus the staged file was assembled from chunks: it must be
+        // whole (a chunk lost to a swept or replaced staging directory).
+        if let expected = request.size, expected != size {
+            throw IncompleteUpload(expected: expected, staged: size)
         }
         if request.messageType == "image" && Self.imageType(Array(head)) == nil {
             throw StoreError.badRequest([("file_attachment", "Upload a valid image. The file you uploaded was either not an image or a corrupted image.")])
@@ -180,4 +198,11 @@ public final class FilesWorker {
         default: "application/octet-stream"
         }
     }
+}
+
+/// A staged upload shorter or longer than its frontend sent: answered
+/// `unavailable` (the client may send it again), and logged.
+struct IncompleteUpload: Error {
+    var expected: Int64
+    var staged: Int64
 }

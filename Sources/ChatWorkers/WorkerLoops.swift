@@ -28,7 +28,9 @@ public enum WorkerLoops {
             )
         case .files:
             let worker = FilesWorker(database: database, config: config, logger: logger)
-            return BusServer.WorkerLoop(idle: worker.idle, handle: worker.handle)
+            // A batch's replies are all built before the first is sent: 16
+            // `file.read`s of 256 KiB hold 4 MiB, not the 128 MiB of 512.
+            return BusServer.WorkerLoop(maxBatch: 16, idle: worker.idle, handle: worker.handle)
         }
     }
 

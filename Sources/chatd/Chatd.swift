@@ -96,6 +96,7 @@ struct Serve: AsyncParsableCommand {
         if dieWithParent { exitWithParent() }
         let config = try await options.load()
         try config.checkBusExposure()
+        try config.checkPeerExposure()
         try BusSecurity.check(config.busKeys, keyFile: config.busKeyFile)
         if config.collectsMetrics { ChatMetrics.bootstrap() }
         let logger = options.logger("chatd.supervisor", config, role: "supervisor")
@@ -156,7 +157,11 @@ struct WorkerCommand: AsyncParsableCommand {
         logger[metadataKey: "worker"] = standby ? "\(StandbyName(role))" : "\(name)"
         let stop = StopFlag()
         let database = try ChatDatabase(path: config.databasePath)
-        let server = try BusServer(role: role, shard: shard, bus: config.busAddress, logger: logger, security: BusSecurity(keys: config.busKeys))
+        // A link to every frontend host's broker (`peers`); the shard count is
+        // checked where another host's frontends route rooms by theirs.
+        let server = try BusServer(
+            role: role, shard: shard, buses: config.workerBuses, logger: logger,
+            expectedShards: config.run == .workers ? config.resolvedStoreWorkers : nil, security: BusSecurity(keys: config.busKeys))
         logger.info("worker ready", metadata: ["pid": "\(getpid())"])
         // Heartbeats to the supervisor (sd_notify) under this child's name.
         let report = ChildReport(name: ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? (standby ? "\(StandbyName(role))" : name.description))

@@ -76,6 +76,21 @@ import Testing
         #expect(unlisted.contains("lists no key for the broker at tcp://10.0.0.9:7400"), "\(unlisted)")
     }
 
+    /// Several frontend hosts: the workers link to every `peers:` broker, so
+    /// each needs its key; with keys, non-loopback peers need no `bus.insecure`.
+    @Test func everyPeerBrokerMustBeListedAndKeysMakePeersAcceptable() async throws {
+        let peers = ["CHAT_RUN": "workers", "CHAT_PEERS": "tcp://10.0.0.5:7400,tcp://10.0.0.6:7400"]
+        let files = try Files(pair: Self.client, peers: Self.peers)
+        let keyed = peers.merging(["CHAT_BUS_KEY": files.keyFile, "CHAT_BUS_PEER_KEYS": files.peersFile]) { $1 }
+        let missing = try #require(await error(keyed))
+        #expect(missing.contains("lists no key for the broker at tcp://10.0.0.6:7400 (peers:)"), "\(missing)")
+        let both = try Files(pair: Self.client, peers: Self.peers + "\(Self.server.public) front-2 tcp://10.0.0.6:7400\n")
+        let config = try await ChatConfig.load(file: nil, environment: peers.merging(["CHAT_BUS_KEY": both.keyFile, "CHAT_BUS_PEER_KEYS": both.peersFile]) { $1 })
+        try config.checkPeerExposure()
+        let plain = try await ChatConfig.load(file: nil, environment: peers)
+        #expect(throws: ConfigError.self) { try plain.checkPeerExposure() }
+    }
+
     @Test func aMissingOrUnreadableOrOpenKeyFileIsNamed() async throws {
         let files = try Files(pair: Self.client, peers: Self.peers)
         var environment = files.environment(bus: "tcp://10.0.0.5:7400", run: "workers")

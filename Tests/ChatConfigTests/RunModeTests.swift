@@ -21,6 +21,19 @@ import Testing
         await #expect(throws: ConfigError.self) { try await ChatConfig.load(file: nil, environment: ["CHAT_RUN": "workers"]) }
     }
 
+    /// Attachments go over the bus where the files worker is on another
+    /// host, through the disk where it is on this one; either may be named.
+    @Test func attachmentsFollowTheRunModeUnlessNamed() async throws {
+        let bus = ["CHAT_BUS": "tcp://127.0.0.1:7400"]
+        #expect(try await ChatConfig.load(file: nil, environment: [:]).resolvedAttachments == .local)
+        #expect(try await ChatConfig.load(file: nil, environment: bus.merging(["CHAT_RUN": "frontend"]) { $1 }).resolvedAttachments == .bus)
+        #expect(try await ChatConfig.load(file: nil, environment: ["CHAT_ATTACHMENTS": "bus"]).resolvedAttachments == .bus)
+        let shared = bus.merging(["CHAT_RUN": "frontend", "CHAT_ATTACHMENTS": "local"]) { $1 }
+        #expect(try await ChatConfig.load(file: nil, environment: shared).resolvedAttachments == .local)
+        #expect(try await ChatConfig.load(file: nil, environment: ["CHAT_ATTACHMENTS": "auto"]).attachments == nil)
+        await #expect(throws: ConfigError.self) { try await ChatConfig.load(file: nil, environment: ["CHAT_ATTACHMENTS": "s3"]) }
+    }
+
     @Test func portZeroIsAValidListenAddress() async throws {
         let config = try await ChatConfig.load(file: nil, environment: ["CHAT_LISTEN": "127.0.0.1:0"])
         #expect(config.listenAddress?.port == 0)

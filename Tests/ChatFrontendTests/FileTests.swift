@@ -105,4 +105,34 @@ import Testing
             #expect((try? FileManager.default.contentsOfDirectory(atPath: server.dataDir + "/staging"))?.isEmpty ?? true)
         }
     }
+
+    /// Issue 15: `attachments: bus` on one host (the path a frontend host
+    /// without the files worker's disk takes): the upload goes to the files
+    /// worker in chunks and comes back in reads, whole and in ranges that
+    /// cross a chunk's edge; nothing but the worker's `.stored` marker stays
+    /// staged, and a non-member is refused as on the local path.
+    @Test func overTheBusAnUploadOfManyChunksRoundTrips() async throws {
+        try await InProcessServer.run(configure: { $0.attachments = .bus }) { server in
+            let t = try await Steps.users(server, "alice", "bob", "eve")
+            let room = try await Steps.room(server, token: t[0], members: ["bob"])
+            // Five chunks of 256 KiB and a piece.
+            let bytes = Data((0..<(5 << 18) + 777).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ $0 >> 11) })
+            let posted = try await Self.upload(server, token: t[0], room: room, fields: ["content": "bus"], fileName: "bus.bin", file: bytes)
+            #expect(posted.status == 201, "\(posted.text)")
+            #expect(posted.object["file_size"] as? Int == bytes.count)
+            let url = try #require(posted.object["file_attachment"] as? String)
+            let path = url.replacingOccurrences(of: "http://127.0.0.1:\(server.port)", with: "")
+            let whole = try await server.request("GET", path, token: t[1])
+            #expect(whole.status == 200 && whole.body == bytes)
+            #expect(whole.headers["content-length"] == String(bytes.count))
+            let range = try await server.request("GET", path, token: t[1], headers: ["Range": "bytes=262100-800000"])
+            #expect(range.status == 206 && range.body == bytes.subdata(in: 262_100..<800_001))
+            let tail = try await server.request("GET", path, token: t[1], headers: ["Range": "bytes=-10"])
+            #expect(tail.status == 206 && tail.body == bytes.suffix(10))
+            #expect(try await server.request("GET", path, token: t[2]).status == 403)
+            #expect(try await Self.upload(server, token: t[2], room: room, fields: [:], fileName: "a.txt", file: Data("x".utf8)).status == 403)
+            let staged = (try? FileManager.default.contentsOfDirectory(atPath: server.dataDir + "/staging")) ?? []
+            #expect(staged.allSatisfy { $0.hasSuffix(".stored") }, "\(staged)")
+        }
+    }
 }

@@ -24,6 +24,9 @@ struct WorkerHarness {
 
     static func identity(_ sub: String) -> Identity { Identity(sub: sub, email: "\(sub)@example.com", name: nil, picture: nil) }
 
+    /// A caller as the bus carries it.
+    static func userJSON(_ user: Identity) -> [UInt8] { [UInt8](try! JSONEncoder().encode(user)) }
+
     /// A command as the frontend builds it: the caller and the body as JSON.
     static func command(_ kind: CommandKind, _ body: some Encodable, as user: Identity?, requestID: String = UUID().uuidString) -> Command {
         let userJSON = user.map { [UInt8](try! JSONEncoder().encode($0)) } ?? []

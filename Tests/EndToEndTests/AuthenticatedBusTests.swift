@@ -138,7 +138,10 @@ extension EndToEnd {
             try await server.waitUntil(timeout: 20, "the workers host noticed the silent broker") { workersLog().contains("lost the broker") }
             kill(broker, SIGCONT)
             resumed = true
-            try await server.waitUntil(timeout: 20, "the broker answered the workers again") { workersLog().contains("broker back") }
+            // The link logs it serves each time its broker echoes: here, once more after the loss.
+            try await server.waitUntil(timeout: 20, "the broker answered the workers again") {
+                workersLog().components(separatedBy: "lost the broker").last?.contains("broker echoed; serving it") == true
+            }
             try await server.waitUntil(timeout: 20, "healthz 200 again") { (try? await server.request("GET", "/healthz").status) == 200 }
             let tokens = try await Steps.users(server, "alice", "bob")
             let room = try await Steps.room(server, token: tokens[0], members: ["bob"])

@@ -9,7 +9,10 @@ import NIOFileSystem
 
 /// Attachments: a `multipart/form-data` message is streamed to a staging
 /// file (never whole in memory), handed to the files worker, then stored as a
-/// message; downloads stream the blob from disk, with ranges.
+/// message; downloads stream the blob from disk, with ranges. With
+/// `attachments: bus` the files worker's disk is on another host: the
+/// staged file goes to it in chunks, and downloads come from it the same
+/// way (`BusAttachments`).
 struct FileRoutes: Sendable {
     let api: ChatAPI
     typealias Context = ChatAPI.Context
@@ -76,8 +79,17 @@ struct FileRoutes: Sendable {
         // it has served once this request is over, whatever the outcome.
         defer { unlink(stagingPath + ".stored") }
         if let name = upload.stagingName {
-            keepStaging = true  // the files worker takes it from here
-            let body = Requests.FileStore(roomID: room, stagingName: name, fileName: upload.fileName ?? "file", messageType: input.messageType)
+            var body = Requests.FileStore(roomID: room, stagingName: name, fileName: upload.fileName ?? "file", messageType: input.messageType)
+            if services.config.chat.resolvedAttachments == .bus {
+                // The files worker stages its own copy, under a name of its
+                // own (on one host the two staging directories are one);
+                // ours goes when this request ends.
+                body.stagingName = UUID().uuidString.lowercased()
+                body.size = Int64(upload.fileSize)
+                try await BusAttachments(bus: services.bus, user: caller.json).send(path: stagingPath, size: Int64(upload.fileSize), uploadID: body.stagingName)
+            } else {
+                keepStaging = true  // the files worker takes it from here
+            }
             let reply: Event
             do {
                 reply = try await api.call(.fileStore, shardKey: room, caller: caller, body: body)
@@ -160,6 +172,15 @@ struct FileRoutes: Sendable {
         headers[.contentLength] = String(length)
         let path = location.path
         let offset = start
+        if services.config.chat.resolvedAttachments == .bus {
+            // The blob's name is its hash; the files worker reads it for us.
+            let hash = (path as NSString).lastPathComponent
+            let transfer = BusAttachments(bus: services.bus, user: caller.json)
+            return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(length)) { writer in
+                try await transfer.stream(hash: hash, range: offset..<(offset + length), to: &writer)
+                try await writer.finish(nil)
+            })
+        }
         return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(length)) { writer in
             // Read on NIOFileSystem's thread pool, 64 KiB at a time, each
             // piece written before the next is read (the client sets the pace).

@@ -1,0 +1,52 @@
+import ChatWire
+import Foundation
+
+/// What a supervisor knows of the other hosts for `ctl status` across hosts
+/// (`peers:`): the latest status each published (`HostStatus`) and when it
+/// arrived, on this supervisor's monotonic clock (another host's wall clock
+/// says nothing about how long ago it was heard). Pure: time is passed in.
+struct HostStatuses {
+    /// Hosts publish every `Supervisor.hostStatusSeconds` (1 s): one not
+    /// heard from for this long, several documents missed, is shown
+    /// unreachable (its host is down, or cut off from every broker this one
+    /// reads).
+    static let unreachableSeconds = 5.0
+    /// And left out after an hour: a host renamed or gone for good.
+    static let forgetSeconds = 3_600.0
+
+    struct Heard {
+        var document: [String: Any]
+        var at: Uptime
+    }
+
+    private(set) var heard: [String: Heard] = [:]
+
+    /// A host's status arrived. One that is not a JSON object is ignored.
+    mutating func received(_ status: HostStatus, now: Uptime) {
+        guard let document = (try? JSONSerialization.jsonObject(with: Data(status.document))) as? [String: Any] else { return }
+        heard[status.host] = Heard(document: document, at: now)
+    }
+
+    /// Every host, this one (`own`, named `host`) first, then the others by
+    /// name, each with `heard_seconds_ago` and `reachable`. The others'
+    /// documents as they sent them: a host's own name wins over `own` (a
+    /// second host configured with this one's name shows as this one).
+    mutating func rows(own: [String: Any], host: String, now: Uptime) -> [[String: Any]] {
+        heard = heard.filter { now.seconds(since: $0.value.at) <= Self.forgetSeconds }
+        var mine = own
+        mine["host"] = host
+        mine["this_host"] = true
+        mine["reachable"] = true
+        mine["heard_seconds_ago"] = 0
+        let others = heard.filter { $0.key != host }.sorted { $0.key < $1.key }.map { name, heard -> [String: Any] in
+            var row = heard.document
+            let ago = now.seconds(since: heard.at)
+            row["host"] = name
+            row["this_host"] = false
+            row["reachable"] = ago <= Self.unreachableSeconds
+            row["heard_seconds_ago"] = (ago * 10).rounded() / 10
+            return row
+        }
+        return [mine] + others
+    }
+}
