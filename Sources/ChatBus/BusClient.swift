@@ -157,9 +157,7 @@ public final class BusClient: Sendable {
             do {
                 try self.run()
             } catch let failure as BusHandshakeFailure {
-                self.logger.error("bus handshake with the broker failed: refused (this host's key is not in the broker's peers file) or the peers file's key for the broker is wrong", metadata: [
-                    "broker": "\(failure.address)", "host.key": "\(failure.hostKey)", "event": "\(failure.event)",
-                ])
+                failure.log(to: self.logger)
                 self.callbacks.handshakeFailed()
             } catch {
                 self.logger.critical("bus thread failed", metadata: ["error": "\(error)"])

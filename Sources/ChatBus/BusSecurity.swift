@@ -211,6 +211,13 @@ struct BusHandshakeFailure: Error, Equatable {
     var address: String
     var hostKey: String
     var event: Int32
+
+    /// Logged at error by the refused process, before it exits.
+    func log(to logger: Logger) {
+        logger.error("bus handshake with the broker failed: refused (this host's key is not in the broker's peers file) or the peers file's key for the broker is wrong", metadata: [
+            "broker": "\(address)", "host.key": "\(hostKey)", "event": "\(event)",
+        ])
+    }
 }
 
 /// Tells a refusal from a hiccup on one socket's connection to the broker.
