@@ -92,12 +92,18 @@ public final class Broker: @unchecked Sendable {
     }
 
     /// Binds everything (so peers can connect once this returns) and then
-    /// forwards on a thread of its own.
-    public func start() throws {
-        // Bound before the sockets: a CURVE server with no handler to ask
-        // lets in every client that knows its key.
+    /// forwards on a thread of its own. `onFailure` runs (once, on a broker
+    /// thread) when the broker or its ZAP handler stops working: the bus is
+    /// down for this host, so the owner should exit non-zero and be restarted.
+    public func start(onFailure: @escaping @Sendable (String) -> Void = { _ in }) throws {
+        // Bound before the sockets: with the handler gone every handshake
+        // fails (ZMQ_ZAP_ENFORCE_DOMAIN), so its failure is the broker's.
         let zap = try gatekeeper.map { gatekeeper in try ZAPHandler(context: context) { gatekeeper.allow($0) } }
-        zap?.start()
+        let logger = self.logger
+        zap?.start { error in
+            logger.critical("bus ZAP handler failed: no host can connect", metadata: ["error": "\(error)"])
+            onFailure("ZAP handler failed: \(error)")
+        }
         let sockets: Sockets
         do {
             sockets = try bindAll()
@@ -111,6 +117,7 @@ public final class Broker: @unchecked Sendable {
                 try forward(sockets)
             } catch {
                 logger.critical("broker failed", metadata: ["error": "\(error)"])
+                onFailure("broker failed: \(error)")
             }
         }
         thread.name = "chatd-broker"

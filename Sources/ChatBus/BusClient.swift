@@ -66,14 +66,19 @@ public final class BusClient: Sendable {
         public var heartbeat: @Sendable (String, [UInt8]) -> Void
         /// The supervisor's merged metrics document (`MetricsReport`), every 5 s.
         public var metrics: @Sendable ([UInt8]) -> Void
+        /// A CURVE handshake with the broker failed (logged at error by then);
+        /// the bus thread has stopped. libzmq does not retry a refused
+        /// connection, so the process should exit non-zero and be restarted.
+        public var handshakeFailed: @Sendable () -> Void
 
         public init(
             roomEvents: @escaping @Sendable ([RoomEvent]) -> Void, heartbeat: @escaping @Sendable (String, [UInt8]) -> Void,
-            metrics: @escaping @Sendable ([UInt8]) -> Void = { _ in }
+            metrics: @escaping @Sendable ([UInt8]) -> Void = { _ in }, handshakeFailed: @escaping @Sendable () -> Void = {}
         ) {
             self.roomEvents = roomEvents
             self.heartbeat = heartbeat
             self.metrics = metrics
+            self.handshakeFailed = handshakeFailed
         }
     }
 
@@ -151,6 +156,9 @@ public final class BusClient: Sendable {
         let t = Thread { [self] in
             do {
                 try self.run()
+            } catch let failure as BusHandshakeFailure {
+                failure.log(to: self.logger)
+                self.callbacks.handshakeFailed()
             } catch {
                 self.logger.critical("bus thread failed", metadata: ["error": "\(error)"])
             }
@@ -279,8 +287,10 @@ public final class BusClient: Sendable {
             poller.add(.socket(sockets.events))
             poller.add(.fd(wakeup.fd))
             for queue in full { poller.add(.socket(sockets.queues[queue]!), events: pollOut) }
+            for monitor in sockets.monitors { poller.add(.socket(monitor)) }
             let wake = [machine.nextWakeup, rooms.nextWakeup].compactMap { $0 }.min()
             let ready = try poller.poll(timeoutMilliseconds: Self.pollTimeout(until: wake))
+            if ready.dropFirst(2 + full.count).contains(where: { $0 & pollIn != 0 }) { try sockets.checkHandshakes() }
             for (offset, queue) in full.enumerated() where ready[2 + offset] & pollOut != 0 {
                 perform(machine.writable(queue: queue, now: monotonicNanos(), push: push), &roomEvents)
             }
@@ -464,6 +474,7 @@ final class BusSockets {
         self.security = security
         events = try Socket(context: context, type: .sub)
         try events.secure(security, bus: bus, as: .client)
+        try watchHandshakes(events, "sub")
         // Past the mark the broker's XPUB drops this frontend's events (and
         // only this frontend's): a lost reply is resent, a lost room event is
         // a gap clients fill from history (docs/protocol.md, "Memory bounds").
@@ -490,6 +501,7 @@ final class BusSockets {
     private func open(_ queue: String) throws {
         let push = try Socket(context: context, type: .push)
         try push.secure(security, bus: bus, as: .client)
+        try watchHandshakes(push, "push-\(queue)")
         // Full: the machine holds commands, in order, until the queue drains
         // or their deadline fails them (503). Never dropped, and the bus
         // thread never blocks on a send.
@@ -499,7 +511,32 @@ final class BusSockets {
         queues[queue] = push
     }
 
+    /// With CURVE: each socket's monitor of its handshakes (a refused
+    /// connection is not retried by libzmq, so this host would wait forever).
+    private(set) var monitors: [Socket] = []
+    private var watchers: [HandshakeWatch] = []
+    private static let monitorCount = Atomic<Int>(0)
+
+    private func watchHandshakes(_ socket: Socket, _ name: String) throws {
+        guard case .tcp = bus, let keys = security.keys else { return }
+        // Unique within the context (tests run several clients in one).
+        let id = "bus-client-\(Self.monitorCount.add(1, ordering: .relaxed).newValue)-\(name)"
+        monitors.append(try socket.monitor(name: id, events: HandshakeWatch.events))
+        watchers.append(HandshakeWatch(hostKey: keys.publicKey))
+    }
+
+    /// Throws `BusHandshakeFailure` if a monitor saw this host refused.
+    func checkHandshakes() throws {
+        for (index, monitor) in monitors.enumerated() {
+            while let frames = try monitor.receive(dontWait: true) {
+                guard let event = MonitorEvent(frames: frames) else { continue }
+                if let failure = watchers[index].saw(event) { throw failure }
+            }
+        }
+    }
+
     func close() {
+        for monitor in monitors { monitor.close() }
         events.close()
         for socket in queues.values { socket.close() }
     }

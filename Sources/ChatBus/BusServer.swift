@@ -154,6 +154,8 @@ public final class BusServer {
         /// A store shard count this broker announced that differs from
         /// `expectedShards`, once logged.
         var foreignShards: Int?
+        /// With CURVE: tells this broker refusing us from a hiccup.
+        var handshakes: HandshakeWatch?
 
         func close() {
             news?.close()
@@ -229,7 +231,10 @@ public final class BusServer {
             pub.lingerMilliseconds = 1000
             // A lost connection to the broker (it restarted: a frontend host of
             // `run: workers` hosts) closes this link's gate again, until its echo is back.
-            monitor = try pub.monitor(name: "pub-\(role.rawValue)-\(shard)-\(getpid())-\(index)", events: MonitorEvent.disconnected)
+            // With keys, also its handshakes: libzmq never retries a refused
+            // connection, so a refused worker would wait silently forever.
+            let handshakes = security.keys == nil ? 0 : HandshakeWatch.events
+            monitor = try pub.monitor(name: "pub-\(role.rawValue)-\(shard)-\(getpid())-\(index)", events: MonitorEvent.disconnected | handshakes)
         }
         let echo = try connect(.sub, to: bus.eventsOut, of: bus) { sub in
             try sub.setHighWaterMarks(send: HighWaterMarks.echo, receive: HighWaterMarks.echo)
@@ -237,7 +242,9 @@ public final class BusServer {
             if expectedShards != nil { try sub.subscribe(Topic.storeShards) }
         }
         // `monitor` was set: the PUB's configuration ran without throwing.
-        return Link(bus: bus, pub: pub, pubEvents: monitor!, echo: echo, machine: BusLinkMachine(mode: mode, now: monotonicNanos()))
+        var link = Link(bus: bus, pub: pub, pubEvents: monitor!, echo: echo, machine: BusLinkMachine(mode: mode, now: monotonicNanos()))
+        if let keys = security.keys, case .tcp = bus { link.handshakes = HandshakeWatch(hostKey: keys.publicKey) }
+        return link
     }
 
     /// Makes and connects every socket of a link: the one place where what
@@ -391,7 +398,7 @@ public final class BusServer {
         let now = monotonicNanos()
         var woken = false
         for (index, slot) in slots.enumerated() {
-            if ready[slot.monitor] & pollIn != 0, try lostBroker(s.links[index].pubEvents) {
+            if ready[slot.monitor] & pollIn != 0, try lostBroker(&s.links[index]) {
                 try perform(s.links[index].machine.disconnected(now: now), on: index, &s)
             }
             if ready[slot.echo] & pollIn != 0 { try readEcho(index, &s, now: now) }
@@ -567,11 +574,19 @@ public final class BusServer {
         return (batch, received)
     }
 
-    /// Reads a PUB's monitor: did the broker's connection drop?
-    private func lostBroker(_ monitor: Socket) throws -> Bool {
+    /// Reads a PUB's monitor: did the broker's connection drop? Throws
+    /// `BusHandshakeFailure`, logged, when the broker refused this host: the
+    /// worker exits and its supervisor's backoff restart tries again (so a
+    /// key added to that broker's peers file later gets in).
+    private func lostBroker(_ link: inout Link) throws -> Bool {
         var lost = false
-        while let frames = try monitor.receive(dontWait: true) {
-            if MonitorEvent(frames: frames)?.event == MonitorEvent.disconnected { lost = true }
+        while let frames = try link.pubEvents.receive(dontWait: true) {
+            guard let event = MonitorEvent(frames: frames) else { continue }
+            if event.event == MonitorEvent.disconnected { lost = true }
+            if let failure = link.handshakes?.saw(event) {
+                failure.log(to: logger)
+                throw failure
+            }
         }
         return lost
     }

@@ -47,6 +47,11 @@ public enum BusKeyFiles {
     /// be listed once (a broker has one key).
     public static func readPeers(_ path: String) throws -> [BusKeys.Peer] {
         let text = try read(path, key: "bus.peerKeys")
+        // The allow-list: whoever may write it may let any host onto the bus.
+        var info = stat()
+        if stat(path, &info) == 0, info.st_mode & 0o022 != 0 {
+            throw ConfigError.invalid("bus.peerKeys", "\(path): mode \(String(info.st_mode & 0o777, radix: 8)) lets others write the allow-list; chmod go-w it")
+        }
         var peers: [BusKeys.Peer] = []
         var brokers: [String: Int] = [:]
         for (number, line) in lines(text) {

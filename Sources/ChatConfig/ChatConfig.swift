@@ -327,13 +327,10 @@ public struct ChatConfig: Sendable, Equatable {
     /// `bus` as host and base port.
     public var busTCP: (host: String, port: Int)? { bus.flatMap(Self.tcpAddress) }
 
-    /// A `tcp://host:port` bus address as host and base port.
+    /// A `tcp://host:port` bus address as host and base port (`bus:`,
+    /// `peers:`; the peers file's broker addresses parse the same way).
     static func tcpAddress(_ bus: String) -> (host: String, port: Int)? {
-        guard bus.hasPrefix("tcp://") else { return nil }
-        let rest = bus.dropFirst(6)
-        guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), (1...65000).contains(port),
-            colon > rest.startIndex else { return nil }
-        return (String(rest[..<colon]), port)
+        BusKeys.hostAndPort(bus)
     }
 
     /// `bus.key` and `bus.peerKeys` read and checked against `bus`; nil when

@@ -88,7 +88,9 @@ public enum Frontend {
             frontendID: config.frontendID,
             bus: config.chat.busAddress,
             storeShards: config.storeShards,
-            callbacks: .init(roomEvents: connections.fanOut, heartbeat: health.record, metrics: board.store),
+            // Refused by the broker (logged): exit so the supervisor's
+            // backoff retries, and a key added there later gets in.
+            callbacks: .init(roomEvents: connections.fanOut, heartbeat: health.record, metrics: board.store, handshakeFailed: { exit(1) }),
             logger: logger,
             policy: RetryPolicy(
                 retryInterval: UInt64(config.chat.retryMilliseconds) * 1_000_000,

@@ -1,3 +1,4 @@
+import ChatBus
 import ChatConfig
 import ChatWire
 import Foundation
@@ -32,6 +33,14 @@ extension Supervisor {
             logger.error("reload failed, keeping the running configuration", metadata: ["error": "\(error)"])
             carryOut(reloads.read(nil))
         case .success(let fresh):
+            // As `serve` checks at start: a pair whose halves do not match
+            // would fail every handshake after the children's restart.
+            do {
+                try BusSecurity.check(fresh.busKeys, keyFile: fresh.busKeyFile)
+            } catch {
+                logger.error("reload failed, keeping the running configuration", metadata: ["error": "\(error)"])
+                return carryOut(reloads.read(nil))
+            }
             carryOut(reloads.read(fresh))
         }
     }
@@ -125,7 +134,17 @@ extension Supervisor {
         for name in children.keys { children[name]?.machine.policy = policy }
         // A changed peers file: the broker lets in its keys from the next
         // connection on (the children restart with it: their view changed).
-        if let keys = fresh.busKeys { broker?.update(keys: keys) }
+        // ZAP runs only at a handshake, so a host whose key went stays
+        // connected until this host restarts.
+        if let keys = fresh.busKeys {
+            broker?.update(keys: keys)
+            let removed = (config.busKeys?.allowed ?? []).subtracting(keys.allowed)
+            if broker != nil, !removed.isEmpty {
+                logger.warning("removed bus keys take effect at restart: hosts connected with them stay connected until this host restarts", metadata: [
+                    "removed.keys": "\(removed.sorted().joined(separator: ","))",
+                ])
+            }
+        }
         logger.info("reloaded", metadata: [
             "log.level": "\(fresh.logLevel)", "receipts.workers": "\(receipts)", "frontends": "\(fresh.resolvedFrontends)",
             "store.workers": "\(fresh.resolvedStoreWorkers)", "needs.restart": "\(needsRestart)",

@@ -36,6 +36,8 @@ public final class Supervisor: @unchecked Sendable {
     /// closed once they exit (`retiredExited`).
     var retiredFrontendSlots: [Int32: Int] = [:]
     var stopping = false
+    /// Why the supervisor is stopping on its own (the exit status is then 1).
+    private var failure: String?
     /// When children still running at a stop get SIGKILL.
     private var stopDeadline = Uptime.distantFuture
     /// Every child, retired ones included, is down after a stop; `run` returns.
@@ -118,7 +120,12 @@ public final class Supervisor: @unchecked Sendable {
             let queues = (0..<storeShards).map { Endpoints.queue(.store, shard: $0) }
                 + Role.allCases.filter { $0 != .store }.map { Endpoints.queue($0) }
             let broker = try Broker(bus: config.busAddress, queues: queues, logger: logger, security: BusSecurity(keys: config.busKeys))
-            try broker.start()
+            // Without its broker this host serves nobody: stop, exit non-zero,
+            // and let systemd (Restart=on-failure) start it again.
+            try broker.start { [weak self] reason in
+                guard let self else { return }
+                queue.async { self.fail(reason) }
+            }
             broker.announce(storeShards: storeShards)
             self.broker = broker
         }
@@ -134,7 +141,15 @@ public final class Supervisor: @unchecked Sendable {
         done.wait()
         queue.sync { stopHostStatus() }
         broker?.stop()
-        return 0
+        return queue.sync { failure } == nil ? 0 : 1
+    }
+
+    /// Stops everything as SIGTERM would, and makes `run` return 1.
+    func fail(_ reason: String) {
+        guard failure == nil else { return }
+        failure = reason
+        logger.critical("supervisor stopping on a failure", metadata: ["reason": "\(reason)"])
+        beginStop(signal: 0)
     }
 
     private func handleSignals() {

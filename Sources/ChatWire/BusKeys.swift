@@ -52,12 +52,15 @@ public struct BusKeys: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { "BusKeys(public: \(publicKey), peers: \(peers.count))" }
 
-    /// `tcp://host:port` split; nil for anything else.
+    /// `tcp://host:port` split; nil for anything else. The one parser of a
+    /// tcp bus address (`bus:` and the peers file's broker addresses). The
+    /// port is the bus's base port: the queues' ports follow it, so it stops
+    /// at 65,000.
     public static func hostAndPort(_ address: String) -> (host: String, port: Int)? {
         guard address.hasPrefix("tcp://") else { return nil }
         let rest = address.dropFirst(6)
         guard let colon = rest.lastIndex(of: ":"), colon > rest.startIndex,
-            let port = Int(rest[rest.index(after: colon)...]), (1...65535).contains(port)
+            let port = Int(rest[rest.index(after: colon)...]), (1...65000).contains(port)
         else { return nil }
         return (String(rest[..<colon]), port)
     }

@@ -58,11 +58,21 @@ extension Socket {
     /// This socket is a CURVE server (it holds the secret key clients were
     /// told the public half of) and asks the ZAP handler of its context about
     /// every client, under `domain`. Set before `bind`.
+    ///
+    /// With `ZMQ_ZAP_ENFORCE_DOMAIN` set, a handshake that finds no ZAP
+    /// handler answering fails; without it libzmq 4.3 lets every client in
+    /// when the handler is gone (RFC 27's old rule), so an allow-list whose
+    /// thread died would silently become "anyone with the server's key".
     public func setCurveServer(secretKey: String, zapDomain: String) throws {
         try setOption(ZMQ_CURVE_SERVER, Int32(1))
         try setOption(ZMQ_CURVE_SECRETKEY, string: secretKey)
         try setOption(ZMQ_ZAP_DOMAIN, string: zapDomain)
+        try setOption(Self.zapEnforceDomain, Int32(1))
     }
+
+    /// `ZMQ_ZAP_ENFORCE_DOMAIN`: a draft option in zmq.h (hidden without
+    /// ZMQ_BUILD_DRAFT_API), accepted by Debian's libzmq5 4.3.4.
+    static let zapEnforceDomain: Int32 = 93
 
     /// This socket is a CURVE client: it talks only to the server holding
     /// `serverKey`'s secret half, and shows its own public key (which the

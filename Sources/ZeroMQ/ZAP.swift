@@ -45,14 +45,17 @@ public final class ZAPHandler: @unchecked Sendable {
         self.allow = allow
     }
 
-    public func start() {
+    /// Answers on a thread of its own. `onFailure` runs on that thread if it
+    /// stops answering for any reason but `stop`: with the handler gone every
+    /// handshake fails (servers set `ZMQ_ZAP_ENFORCE_DOMAIN`), so the owner
+    /// must not carry on as if the bus worked.
+    public func start(onFailure: @escaping @Sendable (Error) -> Void = { _ in }) {
         let thread = Thread { [self] in
             defer { socket.close(); finished.signal() }
             do {
                 try serve()
             } catch {
-                // Every handshake waits on an answer: say why none will come.
-                FileHandle.standardError.write(Data("chatd: ZAP handler failed: \(error)\n".utf8))
+                onFailure(error)
             }
         }
         thread.name = "chatd-zap"
@@ -65,6 +68,7 @@ public final class ZAPHandler: @unchecked Sendable {
         lock.withLock { stopRequested = true }
         wakeup.signal()
         finished.wait()
+        finished.signal()  // a second stop returns at once
     }
 
     private func serve() throws {

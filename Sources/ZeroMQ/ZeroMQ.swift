@@ -367,6 +367,11 @@ public struct MonitorEvent: Sendable, Equatable {
     public static let handshakeFailedProtocol = Int32(ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
     /// The ZAP handler refused (the value is its status code, 400).
     public static let handshakeFailedAuth = Int32(ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+    /// The handshake failed without a reason libzmq names (the peer closed
+    /// the connection during it: a server that refused this client).
+    public static let handshakeFailedNoDetail = Int32(ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+    /// Every way a handshake fails.
+    public static let handshakeFailed = handshakeFailedProtocol | handshakeFailedAuth | handshakeFailedNoDetail
 
     public var event: Int32
     /// The event's value: an errno, a ZAP status code, a protocol error.

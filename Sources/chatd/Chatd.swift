@@ -375,8 +375,12 @@ struct Keygen: AsyncParsableCommand {
         print(BusKeyFiles.peerLine(publicKey: pair.publicKey, host: name, broker: broker))
     }
 
-    /// Created 0600 under a temporary name beside `path`, then renamed over
-    /// it: a crash leaves the old pair or the new one, never half a file.
+    /// Created 0600 under a temporary name beside `path`, then published:
+    /// a crash leaves the old pair or the new one, never half a file.
+    /// Without `force` it is published with link(2), which fails if `path`
+    /// exists by then (two keygens at once: one wins, the other says so,
+    /// rather than both printing a key and one of them being lost); with
+    /// it, renamed over. The directory is fsynced so the name survives a crash.
     static func write(_ data: Data, to path: String, force: Bool) throws {
         if FileManager.default.fileExists(atPath: path) && !force {
             throw CommandFailure("\(path) exists: pass --force to replace it (and give every peers file the new public key)")
@@ -385,18 +389,27 @@ struct Keygen: AsyncParsableCommand {
         guard let handle = PrivateFiles.create(temporary) else {
             throw CommandFailure("cannot create \(temporary): \(String(cString: strerror(errno)))")
         }
+        defer { unlink(temporary) }
         do {
             try handle.write(contentsOf: data)
             try handle.synchronize()
             try handle.close()
         } catch {
-            unlink(temporary)
             throw CommandFailure("writing \(temporary): \(error)")
         }
-        guard rename(temporary, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporary)
-            throw CommandFailure("cannot rename \(temporary) to \(path): \(reason)")
+        if force {
+            guard rename(temporary, path) == 0 else {
+                throw CommandFailure("cannot rename \(temporary) to \(path): \(String(cString: strerror(errno)))")
+            }
+        } else if link(temporary, path) != 0 {
+            let reason = errno == EEXIST ? "it was created meanwhile; pass --force to replace it" : String(cString: strerror(errno))
+            throw CommandFailure("cannot create \(path): \(reason)")
+        }
+        let parent = (path as NSString).deletingLastPathComponent
+        let directory = open(parent.isEmpty ? "." : parent, O_RDONLY | O_DIRECTORY)
+        if directory >= 0 {
+            fsync(directory)
+            close(directory)
         }
     }
 }

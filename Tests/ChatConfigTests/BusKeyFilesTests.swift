@@ -102,6 +102,19 @@ import Testing
         #expect(text.contains(open.keyFile) && text.contains("chmod 600"), "\(text)")
     }
 
+    @Test func aPeersFileOthersMayWriteIsRefused() async throws {
+        let files = try Files(pair: Self.client, peers: Self.peers)
+        let environment = files.environment(bus: "tcp://10.0.0.5:7400", run: "workers")
+        for mode: mode_t in [0o664, 0o646] {
+            chmod(files.peersFile, mode)
+            let text = try #require(await error(environment), "mode \(String(mode, radix: 8))")
+            #expect(text.contains(files.peersFile) && text.contains("lets others write"), "\(text)")
+        }
+        // Readable by all is fine: it holds public keys only.
+        chmod(files.peersFile, 0o644)
+        #expect(await error(environment) == nil)
+    }
+
     @Test func malformedFilesAreRefusedWithTheirLine() async throws {
         let cases: [(peers: String, expected: String)] = [
             ("\(Self.server.public) front-1 tcp://10.0.0.5:7400\nnot-a-key worker-1\n", "peers:2: not-a-key is not a public key"),

@@ -85,6 +85,12 @@ extension EndToEnd {
             try await server.waitUntil(timeout: 20, "the broker logged the refusal") {
                 server.log.split(separator: "\n").contains { $0.contains("bus connection refused") && $0.contains(strangerKey) && $0.contains("127.0.0.1") }
             }
+            // And the refused host says so too, naming the broker and its own key (then its
+            // worker exits, and the supervisor's backoff tries again).
+            let strangerLog = { String(decoding: FileManager.default.contents(atPath: dir + "/stranger.log") ?? Data(), as: UTF8.self) }
+            try await server.waitUntil(timeout: 20, "the refused host logged the refusal") {
+                strangerLog().split(separator: "\n").contains { $0.contains("bus handshake with the broker failed") && $0.contains(strangerKey) && $0.contains("127.0.0.1") }
+            }
             #expect(try await server.request("GET", "/healthz").status == 503)
             let refused = try await server.request("POST", "/api/chat/rooms/", token: alice, json: ["name": "never", "participant_ids": [String]()])
             #expect(refused.status == 503, "a command reached a worker of the unlisted host")
