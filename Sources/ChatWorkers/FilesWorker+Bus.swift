@@ -51,9 +51,7 @@ extension FilesWorker {
     func readChunk(_ command: Command) throws -> Event {
         let request: FileRead
         do { request = try FileRead(body: command.body) } catch { throw StoreError(code: .badRequest, detail: "Malformed command body.") }
-        let path = ((config.filesDir as NSString).appendingPathComponent(String(request.hash.prefix(2))) as NSString)
-            .appendingPathComponent(request.hash)
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        let fd = Glibc.open(blobPath(request.hash), O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             if errno == ENOENT { throw StoreError.notFound("This message has no attachment") }
             throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)

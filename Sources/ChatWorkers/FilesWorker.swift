@@ -142,9 +142,8 @@ public final class FilesWorker {
             throw StoreError.badRequest([("file_attachment", "Upload a valid image. The file you uploaded was either not an image or a corrupted image.")])
         }
         let hash = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        let directory = (config.filesDir as NSString).appendingPathComponent(String(hash.prefix(2)))
-        try PrivateFiles.directory(directory)
-        let blob = (directory as NSString).appendingPathComponent(hash)
+        let blob = blobPath(hash)
+        try PrivateFiles.directory((blob as NSString).deletingLastPathComponent)
         if FileManager.default.fileExists(atPath: blob) {
             PrivateFiles.narrow(blob)  // stored by an older version, 0644
         } else {
@@ -168,7 +167,7 @@ public final class FilesWorker {
             return message
         }
         guard let hash = message.fileAttachment, !message.isDeleted else { throw StoreError.notFound("This message has no attachment") }
-        let path = ((config.filesDir as NSString).appendingPathComponent(String(hash.prefix(2))) as NSString).appendingPathComponent(hash)
+        let path = blobPath(hash)
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: path), let size = attributes[.size] as? Int64 else {
             throw StoreError.notFound("This message has no attachment")
         }
@@ -178,6 +177,12 @@ public final class FilesWorker {
         } ?? []
         let name = message.fileName ?? hash
         return Requests.FileLocation(path: path, name: name, size: size, contentType: Self.imageType(head) ?? Self.contentType(forName: name))
+    }
+
+    /// Where the blob of `hash` (64 lowercase hex digits) lives:
+    /// `files/<first two digits>/<hash>`.
+    func blobPath(_ hash: String) -> String {
+        ((config.filesDir as NSString).appendingPathComponent(String(hash.prefix(2))) as NSString).appendingPathComponent(hash)
     }
 
     /// The image type the first bytes announce, if any.
