@@ -26,7 +26,8 @@ extension FilesWorker {
         guard chunk.bytes.count <= FileTransfer.chunkBytes else { throw StoreError(code: .badRequest, detail: "Chunk too large.") }
         // The frontend enforces the limit while it reads the client's body;
         // this bounds what any bus peer can make this disk hold.
-        guard chunk.offset + Int64(chunk.bytes.count) <= Int64(config.maxUploadBytes) else {
+        // Subtracting cannot overflow (the count is at most a chunk); adding could.
+        guard chunk.offset <= Int64(config.maxUploadBytes) - Int64(chunk.bytes.count) else {
             throw StoreError(code: .badRequest, detail: "File too large")
         }
         let staging = (config.stagingDir as NSString).appendingPathComponent(chunk.uploadID)
