@@ -70,6 +70,7 @@ extension FilesWorker {
             filled += n
         }
         bytes.removeLast(request.length - filled)
+        Self.bytesRead.increment(by: filled)
         return .reply(to: command, status: .ok, body: bytes)
     }
 }

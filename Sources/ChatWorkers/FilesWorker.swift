@@ -21,6 +21,8 @@ import Metrics
 public final class FilesWorker {
     /// Bytes of uploads this process stored (a blob already there counts again: it was uploaded).
     static let bytesStored = Counter(label: "chatd_file_bytes_stored_total")
+    /// Bytes of blobs this process read for `file.read` (downloads over the bus).
+    static let bytesRead = Counter(label: "chatd_file_bytes_read_total")
 
     let database: ChatDatabase
     let config: ChatConfig
@@ -29,6 +31,7 @@ public final class FilesWorker {
 
     public init(database: ChatDatabase, config: ChatConfig, logger: Logger) {
         _ = Self.bytesStored  // its series shows from the start, at 0
+        _ = Self.bytesRead
         self.database = database
         self.config = config
         self.logger = logger

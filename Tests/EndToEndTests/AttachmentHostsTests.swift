@@ -1,4 +1,5 @@
 import ChatCore
+import ChatMetrics
 import ChatTesting
 import Foundation
 import Testing
@@ -120,6 +121,34 @@ extension EndToEnd {
             try await uploadSurvivesTheFilesWorkersDeath(server, workers, token: t[0], room: room)
             #expect(Self.regularFiles(server.dataDir + "/files").isEmpty)
             #expect(Self.regularFiles(server.dataDir + "/staging").isEmpty)
+        }
+
+        /// HEAD of a download answers its headers and reads nothing over the
+        /// bus: the files worker's `chatd_file_bytes_read_total` counts only
+        /// the GET of a second, small attachment made after the HEAD (a
+        /// scrape that shows the GET's bytes was taken after the HEAD ended).
+        @Test func headOfADownloadReadsNothingOverTheBus() async throws {
+            let server = try await TestServer.start(environment: ["CHAT_ATTACHMENTS": "bus"])
+            defer { server.stop() }
+            let t = try await Steps.users(server, "alice")
+            let room = try await Steps.room(server, token: t[0], members: [])
+            let big = Self.pattern(2 << 20, seed: 3)
+            let small = Self.pattern(1000, seed: 4)
+            var urls: [String] = []
+            for (name, file) in [("big.bin", big), ("small.bin", small)] {
+                let posted = try await Files.upload(server, token: t[0], room: room, fields: [:], fileName: name, file: file)
+                #expect(posted.status == 201, "\(posted.text)")
+                urls.append(try #require(posted.object["file_attachment"] as? String))
+            }
+            let head = try await server.request("HEAD", urls[0], token: t[0])
+            #expect(head.status == 200 && head.headers["content-length"] == String(big.count) && head.body.isEmpty)
+            let ranged = try await server.request("HEAD", urls[0], token: t[0], headers: ["Range": "bytes=10-19"])
+            #expect(ranged.status == 206 && ranged.headers["content-range"] == "bytes 10-19/\(big.count)")
+            let back = try await server.request("GET", urls[1], token: t[0])
+            #expect(back.status == 200 && back.body == small)
+            let read = "chatd_file_bytes_read_total"
+            let scraped = try await EndToEnd.Metrics.waitForScrape(server, "the GET's bytes in \(read)") { $0.sum(read) >= Double(small.count) }
+            #expect(scraped.sum(read) == Double(small.count), "HEAD read bytes over the bus")
         }
 
         /// A client reads a 10 MiB download slowly; the files worker is
