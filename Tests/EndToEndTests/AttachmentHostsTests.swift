@@ -158,7 +158,7 @@ extension EndToEnd {
         /// whole, on the same connection.
         func downloadSurvivesTheFilesWorkersDeath(_ server: TestServer, _ workers: WorkersHost, token: String, room: String, uploader: String) async throws {
             let file = Self.pattern(10 << 20, seed: 2)
-            let posted = try await Files.upload(server, token: uploader, room: room, fields: [:], fileName: "twenty.bin", file: file)
+            let posted = try await Files.upload(server, token: uploader, room: room, fields: [:], fileName: "ten.bin", file: file)
             #expect(posted.status == 201, "\(posted.text)")
             let url = try #require(posted.object["file_attachment"] as? String)
             let victim = try #require(workers.filesWorker())
@@ -199,8 +199,10 @@ extension EndToEnd {
                 }
                 kill(victim, SIGCONT)
                 let deadline = Date().addingTimeInterval(30)
-                // Busy polling (a stat a turn) until two chunks, not all, are written.
+                // Polling (a stat a turn, a yield between) until two chunks,
+                // not all, are written: a sleep would let them all land.
                 while Date() < deadline {
+                    await Task.yield()
                     let written = Self.regularFiles(staging).filter { !$0.key.hasSuffix(".stored") }.values.max() ?? 0
                     if written >= 2 * (256 << 10) || workers.blobs.values.contains(file.count) {
                         kill(victim, SIGSTOP)
