@@ -167,6 +167,11 @@ public final class Supervisor: @unchecked Sendable {
             countersAtZero()
             schedule(every: Self.metricsPublishSeconds) { [weak self] in self?.publishMetrics() }
         }
+        // Uploads a frontend staged and never finished (it died mid-way):
+        // with no files worker on this host nothing else removes them.
+        if !config.run.runsWorkers {
+            schedule(every: 60) { [weak self] in self?.sweepStaging() }
+        }
         // systemd's watchdog: ping at half the interval it expects.
         if let usec = ProcessInfo.processInfo.environment["WATCHDOG_USEC"].flatMap(Double.init), usec > 0,
             ProcessInfo.processInfo.environment["WATCHDOG_PID"].map({ Int32($0) == getpid() }) ?? true {

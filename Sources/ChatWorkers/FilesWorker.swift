@@ -76,26 +76,13 @@ public final class FilesWorker {
 
     private var lastSweep = Date.distantPast
 
-    /// When idle, at most once a minute: removes staging files older than an
-    /// hour (uploads whose frontend died mid-way; nothing else leaves them),
-    /// and `.stored` markers once no resend of their `file.store` can come
-    /// (a frontend on this disk removes its own; over the bus only this
-    /// sweep does).
+    /// When idle, at most once a minute: `ChatConfig.sweepStaging` (uploads
+    /// abandoned an hour ago, and `.stored` markers no resend can need: a
+    /// frontend on this disk removes its own; over the bus only this does).
     public func idle() -> [Event] {
         guard Date().timeIntervalSince(lastSweep) > 60 else { return [] }
         lastSweep = Date()
-        let cutoff = Date().addingTimeInterval(-3600)
-        let markerCutoff = Date().addingTimeInterval(-max(60, 2 * Double(config.requestTimeoutMilliseconds) / 1000))
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: config.stagingDir)) ?? [] {
-            let path = (config.stagingDir as NSString).appendingPathComponent(name)
-            guard let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date else { continue }
-            if name.hasSuffix(".stored") {
-                if modified < markerCutoff { unlink(path) }
-            } else if modified < cutoff {
-                unlink(path)
-                logger.info("removed an abandoned upload", metadata: ["staging": "\(name)"])
-            }
-        }
+        for name in config.sweepStaging() { logger.info("removed an abandoned upload", metadata: ["staging": "\(name)"]) }
         return []
     }
 
