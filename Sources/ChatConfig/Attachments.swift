@@ -14,8 +14,14 @@ extension ChatConfig {
     /// The mode in force: the configured one, else `local` where this host
     /// runs the files worker too (`run: all`) and `bus` where it does not.
     public var resolvedAttachments: AttachmentsMode {
-        attachments ?? (run.runsWorkers ? .local : .bus)
+        attachments ?? (runsFilesWorker ? .local : .bus)
     }
+
+    /// This host's supervisor starts `files.0`: it runs the workers and
+    /// `filesWorkers` is not 0. The broker hands a queue's commands round
+    /// robin, so files workers on two hosts would each get some of an
+    /// upload's chunks: every workers host but one says `filesWorkers: 0`.
+    public var runsFilesWorker: Bool { run.runsWorkers && filesWorkers > 0 }
 }
 
 extension ChatConfig {

@@ -25,7 +25,7 @@ struct ReloadPlan: Equatable, Sendable {
         let fixed: [(String, Bool)] = [
             ("listen", old.listen != new.listen), ("dataDir", old.dataDir != new.dataDir), ("runtimeDir", old.runtimeDir != new.runtimeDir),
             ("bus", old.bus != new.bus), ("bus.insecure", old.busInsecure != new.busInsecure), ("run", old.run != new.run),
-            ("bus.key", old.busKeyFile != new.busKeyFile),
+            ("bus.key", old.busKeyFile != new.busKeyFile), ("filesWorkers", old.filesWorkers != new.filesWorkers),
             ("logFormat", old.logFormat != new.logFormat), ("metrics", old.metrics != new.metrics),
         ]
         needsFullRestart = fixed.filter(\.1).map(\.0)

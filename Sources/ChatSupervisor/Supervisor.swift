@@ -169,7 +169,7 @@ public final class Supervisor: @unchecked Sendable {
         }
         // Uploads a frontend staged and never finished (it died mid-way):
         // with no files worker on this host nothing else removes them.
-        if !config.run.runsWorkers {
+        if !config.runsFilesWorker {
             schedule(every: 60) { [weak self] in self?.sweepStaging() }
         }
         // systemd's watchdog: ping at half the interval it expects.
