@@ -151,6 +151,22 @@ extension EndToEnd {
             #expect(scraped.sum(read) == Double(small.count), "HEAD read bytes over the bus")
         }
 
+        /// `filesWorkers: 0` (every workers host but the files host): the
+        /// supervisor starts the other roles and their standbys, and no
+        /// `files.0` nor `standby.files`, which would take some of another
+        /// host's upload chunks from the shared queue.
+        @Test func filesWorkersZeroStartsNoFilesWorker() async throws {
+            let server = try await TestServer.start(environment: ["CHAT_FILES_WORKERS": "0"])
+            defer { server.stop() }
+            var names: Set<String> = []
+            try await server.waitUntil(timeout: 30, "the workers and their standbys") {
+                let processes = try EndToEnd.Standby.Processes(server)
+                names = Set(processes.children.keys).union(processes.standbys.keys)
+                return names.isSuperset(of: ["store.0", "receipts.0", "search.0", "standby.store", "standby.search"])
+            }
+            #expect(!names.contains("files.0") && !names.contains("standby.files"), "\(names.sorted())")
+        }
+
         /// A client reads a 10 MiB download slowly; the files worker is
         /// killed once it has 1 MiB: the frontend can be at most its window
         /// (1 MiB) and the two sockets' buffers (a few MiB) ahead of it, so
