@@ -108,6 +108,14 @@ public struct BusClientMachine<Ticket> {
         var since: UInt64
     }
 
+    /// Whether `kind` is resent every `retryInterval`. Not `file.chunk` and
+    /// `file.read`, of up to 256 KiB (`FileTransfer.chunkBytes`): resent on
+    /// the timer, a stalled files worker's unanswered chunks would pile up in
+    /// the broker, a copy each per interval, up to the queue's mark (1,000
+    /// a socket, ~250 MiB). A live worker answers them in turn; a dead one's
+    /// replacement gets them again (its heartbeat's new pid).
+    static func resendsOnTimer(_ kind: CommandKind) -> Bool { kind != .fileChunk && kind != .fileRead }
+
     /// Pids remembered per worker name: enough for two processes briefly
     /// sharing a name (a quick scale down and up, a rolling restart) and the
     /// replacements around them, so alternating pids are not replacements.
@@ -275,7 +283,8 @@ extension BusClientMachine {
             streams[shard].next += 1
             streams[shard].awaiting.insert(outgoing.seq)
         }
-        pending.add(id: outgoing.command.requestID, payload: outgoing, now: now, deadline: outgoing.deadline)
+        pending.add(id: outgoing.command.requestID, payload: outgoing, now: now, deadline: outgoing.deadline,
+                    onTimer: Self.resendsOnTimer(outgoing.command.kind))
         outstanding[outgoing.queue, default: 0] += 1
         outstandingChanged = true
         transmit(outgoing, now: now, push: push)

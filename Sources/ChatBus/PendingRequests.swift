@@ -24,6 +24,9 @@ public struct PendingRequests<Payload> {
         var attempts: Int
         /// Worker deaths this command was pending at.
         var deaths = 0
+        /// Resent every `retryInterval`; when false only a replacement of
+        /// its worker sends it again (`resendNow`, `workerReplaced`).
+        var onTimer = true
     }
 
     /// What the owner must do after `tick`.
@@ -47,10 +50,13 @@ public struct PendingRequests<Payload> {
     public var count: Int { entries.count }
 
     /// Records a command that was just sent; it fails at `deadline`
-    /// (default: the policy's deadline from now).
-    public mutating func add(id: String, payload: Payload, now: UInt64, deadline: UInt64? = nil) {
+    /// (default: the policy's deadline from now). `onTimer: false` for a
+    /// command too large to copy into the broker at every interval while its
+    /// worker is merely slow: it is resent only to a replacement.
+    public mutating func add(id: String, payload: Payload, now: UInt64, deadline: UInt64? = nil, onTimer: Bool = true) {
         let deadline = deadline ?? now + policy.deadline
-        let entry = Entry(payload: payload, nextRetry: min(now + policy.retryInterval, deadline), deadline: deadline, attempts: 1)
+        let nextRetry = onTimer ? min(now + policy.retryInterval, deadline) : deadline
+        let entry = Entry(payload: payload, nextRetry: nextRetry, deadline: deadline, attempts: 1, onTimer: onTimer)
         entries[id] = entry
         earliestRetry = min(earliestRetry, entry.nextRetry)
     }
@@ -96,8 +102,8 @@ public struct PendingRequests<Payload> {
             var entry = entry
             entry.attempts += 1
             // A suspect (pending at a crash) stays off the timer, whatever
-            // replaced its worker this time.
-            entry.nextRetry = entry.deaths > 0 ? entry.deadline : min(now + policy.retryInterval, entry.deadline)
+            // replaced its worker this time; so does one never on it.
+            entry.nextRetry = entry.deaths > 0 || !entry.onTimer ? entry.deadline : min(now + policy.retryInterval, entry.deadline)
             entries[id] = entry
             due.append((id, entry.payload))
         }

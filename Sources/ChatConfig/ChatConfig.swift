@@ -88,6 +88,9 @@ public struct ChatConfig: Sendable, Equatable {
     public var hangTimeoutSeconds: Double = 10
     /// Receipts workers (read status, typing, sessions).
     public var receiptsWorkers: Int = 1
+    /// Files workers on this host, 1 or 0 (`filesWorkers`): one host of a
+    /// deployment keeps the blobs, every other workers host says 0.
+    public var filesWorkers: Int = 1
     /// A warm standby per worker role, promoted when a worker dies (`standbys`, CHAT_STANDBYS).
     public var standbys = true
     /// `ctl restart frontend` hands each frontend's WebSockets to its new
@@ -245,6 +248,10 @@ public struct ChatConfig: Sendable, Equatable {
         config.retryMilliseconds = reader.int(forKey: "retryMilliseconds", default: config.retryMilliseconds)
         config.hangTimeoutSeconds = reader.double(forKey: "hangTimeoutSeconds", default: config.hangTimeoutSeconds)
         config.receiptsWorkers = max(1, reader.int(forKey: "receiptsWorkers", default: config.receiptsWorkers))
+        config.filesWorkers = reader.int(forKey: "filesWorkers", default: config.filesWorkers)
+        guard (0...1).contains(config.filesWorkers) else {
+            throw ConfigError.invalid("filesWorkers", "\(config.filesWorkers): 1, or 0 on every workers host but the one that keeps the attachments")
+        }
         config.standbys = reader.bool(forKey: "standbys", default: config.standbys)
         config.frontendHandover = reader.bool(forKey: "frontendHandover", default: config.frontendHandover)
         config.typingWindowSeconds = reader.double(forKey: "typingWindowSeconds", default: config.typingWindowSeconds)

@@ -26,7 +26,7 @@ struct ReloadPlan: Equatable, Sendable {
             ("listen", old.listen != new.listen), ("dataDir", old.dataDir != new.dataDir), ("runtimeDir", old.runtimeDir != new.runtimeDir),
             ("bus", old.bus != new.bus), ("bus.insecure", old.busInsecure != new.busInsecure), ("run", old.run != new.run),
             ("peers", old.peers != new.peers), ("host", old.host != new.host), ("bus.key", old.busKeyFile != new.busKeyFile),
-            ("database", old.database != new.database),
+            ("database", old.database != new.database), ("filesWorkers", old.filesWorkers != new.filesWorkers),
             ("logFormat", old.logFormat != new.logFormat), ("metrics", old.metrics != new.metrics),
         ]
         needsFullRestart = fixed.filter(\.1).map(\.0)

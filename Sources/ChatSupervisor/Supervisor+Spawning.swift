@@ -10,7 +10,7 @@ extension Supervisor {
         for shard in 0..<storeShards { specs.append(workerSpec(WorkerName(.store, shard))) }
         // One each of the other roles: receipts may be scaled by config;
         // search owns one index file, files is I/O-bound.
-        for (role, count) in [(Role.receipts, config.receiptsWorkers), (.search, 1), (.files, 1)] {
+        for (role, count) in [(Role.receipts, config.receiptsWorkers), (.search, 1), (.files, config.runsFilesWorker ? 1 : 0)] {
             for index in 0..<count { specs.append(workerSpec(WorkerName(role, index))) }
         }
         return specs + standbyPlan.roles.map(standbySpec)

@@ -12,9 +12,11 @@ struct StandbyPlan: Equatable {
     var enabled: Bool
     /// This host runs the workers (`run: all` or `workers`).
     var runsWorkers: Bool
+    /// This host runs the files worker (`filesWorkers` is not 0).
+    var runsFiles = true
 
-    /// The roles that keep a standby: every worker role, or none.
-    var roles: [Role] { enabled && runsWorkers ? Role.allCases : [] }
+    /// The roles that keep a standby: every worker role this host runs, or none.
+    var roles: [Role] { enabled && runsWorkers ? Role.allCases.filter { $0 != .files || runsFiles } : [] }
 
     /// The standby that takes the place of a spawn of `name`, if any: only
     /// a worker's spawn promotes, only its role's standby, only once that
@@ -57,7 +59,9 @@ final class StandbyChannel {
 }
 
 extension Supervisor {
-    var standbyPlan: StandbyPlan { StandbyPlan(enabled: config.standbys, runsWorkers: config.run.runsWorkers) }
+    var standbyPlan: StandbyPlan {
+        StandbyPlan(enabled: config.standbys, runsWorkers: config.run.runsWorkers, runsFiles: config.runsFilesWorker)
+    }
 
     /// A standby of `role`: `chatd worker --standby --role <role>` (no
     /// `--shard`: it learns its worker when promoted).

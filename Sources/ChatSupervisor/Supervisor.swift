@@ -187,6 +187,11 @@ public final class Supervisor: @unchecked Sendable {
             schedule(every: Self.metricsPublishSeconds) { [weak self] in self?.publishMetrics() }
         }
         startHostStatus()
+        // Uploads a frontend staged and never finished (it died mid-way):
+        // with no files worker on this host nothing else removes them.
+        if !config.runsFilesWorker {
+            schedule(every: 60) { [weak self] in self?.sweepStaging() }
+        }
         // systemd's watchdog: ping at half the interval it expects.
         if let usec = ProcessInfo.processInfo.environment["WATCHDOG_USEC"].flatMap(Double.init), usec > 0,
             ProcessInfo.processInfo.environment["WATCHDOG_PID"].map({ Int32($0) == getpid() }) ?? true {

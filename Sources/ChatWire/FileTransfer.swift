@@ -19,6 +19,11 @@ public enum FileTransfer {
     /// is well under the time a 256 KiB disk write takes), few enough that a
     /// slow client or worker holds at most this many chunks per transfer.
     public static let window = 4
+
+    /// Largest offset either command may name: far beyond any attachment
+    /// (1 PiB), and far enough below `Int64.max` that an offset plus a
+    /// chunk's length cannot overflow; a larger one is refused as malformed.
+    public static let maxOffset: Int64 = 1 << 50
 }
 
 /// The body of `file.chunk`: `<upload id> <offset>\n` and then the chunk's
@@ -45,13 +50,14 @@ public struct FileChunk: Sendable, Equatable {
     }
 
     /// Reads a body; refuses a header that is not `<id> <offset>` with an id
-    /// of letters, digits and `-` (it names a file) and an offset ≥ 0.
+    /// of letters, digits and `-` (it names a file) and an offset from 0 to
+    /// `FileTransfer.maxOffset`.
     public init(body: [UInt8]) throws(WireError) {
         // An id and a decimal Int64 fit in far fewer bytes than this.
         guard let newline = body.prefix(128).firstIndex(of: UInt8(ascii: "\n")) else { throw .malformed("file.chunk header") }
         let fields = body[..<newline].split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
         guard fields.count == 2, FileTransferName.isSafe(fields[0]),
-            let offset = Int64(String(decoding: fields[1], as: UTF8.self)), offset >= 0
+            let offset = Int64(String(decoding: fields[1], as: UTF8.self)), (0...FileTransfer.maxOffset).contains(offset)
         else { throw .malformed("file.chunk header") }
         self.uploadID = String(decoding: fields[0], as: UTF8.self)
         self.offset = offset
@@ -76,11 +82,12 @@ public struct FileRead: Sendable, Equatable {
     public func encode() -> [UInt8] { Array("\(hash) \(offset) \(length)".utf8) }
 
     /// Reads a body; refuses anything but a lowercase 64-digit hash (it
-    /// names a file), an offset ≥ 0 and a length from 1 to `chunkBytes`.
+    /// names a file), an offset from 0 to `FileTransfer.maxOffset` and a
+    /// length from 1 to `chunkBytes`.
     public init(body: [UInt8]) throws(WireError) {
         let fields = body.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
         guard fields.count == 3, fields[0].count == 64, fields[0].allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }),
-            let offset = Int64(String(decoding: fields[1], as: UTF8.self)), offset >= 0,
+            let offset = Int64(String(decoding: fields[1], as: UTF8.self)), (0...FileTransfer.maxOffset).contains(offset),
             let length = Int(String(decoding: fields[2], as: UTF8.self)), (1...FileTransfer.chunkBytes).contains(length)
         else { throw .malformed("file.read") }
         self.hash = String(decoding: fields[0], as: UTF8.self)

@@ -26,7 +26,8 @@ extension FilesWorker {
         guard chunk.bytes.count <= FileTransfer.chunkBytes else { throw StoreError(code: .badRequest, detail: "Chunk too large.") }
         // The frontend enforces the limit while it reads the client's body;
         // this bounds what any bus peer can make this disk hold.
-        guard chunk.offset + Int64(chunk.bytes.count) <= Int64(config.maxUploadBytes) else {
+        // Subtracting cannot overflow (the count is at most a chunk); adding could.
+        guard chunk.offset <= Int64(config.maxUploadBytes) - Int64(chunk.bytes.count) else {
             throw StoreError(code: .badRequest, detail: "File too large")
         }
         let staging = (config.stagingDir as NSString).appendingPathComponent(chunk.uploadID)
@@ -51,9 +52,7 @@ extension FilesWorker {
     func readChunk(_ command: Command) throws -> Event {
         let request: FileRead
         do { request = try FileRead(body: command.body) } catch { throw StoreError(code: .badRequest, detail: "Malformed command body.") }
-        let path = ((config.filesDir as NSString).appendingPathComponent(String(request.hash.prefix(2))) as NSString)
-            .appendingPathComponent(request.hash)
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        let fd = Glibc.open(blobPath(request.hash), O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             if errno == ENOENT { throw StoreError.notFound("This message has no attachment") }
             throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
@@ -71,6 +70,7 @@ extension FilesWorker {
             filled += n
         }
         bytes.removeLast(request.length - filled)
+        Self.bytesRead.increment(by: filled)
         return .reply(to: command, status: .ok, body: bytes)
     }
 }

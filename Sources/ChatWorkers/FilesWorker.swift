@@ -20,6 +20,8 @@ import Metrics
 public final class FilesWorker {
     /// Bytes of uploads this process stored (a blob already there counts again: it was uploaded).
     static let bytesStored = Counter(label: "chatd_file_bytes_stored_total")
+    /// Bytes of blobs this process read for `file.read` (downloads over the bus).
+    static let bytesRead = Counter(label: "chatd_file_bytes_read_total")
 
     let database: any StoreEngine
     let config: ChatConfig
@@ -28,6 +30,7 @@ public final class FilesWorker {
 
     public init(database: any StoreEngine, config: ChatConfig, logger: Logger) {
         _ = Self.bytesStored  // its series shows from the start, at 0
+        _ = Self.bytesRead
         self.database = database
         self.config = config
         self.logger = logger
@@ -72,26 +75,13 @@ public final class FilesWorker {
 
     private var lastSweep = Date.distantPast
 
-    /// When idle, at most once a minute: removes staging files older than an
-    /// hour (uploads whose frontend died mid-way; nothing else leaves them),
-    /// and `.stored` markers once no resend of their `file.store` can come
-    /// (a frontend on this disk removes its own; over the bus only this
-    /// sweep does).
+    /// When idle, at most once a minute: `ChatConfig.sweepStaging` (uploads
+    /// abandoned an hour ago, and `.stored` markers no resend can need: a
+    /// frontend on this disk removes its own; over the bus only this does).
     public func idle() -> [Event] {
         guard Date().timeIntervalSince(lastSweep) > 60 else { return [] }
         lastSweep = Date()
-        let cutoff = Date().addingTimeInterval(-3600)
-        let markerCutoff = Date().addingTimeInterval(-max(60, 2 * Double(config.requestTimeoutMilliseconds) / 1000))
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: config.stagingDir)) ?? [] {
-            let path = (config.stagingDir as NSString).appendingPathComponent(name)
-            guard let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date else { continue }
-            if name.hasSuffix(".stored") {
-                if modified < markerCutoff { unlink(path) }
-            } else if modified < cutoff {
-                unlink(path)
-                logger.info("removed an abandoned upload", metadata: ["staging": "\(name)"])
-            }
-        }
+        for name in config.sweepStaging() { logger.info("removed an abandoned upload", metadata: ["staging": "\(name)"]) }
         return []
     }
 
@@ -141,9 +131,8 @@ public final class FilesWorker {
             throw StoreError.badRequest([("file_attachment", "Upload a valid image. The file you uploaded was either not an image or a corrupted image.")])
         }
         let hash = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        let directory = (config.filesDir as NSString).appendingPathComponent(String(hash.prefix(2)))
-        try PrivateFiles.directory(directory)
-        let blob = (directory as NSString).appendingPathComponent(hash)
+        let blob = blobPath(hash)
+        try PrivateFiles.directory((blob as NSString).deletingLastPathComponent)
         if FileManager.default.fileExists(atPath: blob) {
             PrivateFiles.narrow(blob)  // stored by an older version, 0644
         } else {
@@ -167,7 +156,7 @@ public final class FilesWorker {
             return message
         }
         guard let hash = message.fileAttachment, !message.isDeleted else { throw StoreError.notFound("This message has no attachment") }
-        let path = ((config.filesDir as NSString).appendingPathComponent(String(hash.prefix(2))) as NSString).appendingPathComponent(hash)
+        let path = blobPath(hash)
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: path), let size = attributes[.size] as? Int64 else {
             throw StoreError.notFound("This message has no attachment")
         }
@@ -177,6 +166,12 @@ public final class FilesWorker {
         } ?? []
         let name = message.fileName ?? hash
         return Requests.FileLocation(path: path, name: name, size: size, contentType: Self.imageType(head) ?? Self.contentType(forName: name))
+    }
+
+    /// Where the blob of `hash` (64 lowercase hex digits) lives:
+    /// `files/<first two digits>/<hash>`.
+    func blobPath(_ hash: String) -> String {
+        ((config.filesDir as NSString).appendingPathComponent(String(hash.prefix(2))) as NSString).appendingPathComponent(hash)
     }
 
     /// The image type the first bytes announce, if any.

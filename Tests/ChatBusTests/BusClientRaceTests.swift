@@ -5,6 +5,34 @@ import Testing
 /// The races the end-to-end tests stage with processes and sleeps, driven
 /// through the bus client's machine one input at a time.
 @Suite struct WorkerDeathRaceTests {
+    /// A `file.chunk` or `file.read` carries up to 256 KiB: a stalled (not
+    /// dead) files worker must not get a copy of each unanswered one every
+    /// retry interval, piling up in the broker. Only a replacement (a new
+    /// pid in the heartbeat) gets them again, once; unanswered by the
+    /// deadline they fail (503), as any command. A small command on the
+    /// same queue is still resent on the timer.
+    @Test func fileChunksAndReadsAreResentOnlyToAReplacement() {
+        let bus = Bus()
+        let files0 = WorkerName(.files, 0)
+        bus.heartbeat(files0, pid: 100)
+        bus.send("chunk", .fileChunk)
+        bus.send("read", .fileRead)
+        bus.send("open", .fileOpen)
+        for _ in 0..<8 { bus.advance(ms: 750) }
+        #expect(bus.link.ids(to: "files").filter { $0 != "open" } == ["chunk", "read"], "resent on the timer to a stalled worker")
+        #expect(bus.link.ids(to: "files").filter { $0 == "open" }.count > 1, "a small command is still resent on the timer")
+        bus.heartbeat(files0, pid: 200)
+        #expect(bus.link.ids(to: "files").filter { $0 != "open" }.sorted() == ["chunk", "chunk", "read", "read"])
+        bus.advance(ms: 750)
+        bus.advance(ms: 750)
+        #expect(bus.link.ids(to: "files").filter { $0 != "open" }.count == 4, "the replacement's copies are not on the timer either")
+        bus.reply("chunk", .fileChunk)
+        #expect(bus.status("chunk") == .ok)
+        bus.advance(ms: 10_000)
+        #expect(bus.timedOut("read"))
+        #expect(bus.link.ids(to: "files").filter { $0 != "open" }.count == 4)
+    }
+
     @Test func aKilledWorkersCommandsGoToItsReplacementAtOnceInTheirPlaceInTheStream() {
         let bus = Bus()
         bus.heartbeat(store0, pid: 100)

@@ -34,6 +34,19 @@ import Testing
         await #expect(throws: ConfigError.self) { try await ChatConfig.load(file: nil, environment: ["CHAT_ATTACHMENTS": "s3"]) }
     }
 
+    /// Every workers host but one turns the files worker off: the broker
+    /// would split an upload's chunks between two hosts' files workers.
+    @Test func filesWorkersZeroRunsNoFilesWorkerAndSendsAttachmentsOverTheBus() async throws {
+        let workers = ["CHAT_RUN": "workers", "CHAT_BUS": "tcp://127.0.0.1:7400"]
+        #expect(try await ChatConfig.load(file: nil, environment: workers).runsFilesWorker)
+        let off = try await ChatConfig.load(file: nil, environment: workers.merging(["CHAT_FILES_WORKERS": "0"]) { $1 })
+        #expect(!off.runsFilesWorker)
+        let all = try await ChatConfig.load(file: nil, environment: ["CHAT_FILES_WORKERS": "0"])
+        #expect(!all.runsFilesWorker && all.resolvedAttachments == .bus)
+        #expect(!(try await ChatConfig.load(file: nil, environment: ["CHAT_RUN": "frontend", "CHAT_BUS": "tcp://127.0.0.1:7400"]).runsFilesWorker))
+        await #expect(throws: ConfigError.self) { try await ChatConfig.load(file: nil, environment: ["CHAT_FILES_WORKERS": "2"]) }
+    }
+
     @Test func portZeroIsAValidListenAddress() async throws {
         let config = try await ChatConfig.load(file: nil, environment: ["CHAT_LISTEN": "127.0.0.1:0"])
         #expect(config.listenAddress?.port == 0)

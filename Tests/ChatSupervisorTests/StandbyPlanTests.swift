@@ -14,6 +14,7 @@ import Testing
         #expect(StandbyPlan(enabled: true, runsWorkers: true).roles == [.store, .receipts, .search, .files])
         #expect(StandbyPlan(enabled: false, runsWorkers: true).roles.isEmpty)
         #expect(StandbyPlan(enabled: true, runsWorkers: false).roles.isEmpty, "a frontend-only host has no workers to replace")
+        #expect(StandbyPlan(enabled: true, runsWorkers: true, runsFiles: false).roles == [.store, .receipts, .search], "filesWorkers: 0")
     }
 
     @Test func aWorkersSpawnPromotesItsRolesReadyStandbyOnly() {

@@ -39,6 +39,19 @@ import Testing
         }
     }
 
+    /// An offset near `Int64.max` would overflow `offset + count` in the
+    /// files worker (a trap, a crash, the chunk resent to the replacement):
+    /// both parsers refuse any past `maxOffset`.
+    @Test func offsetsPastTheCapAreRefusedByBothParsers() throws {
+        let hash = String(repeating: "ab", count: 32)
+        for offset in [Int64.max, Int64.max - 1, FileTransfer.maxOffset + 1] {
+            #expect(throws: WireError.self, "\(offset)") { try FileChunk(body: Array("\(id) \(offset)\nx".utf8)) }
+            #expect(throws: WireError.self, "\(offset)") { try FileRead(body: Array("\(hash) \(offset) 10".utf8)) }
+        }
+        #expect(try FileChunk(body: Array("\(id) \(FileTransfer.maxOffset)\nx".utf8)).offset == FileTransfer.maxOffset)
+        #expect(try FileRead(body: Array("\(hash) \(FileTransfer.maxOffset) 10".utf8)).offset == FileTransfer.maxOffset)
+    }
+
     @Test func theNewKindsGoToTheFilesRole() {
         #expect(CommandKind.fileChunk.role == .files && CommandKind.fileRead.role == .files)
         #expect(CommandKind(rawValue: "file.chunk") == .fileChunk && CommandKind(rawValue: "file.read") == .fileRead)

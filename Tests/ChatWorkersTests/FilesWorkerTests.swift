@@ -135,4 +135,26 @@ import Testing
         #expect(worker.handle([short]).first?.refusal == .detail(.unavailable, "File storage is unavailable, try again."))
         #expect(!FileManager.default.fileExists(atPath: "\(harness.config.stagingDir)/\(uploadID)"))
     }
+
+    /// Offsets at `Int64.max` (a bus peer's mistake or malice) are refused
+    /// with 400, and the largest accepted offset is compared without
+    /// overflow: no trap, so no crash, no resend to the replacement and no
+    /// poison failing other transfers.
+    @Test func hugeOffsetsAreRefusedWithoutTrapping() throws {
+        let uploadID = UUID().uuidString.lowercased()
+        let hash = String(repeating: "0", count: 64)
+        func command(_ kind: CommandKind, _ body: String) -> Command {
+            Command(kind: kind, requestID: UUID().uuidString, origin: "frontend.test", user: WorkerHarness.userJSON(alice), body: Array(body.utf8))
+        }
+        let chunkMax = command(.fileChunk, "\(uploadID) \(Int64.max)\nxyz")
+        let readMax = command(.fileRead, "\(hash) \(Int64.max) 10")
+        let chunkAtCap = command(.fileChunk, "\(uploadID) \(FileTransfer.maxOffset)\nxyz")
+        let readAtCap = command(.fileRead, "\(hash) \(FileTransfer.maxOffset) 10")
+        let replies = worker.handle([chunkMax, readMax, chunkAtCap, readAtCap])
+        #expect(replies.reply(to: chunkMax)?.refusal == .detail(.badRequest, "Malformed command body."))
+        #expect(replies.reply(to: readMax)?.refusal == .detail(.badRequest, "Malformed command body."))
+        #expect(replies.reply(to: chunkAtCap)?.refusal == .detail(.badRequest, "File too large"))
+        #expect(replies.reply(to: readAtCap)?.refusal == .detail(.notFound, "This message has no attachment"))
+        #expect(!FileManager.default.fileExists(atPath: "\(harness.config.stagingDir)/\(uploadID)"))
+    }
 }

@@ -1,4 +1,5 @@
 import ChatCore
+import ChatMetrics
 import ChatTesting
 import Foundation
 import Testing
@@ -124,6 +125,51 @@ extension EndToEnd {
             #expect(Self.regularFiles(server.dataDir + "/staging").isEmpty)
         }
 
+        /// HEAD of a download answers its headers and reads nothing over the
+        /// bus: the files worker's `chatd_file_bytes_read_total` counts only
+        /// the GET of a second, small attachment made after the HEAD (a
+        /// scrape that shows the GET's bytes was taken after the HEAD ended).
+        @Test func headOfADownloadReadsNothingOverTheBus() async throws {
+            let server = try await TestServer.start(environment: ["CHAT_ATTACHMENTS": "bus"])
+            defer { server.stop() }
+            let t = try await Steps.users(server, "alice")
+            let room = try await Steps.room(server, token: t[0], members: [])
+            let big = Self.pattern(2 << 20, seed: 3)
+            let small = Self.pattern(1000, seed: 4)
+            var urls: [String] = []
+            for (name, file) in [("big.bin", big), ("small.bin", small)] {
+                let posted = try await Files.upload(server, token: t[0], room: room, fields: [:], fileName: name, file: file)
+                #expect(posted.status == 201, "\(posted.text)")
+                urls.append(try #require(posted.object["file_attachment"] as? String))
+            }
+            let head = try await server.request("HEAD", urls[0], token: t[0])
+            #expect(head.status == 200 && head.headers["content-length"] == String(big.count) && head.body.isEmpty)
+            let ranged = try await server.request("HEAD", urls[0], token: t[0], headers: ["Range": "bytes=10-19"])
+            #expect(ranged.status == 206 && ranged.headers["content-range"] == "bytes 10-19/\(big.count)")
+            let back = try await server.request("GET", urls[1], token: t[0])
+            #expect(back.status == 200 && back.body == small)
+            let read = "chatd_file_bytes_read_total"
+            let scraped = try await EndToEnd.Metrics.waitForScrape(server, "the GET's bytes in \(read)") { $0.sum(read) >= Double(small.count) }
+            #expect(scraped.sum(read) == Double(small.count), "HEAD read bytes over the bus")
+        }
+
+        /// `filesWorkers: 0` (every workers host but the files host): the
+        /// supervisor starts the other roles and their standbys, and no
+        /// `files.0` nor `standby.files`, which would take some of another
+        /// host's upload chunks from the shared queue.
+        @Test func filesWorkersZeroStartsNoFilesWorker() async throws {
+            // No files worker on this one host: /healthz says so (503), which is right.
+            let server = try await TestServer.start(environment: ["CHAT_FILES_WORKERS": "0"], healthy: false)
+            defer { server.stop() }
+            var names: Set<String> = []
+            try await server.waitUntil(timeout: 30, "the workers and their standbys") {
+                let processes = try EndToEnd.Standby.Processes(server)
+                names = Set(processes.children.keys).union(processes.standbys.keys)
+                return names.isSuperset(of: ["store.0", "receipts.0", "search.0", "standby.store", "standby.search"])
+            }
+            #expect(!names.contains("files.0") && !names.contains("standby.files"), "\(names.sorted())")
+        }
+
         /// A client reads a 10 MiB download slowly; the files worker is
         /// killed once it has 1 MiB: the frontend can be at most its window
         /// (1 MiB) and the two sockets' buffers (a few MiB) ahead of it, so
@@ -131,7 +177,7 @@ extension EndToEnd {
         /// whole, on the same connection.
         func downloadSurvivesTheFilesWorkersDeath(_ server: TestServer, _ workers: WorkersHost, token: String, room: String, uploader: String) async throws {
             let file = Self.pattern(10 << 20, seed: 2)
-            let posted = try await Files.upload(server, token: uploader, room: room, fields: [:], fileName: "twenty.bin", file: file)
+            let posted = try await Files.upload(server, token: uploader, room: room, fields: [:], fileName: "ten.bin", file: file)
             #expect(posted.status == 201, "\(posted.text)")
             let url = try #require(posted.object["file_attachment"] as? String)
             let victim = try #require(workers.filesWorker())
@@ -172,8 +218,10 @@ extension EndToEnd {
                 }
                 kill(victim, SIGCONT)
                 let deadline = Date().addingTimeInterval(30)
-                // Busy polling (a stat a turn) until two chunks, not all, are written.
+                // Polling (a stat a turn, a yield between) until two chunks,
+                // not all, are written: a sleep would let them all land.
                 while Date() < deadline {
+                    await Task.yield()
                     let written = Self.regularFiles(staging).filter { !$0.key.hasSuffix(".stored") }.values.max() ?? 0
                     if written >= 2 * (256 << 10) || workers.blobs.values.contains(file.count) {
                         kill(victim, SIGSTOP)

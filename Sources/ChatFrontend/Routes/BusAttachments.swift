@@ -27,12 +27,17 @@ struct BusAttachments: Sendable {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 var offset: Int64 = 0
                 var inFlight = 0
-                let chunks = handle.readChunks(in: 0..<size, chunkLength: .bytes(Int64(FileTransfer.chunkBytes)))
-                for try await piece in chunks {
+                // Each chunk read just before it is sent, once the window has
+                // room: `readChunks` reads ~8 ahead, beyond the window.
+                while offset < size {
                     if inFlight == FileTransfer.window {
                         _ = try await group.next()
                         inFlight -= 1
                     }
+                    let length = min(Int64(FileTransfer.chunkBytes), size - offset)
+                    let piece = try await handle.readChunk(fromAbsoluteOffset: offset, length: .bytes(length))
+                    // The file is shorter than `size`: refused below.
+                    guard piece.readableBytes > 0 else { break }
                     let body = FileChunk(uploadID: uploadID, offset: offset, bytes: Array(piece.readableBytesView)).encode()
                     offset += Int64(piece.readableBytes)
                     group.addTask { _ = try await self.command(.fileChunk, body: body) }
@@ -46,9 +51,10 @@ struct BusAttachments: Sendable {
     }
 
     /// Writes bytes `range` of blob `hash` to `writer`, the reads a window
-    /// ahead of the writes: the next read is asked for when the oldest
-    /// arrives, before it is written, and a client that reads slowly holds
-    /// the window (its writes wait) rather than more chunks piling up.
+    /// ahead of the writes: the next read is asked for once the oldest is
+    /// written, so the chunk being written counts in the window (never more
+    /// than `window` held), and a client that reads slowly holds the window
+    /// (its writes wait) rather than more chunks piling up.
     func stream(hash: String, range: Range<Int64>, to writer: inout any ResponseBodyWriter) async throws {
         var next = range.lowerBound
         var reads: [Task<[UInt8], any Error>] = []
@@ -66,8 +72,8 @@ struct BusAttachments: Sendable {
         while next < range.upperBound && reads.count < FileTransfer.window { ask() }
         while !reads.isEmpty {
             let bytes = try await reads.removeFirst().value
-            if next < range.upperBound { ask() }
             try await writer.write(ByteBuffer(bytes: bytes))
+            if next < range.upperBound { ask() }
         }
     }
 

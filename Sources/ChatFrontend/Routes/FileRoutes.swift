@@ -170,6 +170,12 @@ struct FileRoutes: Sendable {
         }
         let length = max(0, end - start + 1)
         headers[.contentLength] = String(length)
+        // HEAD runs this GET handler, and the server drops the body after
+        // it is made: with `attachments: bus` that would pull the whole
+        // file over the bus for nothing. The headers alone (RFC 9110 9.3.2).
+        if request.method == .head {
+            return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(length)) { writer in try await writer.finish(nil) })
+        }
         let path = location.path
         let offset = start
         if services.config.chat.resolvedAttachments == .bus {
