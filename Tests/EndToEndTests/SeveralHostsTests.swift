@@ -228,7 +228,8 @@ extension EndToEnd {
                 (try await server.request("GET", "/api/chat/sessions/active_sessions/", token: token).json as? [Any])?.count ?? -1
             }
             try await hostB.waitUntil(timeout: 10, "both sessions open") {
-                (try await active(hostB, alice)) == 1 && (try await active(hostB, bob)) == 1
+                let (a, b) = (try await active(hostB, alice), try await active(hostB, bob))
+                return a == 1 && b == 1
             }
 
             // Host A dies without closing its sessions and starts again: its
@@ -239,7 +240,8 @@ extension EndToEnd {
             defer { again.stop() }
             try await hostB.waitUntil(timeout: 20, "host A's reset done") {
                 let log = String(decoding: FileManager.default.contents(atPath: workersDir + "/chatd.log") ?? Data(), as: UTF8.self)
-                return log.contains("closed sessions a previous frontend left open") && (try await active(hostB, alice)) == 0
+                let closed = try await active(hostB, alice) == 0
+                return log.contains("closed sessions a previous frontend left open") && closed
             }
             #expect(try await active(hostB, bob) == 1, "host A's restart closed host B's session")
             let workersLog = String(decoding: FileManager.default.contents(atPath: workersDir + "/chatd.log") ?? Data(), as: UTF8.self)
