@@ -255,6 +255,10 @@ public final class BusServer {
             // This link's broker's server key, not another link's.
             try socket.secure(security, bus: bus, as: .client)
             try socket.setReconnectInterval(milliseconds: 20)
+            // A stopped broker's host is retried at most once a second, not
+            // every 20 ms forever by each of a link's four sockets in every
+            // worker; a broker that restarts is still back within a second.
+            try socket.setReconnectIntervalMax(milliseconds: 1000)
             try configure(socket)
             try socket.connect(endpoint)
         } catch {

@@ -187,27 +187,7 @@ public struct ChatConfig: Sendable, Equatable {
         if let url = config.database, !(url.hasPrefix("postgres://") || url.hasPrefix("postgresql://")) {
             throw ConfigError.invalid("database", "postgres://user:password@host:port/database (or none, for SQLite in dataDir)")
         }
-        config.bus = reader.string(forKey: "bus").flatMap { $0.isEmpty ? nil : $0 }
-        config.busInsecure = reader.bool(forKey: "bus.insecure", default: config.busInsecure)
-        let run = reader.string(forKey: "run", default: config.run.rawValue)
-        guard let mode = RunMode(rawValue: run) else { throw ConfigError.invalid("run", "\(run): all, frontend or workers") }
-        config.run = mode
-        if let bus = config.bus, config.busTCP == nil { throw ConfigError.invalid("bus", "\(bus): tcp://<host>:<port>") }
-        config.peers = (reader.stringArray(forKey: "peers") ?? []).filter { !$0.isEmpty }
-        for peer in config.peers where Self.tcpAddress(peer) == nil { throw ConfigError.invalid("peers", "\(peer): tcp://<host>:<port>") }
-        // Each worker keeps a link (four sockets) to every peer.
-        guard config.peers.count <= 60 else { throw ConfigError.invalid("peers", "\(config.peers.count) brokers: at most 60") }
-        if config.run == .frontend && config.bus == nil { throw ConfigError.invalid("run", "frontend needs bus: tcp://<host>:<port>") }
-        if config.run == .workers && config.bus == nil && config.peers.isEmpty {
-            throw ConfigError.invalid("run", "workers needs bus: tcp://<host>:<port>, or peers: the brokers of every frontend host")
-        }
-        config.host = reader.string(forKey: "host", default: config.host)
-        guard (1...64).contains(config.host.count), !config.host.contains(where: { $0.isWhitespace || $0.isNewline }) else {
-            throw ConfigError.invalid("host", "\(config.host): a name of 1 to 64 characters without spaces")
-        }
-        config.busKeyFile = reader.string(forKey: "bus.key").flatMap { $0.isEmpty ? nil : $0 }
-        config.busPeerKeysFile = reader.string(forKey: "bus.peerKeys").flatMap { $0.isEmpty ? nil : $0 }
-        if readingKeyFiles { config.busKeys = try config.readBusKeys() }
+        try config.readBus(reader, readingKeyFiles: readingKeyFiles)
         let attachments = reader.string(forKey: "attachments", default: "auto")
         guard attachments == "auto" || AttachmentsMode(rawValue: attachments) != nil else {
             throw ConfigError.invalid("attachments", "\(attachments): auto, local or bus")
@@ -301,6 +281,43 @@ public struct ChatConfig: Sendable, Equatable {
         }
         guard config.listenAddress != nil else { throw ConfigError.invalid("listen", config.listen) }
         return config
+    }
+
+    /// The bus, `run`, `peers`, `host` and the bus keys (part of `read`).
+    /// Peers are trimmed and compared by lower-cased address: a broker listed
+    /// twice would get every event published twice. A frontend host's own
+    /// broker need not be among its peers: it is one implicitly
+    /// (`statusBrokers`). `run: all` takes no peers: its workers serve only
+    /// its own broker, so the other hosts' clients would go unserved.
+    mutating func readBus(_ reader: ConfigReader, readingKeyFiles: Bool) throws {
+        bus = reader.string(forKey: "bus").map { $0.trimmingCharacters(in: .whitespaces) }.flatMap { $0.isEmpty ? nil : $0 }
+        busInsecure = reader.bool(forKey: "bus.insecure", default: busInsecure)
+        let runValue = reader.string(forKey: "run", default: run.rawValue)
+        guard let mode = RunMode(rawValue: runValue) else { throw ConfigError.invalid("run", "\(runValue): all, frontend or workers") }
+        run = mode
+        if let bus, busTCP == nil { throw ConfigError.invalid("bus", "\(bus): tcp://<host>:<port>") }
+        peers = (reader.stringArray(forKey: "peers") ?? []).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        for peer in peers where Self.tcpAddress(peer) == nil { throw ConfigError.invalid("peers", "\(peer): tcp://<host>:<port>") }
+        var seen: Set<String> = []
+        for peer in peers where !seen.insert(peer.lowercased()).inserted {
+            throw ConfigError.invalid("peers", "\(peer) is listed twice: every event would be published to it twice")
+        }
+        // Each worker keeps a link (four sockets) to every peer.
+        guard peers.count <= 60 else { throw ConfigError.invalid("peers", "\(peers.count) brokers: at most 60") }
+        if run == .all && !peers.isEmpty {
+            throw ConfigError.invalid("peers", "not with run: all (its workers serve only its own broker): run: frontend or run: workers")
+        }
+        if run == .frontend && bus == nil { throw ConfigError.invalid("run", "frontend needs bus: tcp://<host>:<port>") }
+        if run == .workers && bus == nil && peers.isEmpty {
+            throw ConfigError.invalid("run", "workers needs bus: tcp://<host>:<port>, or peers: the brokers of every frontend host")
+        }
+        host = reader.string(forKey: "host", default: host)
+        guard (1...64).contains(host.count), !host.contains(where: { $0.isWhitespace || $0.isNewline }) else {
+            throw ConfigError.invalid("host", "\(host): a name of 1 to 64 characters without spaces")
+        }
+        busKeyFile = reader.string(forKey: "bus.key").flatMap { $0.isEmpty ? nil : $0 }
+        busPeerKeysFile = reader.string(forKey: "bus.peerKeys").flatMap { $0.isEmpty ? nil : $0 }
+        if readingKeyFiles { busKeys = try readBusKeys() }
     }
 
     /// Most frontends: each holds its own connections, event loops and bus
@@ -398,6 +415,7 @@ public struct ChatConfig: Sendable, Equatable {
     /// hosts'), a workers host's every broker. None on one host.
     public var statusBrokers: [BusAddress] {
         guard busTCP != nil || !peers.isEmpty else { return [] }
+        // Its own broker first, whether or not `peers` lists it.
         return run.runsFrontend ? [busAddress] + peerAddresses.filter { $0 != busAddress } : workerBuses
     }
 

@@ -287,7 +287,8 @@ extension Requests {
         public var sessionType: String
         public var userAgent: String
         public var ipAddress: String?
-        /// The frontend slot holding the connection (`frontend`; stable across restarts).
+        /// The frontend slot holding the connection, qualified by its host
+        /// (`web-1/frontend.0`, `SessionReset.qualified`; stable across restarts).
         public var frontend: String?
 
         public init(sessionID: String, roomID: String, sessionType: String, userAgent: String, ipAddress: String?, frontend: String? = nil) {
@@ -308,6 +309,17 @@ extension Requests {
         public init(frontend: String, startedAt: Int64) {
             self.frontend = frontend
             self.startedAt = startedAt
+        }
+
+        /// A frontend slot's name in the sessions table: every frontend host
+        /// has a `frontend.0`, and all share one database, so a slot's reset
+        /// must not close another host's sessions.
+        public static func qualified(host: String, slot: String) -> String { "\(host)/\(slot)" }
+
+        /// The slot's name before sessions were qualified by host (`frontend.0`):
+        /// rows a host wrote then are its own, closed by its reset too.
+        public var bareSlot: String? {
+            frontend.lastIndex(of: "/").map { String(frontend[frontend.index(after: $0)...]) }
         }
     }
 

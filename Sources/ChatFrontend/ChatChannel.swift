@@ -403,7 +403,7 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             let session = Requests.Session(
                 sessionID: UUID().uuidString.lowercased(), roomID: roomID,
                 sessionType: String((query["session_type"].flatMap { $0.isEmpty ? nil : $0 } ?? "web").prefix(20)),
-                userAgent: head.headers.first(name: "User-Agent") ?? "", ipAddress: ip, frontend: services.config.slot
+                userAgent: head.headers.first(name: "User-Agent") ?? "", ipAddress: ip, frontend: services.config.sessionOwner
             )
             return .accepted(identity, identityJSON, session, expires: verified.expires)
         case .success(let reply):

@@ -26,6 +26,8 @@ public struct FrontendConfig: Sendable {
     /// This frontend's place among the supervisor's children (`frontend.0`),
     /// the same for every process that fills it.
     public var slot: String = ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? FrontendSlot.role
+    /// The slot qualified by the host: its sessions' `frontend` in the shared database.
+    public var sessionOwner: String { Requests.SessionReset.qualified(host: chat.host, slot: slot) }
     /// When this process started, µs since the epoch.
     public let startedAt = Timestamp.now().micros
 
@@ -106,7 +108,7 @@ public enum Frontend {
         // Sent before any connection is accepted, so it precedes this
         // process's own session.open commands; startedAt spares those anyway.
         // Not after a handover: its sessions live on here.
-        if predecessor == nil, let body = try? JSONEncoder().encode(Requests.SessionReset(frontend: config.slot, startedAt: config.startedAt)) {
+        if predecessor == nil, let body = try? JSONEncoder().encode(Requests.SessionReset(frontend: config.sessionOwner, startedAt: config.startedAt)) {
             bus.send(.sessionReset, to: .role(.receipts), user: [], body: [UInt8](body)) { _ in }
         }
         // After the server stopped (WebSockets closed with 1001), what clients

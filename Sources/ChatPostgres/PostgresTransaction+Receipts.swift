@@ -89,7 +89,9 @@ extension PostgresTransaction {
         try query("DELETE FROM chat_sessions WHERE user_id = $1 AND NOT is_active AND last_ping < $2", [.text(user), .int(before.micros)]).changed
     }
 
-    func resetSessions(frontend: String, before: Int64) throws -> Int {
-        try query("UPDATE chat_sessions SET is_active = FALSE WHERE frontend = $1 AND is_active AND connected_at < $2", [.text(frontend), .int(before)]).changed
+    func resetSessions(frontend: String, alsoBare: String?, before: Int64) throws -> Int {
+        try query(
+            "UPDATE chat_sessions SET is_active = FALSE WHERE frontend IN ($1, $2) AND is_active AND connected_at < $3",
+            [.text(frontend), .text(alsoBare ?? frontend), .int(before)]).changed
     }
 }

@@ -100,7 +100,9 @@ final class SQLiteTransaction: StoreTransaction {
     func closeSession(_ sessionID: String, user: String) throws { try Store.closeSession(sessionID, user: user, in: db) }
     func activeSessions(user: String) throws -> [Store.SessionRecord] { try Store.activeSessions(user: user, in: db) }
     func cleanupSessions(user: String, before: Timestamp) throws -> Int { try Store.cleanupSessions(user: user, before: before, in: db) }
-    func resetSessions(frontend: String, before: Int64) throws -> Int { try Store.resetSessions(frontend: frontend, before: before, in: db) }
+    func resetSessions(frontend: String, alsoBare: String?, before: Int64) throws -> Int {
+        try Store.resetSessions(frontend: frontend, alsoBare: alsoBare, before: before, in: db)
+    }
 
     /// `data_version` moves with every commit of another connection;
     /// `total_changes()` with every change made through this one (an

@@ -127,9 +127,13 @@ extension Store {
     }
 
     /// Closes the sessions a frontend slot's previous process left active
-    /// (opened before the new one started). Returns how many.
-    public static func resetSessions(frontend: String, before: Int64, in db: Database) throws -> Int {
-        try db.execute(sql: "UPDATE chat_sessions SET is_active = 0 WHERE frontend = ? AND is_active = 1 AND connected_at < ?", arguments: [frontend, before])
+    /// (opened before the new one started), and those under the slot's bare
+    /// name (`alsoBare`, written before names were qualified by host).
+    /// Returns how many.
+    public static func resetSessions(frontend: String, alsoBare bare: String? = nil, before: Int64, in db: Database) throws -> Int {
+        try db.execute(
+            sql: "UPDATE chat_sessions SET is_active = 0 WHERE frontend IN (?, ?) AND is_active = 1 AND connected_at < ?",
+            arguments: [frontend, bare ?? frontend, before])
         return db.changesCount
     }
 }

@@ -49,7 +49,7 @@ public protocol StoreTransaction: AnyObject {
     func closeSession(_ sessionID: String, user: String) throws
     func activeSessions(user: String) throws -> [Store.SessionRecord]
     func cleanupSessions(user: String, before: Timestamp) throws -> Int
-    func resetSessions(frontend: String, before: Int64) throws -> Int
+    func resetSessions(frontend: String, alsoBare: String?, before: Int64) throws -> Int
 
     /// What the store's page cache compares to know nothing was written since
     /// it kept a page, read in this (read) transaction before the page is;

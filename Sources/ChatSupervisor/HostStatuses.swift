@@ -22,9 +22,16 @@ struct HostStatuses {
     private(set) var heard: [String: Heard] = [:]
 
     /// A host's status arrived. One that is not a JSON object is ignored.
+    /// Hosts long gone are dropped here too, not only when `ctl status`
+    /// asks: renamed hosts must not pile up on a supervisor nobody queries.
     mutating func received(_ status: HostStatus, now: Uptime) {
+        forget(now: now)
         guard let document = (try? JSONSerialization.jsonObject(with: Data(status.document))) as? [String: Any] else { return }
         heard[status.host] = Heard(document: document, at: now)
+    }
+
+    private mutating func forget(now: Uptime) {
+        heard = heard.filter { now.seconds(since: $0.value.at) <= Self.forgetSeconds }
     }
 
     /// Every host, this one (`own`, named `host`) first, then the others by
@@ -32,7 +39,7 @@ struct HostStatuses {
     /// documents as they sent them: a host's own name wins over `own` (a
     /// second host configured with this one's name shows as this one).
     mutating func rows(own: [String: Any], host: String, now: Uptime) -> [[String: Any]] {
-        heard = heard.filter { now.seconds(since: $0.value.at) <= Self.forgetSeconds }
+        forget(now: now)
         var mine = own
         mine["host"] = host
         mine["this_host"] = true

@@ -10,7 +10,7 @@ extension Supervisor {
     /// several) has only the supervisor to do it.
     func resetSessions(ofFrontend name: String) {
         guard let broker,
-            let body = try? JSONEncoder().encode(Requests.SessionReset(frontend: name, startedAt: Timestamp.now().micros)) else { return }
+            let body = try? JSONEncoder().encode(Requests.SessionReset(frontend: Requests.SessionReset.qualified(host: config.host, slot: name), startedAt: Timestamp.now().micros)) else { return }
         // Nobody waits for the reply: the worker logs what it closed.
         let command = Command(kind: .sessionReset, requestID: UUID().uuidString, origin: "supervisor", user: [], body: [UInt8](body))
         broker.send(command, toQueue: Endpoints.queue(.receipts))

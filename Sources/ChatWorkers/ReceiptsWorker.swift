@@ -107,7 +107,7 @@ public final class ReceiptsWorker {
             return .reply(to: command, error: .detail(.badRequest, "Malformed session reset."))
         }
         do {
-            let closed = try processor.database.write { try $0.resetSessions(frontend: request.frontend, before: request.startedAt) }
+            let closed = try processor.database.write { try $0.resetSessions(frontend: request.frontend, alsoBare: request.bareSlot, before: request.startedAt) }
             if closed > 0 { processor.logger.info("closed sessions a previous frontend left open", metadata: ["frontend": "\(request.frontend)", "sessions": "\(closed)"]) }
             return .reply(to: command, status: .ok, body: [])
         } catch {

@@ -171,6 +171,13 @@ public final class Socket {
         try setOption(ZMQ_RECONNECT_IVL, milliseconds)
     }
 
+    /// Longest reconnect interval (`ZMQ_RECONNECT_IVL_MAX`): past the first
+    /// failed attempt the interval doubles up to this, instead of retrying
+    /// every `setReconnectInterval` forever. Set before `connect`.
+    public func setReconnectIntervalMax(milliseconds: Int32) throws {
+        try setOption(ZMQ_RECONNECT_IVL_MAX, milliseconds)
+    }
+
     /// Whether more frames of the current multipart message are waiting.
     public var hasMore: Bool { ((try? getInt32(ZMQ_RCVMORE)) ?? 0) != 0 }
 

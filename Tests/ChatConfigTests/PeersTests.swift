@@ -53,11 +53,34 @@ import Testing
         await #expect(throws: ConfigError.self) { try await ChatConfig.load(file: nil, environment: ["CHAT_RUN": "frontend", "CHAT_PEERS": two]) }
     }
 
+    /// Peers are trimmed; a broker listed twice (after trimming and case)
+    /// is refused, since every event would reach it twice; a frontend host's
+    /// own broker is a peer whether listed or not; `run: all` takes none.
+    @Test func peersAreTrimmedDuplicatesRefusedAndTheOwnBrokerImplicit() async throws {
+        let spaced = try await ChatConfig.load(file: nil, environment: ["CHAT_RUN": "workers", "CHAT_PEERS": " tcp://10.0.0.1:7400 , tcp://10.0.0.2:7400"])
+        #expect(spaced.peers == ["tcp://10.0.0.1:7400", "tcp://10.0.0.2:7400"])
+        for twice in ["tcp://10.0.0.1:7400,tcp://10.0.0.1:7400", "tcp://host-a:7400, tcp://HOST-A:7400 "] {
+            await #expect(throws: ConfigError.self, "\(twice)") {
+                try await ChatConfig.load(file: nil, environment: ["CHAT_RUN": "workers", "CHAT_PEERS": twice])
+            }
+        }
+        let own = BusAddress.tcp(host: "10.0.0.1", basePort: 7400)
+        for listed in ["tcp://10.0.0.2:7400", "tcp://10.0.0.2:7400,tcp://10.0.0.1:7400"] {
+            let frontend = try await ChatConfig.load(file: nil, environment: [
+                "CHAT_RUN": "frontend", "CHAT_BUS": "tcp://10.0.0.1:7400", "CHAT_PEERS": listed,
+            ])
+            #expect(frontend.statusBrokers == [own, .tcp(host: "10.0.0.2", basePort: 7400)], "\(listed)")
+        }
+        await #expect(throws: ConfigError.self) {
+            try await ChatConfig.load(file: nil, environment: ["CHAT_RUN": "all", "CHAT_BUS": "tcp://127.0.0.1:7400", "CHAT_PEERS": two])
+        }
+    }
+
     @Test func peersAndHostAreFixedSettings() async throws {
         var running = ChatConfig()
         running.peers = ["tcp://10.0.0.1:7400"]
         running.host = "fe-1"
-        let child = try await ChatConfig.load(file: nil, environment: running.fixedEnvironment.merging(["CHAT_RUN": "all"]) { $1 })
+        let child = try await ChatConfig.load(file: nil, environment: running.fixedEnvironment.merging(["CHAT_RUN": "workers"]) { $1 })
         #expect(child.peers == running.peers && child.host == "fe-1")
         let none = try await ChatConfig.load(file: nil, environment: ChatConfig().fixedEnvironment)
         #expect(none.peers.isEmpty)

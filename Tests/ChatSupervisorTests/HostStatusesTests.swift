@@ -46,6 +46,17 @@ import Testing
         #expect(rows.count == 2 && (rows[0]["children"] as? [[String: Any]])?.isEmpty == true)
     }
 
+    /// A supervisor nobody asks for `ctl status` still forgets hosts gone
+    /// for good: as statuses keep arriving from others.
+    @Test func hostsGoneForGoodAreForgottenOnReceiptToo() {
+        var hosts = HostStatuses()
+        hosts.received(status("old-name", children: ["frontend.0"]), now: Uptime(seconds: 0))
+        hosts.received(status("fe-a", children: ["frontend.0"]), now: Uptime(seconds: HostStatuses.forgetSeconds))
+        #expect(Set(hosts.heard.keys) == ["old-name", "fe-a"])
+        hosts.received(status("fe-a", children: ["frontend.0"]), now: Uptime(seconds: 1 + HostStatuses.forgetSeconds))
+        #expect(Set(hosts.heard.keys) == ["fe-a"])
+    }
+
     @Test func theTableListsEveryHostAndTheOthersChildren() throws {
         var hosts = HostStatuses()
         hosts.received(status("fe-a", children: ["frontend.0"]), now: Uptime(seconds: 0))

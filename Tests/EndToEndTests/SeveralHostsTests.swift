@@ -201,6 +201,58 @@ extension EndToEnd {
             }
         }
 
+        /// Every frontend host has a `frontend.0` and all share one database:
+        /// a host's restart closes the sessions its previous processes left
+        /// open, and none of another host's (sessions are named by host and slot).
+        @Test func aFrontendHostsRestartLeavesTheOtherHostsSessionsActive() async throws {
+            let base = try TestServer.freePorts(24)
+            let (busA, busB) = ("tcp://127.0.0.1:\(base)", "tcp://127.0.0.1:\(base + 12)")
+            let secret = TestServer.randomSecret()
+            let workersDir = try TestServer.temporaryDirectory()
+            let workers = try Self.startWorkersHost(dir: workersDir, peers: "\(busA),\(busB)", secret: secret)
+            defer {
+                if workers.isRunning { kill(workers.processIdentifier, SIGTERM) }
+                workers.waitUntilExit()
+                if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil { try? FileManager.default.removeItem(atPath: workersDir) }
+            }
+            func frontendHost(_ name: String, bus: String) async throws -> TestServer {
+                try await TestServer.start(storeWorkers: 2, environment: [
+                    "CHAT_RUN": "frontend", "CHAT_BUS": bus, "CHAT_PEERS": "\(busA),\(busB)", "CHAT_HOST": name,
+                ], jwtSecret: secret)
+            }
+            let hostA = try await frontendHost("fe-a", bus: busA)
+            let hostB = try await frontendHost("fe-b", bus: busB)
+            defer { hostB.stop() }
+            let alice = try await Steps.users(hostA, "alice")[0]
+            let bob = try await Steps.users(hostB, "bob")[0]
+            let room = try await Steps.room(hostA, token: alice, members: ["bob"], name: "restart")
+            let sockets = [try hostA.webSocket("/ws/chat/\(room)/", token: alice), try hostB.webSocket("/ws/chat/\(room)/", token: bob)]
+            func active(_ server: TestServer, _ token: String) async throws -> Int {
+                (try await server.request("GET", "/api/chat/sessions/active_sessions/", token: token).json as? [Any])?.count ?? -1
+            }
+            try await hostB.waitUntil(timeout: 10, "both sessions open") {
+                let (a, b) = (try await active(hostB, alice), try await active(hostB, bob))
+                return a == 1 && b == 1
+            }
+
+            // Host A dies without closing its sessions and starts again: its
+            // reset closes alice's session, and only hers.
+            for pid in hostA.childPIDs(matching: "") + [hostA.process.processIdentifier] { kill(pid, SIGKILL) }
+            hostA.process.waitUntilExit()
+            let again = try await frontendHost("fe-a", bus: busA)
+            defer { again.stop() }
+            try await hostB.waitUntil(timeout: 20, "host A's reset done") {
+                let log = String(decoding: FileManager.default.contents(atPath: workersDir + "/chatd.log") ?? Data(), as: UTF8.self)
+                let closed = try await active(hostB, alice) == 0
+                return log.contains("closed sessions a previous frontend left open") && closed
+            }
+            #expect(try await active(hostB, bob) == 1, "host A's restart closed host B's session")
+            let workersLog = String(decoding: FileManager.default.contents(atPath: workersDir + "/chatd.log") ?? Data(), as: UTF8.self)
+            #expect(workersLog.contains("frontend=fe-a/frontend.0"))
+            #expect(!workersLog.contains("frontend=fe-b/"), "host B's sessions were closed")
+            _ = sockets
+        }
+
         /// A frontend host that routes rooms over another store shard count
         /// than the workers host runs is logged there as an error, by broker.
         @Test func aBrokerWithAnotherShardCountIsLoggedByTheWorkersHost() async throws {
