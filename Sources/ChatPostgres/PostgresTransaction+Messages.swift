@@ -114,26 +114,9 @@ extension PostgresTransaction {
         // The row lock first: two reactions to one message at once both count.
         _ = try one("SELECT 1 FROM messages WHERE id = $1 FOR NO KEY UPDATE", [.text(request.messageID)], as: Int32.self)
         let message = try requireMessage(Requests.MessageRef(roomID: request.roomID, messageID: request.messageID), user: user, allowPublic: false)
-        guard !message.isDeleted else { throw StoreError.badRequest(error: "Cannot react to a deleted message") }
-        if let error = Validation.emojiError(request.emoji) { throw StoreError.badRequest([("emoji", error)]) }
-        var reactions = message.reactions
-        if let index = reactions.firstIndex(where: { $0.emoji == request.emoji }) {
-            if request.add {
-                if !reactions[index].users.contains(user) { reactions[index].users.append(user) }
-            } else {
-                reactions[index].users.removeAll { $0 == user }
-                if reactions[index].users.isEmpty { reactions.remove(at: index) }
-            }
-        } else if request.add {
-            guard reactions.count < Validation.maxDistinctEmoji else {
-                throw StoreError.badRequest([("emoji", "A message has at most \(Validation.maxDistinctEmoji) different reactions.")])
-            }
-            reactions.append((request.emoji, [user]))
-        }
-        if reactions.map(\.emoji) != message.reactions.map(\.emoji) || reactions.map(\.users) != message.reactions.map(\.users) {
-            try query("UPDATE messages SET reactions = $1, updated_at = GREATEST(updated_at + 1, $2) WHERE id = $3",
-                      [.text(Store.encodeReactions(reactions)), .int(Timestamp.now().micros), .text(request.messageID)])
-        }
+        guard let reactions = try Store.reactions(after: request, by: user, on: message) else { return message }
+        try query("UPDATE messages SET reactions = $1, updated_at = GREATEST(updated_at + 1, $2) WHERE id = $3",
+                  [.text(Store.encodeReactions(reactions)), .int(Timestamp.now().micros), .text(request.messageID)])
         var updated = message
         updated.reactions = reactions
         return updated

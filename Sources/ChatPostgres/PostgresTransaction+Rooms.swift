@@ -30,16 +30,7 @@ extension PostgresTransaction {
 
     func updateRoom(_ request: Requests.RoomUpdate, user: String, maxParticipants: Int) throws -> Room {
         let info = try requireRoom(request.roomID, user: user, allowPublic: false)
-        guard info.createdBy == user else { throw StoreError.forbidden("Only the room creator can modify this room") }
-        var errors: [(field: String, message: String)] = []
-        if info.roomType == .direct {
-            if !request.participantIDs.isEmpty { errors.append(("participant_ids", "Direct message rooms cannot have other participants.")) }
-            if request.setName && request.name != nil { errors.append(("name", "Direct message rooms cannot be named.")) }
-        }
-        if request.setName, let error = Validation.roomNameError(request.name) { errors.append(("name", error)) }
-        if !errors.isEmpty { throw StoreError.badRequest(errors) }
-        var seen = Set<String>()
-        let ids = request.participantIDs.filter { seen.insert($0).inserted }
+        let ids = try Store.checkedUpdate(request, of: info, by: user)
         let known = try users(ids)
         let missing = ids.filter { known[$0] == nil }.sorted()
         if !missing.isEmpty {

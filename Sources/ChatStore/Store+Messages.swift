@@ -58,31 +58,16 @@ extension Store {
     /// its last user). Returns the message with its new reactions.
     public static func react(_ request: Requests.MessageReact, user: String, in db: Database) throws -> Message {
         let message = try requireMessage(Requests.MessageRef(roomID: request.roomID, messageID: request.messageID), user: user, allowPublic: false, in: db)
-        guard !message.isDeleted else { throw StoreError.badRequest(error: "Cannot react to a deleted message") }
-        if let error = Validation.emojiError(request.emoji) { throw StoreError.badRequest([("emoji", error)]) }
-        var reactions = message.reactions
-        if let index = reactions.firstIndex(where: { $0.emoji == request.emoji }) {
-            if request.add {
-                if !reactions[index].users.contains(user) { reactions[index].users.append(user) }
-            } else {
-                reactions[index].users.removeAll { $0 == user }
-                if reactions[index].users.isEmpty { reactions.remove(at: index) }
-            }
-        } else if request.add {
-            guard reactions.count < Validation.maxDistinctEmoji else {
-                throw StoreError.badRequest([("emoji", "A message has at most \(Validation.maxDistinctEmoji) different reactions.")])
-            }
-            reactions.append((request.emoji, [user]))
-        }
-        if reactions.map(\.emoji) != message.reactions.map(\.emoji) || reactions.map(\.users) != message.reactions.map(\.users) {
+        if let reactions = try reactions(after: request, by: user, on: message) {
             try db.execute(
                 sql: "UPDATE messages SET reactions = ?, updated_at = MAX(updated_at + 1, ?) WHERE id = ?",
                 arguments: [encodeReactions(reactions), Timestamp.now().micros, request.messageID]
             )
+            var updated = message
+            updated.reactions = reactions
+            return updated
         }
-        var updated = message
-        updated.reactions = reactions
-        return updated
+        return message
     }
 
     package static func encodeReactions(_ reactions: [(emoji: String, users: [String])]) -> String {

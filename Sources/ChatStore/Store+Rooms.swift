@@ -5,18 +5,7 @@ extension Store {
     /// `PATCH`: rename and add participants; the creator only.
     public static func updateRoom(_ request: Requests.RoomUpdate, user: String, maxParticipants: Int = Validation.maxParticipants, in db: Database) throws -> Room {
         let info = try requireRoom(request.roomID, user: user, in: db)
-        guard info.createdBy == user else { throw StoreError.forbidden("Only the room creator can modify this room") }
-        var errors: [(field: String, message: String)] = []
-        // A direct room keeps exactly its two members and no name: adding a
-        // third would hand them the two people's whole history.
-        if info.roomType == .direct {
-            if !request.participantIDs.isEmpty { errors.append(("participant_ids", "Direct message rooms cannot have other participants.")) }
-            if request.setName && request.name != nil { errors.append(("name", "Direct message rooms cannot be named.")) }
-        }
-        if request.setName, let error = Validation.roomNameError(request.name) { errors.append(("name", error)) }
-        if !errors.isEmpty { throw StoreError.badRequest(errors) }
-        var seen = Set<String>()
-        let ids = request.participantIDs.filter { seen.insert($0).inserted }
+        let ids = try checkedUpdate(request, of: info, by: user)
         let known = try users(ids, in: db)
         let missing = ids.filter { known[$0] == nil }.sorted()
         if !missing.isEmpty {
