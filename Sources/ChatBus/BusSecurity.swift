@@ -82,6 +82,25 @@ public struct BusSecurityError: Error, CustomStringConvertible {
 }
 
 extension Socket {
+    /// A client socket of `type` connected to `endpoint` of `bus`, with that
+    /// broker's key (`secure`) and what `configure` sets first; closed again
+    /// if any step fails.
+    static func connected(
+        _ type: SocketType, context: Context, to endpoint: String, of bus: BusAddress, security: BusSecurity,
+        configure: (Socket) throws -> Void
+    ) throws -> Socket {
+        let socket = try Socket(context: context, type: type)
+        do {
+            try socket.secure(security, bus: bus, as: .client)
+            try configure(socket)
+            try socket.connect(endpoint)
+        } catch {
+            socket.close()
+            throw error
+        }
+        return socket
+    }
+
     /// The one place a bus socket gets its keys and heartbeats: call it on
     /// every bus socket, after creating it and before `bind` or `connect`
     /// to `bus`.

@@ -250,22 +250,15 @@ public final class BusServer {
     /// Makes and connects every socket of a link: the one place where what
     /// a bus socket needs before it connects is set.
     private func connect(_ type: SocketType, to endpoint: String, of bus: BusAddress, configure: (Socket) throws -> Void) throws -> Socket {
-        let socket = try Socket(context: context, type: type)
-        do {
-            // This link's broker's server key, not another link's.
-            try socket.secure(security, bus: bus, as: .client)
+        // This link's broker's server key, not another link's.
+        try Socket.connected(type, context: context, to: endpoint, of: bus, security: security) { socket in
             try socket.setReconnectInterval(milliseconds: 20)
             // A stopped broker's host is retried at most once a second, not
             // every 20 ms forever by each of a link's four sockets in every
             // worker; a broker that restarts is still back within a second.
             try socket.setReconnectIntervalMax(milliseconds: 1000)
             try configure(socket)
-            try socket.connect(endpoint)
-        } catch {
-            socket.close()
-            throw error
         }
-        return socket
     }
 
     /// Connects a link's queue (and the nudge SUB) the first time it serves.

@@ -44,19 +44,12 @@ public final class StatusExchange {
     private func connect(
         _ type: SocketType, to endpoint: String, of bus: BusAddress, security: BusSecurity, configure: (Socket) throws -> Void
     ) throws -> Socket {
-        let socket = try Socket(context: context, type: type)
-        do {
-            // That broker's server key (the peers file's line for its address).
-            try socket.secure(security, bus: bus, as: .client)
+        // That broker's server key (the peers file's line for its address).
+        try Socket.connected(type, context: context, to: endpoint, of: bus, security: security) { socket in
             // A broker that restarts (its host did) is reconnected to within a second.
             try socket.setReconnectInterval(milliseconds: 200)
             try configure(socket)
-            try socket.connect(endpoint)
-        } catch {
-            socket.close()
-            throw error
         }
-        return socket
     }
 
     /// Sends this host's status to every broker it is connected to (PUB
