@@ -193,16 +193,7 @@ public struct ChatConfig: Sendable, Equatable {
             throw ConfigError.invalid("attachments", "\(attachments): auto, local or bus")
         }
         config.attachments = AttachmentsMode(rawValue: attachments)
-        config.jwtSecret = reader.string(forKey: "jwtSecret", isSecret: true)
-        config.jwtIssuer = reader.string(forKey: "jwtIssuer")
-        config.jwtAudience = reader.string(forKey: "jwtAudience")
-        // CHAT_JWKS is the documented name; CHAT_AUTH_JWKS is the key's own.
-        let jwks = reader.string(forKey: "auth.jwks")
-        config.jwks = (environment["CHAT_JWKS"] ?? jwks).flatMap { $0.isEmpty ? nil : $0 }
-        config.jwksRefreshSeconds = reader.double(forKey: "auth.jwksRefreshSeconds", default: config.jwksRefreshSeconds)
-        config.jwtLeewaySeconds = reader.double(forKey: "auth.leewaySeconds", default: config.jwtLeewaySeconds)
-        guard config.jwksRefreshSeconds >= 0 else { throw ConfigError.invalid("auth.jwksRefreshSeconds", "must not be negative") }
-        guard config.jwtLeewaySeconds >= 0 else { throw ConfigError.invalid("auth.leewaySeconds", "must not be negative") }
+        try config.readAuth(reader, environment: environment)
         let workers = reader.string(forKey: "storeWorkers", default: "auto")
         guard workers == "auto" || Int(workers).map({ $0 > 0 }) == true else {
             throw ConfigError.invalid("storeWorkers", workers)
@@ -241,46 +232,66 @@ public struct ChatConfig: Sendable, Equatable {
         if let url = config.publicURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
             throw ConfigError.invalid("publicURL", "\(url): http:// or https:// and a host")
         }
-        config.maxURLBytes = reader.int(forKey: "maxUrlBytes", default: config.maxURLBytes)
-        config.maxHeaderBytes = reader.int(forKey: "maxHeaderBytes", default: config.maxHeaderBytes)
-        config.maxHeaderCount = reader.int(forKey: "maxHeaderCount", default: config.maxHeaderCount)
-        config.headTimeoutSeconds = reader.double(forKey: "headTimeoutSeconds", default: config.headTimeoutSeconds)
-        config.bodyTimeoutSeconds = reader.double(forKey: "bodyTimeoutSeconds", default: config.bodyTimeoutSeconds)
-        config.keepAliveTimeoutSeconds = reader.double(forKey: "keepAliveTimeoutSeconds", default: config.keepAliveTimeoutSeconds)
         config.maxParticipants = reader.int(forKey: "maxParticipants", default: config.maxParticipants)
         config.webClient = reader.bool(forKey: "webClient", default: config.webClient)
-        let rateLimits = reader.string(forKey: "rateLimits", default: "on").lowercased()
-        guard ["on", "off", "true", "false"].contains(rateLimits) else { throw ConfigError.invalid("rateLimits", "\(rateLimits): on or off") }
-        config.rateLimits = rateLimits == "on" || rateLimits == "true"
-        config.metrics = reader.bool(forKey: "metrics", default: config.metrics)
-        config.restRequestsPerSecond = reader.double(forKey: "restRequestsPerSecond", default: config.restRequestsPerSecond)
-        config.restBurst = reader.double(forKey: "restBurst", default: config.restBurst)
-        config.socketEventsPerSecond = reader.double(forKey: "socketEventsPerSecond", default: config.socketEventsPerSecond)
-        config.socketEventBurst = reader.double(forKey: "socketEventBurst", default: config.socketEventBurst)
-        config.socketsPerUser = reader.int(forKey: "socketsPerUser", default: config.socketsPerUser)
-        config.handshakesPerSecondPerIP = reader.double(forKey: "handshakesPerSecondPerIP", default: config.handshakesPerSecondPerIP)
-        config.handshakeBurst = reader.double(forKey: "handshakeBurst", default: config.handshakeBurst)
-        for (key, value) in [("maxUrlBytes", config.maxURLBytes), ("maxHeaderBytes", config.maxHeaderBytes), ("maxHeaderCount", config.maxHeaderCount),
-                             ("maxParticipants", config.maxParticipants), ("socketsPerUser", config.socketsPerUser)] where value < 1 {
+        try config.readEdge(reader)
+        guard config.listenAddress != nil else { throw ConfigError.invalid("listen", config.listen) }
+        return config
+    }
+
+    /// Tokens: the HS256 secret or a JWKS, issuer, audience, leeway (part of `read`).
+    mutating func readAuth(_ reader: ConfigReader, environment: [String: String]) throws {
+        jwtSecret = reader.string(forKey: "jwtSecret", isSecret: true)
+        jwtIssuer = reader.string(forKey: "jwtIssuer")
+        jwtAudience = reader.string(forKey: "jwtAudience")
+        // CHAT_JWKS is the documented name; CHAT_AUTH_JWKS is the key's own.
+        let jwksKey = reader.string(forKey: "auth.jwks")
+        jwks = (environment["CHAT_JWKS"] ?? jwksKey).flatMap { $0.isEmpty ? nil : $0 }
+        jwksRefreshSeconds = reader.double(forKey: "auth.jwksRefreshSeconds", default: jwksRefreshSeconds)
+        jwtLeewaySeconds = reader.double(forKey: "auth.leewaySeconds", default: jwtLeewaySeconds)
+        guard jwksRefreshSeconds >= 0 else { throw ConfigError.invalid("auth.jwksRefreshSeconds", "must not be negative") }
+        guard jwtLeewaySeconds >= 0 else { throw ConfigError.invalid("auth.leewaySeconds", "must not be negative") }
+        // HS256 keys shorter than the hash are weak (RFC 7518 3.2); refuse them.
+        if let secret = jwtSecret, !secret.isEmpty, secret.utf8.count < 32 {
+            throw ConfigError.invalid("jwtSecret", "must be at least 32 bytes, got \(secret.utf8.count)")
+        }
+    }
+
+    /// The edge's limits, timeouts and rate limits (part of `read`): each
+    /// checked here, since every connection trusts them.
+    mutating func readEdge(_ reader: ConfigReader) throws {
+        maxURLBytes = reader.int(forKey: "maxUrlBytes", default: maxURLBytes)
+        maxHeaderBytes = reader.int(forKey: "maxHeaderBytes", default: maxHeaderBytes)
+        maxHeaderCount = reader.int(forKey: "maxHeaderCount", default: maxHeaderCount)
+        headTimeoutSeconds = reader.double(forKey: "headTimeoutSeconds", default: headTimeoutSeconds)
+        bodyTimeoutSeconds = reader.double(forKey: "bodyTimeoutSeconds", default: bodyTimeoutSeconds)
+        keepAliveTimeoutSeconds = reader.double(forKey: "keepAliveTimeoutSeconds", default: keepAliveTimeoutSeconds)
+        let limits = reader.string(forKey: "rateLimits", default: "on").lowercased()
+        guard ["on", "off", "true", "false"].contains(limits) else { throw ConfigError.invalid("rateLimits", "\(limits): on or off") }
+        rateLimits = limits == "on" || limits == "true"
+        metrics = reader.bool(forKey: "metrics", default: metrics)
+        restRequestsPerSecond = reader.double(forKey: "restRequestsPerSecond", default: restRequestsPerSecond)
+        restBurst = reader.double(forKey: "restBurst", default: restBurst)
+        socketEventsPerSecond = reader.double(forKey: "socketEventsPerSecond", default: socketEventsPerSecond)
+        socketEventBurst = reader.double(forKey: "socketEventBurst", default: socketEventBurst)
+        socketsPerUser = reader.int(forKey: "socketsPerUser", default: socketsPerUser)
+        handshakesPerSecondPerIP = reader.double(forKey: "handshakesPerSecondPerIP", default: handshakesPerSecondPerIP)
+        handshakeBurst = reader.double(forKey: "handshakeBurst", default: handshakeBurst)
+        for (key, value) in [("maxUrlBytes", maxURLBytes), ("maxHeaderBytes", maxHeaderBytes), ("maxHeaderCount", maxHeaderCount),
+                             ("maxParticipants", maxParticipants), ("socketsPerUser", socketsPerUser)] where value < 1 {
             throw ConfigError.invalid(key, "\(value): must be at least 1")
         }
         // Timeouts become nanoseconds in an Int64 for every connection: a day is ample and cannot overflow.
-        for (key, value) in [("headTimeoutSeconds", config.headTimeoutSeconds), ("bodyTimeoutSeconds", config.bodyTimeoutSeconds),
-                             ("keepAliveTimeoutSeconds", config.keepAliveTimeoutSeconds)] where value > 86_400 {
+        for (key, value) in [("headTimeoutSeconds", headTimeoutSeconds), ("bodyTimeoutSeconds", bodyTimeoutSeconds),
+                             ("keepAliveTimeoutSeconds", keepAliveTimeoutSeconds)] where value > 86_400 {
             throw ConfigError.invalid(key, "\(value): at most 86400 seconds")
         }
-        for (key, value) in [("headTimeoutSeconds", config.headTimeoutSeconds), ("bodyTimeoutSeconds", config.bodyTimeoutSeconds),
-                             ("keepAliveTimeoutSeconds", config.keepAliveTimeoutSeconds), ("restRequestsPerSecond", config.restRequestsPerSecond),
-                             ("restBurst", config.restBurst), ("socketEventsPerSecond", config.socketEventsPerSecond), ("socketEventBurst", config.socketEventBurst),
-                             ("handshakesPerSecondPerIP", config.handshakesPerSecondPerIP), ("handshakeBurst", config.handshakeBurst)] where !(value > 0 && value.isFinite) {
+        for (key, value) in [("headTimeoutSeconds", headTimeoutSeconds), ("bodyTimeoutSeconds", bodyTimeoutSeconds),
+                             ("keepAliveTimeoutSeconds", keepAliveTimeoutSeconds), ("restRequestsPerSecond", restRequestsPerSecond),
+                             ("restBurst", restBurst), ("socketEventsPerSecond", socketEventsPerSecond), ("socketEventBurst", socketEventBurst),
+                             ("handshakesPerSecondPerIP", handshakesPerSecondPerIP), ("handshakeBurst", handshakeBurst)] where !(value > 0 && value.isFinite) {
             throw ConfigError.invalid(key, "\(value): must be a positive number")
         }
-        // HS256 keys shorter than the hash are weak (RFC 7518 3.2); refuse them.
-        if let secret = config.jwtSecret, !secret.isEmpty, secret.utf8.count < 32 {
-            throw ConfigError.invalid("jwtSecret", "must be at least 32 bytes, got \(secret.utf8.count)")
-        }
-        guard config.listenAddress != nil else { throw ConfigError.invalid("listen", config.listen) }
-        return config
     }
 
     /// The bus, `run`, `peers`, `host` and the bus keys (part of `read`).
