@@ -15,7 +15,8 @@ final class PostgresTransaction: StoreTransaction {
 
     @discardableResult
     func query(_ sql: String, _ values: [PostgresValue] = []) throws -> (rows: [PostgresRandomAccessRow], changed: Int) {
-        try connection.query(sql, values)
+        try PostgresValue.refuseNUL(values)
+        return try connection.query(sql, values)
     }
 
     /// The first column of the first row, if any.
