@@ -90,6 +90,30 @@ import Testing
         }
     }
 
+    /// A receipt of a message being deleted: the deletion waits for the
+    /// receipt's commit and takes its count back, so the reader's unread
+    /// count does not count the deleted message as read.
+    @Test func aReceiptRacingADeletionLeavesTheCountersRight() throws {
+        let (engine, other, database) = try Self.fresh()
+        let room = try groupRoom(engine)
+        let gone = try #require(created(try send(engine, room, "to delete")))
+        _ = try send(engine, room, "kept")
+        let (receiptHolds, deleted) = (DispatchSemaphore(value: 0), Flag())
+        let receipt = Self.inBackground {
+            try engine.write { tx -> Void in
+                _ = try tx.markMessageRead(Requests.MessageRef(roomID: room, messageID: gone.id), user: identity("bob").id)
+                receiptHolds.signal()
+                // Open until the deletion is blocked by this receipt (or, without the lock, has committed).
+                _ = try Self.blockedOnALock(in: database, orDone: deleted)
+            }
+        }
+        receiptHolds.wait()
+        _ = try other.write { try $0.deleteMessage(Requests.MessageRef(roomID: room, messageID: gone.id), user: identity("alice").id) }
+        deleted.set()
+        #expect(receipt() == nil)
+        #expect(try engine.read { try $0.room(room, viewer: identity("bob").id) }.unreadCount == 1, "only \"kept\" is unread")
+    }
+
 
 }
 
