@@ -114,6 +114,31 @@ import Testing
         #expect(try engine.read { try $0.room(room, viewer: identity("bob").id) }.unreadCount == 1, "only \"kept\" is unread")
     }
 
+    /// An edit that read the message before a deletion committed does not
+    /// write content back into the deleted message.
+    @Test func anEditRacingADeletionIsRefused() throws {
+        let (engine, other, database) = try Self.fresh()
+        let room = try groupRoom(engine)
+        let target = try #require(created(try send(engine, room, "original")))
+        let ref = Requests.MessageRef(roomID: room, messageID: target.id)
+        let (deletionHolds, edited) = (DispatchSemaphore(value: 0), Flag())
+        let deletion = Self.inBackground {
+            try engine.write { tx -> Void in
+                _ = try tx.deleteMessage(ref, user: identity("alice").id)
+                deletionHolds.signal()
+                _ = try Self.blockedOnALock(in: database, orDone: edited)
+            }
+        }
+        deletionHolds.wait()
+        #expect(throws: StoreError.self) {
+            try other.write { try $0.editMessage(Requests.MessageUpdate(roomID: room, messageID: target.id, content: "rewritten"), user: identity("alice").id, maxChars: 100) }
+        }
+        edited.set()
+        #expect(deletion() == nil)
+        let stored = try #require(try engine.read { try $0.messages(ids: [target.id]) }.first)
+        #expect(stored.isDeleted && stored.content.isEmpty)
+    }
+
 
 }
 
