@@ -139,7 +139,18 @@ import Testing
         #expect(stored.isDeleted && stored.content.isEmpty)
     }
 
-
+    /// Hosts starting at once all migrate: each migration is applied once, and none fails.
+    @Test func concurrentMigratorsAllSucceed() throws {
+        let url = try PostgresServer.start().createDatabase()
+        let engines: [any StoreEngine] = try (0..<6).map { _ in try PostgresEngine(url: url, poolSize: 1) }
+        let errors = ConcurrentWritersTests.concurrently(engines, count: engines.count) { engine, _ in
+            try (engine as? PostgresEngine)?.migrate()
+        }
+        #expect(errors.isEmpty, "\(errors.prefix(2))")
+        let name = String(url.split(separator: "/").last ?? "")
+        let applied = try PostgresServer.start().psql("SELECT count(*) FROM chatd_migrations", database: name)
+        #expect(Int(applied.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 >= 2)
+    }
 }
 
 /// Tries of a transaction body, by name.
