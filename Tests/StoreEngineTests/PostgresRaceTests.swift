@@ -139,6 +139,36 @@ import Testing
         #expect(stored.isDeleted && stored.content.isEmpty)
     }
 
+    /// Two search workers on one database while messages are edited: their
+    /// passes take turns, so what ends indexed is every message's last
+    /// content (two passes from one watermark could commit an older read
+    /// over a newer one, and move the watermark past it).
+    @Test func twoSearchWorkersIndexTheLatestContent() throws {
+        let (engine, other, _) = try Self.fresh()
+        let room = try groupRoom(engine)
+        let messages = try (0..<4).map { try #require(created(try send(engine, room, "m\($0) v0"))) }
+        let editing = Flag()
+        let passes = try [engine, other].map { db in
+            let index = UncheckedIndex(index: try db.makeSearchIndex(indexPath: ""))
+            return Self.inBackground { while !editing.isSet { try index.index.catchUp(batch: 2, budget: 0.2) } }
+        }
+        for round in 1...40 {
+            for (n, message) in messages.enumerated() {
+                _ = try other.write {
+                    try $0.editMessage(Requests.MessageUpdate(roomID: room, messageID: message.id, content: "m\(n) v\(round)"), user: identity("alice").id, maxChars: 100)
+                }
+            }
+        }
+        editing.set()
+        for pass in passes { #expect(pass() == nil) }
+        // A third worker, fresh: it starts from the stored watermark.
+        let index = try engine.makeSearchIndex(indexPath: "")
+        try StoreEngineTests.catchUpFully(index)
+        for (n, message) in messages.enumerated() {
+            #expect(try index.search("m\(n) v40", user: identity("bob").id, filters: SearchIndex.Filters()).map(\.id) == [message.id])
+        }
+    }
+
     /// Hosts starting at once all migrate: each migration is applied once, and none fails.
     @Test func concurrentMigratorsAllSucceed() throws {
         let url = try PostgresServer.start().createDatabase()
