@@ -131,6 +131,7 @@ public enum Validation {
 
     /// Why a message's content is refused (also on edit, where the type is the stored one).
     public static func contentErrors(content: String, messageType: String, maxChars: Int) -> [(field: String, message: String)] {
+        if hasNUL(content) { return [("content", nulMessage)] }
         if content.unicodeScalars.count > maxChars {
             return [("content", "Ensure this field has no more than \(maxChars) characters.")]
         }
@@ -142,16 +143,24 @@ public enum Validation {
 
     /// Why a room name is refused; nil when valid.
     public static func roomNameError(_ name: String?) -> String? {
+        if let name, hasNUL(name) { return nulMessage }
         guard let name, name.unicodeScalars.count > maxNameLength else { return nil }
         return "Ensure this field has no more than \(maxNameLength) characters."
     }
 
     /// Why an uploaded file's name is refused (DRF's `FileField` wording); nil when valid.
     public static func fileNameError(_ name: String) -> String? {
+        if hasNUL(name) { return nulMessage }
         let length = name.unicodeScalars.count
         guard length > maxNameLength else { return nil }
         return "Ensure this filename has at most \(maxNameLength) characters (it has \(length))."
     }
+
+    /// DRF's answer to a NUL in a text field (its `ProhibitNullCharactersValidator`).
+    /// PostgreSQL cannot store one in text (22021), so both engines refuse it up front.
+    public static let nulMessage = "Null characters are not allowed."
+
+    public static func hasNUL(_ text: String) -> Bool { text.utf8.contains(0) }
 
     /// Why a reaction emoji is refused (empty is the caller's own error); nil when valid.
     public static func emojiError(_ emoji: String) -> String? {

@@ -169,6 +169,11 @@ public struct Authenticator: Sendable {
             if claims.aud == nil { throw Failure(detail: "Invalid token audience.") }
         }
         guard !claims.sub.value.isEmpty else { throw Failure(detail: "Token has no subject.") }
+        // The claims become the user's row: PostgreSQL cannot store a NUL (22021),
+        // and that upsert rides along with every other command of its batch.
+        if [claims.sub.value, claims.email, claims.name, claims.picture].contains(where: { $0.map(Validation.hasNUL) ?? false }) {
+            throw Failure(detail: "Token claims must not contain NUL characters.")
+        }
         return Verified(
             identity: Identity(sub: claims.sub.value, email: claims.email, name: claims.name, picture: claims.picture),
             expires: claims.exp.value.addingTimeInterval(leeway)

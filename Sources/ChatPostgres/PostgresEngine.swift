@@ -37,7 +37,7 @@ public final class PostgresEngine: StoreEngine, @unchecked Sendable {
     }
 
     public func write<T>(_ body: (any StoreTransaction) throws -> T) throws -> T {
-        try transaction(begin: Self.beginWrite, body)
+        try PostgresRetry.run(logger: logger) { try transaction(begin: Self.beginWrite, body) }
     }
 
     public func read<T>(_ body: (any StoreTransaction) throws -> T) throws -> T {

@@ -21,11 +21,13 @@ enum PostgresMigrations {
     ]
 
     static func migrate(_ connection: PooledConnection, logger: Logger) throws {
-        try connection.run("CREATE TABLE IF NOT EXISTS chatd_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
         for (name, sql) in all {
             try connection.run("BEGIN")
             do {
                 try connection.query("SELECT pg_advisory_xact_lock($1)", [.int(lockKey)])
+                // Under the lock: two migrators creating it at once collide on
+                // the catalog's unique index (23505) even with IF NOT EXISTS.
+                try connection.run("CREATE TABLE IF NOT EXISTS chatd_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
                 let done = try connection.query("SELECT 1 FROM chatd_migrations WHERE name = $1", [.text(name)]).rows.isEmpty == false
                 if !done {
                     // One statement at a time (the extended protocol takes one): they end with `;` at a line's end.

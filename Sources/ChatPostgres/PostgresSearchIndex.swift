@@ -23,25 +23,40 @@ final class PostgresSearchIndex: MessageSearchIndex {
 
     func catchUp(batch: Int, budget: TimeInterval) throws -> (count: Int, done: Bool) {
         let deadline = Date().addingTimeInterval(budget)
-        var mark = try storedWatermark()
         var total = 0
         while true {
             if Date() > deadline { return (total, false) }
-            let rows = try engine.transaction(begin: PostgresEngine.beginRead) { tx in
-                try tx.query("""
-                    SELECT id, room_id, sender_id, timestamp, content, is_deleted, xact::text AS xact FROM messages
-                    WHERE (xact, id) > ($1::xid8, $2) AND xact < pg_snapshot_xmin(pg_current_snapshot())
-                    ORDER BY xact, id LIMIT $3
-                    """, [.text(mark.xact), .text(mark.id), .int(Int64(batch))]).rows
-            }
-            guard let last = rows.last else { return (total, true) }
-            let next = (xact: try last.get("xact", as: String.self), id: try last.get("id", as: String.self))
-            try engine.transaction(begin: PostgresEngine.beginWrite) { tx in try Self.index(rows, upTo: next, in: tx) }
-            mark = next
+            let (count, mark) = try engine.transaction(begin: PostgresEngine.beginWrite) { tx in try pass(batch: batch, in: tx) }
             watermark = mark
-            total += rows.count
-            if rows.count < batch { return (total, true) }
+            total += count
+            if count < batch { return (total, true) }
         }
+    }
+
+    /// Serialises the passes of the search workers on one database (any fixed number, not the migrations' key).
+    static let lockKey: Int64 = 0x6368_6174_73  // "chats"
+
+    /// One batch, under a lock every search worker of this database takes:
+    /// a second worker waits, then starts from where this one ended. Without
+    /// it, two passes from one watermark could commit in either order, an
+    /// older read of a message's content overwrite a newer one, and the
+    /// watermark move back. (An advisory lock: an idle pass writes nothing.)
+    private func pass(batch: Int, in tx: PostgresTransaction) throws -> (Int, (xact: String, id: String)) {
+        try tx.query("SELECT pg_advisory_xact_lock($1)", [.int(Self.lockKey)])
+        // Read committed: each statement's snapshot is taken after the lock, so it sees what the other worker committed.
+        guard let state = try tx.query("SELECT xact::text AS xact, message_id FROM search_state WHERE id = 1").rows.first else {
+            return (0, ("0", ""))
+        }
+        let mark = (xact: try state.get("xact", as: String.self), id: try state.get("message_id", as: String.self))
+        let rows = try tx.query("""
+            SELECT id, room_id, sender_id, timestamp, content, is_deleted, xact::text AS xact FROM messages
+            WHERE (xact, id) > ($1::xid8, $2) AND xact < pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY xact, id LIMIT $3
+            """, [.text(mark.xact), .text(mark.id), .int(Int64(batch))]).rows
+        guard let last = rows.last else { return (0, mark) }
+        let next = (xact: try last.get("xact", as: String.self), id: try last.get("id", as: String.self))
+        try Self.index(rows, upTo: next, in: tx)
+        return (rows.count, next)
     }
 
     /// Adds or replaces the live messages, removes the deleted ones, and moves the watermark.

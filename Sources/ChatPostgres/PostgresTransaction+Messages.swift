@@ -80,9 +80,11 @@ extension PostgresTransaction {
         let errors = Validation.contentErrors(content: request.content, messageType: message.messageType.rawValue, maxChars: maxChars)
         if !errors.isEmpty { throw StoreError.badRequest(errors) }
         // xact moves: the search index takes the new content on its next pass.
-        try query("""
-            UPDATE messages SET content = $1, edited_at = $2, updated_at = GREATEST(updated_at + 1, $2), xact = pg_current_xact_id() WHERE id = $3
-            """, [.text(request.content), .int(Timestamp.now().micros), .text(request.messageID)])
+        // NOT is_deleted: a deletion that committed since the read above wins (the update waits for its lock, then skips the row).
+        let changed = try query("""
+            UPDATE messages SET content = $1, edited_at = $2, updated_at = GREATEST(updated_at + 1, $2), xact = pg_current_xact_id() WHERE id = $3 AND NOT is_deleted
+            """, [.text(request.content), .int(Timestamp.now().micros), .text(request.messageID)]).changed
+        guard changed > 0 else { throw StoreError.badRequest(error: "Cannot edit a deleted message") }
         guard let edited = try fetchMessage(id: request.messageID) else { throw StoreError.notFound() }
         return edited
     }

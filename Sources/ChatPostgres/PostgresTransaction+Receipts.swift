@@ -26,7 +26,12 @@ extension PostgresTransaction {
 
     func markMessageRead(_ ref: Requests.MessageRef, user: String) throws -> Bool {
         try requireRoom(ref.roomID, user: user, allowPublic: false)
-        guard let row = try query("SELECT sender_id, is_deleted FROM messages WHERE id = $1 AND room_id = $2",
+        // FOR SHARE: a deletion (which takes the row for update) waits for
+        // this receipt's commit and then takes its count back, or this waits
+        // for the deletion and sees it; without the lock both could pass and
+        // read_count keep counting a deleted message. (KEY SHARE, which the
+        // read status's foreign key takes, does not conflict with an update.)
+        guard let row = try query("SELECT sender_id, is_deleted FROM messages WHERE id = $1 AND room_id = $2 FOR SHARE",
                                   [.text(ref.messageID), .text(ref.roomID)]).rows.first else { throw StoreError.notFound() }
         let (senderID, isDeleted) = (try row.get("sender_id", as: String.self), try row.get("is_deleted", as: Bool.self))
         let inserted = try query("INSERT INTO message_read_status (message_id, user_id, read_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",

@@ -61,11 +61,19 @@ extension PostgresTransaction {
         }
         let now = Timestamp.now().micros
         // Two workers creating the same pair at once: the unique pair index
-        // refuses the second (a conflict, 400), whose client asks again.
-        try query("""
+        // makes the second insert wait for the first's commit and then do
+        // nothing; the second finds the first's room and answers 200 with it,
+        // as SQLite's single writer does.
+        let inserted = try query("""
             INSERT INTO rooms (id, room_type, created_by, created_at, updated_at, direct_user1, direct_user2)
-            VALUES ($1, 'direct', $2, $3, $3, $4, $5)
-            """, [.text(request.newRoomID), .text(user), .int(now), .text(first), .text(second)])
+            VALUES ($1, 'direct', $2, $3, $3, $4, $5) ON CONFLICT DO NOTHING
+            """, [.text(request.newRoomID), .text(user), .int(now), .text(first), .text(second)]).changed
+        if inserted == 0 {
+            guard let existing = try one(find, [.text(first), .text(second)], as: String.self) else {
+                throw StoreError.badRequest(error: "The request conflicts with stored data.")
+            }
+            return (try room(existing, viewer: user), false)
+        }
         try addParticipants(room: request.newRoomID, users: [user, other], limit: Validation.maxParticipants)
         return (try room(request.newRoomID, viewer: user), true)
     }

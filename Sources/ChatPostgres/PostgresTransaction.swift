@@ -15,7 +15,8 @@ final class PostgresTransaction: StoreTransaction {
 
     @discardableResult
     func query(_ sql: String, _ values: [PostgresValue] = []) throws -> (rows: [PostgresRandomAccessRow], changed: Int) {
-        try connection.query(sql, values)
+        try PostgresValue.refuseNUL(values)
+        return try connection.query(sql, values)
     }
 
     /// The first column of the first row, if any.
@@ -113,6 +114,9 @@ final class PostgresTransaction: StoreTransaction {
     /// Adds members (a returning one gets its counters recomputed); past
     /// `limit` members in all, nothing is added (`400`).
     func addParticipants(room roomID: String, users: [String], limit: Int) throws {
+        // The room's row lock first (as a message's), so that concurrent adds
+        // count the members one after another and never pass the limit together.
+        try query("SELECT 1 FROM rooms WHERE id = $1 FOR NO KEY UPDATE", [.text(roomID)])
         let present = try one("SELECT COUNT(*) FROM room_participants WHERE room_id = $1", [.text(roomID)], as: Int64.self) ?? 0
         if present + Int64(users.count) > Int64(limit) {
             let already = try one("SELECT COUNT(*) FROM room_participants WHERE room_id = $1 AND user_id = ANY($2)",

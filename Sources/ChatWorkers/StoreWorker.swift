@@ -26,6 +26,12 @@ public final class StoreWorker {
     var publishedHere = Set<UUID>()
     var publishedOrder: [UUID] = []
     static let publishedMemory = 200_000
+    /// What the running batch's transaction stored and publishes: kept here
+    /// until it commits, and dropped when it starts over (PostgreSQL reruns a
+    /// transaction it aborted in a deadlock), so a rolled-back attempt
+    /// neither counts a message nor makes its rerun's event look published.
+    var pendingPublished = Set<UUID>()
+    var pendingStored = 0
     /// Encoded room lists and message pages while nothing is written.
     let pages = ReadCache()
 
@@ -44,7 +50,18 @@ public final class StoreWorker {
 
     /// Turns a batch of commands into the events to publish, in order.
     public func handle(_ batch: [Command]) -> [Event] {
-        processor.handle(batch, isWrite: Self.isWrite, write: write, read: read)
+        processor.handle(
+            batch, isWrite: Self.isWrite, write: write, read: read,
+            inTransaction: { _ in
+                self.pendingPublished.removeAll()
+                self.pendingStored = 0
+            },
+            afterCommit: {
+                for id in self.pendingPublished { self.remember(id) }
+                if self.pendingStored > 0 { Self.messagesStored.increment(by: Int64(self.pendingStored)) }
+                self.pendingPublished.removeAll()
+                self.pendingStored = 0
+            })
     }
 
     func body<T: Decodable>(_ type: T.Type, _ command: Command) throws -> T {
@@ -63,8 +80,8 @@ public final class StoreWorker {
             case .resent(let message) where wasPublishedHere(message.id):
                 return [.reply(to: command, status: .created, body: ClientJSON.encode(message))]
             case .created(let message), .resent(let message):
-                if case .created = outcome { Self.messagesStored.increment() }
-                remember(message.id)
+                if case .created = outcome { pendingStored += 1 }
+                if let id = UUID(uuidString: message.id) { pendingPublished.insert(id) }
                 let json = ClientJSON.encode(message)
                 return [
                     Event.room(message.roomID, key: .message(id: message.id, change: .created), body: ClientJSON.messageEvent(json)),
@@ -130,13 +147,13 @@ public final class StoreWorker {
     }
 
     func wasPublishedHere(_ id: String) -> Bool {
-        UUID(uuidString: id).map { publishedHere.contains($0) } ?? false
+        UUID(uuidString: id).map { publishedHere.contains($0) || pendingPublished.contains($0) } ?? false
     }
 
     /// Message ids are frontend-assigned UUIDs; another id (none is) would
     /// only be published again on a resend, which frontends drop by its key.
-    func remember(_ id: String) {
-        guard let id = UUID(uuidString: id), publishedHere.insert(id).inserted else { return }
+    func remember(_ id: UUID) {
+        guard publishedHere.insert(id).inserted else { return }
         publishedOrder.append(id)
         if publishedOrder.count > Self.publishedMemory {
             let drop = publishedOrder.count / 2

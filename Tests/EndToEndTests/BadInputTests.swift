@@ -52,6 +52,44 @@ extension EndToEnd {
             #expect(try await Steps.contents(server, token: tokens[1], room: room) == ["still here"])
         }
 
+        /// A NUL, which PostgreSQL cannot hold in text, in a query parameter,
+        /// a token claim or a message is that request's 4xx on both engines;
+        /// other users' reads sent alongside, which share the store's read
+        /// batches with it, still succeed (on PostgreSQL one bad statement
+        /// used to fail its whole batch with 503s).
+        @Test func aNulIsRefusedAloneAndHarmsNoOtherRead() async throws {
+            let server = try await TestServer.start()
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "alice", "bob", "mallory")
+            let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+            let nulName = try await server.token(sub: "nul-name", name: "a\u{0}b")
+            let bad: [(path: String, token: String, status: Int)] = [
+                ("/api/chat/rooms/?room_type=%00", tokens[2], 400),
+                ("/api/chat/rooms/\(room)/messages/?before=%00", tokens[1], 400),
+                ("/api/chat/search/messages/?q=a%00b", tokens[2], 400),
+                ("/api/chat/rooms/", nulName, 401),
+            ]
+            let good = ["/api/chat/rooms/", "/api/chat/rooms/\(room)/messages/", "/api/chat/rooms/\(room)/"]
+            for _ in 0..<10 {
+                let answers = try await withThrowingTaskGroup(of: (path: String, expected: Int, status: Int).self) { group in
+                    for request in bad {
+                        group.addTask { (request.path, request.status, try await server.request("GET", request.path, token: request.token).status) }
+                    }
+                    for path in good + good {
+                        group.addTask { (path, 200, try await server.request("GET", path, token: tokens[1]).status) }
+                    }
+                    var all: [(path: String, expected: Int, status: Int)] = []
+                    for try await answer in group { all.append(answer) }
+                    return all
+                }
+                for answer in answers { #expect(answer.status == answer.expected, "\(answer.path)") }
+            }
+            let posted = try await server.request("POST", "/api/chat/rooms/\(room)/messages/", token: tokens[0], json: ["content": "a\u{0}b"])
+            #expect(posted.status == 400)
+            #expect(posted.text.contains("Null characters are not allowed."), "\(posted.text)")
+            #expect(try await Steps.contents(server, token: tokens[1], room: room).isEmpty)
+        }
+
         /// Issue 10: `system` and `typing` messages are the server's, `image`
         /// and `file` need an attachment, over a WebSocket too (REST:
         /// ChatFrontendTests.BadInput).

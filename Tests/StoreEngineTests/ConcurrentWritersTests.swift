@@ -67,6 +67,57 @@ import Testing
         #expect(Set(page.messages.map(\.id)) == Set(ids))
         #expect(outcomes.createdCount == 50)
     }
+
+    /// Both users opening their direct room at once, on several workers: one
+    /// room, created once; the others are answered with it.
+    @Test(arguments: EngineKind.available)
+    func concurrentDirectRoomsOfOnePairAreOneRoom(_ kind: EngineKind) throws {
+        let (first, makeAnother) = try kind.make()
+        _ = try groupRoom(first)  // the users
+        let writers = [first, try makeAnother(), try makeAnother(), try makeAnother()]
+        let rooms = DirectRooms()
+        let errors = Self.concurrently(writers, count: 8) { engine, i in
+            let (me, them) = i % 2 == 0 ? ("alice", "bob") : ("bob", "alice")
+            let (room, created) = try engine.write {
+                try $0.directRoom(Requests.RoomDirect(userID: identity(them).id, newRoomID: IDs.uuid7()), user: identity(me).id)
+            }
+            rooms.append(room.id, created: created)
+        }
+        #expect(errors.isEmpty, "\(errors.prefix(3))")
+        #expect(Set(rooms.ids).count == 1)
+        #expect(rooms.createdCount == 1)
+    }
+
+    /// Concurrent joins of a public room (each user twice at once): one row
+    /// per member, and never more members than the limit.
+    @Test(arguments: EngineKind.available)
+    func concurrentJoinsKeepOneRowEachAndTheLimit(_ kind: EngineKind) throws {
+        let (first, makeAnother) = try kind.make()
+        let room = IDs.uuid7()
+        let users = (0..<6).map { identity("u\($0)") }
+        try first.write { tx in
+            for user in users + [identity("alice")] { try tx.upsert(user) }
+            _ = try tx.createRoom(Requests.RoomCreate(id: room, name: "Open", roomType: "public", participantIDs: []),
+                                  creator: identity("alice").id, maxParticipants: 100)
+        }
+        let writers = [first, try makeAnother(), try makeAnother(), try makeAnother()]
+        let errors = Self.concurrently(writers, count: 12) { engine, i in
+            try engine.write { try $0.joinRoom(room, user: users[i % users.count].id, maxParticipants: 4) }
+        }
+        // Past the limit a join is refused (400); nothing else fails.
+        for error in errors { #expect((error as? StoreError)?.code == .badRequest, "\(error)") }
+        let members = try first.read { try $0.room(room, viewer: identity("alice").id) }.participants.map(\.id)
+        #expect(members.count == 4, "alice and three of the six")
+        #expect(Set(members).count == members.count)
+    }
+}
+
+final class DirectRooms: @unchecked Sendable {
+    private let lock = NSLock()
+    private var rooms: [(id: String, created: Bool)] = []
+    func append(_ id: String, created: Bool) { lock.withLock { rooms.append((id, created)) } }
+    var ids: [String] { lock.withLock { rooms.map(\.id) } }
+    var createdCount: Int { lock.withLock { rooms.filter(\.created).count } }
 }
 
 final class ErrorList: @unchecked Sendable {

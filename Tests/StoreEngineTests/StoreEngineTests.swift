@@ -124,6 +124,28 @@ func created(_ outcome: Store.CreateOutcome) -> Message? {
         #expect(try engine.read { try $0.room(room, viewer: identity("bob").id) }.unreadCount == 2)
     }
 
+    /// A NUL in one read (`?room_type=%00` if it got past the frontend) is
+    /// that read's 400 or empty answer, never the end of the transaction the
+    /// other reads of its batch share; in a message, a 400 on both engines.
+    @Test(arguments: EngineKind.available)
+    func aNulRefusesOnlyItsOwnCommand(_ kind: EngineKind) throws {
+        let engine = try kind.make().engine
+        let room = try groupRoom(engine)
+        let bob = identity("bob").id
+        let rooms = try engine.read { tx -> Int in
+            do {
+                // SQLite's binding ends the text at the NUL: an answer, whichever.
+                _ = try tx.roomPage(Requests.RoomList(page: page1, roomType: "group\u{0}", discover: false), viewer: bob)
+                #expect(kind == .sqlite)
+            } catch let error as StoreError {
+                #expect(error.code == .badRequest)
+            }
+            return try tx.roomPage(Requests.RoomList(page: page1, roomType: nil, discover: false), viewer: bob).rooms.count
+        }
+        #expect(rooms == 1)
+        #expect(throws: StoreError.badRequest([("content", Validation.nulMessage)])) { try send(engine, room, "a\u{0}b") }
+    }
+
     /// Catch-ups until nothing is left to index. On PostgreSQL a pass takes
     /// only transactions below the snapshot's xmin, which is the cluster's:
     /// another test's open transaction (another database) holds it back a while.
