@@ -196,16 +196,17 @@ final class Deployment: @unchecked Sendable {
         let sender = FailoverSender(servers: [server], room: room, token: tokens[0], name: "db", limit: 60, pace: 0.05)
         let sending = sender.start()
         try await server.waitUntil(timeout: 30, "a third sent") { sender.sent >= 20 }
-        try net.cut(postgresHost)
         // The outage's length is what is under test, not a wait for a condition:
         // a few seconds, under the supervisor's 10 s hung-worker limit.
-        try await Task.sleep(for: .seconds(5))
+        let outage = 5.0
+        try net.cut(postgresHost)
+        try await Task.sleep(for: .seconds(outage))
         try net.restore(postgresHost)
         sending.wait()
         #expect(sender.failures.isEmpty, "\(sender.failures.prefix(3))")
         // A message sent during the outage waited for it (or was refused and sent again).
         #expect(sender.slowest > 2, "no message waited for the database: \(sender.slowest) s, refusals \(sender.refusals)")
-        print("database cut off for 5 s: the slowest message took \(sender.slowest) s; refused tries by status (0: no answer in 3 s): \(sender.refusals)")
+        print("database cut off for \(outage) s: the slowest message took \(sender.slowest) s; refused tries by status (0: no answer in 3 s): \(sender.refusals)")
         let history = try await Steps.contents(server, token: tokens[0], room: room)
         #expect(history == sender.confirmed && history.count == 60, "stored: \(RoomLoad.firstDifference(history, sender.confirmed))")
         #expect(workers?.processIdentifier == supervisor && workers?.isRunning == true, "the workers host's supervisor was restarted")
