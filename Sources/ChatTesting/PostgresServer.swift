@@ -202,7 +202,7 @@ public final class PostgresServer: Sendable {
     /// shared memory released), waits for it to end, deletes its directory.
     public func stop() {
         kill(pid, SIGINT)
-        // Foundation's Process reaps the postmaster, so waitpid here would find no child.
+        // Foundation's Process may reap the postmaster first: waitpid here cannot be relied on.
         for _ in 0..<400 where !NetworkNamespaces.hasEnded(pid) { usleep(25_000) }
         if !NetworkNamespaces.hasEnded(pid) { kill(pid, SIGKILL) }
         if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil { try? FileManager.default.removeItem(atPath: directory) }
