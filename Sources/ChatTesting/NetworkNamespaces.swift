@@ -52,6 +52,8 @@ public final class NetworkNamespaces: @unchecked Sendable {
     public private(set) var hosts: [Host] = []
     private var switchNamespace: String { prefix + "-switch" }
     private var processes: [Process] = []
+    /// Run at teardown after the processes started with `run` are killed, before the namespaces go.
+    private var stops: [@Sendable () -> Void] = []
     private let lock = NSLock()
     private var tornDown = false
 
@@ -117,6 +119,13 @@ public final class NetworkNamespaces: @unchecked Sendable {
         return process
     }
 
+    /// Has `stop` run at teardown, once the processes started with `run`
+    /// are gone and before the namespaces are deleted: for a server that
+    /// must shut down in its own way (PostgreSQL releasing its shared memory).
+    public func atTearDown(_ stop: @escaping @Sendable () -> Void) {
+        lock.withLock { stops.append(stop) }
+    }
+
     /// SIGKILLs `process` and every process under it at once, as a host that
     /// loses power: all are stopped first, so none restarts or reaps another
     /// in between. Waits until the top one has exited; returns every pid killed.
@@ -174,12 +183,13 @@ public final class NetworkNamespaces: @unchecked Sendable {
     /// them) and the hosts' directories (kept with CHATD_KEEP_TEST_DATA=1).
     /// Safe to call more than once.
     public func tearDown() {
-        let (started, names): ([Process], [String]) = lock.withLock {
+        let (started, stopping, names): ([Process], [@Sendable () -> Void], [String]) = lock.withLock {
             defer { tornDown = true }
-            return tornDown ? ([], []) : (processes, hosts.map(\.namespace) + [switchNamespace])
+            return tornDown ? ([], [], []) : (processes, stops, hosts.map(\.namespace) + [switchNamespace])
         }
         guard !names.isEmpty else { return }
         for process in started { Self.killTree(process) }
+        for stop in stopping { stop() }
         for name in names {
             Self.killProcesses(in: name)
             _ = try? Self.ip("netns", "del", name)

@@ -12,10 +12,15 @@ import Synchronization
 /// `postgres` user Debian's package creates (`setpriv`, which execs, so the
 /// pid is the postmaster's; with a parent-death signal, so a killed test run
 /// leaves no server behind). It is stopped by that pid at exit.
+///
+/// `EndToEnd.MultiHost` starts one more of its own on a PostgreSQL host: a
+/// network namespace, at that host's address (`NetworkNamespaces.startPostgres`).
 public final class PostgresServer: Sendable {
     /// Whether the end-to-end suite runs on PostgreSQL.
     public static var enabled: Bool { ProcessInfo.processInfo.environment["CHATD_TEST_POSTGRES"] == "1" }
 
+    /// The address it listens on (and `psql` and `url` use).
+    public let address: String
     public let port: Int
     public let directory: String
     let binDir: String
@@ -34,23 +39,37 @@ public final class PostgresServer: Sendable {
         }
     }
 
-    private init() throws {
+    private convenience init() throws {
+        try self.init(directory: try TestServer.temporaryDirectory(), address: "127.0.0.1", port: try TestServer.freePort())
+    }
+
+    /// A server with its data under `directory` (made if missing; handed to
+    /// the `postgres` user as root), listening on `address`:`port`, trusting
+    /// loopback and, when given, the subnet `trusting` (CIDR); started
+    /// through `launcher` when given (e.g. `ip netns exec <namespace>`,
+    /// which execs in place, so the pid is still the postmaster's).
+    public init(directory: String, address: String, port: Int, trusting subnet: String? = nil, launcher: [String] = []) throws {
         guard let bin = Self.findBinDir() else {
             throw TestServerError(description: "no PostgreSQL: /usr/lib/postgresql/*/bin/initdb not found (apt-get install postgresql)")
         }
-        binDir = bin
-        directory = try TestServer.temporaryDirectory()
-        port = try TestServer.freePort()
+        (binDir, self.directory, self.address, self.port) = (bin, directory, address, port)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let data = directory + "/data"
         let asRoot = getuid() == 0
         if asRoot { try Self.run("/bin/chown", ["postgres:postgres", directory]) }
         // C.UTF-8: lower()/ILIKE fold non-ASCII letters, as the contract's icontains does.
         try Self.run(bin + "/initdb", ["-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"], asPostgres: asRoot)
+        if let subnet {
+            let hba = try FileHandle(forWritingTo: URL(fileURLWithPath: data + "/pg_hba.conf"))
+            hba.seekToEndOfFile()
+            hba.write(Data("host all all \(subnet) trust\n".utf8))
+            try hba.close()
+        }
         let process = Process()
         // Durability is not under test: no fsync makes each test's database cheap.
-        let arguments = [bin + "/postgres", "-D", data, "-p", "\(port)", "-k", directory, "-c", "listen_addresses=127.0.0.1",
+        let arguments = [bin + "/postgres", "-D", data, "-p", "\(port)", "-k", directory, "-c", "listen_addresses=\(address)",
                          "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=300"]
-        Self.configure(process, arguments, asPostgres: asRoot)
+        Self.configure(process, arguments, asPostgres: asRoot, launcher: launcher)
         _ = FileManager.default.createFile(atPath: directory + "/postgres.log", contents: nil)
         let log = FileHandle(forWritingAtPath: directory + "/postgres.log")
         process.standardOutput = log
@@ -60,7 +79,7 @@ public final class PostgresServer: Sendable {
         while (try? psql("SELECT 1")) == nil {
             guard Date() < deadline, process.isRunning else {
                 let log = (try? String(contentsOfFile: directory + "/postgres.log", encoding: .utf8)) ?? ""
-                throw TestServerError(description: "PostgreSQL did not start on port \(port)\n\(log)")
+                throw TestServerError(description: "PostgreSQL did not start on \(address):\(port)\n\(log)")
             }
             usleep(50_000)
         }
@@ -97,14 +116,12 @@ public final class PostgresServer: Sendable {
             .first { FileManager.default.isExecutableFile(atPath: $0 + "/initdb") }
     }
 
-    static func configure(_ process: Process, _ arguments: [String], asPostgres: Bool) {
-        if asPostgres {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            process.arguments = ["--reuid=postgres", "--regid=postgres", "--init-groups", "--pdeathsig=TERM"] + arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: arguments[0])
-            process.arguments = Array(arguments.dropFirst())
-        }
+    static func configure(_ process: Process, _ arguments: [String], asPostgres: Bool, launcher: [String] = []) {
+        let command = launcher + (asPostgres
+            ? ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--pdeathsig=TERM"] + arguments
+            : arguments)
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
         // The server's own working directory: root's may not be readable by postgres.
         process.currentDirectoryURL = URL(fileURLWithPath: "/tmp")
     }
@@ -128,7 +145,7 @@ public final class PostgresServer: Sendable {
     /// Runs one SQL statement as the superuser.
     @discardableResult
     public func psql(_ sql: String, database: String = "postgres") throws -> String {
-        try Self.run(binDir + "/psql", ["-X", "-q", "-t", "-A", "-h", "127.0.0.1", "-p", "\(port)", "-U", "postgres", "-d", database,
+        try Self.run(binDir + "/psql", ["-X", "-q", "-t", "-A", "-h", address, "-p", "\(port)", "-U", "postgres", "-d", database,
                                          "-v", "ON_ERROR_STOP=1", "-c", sql])
     }
 
@@ -139,7 +156,7 @@ public final class PostgresServer: Sendable {
         return url(name)
     }
 
-    public func url(_ database: String) -> String { "postgres://postgres@127.0.0.1:\(port)/\(database)" }
+    public func url(_ database: String) -> String { "postgres://postgres@\(address):\(port)/\(database)" }
 
     /// Drops the database of `url` (its connections are ended first).
     public func dropDatabase(url: String) {
@@ -181,10 +198,13 @@ public final class PostgresServer: Sendable {
         server.dropDatabase(url: url)
     }
 
-    func stop() {
-        kill(pid, SIGTERM)
-        var status: Int32 = 0
-        for _ in 0..<200 where waitpid(pid, &status, WNOHANG) == 0 { usleep(25_000) }
+    /// Stops the server (fast shutdown: its clients are disconnected, its
+    /// shared memory released), waits for it to end, deletes its directory.
+    public func stop() {
+        kill(pid, SIGINT)
+        // Foundation's Process may reap the postmaster first: waitpid here cannot be relied on.
+        for _ in 0..<400 where !NetworkNamespaces.hasEnded(pid) { usleep(25_000) }
+        if !NetworkNamespaces.hasEnded(pid) { kill(pid, SIGKILL) }
         if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil { try? FileManager.default.removeItem(atPath: directory) }
     }
 }

@@ -162,6 +162,8 @@ final class FailoverSender: @unchecked Sendable {
     private var done: [String] = []
     private var failed: [String] = []
     private var current = 0
+    private var longest = 0.0
+    private var answers: [Int: Int] = [:]
 
     init(servers: [TestServer], room: String, token: String, name: String, limit: Int, pace: Double) {
         (self.servers, self.room, self.token, self.name, self.limit, self.pace) = (servers, room, token, name, limit, pace)
@@ -171,6 +173,10 @@ final class FailoverSender: @unchecked Sendable {
     /// Contents the server confirmed, in order.
     var confirmed: [String] { lock.withLock { done } }
     var failures: [String] { lock.withLock { failed } }
+    /// The longest a message took, from its first try until it was stored (seconds).
+    var slowest: Double { lock.withLock { longest } }
+    /// How many tries got each status other than 200/201 (0: no answer in `patience`).
+    var refusals: [Int: Int] { lock.withLock { answers } }
 
     /// Sends on a thread of its own; the group is left when it is done.
     func start() -> DispatchGroup {
@@ -188,15 +194,20 @@ final class FailoverSender: @unchecked Sendable {
 
     private func send(_ content: String) {
         var last = "no answer"
+        let began = Date()
         for _ in 0..<20 {
             let server = servers[lock.withLock { current }]
             let answer = blockingRequest(
                 server, "POST", "/api/chat/rooms/\(room)/messages/", token: token, json: ["content": content, "client_msg_id": content], timeout: Self.patience
             )
             if let answer, answer.status == 201 || answer.status == 200 {
-                lock.withLock { done.append(content) }
+                lock.withLock {
+                    done.append(content)
+                    longest = max(longest, Date().timeIntervalSince(began))
+                }
                 return
             }
+            lock.withLock { answers[answer?.status ?? 0, default: 0] += 1 }
             last = answer.map { "\($0.status) \($0.text)" } ?? "no answer from \(server.host)"
             if answer == nil {
                 lock.withLock { current = (current + 1) % servers.count }

@@ -1,0 +1,225 @@
+import ChatTesting
+import Foundation
+import Testing
+
+extension EndToEnd.MultiHost {
+    /// Issue 15's deployment in one run: two frontend hosts (each its own
+    /// broker, `peers`), one workers host linked to both, one PostgreSQL host
+    /// holding every chatd host's data (`CHAT_DATABASE_URL` at its address),
+    /// every bus link CURVE. The stages run one after another on it:
+    /// a host with an unlisted key is refused; the workers host is killed
+    /// under load and restarted; the first frontend host is cut off and its
+    /// clients resume on the second; the PostgreSQL host is cut off for a
+    /// few seconds. After each, nothing is lost or stored twice.
+    @Test(.enabled(if: PostgresServer.isInstalled, "needs PostgreSQL's server (apt-get install postgresql): the hosts' data is on a PostgreSQL host"))
+    func aDeploymentOfFourHostsLosesNothing() async throws {
+        let routes = try NetworkNamespaces.machineRoutes()
+        let net = try NetworkNamespaces(directory: try TestServer.temporaryDirectory())
+        defer {
+            net.tearDown()
+            #expect((try? NetworkNamespaces.machineRoutes()) == routes, "the machine's routes are not as they were")
+            #expect((try? NetworkNamespaces.ip("netns", "list"))?.contains(net.prefix) == false, "a namespace is left")
+            if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil {
+                #expect(!FileManager.default.fileExists(atPath: net.directory), "the hosts' directories are left")
+            }
+        }
+        let deployment = try await Deployment(net: net)
+        try await deployment.refusesAnUnlistedHost()
+        try await deployment.startWorkers()
+        try await deployment.workerHostKilledUnderLoad()
+        try await deployment.frontendHostCutOff()
+        try await deployment.databaseCutOff()
+        try deployment.everythingIsInPostgreSQL()
+    }
+}
+
+/// The hosts of `aDeploymentOfFourHostsLosesNothing` and its stages.
+final class Deployment: @unchecked Sendable {
+    let net: NetworkNamespaces
+    let first: NetworkNamespaces.Host
+    let workerHost: NetworkNamespaces.Host
+    let second: NetworkNamespaces.Host
+    let postgresHost: NetworkNamespaces.Host
+    let postgres: PostgresServer
+    let database: String
+    let secret = NetworkNamespaces.secret()
+    let keys: [String: String]
+    /// The frontend hosts' servers: first, second.
+    var servers: [TestServer] = []
+    var workers: Process?
+    /// Messages stored by the stages, each in one room: checked in PostgreSQL at the end.
+    var stored = 0
+
+    init(net: NetworkNamespaces) async throws {
+        self.net = net
+        (first, workerHost, second) = (try net.addHost("frontend1", index: 1), try net.addHost("workers", index: 2), try net.addHost("frontend2", index: 3))
+        postgresHost = try net.addHost("postgres", index: 4)
+        postgres = try net.startPostgres(on: postgresHost)
+        database = try postgres.createDatabase()
+        keys = try net.giveKeys(to: [first, workerHost, second], brokers: [first, second])
+        for (host, other) in [(first, second), (second, first)] {
+            var settings = Steps.noRateLimits.merging(["CHAT_PEERS": NetworkNamespaces.busAddress(of: other)]) { $1 }
+            if host.name == "frontend1" {
+                // Commands wait in its broker while the workers host is away:
+                // long enough that none fails while it starts again on two
+                // busy cores (the load of the kill stage goes through here).
+                settings["CHAT_REQUEST_TIMEOUT_MILLISECONDS"] = "60000"
+            } else {
+                // A command nobody takes (the unlisted host's stage) fails in 3 s, not 10.
+                settings["CHAT_REQUEST_TIMEOUT_MILLISECONDS"] = "3000"
+            }
+            let process = try net.startChatd(on: host, environment: environment(host, run: "frontend", bus: host, settings))
+            servers.append(try await net.server(on: host, process: process, secret: secret, healthy: false))
+        }
+    }
+
+    /// A chatd host's environment: its data in the PostgreSQL host's database.
+    func environment(_ host: NetworkNamespaces.Host, run: String, bus: NetworkNamespaces.Host?, _ extra: [String: String]) -> [String: String] {
+        net.chatdEnvironment(on: host, run: run, bus: bus, secret: secret, extra.merging(["CHAT_DATABASE_URL": database]) { $1 })
+    }
+
+    /// A workers host whose key is not in the peers file (it knows the
+    /// second broker's public key, as anyone may, and even the database's
+    /// address) connects and is refused: the broker logs its key and
+    /// address, its workers never serve, a command gets 503.
+    func refusesAnUnlistedHost() async throws {
+        let stranger = try net.addHost("stranger", index: 9)
+        let strangerLine = try #require(try net.giveKeys(to: [stranger], brokers: [])["stranger"])
+        try net.writePeers("\(keys["frontend2"] ?? "")\n\(strangerLine)\n", on: stranger)
+        let process = try net.startChatd(on: stranger, environment: environment(stranger, run: "workers", bus: second, [:]))
+        let strangerKey = String(strangerLine.prefix(40))
+        try await servers[1].waitUntil(timeout: 30, "the broker logged the refusal") {
+            net.log(of: second).split(separator: "\n").contains {
+                $0.contains("bus connection refused") && $0.contains(strangerKey) && $0.contains(stranger.address)
+            }
+        }
+        let alice = try await servers[1].token(sub: "alice", name: "Alice")
+        let refused = try await servers[1].request("POST", "/api/chat/rooms/", token: alice, json: ["name": "never", "participant_ids": [String]()])
+        #expect(refused.status == 503, "a command reached a worker of the unlisted host: \(refused.status) \(refused.text)")
+        #expect(try await servers[1].request("GET", "/healthz").status == 503)
+        let children = try net.status(of: stranger)["children"] as? [[String: Any]] ?? []
+        #expect(!children.isEmpty && children.allSatisfy { $0["ready"] as? Bool != true }, "the stranger's workers serve: \(children)")
+        NetworkNamespaces.killTree(process)
+    }
+
+    /// The listed workers host, linked to both brokers; both frontend hosts then serve.
+    func startWorkers() async throws {
+        let peers = [first, second].map(NetworkNamespaces.busAddress(of:)).joined(separator: ",")
+        workers = try net.startChatd(on: workerHost, environment: environment(workerHost, run: "workers", bus: nil, ["CHAT_PEERS": peers]))
+        for server in servers {
+            try await server.waitUntil(timeout: 60, "healthz 200 on \(server.host)") { (try? await server.request("GET", "/healthz").status) == 200 }
+        }
+        try await servers[0].waitUntil(timeout: 30, "every host in ctl status") {
+            Set(((try? self.net.status(of: self.second)["hosts"]) as? [[String: Any]] ?? []).compactMap { $0["host"] as? String })
+                == ["frontend1", "frontend2", "workers"]
+        }
+    }
+
+    /// Two rooms, each a sender on the first frontend host and a listener
+    /// on each; when a third is sent, the workers host's whole tree is
+    /// SIGKILLed and started again: every message stored once in the order
+    /// sent, every socket saw each once (or fetched what it missed).
+    func workerHostKilledUnderLoad() async throws {
+        let server = servers[0]
+        let perRoom = EndToEnd.MultiHost.perRoom
+        let rooms = try await (0..<EndToEnd.MultiHost.rooms).asyncMap { try await RoomLoad(server: server, index: $0, count: perRoom, listenOn: self.servers) }
+        let sending = rooms.map { $0.startSending(pace: 0.004) }
+        try rooms[0].listeners[0].read(until: perRoom / 3, timeout: 30)
+        let workers = try #require(self.workers)
+        let killed = NetworkNamespaces.killTree(workers)
+        try await server.waitUntil(timeout: 10, "the workers host's processes gone") { killed.allSatisfy(NetworkNamespaces.hasEnded) }
+        let peers = [first, second].map(NetworkNamespaces.busAddress(of:)).joined(separator: ",")
+        self.workers = try net.startChatd(on: workerHost, environment: environment(workerHost, run: "workers", bus: nil, ["CHAT_PEERS": peers]))
+        for group in sending { group.wait() }
+        for room in rooms {
+            try await server.waitUntil(timeout: 90, "room \(room.index) stored") {
+                try await Steps.contents(server, token: room.tokens[0], room: room.id).count >= perRoom
+            }
+            try await room.check(server: server)
+        }
+        stored += rooms.count * (perRoom + 1)
+        #expect(self.workers?.isRunning == true, "the workers host's new supervisor: \(net.log(of: workerHost).suffix(2000))")
+    }
+
+    /// Members of one room on both frontend hosts, a REST sender on each;
+    /// the first host's bridge port goes down. Its members notice the
+    /// silence, move to the second host and resume with `after`; its sender
+    /// resends there with the same `client_msg_id`. Every message is stored
+    /// once, every member has the history in order with no live duplicate,
+    /// the second host's members never move, `ctl status` shows the cut host.
+    func frontendHostCutOff() async throws {
+        let (room, subs, tokens) = try await servers[0].room(of: 6, prefix: "across", name: "across")
+        // Members 0-1 and the first sender on the first host; 2-3 and the second sender on the second.
+        let members = try (0..<4).map { index in
+            try FailoverMember(servers: index < 2 ? servers : servers.reversed(), room: room, token: tokens[index], name: subs[index])
+        }
+        for member in members { member.start() }
+        let senders = (0..<2).map { index in
+            FailoverSender(servers: index == 0 ? servers : servers.reversed(), room: room, token: tokens[4 + index], name: "h\(index + 1)", limit: 90, pace: 0.03)
+        }
+        let sending = senders.map { $0.start() }
+        try await servers[1].waitUntil(timeout: 30, "a third sent from each host") { senders.allSatisfy { $0.sent >= 30 } }
+        try net.cut(first)
+        for group in sending { group.wait() }
+
+        for sender in senders { #expect(sender.failures.isEmpty, "\(sender.name): \(sender.failures.prefix(3))") }
+        let history = try await Steps.contents(servers[1], token: tokens[0], room: room)
+        #expect(history.count == 180 && Set(history).count == 180, "every message stored once: \(history.count), \(Set(history).count) distinct")
+        for sender in senders {
+            #expect(history.filter { $0.hasPrefix(sender.name + "-") } == sender.confirmed, "\(sender.name)'s messages stored in the order sent")
+        }
+        try await servers[1].waitUntil(timeout: 30, "every member has every message") { members.allSatisfy { $0.contents.count >= history.count } }
+        for member in members { member.stop() }
+        for (index, member) in members.enumerated() {
+            #expect(member.contents == history, "\(member.name): \(member.summary)")
+            #expect(member.liveDuplicates.isEmpty, "\(member.name): \(member.summary)")
+            #expect(member.movedTo == (index < 2 ? [second.address] : []), "\(member.name): \(member.summary)")
+        }
+        try await servers[1].waitUntil(timeout: 30, "frontend1 unreachable in ctl status") {
+            let hosts = (try? self.net.status(of: self.workerHost)["hosts"]) as? [[String: Any]] ?? []
+            return hosts.contains { $0["host"] as? String == "frontend1" && $0["reachable"] as? Bool == false }
+                && hosts.contains { $0["host"] as? String == "frontend2" && $0["reachable"] as? Bool == true }
+        }
+        stored += history.count
+        try net.restore(first)
+    }
+
+    /// The PostgreSQL host's link is down for a few seconds while a member
+    /// sends on the second frontend host: commands fail (503) or wait, and
+    /// the sender resends each with its `client_msg_id`. Once it is back,
+    /// the workers serve again with no restart, and every message is stored
+    /// once, in order.
+    func databaseCutOff() async throws {
+        let server = servers[1]
+        let (room, _, tokens) = try await server.room(of: 2, prefix: "dbcut", name: "dbcut")
+        let supervisor = try #require(workers).processIdentifier
+        let sender = FailoverSender(servers: [server], room: room, token: tokens[0], name: "db", limit: 60, pace: 0.05)
+        let sending = sender.start()
+        try await server.waitUntil(timeout: 30, "a third sent") { sender.sent >= 20 }
+        // The outage's length is what is under test, not a wait for a condition:
+        // a few seconds, under the supervisor's 10 s hung-worker limit.
+        let outage = 5.0
+        try net.cut(postgresHost)
+        try await Task.sleep(for: .seconds(outage))
+        try net.restore(postgresHost)
+        sending.wait()
+        #expect(sender.failures.isEmpty, "\(sender.failures.prefix(3))")
+        // A message sent during the outage waited for it (or was refused and sent again).
+        #expect(sender.slowest > 2, "no message waited for the database: \(sender.slowest) s, refusals \(sender.refusals)")
+        print("database cut off for \(outage) s: the slowest message took \(sender.slowest) s; refused tries by status (0: no answer in 3 s): \(sender.refusals)")
+        let history = try await Steps.contents(server, token: tokens[0], room: room)
+        #expect(history == sender.confirmed && history.count == 60, "stored: \(RoomLoad.firstDifference(history, sender.confirmed))")
+        #expect(workers?.processIdentifier == supervisor && workers?.isRunning == true, "the workers host's supervisor was restarted")
+        stored += history.count
+    }
+
+    /// Every message of the stages is in the PostgreSQL host's database, and no chatd host has a SQLite file.
+    func everythingIsInPostgreSQL() throws {
+        let name = String(database.split(separator: "/").last ?? "")
+        let count = try postgres.psql("SELECT count(*) FROM messages", database: name).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(Int(count) == stored, "messages in PostgreSQL: \(count), stored by the stages: \(stored)")
+        for host in [first, workerHost, second] {
+            #expect(!FileManager.default.fileExists(atPath: host.directory + "/data/chat.sqlite"), "\(host.name) has a SQLite database")
+        }
+    }
+}
