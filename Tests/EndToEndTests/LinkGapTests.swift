@@ -123,3 +123,63 @@ extension EndToEnd.SeveralHosts {
         for host in [hostA, hostB] { #expect(host.log.components(separatedBy: "under this host's name").count == 2) }
     }
 }
+
+extension EndToEnd.SeveralHosts {
+    /// A workers host refused by one of two brokers (its key missing from
+    /// that host's peers file) used to exit, interrupting its link to the
+    /// broker that accepts it, again at every backoff restart. Now only the
+    /// refused link is lost (tried again every 10 s), and the supervisor's
+    /// status socket there is logged and remade the same way.
+    @Test func aWorkerRefusedByOneBrokerKeepsServingTheOther() async throws {
+        let base = try TestServer.freePorts(24)
+        let (busA, busB) = ("tcp://127.0.0.1:\(base)", "tcp://127.0.0.1:\(base + 12)")
+        let peers = "\(busA),\(busB)"
+        let (secret, keys) = (TestServer.randomSecret(), try TestServer.temporaryDirectory())
+        let lines = [
+            try EndToEnd.AuthenticatedBus.keygen(keys + "/fe-a.key", host: "fe-a", environment: ["CHAT_RUN": "frontend", "CHAT_BUS": busA]),
+            try EndToEnd.AuthenticatedBus.keygen(keys + "/fe-b.key", host: "fe-b", environment: ["CHAT_RUN": "frontend", "CHAT_BUS": busB]),
+            try EndToEnd.AuthenticatedBus.keygen(keys + "/workers.key", host: "workers"),
+        ]
+        try (lines.joined(separator: "\n") + "\n").write(toFile: keys + "/peers", atomically: true, encoding: .utf8)
+        // Host B does not list the workers host.
+        try (lines[0...1].joined(separator: "\n") + "\n").write(toFile: keys + "/peers-b", atomically: true, encoding: .utf8)
+        let workersDir = try TestServer.temporaryDirectory()
+        let workers = try Self.startWorkersHost(
+            dir: workersDir, peers: peers, secret: secret,
+            environment: ["CHAT_BUS_KEY": keys + "/workers.key", "CHAT_BUS_PEER_KEYS": keys + "/peers", "CHAT_STANDBYS": "false"])
+        defer {
+            if workers.isRunning { kill(workers.processIdentifier, SIGTERM) }
+            workers.waitUntilExit()
+            if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil {
+                PostgresServer.dropDatabase(forDataDir: workersDir)
+                for dir in [workersDir, keys] { try? FileManager.default.removeItem(atPath: dir) }
+            }
+        }
+        func frontendHost(_ name: String, bus: String, peerKeys: String, healthy: Bool) async throws -> TestServer {
+            try await TestServer.start(storeWorkers: 2, environment: [
+                "CHAT_RUN": "frontend", "CHAT_BUS": bus, "CHAT_PEERS": peers, "CHAT_HOST": name,
+                "CHAT_BUS_KEY": keys + "/\(name).key", "CHAT_BUS_PEER_KEYS": keys + "/" + peerKeys,
+            ], jwtSecret: secret, healthy: healthy)
+        }
+        let hostB = try await frontendHost("fe-b", bus: busB, peerKeys: "peers-b", healthy: false)
+        defer { hostB.stop() }
+        let hostA = try await frontendHost("fe-a", bus: busA, peerKeys: "peers", healthy: true)
+        defer { hostA.stop() }
+        func workersLog() -> [Substring] {
+            String(decoding: FileManager.default.contents(atPath: workersDir + "/chatd.log") ?? Data(), as: UTF8.self).split(separator: "\n")
+        }
+        try await hostA.waitUntil(timeout: 30, "the refused link and status socket tried again") {
+            let log = workersLog()
+            return log.contains { $0.contains("trying the broker that refused this host again") }
+                && log.contains { $0.contains("bus handshake with the broker failed") && $0.contains("host status") }
+        }
+        // Host A is served throughout: a message goes through its workers' links.
+        let alice = try await Steps.users(hostA, "alice")[0]
+        let room = try await Steps.room(hostA, token: alice, members: [], name: "refused-elsewhere")
+        let socket = try hostA.webSocket("/ws/chat/\(room)/", token: alice)
+        try socket.send(json: ["type": "message", "content": "still served"])
+        #expect(try socket.receive(type: "message", timeout: 15) != nil)
+        let exits = workersLog().filter { $0.contains("child exited") }
+        #expect(exits.isEmpty, "a refused worker exited: \(exits)")
+    }
+}
