@@ -70,15 +70,20 @@ public final class BusClient: Sendable {
         /// the bus thread has stopped. libzmq does not retry a refused
         /// connection, so the process should exit non-zero and be restarted.
         public var handshakeFailed: @Sendable () -> Void
+        /// A worker's link to this broker was down and is back (logged by
+        /// then): the sockets of the rooms it `affects` missed events.
+        public var linkGap: @Sendable (LinkGap) -> Void
 
         public init(
             roomEvents: @escaping @Sendable ([RoomEvent]) -> Void, heartbeat: @escaping @Sendable (String, [UInt8]) -> Void,
-            metrics: @escaping @Sendable ([UInt8]) -> Void = { _ in }, handshakeFailed: @escaping @Sendable () -> Void = {}
+            metrics: @escaping @Sendable ([UInt8]) -> Void = { _ in }, handshakeFailed: @escaping @Sendable () -> Void = {},
+            linkGap: @escaping @Sendable (LinkGap) -> Void = { _ in }
         ) {
             self.roomEvents = roomEvents
             self.heartbeat = heartbeat
             self.metrics = metrics
             self.handshakeFailed = handshakeFailed
+            self.linkGap = linkGap
         }
     }
 
@@ -400,6 +405,12 @@ public final class BusClient: Sendable {
             case .complete(let completion, let result): completion(result)
             case .deliver(let event): roomEvents.append(event)
             case .heartbeat(let beat): callbacks.heartbeat(beat.worker.description, beat.body)
+            case .linkGap(let gap):
+                // What came before the gap's end is handed on first, so the
+                // sockets get it before they close.
+                if !roomEvents.isEmpty { callbacks.roomEvents(roomEvents) }
+                roomEvents.removeAll()
+                callbacks.linkGap(gap)
             case .log(let fact): log(fact)
             }
         }
@@ -443,6 +454,10 @@ public final class BusClient: Sendable {
             ])
         case .workerReplaced(let worker, let resent):
             logger.info("worker replaced, resending", metadata: ["worker": "\(worker)", "commands": "\(resent)"])
+        case .linkRestored(let worker, let generation, let resent):
+            logger.warning("a worker's link to this broker was down; resending and closing its rooms' sockets with 1012", metadata: [
+                "worker": "\(worker)", "link": "\(generation)", "commands": "\(resent)",
+            ])
         case .resending(let id, let attempt, let kind):
             logger.debug("resending command", metadata: ["request.id": "\(id)", "attempt": "\(attempt)", "kind": "\(kind.rawValue)"])
         case .timedOut(let id, let kind):

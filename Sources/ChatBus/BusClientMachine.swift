@@ -50,6 +50,9 @@ public struct BusClientMachine<Ticket> {
         case deliver(RoomEvent)
         /// A worker is alive.
         case heartbeat(Heartbeat)
+        /// A worker's link to this broker was down: close the sockets of the
+        /// rooms it says with 1012, so their clients resume with `after`.
+        case linkGap(LinkGap)
         case log(Fact)
     }
 
@@ -62,6 +65,8 @@ public struct BusClientMachine<Ticket> {
         /// (resends included): `chatd_bus_command_duration_seconds`, not a log line.
         case answered(queue: String, nanos: UInt64)
         case workerReplaced(worker: WorkerName, resent: Int)
+        /// The worker's link to this broker dropped and is back (same pid).
+        case linkRestored(worker: WorkerName, generation: UInt32, resent: Int)
         case resending(requestID: String, attempt: Int, kind: CommandKind)
         case timedOut(requestID: String, kind: CommandKind)
         case shardsChanging(from: Int, to: Int)
@@ -135,6 +140,8 @@ public struct BusClientMachine<Ticket> {
     public private(set) var outstanding: [String: Int] = [:]
     var outstandingChanged = true
     var pids: [WorkerName: [Int32]] = [:]
+    /// The link generation last heard from each remembered pid.
+    var generations: [WorkerName: [Int32: UInt32]] = [:]
     var stopDeadline: UInt64?
     var actions: [Action] = []
 
@@ -400,12 +407,29 @@ extension BusClientMachine {
     /// must not resend everything at each turn.
     mutating func heard(_ beat: Heartbeat, now: UInt64, push: Push) {
         var known = pids[beat.worker] ?? []
-        guard !known.contains(beat.pid) else { return }
+        guard !known.contains(beat.pid) else { return relinked(beat, now: now, push: push) }
         let replacement = !known.isEmpty
         known.append(beat.pid)
-        if known.count > Self.pidMemory { known.removeFirst() }
+        if known.count > Self.pidMemory { generations[beat.worker]?[known.removeFirst()] = nil }
         pids[beat.worker] = known
+        generations[beat.worker, default: [:]][beat.pid] = beat.link
         if replacement { replaced(beat, now: now, push: push) }
+    }
+
+    /// A known process with another link generation: its link to this
+    /// broker dropped and is back. What it published meanwhile (room events,
+    /// replies) and what this broker had handed its queue's dropped
+    /// connection are lost: the rooms' sockets are told to resume
+    /// (`linkGap`), and its queue's commands are resent now, not at the
+    /// timeout. No death is counted: the process lived on.
+    mutating func relinked(_ beat: Heartbeat, now: UInt64, push: Push) {
+        guard let previous = generations[beat.worker]?[beat.pid], previous != beat.link else { return }
+        generations[beat.worker]?[beat.pid] = beat.link
+        let queue = beat.worker.queue
+        let lost = pending.resendNow(now: now, matching: { $0.queue == queue })
+        actions.append(.log(.linkRestored(worker: beat.worker, generation: beat.link, resent: lost.count)))
+        actions.append(.linkGap(LinkGap(worker: beat.worker, shardCounts: [shards] + (resharding.map { [$0] } ?? []))))
+        for (_, outgoing) in lost { transmit(outgoing, now: now, push: push) }
     }
 
     /// Resends now rather than at the timeout. Only a crash or a hang counts

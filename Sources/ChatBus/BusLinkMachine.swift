@@ -57,6 +57,14 @@ public struct BusLinkMachine: Sendable {
 
     public private(set) var state: State
     public private(set) var mode: Mode
+    /// Raised each time the broker's connection drops, and carried in what
+    /// the link sends (`Heartbeat.link`): the same pid with another
+    /// generation tells that broker's frontends the room events published
+    /// while it was down never reached them. An echo of an earlier
+    /// generation, still on its way when the connection dropped, is not
+    /// this one's: it does not make the link serve before the new
+    /// connection's subscriptions arrived.
+    public private(set) var generation: UInt32 = 0
     /// When the echo or the heartbeat was last sent.
     var lastSent: UInt64?
 
@@ -95,7 +103,11 @@ public struct BusLinkMachine: Sendable {
     }
 
     /// The PUB's connection to the broker dropped (its monitor said so).
+    /// The generation rises even while the link waits: an echo sent before
+    /// the drop must not be taken for this connection's.
     public mutating func disconnected(now: UInt64) -> [Action] {
+        generation &+= 1
+        if generation == 0 { generation = 1 }  // 0 means "never dropped" on the wire
         guard case .serving = state else { return [] }
         state = .awaitingEcho(since: now)
         lastSent = nil

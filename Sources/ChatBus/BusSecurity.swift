@@ -231,11 +231,12 @@ struct BusHandshakeFailure: Error, Equatable {
     var hostKey: String
     var event: Int32
 
-    /// Logged at error by the refused process, before it exits.
-    func log(to logger: Logger) {
-        logger.error("bus handshake with the broker failed: refused (this host's key is not in the broker's peers file) or the peers file's key for the broker is wrong", metadata: [
-            "broker": "\(address)", "host.key": "\(hostKey)", "event": "\(event)",
-        ])
+    /// Logged at error by the refused process, before it exits (or, for
+    /// `what` the supervisor's host status, before it tries again).
+    func log(to logger: Logger, what: String? = nil) {
+        var metadata: Logger.Metadata = ["broker": "\(address)", "host.key": "\(hostKey)", "event": "\(event)"]
+        if let what { metadata["socket"] = "\(what)" }
+        logger.error("bus handshake with the broker failed: refused (this host's key is not in the broker's peers file) or the peers file's key for the broker is wrong", metadata: metadata)
     }
 }
 

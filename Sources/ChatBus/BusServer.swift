@@ -87,6 +87,7 @@ public final class BusServer {
         var session = try open(echo: beat.event.encode(), mode: .worker)
         defer { session.close() }
         session.beat = beat
+        session.refreshSends()
         session.loop = loop
         try serve(&session, shouldStop: shouldStop, heartbeat: heartbeat, assignments: nil)
     }
@@ -156,6 +157,14 @@ public final class BusServer {
         var foreignShards: Int?
         /// With CURVE: tells this broker refusing us from a hiccup.
         var handshakes: HandshakeWatch?
+        /// What this link sends while it waits, and recognises when it comes
+        /// back, and sends as its heartbeat: the worker's heartbeat with this
+        /// link's generation (a standby's echo as it is).
+        var sends: [[UInt8]] = []
+        /// When this broker refused the link's handshake (monotonic), with
+        /// other links to serve: its sockets are made again
+        /// `refusedRetryNanos` later, the others serving on.
+        var refusedAt: UInt64?
 
         func close() {
             news?.close()
@@ -176,7 +185,7 @@ public final class BusServer {
     /// What a worker (or a standby) keeps while it runs.
     struct Session {
         var links: [Link]
-        /// What a waiting link sends, and recognises when it comes back.
+        /// A standby's echo, or the worker's heartbeat with no link generation.
         var echo: [[UInt8]]
         /// Set for a worker (a standby's when it is promoted).
         var beat: Heartbeat?
@@ -196,6 +205,16 @@ public final class BusServer {
         var poller: (key: Int, poller: Poller, slots: [Slots], channel: Int?)?
 
         var serving: Bool { links.contains { $0.machine.isServing } }
+
+        /// Sets a link's `sends` for its generation: at the start, when the
+        /// link dropped, when a standby becomes a worker.
+        mutating func refreshSends(_ index: Int) {
+            guard var beat else { return links[index].sends = echo }
+            beat.link = links[index].machine.generation
+            links[index].sends = beat.event.encode()
+        }
+
+        mutating func refreshSends() { for index in links.indices { refreshSends(index) } }
 
         func close() { links.forEach { $0.close() } }
     }
@@ -218,7 +237,9 @@ public final class BusServer {
             links.forEach { $0.close() }
             throw error
         }
-        return Session(links: links, echo: echo)
+        var session = Session(links: links, echo: echo)
+        session.refreshSends()
+        return session
     }
 
     private func openLink(_ bus: BusAddress, index: Int, echoTopic: String, mode: BusLinkMachine.Mode) throws -> Link {
@@ -234,7 +255,9 @@ public final class BusServer {
             // With keys, also its handshakes: libzmq never retries a refused
             // connection, so a refused worker would wait silently forever.
             let handshakes = security.keys == nil ? 0 : HandshakeWatch.events
-            monitor = try pub.monitor(name: "pub-\(role.rawValue)-\(shard)-\(getpid())-\(index)", events: MonitorEvent.disconnected | handshakes)
+            // Random: a link made again after a refusal must not meet the old
+            // monitor's endpoint, which may still be bound for a moment.
+            monitor = try pub.monitor(name: "pub-\(role.rawValue)-\(shard)-\(getpid())-\(index)-\(UInt32.random(in: 0...UInt32.max))", events: MonitorEvent.disconnected | handshakes)
         }
         let echo = try connect(.sub, to: bus.eventsOut, of: bus) { sub in
             try sub.setHighWaterMarks(send: HighWaterMarks.echo, receive: HighWaterMarks.echo)
@@ -282,8 +305,8 @@ public final class BusServer {
         let bus = s.links[index].bus.eventsIn
         for action in actions {
             switch action {
-            case .sendEcho: try s.links[index].pub.send(s.echo)
-            case .sendHeartbeat: if let beat = s.beat { try s.links[index].pub.send(beat.event.encode()) }
+            case .sendEcho: try s.links[index].pub.send(s.links[index].sends)
+            case .sendHeartbeat: if s.beat != nil { try s.links[index].pub.send(s.links[index].sends) }
             case .takeCommands: if let loop = s.loop { try connectQueue(&s.links[index], loop: loop) }
             // The queue stays connected; it is no longer polled (`takesCommands`).
             case .stopCommands: break
@@ -310,6 +333,7 @@ public final class BusServer {
         let crashMarker = ProcessInfo.processInfo.environment["CHATD_FAILPOINT_CRASH_ON"].flatMap { $0.isEmpty ? nil : Array($0.utf8) }
         while !shouldStop() {
             let now = monotonicNanos()
+            try retryRefused(&s, now: now)
             for index in s.links.indices { try perform(s.links[index].machine.tick(now: now), on: index, &s) }
             reportAlive(&s, now: now, heartbeat: heartbeat)
             if let nudge = s.loop?.nudge, s.nudges.due(now: now) { try publishEverywhere([Array(nudge.utf8)], s) }
@@ -395,8 +419,10 @@ public final class BusServer {
         let now = monotonicNanos()
         var woken = false
         for (index, slot) in slots.enumerated() {
-            if ready[slot.monitor] & pollIn != 0, try lostBroker(&s.links[index]) {
-                try perform(s.links[index].machine.disconnected(now: now), on: index, &s)
+            if ready[slot.monitor] & pollIn != 0, try lostBroker(index, &s, now: now) {
+                let actions = s.links[index].machine.disconnected(now: now)
+                s.refreshSends(index)
+                try perform(actions, on: index, &s)
             }
             if ready[slot.echo] & pollIn != 0 { try readEcho(index, &s, now: now) }
             if let news = slot.news, ready[news] & pollIn != 0 {
@@ -472,8 +498,9 @@ public final class BusServer {
     private func readEcho(_ index: Int, _ s: inout Session, now: UInt64) throws {
         var echoed = false
         while let frames = try s.links[index].echo.receive(dontWait: true) {
-            // A predecessor of the same name may still be publishing (its pid differs).
-            if frames == s.echo {
+            // A predecessor of the same name may still be publishing (its pid
+            // differs); an echo sent before the link last dropped has an older generation.
+            if frames == s.links[index].sends {
                 echoed = true
             } else if let expected = expectedShards, let event = try? Event(frames: frames), let announced = ShardCount(event) {
                 checkShards(announced.count, expected: expected, &s.links[index])
@@ -510,6 +537,7 @@ public final class BusServer {
         for link in s.links { try link.echo.subscribe(beat.topic) }
         s.beat = beat
         s.echo = beat.event.encode()
+        s.refreshSends()
         s.loop = try standby.promoted(assignment)
         logger.info("standby promoted", metadata: ["worker": "\(assignment.worker)", "predecessor.failed": "\(assignment.predecessorFailed)"])
         let now = monotonicNanos()
@@ -571,20 +599,46 @@ public final class BusServer {
         return (batch, received)
     }
 
-    /// Reads a PUB's monitor: did the broker's connection drop? Throws
-    /// `BusHandshakeFailure`, logged, when the broker refused this host: the
-    /// worker exits and its supervisor's backoff restart tries again (so a
-    /// key added to that broker's peers file later gets in).
-    private func lostBroker(_ link: inout Link) throws -> Bool {
+    /// Reads a PUB's monitor: did the broker's connection drop? When the
+    /// broker refused this host (logged): with one link, throws
+    /// `BusHandshakeFailure`, the worker exits and its supervisor's backoff
+    /// restart tries again (so a key added to that broker's peers file later
+    /// gets in); with several, only this link is lost, and made again
+    /// `refusedRetryNanos` later (`retryRefused`): exiting would interrupt
+    /// the links the other brokers accept.
+    private func lostBroker(_ index: Int, _ s: inout Session, now: UInt64) throws -> Bool {
         var lost = false
-        while let frames = try link.pubEvents.receive(dontWait: true) {
-            guard let event = MonitorEvent(frames: frames) else { continue }
+        // Read to the end even once refused: an unread monitor stays readable.
+        while let frames = try s.links[index].pubEvents.receive(dontWait: true) {
+            guard s.links[index].refusedAt == nil, let event = MonitorEvent(frames: frames) else { continue }
             if event.event == MonitorEvent.disconnected { lost = true }
-            if let failure = link.handshakes?.saw(event) {
+            if let failure = s.links[index].handshakes?.saw(event) {
                 failure.log(to: logger)
-                throw failure
+                guard s.links.count > 1 else { throw failure }
+                s.links[index].refusedAt = now
+                lost = true
             }
         }
         return lost
+    }
+
+    /// A refused link's sockets are made again this long after the refusal.
+    static let refusedRetryNanos: UInt64 = 10_000_000_000
+
+    /// Makes a refused link's sockets again once `refusedRetryNanos` passed
+    /// (libzmq never retries a refused handshake). Its machine goes on: it
+    /// waits for its echo, its generation raised by the refusal's drop.
+    private func retryRefused(_ s: inout Session, now: UInt64) throws {
+        for index in s.links.indices {
+            guard let at = s.links[index].refusedAt, now &- at >= Self.refusedRetryNanos else { continue }
+            let old = s.links[index]
+            old.close()
+            var fresh = try openLink(old.bus, index: index, echoTopic: String(decoding: old.sends[0], as: UTF8.self), mode: old.machine.mode)
+            fresh.machine = old.machine
+            s.links[index] = fresh
+            s.refreshSends(index)
+            s.poller = nil
+            logger.info("trying the broker that refused this host again", metadata: ["bus": "\(old.bus.eventsIn)"])
+        }
     }
 }

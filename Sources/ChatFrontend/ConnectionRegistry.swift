@@ -34,6 +34,14 @@ final class LoopRegistry: @unchecked Sendable {
 
     var connections: [WebSocketConnection] { rooms.values.flatMap(\.values) }
 
+    /// Closes with 1012 every connection here in a room `affects` says.
+    func closeRooms(where affects: (String) -> Bool) {
+        loop.preconditionInEventLoop()
+        // Collected first: a closing connection leaves `rooms`.
+        let closing = rooms.filter { affects($0.key) }.values.flatMap(\.values)
+        for connection in closing { connection.closeForRestart() }
+    }
+
     /// Each room's steps to each of its connections here, in order. A
     /// connection that closes on the way (a removal) leaves `rooms` at once;
     /// the loop goes on over the members as they were. While a handover
@@ -79,6 +87,17 @@ public final class ConnectionRegistry: Sendable {
             preconditionFailure("connection on an event loop outside the server's group")
         }
         return registry
+    }
+
+    /// A worker's link to this host's broker was down (`LinkGap`): the
+    /// sockets of the rooms it affects missed events nothing would bring
+    /// them. Closed with 1012, their clients reconnect and fetch what they
+    /// missed with `after`, as after a frontend's restart. Called on the bus
+    /// thread after the events that came before the gap's end were handed on.
+    public func closeRooms(affectedBy gap: LinkGap) {
+        for registry in registries.values {
+            registry.loop.execute { registry.closeRooms(where: gap.affects(room:)) }
+        }
     }
 
     /// Called on the bus thread with a batch of events: framed once, in

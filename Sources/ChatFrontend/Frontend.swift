@@ -92,7 +92,9 @@ public enum Frontend {
             storeShards: config.storeShards,
             // Refused by the broker (logged): exit so the supervisor's
             // backoff retries, and a key added there later gets in.
-            callbacks: .init(roomEvents: connections.fanOut, heartbeat: health.record, metrics: board.store, handshakeFailed: { exit(1) }),
+            callbacks: .init(
+                roomEvents: connections.fanOut, heartbeat: health.record, metrics: board.store, handshakeFailed: { exit(1) },
+                linkGap: connections.closeRooms(affectedBy:)),
             logger: logger,
             policy: RetryPolicy(
                 retryInterval: UInt64(config.chat.retryMilliseconds) * 1_000_000,

@@ -24,6 +24,7 @@ extension Supervisor {
         } catch {
             return logger.error("cannot exchange status with the other hosts; ctl status shows this host only", metadata: ["error": "\(error)"])
         }
+        hostStatuses.this = (config.host, String(UInt64.random(in: 0...UInt64.max), radix: 36))
         logger.info("exchanging status with the other hosts", metadata: [
             "host": "\(config.host)", "reads": "\(remote.map(\.eventsOut).joined(separator: ","))",
         ])
@@ -37,6 +38,7 @@ extension Supervisor {
 
     private func exchangeHostStatus() {
         guard let exchange = hostExchange else { return }
+        exchange.checkConnections(logger: logger)
         readHostStatuses()
         let own = ownHostStatus(statusObject())
         do {
@@ -51,7 +53,19 @@ extension Supervisor {
         guard let exchange = hostExchange else { return }
         let now = Uptime.now()
         do {
-            for status in try exchange.received() { hostStatuses.received(status, now: now) }
+            for status in try exchange.received() {
+                switch hostStatuses.received(status, now: now) {
+                case nil: break
+                case .thisHost(let instance):
+                    logger.error(
+                        "another host publishes its status under this host's name: each host needs its own host: (ctl status shows one of them, and their session names clash: one's restart closes the other's sessions)",
+                        metadata: ["host": "\(config.host)", "other.instance": "\(instance)"])
+                case .otherHost(let name):
+                    logger.error(
+                        "two other hosts publish their status under one name: each host needs its own host: (ctl status shows one of them, and their session names clash)",
+                        metadata: ["host": "\(name)"])
+                }
+            }
         } catch {
             logger.warning("cannot read the other hosts' status", metadata: ["error": "\(error)"])
         }
@@ -60,6 +74,8 @@ extension Supervisor {
     /// What the other hosts show of this one: its part of `ctl status`.
     func ownHostStatus(_ status: [String: Any]) -> [String: Any] {
         var own: [String: Any] = ["run": config.run.rawValue, "bus": config.bus ?? NSNull()]
+        // Which supervisor published it: two hosts under one name tell apart.
+        if let this = hostStatuses.this { own["instance"] = this.instance }
         for key in ["status", "children", "standbys", "queues"] { own[key] = status[key] }
         return own
     }

@@ -41,6 +41,9 @@ extension Supervisor {
         // Children report to the supervisor, never to systemd directly.
         environment["NOTIFY_SOCKET"] = (config.resolvedRuntimeDir as NSString).appendingPathComponent("notify.sock")
         environment["CHATD_CHILD"] = name.description
+        // The child's parent to watch, named: one that asks only after this
+        // process died would take whoever it was handed to for its parent.
+        environment["CHATD_SUPERVISOR_PID"] = String(getpid())
         environment["CHATD_PREDECESSOR_FAILED"] = predecessorFailed ? "1" : nil
         environment["WATCHDOG_USEC"] = nil
         environment["WATCHDOG_PID"] = nil

@@ -18,6 +18,13 @@ public struct HostStatus: Sendable, Equatable {
     /// frontends' `ctl.` topics.
     public static let topicPrefix = "ctl.status."
 
+    /// The largest status document a supervisor takes in (its status
+    /// SUB's `ZMQ_MAXMSGSIZE`): four times the largest a host sends. A
+    /// child's row is about 300 bytes and a queue's about 100; a host runs
+    /// at most `ShardCount.maxCount` (1,024) store shards, 64 frontends,
+    /// a few hundred other workers and standbys: about 1 MiB at most.
+    public static let maxDocumentBytes = 4 << 20
+
     public var event: Event { Event(topic: Self.topicPrefix + host, kind: .hostStatus, key: host, body: document) }
 
     /// Reads a status event; nil when its topic and key do not name the same host.

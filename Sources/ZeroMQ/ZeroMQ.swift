@@ -119,6 +119,15 @@ public final class Socket {
         }
     }
 
+    /// Largest frame this socket takes in (`ZMQ_MAXMSGSIZE`, an int64):
+    /// a peer that sends a bigger one is disconnected, its frame never read.
+    public func setMaxMessageSize(bytes: Int64) throws {
+        var value = bytes
+        if zmq_setsockopt(try live("zmq_setsockopt"), ZMQ_MAXMSGSIZE, &value, MemoryLayout<Int64>.size) != 0 {
+            throw ZMQError("zmq_setsockopt ZMQ_MAXMSGSIZE")
+        }
+    }
+
     public func setOption(_ option: Int32, bytes: [UInt8]) throws {
         let handle = try live("zmq_setsockopt")
         let rc = bytes.withUnsafeBytes { zmq_setsockopt(handle, option, $0.baseAddress, $0.count) }

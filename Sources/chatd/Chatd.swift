@@ -67,19 +67,30 @@ struct CommonOptions: ParsableArguments {
 /// of a killed supervisor, or a server of a crashed test run, do not linger.
 /// Polled rather than PR_SET_PDEATHSIG, which fires when the spawning
 /// *thread* exits, and the supervisor spawns from a dispatch queue's threads.
-func exitWithParent() {
-    let parent = getppid()
+/// - Parameter spawned: a child of the supervisor (`CHATD_SUPERVISOR_PID`
+///   names it): a supervisor that died before this process first asked is
+///   not taken for its parent (the process it was handed to instead would
+///   be, for ever).
+func exitWithParent(spawned: Bool = false) {
+    let named = spawned ? ProcessInfo.processInfo.environment[supervisorPIDVariable].flatMap { Int32($0) } : nil
+    let parent = named ?? getppid()
+    if getppid() != parent { parentGone(parent) }
     let timer = DispatchSource.makeTimerSource(queue: .global())
     timer.schedule(deadline: .now() + 0.5, repeating: 0.5)
     timer.setEventHandler {
-        if getppid() != parent {
-            FileHandle.standardError.write(Data("chatd: parent \(parent) is gone, exiting\n".utf8))
-            exit(0)
-        }
+        if getppid() != parent { parentGone(parent) }
     }
     timer.resume()
     // Kept alive for the life of the process.
     ParentWatch.timer = timer
+}
+
+/// Set by the supervisor in its children's environment (its pid).
+let supervisorPIDVariable = "CHATD_SUPERVISOR_PID"
+
+private func parentGone(_ parent: Int32) -> Never {
+    FileHandle.standardError.write(Data("chatd: parent \(parent) is gone, exiting\n".utf8))
+    exit(0)
 }
 
 enum ParentWatch {
@@ -127,7 +138,7 @@ struct FrontendCommand: AsyncParsableCommand {
     @Option(help: "Store shard count, as resolved by the supervisor.") var shards: Int?
 
     func run() async throws {
-        exitWithParent()
+        exitWithParent(spawned: true)
         let config = try await options.load()
         if config.collectsMetrics { ChatMetrics.bootstrap() }
         let logger = options.logger("chatd.frontend", config, role: "frontend")
@@ -149,7 +160,7 @@ struct WorkerCommand: AsyncParsableCommand {
     var standby = false
 
     func run() async throws {
-        exitWithParent()
+        exitWithParent(spawned: true)
         let config = try await options.load()
         if config.collectsMetrics { ChatMetrics.bootstrap() }
         var logger = options.logger("chatd.worker", config, role: "worker")

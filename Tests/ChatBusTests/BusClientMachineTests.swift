@@ -31,6 +31,7 @@ final class Bus {
     var answers: [(id: String, result: Result<Event, BusFailure>)] = []
     var delivered: [RoomEvent] = []
     var facts: [Machine.Fact] = []
+    var gaps: [LinkGap] = []
 
     init(shards: Int = 1, policy: RetryPolicy = RetryPolicy(retryInterval: 750 * Bus.ms, deadline: 10_000 * Bus.ms)) {
         machine = Machine(policy: policy, shards: shards)
@@ -42,6 +43,7 @@ final class Bus {
             case .complete(let id, let result): answers.append((id, result))
             case .deliver(let event): delivered.append(event)
             case .heartbeat: break
+            case .linkGap(let gap): gaps.append(gap)
             case .log(let fact): facts.append(fact)
             }
         }
@@ -61,8 +63,8 @@ final class Bus {
 
     func receive(_ event: Event) { take(machine.receive(event, now: now, push: link.push)) }
     func reply(_ id: String, _ kind: CommandKind = .messageCreate) { receive(.reply(to: command(id, kind), status: .ok, body: [])) }
-    func heartbeat(_ worker: WorkerName, pid: Int32, failed: Bool = false) {
-        receive(Heartbeat(worker: worker, pid: pid, failed: failed).event)
+    func heartbeat(_ worker: WorkerName, pid: Int32, failed: Bool = false, link: UInt32 = 0) {
+        receive(Heartbeat(worker: worker, pid: pid, failed: failed, link: link).event)
     }
     func roomEvent(_ room: String, key: String) { receive(Event(topic: Topic.room(room), kind: .roomEvent, key: key, body: [])) }
     func writable(_ queue: String) { take(machine.writable(queue: queue, now: now, push: link.push)) }

@@ -61,6 +61,23 @@ import Testing
         #expect(links[0].nextWake(now: 2_050 * ms) == 2_075 * ms)
     }
 
+    /// Every drop raises the link's generation, carried in its heartbeats
+    /// (`Heartbeat.link`): its broker's frontends tell a gap from silence.
+    /// A drop while waiting raises it too: an echo sent before it, still on
+    /// its way, is of the old generation and does not make the link serve.
+    @Test func everyDropRaisesOnlyThatLinksGeneration() {
+        var links = [BusLinkMachine(mode: .worker, now: 0), BusLinkMachine(mode: .worker, now: 0)]
+        _ = links[0].echoed(now: 5 * ms)
+        _ = links[1].echoed(now: 5 * ms)
+        #expect(links.map(\.generation) == [0, 0])
+        _ = links[0].disconnected(now: 1_000 * ms)
+        #expect(links.map(\.generation) == [1, 0])
+        _ = links[0].disconnected(now: 1_001 * ms)
+        #expect(links[0].generation == 2)
+        _ = links[0].echoed(now: 1_100 * ms)
+        #expect(links[0].generation == 2 && links[0].takesCommands)
+    }
+
     @Test func aStandbyWaitsEchoedWithoutCommandsOrHeartbeatsUntilPromoted() {
         var serving = BusLinkMachine(mode: .standby, now: 0)
         var waiting = BusLinkMachine(mode: .standby, now: 0)

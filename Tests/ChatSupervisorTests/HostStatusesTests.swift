@@ -13,6 +13,35 @@ import Testing
         return HostStatus(host: host, document: Array(data))
     }
 
+    func status(_ host: String, instance: String) -> HostStatus {
+        HostStatus(host: host, document: Array(#"{"run":"frontend","instance":"\#(instance)"}"#.utf8))
+    }
+
+    /// Two hosts configured with one `host:` hid each other (and share
+    /// session names): each supervisor's documents carry its instance.
+    @Test func twoSupervisorsUnderOneHostNameAreReportedOnce() {
+        var hosts = HostStatuses()
+        hosts.this = ("fe-a", "i1")
+        // Its own document coming back is no clash; another instance under its name is, once.
+        #expect(hosts.received(status("fe-a", instance: "i1"), now: Uptime(seconds: 0)) == nil)
+        #expect(hosts.received(status("fe-a", instance: "i9"), now: Uptime(seconds: 1)) == .thisHost(instance: "i9"))
+        #expect(hosts.received(status("fe-a", instance: "i9"), now: Uptime(seconds: 2)) == nil)
+        #expect(hosts.heard["fe-a"] == nil)
+
+        // Another name: a restart (a new instance, never the old one again) is no clash.
+        for (second, instance) in [(0.0, "b1"), (1, "b1"), (2, "b2"), (3, "b2"), (4, "b2")] {
+            #expect(hosts.received(status("fe-b", instance: instance), now: Uptime(seconds: second)) == nil)
+        }
+        // Two live supervisors alternate: reported once.
+        #expect(hosts.received(status("fe-c", instance: "c1"), now: Uptime(seconds: 10)) == nil)
+        #expect(hosts.received(status("fe-c", instance: "c2"), now: Uptime(seconds: 10.1)) == nil)
+        #expect(hosts.received(status("fe-c", instance: "c1"), now: Uptime(seconds: 11)) == .otherHost("fe-c"))
+        #expect(hosts.received(status("fe-c", instance: "c2"), now: Uptime(seconds: 11.1)) == nil)
+        // Documents without an instance (an older supervisor) are no clash.
+        #expect(hosts.received(status("fe-d", children: []), now: Uptime(seconds: 12)) == nil)
+        #expect(hosts.received(status("fe-a", children: []), now: Uptime(seconds: 12)) == nil)
+    }
+
     @Test func thisHostFirstThenTheOthersByNameWithWhenHeard() {
         var hosts = HostStatuses()
         hosts.received(status("fe-b", children: ["frontend.0"]), now: Uptime(seconds: 100))

@@ -132,7 +132,8 @@ extension EndToEnd {
             }
 
             // The first frontend host dies whole: its supervisor (and broker) and every child.
-            let treeA = hostA.childPIDs(matching: "") + [hostA.process.processIdentifier]
+            let supervisorA = hostA.process.processIdentifier
+            let treeA = Set(hostA.childPIDs(matching: "") + EndToEnd.Supervision.children(of: supervisorA).keys + [supervisorA])
             for pid in treeA { kill(pid, SIGKILL) }
             hostA.process.waitUntilExit()
 
@@ -237,8 +238,14 @@ extension EndToEnd {
 
             // Host A dies without closing its sessions and starts again: its
             // reset closes alice's session, and only hers.
-            for pid in hostA.childPIDs(matching: "") + [hostA.process.processIdentifier] { kill(pid, SIGKILL) }
+            let supervisorA = hostA.process.processIdentifier
+            let treeA = Set(hostA.childPIDs(matching: "") + EndToEnd.Supervision.children(of: supervisorA).keys + [supervisorA])
+            for pid in treeA { kill(pid, SIGKILL) }
             hostA.process.waitUntilExit()
+            // Every process of the dead host gone before its successor binds the
+            // same bus: a straggler (gone within its parent watch's 0.5 s) would
+            // reach the new broker and close its own sessions before the reset.
+            try await hostB.waitUntil(timeout: 10, "host A's processes gone") { treeA.allSatisfy(EndToEnd.Supervision.gone) }
             let again = try await frontendHost("fe-a", bus: busA)
             defer { again.stop() }
             try await hostB.waitUntil(timeout: 20, "host A's reset done") {
