@@ -181,11 +181,29 @@ public final class PostgresServer: Sendable {
         server.dropDatabase(url: url)
     }
 
+    /// SIGINT is PostgreSQL's fast shutdown: it ends the sessions and
+    /// exits. (SIGTERM, the smart one, waits for every client to leave, and
+    /// a chatd that outlived its test may never.) SIGKILL if it has not
+    /// exited within 5 s; the directory goes only after.
     func stop() {
-        kill(pid, SIGTERM)
-        var status: Int32 = 0
-        for _ in 0..<200 where waitpid(pid, &status, WNOHANG) == 0 { usleep(25_000) }
+        kill(pid, SIGINT)
+        if !exited(within: 5) {
+            kill(pid, SIGKILL)
+            _ = exited(within: 5)
+        }
         if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil { try? FileManager.default.removeItem(atPath: directory) }
+    }
+
+    /// Whether the server exited (reaped here, or by Foundation's `Process`) within `seconds`.
+    private func exited(within seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        var status: Int32 = 0
+        repeat {
+            let reaped = waitpid(pid, &status, WNOHANG)
+            if reaped == pid || (reaped == -1 && kill(pid, 0) != 0) { return true }
+            usleep(25_000)
+        } while Date() < deadline
+        return false
     }
 }
 
