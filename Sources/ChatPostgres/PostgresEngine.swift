@@ -52,14 +52,15 @@ public final class PostgresEngine: StoreEngine, @unchecked Sendable {
 
     func transaction<T>(begin: String, _ body: (PostgresTransaction) throws -> T) throws -> T {
         try pool.withConnection { connection in
-            try connection.run(begin)
+            // Not waited for: its error, if any, comes with the first statement that is.
+            connection.send(begin)
             do {
                 let result = try body(PostgresTransaction(connection))
-                try connection.run("COMMIT")
+                try connection.commit()
                 return result
             } catch {
                 // A connection that cannot roll back is closed, not reused.
-                do { try connection.run("ROLLBACK") } catch { connection.broken = true }
+                do { try connection.rollback() } catch { connection.broken = true }
                 throw error
             }
         }
@@ -69,17 +70,19 @@ public final class PostgresEngine: StoreEngine, @unchecked Sendable {
     /// text PostgreSQL cannot hold (22021: a NUL character, which SQLite
     /// stores): the command is refused (400), the batch goes on.
     public func isConflict(_ error: any Error) -> Bool {
+        if error is PostgresConflict { return true }
         guard let code = (error as? PSQLError)?.serverInfo?[.sqlState] else { return false }
-        return ["23505", "23503", "23514", "22021"].contains(code)
+        return PostgresConflict.states.contains(code)
     }
 
     public func makeSearchIndex(indexPath: String) throws -> any MessageSearchIndex {
         PostgresSearchIndex(engine: self)
     }
 
-    /// A message is several round trips here, not function calls: 64 keeps
-    /// a batch to a fraction of a second even on a loaded machine (at 512 a
-    /// burst's first batch outlasted the 10 s deadline under the soak test).
+    /// A message is a round trip here, not a function call: 64 keeps a
+    /// batch to a fraction of a second even on a loaded machine (at 512 a
+    /// burst's first batch, at several round trips a message, outlasted the
+    /// 10 s deadline under the soak test).
     public var maxBatch: Int { 64 }
 
     public func warmUp() throws {
@@ -112,6 +115,18 @@ public struct PostgresSettings: Sendable, Equatable {
     var configuration: PostgresConnection.Configuration {
         PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: .disable)
     }
+}
+
+/// A conflict the server caught inside a statement (the message function's
+/// own subtransaction) and returned as a result: refused like the error
+/// itself would be (`isConflict`), the transaction still usable.
+struct PostgresConflict: Error, CustomStringConvertible {
+    /// Unique (23505), foreign key (23503) and check (23514) violations, and
+    /// text PostgreSQL cannot hold (22021).
+    static let states: Set<String> = ["23505", "23503", "23514", "22021"]
+    var state: String
+    var message: String
+    var description: String { "\(state): \(message)" }
 }
 
 public struct PostgresEngineError: Error, CustomStringConvertible {

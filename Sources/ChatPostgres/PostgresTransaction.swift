@@ -10,12 +10,29 @@ import PostgresNIO
 final class PostgresTransaction: StoreTransaction {
     let connection: PooledConnection
     private var savepoints = 0
+    /// The running command's savepoint, not sent yet.
+    private var pendingSavepoint: String?
+    /// The last savepoint sent.
+    private var openedSavepoint: String?
 
     init(_ connection: PooledConnection) { self.connection = connection }
 
     @discardableResult
     func query(_ sql: String, _ values: [PostgresValue] = []) throws -> (rows: [PostgresRandomAccessRow], changed: Int) {
-        try connection.query(sql, values)
+        openSavepoint()
+        return try connection.query(sql, values)
+    }
+
+    /// A prepared statement that is self-contained: it leaves the
+    /// transaction usable whatever it refuses, so it needs no savepoint.
+    func execute<Statement: PreparedStatement>(selfContained statement: Statement) throws -> [PostgresRandomAccessRow] {
+        try connection.execute(statement)
+    }
+
+    /// A prepared statement, in the command's savepoint like any other.
+    func execute<Statement: PreparedStatement>(_ statement: Statement) throws -> [PostgresRandomAccessRow] {
+        openSavepoint()
+        return try connection.execute(statement)
     }
 
     /// The first column of the first row, if any.
@@ -24,18 +41,33 @@ final class PostgresTransaction: StoreTransaction {
         return try row[0].decode(T.self)
     }
 
+    /// A command's savepoint, sent only before the command's first statement
+    /// that needs one (`query`): one that runs nothing but a self-contained
+    /// statement (`execute`, which cannot leave the transaction aborted for a
+    /// conflict: it returns it) or nothing at all costs no statement.
+    /// SAVEPOINT and RELEASE are not waited for; ROLLBACK TO is.
     func savepoint<T>(_ body: () throws -> T) throws -> T {
         savepoints += 1
         let name = "s\(savepoints)"
-        try query("SAVEPOINT \(name)")
+        pendingSavepoint = name
+        defer { pendingSavepoint = nil }
+        let opened = { self.openedSavepoint == name }
         do {
             let result = try body()
-            try query("RELEASE SAVEPOINT \(name)")
+            if opened() { connection.send("RELEASE SAVEPOINT \(name)") }
             return result
         } catch {
-            try query("ROLLBACK TO SAVEPOINT \(name)")
+            if opened() { try query("ROLLBACK TO SAVEPOINT \(name)") }
             throw error
         }
+    }
+
+    /// Sends the savepoint the running command asked for, before its first statement.
+    private func openSavepoint() {
+        guard let name = pendingSavepoint else { return }
+        pendingSavepoint = nil
+        openedSavepoint = name
+        connection.send("SAVEPOINT \(name)")
     }
 
     /// PostgreSQL keeps no per-snapshot commit count a reader can compare
@@ -85,11 +117,7 @@ final class PostgresTransaction: StoreTransaction {
     // MARK: Access
 
     func roomInfo(_ roomID: String, user: String) throws -> Store.RoomInfo? {
-        guard let row = try query("""
-            SELECT r.room_type, r.is_active, r.created_by,
-                   EXISTS (SELECT 1 FROM room_participants p WHERE p.room_id = r.id AND p.user_id = $1) AS is_participant
-            FROM rooms r WHERE r.id = $2
-            """, [.text(user), .text(roomID)]).rows.first else { return nil }
+        guard let row = try execute(Statements.RoomInfo(values: [.text(user), .text(roomID)])).first else { return nil }
         return Store.RoomInfo(
             id: roomID, roomType: RoomType(rawValue: try row.get("room_type")) ?? .group, isActive: try row.get("is_active"),
             createdBy: try row.get("created_by"), isParticipant: try row.get("is_participant")
