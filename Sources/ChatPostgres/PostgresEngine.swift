@@ -70,9 +70,8 @@ public final class PostgresEngine: StoreEngine, @unchecked Sendable {
     /// text PostgreSQL cannot hold (22021: a NUL character, which SQLite
     /// stores): the command is refused (400), the batch goes on.
     public func isConflict(_ error: any Error) -> Bool {
-        if error is PostgresConflict { return true }
         guard let code = (error as? PSQLError)?.serverInfo?[.sqlState] else { return false }
-        return PostgresConflict.states.contains(code)
+        return ["23505", "23503", "23514", "22021"].contains(code)
     }
 
     public func makeSearchIndex(indexPath: String) throws -> any MessageSearchIndex {
@@ -115,18 +114,6 @@ public struct PostgresSettings: Sendable, Equatable {
     var configuration: PostgresConnection.Configuration {
         PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: .disable)
     }
-}
-
-/// A conflict the server caught inside a statement (the message function's
-/// own subtransaction) and returned as a result: refused like the error
-/// itself would be (`isConflict`), the transaction still usable.
-struct PostgresConflict: Error, CustomStringConvertible {
-    /// Unique (23505), foreign key (23503) and check (23514) violations, and
-    /// text PostgreSQL cannot hold (22021).
-    static let states: Set<String> = ["23505", "23503", "23514", "22021"]
-    var state: String
-    var message: String
-    var description: String { "\(state): \(message)" }
 }
 
 public struct PostgresEngineError: Error, CustomStringConvertible {

@@ -66,14 +66,12 @@ enum PostgresMigrations {
     /// gap-free and unique across writers), the sender's membership, an
     /// active room, a reply in this room, the id or `client_msg_id` stored
     /// meanwhile under the lock, then the seq, the row and the counters.
-    /// A constraint's refusal is caught in the function's own subtransaction
-    /// and returned (`conflict`), so the caller's transaction stays usable
-    /// without a savepoint of its own.
+    /// A constraint's refusal is an error, as it was statement by statement.
     static let v3StoreMessage = """
         CREATE OR REPLACE FUNCTION chatd_store_message(
             p_id TEXT, p_room TEXT, p_sender TEXT, p_content TEXT, p_type TEXT, p_now BIGINT, p_reply_to TEXT,
             p_client_msg_id TEXT, p_file TEXT, p_file_name TEXT, p_file_size BIGINT,
-            OUT outcome TEXT, OUT message_seq BIGINT, OUT stored_id TEXT, OUT conflict_state TEXT, OUT conflict_message TEXT)
+            OUT outcome TEXT, OUT message_seq BIGINT, OUT stored_id TEXT)
         LANGUAGE plpgsql AS $$
         DECLARE
             room_active BOOLEAN;
@@ -106,20 +104,14 @@ enum PostgresMigrations {
                 RETURN;
             END IF;
             stored_id := p_id;
-            BEGIN
-                UPDATE rooms SET last_seq = last_seq + 1, live_count = live_count + 1, updated_at = GREATEST(updated_at + 1, p_now)
-                    WHERE id = p_room RETURNING last_seq INTO message_seq;
-                UPDATE room_participants SET sent_count = sent_count + 1 WHERE room_id = p_room AND user_id = p_sender;
-                INSERT INTO messages (id, room_id, seq, sender_id, content, message_type, timestamp, updated_at, reply_to,
-                                      client_msg_id, file_attachment, file_name, file_size)
-                    VALUES (p_id, p_room, message_seq, p_sender, p_content, p_type, p_now, p_now, p_reply_to,
-                            p_client_msg_id, p_file, p_file_name, p_file_size);
-                outcome := 'created';
-            EXCEPTION WHEN unique_violation OR foreign_key_violation OR check_violation OR character_not_in_repertoire THEN
-                outcome := 'conflict';
-                conflict_state := SQLSTATE;
-                conflict_message := SQLERRM;
-            END;
+            UPDATE rooms SET last_seq = last_seq + 1, live_count = live_count + 1, updated_at = GREATEST(updated_at + 1, p_now)
+                WHERE id = p_room RETURNING last_seq INTO message_seq;
+            UPDATE room_participants SET sent_count = sent_count + 1 WHERE room_id = p_room AND user_id = p_sender;
+            INSERT INTO messages (id, room_id, seq, sender_id, content, message_type, timestamp, updated_at, reply_to,
+                                  client_msg_id, file_attachment, file_name, file_size)
+                VALUES (p_id, p_room, message_seq, p_sender, p_content, p_type, p_now, p_now, p_reply_to,
+                        p_client_msg_id, p_file, p_file_name, p_file_size);
+            outcome := 'created';
         END
         $$;
         """

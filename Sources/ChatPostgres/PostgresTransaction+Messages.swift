@@ -34,10 +34,7 @@ extension PostgresTransaction {
             .int(now.micros), .text(request.replyTo), .text(request.clientMsgID), .text(request.file?.hash),
             .text(request.file?.name), .int(request.file?.size),
         ])
-        // A NUL fails at bind, before the function's own subtransaction: that
-        // one runs in the command's savepoint, so it is refused alone.
-        let hasNUL = statement.values.contains { if case .text(let text?) = $0 { text.utf8.contains(0) } else { false } }
-        guard let row = try (hasNUL ? execute(statement) : execute(selfContained: statement)).first else { throw StoreError.notFound() }
+        guard let row = try execute(statement).first else { throw StoreError.notFound() }
         let storedID: String = try row.get("stored_id")
         switch try row.get("outcome", as: String.self) {
         case "created":
@@ -54,7 +51,6 @@ extension PostgresTransaction {
         case "forbidden": throw StoreError.forbidden(Store.noAccess)
         case "inactive": throw StoreError.badRequest(error: "This room is no longer active")
         case "bad_reply": throw StoreError.badRequest([("reply_to", "reply_to must reference a message in this room")])
-        case "conflict": throw PostgresConflict(state: try row.get("conflict_state"), message: try row.get("conflict_message"))
         case let outcome: throw PostgresEngineError("chatd_store_message: unknown outcome \(outcome)")
         }
     }
@@ -132,7 +128,7 @@ extension PostgresTransaction {
 struct StoreMessage: PreparedStatement {
     static let name = "chatd_store_message_v3"
     static let sql = """
-        SELECT outcome, message_seq, stored_id, conflict_state, conflict_message
+        SELECT outcome, message_seq, stored_id
         FROM chatd_store_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
         """
     static let bindingDataTypes: [PostgresDataType] = [.text, .text, .text, .text, .text, .int8, .text, .text, .text, .text, .int8]

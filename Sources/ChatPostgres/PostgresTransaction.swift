@@ -23,12 +23,6 @@ final class PostgresTransaction: StoreTransaction {
         return try connection.query(sql, values)
     }
 
-    /// A prepared statement that is self-contained: it leaves the
-    /// transaction usable whatever it refuses, so it needs no savepoint.
-    func execute<Statement: PreparedStatement>(selfContained statement: Statement) throws -> [PostgresRandomAccessRow] {
-        try connection.execute(statement)
-    }
-
     /// A prepared statement, in the command's savepoint like any other.
     func execute<Statement: PreparedStatement>(_ statement: Statement) throws -> [PostgresRandomAccessRow] {
         openSavepoint()
@@ -41,23 +35,21 @@ final class PostgresTransaction: StoreTransaction {
         return try row[0].decode(T.self)
     }
 
-    /// A command's savepoint, sent only before the command's first statement
-    /// that needs one (`query`): one that runs nothing but a self-contained
-    /// statement (`execute`, which cannot leave the transaction aborted for a
-    /// conflict: it returns it) or nothing at all costs no statement.
-    /// SAVEPOINT and RELEASE are not waited for; ROLLBACK TO is.
+    /// A command's savepoint, sent before the command's first statement (a
+    /// command that runs none needs none) and not waited for. It is not
+    /// released: RELEASE would be one more statement per command, and the
+    /// COMMIT keeps what no ROLLBACK TO undid either way (a later savepoint
+    /// nests in an earlier one, and rolling back to it undoes only what came
+    /// after it: its own command).
     func savepoint<T>(_ body: () throws -> T) throws -> T {
         savepoints += 1
         let name = "s\(savepoints)"
         pendingSavepoint = name
         defer { pendingSavepoint = nil }
-        let opened = { self.openedSavepoint == name }
         do {
-            let result = try body()
-            if opened() { connection.send("RELEASE SAVEPOINT \(name)") }
-            return result
+            return try body()
         } catch {
-            if opened() { try query("ROLLBACK TO SAVEPOINT \(name)") }
+            if openedSavepoint == name { try query("ROLLBACK TO SAVEPOINT \(name)") }
             throw error
         }
     }
