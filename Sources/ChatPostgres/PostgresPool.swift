@@ -163,17 +163,6 @@ enum PostgresValue {
     case texts([String])
     case ints([Int64])
 
-    /// The parameter's type as PREPARE declares it.
-    var typeName: String {
-        switch self {
-        case .text: "text"
-        case .int: "int8"
-        case .bool: "bool"
-        case .texts: "text[]"
-        case .ints: "int8[]"
-        }
-    }
-
     func append(to binds: inout PostgresBindings) {
         switch self {
         case .text(let value?): binds.append(value)
