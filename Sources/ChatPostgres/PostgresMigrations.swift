@@ -18,6 +18,8 @@ enum PostgresMigrations {
         // Search (pg_trgm): the search worker's own table, filled from the
         // messages by `xact` (PostgresSearchIndex), off the write path.
         ("v2-search", v2Search),
+        // A message stored in one round trip (PostgresTransaction.createMessage).
+        ("v3-store-message", v3StoreMessage),
     ]
 
     static func migrate(_ connection: PooledConnection, logger: Logger) throws {
@@ -31,7 +33,7 @@ enum PostgresMigrations {
                 let done = try connection.query("SELECT 1 FROM chatd_migrations WHERE name = $1", [.text(name)]).rows.isEmpty == false
                 if !done {
                     // One statement at a time (the extended protocol takes one): they end with `;` at a line's end.
-                    for statement in sql.components(separatedBy: ";\n") where !statement.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                    for statement in statements(sql) where !statement.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
                         try connection.run(statement)
                     }
                     try connection.query("INSERT INTO chatd_migrations (name) VALUES ($1)", [.text(name)])
@@ -44,6 +46,77 @@ enum PostgresMigrations {
             }
         }
     }
+
+    /// A migration's statements: split where `;` ends a line, except inside
+    /// a function's `$$`-quoted body.
+    static func statements(_ sql: String) -> [String] {
+        var statements: [String] = []
+        var open = ""
+        for part in sql.components(separatedBy: ";\n") {
+            open += open.isEmpty ? part : ";\n" + part
+            if open.components(separatedBy: "$$").count % 2 == 1 {
+                statements.append(open)
+                open = ""
+            }
+        }
+        if !open.isEmpty { statements.append(open) }
+        return statements
+    }
+
+    /// A message stored in one statement, with the decisions of
+    /// `createMessage` before it: a resend by id, the room's row lock (seqs
+    /// gap-free and unique across writers), the sender's membership, an
+    /// active room, a reply in this room, the id or `client_msg_id` stored
+    /// meanwhile under the lock, then the seq, the row and the counters.
+    /// A constraint's refusal is an error, as it was statement by statement.
+    static let v3StoreMessage = """
+        CREATE OR REPLACE FUNCTION chatd_store_message(
+            p_id TEXT, p_room TEXT, p_sender TEXT, p_content TEXT, p_type TEXT, p_now BIGINT, p_reply_to TEXT,
+            p_client_msg_id TEXT, p_file TEXT, p_file_name TEXT, p_file_size BIGINT,
+            OUT outcome TEXT, OUT message_seq BIGINT, OUT stored_id TEXT)
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            room_active BOOLEAN;
+            room_member BOOLEAN;
+        BEGIN
+            stored_id := p_id;
+            IF EXISTS (SELECT 1 FROM messages WHERE id = p_id) THEN
+                outcome := 'resent';
+                RETURN;
+            END IF;
+            SELECT r.is_active, EXISTS (SELECT 1 FROM room_participants p WHERE p.room_id = r.id AND p.user_id = p_sender)
+                INTO room_active, room_member FROM rooms r WHERE r.id = p_room FOR NO KEY UPDATE;
+            IF NOT FOUND THEN
+                outcome := 'no_room';
+            ELSIF NOT room_member THEN
+                outcome := 'forbidden';
+            ELSIF NOT room_active THEN
+                outcome := 'inactive';
+            ELSIF p_reply_to IS NOT NULL AND NOT EXISTS (SELECT 1 FROM messages WHERE id = p_reply_to AND room_id = p_room) THEN
+                outcome := 'bad_reply';
+            END IF;
+            IF outcome IS NOT NULL THEN
+                RETURN;
+            END IF;
+            SELECT m.id INTO stored_id FROM messages m
+                WHERE m.id = p_id OR (m.room_id = p_room AND m.sender_id = p_sender AND m.client_msg_id = p_client_msg_id)
+                ORDER BY m.id = p_id DESC LIMIT 1;
+            IF FOUND THEN
+                outcome := CASE WHEN stored_id = p_id THEN 'resent' ELSE 'duplicate' END;
+                RETURN;
+            END IF;
+            stored_id := p_id;
+            UPDATE rooms SET last_seq = last_seq + 1, live_count = live_count + 1, updated_at = GREATEST(updated_at + 1, p_now)
+                WHERE id = p_room RETURNING last_seq INTO message_seq;
+            UPDATE room_participants SET sent_count = sent_count + 1 WHERE room_id = p_room AND user_id = p_sender;
+            INSERT INTO messages (id, room_id, seq, sender_id, content, message_type, timestamp, updated_at, reply_to,
+                                  client_msg_id, file_attachment, file_name, file_size)
+                VALUES (p_id, p_room, message_seq, p_sender, p_content, p_type, p_now, p_now, p_reply_to,
+                        p_client_msg_id, p_file, p_file_name, p_file_size);
+            outcome := 'created';
+        END
+        $$;
+        """
 
     static let v1 = """
         CREATE TABLE users (

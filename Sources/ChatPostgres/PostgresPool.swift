@@ -6,11 +6,23 @@ import PostgresNIO
 import Synchronization
 
 /// A connection of the pool, used by one thread at a time.
+///
+/// postgres-nio runs a connection's statements one after another, in the
+/// order they were sent. A statement whose answer nothing needs (BEGIN, a
+/// savepoint) is `send`: the worker's thread does not wait for it, and the
+/// event loop starts the next statement as soon as it ends, without a
+/// round trip through the blocked thread (on a loaded machine each such
+/// wake-up costs milliseconds). Its error is not lost: the next statement
+/// waited for throws it first (`settle`).
 final class PooledConnection: @unchecked Sendable {
     let connection: PostgresConnection
     let logger: Logger
     /// Failed in a way that leaves its state unknown: closed, not reused.
     var broken = false
+    /// Statements sent and not yet waited for, oldest first.
+    private var unawaited: [EventLoopFuture<PostgresQueryResult>] = []
+    /// Runs the prepared statements' async calls on this connection's event loop (`execute`).
+    private lazy var executor = EventLoopExecutor(connection.eventLoop)
 
     init(_ connection: PostgresConnection, logger: Logger) {
         self.connection = connection
@@ -20,26 +32,86 @@ final class PooledConnection: @unchecked Sendable {
     /// Runs one statement with its parameters and returns its rows and the
     /// count of rows it changed, in one round trip: the extended protocol's
     /// parse, bind and execute of the unnamed statement, the parameters
-    /// typed by their values.
-    ///
-    /// Not prepared once per connection: `EXECUTE` of a `PREPARE`d
-    /// statement takes no protocol parameters (a utility statement), and
-    /// postgres-nio's named preparation (`PreparedQuery`) returns no command
-    /// tag, which the counts of changed rows come from. PostgreSQL still
-    /// parses and plans each call; that cost is in the statement count.
+    /// typed by their values. The hot statements are prepared once per
+    /// connection instead (`execute`).
     @discardableResult
     func query(_ sql: String, _ values: [PostgresValue] = []) throws -> (rows: [PostgresRandomAccessRow], changed: Int) {
-        try send(sql, values)
+        let future = start(sql, values)
+        try settle()
+        let result = try wait(future)
+        var rows: [PostgresRandomAccessRow] = []
+        for row in result { rows.append(row.makeRandomAccess()) }
+        return (rows, result.metadata.rows ?? 0)
     }
 
-    private func send(_ sql: String, _ values: [PostgresValue]) throws -> (rows: [PostgresRandomAccessRow], changed: Int) {
+    /// Sends a statement without waiting for it (see the type's comment).
+    func send(_ sql: String) {
+        unawaited.append(start(sql, []))
+    }
+
+    /// Waits for the statements sent without waiting; throws the first one's error.
+    func settle() throws {
+        guard !unawaited.isEmpty else { return }
+        let sent = unawaited
+        unawaited.removeAll()
+        var first: (any Error)?
+        for future in sent {
+            do { _ = try wait(future) } catch { first = first ?? error }
+        }
+        if let first { throw first }
+    }
+
+    /// COMMIT, after what was sent: PostgreSQL answers a COMMIT of a
+    /// transaction that an earlier error aborted with ROLLBACK, not an error.
+    func commit() throws {
+        let future = start("COMMIT", [])
+        try settle()
+        let result = try wait(future)
+        guard result.metadata.command == "COMMIT" else { throw PostgresEngineError("the transaction was rolled back (\(result.metadata.command))") }
+    }
+
+    /// Ends a failed transaction: what was sent is waited for (its errors
+    /// were already reported or are the same failure), then ROLLBACK.
+    func rollback() throws {
+        try? settle()
+        try query("ROLLBACK")
+    }
+
+    /// Executes a statement prepared once per connection (postgres-nio
+    /// parses it on its first use and keeps it by `Statement.name`), and
+    /// returns its rows. A preparation that failed stays failed on the
+    /// connection (postgres-nio keeps the error), so any error here closes
+    /// the connection once its transaction ends.
+    func execute<Statement: PreparedStatement>(_ statement: Statement) throws -> [PostgresRandomAccessRow] {
+        let promise = connection.eventLoop.makePromise(of: [PostgresRandomAccessRow].self)
+        let (connection, logger) = (self.connection, self.logger)
+        Task(executorPreference: executor) {
+            do {
+                var rows: [PostgresRandomAccessRow] = []
+                for try await row in try await connection.execute(statement, logger: logger) { rows.append(row) }
+                promise.succeed(rows)
+            } catch {
+                promise.fail(error)
+            }
+        }
+        do {
+            try settle()
+            return try wait(promise.futureResult)
+        } catch {
+            broken = true
+            throw error
+        }
+    }
+
+    private func start(_ sql: String, _ values: [PostgresValue]) -> EventLoopFuture<PostgresQueryResult> {
         var binds = PostgresBindings(capacity: values.count)
         for value in values { value.append(to: &binds) }
+        return connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
+    }
+
+    private func wait<T: Sendable>(_ future: EventLoopFuture<T>) throws -> T {
         do {
-            let result = try connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger).wait()
-            var rows: [PostgresRandomAccessRow] = []
-            for row in result { rows.append(row.makeRandomAccess()) }
-            return (rows, result.metadata.rows ?? 0)
+            return try future.wait()
         } catch let error as PSQLError where error.serverInfo == nil {
             // No answer from the server: the connection is gone or confused.
             broken = true
@@ -50,6 +122,39 @@ final class PooledConnection: @unchecked Sendable {
     func run(_ sql: String) throws { try query(sql) }
 }
 
+/// A statement prepared once per connection: its SQL and parameter types
+/// are fixed (the types declared, so a NULL first value types nothing),
+/// its values bound per call; rows come back as `query`'s do.
+protocol PreparedStatement: PostgresPreparedStatement where Row == PostgresRandomAccessRow {
+    var values: [PostgresValue] { get }
+}
+
+extension PreparedStatement {
+    func makeBindings() throws -> PostgresBindings {
+        var binds = PostgresBindings(capacity: values.count)
+        for value in values { value.append(to: &binds) }
+        return binds
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> PostgresRandomAccessRow { row.makeRandomAccess() }
+}
+
+/// Runs tasks on one event loop. A worker's thread blocks on a prepared
+/// statement's result; the async call that produces it must not need a
+/// thread of Swift's cooperative pool, which the blocked worker may be
+/// occupying (on one core the pool has one thread).
+final class EventLoopExecutor: TaskExecutor {
+    let loop: any EventLoop
+
+    init(_ loop: any EventLoop) { self.loop = loop }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        loop.execute { job.runSynchronously(on: executor) }
+    }
+}
+
 /// A value bound to a statement's `$n`.
 enum PostgresValue {
     case text(String?)
@@ -57,17 +162,6 @@ enum PostgresValue {
     case bool(Bool)
     case texts([String])
     case ints([Int64])
-
-    /// The parameter's type as PREPARE declares it.
-    var typeName: String {
-        switch self {
-        case .text: "text"
-        case .int: "int8"
-        case .bool: "bool"
-        case .texts: "text[]"
-        case .ints: "int8[]"
-        }
-    }
 
     func append(to binds: inout PostgresBindings) {
         switch self {
@@ -106,7 +200,7 @@ final class PostgresPool: @unchecked Sendable {
     func withConnection<T>(_ body: (PooledConnection) throws -> T) throws -> T {
         slots.wait()
         defer { slots.signal() }
-        let connection = try idle.withLock { $0.popLast() } ?? open()
+        let connection = try reusable() ?? open()
         defer {
             if connection.broken {
                 Self.close(connection)
@@ -115,6 +209,17 @@ final class PostgresPool: @unchecked Sendable {
             }
         }
         return try body(connection)
+    }
+
+    /// An idle connection that is still open; one the server or the
+    /// network closed meanwhile (a restart, an idle timeout) is dropped, so
+    /// a batch does not fail on it.
+    private func reusable() -> PooledConnection? {
+        while let connection = idle.withLock({ $0.popLast() }) {
+            if !connection.connection.isClosed { return connection }
+            Self.close(connection)
+        }
+        return nil
     }
 
     private func open() throws -> PooledConnection {

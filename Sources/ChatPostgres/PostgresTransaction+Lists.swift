@@ -9,27 +9,13 @@ extension PostgresTransaction {
     /// unread count and other user: five statements for any number of rooms.
     func rooms(ids: [String], viewer: String) throws -> [Room] {
         guard !ids.isEmpty else { return [] }
-        let rows = try query("""
-            SELECT r.id, r.name, r.room_type, r.created_by, r.created_at, r.updated_at, r.is_active, r.direct_user1, r.direct_user2,
-                   r.live_count - COALESCE(p.sent_count, 0) - COALESCE(p.read_count, 0) AS unread
-            FROM rooms r LEFT JOIN room_participants p ON p.room_id = r.id AND p.user_id = $2
-            WHERE r.id = ANY($1)
-            """, [.texts(ids), .text(viewer)]).rows
+        let rows = try execute(Statements.Rooms(values: [.texts(ids), .text(viewer)]))
         var participants: [String: [User]] = [:]
-        for row in try query("""
-            SELECT p.room_id, \(Self.userColumns) FROM room_participants p JOIN users u ON u.id = p.user_id
-            WHERE p.room_id = ANY($1) ORDER BY p.room_id, p.joined_at, u.id
-            """, [.texts(ids)]).rows {
+        for row in try execute(Statements.RoomParticipants(values: [.texts(ids)])) {
             participants[try row.get("room_id"), default: []].append(try Self.user(row))
         }
         var lastMessages: [String: MessageSummary] = [:]
-        for row in try query("""
-            SELECT m.room_id, m.id, m.content, m.timestamp, \(Self.userColumns)
-            FROM rooms r CROSS JOIN LATERAL (
-                SELECT * FROM messages WHERE room_id = r.id AND NOT is_deleted ORDER BY seq DESC LIMIT 1) m
-            JOIN users u ON u.id = m.sender_id
-            WHERE r.id = ANY($1)
-            """, [.texts(ids)]).rows {
+        for row in try execute(Statements.LastMessages(values: [.texts(ids)])) {
             lastMessages[try row.get("room_id")] = MessageSummary(
                 id: try row.get("id"), content: try row.get("content"), sender: try Self.user(row), timestamp: Timestamp(micros: try row.get("timestamp"))
             )
@@ -82,10 +68,7 @@ extension PostgresTransaction {
     func fillReadBy(_ messages: inout [Message]) throws {
         guard !messages.isEmpty else { return }
         var readers: [String: [User]] = [:]
-        for row in try query("""
-            SELECT s.message_id, \(Self.userColumns) FROM message_read_status s JOIN users u ON u.id = s.user_id
-            WHERE s.message_id = ANY($1) ORDER BY s.read_at, u.id
-            """, [.texts(messages.map(\.id))]).rows {
+        for row in try execute(Statements.ReadBy(values: [.texts(messages.map(\.id))])) {
             readers[try row.get("message_id"), default: []].append(try Self.user(row))
         }
         for index in messages.indices { messages[index].readBy = readers[messages[index].id] ?? [] }
@@ -94,9 +77,7 @@ extension PostgresTransaction {
     /// Messages by id, in the given order, with `read_by`.
     func messages(ids: [String]) throws -> [Message] {
         guard !ids.isEmpty else { return [] }
-        var messages = try query("""
-            SELECT \(Self.messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.id = ANY($1)
-            """, [.texts(ids)]).rows.map(Self.message)
+        var messages = try execute(Statements.MessagesByID(values: [.texts(ids)])).map(Self.message)
         let order = Dictionary(ids.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
         messages.sort { order[$0.id, default: 0] < order[$1.id, default: 0] }
         try fillReadBy(&messages)
@@ -126,10 +107,7 @@ extension PostgresTransaction {
         guard Pagination.isValid(request.page, count: count), let offset = Pagination.offset(request.page) else { throw StoreError.invalidPage }
         let top = upper - offset
         let bottom = max(lower, top - Int64(request.page.pageSize))
-        var messages = try query("""
-            SELECT \(Self.messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id
-            WHERE m.room_id = $1 AND m.seq <= $2 AND m.seq > $3 ORDER BY m.seq DESC
-            """, [.text(request.roomID), .int(top), .int(bottom)]).rows.map(Self.message)
+        var messages = try execute(Statements.MessagePage(values: [.text(request.roomID), .int(top), .int(bottom)])).map(Self.message)
         try fillReadBy(&messages)
         return (count, messages)
     }

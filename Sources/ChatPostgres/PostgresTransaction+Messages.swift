@@ -14,63 +14,64 @@ extension PostgresTransaction {
         try requireMessage(ref, user: user, allowPublic: true)
     }
 
-    /// Stores one message, idempotently by id and by `client_msg_id`.
+    /// Stores one message, idempotently by id and by `client_msg_id`, in
+    /// one round trip: the function `chatd_store_message` (migration
+    /// v3-store-message) makes the store's decisions in this order.
     ///
     /// Several store workers (on several hosts) may write the same room: the
     /// room's row lock (`SELECT … FOR NO KEY UPDATE`, then `UPDATE …
     /// RETURNING`; not FOR UPDATE, which would also wait on every foreign
-    /// key check against the room)
-    /// orders them, so seqs are gap-free and unique. Under that lock the
-    /// id and `client_msg_id` are looked up again: a resend that raced its
-    /// original (two workers, one command) finds it committed and stores
-    /// nothing. (Read committed: each statement sees what committed before it.)
+    /// key check against the room) orders them, so seqs are gap-free and
+    /// unique. Under that lock the id and `client_msg_id` are looked up
+    /// again: a resend that raced its original (two workers, one command)
+    /// finds it committed and stores nothing. (Read committed: each
+    /// statement sees what committed before it.)
     func createMessage(_ request: Requests.MessageCreate, sender: User, maxChars: Int) throws -> Store.CreateOutcome {
-        if let existing = try fetchMessage(id: request.id) { return .resent(existing) }
-        // The access check and the room's lock in one round trip.
-        guard let row = try query("""
-            SELECT r.is_active, EXISTS (SELECT 1 FROM room_participants p WHERE p.room_id = r.id AND p.user_id = $1) AS is_participant
-            FROM rooms r WHERE r.id = $2 FOR NO KEY UPDATE
-            """, [.text(sender.id), .text(request.roomID)]).rows.first else { throw StoreError.notFound("Room not found") }
-        guard try row.get("is_participant", as: Bool.self) else { throw StoreError.forbidden(Store.noAccess) }
-        guard try row.get("is_active", as: Bool.self) else { throw StoreError.badRequest(error: "This room is no longer active") }
-        if let errors = Validation.messageErrors(content: request.content, messageType: request.messageType, clientMsgID: request.clientMsgID, maxChars: maxChars, hasAttachment: request.file != nil) {
-            throw StoreError.badRequest(errors)
-        }
-        if let name = request.file?.name, let error = Validation.fileNameError(name) {
-            throw StoreError.badRequest([("file_attachment", error)])
-        }
-        if let replyTo = request.replyTo {
-            let sameRoom = try one("SELECT 1 FROM messages WHERE id = $1 AND room_id = $2", [.text(replyTo), .text(request.roomID)], as: Int32.self) != nil
-            if !sameRoom { throw StoreError.badRequest([("reply_to", "reply_to must reference a message in this room")]) }
-        }
-        // Under the lock: this id, or this sender's client_msg_id, stored meanwhile by another worker.
-        if let storedID = try one("""
-            SELECT id FROM messages WHERE id = $1 OR (room_id = $2 AND sender_id = $3 AND client_msg_id = $4)
-            ORDER BY id = $1 DESC LIMIT 1
-            """, [.text(request.id), .text(request.roomID), .text(sender.id), .text(request.clientMsgID)], as: String.self),
-            let stored = try fetchMessage(id: storedID) {
-            return storedID == request.id ? .resent(stored) : .duplicate(stored)
-        }
+        if let invalid = Self.invalidity(request, maxChars: maxChars) { return try refuse(request, sender: sender, invalid) }
         let now = Timestamp.now()
-        // The seq, the row and the sender's counter in one statement (one round trip).
-        guard let seq = try one("""
-            WITH room AS (
-                UPDATE rooms SET last_seq = last_seq + 1, live_count = live_count + 1, updated_at = GREATEST(updated_at + 1, $7)
-                WHERE id = $2 RETURNING last_seq),
-            sent AS (UPDATE room_participants SET sent_count = sent_count + 1 WHERE room_id = $2 AND user_id = $3)
-            INSERT INTO messages (id, room_id, seq, sender_id, content, message_type, timestamp, updated_at, reply_to, client_msg_id,
-                                  file_attachment, file_name, file_size)
-            SELECT $1, $2, room.last_seq, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM room
-            RETURNING seq
-            """, [.text(request.id), .text(request.roomID), .text(sender.id), .text(request.content), .text(request.messageType),
-                  .int(now.micros), .int(now.micros), .text(request.replyTo), .text(request.clientMsgID), .text(request.file?.hash),
-                  .text(request.file?.name), .int(request.file?.size)], as: Int64.self) else { throw StoreError.notFound() }
-        return .created(Message(
-            id: request.id, roomID: request.roomID, seq: seq, sender: sender, content: request.content,
-            messageType: MessageType(rawValue: request.messageType) ?? .text, fileAttachment: request.file?.hash,
-            fileName: request.file?.name, fileSize: request.file?.size, timestamp: now, replyTo: request.replyTo,
-            clientMsgID: request.clientMsgID
-        ))
+        let statement = StoreMessage(values: [
+            .text(request.id), .text(request.roomID), .text(sender.id), .text(request.content), .text(request.messageType),
+            .int(now.micros), .text(request.replyTo), .text(request.clientMsgID), .text(request.file?.hash),
+            .text(request.file?.name), .int(request.file?.size),
+        ])
+        guard let row = try execute(statement).first else { throw StoreError.notFound() }
+        let storedID: String = try row.get("stored_id")
+        switch try row.get("outcome", as: String.self) {
+        case "created":
+            return .created(Message(
+                id: request.id, roomID: request.roomID, seq: try row.get("message_seq"), sender: sender, content: request.content,
+                messageType: MessageType(rawValue: request.messageType) ?? .text, fileAttachment: request.file?.hash,
+                fileName: request.file?.name, fileSize: request.file?.size, timestamp: now, replyTo: request.replyTo,
+                clientMsgID: request.clientMsgID
+            ))
+        case "resent", "duplicate":
+            guard let stored = try fetchMessage(id: storedID) else { throw StoreError.notFound() }
+            return storedID == request.id ? .resent(stored) : .duplicate(stored)
+        case "no_room": throw StoreError.notFound("Room not found")
+        case "forbidden": throw StoreError.forbidden(Store.noAccess)
+        case "inactive": throw StoreError.badRequest(error: "This room is no longer active")
+        case "bad_reply": throw StoreError.badRequest([("reply_to", "reply_to must reference a message in this room")])
+        case let outcome: throw PostgresEngineError("chatd_store_message: unknown outcome \(outcome)")
+        }
+    }
+
+    static func invalidity(_ request: Requests.MessageCreate, maxChars: Int) -> StoreError? {
+        if let errors = Validation.messageErrors(content: request.content, messageType: request.messageType, clientMsgID: request.clientMsgID, maxChars: maxChars, hasAttachment: request.file != nil) {
+            return StoreError.badRequest(errors)
+        }
+        if let name = request.file?.name, let error = Validation.fileNameError(name) { return StoreError.badRequest([("file_attachment", error)]) }
+        return nil
+    }
+
+    /// A message that fails validation: what comes first in the store's
+    /// order (a resend, the room, access, an inactive room), else refused
+    /// with `invalid`. Rare, so not folded into the function.
+    private func refuse(_ request: Requests.MessageCreate, sender: User, _ invalid: StoreError) throws -> Store.CreateOutcome {
+        if let existing = try fetchMessage(id: request.id) { return .resent(existing) }
+        guard let info = try roomInfo(request.roomID, user: sender.id) else { throw StoreError.notFound("Room not found") }
+        guard info.isParticipant else { throw StoreError.forbidden(Store.noAccess) }
+        guard info.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
+        throw invalid
     }
 
     func editMessage(_ request: Requests.MessageUpdate, user: String, maxChars: Int) throws -> Message {
@@ -123,4 +124,15 @@ extension PostgresTransaction {
         updated.reactions = reactions
         return updated
     }
+}
+
+/// `chatd_store_message`, prepared once per connection.
+struct StoreMessage: PreparedStatement {
+    static let name = "chatd_store_message_v3"
+    static let sql = """
+        SELECT outcome, message_seq, stored_id
+        FROM chatd_store_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        """
+    static let bindingDataTypes: [PostgresDataType] = [.text, .text, .text, .text, .text, .int8, .text, .text, .text, .text, .int8]
+    var values: [PostgresValue]
 }

@@ -10,13 +10,25 @@ import PostgresNIO
 final class PostgresTransaction: StoreTransaction {
     let connection: PooledConnection
     private var savepoints = 0
+    /// The running command's savepoint, not sent yet.
+    private var pendingSavepoint: String?
+    /// The last savepoint sent.
+    private var openedSavepoint: String?
 
     init(_ connection: PooledConnection) { self.connection = connection }
 
     @discardableResult
     func query(_ sql: String, _ values: [PostgresValue] = []) throws -> (rows: [PostgresRandomAccessRow], changed: Int) {
         try PostgresValue.refuseNUL(values)
+        openSavepoint()
         return try connection.query(sql, values)
+    }
+
+    /// A prepared statement, in the command's savepoint like any other.
+    func execute<Statement: PreparedStatement>(_ statement: Statement) throws -> [PostgresRandomAccessRow] {
+        try PostgresValue.refuseNUL(statement.values)
+        openSavepoint()
+        return try connection.execute(statement)
     }
 
     /// The first column of the first row, if any.
@@ -25,18 +37,31 @@ final class PostgresTransaction: StoreTransaction {
         return try row[0].decode(T.self)
     }
 
+    /// A command's savepoint, sent before the command's first statement (a
+    /// command that runs none needs none) and not waited for. It is not
+    /// released: RELEASE would be one more statement per command, and the
+    /// COMMIT keeps what no ROLLBACK TO undid either way (a later savepoint
+    /// nests in an earlier one, and rolling back to it undoes only what came
+    /// after it: its own command).
     func savepoint<T>(_ body: () throws -> T) throws -> T {
         savepoints += 1
         let name = "s\(savepoints)"
-        try query("SAVEPOINT \(name)")
+        pendingSavepoint = name
+        defer { pendingSavepoint = nil }
         do {
-            let result = try body()
-            try query("RELEASE SAVEPOINT \(name)")
-            return result
+            return try body()
         } catch {
-            try query("ROLLBACK TO SAVEPOINT \(name)")
+            if openedSavepoint == name { try query("ROLLBACK TO SAVEPOINT \(name)") }
             throw error
         }
+    }
+
+    /// Sends the savepoint the running command asked for, before its first statement.
+    private func openSavepoint() {
+        guard let name = pendingSavepoint else { return }
+        pendingSavepoint = nil
+        openedSavepoint = name
+        connection.send("SAVEPOINT \(name)")
     }
 
     /// PostgreSQL keeps no per-snapshot commit count a reader can compare
@@ -86,11 +111,7 @@ final class PostgresTransaction: StoreTransaction {
     // MARK: Access
 
     func roomInfo(_ roomID: String, user: String) throws -> Store.RoomInfo? {
-        guard let row = try query("""
-            SELECT r.room_type, r.is_active, r.created_by,
-                   EXISTS (SELECT 1 FROM room_participants p WHERE p.room_id = r.id AND p.user_id = $1) AS is_participant
-            FROM rooms r WHERE r.id = $2
-            """, [.text(user), .text(roomID)]).rows.first else { return nil }
+        guard let row = try execute(Statements.RoomInfo(values: [.text(user), .text(roomID)])).first else { return nil }
         return Store.RoomInfo(
             id: roomID, roomType: RoomType(rawValue: try row.get("room_type")) ?? .group, isActive: try row.get("is_active"),
             createdBy: try row.get("created_by"), isParticipant: try row.get("is_participant")

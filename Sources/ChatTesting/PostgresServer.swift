@@ -198,14 +198,29 @@ public final class PostgresServer: Sendable {
         server.dropDatabase(url: url)
     }
 
-    /// Stops the server (fast shutdown: its clients are disconnected, its
-    /// shared memory released), waits for it to end, deletes its directory.
+    /// SIGINT is PostgreSQL's fast shutdown: it ends the sessions and
+    /// exits. (SIGTERM, the smart one, waits for every client to leave, and
+    /// a chatd that outlived its test may never.) SIGKILL if it has not
+    /// exited within 5 s; the directory goes only after.
     public func stop() {
         kill(pid, SIGINT)
-        // Foundation's Process may reap the postmaster first: waitpid here cannot be relied on.
-        for _ in 0..<400 where !NetworkNamespaces.hasEnded(pid) { usleep(25_000) }
-        if !NetworkNamespaces.hasEnded(pid) { kill(pid, SIGKILL) }
+        if !exited(within: 5) {
+            kill(pid, SIGKILL)
+            _ = exited(within: 5)
+        }
         if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil { try? FileManager.default.removeItem(atPath: directory) }
+    }
+
+    /// Whether the server exited (reaped here, or by Foundation's `Process`) within `seconds`.
+    private func exited(within seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        var status: Int32 = 0
+        repeat {
+            let reaped = waitpid(pid, &status, WNOHANG)
+            if reaped == pid || (reaped == -1 && kill(pid, 0) != 0) { return true }
+            usleep(25_000)
+        } while Date() < deadline
+        return false
     }
 }
 

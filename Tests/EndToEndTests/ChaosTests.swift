@@ -11,7 +11,7 @@ extension EndToEnd {
     /// REST call either succeeded or got 503 in time. (`chatd-load --chaos`
     /// runs the same for longer.)
     @Suite struct Chaos {
-        @Test(.disabled(if: PostgresServer.enabled, "PostgreSQL: blocking round trips per message (one connection, one statement at a time) outlast this test's deadlines on a loaded debug build; it runs on SQLite")) func nothingIsLostOrDuplicated() async throws {
+        @Test func nothingIsLostOrDuplicated() async throws {
             let server = try await TestServer.start(storeWorkers: 2, environment: Steps.noRateLimits)
             defer { server.stop() }
             let outcome = try await ChatTesting.Chaos.run(server, ChatTesting.Chaos.Options())

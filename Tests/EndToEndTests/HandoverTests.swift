@@ -22,7 +22,7 @@ extension EndToEnd {
         /// is the one opened at the start (no close frame, no error), and
         /// every member got every message of its room exactly once, in the
         /// room's order.
-        @Test(.disabled(if: PostgresServer.enabled, "PostgreSQL: blocking round trips per message (one connection, one statement at a time) outlast this test's deadlines on a loaded debug build; it runs on SQLite")) func restartsUnderLoadCloseNoSocketAndLoseNothing() async throws {
+        @Test func restartsUnderLoadCloseNoSocketAndLoseNothing() async throws {
             let server = try await TestServer.start(frontends: 2, environment: Steps.noRateLimits.merging(Self.handover) { $1 })
             defer { server.stop() }
             try await MultiFrontend.waitForFrontends(server, count: 2)

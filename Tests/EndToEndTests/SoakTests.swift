@@ -21,7 +21,7 @@ extension LongRuns {
         /// previous binary), so this size tells the two apart.
         static let supervisorGrowthBound = 16 << 20
 
-        @Test(.disabled(if: PostgresServer.enabled, "PostgreSQL: blocking round trips per message (one connection, one statement at a time) outlast this test's deadlines on a loaded debug build; it runs on SQLite")) func aStoppedSubscriberCostsTheSupervisorBoundedMemory() async throws {
+        @Test func aStoppedSubscriberCostsTheSupervisorBoundedMemory() async throws {
             let environment = ProcessInfo.processInfo.environment
             var options = ChatTesting.Soak.Options()
             options.bursts = environment["CHATD_SOAK_BURSTS"].flatMap(Int.init) ?? 3

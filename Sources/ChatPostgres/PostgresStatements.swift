@@ -1,0 +1,90 @@
+import PostgresNIO
+
+/// The hot statements, prepared once per connection (`PreparedStatement`):
+/// every command's access check, a room's page of messages with their
+/// readers, and the room list's rooms. PostgreSQL parses and plans each on
+/// a connection's first use, not on every call. The names carry a version:
+/// a statement whose SQL changes gets a new name.
+enum Statements {
+    /// A room's type and state, and whether `$1` is a member of room `$2`.
+    struct RoomInfo: PreparedStatement {
+        static let name = "chatd_room_info_v1"
+        static let sql = """
+            SELECT r.room_type, r.is_active, r.created_by,
+                   EXISTS (SELECT 1 FROM room_participants p WHERE p.room_id = r.id AND p.user_id = $1) AS is_participant
+            FROM rooms r WHERE r.id = $2
+            """
+        static let bindingDataTypes: [PostgresDataType] = [.text, .text]
+        var values: [PostgresValue]
+    }
+
+    /// Room `$1`'s messages with seq in ($3, $2], newest first.
+    struct MessagePage: PreparedStatement {
+        static let name = "chatd_message_page_v1"
+        static let sql = """
+            SELECT \(PostgresTransaction.messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id
+            WHERE m.room_id = $1 AND m.seq <= $2 AND m.seq > $3 ORDER BY m.seq DESC
+            """
+        static let bindingDataTypes: [PostgresDataType] = [.text, .int8, .int8]
+        var values: [PostgresValue]
+    }
+
+    /// The messages of ids `$1`.
+    struct MessagesByID: PreparedStatement {
+        static let name = "chatd_messages_by_id_v1"
+        static let sql = """
+            SELECT \(PostgresTransaction.messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.id = ANY($1)
+            """
+        static let bindingDataTypes: [PostgresDataType] = [.textArray]
+        var values: [PostgresValue]
+    }
+
+    /// Who read the messages of ids `$1`, in reading order.
+    struct ReadBy: PreparedStatement {
+        static let name = "chatd_read_by_v1"
+        static let sql = """
+            SELECT s.message_id, \(PostgresTransaction.userColumns) FROM message_read_status s JOIN users u ON u.id = s.user_id
+            WHERE s.message_id = ANY($1) ORDER BY s.read_at, u.id
+            """
+        static let bindingDataTypes: [PostgresDataType] = [.textArray]
+        var values: [PostgresValue]
+    }
+
+    /// Rooms of ids `$1` with viewer `$2`'s unread count.
+    struct Rooms: PreparedStatement {
+        static let name = "chatd_rooms_v1"
+        static let sql = """
+            SELECT r.id, r.name, r.room_type, r.created_by, r.created_at, r.updated_at, r.is_active, r.direct_user1, r.direct_user2,
+                   r.live_count - COALESCE(p.sent_count, 0) - COALESCE(p.read_count, 0) AS unread
+            FROM rooms r LEFT JOIN room_participants p ON p.room_id = r.id AND p.user_id = $2
+            WHERE r.id = ANY($1)
+            """
+        static let bindingDataTypes: [PostgresDataType] = [.textArray, .text]
+        var values: [PostgresValue]
+    }
+
+    /// The members of rooms `$1`, by room and joining order.
+    struct RoomParticipants: PreparedStatement {
+        static let name = "chatd_room_participants_v1"
+        static let sql = """
+            SELECT p.room_id, \(PostgresTransaction.userColumns) FROM room_participants p JOIN users u ON u.id = p.user_id
+            WHERE p.room_id = ANY($1) ORDER BY p.room_id, p.joined_at, u.id
+            """
+        static let bindingDataTypes: [PostgresDataType] = [.textArray]
+        var values: [PostgresValue]
+    }
+
+    /// The last live message of each room of `$1`.
+    struct LastMessages: PreparedStatement {
+        static let name = "chatd_last_messages_v1"
+        static let sql = """
+            SELECT m.room_id, m.id, m.content, m.timestamp, \(PostgresTransaction.userColumns)
+            FROM rooms r CROSS JOIN LATERAL (
+                SELECT * FROM messages WHERE room_id = r.id AND NOT is_deleted ORDER BY seq DESC LIMIT 1) m
+            JOIN users u ON u.id = m.sender_id
+            WHERE r.id = ANY($1)
+            """
+        static let bindingDataTypes: [PostgresDataType] = [.textArray]
+        var values: [PostgresValue]
+    }
+}
