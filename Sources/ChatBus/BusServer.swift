@@ -420,6 +420,12 @@ public final class BusServer {
         var woken = false
         for (index, slot) in slots.enumerated() {
             if ready[slot.monitor] & pollIn != 0, try lostBroker(index, &s, now: now) {
+                // Only a serving link has published anything that could be
+                // queued (`remakeLink`): once per serving spell, so a peer that
+                // accepts and drops at once (a proxy whose broker is down)
+                // causes no storm of new sockets. A refused link keeps its
+                // sockets until `retryRefused`.
+                if s.links[index].refusedAt == nil, s.links[index].machine.isServing { try remakeLink(index, &s) }
                 let actions = s.links[index].machine.disconnected(now: now)
                 s.refreshSends(index)
                 try perform(actions, on: index, &s)
@@ -610,7 +616,17 @@ public final class BusServer {
         var lost = false
         // Read to the end even once refused: an unread monitor stays readable.
         while let frames = try s.links[index].pubEvents.receive(dontWait: true) {
-            guard s.links[index].refusedAt == nil, let event = MonitorEvent(frames: frames) else { continue }
+            guard let event = MonitorEvent(frames: frames) else { continue }
+            if s.links[index].refusedAt != nil {
+                // libzmq retries a handshake that failed without detail: a
+                // link that got through after all is not remade (its sockets
+                // would be replaced under a link that serves).
+                if event.event == MonitorEvent.handshakeSucceeded {
+                    s.links[index].refusedAt = nil
+                    _ = s.links[index].handshakes?.saw(event)
+                }
+                continue
+            }
             if event.event == MonitorEvent.disconnected { lost = true }
             if let failure = s.links[index].handshakes?.saw(event) {
                 failure.log(to: logger)
@@ -631,14 +647,33 @@ public final class BusServer {
     private func retryRefused(_ s: inout Session, now: UInt64) throws {
         for index in s.links.indices {
             guard let at = s.links[index].refusedAt, now &- at >= Self.refusedRetryNanos else { continue }
-            let old = s.links[index]
-            old.close()
-            var fresh = try openLink(old.bus, index: index, echoTopic: String(decoding: old.sends[0], as: UTF8.self), mode: old.machine.mode)
-            fresh.machine = old.machine
-            s.links[index] = fresh
+            try remakeLink(index, &s)
+            // New connections: the link waits for its echo under a new generation.
+            let actions = s.links[index].machine.disconnected(now: now)
             s.refreshSends(index)
-            s.poller = nil
-            logger.info("trying the broker that refused this host again", metadata: ["bus": "\(old.bus.eventsIn)"])
+            try perform(actions, on: index, &s)
+            logger.info("trying the broker that refused this host again", metadata: ["bus": "\(s.links[index].bus.eventsIn)"])
         }
+    }
+
+    /// Makes a link's sockets again, its machine kept: after a refusal, and
+    /// whenever its broker's connection drops. libzmq keeps a connecting
+    /// PUB's pipe across reconnects, so events published between the drop
+    /// and this process reading its monitor would go out on the new
+    /// connection ahead of the new generation's heartbeat, while older ones
+    /// died with the old connection: a frontend would deliver the newer,
+    /// then tell its sockets to resume after them, and the older would never
+    /// come. Closed at once (linger 0), the old PUB takes them with it; the
+    /// gap the new generation reports covers them. The queue's PULL goes too
+    /// (commands it had prefetched are resent by the frontends on the gap).
+    private func remakeLink(_ index: Int, _ s: inout Session) throws {
+        let old = s.links[index]
+        old.pub.lingerMilliseconds = 0
+        old.close()
+        var fresh = try openLink(old.bus, index: index, echoTopic: String(decoding: old.sends[0], as: UTF8.self), mode: old.machine.mode)
+        fresh.machine = old.machine
+        fresh.foreignShards = old.foreignShards
+        s.links[index] = fresh
+        s.poller = nil
     }
 }
