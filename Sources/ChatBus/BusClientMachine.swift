@@ -212,11 +212,12 @@ public struct BusClientMachine<Ticket> {
         // Suspects are not on the timer (`PendingRequests`): only a
         // replacement sends them again.
         let due = pending.tick(now: now)
+        var resends: [Outgoing] = []
         for action in due {
             switch action {
             case .resend(let id, let outgoing, let attempt):
                 actions.append(.log(.resending(requestID: id, attempt: attempt, kind: outgoing.command.kind)))
-                transmit(outgoing, now: now, push: push)
+                resends.append(outgoing)
             case .fail(let id, let outgoing):
                 actions.append(.log(.timedOut(requestID: id, kind: outgoing.command.kind)))
                 settled(outgoing)
@@ -224,6 +225,7 @@ public struct BusClientMachine<Ticket> {
                 failedAny = true
             }
         }
+        for outgoing in Self.inStreamOrder(resends) { transmit(outgoing, now: now, push: push) }
         if failedAny { dropAnsweredFromFullQueues() }
         expireHeld(now: now)
         finishResharding(now: now, push: push)
@@ -429,7 +431,15 @@ extension BusClientMachine {
         let lost = pending.resendNow(now: now, matching: { $0.queue == queue })
         actions.append(.log(.linkRestored(worker: beat.worker, generation: beat.link, resent: lost.count)))
         actions.append(.linkGap(LinkGap(worker: beat.worker, shardCounts: [shards] + (resharding.map { [$0] } ?? []))))
-        for (_, outgoing) in lost { transmit(outgoing, now: now, push: push) }
+        for outgoing in Self.inStreamOrder(lost.map(\.payload)) { transmit(outgoing, now: now, push: push) }
+    }
+
+    /// Resends in each shard's stream order. A resend below the worker's
+    /// expected position runs at once, so resends sent in the pending
+    /// table's (hash) order would run a room's edits out of order: writes
+    /// are idempotent, not commutative.
+    static func inStreamOrder(_ outgoing: [Outgoing]) -> [Outgoing] {
+        outgoing.sorted { ($0.shard, $0.seq) < ($1.shard, $1.seq) }
     }
 
     /// Resends now rather than at the timeout. Only a crash or a hang counts
@@ -459,7 +469,7 @@ extension BusClientMachine {
             actions.append(.complete(outgoing.ticket, .success(.reply(to: outgoing.command, status: .internal, body: ReplyError.poisonCommand.encode()))))
         }
         if !lost.isEmpty { actions.append(.log(.workerReplaced(worker: beat.worker, resent: lost.count))) }
-        for (_, outgoing) in lost { transmit(outgoing, now: now, push: push) }
+        for outgoing in Self.inStreamOrder(lost.map(\.payload)) { transmit(outgoing, now: now, push: push) }
     }
 }
 

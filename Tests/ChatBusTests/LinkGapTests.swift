@@ -31,6 +31,26 @@ import Testing
         #expect(bus.gaps.count == 2)
     }
 
+    /// Resent in the stream's order, whatever the pending table's order: a
+    /// resend below the worker's expected position runs at once, and two
+    /// edits of one message run out of order would store the older content.
+    @Test func aGapResendsInStreamOrder() {
+        let bus = Bus()
+        bus.heartbeat(store0, pid: 100)
+        let ids = (0..<40).map { "c\($0)" }
+        for id in ids { bus.send(id) }
+        bus.heartbeat(store0, pid: 100, link: 1)
+        #expect(Array(bus.link.ids(to: "store-0").dropFirst(ids.count)) == ids)
+        bus.heartbeat(store0, pid: 200)
+        #expect(Array(bus.link.ids(to: "store-0").dropFirst(2 * ids.count)) == ids, "a replacement's resends too")
+        // And the retry timer's.
+        let timed = Bus()
+        timed.heartbeat(store0, pid: 100)
+        for id in ids { timed.send(id) }
+        timed.advance(ms: 800)
+        #expect(Array(timed.link.ids(to: "store-0").dropFirst(ids.count)) == ids)
+    }
+
     /// A frontend that starts while a link is at generation 3 has missed
     /// nothing of it; a new pid is a replacement (resent as before), not a gap.
     @Test func aFirstHeardGenerationOrANewPidIsNoGap() {
