@@ -115,7 +115,10 @@ public final class StatusExchange {
         for index in peers.indices {
             while let frames = try? peers[index].monitor.receive(dontWait: true), let event = MonitorEvent(frames: frames) {
                 if event.event == MonitorEvent.disconnected, peers[index].downSince == nil { peers[index].downSince = now }
-                if event.event == MonitorEvent.handshakeSucceeded { peers[index].downSince = nil }
+                if event.event == MonitorEvent.handshakeSucceeded {
+                    peers[index].downSince = nil
+                    peers[index].refusalLogged = false
+                }
                 if let failure = peers[index].watch?.saw(event), !peers[index].refusalLogged {
                     failure.log(to: logger, what: "host status")
                     peers[index].refusalLogged = true

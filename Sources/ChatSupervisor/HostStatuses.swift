@@ -77,8 +77,8 @@ struct HostStatuses {
 
     /// Every host, this one (`own`, named `host`) first, then the others by
     /// name, each with `heard_seconds_ago` and `reachable`. The others'
-    /// documents as they sent them: a host's own name wins over `own` (a
-    /// second host configured with this one's name shows as this one).
+    /// documents as they sent them (one under this host's own name is not
+    /// kept: `received` logs it as a clash).
     mutating func rows(own: [String: Any], host: String, now: Uptime) -> [[String: Any]] {
         forget(now: now)
         var mine = own

@@ -43,7 +43,7 @@ extension Supervisor {
         environment["CHATD_CHILD"] = name.description
         // The child's parent to watch, named: one that asks only after this
         // process died would take whoever it was handed to for its parent.
-        environment["CHATD_SUPERVISOR_PID"] = String(getpid())
+        environment[Supervisor.pidVariable] = String(getpid())
         environment["CHATD_PREDECESSOR_FAILED"] = predecessorFailed ? "1" : nil
         environment["WATCHDOG_USEC"] = nil
         environment["WATCHDOG_PID"] = nil

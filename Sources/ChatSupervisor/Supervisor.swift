@@ -21,6 +21,8 @@ import Systemd
 /// Its jobs are in the files named for them: spawning, control, status,
 /// reload, rolling restart, rescale.
 public final class Supervisor: @unchecked Sendable {
+    /// Names the supervisor's pid in every child's environment: the parent a child watches (`exitWithParent`).
+    public static let pidVariable = "CHATD_SUPERVISOR_PID"
     // All mutable state is touched only on `queue`.
     let queue = DispatchQueue(label: "chatd.supervisor")
     var config: ChatConfig

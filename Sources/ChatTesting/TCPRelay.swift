@@ -68,7 +68,11 @@ public final class TCPRelay: @unchecked Sendable {
                 if client >= 0 { close(client) }
                 return
             }
-            guard client >= 0 else { continue }
+            guard client >= 0 else {
+                // EINTR, or out of descriptors: do not spin on it.
+                if errno != EINTR { usleep(10_000) }
+                continue
+            }
             guard !lock.withLock({ isCut }), let upstream = Self.connect(port: target) else {
                 close(client)
                 continue
@@ -105,7 +109,9 @@ public final class TCPRelay: @unchecked Sendable {
         var fds = [pollfd(fd: a, events: Int16(POLLIN), revents: 0), pollfd(fd: b, events: Int16(POLLIN), revents: 0)]
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         loop: while true {
-            guard poll(&fds, 2, 1000) >= 0 || errno == EINTR else { break }
+            let polled = poll(&fds, 2, 1000)
+            if polled < 0 && errno == EINTR { continue }  // revents are stale then
+            guard polled >= 0 else { break }
             for (index, entry) in fds.enumerated() where entry.revents != 0 {
                 let (from, to) = index == 0 ? (a, b) : (b, a)
                 let count = buffer.withUnsafeMutableBytes { read(from, $0.baseAddress, $0.count) }

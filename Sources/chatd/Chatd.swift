@@ -72,7 +72,7 @@ struct CommonOptions: ParsableArguments {
 ///   not taken for its parent (the process it was handed to instead would
 ///   be, for ever).
 func exitWithParent(spawned: Bool = false) {
-    let named = spawned ? ProcessInfo.processInfo.environment[supervisorPIDVariable].flatMap { Int32($0) } : nil
+    let named = spawned ? ProcessInfo.processInfo.environment[Supervisor.pidVariable].flatMap { Int32($0) } : nil
     let parent = named ?? getppid()
     if getppid() != parent { parentGone(parent) }
     let timer = DispatchSource.makeTimerSource(queue: .global())
@@ -84,9 +84,6 @@ func exitWithParent(spawned: Bool = false) {
     // Kept alive for the life of the process.
     ParentWatch.timer = timer
 }
-
-/// Set by the supervisor in its children's environment (its pid).
-let supervisorPIDVariable = "CHATD_SUPERVISOR_PID"
 
 private func parentGone(_ parent: Int32) -> Never {
     FileHandle.standardError.write(Data("chatd: parent \(parent) is gone, exiting\n".utf8))
