@@ -51,7 +51,7 @@ extension EndToEnd {
             #expect(split.contains("cpu: not read (no --control"), "\(split)")
 
             // A wrong secret: the server refuses the tokens, and the tool fails.
-            let refused = try runLoad(["--target", url, "--rooms", "1", "--messages", "1"], environment: ["CHAT_JWT_SECRET": "0123"], expectSuccess: false)
+            let refused = try runLoad(["--target", url, "--rooms", "1", "--messages", "1"], environment: ["CHAT_JWT_SECRET": TestServer.randomSecret()], expectSuccess: false)
             #expect(refused.contains("chatd-load:"), "\(refused)")
         }
 
