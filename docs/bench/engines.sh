@@ -17,6 +17,7 @@ cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 ROOM_MESSAGES=${ROOM_MESSAGES:-100000}
+LOAD_ARGS=${LOAD_ARGS:---store-workers 1 --rooms 8 --senders 4 --messages 1000 --window 100}
 CHATD=${CHATD:-.build/release/chatd}
 CHATD_LOAD=${CHATD_LOAD:-.build/release/chatd-load}
 OUT=${OUT:-$(mktemp -d /tmp/chatd-engines.XXXXXX)}
@@ -36,7 +37,7 @@ run() {  # engine round name args...
 
 for round in $(seq "$RUNS"); do
   for engine in sqlite postgres; do
-    run $engine "$round" throughput --store-workers 1 --rooms 8 --senders 4 --messages 1000 --window 100 --runs 1
+    run $engine "$round" throughput $LOAD_ARGS --runs 1
     run $engine "$round" rooms --rest rooms --room-messages "$ROOM_MESSAGES" --duration "$DURATION" --runs 1
     run $engine "$round" messages --rest messages --room-messages "$ROOM_MESSAGES" --duration "$DURATION" --runs 1
   done
