@@ -137,7 +137,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "chatd-load",
-            dependencies: ["ChatTesting", "ChatCore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["ChatTesting", "ChatCore", "ChatFrontend", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "ChatCore"]),

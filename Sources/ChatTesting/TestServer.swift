@@ -372,6 +372,14 @@ public final class TestServer: @unchecked Sendable {
         _ method: String, _ path: String, token: String? = nil, json: Any? = nil, body: Data? = nil,
         headers: [String: String] = [:], timeout: Double = 30
     ) async throws -> HTTPResult {
+        try await Self.request(host: host, port: port, method, path, token: token, json: json, body: body, headers: headers, timeout: timeout)
+    }
+
+    /// One HTTP request to a chatd at `host`:`port`, started here or not (chatd-load's `--target`).
+    public static func request(
+        host: String, port: Int, _ method: String, _ path: String, token: String? = nil, json: Any? = nil, body: Data? = nil,
+        headers: [String: String] = [:], timeout: Double = 30
+    ) async throws -> HTTPResult {
         var request = URLRequest(url: URL(string: "http://\(host):\(port)\(path)")!)
         request.httpMethod = method
         request.timeoutInterval = timeout

@@ -79,6 +79,34 @@ func serverProcesses(_ server: TestServer) -> [(name: String, pid: Int32)] {
     return [("supervisor+broker", server.process.processIdentifier)] + children.sorted { $0.0 < $1.0 }
 }
 
+/// What a run's `cpu:` line reports of a server chatd-load started: its
+/// processes, and PostgreSQL's when the data is there.
+func meteredProcesses(_ server: TestServer) -> [(name: String, pid: Int32)] {
+    serverProcesses(server) + (postmasterPID().map { [(name: "postgres", pid: $0)] } ?? [])
+}
+
+/// With `CHATD_TEST_POSTGRES=1`: the throwaway PostgreSQL's postmaster
+/// (the first line of its `postmaster.pid`), whose CPU and its backends'
+/// is the database's share of the server's (docs/benchmarks.md §15).
+func postmasterPID() -> Int32? {
+    guard PostgresServer.enabled, let server = try? PostgresServer.start(),
+        let text = try? String(contentsOfFile: server.directory + "/data/postmaster.pid", encoding: .utf8) else { return nil }
+    return text.split(separator: "\n").first.flatMap { Int32($0) }
+}
+
+/// CPU seconds of `pid` and of everything under it: its own, its reaped
+/// children's (`cutime`/`cstime`) and its live children's. For the
+/// postmaster, whose backends do the database's work.
+func treeCPUSeconds(_ pid: Int32) -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return 0 }
+    let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+    // Fields 16 and 17 of proc(5): the reaped children's user and system time.
+    let reaped = ((Double(fields[13]) ?? 0) + (Double(fields[14]) ?? 0)) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    let children = entries.compactMap(Int32.init).filter { parentPID($0) == pid }
+    return cpuSeconds(pid) + reaped + children.map(cpuSeconds).reduce(0, +)
+}
+
 /// Every frontend's pid, whatever their names after `frontend`.
 func frontendPIDs(_ server: TestServer) -> [Int32] {
     serverProcesses(server).filter { $0.name.hasPrefix("frontend") }.map(\.pid)
@@ -90,13 +118,23 @@ struct CPUMeter {
     let before: [Double]
 
     init(_ server: TestServer) {
-        processes = serverProcesses(server) + [("load client", getpid())]
-        before = processes.map { cpuSeconds($0.pid) }
+        self.init(processes: meteredProcesses(server))
+    }
+
+    /// `processes` (a deployment's, `--target`) and this load client.
+    init(processes: [(name: String, pid: Int32)]) {
+        self.processes = processes + [("load client", getpid())]
+        before = self.processes.map(Self.seconds)
     }
 
     /// Seconds each process used since `init`.
     func used() -> [(name: String, seconds: Double)] {
-        zip(processes, before).map { ($0.0.name, cpuSeconds($0.0.pid) - $0.1) }
+        zip(processes, before).map { ($0.0.name, Self.seconds($0.0) - $0.1) }
+    }
+
+    /// A process's CPU so far; PostgreSQL's with its backends'.
+    static func seconds(_ process: (name: String, pid: Int32)) -> Double {
+        process.name == "postgres" ? treeCPUSeconds(process.pid) : cpuSeconds(process.pid)
     }
 
     /// The server's CPU (every process but this one) per `unit`, in µs.

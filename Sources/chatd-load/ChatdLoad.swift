@@ -18,7 +18,9 @@ struct ChatdLoad: AsyncParsableCommand {
             clients, the first --senders of each sending --messages messages (as fast as \
             --window allows, or paced with --rate). --fanout, --idle, --rest, --memory, \
             --recovery, --search, --rest-fixture, --chaos and --bursts each run another \
-            benchmark instead (docs/benchmarks.md).
+            benchmark instead (docs/benchmarks.md). --target measures throughput on a \
+            deployment already running (several frontend hosts: --split spreads each \
+            room's members over them; docs/capacity.md §9).
             """
     )
 
@@ -137,6 +139,13 @@ struct Options: ParsableArguments {
     @Option(help: ArgumentHelp("With --bursts and --memory: idle seconds before RSS is read.", valueName: "seconds"))
     var settle = 3
 
+    @Option(help: ArgumentHelp("Throughput of a deployment already running instead of a server of our own: its frontend hosts' URLs. Tokens are signed with CHAT_JWT_SECRET from the environment; users and rooms are made through the API.", valueName: "URL[,URL…]"))
+    var target: String?
+    @Flag(help: "With --target: each room's members spread over the targets in turn (without: each room on one target, the rooms in turn).")
+    var split = false
+    @Option(help: ArgumentHelp("With --target: the control sockets (or data directories) of the deployment's hosts, on this machine, whose `ctl status` pids the `cpu:` line reads; without, it is left out.", valueName: "PATH[,PATH…]"))
+    var control: String?
+
     @Flag(help: "One second into each throughput run: `chatd ctl restart store`.")
     var rollingRestart = false
     @Option(help: ArgumentHelp("One second into each throughput run: `chatd ctl scale store N`.", valueName: "N"))
@@ -149,6 +158,13 @@ struct Options: ParsableArguments {
     @Option(help: .hidden) var count = 0
 
     var membersPerRoom: Int { members ?? senders }
+    /// `--target`'s URLs; nil: chatd-load starts its own server.
+    var targetURLs: [String]? { target.map(Self.list) }
+    var controlPaths: [String] { control.map(Self.list) ?? [] }
+
+    static func list(_ commaSeparated: String) -> [String] {
+        commaSeparated.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
 
     /// The `chatd ctl` command issued one second into the throughput run, if any.
     var duringRun: [String]? {
@@ -165,8 +181,25 @@ struct Options: ParsableArguments {
         if let rate, !(rate > 0) { throw ValidationError("--rate must be positive.") }
         if let idle, idle < 1 { throw ValidationError("--idle must be at least 1.") }
         if let rest, !["rooms", "messages", "cursor"].contains(rest) { throw ValidationError("--rest: rooms, messages or cursor.") }
+        try validateTarget()
         if rollingRestart && scaleStore != nil {
             throw ValidationError("--rolling-restart and --scale-store are alternatives.")
+        }
+    }
+}
+
+extension Options {
+    /// `--target` loads a deployment in the throughput mode only: the other
+    /// modes need a server of their own (to kill, restart or seed).
+    func validateTarget() throws {
+        guard let urls = targetURLs else {
+            if split || control != nil { throw ValidationError("--split and --control go with --target.") }
+            return
+        }
+        if urls.isEmpty { throw ValidationError("--target: at least one URL.") }
+        let modes: [Any?] = [fanout, idle, handover, rest, restFixture, search, recovery, chaos, bursts, scaleStore, frontends]
+        if modes.contains(where: { $0 != nil }) || memory || rollingRestart {
+            throw ValidationError("--target measures throughput only (with --rate or --window); the other modes and server options start their own server.")
         }
     }
 }

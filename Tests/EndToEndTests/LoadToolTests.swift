@@ -25,6 +25,36 @@ extension EndToEnd {
             #expect(output.contains("over 800 deliveries"))
         }
 
+        /// A server the tool did not start (as a deployment is): its users,
+        /// rooms and tokens made with the secret from the environment, and
+        /// `cpu:` from the pids of its `ctl status`.
+        @Test func throughputOfADeploymentAlreadyRunning() async throws {
+            let server = try await TestServer.start(environment: ["CHAT_LOG_LEVEL": "warning", "CHAT_RATE_LIMITS": "off"])
+            defer { server.stop() }
+            let url = "http://127.0.0.1:\(server.port)"
+            let output = try runLoad(
+                ["--target", url, "--control", server.dataDir, "--rooms", "2", "--members", "4", "--senders", "1", "--window", "10", "--messages", "100"],
+                environment: ["CHAT_JWT_SECRET": server.secret])
+            #expect(summary(output)?.contains("2 rooms × 4 members, 1 sender/room, 128-byte messages, window 10, 1 target") == true, "\(output)")
+            #expect(summary(output)?.contains("server CPU") == true && summary(output)?.contains("not read") == false)
+            // The supervisor is found as its children's parent.
+            #expect(output.contains("cpu: host0/supervisor+broker") && output.contains("host0/store.0"), "\(output)")
+            // The rooms it made are the server's: 2 of them, every message stored (the tool counted them too).
+            let rooms = try await server.request("GET", "/api/chat/rooms/", token: try await server.token(sub: "load-0"))
+            #expect(rooms.object["count"] as? Int == 2, "\(rooms.text)")
+
+            // Split over two URLs (the same server twice), no control socket: `cpu:` is left out and says why.
+            let split = try runLoad(
+                ["--target", "\(url),\(url)", "--split", "--rooms", "2", "--members", "3", "--senders", "1", "--rate", "100", "--messages", "50"],
+                environment: ["CHAT_JWT_SECRET": server.secret])
+            #expect(summary(split)?.contains("paced at 100 msg/s, 2 targets split") == true, "\(split)")
+            #expect(split.contains("cpu: not read (no --control"), "\(split)")
+
+            // A wrong secret: the server refuses the tokens, and the tool fails.
+            let refused = try runLoad(["--target", url, "--rooms", "1", "--messages", "1"], environment: ["CHAT_JWT_SECRET": TestServer.randomSecret()], expectSuccess: false)
+            #expect(refused.contains("chatd-load:"), "\(refused)")
+        }
+
         @Test func fanoutPaced() throws {
             let output = try runLoad(["--fanout", "20", "--rate", "100", "--messages", "50"])
             #expect(summary(output)?.contains("fan-out to 20 members paced at 100 msg/s") == true, "\(output)")
@@ -75,14 +105,15 @@ private func megabytes(_ kind: String, in line: String) -> Double {
 }
 
 /// Runs the `chatd-load` built beside the chatd under test (it starts its
-/// own server from that chatd); its output. Fails on a non-zero exit, and
+/// own server from that chatd); its output. Fails on a non-zero exit (on
+/// zero with `expectSuccess` false), and
 /// SIGKILLs it (by pid) past `timeout`.
-private func runLoad(_ arguments: [String], timeout: Double = 180) throws -> String {
+private func runLoad(_ arguments: [String], environment: [String: String] = [:], expectSuccess: Bool = true, timeout: Double = 180) throws -> String {
     let chatd = try TestServer.binary()
     let process = Process()
     process.executableURL = URL(fileURLWithPath: chatd).deletingLastPathComponent().appendingPathComponent("chatd-load")
     process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(["CHATD_BINARY": chatd]) { $1 }
+    process.environment = ProcessInfo.processInfo.environment.merging(["CHATD_BINARY": chatd].merging(environment) { $1 }) { $1 }
     // A file, not a pipe: nothing blocks on a full pipe while we wait.
     let outputPath = try TestServer.temporaryDirectory() + "/out.txt"
     defer { try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: outputPath).deletingLastPathComponent().path) }
@@ -96,6 +127,6 @@ private func runLoad(_ arguments: [String], timeout: Double = 180) throws -> Str
     if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     process.waitUntilExit()
     let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-    #expect(process.terminationStatus == 0, "chatd-load \(arguments.joined(separator: " ")):\n\(output)")
+    #expect((process.terminationStatus == 0) == expectSuccess, "chatd-load \(arguments.joined(separator: " ")):\n\(output)")
     return output
 }
