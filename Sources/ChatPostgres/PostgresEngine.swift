@@ -81,7 +81,11 @@ public final class PostgresEngine: StoreEngine, @unchecked Sendable {
     /// A message is a round trip here, not a function call: 64 keeps a
     /// batch to a fraction of a second even on a loaded machine (at 512 a
     /// burst's first batch, at several round trips a message, outlasted the
-    /// 10 s deadline under the soak test).
+    /// 10 s deadline under the soak test). Also a ceiling: each command
+    /// opens a savepoint that is never released (`PostgresTransaction`),
+    /// nested in the ones before, and PostgreSQL caches 64 subtransactions
+    /// per backend; past that every session pays pg_subtrans lookups. Raise
+    /// it only with RELEASE after each command.
     public var maxBatch: Int { 64 }
 
     public func warmUp() throws {

@@ -19,6 +19,8 @@ final class PooledConnection: @unchecked Sendable {
     let logger: Logger
     /// Failed in a way that leaves its state unknown: closed, not reused.
     var broken = false
+    /// Names of the prepared statements that have run here once (`execute`).
+    private var prepared: Set<String> = []
     /// Statements sent and not yet waited for, oldest first.
     private var unawaited: [EventLoopFuture<PostgresQueryResult>] = []
     /// Runs the prepared statements' async calls on this connection's event loop (`execute`).
@@ -80,8 +82,11 @@ final class PooledConnection: @unchecked Sendable {
     /// Executes a statement prepared once per connection (postgres-nio
     /// parses it on its first use and keeps it by `Statement.name`), and
     /// returns its rows. A preparation that failed stays failed on the
-    /// connection (postgres-nio keeps the error), so any error here closes
-    /// the connection once its transaction ends.
+    /// connection (postgres-nio keeps the error), so an error before the
+    /// statement first succeeded here closes the connection once its
+    /// transaction ends; a later one (a deadlock, a lock timeout, which the
+    /// retry reruns) leaves it open: reconnecting and preparing everything
+    /// again under contention would only add to it.
     func execute<Statement: PreparedStatement>(_ statement: Statement) throws -> [PostgresRandomAccessRow] {
         let promise = connection.eventLoop.makePromise(of: [PostgresRandomAccessRow].self)
         let (connection, logger) = (self.connection, self.logger)
@@ -96,9 +101,11 @@ final class PooledConnection: @unchecked Sendable {
         }
         do {
             try settle()
-            return try wait(promise.futureResult)
+            let rows = try wait(promise.futureResult)
+            prepared.insert(Statement.name)
+            return rows
         } catch {
-            broken = true
+            if !prepared.contains(Statement.name) { broken = true }
             throw error
         }
     }
