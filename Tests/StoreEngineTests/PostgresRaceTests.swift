@@ -114,6 +114,37 @@ import Testing
         #expect(try engine.read { try $0.room(room, viewer: identity("bob").id) }.unreadCount == 1, "only \"kept\" is unread")
     }
 
+    /// Bob marks the room read while Alice deletes one of its messages, the
+    /// one who takes the message's row first holding its transaction open
+    /// until the other waits for it: either way the deleted message is not
+    /// counted as read, so a later message is bob's one unread.
+    @Test(arguments: [true, false]) func markingTheRoomReadRacingADeletionLeavesTheCountersRight(readFirst: Bool) throws {
+        let (engine, other, database) = try Self.fresh()
+        let room = try groupRoom(engine)
+        let gone = try #require(created(try send(engine, room, "to delete")))
+        _ = try send(engine, room, "kept")
+        let (markRead, delete): (@Sendable (any StoreTransaction) throws -> Void, @Sendable (any StoreTransaction) throws -> Void) = (
+            { _ = try $0.markRoomRead(room, user: identity("bob").id) },
+            { _ = try $0.deleteMessage(Requests.MessageRef(roomID: room, messageID: gone.id), user: identity("alice").id) }
+        )
+        let (first, second) = readFirst ? (markRead, delete) : (delete, markRead)
+        let (firstHolds, secondDone) = (DispatchSemaphore(value: 0), Flag())
+        let holder = Self.inBackground {
+            try engine.write { tx -> Void in
+                try first(tx)
+                firstHolds.signal()
+                // Open until the second is blocked by this one (or, without the lock, has committed).
+                _ = try Self.blockedOnALock(in: database, orDone: secondDone)
+            }
+        }
+        firstHolds.wait()
+        try other.write { try second($0) }
+        secondDone.set()
+        #expect(holder() == nil)
+        _ = try send(engine, room, "later")
+        #expect(try engine.read { try $0.room(room, viewer: identity("bob").id) }.unreadCount == 1, "only \"later\" is unread")
+    }
+
     /// An edit that read the message before a deletion committed does not
     /// write content back into the deleted message.
     @Test func anEditRacingADeletionIsRefused() throws {
