@@ -1,5 +1,5 @@
 import ChatCore
-import ChatPostgres
+@testable import ChatPostgres
 import ChatStore
 import ChatTesting
 import Foundation
@@ -198,6 +198,23 @@ import Testing
         for (n, message) in messages.enumerated() {
             #expect(try index.search("m\(n) v40", user: identity("bob").id, filters: SearchIndex.Filters()).map(\.id) == [message.id])
         }
+    }
+
+    /// A search worker whose pass finds another worker's pass holding the
+    /// lock skips it, done, instead of waiting (its searches wait for the
+    /// pass), and indexes on its next pass once the lock is free.
+    @Test func aSearchPassSkipsWhileAnotherHoldsTheLock() throws {
+        let (engine, other, _) = try Self.fresh()
+        let room = try groupRoom(engine)
+        _ = try send(engine, room, "needle")
+        let index = try other.makeSearchIndex(indexPath: "")
+        let skipped = try engine.transaction(begin: PostgresEngine.beginWrite) { tx in
+            try tx.query("SELECT pg_advisory_xact_lock($1)", [.int(PostgresSearchIndex.lockKey)])
+            return try index.catchUp(batch: 10, budget: 5)
+        }
+        #expect(skipped.count == 0 && skipped.done)
+        #expect(try index.catchUp(batch: 10, budget: 5).count == 1)
+        #expect(try index.search("needle", user: identity("bob").id, filters: SearchIndex.Filters()).count == 1)
     }
 
     /// Hosts starting at once all migrate: each migration is applied once, and none fails.
