@@ -227,7 +227,7 @@ import Testing
         #expect(errors.isEmpty, "\(errors.prefix(2))")
         let name = String(url.split(separator: "/").last ?? "")
         let applied = try PostgresServer.start().psql("SELECT count(*) FROM chatd_migrations", database: name)
-        #expect(Int(applied.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 >= 2)
+        #expect(Int(applied.trimmingCharacters(in: .whitespacesAndNewlines)) == PostgresMigrations.all.count)
     }
 }
 
