@@ -123,7 +123,9 @@ public enum Validation {
         errors += contentErrors(content: content, messageType: messageType, maxChars: maxChars)
         // Code points, as Python's `len`: a `Character` count would let one
         // "character" of endless combining marks through.
-        if let clientMsgID, clientMsgID.unicodeScalars.count > maxClientMsgIDLength {
+        if let clientMsgID, hasNUL(clientMsgID) {
+            errors.append(("client_msg_id", nulMessage))
+        } else if let clientMsgID, clientMsgID.unicodeScalars.count > maxClientMsgIDLength {
             errors.append(("client_msg_id", "Ensure this field has no more than \(maxClientMsgIDLength) characters."))
         }
         return errors.isEmpty ? nil : errors

@@ -331,6 +331,10 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         guard parts.count == 3, parts[0] == "ws", parts[1] == "chat" || parts[1] == "direct", let target = IDs.canonical(String(parts[2])) else {
             return .refused(.notFound, ClientJSON.detail("Not found."))
         }
+        // As a REST request's (AuthenticatorMiddleware.refuseNUL): the session's type is stored.
+        if query.contains(where: { Validation.hasNUL($0.key) || Validation.hasNUL($0.value) }) {
+            return .refused(.badRequest, ClientJSON.detail("Query parameters must not contain NUL characters."))
+        }
         let ip: String? = switch peer {
         case .v4(let address)?: address.host
         case .v6(let address)?: address.host

@@ -26,6 +26,9 @@ enum PostgresMigrations {
         for (name, sql) in all {
             try connection.run("BEGIN")
             do {
+                // Not the connection's 4 s lock_timeout: hosts starting at once
+                // wait for each other's migrations, which can take longer.
+                try connection.run("SET LOCAL lock_timeout = 0")
                 try connection.query("SELECT pg_advisory_xact_lock($1)", [.int(lockKey)])
                 // Under the lock: two migrators creating it at once collide on
                 // the catalog's unique index (23505) even with IF NOT EXISTS.

@@ -15,14 +15,22 @@ import PostgresNIO
 /// (BatchProcessor's events are built per attempt; StoreWorker keeps what it
 /// published pending until the commit).
 enum PostgresRetry {
-    /// deadlock_detected, serialization_failure, lock_not_available: the
-    /// transaction was rolled back as a whole and nothing of it is kept.
-    static let retryable: Set<String> = ["40P01", "40001", "55P03"]
+    /// deadlock_detected, serialization_failure: the transaction was rolled
+    /// back as a whole and nothing of it is kept. Not lock_not_available
+    /// (55P03): a lock timeout has already cost `lock_timeout` (4 s, see
+    /// PostgresPool), and a second wait as long would run the worker's bus
+    /// thread, which also sends its heartbeats, past the supervisor's 10 s
+    /// hang timeout.
+    static let retryable: Set<String> = ["40P01", "40001"]
     /// Tries in all. The winner of a deadlock commits while the loser
     /// backs off, so the second try nearly always passes; a third covers a
-    /// second cycle, and three stay far inside a command's 10 s deadline
-    /// (a deadlock costs `deadlock_timeout`, 1 s by default, to detect).
+    /// second cycle (a deadlock costs `deadlock_timeout`, 1 s by default, to detect).
     static let attempts = 3
+    /// No new try once this long has passed since the first began: the
+    /// bus thread runs the transaction and must send a heartbeat within
+    /// the supervisor's 10 s hang timeout, and a try can itself wait up to
+    /// `lock_timeout` (4 s) for a lock, so 2 s + 4 s stay inside it.
+    static let budget: TimeInterval = 2
 
     static func isRetryable(_ error: any Error) -> Bool {
         guard let code = (error as? PSQLError)?.serverInfo?[.sqlState] else { return false }
@@ -35,16 +43,22 @@ enum PostgresRetry {
         Double(attempt) * Double.random(in: 0.010...0.040)
     }
 
-    /// Runs `body`, again while it fails with a retryable error, `attempts` times at most.
+    /// Seconds on a monotonic clock.
+    static func monotonicNow() -> TimeInterval { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+    /// Runs `body`, again while it fails with a retryable error, `attempts`
+    /// times at most and not after `budget` has passed since the first try began.
     static func run<T>(
-        logger: Logger, attempts: Int = attempts, isRetryable: (any Error) -> Bool = isRetryable,
+        logger: Logger, attempts: Int = attempts, budget: TimeInterval = budget, isRetryable: (any Error) -> Bool = isRetryable,
+        now: () -> TimeInterval = monotonicNow,
         sleep: (TimeInterval) -> Void = { Thread.sleep(forTimeInterval: $0) }, _ body: () throws -> T
     ) throws -> T {
+        let start = now()
         var attempt = 1
         while true {
             do {
                 return try body()
-            } catch where attempt < attempts && isRetryable(error) {
+            } catch where attempt < attempts && isRetryable(error) && now() - start < budget {
                 let pause = backoff(afterAttempt: attempt)
                 logger.warning("transaction aborted by the database, retried", metadata: [
                     "sqlstate": "\((error as? PSQLError)?.serverInfo?[.sqlState] ?? "?")", "attempt": "\(attempt)", "pause_ms": "\(Int(pause * 1000))",

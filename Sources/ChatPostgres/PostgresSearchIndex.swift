@@ -26,7 +26,12 @@ final class PostgresSearchIndex: MessageSearchIndex {
         var total = 0
         while true {
             if Date() > deadline { return (total, false) }
-            let (count, mark) = try engine.transaction(begin: PostgresEngine.beginWrite) { tx in try pass(batch: batch, in: tx) }
+            // Another worker's pass holds the lock: it is indexing the same
+            // rows into the same table, and this worker's searches need not wait for it.
+            guard let passed = try engine.transaction(begin: PostgresEngine.beginWrite, { tx in try pass(batch: batch, in: tx) }) else {
+                return (total, true)
+            }
+            let (count, mark) = passed
             watermark = mark
             total += count
             if count < batch { return (total, true) }
@@ -36,13 +41,15 @@ final class PostgresSearchIndex: MessageSearchIndex {
     /// Serialises the passes of the search workers on one database (any fixed number, not the migrations' key).
     static let lockKey: Int64 = 0x6368_6174_73  // "chats"
 
-    /// One batch, under a lock every search worker of this database takes:
-    /// a second worker waits, then starts from where this one ended. Without
+    /// One batch, under a lock every search worker of this database takes,
+    /// or nil when another holds it: a second worker skips its pass (a
+    /// blocking lock made its searches wait for the other's whole pass), and
+    /// its next starts from where the other's ended. Without
     /// it, two passes from one watermark could commit in either order, an
     /// older read of a message's content overwrite a newer one, and the
     /// watermark move back. (An advisory lock: an idle pass writes nothing.)
-    private func pass(batch: Int, in tx: PostgresTransaction) throws -> (Int, (xact: String, id: String)) {
-        try tx.query("SELECT pg_advisory_xact_lock($1)", [.int(Self.lockKey)])
+    private func pass(batch: Int, in tx: PostgresTransaction) throws -> (Int, (xact: String, id: String))? {
+        guard try tx.one("SELECT pg_try_advisory_xact_lock($1)", [.int(Self.lockKey)], as: Bool.self) == true else { return nil }
         // Read committed: each statement's snapshot is taken after the lock, so it sees what the other worker committed.
         guard let state = try tx.query("SELECT xact::text AS xact, message_id FROM search_state WHERE id = 1").rows.first else {
             return (0, ("0", ""))

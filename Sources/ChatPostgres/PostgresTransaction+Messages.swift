@@ -94,6 +94,12 @@ extension PostgresTransaction {
         let message = try requireMessage(ref, user: user, allowPublic: false)
         guard message.sender.id == user else { throw StoreError.forbidden("You can only delete your own messages") }
         if !message.isDeleted {
+            // FOR UPDATE, which conflicts with the FOR KEY SHARE of a read
+            // status's foreign key: an uncommitted receipt of this message
+            // commits first, and the decrement below sees it (not reactions
+            // or edits, which take weaker locks of their own). Receipts
+            // inserted after this wait for the commit (markMessageRead).
+            _ = try one("SELECT 1 FROM messages WHERE id = $1 FOR UPDATE", [.text(ref.messageID)], as: Int32.self)
             // Only the first of two concurrent deletions moves the counters.
             let changed = try query("""
                 UPDATE messages SET is_deleted = TRUE, content = '', updated_at = GREATEST(updated_at + 1, $1), xact = pg_current_xact_id()

@@ -8,38 +8,46 @@ extension PostgresTransaction {
     func markRoomRead(_ roomID: String, user: String) throws -> Int {
         try requireRoom(roomID, user: user, allowPublic: false)
         // ON CONFLICT: a concurrent receipt of the same message by another worker counts once.
-        let marked = try one("""
-            WITH marked AS (
-                INSERT INTO message_read_status (message_id, user_id, read_at)
-                SELECT m.id, $1, $2 FROM messages m
-                WHERE m.room_id = $3 AND NOT m.is_deleted AND m.sender_id != $1
-                  AND NOT EXISTS (SELECT 1 FROM message_read_status s WHERE s.message_id = m.id AND s.user_id = $1)
-                ON CONFLICT DO NOTHING RETURNING 1)
-            SELECT COUNT(*) FROM marked
-            """, [.text(user), .int(Timestamp.now().micros), .text(roomID)], as: Int64.self) ?? 0
-        if marked > 0 {
-            try query("UPDATE room_participants SET read_count = read_count + $1 WHERE room_id = $2 AND user_id = $3",
-                      [.int(marked), .text(roomID), .text(user)])
-        }
-        return Int(marked)
+        let marked = try query("""
+            INSERT INTO message_read_status (message_id, user_id, read_at)
+            SELECT m.id, $1, $2 FROM messages m
+            WHERE m.room_id = $3 AND NOT m.is_deleted AND m.sender_id != $1
+              AND NOT EXISTS (SELECT 1 FROM message_read_status s WHERE s.message_id = m.id AND s.user_id = $1)
+            ON CONFLICT DO NOTHING RETURNING message_id
+            """, [.text(user), .int(Timestamp.now().micros), .text(roomID)]).rows.map { try $0.get("message_id", as: String.self) }
+        guard !marked.isEmpty else { return 0 }
+        // Counted in a statement of its own, so with a snapshot taken after the
+        // insert: a deletion that held its message FOR UPDATE while the insert
+        // waited for it (the read status's foreign key takes KEY SHARE) has
+        // committed, and its message is not counted (see markMessageRead).
+        let live = try one("""
+            WITH live AS (SELECT COUNT(*) AS n FROM messages WHERE id = ANY($1) AND NOT is_deleted)
+            UPDATE room_participants SET read_count = read_count + live.n FROM live
+            WHERE room_id = $2 AND user_id = $3 AND live.n > 0 RETURNING live.n
+            """, [.texts(marked), .text(roomID), .text(user)], as: Int64.self) ?? 0
+        return Int(live)
     }
 
     func markMessageRead(_ ref: Requests.MessageRef, user: String) throws -> Bool {
         try requireRoom(ref.roomID, user: user, allowPublic: false)
-        // FOR SHARE: a deletion (which takes the row for update) waits for
-        // this receipt's commit and then takes its count back, or this waits
-        // for the deletion and sees it; without the lock both could pass and
-        // read_count keep counting a deleted message. (KEY SHARE, which the
-        // read status's foreign key takes, does not conflict with an update.)
-        guard let row = try query("SELECT sender_id, is_deleted FROM messages WHERE id = $1 AND room_id = $2 FOR SHARE",
-                                  [.text(ref.messageID), .text(ref.roomID)]).rows.first else { throw StoreError.notFound() }
-        let (senderID, isDeleted) = (try row.get("sender_id", as: String.self), try row.get("is_deleted", as: Bool.self))
+        guard try one("SELECT 1 FROM messages WHERE id = $1 AND room_id = $2", [.text(ref.messageID), .text(ref.roomID)], as: Int32.self) != nil
+        else { throw StoreError.notFound() }
+        // No row lock of our own: reactions and edits need not wait for a
+        // receipts batch. The insert's foreign key takes the message FOR KEY
+        // SHARE until commit, which a deletion's FOR UPDATE waits for.
         let inserted = try query("INSERT INTO message_read_status (message_id, user_id, read_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                                  [.text(ref.messageID), .text(user), .int(Timestamp.now().micros)]).changed > 0
-        if inserted, senderID != user, !isDeleted {
-            try query("UPDATE room_participants SET read_count = read_count + 1 WHERE room_id = $1 AND user_id = $2", [.text(ref.roomID), .text(user)])
-        }
-        return !inserted
+        guard inserted else { return true }
+        // Whether the message is live, read by this statement's snapshot,
+        // taken after the insert: if the deletion held the row first, the
+        // insert waited for its commit and this sees it deleted; if the
+        // insert came first, the deletion waits for this commit and then
+        // sees the read status and takes the count back. Never both missed.
+        try query("""
+            UPDATE room_participants SET read_count = read_count + 1 WHERE room_id = $1 AND user_id = $2
+              AND EXISTS (SELECT 1 FROM messages WHERE id = $3 AND NOT is_deleted AND sender_id != $2)
+            """, [.text(ref.roomID), .text(user), .text(ref.messageID)])
+        return false
     }
 
     func saveTyping(_ states: [Store.TypingState]) throws {

@@ -90,6 +90,33 @@ extension EndToEnd {
             #expect(try await Steps.contents(server, token: tokens[1], room: room).isEmpty)
         }
 
+        /// A NUL in a message's `client_msg_id` is that field's error on both
+        /// engines, over REST and a WebSocket (SQLite would store it, PostgreSQL
+        /// fail the statement), and in a handshake's `session_type` (which is
+        /// stored with the session) refuses the handshake.
+        @Test func aNulInAClientMsgIDOrSessionTypeIsRefused() async throws {
+            let server = try await TestServer.start()
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
+            let posted = try await server.request(
+                "POST", "/api/chat/rooms/\(room)/messages/", token: tokens[0], json: ["content": "hi", "client_msg_id": "a\u{0}b"])
+            #expect(posted.status == 400)
+            let fields = try #require(try JSONSerialization.jsonObject(with: Data(posted.text.utf8)) as? [String: Any], "\(posted.text)")
+            #expect(fields["client_msg_id"] as? [String] == [Validation.nulMessage], "\(posted.text)")
+            let alice = try server.webSocket("/ws/chat/\(room)/", token: tokens[0])
+            try alice.send(json: ["type": "message", "content": "hi", "client_msg_id": "a\u{0}b"])
+            let error = try alice.receive(type: "error")
+            #expect((error?["error"] as? String)?.contains("client_msg_id") == true, "\(error ?? [:])")
+            do {
+                _ = try server.webSocket("/ws/chat/\(room)/?session_type=%00", token: tokens[1])
+                Issue.record("a handshake with a NUL in session_type succeeded")
+            } catch let refused as WebSocketClient.Refused {
+                #expect(refused.status == 400)
+            }
+            #expect(try await Steps.contents(server, token: tokens[1], room: room).isEmpty)
+        }
+
         /// Issue 10: `system` and `typing` messages are the server's, `image`
         /// and `file` need an attachment, over a WebSocket too (REST:
         /// ChatFrontendTests.BadInput).
