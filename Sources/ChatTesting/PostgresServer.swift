@@ -11,7 +11,7 @@ import Synchronization
 /// PostgreSQL refuses to run as root: as root, the server runs as the
 /// `postgres` user Debian's package creates (`setpriv`, which execs, so the
 /// pid is the postmaster's; with a parent-death signal, so a killed test run
-/// leaves no server behind). It is stopped by that pid at exit.
+/// leaves no server behind). It is stopped through its `Process` at exit.
 ///
 /// `EndToEnd.MultiHost` starts one more of its own on a PostgreSQL host: a
 /// network namespace, at that host's address (`NetworkNamespaces.startPostgres`).
@@ -24,7 +24,9 @@ public final class PostgresServer: Sendable {
     public let port: Int
     public let directory: String
     let binDir: String
-    let pid: Int32
+    /// The postmaster (setpriv and `ip netns exec` exec in place): signalled
+    /// only while Foundation has not reaped it, so never a reused pid.
+    private let process: UncheckedProcess
 
     private static let shared = Mutex<PostgresServer?>(nil)
 
@@ -74,10 +76,22 @@ public final class PostgresServer: Sendable {
         let log = FileHandle(forWritingAtPath: directory + "/postgres.log")
         process.standardOutput = log
         process.standardError = log
-        pid = try Self.spawnOnAThreadThatStays(process)
+        self.process = UncheckedProcess(process: process)
+        try Self.spawnOnAThreadThatStays(process)
+        do {
+            try waitUntilReady()
+        } catch {
+            // A server that started but never answered would outlive the test run.
+            stop()
+            throw error
+        }
+    }
+
+    /// Waits up to 30 s for `SELECT 1` to answer.
+    private func waitUntilReady() throws {
         let deadline = Date().addingTimeInterval(30)
         while (try? psql("SELECT 1")) == nil {
-            guard Date() < deadline, process.isRunning else {
+            guard Date() < deadline, process.process.isRunning else {
                 let log = (try? String(contentsOfFile: directory + "/postgres.log", encoding: .utf8)) ?? ""
                 throw TestServerError(description: "PostgreSQL did not start on \(address):\(port)\n\(log)")
             }
@@ -91,14 +105,14 @@ public final class PostgresServer: Sendable {
     /// Starts `process` from a thread that never ends: the parent-death
     /// signal follows the thread that spawned the server, not the process,
     /// and a pool thread that exits would take the server with it.
-    static func spawnOnAThreadThatStays(_ process: Process) throws -> Int32 {
+    static func spawnOnAThreadThatStays(_ process: Process) throws {
         let started = DispatchSemaphore(value: 0)
-        let outcome = Mutex<Result<Int32, any Error>?>(nil)
+        let outcome = Mutex<Result<Void, any Error>?>(nil)
         let box = UncheckedProcess(process: process)
         Thread.detachNewThread {
             do {
                 try box.process.run()
-                outcome.withLock { $0 = .success(box.process.processIdentifier) }
+                outcome.withLock { $0 = .success(()) }
             } catch {
                 outcome.withLock { $0 = .failure(error) }
             }
@@ -107,7 +121,7 @@ public final class PostgresServer: Sendable {
             while true { sleep(UInt32.max) }
         }
         started.wait()
-        return try outcome.withLock { $0! }.get()
+        try outcome.withLock { $0! }.get()
     }
 
     static func findBinDir() -> String? {
@@ -201,10 +215,12 @@ public final class PostgresServer: Sendable {
     /// Stops the server (fast shutdown: its clients are disconnected, its
     /// shared memory released), waits for it to end, deletes its directory.
     public func stop() {
-        kill(pid, SIGINT)
-        // Foundation's Process may reap the postmaster first: waitpid here cannot be relied on.
-        for _ in 0..<400 where !NetworkNamespaces.hasEnded(pid) { usleep(25_000) }
-        if !NetworkNamespaces.hasEnded(pid) { kill(pid, SIGKILL) }
+        let postmaster = process.process
+        // Foundation's Process reaps the postmaster: isRunning, not waitpid, says it ended.
+        if postmaster.isRunning { kill(postmaster.processIdentifier, SIGINT) }
+        for _ in 0..<400 where postmaster.isRunning { usleep(25_000) }
+        if postmaster.isRunning { kill(postmaster.processIdentifier, SIGKILL) }
+        for _ in 0..<200 where postmaster.isRunning { usleep(25_000) }
         if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil { try? FileManager.default.removeItem(atPath: directory) }
     }
 }
