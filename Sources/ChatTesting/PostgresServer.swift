@@ -132,7 +132,8 @@ public final class PostgresServer: Sendable {
 
     static func configure(_ process: Process, _ arguments: [String], asPostgres: Bool, launcher: [String] = []) {
         let command = launcher + (asPostgres
-            ? ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--pdeathsig=TERM"] + arguments
+            // INT is PostgreSQL's fast shutdown; TERM would wait for every client to leave.
+            ? ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--pdeathsig=INT"] + arguments
             : arguments)
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
