@@ -1,18 +1,20 @@
 import ChatTesting
 import Foundation
+import GRDB
 import Testing
 
 extension EndToEnd.MultiHost {
     /// Issue 15's deployment in one run: two frontend hosts (each its own
     /// broker, `peers`), one workers host linked to both, one PostgreSQL host
     /// holding every chatd host's data (`CHAT_DATABASE_URL` at its address),
-    /// every bus link CURVE. The stages run one after another on it:
-    /// a host with an unlisted key is refused; the workers host is killed
-    /// under load and restarted; the first frontend host is cut off and its
-    /// clients resume on the second; the PostgreSQL host is cut off for a
-    /// few seconds. After each, nothing is lost or stored twice.
-    @Test(.enabled(if: PostgresServer.isInstalled, "needs PostgreSQL's server (apt-get install postgresql): the hosts' data is on a PostgreSQL host"))
-    func aDeploymentOfFourHostsLosesNothing() async throws {
+    /// every bus link CURVE. Without PostgreSQL installed, or with
+    /// `CHATD_MULTIHOST_SQLITE=1`, the data is in SQLite on the workers host
+    /// instead (and there is no PostgreSQL host to cut off). The stages run
+    /// one after another on it: a host with an unlisted key is refused; the
+    /// workers host is killed under load and restarted; the first frontend host is cut off and its clients resume
+    /// on the second; the PostgreSQL host is cut off for a few seconds.
+    /// After each, nothing is lost or stored twice.
+    @Test func aDeploymentOfFourHostsLosesNothing() async throws {
         let routes = try NetworkNamespaces.machineRoutes()
         let net = try NetworkNamespaces(directory: try TestServer.temporaryDirectory())
         defer {
@@ -28,8 +30,14 @@ extension EndToEnd.MultiHost {
         try await deployment.startWorkers()
         try await deployment.workerHostKilledUnderLoad()
         try await deployment.frontendHostCutOff()
-        try await deployment.databaseCutOff()
-        try deployment.everythingIsInPostgreSQL()
+        if deployment.postgres != nil { try await deployment.databaseCutOff() }
+        try deployment.everythingIsStored()
+    }
+
+    /// Whether `aDeploymentOfFourHostsLosesNothing` keeps its data on a
+    /// PostgreSQL host (CI: it installs PostgreSQL) or in SQLite on the workers host.
+    static var onPostgreSQL: Bool {
+        PostgresServer.isInstalled && ProcessInfo.processInfo.environment["CHATD_MULTIHOST_SQLITE"] != "1"
     }
 }
 
@@ -39,23 +47,28 @@ final class Deployment: @unchecked Sendable {
     let first: NetworkNamespaces.Host
     let workerHost: NetworkNamespaces.Host
     let second: NetworkNamespaces.Host
-    let postgresHost: NetworkNamespaces.Host
-    let postgres: PostgresServer
-    let database: String
+    /// The PostgreSQL host, its server and the hosts' database URL; nil: SQLite on the workers host.
+    let postgresHost: NetworkNamespaces.Host?
+    let postgres: PostgresServer?
+    let database: String?
     let secret = NetworkNamespaces.secret()
     let keys: [String: String]
     /// The frontend hosts' servers: first, second.
     var servers: [TestServer] = []
     var workers: Process?
-    /// Messages stored by the stages, each in one room: checked in PostgreSQL at the end.
+    /// Messages stored by the stages, each in one room: checked in the database at the end.
     var stored = 0
 
     init(net: NetworkNamespaces) async throws {
         self.net = net
         (first, workerHost, second) = (try net.addHost("frontend1", index: 1), try net.addHost("workers", index: 2), try net.addHost("frontend2", index: 3))
-        postgresHost = try net.addHost("postgres", index: 4)
-        postgres = try net.startPostgres(on: postgresHost)
-        database = try postgres.createDatabase()
+        if EndToEnd.MultiHost.onPostgreSQL {
+            let host = try net.addHost("postgres", index: 4)
+            let server = try net.startPostgres(on: host)
+            (postgresHost, postgres, database) = (host, server, try server.createDatabase())
+        } else {
+            (postgresHost, postgres, database) = (nil, nil, nil)
+        }
         keys = try net.giveKeys(to: [first, workerHost, second], brokers: [first, second])
         for (host, other) in [(first, second), (second, first)] {
             var settings = Steps.noRateLimits.merging(["CHAT_PEERS": NetworkNamespaces.busAddress(of: other)]) { $1 }
@@ -73,9 +86,23 @@ final class Deployment: @unchecked Sendable {
         }
     }
 
-    /// A chatd host's environment: its data in the PostgreSQL host's database.
+    /// A chatd host's environment: its data in the PostgreSQL host's database
+    /// (or, without one, SQLite in its own directory: only workers hosts store).
     func environment(_ host: NetworkNamespaces.Host, run: String, bus: NetworkNamespaces.Host?, _ extra: [String: String]) -> [String: String] {
-        net.chatdEnvironment(on: host, run: run, bus: bus, secret: secret, extra.merging(["CHAT_DATABASE_URL": database]) { $1 })
+        let data = database.map { ["CHAT_DATABASE_URL": $0] } ?? [:]
+        return net.chatdEnvironment(on: host, run: run, bus: bus, secret: secret, extra.merging(data) { $1 })
+    }
+
+    /// The one number `sql` selects, read from the database itself: the
+    /// PostgreSQL host's, or the workers host's SQLite file.
+    func count(_ sql: String) throws -> Int {
+        if let postgres, let database {
+            let name = String(database.split(separator: "/").last ?? "")
+            return Int(try postgres.psql(sql, database: name).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        }
+        return try DatabaseQueue(path: workerHost.directory + "/data/chat.sqlite", configuration: .readOnly).read {
+            try Int.fetchOne($0, sql: sql) ?? -1
+        }
     }
 
     /// A workers host whose key is not in the peers file (it knows the
@@ -193,6 +220,7 @@ final class Deployment: @unchecked Sendable {
         let server = servers[1]
         let (room, _, tokens) = try await server.room(of: 2, prefix: "dbcut", name: "dbcut")
         let supervisor = try #require(workers).processIdentifier
+        let postgresHost = try #require(self.postgresHost)
         let sender = FailoverSender(servers: [server], room: room, token: tokens[0], name: "db", limit: 60, pace: 0.05)
         let sending = sender.start()
         try await server.waitUntil(timeout: 30, "a third sent") { sender.sent >= 20 }
@@ -213,11 +241,13 @@ final class Deployment: @unchecked Sendable {
         stored += history.count
     }
 
-    /// Every message of the stages is in the PostgreSQL host's database, and no chatd host has a SQLite file.
-    func everythingIsInPostgreSQL() throws {
-        let name = String(database.split(separator: "/").last ?? "")
-        let count = try postgres.psql("SELECT count(*) FROM messages", database: name).trimmingCharacters(in: .whitespacesAndNewlines)
-        #expect(Int(count) == stored, "messages in PostgreSQL: \(count), stored by the stages: \(stored)")
+    /// Every message of the stages is in the database (the PostgreSQL
+    /// host's, or the workers host's SQLite file), and with PostgreSQL no
+    /// chatd host has a SQLite file.
+    func everythingIsStored() throws {
+        let count = try count("SELECT count(*) FROM messages")
+        #expect(count == stored, "messages in the database: \(count), stored by the stages: \(stored)")
+        guard postgres != nil else { return }
         for host in [first, workerHost, second] {
             #expect(!FileManager.default.fileExists(atPath: host.directory + "/data/chat.sqlite"), "\(host.name) has a SQLite database")
         }
