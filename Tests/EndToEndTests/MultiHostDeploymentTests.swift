@@ -1,7 +1,10 @@
+import ChatCore
 import ChatTesting
+import ChatWire
 import Foundation
 import GRDB
 import Testing
+import ZeroMQ
 
 extension EndToEnd.MultiHost {
     /// Issue 15's deployment in one run: two frontend hosts (each its own
@@ -10,8 +13,10 @@ extension EndToEnd.MultiHost {
     /// every bus link CURVE. Without PostgreSQL installed, or with
     /// `CHATD_MULTIHOST_SQLITE=1`, the data is in SQLite on the workers host
     /// instead (and there is no PostgreSQL host to cut off). The stages run
-    /// one after another on it: a host with an unlisted key is refused; the
-    /// workers host is killed under load and restarted; the first frontend host is cut off and its clients resume
+    /// one after another on it: a host with an unlisted key is refused; a
+    /// client with an unlisted key, or a listed key without its secret half,
+    /// cannot get a command in; the workers host is killed under load and
+    /// restarted; the first frontend host is cut off and its clients resume
     /// on the second; the PostgreSQL host is cut off for a few seconds.
     /// After each, nothing is lost or stored twice.
     @Test func aDeploymentOfFourHostsLosesNothing() async throws {
@@ -28,6 +33,7 @@ extension EndToEnd.MultiHost {
         let deployment = try await Deployment(net: net)
         try await deployment.refusesAnUnlistedHost()
         try await deployment.startWorkers()
+        try await deployment.strangersCannotSendACommand()
         try await deployment.workerHostKilledUnderLoad()
         try await deployment.frontendHostCutOff()
         if deployment.postgres != nil { try await deployment.databaseCutOff() }
@@ -140,6 +146,73 @@ final class Deployment: @unchecked Sendable {
             Set(((try? self.net.status(of: self.second)["hosts"]) as? [[String: Any]] ?? []).compactMap { $0["host"] as? String })
                 == ["frontend1", "frontend2", "workers"]
         }
+    }
+
+    /// A bus client that is not a listed host pushes a well-formed command
+    /// (alice creates a room "intruder", in the frontend's wire format) into
+    /// the second broker's store queue: once with a key pair nobody listed,
+    /// once with the workers host's listed public key but a secret key that
+    /// is not its other half. The first is refused by the broker's allow-list
+    /// (logged with its key and address); the second fails the CURVE
+    /// handshake before the allow-list is asked. Neither room is stored,
+    /// while a room created through the frontend right after is.
+    ///
+    /// The client is the test process, on the machine's side of the bridge
+    /// (10.231.N.254): the same TCP path to the broker's port as from a
+    /// host's namespace, so nothing but its address differs from a stranger host.
+    func strangersCannotSendACommand() async throws {
+        let alice = Identity(sub: "alice", email: "alice@example.com", name: "Alice", picture: nil)
+        let body = Requests.RoomCreate(id: IDs.uuid7(), name: "intruder", roomType: "group", participantIDs: [])
+        let command = Command(kind: .roomCreate, requestID: "intruder-1", origin: "intruder",
+                              user: Array(try JSONEncoder().encode(alice)), body: Array(try JSONEncoder().encode(body)))
+        let brokerKey = String(try #require(keys["frontend2"]).prefix(40))
+        let unlisted = try Curve.keyPair()
+        let second = self.second
+        // Off the cooperative pool: the push waits for its handshake's outcome.
+        let refused = try await Task.detached {
+            try Self.push(command, to: second, brokerKey: brokerKey, publicKey: unlisted.publicKey, secretKey: unlisted.secretKey)
+        }.value
+        #expect(refused == MonitorEvent.handshakeFailedAuth, "the unlisted key's handshake: event \(refused.map(String.init) ?? "none")")
+        try await servers[1].waitUntil(timeout: 10, "the broker logged the unlisted client") {
+            net.log(of: second).split(separator: "\n").contains {
+                $0.contains("bus connection refused") && $0.contains(unlisted.publicKey) && $0.contains(net.testAddress)
+            }
+        }
+        let listedKey = String(try #require(keys["workers"]).prefix(40))
+        let otherSecret = try Curve.keyPair().secretKey
+        let forged = try await Task.detached {
+            try Self.push(command, to: second, brokerKey: brokerKey, publicKey: listedKey, secretKey: otherSecret)
+        }.value
+        #expect(forged != nil && forged != MonitorEvent.handshakeSucceeded, "the forged key's handshake: event \(forged.map(String.init) ?? "none")")
+        print("strangers' handshakes: unlisted key event \(refused.map(String.init) ?? "none"), listed key with another secret event \(forged.map(String.init) ?? "none")")
+        // The store queue still carries commands: a room through the frontend is stored.
+        let token = try await servers[1].token(sub: "alice", name: "Alice")
+        let after = try await servers[1].request("POST", "/api/chat/rooms/", token: token, json: ["name": "after-intruder", "participant_ids": [String]()])
+        #expect(after.status == 201, "\(after.status) \(after.text)")
+        #expect(try count("SELECT count(*) FROM rooms WHERE name = 'after-intruder'") == 1)
+        #expect(try count("SELECT count(*) FROM rooms WHERE name = 'intruder'") == 0, "a stranger's command was stored")
+    }
+
+    /// Connects a PUSH socket to the store queue of the broker on `host` as
+    /// a CURVE client with `publicKey`/`secretKey`, queues `command` on it,
+    /// and returns the first handshake event its monitor reports within 10 s
+    /// (nil: none). The socket is closed with nothing delivered left behind (linger 0).
+    static func push(_ command: Command, to host: NetworkNamespaces.Host, brokerKey: String, publicKey: String, secretKey: String) throws -> Int32? {
+        let context = try Context()
+        let endpoint = BusAddress.tcp(host: host.address, basePort: NetworkNamespaces.busPort).queueIn(Endpoints.queue(.store))
+        let push = try Socket(context: context, type: .push)
+        defer { push.close() }
+        try push.setCurveClient(serverKey: brokerKey, publicKey: publicKey, secretKey: secretKey)
+        let events = try push.monitor(name: "intruder-\(UInt64.random(in: 0...UInt64.max))", events: MonitorEvent.handshakeSucceeded | MonitorEvent.handshakeFailed)
+        defer { events.close() }
+        try push.connect(endpoint)
+        _ = try push.send(command.encode(), dontWait: true)
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if let frames = try events.receive(dontWait: true), let event = MonitorEvent(frames: frames) { return event.event }
+            usleep(20_000)
+        }
+        return nil
     }
 
     /// Two rooms, each a sender on the first frontend host and a listener
