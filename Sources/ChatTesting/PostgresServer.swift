@@ -158,13 +158,13 @@ public final class PostgresServer: Sendable {
         return output
     }
 
-    /// Runs one SQL statement as the superuser.
+    /// Runs one SQL statement as the superuser, giving up connecting after `connectTimeout` seconds.
     @discardableResult
-    public func psql(_ sql: String, database: String = "postgres") throws -> String {
+    public func psql(_ sql: String, database: String = "postgres", connectTimeout: Int = 5) throws -> String {
         try Self.run(binDir + "/psql", ["-X", "-q", "-t", "-A", "-h", address, "-p", "\(port)", "-U", "postgres", "-d", database,
                                          "-v", "ON_ERROR_STOP=1", "-c", sql],
-                     // A cut-off host fails in 5 s rather than TCP's minutes.
-                     environment: ["PGCONNECT_TIMEOUT": "5"])
+                     // A cut-off host fails in seconds rather than TCP's minutes.
+                     environment: ["PGCONNECT_TIMEOUT": "\(connectTimeout)"])
     }
 
     /// A new, empty database; its `postgres://` URL.

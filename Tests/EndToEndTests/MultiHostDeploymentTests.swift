@@ -293,20 +293,27 @@ final class Deployment: @unchecked Sendable {
         let server = servers[1]
         let (room, _, tokens) = try await server.room(of: 2, prefix: "dbcut", name: "dbcut")
         let supervisor = try #require(workers).processIdentifier
-        let postgresHost = try #require(self.postgresHost)
+        let (postgres, postgresHost) = (try #require(self.postgres), try #require(self.postgresHost))
         let sender = FailoverSender(servers: [server], room: room, token: tokens[0], name: "db", limit: 60, pace: 0.05)
         let sending = sender.start()
         try await server.waitUntil(timeout: 30, "a third sent") { sender.sent >= 20 }
         // The outage's length is what is under test, not a wait for a condition:
         // a few seconds, under the supervisor's 10 s hung-worker limit.
         let outage = 5.0
+        let cutAt = Date()
         try net.cut(postgresHost)
-        try await Task.sleep(for: .seconds(outage))
+        // The cut is real: the database cannot be reached from the test's side either.
+        #expect(throws: (any Error).self, "PostgreSQL answered while cut off") { try postgres.psql("SELECT 1", connectTimeout: 1) }
+        try await Task.sleep(for: .seconds(max(0, outage - Date().timeIntervalSince(cutAt))))
         try net.restore(postgresHost)
+        let restoredAt = Date()
         sending.wait()
         #expect(sender.failures.isEmpty, "\(sender.failures.prefix(3))")
-        // A message sent during the outage waited for it (or was refused and sent again).
-        #expect(sender.slowest > 2, "no message waited for the database: \(sender.slowest) s, refusals \(sender.refusals)")
+        // A message was in flight through the whole outage: its first try began
+        // by the cut (the sender pauses 0.05 s between messages) and it was
+        // confirmed only after the restore.
+        let waited = sender.timings.filter { $0.began < cutAt.addingTimeInterval(0.5) && $0.confirmed > restoredAt }
+        #expect(!waited.isEmpty, "no message waited for the database; slowest \(sender.slowest) s, refusals \(sender.refusals)")
         print("database cut off for \(outage) s: the slowest message took \(sender.slowest) s; refused tries by status (0: no answer in 3 s): \(sender.refusals)")
         let history = try await Steps.contents(server, token: tokens[0], room: room)
         #expect(history == sender.confirmed && history.count == 60, "stored: \(RoomLoad.firstDifference(history, sender.confirmed))")
