@@ -228,6 +228,9 @@ final class Deployment: @unchecked Sendable {
         let workers = try #require(self.workers)
         let killed = NetworkNamespaces.killTree(workers)
         try await server.waitUntil(timeout: 10, "the workers host's processes gone") { killed.allSatisfy(NetworkNamespaces.hasEnded) }
+        // Work was outstanding at the kill: not every message was stored yet.
+        let storedAtKill = try count("SELECT count(*) FROM messages")
+        #expect(storedAtKill < rooms.count * (perRoom + 1), "everything was stored before the kill: \(storedAtKill)")
         let peers = [first, second].map(NetworkNamespaces.busAddress(of:)).joined(separator: ",")
         self.workers = try net.startChatd(on: workerHost, environment: environment(workerHost, run: "workers", bus: nil, ["CHAT_PEERS": peers]))
         for group in sending { group.wait() }
