@@ -233,7 +233,7 @@ final class Deployment: @unchecked Sendable {
         #expect(storedAtKill < rooms.count * (perRoom + 1), "everything was stored before the kill: \(storedAtKill)")
         let peers = [first, second].map(NetworkNamespaces.busAddress(of:)).joined(separator: ",")
         self.workers = try net.startChatd(on: workerHost, environment: environment(workerHost, run: "workers", bus: nil, ["CHAT_PEERS": peers]))
-        for group in sending { group.wait() }
+        for group in sending { try #require(group.wait(timeout: .now() + 120) == .success, "the senders did not finish") }
         for room in rooms {
             try await server.waitUntil(timeout: 90, "room \(room.index) stored") {
                 try await Steps.contents(server, token: room.tokens[0], room: room.id).count >= perRoom
@@ -263,7 +263,7 @@ final class Deployment: @unchecked Sendable {
         let sending = senders.map { $0.start() }
         try await servers[1].waitUntil(timeout: 30, "a third sent from each host") { senders.allSatisfy { $0.sent >= 30 } }
         try net.cut(first)
-        for group in sending { group.wait() }
+        for group in sending { try #require(group.wait(timeout: .now() + 120) == .success, "the senders did not finish") }
 
         for sender in senders { #expect(sender.failures.isEmpty, "\(sender.name): \(sender.failures.prefix(3))") }
         let history = try await Steps.contents(servers[1], token: tokens[0], room: room)
@@ -310,7 +310,7 @@ final class Deployment: @unchecked Sendable {
         try await Task.sleep(for: .seconds(max(0, outage - Date().timeIntervalSince(cutAt))))
         try net.restore(postgresHost)
         let restoredAt = Date()
-        sending.wait()
+        try #require(sending.wait(timeout: .now() + 120) == .success, "the sender did not finish")
         #expect(sender.failures.isEmpty, "\(sender.failures.prefix(3))")
         // A message was in flight through the whole outage: its first try began
         // by the cut (the sender pauses 0.05 s between messages) and it was
