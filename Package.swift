@@ -175,6 +175,10 @@ let package = Package(
                 .product(name: "NIOWebSocket", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "EndToEndTests", dependencies: ["ChatTesting", "ChatCore", "ChatWire", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "EndToEndTests", dependencies: [
+            "ChatTesting", "ChatCore", "ChatWire", .product(name: "GRDB", package: "GRDB.swift"),
+            // A stranger's bus client (EndToEnd.MultiHost's deployment).
+            "ZeroMQ",
+        ]),
     ]
 )

@@ -7,13 +7,12 @@ extension NetworkNamespaces {
     /// A PostgreSQL host: a throwaway server (`PostgresServer`: Debian's
     /// binaries, run as the `postgres` user, fsync off) inside `host`'s
     /// namespace, listening on its address, trusting the bridge's subnet
-    /// (every host and the test); its data in `<host directory>/postgres`.
-    /// Stopped (fast shutdown) at teardown, after every chatd.
+    /// (every host and the test); its data in `/tmp/cns<pid>-<host>`, a name
+    /// `removeLeftovers` knows, so a crashed run's cluster goes at the next
+    /// start. Stopped (fast shutdown) at teardown, after every chatd.
     public func startPostgres(on host: Host) throws -> PostgresServer {
-        // The postgres user reaches its directory through the root-owned ones above it.
-        for path in [directory, host.directory] { chmod(path, 0o711) }
         let server = try PostgresServer(
-            directory: host.directory + "/postgres", address: host.address, port: Self.postgresPort,
+            directory: Self.leftoversDirectory + "/\(prefix)-\(host.name)", address: host.address, port: Self.postgresPort,
             trusting: "10.231.\(subnet).0/24", launcher: [Self.ipPath!, "netns", "exec", host.namespace]
         )
         atTearDown { server.stop() }

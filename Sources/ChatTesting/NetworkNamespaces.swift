@@ -208,10 +208,15 @@ public final class NetworkNamespaces: @unchecked Sendable {
 
     // MARK: Below the harness
 
-    /// Namespaces and links of earlier runs whose process is gone (`cns<pid>-...`
-    /// with no such pid): their processes killed, the namespaces deleted.
+    /// Where directories named for a run (`cns<pid>-...`) are made: a PostgreSQL host's cluster.
+    static let leftoversDirectory = "/tmp"
+
+    /// Namespaces, links and directories (in `leftoversDirectory`) of earlier
+    /// runs whose process is gone (`cns<pid>-...` with no such pid): their
+    /// processes killed, the namespaces and directories deleted.
     static func removeLeftovers() throws {
         let names = try ip("netns", "list").split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+        let directories = (try? FileManager.default.contentsOfDirectory(atPath: leftoversDirectory)) ?? []
         let links = try ip("-o", "link", "show").split(separator: "\n").compactMap { line -> String? in
             // "7: cns1234@if3: <...": the name before '@' or ':'.
             let name = line.split(separator: ":").dropFirst().first?.trimmingCharacters(in: .whitespaces)
@@ -226,6 +231,11 @@ public final class NetworkNamespaces: @unchecked Sendable {
             } else if linkExists(name) {
                 _ = try? ip("link", "del", name)
             }
+        }
+        // After the namespaces: a server still using one was killed with them.
+        for name in directories where name.hasPrefix("cns") {
+            guard let pid = Int32(name.dropFirst(3).prefix { $0.isNumber }), kill(pid, 0) != 0 && errno == ESRCH else { continue }
+            try? FileManager.default.removeItem(atPath: leftoversDirectory + "/" + name)
         }
     }
 

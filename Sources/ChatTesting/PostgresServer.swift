@@ -11,7 +11,7 @@ import Synchronization
 /// PostgreSQL refuses to run as root: as root, the server runs as the
 /// `postgres` user Debian's package creates (`setpriv`, which execs, so the
 /// pid is the postmaster's; with a parent-death signal, so a killed test run
-/// leaves no server behind). It is stopped by that pid at exit.
+/// leaves no server behind). It is stopped through its `Process` at exit.
 ///
 /// `EndToEnd.MultiHost` starts one more of its own on a PostgreSQL host: a
 /// network namespace, at that host's address (`NetworkNamespaces.startPostgres`).
@@ -24,7 +24,9 @@ public final class PostgresServer: Sendable {
     public let port: Int
     public let directory: String
     let binDir: String
-    let pid: Int32
+    /// The postmaster (setpriv and `ip netns exec` exec in place): signalled
+    /// only while Foundation has not reaped it, so never a reused pid.
+    private let process: UncheckedProcess
 
     private static let shared = Mutex<PostgresServer?>(nil)
 
@@ -74,10 +76,22 @@ public final class PostgresServer: Sendable {
         let log = FileHandle(forWritingAtPath: directory + "/postgres.log")
         process.standardOutput = log
         process.standardError = log
-        pid = try Self.spawnOnAThreadThatStays(process)
+        self.process = UncheckedProcess(process: process)
+        try Self.spawnOnAThreadThatStays(process)
+        do {
+            try waitUntilReady()
+        } catch {
+            // A server that started but never answered would outlive the test run.
+            stop()
+            throw error
+        }
+    }
+
+    /// Waits up to 30 s for `SELECT 1` to answer.
+    private func waitUntilReady() throws {
         let deadline = Date().addingTimeInterval(30)
         while (try? psql("SELECT 1")) == nil {
-            guard Date() < deadline, process.isRunning else {
+            guard Date() < deadline, process.process.isRunning else {
                 let log = (try? String(contentsOfFile: directory + "/postgres.log", encoding: .utf8)) ?? ""
                 throw TestServerError(description: "PostgreSQL did not start on \(address):\(port)\n\(log)")
             }
@@ -91,14 +105,14 @@ public final class PostgresServer: Sendable {
     /// Starts `process` from a thread that never ends: the parent-death
     /// signal follows the thread that spawned the server, not the process,
     /// and a pool thread that exits would take the server with it.
-    static func spawnOnAThreadThatStays(_ process: Process) throws -> Int32 {
+    static func spawnOnAThreadThatStays(_ process: Process) throws {
         let started = DispatchSemaphore(value: 0)
-        let outcome = Mutex<Result<Int32, any Error>?>(nil)
+        let outcome = Mutex<Result<Void, any Error>?>(nil)
         let box = UncheckedProcess(process: process)
         Thread.detachNewThread {
             do {
                 try box.process.run()
-                outcome.withLock { $0 = .success(box.process.processIdentifier) }
+                outcome.withLock { $0 = .success(()) }
             } catch {
                 outcome.withLock { $0 = .failure(error) }
             }
@@ -107,7 +121,7 @@ public final class PostgresServer: Sendable {
             while true { sleep(UInt32.max) }
         }
         started.wait()
-        return try outcome.withLock { $0! }.get()
+        try outcome.withLock { $0! }.get()
     }
 
     static func findBinDir() -> String? {
@@ -118,7 +132,8 @@ public final class PostgresServer: Sendable {
 
     static func configure(_ process: Process, _ arguments: [String], asPostgres: Bool, launcher: [String] = []) {
         let command = launcher + (asPostgres
-            ? ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--pdeathsig=TERM"] + arguments
+            // INT is PostgreSQL's fast shutdown; TERM would wait for every client to leave.
+            ? ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--pdeathsig=INT"] + arguments
             : arguments)
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
@@ -127,9 +142,10 @@ public final class PostgresServer: Sendable {
     }
 
     @discardableResult
-    static func run(_ executable: String, _ arguments: [String], asPostgres: Bool = false) throws -> String {
+    static func run(_ executable: String, _ arguments: [String], asPostgres: Bool = false, environment: [String: String] = [:]) throws -> String {
         let process = Process()
         configure(process, [executable] + arguments, asPostgres: asPostgres)
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
@@ -142,11 +158,13 @@ public final class PostgresServer: Sendable {
         return output
     }
 
-    /// Runs one SQL statement as the superuser.
+    /// Runs one SQL statement as the superuser, giving up connecting after `connectTimeout` seconds.
     @discardableResult
-    public func psql(_ sql: String, database: String = "postgres") throws -> String {
+    public func psql(_ sql: String, database: String = "postgres", connectTimeout: Int = 5) throws -> String {
         try Self.run(binDir + "/psql", ["-X", "-q", "-t", "-A", "-h", address, "-p", "\(port)", "-U", "postgres", "-d", database,
-                                         "-v", "ON_ERROR_STOP=1", "-c", sql])
+                                         "-v", "ON_ERROR_STOP=1", "-c", sql],
+                     // A cut-off host fails in seconds rather than TCP's minutes.
+                     environment: ["PGCONNECT_TIMEOUT": "\(connectTimeout)"])
     }
 
     /// A new, empty database; its `postgres://` URL.
@@ -201,26 +219,15 @@ public final class PostgresServer: Sendable {
     /// SIGINT is PostgreSQL's fast shutdown: it ends the sessions and
     /// exits. (SIGTERM, the smart one, waits for every client to leave, and
     /// a chatd that outlived its test may never.) SIGKILL if it has not
-    /// exited within 5 s; the directory goes only after.
+    /// exited within 10 s; the directory goes only after.
     public func stop() {
-        kill(pid, SIGINT)
-        if !exited(within: 5) {
-            kill(pid, SIGKILL)
-            _ = exited(within: 5)
-        }
+        let postmaster = process.process
+        // Foundation's Process reaps the postmaster: isRunning, not waitpid, says it ended.
+        if postmaster.isRunning { kill(postmaster.processIdentifier, SIGINT) }
+        for _ in 0..<400 where postmaster.isRunning { usleep(25_000) }
+        if postmaster.isRunning { kill(postmaster.processIdentifier, SIGKILL) }
+        for _ in 0..<200 where postmaster.isRunning { usleep(25_000) }
         if ProcessInfo.processInfo.environment["CHATD_KEEP_TEST_DATA"] == nil { try? FileManager.default.removeItem(atPath: directory) }
-    }
-
-    /// Whether the server exited (reaped here, or by Foundation's `Process`) within `seconds`.
-    private func exited(within seconds: Double) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        var status: Int32 = 0
-        repeat {
-            let reaped = waitpid(pid, &status, WNOHANG)
-            if reaped == pid || (reaped == -1 && kill(pid, 0) != 0) { return true }
-            usleep(25_000)
-        } while Date() < deadline
-        return false
     }
 }
 

@@ -164,6 +164,7 @@ final class FailoverSender: @unchecked Sendable {
     private var current = 0
     private var longest = 0.0
     private var answers: [Int: Int] = [:]
+    private var spans: [(began: Date, confirmed: Date)] = []
 
     init(servers: [TestServer], room: String, token: String, name: String, limit: Int, pace: Double) {
         (self.servers, self.room, self.token, self.name, self.limit, self.pace) = (servers, room, token, name, limit, pace)
@@ -177,6 +178,8 @@ final class FailoverSender: @unchecked Sendable {
     var slowest: Double { lock.withLock { longest } }
     /// How many tries got each status other than 200/201 (0: no answer in `patience`).
     var refusals: [Int: Int] { lock.withLock { answers } }
+    /// When each confirmed message's first try began and when it was confirmed, in order.
+    var timings: [(began: Date, confirmed: Date)] { lock.withLock { spans } }
 
     /// Sends on a thread of its own; the group is left when it is done.
     func start() -> DispatchGroup {
@@ -203,7 +206,9 @@ final class FailoverSender: @unchecked Sendable {
             if let answer, answer.status == 201 || answer.status == 200 {
                 lock.withLock {
                     done.append(content)
-                    longest = max(longest, Date().timeIntervalSince(began))
+                    let now = Date()
+                    spans.append((began, now))
+                    longest = max(longest, now.timeIntervalSince(began))
                 }
                 return
             }

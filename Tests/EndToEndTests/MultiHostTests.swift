@@ -14,8 +14,8 @@ extension EndToEnd {
         static let perRoom = 300
         static let rooms = 2
 
-        /// The harness itself: what a crashed run left (a namespace and a
-        /// link named for a pid that is gone) is removed at the next start;
+        /// The harness itself: what a crashed run left (a namespace, a link
+        /// and a directory named for a pid that is gone) is removed at the next start;
         /// a cut host cannot be reached and a restored one can; teardown
         /// leaves the machine's routes as they were.
         @Test func theHarnessCleansUpCutsAndRestores() async throws {
@@ -27,6 +27,8 @@ extension EndToEnd {
             let stale = "cns\(gone.processIdentifier)"
             try NetworkNamespaces.ip("netns", "add", stale + "-switch")
             try NetworkNamespaces.ip("link", "add", stale, "type", "veth", "peer", "name", "uplink", "netns", stale + "-switch")
+            // A PostgreSQL host's cluster the dead run left.
+            try FileManager.default.createDirectory(atPath: "/tmp/\(stale)-postgres/data", withIntermediateDirectories: true)
             let net = try NetworkNamespaces(directory: try TestServer.temporaryDirectory())
             defer {
                 net.tearDown()
@@ -35,6 +37,7 @@ extension EndToEnd {
             }
             #expect(try NetworkNamespaces.ip("netns", "list").contains(stale) == false, "a dead run's namespace is left")
             #expect(!NetworkNamespaces.linkExists(stale), "a dead run's link is left")
+            #expect(!FileManager.default.fileExists(atPath: "/tmp/\(stale)-postgres"), "a dead run's PostgreSQL directory is left")
 
             let host = try net.addHost("one", index: 1)
             let secret = NetworkNamespaces.secret()
