@@ -26,10 +26,15 @@ enum PostgresMigrations {
         for (name, sql) in all {
             try connection.run("BEGIN")
             do {
-                // Not the connection's 4 s lock_timeout: hosts starting at once
-                // wait for each other's migrations, which can take longer.
+                // Not the connection's 4 s lock_timeout for the advisory lock:
+                // hosts starting at once wait for each other's migrations, which
+                // can take longer. Then 4 s again for the migration's own DDL: its
+                // ACCESS EXCLUSIVE request, queued behind a long transaction, would
+                // stall every statement on that table meanwhile; failing the start
+                // (retried by systemd) is better than hanging the service.
                 try connection.run("SET LOCAL lock_timeout = 0")
                 try connection.query("SELECT pg_advisory_xact_lock($1)", [.int(lockKey)])
+                try connection.run("SET LOCAL lock_timeout = '4s'")
                 // Under the lock: two migrators creating it at once collide on
                 // the catalog's unique index (23505) even with IF NOT EXISTS.
                 try connection.run("CREATE TABLE IF NOT EXISTS chatd_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")

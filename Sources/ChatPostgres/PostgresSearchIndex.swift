@@ -27,9 +27,11 @@ final class PostgresSearchIndex: MessageSearchIndex {
         while true {
             if Date() > deadline { return (total, false) }
             // Another worker's pass holds the lock: it is indexing the same
-            // rows into the same table, and this worker's searches need not wait for it.
+            // rows into the same table, and this worker's searches need not
+            // wait for it. Not done, though: the index may be behind (the lag
+            // gauge reads it, and the next idle pass comes sooner).
             guard let passed = try engine.transaction(begin: PostgresEngine.beginWrite, { tx in try pass(batch: batch, in: tx) }) else {
-                return (total, true)
+                return (total, false)
             }
             let (count, mark) = passed
             watermark = mark
