@@ -175,19 +175,34 @@ struct WorkerCommand: AsyncParsableCommand {
         // Heartbeats to the supervisor (sd_notify) under this child's name.
         let report = ChildReport(name: ProcessInfo.processInfo.environment["CHATD_CHILD"] ?? (standby ? "\(StandbyName(role))" : name.description))
         let metrics = config.collectsMetrics ? MetricsReporter(child: report.name, logger: logger) : nil
+        // PostgreSQL store workers serve their shard only while they hold its
+        // lock (docs/protocol.md, "Several workers hosts"); a waiting one is
+        // ready (a spare, as a standby is) and connects no queue.
+        let owner = try StoreEngines.shardOwner(config, role: role, logger: logger)
+        let beat: (Bool) -> Void = { serving in
+            owner?.check()
+            report.heartbeat(serving: serving)
+        }
         if standby {
             WorkerLoops.warmUp(role, database: database, logger: logger)
-            try server.runStandby(assignments: STDIN_FILENO, shouldStop: { stop.isSet }, heartbeat: report.heartbeat) { assignment in
+            try server.runStandby(assignments: STDIN_FILENO, shouldStop: { stop.isSet }, heartbeat: beat) { assignment in
                 logger[metadataKey: "worker"] = "\(assignment.worker)"
                 report.become(assignment.worker.description)
                 metrics?.rename(assignment.worker.description)
                 LogOutput.rename(role: assignment.worker.description)
+                if let owner, !owner.waitForLock(shard: assignment.worker.index, shouldStop: { stop.isSet }, heartbeat: { report.heartbeat(serving: true) }) {
+                    throw ExitCode.success
+                }
                 return try WorkerLoops.loop(role, database: database, config: config, logger: logger)
             }
         } else {
+            if let owner, !owner.waitForLock(shard: shard, shouldStop: { stop.isSet }, heartbeat: { report.heartbeat(serving: true) }) {
+                logger.info("worker stopped")
+                return
+            }
             let loop = try WorkerLoops.loop(role, database: database, config: config, logger: logger)
             try server.run(
-                maxBatch: loop.maxBatch, shouldStop: { stop.isSet }, nudge: loop.nudge, wakeOn: loop.wakeOn, heartbeat: report.heartbeat,
+                maxBatch: loop.maxBatch, shouldStop: { stop.isSet }, nudge: loop.nudge, wakeOn: loop.wakeOn, heartbeat: beat,
                 idleInterval: loop.idleInterval, idle: loop.idle, handle: loop.handle
             )
         }
