@@ -1,4 +1,5 @@
 import Logging
+import NIOCore
 import NIOPosix
 import PostgresNIO
 
@@ -48,13 +49,26 @@ public final class PostgresShardLock: @unchecked Sendable {
     public func isAlive() -> Bool {
         guard holds, let connection else { return false }
         do {
-            try connection.run("SELECT 1")
+            try Self.answers(connection.connection, within: .seconds(2), logger: logger)
             return true
         } catch {
             logger.error("the shard lock's session failed", metadata: ["error": "\(String(reflecting: error))"])
             drop()
             return false
         }
+    }
+
+    /// `SELECT 1`, failed if no answer came within `limit`: a session the
+    /// server terminated (pg_terminate_backend) was seen to leave the query
+    /// unanswered for good, which would hang the worker's heartbeat.
+    static func answers(_ connection: PostgresConnection, within limit: TimeAmount, logger: Logger) throws {
+        let answered = connection.eventLoop.makePromise(of: Void.self)
+        connection.query("SELECT 1", logger: logger).whenComplete { result in answered.completeWith(result.map { _ in }) }
+        let timeout = connection.eventLoop.scheduleTask(in: limit) {
+            answered.fail(PostgresEngineError("no answer within \(limit.nanoseconds / 1_000_000) ms"))
+        }
+        defer { timeout.cancel() }
+        try answered.futureResult.wait()
     }
 
     private func drop() {
