@@ -33,7 +33,7 @@ p.add_argument("--socket-kib", type=float, default=9.67, help="KiB frontend RSS 
 p.add_argument("--session-hours", type=float, default=1, help="ESTIMATE mean connection lifetime (reconnect churn)")
 p.add_argument("--event-bytes", type=float, default=1024, help="bytes per room event on the bus (protocol.md, Memory bounds: ~1 KB)")
 p.add_argument("--frame-bytes", type=float, default=350, help="ESTIMATE bytes per delivered WebSocket frame (128-byte content + JSON envelope)")
-p.add_argument("--curve-hop", type=float, default=16, help="ESTIMATE µs of CPU CURVE adds per tcp hop, both ends: benchmarks.md's CURVE section measured +95 µs a message over 6 hops on one host (the cipher alone, docs/bench/curve-box.c, is 1.38 + 1.59 for 1 KiB)")
+p.add_argument("--curve-hop", type=float, default=8, help="ESTIMATE µs of CPU CURVE adds per tcp hop, both ends: benchmarks.md's CURVE section measured +50 µs a message over 6 hops on one quiet host (+95 at load 22-26; the cipher alone, docs/bench/curve-box.c, is 1.38 + 1.59 for 1 KiB)")
 a = p.parse_args()
 MIX[-1] = (MIX[-1][0], a.large_members, MIX[-1][2])
 if a.room_members:
