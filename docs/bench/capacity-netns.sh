@@ -73,10 +73,12 @@ chmod 644 "$DIR/peers"
 
 serve() {  # host, then CHAT_* settings
   local h=$1; shift
-  # A clean environment (as env -i) that keeps the exported secret out of argv;
-  # the subshell's pid becomes chatd's (ip netns exec execs it).
+  # A clean environment (as env -i) that keeps the exported secret out of argv:
+  # every other variable stays a shell variable, not exported (CHATD, DIR ...
+  # may have come from the environment). The subshell's pid becomes chatd's
+  # (ip netns exec execs it).
   (
-    for v in $(compgen -e); do case $v in PATH|CHAT_JWT_SECRET) ;; *) unset "$v" 2>/dev/null || true ;; esac; done
+    for v in $(compgen -e); do case $v in PATH|CHAT_JWT_SECRET) ;; *) export -n "$v" ;; esac; done
     export CHAT_HOST=$h CHAT_DATA_DIR="$DIR/$h/data" CHAT_RUNTIME_DIR="$DIR/$h/run" \
       CHAT_BUS_KEY="$DIR/$h/bus.key" CHAT_BUS_PEER_KEYS="$DIR/peers" CHAT_LOG_LEVEL=warning CHAT_RATE_LIMITS=off "$@"
     exec ip netns exec $P-$h "$CHATD" serve --die-with-parent
@@ -88,7 +90,7 @@ serve frontend1 CHAT_RUN=frontend CHAT_BUS=$BUS1 CHAT_PEERS=$BUS2 CHAT_LISTEN=10
 serve frontend2 CHAT_RUN=frontend CHAT_BUS=$BUS2 CHAT_PEERS=$BUS1 CHAT_LISTEN=10.231.$N.2:8000 CHAT_FRONTENDS=1 CHAT_STORE_WORKERS=$STORE_WORKERS
 for i in 1 2; do
   for _ in $(seq 600); do curl -fs -o /dev/null http://10.231.$N.$i:8000/healthz && break; sleep 0.1; done
-  curl -fs -o /dev/null http://10.231.$N.$i:8000/healthz || { echo "frontend$i not healthy"; tail -20 "$DIR"/*/chatd.log; exit 1; }
+  curl -fs -o /dev/null http://10.231.$N.$i:8000/healthz || { echo "frontend$i not healthy"; tail -n 20 "$DIR"/*/chatd.log; exit 1; }
 done
 echo "hosts up (10.231.$N.1-3, $P-*); $(uptime)"
 
