@@ -45,8 +45,13 @@ public final class WebSocketClient: @unchecked Sendable {
     ///     not read back-pressure the server quickly (slow-client tests).
     ///   - source: the local address to connect from (`127.0.0.2` ...): one
     ///     address has ~28,000 ephemeral ports towards one server port.
+    ///   - connectTimeout: seconds the TCP connect may take (nil: the
+    ///     kernel's, minutes against a host that drops the SYN).
+    ///   - sendTimeout: `SO_SNDTIMEO`, seconds a send may block on a full
+    ///     buffer before it fails (nil: forever).
     public init(
-        host: String = "127.0.0.1", port: Int, path: String, headers: [String: String] = [:], receiveBuffer: Int32? = nil, source: String? = nil
+        host: String = "127.0.0.1", port: Int, path: String, headers: [String: String] = [:], receiveBuffer: Int32? = nil, source: String? = nil,
+        connectTimeout: Double? = nil, sendTimeout: Double? = nil
     ) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ConnectionError(description: "socket: \(errno)") }
@@ -62,12 +67,13 @@ public final class WebSocketClient: @unchecked Sendable {
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
         inet_pton(AF_INET, host, &addr.sin_addr)
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else {
+        if let failure = Self.connect(fd, to: addr, timeout: connectTimeout) {
             Glibc.close(fd)
-            throw ConnectionError(description: "connect: \(errno)")
+            throw ConnectionError(description: failure)
+        }
+        if let sendTimeout {
+            var limit = timeval(tv_sec: Int(sendTimeout), tv_usec: Int((sendTimeout - sendTimeout.rounded(.down)) * 1e6))
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         }
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -92,6 +98,31 @@ public final class WebSocketClient: @unchecked Sendable {
     }
 
     deinit { Glibc.close(fd) }
+
+    /// Connects `fd` to `addr`, within `timeout` seconds if given (a
+    /// non-blocking connect, then poll); nil, or why it failed.
+    private static func connect(_ fd: Int32, to addr: sockaddr_in, timeout: Double?) -> String? {
+        var addr = addr
+        let flags = fcntl(fd, F_GETFL)
+        if timeout != nil { _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if rc == 0 { return timeout == nil || fcntl(fd, F_SETFL, flags) == 0 ? nil : "fcntl: \(errno)" }
+        guard let timeout, errno == EINPROGRESS else { return "connect: \(errno)" }
+        var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        let deadline = Date().addingTimeInterval(timeout)
+        var ready: Int32
+        repeat {
+            ready = poll(&pfd, 1, Int32(max(0, deadline.timeIntervalSinceNow) * 1000))
+        } while ready < 0 && errno == EINTR
+        guard ready > 0 else { return ready == 0 ? "connect: timed out after \(timeout) s" : "poll: \(errno)" }
+        var error: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+        if error != 0 { return "connect: \(error)" }
+        return fcntl(fd, F_SETFL, flags) == 0 ? nil : "fcntl: \(errno)"
+    }
 
     /// Binds `fd` to `address`, the port left to `connect` (`IP_BIND_ADDRESS_NO_PORT`),
     /// which picks it by the whole address pair, as without a bind.

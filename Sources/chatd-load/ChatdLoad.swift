@@ -145,6 +145,8 @@ struct Options: ParsableArguments {
     var split = false
     @Option(help: ArgumentHelp("With --target: the control sockets (or data directories) of the deployment's hosts, on this machine, whose `ctl status` pids the `cpu:` line reads; without, it is left out.", valueName: "PATH[,PATH…]"))
     var control: String?
+    @Option(help: ArgumentHelp("With --target: seconds a run may take from its first send before it fails (a deployment that stops answering).", valueName: "seconds"))
+    var runDeadline = 600.0
 
     @Flag(help: "One second into each throughput run: `chatd ctl restart store`.")
     var rollingRestart = false
@@ -197,6 +199,12 @@ extension Options {
             return
         }
         if urls.isEmpty { throw ValidationError("--target: at least one URL.") }
+        // chatd refuses a secret under 32 bytes, so no deployment verifies tokens signed with one.
+        let secret = ProcessInfo.processInfo.environment["CHAT_JWT_SECRET"] ?? ""
+        if secret.utf8.count < 32 {
+            throw ValidationError("--target: set CHAT_JWT_SECRET to the deployment's secret (at least 32 bytes, as chatd requires; got \(secret.utf8.count)).")
+        }
+        if !(runDeadline > 0) { throw ValidationError("--run-deadline: a positive number of seconds.") }
         let modes: [Any?] = [fanout, idle, handover, rest, restFixture, search, recovery, chaos, bursts, scaleStore, frontends]
         if modes.contains(where: { $0 != nil }) || memory || rollingRestart {
             throw ValidationError("--target measures throughput only (with --rate or --window); the other modes and server options start their own server.")

@@ -27,6 +27,8 @@ final class Member: @unchecked Sendable {
     var distinct = Set<String>()
     var duplicates = 0
     var failure: String?
+    /// The monotonic time (ns) by which the whole run must be over (`--target`'s `--run-deadline`).
+    var runDeadline = UInt64.max
     private var sent = 0
     private var confirmed = 0
 
@@ -43,14 +45,18 @@ final class Member: @unchecked Sendable {
         var fds = [pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)]
         do {
             while received < expected {
+                if now() >= runDeadline {
+                    failure = "\(tag): the run's deadline passed with \(received)/\(expected) received"
+                    return
+                }
                 let nextSend = try sendDue()
                 // Frames come out until nil, so nothing buffered waits unparsed;
                 // what came may have confirmed some, which frees the window: send first.
                 var took = false
                 while let frame = try socket.receive(timeout: 0) { try take(frame); took = true }
                 if took { continue }
-                let deadline = nextSend ?? now() + 30_000_000_000
-                if waitReadable(&fds, until: deadline) == 0 && nextSend == nil {
+                let deadline = min(nextSend ?? now() + 30_000_000_000, runDeadline)
+                if waitReadable(&fds, until: deadline) == 0 && nextSend == nil && deadline < runDeadline {
                     failure = "\(tag): timed out with \(received)/\(expected) received"
                     return
                 }

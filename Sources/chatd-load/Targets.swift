@@ -79,9 +79,15 @@ struct Targets {
         try await TestServer.request(host: addresses[0].host, port: addresses[0].port, method, path, token: token, json: json)
     }
 
+    /// A deployment's sockets fail rather than hang: a host that drops
+    /// packets stops the connect after 10 s and a send to a peer that stopped
+    /// reading after 30 s (as long as a member waits for a frame).
     func webSocket(_ path: String, token: String, room: Int, member: Int) throws -> WebSocketClient {
         let address = address(room: room, member: member)
-        return try WebSocketClient(host: address.host, port: address.port, path: path, headers: ["Authorization": "Bearer \(token)"])
+        let remote = local == nil
+        return try WebSocketClient(
+            host: address.host, port: address.port, path: path, headers: ["Authorization": "Bearer \(token)"],
+            connectTimeout: remote ? 10 : nil, sendTimeout: remote ? 30 : nil)
     }
 }
 

@@ -20,7 +20,9 @@ struct ThroughputResult {
 func seedRooms(_ targets: Targets, _ options: Options) async throws -> (members: [Member], rooms: [String], token: String) {
     let users = try await (0..<options.membersPerRoom).asyncMap { k in
         let token = try await targets.token(sub: "load-\(k)")
-        _ = try await targets.request("GET", "/api/chat/rooms/", token: token)
+        // The first request makes the user; a refusal (a deployment's other secret) ends the run here.
+        let made = try await targets.request("GET", "/api/chat/rooms/", token: token)
+        guard made.status == 200 else { throw TestServerError(description: "GET /api/chat/rooms/ as load-\(k): \(made.status) \(made.text)") }
         return token
     }
     let others = (1..<options.membersPerRoom).map { IDs.userID(forSubject: "load-\($0)") }
@@ -70,6 +72,10 @@ func measure(_ targets: Targets, _ options: Options) async throws -> ThroughputR
     let start = now()
     // Paced sends begin 50 ms from now, once every thread has started.
     if let rate = options.rate { pace(members, rate: rate, start: start + 50_000_000) }
+    if targets.local == nil {
+        let deadline = start + UInt64(min(options.runDeadline, 1e9) * 1e9)
+        for member in members { member.runDeadline = deadline }
+    }
     if let words = options.duringRun, let server = targets.local {
         Thread {
             usleep(1_000_000)

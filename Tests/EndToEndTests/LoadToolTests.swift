@@ -50,9 +50,36 @@ extension EndToEnd {
             #expect(summary(split)?.contains("paced at 100 msg/s, 2 targets split") == true, "\(split)")
             #expect(split.contains("cpu: not read (no --control"), "\(split)")
 
-            // A wrong secret: the server refuses the tokens, and the tool fails.
+            // A wrong secret: the server refuses the tokens (401), and the tool fails saying so.
             let refused = try runLoad(["--target", url, "--rooms", "1", "--messages", "1"], environment: ["CHAT_JWT_SECRET": TestServer.randomSecret()], expectSuccess: false)
-            #expect(refused.contains("chatd-load:"), "\(refused)")
+            #expect(refused.contains("chatd-load:") && refused.contains("401") && refused.contains("Invalid or expired token."), "\(refused)")
+
+            // A secret chatd would refuse (under 32 bytes) is refused before anything is sent.
+            let short = try runLoad(["--target", url, "--rooms", "1", "--messages", "1"], environment: ["CHAT_JWT_SECRET": "too-short"], expectSuccess: false)
+            #expect(short.contains("at least 32 bytes") && short.contains("got 9"), "\(short)")
+        }
+
+        /// `--target`'s sockets: a connect to a host that drops the SYN fails
+        /// at the connect timeout, not the kernel's minutes. The host is a
+        /// listener that never accepts, its queue (backlog 0) filled by one
+        /// connection: Linux then drops further SYNs.
+        @Test func connectTimeoutAgainstAListenerThatDropsTheSYN() throws {
+            let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(listener) }
+            var address = TestServer.loopback(port: 0)
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            try #require(withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) == 0 && listen(listener, 0) == 0 && getsockname(listener, $0, &length) == 0 }
+            })
+            let port = Int(UInt16(bigEndian: address.sin_port))
+            let filler = try RawConnection(port: port)
+            let began = Date()
+            var failure = "connected"
+            withExtendedLifetime(filler) {
+                do { _ = try WebSocketClient(port: port, path: "/ws/", connectTimeout: 0.5, sendTimeout: 1) } catch { failure = "\(error)" }
+            }
+            #expect(failure.contains("connect: timed out"), "\(failure)")
+            #expect(Date().timeIntervalSince(began) < 5)
         }
 
         @Test func fanoutPaced() throws {

@@ -33,7 +33,7 @@ p.add_argument("--socket-kib", type=float, default=9.67, help="KiB frontend RSS 
 p.add_argument("--session-hours", type=float, default=1, help="ESTIMATE mean connection lifetime (reconnect churn)")
 p.add_argument("--event-bytes", type=float, default=1024, help="bytes per room event on the bus (protocol.md, Memory bounds: ~1 KB)")
 p.add_argument("--frame-bytes", type=float, default=350, help="ESTIMATE bytes per delivered WebSocket frame (128-byte content + JSON envelope)")
-p.add_argument("--curve-hop", type=float, default=3.0, help="µs CURVE box + open per 1 KiB frame per tcp hop (docs/bench/curve-box.c: 1.38 + 1.59)")
+p.add_argument("--curve-hop", type=float, default=8, help="ESTIMATE µs of CPU CURVE adds per tcp hop, both ends: benchmarks.md's CURVE section measured +50 µs a message over 6 hops on one quiet host (+95 at load 22-26; the cipher alone, docs/bench/curve-box.c, is 1.38 + 1.59 for 1 KiB)")
 a = p.parse_args()
 MIX[-1] = (MIX[-1][0], a.large_members, MIX[-1][2])
 if a.room_members:
@@ -87,7 +87,7 @@ copies = a.rate * a.frontend_hosts
 print(f"Events published by the workers: {copies:,.0f}/s ({a.frontend_hosts} copies of each), "
       f"{copies * a.event_bytes * 8 / 1e9:.2f} Gbit/s out of the workers hosts; per broker link {a.rate * a.event_bytes * 8 / 1e9:.2f} Gbit/s")
 curve = a.rate * (2 + a.frontend_hosts) * a.curve_hop
-print(f"CURVE (cipher only): {cores(curve):.2f} cores cluster-wide ({(2 + a.frontend_hosts) * a.curve_hop:.0f} µs a message: command and reply hops + one per broker)")
+print(f"CURVE (estimate, from one host's measurement): {cores(curve):.2f} cores cluster-wide ({(2 + a.frontend_hosts) * a.curve_hop:.0f} µs a message: command and reply hops + one per broker)")
 print(f"To clients: {D * a.frame_bytes * 8 / 1e9:.2f} Gbit/s in all, {D * a.frame_bytes * 8 / 1e9 / a.frontend_hosts:.2f} per frontend host")
 storm = a.users / a.frontend_hosts
 print(f"\nOne frontend host lost: {storm:,.0f} reconnects = {storm * a.handshake / 1e6:,.0f} CPU-seconds "

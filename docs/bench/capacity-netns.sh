@@ -14,6 +14,7 @@
 #   LOAD_ARGS="--rooms 20 --members 40 --senders 1 --message-bytes 128 --rate 1500 --messages 1500" docs/bench/capacity-netns.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+[ "$(id -u)" = 0 ] || { echo "capacity-netns.sh: run as root (ip netns)" >&2; exit 1; }
 RUNS=${RUNS:-3}
 CHATD=$(realpath "${CHATD:-.build/release/chatd}")
 CHATD_LOAD=$(realpath "${CHATD_LOAD:-.build/release/chatd-load}")
@@ -22,6 +23,7 @@ STORE_WORKERS=${STORE_WORKERS:-4}
 P=bcap$$
 # A third octet no route of the machine mentions.
 N=$(for n in $(seq 200 249); do ip route show table all | grep -q "10\.231\.$n\." || { echo $n; break; }; done)
+[ -n "$N" ] || { echo "capacity-netns.sh: no free 10.231.200-249.0/24" >&2; exit 1; }
 DIR=$(mktemp -d /tmp/$P.XXXX)
 pids=()
 hosts=(frontend1 frontend2 workers)
@@ -59,7 +61,9 @@ for i in 1 2 3; do
   mkdir -p "$DIR/$h"
 done
 BUS1=tcp://10.231.$N.1:7400 BUS2=tcp://10.231.$N.2:7400
-SECRET=$(openssl rand -hex 32)
+# Exported, not passed as an argument: argv is world-readable in /proc.
+CHAT_JWT_SECRET=$(openssl rand -hex 32)
+export CHAT_JWT_SECRET
 
 # Keys: a broker's line names its bus address (CHAT_RUN/CHAT_BUS at keygen).
 env -i PATH="$PATH" CHAT_RUN=frontend CHAT_BUS=$BUS1 "$CHATD" keygen --out "$DIR/frontend1/bus.key" --host frontend1 | tail -1 > "$DIR/peers"
@@ -69,9 +73,16 @@ chmod 644 "$DIR/peers"
 
 serve() {  # host, then CHAT_* settings
   local h=$1; shift
-  env -i PATH="$PATH" CHAT_HOST=$h CHAT_DATA_DIR="$DIR/$h/data" CHAT_RUNTIME_DIR="$DIR/$h/run" CHAT_JWT_SECRET=$SECRET \
-    CHAT_BUS_KEY="$DIR/$h/bus.key" CHAT_BUS_PEER_KEYS="$DIR/peers" CHAT_LOG_LEVEL=warning CHAT_RATE_LIMITS=off "$@" \
-    ip netns exec $P-$h "$CHATD" serve --die-with-parent > "$DIR/$h/chatd.log" 2>&1 &
+  # A clean environment (as env -i) that keeps the exported secret out of argv:
+  # every other variable stays a shell variable, not exported (CHATD, DIR ...
+  # may have come from the environment). The subshell's pid becomes chatd's
+  # (ip netns exec execs it).
+  (
+    for v in $(compgen -e); do case $v in PATH|CHAT_JWT_SECRET) ;; *) export -n "$v" ;; esac; done
+    export CHAT_HOST=$h CHAT_DATA_DIR="$DIR/$h/data" CHAT_RUNTIME_DIR="$DIR/$h/run" \
+      CHAT_BUS_KEY="$DIR/$h/bus.key" CHAT_BUS_PEER_KEYS="$DIR/peers" CHAT_LOG_LEVEL=warning CHAT_RATE_LIMITS=off "$@"
+    exec ip netns exec $P-$h "$CHATD" serve --die-with-parent
+  ) > "$DIR/$h/chatd.log" 2>&1 &
   pids+=($!)
 }
 serve workers CHAT_RUN=workers CHAT_PEERS=$BUS1,$BUS2 CHAT_STORE_WORKERS=$STORE_WORKERS
@@ -79,10 +90,10 @@ serve frontend1 CHAT_RUN=frontend CHAT_BUS=$BUS1 CHAT_PEERS=$BUS2 CHAT_LISTEN=10
 serve frontend2 CHAT_RUN=frontend CHAT_BUS=$BUS2 CHAT_PEERS=$BUS1 CHAT_LISTEN=10.231.$N.2:8000 CHAT_FRONTENDS=1 CHAT_STORE_WORKERS=$STORE_WORKERS
 for i in 1 2; do
   for _ in $(seq 600); do curl -fs -o /dev/null http://10.231.$N.$i:8000/healthz && break; sleep 0.1; done
-  curl -fs -o /dev/null http://10.231.$N.$i:8000/healthz || { echo "frontend$i not healthy"; tail -20 "$DIR"/*/chatd.log; exit 1; }
+  curl -fs -o /dev/null http://10.231.$N.$i:8000/healthz || { echo "frontend$i not healthy"; tail -n 20 "$DIR"/*/chatd.log; exit 1; }
 done
 echo "hosts up (10.231.$N.1-3, $P-*); $(uptime)"
 
-CHAT_JWT_SECRET=$SECRET "$CHATD_LOAD" --target http://10.231.$N.1:8000,http://10.231.$N.2:8000 --split \
+"$CHATD_LOAD" --target http://10.231.$N.1:8000,http://10.231.$N.2:8000 --split \
   --control "$DIR/frontend1/run/control.sock,$DIR/frontend2/run/control.sock,$DIR/workers/run/control.sock" $LOAD_ARGS --runs "$RUNS"
 echo "done; $(uptime)"

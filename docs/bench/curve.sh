@@ -13,7 +13,9 @@ RUNS=${RUNS:-5}
 CHATD=${CHATD:-.build/release/chatd}
 CHATD_LOAD=${CHATD_LOAD:-.build/release/chatd-load}
 LOAD_ARGS=${LOAD_ARGS:---store-workers 1 --rooms 8 --senders 4 --messages 1000 --window 100 --runs 1}
-BUS=${BUS:-tcp://127.0.0.1:7400}
+# A port free now (the kernel's pick), kept for every run: the peers file's
+# line names it. Something else could take it in between; BUS overrides.
+BUS=${BUS:-tcp://127.0.0.1:$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 OUT=${OUT:-$(mktemp -d /tmp/chatd-curve.XXXXXX)}
 mkdir -p "$OUT"
 echo "logs in $OUT; $(uptime)"
