@@ -87,7 +87,12 @@ extension EndToEnd {
         @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-analyze")))
         func theUnitsPassSystemdAnalyzeVerify() throws {
             let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../systemd").standardized
-            let names = try FileManager.default.contentsOfDirectory(atPath: source.path).filter { !$0.hasPrefix(".") }.sorted()
+            let files = try FileManager.default.contentsOfDirectory(atPath: source.path).filter { !$0.hasPrefix(".") }
+            // Units; the drop-ins (*.conf) are not units, verify refuses them by name.
+            let names = files.filter { $0.hasSuffix(".service") || $0.hasSuffix(".socket") }.sorted()
+            let dropIn = try String(contentsOf: source.appendingPathComponent("frontend-host.conf"), encoding: .utf8)
+            #expect(dropIn.split(separator: "\n").first { !$0.hasPrefix("#") && !$0.isEmpty } == "[Service]")
+            #expect(dropIn.contains("\nEnvironment=CHAT_RUN=frontend\n"))
             #expect(Set(names).isSuperset(of: ["chatd.service", "chatd.socket", "chatd-workers.service"]))
             let directory = NSTemporaryDirectory() + "chatd-unit-\(UInt32.random(in: 0...UInt32.max))"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
