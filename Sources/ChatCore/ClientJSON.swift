@@ -45,6 +45,9 @@ public enum ClientJSON {
         w.endArray()
         w.field("is_edited", message.editedAt != nil)
         w.field("client_msg_id", message.clientMsgID)
+        w.field("is_pinned", message.pinnedAt != nil)
+        w.key("pinned_by"); write(message.pinnedBy, to: &w)
+        w.field("pinned_at", message.pinnedAt)
         w.endObject()
     }
 
@@ -74,6 +77,8 @@ public enum ClientJSON {
         }
         w.field("unread_count", room.unreadCount)
         w.key("other_user"); write(room.otherUser, to: &w)
+        w.field("my_role", room.myRole)
+        w.field("post_permission", room.postPermission)
         w.endObject()
     }
 

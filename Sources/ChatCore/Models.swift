@@ -81,12 +81,18 @@ public struct Room: Sendable, Hashable {
     public var lastMessage: MessageSummary?
     public var unreadCount: Int64
     public var otherUser: User?
+    /// The viewer's role (`owner`, `admin`, `member`), nil when not a member.
+    public var myRole: String?
+    /// `members` or `admins` (an announcement room).
+    public var postPermission: String
 
     public init(
         id: String, name: String?, roomType: RoomType, participants: [User], createdBy: User?,
         createdAt: Timestamp, updatedAt: Timestamp, isActive: Bool, lastMessage: MessageSummary?,
-        unreadCount: Int64, otherUser: User?
+        unreadCount: Int64, otherUser: User?, myRole: String? = nil, postPermission: String = "members"
     ) {
+        self.myRole = myRole
+        self.postPermission = postPermission
         self.id = id
         self.name = name
         self.roomType = roomType
@@ -121,13 +127,20 @@ public struct Message: Sendable, Hashable {
     public var reactions: [(emoji: String, users: [String])]
     public var readBy: [User]
     public var clientMsgID: String?
+    /// Who pinned it (read from the row as an id-only user, then filled in)
+    /// and when; both nil when it is not pinned.
+    public var pinnedBy: User?
+    public var pinnedAt: Timestamp?
 
     public init(
         id: String, roomID: String, seq: Int64, sender: User, content: String, messageType: MessageType,
         fileAttachment: String? = nil, fileName: String? = nil, fileSize: Int64? = nil, timestamp: Timestamp,
         editedAt: Timestamp? = nil, isDeleted: Bool = false, replyTo: String? = nil,
-        reactions: [(emoji: String, users: [String])] = [], readBy: [User] = [], clientMsgID: String? = nil
+        reactions: [(emoji: String, users: [String])] = [], readBy: [User] = [], clientMsgID: String? = nil,
+        pinnedBy: User? = nil, pinnedAt: Timestamp? = nil
     ) {
+        self.pinnedBy = pinnedBy
+        self.pinnedAt = pinnedAt
         self.id = id
         self.roomID = roomID
         self.seq = seq
@@ -150,6 +163,7 @@ public struct Message: Sendable, Hashable {
         a.id == b.id && a.seq == b.seq && a.content == b.content && a.isDeleted == b.isDeleted
             && a.editedAt == b.editedAt && a.reactions.map(\.emoji) == b.reactions.map(\.emoji)
             && a.reactions.map(\.users) == b.reactions.map(\.users) && a.readBy == b.readBy
+            && a.pinnedAt == b.pinnedAt
     }
 
     public func hash(into hasher: inout Hasher) { hasher.combine(id) }

@@ -234,12 +234,37 @@ extension Requests {
         public var setName: Bool
         public var name: String?
         public var participantIDs: [String]
+        /// `post_permission` (`members` or `admins`), when the client sent one.
+        public var postPermission: String?
 
-        public init(roomID: String, setName: Bool, name: String?, participantIDs: [String]) {
+        public init(roomID: String, setName: Bool, name: String?, participantIDs: [String], postPermission: String? = nil) {
             self.roomID = roomID
             self.setName = setName
             self.name = name
             self.participantIDs = participantIDs
+            self.postPermission = postPermission
+        }
+    }
+
+    /// A member of a room (`.../members/{user_id}/`), with the new role
+    /// for a `PATCH` (as the client sent it; checked by the worker).
+    public struct MemberRef: Codable, Sendable {
+        public var roomID: String
+        public var userID: String
+        public var role: String?
+
+        public init(roomID: String, userID: String, role: String? = nil) {
+            (self.roomID, self.userID, self.role) = (roomID, userID, role)
+        }
+    }
+
+    /// A room's members page, or its pins page.
+    public struct RoomPage: Codable, Sendable {
+        public var roomID: String
+        public var page: Page
+
+        public init(roomID: String, page: Page) {
+            (self.roomID, self.page) = (roomID, page)
         }
     }
 

@@ -6,12 +6,12 @@ import PostgresNIO
 /// a connection's first use, not on every call. The names carry a version:
 /// a statement whose SQL changes gets a new name.
 enum Statements {
-    /// A room's type and state, and whether `$1` is a member of room `$2`.
+    /// A room's type and state, and `$1`'s role in room `$2` (null: not a member).
     struct RoomInfo: PreparedStatement {
-        static let name = "chatd_room_info_v1"
+        static let name = "chatd_room_info_v2"
         static let sql = """
-            SELECT r.room_type, r.is_active, r.created_by,
-                   EXISTS (SELECT 1 FROM room_participants p WHERE p.room_id = r.id AND p.user_id = $1) AS is_participant
+            SELECT r.room_type, r.is_active, r.created_by, r.post_permission,
+                   (SELECT p.role FROM room_participants p WHERE p.room_id = r.id AND p.user_id = $1) AS role
             FROM rooms r WHERE r.id = $2
             """
         static let bindingDataTypes: [PostgresDataType] = [.text, .text]
@@ -20,7 +20,7 @@ enum Statements {
 
     /// Room `$1`'s messages with seq in ($3, $2], newest first.
     struct MessagePage: PreparedStatement {
-        static let name = "chatd_message_page_v1"
+        static let name = "chatd_message_page_v2"
         static let sql = """
             SELECT \(PostgresTransaction.messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id
             WHERE m.room_id = $1 AND m.seq <= $2 AND m.seq > $3 ORDER BY m.seq DESC
@@ -31,7 +31,7 @@ enum Statements {
 
     /// The messages of ids `$1`.
     struct MessagesByID: PreparedStatement {
-        static let name = "chatd_messages_by_id_v1"
+        static let name = "chatd_messages_by_id_v2"
         static let sql = """
             SELECT \(PostgresTransaction.messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.id = ANY($1)
             """
@@ -50,12 +50,13 @@ enum Statements {
         var values: [PostgresValue]
     }
 
-    /// Rooms of ids `$1` with viewer `$2`'s unread count.
+    /// Rooms of ids `$1` with viewer `$2`'s unread count and role.
     struct Rooms: PreparedStatement {
-        static let name = "chatd_rooms_v1"
+        static let name = "chatd_rooms_v2"
         static let sql = """
             SELECT r.id, r.name, r.room_type, r.created_by, r.created_at, r.updated_at, r.is_active, r.direct_user1, r.direct_user2,
-                   r.live_count - COALESCE(p.sent_count, 0) - COALESCE(p.read_count, 0) AS unread
+                   r.live_count - COALESCE(p.sent_count, 0) - COALESCE(p.read_count, 0) AS unread,
+                   r.post_permission, p.role AS my_role
             FROM rooms r LEFT JOIN room_participants p ON p.room_id = r.id AND p.user_id = $2
             WHERE r.id = ANY($1)
             """

@@ -46,13 +46,14 @@ extension PostgresTransaction {
             id: try r.get("id"), name: try r.get("name"), roomType: type, participants: participants,
             createdBy: try r.get("created_by", as: String?.self).flatMap { users[$0] }, createdAt: Timestamp(micros: try r.get("created_at")),
             updatedAt: Timestamp(micros: try r.get("updated_at")), isActive: try r.get("is_active"), lastMessage: lastMessage,
-            unreadCount: max(0, try r.get("unread", as: Int64.self)), otherUser: other
+            unreadCount: max(0, try r.get("unread", as: Int64.self)), otherUser: other,
+            myRole: try r.get("my_role", as: String?.self), postPermission: try r.get("post_permission")
         )
     }
 
     static let messageColumns = """
         m.id, m.room_id, m.seq, m.content, m.message_type, m.file_attachment, m.file_name, m.file_size,
-        m.timestamp, m.edited_at, m.is_deleted, m.reply_to, m.reactions, m.client_msg_id, \(userColumns)
+        m.timestamp, m.edited_at, m.is_deleted, m.reply_to, m.reactions, m.client_msg_id, m.pinned_by, m.pinned_at, \(userColumns)
         """
 
     static func message(_ row: PostgresRandomAccessRow) throws -> Message {
@@ -61,7 +62,9 @@ extension PostgresTransaction {
             messageType: MessageType(rawValue: try row.get("message_type")) ?? .text, fileAttachment: try row.get("file_attachment"),
             fileName: try row.get("file_name"), fileSize: try row.get("file_size"), timestamp: Timestamp(micros: try row.get("timestamp")),
             editedAt: try row.get("edited_at", as: Int64?.self).map(Timestamp.init(micros:)), isDeleted: try row.get("is_deleted"),
-            replyTo: try row.get("reply_to"), reactions: Store.decodeReactions(try row.get("reactions")), clientMsgID: try row.get("client_msg_id")
+            replyTo: try row.get("reply_to"), reactions: Store.decodeReactions(try row.get("reactions")), clientMsgID: try row.get("client_msg_id"),
+            pinnedBy: try row.get("pinned_by", as: String?.self).map(Store.pinner),
+            pinnedAt: try row.get("pinned_at", as: Int64?.self).map(Timestamp.init(micros:))
         )
     }
 
@@ -72,6 +75,7 @@ extension PostgresTransaction {
             readers[try row.get("message_id"), default: []].append(try Self.user(row))
         }
         for index in messages.indices { messages[index].readBy = readers[messages[index].id] ?? [] }
+        try Store.fillPinnedBy(&messages) { try users($0) }
     }
 
     /// Messages by id, in the given order, with `read_by`.

@@ -49,6 +49,7 @@ extension PostgresTransaction {
             return storedID == request.id ? .resent(stored) : .duplicate(stored)
         case "no_room": throw StoreError.notFound("Room not found")
         case "forbidden": throw StoreError.forbidden(Store.noAccess)
+        case "not_allowed": throw StoreError.forbidden(Permissions.refusal(.postInAnnouncement))
         case "inactive": throw StoreError.badRequest(error: "This room is no longer active")
         case "bad_reply": throw StoreError.badRequest([("reply_to", "reply_to must reference a message in this room")])
         case let outcome: throw PostgresEngineError("chatd_store_message: unknown outcome \(outcome)")
@@ -70,6 +71,7 @@ extension PostgresTransaction {
         if let existing = try fetchMessage(id: request.id) { return .resent(existing) }
         guard let info = try roomInfo(request.roomID, user: sender.id) else { throw StoreError.notFound("Room not found") }
         guard info.isParticipant else { throw StoreError.forbidden(Store.noAccess) }
+        try Permissions.authorizePost(info: info, user: sender.id)
         guard info.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
         throw invalid
     }
@@ -91,8 +93,13 @@ extension PostgresTransaction {
     }
 
     func deleteMessage(_ ref: Requests.MessageRef, user: String) throws -> Message {
-        let message = try requireMessage(ref, user: user, allowPublic: false)
-        guard message.sender.id == user else { throw StoreError.forbidden("You can only delete your own messages") }
+        let info = try requireRoom(ref.roomID, user: user, allowPublic: false)
+        guard let message = try fetchMessage(id: ref.messageID), message.roomID == ref.roomID else { throw StoreError.notFound() }
+        if message.sender.id != user {
+            let sender = try roomInfo(ref.roomID, user: message.sender.id)?.role
+            try Permissions.authorize(.deleteOthersMessage, info: info, user: user, target: sender ?? .member)
+        }
+        let senderID = message.sender.id
         if !message.isDeleted {
             // FOR UPDATE, which conflicts with the FOR KEY SHARE of a read
             // status's foreign key: an uncommitted receipt of this message
@@ -102,16 +109,17 @@ extension PostgresTransaction {
             _ = try one("SELECT 1 FROM messages WHERE id = $1 FOR UPDATE", [.text(ref.messageID)], as: Int32.self)
             // Only the first of two concurrent deletions moves the counters.
             let changed = try query("""
-                UPDATE messages SET is_deleted = TRUE, content = '', updated_at = GREATEST(updated_at + 1, $1), xact = pg_current_xact_id()
+                UPDATE messages SET is_deleted = TRUE, content = '', pinned_by = NULL, pinned_at = NULL,
+                    updated_at = GREATEST(updated_at + 1, $1), xact = pg_current_xact_id()
                 WHERE id = $2 AND NOT is_deleted
                 """, [.int(Timestamp.now().micros), .text(ref.messageID)]).changed
             if changed > 0 {
                 try query("UPDATE rooms SET live_count = live_count - 1 WHERE id = $1", [.text(ref.roomID)])
-                try query("UPDATE room_participants SET sent_count = sent_count - 1 WHERE room_id = $1 AND user_id = $2", [.text(ref.roomID), .text(user)])
+                try query("UPDATE room_participants SET sent_count = sent_count - 1 WHERE room_id = $1 AND user_id = $2", [.text(ref.roomID), .text(senderID)])
                 try query("""
                     UPDATE room_participants SET read_count = read_count - 1
                     WHERE room_id = $1 AND user_id != $2 AND user_id IN (SELECT user_id FROM message_read_status WHERE message_id = $3)
-                    """, [.text(ref.roomID), .text(user), .text(ref.messageID)])
+                    """, [.text(ref.roomID), .text(senderID), .text(ref.messageID)])
             }
         }
         guard let deleted = try fetchMessage(id: ref.messageID) else { throw StoreError.notFound() }

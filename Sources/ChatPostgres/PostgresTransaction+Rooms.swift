@@ -23,7 +23,10 @@ extension PostgresTransaction {
             INSERT INTO rooms (id, name, room_type, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)
             ON CONFLICT (id) DO NOTHING
             """, [.text(request.id), .text(request.name), .text(request.roomType), .text(creator), .int(now)]).changed
-        if inserted > 0 { try addParticipants(room: request.id, users: [creator] + ids, limit: maxParticipants) }
+        if inserted > 0 {
+            try addParticipants(room: request.id, users: [creator] + ids, limit: maxParticipants)
+            try setRole(.owner, room: request.id, user: creator)
+        }
         guard let room = try rooms(ids: [request.id], viewer: creator).first else { throw StoreError.notFound() }
         return room
     }
@@ -40,13 +43,16 @@ extension PostgresTransaction {
             try query("UPDATE rooms SET name = $1, updated_at = GREATEST(updated_at + 1, $2) WHERE id = $3",
                       [.text(request.name), .int(Timestamp.now().micros), .text(request.roomID)])
         }
+        if let posting = request.postPermission {
+            try query("UPDATE rooms SET post_permission = $1 WHERE id = $2", [.text(posting), .text(request.roomID)])
+        }
         try addParticipants(room: request.roomID, users: ids, limit: maxParticipants)
         return try room(request.roomID, viewer: user)
     }
 
     func deactivateRoom(_ roomID: String, user: String) throws {
         let info = try requireRoom(roomID, user: user, allowPublic: false)
-        guard info.createdBy == user else { throw StoreError.forbidden("Only the room creator can modify this room") }
+        try Permissions.authorize(.deleteRoom, info: info, user: user)
         try query("UPDATE rooms SET is_active = FALSE WHERE id = $1", [.text(roomID)])
     }
 

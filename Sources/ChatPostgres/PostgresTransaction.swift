@@ -112,9 +112,11 @@ final class PostgresTransaction: StoreTransaction {
 
     func roomInfo(_ roomID: String, user: String) throws -> Store.RoomInfo? {
         guard let row = try execute(Statements.RoomInfo(values: [.text(user), .text(roomID)])).first else { return nil }
+        let role = try row.get("role", as: String?.self)
         return Store.RoomInfo(
             id: roomID, roomType: RoomType(rawValue: try row.get("room_type")) ?? .group, isActive: try row.get("is_active"),
-            createdBy: try row.get("created_by"), isParticipant: try row.get("is_participant")
+            createdBy: try row.get("created_by"), isParticipant: role != nil, role: role.flatMap(MemberRole.init(rawValue:)),
+            postPermission: PostPermission(rawValue: try row.get("post_permission")) ?? .members
         )
     }
 

@@ -178,6 +178,21 @@ public final class ChatDatabase: Sendable {
             // slot can close what a killed one left active.
             try db.execute(sql: "ALTER TABLE chat_sessions ADD COLUMN frontend TEXT")
         }
+        migrator.registerMigration("v16-roles") { db in
+            // Roles (Permissions.swift): a room's creator owns it, everyone
+            // else is a member; a direct room has two members. Announcement
+            // rooms post_permission 'admins'. Pins on the message row, with
+            // a partial index for a room's pins list (only pinned rows).
+            try db.execute(sql: """
+                ALTER TABLE room_participants ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+                UPDATE room_participants SET role = 'owner'
+                    WHERE user_id = (SELECT r.created_by FROM rooms r WHERE r.id = room_participants.room_id AND r.room_type != 'direct');
+                ALTER TABLE rooms ADD COLUMN post_permission TEXT NOT NULL DEFAULT 'members';
+                ALTER TABLE messages ADD COLUMN pinned_by TEXT REFERENCES users(id);
+                ALTER TABLE messages ADD COLUMN pinned_at INTEGER;
+                CREATE INDEX messages_pins ON messages(room_id, pinned_at) WHERE pinned_at IS NOT NULL;
+                """)
+        }
         return migrator
     }
 }

@@ -32,24 +32,30 @@ extension Store {
         return try fetchMessage(id: request.messageID, in: db)!
     }
 
-    /// `DELETE`: soft delete (content emptied, kept in history); the sender only.
+    /// `DELETE`: soft delete (content emptied, kept in history, unpinned); the
+    /// sender, or whom `Permissions` lets delete others' messages.
     /// Returns the message as it now is.
     public static func deleteMessage(_ ref: Requests.MessageRef, user: String, in db: Database) throws -> Message {
-        let message = try requireMessage(ref, user: user, allowPublic: false, in: db)
-        guard message.sender.id == user else { throw StoreError.forbidden("You can only delete your own messages") }
+        let info = try requireRoom(ref.roomID, user: user, in: db)
+        guard let message = try fetchMessage(id: ref.messageID, in: db), message.roomID == ref.roomID else { throw StoreError.notFound() }
+        if message.sender.id != user {
+            let sender = try roomInfo(ref.roomID, user: message.sender.id, in: db)?.role
+            try Permissions.authorize(.deleteOthersMessage, info: info, user: user, target: sender ?? .member)
+        }
+        let senderID = message.sender.id
         if !message.isDeleted {
             try db.execute(
-                sql: "UPDATE messages SET is_deleted = 1, content = '', updated_at = MAX(updated_at + 1, ?) WHERE id = ?",
+                sql: "UPDATE messages SET is_deleted = 1, content = '', pinned_by = NULL, pinned_at = NULL, updated_at = MAX(updated_at + 1, ?) WHERE id = ?",
                 arguments: [Timestamp.now().micros, ref.messageID]
             )
             try db.execute(sql: "INSERT INTO message_changes (message_id) VALUES (?)", arguments: [ref.messageID])
             // The message no longer counts anywhere: not live, not sent, not read.
             try db.execute(sql: "UPDATE rooms SET live_count = live_count - 1 WHERE id = ?", arguments: [ref.roomID])
-            try db.execute(sql: "UPDATE room_participants SET sent_count = sent_count - 1 WHERE room_id = ? AND user_id = ?", arguments: [ref.roomID, user])
+            try db.execute(sql: "UPDATE room_participants SET sent_count = sent_count - 1 WHERE room_id = ? AND user_id = ?", arguments: [ref.roomID, senderID])
             try db.execute(sql: """
                 UPDATE room_participants SET read_count = read_count - 1
                 WHERE room_id = ? AND user_id != ? AND user_id IN (SELECT user_id FROM message_read_status WHERE message_id = ?)
-                """, arguments: [ref.roomID, user, ref.messageID])
+                """, arguments: [ref.roomID, senderID, ref.messageID])
         }
         return try fetchMessage(id: ref.messageID, in: db)!
     }

@@ -2,7 +2,7 @@ import ChatCore
 import GRDB
 
 extension Store {
-    /// `PATCH`: rename and add participants; the creator only.
+    /// `PATCH`: rename, `post_permission`, add participants; as `Permissions` allows.
     public static func updateRoom(_ request: Requests.RoomUpdate, user: String, maxParticipants: Int = Validation.maxParticipants, in db: Database) throws -> Room {
         let info = try requireRoom(request.roomID, user: user, in: db)
         let ids = try checkedUpdate(request, of: info, by: user)
@@ -15,14 +15,17 @@ extension Store {
         if request.setName {
             try db.execute(sql: "UPDATE rooms SET name = ?, updated_at = MAX(updated_at + 1, ?) WHERE id = ?", arguments: [request.name, now, request.roomID])
         }
+        if let posting = request.postPermission {
+            try db.execute(sql: "UPDATE rooms SET post_permission = ? WHERE id = ?", arguments: [posting, request.roomID])
+        }
         try addParticipants(room: request.roomID, users: ids, limit: maxParticipants, in: db)
         return try room(request.roomID, viewer: user, in: db)
     }
 
-    /// `DELETE`: deactivates; the creator only. History is kept.
+    /// `DELETE`: deactivates; the owner only (`Permissions`). History is kept.
     public static func deactivateRoom(_ roomID: String, user: String, in db: Database) throws {
         let info = try requireRoom(roomID, user: user, in: db)
-        guard info.createdBy == user else { throw StoreError.forbidden("Only the room creator can modify this room") }
+        try Permissions.authorize(.deleteRoom, info: info, user: user)
         try db.execute(sql: "UPDATE rooms SET is_active = 0 WHERE id = ?", arguments: [roomID])
     }
 

@@ -102,9 +102,18 @@ public enum Store {
         public var isActive: Bool
         public var createdBy: String?
         public var isParticipant: Bool
+        /// The caller's role; nil when not a member.
+        public var role: MemberRole?
+        public var postPermission: PostPermission
 
-        package init(id: String, roomType: RoomType, isActive: Bool, createdBy: String?, isParticipant: Bool) {
+        package init(
+            id: String, roomType: RoomType, isActive: Bool, createdBy: String?, isParticipant: Bool,
+            role: MemberRole? = nil, postPermission: PostPermission = .members
+        ) {
             (self.id, self.roomType, self.isActive, self.createdBy, self.isParticipant) = (id, roomType, isActive, createdBy, isParticipant)
+            // A member whose role reads as nothing known acts as a member.
+            self.role = isParticipant ? (role ?? .member) : nil
+            self.postPermission = postPermission
         }
     }
 
@@ -113,13 +122,15 @@ public enum Store {
     /// The room and the caller's relation to it, or nil when it does not exist.
     public static func roomInfo(_ roomID: String, user userID: String, in db: Database) throws -> RoomInfo? {
         try first(db.cachedStatement(sql: """
-            SELECT r.room_type, r.is_active, r.created_by,
-                   EXISTS (SELECT 1 FROM room_participants p WHERE p.room_id = r.id AND p.user_id = ?) AS is_participant
+            SELECT r.room_type, r.is_active, r.created_by, r.post_permission,
+                   (SELECT p.role FROM room_participants p WHERE p.room_id = r.id AND p.user_id = ?) AS role
             FROM rooms r WHERE r.id = ?
             """), arguments: [userID, roomID]) { row in
-            RoomInfo(
+            let role: String? = row["role"]
+            return RoomInfo(
                 id: roomID, roomType: RoomType(rawValue: row["room_type"]) ?? .group, isActive: row["is_active"],
-                createdBy: row["created_by"], isParticipant: row["is_participant"]
+                createdBy: row["created_by"], isParticipant: role != nil, role: role.flatMap(MemberRole.init(rawValue:)),
+                postPermission: PostPermission(rawValue: row["post_permission"]) ?? .members
             )
         }
     }
@@ -207,6 +218,7 @@ public enum Store {
                 arguments: [request.id, request.name, request.roomType, creator, now, now]
             )
             try addParticipants(room: request.id, users: [creator] + ids, limit: maxParticipants, in: db)
+            try setRole(.owner, room: request.id, user: creator, in: db)
         }
         guard let room = try rooms(ids: [request.id], viewer: creator, in: db).first else { throw StoreError.notFound() }
         return room
@@ -273,12 +285,14 @@ public enum Store {
         // others' live ones the viewer read: three counters kept on write
         // (Store.adjustCounts), so the cost does not grow with the room.
         var unread: [String: Int64] = [:]
+        var roles: [String: (role: String?, posting: String)] = [:]
         try Row.fetchCursor(db.cachedStatement(sql: """
-            SELECT r.id, r.live_count - COALESCE(p.sent_count, 0) - COALESCE(p.read_count, 0) AS unread
+            SELECT r.id, r.live_count - COALESCE(p.sent_count, 0) - COALESCE(p.read_count, 0) AS unread, r.post_permission, p.role
             FROM rooms r LEFT JOIN room_participants p ON p.room_id = r.id AND p.user_id = ?
             WHERE r.id IN \(idList)
             """), arguments: [viewer] + idArgs).forEach { row in
             unread[row["id"]] = max(0, row["unread"])
+            roles[row["id"]] = (row["role"], row["post_permission"])
         }
         let extraIDs = Set(rows.flatMap { [$0.createdBy, $0.directUser1, $0.directUser2].compactMap { $0 } })
         let extra = try users(extraIDs, in: db)
@@ -294,7 +308,8 @@ public enum Store {
                 id: r.id, name: r.name, roomType: r.roomType, participants: participants[r.id] ?? [],
                 createdBy: r.createdBy.flatMap { extra[$0] }, createdAt: Timestamp(micros: r.createdAt),
                 updatedAt: Timestamp(micros: r.updatedAt), isActive: r.isActive, lastMessage: lastMessages[r.id],
-                unreadCount: unread[r.id] ?? 0, otherUser: other
+                unreadCount: unread[r.id] ?? 0, otherUser: other,
+                myRole: roles[r.id]?.role, postPermission: roles[r.id]?.posting ?? PostPermission.members.rawValue
             )
         }
     }
@@ -303,7 +318,7 @@ public enum Store {
 
     static let messageColumns = """
         m.id, m.room_id, m.seq, m.content, m.message_type, m.file_attachment, m.file_name, m.file_size,
-        m.timestamp, m.edited_at, m.is_deleted, m.reply_to, m.reactions, m.client_msg_id, \(userColumns)
+        m.timestamp, m.edited_at, m.is_deleted, m.reply_to, m.reactions, m.client_msg_id, m.pinned_by, m.pinned_at, \(userColumns)
         """
 
     /// The message a row selected with `messageColumns`.
@@ -313,7 +328,8 @@ public enum Store {
             messageType: MessageType(rawValue: row["message_type"]) ?? .text, fileAttachment: row["file_attachment"],
             fileName: row["file_name"], fileSize: row["file_size"], timestamp: Timestamp(micros: row["timestamp"]),
             editedAt: (row["edited_at"] as Int64?).map(Timestamp.init(micros:)), isDeleted: row["is_deleted"],
-            replyTo: row["reply_to"], reactions: decodeReactions(row["reactions"]), clientMsgID: row["client_msg_id"]
+            replyTo: row["reply_to"], reactions: decodeReactions(row["reactions"]), clientMsgID: row["client_msg_id"],
+            pinnedBy: (row["pinned_by"] as String?).map(pinner), pinnedAt: (row["pinned_at"] as Int64?).map(Timestamp.init(micros:))
         )
     }
 
@@ -368,6 +384,7 @@ public enum Store {
             readers[row["message_id"], default: []].append(user(row))
         }
         for index in messages.indices { messages[index].readBy = readers[messages[index].id] ?? [] }
+        try fillPinnedBy(&messages) { try users($0, in: db) }
     }
 
     static func fetchMessage(id: String, in db: Database) throws -> Message? {
@@ -392,6 +409,7 @@ public enum Store {
     public static func createMessage(_ request: Requests.MessageCreate, sender: User, maxChars: Int, in db: Database) throws -> CreateOutcome {
         if let existing = try fetchMessage(id: request.id, in: db) { return .resent(existing) }
         let room = try requireRoom(request.roomID, user: sender.id, in: db)
+        try Permissions.authorizePost(info: room, user: sender.id)
         guard room.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
         if let errors = Validation.messageErrors(content: request.content, messageType: request.messageType, clientMsgID: request.clientMsgID, maxChars: maxChars, hasAttachment: request.file != nil) {
             throw StoreError.badRequest(errors)

@@ -30,6 +30,16 @@ public protocol StoreTransaction: AnyObject {
     func roomPage(_ request: Requests.RoomList, viewer: String) throws -> (count: Int64, rooms: [Room])
     func searchRooms(_ query: String, viewer: String, limit: Int) throws -> [Room]
 
+    // Roles: the primitives; who may use them is decided in Store+Members.swift.
+    func roomInfo(_ roomID: String, user: String) throws -> Store.RoomInfo?
+    /// A room's members: owner, then admins, then members, each by join time.
+    func members(room roomID: String) throws -> [Store.Member]
+    func setRole(_ role: MemberRole, room roomID: String, user: String) throws
+    func removeParticipant(room roomID: String, user: String) throws
+    /// Pins (`by` nil unpins); a deleted message is never pinned.
+    func setPin(_ ref: Requests.MessageRef, by user: String?) throws
+    func pinPage(_ request: Requests.RoomPage) throws -> (count: Int64, messages: [Message])
+
     // Messages
     func createMessage(_ request: Requests.MessageCreate, sender: User, maxChars: Int) throws -> Store.CreateOutcome
     func editMessage(_ request: Requests.MessageUpdate, user: String, maxChars: Int) throws -> Message

@@ -53,6 +53,16 @@ public enum CommandKind: String, Sendable, CaseIterable {
     case roomJoin = "room.join"
     /// Authorises a WebSocket handshake: does the room exist, may the user enter.
     case roomEnter = "room.enter"
+    /// Roles (`Requests.RoomPage`, `RoomUpdate`, `MemberRef`).
+    case memberList = "member.list"
+    case memberAdd = "member.add"
+    case memberRole = "member.role"
+    case memberRemove = "member.remove"
+    case roomTransfer = "room.transfer"
+    /// Pins (`Requests.MessageRef`, `RoomPage`).
+    case messagePin = "message.pin"
+    case messageUnpin = "message.unpin"
+    case pinList = "pin.list"
     case messageList = "message.list"
     case messageGet = "message.get"
     case messageCreate = "message.create"

@@ -43,7 +43,7 @@ public final class StoreWorker {
 
     static func isWrite(_ kind: CommandKind) -> Bool {
         switch kind {
-        case .roomList, .roomGet, .messageList, .messageGet: false
+        case .roomList, .roomGet, .messageList, .messageGet, .memberList, .pinList: false
         default: true
         }
     }
@@ -131,16 +131,20 @@ public final class StoreWorker {
             return [.reply(to: command, status: created ? .created : .ok, body: [UInt8](try JSONEncoder().encode(Requests.RoomRef(roomID: room.id))))]
         case .roomLeave:
             let roomID = try body(Requests.RoomRef.self, command).roomID
-            try db.leaveRoom(roomID, user: user)
+            let passed = try db.leave(roomID, user: user)
             // The user's sockets in the room are closed (4403) after this.
-            return [Event.room(roomID, key: .removeUser(user), body: []),
-                    .reply(to: command, status: .ok, body: ClientJSON.object(["status": "left room"]))]
+            return (passed.map { [Self.roleChanged(roomID, $0)] } ?? []) + [
+                Event.room(roomID, key: .removeUser(user), body: []),
+                .reply(to: command, status: .ok, body: ClientJSON.object(["status": "left room"])),
+            ]
         case .roomJoin:
             try db.joinRoom(try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants)
             return [.reply(to: command, status: .ok, body: ClientJSON.object(["status": "joined room"]))]
         case .roomEnter:
             try db.enter(room: try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants)
             return [.reply(to: command, status: .ok, body: [])]
+        case .memberAdd, .memberRole, .memberRemove, .roomTransfer, .messagePin, .messageUnpin:
+            return try writeRoles(command, identity: identity, in: db)
         default:
             throw StoreError(code: .badRequest, detail: "Not a store command: \(command.kind.rawValue)")
         }
@@ -182,6 +186,15 @@ public final class StoreWorker {
         case .messageGet:
             let message = try db.message(try body(Requests.MessageRef.self, command), user: identity.id)
             return [.reply(to: command, status: .ok, body: ClientJSON.encode(message))]
+        case .memberList:
+            let request = try body(Requests.RoomPage.self, command)
+            let (count, members) = try db.memberPage(request, viewer: identity.id)
+            let items = members.map { ClientJSON.member(user: $0.user, role: $0.role.rawValue, joinedAt: $0.joinedAt) }
+            return [Self.pageReply(command, request.page, count: count, items: items)]
+        case .pinList:
+            let request = try body(Requests.RoomPage.self, command)
+            let (count, messages) = try db.pins(request, viewer: identity.id)
+            return [Self.pageReply(command, request.page, count: count, items: messages.map(ClientJSON.encode))]
         default:
             throw StoreError(code: .badRequest, detail: "Not a store read: \(command.kind.rawValue)")
         }

@@ -84,8 +84,13 @@ struct RoomRoutes: Sendable {
         }
         if let error = Validation.roomNameError(name) { errors.append(("name", error)) }
         let participants = api.participantIDs(object["participant_ids"], errors: &errors)
+        var postPermission: String?
+        if let value = object["post_permission"] {
+            // The worker checks the value; a non-string is refused here.
+            if let text = value as? String { postPermission = text } else { errors.append(("post_permission", "\"\(value)\" is not a valid choice.")) }
+        }
         if !errors.isEmpty { throw APIError.fields(errors) }
-        let body = Requests.RoomUpdate(roomID: room, setName: setName, name: name, participantIDs: participants)
+        let body = Requests.RoomUpdate(roomID: room, setName: setName, name: name, participantIDs: participants, postPermission: postPermission)
         return try await api.forward(.roomUpdate, shardKey: room, caller: caller, body: body)
     }
 
