@@ -79,6 +79,13 @@ extension StoreTransaction {
         return (count, Array(all.dropFirst(Int(offset)).prefix(request.page.pageSize)))
     }
 
+    /// `POST .../members/`: PATCH's `participant_ids`, refused (403) where
+    /// the table gives nobody `addMembers` (a direct room) before PATCH's own 400.
+    public func addMembers(_ request: Requests.RoomUpdate, user userID: String, maxParticipants: Int) throws -> Room {
+        try Permissions.authorize(.addMembers, info: try requireRoom(request.roomID, user: userID), user: userID)
+        return try updateRoom(request, user: userID, maxParticipants: maxParticipants)
+    }
+
     /// The target of a member action: a member of the room (`404` otherwise).
     func member(_ userID: String, of roomID: String) throws -> (user: User, role: MemberRole) {
         guard let info = try roomInfo(roomID, user: userID), let role = info.role, let user = try user(id: userID) else {

@@ -13,7 +13,7 @@ extension StoreWorker {
             let request = try body(Requests.RoomUpdate.self, command)
             let room: Room
             do {
-                room = try db.updateRoom(request, user: user, maxParticipants: config.maxParticipants)
+                room = try db.addMembers(request, user: user, maxParticipants: config.maxParticipants)
             } catch let error as StoreError {
                 // The same checks as PATCH's participant_ids, under this endpoint's field name.
                 throw StoreError(code: error.code, problems: error.problems.map { problem in
