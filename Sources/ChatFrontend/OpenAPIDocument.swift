@@ -60,6 +60,8 @@ tags:
   - name: messages
   - name: receipts
     description: Read receipts and typing state.
+  - name: roles
+    description: Members, roles, ownership and pinned messages (docs/api.md "Roles and permissions").
   - name: search
   - name: files
   - name: sessions
@@ -677,6 +679,202 @@ paths:
         "429": {$ref: "#/components/responses/TooManyRequests"}
         "503": {$ref: "#/components/responses/Unavailable"}
 
+  /api/chat/rooms/{room_id}/members/:
+    parameters:
+      - $ref: "#/components/parameters/RoomId"
+    get:
+      tags: [roles]
+      operationId: listMembers
+      summary: The room's members with their roles (readable like the room; public rooms by anyone)
+      description: Owner first, then admins, then members, each by joining time.
+      parameters:
+        - $ref: "#/components/parameters/Page"
+        - $ref: "#/components/parameters/PageSize"
+      responses:
+        "200":
+          description: A page of members.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/MemberPage"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFoundOrInvalidPage"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+    post:
+      tags: [roles]
+      operationId: addMembers
+      summary: Add members (owner, admin)
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [user_ids]
+              properties:
+                user_ids:
+                  type: array
+                  maxItems: 1000
+                  items: {$ref: "#/components/schemas/Uuid"}
+      responses:
+        "200":
+          description: The room with its new members.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Room"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "413": {$ref: "#/components/responses/ContentTooLarge"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/rooms/{room_id}/members/{user_id}/:
+    parameters:
+      - $ref: "#/components/parameters/RoomId"
+      - $ref: "#/components/parameters/UserId"
+    patch:
+      tags: [roles]
+      operationId: changeMemberRole
+      summary: Make a member admin or an admin member (owner only); broadcast as `role_changed`
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [role]
+              properties:
+                role: {enum: [admin, member]}
+      responses:
+        "200":
+          description: The member with its new role.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Member"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "413": {$ref: "#/components/responses/ContentTooLarge"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+    delete:
+      tags: [roles]
+      operationId: removeMember
+      summary: Remove a member (the owner anyone but itself, an admin members only)
+      description: The room gets `user_left`; the removed member's sockets in the room get it too, then close with `4403`.
+      responses:
+        "204": {description: Removed.}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/rooms/{room_id}/transfer_ownership/:
+    parameters:
+      - $ref: "#/components/parameters/RoomId"
+    post:
+      tags: [roles]
+      operationId: transferOwnership
+      summary: Make a member the owner (owner only); the old owner becomes admin; two `role_changed` events
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [user_id]
+              properties:
+                user_id: {$ref: "#/components/schemas/Uuid"}
+      responses:
+        "200":
+          description: The room as the caller now sees it (`my_role` admin).
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Room"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "413": {$ref: "#/components/responses/ContentTooLarge"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/rooms/{room_id}/pins/:
+    parameters:
+      - $ref: "#/components/parameters/RoomId"
+    get:
+      tags: [roles]
+      operationId: listPins
+      summary: The room's pinned messages, newest pin first (readable like the room)
+      parameters:
+        - $ref: "#/components/parameters/Page"
+        - $ref: "#/components/parameters/PageSize"
+      responses:
+        "200":
+          description: A page of messages.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/MessagePage"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFoundOrInvalidPage"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/rooms/{room_id}/messages/{message_id}/pin/:
+    parameters:
+      - $ref: "#/components/parameters/RoomId"
+      - $ref: "#/components/parameters/MessageId"
+    post:
+      tags: [roles]
+      operationId: pinMessage
+      summary: Pin a message (owner, admin; both members of a direct room); broadcast as `message_pinned`
+      description: Pinning a pinned message answers `200` with it unchanged, and broadcasts nothing.
+      responses:
+        "200":
+          description: The message, `is_pinned` true.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Message"}
+        "400":
+          description: "`{\"error\": \"Cannot pin a deleted message\"}`."
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/ErrorBody"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+    delete:
+      tags: [roles]
+      operationId: unpinMessage
+      summary: Unpin a message (as pinning); broadcast as `message_unpinned`
+      responses:
+        "204": {description: Unpinned (or was not pinned).}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
   /api/chat/search/messages/:
     get:
       tags: [search]
@@ -877,6 +1075,12 @@ components:
       required: true
       description: A room's id (a value that is not a UUID is `404`).
       schema: {type: string, format: uuid}
+    UserId:
+      name: user_id
+      in: path
+      required: true
+      description: A member's user id (a value that is not a UUID is `404`; a user who is not a member `404` too).
+      schema: {type: string, format: uuid}
     MessageId:
       name: message_id
       in: path
@@ -1021,7 +1225,7 @@ components:
       enum: [direct, group, project, public]
     Room:
       type: object
-      required: [id, name, room_type, participants, created_by, created_at, updated_at, is_active, last_message, unread_count, other_user]
+      required: [id, name, room_type, participants, created_by, created_at, updated_at, is_active, last_message, unread_count, other_user, my_role, post_permission]
       additionalProperties: false
       properties:
         id: {$ref: "#/components/schemas/Uuid"}
@@ -1047,6 +1251,36 @@ components:
           oneOf:
             - {$ref: "#/components/schemas/User"}
             - {type: "null"}
+        my_role:
+          description: The caller's role; null when the caller is not a member (a public room read from outside).
+          oneOf:
+            - {$ref: "#/components/schemas/MemberRole"}
+            - {type: "null"}
+        post_permission: {$ref: "#/components/schemas/PostPermission"}
+    MemberRole:
+      enum: [owner, admin, member]
+    PostPermission:
+      description: "`members` (everyone posts, the default) or `admins` (an announcement room: owner and admins post, others get `403`)."
+      enum: [members, admins]
+    Member:
+      type: object
+      required: [user, role, joined_at]
+      additionalProperties: false
+      properties:
+        user: {$ref: "#/components/schemas/User"}
+        role: {$ref: "#/components/schemas/MemberRole"}
+        joined_at: {$ref: "#/components/schemas/Timestamp"}
+    MemberPage:
+      allOf:
+        - $ref: "#/components/schemas/Page"
+        - type: object
+          required: [results]
+          properties:
+            results:
+              type: array
+              maxItems: 100
+              items: {$ref: "#/components/schemas/Member"}
+      unevaluatedProperties: false
     LastMessage:
       type: object
       required: [id, content, sender, timestamp]
@@ -1096,7 +1330,7 @@ components:
       enum: [text, image, file, system, typing]
     Message:
       type: object
-      required: [id, room, sender, content, message_type, file_attachment, file_name, file_size, timestamp, edited_at, is_deleted, reply_to, reactions, read_by, is_edited, client_msg_id]
+      required: [id, room, sender, content, message_type, file_attachment, file_name, file_size, timestamp, edited_at, is_deleted, reply_to, reactions, read_by, is_edited, client_msg_id, is_pinned, pinned_by, pinned_at]
       additionalProperties: false
       properties:
         id: {$ref: "#/components/schemas/Uuid"}
@@ -1125,6 +1359,15 @@ components:
           items: {$ref: "#/components/schemas/User"}
         is_edited: {type: boolean}
         client_msg_id: {type: [string, "null"], maxLength: 64}
+        is_pinned: {type: boolean}
+        pinned_by:
+          oneOf:
+            - {$ref: "#/components/schemas/User"}
+            - {type: "null"}
+        pinned_at:
+          oneOf:
+            - {$ref: "#/components/schemas/Timestamp"}
+            - {type: "null"}
     RoomCreate:
       type: object
       properties:
@@ -1146,6 +1389,7 @@ components:
           maxItems: 1000
           description: Users to add as members.
           items: {$ref: "#/components/schemas/Uuid"}
+        post_permission: {$ref: "#/components/schemas/PostPermission"}
     MessageCreate:
       type: object
       required: [content]
@@ -1271,6 +1515,9 @@ components:
         - $ref: "#/components/schemas/WsReactionEvent"
         - $ref: "#/components/schemas/WsTypingEvent"
         - $ref: "#/components/schemas/WsPresenceEvent"
+        - $ref: "#/components/schemas/WsRoleChangedEvent"
+        - $ref: "#/components/schemas/WsMessagePinnedEvent"
+        - $ref: "#/components/schemas/WsMessageUnpinnedEvent"
         - $ref: "#/components/schemas/WsErrorEvent"
         - $ref: "#/components/schemas/WsPongEvent"
       discriminator:
@@ -1283,6 +1530,9 @@ components:
           typing: "#/components/schemas/WsTypingEvent"
           user_joined: "#/components/schemas/WsPresenceEvent"
           user_left: "#/components/schemas/WsPresenceEvent"
+          role_changed: "#/components/schemas/WsRoleChangedEvent"
+          message_pinned: "#/components/schemas/WsMessagePinnedEvent"
+          message_unpinned: "#/components/schemas/WsMessageUnpinnedEvent"
           error: "#/components/schemas/WsErrorEvent"
           pong: "#/components/schemas/WsPongEvent"
     WsMessageEvent:
@@ -1332,6 +1582,32 @@ components:
         type: {enum: [user_joined, user_left]}
         user: {type: [string, "null"], description: The user's email.}
         user_id: {$ref: "#/components/schemas/Uuid"}
+    WsRoleChangedEvent:
+      description: "A member's role changed (`PATCH .../members/{user_id}/`, a transfer, an owner who left passing ownership on)."
+      type: object
+      required: [type, user, role, by]
+      additionalProperties: false
+      properties:
+        type: {const: role_changed}
+        user: {$ref: "#/components/schemas/User"}
+        role: {$ref: "#/components/schemas/MemberRole"}
+        by: {$ref: "#/components/schemas/User"}
+    WsMessagePinnedEvent:
+      type: object
+      required: [type, message, pinned_by]
+      additionalProperties: false
+      properties:
+        type: {const: message_pinned}
+        message: {$ref: "#/components/schemas/Message"}
+        pinned_by: {$ref: "#/components/schemas/User"}
+    WsMessageUnpinnedEvent:
+      type: object
+      required: [type, message_id, by]
+      additionalProperties: false
+      properties:
+        type: {const: message_unpinned}
+        message_id: {$ref: "#/components/schemas/Uuid"}
+        by: {$ref: "#/components/schemas/User"}
     WsErrorEvent:
       description: |
         A frame refused; the socket stays open and nothing is stored or broadcast.
@@ -1427,6 +1703,10 @@ x-websocket:
     {
       "name": "receipts",
       "description": "Read receipts and typing state."
+    },
+    {
+      "name": "roles",
+      "description": "Members, roles, ownership and pinned messages (docs/api.md \"Roles and permissions\")."
     },
     {
       "name": "search"
@@ -2755,6 +3035,449 @@ x-websocket:
         }
       }
     },
+    "/api/chat/rooms/{room_id}/members/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/RoomId"
+        }
+      ],
+      "get": {
+        "tags": [
+          "roles"
+        ],
+        "operationId": "listMembers",
+        "summary": "The room's members with their roles (readable like the room; public rooms by anyone)",
+        "description": "Owner first, then admins, then members, each by joining time.",
+        "parameters": [
+          {
+            "$ref": "#/components/parameters/Page"
+          },
+          {
+            "$ref": "#/components/parameters/PageSize"
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "A page of members.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/MemberPage"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFoundOrInvalidPage"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      },
+      "post": {
+        "tags": [
+          "roles"
+        ],
+        "operationId": "addMembers",
+        "summary": "Add members (owner, admin)",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "type": "object",
+                "required": [
+                  "user_ids"
+                ],
+                "properties": {
+                  "user_ids": {
+                    "type": "array",
+                    "maxItems": 1000,
+                    "items": {
+                      "$ref": "#/components/schemas/Uuid"
+                    }
+                  }
+                }
+              }
+            }
+          }
+        },
+        "responses": {
+          "200": {
+            "description": "The room with its new members.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Room"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          },
+          "413": {
+            "$ref": "#/components/responses/ContentTooLarge"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/rooms/{room_id}/members/{user_id}/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/RoomId"
+        },
+        {
+          "$ref": "#/components/parameters/UserId"
+        }
+      ],
+      "patch": {
+        "tags": [
+          "roles"
+        ],
+        "operationId": "changeMemberRole",
+        "summary": "Make a member admin or an admin member (owner only); broadcast as `role_changed`",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "type": "object",
+                "required": [
+                  "role"
+                ],
+                "properties": {
+                  "role": {
+                    "enum": [
+                      "admin",
+                      "member"
+                    ]
+                  }
+                }
+              }
+            }
+          }
+        },
+        "responses": {
+          "200": {
+            "description": "The member with its new role.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Member"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          },
+          "413": {
+            "$ref": "#/components/responses/ContentTooLarge"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      },
+      "delete": {
+        "tags": [
+          "roles"
+        ],
+        "operationId": "removeMember",
+        "summary": "Remove a member (the owner anyone but itself, an admin members only)",
+        "description": "The room gets `user_left`; the removed member's sockets in the room get it too, then close with `4403`.",
+        "responses": {
+          "204": {
+            "description": "Removed."
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/rooms/{room_id}/transfer_ownership/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/RoomId"
+        }
+      ],
+      "post": {
+        "tags": [
+          "roles"
+        ],
+        "operationId": "transferOwnership",
+        "summary": "Make a member the owner (owner only); the old owner becomes admin; two `role_changed` events",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "type": "object",
+                "required": [
+                  "user_id"
+                ],
+                "properties": {
+                  "user_id": {
+                    "$ref": "#/components/schemas/Uuid"
+                  }
+                }
+              }
+            }
+          }
+        },
+        "responses": {
+          "200": {
+            "description": "The room as the caller now sees it (`my_role` admin).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Room"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          },
+          "413": {
+            "$ref": "#/components/responses/ContentTooLarge"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/rooms/{room_id}/pins/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/RoomId"
+        }
+      ],
+      "get": {
+        "tags": [
+          "roles"
+        ],
+        "operationId": "listPins",
+        "summary": "The room's pinned messages, newest pin first (readable like the room)",
+        "parameters": [
+          {
+            "$ref": "#/components/parameters/Page"
+          },
+          {
+            "$ref": "#/components/parameters/PageSize"
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "A page of messages.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/MessagePage"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFoundOrInvalidPage"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/rooms/{room_id}/messages/{message_id}/pin/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/RoomId"
+        },
+        {
+          "$ref": "#/components/parameters/MessageId"
+        }
+      ],
+      "post": {
+        "tags": [
+          "roles"
+        ],
+        "operationId": "pinMessage",
+        "summary": "Pin a message (owner, admin; both members of a direct room); broadcast as `message_pinned`",
+        "description": "Pinning a pinned message answers `200` with it unchanged, and broadcasts nothing.",
+        "responses": {
+          "200": {
+            "description": "The message, `is_pinned` true.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Message"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "`{\"error\": \"Cannot pin a deleted message\"}`.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ErrorBody"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      },
+      "delete": {
+        "tags": [
+          "roles"
+        ],
+        "operationId": "unpinMessage",
+        "summary": "Unpin a message (as pinning); broadcast as `message_unpinned`",
+        "responses": {
+          "204": {
+            "description": "Unpinned (or was not pinned)."
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
     "/api/chat/search/messages/": {
       "get": {
         "tags": [
@@ -3171,6 +3894,16 @@ x-websocket:
           "format": "uuid"
         }
       },
+      "UserId": {
+        "name": "user_id",
+        "in": "path",
+        "required": true,
+        "description": "A member's user id (a value that is not a UUID is `404`; a user who is not a member `404` too).",
+        "schema": {
+          "type": "string",
+          "format": "uuid"
+        }
+      },
       "MessageId": {
         "name": "message_id",
         "in": "path",
@@ -3476,7 +4209,9 @@ x-websocket:
           "is_active",
           "last_message",
           "unread_count",
-          "other_user"
+          "other_user",
+          "my_role",
+          "post_permission"
         ],
         "additionalProperties": false,
         "properties": {
@@ -3538,8 +4273,79 @@ x-websocket:
                 "type": "null"
               }
             ]
+          },
+          "my_role": {
+            "description": "The caller's role; null when the caller is not a member (a public room read from outside).",
+            "oneOf": [
+              {
+                "$ref": "#/components/schemas/MemberRole"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          },
+          "post_permission": {
+            "$ref": "#/components/schemas/PostPermission"
           }
         }
+      },
+      "MemberRole": {
+        "enum": [
+          "owner",
+          "admin",
+          "member"
+        ]
+      },
+      "PostPermission": {
+        "description": "`members` (everyone posts, the default) or `admins` (an announcement room: owner and admins post, others get `403`).",
+        "enum": [
+          "members",
+          "admins"
+        ]
+      },
+      "Member": {
+        "type": "object",
+        "required": [
+          "user",
+          "role",
+          "joined_at"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "user": {
+            "$ref": "#/components/schemas/User"
+          },
+          "role": {
+            "$ref": "#/components/schemas/MemberRole"
+          },
+          "joined_at": {
+            "$ref": "#/components/schemas/Timestamp"
+          }
+        }
+      },
+      "MemberPage": {
+        "allOf": [
+          {
+            "$ref": "#/components/schemas/Page"
+          },
+          {
+            "type": "object",
+            "required": [
+              "results"
+            ],
+            "properties": {
+              "results": {
+                "type": "array",
+                "maxItems": 100,
+                "items": {
+                  "$ref": "#/components/schemas/Member"
+                }
+              }
+            }
+          }
+        ],
+        "unevaluatedProperties": false
       },
       "LastMessage": {
         "type": "object",
@@ -3679,7 +4485,10 @@ x-websocket:
           "reactions",
           "read_by",
           "is_edited",
-          "client_msg_id"
+          "client_msg_id",
+          "is_pinned",
+          "pinned_by",
+          "pinned_at"
         ],
         "additionalProperties": false,
         "properties": {
@@ -3763,6 +4572,29 @@ x-websocket:
               "null"
             ],
             "maxLength": 64
+          },
+          "is_pinned": {
+            "type": "boolean"
+          },
+          "pinned_by": {
+            "oneOf": [
+              {
+                "$ref": "#/components/schemas/User"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          },
+          "pinned_at": {
+            "oneOf": [
+              {
+                "$ref": "#/components/schemas/Timestamp"
+              },
+              {
+                "type": "null"
+              }
+            ]
           }
         }
       },
@@ -3817,6 +4649,9 @@ x-websocket:
             "items": {
               "$ref": "#/components/schemas/Uuid"
             }
+          },
+          "post_permission": {
+            "$ref": "#/components/schemas/PostPermission"
           }
         }
       },
@@ -4095,6 +4930,15 @@ x-websocket:
             "$ref": "#/components/schemas/WsPresenceEvent"
           },
           {
+            "$ref": "#/components/schemas/WsRoleChangedEvent"
+          },
+          {
+            "$ref": "#/components/schemas/WsMessagePinnedEvent"
+          },
+          {
+            "$ref": "#/components/schemas/WsMessageUnpinnedEvent"
+          },
+          {
             "$ref": "#/components/schemas/WsErrorEvent"
           },
           {
@@ -4111,6 +4955,9 @@ x-websocket:
             "typing": "#/components/schemas/WsTypingEvent",
             "user_joined": "#/components/schemas/WsPresenceEvent",
             "user_left": "#/components/schemas/WsPresenceEvent",
+            "role_changed": "#/components/schemas/WsRoleChangedEvent",
+            "message_pinned": "#/components/schemas/WsMessagePinnedEvent",
+            "message_unpinned": "#/components/schemas/WsMessageUnpinnedEvent",
             "error": "#/components/schemas/WsErrorEvent",
             "pong": "#/components/schemas/WsPongEvent"
           }
@@ -4243,6 +5090,71 @@ x-websocket:
           },
           "user_id": {
             "$ref": "#/components/schemas/Uuid"
+          }
+        }
+      },
+      "WsRoleChangedEvent": {
+        "description": "A member's role changed (`PATCH .../members/{user_id}/`, a transfer, an owner who left passing ownership on).",
+        "type": "object",
+        "required": [
+          "type",
+          "user",
+          "role",
+          "by"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "type": {
+            "const": "role_changed"
+          },
+          "user": {
+            "$ref": "#/components/schemas/User"
+          },
+          "role": {
+            "$ref": "#/components/schemas/MemberRole"
+          },
+          "by": {
+            "$ref": "#/components/schemas/User"
+          }
+        }
+      },
+      "WsMessagePinnedEvent": {
+        "type": "object",
+        "required": [
+          "type",
+          "message",
+          "pinned_by"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "type": {
+            "const": "message_pinned"
+          },
+          "message": {
+            "$ref": "#/components/schemas/Message"
+          },
+          "pinned_by": {
+            "$ref": "#/components/schemas/User"
+          }
+        }
+      },
+      "WsMessageUnpinnedEvent": {
+        "type": "object",
+        "required": [
+          "type",
+          "message_id",
+          "by"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "type": {
+            "const": "message_unpinned"
+          },
+          "message_id": {
+            "$ref": "#/components/schemas/Uuid"
+          },
+          "by": {
+            "$ref": "#/components/schemas/User"
           }
         }
       },
