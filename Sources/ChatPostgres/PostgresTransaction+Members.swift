@@ -6,6 +6,10 @@ import PostgresNIO
 /// Roles and pins: the primitives of `StoreTransaction` that ChatStore's
 /// Store+Members.swift decides with (the decisions are not here).
 extension PostgresTransaction {
+    func lockRoles(room roomID: String) throws {
+        try query("SELECT 1 FROM rooms WHERE id = $1 FOR NO KEY UPDATE", [.text(roomID)])
+    }
+
     func members(room roomID: String) throws -> [Store.Member] {
         try query("""
             SELECT \(Self.userColumns), p.role, p.joined_at FROM room_participants p JOIN users u ON u.id = p.user_id

@@ -57,6 +57,7 @@ extension Store {
 }
 
 extension SQLiteTransaction {
+    func lockRoles(room roomID: String) throws {}
     func roomInfo(_ roomID: String, user: String) throws -> Store.RoomInfo? { try Store.roomInfo(roomID, user: user, in: db) }
     func members(room roomID: String) throws -> [Store.Member] { try Store.members(room: roomID, in: db) }
     func setRole(_ role: MemberRole, room roomID: String, user: String) throws { try Store.setRole(role, room: roomID, user: user, in: db) }
@@ -96,6 +97,7 @@ extension StoreTransaction {
 
     /// `PATCH .../members/{user}/`: makes a member admin or an admin member.
     public func changeRole(_ request: Requests.MemberRef, by userID: String) throws -> Store.RoleChange {
+        try lockRoles(room: request.roomID)
         let info = try requireRoom(request.roomID, user: userID)
         try Permissions.authorize(.setRole, info: info, user: userID)
         guard let raw = request.role, let role = MemberRole(rawValue: raw), role != .owner else {
@@ -109,6 +111,7 @@ extension StoreTransaction {
 
     /// `DELETE .../members/{user}/`: the owner removes anyone but itself, an admin members only.
     public func removeMember(_ request: Requests.MemberRef, by userID: String) throws -> User {
+        try lockRoles(room: request.roomID)
         let info = try requireRoom(request.roomID, user: userID)
         try Permissions.authorize(.removeMember, info: info, user: userID)
         let target = try member(request.userID, of: request.roomID)
@@ -119,6 +122,7 @@ extension StoreTransaction {
 
     /// `transfer_ownership`: the target becomes owner, the old owner admin.
     public func transferOwnership(_ request: Requests.MemberRef, by userID: String) throws -> [Store.RoleChange] {
+        try lockRoles(room: request.roomID)
         let info = try requireRoom(request.roomID, user: userID)
         try Permissions.authorize(.transferOwnership, info: info, user: userID)
         let target = try member(request.userID, of: request.roomID)
@@ -132,6 +136,7 @@ extension StoreTransaction {
     /// `leave`, passing ownership first when the owner leaves: to the
     /// longest-standing admin, else the longest-standing member.
     public func leave(_ roomID: String, user userID: String) throws -> Store.RoleChange? {
+        try lockRoles(room: roomID)
         let info = try requireRoom(roomID, user: userID)
         var change: Store.RoleChange?
         if info.role == .owner && info.roomType != .direct,

@@ -31,6 +31,10 @@ public protocol StoreTransaction: AnyObject {
     func searchRooms(_ query: String, viewer: String, limit: Int) throws -> [Room]
 
     // Roles: the primitives; who may use them is decided in Store+Members.swift.
+    /// Holds the room against concurrent role changes until the transaction
+    /// ends (PostgreSQL: its row lock, as a message insert takes; SQLite's
+    /// single writer needs none), so a check and its change see one state.
+    func lockRoles(room roomID: String) throws
     func roomInfo(_ roomID: String, user: String) throws -> Store.RoomInfo?
     /// A room's members: owner, then admins, then members, each by join time.
     func members(room roomID: String) throws -> [Store.Member]

@@ -9,6 +9,15 @@ extension StoreWorker {
     func writeRoles(_ command: Command, identity: Identity, in db: any StoreTransaction) throws -> [Event] {
         let user = identity.id
         switch command.kind {
+        case .roomLeave:
+            let roomID = try body(Requests.RoomRef.self, command).roomID
+            // An owner who leaves passes ownership on first (role_changed).
+            let passed = try db.leave(roomID, user: user)
+            // The user's sockets in the room are closed (4403) after this.
+            return (passed.map { [Self.roleChanged(roomID, $0)] } ?? []) + [
+                Event.room(roomID, key: .removeUser(user), body: []),
+                .reply(to: command, status: .ok, body: ClientJSON.object(["status": "left room"])),
+            ]
         case .memberAdd:
             let request = try body(Requests.RoomUpdate.self, command)
             let room: Room

@@ -129,21 +129,13 @@ public final class StoreWorker {
         case .roomOpenDirect:
             let (room, created) = try db.directRoom(try body(Requests.RoomDirect.self, command), user: user)
             return [.reply(to: command, status: created ? .created : .ok, body: [UInt8](try JSONEncoder().encode(Requests.RoomRef(roomID: room.id))))]
-        case .roomLeave:
-            let roomID = try body(Requests.RoomRef.self, command).roomID
-            let passed = try db.leave(roomID, user: user)
-            // The user's sockets in the room are closed (4403) after this.
-            return (passed.map { [Self.roleChanged(roomID, $0)] } ?? []) + [
-                Event.room(roomID, key: .removeUser(user), body: []),
-                .reply(to: command, status: .ok, body: ClientJSON.object(["status": "left room"])),
-            ]
         case .roomJoin:
             try db.joinRoom(try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants)
             return [.reply(to: command, status: .ok, body: ClientJSON.object(["status": "joined room"]))]
         case .roomEnter:
             try db.enter(room: try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants)
             return [.reply(to: command, status: .ok, body: [])]
-        case .memberAdd, .memberRole, .memberRemove, .roomTransfer, .messagePin, .messageUnpin:
+        case .roomLeave, .memberAdd, .memberRole, .memberRemove, .roomTransfer, .messagePin, .messageUnpin:
             return try writeRoles(command, identity: identity, in: db)
         default:
             throw StoreError(code: .badRequest, detail: "Not a store command: \(command.kind.rawValue)")
