@@ -113,6 +113,18 @@ public enum Permissions {
         }
     }
 
+    /// What a refusal by the target rules says (the actor's role may do the
+    /// action, not to this member).
+    static func targetRefusal(_ action: RoomAction, target: MemberRole) -> String {
+        switch (action, target) {
+        case (.deleteOthersMessage, _): "You cannot delete the owner's messages"
+        case (.setRole, .owner): "The owner's role changes only by transferring ownership"
+        case (.transferOwnership, .owner): "You already own this room"
+        case (.removeMember, .owner): "The room owner cannot be removed"
+        default: refusal(action)
+        }
+    }
+
     /// The role the table is read with: the stored one, or the creator's.
     public static func actingRole(_ role: MemberRole?, isCreator: Bool, roomType: RoomType) -> MemberRole? {
         guard role != nil else { return nil }
@@ -137,8 +149,9 @@ public enum Permissions {
     public static func authorize(_ action: RoomAction, info: Store.RoomInfo, user: String, target: MemberRole? = nil) throws {
         guard info.role != nil else { throw StoreError.forbidden(Store.noAccess) }
         let role = actingRole(info.role, isCreator: info.createdBy == user, roomType: info.roomType)
+        guard allows(action, role: role, roomType: info.roomType) else { throw StoreError.forbidden(refusal(action)) }
         guard allows(action, role: role, roomType: info.roomType, target: target) else {
-            throw StoreError.forbidden(refusal(action))
+            throw StoreError.forbidden(targetRefusal(action, target: target ?? .member))
         }
     }
 

@@ -50,6 +50,13 @@ import Testing
         #expect(Permissions.allows(.deleteOthersMessage, role: .owner, roomType: .project, target: .admin))
         #expect(!Permissions.allows(.setRole, role: .owner, roomType: .group, target: .owner))
         #expect(!Permissions.allows(.transferOwnership, role: .owner, roomType: .group, target: .owner))
+        let admin = Store.RoomInfo(id: "r", roomType: .group, isActive: true, createdBy: "a", isParticipant: true, role: .admin)
+        #expect(throws: StoreError.forbidden("You cannot delete the owner's messages")) {
+            try Permissions.authorize(.deleteOthersMessage, info: admin, user: "b", target: .owner)
+        }
+        #expect(throws: StoreError.forbidden("You cannot remove this member")) {
+            try Permissions.authorize(.removeMember, info: admin, user: "b", target: .admin)
+        }
         // Every target rule names only actors the table allows.
         for (action, rules) in Permissions.targets {
             for actor in rules.keys { #expect(Permissions.table[action]?.contains(actor) == true, "\(action) by \(actor)") }
