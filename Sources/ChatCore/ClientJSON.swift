@@ -45,6 +45,10 @@ public enum ClientJSON {
         w.endArray()
         w.field("is_edited", message.editedAt != nil)
         w.field("client_msg_id", message.clientMsgID)
+        w.key("mentions")
+        w.beginArray()
+        for user in message.mentions { w.string(user) }
+        w.endArray()
         w.endObject()
     }
 
@@ -74,6 +78,9 @@ public enum ClientJSON {
         }
         w.field("unread_count", room.unreadCount)
         w.key("other_user"); write(room.otherUser, to: &w)
+        w.field("muted", room.muted)
+        w.field("notification_level", room.notificationLevel)
+        w.field("unread_mentions", room.unreadMentions)
         w.endObject()
     }
 
@@ -254,6 +261,18 @@ extension ClientJSON {
         w.field("connected_at", connectedAt)
         w.field("user_agent", userAgent)
         w.field("ip_address", ipAddress)
+        w.endObject()
+        return w.bytes
+    }
+}
+
+extension ClientJSON {
+    /// The answer to `POST …/mute/`: `{"muted_until": ts or null, "muted": true}`.
+    public static func muteAnswer(until: Timestamp?) -> [UInt8] {
+        var w = JSONWriter(capacity: 64)
+        w.beginObject()
+        w.field("muted_until", until)
+        w.field("muted", true)
         w.endObject()
         return w.bytes
     }

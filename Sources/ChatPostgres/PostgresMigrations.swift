@@ -20,6 +20,8 @@ enum PostgresMigrations {
         ("v2-search", v2Search),
         // A message stored in one round trip (PostgresTransaction.createMessage).
         ("v3-store-message", v3StoreMessage),
+        // Mute, notification level, mentions (issue 16), as SQLite's v16-prefs.
+        ("v16-prefs", v16Prefs),
     ]
 
     static func migrate(_ connection: PooledConnection, logger: Logger) throws {
@@ -124,6 +126,28 @@ enum PostgresMigrations {
             outcome := 'created';
         END
         $$;
+        """
+
+    /// unread_mentions(room, user) = mention_count - mention_read_count, kept
+    /// on write like unread_count (PostgresTransaction+Prefs).
+    static let v16Prefs = """
+        ALTER TABLE room_participants ADD COLUMN muted BOOLEAN NOT NULL DEFAULT FALSE;
+        ALTER TABLE room_participants ADD COLUMN muted_until BIGINT;
+        ALTER TABLE room_participants ADD COLUMN notification_level TEXT NOT NULL DEFAULT 'all'
+            CHECK (notification_level IN ('all', 'mentions', 'none'));
+        ALTER TABLE room_participants ADD COLUMN mention_count BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE room_participants ADD COLUMN mention_read_count BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE messages ADD COLUMN mentions TEXT;
+        CREATE TABLE mentions (
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (user_id, message_id)
+        );
+        CREATE INDEX mentions_user_created ON mentions(user_id, created_at DESC, message_id DESC);
+        CREATE INDEX mentions_user_room ON mentions(user_id, room_id);
+        CREATE INDEX mentions_message ON mentions(message_id);
         """
 
     static let v1 = """

@@ -20,7 +20,7 @@ enum Statements {
 
     /// Room `$1`'s messages with seq in ($3, $2], newest first.
     struct MessagePage: PreparedStatement {
-        static let name = "chatd_message_page_v1"
+        static let name = "chatd_message_page_v2"
         static let sql = """
             SELECT \(PostgresTransaction.messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id
             WHERE m.room_id = $1 AND m.seq <= $2 AND m.seq > $3 ORDER BY m.seq DESC
@@ -31,7 +31,7 @@ enum Statements {
 
     /// The messages of ids `$1`.
     struct MessagesByID: PreparedStatement {
-        static let name = "chatd_messages_by_id_v1"
+        static let name = "chatd_messages_by_id_v2"
         static let sql = """
             SELECT \(PostgresTransaction.messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.id = ANY($1)
             """
@@ -52,10 +52,11 @@ enum Statements {
 
     /// Rooms of ids `$1` with viewer `$2`'s unread count.
     struct Rooms: PreparedStatement {
-        static let name = "chatd_rooms_v1"
+        static let name = "chatd_rooms_v2"
         static let sql = """
             SELECT r.id, r.name, r.room_type, r.created_by, r.created_at, r.updated_at, r.is_active, r.direct_user1, r.direct_user2,
-                   r.live_count - COALESCE(p.sent_count, 0) - COALESCE(p.read_count, 0) AS unread
+                   r.live_count - COALESCE(p.sent_count, 0) - COALESCE(p.read_count, 0) AS unread,
+                   p.muted, p.muted_until, p.notification_level, p.mention_count - p.mention_read_count AS unread_mentions
             FROM rooms r LEFT JOIN room_participants p ON p.room_id = r.id AND p.user_id = $2
             WHERE r.id = ANY($1)
             """
