@@ -446,7 +446,7 @@ paths:
         required: true
         content:
           application/json:
-            schema: {$ref: "#/components/schemas/NotificationLevelBody"}
+            schema: {$ref: "#/components/schemas/NotificationLevelRequest"}
       responses:
         "200":
           description: The level now in force (shown as `notification_level` in the caller's room objects).
@@ -1236,6 +1236,12 @@ components:
       type: object
       required: [level]
       additionalProperties: false
+      properties:
+        level: {$ref: "#/components/schemas/NotificationLevel"}
+    NotificationLevelRequest:
+      type: object
+      description: Other fields are ignored, as DRF ignores them.
+      required: [level]
       properties:
         level: {$ref: "#/components/schemas/NotificationLevel"}
     MuteRequest:
@@ -2390,7 +2396,7 @@ x-websocket:
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/NotificationLevelBody"
+                "$ref": "#/components/schemas/NotificationLevelRequest"
               }
             }
           }
@@ -4140,6 +4146,18 @@ x-websocket:
           "level"
         ],
         "additionalProperties": false,
+        "properties": {
+          "level": {
+            "$ref": "#/components/schemas/NotificationLevel"
+          }
+        }
+      },
+      "NotificationLevelRequest": {
+        "type": "object",
+        "description": "Other fields are ignored, as DRF ignores them.",
+        "required": [
+          "level"
+        ],
         "properties": {
           "level": {
             "$ref": "#/components/schemas/NotificationLevel"
