@@ -48,6 +48,10 @@ public enum ClientJSON {
         w.field("is_pinned", message.pinnedAt != nil)
         w.key("pinned_by"); write(message.pinnedBy, to: &w)
         w.field("pinned_at", message.pinnedAt)
+        w.key("mentions")
+        w.beginArray()
+        for user in message.mentions { w.string(user) }
+        w.endArray()
         w.endObject()
     }
 
@@ -79,6 +83,9 @@ public enum ClientJSON {
         w.key("other_user"); write(room.otherUser, to: &w)
         w.field("my_role", room.myRole)
         w.field("post_permission", room.postPermission)
+        w.field("muted", room.muted)
+        w.field("notification_level", room.notificationLevel)
+        w.field("unread_mentions", room.unreadMentions)
         w.endObject()
     }
 
@@ -259,6 +266,18 @@ extension ClientJSON {
         w.field("connected_at", connectedAt)
         w.field("user_agent", userAgent)
         w.field("ip_address", ipAddress)
+        w.endObject()
+        return w.bytes
+    }
+}
+
+extension ClientJSON {
+    /// The answer to `POST …/mute/`: `{"muted_until": ts or null, "muted": true}`.
+    public static func muteAnswer(until: Timestamp?) -> [UInt8] {
+        var w = JSONWriter(capacity: 64)
+        w.beginObject()
+        w.field("muted_until", until)
+        w.field("muted", true)
         w.endObject()
         return w.bytes
     }

@@ -85,6 +85,13 @@ public struct Room: Sendable, Hashable {
     public var myRole: String?
     /// `members` or `admins` (an announcement room).
     public var postPermission: String
+    /// The viewer's preferences (issue 16): a mute in force now (an expired
+    /// timed mute reads false), its end (nil: until unmuted), the
+    /// notification level, and the unread messages that mention the viewer.
+    public var muted = false
+    public var mutedUntil: Timestamp?
+    public var notificationLevel = "all"
+    public var unreadMentions: Int64 = 0
 
     public init(
         id: String, name: String?, roomType: RoomType, participants: [User], createdBy: User?,
@@ -131,6 +138,8 @@ public struct Message: Sendable, Hashable {
     /// and when; both nil when it is not pinned.
     public var pinnedBy: User?
     public var pinnedAt: Timestamp?
+    /// Ids of the users the message mentions, parsed when it was sent (`Mentions`).
+    public var mentions: [String] = []
 
     public init(
         id: String, roomID: String, seq: Int64, sender: User, content: String, messageType: MessageType,

@@ -38,6 +38,7 @@ struct ChatAPI: Sendable {
             ReceiptRoutes(api: self).routes, SearchRoutes(api: self).routes, FileRoutes(api: self).routes,
             OpenAPIRoutes(api: self).routes, MetricsRoutes(api: self).routes, WebClientRoutes(api: self).routes,
             RoleRoutes(api: self).routes,
+            PrefsRoutes(api: self).routes,
         ]
     }
 

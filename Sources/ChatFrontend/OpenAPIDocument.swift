@@ -66,6 +66,8 @@ tags:
   - name: files
   - name: sessions
     description: Chat sessions (one per WebSocket connection).
+  - name: preferences
+    description: "Mute, notification level and mentions (issue 16; docs/api.md \"Mute, notification level and mentions\")."
   - name: health
   - name: meta
     description: This document.
@@ -382,6 +384,78 @@ paths:
               schema:
                 type: array
                 items: {$ref: "#/components/schemas/TypingUser"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/rooms/{room_id}/mute/:
+    parameters:
+      - $ref: "#/components/parameters/RoomId"
+    post:
+      tags: [preferences]
+      operationId: muteRoom
+      summary: Mute the room for the caller, until a time or until unmuted
+      description: |
+        A muted room still delivers messages and keeps `unread_count` and
+        `unread_mentions`; it only reads `muted: true` in the caller's room
+        objects, until `until` passes. A body is optional: none mutes until unmuted.
+        Muting again replaces the previous mute.
+      requestBody:
+        required: false
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/MuteRequest"}
+      responses:
+        "200":
+          description: Muted.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/MuteAnswer"}
+              example: {muted_until: "2026-12-24T18:00:00.000000Z", muted: true}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+    delete:
+      tags: [preferences]
+      operationId: unmuteRoom
+      summary: Unmute the room for the caller (also when it was not muted)
+      responses:
+        "204": {description: Not muted.}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/rooms/{room_id}/notifications/:
+    parameters:
+      - $ref: "#/components/parameters/RoomId"
+    put:
+      tags: [preferences]
+      operationId: setNotificationLevel
+      summary: Set the caller's notification level for the room (default `all`)
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/NotificationLevelRequest"}
+      responses:
+        "200":
+          description: The level now in force (shown as `notification_level` in the caller's room objects).
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/NotificationLevelBody"}
+              example: {level: mentions}
         "400": {$ref: "#/components/responses/BadRequest"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
@@ -835,6 +909,30 @@ paths:
         "429": {$ref: "#/components/responses/TooManyRequests"}
         "503": {$ref: "#/components/responses/Unavailable"}
 
+  /api/chat/mentions/:
+    get:
+      tags: [preferences]
+      operationId: listMentions
+      summary: Messages that mention the caller, newest first
+      description: |
+        Messages of rooms the caller is a member of that mention them (by
+        display name, email or `@here`), newest first; deleted messages leave it.
+      parameters:
+        - $ref: "#/components/parameters/Page"
+        - $ref: "#/components/parameters/PageSize"
+      responses:
+        "200":
+          description: A page of messages.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/MessagePage"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "404": {$ref: "#/components/responses/InvalidPage"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
   /api/chat/rooms/{room_id}/messages/{message_id}/pin/:
     parameters:
       - $ref: "#/components/parameters/RoomId"
@@ -1225,7 +1323,7 @@ components:
       enum: [direct, group, project, public]
     Room:
       type: object
-      required: [id, name, room_type, participants, created_by, created_at, updated_at, is_active, last_message, unread_count, other_user, my_role, post_permission]
+      required: [id, name, room_type, participants, created_by, created_at, updated_at, is_active, last_message, unread_count, other_user, my_role, post_permission, muted, notification_level, unread_mentions]
       additionalProperties: false
       properties:
         id: {$ref: "#/components/schemas/Uuid"}
@@ -1257,6 +1355,9 @@ components:
             - {$ref: "#/components/schemas/MemberRole"}
             - {type: "null"}
         post_permission: {$ref: "#/components/schemas/PostPermission"}
+        muted: {type: boolean, description: "Whether the caller's mute is in force now (a timed mute reads false once its `until` passes)."}
+        notification_level: {$ref: "#/components/schemas/NotificationLevel"}
+        unread_mentions: {type: integer, minimum: 0, description: "Messages counted in `unread_count` that mention the caller."}
     MemberRole:
       enum: [owner, admin, member]
     PostPermission:
@@ -1330,7 +1431,7 @@ components:
       enum: [text, image, file, system, typing]
     Message:
       type: object
-      required: [id, room, sender, content, message_type, file_attachment, file_name, file_size, timestamp, edited_at, is_deleted, reply_to, reactions, read_by, is_edited, client_msg_id, is_pinned, pinned_by, pinned_at]
+      required: [id, room, sender, content, message_type, file_attachment, file_name, file_size, timestamp, edited_at, is_deleted, reply_to, reactions, read_by, is_edited, client_msg_id, is_pinned, pinned_by, pinned_at, mentions]
       additionalProperties: false
       properties:
         id: {$ref: "#/components/schemas/Uuid"}
@@ -1368,6 +1469,42 @@ components:
           oneOf:
             - {$ref: "#/components/schemas/Timestamp"}
             - {type: "null"}
+        mentions:
+          type: array
+          description: Ids of the members the message mentions, parsed once when it was sent (an edit does not change them).
+          items: {$ref: "#/components/schemas/Uuid"}
+    NotificationLevel:
+      enum: [all, mentions, none]
+    NotificationLevelBody:
+      type: object
+      required: [level]
+      additionalProperties: false
+      properties:
+        level: {$ref: "#/components/schemas/NotificationLevel"}
+    NotificationLevelRequest:
+      type: object
+      description: Other fields are ignored, as DRF ignores them.
+      required: [level]
+      properties:
+        level: {$ref: "#/components/schemas/NotificationLevel"}
+    MuteRequest:
+      type: object
+      properties:
+        until:
+          description: When the mute ends (in the future); null or absent mutes until unmuted.
+          oneOf:
+            - {$ref: "#/components/schemas/Timestamp"}
+            - {type: "null"}
+    MuteAnswer:
+      type: object
+      required: [muted_until, muted]
+      additionalProperties: false
+      properties:
+        muted_until:
+          oneOf:
+            - {$ref: "#/components/schemas/Timestamp"}
+            - {type: "null"}
+        muted: {const: true}
     RoomCreate:
       type: object
       properties:
@@ -1717,6 +1854,10 @@ x-websocket:
     {
       "name": "sessions",
       "description": "Chat sessions (one per WebSocket connection)."
+    },
+    {
+      "name": "preferences",
+      "description": "Mute, notification level and mentions (issue 16; docs/api.md \"Mute, notification level and mentions\")."
     },
     {
       "name": "health"
@@ -2395,6 +2536,161 @@ x-websocket:
                   "items": {
                     "$ref": "#/components/schemas/TypingUser"
                   }
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/rooms/{room_id}/mute/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/RoomId"
+        }
+      ],
+      "post": {
+        "tags": [
+          "preferences"
+        ],
+        "operationId": "muteRoom",
+        "summary": "Mute the room for the caller, until a time or until unmuted",
+        "description": "A muted room still delivers messages and keeps `unread_count` and\n`unread_mentions`; it only reads `muted: true` in the caller's room\nobjects, until `until` passes. A body is optional: none mutes until unmuted.\nMuting again replaces the previous mute.\n",
+        "requestBody": {
+          "required": false,
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/MuteRequest"
+              }
+            }
+          }
+        },
+        "responses": {
+          "200": {
+            "description": "Muted.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/MuteAnswer"
+                },
+                "example": {
+                  "muted_until": "2026-12-24T18:00:00.000000Z",
+                  "muted": true
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      },
+      "delete": {
+        "tags": [
+          "preferences"
+        ],
+        "operationId": "unmuteRoom",
+        "summary": "Unmute the room for the caller (also when it was not muted)",
+        "responses": {
+          "204": {
+            "description": "Not muted."
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/rooms/{room_id}/notifications/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/RoomId"
+        }
+      ],
+      "put": {
+        "tags": [
+          "preferences"
+        ],
+        "operationId": "setNotificationLevel",
+        "summary": "Set the caller's notification level for the room (default `all`)",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/NotificationLevelRequest"
+              }
+            }
+          }
+        },
+        "responses": {
+          "200": {
+            "description": "The level now in force (shown as `notification_level` in the caller's room objects).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/NotificationLevelBody"
+                },
+                "example": {
+                  "level": "mentions"
                 }
               }
             }
@@ -3387,6 +3683,54 @@ x-websocket:
         }
       }
     },
+    "/api/chat/mentions/": {
+      "get": {
+        "tags": [
+          "preferences"
+        ],
+        "operationId": "listMentions",
+        "summary": "Messages that mention the caller, newest first",
+        "description": "Messages of rooms the caller is a member of that mention them (by\ndisplay name, email or `@here`), newest first; deleted messages leave it.\n",
+        "parameters": [
+          {
+            "$ref": "#/components/parameters/Page"
+          },
+          {
+            "$ref": "#/components/parameters/PageSize"
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "A page of messages.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/MessagePage"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "404": {
+            "$ref": "#/components/responses/InvalidPage"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
     "/api/chat/rooms/{room_id}/messages/{message_id}/pin/": {
       "parameters": [
         {
@@ -4211,7 +4555,10 @@ x-websocket:
           "unread_count",
           "other_user",
           "my_role",
-          "post_permission"
+          "post_permission",
+          "muted",
+          "notification_level",
+          "unread_mentions"
         ],
         "additionalProperties": false,
         "properties": {
@@ -4287,6 +4634,18 @@ x-websocket:
           },
           "post_permission": {
             "$ref": "#/components/schemas/PostPermission"
+          },
+          "muted": {
+            "type": "boolean",
+            "description": "Whether the caller's mute is in force now (a timed mute reads false once its `until` passes)."
+          },
+          "notification_level": {
+            "$ref": "#/components/schemas/NotificationLevel"
+          },
+          "unread_mentions": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Messages counted in `unread_count` that mention the caller."
           }
         }
       },
@@ -4488,7 +4847,8 @@ x-websocket:
           "client_msg_id",
           "is_pinned",
           "pinned_by",
-          "pinned_at"
+          "pinned_at",
+          "mentions"
         ],
         "additionalProperties": false,
         "properties": {
@@ -4595,6 +4955,83 @@ x-websocket:
                 "type": "null"
               }
             ]
+          },
+          "mentions": {
+            "type": "array",
+            "description": "Ids of the members the message mentions, parsed once when it was sent (an edit does not change them).",
+            "items": {
+              "$ref": "#/components/schemas/Uuid"
+            }
+          }
+        }
+      },
+      "NotificationLevel": {
+        "enum": [
+          "all",
+          "mentions",
+          "none"
+        ]
+      },
+      "NotificationLevelBody": {
+        "type": "object",
+        "required": [
+          "level"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "level": {
+            "$ref": "#/components/schemas/NotificationLevel"
+          }
+        }
+      },
+      "NotificationLevelRequest": {
+        "type": "object",
+        "description": "Other fields are ignored, as DRF ignores them.",
+        "required": [
+          "level"
+        ],
+        "properties": {
+          "level": {
+            "$ref": "#/components/schemas/NotificationLevel"
+          }
+        }
+      },
+      "MuteRequest": {
+        "type": "object",
+        "properties": {
+          "until": {
+            "description": "When the mute ends (in the future); null or absent mutes until unmuted.",
+            "oneOf": [
+              {
+                "$ref": "#/components/schemas/Timestamp"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          }
+        }
+      },
+      "MuteAnswer": {
+        "type": "object",
+        "required": [
+          "muted_until",
+          "muted"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "muted_until": {
+            "oneOf": [
+              {
+                "$ref": "#/components/schemas/Timestamp"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          },
+          "muted": {
+            "const": true
           }
         }
       },

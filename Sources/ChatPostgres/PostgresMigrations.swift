@@ -23,6 +23,8 @@ enum PostgresMigrations {
         // Roles, announcement rooms and pins (ChatStore's Permissions.swift).
         ("v16-roles", v16Roles),
         ("v16-roles-store-message", v16RolesStoreMessage),
+        // Mute, notification level, mentions (issue 16), as SQLite's v16-prefs.
+        ("v16-prefs", v16Prefs),
     ]
 
     static func migrate(_ connection: PooledConnection, logger: Logger) throws {
@@ -194,6 +196,28 @@ enum PostgresMigrations {
         ALTER TABLE messages ADD COLUMN pinned_by TEXT REFERENCES users(id);
         ALTER TABLE messages ADD COLUMN pinned_at BIGINT;
         CREATE INDEX messages_pins ON messages(room_id, pinned_at) WHERE pinned_at IS NOT NULL;
+        """
+
+    /// unread_mentions(room, user) = mention_count - mention_read_count, kept
+    /// on write like unread_count (PostgresTransaction+Prefs).
+    static let v16Prefs = """
+        ALTER TABLE room_participants ADD COLUMN muted BOOLEAN NOT NULL DEFAULT FALSE;
+        ALTER TABLE room_participants ADD COLUMN muted_until BIGINT;
+        ALTER TABLE room_participants ADD COLUMN notification_level TEXT NOT NULL DEFAULT 'all'
+            CHECK (notification_level IN ('all', 'mentions', 'none'));
+        ALTER TABLE room_participants ADD COLUMN mention_count BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE room_participants ADD COLUMN mention_read_count BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE messages ADD COLUMN mentions TEXT;
+        CREATE TABLE mentions (
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (user_id, message_id)
+        );
+        CREATE INDEX mentions_user_created ON mentions(user_id, created_at DESC, message_id DESC);
+        CREATE INDEX mentions_user_room ON mentions(user_id, room_id);
+        CREATE INDEX mentions_message ON mentions(message_id);
         """
 
     static let v1 = """

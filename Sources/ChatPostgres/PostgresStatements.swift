@@ -56,7 +56,8 @@ enum Statements {
         static let sql = """
             SELECT r.id, r.name, r.room_type, r.created_by, r.created_at, r.updated_at, r.is_active, r.direct_user1, r.direct_user2,
                    r.live_count - COALESCE(p.sent_count, 0) - COALESCE(p.read_count, 0) AS unread,
-                   r.post_permission, p.role AS my_role
+                   r.post_permission, p.role AS my_role,
+                   p.muted, p.muted_until, p.notification_level, p.mention_count - p.mention_read_count AS unread_mentions
             FROM rooms r LEFT JOIN room_participants p ON p.room_id = r.id AND p.user_id = $2
             WHERE r.id = ANY($1)
             """

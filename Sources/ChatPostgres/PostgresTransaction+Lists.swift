@@ -42,22 +42,25 @@ extension PostgresTransaction {
         if type == .direct {
             if user1 == viewer { other = user2.flatMap { users[$0] } } else if user2 == viewer { other = user1.flatMap { users[$0] } }
         }
-        return Room(
+        var room = Room(
             id: try r.get("id"), name: try r.get("name"), roomType: type, participants: participants,
             createdBy: try r.get("created_by", as: String?.self).flatMap { users[$0] }, createdAt: Timestamp(micros: try r.get("created_at")),
             updatedAt: Timestamp(micros: try r.get("updated_at")), isActive: try r.get("is_active"), lastMessage: lastMessage,
             unreadCount: max(0, try r.get("unread", as: Int64.self)), otherUser: other,
             myRole: try r.get("my_role", as: String?.self), postPermission: try r.get("post_permission")
         )
+        Store.Prefs(muted: try r.get("muted", as: Bool?.self) ?? false, mutedUntil: try r.get("muted_until"),
+                    level: try r.get("notification_level"), unreadMentions: try r.get("unread_mentions")).apply(to: &room)
+        return room
     }
 
     static let messageColumns = """
         m.id, m.room_id, m.seq, m.content, m.message_type, m.file_attachment, m.file_name, m.file_size,
-        m.timestamp, m.edited_at, m.is_deleted, m.reply_to, m.reactions, m.client_msg_id, m.pinned_by, m.pinned_at, \(userColumns)
+        m.timestamp, m.edited_at, m.is_deleted, m.reply_to, m.reactions, m.client_msg_id, m.pinned_by, m.pinned_at, m.mentions, \(userColumns)
         """
 
     static func message(_ row: PostgresRandomAccessRow) throws -> Message {
-        Message(
+        var message = Message(
             id: try row.get("id"), roomID: try row.get("room_id"), seq: try row.get("seq"), sender: try user(row), content: try row.get("content"),
             messageType: MessageType(rawValue: try row.get("message_type")) ?? .text, fileAttachment: try row.get("file_attachment"),
             fileName: try row.get("file_name"), fileSize: try row.get("file_size"), timestamp: Timestamp(micros: try row.get("timestamp")),
@@ -66,6 +69,8 @@ extension PostgresTransaction {
             pinnedBy: try row.get("pinned_by", as: String?.self).map(Store.pinner),
             pinnedAt: try row.get("pinned_at", as: Int64?.self).map(Timestamp.init(micros:))
         )
+        message.mentions = Store.decodeMentions(try row.get("mentions", as: String?.self))
+        return message
     }
 
     func fillReadBy(_ messages: inout [Message]) throws {

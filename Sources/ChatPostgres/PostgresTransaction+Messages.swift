@@ -38,12 +38,15 @@ extension PostgresTransaction {
         let storedID: String = try row.get("stored_id")
         switch try row.get("outcome", as: String.self) {
         case "created":
-            return .created(Message(
+            var message = Message(
                 id: request.id, roomID: request.roomID, seq: try row.get("message_seq"), sender: sender, content: request.content,
                 messageType: MessageType(rawValue: request.messageType) ?? .text, fileAttachment: request.file?.hash,
                 fileName: request.file?.name, fileSize: request.file?.size, timestamp: now, replyTo: request.replyTo,
                 clientMsgID: request.clientMsgID
-            ))
+            )
+            // Statements of their own, only for a text with `@` (the function above is the whole cost of any other).
+            message.mentions = try recordMentions(message: request.id, room: request.roomID, sender: sender.id, content: request.content, at: now.micros)
+            return .created(message)
         case "resent", "duplicate":
             guard let stored = try fetchMessage(id: storedID) else { throw StoreError.notFound() }
             return storedID == request.id ? .resent(stored) : .duplicate(stored)
@@ -120,6 +123,7 @@ extension PostgresTransaction {
                     UPDATE room_participants SET read_count = read_count - 1
                     WHERE room_id = $1 AND user_id != $2 AND user_id IN (SELECT user_id FROM message_read_status WHERE message_id = $3)
                     """, [.text(ref.roomID), .text(senderID), .text(ref.messageID)])
+                if !message.mentions.isEmpty { try forgetMentions(message: ref.messageID, room: ref.roomID) }
             }
         }
         guard let deleted = try fetchMessage(id: ref.messageID) else { throw StoreError.notFound() }

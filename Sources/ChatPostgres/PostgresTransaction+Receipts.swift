@@ -21,8 +21,11 @@ extension PostgresTransaction {
         // waited for it (the read status's foreign key takes KEY SHARE) has
         // committed, and its message is not counted (see markMessageRead).
         let live = try one("""
-            WITH live AS (SELECT COUNT(*) AS n FROM messages WHERE id = ANY($1) AND NOT is_deleted)
-            UPDATE room_participants SET read_count = read_count + live.n FROM live
+            WITH live AS (
+                SELECT COUNT(*) AS n,
+                       COUNT(*) FILTER (WHERE EXISTS (SELECT 1 FROM mentions mn WHERE mn.message_id = messages.id AND mn.user_id = $3)) AS mentioned
+                FROM messages WHERE id = ANY($1) AND NOT is_deleted)
+            UPDATE room_participants SET read_count = read_count + live.n, mention_read_count = mention_read_count + live.mentioned FROM live
             WHERE room_id = $2 AND user_id = $3 AND live.n > 0 RETURNING live.n
             """, [.texts(marked), .text(roomID), .text(user)], as: Int64.self) ?? 0
         return Int(live)
@@ -44,7 +47,9 @@ extension PostgresTransaction {
         // insert came first, the deletion waits for this commit and then
         // sees the read status and takes the count back. Never both missed.
         try query("""
-            UPDATE room_participants SET read_count = read_count + 1 WHERE room_id = $1 AND user_id = $2
+            UPDATE room_participants SET read_count = read_count + 1,
+                mention_read_count = mention_read_count + (EXISTS (SELECT 1 FROM mentions WHERE message_id = $3 AND user_id = $2))::int
+            WHERE room_id = $1 AND user_id = $2
               AND EXISTS (SELECT 1 FROM messages WHERE id = $3 AND NOT is_deleted AND sender_id != $2)
             """, [.text(ref.roomID), .text(user), .text(ref.messageID)])
         return false

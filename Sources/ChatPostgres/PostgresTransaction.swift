@@ -151,11 +151,15 @@ final class PostgresTransaction: StoreTransaction {
         let now = Timestamp.now().micros
         for user in users {
             try query("""
-                INSERT INTO room_participants (room_id, user_id, joined_at, sent_count, read_count)
+                INSERT INTO room_participants (room_id, user_id, joined_at, sent_count, read_count, mention_count, mention_read_count)
                 SELECT $1, $2, $3,
                     (SELECT COUNT(*) FROM messages m WHERE m.room_id = $1 AND m.sender_id = $2 AND NOT m.is_deleted),
                     (SELECT COUNT(*) FROM message_read_status s JOIN messages m ON m.id = s.message_id
-                     WHERE s.user_id = $2 AND m.room_id = $1 AND NOT m.is_deleted AND m.sender_id != $2)
+                     WHERE s.user_id = $2 AND m.room_id = $1 AND NOT m.is_deleted AND m.sender_id != $2),
+                    -- a deleted message's mentions are gone (forgetMentions)
+                    (SELECT COUNT(*) FROM mentions mn WHERE mn.user_id = $2 AND mn.room_id = $1),
+                    (SELECT COUNT(*) FROM mentions mn JOIN message_read_status s ON s.message_id = mn.message_id AND s.user_id = $2
+                     WHERE mn.user_id = $2 AND mn.room_id = $1)
                 ON CONFLICT DO NOTHING
                 """, [.text(roomID), .text(user), .int(now)])
         }

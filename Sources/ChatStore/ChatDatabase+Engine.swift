@@ -104,6 +104,14 @@ final class SQLiteTransaction: StoreTransaction {
         try Store.resetSessions(frontend: frontend, alsoBare: alsoBare, before: before, in: db)
     }
 
+    func mute(_ request: Requests.RoomMute, user: String, muted: Bool) throws { try Store.mute(request, user: user, muted: muted, in: db) }
+    func setNotificationLevel(_ request: Requests.RoomNotifications, user: String) throws {
+        try Store.setNotificationLevel(request, user: user, in: db)
+    }
+    func mentionPage(_ request: Requests.MentionList, viewer: String) throws -> (count: Int64, messages: [Message]) {
+        try Store.mentionPage(request, viewer: viewer, in: db)
+    }
+
     /// `data_version` moves with every commit of another connection;
     /// `total_changes()` with every change made through this one (an
     /// in-memory queue reads and writes on one connection). Both compare only

@@ -193,6 +193,36 @@ public final class ChatDatabase: Sendable {
                 CREATE INDEX messages_pins ON messages(room_id, pinned_at) WHERE pinned_at IS NOT NULL;
                 """)
         }
+        migrator.registerMigration("v16-prefs") { db in
+            try db.execute(sql: Self.v16Prefs)
+        }
         return migrator
     }
+
+    /// Mute, notification level and mentions (issue 16). Unread mentions are
+    /// kept on write like unread counts: unread_mentions(room, user) =
+    /// mention_count - mention_read_count, where mention_count counts the
+    /// live messages of the room that mention the user and
+    /// mention_read_count those of them the user read (Store+Prefs).
+    /// `messages.mentions` is the message's mentioned ids, comma-separated
+    /// (NULL: none); `mentions` is the same per user, for the feed.
+    static let v16Prefs = """
+        ALTER TABLE room_participants ADD COLUMN muted INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE room_participants ADD COLUMN muted_until INTEGER;
+        ALTER TABLE room_participants ADD COLUMN notification_level TEXT NOT NULL DEFAULT 'all'
+            CHECK (notification_level IN ('all', 'mentions', 'none'));
+        ALTER TABLE room_participants ADD COLUMN mention_count INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE room_participants ADD COLUMN mention_read_count INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE messages ADD COLUMN mentions TEXT;
+        CREATE TABLE mentions (
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+            created_at INTEGER NOT NULL,
+            PRIMARY KEY (user_id, message_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX mentions_user_created ON mentions(user_id, created_at DESC, message_id DESC);
+        CREATE INDEX mentions_user_room ON mentions(user_id, room_id);
+        CREATE INDEX mentions_message ON mentions(message_id);
+        """
 }

@@ -56,6 +56,7 @@ extension Store {
                 UPDATE room_participants SET read_count = read_count - 1
                 WHERE room_id = ? AND user_id != ? AND user_id IN (SELECT user_id FROM message_read_status WHERE message_id = ?)
                 """, arguments: [ref.roomID, senderID, ref.messageID])
+            if !message.mentions.isEmpty { try forgetMentions(message: ref.messageID, room: ref.roomID, in: db) }
         }
         return try fetchMessage(id: ref.messageID, in: db)!
     }

@@ -14,26 +14,31 @@ extension Store {
               AND NOT EXISTS (SELECT 1 FROM message_read_status s WHERE s.message_id = m.id AND s.user_id = ?)
             """, arguments: [user, Timestamp.now().micros, roomID, user, user])
         let marked = db.changesCount
-        try db.cachedStatement(sql: "UPDATE room_participants SET read_count = read_count + ? WHERE room_id = ? AND user_id = ?")
-            .execute(arguments: [marked, roomID, user])
+        // Every live message of others is read now, so every mention too
+        // (SQLite has one writer: nothing can come between).
+        try db.cachedStatement(sql: """
+            UPDATE room_participants SET read_count = read_count + ?, mention_read_count = mention_count WHERE room_id = ? AND user_id = ?
+            """).execute(arguments: [marked, roomID, user])
         return marked
     }
 
     /// Marks one message read; returns whether it already was. Idempotent.
     public static func markMessageRead(_ ref: Requests.MessageRef, user: String, in db: Database) throws -> Bool {
         try requireRoom(ref.roomID, user: user, in: db)
-        let lookup = try db.cachedStatement(sql: "SELECT sender_id, is_deleted FROM messages WHERE id = ? AND room_id = ?")
-        let found = try first(lookup, arguments: [ref.messageID, ref.roomID]) { row -> (senderID: String, isDeleted: Bool) in
-            (row["sender_id"], row["is_deleted"])
+        let lookup = try db.cachedStatement(sql: "SELECT sender_id, is_deleted, mentions FROM messages WHERE id = ? AND room_id = ?")
+        let found = try first(lookup, arguments: [ref.messageID, ref.roomID]) { row -> (senderID: String, isDeleted: Bool, mentions: String?) in
+            (row["sender_id"], row["is_deleted"], row["mentions"])
         }
-        guard let (senderID, isDeleted) = found else { throw StoreError.notFound() }
+        guard let (senderID, isDeleted, mentions) = found else { throw StoreError.notFound() }
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO message_read_status (message_id, user_id, read_at) VALUES (?, ?, ?)")
             .execute(arguments: [ref.messageID, user, Timestamp.now().micros])
         let inserted = db.changesCount > 0
         // Only others' live messages count towards unread.
         if inserted, senderID != user, !isDeleted {
-            try db.cachedStatement(sql: "UPDATE room_participants SET read_count = read_count + 1 WHERE room_id = ? AND user_id = ?")
-                .execute(arguments: [ref.roomID, user])
+            let mentioned = decodeMentions(mentions).contains(user)
+            try db.cachedStatement(sql: """
+                UPDATE room_participants SET read_count = read_count + 1, mention_read_count = mention_read_count + ? WHERE room_id = ? AND user_id = ?
+                """).execute(arguments: [mentioned ? 1 : 0, ref.roomID, user])
         }
         return !inserted
     }

@@ -183,11 +183,15 @@ public enum Store {
         }
         let now = Timestamp.now().micros
         let statement = try db.cachedStatement(sql: """
-            INSERT OR IGNORE INTO room_participants (room_id, user_id, joined_at, sent_count, read_count)
+            INSERT OR IGNORE INTO room_participants (room_id, user_id, joined_at, sent_count, read_count, mention_count, mention_read_count)
             SELECT ?1, ?2, ?3,
                 (SELECT COUNT(*) FROM messages m WHERE m.room_id = ?1 AND m.sender_id = ?2 AND m.is_deleted = 0),
                 (SELECT COUNT(*) FROM message_read_status s JOIN messages m ON m.id = s.message_id
-                 WHERE s.user_id = ?2 AND m.room_id = ?1 AND m.is_deleted = 0 AND m.sender_id != ?2)
+                 WHERE s.user_id = ?2 AND m.room_id = ?1 AND m.is_deleted = 0 AND m.sender_id != ?2),
+                -- a deleted message's mentions are gone (forgetMentions)
+                (SELECT COUNT(*) FROM mentions mn WHERE mn.user_id = ?2 AND mn.room_id = ?1),
+                (SELECT COUNT(*) FROM mentions mn JOIN message_read_status s ON s.message_id = mn.message_id AND s.user_id = ?2
+                 WHERE mn.user_id = ?2 AND mn.room_id = ?1)
             """)
         for user in users { try statement.execute(arguments: [roomID, user, now]) }
     }
@@ -284,15 +288,21 @@ public enum Store {
         // Unread = the room's live messages - the viewer's own live ones -
         // others' live ones the viewer read: three counters kept on write
         // (Store.adjustCounts), so the cost does not grow with the room.
+        // The viewer's preferences and unread mentions come with it (issue 16).
         var unread: [String: Int64] = [:]
         var roles: [String: (role: String?, posting: String)] = [:]
+        var prefs: [String: Prefs] = [:]
         try Row.fetchCursor(db.cachedStatement(sql: """
-            SELECT r.id, r.live_count - COALESCE(p.sent_count, 0) - COALESCE(p.read_count, 0) AS unread, r.post_permission, p.role
+            SELECT r.id, r.live_count - COALESCE(p.sent_count, 0) - COALESCE(p.read_count, 0) AS unread, r.post_permission, p.role,
+                   p.muted, p.muted_until, p.notification_level, p.mention_count - p.mention_read_count AS unread_mentions
             FROM rooms r LEFT JOIN room_participants p ON p.room_id = r.id AND p.user_id = ?
             WHERE r.id IN \(idList)
             """), arguments: [viewer] + idArgs).forEach { row in
             unread[row["id"]] = max(0, row["unread"])
             roles[row["id"]] = (row["role"], row["post_permission"])
+            prefs[row["id"]] = Prefs(
+                muted: (row["muted"] as Bool?) ?? false, mutedUntil: row["muted_until"], level: row["notification_level"],
+                unreadMentions: row["unread_mentions"])
         }
         let extraIDs = Set(rows.flatMap { [$0.createdBy, $0.directUser1, $0.directUser2].compactMap { $0 } })
         let extra = try users(extraIDs, in: db)
@@ -304,13 +314,15 @@ public enum Store {
                 if r.directUser1 == viewer { other = r.directUser2.flatMap { extra[$0] } }
                 else if r.directUser2 == viewer { other = r.directUser1.flatMap { extra[$0] } }
             }
-            return Room(
+            var room = Room(
                 id: r.id, name: r.name, roomType: r.roomType, participants: participants[r.id] ?? [],
                 createdBy: r.createdBy.flatMap { extra[$0] }, createdAt: Timestamp(micros: r.createdAt),
                 updatedAt: Timestamp(micros: r.updatedAt), isActive: r.isActive, lastMessage: lastMessages[r.id],
                 unreadCount: unread[r.id] ?? 0, otherUser: other,
                 myRole: roles[r.id]?.role, postPermission: roles[r.id]?.posting ?? PostPermission.members.rawValue
             )
+            prefs[r.id]?.apply(to: &room)
+            return room
         }
     }
 
@@ -318,12 +330,12 @@ public enum Store {
 
     static let messageColumns = """
         m.id, m.room_id, m.seq, m.content, m.message_type, m.file_attachment, m.file_name, m.file_size,
-        m.timestamp, m.edited_at, m.is_deleted, m.reply_to, m.reactions, m.client_msg_id, m.pinned_by, m.pinned_at, \(userColumns)
+        m.timestamp, m.edited_at, m.is_deleted, m.reply_to, m.reactions, m.client_msg_id, m.pinned_by, m.pinned_at, m.mentions, \(userColumns)
         """
 
     /// The message a row selected with `messageColumns`.
     static func message(_ row: Row) -> Message {
-        Message(
+        var message = Message(
             id: row["id"], roomID: row["room_id"], seq: row["seq"], sender: user(row), content: row["content"],
             messageType: MessageType(rawValue: row["message_type"]) ?? .text, fileAttachment: row["file_attachment"],
             fileName: row["file_name"], fileSize: row["file_size"], timestamp: Timestamp(micros: row["timestamp"]),
@@ -331,6 +343,8 @@ public enum Store {
             replyTo: row["reply_to"], reactions: decodeReactions(row["reactions"]), clientMsgID: row["client_msg_id"],
             pinnedBy: (row["pinned_by"] as String?).map(pinner), pinnedAt: (row["pinned_at"] as Int64?).map(Timestamp.init(micros:))
         )
+        message.mentions = decodeMentions(row["mentions"])
+        return message
     }
 
     package static func decodeReactions(_ text: String) -> [(emoji: String, users: [String])] {
@@ -437,12 +451,14 @@ public enum Store {
                                      request.replyTo, request.clientMsgID, request.file?.hash, request.file?.name, request.file?.size])
         try db.cachedStatement(sql: "UPDATE room_participants SET sent_count = sent_count + 1 WHERE room_id = ? AND user_id = ?")
             .execute(arguments: [request.roomID, sender.id])
-        return .created(Message(
+        var message = Message(
             id: request.id, roomID: request.roomID, seq: seq, sender: sender, content: request.content,
             messageType: MessageType(rawValue: request.messageType) ?? .text, fileAttachment: request.file?.hash,
             fileName: request.file?.name, fileSize: request.file?.size, timestamp: now, replyTo: request.replyTo,
             clientMsgID: request.clientMsgID
-        ))
+        )
+        message.mentions = try recordMentions(message: request.id, room: request.roomID, sender: sender.id, content: request.content, at: now.micros, in: db)
+        return .created(message)
     }
 }
 

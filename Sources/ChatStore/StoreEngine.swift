@@ -65,6 +65,12 @@ public protocol StoreTransaction: AnyObject {
     func cleanupSessions(user: String, before: Timestamp) throws -> Int
     func resetSessions(frontend: String, alsoBare: String?, before: Int64) throws -> Int
 
+    // Mute, notification level, mentions (issue 16)
+    /// Mutes (`muted`, until `request.until`) or unmutes the room for its member `user`.
+    func mute(_ request: Requests.RoomMute, user: String, muted: Bool) throws
+    func setNotificationLevel(_ request: Requests.RoomNotifications, user: String) throws
+    func mentionPage(_ request: Requests.MentionList, viewer: String) throws -> (count: Int64, messages: [Message])
+
     /// What the store's page cache compares to know nothing was written since
     /// it kept a page, read in this (read) transaction before the page is;
     /// nil when the engine cannot tell cheaply and exactly (no caching then).

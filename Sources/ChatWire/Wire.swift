@@ -94,6 +94,14 @@ public enum CommandKind: String, Sendable, CaseIterable {
     case fileChunk = "file.chunk"
     /// A piece of a stored blob; the reply's body is its bytes (`FileRead`).
     case fileRead = "file.read"
+    /// Mutes a room for the caller (issue 16), at the room's shard.
+    case roomMute = "room.mute"
+    case roomUnmute = "room.unmute"
+    /// Sets the caller's notification level for a room.
+    case roomNotifications = "room.notifications"
+    /// The caller's mentions feed, at the caller's shard like `room.list`
+    /// (every store shard reads the one database).
+    case mentionList = "mention.list"
 
     /// The worker role that handles this kind.
     public var role: Role {

@@ -43,7 +43,7 @@ public final class StoreWorker {
 
     static func isWrite(_ kind: CommandKind) -> Bool {
         switch kind {
-        case .roomList, .roomGet, .messageList, .messageGet, .memberList, .pinList: false
+        case .roomList, .roomGet, .messageList, .messageGet, .memberList, .pinList, .mentionList: false
         default: true
         }
     }
@@ -138,6 +138,7 @@ public final class StoreWorker {
         case .roomLeave, .memberAdd, .memberRole, .memberRemove, .roomTransfer, .messagePin, .messageUnpin:
             return try writeRoles(command, identity: identity, in: db)
         default:
+            if let events = try writePrefs(command, identity: identity, in: db) { return events }
             throw StoreError(code: .badRequest, detail: "Not a store command: \(command.kind.rawValue)")
         }
     }
@@ -169,8 +170,8 @@ public final class StoreWorker {
         case .roomList, .messageList:
             let key = ReadCache.Key(command)
             if let body = try pages.body(for: key, in: db) { return [.reply(to: command, status: .ok, body: body)] }
-            let reply = try readPage(command, identity: identity, in: db)
-            pages.store(reply.body, for: key)
+            let (reply, cacheable) = try readPage(command, identity: identity, in: db)
+            if cacheable { pages.store(reply.body, for: key) }
             return [reply]
         case .roomGet:
             let request = try body(Requests.RoomRef.self, command)
@@ -187,20 +188,25 @@ public final class StoreWorker {
             let request = try body(Requests.RoomPage.self, command)
             let (count, messages) = try db.pins(request, viewer: identity.id)
             return [Self.pageReply(command, request.page, count: count, items: messages.map(ClientJSON.encode))]
+        case .mentionList:
+            return [try mentionPage(command, identity: identity, in: db)]
         default:
             throw StoreError(code: .badRequest, detail: "Not a store read: \(command.kind.rawValue)")
         }
     }
 
-    /// A room list or message page, computed (a refusal throws, and is not cached).
-    func readPage(_ command: Command, identity: Identity, in db: any StoreTransaction) throws -> Event {
+    /// A room list or message page, computed (a refusal throws, and is not
+    /// cached), and whether it may be cached: not a room list with a timed
+    /// mute, whose `muted` changes when the time passes, with no write.
+    func readPage(_ command: Command, identity: Identity, in db: any StoreTransaction) throws -> (Event, cacheable: Bool) {
         if command.kind == .roomList {
             let request = try body(Requests.RoomList.self, command)
             let (count, rooms) = try db.roomPage(request, viewer: identity.id)
-            return Self.pageReply(command, request.page, count: count, items: rooms.map(ClientJSON.encode))
+            let reply = Self.pageReply(command, request.page, count: count, items: rooms.map(ClientJSON.encode))
+            return (reply, !rooms.contains { $0.mutedUntil != nil })
         }
         let request = try body(Requests.MessageList.self, command)
         let (count, messages) = try db.messagePage(request, viewer: identity.id)
-        return Self.pageReply(command, request.page, count: count, items: messages.map(ClientJSON.encode))
+        return (Self.pageReply(command, request.page, count: count, items: messages.map(ClientJSON.encode)), true)
     }
 }
