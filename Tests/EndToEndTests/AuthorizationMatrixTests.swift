@@ -103,6 +103,11 @@ extension EndToEnd {
                 Row("POST", "\(r)/messages/{memberMessage}/pin/", owner: 200, admin: 200, member: 403, outsider: 403),
                 Row("POST", "\(r)/messages/{memberMessage}/pin/", .direct, owner: 200, admin: nil, member: 200, outsider: 403),
                 Row("DELETE", "\(r)/messages/{memberMessage}/pin/", owner: 204, admin: 204, member: 403, outsider: 403),
+                // Mute, notification level, mentions: the caller's own settings, any member's.
+                Row("POST", "\(r)/mute/", body: [:], owner: 200, admin: 200, member: 200, outsider: 403),
+                Row("DELETE", "\(r)/mute/", owner: 204, admin: 204, member: 204, outsider: 403),
+                Row("PUT", "\(r)/notifications/", body: ["level": "mentions"], owner: 200, admin: 200, member: 200, outsider: 403),
+                Row("GET", "/api/chat/mentions/", owner: 200, admin: 200, member: 200, outsider: 200),
             ]
         }
 
