@@ -43,7 +43,7 @@ public final class StoreWorker {
 
     static func isWrite(_ kind: CommandKind) -> Bool {
         switch kind {
-        case .roomList, .roomGet, .messageList, .messageGet: false
+        case .roomList, .roomGet, .messageList, .messageGet, .userMe, .userSearch, .userBlocked: false
         default: true
         }
     }
@@ -83,8 +83,11 @@ public final class StoreWorker {
                 if case .created = outcome { pendingStored += 1 }
                 if let id = UUID(uuidString: message.id) { pendingPublished.insert(id) }
                 let json = ClientJSON.encode(message)
+                // A resend published again: the blocks in force now (a stored message's were not kept).
+                let hidden = if case .created = outcome { message.hiddenFrom } else { try db.blockers(of: message.sender.id, room: message.roomID) }
                 return [
-                    Event.room(message.roomID, key: .message(id: message.id, change: .created), body: ClientJSON.messageEvent(json)),
+                    Event.room(message.roomID, key: .message(id: message.id, change: .created), hiddenFrom: hidden,
+                               body: ClientJSON.messageEvent(json)),
                     .reply(to: command, status: .created, body: json),
                 ]
             case .duplicate(let original):
@@ -141,6 +144,8 @@ public final class StoreWorker {
         case .roomEnter:
             try db.enter(room: try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants)
             return [.reply(to: command, status: .ok, body: [])]
+        case .userBlock, .userUnblock:
+            return try blockWrite(command, identity: identity, in: db)
         default:
             throw StoreError(code: .badRequest, detail: "Not a store command: \(command.kind.rawValue)")
         }
@@ -182,6 +187,8 @@ public final class StoreWorker {
         case .messageGet:
             let message = try db.message(try body(Requests.MessageRef.self, command), user: identity.id)
             return [.reply(to: command, status: .ok, body: ClientJSON.encode(message))]
+        case .userMe, .userSearch, .userBlocked:
+            return try userRead(command, identity: identity, in: db)
         default:
             throw StoreError(code: .badRequest, detail: "Not a store read: \(command.kind.rawValue)")
         }
