@@ -12,6 +12,7 @@ import Testing
     static func authenticatedPaths(_ server: InProcessServer, room: String, message: String) -> [(String, String)] {
         ChatAPI(services: server.services).routes.filter { $0.access != .open }.map { route in
             let path = route.path.replacingOccurrences(of: ":room", with: room).replacingOccurrences(of: ":message", with: message)
+                .replacingOccurrences(of: ":user", with: room)
             return (route.method.rawValue, path)
         }
     }
@@ -21,7 +22,7 @@ import Testing
             #expect(try await server.request("GET", "/healthz").status == 200)
             #expect(try await server.request("HEAD", "/healthz").status == 200)
             let paths = Self.authenticatedPaths(server, room: IDs.uuid7(), message: IDs.uuid7())
-            #expect(paths.count == 23)
+            #expect(paths.count == 28)
             #expect(
                 ChatAPI(services: server.services).routes.filter { $0.access == .open }.map(\.path)
                     == ["/healthz", "/api/openapi.json", "/api/openapi.yaml", "/metrics", "/", "/app/:file"]
