@@ -90,7 +90,10 @@ struct DeliveryPlan: Sendable {
                 rooms[i].recorded.append(Recorded(hash: hash, key: key, frame: frame, fresh: fresh, hiddenFrom: hidden))
             }
             guard fresh else { continue }
-            if handover.delivered.contains(key) {
+            // A hidden message takes its hidden step even then: a copy twice
+            // to an adopted socket (a resend, during a handover) rather than
+            // one to a blocker's.
+            if handover.delivered.contains(key) && hidden.isEmpty {
                 rooms[i].closeShared()
                 var frame = Self.allocator.buffer(capacity: event.body.count + 10)
                 Self.writeTextFrame(event.body, into: &frame)

@@ -61,6 +61,23 @@ extension PostgresTransaction {
             """, [.text(a), .text(b)], as: Int32.self) != nil
     }
 
+    /// `last_message` for a viewer who blocked someone, as SQLite's
+    /// `Store.hideBlockedLastMessages`.
+    func hideBlockedLastMessages(_ last: inout [String: MessageSummary], viewer: String) throws {
+        let blocked = Set(try query("SELECT blocked_id FROM user_blocks WHERE blocker_id = $1", [.text(viewer)]).rows.map { try $0[0].decode(String.self) })
+        guard !blocked.isEmpty else { return }
+        for (room, summary) in last where blocked.contains(summary.sender.id) {
+            let row = try query("""
+                SELECT m.id, m.content, m.timestamp, \(Self.userColumns) FROM messages m JOIN users u ON u.id = m.sender_id
+                WHERE m.room_id = $1 AND NOT m.is_deleted AND m.sender_id NOT IN (SELECT blocked_id FROM user_blocks WHERE blocker_id = $2)
+                ORDER BY m.seq DESC LIMIT 1
+                """, [.text(room), .text(viewer)]).rows.first
+            last[room] = try row.map {
+                MessageSummary(id: try $0.get("id"), content: try $0.get("content"), sender: try Self.user($0), timestamp: Timestamp(micros: try $0.get("timestamp")))
+            }
+        }
+    }
+
     /// `messagePage` for a viewer who blocked someone: the blocked users'
     /// messages left out, counted and offset by a query.
     func filteredMessagePage(_ request: Requests.MessageList, viewer: String, upper: Int64, lower: Int64) throws -> (count: Int64, messages: [Message]) {

@@ -20,6 +20,7 @@ extension PostgresTransaction {
                 id: try row.get("id"), content: try row.get("content"), sender: try Self.user(row), timestamp: Timestamp(micros: try row.get("timestamp"))
             )
         }
+        try hideBlockedLastMessages(&lastMessages, viewer: viewer)
         var byID: [String: PostgresRandomAccessRow] = [:]
         var extraIDs = Set<String>()
         for row in rows {

@@ -106,6 +106,23 @@ extension Store {
             """), arguments: [query, viewer, limit]).map(user)
     }
 
+    /// The room list's `last_message` for a viewer who blocked someone: the
+    /// newest live message not of a blocked user (one probe for the blocks;
+    /// a query only for a room whose last message is a blocked user's).
+    static func hideBlockedLastMessages(_ last: inout [String: MessageSummary], viewer: String, in db: Database) throws {
+        let blocked = Set(try String.fetchAll(db.cachedStatement(sql: "SELECT blocked_id FROM user_blocks WHERE blocker_id = ?"), arguments: [viewer]))
+        guard !blocked.isEmpty else { return }
+        for (room, summary) in last where blocked.contains(summary.sender.id) {
+            last[room] = try first(db.cachedStatement(sql: """
+                SELECT m.id, m.content, m.timestamp, \(userColumns) FROM messages m JOIN users u ON u.id = m.sender_id
+                WHERE m.room_id = ? AND m.is_deleted = 0 AND m.sender_id NOT IN (SELECT blocked_id FROM user_blocks WHERE blocker_id = ?)
+                ORDER BY m.seq DESC LIMIT 1
+                """), arguments: [room, viewer]) { row in
+                MessageSummary(id: row["id"], content: row["content"], sender: user(row), timestamp: Timestamp(micros: row["timestamp"]))
+            }
+        }
+    }
+
     /// A page of a room's messages for a viewer who blocked someone: the
     /// blocked users' messages left out, counted and offset by a query
     /// (only blockers pay for it; everyone else's history is arithmetic).

@@ -269,6 +269,7 @@ public enum Store {
                 id: row["id"], content: row["content"], sender: user(row), timestamp: Timestamp(micros: row["timestamp"])
             )
         }
+        try hideBlockedLastMessages(&lastMessages, viewer: viewer, in: db)
         // Unread = the room's live messages - the viewer's own live ones -
         // others' live ones the viewer read: three counters kept on write
         // (Store.adjustCounts), so the cost does not grow with the room.

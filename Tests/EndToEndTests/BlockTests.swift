@@ -28,9 +28,14 @@ extension EndToEnd {
             return seen
         }
 
-        static func unread(_ server: TestServer, _ token: String, room: String) async throws -> Int? {
+        /// The room as the token's user's room list shows it.
+        static func room(_ server: TestServer, _ token: String, room: String) async throws -> [String: Any]? {
             let rooms = try await server.request("GET", "/api/chat/rooms/", token: token).object["results"] as? [[String: Any]] ?? []
-            return rooms.first { $0["id"] as? String == room }?["unread_count"] as? Int
+            return rooms.first { $0["id"] as? String == room }
+        }
+
+        static func unread(_ server: TestServer, _ token: String, room: String) async throws -> Int? {
+            try await Self.room(server, token, room: room)?["unread_count"] as? Int
         }
 
         /// A new user learns its own id, finds another by email (no room in
@@ -112,6 +117,9 @@ extension EndToEnd {
             #expect(try await server.request("POST", "/api/chat/users/\(IDs.userID(forSubject: "bob"))/block/", token: t[0]).status == 200)
             try sockets[1].send(json: ["type": "message", "content": "hidden words"])
             #expect(try await Self.post(server, t[1], room: room, "hidden rest") == 201)
+            // The room list's last message is none of Bob's, for Alice.
+            #expect(try await Self.room(server, t[0], room: room)?["last_message"] is NSNull)
+            #expect((try await Self.room(server, t[2], room: room)?["last_message"] as? [String: Any])?["content"] as? String == "hidden rest")
             #expect(try await Self.post(server, t[2], room: room, "carol after") == 201)
             // Per-room order: had either been delivered to Alice, it would come before Carol's.
             #expect(try Self.contents(until: "carol after", on: sockets[0]) == ["carol after"])

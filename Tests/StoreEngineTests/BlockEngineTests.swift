@@ -29,10 +29,19 @@ import Testing
         #expect(try engine.read { try $0.blockers(of: alice, room: room) } == [])
         let hidden = try #require(created(try send(engine, room, "hidden", from: "bob")))
         #expect(hidden.hiddenFrom == [alice])
+        // The room list's last message: none of Bob's for Alice.
+        func last(_ viewer: String) throws -> String? {
+            try engine.read { try $0.room(room, viewer: viewer) }.lastMessage?.content
+        }
+        #expect(try last(alice) == nil)
+        #expect(try last(bob) == "hidden")
         #expect(created(try send(engine, room, "mine"))?.hiddenFrom == [])
+        _ = try send(engine, room, "newest", from: "bob")
+        #expect(try last(alice) == "mine")
+        #expect(try last(bob) == "newest")
         // History: without Bob's messages for Alice, whole for Bob.
         #expect(try page(engine, room, viewer: alice) == ["mine"])
-        #expect(try page(engine, room, viewer: bob) == ["mine", "hidden", "before"])
+        #expect(try page(engine, room, viewer: bob) == ["newest", "mine", "hidden", "before"])
         #expect(throws: StoreError.notFound()) {
             try engine.read { try $0.message(Requests.MessageRef(roomID: room, messageID: hidden.id), user: alice) }
         }
