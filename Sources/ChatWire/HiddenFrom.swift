@@ -4,6 +4,8 @@
 ///
 ///     m:<message id>:new|<user id>,<user id>
 ///
+/// (and the message's later `edit`/`delete` keys, from the blocks then).
+///
 /// Frontends skip those users' sockets; the client JSON is the same for
 /// everyone else, and the blocked sender is told nothing.
 extension EventKey {

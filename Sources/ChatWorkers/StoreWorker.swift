@@ -95,15 +95,18 @@ public final class StoreWorker {
             }
         case .messageUpdate:
             let message = try db.editMessage(try body(Requests.MessageUpdate.self, command), user: user, maxChars: config.maxMessageChars)
+            // Edits and deletions of a blocked sender's messages are hidden like the messages
+            // (one index probe; not on the path of new messages).
             return [
                 Event.room(message.roomID, key: .message(id: message.id, change: .edited(at: message.editedAt?.micros ?? 0)),
-                           body: ClientJSON.messageChange("message_edited", message)),
+                           hiddenFrom: try db.blockers(of: user, room: message.roomID), body: ClientJSON.messageChange("message_edited", message)),
                 .reply(to: command, status: .ok, body: ClientJSON.encode(message)),
             ]
         case .messageDelete:
             let message = try db.deleteMessage(try body(Requests.MessageRef.self, command), user: user)
             return [
-                Event.room(message.roomID, key: .message(id: message.id, change: .deleted), body: ClientJSON.messageChange("message_deleted", message)),
+                Event.room(message.roomID, key: .message(id: message.id, change: .deleted), hiddenFrom: try db.blockers(of: user, room: message.roomID),
+                           body: ClientJSON.messageChange("message_deleted", message)),
                 .reply(to: command, status: .noContent, body: []),
             ]
         case .messageReact:

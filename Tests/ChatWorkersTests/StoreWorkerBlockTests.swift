@@ -40,6 +40,13 @@ import Testing
         let successor = StoreWorker(database: harness.database, config: harness.config, logger: harness.logger)
         #expect(successor.handle([hidden]).roomEvents.first.map { EventKey.parse($0.key)?.hiddenFrom } == [alice.id])
 
+        // So are Bob's edit and deletion of it.
+        let messageID = try #require(EventKey.parse(key).flatMap { if case .message(let id, _) = $0.key { id } else { nil } })
+        let edit = WorkerHarness.command(.messageUpdate, Requests.MessageUpdate(roomID: room, messageID: messageID, content: "psst!"), as: bob)
+        #expect(worker.handle([edit]).roomEvents.first.map { EventKey.parse($0.key)?.hiddenFrom } == [alice.id])
+        let delete = WorkerHarness.command(.messageDelete, Requests.MessageRef(roomID: room, messageID: messageID), as: bob)
+        #expect(worker.handle([delete]).roomEvents.first.map { EventKey.parse($0.key)?.hiddenFrom } == [alice.id])
+
         let unblock = WorkerHarness.command(.userUnblock, Requests.UserRef(userID: bob.id), as: alice)
         #expect(worker.handle([unblock]).reply(to: unblock)?.status == .noContent)
         #expect(worker.handle([send(room, "again", as: bob)]).roomEvents.first.map { EventKey.parse($0.key)?.hiddenFrom } == [])
