@@ -140,6 +140,10 @@ public struct Message: Sendable, Hashable {
     public var pinnedAt: Timestamp?
     /// Ids of the users the message mentions, parsed when it was sent (`Mentions`).
     public var mentions: [String] = []
+    /// Members of the room who blocked the sender when it was stored: its
+    /// event skips their sockets. Set by the store on a new message only;
+    /// never in the client's JSON.
+    public var hiddenFrom: [String] = []
 
     public init(
         id: String, roomID: String, seq: Int64, sender: User, content: String, messageType: MessageType,

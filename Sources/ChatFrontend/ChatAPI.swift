@@ -39,6 +39,7 @@ struct ChatAPI: Sendable {
             OpenAPIRoutes(api: self).routes, MetricsRoutes(api: self).routes, WebClientRoutes(api: self).routes,
             RoleRoutes(api: self).routes,
             PrefsRoutes(api: self).routes,
+            UserRoutes(api: self).routes,
         ]
     }
 

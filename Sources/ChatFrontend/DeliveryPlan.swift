@@ -18,6 +18,9 @@ struct DeliveryPlan: Sendable {
         /// The membership of this user (every member's, when nil) ended:
         /// those sockets close with 4403 and get nothing more.
         case remove(user: String?)
+        /// A frame (a new message) for every member but these users, who
+        /// blocked its sender (`EventKey.parse`).
+        case hidden(ByteBuffer, from: [String])
         /// A frame every member gets but the sockets a handover moved here:
         /// its idempotent key reached them through their old process
         /// (`HandoverFanOut.delivered`).
@@ -35,6 +38,8 @@ struct DeliveryPlan: Sendable {
         let frame: ByteBuffer
         /// Not a repeat of an idempotent key delivered before.
         let fresh: Bool
+        /// Users whose sockets do not get it (blocks).
+        var hiddenFrom: [String] = []
     }
 
     struct Room: Sendable {
@@ -60,8 +65,8 @@ struct DeliveryPlan: Sendable {
     /// (what it orders is unknown), and so is a repeat of an idempotent key.
     init(_ events: [RoomEvent], recent: inout RecentKeys) {
         for event in events {
-            guard let key = EventKey(event.key), recent.firstDelivery(of: key) else { continue }
-            add(room(event.roomID), key: key, body: event.body)
+            guard let (key, hidden) = EventKey.parse(event.key), recent.firstDelivery(of: key) else { continue }
+            add(room(event.roomID), key: key, hiddenFrom: hidden, body: event.body)
         }
         for i in rooms.indices { rooms[i].closeShared() }
     }
@@ -72,7 +77,7 @@ struct DeliveryPlan: Sendable {
     /// sockets moved here. The rest as above.
     init(_ events: [RoomEvent], recent: inout RecentKeys, handover: HandoverFanOut) {
         for event in events {
-            guard let key = EventKey(event.key) else { continue }
+            guard let (key, hidden) = EventKey.parse(event.key) else { continue }
             let fresh = recent.firstDelivery(of: key)
             let i = room(event.roomID)
             if !handover.mode.isEmpty {
@@ -82,16 +87,19 @@ struct DeliveryPlan: Sendable {
                     Self.writeTextFrame(event.body, into: &frame)
                 }
                 let hash = HandoverLog.hash(key: event.key.utf8, body: event.body)
-                rooms[i].recorded.append(Recorded(hash: hash, key: key, frame: frame, fresh: fresh))
+                rooms[i].recorded.append(Recorded(hash: hash, key: key, frame: frame, fresh: fresh, hiddenFrom: hidden))
             }
             guard fresh else { continue }
-            if handover.delivered.contains(key) {
+            // A hidden message takes its hidden step even then: a copy twice
+            // to an adopted socket (a resend, during a handover) rather than
+            // one to a blocker's.
+            if handover.delivered.contains(key) && hidden.isEmpty {
                 rooms[i].closeShared()
                 var frame = Self.allocator.buffer(capacity: event.body.count + 10)
                 Self.writeTextFrame(event.body, into: &frame)
                 rooms[i].steps.append(.notToAdopted(frame))
             } else {
-                add(i, key: key, body: event.body)
+                add(i, key: key, hiddenFrom: hidden, body: event.body)
             }
         }
         for i in rooms.indices { rooms[i].closeShared() }
@@ -105,7 +113,14 @@ struct DeliveryPlan: Sendable {
         return rooms.count - 1
     }
 
-    private mutating func add(_ i: Int, key: EventKey, body: [UInt8]) {
+    private mutating func add(_ i: Int, key: EventKey, hiddenFrom: [String], body: [UInt8]) {
+        if !hiddenFrom.isEmpty {
+            rooms[i].closeShared()
+            var frame = Self.allocator.buffer(capacity: body.count + 10)
+            Self.writeTextFrame(body, into: &frame)
+            rooms[i].steps.append(.hidden(frame, from: hiddenFrom))
+            return
+        }
         switch key {
         case .removeUser(let user):
             rooms[i].closeShared()

@@ -52,6 +52,8 @@ struct HandoverLoopState {
                 continue  // its own typing
             case .removeUser:
                 continue
+            case _ where event.hiddenFrom.contains(user):
+                continue  // its user blocked the sender
             default:
                 steps.append(.frames(event.frame, excluded: nil))
             }

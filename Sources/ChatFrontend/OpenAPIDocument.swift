@@ -64,6 +64,8 @@ tags:
     description: Members, roles, ownership and pinned messages (docs/api.md "Roles and permissions").
   - name: search
   - name: files
+  - name: users
+    description: The caller, the user lookup and blocks.
   - name: sessions
     description: Chat sessions (one per WebSocket connection).
   - name: preferences
@@ -1034,6 +1036,125 @@ paths:
         "429": {$ref: "#/components/responses/TooManyRequests"}
         "503": {$ref: "#/components/responses/Unavailable"}
 
+  /api/chat/users/me/:
+    get:
+      tags: [users]
+      operationId: usersMe
+      summary: The caller's user object (made from the token on a first request)
+      responses:
+        "200":
+          description: The caller.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/User"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/users/:
+    get:
+      tags: [users]
+      operationId: lookupUsers
+      summary: Users by exact email (anyone) or display name containing `q` (users sharing a room with the caller or in public rooms)
+      description: |
+        Case-insensitive; at most 20, by display name. `q` is a literal
+        substring (`%` and `_` are not patterns). Blocked users still appear.
+      parameters:
+        - name: q
+          in: query
+          required: true
+          schema: {type: string, minLength: 1, examples: [bob@example.com]}
+      responses:
+        "200":
+          description: The matching users.
+          content:
+            application/json:
+              schema:
+                type: array
+                maxItems: 20
+                items: {$ref: "#/components/schemas/User"}
+        "400":
+          description: "A blank or missing `q` (`{\"error\": \"q is required\"}`)."
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/ErrorBody"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/users/blocked/:
+    get:
+      tags: [users]
+      operationId: listBlockedUsers
+      summary: The users the caller blocked, newest block first
+      parameters:
+        - $ref: "#/components/parameters/Page"
+        - $ref: "#/components/parameters/PageSize"
+      responses:
+        "200":
+          description: A page of users.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/UserPage"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "404": {$ref: "#/components/responses/InvalidPage"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/users/{user_id}/block/:
+    parameters:
+      - $ref: "#/components/parameters/UserId"
+    post:
+      tags: [users]
+      operationId: blockUser
+      summary: Block a user (again is a no-op); the blocked user is not told
+      description: |
+        While the block holds, the user's messages are left out of the
+        caller's history, search, live delivery and unread counts, and a
+        direct room between the two refuses new messages from either side
+        (`403`), as does `direct_message` (docs/api.md "Users and blocks").
+      responses:
+        "200":
+          description: The blocked user.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/User"}
+        "400":
+          description: "`{\"error\": \"You cannot block yourself\"}`."
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/ErrorBody"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "404":
+          description: No such user (or a path id that is not a UUID).
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Detail"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+    delete:
+      tags: [users]
+      operationId: unblockUser
+      summary: Lift a block (lifting none is a no-op)
+      responses:
+        "204": {description: Unblocked.}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "404":
+          description: A path id that is not a UUID.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Detail"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
   /api/chat/sessions/active_sessions/:
     get:
       tags: [sessions]
@@ -1167,6 +1288,11 @@ components:
         mints a development token. WebSocket handshakes may pass it as `?token=`.
 
   parameters:
+    UserId:
+      name: user_id
+      in: path
+      required: true
+      schema: {$ref: "#/components/schemas/Uuid"}
     RoomId:
       name: room_id
       in: path
@@ -1408,6 +1534,17 @@ components:
               type: array
               maxItems: 100
               items: {$ref: "#/components/schemas/Room"}
+      unevaluatedProperties: false
+    UserPage:
+      allOf:
+        - $ref: "#/components/schemas/Page"
+        - type: object
+          required: [results]
+          properties:
+            results:
+              type: array
+              maxItems: 100
+              items: {$ref: "#/components/schemas/User"}
       unevaluatedProperties: false
     MessagePage:
       allOf:
@@ -1850,6 +1987,10 @@ x-websocket:
     },
     {
       "name": "files"
+    },
+    {
+      "name": "users",
+      "description": "The caller, the user lookup and blocks."
     },
     {
       "name": "sessions",
@@ -3976,6 +4117,247 @@ x-websocket:
         }
       }
     },
+    "/api/chat/users/me/": {
+      "get": {
+        "tags": [
+          "users"
+        ],
+        "operationId": "usersMe",
+        "summary": "The caller's user object (made from the token on a first request)",
+        "responses": {
+          "200": {
+            "description": "The caller.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/User"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/users/": {
+      "get": {
+        "tags": [
+          "users"
+        ],
+        "operationId": "lookupUsers",
+        "summary": "Users by exact email (anyone) or display name containing `q` (users sharing a room with the caller or in public rooms)",
+        "description": "Case-insensitive; at most 20, by display name. `q` is a literal\nsubstring (`%` and `_` are not patterns). Blocked users still appear.\n",
+        "parameters": [
+          {
+            "name": "q",
+            "in": "query",
+            "required": true,
+            "schema": {
+              "type": "string",
+              "minLength": 1,
+              "examples": [
+                "bob@example.com"
+              ]
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The matching users.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "type": "array",
+                  "maxItems": 20,
+                  "items": {
+                    "$ref": "#/components/schemas/User"
+                  }
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "A blank or missing `q` (`{\"error\": \"q is required\"}`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ErrorBody"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/users/blocked/": {
+      "get": {
+        "tags": [
+          "users"
+        ],
+        "operationId": "listBlockedUsers",
+        "summary": "The users the caller blocked, newest block first",
+        "parameters": [
+          {
+            "$ref": "#/components/parameters/Page"
+          },
+          {
+            "$ref": "#/components/parameters/PageSize"
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "A page of users.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/UserPage"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "404": {
+            "$ref": "#/components/responses/InvalidPage"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/users/{user_id}/block/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/UserId"
+        }
+      ],
+      "post": {
+        "tags": [
+          "users"
+        ],
+        "operationId": "blockUser",
+        "summary": "Block a user (again is a no-op); the blocked user is not told",
+        "description": "While the block holds, the user's messages are left out of the\ncaller's history, search, live delivery and unread counts, and a\ndirect room between the two refuses new messages from either side\n(`403`), as does `direct_message` (docs/api.md \"Users and blocks\").\n",
+        "responses": {
+          "200": {
+            "description": "The blocked user.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/User"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "`{\"error\": \"You cannot block yourself\"}`.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ErrorBody"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "404": {
+            "description": "No such user (or a path id that is not a UUID).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Detail"
+                }
+              }
+            }
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      },
+      "delete": {
+        "tags": [
+          "users"
+        ],
+        "operationId": "unblockUser",
+        "summary": "Lift a block (lifting none is a no-op)",
+        "responses": {
+          "204": {
+            "description": "Unblocked."
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "404": {
+            "description": "A path id that is not a UUID.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Detail"
+                }
+              }
+            }
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
     "/api/chat/sessions/active_sessions/": {
       "get": {
         "tags": [
@@ -4228,21 +4610,21 @@ x-websocket:
       }
     },
     "parameters": {
-      "RoomId": {
-        "name": "room_id",
-        "in": "path",
-        "required": true,
-        "description": "A room's id (a value that is not a UUID is `404`).",
-        "schema": {
-          "type": "string",
-          "format": "uuid"
-        }
-      },
       "UserId": {
         "name": "user_id",
         "in": "path",
         "required": true,
         "description": "A member's user id (a value that is not a UUID is `404`; a user who is not a member `404` too).",
+        "schema": {
+          "type": "string",
+          "format": "uuid"
+        }
+      },
+      "RoomId": {
+        "name": "room_id",
+        "in": "path",
+        "required": true,
+        "description": "A room's id (a value that is not a UUID is `404`).",
         "schema": {
           "type": "string",
           "format": "uuid"
@@ -4776,6 +5158,29 @@ x-websocket:
                 "maxItems": 100,
                 "items": {
                   "$ref": "#/components/schemas/Room"
+                }
+              }
+            }
+          }
+        ],
+        "unevaluatedProperties": false
+      },
+      "UserPage": {
+        "allOf": [
+          {
+            "$ref": "#/components/schemas/Page"
+          },
+          {
+            "type": "object",
+            "required": [
+              "results"
+            ],
+            "properties": {
+              "results": {
+                "type": "array",
+                "maxItems": 100,
+                "items": {
+                  "$ref": "#/components/schemas/User"
                 }
               }
             }

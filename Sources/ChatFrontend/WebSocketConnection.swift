@@ -217,6 +217,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
                 guard excluded != key else { continue }  // its own typing
                 wire.write(NIOAny(bytes), promise: nil)
                 wrote = true
+            case .hidden(let bytes, let users):
+                guard !users.contains(identity.id) else { continue }  // its user blocked the sender
+                wire.write(NIOAny(bytes), promise: nil)
+                wrote = true
             case .notToAdopted(let bytes):
                 guard !adopted else { continue }  // its old process wrote it this key's copy
                 wire.write(NIOAny(bytes), promise: nil)

@@ -126,7 +126,9 @@ final class PostgresSearchIndex: MessageSearchIndex {
     /// substring, as the contract's `icontains`), newest first. The trigram
     /// index answers queries of three characters or more; shorter ones scan.
     func search(_ query: String, user: String, filters: SearchIndex.Filters, limit: Int) throws -> [Message] {
-        var conditions = ["d.room_id IN (SELECT room_id FROM room_participants WHERE user_id = $1)", "d.content ILIKE $2 ESCAPE '\\'"]
+        // Not the messages of users the searcher blocked (v16-blocks).
+        var conditions = ["d.room_id IN (SELECT room_id FROM room_participants WHERE user_id = $1)", "d.content ILIKE $2 ESCAPE '\\'",
+                          "d.sender_id NOT IN (SELECT blocked_id FROM user_blocks WHERE blocker_id = $1)"]
         var values: [PostgresValue] = [.text(user), .text(Self.pattern(query))]
         func add(_ condition: String, _ value: PostgresValue) {
             values.append(value)

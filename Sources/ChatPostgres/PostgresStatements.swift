@@ -41,10 +41,11 @@ enum Statements {
 
     /// Who read the messages of ids `$1`, in reading order.
     struct ReadBy: PreparedStatement {
-        static let name = "chatd_read_by_v1"
+        static let name = "chatd_read_by_v16"
+        /// read_at 0: a message hidden from a user who blocked its sender, not read (v16-blocks).
         static let sql = """
             SELECT s.message_id, \(PostgresTransaction.userColumns) FROM message_read_status s JOIN users u ON u.id = s.user_id
-            WHERE s.message_id = ANY($1) ORDER BY s.read_at, u.id
+            WHERE s.message_id = ANY($1) AND s.read_at > 0 ORDER BY s.read_at, u.id
             """
         static let bindingDataTypes: [PostgresDataType] = [.textArray]
         var values: [PostgresValue]

@@ -20,6 +20,7 @@ extension PostgresTransaction {
                 id: try row.get("id"), content: try row.get("content"), sender: try Self.user(row), timestamp: Timestamp(micros: try row.get("timestamp"))
             )
         }
+        try hideBlockedLastMessages(&lastMessages, viewer: viewer)
         var byID: [String: PostgresRandomAccessRow] = [:]
         var extraIDs = Set<String>()
         for row in rows {
@@ -107,11 +108,17 @@ extension PostgresTransaction {
     /// size are arithmetic, as in SQLite's `Store.messagePage`.
     func messagePage(_ request: Requests.MessageList, viewer: String) throws -> (count: Int64, messages: [Message]) {
         try requireRoom(request.roomID, user: viewer, allowPublic: true)
-        let lastSeq = try one("SELECT last_seq FROM rooms WHERE id = $1", [.text(request.roomID)], as: Int64.self) ?? 0
+        // With whether the viewer blocked anyone (v16-blocks), in the same round trip.
+        let row = try query("SELECT last_seq, EXISTS (SELECT 1 FROM user_blocks WHERE blocker_id = $2) AS blocks FROM rooms WHERE id = $1",
+                            [.text(request.roomID), .text(viewer)]).rows.first
+        let lastSeq = try row?.get("last_seq", as: Int64.self) ?? 0
         var upper = lastSeq
         var lower: Int64 = 0
         if let before = request.before { upper = min(upper, try cursorSeq(before, room: request.roomID, field: "before") - 1) }
         if let after = request.after { lower = max(lower, try cursorSeq(after, room: request.roomID, field: "after")) }
+        if try row?.get("blocks", as: Bool.self) == true {
+            return try filteredMessagePage(request, viewer: viewer, upper: upper, lower: lower)
+        }
         let count = max(0, upper - lower)
         guard Pagination.isValid(request.page, count: count), let offset = Pagination.offset(request.page) else { throw StoreError.invalidPage }
         let top = upper - offset

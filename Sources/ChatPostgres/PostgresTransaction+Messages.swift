@@ -10,8 +10,11 @@ extension PostgresTransaction {
         return message
     }
 
+    /// One message; 404 to a caller who blocked its sender (as in `Store.message`).
     func message(_ ref: Requests.MessageRef, user: String) throws -> Message {
-        try requireMessage(ref, user: user, allowPublic: true)
+        let message = try requireMessage(ref, user: user, allowPublic: true)
+        if message.sender.id != user, try isBlocked(message.sender.id, by: user) { throw StoreError.notFound() }
+        return message
     }
 
     /// Stores one message, idempotently by id and by `client_msg_id`, in
@@ -44,8 +47,11 @@ extension PostgresTransaction {
                 fileName: request.file?.name, fileSize: request.file?.size, timestamp: now, replyTo: request.replyTo,
                 clientMsgID: request.clientMsgID
             )
+            message.hiddenFrom = try row.get("hidden_from", as: [String]?.self) ?? []
             // Statements of their own, only for a text with `@` (the function above is the whole cost of any other).
-            message.mentions = try recordMentions(message: request.id, room: request.roomID, sender: sender.id, content: request.content, at: now.micros)
+            message.mentions = try recordMentions(
+                message: request.id, room: request.roomID, sender: sender.id, content: request.content, at: now.micros,
+                except: message.hiddenFrom)
             return .created(message)
         case "resent", "duplicate":
             guard let stored = try fetchMessage(id: storedID) else { throw StoreError.notFound() }
@@ -54,6 +60,7 @@ extension PostgresTransaction {
         case "forbidden": throw StoreError.forbidden(Store.noAccess)
         case "not_allowed": throw StoreError.forbidden(Permissions.refusal(.postInAnnouncement))
         case "inactive": throw StoreError.badRequest(error: "This room is no longer active")
+        case "blocked": throw StoreError.forbidden(Store.blockedDirect)
         case "bad_reply": throw StoreError.badRequest([("reply_to", "reply_to must reference a message in this room")])
         case let outcome: throw PostgresEngineError("chatd_store_message: unknown outcome \(outcome)")
         }
@@ -146,9 +153,9 @@ extension PostgresTransaction {
 
 /// `chatd_store_message`, prepared once per connection.
 struct StoreMessage: PreparedStatement {
-    static let name = "chatd_store_message_v3"
+    static let name = "chatd_store_message_v16"
     static let sql = """
-        SELECT outcome, message_seq, stored_id
+        SELECT outcome, message_seq, stored_id, hidden_from
         FROM chatd_store_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
         """
     static let bindingDataTypes: [PostgresDataType] = [.text, .text, .text, .text, .text, .int8, .text, .text, .text, .text, .int8]

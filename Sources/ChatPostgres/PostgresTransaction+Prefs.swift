@@ -22,7 +22,9 @@ extension PostgresTransaction {
     /// SQLite's `Store.recordMentions`): a text without `@` costs nothing; one
     /// with `@` one round trip for the members, and one more when it
     /// mentions anyone. Returns the ids.
-    func recordMentions(message id: String, room roomID: String, sender: String, content: String, at micros: Int64) throws -> [String] {
+    func recordMentions(
+        message id: String, room roomID: String, sender: String, content: String, at micros: Int64, except hidden: [String]
+    ) throws -> [String] {
         guard Mentions.mayMention(content) else { return [] }
         let members = try query("""
             SELECT u.id, u.display_name, u.email FROM room_participants p JOIN users u ON u.id = p.user_id
@@ -32,12 +34,15 @@ extension PostgresTransaction {
         }
         let ids = Mentions.parse(content, members: members, sender: sender)
         guard !ids.isEmpty else { return [] }
+        // Members who blocked the sender keep the message's `mentions` (the
+        // sender is not told) but get no feed entry and no unread mention.
+        let counted = hidden.isEmpty ? ids : ids.filter { !hidden.contains($0) }
         try query("""
             WITH message AS (UPDATE messages SET mentions = $1 WHERE id = $2),
                  feed AS (INSERT INTO mentions (user_id, message_id, room_id, created_at)
                           SELECT unnest($3::text[]), $2, $4, $5 ON CONFLICT DO NOTHING)
             UPDATE room_participants SET mention_count = mention_count + 1 WHERE room_id = $4 AND user_id = ANY($3)
-            """, [.text(Store.encodeMentions(ids)), .text(id), .texts(ids), .text(roomID), .int(micros)])
+            """, [.text(Store.encodeMentions(ids)), .text(id), .texts(counted), .text(roomID), .int(micros)])
         return ids
     }
 
@@ -54,7 +59,11 @@ extension PostgresTransaction {
     }
 
     func mentionPage(_ request: Requests.MentionList, viewer: String) throws -> (count: Int64, messages: [Message]) {
-        let filter = "FROM mentions mn JOIN room_participants p ON p.room_id = mn.room_id AND p.user_id = mn.user_id WHERE mn.user_id = $1"
+        let filter = """
+            FROM mentions mn JOIN room_participants p ON p.room_id = mn.room_id AND p.user_id = mn.user_id WHERE mn.user_id = $1
+              AND NOT EXISTS (SELECT 1 FROM messages m JOIN user_blocks b ON b.blocker_id = mn.user_id AND b.blocked_id = m.sender_id
+                              WHERE m.id = mn.message_id)
+            """
         let count = try one("SELECT COUNT(*) \(filter)", [.text(viewer)], as: Int64.self) ?? 0
         guard Pagination.isValid(request.page, count: count), let offset = Pagination.offset(request.page) else { throw StoreError.invalidPage }
         let ids = try query("SELECT mn.message_id \(filter) ORDER BY mn.created_at DESC, mn.message_id DESC LIMIT $2 OFFSET $3",

@@ -60,6 +60,7 @@ extension PostgresTransaction {
         guard let raw = request.userID, !raw.isEmpty else { throw StoreError.badRequest(error: "user_id is required") }
         guard let other = IDs.canonical(raw), try users([other])[other] != nil else { throw StoreError.notFound("User not found") }
         guard other != user else { throw StoreError.badRequest(error: "Cannot create a direct message with yourself") }
+        if try isBlocked(between: user, and: other) { throw StoreError.forbidden(Store.blockedDirect) }
         let (first, second) = user < other ? (user, other) : (other, user)
         let find = "SELECT id FROM rooms WHERE room_type = 'direct' AND direct_user1 = $1 AND direct_user2 = $2"
         if let existing = try one(find, [.text(first), .text(second)], as: String.self) {

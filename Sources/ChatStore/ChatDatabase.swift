@@ -196,6 +196,22 @@ public final class ChatDatabase: Sendable {
         migrator.registerMigration("v16-prefs") { db in
             try db.execute(sql: Self.v16Prefs)
         }
+        migrator.registerMigration("v16-blocks") { db in
+            // Who blocked whom. Keyed by blocker (the blocked list, the
+            // history and search filters) and by blocked user (a message's
+            // write finds the room's members who blocked its sender with
+            // one probe). The email index serves the user lookup's exact match.
+            try db.execute(sql: """
+                CREATE TABLE user_blocks (
+                    blocker_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                    blocked_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                    created_at INTEGER NOT NULL,
+                    PRIMARY KEY (blocker_id, blocked_id)
+                ) WITHOUT ROWID;
+                CREATE INDEX user_blocks_blocked ON user_blocks(blocked_id, blocker_id);
+                CREATE INDEX users_email_lower ON users(lower(email));
+                """)
+        }
         return migrator
     }
 

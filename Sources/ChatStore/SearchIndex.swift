@@ -286,14 +286,21 @@ public final class SearchIndex {
     /// Messages of the user's rooms containing `query`, not deleted, newest
     /// first, at most `limit`.
     public func search(_ query: String, user: String, filters: Filters, limit: Int = 50) throws -> [Message] {
-        let rooms = try main.writer.read { db in
-            try String.fetchAll(db, sql: """
+        let (rooms, blocked) = try main.writer.read { db in
+            let rooms = try String.fetchAll(db, sql: """
                 SELECT p.room_id FROM room_participants p WHERE p.user_id = ?
                 """, arguments: [user]).filter { filters.room == nil || $0 == filters.room }
+            // The users the searcher blocked: their messages are not found (v16-blocks).
+            let blocked = try String.fetchAll(db.cachedStatement(sql: "SELECT blocked_id FROM user_blocks WHERE blocker_id = ?"), arguments: [user])
+            return (rooms, blocked)
         }
         guard !rooms.isEmpty else { return [] }
         var conditions = ["d.room_id IN (\(Store.placeholders(rooms.count)))"]
         var arguments = StatementArguments(rooms)
+        if !blocked.isEmpty {
+            conditions.append("d.sender_id NOT IN (\(Store.placeholders(blocked.count)))")
+            arguments += StatementArguments(blocked)
+        }
         if let sender = filters.sender { conditions.append("d.sender_id = ?"); arguments += [sender] }
         if let after = filters.after { conditions.append("d.timestamp >= ?"); arguments += [after.micros] }
         if let before = filters.before { conditions.append("d.timestamp < ?"); arguments += [before.micros] }

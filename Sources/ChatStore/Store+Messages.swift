@@ -12,8 +12,12 @@ extension Store {
         return message
     }
 
+    /// One message; a message of a user the caller blocked is 404 to it, as
+    /// it is absent from its history.
     public static func message(_ ref: Requests.MessageRef, user: String, in db: Database) throws -> Message {
-        try requireMessage(ref, user: user, allowPublic: true, in: db)
+        let message = try requireMessage(ref, user: user, allowPublic: true, in: db)
+        if message.sender.id != user, try isBlocked(message.sender.id, by: user, in: db) { throw StoreError.notFound() }
+        return message
     }
 
     /// `PATCH`: new content, `edited_at` set; the sender only.

@@ -53,7 +53,9 @@ extension Store {
     /// `mentions` column, the feed's rows and the mentioned members'
     /// counters. Returns the ids. A rule about who may not be mentioned
     /// (a block) belongs here.
-    static func recordMentions(message id: String, room roomID: String, sender: String, content: String, at micros: Int64, in db: Database) throws -> [String] {
+    static func recordMentions(
+        message id: String, room roomID: String, sender: String, content: String, at micros: Int64, except hidden: [String], in db: Database
+    ) throws -> [String] {
         guard Mentions.mayMention(content) else { return [] }
         var members: [Mentions.Member] = []
         try Row.fetchCursor(db.cachedStatement(sql: """
@@ -62,8 +64,12 @@ extension Store {
             """), arguments: [roomID]).forEach { members.append(Mentions.Member(id: $0["id"], displayName: $0["display_name"], email: $0["email"])) }
         let ids = Mentions.parse(content, members: members, sender: sender)
         guard !ids.isEmpty else { return [] }
-        let list = jsonArray(ids)
         try db.cachedStatement(sql: "UPDATE messages SET mentions = ? WHERE id = ?").execute(arguments: [encodeMentions(ids), id])
+        // Members who blocked the sender keep the message's `mentions` (the
+        // sender is not told) but get no feed entry and no unread mention.
+        let counted = hidden.isEmpty ? ids : ids.filter { !hidden.contains($0) }
+        guard !counted.isEmpty else { return ids }
+        let list = jsonArray(counted)
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO mentions (user_id, message_id, room_id, created_at) SELECT value, ?, ?, ? FROM json_each(?)")
             .execute(arguments: [id, roomID, micros, list])
         try db.cachedStatement(sql: "UPDATE room_participants SET mention_count = mention_count + 1 WHERE room_id = ? AND user_id IN \(idList)")
@@ -87,6 +93,8 @@ extension Store {
     public static func mentionPage(_ request: Requests.MentionList, viewer: String, in db: Database) throws -> (count: Int64, messages: [Message]) {
         let filter = """
             FROM mentions mn JOIN room_participants p ON p.room_id = mn.room_id AND p.user_id = mn.user_id WHERE mn.user_id = ?
+              AND NOT EXISTS (SELECT 1 FROM messages m JOIN user_blocks b ON b.blocker_id = mn.user_id AND b.blocked_id = m.sender_id
+                              WHERE m.id = mn.message_id)
             """
         let count = try Int64.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) \(filter)"), arguments: [viewer]) ?? 0
         guard Pagination.isValid(request.page, count: count), let offset = Pagination.offset(request.page) else { throw StoreError.invalidPage }

@@ -37,6 +37,8 @@ extension Store {
             throw StoreError.notFound("User not found")
         }
         guard other != user else { throw StoreError.badRequest(error: "Cannot create a direct message with yourself") }
+        // Either way round, and for an existing room too (api-contract.md "Mute and block").
+        if try isBlocked(between: user, and: other, in: db) { throw StoreError.forbidden(blockedDirect) }
         // The pair is stored ordered, so the unique index sees (a, b) and (b, a) as one room.
         let (first, second) = user < other ? (user, other) : (other, user)
         if let existing = try String.fetchOne(db, sql: "SELECT id FROM rooms WHERE room_type = 'direct' AND direct_user1 = ? AND direct_user2 = ?", arguments: [first, second]) {

@@ -285,6 +285,7 @@ public enum Store {
                 id: row["id"], content: row["content"], sender: user(row), timestamp: Timestamp(micros: row["timestamp"])
             )
         }
+        try hideBlockedLastMessages(&lastMessages, viewer: viewer, in: db)
         // Unread = the room's live messages - the viewer's own live ones -
         // others' live ones the viewer read: three counters kept on write
         // (Store.adjustCounts), so the cost does not grow with the room.
@@ -375,6 +376,9 @@ public enum Store {
         var lower: Int64 = 0  // seqs in the set are > lower
         if let before = request.before { upper = min(upper, try cursorSeq(before, room: request.roomID, field: "before", in: db) - 1) }
         if let after = request.after { lower = max(lower, try cursorSeq(after, room: request.roomID, field: "after", in: db)) }
+        if try hasBlocks(viewer, in: db) {
+            return try filteredMessagePage(request, viewer: viewer, upper: upper, lower: lower, in: db)
+        }
         let count = max(0, upper - lower)
         guard Pagination.isValid(request.page, count: count), let offset = Pagination.offset(request.page) else { throw StoreError.invalidPage }
         // A valid page starts inside the set (offset < count), so neither subtraction can overflow.
@@ -393,7 +397,7 @@ public enum Store {
         var readers: [String: [User]] = [:]
         try Row.fetchCursor(db.cachedStatement(sql: """
             SELECT s.message_id, \(userColumns) FROM message_read_status s JOIN users u ON u.id = s.user_id
-            WHERE s.message_id IN \(idList) ORDER BY s.read_at, u.id
+            WHERE s.message_id IN \(idList) AND s.read_at > 0 ORDER BY s.read_at, u.id
             """), arguments: [jsonArray(messages.map(\.id))]).forEach { row in
             readers[row["message_id"], default: []].append(user(row))
         }
@@ -425,6 +429,9 @@ public enum Store {
         let room = try requireRoom(request.roomID, user: sender.id, in: db)
         try Permissions.authorizePost(info: room, user: sender.id)
         guard room.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
+        if room.roomType == .direct, try isBlockedDirect(room: request.roomID, sender: sender.id, in: db) {
+            throw StoreError.forbidden(blockedDirect)
+        }
         if let errors = Validation.messageErrors(content: request.content, messageType: request.messageType, clientMsgID: request.clientMsgID, maxChars: maxChars, hasAttachment: request.file != nil) {
             throw StoreError.badRequest(errors)
         }
@@ -457,7 +464,11 @@ public enum Store {
             fileName: request.file?.name, fileSize: request.file?.size, timestamp: now, replyTo: request.replyTo,
             clientMsgID: request.clientMsgID
         )
-        message.mentions = try recordMentions(message: request.id, room: request.roomID, sender: sender.id, content: request.content, at: now.micros, in: db)
+        message.hiddenFrom = try blockers(of: sender.id, room: request.roomID, in: db)
+        try hide(request.id, room: request.roomID, from: message.hiddenFrom, in: db)
+        message.mentions = try recordMentions(
+            message: request.id, room: request.roomID, sender: sender.id, content: request.content, at: now.micros,
+            except: message.hiddenFrom, in: db)
         return .created(message)
     }
 }

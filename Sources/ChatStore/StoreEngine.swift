@@ -16,6 +16,14 @@ public protocol StoreTransaction: AnyObject {
     func upsert(_ identity: Identity) throws
     func user(id: String) throws -> User?
 
+    // Users and blocks (Store+Blocks.swift)
+    func searchUsers(_ query: String, viewer: String, limit: Int) throws -> [User]
+    func block(_ target: String, by blocker: String) throws -> User
+    func unblock(_ target: String, by blocker: String) throws
+    func blockedPage(_ page: Requests.Page, viewer: String) throws -> (count: Int64, users: [User])
+    /// Members of the room who blocked `sender` (whom its messages are hidden from).
+    func blockers(of sender: String, room roomID: String) throws -> [String]
+
     // Rooms
     @discardableResult
     func requireRoom(_ roomID: String, user: String, allowPublic: Bool) throws -> Store.RoomInfo

@@ -83,6 +83,14 @@ public enum CommandKind: String, Sendable, CaseIterable {
     /// A frontend (re)started: sessions its predecessor in the same slot left
     /// active are over. Carries no user.
     case sessionReset = "session.reset"
+    /// `users/me`: the caller's user. `user.*` go to the store shard of the caller's id.
+    case userMe = "user.me"
+    /// `users/?q=`: the user lookup.
+    case userSearch = "user.search"
+    case userBlock = "user.block"
+    case userUnblock = "user.unblock"
+    /// `users/blocked/`: the caller's blocked users, paginated.
+    case userBlocked = "user.blocked"
     case searchMessages = "search.messages"
     case searchRooms = "search.rooms"
     /// Validates a staged upload and stores it content-addressed.

@@ -43,7 +43,7 @@ public final class StoreWorker {
 
     static func isWrite(_ kind: CommandKind) -> Bool {
         switch kind {
-        case .roomList, .roomGet, .messageList, .messageGet, .memberList, .pinList, .mentionList: false
+        case .roomList, .roomGet, .messageList, .messageGet, .memberList, .pinList, .mentionList, .userMe, .userSearch, .userBlocked: false
         default: true
         }
     }
@@ -83,8 +83,11 @@ public final class StoreWorker {
                 if case .created = outcome { pendingStored += 1 }
                 if let id = UUID(uuidString: message.id) { pendingPublished.insert(id) }
                 let json = ClientJSON.encode(message)
+                // A resend published again: the blocks in force now (a stored message's were not kept).
+                let hidden = if case .created = outcome { message.hiddenFrom } else { try db.blockers(of: message.sender.id, room: message.roomID) }
                 return [
-                    Event.room(message.roomID, key: .message(id: message.id, change: .created), body: ClientJSON.messageEvent(json)),
+                    Event.room(message.roomID, key: .message(id: message.id, change: .created), hiddenFrom: hidden,
+                               body: ClientJSON.messageEvent(json)),
                     .reply(to: command, status: .created, body: json),
                 ]
             case .duplicate(let original):
@@ -92,15 +95,18 @@ public final class StoreWorker {
             }
         case .messageUpdate:
             let message = try db.editMessage(try body(Requests.MessageUpdate.self, command), user: user, maxChars: config.maxMessageChars)
+            // Edits and deletions of a blocked sender's messages are hidden like the messages
+            // (one index probe; not on the path of new messages).
             return [
                 Event.room(message.roomID, key: .message(id: message.id, change: .edited(at: message.editedAt?.micros ?? 0)),
-                           body: ClientJSON.messageChange("message_edited", message)),
+                           hiddenFrom: try db.blockers(of: user, room: message.roomID), body: ClientJSON.messageChange("message_edited", message)),
                 .reply(to: command, status: .ok, body: ClientJSON.encode(message)),
             ]
         case .messageDelete:
             let message = try db.deleteMessage(try body(Requests.MessageRef.self, command), user: user)
             return [
-                Event.room(message.roomID, key: .message(id: message.id, change: .deleted), body: ClientJSON.messageChange("message_deleted", message)),
+                Event.room(message.roomID, key: .message(id: message.id, change: .deleted), hiddenFrom: try db.blockers(of: user, room: message.roomID),
+                           body: ClientJSON.messageChange("message_deleted", message)),
                 .reply(to: command, status: .noContent, body: []),
             ]
         case .messageReact:
@@ -137,6 +143,8 @@ public final class StoreWorker {
             return [.reply(to: command, status: .ok, body: [])]
         case .roomLeave, .memberAdd, .memberRole, .memberRemove, .roomTransfer, .messagePin, .messageUnpin:
             return try writeRoles(command, identity: identity, in: db)
+        case .userBlock, .userUnblock:
+            return try blockWrite(command, identity: identity, in: db)
         default:
             if let events = try writePrefs(command, identity: identity, in: db) { return events }
             throw StoreError(code: .badRequest, detail: "Not a store command: \(command.kind.rawValue)")
@@ -190,6 +198,8 @@ public final class StoreWorker {
             return [Self.pageReply(command, request.page, count: count, items: messages.map(ClientJSON.encode))]
         case .mentionList:
             return [try mentionPage(command, identity: identity, in: db)]
+        case .userMe, .userSearch, .userBlocked:
+            return try userRead(command, identity: identity, in: db)
         default:
             throw StoreError(code: .badRequest, detail: "Not a store read: \(command.kind.rawValue)")
         }

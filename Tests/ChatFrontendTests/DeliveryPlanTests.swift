@@ -72,6 +72,21 @@ import Testing
         ])
     }
 
+    /// A blocked sender's new message: its own step, skipped by the blockers'
+    /// sockets; its key is still the message's (a resend is dropped).
+    @Test func aHiddenMessageGetsAStepOfItsOwn() {
+        var recent = RecentKeys()
+        let plan = DeliveryPlan([
+            Self.event("a", "", "1"), Self.event("a", "m:7:new|u1,u2", "hidden"), Self.event("a", "m:7:new|u1,u2", "hidden"),
+            Self.event("a", "", "2"),
+        ], recent: &recent)
+        #expect(plan.rooms[0].steps == [
+            .frames(Self.framed([Array("1".utf8)]), excluded: nil),
+            .hidden(Self.framed([Array("hidden".utf8)]), from: ["u1", "u2"]),
+            .frames(Self.framed([Array("2".utf8)]), excluded: nil),
+        ])
+    }
+
     @Test func aRepublishedEventIsDeliveredOnceAndAnUnknownKeyNever() {
         var recent = RecentKeys()
         let first = DeliveryPlan([Self.event("a", "m:1:new", "x"), Self.event("a", "m:1:new", "x"), Self.event("a", "?:junk", "y")], recent: &recent)

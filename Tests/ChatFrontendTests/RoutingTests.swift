@@ -22,8 +22,8 @@ import Testing
             #expect(try await server.request("GET", "/healthz").status == 200)
             #expect(try await server.request("HEAD", "/healthz").status == 200)
             let paths = Self.authenticatedPaths(server, room: IDs.uuid7(), message: IDs.uuid7())
-            // 23, issue 16's roles and pins (8), mute (POST, DELETE), notifications, mentions.
-            #expect(paths.count == 35)
+            // 23, issue 16's roles and pins (8), mute (POST, DELETE), notifications, mentions, users and blocks (5).
+            #expect(paths.count == 40)
             #expect(
                 ChatAPI(services: server.services).routes.filter { $0.access == .open }.map(\.path)
                     == ["/healthz", "/api/openapi.json", "/api/openapi.yaml", "/metrics", "/", "/app/:file"]

@@ -108,6 +108,12 @@ extension EndToEnd {
                 Row("DELETE", "\(r)/mute/", owner: 204, admin: 204, member: 204, outsider: 403),
                 Row("PUT", "\(r)/notifications/", body: ["level": "mentions"], owner: 200, admin: 200, member: 200, outsider: 403),
                 Row("GET", "/api/chat/mentions/", owner: 200, admin: 200, member: 200, outsider: 200),
+                // Users and blocks: the caller's own, no room involved.
+                Row("GET", "/api/chat/users/me/", owner: 200, admin: 200, member: 200, outsider: 200),
+                Row("GET", "/api/chat/users/?q=extra", owner: 200, admin: 200, member: 200, outsider: 200),
+                Row("GET", "/api/chat/users/blocked/", owner: 200, admin: 200, member: 200, outsider: 200),
+                Row("POST", "/api/chat/users/{extra}/block/", owner: 200, admin: 200, member: 200, outsider: 200),
+                Row("DELETE", "/api/chat/users/{extra}/block/", owner: 204, admin: 204, member: 204, outsider: 204),
             ]
         }
 

@@ -1,0 +1,112 @@
+import ChatCore
+import ChatStore
+import ChatTesting
+import Foundation
+import Testing
+
+/// Blocks in the store, on every engine (Store+Blocks.swift,
+/// PostgresTransaction+Blocks.swift, chatd_store_message v16).
+@Suite struct BlockEngineTests {
+    let alice = identity("alice").id
+    let bob = identity("bob").id
+    let mallory = identity("mallory").id
+
+    func page(_ engine: any StoreEngine, _ room: String, viewer: String) throws -> [String] {
+        try engine.read { try $0.messagePage(Requests.MessageList(roomID: room, page: page1, before: nil, after: nil), viewer: viewer) }.messages.map(\.content)
+    }
+
+    func unread(_ engine: any StoreEngine, viewer: String) throws -> Int64? {
+        try engine.read { try $0.roomPage(Requests.RoomList(page: page1, roomType: nil, discover: false), viewer: viewer) }.rooms.first?.unreadCount
+    }
+
+    @Test(arguments: EngineKind.available)
+    func aBlockedSendersMessagesAreHiddenFromTheBlocker(_ kind: EngineKind) throws {
+        let engine = try kind.make().engine
+        let room = try groupRoom(engine)
+        _ = try send(engine, room, "before", from: "bob")
+        #expect(try engine.write { try $0.block(bob, by: alice) }.id == bob)
+        #expect(try engine.read { try $0.blockers(of: bob, room: room) } == [alice])
+        #expect(try engine.read { try $0.blockers(of: alice, room: room) } == [])
+        let hidden = try #require(created(try send(engine, room, "hidden", from: "bob")))
+        #expect(hidden.hiddenFrom == [alice])
+        // The room list's last message: none of Bob's for Alice.
+        func last(_ viewer: String) throws -> String? {
+            try engine.read { try $0.room(room, viewer: viewer) }.lastMessage?.content
+        }
+        #expect(try last(alice) == nil)
+        #expect(try last(bob) == "hidden")
+        #expect(created(try send(engine, room, "mine"))?.hiddenFrom == [])
+        _ = try send(engine, room, "newest", from: "bob")
+        #expect(try last(alice) == "mine")
+        #expect(try last(bob) == "newest")
+        // History: without Bob's messages for Alice, whole for Bob.
+        #expect(try page(engine, room, viewer: alice) == ["mine"])
+        #expect(try page(engine, room, viewer: bob) == ["newest", "mine", "hidden", "before"])
+        #expect(throws: StoreError.notFound()) {
+            try engine.read { try $0.message(Requests.MessageRef(roomID: room, messageID: hidden.id), user: alice) }
+        }
+        // Unread: "before" counts (read it never), "hidden" does not; Alice is no reader of it.
+        #expect(try unread(engine, viewer: alice) == 1)
+        #expect(try engine.write { try $0.markRoomRead(room, user: alice) } == 1)
+        #expect(try unread(engine, viewer: alice) == 0)
+        #expect(try engine.read { try $0.messages(ids: [hidden.id]) }.first?.readBy == [])
+        // Deleting the hidden message keeps Alice's count right.
+        _ = try engine.write { try $0.deleteMessage(Requests.MessageRef(roomID: room, messageID: hidden.id), user: bob) }
+        _ = try send(engine, room, "later", from: "bob")
+        #expect(try unread(engine, viewer: alice) == 0)
+        try engine.write { try $0.unblock(bob, by: alice) }
+        _ = try send(engine, room, "visible", from: "bob")
+        #expect(try unread(engine, viewer: alice) == 1)
+        #expect(try page(engine, room, viewer: alice).first == "visible")
+    }
+
+    @Test(arguments: EngineKind.available)
+    func aDirectRoomAcrossABlockRefusesBothWays(_ kind: EngineKind) throws {
+        let engine = try kind.make().engine
+        _ = try groupRoom(engine)
+        let (room, _) = try engine.write { try $0.directRoom(Requests.RoomDirect(userID: bob, newRoomID: IDs.uuid7()), user: alice) }
+        _ = try engine.write { try $0.block(alice, by: bob) }
+        for sub in ["alice", "bob"] {
+            #expect(throws: StoreError.forbidden(Store.blockedDirect)) { try send(engine, room.id, "no", from: sub) }
+        }
+        #expect(throws: StoreError.forbidden(Store.blockedDirect)) {
+            try engine.write { try $0.directRoom(Requests.RoomDirect(userID: bob, newRoomID: IDs.uuid7()), user: alice) }
+        }
+        #expect(throws: StoreError.forbidden(Store.blockedDirect)) {
+            try engine.write { try $0.directRoom(Requests.RoomDirect(userID: alice, newRoomID: IDs.uuid7()), user: bob) }
+        }
+        try engine.write { try $0.unblock(alice, by: bob) }
+        #expect(created(try send(engine, room.id, "yes", from: "bob")) != nil)
+    }
+
+    @Test(arguments: EngineKind.available)
+    func blocksListLookupAndRefusals(_ kind: EngineKind) throws {
+        let engine = try kind.make().engine
+        _ = try groupRoom(engine)
+        #expect(throws: StoreError.notFound("User not found")) { try engine.write { try $0.block(IDs.uuid7(), by: alice) } }
+        #expect(throws: StoreError.badRequest(error: "You cannot block yourself")) { try engine.write { try $0.block(alice, by: alice) } }
+        _ = try engine.write { try $0.block(bob, by: alice) }
+        _ = try engine.write { try $0.block(bob, by: alice) }
+        _ = try engine.write { try $0.block(mallory, by: alice) }
+        let list = try engine.read { try $0.blockedPage(page1, viewer: alice) }
+        #expect(list.count == 2 && Set(list.users.map(\.id)) == [bob, mallory])
+        // Lookup: a shared room's members by name; anyone by exact email; blocked users still appear.
+        #expect(try engine.read { try $0.searchUsers("BO", viewer: alice, limit: 20) }.map(\.id) == [bob])
+        #expect(try engine.read { try $0.searchUsers("mall", viewer: alice, limit: 20) }.isEmpty)
+        #expect(try engine.read { try $0.searchUsers("Mallory@Example.com", viewer: alice, limit: 20) }.map(\.id) == [mallory])
+        #expect(try engine.read { try $0.searchUsers("%", viewer: alice, limit: 20) }.isEmpty)
+    }
+
+    @Test(arguments: EngineKind.available)
+    func searchLeavesOutTheBlockedUsersMessages(_ kind: EngineKind) throws {
+        let engine = try kind.make().engine
+        let room = try groupRoom(engine)
+        let index = try engine.makeSearchIndex(indexPath: try TestServer.temporaryDirectory() + "/search.sqlite")
+        _ = try send(engine, room, "apple from bob", from: "bob")
+        _ = try send(engine, room, "apple from alice")
+        _ = try engine.write { try $0.block(bob, by: alice) }
+        try StoreEngineTests.catchUpFully(index)
+        #expect(try index.search("apple", user: alice, filters: SearchIndex.Filters()).map(\.content) == ["apple from alice"])
+        #expect(try index.search("apple", user: bob, filters: SearchIndex.Filters()).count == 2)
+    }
+}
