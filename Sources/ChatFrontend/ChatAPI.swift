@@ -37,6 +37,7 @@ struct ChatAPI: Sendable {
             HealthRoutes(api: self).routes, RoomRoutes(api: self).routes, MessageRoutes(api: self).routes,
             ReceiptRoutes(api: self).routes, SearchRoutes(api: self).routes, FileRoutes(api: self).routes,
             OpenAPIRoutes(api: self).routes, MetricsRoutes(api: self).routes, WebClientRoutes(api: self).routes,
+            WebhookRoutes(api: self).routes,
         ]
     }
 

@@ -51,6 +51,13 @@ public protocol StoreTransaction: AnyObject {
     func cleanupSessions(user: String, before: Timestamp) throws -> Int
     func resetSessions(frontend: String, alsoBare: String?, before: Int64) throws -> Int
 
+    // Webhooks (issue 16): the statements of WebhookStore, written once for both engines.
+    /// Runs a query; each row's columns as text (integers in decimal), nil for NULL.
+    func rows(_ sql: String, _ values: [SQLValue]) throws -> [[String?]]
+    /// Runs a statement; returns how many rows it changed.
+    @discardableResult
+    func run(_ sql: String, _ values: [SQLValue]) throws -> Int
+
     /// What the store's page cache compares to know nothing was written since
     /// it kept a page, read in this (read) transaction before the page is;
     /// nil when the engine cannot tell cheaply and exactly (no caching then).

@@ -84,6 +84,15 @@ public enum CommandKind: String, Sendable, CaseIterable {
     case fileChunk = "file.chunk"
     /// A piece of a stored blob; the reply's body is its bytes (`FileRead`).
     case fileRead = "file.read"
+    // Issue 16's webhooks: kept by the room's store shard, which writes the
+    // outbox in the transaction of each event (the webhooks role only sends).
+    case webhookCreate = "webhook.create"
+    case webhookList = "webhook.list"
+    case webhookDelete = "webhook.delete"
+    case webhookFailures = "webhook.failures"
+    case webhookIncomingCreate = "webhook.incoming_create"
+    /// A message posted to an incoming webhook's secret URL: carries no user.
+    case webhookIncomingPost = "webhook.incoming_post"
 
     /// The worker role that handles this kind.
     public var role: Role {
@@ -104,6 +113,8 @@ public enum CommandKind: String, Sendable, CaseIterable {
 /// Worker roles.
 public enum Role: String, Sendable, CaseIterable {
     case store, receipts, search, files
+    /// Sends the outbox's deliveries; takes no commands (issue 16).
+    case webhooks
 }
 
 /// The outcome of a command, as it crosses the bus. Only the frontend maps

@@ -34,6 +34,8 @@ public final class StoreWorker {
     var pendingStored = 0
     /// Encoded room lists and message pages while nothing is written.
     let pages = ReadCache()
+    /// The rooms with webhooks (issue 16): what the write path looks up to write the outbox.
+    let webhookCache = WebhookCache()
 
     public init(database: any StoreEngine, config: ChatConfig, logger: Logger) {
         _ = Self.messagesStored  // its series shows from the start, at 0
@@ -52,9 +54,10 @@ public final class StoreWorker {
     public func handle(_ batch: [Command]) -> [Event] {
         processor.handle(
             batch, isWrite: Self.isWrite, write: write, read: read,
-            inTransaction: { _ in
+            inTransaction: { db in
                 self.pendingPublished.removeAll()
                 self.pendingStored = 0
+                try self.webhookCache.refreshIfDue(db)
             },
             afterCommit: {
                 for id in self.pendingPublished { self.remember(id) }
@@ -75,23 +78,10 @@ public final class StoreWorker {
             // The frontend's body for a WebSocket message reads without JSONDecoder.
             let request = try FlatJSON.object(command.body).flatMap(Requests.MessageCreate.init(flat:))
                 ?? body(Requests.MessageCreate.self, command)
-            let outcome = try db.createMessage(request, sender: identity.user, maxChars: config.maxMessageChars)
-            switch outcome {
-            case .resent(let message) where wasPublishedHere(message.id):
-                return [.reply(to: command, status: .created, body: ClientJSON.encode(message))]
-            case .created(let message), .resent(let message):
-                if case .created = outcome { pendingStored += 1 }
-                if let id = UUID(uuidString: message.id) { pendingPublished.insert(id) }
-                let json = ClientJSON.encode(message)
-                return [
-                    Event.room(message.roomID, key: .message(id: message.id, change: .created), body: ClientJSON.messageEvent(json)),
-                    .reply(to: command, status: .created, body: json),
-                ]
-            case .duplicate(let original):
-                return [.reply(to: command, status: .ok, body: ClientJSON.encode(original))]
-            }
+            return try storeMessage(request, sender: identity.user, command: command, in: db)
         case .messageUpdate:
             let message = try db.editMessage(try body(Requests.MessageUpdate.self, command), user: user, maxChars: config.maxMessageChars)
+            try outbox(room: message.roomID, event: "message_edited", in: db) { ClientJSON.encode(message) }
             return [
                 Event.room(message.roomID, key: .message(id: message.id, change: .edited(at: message.editedAt?.micros ?? 0)),
                            body: ClientJSON.messageChange("message_edited", message)),
@@ -99,6 +89,7 @@ public final class StoreWorker {
             ]
         case .messageDelete:
             let message = try db.deleteMessage(try body(Requests.MessageRef.self, command), user: user)
+            try outbox(room: message.roomID, event: "message_deleted", in: db) { ClientJSON.encode(message) }
             return [
                 Event.room(message.roomID, key: .message(id: message.id, change: .deleted), body: ClientJSON.messageChange("message_deleted", message)),
                 .reply(to: command, status: .noContent, body: []),
@@ -132,17 +123,45 @@ public final class StoreWorker {
         case .roomLeave:
             let roomID = try body(Requests.RoomRef.self, command).roomID
             try db.leaveRoom(roomID, user: user)
+            try outbox(room: roomID, event: "member_left", in: db) { Webhooks.memberData(identity.user) }
             // The user's sockets in the room are closed (4403) after this.
             return [Event.room(roomID, key: .removeUser(user), body: []),
                     .reply(to: command, status: .ok, body: ClientJSON.object(["status": "left room"]))]
         case .roomJoin:
-            try db.joinRoom(try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants)
+            let roomID = try body(Requests.RoomRef.self, command).roomID
+            try db.joinRoom(roomID, user: user, maxParticipants: config.maxParticipants)
+            try outbox(room: roomID, event: "member_joined", in: db) { Webhooks.memberData(identity.user) }
             return [.reply(to: command, status: .ok, body: ClientJSON.object(["status": "joined room"]))]
         case .roomEnter:
             try db.enter(room: try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants)
             return [.reply(to: command, status: .ok, body: [])]
+        case .webhookCreate, .webhookList, .webhookDelete, .webhookFailures, .webhookIncomingCreate, .webhookIncomingPost:
+            return try webhookWrite(command, identity: identity, in: db)
         default:
             throw StoreError(code: .badRequest, detail: "Not a store command: \(command.kind.rawValue)")
+        }
+    }
+
+    /// Stores a message (a client's or an incoming webhook's) with its outbox rows; its event and reply.
+    func storeMessage(_ request: Requests.MessageCreate, sender: User, command: Command, in db: any StoreTransaction) throws -> [Event] {
+        let outcome = try db.createMessage(request, sender: sender, maxChars: config.maxMessageChars)
+        switch outcome {
+        case .resent(let message) where wasPublishedHere(message.id):
+            return [.reply(to: command, status: .created, body: ClientJSON.encode(message))]
+        case .created(let message), .resent(let message):
+            let json = ClientJSON.encode(message)
+            if case .created = outcome {
+                pendingStored += 1
+                // Only a new message: a resend's deliveries were written with it.
+                try outbox(room: message.roomID, event: "message_created", in: db) { json }
+            }
+            if let id = UUID(uuidString: message.id) { pendingPublished.insert(id) }
+            return [
+                Event.room(message.roomID, key: .message(id: message.id, change: .created), body: ClientJSON.messageEvent(json)),
+                .reply(to: command, status: .created, body: json),
+            ]
+        case .duplicate(let original):
+            return [.reply(to: command, status: .ok, body: ClientJSON.encode(original))]
         }
     }
 
