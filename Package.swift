@@ -183,6 +183,8 @@ let package = Package(
             "ChatTesting", "ChatCore", "ChatWire", .product(name: "GRDB", package: "GRDB.swift"),
             // A stranger's bus client (EndToEnd.MultiHost's deployment).
             "ZeroMQ",
+            // Webhook signatures checked with HMAC here, not with the server's own code.
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ]
 )
