@@ -115,6 +115,10 @@ public enum Role: String, Sendable, CaseIterable {
     case store, receipts, search, files
     /// Sends the outbox's deliveries; takes no commands (issue 16).
     case webhooks
+
+    /// Whether the role has a command queue. Webhooks has none: its work
+    /// comes from the database's outbox, and TCP ports stay as they were.
+    public var hasQueue: Bool { self != .webhooks }
 }
 
 /// The outcome of a command, as it crosses the bus. Only the frontend maps
