@@ -63,6 +63,14 @@ extension StoreWorker {
         }
     }
 
+    /// Whether `user` is not yet a member of a room with a `member_joined`
+    /// webhook (a join that only repeats sends nothing). One query, only for
+    /// such rooms.
+    func joinsNow(_ roomID: String, user: String, in db: any StoreTransaction) throws -> Bool {
+        guard !webhookCache.subscribers(room: roomID, event: "member_joined").isEmpty else { return false }
+        return (try? db.requireRoom(roomID, user: user, allowPublic: true).isParticipant) == false
+    }
+
     /// The webhook commands (all writes, even the lists: they need the manager check in one place).
     func webhookWrite(_ command: Command, identity: Identity, in db: any StoreTransaction) throws -> [Event] {
         let user = identity.id

@@ -129,11 +129,16 @@ public final class StoreWorker {
                     .reply(to: command, status: .ok, body: ClientJSON.object(["status": "left room"]))]
         case .roomJoin:
             let roomID = try body(Requests.RoomRef.self, command).roomID
+            let joins = try joinsNow(roomID, user: user, in: db)
             try db.joinRoom(roomID, user: user, maxParticipants: config.maxParticipants)
-            try outbox(room: roomID, event: "member_joined", in: db) { Webhooks.memberData(identity.user) }
+            if joins { try outbox(room: roomID, event: "member_joined", in: db) { Webhooks.memberData(identity.user) } }
             return [.reply(to: command, status: .ok, body: ClientJSON.object(["status": "joined room"]))]
         case .roomEnter:
-            try db.enter(room: try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants)
+            // A public room's socket joins it on entry: a join like `join/`.
+            let roomID = try body(Requests.RoomRef.self, command).roomID
+            let joins = try joinsNow(roomID, user: user, in: db)
+            try db.enter(room: roomID, user: user, maxParticipants: config.maxParticipants)
+            if joins { try outbox(room: roomID, event: "member_joined", in: db) { Webhooks.memberData(identity.user) } }
             return [.reply(to: command, status: .ok, body: [])]
         case .webhookCreate, .webhookList, .webhookDelete, .webhookFailures, .webhookIncomingCreate, .webhookIncomingPost:
             return try webhookWrite(command, identity: identity, in: db)

@@ -70,6 +70,27 @@ extension EndToEnd {
             #expect((empty.json as? [Any])?.isEmpty == true)
         }
 
+        @Test func memberJoinedOncePerJoin() async throws {
+            let receiver = try WebhookReceiver()
+            defer { receiver.stop() }
+            let server = try await TestServer.start(environment: Self.allowPrivate)
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "alice", "carol", "dave")
+            let created = try await server.request("POST", "/api/chat/rooms/", token: tokens[0], json: ["name": "town", "room_type": "public"])
+            let room = try #require(created.object["id"] as? String)
+            _ = try await Self.hook(server, token: tokens[0], room: room, url: receiver.url(), events: ["member_joined"])
+            // carol joins twice (the second is a no-op), dave by opening the room's socket.
+            for _ in 0..<2 { #expect(try await server.request("POST", "/api/chat/rooms/\(room)/join/", token: tokens[1]).status == 200) }
+            let dave = try server.webSocket("/ws/chat/\(room)/", token: tokens[2])
+            defer { dave.close() }
+            try await server.waitUntil(timeout: 15, "two deliveries") { receiver.requests.count >= 2 }
+            let users = try receiver.requests.map { request -> String in
+                let body = try JSONSerialization.jsonObject(with: request.body) as? [String: Any]
+                return ((body?["data"] as? [String: Any])?["user"] as? [String: Any])?["id"] as? String ?? ""
+            }
+            #expect(users.sorted() == [IDs.userID(forSubject: "carol"), IDs.userID(forSubject: "dave")].sorted())
+        }
+
         @Test func failedDeliveryRetriedWithTheSameID() async throws {
             // The first attempt gets a 500, the next a 200.
             let receiver = try WebhookReceiver { _, index in .status(index == 0 ? 500 : 200) }
