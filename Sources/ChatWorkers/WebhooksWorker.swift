@@ -56,6 +56,12 @@ public final class WebhooksWorker: @unchecked Sendable {
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
+    /// async-http-client wants its client shut down before it goes (a debug
+    /// build traps otherwise): the worker's loop ends on SIGTERM and drops it.
+    deinit {
+        try? client.syncShutdown()
+    }
+
     /// The role takes no commands (the store shards keep the webhooks).
     public func handle(_ batch: [Command]) -> [Event] {
         batch.map { .reply(to: $0, error: .detail(.badRequest, "The webhooks role takes no commands.")) }
