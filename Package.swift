@@ -30,6 +30,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         // Issue 15's PostgreSQL engine, linked only by ChatPostgres (never by the frontend or supervisor targets).
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        // Issue 16's outgoing webhooks: the webhooks worker's HTTP client (timeouts, redirects, TLS).
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         .systemLibrary(
@@ -90,6 +92,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .target(
@@ -179,6 +183,8 @@ let package = Package(
             "ChatTesting", "ChatCore", "ChatWire", .product(name: "GRDB", package: "GRDB.swift"),
             // A stranger's bus client (EndToEnd.MultiHost's deployment).
             "ZeroMQ",
+            // Webhook signatures checked with HMAC here, not with the server's own code.
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ]
 )

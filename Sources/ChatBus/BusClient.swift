@@ -502,7 +502,7 @@ final class BusSockets {
         try events.subscribe(Topic.storeShards)
         try events.subscribe(Topic.metrics)
         try events.connect(bus.eventsOut)
-        for role in Role.allCases where role != .store { try open(Endpoints.queue(role)) }
+        for role in Role.allCases where role != .store && role.hasQueue { try open(Endpoints.queue(role)) }
         try connectStores(upTo: storeShards)
     }
 

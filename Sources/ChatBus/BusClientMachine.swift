@@ -150,7 +150,7 @@ public struct BusClientMachine<Ticket> {
         self.pending = PendingRequests(policy: policy)
         self.shards = shards
         self.streams = Array(repeating: Stream(), count: shards)
-        for role in Role.allCases where role != .store { outstanding[Endpoints.queue(role)] = 0 }
+        for role in Role.allCases where role != .store && role.hasQueue { outstanding[Endpoints.queue(role)] = 0 }
         for shard in 0..<shards { outstanding[Endpoints.queue(.store, shard: shard)] = 0 }
     }
 

@@ -286,11 +286,14 @@ public final class BusServer {
 
     /// Connects a link's queue (and the nudge SUB) the first time it serves.
     private func connectQueue(_ link: inout Link, loop: WorkerLoop) throws {
-        guard link.pull == nil else { return }
+        guard link.pull == nil, link.news == nil else { return }
         let queue = Endpoints.queue(role, shard: shard)
         // Full: the broker's PUSH stops taking more; nothing is dropped.
-        link.pull = try connect(.pull, to: link.bus.queueOut(queue), of: link.bus) {
-            try $0.setHighWaterMarks(send: HighWaterMarks.commands, receive: HighWaterMarks.commands)
+        // A role without a queue (webhooks) only wakes on its nudge.
+        if role.hasQueue {
+            link.pull = try connect(.pull, to: link.bus.queueOut(queue), of: link.bus) {
+                try $0.setHighWaterMarks(send: HighWaterMarks.commands, receive: HighWaterMarks.commands)
+            }
         }
         if let topic = loop.wakeOn {
             link.news = try connect(.sub, to: link.bus.eventsOut, of: link.bus) { sub in

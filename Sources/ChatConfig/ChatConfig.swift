@@ -88,6 +88,13 @@ public struct ChatConfig: Sendable, Equatable {
     public var hangTimeoutSeconds: Double = 10
     /// Receipts workers (read status, typing, sessions).
     public var receiptsWorkers: Int = 1
+    /// Webhooks workers on this host (`webhooks.workers`, CHAT_WEBHOOKS_WORKERS), 0 for none.
+    public var webhooksWorkers: Int = 1
+    /// Webhook URLs may be on loopback, private or link-local networks
+    /// (`webhooks.allowPrivateTargets`, CHAT_WEBHOOKS_ALLOW_PRIVATE=1): the SSRF guard off, for tests and closed networks.
+    public var webhooksAllowPrivateTargets = false
+    /// How long a delivery is retried before it is kept as a failure, seconds (`webhooks.retryWindowSeconds`).
+    public var webhooksRetryWindowSeconds: Double = 86_400
     /// Files workers on this host, 1 or 0 (`filesWorkers`): one host of a
     /// deployment keeps the blobs, every other workers host says 0.
     public var filesWorkers: Int = 1
@@ -223,6 +230,7 @@ public struct ChatConfig: Sendable, Equatable {
         guard (0...1).contains(config.filesWorkers) else {
             throw ConfigError.invalid("filesWorkers", "\(config.filesWorkers): 1, or 0 on every workers host but the one that keeps the attachments")
         }
+        try config.readWebhooks(reader, environment: environment)
         config.standbys = reader.bool(forKey: "standbys", default: config.standbys)
         config.frontendHandover = reader.bool(forKey: "frontendHandover", default: config.frontendHandover)
         config.typingWindowSeconds = reader.double(forKey: "typingWindowSeconds", default: config.typingWindowSeconds)
@@ -237,6 +245,21 @@ public struct ChatConfig: Sendable, Equatable {
         try config.readEdge(reader)
         guard config.listenAddress != nil else { throw ConfigError.invalid("listen", config.listen) }
         return config
+    }
+
+    /// Issue 16's webhooks settings (part of `read`).
+    mutating func readWebhooks(_ reader: ConfigReader, environment: [String: String]) throws {
+        webhooksWorkers = reader.int(forKey: "webhooks.workers", default: webhooksWorkers)
+        guard webhooksWorkers >= 0 else { throw ConfigError.invalid("webhooks.workers", "\(webhooksWorkers): must not be negative") }
+        // CHAT_WEBHOOKS_ALLOW_PRIVATE is the documented name (api-contract.md); the key's own works too.
+        webhooksAllowPrivateTargets = reader.bool(forKey: "webhooks.allowPrivateTargets", default: webhooksAllowPrivateTargets)
+        if let value = environment["CHAT_WEBHOOKS_ALLOW_PRIVATE"], !value.isEmpty {
+            webhooksAllowPrivateTargets = ["1", "true", "on", "yes"].contains(value.lowercased())
+        }
+        webhooksRetryWindowSeconds = reader.double(forKey: "webhooks.retryWindowSeconds", default: webhooksRetryWindowSeconds)
+        guard webhooksRetryWindowSeconds > 0, webhooksRetryWindowSeconds <= 30 * 86_400 else {
+            throw ConfigError.invalid("webhooks.retryWindowSeconds", "\(webhooksRetryWindowSeconds): more than 0, at most 30 days")
+        }
     }
 
     /// Tokens: the HS256 secret or a JWKS, issuer, audience, leeway (part of `read`).

@@ -40,6 +40,7 @@ struct ChatAPI: Sendable {
             RoleRoutes(api: self).routes,
             PrefsRoutes(api: self).routes,
             UserRoutes(api: self).routes,
+            WebhookRoutes(api: self).routes,
         ]
     }
 

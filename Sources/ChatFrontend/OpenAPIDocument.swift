@@ -64,6 +64,8 @@ tags:
     description: Members, roles, ownership and pinned messages (docs/api.md "Roles and permissions").
   - name: search
   - name: files
+  - name: webhooks
+    description: Outgoing webhooks (signed deliveries of room events) and incoming ones (a bot that posts).
   - name: users
     description: The caller, the user lookup and blocks.
   - name: sessions
@@ -464,6 +466,196 @@ paths:
         "404": {$ref: "#/components/responses/NotFound"}
         "415": {$ref: "#/components/responses/UnsupportedMediaType"}
         "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/rooms/{room_id}/webhooks/:
+    parameters:
+      - $ref: "#/components/parameters/RoomId"
+    post:
+      tags: [webhooks]
+      operationId: createWebhook
+      summary: Add an outgoing webhook (owner or admin); its secret is in this answer only
+      description: |
+        Each subscribed event is delivered as a signed `POST` (docs/api.md
+        "Webhooks"). A URL whose host resolves to a loopback, private or
+        link-local address is refused unless `webhooks.allowPrivateTargets`
+        (`CHAT_WEBHOOKS_ALLOW_PRIVATE=1`) is set.
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [url, events]
+              properties:
+                url: {type: string, format: uri, maxLength: 2000, description: "http:// or https://, no user or password."}
+                events:
+                  type: array
+                  minItems: 1
+                  items: {$ref: "#/components/schemas/WebhookEvent"}
+      responses:
+        "201":
+          description: The webhook, with its secret.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/NewWebhook"}
+        "400":
+          description: "Field errors: `url` (not http(s), no host, does not resolve, a private address) or `events` (unknown)."
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/ErrorBody"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "413": {$ref: "#/components/responses/ContentTooLarge"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+    get:
+      tags: [webhooks]
+      operationId: listWebhooks
+      summary: The room's outgoing webhooks, oldest first, without their secrets (owner or admin)
+      responses:
+        "200":
+          description: The webhooks.
+          content:
+            application/json:
+              schema:
+                type: array
+                items: {$ref: "#/components/schemas/Webhook"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/rooms/{room_id}/webhooks/{webhook_id}/:
+    parameters:
+      - $ref: "#/components/parameters/RoomId"
+      - $ref: "#/components/parameters/WebhookId"
+    delete:
+      tags: [webhooks]
+      operationId: deleteWebhook
+      summary: Remove a webhook and its pending and failed deliveries (owner or admin)
+      responses:
+        "204": {description: Removed.}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/rooms/{room_id}/webhooks/{webhook_id}/failures/:
+    parameters:
+      - $ref: "#/components/parameters/RoomId"
+      - $ref: "#/components/parameters/WebhookId"
+    get:
+      tags: [webhooks]
+      operationId: webhookFailures
+      summary: Deliveries whose retries ran out (24 h), newest first (owner or admin)
+      parameters:
+        - $ref: "#/components/parameters/Page"
+        - $ref: "#/components/parameters/PageSize"
+      responses:
+        "200":
+          description: A page of failed deliveries.
+          content:
+            application/json:
+              schema:
+                allOf:
+                  - $ref: "#/components/schemas/Page"
+                  - type: object
+                    required: [results]
+                    properties:
+                      results:
+                        type: array
+                        maxItems: 100
+                        items: {$ref: "#/components/schemas/WebhookFailure"}
+                unevaluatedProperties: false
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFoundOrInvalidPage"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/rooms/{room_id}/webhooks/incoming/:
+    parameters:
+      - $ref: "#/components/parameters/RoomId"
+    post:
+      tags: [webhooks]
+      operationId: createIncomingWebhook
+      summary: Add an incoming webhook (owner or admin); its secret URL is in this answer only
+      description: A bot user named `name` joins the room; `POST {"content"}` to `url`, with no token, posts as it.
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [name]
+              properties:
+                name: {type: string, minLength: 1, maxLength: 100}
+      responses:
+        "201":
+          description: The incoming webhook and its secret URL.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [id, url, name]
+                additionalProperties: false
+                properties:
+                  id: {$ref: "#/components/schemas/Uuid"}
+                  url: {type: string, format: uri}
+                  name: {type: string}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "413": {$ref: "#/components/responses/ContentTooLarge"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/rooms/{room_id}/webhooks/incoming/{hook_id}/{token}/:
+    parameters:
+      - $ref: "#/components/parameters/RoomId"
+      - {name: hook_id, in: path, required: true, description: The incoming webhook's id., schema: {type: string, format: uuid}}
+      - {name: token, in: path, required: true, description: The secret from its URL (64 hex digits)., schema: {type: string}}
+    post:
+      tags: [webhooks]
+      operationId: postIncomingWebhook
+      summary: Post a message as the incoming webhook's bot (the URL is the credential; no token)
+      security: []
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [content]
+              properties:
+                content: {type: string, minLength: 1}
+      responses:
+        "201":
+          description: The message, sent by the bot user, and broadcast like any other.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Message"}
+        "400":
+          description: "No `content`, or content the room refuses (`{\"content\": [...]}`)."
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/ErrorBody"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "413": {$ref: "#/components/responses/ContentTooLarge"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
         "503": {$ref: "#/components/responses/Unavailable"}
 
   /api/chat/rooms/{room_id}/messages/:
@@ -1288,11 +1480,6 @@ components:
         mints a development token. WebSocket handshakes may pass it as `?token=`.
 
   parameters:
-    UserId:
-      name: user_id
-      in: path
-      required: true
-      schema: {$ref: "#/components/schemas/Uuid"}
     RoomId:
       name: room_id
       in: path
@@ -1303,7 +1490,13 @@ components:
       name: user_id
       in: path
       required: true
-      description: A member's user id (a value that is not a UUID is `404`; a user who is not a member `404` too).
+      description: A user's id (a value that is not a UUID is `404`; on the members endpoints a user who is not a member is `404` too).
+      schema: {type: string, format: uuid}
+    WebhookId:
+      name: webhook_id
+      in: path
+      required: true
+      description: An outgoing webhook's id in this room (a value that is not a UUID is `404`).
       schema: {type: string, format: uuid}
     MessageId:
       name: message_id
@@ -1399,6 +1592,44 @@ components:
           schema: {$ref: "#/components/schemas/ErrorBody"}
 
   schemas:
+    WebhookEvent:
+      type: string
+      enum: [message_created, message_edited, message_deleted, member_joined, member_left]
+    Webhook:
+      type: object
+      required: [id, url, events, created_at]
+      additionalProperties: false
+      properties:
+        id: {$ref: "#/components/schemas/Uuid"}
+        url: {type: string, format: uri}
+        events:
+          type: array
+          items: {$ref: "#/components/schemas/WebhookEvent"}
+        created_at: {$ref: "#/components/schemas/Timestamp"}
+    NewWebhook:
+      type: object
+      required: [id, url, events, secret, created_at]
+      additionalProperties: false
+      properties:
+        id: {$ref: "#/components/schemas/Uuid"}
+        url: {type: string, format: uri}
+        events:
+          type: array
+          items: {$ref: "#/components/schemas/WebhookEvent"}
+        secret: {type: string, description: "The HMAC-SHA256 key of `X-Chat-Signature` (64 hex digits), shown only here."}
+        created_at: {$ref: "#/components/schemas/Timestamp"}
+    WebhookFailure:
+      type: object
+      required: [id, event, attempts, created_at, failed_at, last_status, last_error]
+      additionalProperties: false
+      properties:
+        id: {type: string, description: "The delivery's id (its `X-Chat-Delivery`)."}
+        event: {$ref: "#/components/schemas/WebhookEvent"}
+        attempts: {type: integer, minimum: 1}
+        created_at: {$ref: "#/components/schemas/Timestamp"}
+        failed_at: {$ref: "#/components/schemas/Timestamp"}
+        last_status: {type: [integer, "null"], description: The last answer's HTTP status; null when none came (timeout, refused, unreachable).}
+        last_error: {type: [string, "null"]}
     Detail:
       type: object
       required: [detail]
@@ -1987,6 +2218,10 @@ x-websocket:
     },
     {
       "name": "files"
+    },
+    {
+      "name": "webhooks",
+      "description": "Outgoing webhooks (signed deliveries of room events) and incoming ones (a bot that posts)."
     },
     {
       "name": "users",
@@ -2853,6 +3088,433 @@ x-websocket:
           },
           "429": {
             "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/rooms/{room_id}/webhooks/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/RoomId"
+        }
+      ],
+      "post": {
+        "tags": [
+          "webhooks"
+        ],
+        "operationId": "createWebhook",
+        "summary": "Add an outgoing webhook (owner or admin); its secret is in this answer only",
+        "description": "Each subscribed event is delivered as a signed `POST` (docs/api.md\n\"Webhooks\"). A URL whose host resolves to a loopback, private or\nlink-local address is refused unless `webhooks.allowPrivateTargets`\n(`CHAT_WEBHOOKS_ALLOW_PRIVATE=1`) is set.\n",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "type": "object",
+                "required": [
+                  "url",
+                  "events"
+                ],
+                "properties": {
+                  "url": {
+                    "type": "string",
+                    "format": "uri",
+                    "maxLength": 2000,
+                    "description": "http:// or https://, no user or password."
+                  },
+                  "events": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                      "$ref": "#/components/schemas/WebhookEvent"
+                    }
+                  }
+                }
+              }
+            }
+          }
+        },
+        "responses": {
+          "201": {
+            "description": "The webhook, with its secret.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/NewWebhook"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "Field errors: `url` (not http(s), no host, does not resolve, a private address) or `events` (unknown).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ErrorBody"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          },
+          "413": {
+            "$ref": "#/components/responses/ContentTooLarge"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      },
+      "get": {
+        "tags": [
+          "webhooks"
+        ],
+        "operationId": "listWebhooks",
+        "summary": "The room's outgoing webhooks, oldest first, without their secrets (owner or admin)",
+        "responses": {
+          "200": {
+            "description": "The webhooks.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "type": "array",
+                  "items": {
+                    "$ref": "#/components/schemas/Webhook"
+                  }
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/rooms/{room_id}/webhooks/{webhook_id}/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/RoomId"
+        },
+        {
+          "$ref": "#/components/parameters/WebhookId"
+        }
+      ],
+      "delete": {
+        "tags": [
+          "webhooks"
+        ],
+        "operationId": "deleteWebhook",
+        "summary": "Remove a webhook and its pending and failed deliveries (owner or admin)",
+        "responses": {
+          "204": {
+            "description": "Removed."
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/rooms/{room_id}/webhooks/{webhook_id}/failures/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/RoomId"
+        },
+        {
+          "$ref": "#/components/parameters/WebhookId"
+        }
+      ],
+      "get": {
+        "tags": [
+          "webhooks"
+        ],
+        "operationId": "webhookFailures",
+        "summary": "Deliveries whose retries ran out (24 h), newest first (owner or admin)",
+        "parameters": [
+          {
+            "$ref": "#/components/parameters/Page"
+          },
+          {
+            "$ref": "#/components/parameters/PageSize"
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "A page of failed deliveries.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "allOf": [
+                    {
+                      "$ref": "#/components/schemas/Page"
+                    },
+                    {
+                      "type": "object",
+                      "required": [
+                        "results"
+                      ],
+                      "properties": {
+                        "results": {
+                          "type": "array",
+                          "maxItems": 100,
+                          "items": {
+                            "$ref": "#/components/schemas/WebhookFailure"
+                          }
+                        }
+                      }
+                    }
+                  ],
+                  "unevaluatedProperties": false
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFoundOrInvalidPage"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/rooms/{room_id}/webhooks/incoming/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/RoomId"
+        }
+      ],
+      "post": {
+        "tags": [
+          "webhooks"
+        ],
+        "operationId": "createIncomingWebhook",
+        "summary": "Add an incoming webhook (owner or admin); its secret URL is in this answer only",
+        "description": "A bot user named `name` joins the room; `POST {\"content\"}` to `url`, with no token, posts as it.",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "type": "object",
+                "required": [
+                  "name"
+                ],
+                "properties": {
+                  "name": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 100
+                  }
+                }
+              }
+            }
+          }
+        },
+        "responses": {
+          "201": {
+            "description": "The incoming webhook and its secret URL.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "type": "object",
+                  "required": [
+                    "id",
+                    "url",
+                    "name"
+                  ],
+                  "additionalProperties": false,
+                  "properties": {
+                    "id": {
+                      "$ref": "#/components/schemas/Uuid"
+                    },
+                    "url": {
+                      "type": "string",
+                      "format": "uri"
+                    },
+                    "name": {
+                      "type": "string"
+                    }
+                  }
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          },
+          "413": {
+            "$ref": "#/components/responses/ContentTooLarge"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/rooms/{room_id}/webhooks/incoming/{hook_id}/{token}/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/RoomId"
+        },
+        {
+          "name": "hook_id",
+          "in": "path",
+          "required": true,
+          "description": "The incoming webhook's id.",
+          "schema": {
+            "type": "string",
+            "format": "uuid"
+          }
+        },
+        {
+          "name": "token",
+          "in": "path",
+          "required": true,
+          "description": "The secret from its URL (64 hex digits).",
+          "schema": {
+            "type": "string"
+          }
+        }
+      ],
+      "post": {
+        "tags": [
+          "webhooks"
+        ],
+        "operationId": "postIncomingWebhook",
+        "summary": "Post a message as the incoming webhook's bot (the URL is the credential; no token)",
+        "security": [],
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "type": "object",
+                "required": [
+                  "content"
+                ],
+                "properties": {
+                  "content": {
+                    "type": "string",
+                    "minLength": 1
+                  }
+                }
+              }
+            }
+          }
+        },
+        "responses": {
+          "201": {
+            "description": "The message, sent by the bot user, and broadcast like any other.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Message"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "No `content`, or content the room refuses (`{\"content\": [...]}`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ErrorBody"
+                }
+              }
+            }
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          },
+          "413": {
+            "$ref": "#/components/responses/ContentTooLarge"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
           },
           "503": {
             "$ref": "#/components/responses/Unavailable"
@@ -4610,21 +5272,31 @@ x-websocket:
       }
     },
     "parameters": {
-      "UserId": {
-        "name": "user_id",
-        "in": "path",
-        "required": true,
-        "description": "A member's user id (a value that is not a UUID is `404`; a user who is not a member `404` too).",
-        "schema": {
-          "type": "string",
-          "format": "uuid"
-        }
-      },
       "RoomId": {
         "name": "room_id",
         "in": "path",
         "required": true,
         "description": "A room's id (a value that is not a UUID is `404`).",
+        "schema": {
+          "type": "string",
+          "format": "uuid"
+        }
+      },
+      "UserId": {
+        "name": "user_id",
+        "in": "path",
+        "required": true,
+        "description": "A user's id (a value that is not a UUID is `404`; on the members endpoints a user who is not a member is `404` too).",
+        "schema": {
+          "type": "string",
+          "format": "uuid"
+        }
+      },
+      "WebhookId": {
+        "name": "webhook_id",
+        "in": "path",
+        "required": true,
+        "description": "An outgoing webhook's id in this room (a value that is not a UUID is `404`).",
         "schema": {
           "type": "string",
           "format": "uuid"
@@ -4808,6 +5480,124 @@ x-websocket:
       }
     },
     "schemas": {
+      "WebhookEvent": {
+        "type": "string",
+        "enum": [
+          "message_created",
+          "message_edited",
+          "message_deleted",
+          "member_joined",
+          "member_left"
+        ]
+      },
+      "Webhook": {
+        "type": "object",
+        "required": [
+          "id",
+          "url",
+          "events",
+          "created_at"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "id": {
+            "$ref": "#/components/schemas/Uuid"
+          },
+          "url": {
+            "type": "string",
+            "format": "uri"
+          },
+          "events": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/WebhookEvent"
+            }
+          },
+          "created_at": {
+            "$ref": "#/components/schemas/Timestamp"
+          }
+        }
+      },
+      "NewWebhook": {
+        "type": "object",
+        "required": [
+          "id",
+          "url",
+          "events",
+          "secret",
+          "created_at"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "id": {
+            "$ref": "#/components/schemas/Uuid"
+          },
+          "url": {
+            "type": "string",
+            "format": "uri"
+          },
+          "events": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/WebhookEvent"
+            }
+          },
+          "secret": {
+            "type": "string",
+            "description": "The HMAC-SHA256 key of `X-Chat-Signature` (64 hex digits), shown only here."
+          },
+          "created_at": {
+            "$ref": "#/components/schemas/Timestamp"
+          }
+        }
+      },
+      "WebhookFailure": {
+        "type": "object",
+        "required": [
+          "id",
+          "event",
+          "attempts",
+          "created_at",
+          "failed_at",
+          "last_status",
+          "last_error"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "id": {
+            "type": "string",
+            "description": "The delivery's id (its `X-Chat-Delivery`)."
+          },
+          "event": {
+            "$ref": "#/components/schemas/WebhookEvent"
+          },
+          "attempts": {
+            "type": "integer",
+            "minimum": 1
+          },
+          "created_at": {
+            "$ref": "#/components/schemas/Timestamp"
+          },
+          "failed_at": {
+            "$ref": "#/components/schemas/Timestamp"
+          },
+          "last_status": {
+            "type": [
+              "integer",
+              "null"
+            ],
+            "description": "The last answer's HTTP status; null when none came (timeout",
+            "refused": null,
+            "unreachable).": null
+          },
+          "last_error": {
+            "type": [
+              "string",
+              "null"
+            ]
+          }
+        }
+      },
       "Detail": {
         "type": "object",
         "required": [

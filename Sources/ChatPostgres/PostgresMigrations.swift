@@ -29,7 +29,51 @@ enum PostgresMigrations {
         // with the roles' post check of v16-roles-store-message.
         ("v16-blocks", v16Blocks),
         ("v16-blocks-store-message", v16BlocksStoreMessage),
+        // Issue 16's webhooks, the outbox and incoming webhooks (ChatStore's WebhookStore).
+        ("v16-webhooks", v16Webhooks),
     ]
+
+    static let v16Webhooks = """
+        CREATE TABLE webhooks (
+            id TEXT PRIMARY KEY NOT NULL,
+            room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+            url TEXT NOT NULL,
+            -- the subscribed events, comma-separated
+            events TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            created_by TEXT REFERENCES users(id) ON DELETE SET NULL,
+            created_at BIGINT NOT NULL
+        );
+        CREATE INDEX webhooks_room ON webhooks(room_id);
+        -- The outbox: one row per delivery, written in the event's transaction.
+        -- Due when next_at has passed; a claim moves next_at to the lease's end
+        -- (lease names the claim), a 2xx deletes the row, failed = 1 keeps it.
+        CREATE TABLE webhook_deliveries (
+            id TEXT PRIMARY KEY NOT NULL,
+            webhook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+            event TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at BIGINT NOT NULL,
+            failed INTEGER NOT NULL DEFAULT 0,
+            lease TEXT,
+            last_status INTEGER,
+            last_error TEXT
+        );
+        CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_at) WHERE failed = 0;
+        CREATE INDEX webhook_deliveries_lease ON webhook_deliveries(lease) WHERE lease IS NOT NULL;
+        CREATE INDEX webhook_deliveries_failed ON webhook_deliveries(webhook_id, next_at) WHERE failed = 1;
+        CREATE TABLE incoming_webhooks (
+            id TEXT PRIMARY KEY NOT NULL,
+            room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            token_hash TEXT NOT NULL,
+            bot_user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            created_by TEXT REFERENCES users(id) ON DELETE SET NULL,
+            created_at BIGINT NOT NULL
+        );
+        """
 
     static func migrate(_ connection: PooledConnection, logger: Logger) throws {
         for (name, sql) in all {

@@ -46,6 +46,36 @@ final class SQLiteTransaction: StoreTransaction {
     }
 
     func upsert(_ identity: Identity) throws { try Store.upsert(identity, in: db) }
+
+    func rows(_ sql: String, _ values: [SQLValue]) throws -> [[String?]] {
+        try Row.fetchAll(db.cachedStatement(sql: sql), arguments: Self.arguments(values)).map { row in
+            (0..<row.count).map { index -> String? in
+                switch (row[index] as DatabaseValue).storage {
+                case .null: nil
+                case .int64(let value): String(value)
+                case .double(let value): String(value)
+                case .string(let value): value
+                case .blob(let data): String(decoding: data, as: UTF8.self)
+                }
+            }
+        }
+    }
+
+    @discardableResult
+    func run(_ sql: String, _ values: [SQLValue]) throws -> Int {
+        try db.cachedStatement(sql: sql).execute(arguments: Self.arguments(values))
+        return db.changesCount
+    }
+
+    static func arguments(_ values: [SQLValue]) -> StatementArguments {
+        StatementArguments(values.map { value -> (any DatabaseValueConvertible)? in
+            switch value {
+            case .text(let text): text
+            case .int(let number): number
+            case .null: nil
+            }
+        })
+    }
     func user(id: String) throws -> User? { try Store.user(id: id, in: db) }
 
     @discardableResult

@@ -78,6 +78,12 @@ public protocol StoreTransaction: AnyObject {
     func mute(_ request: Requests.RoomMute, user: String, muted: Bool) throws
     func setNotificationLevel(_ request: Requests.RoomNotifications, user: String) throws
     func mentionPage(_ request: Requests.MentionList, viewer: String) throws -> (count: Int64, messages: [Message])
+    // Webhooks (issue 16): the statements of WebhookStore, written once for both engines.
+    /// Runs a query; each row's columns as text (integers in decimal), nil for NULL.
+    func rows(_ sql: String, _ values: [SQLValue]) throws -> [[String?]]
+    /// Runs a statement; returns how many rows it changed.
+    @discardableResult
+    func run(_ sql: String, _ values: [SQLValue]) throws -> Int
 
     /// What the store's page cache compares to know nothing was written since
     /// it kept a page, read in this (read) transaction before the page is;

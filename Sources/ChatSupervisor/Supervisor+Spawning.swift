@@ -9,8 +9,10 @@ extension Supervisor {
         guard config.run.runsWorkers else { return specs }
         for shard in 0..<storeShards { specs.append(workerSpec(WorkerName(.store, shard))) }
         // One each of the other roles: receipts may be scaled by config;
-        // search owns one index file, files is I/O-bound.
-        for (role, count) in [(Role.receipts, config.receiptsWorkers), (.search, 1), (.files, config.runsFilesWorker ? 1 : 0)] {
+        // search owns one index file, files is I/O-bound; webhooks by config
+        // (`webhooks.workers`; their leases let several share the outbox).
+        for (role, count) in [(Role.receipts, config.receiptsWorkers), (.search, 1), (.files, config.runsFilesWorker ? 1 : 0),
+                             (.webhooks, config.webhooksWorkers)] {
             for index in 0..<count { specs.append(workerSpec(WorkerName(role, index))) }
         }
         return specs + standbyPlan.roles.map(standbySpec)

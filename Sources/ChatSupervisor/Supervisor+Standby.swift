@@ -15,8 +15,10 @@ struct StandbyPlan: Equatable {
     /// This host runs the files worker (`filesWorkers` is not 0).
     var runsFiles = true
 
-    /// The roles that keep a standby: every worker role this host runs, or none.
-    var roles: [Role] { enabled && runsWorkers ? Role.allCases.filter { $0 != .files || runsFiles } : [] }
+    /// The roles that keep a standby: every worker role this host runs, or
+    /// none. Not webhooks: nobody waits on a delivery the way a client waits
+    /// on a command, and a restarted worker finds the outbox as it was.
+    var roles: [Role] { enabled && runsWorkers ? Role.allCases.filter { ($0 != .files || runsFiles) && $0 != .webhooks } : [] }
 
     /// The standby that takes the place of a spawn of `name`, if any: only
     /// a worker's spawn promotes, only its role's standby, only once that

@@ -120,7 +120,7 @@ public final class Supervisor: @unchecked Sendable {
         // The broker runs where the frontend does; a workers-only host connects to it.
         if config.run.runsFrontend {
             let queues = (0..<storeShards).map { Endpoints.queue(.store, shard: $0) }
-                + Role.allCases.filter { $0 != .store }.map { Endpoints.queue($0) }
+                + Role.allCases.filter { $0 != .store && $0.hasQueue }.map { Endpoints.queue($0) }
             let broker = try Broker(bus: config.busAddress, queues: queues, logger: logger, security: BusSecurity(keys: config.busKeys))
             // Without its broker this host serves nobody: stop, exit non-zero,
             // and let systemd (Restart=on-failure) start it again.

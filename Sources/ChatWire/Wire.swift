@@ -110,6 +110,15 @@ public enum CommandKind: String, Sendable, CaseIterable {
     /// The caller's mentions feed, at the caller's shard like `room.list`
     /// (every store shard reads the one database).
     case mentionList = "mention.list"
+    // Issue 16's webhooks: kept by the room's store shard, which writes the
+    // outbox in the transaction of each event (the webhooks role only sends).
+    case webhookCreate = "webhook.create"
+    case webhookList = "webhook.list"
+    case webhookDelete = "webhook.delete"
+    case webhookFailures = "webhook.failures"
+    case webhookIncomingCreate = "webhook.incoming_create"
+    /// A message posted to an incoming webhook's secret URL: carries no user.
+    case webhookIncomingPost = "webhook.incoming_post"
 
     /// The worker role that handles this kind.
     public var role: Role {
@@ -130,6 +139,12 @@ public enum CommandKind: String, Sendable, CaseIterable {
 /// Worker roles.
 public enum Role: String, Sendable, CaseIterable {
     case store, receipts, search, files
+    /// Sends the outbox's deliveries; takes no commands (issue 16).
+    case webhooks
+
+    /// Whether the role has a command queue. Webhooks has none: its work
+    /// comes from the database's outbox, and TCP ports stay as they were.
+    public var hasQueue: Bool { self != .webhooks }
 }
 
 /// The outcome of a command, as it crosses the bus. Only the frontend maps

@@ -20,6 +20,9 @@ final class BatchProcessor {
         self.logger = logger
     }
 
+    /// The identity of a command without a caller (an incoming webhook's post), never stored.
+    static let noCaller = Identity(sub: "00000000-0000-0000-0000-000000000000", email: nil, name: nil, picture: nil)
+
     typealias Handler = (Command, Identity, any StoreTransaction) throws -> [Event]
 
     /// - Parameters:
@@ -36,6 +39,9 @@ final class BatchProcessor {
         for (index, command) in batch.enumerated() {
             if let known = knownUsers[command.user] {
                 identities[index] = known
+            } else if command.user.isEmpty && command.kind == .webhookIncomingPost {
+                // The URL's token is the credential: no caller, and nobody to provision.
+                identities[index] = Self.noCaller
             } else if let identity = try? decoder.decode(Identity.self, from: Data(command.user)) {
                 identities[index] = identity
                 newUsers[command.user] = identity

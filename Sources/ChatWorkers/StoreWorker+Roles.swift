@@ -13,6 +13,7 @@ extension StoreWorker {
             let roomID = try body(Requests.RoomRef.self, command).roomID
             // An owner who leaves passes ownership on first (role_changed).
             let passed = try db.leave(roomID, user: user)
+            try outbox(room: roomID, event: "member_left", in: db) { Webhooks.memberData(identity.user) }
             // The user's sockets in the room are closed (4403) after this.
             return (passed.map { [Self.roleChanged(roomID, $0)] } ?? []) + [
                 Event.room(roomID, key: .removeUser(user), body: []),
@@ -22,7 +23,9 @@ extension StoreWorker {
             let request = try body(Requests.RoomUpdate.self, command)
             let room: Room
             do {
-                room = try db.addMembers(request, user: user, maxParticipants: config.maxParticipants)
+                room = try addingMembers(room: request.roomID, user: user, in: db) {
+                    try db.addMembers(request, user: user, maxParticipants: config.maxParticipants)
+                }
             } catch let error as StoreError {
                 // The same checks as PATCH's participant_ids, under this endpoint's field name.
                 throw StoreError(code: error.code, problems: error.problems.map { problem in
@@ -40,6 +43,7 @@ extension StoreWorker {
         case .memberRemove:
             let request = try body(Requests.MemberRef.self, command)
             let removed = try db.removeMember(request, by: user)
+            try outbox(room: request.roomID, event: "member_left", in: db) { Webhooks.memberData(removed) }
             // `user_left` first, so that the removed member's sockets get it before they close (4403).
             return [Event.room(request.roomID, body: ClientJSON.presenceEvent("user_left", user: removed)),
                     Event.room(request.roomID, key: .removeUser(removed.id), body: []),

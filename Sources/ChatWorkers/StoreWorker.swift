@@ -34,6 +34,8 @@ public final class StoreWorker {
     var pendingStored = 0
     /// Encoded room lists and message pages while nothing is written.
     let pages = ReadCache()
+    /// The rooms with webhooks (issue 16): what the write path looks up to write the outbox.
+    let webhookCache = WebhookCache()
 
     public init(database: any StoreEngine, config: ChatConfig, logger: Logger) {
         _ = Self.messagesStored  // its series shows from the start, at 0
@@ -52,9 +54,10 @@ public final class StoreWorker {
     public func handle(_ batch: [Command]) -> [Event] {
         processor.handle(
             batch, isWrite: Self.isWrite, write: write, read: read,
-            inTransaction: { _ in
+            inTransaction: { db in
                 self.pendingPublished.removeAll()
                 self.pendingStored = 0
+                try self.webhookCache.refreshIfDue(db)
             },
             afterCommit: {
                 for id in self.pendingPublished { self.remember(id) }
@@ -75,26 +78,10 @@ public final class StoreWorker {
             // The frontend's body for a WebSocket message reads without JSONDecoder.
             let request = try FlatJSON.object(command.body).flatMap(Requests.MessageCreate.init(flat:))
                 ?? body(Requests.MessageCreate.self, command)
-            let outcome = try db.createMessage(request, sender: identity.user, maxChars: config.maxMessageChars)
-            switch outcome {
-            case .resent(let message) where wasPublishedHere(message.id):
-                return [.reply(to: command, status: .created, body: ClientJSON.encode(message))]
-            case .created(let message), .resent(let message):
-                if case .created = outcome { pendingStored += 1 }
-                if let id = UUID(uuidString: message.id) { pendingPublished.insert(id) }
-                let json = ClientJSON.encode(message)
-                // A resend published again: the blocks in force now (a stored message's were not kept).
-                let hidden = if case .created = outcome { message.hiddenFrom } else { try db.blockers(of: message.sender.id, room: message.roomID) }
-                return [
-                    Event.room(message.roomID, key: .message(id: message.id, change: .created), hiddenFrom: hidden,
-                               body: ClientJSON.messageEvent(json)),
-                    .reply(to: command, status: .created, body: json),
-                ]
-            case .duplicate(let original):
-                return [.reply(to: command, status: .ok, body: ClientJSON.encode(original))]
-            }
+            return try storeMessage(request, sender: identity.user, command: command, in: db)
         case .messageUpdate:
             let message = try db.editMessage(try body(Requests.MessageUpdate.self, command), user: user, maxChars: config.maxMessageChars)
+            try outbox(room: message.roomID, event: "message_edited", in: db) { ClientJSON.encode(message) }
             // Edits and deletions of a blocked sender's messages are hidden like the messages
             // (one index probe; not on the path of new messages).
             return [
@@ -104,6 +91,7 @@ public final class StoreWorker {
             ]
         case .messageDelete:
             let message = try db.deleteMessage(try body(Requests.MessageRef.self, command), user: user)
+            try outbox(room: message.roomID, event: "message_deleted", in: db) { ClientJSON.encode(message) }
             return [
                 Event.room(message.roomID, key: .message(id: message.id, change: .deleted), hiddenFrom: try db.blockers(of: user, room: message.roomID),
                            body: ClientJSON.messageChange("message_deleted", message)),
@@ -121,7 +109,10 @@ public final class StoreWorker {
             let room = try db.createRoom(try body(Requests.RoomCreate.self, command), creator: user, maxParticipants: config.maxParticipants)
             return [.reply(to: command, status: .created, body: ClientJSON.encode(room))]
         case .roomUpdate:
-            let room = try db.updateRoom(try body(Requests.RoomUpdate.self, command), user: user, maxParticipants: config.maxParticipants)
+            let request = try body(Requests.RoomUpdate.self, command)
+            let room = try addingMembers(room: request.roomID, user: user, in: db) {
+                try db.updateRoom(request, user: user, maxParticipants: config.maxParticipants)
+            }
             return [.reply(to: command, status: .ok, body: ClientJSON.encode(room))]
         case .roomDelete:
             let roomID = try body(Requests.RoomRef.self, command).roomID
@@ -136,18 +127,53 @@ public final class StoreWorker {
             let (room, created) = try db.directRoom(try body(Requests.RoomDirect.self, command), user: user)
             return [.reply(to: command, status: created ? .created : .ok, body: [UInt8](try JSONEncoder().encode(Requests.RoomRef(roomID: room.id))))]
         case .roomJoin:
-            try db.joinRoom(try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants)
+            let roomID = try body(Requests.RoomRef.self, command).roomID
+            let joins = try joinsNow(roomID, user: user, in: db)
+            try db.joinRoom(roomID, user: user, maxParticipants: config.maxParticipants)
+            if joins { try outbox(room: roomID, event: "member_joined", in: db) { Webhooks.memberData(identity.user) } }
             return [.reply(to: command, status: .ok, body: ClientJSON.object(["status": "joined room"]))]
         case .roomEnter:
-            try db.enter(room: try body(Requests.RoomRef.self, command).roomID, user: user, maxParticipants: config.maxParticipants)
+            // A public room's socket joins it on entry: a join like `join/`.
+            let roomID = try body(Requests.RoomRef.self, command).roomID
+            let joins = try joinsNow(roomID, user: user, in: db)
+            try db.enter(room: roomID, user: user, maxParticipants: config.maxParticipants)
+            if joins { try outbox(room: roomID, event: "member_joined", in: db) { Webhooks.memberData(identity.user) } }
             return [.reply(to: command, status: .ok, body: [])]
         case .roomLeave, .memberAdd, .memberRole, .memberRemove, .roomTransfer, .messagePin, .messageUnpin:
             return try writeRoles(command, identity: identity, in: db)
         case .userBlock, .userUnblock:
             return try blockWrite(command, identity: identity, in: db)
+        case .webhookCreate, .webhookList, .webhookDelete, .webhookFailures, .webhookIncomingCreate, .webhookIncomingPost:
+            return try webhookWrite(command, identity: identity, in: db)
         default:
             if let events = try writePrefs(command, identity: identity, in: db) { return events }
             throw StoreError(code: .badRequest, detail: "Not a store command: \(command.kind.rawValue)")
+        }
+    }
+
+    /// Stores a message (a client's or an incoming webhook's) with its outbox rows; its event and reply.
+    func storeMessage(_ request: Requests.MessageCreate, sender: User, command: Command, in db: any StoreTransaction) throws -> [Event] {
+        let outcome = try db.createMessage(request, sender: sender, maxChars: config.maxMessageChars)
+        switch outcome {
+        case .resent(let message) where wasPublishedHere(message.id):
+            return [.reply(to: command, status: .created, body: ClientJSON.encode(message))]
+        case .created(let message), .resent(let message):
+            let json = ClientJSON.encode(message)
+            if case .created = outcome {
+                pendingStored += 1
+                // Only a new message: a resend's deliveries were written with it.
+                try outbox(room: message.roomID, event: "message_created", in: db) { json }
+            }
+            if let id = UUID(uuidString: message.id) { pendingPublished.insert(id) }
+            // A resend published again: the blocks in force now (a stored message's were not kept).
+            let hidden = if case .created = outcome { message.hiddenFrom } else { try db.blockers(of: message.sender.id, room: message.roomID) }
+            return [
+                Event.room(message.roomID, key: .message(id: message.id, change: .created), hiddenFrom: hidden,
+                           body: ClientJSON.messageEvent(json)),
+                .reply(to: command, status: .created, body: json),
+            ]
+        case .duplicate(let original):
+            return [.reply(to: command, status: .ok, body: ClientJSON.encode(original))]
         }
     }
 

@@ -30,6 +30,11 @@ public enum WorkerLoops {
             // A batch's replies are all built before the first is sent: 16
             // `file.read`s of 256 KiB hold 4 MiB, not the 128 MiB of 512.
             return BusServer.WorkerLoop(maxBatch: 16, idle: worker.idle, handle: worker.handle)
+        case .webhooks:
+            let worker = WebhooksWorker(database: database, config: config, logger: logger)
+            // Woken by the store's nudge after each batch that wrote: a new
+            // delivery goes out within milliseconds, not at the next poll.
+            return BusServer.WorkerLoop(wakeOn: Topic.searchNudge, idleInterval: { 100 }, idle: worker.tick, handle: worker.handle)
         }
     }
 

@@ -164,6 +164,9 @@ final class Cluster: Sendable {
                 case .files:
                     let worker = FilesWorker(database: database, config: config, logger: logger)
                     try server.run(shouldStop: stop, idle: worker.idle, handle: worker.handle)
+                case .webhooks:
+                    let worker = WebhooksWorker(database: database, config: config, logger: logger)
+                    try server.run(shouldStop: stop, wakeOn: Topic.searchNudge, idleInterval: { 100 }, idle: worker.tick, handle: worker.handle)
                 }
             } catch {
                 logger.critical("in-process worker failed", metadata: ["worker": "\(name)", "error": "\(error)"])

@@ -22,11 +22,13 @@ import Testing
             #expect(try await server.request("GET", "/healthz").status == 200)
             #expect(try await server.request("HEAD", "/healthz").status == 200)
             let paths = Self.authenticatedPaths(server, room: IDs.uuid7(), message: IDs.uuid7())
-            // 23, issue 16's roles and pins (8), mute (POST, DELETE), notifications, mentions, users and blocks (5).
-            #expect(paths.count == 40)
+            // 23, issue 16's roles and pins (8), mute (POST, DELETE), notifications, mentions, users and blocks (5), webhooks (5).
+            #expect(paths.count == 45)
             #expect(
                 ChatAPI(services: server.services).routes.filter { $0.access == .open }.map(\.path)
-                    == ["/healthz", "/api/openapi.json", "/api/openapi.yaml", "/metrics", "/", "/app/:file"]
+                    == ["/healthz", "/api/openapi.json", "/api/openapi.yaml", "/metrics", "/", "/app/:file",
+                        // An incoming webhook's secret URL: its token is the credential.
+                        "/api/chat/rooms/:room/webhooks/incoming/:hook/:token/"]
             )
             for (method, path) in paths + paths.filter({ $0.0 == "GET" }).map({ ("HEAD", $0.1) }) {
                 let anonymous = try await server.request(method, path)
@@ -126,7 +128,9 @@ import Testing
                 for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] {
                     let response = try await server.request(method, path)
                     if methods.contains(method) {
-                        #expect(response.status == (open.contains(pattern) ? 200 : 401), "\(method) \(pattern)")
+                        // An incoming webhook's URL with no such webhook is 404, as a wrong token is.
+                        let opened = pattern.hasSuffix(":token/") ? 404 : 200
+                        #expect(response.status == (open.contains(pattern) ? opened : 401), "\(method) \(pattern)")
                     } else {
                         #expect(response.status == 405, "\(method) \(pattern)")
                         #expect(response.headers["allow"] == methods.sorted().joined(separator: ", "), "\(method) \(pattern)")

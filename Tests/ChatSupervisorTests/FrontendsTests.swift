@@ -67,7 +67,7 @@ import Glibc
         let specs = supervisor(frontends: 3).specs
         #expect(specs.filter(\.name.isFrontend).map(\.name) == [.frontend(0), .frontend(1), .frontend(2)])
         #expect(specs.first?.arguments == ["frontend", "--shards", "1"])
-        #expect(specs.filter { !$0.name.isFrontend && !$0.name.isStandby }.count == 4, "store.0, receipts.0, search.0, files.0")
+        #expect(specs.filter { !$0.name.isFrontend && !$0.name.isStandby }.count == 5, "store.0, receipts.0, search.0, files.0, webhooks.0")
     }
 
     /// A reload that changes `frontends` adds slots, or retires the highest.

@@ -22,7 +22,8 @@ extension EndToEnd {
         /// caller (nil: not asked, such as an admin of a direct room).
         /// Placeholders in the path and body: {room}, {owner}, {admin},
         /// {member}, {extra} (a user outside the room), {memberMessage},
-        /// {ownerMessage}, {fileMessage}.
+        /// {ownerMessage}, {fileMessage}, {webhook}, {incoming} and
+        /// {incomingToken} (an outgoing and an incoming webhook of the room).
         struct Row: CustomStringConvertible {
             var method: String
             var path: String
@@ -114,6 +115,18 @@ extension EndToEnd {
                 Row("GET", "/api/chat/users/blocked/", owner: 200, admin: 200, member: 200, outsider: 200),
                 Row("POST", "/api/chat/users/{extra}/block/", owner: 200, admin: 200, member: 200, outsider: 200),
                 Row("DELETE", "/api/chat/users/{extra}/block/", owner: 204, admin: 204, member: 204, outsider: 204),
+                // Webhooks: owner and admin (Permissions' manageWebhooks); none in direct rooms.
+                Row("POST", "\(r)/webhooks/", body: ["url": "http://127.0.0.1:9/", "events": ["message_created"]],
+                    owner: 201, admin: 201, member: 403, outsider: 403),
+                Row("POST", "\(r)/webhooks/", .direct, body: ["url": "http://127.0.0.1:9/", "events": ["message_created"]],
+                    owner: 403, admin: nil, member: 403, outsider: 403),
+                Row("GET", "\(r)/webhooks/", owner: 200, admin: 200, member: 403, outsider: 403),
+                Row("DELETE", "\(r)/webhooks/{webhook}/", owner: 204, admin: 204, member: 403, outsider: 403),
+                Row("GET", "\(r)/webhooks/{webhook}/failures/", owner: 200, admin: 200, member: 403, outsider: 403),
+                Row("POST", "\(r)/webhooks/incoming/", body: ["name": "bot"], owner: 201, admin: 201, member: 403, outsider: 403),
+                // The secret URL is its own credential: the same for any caller, token or not.
+                Row("POST", "\(r)/webhooks/incoming/{incoming}/{incomingToken}/", body: ["content": "from a bot"],
+                    owner: 201, admin: 201, member: 201, outsider: 201),
             ]
         }
 
@@ -147,7 +160,7 @@ extension EndToEnd {
             }
         }
 
-        static func fixture(_ server: TestServer, _ kind: Kind, needsFile: Bool, n: Int) async throws -> Fixture {
+        static func fixture(_ server: TestServer, _ kind: Kind, needsFile: Bool, needsWebhooks: Bool, n: Int) async throws -> Fixture {
             var f = Fixture()
             let subs = Caller.allCases.map { "\($0.rawValue)-\(n)" } + ["extra-\(n)"]
             let tokens = try await subs.asyncMap { try await Steps.users(server, $0)[0] }
@@ -176,6 +189,17 @@ extension EndToEnd {
                 let upload = try await EndToEnd.Files.upload(server, token: owner, room: room, fields: ["content": "a file"], fileName: "a.txt", file: Data("bytes".utf8))
                 f.values["fileMessage"] = try #require(upload.object["id"] as? String, "\(upload.text)")
             }
+            if needsWebhooks {
+                let hook = try await server.request("POST", "/api/chat/rooms/\(room)/webhooks/", token: owner,
+                                                    json: ["url": "http://127.0.0.1:9/", "events": ["message_created"]])
+                f.values["webhook"] = try #require(hook.object["id"] as? String, "\(hook.text)")
+                let incoming = try await server.request("POST", "/api/chat/rooms/\(room)/webhooks/incoming/", token: owner, json: ["name": "bot"])
+                // Its secret URL ends .../incoming/{id}/{token}/.
+                let url = try #require((incoming.object["url"] as? String).flatMap(URL.init(string:)), "\(incoming.text)")
+                let parts = url.path.split(separator: "/")
+                f.values["incoming"] = String(parts[parts.count - 2])
+                f.values["incomingToken"] = String(parts[parts.count - 1])
+            }
             if kind == .announcement {
                 #expect(try await server.request("PATCH", "/api/chat/rooms/\(room)/", token: owner, json: ["post_permission": "admins"]).status == 200)
             }
@@ -198,7 +222,8 @@ extension EndToEnd {
         }
 
         @Test func everyCallerGetsItsStatusOnEveryRoute() async throws {
-            let server = try await TestServer.start(environment: Steps.noRateLimits)
+            // The webhook rows' receiver is on loopback (never called: port 9).
+            let server = try await TestServer.start(environment: Steps.noRateLimits.merging(["CHAT_WEBHOOKS_ALLOW_PRIVATE": "1"]) { a, _ in a })
             defer { server.stop() }
             var n = 0
             var wrong: [String] = []
@@ -206,7 +231,8 @@ extension EndToEnd {
                 for caller in Caller.allCases {
                     guard let expected = row.expected[caller] else { continue }
                     n += 1
-                    let f = try await Self.fixture(server, row.kind, needsFile: row.path.contains("{fileMessage}"), n: n)
+                    let f = try await Self.fixture(server, row.kind, needsFile: row.path.contains("{fileMessage}"),
+                                                   needsWebhooks: row.path.contains("{webhook}") || row.path.contains("{incoming}"), n: n)
                     let json = row.body.map { f.fill($0) }
                     let answer = try await server.request(row.method, f.fill(row.path), token: f.tokens[caller], json: json)
                     if answer.status != expected {

@@ -142,7 +142,7 @@ extension EndToEnd {
             let frontend = try #require(server.childPIDs(matching: "chatd frontend").first)
             #expect(holdsSocket(frontend))
             let workers = server.childPIDs(matching: "chatd worker")
-            #expect(workers.count == 4 && !workers.contains(where: holdsSocket))
+            #expect(workers.count == 5 && !workers.contains(where: holdsSocket))
 
             let tokens = try await Steps.users(server, "alice", "bob")
             let room = try await Steps.room(server, token: tokens[0], members: ["bob"])
@@ -176,13 +176,14 @@ extension EndToEnd {
 
             let status = try Self.ctl(server, "status", "--json")
             let children = status["children"] as? [[String: Any]] ?? []
-            #expect(Set(children.compactMap { $0["child"] as? String }) == ["frontend.0", "store.0", "store.1", "receipts.0", "search.0", "files.0"])
+            #expect(Set(children.compactMap { $0["child"] as? String }) == ["frontend.0", "store.0", "store.1", "receipts.0", "search.0", "files.0",
+                                                                                   "webhooks.0"])
             #expect(children.allSatisfy { $0["ready"] as? Bool == true && $0["pid"] is Int && $0["restarts"] as? Int == 0 })
             // The socket the supervisor bound (port 0) reaches the frontend, and no worker.
             let listening = try #require(listeningSocket(port: server.port), "no LISTEN socket on \(server.port) in /proc/net/tcp")
             #expect(holds(server.process.processIdentifier, listening))
             #expect(server.childPIDs(matching: "chatd frontend").allSatisfy { holds($0, listening) })
-            #expect(server.childPIDs(matching: "chatd worker").count == 5)
+            #expect(server.childPIDs(matching: "chatd worker").count == 6)
             #expect(!server.childPIDs(matching: "chatd worker").contains { holds($0, listening) })
 
             // A rolling restart of the store shards under traffic drops no connection and no message.
