@@ -198,6 +198,9 @@ def check_websocket(spec, base, port, alice, bob, bob_id):
         send(b, {"type": "read_receipt", "message_id": message})
         request(base, "PATCH", f"/api/chat/rooms/{room}/messages/{message}/", alice, {"content": "edited"})
         request(base, "POST", f"/api/chat/rooms/{room}/messages/{message}/react/", bob, {"emoji": "👍"})
+        request(base, "POST", f"/api/chat/rooms/{room}/messages/{message}/pin/", alice)
+        request(base, "DELETE", f"/api/chat/rooms/{room}/messages/{message}/pin/", alice)
+        request(base, "PATCH", f"/api/chat/rooms/{room}/members/{bob_id}/", alice, {"role": "admin"})
         request(base, "DELETE", f"/api/chat/rooms/{room}/messages/{message}/", alice)
     send(a, "not json", valid=False)
     send(a, {"type": "nonsense"}, valid=False)
@@ -225,8 +228,9 @@ def config_toml(ids):
     hooks = os.path.join(HERE, "openapi_check_hooks.py")
     blocks = [f'hooks = "{hooks}"\n']
     blocks += [op(o, main) for o in ("getRoom", "updateRoom", "replaceRoom", "markRoomRead", "typingUsers",
-                                    "listMessages", "createMessage")]
-    blocks += [op(o, main, ids["message"]) for o in ("getMessage", "updateMessage", "react", "markMessageRead")]
+                                    "listMessages", "createMessage", "listMembers", "addMembers", "listPins")]
+    blocks += [op(o, main, ids["message"]) for o in ("getMessage", "updateMessage", "react", "markMessageRead",
+                                                     "pinMessage", "unpinMessage")]
     blocks += [
         op("downloadAttachment", main, ids["upload"]),
         op("deleteMessage", main, ids["to_delete_message"]),

@@ -139,4 +139,27 @@ import Testing
         #expect(throws: StoreError.self) { try engine.write { try $0.deactivateRoom(direct.id, user: id("bob")) } }
         try engine.write { try $0.deactivateRoom(direct.id, user: id("alice")) }
     }
+
+    /// The owner transferring to two members at once, on two writers: the
+    /// room's lock orders them, so the second finds its caller no longer
+    /// owner (403) and the room keeps exactly one owner.
+    @Test(arguments: EngineKind.available)
+    func concurrentTransfersLeaveOneOwner(_ kind: EngineKind) throws {
+        let (first, makeAnother) = try kind.make()
+        let writers = [first, try makeAnother()]
+        for _ in 0..<10 {
+            let room = try groupRoom(first)
+            try first.write { tx in
+                try tx.upsert(identity("carol"))
+                _ = try tx.updateRoom(Requests.RoomUpdate(roomID: room, setName: false, name: nil, participantIDs: [id("carol")]), user: id("alice"), maxParticipants: 100)
+            }
+            let errors = ConcurrentWritersTests.concurrently(writers, count: 2) { engine, i in
+                _ = try engine.write { try $0.transferOwnership(Requests.MemberRef(roomID: room, userID: identity(i == 0 ? "bob" : "carol").id), by: identity("alice").id) }
+            }
+            #expect(errors.count == 1, "\(errors)")
+            for error in errors { #expect((error as? StoreError)?.code == .forbidden, "\(error)") }
+            let roles = try first.read { try $0.members(room: room) }.map(\.role)
+            #expect(roles.filter { $0 == .owner }.count == 1, "\(roles)")
+        }
+    }
 }

@@ -34,7 +34,8 @@ struct RoleRoutes: Sendable {
         let room = try api.roomID(context)
         let object = try await api.jsonObject(request)
         var errors: [(field: String, message: String)] = []
-        guard object["user_ids"] != nil else { throw APIError.fields([("user_ids", "This field is required.")]) }
+        guard let value = object["user_ids"] else { throw APIError.fields([("user_ids", "This field is required.")]) }
+        if value is NSNull { throw APIError.fields([("user_ids", "This field may not be null.")]) }
         let ids = api.participantIDs(object["user_ids"], errors: &errors)
         if !errors.isEmpty { throw APIError.fields(errors.map { ("user_ids", $0.message) }) }
         let body = Requests.RoomUpdate(roomID: room, setName: false, name: nil, participantIDs: ids)
