@@ -19,6 +19,30 @@ import Testing
         try engine.read { try $0.roomPage(Requests.RoomList(page: page1, roomType: nil, discover: false), viewer: viewer) }.rooms.first?.unreadCount
     }
 
+    /// A blocked sender's mention of the blocker keeps the message's
+    /// `mentions` (the sender sees nothing different) but gives the blocker
+    /// no unread mention and no feed entry; the feed leaves out earlier ones too.
+    @Test(arguments: EngineKind.available)
+    func aBlockedSendersMentionsDoNotReachTheBlocker(_ kind: EngineKind) throws {
+        let engine = try kind.make().engine
+        let room = try groupRoom(engine)
+        func feed() throws -> [String] {
+            try engine.read { try $0.mentionPage(Requests.MentionList(page: page1), viewer: alice) }.messages.map(\.content)
+        }
+        func unreadMentions() throws -> Int64 { try engine.read { try $0.room(room, viewer: alice) }.unreadMentions }
+        _ = try send(engine, room, "@alice@example.com before", from: "bob")
+        #expect(try feed() == ["@alice@example.com before"])
+        #expect(try unreadMentions() == 1)
+        try engine.write { _ = try $0.block(bob, by: alice) }
+        #expect(try feed() == [])
+        let hidden = try #require(created(try send(engine, room, "@alice@example.com after", from: "bob")))
+        #expect(hidden.mentions == [alice] && hidden.hiddenFrom == [alice])
+        #expect(try unreadMentions() == 1)
+        try engine.write { try $0.unblock(bob, by: alice) }
+        #expect(try feed() == ["@alice@example.com before"])
+        #expect(try unreadMentions() == 1)
+    }
+
     @Test(arguments: EngineKind.available)
     func aBlockedSendersMessagesAreHiddenFromTheBlocker(_ kind: EngineKind) throws {
         let engine = try kind.make().engine
