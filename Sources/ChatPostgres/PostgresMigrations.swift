@@ -327,6 +327,10 @@ enum PostgresMigrations {
         ALTER TABLE room_participants ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
         UPDATE room_participants p SET role = 'owner' FROM rooms r
             WHERE r.id = p.room_id AND r.room_type <> 'direct' AND p.user_id = r.created_by;
+        UPDATE room_participants SET role = 'owner'
+            WHERE user_id = (SELECT p.user_id FROM room_participants p WHERE p.room_id = room_participants.room_id ORDER BY p.joined_at, p.user_id LIMIT 1)
+              AND room_id IN (SELECT r.id FROM rooms r WHERE r.room_type <> 'direct'
+                              AND NOT EXISTS (SELECT 1 FROM room_participants o WHERE o.room_id = r.id AND o.role = 'owner'));
         ALTER TABLE rooms ADD COLUMN post_permission TEXT NOT NULL DEFAULT 'members';
         ALTER TABLE messages ADD COLUMN pinned_by TEXT REFERENCES users(id);
         ALTER TABLE messages ADD COLUMN pinned_at BIGINT;

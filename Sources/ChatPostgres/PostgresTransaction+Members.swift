@@ -41,13 +41,16 @@ extension PostgresTransaction {
         }
     }
 
-    func pinPage(_ request: Requests.RoomPage) throws -> (count: Int64, messages: [Message]) {
-        let count = try one("SELECT COUNT(*) FROM messages WHERE room_id = $1 AND pinned_at IS NOT NULL", [.text(request.roomID)], as: Int64.self) ?? 0
+    func pinPage(_ request: Requests.RoomPage, viewer: String) throws -> (count: Int64, messages: [Message]) {
+        let filter = """
+            m.room_id = $1 AND m.pinned_at IS NOT NULL AND m.sender_id NOT IN (SELECT blocked_id FROM user_blocks WHERE blocker_id = $2)
+            """
+        let count = try one("SELECT COUNT(*) FROM messages m WHERE \(filter)", [.text(request.roomID), .text(viewer)], as: Int64.self) ?? 0
         guard Pagination.isValid(request.page, count: count), let offset = Pagination.offset(request.page) else { throw StoreError.invalidPage }
         var messages = try query("""
             SELECT \(Self.messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id
-            WHERE m.room_id = $1 AND m.pinned_at IS NOT NULL ORDER BY m.pinned_at DESC, m.seq DESC LIMIT $2 OFFSET $3
-            """, [.text(request.roomID), .int(Int64(request.page.pageSize)), .int(offset)]).rows.map(Self.message)
+            WHERE \(filter) ORDER BY m.pinned_at DESC, m.seq DESC LIMIT $3 OFFSET $4
+            """, [.text(request.roomID), .text(viewer), .int(Int64(request.page.pageSize)), .int(offset)]).rows.map(Self.message)
         try fillReadBy(&messages)
         return (count, messages)
     }

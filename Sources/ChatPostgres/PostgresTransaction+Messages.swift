@@ -83,6 +83,14 @@ extension PostgresTransaction {
         guard info.isParticipant else { throw StoreError.forbidden(Store.noAccess) }
         try Permissions.authorizePost(info: info, user: sender.id)
         guard info.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
+        // As chatd_store_message and SQLite's createMessage: the block before the message's own faults.
+        if info.roomType == .direct, try one("""
+            SELECT 1::bigint FROM room_participants p JOIN user_blocks b
+                ON (b.blocker_id = p.user_id AND b.blocked_id = $2) OR (b.blocker_id = $2 AND b.blocked_id = p.user_id)
+            WHERE p.room_id = $1 AND p.user_id <> $2 LIMIT 1
+            """, [.text(request.roomID), .text(sender.id)], as: Int64.self) != nil {
+            throw StoreError.forbidden(Store.blockedDirect)
+        }
         throw invalid
     }
 

@@ -180,13 +180,18 @@ public final class ChatDatabase: Sendable {
         }
         migrator.registerMigration("v16-roles") { db in
             // Roles (Permissions.swift): a room's creator owns it, everyone
-            // else is a member; a direct room has two members. Announcement
+            // else is a member (a room whose creator left: its longest-standing
+            // member); a direct room has two members. Announcement
             // rooms post_permission 'admins'. Pins on the message row, with
             // a partial index for a room's pins list (only pinned rows).
             try db.execute(sql: """
                 ALTER TABLE room_participants ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
                 UPDATE room_participants SET role = 'owner'
                     WHERE user_id = (SELECT r.created_by FROM rooms r WHERE r.id = room_participants.room_id AND r.room_type != 'direct');
+                UPDATE room_participants SET role = 'owner'
+                    WHERE user_id = (SELECT p.user_id FROM room_participants p WHERE p.room_id = room_participants.room_id ORDER BY p.joined_at, p.user_id LIMIT 1)
+                      AND room_id IN (SELECT r.id FROM rooms r WHERE r.room_type <> 'direct'
+                                      AND NOT EXISTS (SELECT 1 FROM room_participants o WHERE o.room_id = r.id AND o.role = 'owner'));
                 ALTER TABLE rooms ADD COLUMN post_permission TEXT NOT NULL DEFAULT 'members';
                 ALTER TABLE messages ADD COLUMN pinned_by TEXT REFERENCES users(id);
                 ALTER TABLE messages ADD COLUMN pinned_at INTEGER;

@@ -44,13 +44,17 @@ extension Store {
             """, arguments: [user, user, Timestamp.now().micros, ref.messageID, ref.roomID, user])
     }
 
-    static func pinPage(_ request: Requests.RoomPage, in db: Database) throws -> (count: Int64, messages: [Message]) {
-        let count = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM messages WHERE room_id = ? AND pinned_at IS NOT NULL", arguments: [request.roomID]) ?? 0
+    /// A room's pins, newest first, without the messages of users the viewer blocks (as history).
+    static func pinPage(_ request: Requests.RoomPage, viewer: String, in db: Database) throws -> (count: Int64, messages: [Message]) {
+        let filter = """
+            m.room_id = ? AND m.pinned_at IS NOT NULL AND m.sender_id NOT IN (SELECT blocked_id FROM user_blocks WHERE blocker_id = ?)
+            """
+        let count = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM messages m WHERE \(filter)", arguments: [request.roomID, viewer]) ?? 0
         guard Pagination.isValid(request.page, count: count), let offset = Pagination.offset(request.page) else { throw StoreError.invalidPage }
         var messages = try Row.fetchAll(db.cachedStatement(sql: """
             SELECT \(messageColumns) FROM messages m JOIN users u ON u.id = m.sender_id
-            WHERE m.room_id = ? AND m.pinned_at IS NOT NULL ORDER BY m.pinned_at DESC, m.seq DESC LIMIT ? OFFSET ?
-            """), arguments: [request.roomID, request.page.pageSize, offset]).map(message)
+            WHERE \(filter) ORDER BY m.pinned_at DESC, m.seq DESC LIMIT ? OFFSET ?
+            """), arguments: [request.roomID, viewer, request.page.pageSize, offset]).map(message)
         try fillReadBy(&messages, in: db)
         return (count, messages)
     }
@@ -65,7 +69,9 @@ extension SQLiteTransaction {
         try db.execute(sql: "DELETE FROM room_participants WHERE room_id = ? AND user_id = ?", arguments: [roomID, user])
     }
     func setPin(_ ref: Requests.MessageRef, by user: String?) throws { try Store.setPin(ref, by: user, in: db) }
-    func pinPage(_ request: Requests.RoomPage) throws -> (count: Int64, messages: [Message]) { try Store.pinPage(request, in: db) }
+    func pinPage(_ request: Requests.RoomPage, viewer: String) throws -> (count: Int64, messages: [Message]) {
+        try Store.pinPage(request, viewer: viewer, in: db)
+    }
 }
 
 /// Members, roles and pins, the same on both engines: each operation is an
@@ -134,13 +140,15 @@ extension StoreTransaction {
     }
 
     /// `leave`, passing ownership first when the owner leaves: to the
-    /// longest-standing admin, else the longest-standing member.
+    /// longest-standing admin, else the longest-standing member; never to an
+    /// incoming webhook's bot, which nobody can act as.
     public func leave(_ roomID: String, user userID: String) throws -> Store.RoleChange? {
         try lockRoles(room: roomID)
         let info = try requireRoom(roomID, user: userID)
         var change: Store.RoleChange?
         if info.role == .owner && info.roomType != .direct,
-            let heir = try members(room: roomID).first(where: { $0.user.id != userID }) {
+            case let bots = Set(try rows("SELECT bot_user_id FROM incoming_webhooks WHERE room_id = $1", [.text(roomID)]).compactMap { $0.first ?? nil }),
+            let heir = try members(room: roomID).first(where: { $0.user.id != userID && !bots.contains($0.user.id) }) {
             try setRole(.owner, room: roomID, user: heir.user.id)
             change = Store.RoleChange(user: heir.user, role: .owner, by: try user(id: userID) ?? Store.pinner(userID))
         }
@@ -163,6 +171,6 @@ extension StoreTransaction {
     /// `GET .../pins/`: newest pin first.
     public func pins(_ request: Requests.RoomPage, viewer: String) throws -> (count: Int64, messages: [Message]) {
         try requireRoom(request.roomID, user: viewer, allowPublic: true)
-        return try pinPage(request)
+        return try pinPage(request, viewer: viewer)
     }
 }

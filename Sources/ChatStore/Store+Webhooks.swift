@@ -157,11 +157,13 @@ extension StoreTransaction {
                   .text(String(error.prefix(500))), .text(id), .text(lease)])
     }
 
-    /// An incoming webhook: its bot user (a member of the room) and its token's hash.
+    /// An incoming webhook: its bot user and its token's hash. The bot is an
+    /// admin of the room, so that it posts in an announcement room too (an
+    /// owner or admin made it); it never inherits the room (`leave`).
     public func insertIncomingWebhook(_ request: Requests.IncomingWebhookCreate, createdBy: String, now: Int64) throws {
         try run("INSERT INTO users (id, sub, email, display_name, created_at) VALUES ($1, $2, '', $3, $4)",
                 [.text(request.botUserID), .text("webhook:" + request.id), .text(request.name), .int(now)])
-        try run("INSERT INTO room_participants (room_id, user_id, joined_at) VALUES ($1, $2, $3)",
+        try run("INSERT INTO room_participants (room_id, user_id, joined_at, role) VALUES ($1, $2, $3, 'admin')",
                 [.text(request.roomID), .text(request.botUserID), .int(now)])
         try run("""
             INSERT INTO incoming_webhooks (id, room_id, name, token_hash, bot_user_id, created_by, created_at)

@@ -50,7 +50,7 @@ public protocol StoreTransaction: AnyObject {
     func removeParticipant(room roomID: String, user: String) throws
     /// Pins (`by` nil unpins); a deleted message is never pinned.
     func setPin(_ ref: Requests.MessageRef, by user: String?) throws
-    func pinPage(_ request: Requests.RoomPage) throws -> (count: Int64, messages: [Message])
+    func pinPage(_ request: Requests.RoomPage, viewer: String) throws -> (count: Int64, messages: [Message])
 
     // Messages
     func createMessage(_ request: Requests.MessageCreate, sender: User, maxChars: Int) throws -> Store.CreateOutcome

@@ -60,7 +60,8 @@ extension StoreWorker {
             let reply: Event = .reply(to: command, status: pinned ? .ok : .noContent, body: pinned ? ClientJSON.encode(message) : [])
             guard changed else { return [reply] }
             let event = pinned ? ClientJSON.pinnedEvent(message, by: identity.user) : ClientJSON.unpinnedEvent(messageID: ref.messageID, by: identity.user)
-            return [Event.room(ref.roomID, body: event), reply]
+            // A pinned message carries its content: hidden, like the message, from those who block its sender.
+            return [Event.room(ref.roomID, key: .none, hiddenFrom: try db.blockers(of: message.sender.id, room: ref.roomID), body: event), reply]
         default:
             throw StoreError(code: .badRequest, detail: "Not a roles command: \(command.kind.rawValue)")
         }

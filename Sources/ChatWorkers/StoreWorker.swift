@@ -86,14 +86,14 @@ public final class StoreWorker {
             // (one index probe; not on the path of new messages).
             return [
                 Event.room(message.roomID, key: .message(id: message.id, change: .edited(at: message.editedAt?.micros ?? 0)),
-                           hiddenFrom: try db.blockers(of: user, room: message.roomID), body: ClientJSON.messageChange("message_edited", message)),
+                           hiddenFrom: try db.blockers(of: message.sender.id, room: message.roomID), body: ClientJSON.messageChange("message_edited", message)),
                 .reply(to: command, status: .ok, body: ClientJSON.encode(message)),
             ]
         case .messageDelete:
             let message = try db.deleteMessage(try body(Requests.MessageRef.self, command), user: user)
             try outbox(room: message.roomID, event: "message_deleted", in: db) { ClientJSON.encode(message) }
             return [
-                Event.room(message.roomID, key: .message(id: message.id, change: .deleted), hiddenFrom: try db.blockers(of: user, room: message.roomID),
+                Event.room(message.roomID, key: .message(id: message.id, change: .deleted), hiddenFrom: try db.blockers(of: message.sender.id, room: message.roomID),
                            body: ClientJSON.messageChange("message_deleted", message)),
                 .reply(to: command, status: .noContent, body: []),
             ]

@@ -52,6 +52,38 @@ import Testing
         #expect(worker.handle([send(room, "again", as: bob)]).roomEvents.first.map { EventKey.parse($0.key)?.hiddenFrom } == [])
     }
 
+    /// Who an event is hidden from follows the message's sender, not who
+    /// acts on it: an owner deleting or pinning a member's message.
+    @Test func deletionsAndPinsByTheOwnerAreHiddenByTheSendersBlockers() throws {
+        let room = try harness.groupRoom()
+        let mallory = WorkerHarness.identity("mallory")
+        let add = WorkerHarness.command(.roomUpdate, Requests.RoomUpdate(roomID: room, setName: false, name: nil, participantIDs: [mallory.id]), as: alice)
+        #expect(worker.handle([add]).reply(to: add)?.status == .ok)
+        func hidden(_ events: [Event]) -> [String]? { events.roomEvents.first.map { EventKey.parse($0.key)?.hiddenFrom ?? ["?"] } }
+        func messageID(_ events: [Event]) throws -> String {
+            try #require(events.roomEvents.first.flatMap { EventKey.parse($0.key) }.flatMap { if case .message(let id, _) = $0.key { id } else { nil } })
+        }
+        // Mallory blocks Alice (the owner), not Bob: Alice's deletion of Bob's message reaches her.
+        _ = worker.handle([WorkerHarness.command(.userBlock, Requests.UserRef(userID: alice.id), as: mallory)])
+        let first = try messageID(worker.handle([send(room, "one", as: bob)]))
+        let deleteFirst = WorkerHarness.command(.messageDelete, Requests.MessageRef(roomID: room, messageID: first), as: alice)
+        #expect(hidden(worker.handle([deleteFirst])) == [])
+        // Mallory blocks Bob: his message, its pin and its deletion by Alice are hidden from her, and so is the pins list's entry.
+        _ = worker.handle([WorkerHarness.command(.userBlock, Requests.UserRef(userID: bob.id), as: mallory)])
+        let second = try messageID(worker.handle([send(room, "two", as: bob)]))
+        let pin = WorkerHarness.command(.messagePin, Requests.MessageRef(roomID: room, messageID: second), as: alice)
+        #expect(hidden(worker.handle([pin])) == [mallory.id])
+        func pins(_ viewer: Identity) throws -> Int? {
+            let list = WorkerHarness.command(.pinList, Requests.RoomPage(roomID: room, page: Requests.Page(page: 1, pageSize: 20, url: "u", query: [])), as: viewer)
+            let reply = try #require(worker.handle([list]).reply(to: list))
+            return (try JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any])?["count"] as? Int
+        }
+        #expect(try pins(alice) == 1)
+        #expect(try pins(mallory) == 0)
+        let deleteSecond = WorkerHarness.command(.messageDelete, Requests.MessageRef(roomID: room, messageID: second), as: alice)
+        #expect(hidden(worker.handle([deleteSecond])) == [mallory.id])
+    }
+
     @Test func meAndTheLookupAreReads() throws {
         _ = try harness.groupRoom()
         let me = WorkerHarness.command(.userMe, [String: String](), as: alice)
