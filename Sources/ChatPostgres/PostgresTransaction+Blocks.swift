@@ -27,6 +27,7 @@ extension PostgresTransaction {
         guard target != blocker else { throw StoreError.badRequest(error: "You cannot block yourself") }
         try query("INSERT INTO user_blocks (blocker_id, blocked_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                   [.text(blocker), .text(target), .int(Timestamp.now().micros)])
+        try hideUnread(of: target, from: blocker)
         return user
     }
 

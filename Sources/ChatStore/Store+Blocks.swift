@@ -149,10 +149,44 @@ extension SQLiteTransaction {
     func searchUsers(_ query: String, viewer: String, limit: Int) throws -> [User] {
         try Store.searchUsers(query, viewer: viewer, limit: limit, in: db)
     }
-    func block(_ target: String, by blocker: String) throws -> User { try Store.block(target, by: blocker, in: db) }
+    func block(_ target: String, by blocker: String) throws -> User {
+        let user = try Store.block(target, by: blocker, in: db)
+        try hideUnread(of: target, from: blocker)
+        return user
+    }
     func unblock(_ target: String, by blocker: String) throws { try Store.unblock(target, by: blocker, in: db) }
     func blockedPage(_ page: Requests.Page, viewer: String) throws -> (count: Int64, users: [User]) {
         try Store.blockedPage(page, viewer: viewer, in: db)
     }
     func blockers(of sender: String, room roomID: String) throws -> [String] { try Store.blockers(of: sender, room: roomID, in: db) }
+}
+
+extension StoreTransaction {
+    /// At a block: the blocked user's messages the blocker has not read, in
+    /// the rooms they share, become hidden-read (read_at 0) as new ones are
+    /// when stored, so that no unread count or unread mention is left that
+    /// the blocker cannot open (history hides them all). They stay read after
+    /// an unblock. One pass over the blocked user's messages in shared rooms,
+    /// at the block only; the same SQL on both engines (`$1` is written before
+    /// `$2` in each statement: SQLite binds by first appearance).
+    package func hideUnread(of target: String, from blocker: String) throws {
+        let unread = """
+            NOT EXISTS (SELECT 1 FROM message_read_status s WHERE s.message_id = m.id AND s.user_id = $1)
+            AND NOT m.is_deleted AND m.sender_id = $2
+            """
+        try run("""
+            UPDATE room_participants SET
+                read_count = read_count + (SELECT COUNT(*) FROM messages m WHERE \(unread) AND m.room_id = room_participants.room_id),
+                mention_read_count = mention_read_count + (
+                    SELECT COUNT(*) FROM mentions mn JOIN messages m ON m.id = mn.message_id
+                    WHERE \(unread) AND mn.user_id = $1 AND mn.room_id = room_participants.room_id)
+            WHERE user_id = $1 AND room_id IN (SELECT room_id FROM room_participants WHERE user_id = $2)
+            """, [.text(blocker), .text(target)])
+        try run("""
+            INSERT INTO message_read_status (message_id, user_id, read_at)
+            SELECT m.id, $1, 0 FROM room_participants p JOIN messages m ON m.room_id = p.room_id
+            WHERE p.user_id = $1 AND \(unread.replacingOccurrences(of: "$1", with: "p.user_id"))
+              AND m.room_id IN (SELECT room_id FROM room_participants WHERE user_id = $2)
+            """, [.text(blocker), .text(target)])
+    }
 }

@@ -34,13 +34,21 @@ import Testing
         #expect(try feed() == ["@alice@example.com before"])
         #expect(try unreadMentions() == 1)
         try engine.write { _ = try $0.block(bob, by: alice) }
+        // The earlier mention is hidden-read at the block: nothing left to open.
         #expect(try feed() == [])
+        #expect(try unreadMentions() == 0)
         let hidden = try #require(created(try send(engine, room, "@alice@example.com after", from: "bob")))
         #expect(hidden.mentions == [alice] && hidden.hiddenFrom == [alice])
-        #expect(try unreadMentions() == 1)
+        #expect(try unreadMentions() == 0)
+        #expect(try unread(engine, viewer: alice) == 0)
         try engine.write { try $0.unblock(bob, by: alice) }
         #expect(try feed() == ["@alice@example.com before"])
-        #expect(try unreadMentions() == 1)
+        #expect(try unreadMentions() == 0)
+        // Deleting the earlier one keeps both counters at zero, not below.
+        let before = try engine.read { try $0.mentionPage(Requests.MentionList(page: page1), viewer: alice) }.messages[0].id
+        _ = try engine.write { try $0.deleteMessage(Requests.MessageRef(roomID: room, messageID: before), user: bob) }
+        #expect(try unreadMentions() == 0)
+        #expect(try unread(engine, viewer: alice) == 0)
     }
 
     @Test(arguments: EngineKind.available)
@@ -69,10 +77,11 @@ import Testing
         #expect(throws: StoreError.notFound()) {
             try engine.read { try $0.message(Requests.MessageRef(roomID: room, messageID: hidden.id), user: alice) }
         }
-        // Unread: "before" counts (read it never), "hidden" does not; Alice is no reader of it.
-        #expect(try unread(engine, viewer: alice) == 1)
-        #expect(try engine.write { try $0.markRoomRead(room, user: alice) } == 1)
+        // Unread: neither "before" (hidden-read at the block: history no longer shows it)
+        // nor "hidden" counts; Alice is no reader of either.
         #expect(try unread(engine, viewer: alice) == 0)
+        #expect(try engine.write { try $0.markRoomRead(room, user: alice) } == 0)
+        #expect(try engine.read { try $0.messages(ids: [hidden.id]) }.first?.readBy == [])
         #expect(try engine.read { try $0.messages(ids: [hidden.id]) }.first?.readBy == [])
         // Deleting the hidden message keeps Alice's count right.
         _ = try engine.write { try $0.deleteMessage(Requests.MessageRef(roomID: room, messageID: hidden.id), user: bob) }
