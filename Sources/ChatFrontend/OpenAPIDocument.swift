@@ -215,6 +215,11 @@ paths:
             application/json:
               schema: {$ref: "#/components/schemas/ErrorBody"}
         "401": {$ref: "#/components/responses/Unauthorized"}
+        "403":
+          description: "A block between the two users, whoever blocked whom: `{\"detail\": \"You cannot send messages to this user\"}`."
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/ErrorBody"}
         "404":
           description: "No such user: `{\"detail\": \"User not found\"}`."
           content:
@@ -2496,6 +2501,16 @@ x-websocket:
           },
           "401": {
             "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "description": "A block between the two users, whoever blocked whom: `{\"detail\": \"You cannot send messages to this user\"}`.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ErrorBody"
+                }
+              }
+            }
           },
           "404": {
             "description": "No such user: `{\"detail\": \"User not found\"}`.",

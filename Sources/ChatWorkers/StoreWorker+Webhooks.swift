@@ -91,6 +91,10 @@ extension StoreWorker {
         case .webhookCreate:
             let request = try body(Requests.WebhookCreate.self, command)
             try db.requireWebhookManager(request.roomID, user: user)
+            // A resend (the reply to the first was lost) answers as the first did: its id and secret came with it.
+            if let stored = try db.webhooks(room: request.roomID).first(where: { $0.id == request.id }) {
+                return [.reply(to: command, status: .created, body: Self.webhookJSON(stored, secret: request.secret))]
+            }
             let now = Timestamp.now()
             try db.insertWebhook(request, createdBy: user, now: now.micros)
             webhookCache.added(request)
@@ -116,7 +120,10 @@ extension StoreWorker {
         case .webhookIncomingCreate:
             let request = try body(Requests.IncomingWebhookCreate.self, command)
             try db.requireWebhookManager(request.roomID, user: user)
-            try db.insertIncomingWebhook(request, createdBy: user, now: Timestamp.now().micros)
+            // A resend answers as the first did (its token came with it); only the first inserts.
+            if try db.rows("SELECT id FROM incoming_webhooks WHERE id = $1", [.text(request.id)]).isEmpty {
+                try db.insertIncomingWebhook(request, createdBy: user, now: Timestamp.now().micros)
+            }
             return [.reply(to: command, status: .created, body: ClientJSON.object(["id": request.id, "url": request.url, "name": request.name]))]
         case .webhookIncomingPost:
             let post = try body(Requests.IncomingWebhookPost.self, command)

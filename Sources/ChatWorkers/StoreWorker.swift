@@ -90,8 +90,13 @@ public final class StoreWorker {
                 .reply(to: command, status: .ok, body: ClientJSON.encode(message)),
             ]
         case .messageDelete:
-            let message = try db.deleteMessage(try body(Requests.MessageRef.self, command), user: user)
-            try outbox(room: message.roomID, event: "message_deleted", in: db) { ClientJSON.encode(message) }
+            let ref = try body(Requests.MessageRef.self, command)
+            // A repeated deletion (or a resend) changes nothing and writes no second delivery;
+            // the extra read only where a webhook wants deletions.
+            let watched = !webhookCache.subscribers(room: ref.roomID, event: "message_deleted").isEmpty
+            let wasDeleted = try watched && (db.messages(ids: [ref.messageID]).first?.isDeleted ?? false)
+            let message = try db.deleteMessage(ref, user: user)
+            if !wasDeleted { try outbox(room: message.roomID, event: "message_deleted", in: db) { ClientJSON.encode(message) } }
             return [
                 Event.room(message.roomID, key: .message(id: message.id, change: .deleted), hiddenFrom: try db.blockers(of: message.sender.id, room: message.roomID),
                            body: ClientJSON.messageChange("message_deleted", message)),

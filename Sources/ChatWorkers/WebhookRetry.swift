@@ -36,13 +36,18 @@ public struct WebhookDispatchPlan: Sendable, Equatable {
 
     public init(perTarget: Int = 4, maxInFlight: Int = 64) { (self.perTarget, self.maxInFlight) = (perTarget, maxInFlight) }
 
-    /// The candidates (oldest first) to claim, given what is in flight per webhook.
-    public func pick(_ candidates: [(id: String, webhookID: String)], inFlight: [String: Int]) -> [(id: String, webhookID: String)] {
+    /// The candidates (oldest first) to claim, given what is in flight per
+    /// webhook, leaving out the webhooks `backingOff` (one of their deliveries
+    /// just failed): a dead receiver's backlog, oldest and so always first,
+    /// would otherwise take every free slot again as soon as it timed out.
+    public func pick(
+        _ candidates: [(id: String, webhookID: String)], inFlight: [String: Int], backingOff: Set<String> = []
+    ) -> [(id: String, webhookID: String)] {
         var counts = inFlight
         var total = inFlight.values.reduce(0, +)
         var picked: [(id: String, webhookID: String)] = []
         for candidate in candidates where total < maxInFlight {
-            guard counts[candidate.webhookID, default: 0] < perTarget else { continue }
+            guard counts[candidate.webhookID, default: 0] < perTarget, !backingOff.contains(candidate.webhookID) else { continue }
             counts[candidate.webhookID, default: 0] += 1
             total += 1
             picked.append(candidate)

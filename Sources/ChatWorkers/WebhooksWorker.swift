@@ -38,8 +38,15 @@ public final class WebhooksWorker: @unchecked Sendable {
     /// live worker's delivery is never claimed twice; a killed worker's is
     /// due again this long after it was claimed.
     static let leaseMicros: Int64 = 20_000_000
+    /// The whole attempt's limit, DNS check and response body included:
+    /// async-http-client's deadline ends with the response head, and a
+    /// receiver trickling its body must not hold a slot past the lease.
+    static let attemptLimit: Duration = .seconds(15)
     /// Deliveries in flight per webhook (bus thread only).
     var inFlight: [String: Int] = [:]
+    /// Webhooks whose last attempt failed, and when their retry is due: none
+    /// of their deliveries is sent before (bus thread only).
+    var backoffUntil: [String: Int64] = [:]
     private let lock = NSLock()
     private var finished: [Outcome] = []
     private var lastPoll: UInt64 = 0
@@ -50,9 +57,11 @@ public final class WebhooksWorker: @unchecked Sendable {
         self.allowPrivate = config.webhooksAllowPrivateTargets
         self.policy = WebhookRetryPolicy(window: config.webhooksRetryWindowSeconds)
         // No redirects: a 3xx is a failed attempt, so a receiver cannot send us to another host.
+        // The pool's per-host limit is the worker's whole limit: webhooks on one host must not
+        // queue behind each other there (the worker's own plan limits each webhook).
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5), read: Self.timeout))
-        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: plan.perTarget)
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: plan.maxInFlight)
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
@@ -95,10 +104,12 @@ public final class WebhooksWorker: @unchecked Sendable {
                     let delivery = outcome.delivery
                     if outcome.succeeded {
                         try db.deliveryDone(id: delivery.id, lease: outcome.lease)
+                        backoffUntil[delivery.webhookID] = nil
                         continue
                     }
                     let attempts = delivery.attempts + 1
                     let next = policy.nextAttempt(attempts: attempts, createdAt: delivery.createdAt, now: now, jitter: Double.random(in: 0..<1))
+                    if let next { backoffUntil[delivery.webhookID] = max(backoffUntil[delivery.webhookID] ?? 0, next) }
                     try db.deliveryFailed(id: delivery.id, lease: outcome.lease, attempts: attempts, nextAt: next, now: now,
                                           status: outcome.status, error: outcome.error ?? "")
                     logger.info(next == nil ? "webhook delivery failed for good" : "webhook delivery failed; retrying", metadata: [
@@ -121,7 +132,8 @@ public final class WebhooksWorker: @unchecked Sendable {
         do {
             claimed = try database.write { db in
                 let due = try db.dueDeliveries(now: now, perWebhook: plan.perTarget, limit: plan.maxInFlight * 2)
-                let picked = plan.pick(due, inFlight: inFlight)
+                backoffUntil = backoffUntil.filter { $0.value > now }
+                let picked = plan.pick(due, inFlight: inFlight, backingOff: Set(backoffUntil.keys))
                 var any = false
                 for candidate in picked {
                     any = try db.claimDelivery(id: candidate.id, lease: lease, leaseUntil: now + Self.leaseMicros, now: now) || any
@@ -135,9 +147,26 @@ public final class WebhooksWorker: @unchecked Sendable {
         for delivery in claimed {
             inFlight[delivery.webhookID, default: 0] += 1
             Task { [self] in
-                let outcome = await send(delivery, lease: lease)
+                let outcome = await attempt(delivery, lease: lease)
                 lock.withLock { finished.append(outcome) }
             }
+        }
+    }
+
+    /// `send` within `attemptLimit` (cancelled past it: a failed attempt).
+    func attempt(_ delivery: WebhookStore.Delivery, lease: String) async -> Outcome {
+        await withTaskGroup(of: Outcome?.self) { group in
+            group.addTask { await self.send(delivery, lease: lease) }
+            group.addTask {
+                try? await Task.sleep(for: Self.attemptLimit)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            if let first { return first }
+            var outcome = Outcome(delivery: delivery, lease: lease)
+            outcome.error = "no whole answer within \(Self.attemptLimit)"
+            return outcome
         }
     }
 

@@ -60,4 +60,14 @@ struct WebhookRetryTests {
         // A full target does not hold back the next one.
         #expect(plan.pick(due, inFlight: ["dead": 2]).map(\.id) == ["b1", "c1", "c2"])
     }
+
+    /// A webhook backing off (its last attempt failed) takes no slot, however
+    /// old its backlog: many dead receivers cannot fill every slot again each
+    /// time their attempts time out.
+    @Test func aWebhookBackingOffTakesNoSlot() {
+        let plan = WebhookDispatchPlan(perTarget: 2, maxInFlight: 4)
+        let due = [("d1", "dead"), ("d2", "dead"), ("e1", "dead2"), ("e2", "dead2"), ("l1", "live")].map { (id: $0.0, webhookID: $0.1) }
+        #expect(plan.pick(due, inFlight: [:]).map(\.id) == ["d1", "d2", "e1", "e2"])
+        #expect(plan.pick(due, inFlight: [:], backingOff: ["dead", "dead2"]).map(\.id) == ["l1"])
+    }
 }
