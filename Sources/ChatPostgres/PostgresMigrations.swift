@@ -22,13 +22,12 @@ enum PostgresMigrations {
         ("v3-store-message", v3StoreMessage),
         // Roles, announcement rooms and pins (ChatStore's Permissions.swift).
         ("v16-roles", v16Roles),
-        ("v16-roles-store-message", v16RolesStoreMessage),
         // Mute, notification level, mentions (issue 16), as SQLite's v16-prefs.
         ("v16-prefs", v16Prefs),
-        // Blocks (PostgresTransaction+Blocks), and the message write that honours them
-        // with the roles' post check of v16-roles-store-message.
+        // Blocks (PostgresTransaction+Blocks).
         ("v16-blocks", v16Blocks),
-        ("v16-blocks-store-message", v16BlocksStoreMessage),
+        // The message write with issue 16's checks: announcement rooms and blocks.
+        ("v16-store-message", v16StoreMessage),
         // Issue 16's webhooks, the outbox and incoming webhooks (ChatStore's WebhookStore).
         ("v16-webhooks", v16Webhooks),
     ]
@@ -179,63 +178,6 @@ enum PostgresMigrations {
         $$;
         """
 
-    /// v3's function with the post check of roles: in an announcement room
-    /// (`post_permission` 'admins') only the roles of Permissions.table's
-    /// `postInAnnouncement` row post ('not_allowed'; PermissionsTests checks
-    /// the two agree). Same signature, no extra round trip.
-    static let v16RolesStoreMessage = """
-        CREATE OR REPLACE FUNCTION chatd_store_message(
-            p_id TEXT, p_room TEXT, p_sender TEXT, p_content TEXT, p_type TEXT, p_now BIGINT, p_reply_to TEXT,
-            p_client_msg_id TEXT, p_file TEXT, p_file_name TEXT, p_file_size BIGINT,
-            OUT outcome TEXT, OUT message_seq BIGINT, OUT stored_id TEXT)
-        LANGUAGE plpgsql AS $$
-        DECLARE
-            room_active BOOLEAN;
-            room_posting TEXT;
-            member_role TEXT;
-        BEGIN
-            stored_id := p_id;
-            IF EXISTS (SELECT 1 FROM messages WHERE id = p_id) THEN
-                outcome := 'resent';
-                RETURN;
-            END IF;
-            SELECT r.is_active, r.post_permission,
-                   (SELECT p.role FROM room_participants p WHERE p.room_id = r.id AND p.user_id = p_sender)
-                INTO room_active, room_posting, member_role FROM rooms r WHERE r.id = p_room FOR NO KEY UPDATE;
-            IF NOT FOUND THEN
-                outcome := 'no_room';
-            ELSIF member_role IS NULL THEN
-                outcome := 'forbidden';
-            ELSIF room_posting = 'admins' AND member_role NOT IN ('owner', 'admin') THEN
-                outcome := 'not_allowed';
-            ELSIF NOT room_active THEN
-                outcome := 'inactive';
-            ELSIF p_reply_to IS NOT NULL AND NOT EXISTS (SELECT 1 FROM messages WHERE id = p_reply_to AND room_id = p_room) THEN
-                outcome := 'bad_reply';
-            END IF;
-            IF outcome IS NOT NULL THEN
-                RETURN;
-            END IF;
-            SELECT m.id INTO stored_id FROM messages m
-                WHERE m.id = p_id OR (m.room_id = p_room AND m.sender_id = p_sender AND m.client_msg_id = p_client_msg_id)
-                ORDER BY m.id = p_id DESC LIMIT 1;
-            IF FOUND THEN
-                outcome := CASE WHEN stored_id = p_id THEN 'resent' ELSE 'duplicate' END;
-                RETURN;
-            END IF;
-            stored_id := p_id;
-            UPDATE rooms SET last_seq = last_seq + 1, live_count = live_count + 1, updated_at = GREATEST(updated_at + 1, p_now)
-                WHERE id = p_room RETURNING last_seq INTO message_seq;
-            UPDATE room_participants SET sent_count = sent_count + 1 WHERE room_id = p_room AND user_id = p_sender;
-            INSERT INTO messages (id, room_id, seq, sender_id, content, message_type, timestamp, updated_at, reply_to,
-                                  client_msg_id, file_attachment, file_name, file_size)
-                VALUES (p_id, p_room, message_seq, p_sender, p_content, p_type, p_now, p_now, p_reply_to,
-                        p_client_msg_id, p_file, p_file_name, p_file_size);
-            outcome := 'created';
-        END
-        $$;
-        """
-
     /// Blocks, as SQLite's v16-blocks: keyed by blocker and by blocked user.
     static let v16Blocks = """
         CREATE TABLE user_blocks (
@@ -248,7 +190,10 @@ enum PostgresMigrations {
         CREATE INDEX users_email_lower ON users(lower(email));
         """
 
-    /// `chatd_store_message` with blocks (v16-roles-store-message's, plus two steps): a direct
+    /// v3's `chatd_store_message` with issue 16's steps, in the order of
+    /// SQLite's `createMessage`: in an announcement room (`post_permission`
+    /// 'admins') only the roles of Permissions.table's `postInAnnouncement`
+    /// row post (`not_allowed`; the engine tests check the two agree); a direct
     /// room with a block between its two members refuses the message
     /// (`blocked`), and the room's members who blocked the sender come back
     /// in `hidden_from`, their read status of the message written with
@@ -256,7 +201,7 @@ enum PostgresMigrations {
     /// leaves those rows out). Both are index probes of `user_blocks` that
     /// find nothing when nobody blocked anyone. Its OUT columns change, so
     /// it is dropped and created again rather than replaced.
-    static let v16BlocksStoreMessage = """
+    static let v16StoreMessage = """
         DROP FUNCTION IF EXISTS chatd_store_message(TEXT, TEXT, TEXT, TEXT, TEXT, BIGINT, TEXT, TEXT, TEXT, TEXT, BIGINT);
         CREATE FUNCTION chatd_store_message(
             p_id TEXT, p_room TEXT, p_sender TEXT, p_content TEXT, p_type TEXT, p_now BIGINT, p_reply_to TEXT,

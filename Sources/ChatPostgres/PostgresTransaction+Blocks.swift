@@ -5,7 +5,7 @@ import PostgresNIO
 
 /// Users and blocks in PostgreSQL's SQL, with SQLite's decisions
 /// (Store+Blocks.swift). A new message's hiding happens inside
-/// `chatd_store_message` (migration v16-blocks-store-message).
+/// `chatd_store_message` (migration v16-store-message).
 extension PostgresTransaction {
     func searchUsers(_ query: String, viewer: String, limit: Int) throws -> [User] {
         // strpos, not LIKE: `%` and `_` in the query are literal.
