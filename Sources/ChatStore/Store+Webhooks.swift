@@ -107,9 +107,13 @@ extension StoreTransaction {
     }
 
     /// Writes one outbox row: the delivery, due at once (in the event's transaction).
+    /// A delivery for a webhook that no longer exists (deleted through
+    /// another shard while this one's cache still had it, after a rescale) is
+    /// not written: the event is not refused for it.
     public func enqueueDelivery(id: String, webhookID: String, event: String, body: [UInt8], now: Int64) throws {
         try run("""
-            INSERT INTO webhook_deliveries (id, webhook_id, event, body, created_at, next_at) VALUES ($1, $2, $3, $4, $5, $5)
+            INSERT INTO webhook_deliveries (id, webhook_id, event, body, created_at, next_at)
+            SELECT $1, $2, $3, $4, $5, $5 WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = $2)
             """, [.text(id), .text(webhookID), .text(event), .text(String(decoding: body, as: UTF8.self)), .int(now)])
     }
 

@@ -32,6 +32,9 @@ import Testing
         #expect(try engine.read { try $0.webhooks(room: nil) }.map(\.roomID) == [room])
         #expect(try engine.write { try $0.deleteWebhook(room: room, id: id) })
         #expect(try engine.write { try $0.deleteWebhook(room: room, id: id) } == false)
+        // A shard whose cache still names it (deleted through another shard) writes no delivery and refuses nothing.
+        try engine.write { try $0.enqueueDelivery(id: "gone", webhookID: id, event: "message_created", body: Array("{}".utf8), now: 1) }
+        #expect(try engine.read { try $0.dueDeliveries(now: 2, perWebhook: 5, limit: 10) }.isEmpty)
     }
 
     @Test(arguments: EngineKind.available)
