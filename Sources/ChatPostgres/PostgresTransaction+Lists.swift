@@ -20,7 +20,9 @@ extension PostgresTransaction {
                 id: try row.get("id"), content: try row.get("content"), sender: try Self.user(row), timestamp: Timestamp(micros: try row.get("timestamp"))
             )
         }
-        try hideBlockedLastMessages(&lastMessages, viewer: viewer)
+        if try rows.contains(where: { try $0.get("viewer_blocks", as: Bool.self) }) {
+            try hideBlockedLastMessages(&lastMessages, viewer: viewer)
+        }
         var byID: [String: PostgresRandomAccessRow] = [:]
         var extraIDs = Set<String>()
         for row in rows {
