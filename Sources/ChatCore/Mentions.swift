@@ -38,15 +38,30 @@ public enum Mentions {
         text.utf8.contains(UInt8(ascii: "@"))
     }
 
+    /// How many `@`s that start a word one message has looked up: past it
+    /// the rest are text. Bounds a message's cost inside the store's write
+    /// transaction (a 10,000-character `@a @a …` in a room of 1,000 members
+    /// would otherwise try every name thousands of times); far past any
+    /// message a person writes.
+    public static let maxMentionStarts = 100
+
     /// The ids `text` mentions among `members`, the sender (`sender`) left out.
     public static func parse(_ text: String, members: [Member], sender: String) -> [String] {
         guard mayMention(text) else { return [] }
         let chars = Array(text)
-        // Candidates: every non-empty name and email, lowercased, with their user.
-        var names: [(name: [Character], id: String?)] = [(here, nil)]
+        // The text lowercased once, a character each (one that lowercases to
+        // more than one character, none known, stays as it is).
+        let folded = chars.map { c -> Character in
+            let lower = c.lowercased()
+            return lower.count == 1 ? Character(lower) : c
+        }
+        // Candidates: every non-empty name and email, lowercased, with their
+        // user, by first character, so that an `@` tries only the names it can start.
+        var names: [Character: [(name: [Character], id: String?)]] = [here[0]: [(here, nil)]]
         for member in members {
             for name in [member.displayName, member.email] where !name.isEmpty {
-                names.append((Array(name.lowercased()), member.id))
+                let lower = Array(name.lowercased())
+                names[lower[0], default: []].append((lower, member.id))
             }
         }
         var found: [String] = []
@@ -55,13 +70,16 @@ public enum Mentions {
             if id != sender && seen.insert(id).inserted { found.append(id) }
         }
         var index = 0
-        while index < chars.count {
+        var starts = 0
+        while index < chars.count, starts < maxMentionStarts {
             defer { index += 1 }
             guard chars[index] == "@", index == 0 || !isWordCharacter(chars[index - 1]) else { continue }
+            starts += 1
             let start = index + 1
+            guard start < chars.count, let candidates = names[folded[start]] else { continue }
             var best: (length: Int, id: String?)?
-            for (name, id) in names where name.count > (best?.length ?? 0) {
-                if matches(name, in: chars, at: start) && endsName(chars, at: start + name.count) { best = (name.count, id) }
+            for (name, id) in candidates where name.count > (best?.length ?? 0) {
+                if matches(name, in: folded, at: start) && endsName(chars, at: start + name.count) { best = (name.count, id) }
             }
             guard let best else { continue }
             if let id = best.id {
@@ -74,13 +92,10 @@ public enum Mentions {
         return found
     }
 
-    /// Whether `name` (lowercased) is at `start` of `chars`, ignoring case.
-    static func matches(_ name: [Character], in chars: [Character], at start: Int) -> Bool {
-        guard start + name.count <= chars.count else { return false }
-        for (offset, c) in name.enumerated() {
-            let t = chars[start + offset]
-            if t != c && t.lowercased() != String(c) { return false }
-        }
+    /// Whether `name` is at `start` of `folded` (both lowercased).
+    static func matches(_ name: [Character], in folded: [Character], at start: Int) -> Bool {
+        guard start + name.count <= folded.count else { return false }
+        for (offset, c) in name.enumerated() where folded[start + offset] != c { return false }
         return true
     }
 

@@ -74,6 +74,20 @@ import Testing
         #expect(Mentions.parse("👍 @zoë ørsted 👍", members: members, sender: "b") == ["z"])
     }
 
+    /// Only the first `maxMentionStarts` word-starting `@`s are looked up,
+    /// so a text of `@`s costs a bounded number of name comparisons.
+    @Test func theAtsLookedUpAreBounded() {
+        let limit = Mentions.maxMentionStarts
+        #expect(parse(String(repeating: "@x ", count: limit - 1) + "@alice") == ["a"])
+        #expect(parse(String(repeating: "@x ", count: limit) + "@alice") == [])
+        // `@`s inside words (emails in running text) do not count toward it.
+        #expect(parse(String(repeating: "a@b ", count: limit) + "@alice") == ["a"])
+        // A room of a thousand names sharing a first letter, and a long text of them: all found that fit.
+        let many = (0..<1000).map { Mentions.Member(id: "m\($0)", displayName: "Member \($0)", email: "") }
+        let text = (0..<5000).map { "@member \($0 % 1000)" }.joined(separator: " ")
+        #expect(Mentions.parse(text, members: many, sender: "x") == (0..<limit).map { "m\($0)" })
+    }
+
     @Test func onlyTextWithAnAtMayMention() {
         #expect(!Mentions.mayMention("hello"))
         #expect(Mentions.mayMention("a@b"))
