@@ -25,6 +25,18 @@ extension PostgresTransaction {
     func block(_ target: String, by blocker: String) throws -> User {
         guard let user = try users([target])[target] else { throw StoreError.notFound("User not found") }
         guard target != blocker else { throw StoreError.badRequest(error: "You cannot block yourself") }
+        // The rooms both are in, locked as a message's write locks its room
+        // (chatd_store_message), in one order: a message of the target's
+        // there either committed before (hideUnread below sees it) or waits
+        // and then finds the block (its hidden_from names the blocker). The
+        // block is written on the blocker's shard, the message on the room's:
+        // nothing else orders them (review finding).
+        try query("""
+            SELECT 1 FROM rooms WHERE id IN (
+                SELECT p1.room_id FROM room_participants p1 JOIN room_participants p2 ON p2.room_id = p1.room_id
+                WHERE p1.user_id = $1 AND p2.user_id = $2)
+            ORDER BY id FOR NO KEY UPDATE
+            """, [.text(blocker), .text(target)])
         try query("INSERT INTO user_blocks (blocker_id, blocked_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                   [.text(blocker), .text(target), .int(Timestamp.now().micros)])
         try hideUnread(of: target, from: blocker)

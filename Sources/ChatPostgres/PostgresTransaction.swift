@@ -150,6 +150,9 @@ final class PostgresTransaction: StoreTransaction {
         }
         let now = Timestamp.now().micros
         for user in users {
+            if try one("SELECT 1::bigint FROM user_blocks WHERE blocker_id = $1 LIMIT 1", [.text(user)], as: Int64.self) != nil {
+                try query(Store.hideBlockedBeforeJoin, [.text(user), .text(roomID)])
+            }
             try query("""
                 INSERT INTO room_participants (room_id, user_id, joined_at, sent_count, read_count, mention_count, mention_read_count)
                 SELECT $1, $2, $3,

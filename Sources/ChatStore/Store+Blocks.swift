@@ -161,9 +161,25 @@ extension SQLiteTransaction {
     func blockers(of sender: String, room roomID: String) throws -> [String] { try Store.blockers(of: sender, room: roomID, in: db) }
 }
 
+extension Store {
+    /// Run before `$1` becomes a member of room `$2` (when `$1` blocked
+    /// anyone): the messages there of the users `$1` blocked, unread by `$1`,
+    /// become hidden-read, as at a block, so that the counters the member's
+    /// row starts with leave them out (history hides them). Not for a member
+    /// already there, whose counters would not follow. Both engines (`$1`
+    /// first: SQLite numbers the parameters by first appearance).
+    package static let hideBlockedBeforeJoin = """
+        INSERT INTO message_read_status (message_id, user_id, read_at)
+        SELECT m.id, $1, 0 FROM messages m
+        WHERE m.sender_id IN (SELECT blocked_id FROM user_blocks WHERE blocker_id = $1) AND m.room_id = $2
+          AND NOT EXISTS (SELECT 1 FROM message_read_status s WHERE s.message_id = m.id AND s.user_id = $1)
+          AND NOT EXISTS (SELECT 1 FROM room_participants p WHERE p.room_id = $2 AND p.user_id = $1)
+        """
+}
+
 extension StoreTransaction {
     /// At a block: the blocked user's messages the blocker has not read, in
-    /// the rooms they share, become hidden-read (read_at 0) as new ones are
+    /// the blocker's rooms (the blocked user still in them or not), become hidden-read (read_at 0) as new ones are
     /// when stored, so that no unread count or unread mention is left that
     /// the blocker cannot open (history hides them all). They stay read after
     /// an unblock. One pass over the blocked user's messages in shared rooms,
@@ -180,13 +196,12 @@ extension StoreTransaction {
                 mention_read_count = mention_read_count + (
                     SELECT COUNT(*) FROM mentions mn JOIN messages m ON m.id = mn.message_id
                     WHERE \(unread) AND mn.user_id = $1 AND mn.room_id = room_participants.room_id)
-            WHERE user_id = $1 AND room_id IN (SELECT room_id FROM room_participants WHERE user_id = $2)
+            WHERE user_id = $1 AND room_id IN (SELECT room_id FROM messages WHERE sender_id = $2)
             """, [.text(blocker), .text(target)])
         try run("""
             INSERT INTO message_read_status (message_id, user_id, read_at)
             SELECT m.id, $1, 0 FROM room_participants p JOIN messages m ON m.room_id = p.room_id
             WHERE p.user_id = $1 AND \(unread.replacingOccurrences(of: "$1", with: "p.user_id"))
-              AND m.room_id IN (SELECT room_id FROM room_participants WHERE user_id = $2)
             """, [.text(blocker), .text(target)])
     }
 }

@@ -193,7 +193,10 @@ public enum Store {
                 (SELECT COUNT(*) FROM mentions mn JOIN message_read_status s ON s.message_id = mn.message_id AND s.user_id = ?2
                  WHERE mn.user_id = ?2 AND mn.room_id = ?1)
             """)
-        for user in users { try statement.execute(arguments: [roomID, user, now]) }
+        for user in users {
+            if try hasBlocks(user, in: db) { try db.execute(sql: hideBlockedBeforeJoin, arguments: [user, roomID]) }
+            try statement.execute(arguments: [roomID, user, now])
+        }
     }
 
     /// Creates a group, project or public room; the creator is a participant.

@@ -93,6 +93,47 @@ import Testing
         #expect(try page(engine, room, viewer: alice).first == "visible")
     }
 
+    /// No unread count the blocker cannot open, however the blocked user's
+    /// messages came to be in the blocker's room (review findings): a room
+    /// the blocker joins after the block, and a room the blocked user left
+    /// before it.
+    @Test(arguments: EngineKind.available)
+    func joiningOrLeavingLeavesNoUnreadOfABlockedUser(_ kind: EngineKind) throws {
+        let engine = try kind.make().engine
+        let room = try groupRoom(engine)
+        func counts(_ room: String) throws -> (unread: Int64, mentions: Int64) {
+            let seen = try engine.read { try $0.room(room, viewer: alice) }
+            return (seen.unreadCount, seen.unreadMentions)
+        }
+        // Bob mentions Alice, then leaves; Alice blocks him after.
+        _ = try send(engine, room, "@alice@example.com left behind", from: "bob")
+        try engine.write { try $0.leaveRoom(room, user: bob) }
+        #expect(try counts(room) == (1, 1))
+        _ = try engine.write { try $0.block(bob, by: alice) }
+        #expect(try counts(room) == (0, 0))
+        // A public room of Bob's, with his messages and one of Mallory's, joined by Alice after the block.
+        let lobby = IDs.uuid7()
+        _ = try engine.write { try $0.createRoom(Requests.RoomCreate(id: lobby, name: "Lobby", roomType: "public", participantIDs: []),
+                                                 creator: bob, maxParticipants: 100) }
+        _ = try send(engine, lobby, "one", from: "bob")
+        _ = try send(engine, lobby, "two", from: "bob")
+        try engine.write { try $0.joinRoom(lobby, user: mallory, maxParticipants: 100) }
+        _ = try send(engine, lobby, "from mallory", from: "mallory")
+        try engine.write { try $0.joinRoom(lobby, user: alice, maxParticipants: 100) }
+        #expect(try counts(lobby) == (1, 0))
+        #expect(try page(engine, lobby, viewer: alice) == ["from mallory"])
+        // A join that repeats changes nothing.
+        try engine.write { try $0.joinRoom(lobby, user: alice, maxParticipants: 100) }
+        #expect(try counts(lobby) == (1, 0))
+        // Leaving and coming back: Bob's messages meanwhile do not count either.
+        try engine.write { try $0.leaveRoom(lobby, user: alice) }
+        _ = try send(engine, lobby, "three", from: "bob")
+        try engine.write { try $0.joinRoom(lobby, user: alice, maxParticipants: 100) }
+        #expect(try counts(lobby) == (1, 0))
+        #expect(try engine.write { try $0.markRoomRead(lobby, user: alice) } == 1)
+        #expect(try counts(lobby) == (0, 0))
+    }
+
     @Test(arguments: EngineKind.available)
     func aDirectRoomAcrossABlockRefusesBothWays(_ kind: EngineKind) throws {
         let engine = try kind.make().engine
