@@ -161,6 +161,8 @@ let package = Package(
                 // EngineBatchTests: the batch semantics on a throwaway PostgreSQL too.
                 "ChatPostgres", "ChatTesting",
                 .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
+                // WebhookPinTests: the webhooks worker's pinned client, used directly.
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
         .testTarget(name: "SystemdTests", dependencies: ["Systemd"]),

@@ -123,7 +123,9 @@ public enum WebhookTarget {
             switch self {
             case .badURL(let why): why
             case .unresolvable(let host): "The host \(host) does not resolve."
-            case .privateAddress(let address): "The URL resolves to \(address), a loopback, private or link-local address."
+            // Not the address: the answer would map internal names for anyone (the
+            // check runs before the room's permission is known).
+            case .privateAddress: "The URL resolves to a loopback, private or link-local address."
             }
         }
     }
@@ -161,6 +163,14 @@ public enum WebhookTarget {
         if (b[0] & 0xfe) == 0xfc { return true }  // fc00::/7 unique local
         if b[0] == 0xff { return true }  // multicast
         if b[0] == 0x20 && b[1] == 0x02 { return isPrivateV4(Array(b[2..<6])) }  // 6to4 of a private IPv4
+        // NAT64 (RFC 6052's 64:ff9b::/96 carries an IPv4 address; RFC 8215's
+        // 64:ff9b:1::/48 is local use) and SIIT's ::ffff:0:a.b.c.d: a gateway
+        // turns them into IPv4 on the inside.
+        if b[0..<12] == [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0] { return isPrivateV4(Array(b[12..<16])) }
+        if b[0..<6] == [0, 0x64, 0xff, 0x9b, 0, 1] { return true }
+        if b[0..<8].allSatisfy({ $0 == 0 }) && b[8] == 0xff && b[9] == 0xff && b[10] == 0 && b[11] == 0 {
+            return isPrivateV4(Array(b[12..<16]))
+        }
         return false
     }
 
@@ -197,14 +207,24 @@ public enum WebhookTarget {
     /// Checks a URL as the guard does: parsed, resolved, and (unless
     /// `allowPrivate`) every address public. Blocks on DNS.
     public static func check(_ url: String, allowPrivate: Bool) -> Refusal? {
+        if case .failure(let refusal) = vet(url, allowPrivate: allowPrivate) { return refusal }
+        return nil
+    }
+
+    /// What `check` does, and the URL's host with the address a request must
+    /// connect to: one of those checked (an IPv4 one when there is one), so
+    /// that a second lookup by the HTTP client (DNS rebinding: public for the
+    /// check, internal for the connection) cannot take it elsewhere.
+    public static func vet(_ url: String, allowPrivate: Bool) -> Result<(host: String, address: String), Refusal> {
         let host: String
         switch parse(url) {
-        case .failure(let refusal): return refusal
+        case .failure(let refusal): return .failure(refusal)
         case .success(let parsed): host = parsed.host
         }
         let addresses = resolve(host)
-        guard !addresses.isEmpty else { return .unresolvable(host) }
-        if !allowPrivate, let address = addresses.first(where: isPrivate) { return .privateAddress(address) }
-        return nil
+        guard !addresses.isEmpty else { return .failure(.unresolvable(host)) }
+        if !allowPrivate, let address = addresses.first(where: isPrivate) { return .failure(.privateAddress(address)) }
+        var v4 = in_addr()
+        return .success((host, addresses.first { inet_pton(AF_INET, $0, &v4) == 1 } ?? addresses[0]))
     }
 }

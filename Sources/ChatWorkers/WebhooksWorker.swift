@@ -49,6 +49,13 @@ public final class WebhooksWorker: @unchecked Sendable {
     var backoffUntil: [String: Int64] = [:]
     private let lock = NSLock()
     private var finished: [Outcome] = []
+    /// Clients pinned to a vetted address, by "host|address" (under `lock`):
+    /// async-http-client resolves a host itself, and the guard's answer must
+    /// be the one it connects to. A few distinct receivers at a time; past
+    /// `maxPinnedClients`, the oldest is shut down.
+    private var pinned: [(key: String, client: HTTPClient)] = []
+    static let maxPinnedClients = 32
+    let configuration: HTTPClient.Configuration
     private var lastPoll: UInt64 = 0
 
     public init(database: any StoreEngine, config: ChatConfig, logger: Logger) {
@@ -62,6 +69,7 @@ public final class WebhooksWorker: @unchecked Sendable {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5), read: Self.timeout))
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: plan.maxInFlight)
+        self.configuration = configuration
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
@@ -69,6 +77,26 @@ public final class WebhooksWorker: @unchecked Sendable {
     /// build traps otherwise): the worker's loop ends on SIGTERM and drops it.
     deinit {
         try? client.syncShutdown()
+        for entry in pinned { try? entry.client.syncShutdown() }
+    }
+
+    /// The client for a request to `host` that must connect to `address`:
+    /// one whose DNS override maps the host to it (TLS still names and
+    /// verifies the host). An address in the URL needs none.
+    func pinnedClient(host: String, address: String) -> HTTPClient {
+        guard host != address else { return client }
+        let key = host + "|" + address
+        let (found, evicted) = lock.withLock { () -> (HTTPClient, HTTPClient?) in
+            if let found = pinned.first(where: { $0.key == key }) { return (found.client, nil) }
+            var pinning = self.configuration
+            pinning.dnsOverride = [host: address]
+            let made = HTTPClient(eventLoopGroupProvider: .singleton, configuration: pinning)
+            pinned.append((key, made))
+            return (made, pinned.count > Self.maxPinnedClients ? pinned.removeFirst().client : nil)
+        }
+        // Its requests in flight fail (a failed attempt, retried later with a fresh client).
+        if let evicted { Task { try? await evicted.shutdown() } }
+        return found
     }
 
     /// The role takes no commands (the store shards keep the webhooks).
@@ -170,17 +198,23 @@ public final class WebhooksWorker: @unchecked Sendable {
         }
     }
 
-    /// One attempt: the SSRF guard again (DNS may have changed), then the signed POST.
+    /// One attempt: the SSRF guard again (DNS may have changed), then the
+    /// signed POST, to the address the guard checked.
     func send(_ delivery: WebhookStore.Delivery, lease: String) async -> Outcome {
         var outcome = Outcome(delivery: delivery, lease: lease)
         let allowPrivate = allowPrivate
         // getaddrinfo blocks: off the cooperative pool.
-        let refusal = await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: WebhookTarget.check(delivery.url, allowPrivate: allowPrivate)) }
+        let vetted = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: WebhookTarget.vet(delivery.url, allowPrivate: allowPrivate)) }
         }
-        if let refusal {
+        let client: HTTPClient
+        switch vetted {
+        case .failure(let refusal):
             outcome.error = "refused: \(refusal.message)"
             return outcome
+        // With private targets allowed there is nothing to pin (and the client's
+        // own lookup tries every address, as `localhost`'s IPv4 and IPv6).
+        case .success(let target): client = allowPrivate ? self.client : pinnedClient(host: target.host, address: target.address)
         }
         var request = HTTPClientRequest(url: delivery.url)
         request.method = .POST
