@@ -1,3 +1,4 @@
+import ChatStore
 import Foundation
 import Logging
 import PostgresNIO
@@ -30,6 +31,8 @@ enum PostgresMigrations {
         ("v16-store-message", v16StoreMessage),
         // Issue 16's webhooks, the outbox and incoming webhooks (ChatStore's WebhookStore).
         ("v16-webhooks", v16Webhooks),
+        // A failing webhook's pending deliveries wait out its backoff (WebhookStore.deliveryFailed).
+        ("v16-webhook-backoff", WebhookStore.pendingIndex),
     ]
 
     static let v16Webhooks = """

@@ -261,6 +261,9 @@ public final class ChatDatabase: Sendable {
                 );
                 """)
         }
+        migrator.registerMigration("v16-webhook-backoff") { db in
+            try db.execute(sql: WebhookStore.pendingIndex)
+        }
         return migrator
     }
 

@@ -51,6 +51,14 @@ public enum WebhookStore {
     }
 
     static func int(_ text: String?) -> Int64 { text.flatMap { Int64($0) } ?? 0 }
+
+    /// Outgoing webhooks a room may have, and incoming ones (`400` past it):
+    /// each outgoing one is a delivery per event, each incoming one a member.
+    public static let maxPerRoom = 20
+
+    /// A webhook's pending deliveries: `deliveryFailed` moves them all past
+    /// its backoff, and `deleteWebhook` drops them (both engines' migrations).
+    public static let pendingIndex = "CREATE INDEX webhook_deliveries_pending ON webhook_deliveries(webhook_id, next_at) WHERE failed = 0"
 }
 
 extension StoreTransaction {
@@ -95,7 +103,7 @@ extension StoreTransaction {
         }
         let count = WebhookStore.int(try rows("SELECT COUNT(*) FROM webhook_deliveries WHERE webhook_id = $1 AND failed = 1",
                                               [.text(ref.webhookID)]).first?[0])
-        guard let offset = Pagination.offset(page) else { return (count, []) }
+        guard Pagination.isValid(page, count: count), let offset = Pagination.offset(page) else { throw StoreError.invalidPage }
         let failures = try rows("""
             SELECT id, event, attempts, created_at, next_at, last_status, last_error FROM webhook_deliveries
             WHERE webhook_id = $1 AND failed = 1 ORDER BY next_at DESC, id DESC LIMIT $2 OFFSET $3
@@ -153,12 +161,21 @@ extension StoreTransaction {
     }
 
     /// A failed attempt: due again at `nextAt`, or (nil) kept as a failure for good.
+    /// With a retry, the webhook's other pending deliveries wait for it too
+    /// (its backoff, kept in the rows): a dead receiver's backlog is then not
+    /// due, so it neither fills `dueDeliveries`' limit ahead of the healthy
+    /// webhooks' deliveries nor makes every poll sort it. Only under the lease.
     public func deliveryFailed(id: String, lease: String, attempts: Int, nextAt: Int64?, now: Int64, status: Int?, error: String) throws {
-        try run("""
+        let updated = try run("""
             UPDATE webhook_deliveries SET attempts = $1, next_at = $2, failed = $3, lease = NULL, last_status = $4, last_error = $5
             WHERE id = $6 AND lease = $7
             """, [.int(Int64(attempts)), .int(nextAt ?? now), .int(nextAt == nil ? 1 : 0), status.map { .int(Int64($0)) } ?? .null,
                   .text(String(error.prefix(500))), .text(id), .text(lease)])
+        guard updated > 0, let nextAt else { return }
+        try run("""
+            UPDATE webhook_deliveries SET next_at = $1
+            WHERE webhook_id = (SELECT webhook_id FROM webhook_deliveries WHERE id = $2) AND failed = 0 AND next_at < $1
+            """, [.int(nextAt), .text(id)])
     }
 
     /// An incoming webhook: its bot user and its token's hash. The bot is an

@@ -84,6 +84,8 @@ extension StoreWorker {
         return room
     }
 
+    static let tooManyWebhooks = StoreError.badRequest(error: "A room has at most \(WebhookStore.maxPerRoom) webhooks of each kind.")
+
     /// The webhook commands (all writes, even the lists: they need the manager check in one place).
     func webhookWrite(_ command: Command, identity: Identity, in db: any StoreTransaction) throws -> [Event] {
         let user = identity.id
@@ -92,9 +94,11 @@ extension StoreWorker {
             let request = try body(Requests.WebhookCreate.self, command)
             try db.requireWebhookManager(request.roomID, user: user)
             // A resend (the reply to the first was lost) answers as the first did: its id and secret came with it.
-            if let stored = try db.webhooks(room: request.roomID).first(where: { $0.id == request.id }) {
+            let hooks = try db.webhooks(room: request.roomID)
+            if let stored = hooks.first(where: { $0.id == request.id }) {
                 return [.reply(to: command, status: .created, body: Self.webhookJSON(stored, secret: request.secret))]
             }
+            guard hooks.count < WebhookStore.maxPerRoom else { throw Self.tooManyWebhooks }
             let now = Timestamp.now()
             try db.insertWebhook(request, createdBy: user, now: now.micros)
             webhookCache.added(request)
@@ -122,6 +126,14 @@ extension StoreWorker {
             try db.requireWebhookManager(request.roomID, user: user)
             // A resend answers as the first did (its token came with it); only the first inserts.
             if try db.rows("SELECT id FROM incoming_webhooks WHERE id = $1", [.text(request.id)]).isEmpty {
+                // Its bot is a member: it counts toward the room's limit like anyone.
+                let (hooks, members) = try db.rows("""
+                    SELECT (SELECT COUNT(*) FROM incoming_webhooks WHERE room_id = $1), (SELECT COUNT(*) FROM room_participants WHERE room_id = $1)
+                    """, [.text(request.roomID)]).first.map { (Int($0[0] ?? "") ?? 0, Int($0[1] ?? "") ?? 0) } ?? (0, 0)
+                guard hooks < WebhookStore.maxPerRoom else { throw Self.tooManyWebhooks }
+                guard members < config.maxParticipants else {
+                    throw StoreError.badRequest(error: "A room has at most \(config.maxParticipants) members; its bot would be one more.")
+                }
                 try db.insertIncomingWebhook(request, createdBy: user, now: Timestamp.now().micros)
             }
             return [.reply(to: command, status: .created, body: ClientJSON.object(["id": request.id, "url": request.url, "name": request.name]))]

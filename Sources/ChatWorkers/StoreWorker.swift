@@ -80,8 +80,17 @@ public final class StoreWorker {
                 ?? body(Requests.MessageCreate.self, command)
             return try storeMessage(request, sender: identity.user, command: command, in: db)
         case .messageUpdate:
-            let message = try db.editMessage(try body(Requests.MessageUpdate.self, command), user: user, maxChars: config.maxMessageChars)
-            try outbox(room: message.roomID, event: "message_edited", in: db) { ClientJSON.encode(message) }
+            let request = try body(Requests.MessageUpdate.self, command)
+            // An edit that repeats the last one (a resend, after a slow batch or a
+            // replaced worker) writes no second delivery, whose new id the
+            // receiver could not tell from a new edit; the extra read only where a
+            // webhook wants edits.
+            let watched = !webhookCache.subscribers(room: request.roomID, event: "message_edited").isEmpty
+            let repeated = try watched && (db.messages(ids: [request.messageID]).first.map {
+                $0.roomID == request.roomID && $0.editedAt != nil && $0.content == request.content
+            } ?? false)
+            let message = try db.editMessage(request, user: user, maxChars: config.maxMessageChars)
+            if !repeated { try outbox(room: message.roomID, event: "message_edited", in: db) { ClientJSON.encode(message) } }
             // Edits and deletions of a blocked sender's messages are hidden like the messages
             // (one index probe; not on the path of new messages).
             return [

@@ -63,12 +63,44 @@ import Testing
         }
     }
 
+    /// A resent edit (the bus resends an unanswered command) writes no second
+    /// delivery under a new id; a new edit does (review finding).
+    @Test func aResentEditWritesOneDelivery() throws {
+        let room = try harness.groupRoom()
+        #expect(hook(room, events: ["message_edited"])?.status == .created)
+        let id = IDs.uuid7()
+        _ = worker.handle([send(room, "v1", id: id)])
+        let edit = WorkerHarness.command(.messageUpdate, Requests.MessageUpdate(roomID: room, messageID: id, content: "v2"), as: alice)
+        #expect(worker.handle([edit]).reply(to: edit)?.status == .ok)
+        #expect(worker.handle([edit]).reply(to: edit)?.status == .ok)
+        #expect(try outbox().count == 1)
+        let next = WorkerHarness.command(.messageUpdate, Requests.MessageUpdate(roomID: room, messageID: id, content: "v3"), as: alice)
+        _ = worker.handle([next])
+        #expect(try outbox().map { $0["event"] as String } == ["message_edited", "message_edited"])
+    }
+
     @Test func aRefusedMessageWritesNoDelivery() throws {
         let room = try harness.groupRoom()
         #expect(hook(room, events: ["message_created"])?.status == .created)
         // Empty content is refused: its transaction (and any outbox row) rolls back.
         _ = worker.handle([send(room, "")])
         #expect(try outbox().isEmpty)
+    }
+
+    /// A room's webhooks are bounded (each is a delivery per event), and an
+    /// incoming webhook's bot counts toward the room's member limit (review finding).
+    @Test func webhooksPerRoomAndBotsAreBounded() throws {
+        let room = try harness.groupRoom()
+        for _ in 0..<WebhookStore.maxPerRoom { #expect(hook(room, events: ["message_created"])?.status == .created) }
+        #expect(hook(room, events: ["message_created"])?.status == .badRequest)
+        var config = harness.config
+        config.maxParticipants = 2
+        let full = StoreWorker(database: harness.database, config: config, logger: harness.logger)
+        let incoming = WorkerHarness.command(.webhookIncomingCreate, Requests.IncomingWebhookCreate(
+            id: IDs.uuid7(), roomID: room, name: "CI", token: "t", botUserID: IDs.uuid7(), url: "u"), as: alice)
+        // alice and bob fill a room of two: the bot would be a third.
+        #expect(full.handle([incoming]).reply(to: incoming)?.status == .badRequest)
+        #expect(worker.handle([incoming]).reply(to: incoming)?.status == .created)
     }
 
     @Test func aMemberDoesNotManage() throws {

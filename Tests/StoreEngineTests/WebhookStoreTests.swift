@@ -82,6 +82,45 @@ import Testing
         #expect(failures.first?.lastStatus == nil && failures.first?.lastError == "timeout" && failures.first?.failedAt == now + 4 * second)
     }
 
+    /// A failing webhook's backlog waits out its backoff in the table: with
+    /// more failing webhooks than the due query's limit holds, a healthy
+    /// webhook's newer delivery is still among the due ones (review finding:
+    /// the backoff was the worker's memory only, and the backlogs filled the limit).
+    @Test(arguments: EngineKind.available)
+    func aFailingWebhooksBacklogWaitsForItsBackoff(_ kind: EngineKind) throws {
+        let (engine, _) = try kind.make()
+        let room = try groupRoom(engine)
+        let now: Int64 = 1_000 * second
+        var failing: [String] = []
+        for n in 0..<3 {
+            let id = try hook(engine, room: room)
+            failing.append(id)
+            try engine.write { tx in
+                for k in 0..<4 { try tx.enqueueDelivery(id: "f\(n)-\(k)", webhookID: id, event: "message_created", body: Array("{}".utf8), now: now) }
+            }
+        }
+        let healthy = try hook(engine, room: room)
+        try engine.write { try $0.enqueueDelivery(id: "h", webhookID: healthy, event: "message_created", body: Array("{}".utf8), now: now + second) }
+        // Each failing webhook's first delivery fails; it backs off for a minute.
+        for n in 0..<3 {
+            #expect(try engine.write { try $0.claimDelivery(id: "f\(n)-0", lease: "L\(n)", leaseUntil: now + 20 * second, now: now + second) })
+            try engine.write {
+                try $0.deliveryFailed(id: "f\(n)-0", lease: "L\(n)", attempts: 1, nextAt: now + 60 * second, now: now + second, status: 500, error: "HTTP 500")
+            }
+        }
+        // A limit smaller than the failing backlogs (9 rows) still reaches the healthy delivery.
+        #expect(try engine.read { try $0.dueDeliveries(now: now + 2 * second, perWebhook: 4, limit: 2) }.map(\.id) == ["h"])
+        // After the backoff, the backlogs are due again, oldest first.
+        let later = try engine.read { try $0.dueDeliveries(now: now + 60 * second, perWebhook: 4, limit: 100) }
+        #expect(later.count == 13 && Set(later.map(\.webhookID)) == Set(failing + [healthy]))
+        // A page past the end of failures/ is 404 "Invalid page.", as every list.
+        var past = page1
+        past.page = 2
+        #expect(throws: StoreError.invalidPage) {
+            try engine.read { try $0.webhookFailures(Requests.WebhookRef(roomID: room, webhookID: healthy), page: past) }
+        }
+    }
+
     @Test(arguments: EngineKind.available)
     func incomingWebhookBot(_ kind: EngineKind) throws {
         let (engine, _) = try kind.make()
