@@ -8,14 +8,21 @@ import Foundation
 /// keeps it: the write path looks a room up here, so a room without
 /// webhooks costs no statement and no round trip per message. Loaded in a
 /// write transaction when first needed, again after this process changed a
-/// webhook (the change may have rolled back) and every `refreshNanos` (a
-/// room whose writes moved here from another shard after a rescale).
+/// webhook (the change may have rolled back) and every `refreshNanos`.
+/// A room this process writes for the first time is read on its own first
+/// (one indexed query, once a room): after a rescale moved its writes here,
+/// a webhook another shard created for it moments ago is in no load yet,
+/// and its deliveries would be lost, not late (review finding).
 final class WebhookCache {
     /// Room id → (webhook id, events) of each of its webhooks.
     private(set) var rooms: [String: [(id: String, events: Set<String>)]] = [:]
     private var loadedAt: UInt64?
     private var dirty = false
     static let refreshNanos: UInt64 = 30_000_000_000
+    /// Rooms this process has written (their webhooks read since); emptied
+    /// past `maxChecked`, when each is read once more.
+    private var checked = Set<String>()
+    static let maxChecked = 100_000
 
     /// Reloads when due; call at the start of every write transaction.
     func refreshIfDue(_ db: any StoreTransaction) throws {
@@ -40,8 +47,15 @@ final class WebhookCache {
         dirty = true
     }
 
-    /// The webhooks of `room` subscribed to `event`.
-    func subscribers(room: String, event: String) -> [String] {
+    /// The webhooks of `room` subscribed to `event`, the room read first if
+    /// this process has not written it yet.
+    func subscribers(room: String, event: String, in db: any StoreTransaction) throws -> [String] {
+        if !checked.contains(room) {
+            if checked.count >= Self.maxChecked { checked.removeAll() }
+            let hooks = try db.webhooks(room: room).map { (id: $0.id, events: Set($0.events)) }
+            rooms[room] = hooks.isEmpty ? nil : hooks
+            checked.insert(room)
+        }
         guard let hooks = rooms[room] else { return [] }
         return hooks.filter { $0.events.contains(event) }.map(\.id)
     }
@@ -52,7 +66,7 @@ extension StoreWorker {
     /// (a message and its deliveries commit together or not at all). The
     /// body is rendered once, now; `data` only when a webhook wants it.
     func outbox(room: String, event: String, in db: any StoreTransaction, data: () -> [UInt8]) throws {
-        let hooks = webhookCache.subscribers(room: room, event: event)
+        let hooks = try webhookCache.subscribers(room: room, event: event, in: db)
         guard !hooks.isEmpty else { return }
         let now = Timestamp.now()
         let payload = data()
@@ -67,7 +81,7 @@ extension StoreWorker {
     /// webhook (a join that only repeats sends nothing). One query, only for
     /// such rooms.
     func joinsNow(_ roomID: String, user: String, in db: any StoreTransaction) throws -> Bool {
-        guard !webhookCache.subscribers(room: roomID, event: "member_joined").isEmpty else { return false }
+        guard try !webhookCache.subscribers(room: roomID, event: "member_joined", in: db).isEmpty else { return false }
         return (try? db.requireRoom(roomID, user: user, allowPublic: true).isParticipant) == false
     }
 
@@ -75,7 +89,7 @@ extension StoreWorker {
     /// `members/`), with a `member_joined` delivery for each member it added;
     /// one more read of the room, only in rooms with such a webhook.
     func addingMembers(room roomID: String, user: String, in db: any StoreTransaction, _ change: () throws -> Room) throws -> Room {
-        guard !webhookCache.subscribers(room: roomID, event: "member_joined").isEmpty else { return try change() }
+        guard try !webhookCache.subscribers(room: roomID, event: "member_joined", in: db).isEmpty else { return try change() }
         let before = Set(((try? db.room(roomID, viewer: user))?.participants ?? []).map(\.id))
         let room = try change()
         for member in room.participants where !before.contains(member.id) {

@@ -85,7 +85,7 @@ public final class StoreWorker {
             // replaced worker) writes no second delivery, whose new id the
             // receiver could not tell from a new edit; the extra read only where a
             // webhook wants edits.
-            let watched = !webhookCache.subscribers(room: request.roomID, event: "message_edited").isEmpty
+            let watched = try !webhookCache.subscribers(room: request.roomID, event: "message_edited", in: db).isEmpty
             let repeated = try watched && (db.messages(ids: [request.messageID]).first.map {
                 $0.roomID == request.roomID && $0.editedAt != nil && $0.content == request.content
             } ?? false)
@@ -102,7 +102,7 @@ public final class StoreWorker {
             let ref = try body(Requests.MessageRef.self, command)
             // A repeated deletion (or a resend) changes nothing and writes no second delivery;
             // the extra read only where a webhook wants deletions.
-            let watched = !webhookCache.subscribers(room: ref.roomID, event: "message_deleted").isEmpty
+            let watched = try !webhookCache.subscribers(room: ref.roomID, event: "message_deleted", in: db).isEmpty
             let wasDeleted = try watched && (db.messages(ids: [ref.messageID]).first?.isDeleted ?? false)
             let message = try db.deleteMessage(ref, user: user)
             if !wasDeleted { try outbox(room: message.roomID, event: "message_deleted", in: db) { ClientJSON.encode(message) } }

@@ -79,6 +79,20 @@ import Testing
         #expect(try outbox().map { $0["event"] as String } == ["message_edited", "message_edited"])
     }
 
+    /// A room whose writes moved to another shard (a rescale) right after a
+    /// webhook was created for it through the first: the new shard's cache,
+    /// loaded before, does not yet name it, and reads the room on its first
+    /// write there, so the delivery is written (review finding).
+    @Test func aRoomNewToAShardHasItsWebhooksRead() throws {
+        let room = try harness.groupRoom()
+        let other = try harness.groupRoom()
+        let shardB = StoreWorker(database: harness.database, config: harness.config, logger: harness.logger)
+        _ = shardB.handle([send(other, "loads B's cache")])
+        #expect(hook(room, events: ["message_created"])?.status == .created)
+        _ = shardB.handle([send(room, "moved here")])
+        #expect(try outbox().count == 1)
+    }
+
     @Test func aRefusedMessageWritesNoDelivery() throws {
         let room = try harness.groupRoom()
         #expect(hook(room, events: ["message_created"])?.status == .created)
