@@ -51,9 +51,15 @@ enum Statements {
         var values: [PostgresValue]
     }
 
+    // The room list's statements join `unnest($1)` rather than filter by
+    // `= ANY($1)`: prepared, they run a generic plan, and the generic plan
+    // of `r.id = ANY($1)` (the array's length unknown) joined every room of
+    // the page with every membership of the viewer, 2-4x the time of the
+    // unnest join's index probes (benchmarks.md §16c).
+
     /// Rooms of ids `$1` with viewer `$2`'s unread count and role.
     struct Rooms: PreparedStatement {
-        static let name = "chatd_rooms_v3"
+        static let name = "chatd_rooms_v4"
         // viewer_blocks (the same on every row, evaluated once): whether the
         // list needs the blocked senders' last_message check, a round trip
         // of its own that a viewer who blocked nobody is spared.
@@ -63,8 +69,8 @@ enum Statements {
                    r.post_permission, p.role AS my_role,
                    p.muted, p.muted_until, p.notification_level, p.mention_count - p.mention_read_count AS unread_mentions,
                    EXISTS (SELECT 1 FROM user_blocks WHERE blocker_id = $2) AS viewer_blocks
-            FROM rooms r LEFT JOIN room_participants p ON p.room_id = r.id AND p.user_id = $2
-            WHERE r.id = ANY($1)
+            FROM unnest($1::text[]) AS wanted(id) JOIN rooms r ON r.id = wanted.id
+            LEFT JOIN room_participants p ON p.room_id = r.id AND p.user_id = $2
             """
         static let bindingDataTypes: [PostgresDataType] = [.textArray, .text]
         var values: [PostgresValue]
@@ -72,10 +78,11 @@ enum Statements {
 
     /// The members of rooms `$1`, by room and joining order.
     struct RoomParticipants: PreparedStatement {
-        static let name = "chatd_room_participants_v1"
+        static let name = "chatd_room_participants_v2"
         static let sql = """
-            SELECT p.room_id, \(PostgresTransaction.userColumns) FROM room_participants p JOIN users u ON u.id = p.user_id
-            WHERE p.room_id = ANY($1) ORDER BY p.room_id, p.joined_at, u.id
+            SELECT p.room_id, \(PostgresTransaction.userColumns)
+            FROM unnest($1::text[]) AS wanted(id) JOIN room_participants p ON p.room_id = wanted.id JOIN users u ON u.id = p.user_id
+            ORDER BY p.room_id, p.joined_at, u.id
             """
         static let bindingDataTypes: [PostgresDataType] = [.textArray]
         var values: [PostgresValue]
@@ -83,13 +90,12 @@ enum Statements {
 
     /// The last live message of each room of `$1`.
     struct LastMessages: PreparedStatement {
-        static let name = "chatd_last_messages_v1"
+        static let name = "chatd_last_messages_v2"
         static let sql = """
             SELECT m.room_id, m.id, m.content, m.timestamp, \(PostgresTransaction.userColumns)
-            FROM rooms r CROSS JOIN LATERAL (
-                SELECT * FROM messages WHERE room_id = r.id AND NOT is_deleted ORDER BY seq DESC LIMIT 1) m
+            FROM unnest($1::text[]) AS wanted(id) CROSS JOIN LATERAL (
+                SELECT * FROM messages WHERE room_id = wanted.id AND NOT is_deleted ORDER BY seq DESC LIMIT 1) m
             JOIN users u ON u.id = m.sender_id
-            WHERE r.id = ANY($1)
             """
         static let bindingDataTypes: [PostgresDataType] = [.textArray]
         var values: [PostgresValue]

@@ -5,7 +5,7 @@ import PostgresNIO
 
 /// Users and blocks in PostgreSQL's SQL, with SQLite's decisions
 /// (Store+Blocks.swift). A new message's hiding happens inside
-/// `chatd_store_message` (migration v16-store-message).
+/// `chatd_store_message` (migrations v16-store-message, v16-store-message-2).
 extension PostgresTransaction {
     func searchUsers(_ query: String, viewer: String, limit: Int) throws -> [User] {
         // strpos, not LIKE: `%` and `_` in the query are literal.

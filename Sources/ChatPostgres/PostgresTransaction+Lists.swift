@@ -20,7 +20,8 @@ extension PostgresTransaction {
                 id: try row.get("id"), content: try row.get("content"), sender: try Self.user(row), timestamp: Timestamp(micros: try row.get("timestamp"))
             )
         }
-        if try rows.contains(where: { try $0.get("viewer_blocks", as: Bool.self) }) {
+        // The same on every row (the statement's InitPlan).
+        if try rows.first?.get("viewer_blocks", as: Bool.self) == true {
             try hideBlockedLastMessages(&lastMessages, viewer: viewer)
         }
         var byID: [String: PostgresRandomAccessRow] = [:]

@@ -97,6 +97,12 @@ func created(_ outcome: Store.CreateOutcome) -> Message? {
         guard case .duplicate(let original) = try send(engine, room, "again", clientMsgID: "c-1") else { Issue.record("not deduplicated"); return }
         #expect(original.id == first.id)
         #expect(created(try send(engine, room, "bob's", clientMsgID: "c-1", from: "bob"))?.seq == 2)
+        // A resend is answered before any check: after the sender left, it is
+        // still the stored message, not a refusal the client would show.
+        try engine.write { try $0.leaveRoom(room, user: identity("alice").id) }
+        guard case .resent(let late) = try send(engine, room, "once", id: id, clientMsgID: "c-1") else { Issue.record("a resend refused"); return }
+        #expect(late.id == first.id)
+        #expect(throws: StoreError.forbidden()) { try send(engine, room, "new", from: "alice") }
     }
 
     /// The batch processor's contract: a savepoint's throw undoes its
