@@ -18,6 +18,20 @@ enum Statements {
         var values: [PostgresValue]
     }
 
+    /// A message page's first statement: `RoomInfo`'s columns for `$1` in
+    /// room `$2`, the room's last seq, and whether `$1` blocked anyone.
+    struct PageHead: PreparedStatement {
+        static let name = "chatd_page_head_v1"
+        static let sql = """
+            SELECT r.room_type, r.is_active, r.created_by, r.post_permission,
+                   (SELECT p.role FROM room_participants p WHERE p.room_id = r.id AND p.user_id = $1) AS role,
+                   r.last_seq, EXISTS (SELECT 1 FROM user_blocks WHERE blocker_id = $1) AS blocks
+            FROM rooms r WHERE r.id = $2
+            """
+        static let bindingDataTypes: [PostgresDataType] = [.text, .text]
+        var values: [PostgresValue]
+    }
+
     /// Room `$1`'s messages with seq in ($3, $2], newest first.
     struct MessagePage: PreparedStatement {
         static let name = "chatd_message_page_v2"

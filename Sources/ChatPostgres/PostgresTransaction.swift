@@ -112,6 +112,11 @@ final class PostgresTransaction: StoreTransaction {
 
     func roomInfo(_ roomID: String, user: String) throws -> Store.RoomInfo? {
         guard let row = try execute(Statements.RoomInfo(values: [.text(user), .text(roomID)])).first else { return nil }
+        return try Self.roomInfo(row, id: roomID)
+    }
+
+    /// A `RoomInfo` from a row with `Statements.RoomInfo`'s columns.
+    static func roomInfo(_ row: PostgresRandomAccessRow, id roomID: String) throws -> Store.RoomInfo {
         let role = try row.get("role", as: String?.self)
         return Store.RoomInfo(
             id: roomID, roomType: RoomType(rawValue: try row.get("room_type")) ?? .group, isActive: try row.get("is_active"),
