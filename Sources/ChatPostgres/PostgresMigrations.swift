@@ -35,6 +35,8 @@ enum PostgresMigrations {
         ("v16-webhook-backoff", WebhookStore.pendingIndex),
         // The same message write in a statement fewer, with generic plans (benchmarks.md §16c).
         ("v16-store-message-2", v16StoreMessage2),
+        // Calls (issue 17), as SQLite's: ChatStore's CallStore.
+        ("v17-calls", CallStore.schema),
     ]
 
     static let v16Webhooks = """

@@ -264,6 +264,10 @@ public final class ChatDatabase: Sendable {
         migrator.registerMigration("v16-webhook-backoff") { db in
             try db.execute(sql: WebhookStore.pendingIndex)
         }
+        // Calls (issue 17): rows, so that a call outlives any worker (Store+Calls.swift).
+        migrator.registerMigration("v17-calls") { db in
+            try db.execute(sql: CallStore.schema)
+        }
         return migrator
     }
 

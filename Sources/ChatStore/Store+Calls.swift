@@ -1,0 +1,154 @@
+import ChatCore
+import Foundation
+
+/// Calls in the store (issue 17, api-contract.md "Calls"): the tables of
+/// migration `v17-calls`, SQLite and PostgreSQL alike, written once for both
+/// engines in `WebhookStore`'s common SQL. A call is rows, so it outlives any
+/// worker; every change is `CallRules` applied to the stored call inside the
+/// write transaction, and written back only if nobody changed the call
+/// meanwhile (`version`: two store workers may act on one call at once).
+public enum CallStore {
+    public static let schema = """
+        CREATE TABLE calls (
+            id TEXT PRIMARY KEY NOT NULL,
+            room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+            media TEXT NOT NULL,
+            started_by TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            state TEXT NOT NULL,
+            started_at BIGINT NOT NULL,
+            ended_at BIGINT,
+            version BIGINT NOT NULL DEFAULT 0
+        );
+        CREATE INDEX calls_room ON calls(room_id, started_at);
+        CREATE INDEX calls_ringing ON calls(started_at) WHERE state = 'ringing';
+        CREATE TABLE call_participants (
+            call_id TEXT NOT NULL REFERENCES calls(id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            presence TEXT NOT NULL,
+            joined_at BIGINT,
+            PRIMARY KEY (call_id, user_id)
+        );
+        """
+
+    /// A room has one call at a time: a second one while one rings or runs is `400`.
+    public static let busy = "This room already has a call in progress"
+
+    /// How often a change that met another's write is tried again before
+    /// giving up (a `400` that asks the client to retry); each retry reads
+    /// the call anew, and one write wins each time, so five are plenty.
+    static let attempts = 5
+}
+
+/// A call's write met another worker's: nothing was written; try again.
+struct CallWriteConflict: Error {}
+
+extension StoreTransaction {
+    /// `POST .../rooms/{id}/calls/`: a ringing call, by a member of an active
+    /// room. `id` is the frontend's, so a resend returns the stored call.
+    public func startCall(id: String, room roomID: String, media: CallMedia, user: String, now: Timestamp = .now()) throws -> (Call, [CallEvent]) {
+        if let stored = try storedCall(id) { return (stored.call, []) }
+        let info = try requireRoom(roomID, user: user, allowPublic: false)
+        guard info.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
+        let open = try rows("SELECT id FROM calls WHERE room_id = $1 AND state IN ('ringing', 'active') LIMIT 1", [.text(roomID)])
+        guard open.isEmpty else { throw StoreError.badRequest(error: CallStore.busy) }
+        let call = CallRules.start(id: id, room: roomID, media: media, by: user, at: now)
+        try run("INSERT INTO calls (id, room_id, media, started_by, state, started_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                [.text(call.id), .text(roomID), .text(media.rawValue), .text(user), .text(call.state.rawValue), .int(now.micros)])
+        try writeParticipants(call)
+        return (call, [.started])
+    }
+
+    /// `join/`, `leave/`, `decline/`, `end/` by a member of the call's room
+    /// (`404` for an unknown call, `403` for anyone else, `400` for a
+    /// `CallRefusal`). The call as it now is, and the events to send.
+    public func callAction(_ action: CallAction, call callID: String, user: String, now: Timestamp = .now()) throws -> (Call, [CallEvent]) {
+        for _ in 0..<CallStore.attempts {
+            guard let stored = try storedCall(callID) else { throw StoreError.notFound("Call not found") }
+            try requireRoom(stored.call.roomID, user: user, allowPublic: false)
+            let members = try rows("SELECT COUNT(*) FROM room_participants WHERE room_id = $1", [.text(stored.call.roomID)])
+            let result: (Call, [CallEvent])
+            do {
+                result = try CallRules.apply(action, to: stored.call, by: user, memberCount: Int(WebhookStore.int(members.first?[0])), at: now)
+            } catch {
+                throw StoreError.badRequest(error: error.message)
+            }
+            do {
+                try save(result.0, over: stored)
+                return result
+            } catch is CallWriteConflict {
+                continue
+            }
+        }
+        throw StoreError.badRequest(error: "The call changed meanwhile; try again")
+    }
+
+    /// One call, for a member of its room.
+    public func call(_ callID: String, viewer: String) throws -> Call {
+        guard let stored = try storedCall(callID) else { throw StoreError.notFound("Call not found") }
+        try requireRoom(stored.call.roomID, user: viewer, allowPublic: false)
+        return stored.call
+    }
+
+    /// `GET .../rooms/{id}/calls/`: the room's calls, newest first, for its members.
+    public func callPage(_ request: Requests.RoomPage, viewer: String) throws -> (count: Int64, calls: [Call]) {
+        try requireRoom(request.roomID, user: viewer, allowPublic: false)
+        let count = WebhookStore.int(try rows("SELECT COUNT(*) FROM calls WHERE room_id = $1", [.text(request.roomID)]).first?[0])
+        guard Pagination.isValid(request.page, count: count), let offset = Pagination.offset(request.page) else { throw StoreError.invalidPage }
+        let ids = try rows("SELECT id FROM calls WHERE room_id = $1 ORDER BY started_at DESC, id DESC LIMIT $2 OFFSET $3",
+                           [.text(request.roomID), .int(Int64(request.page.pageSize)), .int(offset)]).compactMap { $0[0] }
+        return (count, try ids.compactMap { try storedCall($0)?.call })
+    }
+
+    /// Ringing calls past their 45 s, missed now (at most `limit`, oldest
+    /// first): what the store's sweep calls, with the events to send.
+    public func expireCalls(now: Timestamp = .now(), limit: Int = 100) throws -> [(Call, [CallEvent])] {
+        let due = try rows("SELECT id FROM calls WHERE state = 'ringing' AND started_at <= $1 ORDER BY started_at LIMIT $2",
+                           [.int(now.micros - CallRules.ringMicros), .int(Int64(limit))]).compactMap { $0[0] }
+        var missed: [(Call, [CallEvent])] = []
+        for id in due {
+            guard let stored = try storedCall(id) else { continue }
+            // The call's own starter applies it: `expire` needs no member's say.
+            let (call, events) = try CallRules.apply(.expire, to: stored.call, by: stored.call.startedBy, memberCount: 0, at: now)
+            guard !events.isEmpty else { continue }
+            do { try save(call, over: stored) } catch is CallWriteConflict { continue }
+            missed.append((call, events))
+        }
+        return missed
+    }
+
+    // MARK: Rows
+
+    func storedCall(_ id: String) throws -> (call: Call, version: Int64)? {
+        guard let row = try rows("SELECT id, room_id, media, started_by, state, started_at, ended_at, version FROM calls WHERE id = $1", [.text(id)]).first
+        else { return nil }
+        let participants = try rows(
+            "SELECT user_id, presence, joined_at FROM call_participants WHERE call_id = $1 ORDER BY position", [.text(id)]
+        ).map { CallParticipant(userID: $0[0] ?? "", presence: CallPresence(rawValue: $0[1] ?? "") ?? .left, joinedAt: $0[2].flatMap(Int64.init).map(Timestamp.init(micros:))) }
+        let call = Call(
+            id: row[0] ?? id, roomID: row[1] ?? "", media: CallMedia(rawValue: row[2] ?? "") ?? .audio, startedBy: row[3] ?? "",
+            state: CallState(rawValue: row[4] ?? "") ?? .ended, participants: participants, startedAt: Timestamp(micros: WebhookStore.int(row[5])),
+            endedAt: row[6].flatMap(Int64.init).map(Timestamp.init(micros:))
+        )
+        return (call, WebhookStore.int(row[7]))
+    }
+
+    /// Writes `call` if its row is still at `stored`'s version.
+    func save(_ call: Call, over stored: (call: Call, version: Int64)) throws {
+        guard call != stored.call else { return }
+        let changed = try run("UPDATE calls SET state = $1, ended_at = $2, version = version + 1 WHERE id = $3 AND version = $4", [
+            .text(call.state.rawValue), call.endedAt.map { .int($0.micros) } ?? .null, .text(call.id), .int(stored.version),
+        ])
+        guard changed == 1 else { throw CallWriteConflict() }
+        try writeParticipants(call)
+    }
+
+    func writeParticipants(_ call: Call) throws {
+        for (position, p) in call.participants.enumerated() {
+            try run("""
+                INSERT INTO call_participants (call_id, user_id, position, presence, joined_at) VALUES ($1, $2, $3, $4, $5)
+                ON CONFLICT (call_id, user_id) DO UPDATE SET presence = excluded.presence, joined_at = excluded.joined_at
+                """, [.text(call.id), .text(p.userID), .int(Int64(position)), .text(p.presence.rawValue), p.joinedAt.map { .int($0.micros) } ?? .null])
+        }
+    }
+}
