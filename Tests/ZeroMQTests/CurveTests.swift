@@ -153,11 +153,17 @@ import ZeroMQ
         try push.connect(server.endpoint)
         defer { events.close(); push.close() }
         try push.send([Array("no handler".utf8)], dontWait: true)
+        // The client hears of the refusal as a failed handshake when the
+        // server's ERROR reaches it; it may instead drop the connection
+        // first (a disconnect, not monitored here, seen once in a loaded CI
+        // run: no event in 10 s). Either way no handshake may succeed and
+        // nothing may arrive: a client let in would show both.
         var poller = Poller()
         poller.add(.socket(events))
-        #expect(try poller.poll(timeoutMilliseconds: 10_000)[0] & pollIn != 0)
-        let first = try #require(try events.receive(dontWait: true).flatMap(MonitorEvent.init(frames:)))
-        #expect(first.event & MonitorEvent.handshakeFailed != 0)
+        if try poller.poll(timeoutMilliseconds: 10_000)[0] & pollIn != 0 {
+            let first = try #require(try events.receive(dontWait: true).flatMap(MonitorEvent.init(frames:)))
+            #expect(first.event & MonitorEvent.handshakeFailed != 0)
+        }
         #expect(try server.receive(within: 1_000) == nil)
         #expect(server.seen.withLock { $0.isEmpty })
     }
