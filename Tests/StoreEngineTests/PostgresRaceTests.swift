@@ -18,14 +18,19 @@ import Testing
         return (engine, try PostgresEngine(url: url, poolSize: 4), String(url.split(separator: "/").last ?? ""))
     }
 
-    /// Whether a session of `database` waits on a lock within 10 s, or `done` says the other side finished.
-    static func blockedOnALock(in database: String, orDone done: Flag) throws -> Bool {
+    /// Whether a session of `database` waits on a lock within 10 s, or `done`
+    /// says the other side finished. Asked through `tx`, the lock holder's
+    /// own transaction, not a `psql` a poll: a process spawned every 20 ms
+    /// beside the other tests' spawns once crashed Foundation's
+    /// `Process.run` (SIGSEGV in its memmove, CI, session 14).
+    static func blockedOnALock(in database: String, via tx: any StoreTransaction, orDone done: Flag) throws -> Bool {
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
             if done.isSet { return false }
-            let waiting = try PostgresServer.start().psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = '\(database)' AND wait_event_type = 'Lock'")
-            if (Int(waiting.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > 0 { return true }
+            // A transaction keeps its first view of pg_stat_activity: drop it.
+            try tx.run("SELECT pg_stat_clear_snapshot()", [])
+            let waiting = try tx.rows("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'", [.text(database)])
+            if (waiting.first?[0].flatMap { Int($0) } ?? 0) > 0 { return true }
             usleep(20_000)
         }
         return false
@@ -57,7 +62,7 @@ import Testing
             try engine.write { tx -> Void in
                 try first(tx)
                 firstHolds.signal()
-                if try blockedOnALock(in: database, orDone: secondDone) { waited.set() }
+                if try blockedOnALock(in: database, via: tx, orDone: secondDone) { waited.set() }
             }
         }
         firstHolds.wait()
@@ -126,7 +131,7 @@ import Testing
                 _ = try tx.markMessageRead(Requests.MessageRef(roomID: room, messageID: gone.id), user: identity("bob").id)
                 receiptHolds.signal()
                 // Open until the deletion is blocked by this receipt (or, without the lock, has committed).
-                _ = try Self.blockedOnALock(in: database, orDone: deleted)
+                _ = try Self.blockedOnALock(in: database, via: tx, orDone: deleted)
             }
         }
         receiptHolds.wait()
@@ -185,7 +190,7 @@ import Testing
             try engine.write { tx -> Void in
                 _ = try tx.deleteMessage(ref, user: identity("alice").id)
                 deletionHolds.signal()
-                _ = try Self.blockedOnALock(in: database, orDone: edited)
+                _ = try Self.blockedOnALock(in: database, via: tx, orDone: edited)
             }
         }
         deletionHolds.wait()
