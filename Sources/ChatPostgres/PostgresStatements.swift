@@ -9,11 +9,12 @@ enum Statements {
     /// A room's type and state, and `$1`'s role in room `$2` (null: not a member).
     struct RoomInfo: PreparedStatement {
         static let name = "chatd_room_info_v2"
-        static let sql = """
-            SELECT r.room_type, r.is_active, r.created_by, r.post_permission,
-                   (SELECT p.role FROM room_participants p WHERE p.room_id = r.id AND p.user_id = $1) AS role
-            FROM rooms r WHERE r.id = $2
+        /// What `PostgresTransaction.roomInfo(_:id:)` reads, from `rooms r`.
+        static let columns = """
+            r.room_type, r.is_active, r.created_by, r.post_permission,
+            (SELECT p.role FROM room_participants p WHERE p.room_id = r.id AND p.user_id = $1) AS role
             """
+        static let sql = "SELECT \(columns) FROM rooms r WHERE r.id = $2"
         static let bindingDataTypes: [PostgresDataType] = [.text, .text]
         var values: [PostgresValue]
     }
@@ -23,9 +24,7 @@ enum Statements {
     struct PageHead: PreparedStatement {
         static let name = "chatd_page_head_v1"
         static let sql = """
-            SELECT r.room_type, r.is_active, r.created_by, r.post_permission,
-                   (SELECT p.role FROM room_participants p WHERE p.room_id = r.id AND p.user_id = $1) AS role,
-                   r.last_seq, EXISTS (SELECT 1 FROM user_blocks WHERE blocker_id = $1) AS blocks
+            SELECT \(RoomInfo.columns), r.last_seq, EXISTS (SELECT 1 FROM user_blocks WHERE blocker_id = $1) AS blocks
             FROM rooms r WHERE r.id = $2
             """
         static let bindingDataTypes: [PostgresDataType] = [.text, .text]

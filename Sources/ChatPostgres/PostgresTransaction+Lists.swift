@@ -112,11 +112,9 @@ extension PostgresTransaction {
     func messagePage(_ request: Requests.MessageList, viewer: String) throws -> (count: Int64, messages: [Message]) {
         // requireRoom's check, the room's last seq and whether the viewer
         // blocked anyone (v16-blocks), in one prepared round trip.
-        guard let row = try execute(Statements.PageHead(values: [.text(viewer), .text(request.roomID)])).first else {
-            throw StoreError.notFound("Room not found")
-        }
-        let info = try Self.roomInfo(row, id: request.roomID)
-        guard info.isParticipant || info.roomType == .public else { throw StoreError.forbidden(Store.noAccess) }
+        let head = try execute(Statements.PageHead(values: [.text(viewer), .text(request.roomID)])).first
+        try Store.admit(head.map { try Self.roomInfo($0, id: request.roomID) }, allowPublic: true)
+        guard let row = head else { throw StoreError.notFound("Room not found") }
         let lastSeq = try row.get("last_seq", as: Int64.self)
         var upper = lastSeq
         var lower: Int64 = 0

@@ -127,9 +127,7 @@ final class PostgresTransaction: StoreTransaction {
 
     @discardableResult
     func requireRoom(_ roomID: String, user: String, allowPublic: Bool) throws -> Store.RoomInfo {
-        guard let info = try roomInfo(roomID, user: user) else { throw StoreError.notFound("Room not found") }
-        if info.isParticipant || (allowPublic && info.roomType == .public) { return info }
-        throw StoreError.forbidden(Store.noAccess)
+        try Store.admit(roomInfo(roomID, user: user), allowPublic: allowPublic)
     }
 
     func enter(room roomID: String, user: String, maxParticipants: Int) throws {

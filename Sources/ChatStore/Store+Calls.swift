@@ -66,10 +66,13 @@ extension StoreTransaction {
         for _ in 0..<CallStore.attempts {
             guard let stored = try storedCall(callID) else { throw StoreError.notFound("Call not found") }
             try requireRoom(stored.call.roomID, user: user, allowPublic: false)
-            let members = try rows("SELECT COUNT(*) FROM room_participants WHERE room_id = $1", [.text(stored.call.roomID)])
+            // Only a decline asks how many could still answer.
+            let members = action == .decline
+                ? Int(WebhookStore.int(try rows("SELECT COUNT(*) FROM room_participants WHERE room_id = $1", [.text(stored.call.roomID)]).first?[0]))
+                : 0
             let result: (Call, [CallEvent])
             do {
-                result = try CallRules.apply(action, to: stored.call, by: user, memberCount: Int(WebhookStore.int(members.first?[0])), at: now)
+                result = try CallRules.apply(action, to: stored.call, by: user, memberCount: members, at: now)
             } catch {
                 throw StoreError.badRequest(error: error.message)
             }

@@ -172,7 +172,13 @@ public enum Store {
     /// the caller is not a participant (public rooms pass when `allowPublic`).
     @discardableResult
     public static func requireRoom(_ roomID: String, user userID: String, allowPublic: Bool = false, in db: Database) throws -> RoomInfo {
-        guard let info = try roomInfo(roomID, user: userID, in: db) else { throw StoreError.notFound("Room not found") }
+        try admit(roomInfo(roomID, user: userID, in: db), allowPublic: allowPublic)
+    }
+
+    /// `requireRoom`'s rule on a room already read (nil: it does not exist),
+    /// for every engine and every statement that reads a room's access columns.
+    public static func admit(_ info: RoomInfo?, allowPublic: Bool) throws -> RoomInfo {
+        guard let info else { throw StoreError.notFound("Room not found") }
         if info.isParticipant || (allowPublic && info.roomType == .public) { return info }
         throw StoreError.forbidden(noAccess)
     }
@@ -457,9 +463,7 @@ public enum Store {
         // probe stays exact for that rare answer.
         let found = try posting(request.id, room: request.roomID, sender: sender.id, in: db)
         if found?.stored ?? true, let existing = try fetchMessage(id: request.id, in: db) { return .resent(existing) }
-        guard let found else { throw StoreError.notFound("Room not found") }
-        let room = found.info
-        guard room.isParticipant else { throw StoreError.forbidden(noAccess) }
+        let room = try admit(found?.info, allowPublic: false)
         try Permissions.authorizePost(info: room, user: sender.id)
         guard room.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
         if room.roomType == .direct, try isBlockedDirect(room: request.roomID, sender: sender.id, in: db) {
@@ -497,7 +501,7 @@ public enum Store {
             fileName: request.file?.name, fileSize: request.file?.size, timestamp: now, replyTo: request.replyTo,
             clientMsgID: request.clientMsgID
         )
-        message.hiddenFrom = found.blockers
+        message.hiddenFrom = found?.blockers ?? []
         try hide(request.id, room: request.roomID, from: message.hiddenFrom, in: db)
         message.mentions = try recordMentions(
             message: request.id, room: request.roomID, sender: sender.id, content: request.content, at: now.micros,
