@@ -95,6 +95,15 @@ public struct ChatConfig: Sendable, Equatable {
     public var webhooksAllowPrivateTargets = false
     /// How long a delivery is retried before it is kept as a failure, seconds (`webhooks.retryWindowSeconds`).
     public var webhooksRetryWindowSeconds: Double = 86_400
+    /// STUN and TURN servers for calls (`calls.iceServers`,
+    /// CHAT_CALLS_ICE_SERVERS, comma-separated): `stun:`/`stuns:` and
+    /// `turn:`/`turns:` URLs, as `GET /api/chat/calls/ice_servers/` lists them.
+    public var iceServers: [String] = []
+    /// The secret shared with the TURN servers (`calls.turnSecret`): coturn's
+    /// `static-auth-secret`, which TURN credentials are signed with.
+    public var turnSecret: String?
+    /// How long TURN credentials last (`calls.turnCredentialSeconds`): 60 s to 7 days.
+    public var turnCredentialSeconds: Double = 86_400
     /// Files workers on this host, 1 or 0 (`filesWorkers`): one host of a
     /// deployment keeps the blobs, every other workers host says 0.
     public var filesWorkers: Int = 1
@@ -231,6 +240,7 @@ public struct ChatConfig: Sendable, Equatable {
             throw ConfigError.invalid("filesWorkers", "\(config.filesWorkers): 1, or 0 on every workers host but the one that keeps the attachments")
         }
         try config.readWebhooks(reader, environment: environment)
+        try config.readCalls(reader)
         config.standbys = reader.bool(forKey: "standbys", default: config.standbys)
         config.frontendHandover = reader.bool(forKey: "frontendHandover", default: config.frontendHandover)
         config.typingWindowSeconds = reader.double(forKey: "typingWindowSeconds", default: config.typingWindowSeconds)
@@ -259,6 +269,26 @@ public struct ChatConfig: Sendable, Equatable {
         webhooksRetryWindowSeconds = reader.double(forKey: "webhooks.retryWindowSeconds", default: webhooksRetryWindowSeconds)
         guard webhooksRetryWindowSeconds > 0, webhooksRetryWindowSeconds <= 30 * 86_400 else {
             throw ConfigError.invalid("webhooks.retryWindowSeconds", "\(webhooksRetryWindowSeconds): more than 0, at most 30 days")
+        }
+    }
+
+    /// Issue 17's call settings (part of `read`): the ICE servers, and the
+    /// TURN secret that any `turn:` URL needs.
+    mutating func readCalls(_ reader: ConfigReader) throws {
+        iceServers = reader.stringArray(forKey: "calls.iceServers", default: iceServers)
+            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        turnSecret = reader.string(forKey: "calls.turnSecret", isSecret: true).flatMap { $0.isEmpty ? nil : $0 }
+        turnCredentialSeconds = reader.double(forKey: "calls.turnCredentialSeconds", default: turnCredentialSeconds)
+        for url in iceServers where !["stun:", "stuns:", "turn:", "turns:"].contains(where: { url.hasPrefix($0) && url.count > $0.count }) {
+            throw ConfigError.invalid("calls.iceServers", "\(url): a stun:, stuns:, turn: or turns: URL")
+        }
+        if turnSecret == nil, iceServers.contains(where: { $0.hasPrefix("turn") }) {
+            throw ConfigError.invalid("calls.turnSecret", "a turn: server needs the secret it shares with chatd (coturn's static-auth-secret)")
+        }
+        // Bounded: the expiry is written in whole Unix seconds, and a
+        // credential that never expires is no longer time-limited.
+        guard turnCredentialSeconds >= 60, turnCredentialSeconds <= 7 * 86_400 else {
+            throw ConfigError.invalid("calls.turnCredentialSeconds", "\(turnCredentialSeconds): 60 to 604800 (7 days)")
         }
     }
 

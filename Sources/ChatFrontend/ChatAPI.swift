@@ -41,6 +41,7 @@ struct ChatAPI: Sendable {
             PrefsRoutes(api: self).routes,
             UserRoutes(api: self).routes,
             WebhookRoutes(api: self).routes,
+            CallRoutes(api: self).routes,
         ]
     }
 

@@ -25,6 +25,8 @@ public struct FrontendServices: Sendable {
     let limiter: RateLimiter?
     /// Open WebSockets, and the close code of a shutdown.
     let life = FrontendLife()
+    /// The rooms of recent calls (`CallRoutes`).
+    let callRooms = CallRooms()
     /// The tree's metrics as the supervisor last published them (`MetricsRoutes`).
     var metrics = MetricsBoard()
     /// Nil with `accessLog: false` (the default).

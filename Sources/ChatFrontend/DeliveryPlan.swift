@@ -25,6 +25,8 @@ struct DeliveryPlan: Sendable {
         /// its idempotent key reached them through their old process
         /// (`HandoverFanOut.delivered`).
         case notToAdopted(ByteBuffer)
+        /// A frame for this user's sockets alone (a call signal).
+        case onlyTo(ByteBuffer, user: String)
     }
 
     /// One event as a handover records it (HandoverRegistry.swift): every
@@ -128,6 +130,11 @@ struct DeliveryPlan: Sendable {
         case .removeEveryone:
             rooms[i].closeShared()
             rooms[i].steps.append(.remove(user: nil))
+        case .onlyUser(let user):
+            rooms[i].closeShared()
+            var frame = Self.allocator.buffer(capacity: body.count + 10)
+            Self.writeTextFrame(body, into: &frame)
+            rooms[i].steps.append(.onlyTo(frame, user: user))
         case .except(let connection):
             rooms[i].closeShared()
             var frame = Self.allocator.buffer(capacity: body.count + 10)

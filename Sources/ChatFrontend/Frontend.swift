@@ -138,6 +138,7 @@ public enum Frontend {
             handover.server.withLock { $0 = channel }
             let supervisor = Notifier()
             supervisor.send(["READY": "1", "CHATD_CHILD": config.slot])
+            CallSweep(bus: bus, life: life).start(on: channel.eventLoop)
             channel.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { _ in
                 let queues = QueueReport(bus.outstanding()).encoded
                 supervisor.send([

@@ -54,6 +54,8 @@ struct HandoverLoopState {
                 continue
             case _ where event.hiddenFrom.contains(user):
                 continue  // its user blocked the sender
+            case .onlyUser(let addressee) where addressee != user:
+                continue  // a call signal for someone else
             default:
                 steps.append(.frames(event.frame, excluded: nil))
             }

@@ -221,6 +221,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
                 guard !users.contains(identity.id) else { continue }  // its user blocked the sender
                 wire.write(NIOAny(bytes), promise: nil)
                 wrote = true
+            case .onlyTo(let bytes, let user):
+                guard user == identity.id else { continue }  // a call signal for someone else
+                wire.write(NIOAny(bytes), promise: nil)
+                wrote = true
             case .notToAdopted(let bytes):
                 guard !adopted else { continue }  // its old process wrote it this key's copy
                 wire.write(NIOAny(bytes), promise: nil)
@@ -430,6 +434,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
                     }
                 }
             }
+        case "call_signal":
+            handleCallSignal(event)
         case "ping":
             send(Array(#"{"type":"pong"}"#.utf8))
             command(.sessionPing, bytes: session.commandBytes)
@@ -472,11 +478,40 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         }
     }
 
-    /// The text of an `error` event for a refused command: a detail as it is,
-    /// otherwise `key: message` per problem, by key, as DRF's body would list them.
+    /// A call's signal for one other participant (api-contract.md "Calls"):
+    /// checked by the room's shard, which sends it to that user's sockets in
+    /// the room alone. The server never reads `signal`; it only bounds it.
+    private func handleCallSignal(_ event: [String: Any]) {
+        guard let raw = event["call_id"] as? String, let callID = IDs.canonical(raw) else { return sendError("call_id: Must be a valid UUID.") }
+        guard let rawTo = event["to"] as? String, let to = IDs.canonical(rawTo) else { return sendError("to: Must be a valid UUID.") }
+        guard let signal = event["signal"] as? [String: Any] else { return sendError("signal: Expected a JSON object.") }
+        guard let json = try? JSONSerialization.data(withJSONObject: signal, options: .withoutEscapingSlashes), json.count <= Self.maxSignalBytes else {
+            return sendError("signal: Ensure this field has no more than \(Self.maxSignalBytes) bytes.")
+        }
+        let request = Requests.CallSignal(roomID: roomID, callID: callID, to: to, signal: String(decoding: json, as: UTF8.self))
+        guard let loop = context?.eventLoop else { return }
+        let me = NIOLoopBound(self, eventLoop: loop)
+        command(.callSignal, request) { result in
+            loop.execute {
+                switch result {
+                case .success(let reply) where reply.status == .ok: break
+                case .success(let reply): me.value.sendError(Self.errorText(reply))
+                case .failure: me.value.sendError("Signal could not be sent, try again")
+                }
+            }
+        }
+    }
+
+    /// api-contract.md "Calls": a signal (an SDP offer with its candidates) is at most 64 KiB.
+    static let maxSignalBytes = 64 * 1024
+
+    /// The text of an `error` event for a refused command: a detail (or a
+    /// lone error) as it is, otherwise `key: message` per problem, by key, as DRF's body would list them.
     static func errorText(_ reply: Event) -> String {
         guard let error = try? reply.replyError() else { return "Request failed" }
         for case .detail(let detail) in error.problems { return detail }
+        // The seed's lone `{"error": ...}` (a call's refusal) reads as it is, too.
+        if error.problems.count == 1, case .error(let message) = error.problems[0] { return message }
         return error.problems.map { problem -> (String, String) in
             switch problem {
             case .detail(let message): ("detail", message)

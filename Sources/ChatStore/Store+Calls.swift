@@ -103,21 +103,53 @@ extension StoreTransaction {
         return (count, try ids.compactMap { try storedCall($0)?.call })
     }
 
-    /// Ringing calls past their 45 s, missed now (at most `limit`, oldest
-    /// first): what the store's sweep calls, with the events to send.
-    public func expireCalls(now: Timestamp = .now(), limit: Int = 100) throws -> [(Call, [CallEvent])] {
-        let due = try rows("SELECT id FROM calls WHERE state = 'ringing' AND started_at <= $1 ORDER BY started_at LIMIT $2",
-                           [.int(now.micros - CallRules.ringMicros), .int(Int64(limit))]).compactMap { $0[0] }
-        var missed: [(Call, [CallEvent])] = []
-        for id in due {
-            guard let stored = try storedCall(id) else { continue }
+    /// Ringing calls past their 45 s (at most `limit`, oldest first), with
+    /// their rooms: what a frontend's sweep asks, to send each its
+    /// `call.expire` at the room's shard.
+    public func dueCalls(now: Timestamp = .now(), limit: Int = 100) throws -> [(id: String, roomID: String)] {
+        try rows("SELECT id, room_id FROM calls WHERE state = 'ringing' AND started_at <= $1 ORDER BY started_at LIMIT $2",
+                 [.int(now.micros - CallRules.ringMicros), .int(Int64(limit))]).compactMap { row in
+            guard let id = row[0], let room = row[1] else { return nil }
+            return (id, room)
+        }
+    }
+
+    /// A ringing call past its time, missed now, and its events; none for a
+    /// call that is not due, or was answered or expired meanwhile.
+    public func expireCall(_ callID: String, now: Timestamp = .now()) throws -> (Call, [CallEvent])? {
+        for _ in 0..<CallStore.attempts {
+            guard let stored = try storedCall(callID) else { return nil }
             // The call's own starter applies it: `expire` needs no member's say.
             let (call, events) = try CallRules.apply(.expire, to: stored.call, by: stored.call.startedBy, memberCount: 0, at: now)
-            guard !events.isEmpty else { continue }
-            do { try save(call, over: stored) } catch is CallWriteConflict { continue }
-            missed.append((call, events))
+            guard !events.isEmpty else { return nil }
+            do {
+                try save(call, over: stored)
+                return (call, events)
+            } catch is CallWriteConflict {
+                continue
+            }
         }
-        return missed
+        return nil
+    }
+
+    /// Ringing calls past their time, missed now: `dueCalls` and
+    /// `expireCall` in one transaction (one shard's worth, or a test's).
+    public func expireCalls(now: Timestamp = .now(), limit: Int = 100) throws -> [(Call, [CallEvent])] {
+        try dueCalls(now: now, limit: limit).compactMap { try expireCall($0.id, now: now) }
+    }
+
+    /// Whether `from` may send `to` a signal in call `callID` of `roomID`
+    /// (a WebSocket's room): both are in the call now. `404` for a call
+    /// that is not this room's, `400` otherwise.
+    public func checkSignal(call callID: String, room roomID: String, from: String, to: String) throws {
+        guard let stored = try storedCall(callID), stored.call.roomID == roomID else { throw StoreError.notFound("Call not found") }
+        // Still a member: one removed since joining has no say in the call.
+        try requireRoom(roomID, user: from, allowPublic: false)
+        let call = stored.call
+        guard !call.state.isOver else { throw StoreError.badRequest(error: CallRefusal.over.message) }
+        guard call.joined.contains(from) else { throw StoreError.badRequest(error: CallRefusal.notInCall.message) }
+        guard from != to else { throw StoreError.badRequest(error: "A signal goes to another participant") }
+        guard call.joined.contains(to) else { throw StoreError.badRequest(error: "The addressee is not in this call") }
     }
 
     // MARK: Rows

@@ -11,6 +11,7 @@
 ///     x:<frontend>/<n>        .except(connection)         everyone but that socket
 ///     k:<user id>             .removeUser(id)             an order: close that user's sockets
 ///     k:*                     .removeEveryone             an order: close every socket
+///     u:<user id>             .onlyUser(id)               that user's sockets alone (a call signal)
 ///
 /// Ids never contain `:` (UUIDs), so the last part is unambiguous.
 public enum EventKey: Hashable, Sendable, LosslessStringConvertible {
@@ -28,6 +29,9 @@ public enum EventKey: Hashable, Sendable, LosslessStringConvertible {
     case removeUser(String)
     /// The room was deactivated: every socket in it closes with 4403.
     case removeEveryone
+    /// A frame for this user's sockets in the room and nobody else's (a
+    /// call's `call_signal`, api-contract.md "Calls").
+    case onlyUser(String)
 
     public enum MessageChange: Hashable, Sendable {
         case created
@@ -44,7 +48,7 @@ public enum EventKey: Hashable, Sendable, LosslessStringConvertible {
     public var isIdempotent: Bool {
         switch self {
         case .message, .session: true
-        case .none, .except, .removeUser, .removeEveryone: false
+        case .none, .except, .removeUser, .removeEveryone, .onlyUser: false
         }
     }
 
@@ -58,6 +62,7 @@ public enum EventKey: Hashable, Sendable, LosslessStringConvertible {
         case .except(let connection): "x:\(connection)"
         case .removeUser(let user): "k:\(user)"
         case .removeEveryone: "k:*"
+        case .onlyUser(let user): "u:\(user)"
         }
     }
 
@@ -89,6 +94,9 @@ public enum EventKey: Hashable, Sendable, LosslessStringConvertible {
         case "k:":
             guard !rest.isEmpty else { return nil }
             self = rest == "*" ? .removeEveryone : .removeUser(rest)
+        case "u:":
+            guard !rest.isEmpty else { return nil }
+            self = .onlyUser(rest)
         default:
             return nil
         }

@@ -119,6 +119,26 @@ public enum CommandKind: String, Sendable, CaseIterable {
     case webhookIncomingCreate = "webhook.incoming_create"
     /// A message posted to an incoming webhook's secret URL: carries no user.
     case webhookIncomingPost = "webhook.incoming_post"
+    // Issue 17's calls: every change at the call's room's shard, which
+    // publishes its room events (so they keep the room's order and gap
+    // recovery); the frontend learns a call's room first (`call.get`, at
+    // any shard: every one reads the one database).
+    case callStart = "call.start"
+    case callAction = "call.action"
+    case callGet = "call.get"
+    case callList = "call.list"
+    /// A WebSocket `call_signal`, at the socket's room's shard: checked and
+    /// published to the addressee's sockets only (`EventKey.onlyUser`).
+    case callSignal = "call.signal"
+    /// Ringing calls past their time (a read at any shard), and `call.expire`
+    /// for each at its room's shard: a frontend's sweep, carrying no user.
+    case callDue = "call.due"
+    case callExpire = "call.expire"
+
+    /// Sent by the server itself, with no user: the worker provisions and checks nobody.
+    public var hasNoCaller: Bool {
+        self == .webhookIncomingPost || self == .callDue || self == .callExpire
+    }
 
     /// The worker role that handles this kind.
     public var role: Role {

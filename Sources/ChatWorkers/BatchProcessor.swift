@@ -39,8 +39,9 @@ final class BatchProcessor {
         for (index, command) in batch.enumerated() {
             if let known = knownUsers[command.user] {
                 identities[index] = known
-            } else if command.user.isEmpty && command.kind == .webhookIncomingPost {
-                // The URL's token is the credential: no caller, and nobody to provision.
+            } else if command.user.isEmpty && command.kind.hasNoCaller {
+                // An incoming webhook's URL token is the credential; a call sweep is the
+                // server's own: no caller, and nobody to provision.
                 identities[index] = Self.noCaller
             } else if let identity = try? decoder.decode(Identity.self, from: Data(command.user)) {
                 identities[index] = identity

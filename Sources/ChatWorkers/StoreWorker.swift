@@ -45,7 +45,8 @@ public final class StoreWorker {
 
     static func isWrite(_ kind: CommandKind) -> Bool {
         switch kind {
-        case .roomList, .roomGet, .messageList, .messageGet, .memberList, .pinList, .mentionList, .userMe, .userSearch, .userBlocked: false
+        case .roomList, .roomGet, .messageList, .messageGet, .memberList, .pinList, .mentionList, .userMe, .userSearch, .userBlocked,
+            .callGet, .callList, .callSignal, .callDue: false
         default: true
         }
     }
@@ -159,6 +160,8 @@ public final class StoreWorker {
             return try blockWrite(command, identity: identity, in: db)
         case .webhookCreate, .webhookList, .webhookDelete, .webhookFailures, .webhookIncomingCreate, .webhookIncomingPost:
             return try webhookWrite(command, identity: identity, in: db)
+        case .callStart, .callAction, .callExpire:
+            return try writeCalls(command, identity: identity, in: db)
         default:
             if let events = try writePrefs(command, identity: identity, in: db) { return events }
             throw StoreError(code: .badRequest, detail: "Not a store command: \(command.kind.rawValue)")
@@ -240,6 +243,8 @@ public final class StoreWorker {
             return [try mentionPage(command, identity: identity, in: db)]
         case .userMe, .userSearch, .userBlocked:
             return try userRead(command, identity: identity, in: db)
+        case .callGet, .callList, .callSignal, .callDue:
+            return try readCalls(command, identity: identity, in: db)
         default:
             throw StoreError(code: .badRequest, detail: "Not a store read: \(command.kind.rawValue)")
         }

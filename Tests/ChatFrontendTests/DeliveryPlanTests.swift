@@ -87,6 +87,21 @@ import Testing
         ])
     }
 
+    /// A call signal: a step of its own for its addressee's sockets; and
+    /// it is no idempotency key, so two equal signals both go.
+    @Test func aSignalIsAStepForItsAddresseeAlone() {
+        var recent = RecentKeys()
+        let plan = DeliveryPlan([
+            Self.event("a", "", "1"), Self.event("a", "u:u7", "offer"), Self.event("a", "u:u7", "offer"), Self.event("a", "", "2"),
+        ], recent: &recent)
+        #expect(plan.rooms[0].steps == [
+            .frames(Self.framed([Array("1".utf8)]), excluded: nil),
+            .onlyTo(Self.framed([Array("offer".utf8)]), user: "u7"),
+            .onlyTo(Self.framed([Array("offer".utf8)]), user: "u7"),
+            .frames(Self.framed([Array("2".utf8)]), excluded: nil),
+        ])
+    }
+
     @Test func aRepublishedEventIsDeliveredOnceAndAnUnknownKeyNever() {
         var recent = RecentKeys()
         let first = DeliveryPlan([Self.event("a", "m:1:new", "x"), Self.event("a", "m:1:new", "x"), Self.event("a", "?:junk", "y")], recent: &recent)

@@ -10,7 +10,7 @@ import Testing
             .none, .message(id: Self.id, change: .created), .message(id: Self.id, change: .edited(at: 1_732_000_000_123_456)),
             .message(id: Self.id, change: .deleted), .session(id: Self.id, change: .joined), .session(id: Self.id, change: .left),
             .except(ConnectionRef(frontend: "frontend.0-1234", number: 17)), .except(ConnectionRef(frontend: "a/b", number: 0)),
-            .removeUser(Self.id), .removeEveryone,
+            .removeUser(Self.id), .removeEveryone, .onlyUser(Self.id),
         ]
         for key in keys {
             #expect(EventKey(key.description) == key, "\(key)")
@@ -26,13 +26,14 @@ import Testing
         #expect(EventKey.except(ConnectionRef(frontend: "f", number: 3)).description == "x:f/3")
         #expect(EventKey.removeUser("u1").description == "k:u1")
         #expect(EventKey.removeEveryone.description == "k:*")
+        #expect(EventKey.onlyUser("u1").description == "u:u1")
         #expect(EventKey.none.description == "")
     }
 
     @Test func onlyMessageAndSessionKeysAreIdempotent() {
         #expect(EventKey.message(id: "m", change: .created).isIdempotent)
         #expect(EventKey.session(id: "s", change: .joined).isIdempotent)
-        for key: EventKey in [.none, .except(ConnectionRef(frontend: "f", number: 1)), .removeUser("u"), .removeEveryone] {
+        for key: EventKey in [.none, .except(ConnectionRef(frontend: "f", number: 1)), .removeUser("u"), .removeEveryone, .onlyUser("u")] {
             #expect(!key.isIdempotent, "\(key)")
         }
     }
@@ -40,7 +41,7 @@ import Testing
     @Test func refusesWhatNoWorkerWrites() {
         for text in [
             "m:", "m:id", "m::new", "m:id:", "m:id:created", "m:id:edit", "m:id:edit-", "m:id:edit01", "m:a:b:new",
-            "s:id:gone", "s:id", "x:", "x:frontend", "x:/3", "x:f/", "x:f/-1", "x:f/03", "k:", "q:id", "m", "hello",
+            "s:id:gone", "s:id", "x:", "x:frontend", "x:/3", "x:f/", "x:f/-1", "x:f/03", "k:", "u:", "q:id", "m", "hello",
         ] {
             #expect(EventKey(text) == nil, "\(text)")
         }

@@ -64,12 +64,44 @@ import Testing
         let id = IDs.uuid7()
         _ = try engine.write { try $0.startCall(id: id, room: room, media: .audio, user: alice, now: t0) }
         #expect(try engine.write { try $0.expireCalls(now: at(44)) }.isEmpty)
+        // What a frontend's sweep asks: the due calls and their rooms, to route each expiry.
+        #expect(try engine.read { try $0.dueCalls(now: at(44)) }.isEmpty)
+        #expect(try engine.read { try $0.dueCalls(now: at(45)) }.map { [$0.id, $0.roomID] } == [[id, room]])
         let missed = try engine.write { try $0.expireCalls(now: at(45)) }
         #expect(missed.map(\.0.id) == [id] && missed.first?.0.state == .missed && missed.first?.1 == [.ended])
         #expect(try engine.write { try $0.expireCalls(now: at(90)) }.isEmpty, "swept once")
         #expect(try engine.read { try $0.call(id, viewer: bob) }.state == .missed)
         #expect(throws: StoreError.badRequest(error: CallRefusal.over.message)) {
             try engine.write { try $0.callAction(.join, call: id, user: bob, now: at(91)) }
+        }
+    }
+
+    /// A signal goes between two users in the call, in the call's room:
+    /// 404 for a call of another room, 400 for anyone not in it.
+    @Test(arguments: EngineKind.available)
+    func aSignalIsBetweenTwoInTheCall(_ kind: EngineKind) throws {
+        let (engine, _) = try kind.make()
+        let room = try groupRoom(engine)
+        let other = try groupRoom(engine)
+        let id = IDs.uuid7()
+        _ = try engine.write { try $0.startCall(id: id, room: room, media: .audio, user: alice, now: .now()) }
+        // Bob has not answered: nothing may reach him yet, nor come from him.
+        #expect(throws: StoreError.badRequest(error: "The addressee is not in this call")) {
+            try engine.read { try $0.checkSignal(call: id, room: room, from: alice, to: bob) }
+        }
+        #expect(throws: StoreError.badRequest(error: CallRefusal.notInCall.message)) {
+            try engine.read { try $0.checkSignal(call: id, room: room, from: bob, to: alice) }
+        }
+        _ = try engine.write { try $0.callAction(.join, call: id, user: bob, now: .now()) }
+        try engine.read { try $0.checkSignal(call: id, room: room, from: alice, to: bob) }
+        try engine.read { try $0.checkSignal(call: id, room: room, from: bob, to: alice) }
+        #expect(throws: StoreError.notFound("Call not found")) { try engine.read { try $0.checkSignal(call: id, room: other, from: alice, to: bob) } }
+        #expect(throws: StoreError.badRequest(error: "A signal goes to another participant")) {
+            try engine.read { try $0.checkSignal(call: id, room: room, from: alice, to: alice) }
+        }
+        _ = try engine.write { try $0.callAction(.end, call: id, user: bob, now: .now()) }
+        #expect(throws: StoreError.badRequest(error: CallRefusal.over.message)) {
+            try engine.read { try $0.checkSignal(call: id, room: room, from: alice, to: bob) }
         }
     }
 
