@@ -202,6 +202,13 @@ def check_websocket(spec, base, port, alice, bob, bob_id):
         request(base, "DELETE", f"/api/chat/rooms/{room}/messages/{message}/pin/", alice)
         request(base, "PATCH", f"/api/chat/rooms/{room}/members/{bob_id}/", alice, {"role": "admin"})
         request(base, "DELETE", f"/api/chat/rooms/{room}/messages/{message}/", alice)
+    # A call: call_started, call_joined, a call_signal (to b alone), call_left, then call_ended.
+    call = request(base, "POST", f"/api/chat/rooms/{room}/calls/", alice, {"media": "audio"})["id"]
+    request(base, "POST", f"/api/chat/calls/{call}/join/", bob)
+    send(a, {"type": "call_signal", "call_id": call, "to": bob_id, "signal": {"type": "offer", "sdp": "v=0"}})
+    drain(b)
+    request(base, "POST", f"/api/chat/calls/{call}/leave/", bob)
+    request(base, "POST", f"/api/chat/calls/{call}/leave/", alice)
     send(a, "not json", valid=False)
     send(a, {"type": "nonsense"}, valid=False)
     drain(a)
@@ -228,7 +235,8 @@ def config_toml(ids):
     hooks = os.path.join(HERE, "openapi_check_hooks.py")
     blocks = [f'hooks = "{hooks}"\n']
     blocks += [op(o, main) for o in ("getRoom", "updateRoom", "replaceRoom", "markRoomRead", "typingUsers",
-                                    "listMessages", "createMessage", "listMembers", "addMembers", "listPins")]
+                                    "listMessages", "createMessage", "listMembers", "addMembers", "listPins",
+                                    "startCall", "listCalls")]
     blocks += [op(o, main, ids["message"]) for o in ("getMessage", "updateMessage", "react", "markMessageRead",
                                                      "pinMessage", "unpinMessage")]
     blocks += [

@@ -66,6 +66,8 @@ tags:
   - name: files
   - name: webhooks
     description: Outgoing webhooks (signed deliveries of room events) and incoming ones (a bot that posts).
+  - name: calls
+    description: "Voice and video calls: their state and signalling; the media flows between clients (issue 17; docs/api.md \"Calls\")."
   - name: users
     description: The caller, the user lookup and blocks.
   - name: sessions
@@ -662,6 +664,169 @@ paths:
         "413": {$ref: "#/components/responses/ContentTooLarge"}
         "415": {$ref: "#/components/responses/UnsupportedMediaType"}
         "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/rooms/{room_id}/calls/:
+    parameters:
+      - $ref: "#/components/parameters/RoomId"
+    post:
+      tags: [calls]
+      operationId: startCall
+      summary: Start a call in the room (a member); it rings, the caller in it; broadcast as `call_started`
+      description: |
+        A room has one open call (`ringing` or `active`) at a time. The call
+        rings until someone else joins (`active`); nobody within 45 s, and it
+        ends as `missed` (docs/api.md "Calls").
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [media]
+              properties:
+                media: {$ref: "#/components/schemas/CallMedia"}
+            example: {media: video}
+      responses:
+        "201":
+          description: The call, `ringing`, its starter `joined`.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Call"}
+        "400":
+          description: |
+            `media` missing or not `audio`/`video` (`{"media": ["This field is required."]}`,
+            `{"media": ["\"x\" is not a valid choice."]}`),
+            `{"error": "This room already has a call in progress"}`,
+            `{"error": "This room is no longer active"}`, or a body that is not a JSON object.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/ErrorBody"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "413": {$ref: "#/components/responses/ContentTooLarge"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+    get:
+      tags: [calls]
+      operationId: listCalls
+      summary: The room's calls, newest first (members only)
+      parameters:
+        - $ref: "#/components/parameters/Page"
+        - $ref: "#/components/parameters/PageSize"
+      responses:
+        "200":
+          description: A page of calls.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/CallPage"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFoundOrInvalidPage"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/calls/{call_id}/join/:
+    parameters:
+      - $ref: "#/components/parameters/CallId"
+    post:
+      tags: [calls]
+      operationId: joinCall
+      summary: Join a call (a member of its room); the first to answer makes it `active`; broadcast as `call_joined`
+      description: |
+        A participant who left may join again while the call lasts. Joining
+        a call one is in answers `200` with it unchanged, and broadcasts nothing.
+      responses: &callActionResponses
+        "200":
+          description: The call after the action (as it was for a repeat, which broadcasts nothing).
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Call"}
+        "400":
+          description: |
+            A rule refused the action (`{"error": ...}`): `This call has ended`,
+            `You are not in this call`, `Only a ringing call can be declined`,
+            `You started this call; leave or end it instead`, or
+            `The call changed meanwhile; try again`.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/ErrorBody"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404":
+          description: "No such call (`{\"detail\": \"Call not found\"}`), or a path id that is not a UUID."
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Detail"}
+              example: {detail: Call not found}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/calls/{call_id}/leave/:
+    parameters:
+      - $ref: "#/components/parameters/CallId"
+    post:
+      tags: [calls]
+      operationId: leaveCall
+      summary: Leave a call one joined; broadcast as `call_left`, and the last one out ends it (`call_ended`)
+      description: Leaving again, or leaving a call that is over, answers `200` with it unchanged, and broadcasts nothing.
+      responses: *callActionResponses
+
+  /api/chat/calls/{call_id}/decline/:
+    parameters:
+      - $ref: "#/components/parameters/CallId"
+    post:
+      tags: [calls]
+      operationId: declineCall
+      summary: Decline a ringing call (any member but its starter); once every other member declined, it ends (`call_ended`)
+      description: A decline that does not end the call, or a second one, broadcasts nothing.
+      responses: *callActionResponses
+
+  /api/chat/calls/{call_id}/end/:
+    parameters:
+      - $ref: "#/components/parameters/CallId"
+    post:
+      tags: [calls]
+      operationId: endCall
+      summary: End a call for everyone (a participant in it); broadcast as `call_ended`
+      description: Ending a call that is over answers `200` with it unchanged, and broadcasts nothing.
+      responses: *callActionResponses
+
+  /api/chat/calls/ice_servers/:
+    get:
+      tags: [calls]
+      operationId: iceServers
+      summary: The STUN and TURN servers for the caller's calls, with time-limited TURN credentials
+      description: |
+        From `calls.iceServers`: one entry with the `stun:`/`stuns:` URLs, if
+        any, and one with the `turn:`/`turns:` URLs, if any, with credentials
+        in the TURN REST API form that coturn's `use-auth-secret` checks
+        (valid `calls.turnCredentialSeconds`, a day by default). Nothing
+        configured: an empty list. Pass the list to `RTCPeerConnection` as
+        `iceServers`.
+      responses:
+        "200":
+          description: "The servers, with `Cache-Control: no-store` (credentials are never cached on the way)."
+          headers:
+            Cache-Control:
+              schema: {const: no-store}
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/IceServers"}
+              example:
+                ice_servers:
+                  - urls: ["stun:turn.example.com:3478"]
+                  - urls: ["turn:turn.example.com:3478?transport=udp"]
+                    username: "1798876800:0b3f6c1e-5d2a-4c8e-9f00-1a2b3c4d5e6f"
+                    credential: "70SY0dK2Lu5WnywmPxmJNFCw8XY="
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
 
   /api/chat/rooms/{room_id}/messages/:
     parameters:
@@ -1509,6 +1674,12 @@ components:
       required: true
       description: A message's id in this room (a value that is not a UUID is `404`).
       schema: {type: string, format: uuid}
+    CallId:
+      name: call_id
+      in: path
+      required: true
+      description: A call's id (a value that is not a UUID is `404`, like an unknown call).
+      schema: {type: string, format: uuid}
     Page:
       name: page
       in: query
@@ -1967,6 +2138,86 @@ components:
       additionalProperties: false
       properties:
         status: {enum: [joined room, left room]}
+    CallMedia:
+      enum: [audio, video]
+    CallState:
+      description: |
+        `ringing` (started, nobody else has joined), `active` (someone answered),
+        `ended`, or `missed` (nobody joined within 45 s). One call of a room at a
+        time is `ringing` or `active`.
+      enum: [ringing, active, ended, missed]
+    CallParticipant:
+      type: object
+      required: [user_id, state, joined_at]
+      additionalProperties: false
+      properties:
+        user_id: {$ref: "#/components/schemas/Uuid"}
+        state:
+          description: "`joined` (in the call now), `left` (was in it; everyone still in it is `left` once it ends), or `declined`."
+          enum: [joined, left, declined]
+        joined_at:
+          description: When the user last joined; null for one who declined without joining.
+          oneOf:
+            - {$ref: "#/components/schemas/Timestamp"}
+            - {type: "null"}
+    Call:
+      type: object
+      required: [id, room, media, started_by, state, participants, started_at, ended_at]
+      additionalProperties: false
+      properties:
+        id: {$ref: "#/components/schemas/Uuid"}
+        room: {$ref: "#/components/schemas/Uuid"}
+        media: {$ref: "#/components/schemas/CallMedia"}
+        started_by: {$ref: "#/components/schemas/Uuid"}
+        state: {$ref: "#/components/schemas/CallState"}
+        participants:
+          type: array
+          minItems: 1
+          description: Everyone who joined or declined, in the order they first did; the starter first.
+          items: {$ref: "#/components/schemas/CallParticipant"}
+        started_at: {$ref: "#/components/schemas/Timestamp"}
+        ended_at:
+          description: Null while the call rings or runs.
+          oneOf:
+            - {$ref: "#/components/schemas/Timestamp"}
+            - {type: "null"}
+    CallPage:
+      allOf:
+        - $ref: "#/components/schemas/Page"
+        - type: object
+          required: [results]
+          properties:
+            results:
+              type: array
+              maxItems: 100
+              items: {$ref: "#/components/schemas/Call"}
+      unevaluatedProperties: false
+    IceServer:
+      description: An `RTCIceServer`.
+      type: object
+      required: [urls]
+      additionalProperties: false
+      properties:
+        urls:
+          type: array
+          minItems: 1
+          items: {type: string, pattern: "^(stun|stuns|turn|turns):"}
+        username:
+          type: string
+          description: "TURN only: `<expiry, Unix seconds>:<the caller's id>`."
+        credential:
+          type: string
+          description: "TURN only: the base64 HMAC-SHA1 of `username` keyed with `calls.turnSecret` (coturn's `static-auth-secret`)."
+    IceServers:
+      type: object
+      required: [ice_servers]
+      additionalProperties: false
+      properties:
+        ice_servers:
+          type: array
+          maxItems: 2
+          description: The STUN entry (no credentials), then the TURN entry; each only when such URLs are configured.
+          items: {$ref: "#/components/schemas/IceServer"}
 
     # WebSocket frames (see x-websocket). Every frame is one JSON text message.
     WsClientMessage:
@@ -1976,6 +2227,7 @@ components:
         - $ref: "#/components/schemas/WsTyping"
         - $ref: "#/components/schemas/WsReadReceipt"
         - $ref: "#/components/schemas/WsPing"
+        - $ref: "#/components/schemas/WsCallSignal"
       discriminator:
         propertyName: type
         mapping:
@@ -1983,6 +2235,7 @@ components:
           typing: "#/components/schemas/WsTyping"
           read_receipt: "#/components/schemas/WsReadReceipt"
           ping: "#/components/schemas/WsPing"
+          call_signal: "#/components/schemas/WsCallSignal"
     WsSendMessage:
       description: |
         Send a message: the REST body's fields and rules (`text` only: no files).
@@ -2017,6 +2270,26 @@ components:
       required: [type]
       properties:
         type: {const: ping}
+    WsCallSignal:
+      description: |
+        A call's signal (an SDP offer or answer, an ICE candidate: any JSON
+        object, not interpreted) for another participant of a call of this
+        socket's room; sender and addressee must both be `joined`. Delivered
+        as a `call_signal` event to the addressee's sockets in this room
+        alone, on whichever frontend; the sender hears back only a refusal
+        (an `error` event). Every socket is opened on one room, so a client
+        in a call keeps that room's socket open.
+      type: object
+      required: [type, call_id, to, signal]
+      properties:
+        type: {const: call_signal}
+        call_id: {$ref: "#/components/schemas/Uuid"}
+        to:
+          $ref: "#/components/schemas/Uuid"
+          description: The addressee's user id.
+        signal:
+          type: object
+          description: At most 64 KiB (65,536 bytes) as JSON.
     WsServerEvent:
       description: A frame the server sends.
       oneOf:
@@ -2028,6 +2301,8 @@ components:
         - $ref: "#/components/schemas/WsRoleChangedEvent"
         - $ref: "#/components/schemas/WsMessagePinnedEvent"
         - $ref: "#/components/schemas/WsMessageUnpinnedEvent"
+        - $ref: "#/components/schemas/WsCallEvent"
+        - $ref: "#/components/schemas/WsCallSignalEvent"
         - $ref: "#/components/schemas/WsErrorEvent"
         - $ref: "#/components/schemas/WsPongEvent"
       discriminator:
@@ -2043,6 +2318,11 @@ components:
           role_changed: "#/components/schemas/WsRoleChangedEvent"
           message_pinned: "#/components/schemas/WsMessagePinnedEvent"
           message_unpinned: "#/components/schemas/WsMessageUnpinnedEvent"
+          call_started: "#/components/schemas/WsCallEvent"
+          call_joined: "#/components/schemas/WsCallEvent"
+          call_left: "#/components/schemas/WsCallEvent"
+          call_ended: "#/components/schemas/WsCallEvent"
+          call_signal: "#/components/schemas/WsCallSignalEvent"
           error: "#/components/schemas/WsErrorEvent"
           pong: "#/components/schemas/WsPongEvent"
     WsMessageEvent:
@@ -2118,13 +2398,47 @@ components:
         type: {const: message_unpinned}
         message_id: {$ref: "#/components/schemas/Uuid"}
         by: {$ref: "#/components/schemas/User"}
+    WsCallEvent:
+      description: |
+        A call of the room changed, to every socket of the room: `call_started`,
+        `call_joined`, `call_left` (a leave by the last participant is followed
+        by `call_ended`), `call_ended` (ended, or missed). A repeated action, and
+        a decline that does not end the call, send nothing.
+      type: object
+      required: [type, call, user_id]
+      additionalProperties: false
+      properties:
+        type: {enum: [call_started, call_joined, call_left, call_ended]}
+        call: {$ref: "#/components/schemas/Call"}
+        user_id:
+          description: Who acted; null when the server ended the call (missed).
+          oneOf:
+            - {$ref: "#/components/schemas/Uuid"}
+            - {type: "null"}
+    WsCallSignalEvent:
+      description: Another participant's `call_signal`, to the addressee's sockets in the call's room alone.
+      type: object
+      required: [type, call_id, from, signal]
+      additionalProperties: false
+      properties:
+        type: {const: call_signal}
+        call_id: {$ref: "#/components/schemas/Uuid"}
+        from:
+          $ref: "#/components/schemas/Uuid"
+          description: The sender's user id.
+        signal: {type: object, description: The sender's `signal`, as sent.}
     WsErrorEvent:
       description: |
         A frame refused; the socket stays open and nothing is stored or broadcast.
         Texts: `Invalid JSON`, `Expected a JSON object`, `Only JSON text frames are accepted`,
         `Unknown message type: <type>`, `is_typing must be true or false`, a message's field
         errors (`content: ...`), `Message not found in this room`, the store's refusals
-        (`You don't have access to this room`, `This room is no longer active`), and
+        (`You don't have access to this room`, `This room is no longer active`),
+        a `call_signal`'s (`call_id: Must be a valid UUID.`, `to: Must be a valid UUID.`,
+        `signal: Expected a JSON object.`, `signal: Ensure this field has no more than
+        65536 bytes.`, `Call not found`, `This call has ended`, `You are not in this call`,
+        `A signal goes to another participant`, `The addressee is not in this call`,
+        `Signal could not be sent, try again`), and
         `Rate limit exceeded, retry in N s` with `retry_after`.
       type: object
       required: [type, error]
@@ -2227,6 +2541,10 @@ x-websocket:
     {
       "name": "webhooks",
       "description": "Outgoing webhooks (signed deliveries of room events) and incoming ones (a bot that posts)."
+    },
+    {
+      "name": "calls",
+      "description": "Voice and video calls: their state and signalling; the media flows between clients (issue 17; docs/api.md \"Calls\")."
     },
     {
       "name": "users",
@@ -3533,6 +3851,450 @@ x-websocket:
           },
           "503": {
             "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/rooms/{room_id}/calls/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/RoomId"
+        }
+      ],
+      "post": {
+        "tags": [
+          "calls"
+        ],
+        "operationId": "startCall",
+        "summary": "Start a call in the room (a member); it rings, the caller in it; broadcast as `call_started`",
+        "description": "A room has one open call (`ringing` or `active`) at a time. The call\nrings until someone else joins (`active`); nobody within 45 s, and it\nends as `missed` (docs/api.md \"Calls\").\n",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "type": "object",
+                "required": [
+                  "media"
+                ],
+                "properties": {
+                  "media": {
+                    "$ref": "#/components/schemas/CallMedia"
+                  }
+                }
+              },
+              "example": {
+                "media": "video"
+              }
+            }
+          }
+        },
+        "responses": {
+          "201": {
+            "description": "The call, `ringing`, its starter `joined`.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Call"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "`media` missing or not `audio`/`video` (`{\"media\": [\"This field is required.\"]}`,\n`{\"media\": [\"\\\"x\\\" is not a valid choice.\"]}`),\n`{\"error\": \"This room already has a call in progress\"}`,\n`{\"error\": \"This room is no longer active\"}`, or a body that is not a JSON object.\n",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ErrorBody"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFound"
+          },
+          "413": {
+            "$ref": "#/components/responses/ContentTooLarge"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      },
+      "get": {
+        "tags": [
+          "calls"
+        ],
+        "operationId": "listCalls",
+        "summary": "The room's calls, newest first (members only)",
+        "parameters": [
+          {
+            "$ref": "#/components/parameters/Page"
+          },
+          {
+            "$ref": "#/components/parameters/PageSize"
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "A page of calls.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/CallPage"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "$ref": "#/components/responses/NotFoundOrInvalidPage"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/calls/{call_id}/join/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/CallId"
+        }
+      ],
+      "post": {
+        "tags": [
+          "calls"
+        ],
+        "operationId": "joinCall",
+        "summary": "Join a call (a member of its room); the first to answer makes it `active`; broadcast as `call_joined`",
+        "description": "A participant who left may join again while the call lasts. Joining\na call one is in answers `200` with it unchanged, and broadcasts nothing.\n",
+        "responses": {
+          "200": {
+            "description": "The call after the action (as it was for a repeat, which broadcasts nothing).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Call"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "A rule refused the action (`{\"error\": ...}`): `This call has ended`,\n`You are not in this call`, `Only a ringing call can be declined`,\n`You started this call; leave or end it instead`, or\n`The call changed meanwhile; try again`.\n",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ErrorBody"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "description": "No such call (`{\"detail\": \"Call not found\"}`), or a path id that is not a UUID.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Detail"
+                },
+                "example": {
+                  "detail": "Call not found"
+                }
+              }
+            }
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/calls/{call_id}/leave/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/CallId"
+        }
+      ],
+      "post": {
+        "tags": [
+          "calls"
+        ],
+        "operationId": "leaveCall",
+        "summary": "Leave a call one joined; broadcast as `call_left`, and the last one out ends it (`call_ended`)",
+        "description": "Leaving again, or leaving a call that is over, answers `200` with it unchanged, and broadcasts nothing.",
+        "responses": {
+          "200": {
+            "description": "The call after the action (as it was for a repeat, which broadcasts nothing).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Call"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "A rule refused the action (`{\"error\": ...}`): `This call has ended`,\n`You are not in this call`, `Only a ringing call can be declined`,\n`You started this call; leave or end it instead`, or\n`The call changed meanwhile; try again`.\n",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ErrorBody"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "description": "No such call (`{\"detail\": \"Call not found\"}`), or a path id that is not a UUID.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Detail"
+                },
+                "example": {
+                  "detail": "Call not found"
+                }
+              }
+            }
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/calls/{call_id}/decline/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/CallId"
+        }
+      ],
+      "post": {
+        "tags": [
+          "calls"
+        ],
+        "operationId": "declineCall",
+        "summary": "Decline a ringing call (any member but its starter); once every other member declined, it ends (`call_ended`)",
+        "description": "A decline that does not end the call, or a second one, broadcasts nothing.",
+        "responses": {
+          "200": {
+            "description": "The call after the action (as it was for a repeat, which broadcasts nothing).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Call"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "A rule refused the action (`{\"error\": ...}`): `This call has ended`,\n`You are not in this call`, `Only a ringing call can be declined`,\n`You started this call; leave or end it instead`, or\n`The call changed meanwhile; try again`.\n",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ErrorBody"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "description": "No such call (`{\"detail\": \"Call not found\"}`), or a path id that is not a UUID.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Detail"
+                },
+                "example": {
+                  "detail": "Call not found"
+                }
+              }
+            }
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/calls/{call_id}/end/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/CallId"
+        }
+      ],
+      "post": {
+        "tags": [
+          "calls"
+        ],
+        "operationId": "endCall",
+        "summary": "End a call for everyone (a participant in it); broadcast as `call_ended`",
+        "description": "Ending a call that is over answers `200` with it unchanged, and broadcasts nothing.",
+        "responses": {
+          "200": {
+            "description": "The call after the action (as it was for a repeat, which broadcasts nothing).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Call"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "A rule refused the action (`{\"error\": ...}`): `This call has ended`,\n`You are not in this call`, `Only a ringing call can be declined`,\n`You started this call; leave or end it instead`, or\n`The call changed meanwhile; try again`.\n",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ErrorBody"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "$ref": "#/components/responses/Forbidden"
+          },
+          "404": {
+            "description": "No such call (`{\"detail\": \"Call not found\"}`), or a path id that is not a UUID.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Detail"
+                },
+                "example": {
+                  "detail": "Call not found"
+                }
+              }
+            }
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/calls/ice_servers/": {
+      "get": {
+        "tags": [
+          "calls"
+        ],
+        "operationId": "iceServers",
+        "summary": "The STUN and TURN servers for the caller's calls, with time-limited TURN credentials",
+        "description": "From `calls.iceServers`: one entry with the `stun:`/`stuns:` URLs, if\nany, and one with the `turn:`/`turns:` URLs, if any, with credentials\nin the TURN REST API form that coturn's `use-auth-secret` checks\n(valid `calls.turnCredentialSeconds`, a day by default). Nothing\nconfigured: an empty list. Pass the list to `RTCPeerConnection` as\n`iceServers`.\n",
+        "responses": {
+          "200": {
+            "description": "The servers, with `Cache-Control: no-store` (credentials are never cached on the way).",
+            "headers": {
+              "Cache-Control": {
+                "schema": {
+                  "const": "no-store"
+                }
+              }
+            },
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/IceServers"
+                },
+                "example": {
+                  "ice_servers": [
+                    {
+                      "urls": [
+                        "stun:turn.example.com:3478"
+                      ]
+                    },
+                    {
+                      "urls": [
+                        "turn:turn.example.com:3478?transport=udp"
+                      ],
+                      "username": "1798876800:0b3f6c1e-5d2a-4c8e-9f00-1a2b3c4d5e6f",
+                      "credential": "70SY0dK2Lu5WnywmPxmJNFCw8XY="
+                    }
+                  ]
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
           }
         }
       }
@@ -5327,6 +6089,16 @@ x-websocket:
           "format": "uuid"
         }
       },
+      "CallId": {
+        "name": "call_id",
+        "in": "path",
+        "required": true,
+        "description": "A call's id (a value that is not a UUID is `404`, like an unknown call).",
+        "schema": {
+          "type": "string",
+          "format": "uuid"
+        }
+      },
       "Page": {
         "name": "page",
         "in": "query",
@@ -6462,6 +7234,173 @@ x-websocket:
           }
         }
       },
+      "CallMedia": {
+        "enum": [
+          "audio",
+          "video"
+        ]
+      },
+      "CallState": {
+        "description": "`ringing` (started, nobody else has joined), `active` (someone answered),\n`ended`, or `missed` (nobody joined within 45 s). One call of a room at a\ntime is `ringing` or `active`.\n",
+        "enum": [
+          "ringing",
+          "active",
+          "ended",
+          "missed"
+        ]
+      },
+      "CallParticipant": {
+        "type": "object",
+        "required": [
+          "user_id",
+          "state",
+          "joined_at"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "user_id": {
+            "$ref": "#/components/schemas/Uuid"
+          },
+          "state": {
+            "description": "`joined` (in the call now), `left` (was in it; everyone still in it is `left` once it ends), or `declined`.",
+            "enum": [
+              "joined",
+              "left",
+              "declined"
+            ]
+          },
+          "joined_at": {
+            "description": "When the user last joined; null for one who declined without joining.",
+            "oneOf": [
+              {
+                "$ref": "#/components/schemas/Timestamp"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          }
+        }
+      },
+      "Call": {
+        "type": "object",
+        "required": [
+          "id",
+          "room",
+          "media",
+          "started_by",
+          "state",
+          "participants",
+          "started_at",
+          "ended_at"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "id": {
+            "$ref": "#/components/schemas/Uuid"
+          },
+          "room": {
+            "$ref": "#/components/schemas/Uuid"
+          },
+          "media": {
+            "$ref": "#/components/schemas/CallMedia"
+          },
+          "started_by": {
+            "$ref": "#/components/schemas/Uuid"
+          },
+          "state": {
+            "$ref": "#/components/schemas/CallState"
+          },
+          "participants": {
+            "type": "array",
+            "minItems": 1,
+            "description": "Everyone who joined or declined, in the order they first did; the starter first.",
+            "items": {
+              "$ref": "#/components/schemas/CallParticipant"
+            }
+          },
+          "started_at": {
+            "$ref": "#/components/schemas/Timestamp"
+          },
+          "ended_at": {
+            "description": "Null while the call rings or runs.",
+            "oneOf": [
+              {
+                "$ref": "#/components/schemas/Timestamp"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          }
+        }
+      },
+      "CallPage": {
+        "allOf": [
+          {
+            "$ref": "#/components/schemas/Page"
+          },
+          {
+            "type": "object",
+            "required": [
+              "results"
+            ],
+            "properties": {
+              "results": {
+                "type": "array",
+                "maxItems": 100,
+                "items": {
+                  "$ref": "#/components/schemas/Call"
+                }
+              }
+            }
+          }
+        ],
+        "unevaluatedProperties": false
+      },
+      "IceServer": {
+        "description": "An `RTCIceServer`.",
+        "type": "object",
+        "required": [
+          "urls"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "urls": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+              "type": "string",
+              "pattern": "^(stun|stuns|turn|turns):"
+            }
+          },
+          "username": {
+            "type": "string",
+            "description": "TURN only: `<expiry, Unix seconds>:<the caller's id>`."
+          },
+          "credential": {
+            "type": "string",
+            "description": "TURN only: the base64 HMAC-SHA1 of `username` keyed with `calls.turnSecret` (coturn's `static-auth-secret`)."
+          }
+        }
+      },
+      "IceServers": {
+        "type": "object",
+        "required": [
+          "ice_servers"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "ice_servers": {
+            "type": "array",
+            "maxItems": 2,
+            "description": "The STUN entry (no credentials), then the TURN entry; each only when such URLs are configured.",
+            "items": {
+              "$ref": "#/components/schemas/IceServer"
+            }
+          }
+        }
+      },
       "WsClientMessage": {
         "description": "A frame a client sends.",
         "oneOf": [
@@ -6476,6 +7415,9 @@ x-websocket:
           },
           {
             "$ref": "#/components/schemas/WsPing"
+          },
+          {
+            "$ref": "#/components/schemas/WsCallSignal"
           }
         ],
         "discriminator": {
@@ -6484,7 +7426,8 @@ x-websocket:
             "message": "#/components/schemas/WsSendMessage",
             "typing": "#/components/schemas/WsTyping",
             "read_receipt": "#/components/schemas/WsReadReceipt",
-            "ping": "#/components/schemas/WsPing"
+            "ping": "#/components/schemas/WsPing",
+            "call_signal": "#/components/schemas/WsCallSignal"
           }
         }
       },
@@ -6558,6 +7501,32 @@ x-websocket:
           }
         }
       },
+      "WsCallSignal": {
+        "description": "A call's signal (an SDP offer or answer, an ICE candidate: any JSON\nobject, not interpreted) for another participant of a call of this\nsocket's room; sender and addressee must both be `joined`. Delivered\nas a `call_signal` event to the addressee's sockets in this room\nalone, on whichever frontend; the sender hears back only a refusal\n(an `error` event). Every socket is opened on one room, so a client\nin a call keeps that room's socket open.\n",
+        "type": "object",
+        "required": [
+          "type",
+          "call_id",
+          "to",
+          "signal"
+        ],
+        "properties": {
+          "type": {
+            "const": "call_signal"
+          },
+          "call_id": {
+            "$ref": "#/components/schemas/Uuid"
+          },
+          "to": {
+            "$ref": "#/components/schemas/Uuid",
+            "description": "The addressee's user id."
+          },
+          "signal": {
+            "type": "object",
+            "description": "At most 64 KiB (65,536 bytes) as JSON."
+          }
+        }
+      },
       "WsServerEvent": {
         "description": "A frame the server sends.",
         "oneOf": [
@@ -6586,6 +7555,12 @@ x-websocket:
             "$ref": "#/components/schemas/WsMessageUnpinnedEvent"
           },
           {
+            "$ref": "#/components/schemas/WsCallEvent"
+          },
+          {
+            "$ref": "#/components/schemas/WsCallSignalEvent"
+          },
+          {
             "$ref": "#/components/schemas/WsErrorEvent"
           },
           {
@@ -6605,6 +7580,11 @@ x-websocket:
             "role_changed": "#/components/schemas/WsRoleChangedEvent",
             "message_pinned": "#/components/schemas/WsMessagePinnedEvent",
             "message_unpinned": "#/components/schemas/WsMessageUnpinnedEvent",
+            "call_started": "#/components/schemas/WsCallEvent",
+            "call_joined": "#/components/schemas/WsCallEvent",
+            "call_left": "#/components/schemas/WsCallEvent",
+            "call_ended": "#/components/schemas/WsCallEvent",
+            "call_signal": "#/components/schemas/WsCallSignalEvent",
             "error": "#/components/schemas/WsErrorEvent",
             "pong": "#/components/schemas/WsPongEvent"
           }
@@ -6805,8 +7785,70 @@ x-websocket:
           }
         }
       },
+      "WsCallEvent": {
+        "description": "A call of the room changed, to every socket of the room: `call_started`,\n`call_joined`, `call_left` (a leave by the last participant is followed\nby `call_ended`), `call_ended` (ended, or missed). A repeated action, and\na decline that does not end the call, send nothing.\n",
+        "type": "object",
+        "required": [
+          "type",
+          "call",
+          "user_id"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "type": {
+            "enum": [
+              "call_started",
+              "call_joined",
+              "call_left",
+              "call_ended"
+            ]
+          },
+          "call": {
+            "$ref": "#/components/schemas/Call"
+          },
+          "user_id": {
+            "description": "Who acted; null when the server ended the call (missed).",
+            "oneOf": [
+              {
+                "$ref": "#/components/schemas/Uuid"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          }
+        }
+      },
+      "WsCallSignalEvent": {
+        "description": "Another participant's `call_signal`, to the addressee's sockets in the call's room alone.",
+        "type": "object",
+        "required": [
+          "type",
+          "call_id",
+          "from",
+          "signal"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "type": {
+            "const": "call_signal"
+          },
+          "call_id": {
+            "$ref": "#/components/schemas/Uuid"
+          },
+          "from": {
+            "$ref": "#/components/schemas/Uuid",
+            "description": "The sender's user id."
+          },
+          "signal": {
+            "type": "object",
+            "description": "The sender's `signal`",
+            "as sent.": null
+          }
+        }
+      },
       "WsErrorEvent": {
-        "description": "A frame refused; the socket stays open and nothing is stored or broadcast.\nTexts: `Invalid JSON`, `Expected a JSON object`, `Only JSON text frames are accepted`,\n`Unknown message type: <type>`, `is_typing must be true or false`, a message's field\nerrors (`content: ...`), `Message not found in this room`, the store's refusals\n(`You don't have access to this room`, `This room is no longer active`), and\n`Rate limit exceeded, retry in N s` with `retry_after`.\n",
+        "description": "A frame refused; the socket stays open and nothing is stored or broadcast.\nTexts: `Invalid JSON`, `Expected a JSON object`, `Only JSON text frames are accepted`,\n`Unknown message type: <type>`, `is_typing must be true or false`, a message's field\nerrors (`content: ...`), `Message not found in this room`, the store's refusals\n(`You don't have access to this room`, `This room is no longer active`),\na `call_signal`'s (`call_id: Must be a valid UUID.`, `to: Must be a valid UUID.`,\n`signal: Expected a JSON object.`, `signal: Ensure this field has no more than\n65536 bytes.`, `Call not found`, `This call has ended`, `You are not in this call`,\n`A signal goes to another participant`, `The addressee is not in this call`,\n`Signal could not be sent, try again`), and\n`Rate limit exceeded, retry in N s` with `retry_after`.\n",
         "type": "object",
         "required": [
           "type",

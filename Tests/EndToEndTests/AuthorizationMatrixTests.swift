@@ -23,7 +23,8 @@ extension EndToEnd {
         /// Placeholders in the path and body: {room}, {owner}, {admin},
         /// {member}, {extra} (a user outside the room), {memberMessage},
         /// {ownerMessage}, {fileMessage}, {webhook}, {incoming} and
-        /// {incomingToken} (an outgoing and an incoming webhook of the room).
+        /// {incomingToken} (an outgoing and an incoming webhook of the room),
+        /// {call} (a ringing call the owner started).
         struct Row: CustomStringConvertible {
             var method: String
             var path: String
@@ -127,6 +128,18 @@ extension EndToEnd {
                 // The secret URL is its own credential: the same for any caller, token or not.
                 Row("POST", "\(r)/webhooks/incoming/{incoming}/{incomingToken}/", body: ["content": "from a bot"],
                     owner: 201, admin: 201, member: 201, outsider: 201),
+                // Calls: members only, public rooms too. {call} rings, started by the owner,
+                // so only the owner is in it: a leave or an end by anyone else is 400.
+                Row("POST", "\(r)/calls/", body: ["media": "audio"], owner: 201, admin: 201, member: 201, outsider: 403),
+                Row("POST", "\(r)/calls/", .public, body: ["media": "video"], owner: 201, admin: 201, member: 201, outsider: 403),
+                Row("POST", "\(r)/calls/", .direct, body: ["media": "audio"], owner: 201, admin: nil, member: 201, outsider: 403),
+                Row("GET", "\(r)/calls/", owner: 200, admin: 200, member: 200, outsider: 403),
+                Row("GET", "\(r)/calls/", .public, owner: 200, admin: 200, member: 200, outsider: 403),
+                Row("POST", "/api/chat/calls/{call}/join/", owner: 200, admin: 200, member: 200, outsider: 403),
+                Row("POST", "/api/chat/calls/{call}/leave/", owner: 200, admin: 400, member: 400, outsider: 403),
+                Row("POST", "/api/chat/calls/{call}/decline/", owner: 400, admin: 200, member: 200, outsider: 403),
+                Row("POST", "/api/chat/calls/{call}/end/", owner: 200, admin: 400, member: 400, outsider: 403),
+                Row("GET", "/api/chat/calls/ice_servers/", owner: 200, admin: 200, member: 200, outsider: 200),
             ]
         }
 
@@ -160,7 +173,7 @@ extension EndToEnd {
             }
         }
 
-        static func fixture(_ server: TestServer, _ kind: Kind, needsFile: Bool, needsWebhooks: Bool, n: Int) async throws -> Fixture {
+        static func fixture(_ server: TestServer, _ kind: Kind, needsFile: Bool, needsWebhooks: Bool, needsCall: Bool, n: Int) async throws -> Fixture {
             var f = Fixture()
             let subs = Caller.allCases.map { "\($0.rawValue)-\(n)" } + ["extra-\(n)"]
             let tokens = try await subs.asyncMap { try await Steps.users(server, $0)[0] }
@@ -200,6 +213,10 @@ extension EndToEnd {
                 f.values["incoming"] = String(parts[parts.count - 2])
                 f.values["incomingToken"] = String(parts[parts.count - 1])
             }
+            if needsCall {
+                let call = try await server.request("POST", "/api/chat/rooms/\(room)/calls/", token: owner, json: ["media": "audio"])
+                f.values["call"] = try #require(call.object["id"] as? String, "\(call.text)")
+            }
             if kind == .announcement {
                 #expect(try await server.request("PATCH", "/api/chat/rooms/\(room)/", token: owner, json: ["post_permission": "admins"]).status == 200)
             }
@@ -232,7 +249,8 @@ extension EndToEnd {
                     guard let expected = row.expected[caller] else { continue }
                     n += 1
                     let f = try await Self.fixture(server, row.kind, needsFile: row.path.contains("{fileMessage}"),
-                                                   needsWebhooks: row.path.contains("{webhook}") || row.path.contains("{incoming}"), n: n)
+                                                   needsWebhooks: row.path.contains("{webhook}") || row.path.contains("{incoming}"),
+                                                   needsCall: row.path.contains("{call}"), n: n)
                     let json = row.body.map { f.fill($0) }
                     let answer = try await server.request(row.method, f.fill(row.path), token: f.tokens[caller], json: json)
                     if answer.status != expected {

@@ -80,11 +80,6 @@ extension EndToEnd {
             #expect((try aliceSocket.receive(type: "call_signal", timeout: 10)?["signal"] as? [String: Any])?["type"] as? String == "answer")
             try aliceSocket.send(json: ["type": "call_signal", "call_id": callID, "to": bob, "signal": ["candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"]])
             #expect((try bobSocket.receive(type: "call_signal", timeout: 10)?["signal"] as? [String: Any])?["candidate"] != nil)
-            // Carol is not in the call: a signal to her is refused, and one from her too.
-            try aliceSocket.send(json: ["type": "call_signal", "call_id": callID, "to": carol, "signal": ["type": "offer"]])
-            #expect(try aliceSocket.receive(type: "error", timeout: 10)?["error"] as? String == "The addressee is not in this call")
-            try carolSocket.send(json: ["type": "call_signal", "call_id": callID, "to": bob, "signal": ["type": "offer"]])
-            #expect(try carolSocket.receive(type: "error", timeout: 10)?["error"] as? String == "You are not in this call")
             // A message after the signals: everything Carol got until it holds no call_signal.
             try bobSocket.send(json: ["type": "message", "content": "marker"])
             var carolSaw: [String] = []
@@ -93,7 +88,11 @@ extension EndToEnd {
                 if (event["message"] as? [String: Any])?["content"] as? String == "marker" { break }
             }
             #expect(carolSaw.last == "message" && !carolSaw.contains("call_signal"), "\(carolSaw)")
-
+            // Carol is not in the call: a signal to her is refused, and one from her too.
+            try aliceSocket.send(json: ["type": "call_signal", "call_id": callID, "to": carol, "signal": ["type": "offer"]])
+            #expect(try aliceSocket.receive(type: "error", timeout: 10)?["error"] as? String == "The addressee is not in this call")
+            try carolSocket.send(json: ["type": "call_signal", "call_id": callID, "to": bob, "signal": ["type": "offer"]])
+            #expect(try carolSocket.receive(type: "error", timeout: 10)?["error"] as? String == "You are not in this call")
             // TURN: the credentials allocate on a real TURN server; a wrong one does not.
             let ice = try await server.request("GET", "/api/chat/calls/ice_servers/", token: tokens[0])
             #expect(ice.status == 200 && ice.headers["cache-control"] == "no-store", "\(ice.text)")

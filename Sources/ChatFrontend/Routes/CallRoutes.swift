@@ -19,9 +19,12 @@ struct CallRoutes: Sendable {
             .init(.post, "/api/chat/rooms/:room/calls/", start),
             .init(.get, "/api/chat/rooms/:room/calls/", history),
             .init(.get, "/api/chat/calls/ice_servers/", iceServers),
-        ] + CallAction.allCases.filter { $0 != .expire }.map { action in
-            .init(.post, "/api/chat/calls/:call/\(action.rawValue)/") { request, context in try await act(action, context) }
-        }
+            // Spelled out: docs/openapi-routes.py reads the paths from here.
+            .init(.post, "/api/chat/calls/:call/join/") { _, context in try await act(.join, context) },
+            .init(.post, "/api/chat/calls/:call/leave/") { _, context in try await act(.leave, context) },
+            .init(.post, "/api/chat/calls/:call/decline/") { _, context in try await act(.decline, context) },
+            .init(.post, "/api/chat/calls/:call/end/") { _, context in try await act(.end, context) },
+        ]
     }
 
     func start(_ request: Request, context: Context) async throws -> Response {
