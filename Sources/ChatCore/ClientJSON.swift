@@ -22,6 +22,8 @@ public enum ClientJSON {
         w.key("sender"); write(message.sender, to: &w)
         w.field("content", message.content)
         w.field("message_type", message.messageType.rawValue)
+        // The viewer's device's own entry only (api-contract.md "End-to-end encrypted rooms").
+        if message.messageType == .encrypted { w.field("ciphertext", message.ciphertext) }
         // The stored value is the blob's hash; clients get the download URL.
         w.field("file_attachment", message.fileAttachment == nil ? nil : "/api/chat/rooms/\(message.roomID)/messages/\(message.id)/download/")
         w.field("file_name", message.fileName)
@@ -86,6 +88,7 @@ public enum ClientJSON {
         w.field("muted", room.muted)
         w.field("notification_level", room.notificationLevel)
         w.field("unread_mentions", room.unreadMentions)
+        w.field("encrypted", room.encrypted)
         w.endObject()
     }
 

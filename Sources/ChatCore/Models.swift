@@ -51,6 +51,8 @@ public enum RoomType: String, Sendable, Codable, CaseIterable {
 
 public enum MessageType: String, Sendable, Codable, CaseIterable {
     case text, image, file, system, typing
+    /// An encrypted room's message (issue 17): no content, a ciphertext per device.
+    case encrypted
 }
 
 /// The newest non-deleted message of a room, as the room list shows it.
@@ -92,6 +94,8 @@ public struct Room: Sendable, Hashable {
     public var mutedUntil: Timestamp?
     public var notificationLevel = "all"
     public var unreadMentions: Int64 = 0
+    /// Takes only encrypted messages (issue 17); set at creation, never changed.
+    public var encrypted = false
 
     public init(
         id: String, name: String?, roomType: RoomType, participants: [User], createdBy: User?,
@@ -144,6 +148,9 @@ public struct Message: Sendable, Hashable {
     /// event skips their sockets. Set by the store on a new message only;
     /// never in the client's JSON.
     public var hiddenFrom: [String] = []
+    /// An encrypted message's ciphertext for the viewer's device (issue 17);
+    /// nil when the viewer named no device, or one it was not sent to.
+    public var ciphertext: String?
 
     public init(
         id: String, roomID: String, seq: Int64, sender: User, content: String, messageType: MessageType,

@@ -36,12 +36,15 @@ public enum Requests {
         public var name: String?
         public var roomType: String
         public var participantIDs: [String]
+        /// Takes only encrypted messages (issue 17).
+        public var encrypted: Bool?
 
-        public init(id: String, name: String?, roomType: String, participantIDs: [String]) {
+        public init(id: String, name: String?, roomType: String, participantIDs: [String], encrypted: Bool? = nil) {
             self.id = id
             self.name = name
             self.roomType = roomType
             self.participantIDs = participantIDs
+            self.encrypted = encrypted
         }
     }
 
@@ -56,12 +59,15 @@ public enum Requests {
         public var page: Page
         public var before: String?
         public var after: String?
+        /// The viewer's device (`X-Device-Id`): its ciphertexts in an encrypted room.
+        public var deviceID: String?
 
-        public init(roomID: String, page: Page, before: String?, after: String?) {
+        public init(roomID: String, page: Page, before: String?, after: String?, deviceID: String? = nil) {
             self.roomID = roomID
             self.page = page
             self.before = before
             self.after = after
+            self.deviceID = deviceID
         }
     }
 
@@ -76,8 +82,13 @@ public enum Requests {
         /// An attachment the files worker stored: its content hash, the
         /// client's file name (kept as given, never a path) and size.
         public var file: StoredFile?
+        /// An encrypted message's ciphertext for each device (issue 17).
+        public var ciphertexts: [String: String]?
 
-        public init(id: String, roomID: String, content: String, messageType: String, replyTo: String?, clientMsgID: String?, file: StoredFile? = nil) {
+        public init(
+            id: String, roomID: String, content: String, messageType: String, replyTo: String?, clientMsgID: String?, file: StoredFile? = nil,
+            ciphertexts: [String: String]? = nil
+        ) {
             self.id = id
             self.roomID = roomID
             self.content = content
@@ -85,6 +96,7 @@ public enum Requests {
             self.replyTo = replyTo
             self.clientMsgID = clientMsgID
             self.file = file
+            self.ciphertexts = ciphertexts
         }
     }
 }
@@ -117,6 +129,8 @@ public enum Validation {
         case .text?: break
         case .image?, .file?:
             if !hasAttachment { errors.append(("message_type", "A \"\(messageType)\" message needs a file_attachment.")) }
+        case .encrypted?:
+            if !content.isEmpty { errors.append(("content", Encryption.contentMessage)) }
         case .system?, .typing?, nil:
             errors.append(("message_type", "\"\(messageType)\" is not a valid choice."))
         }
@@ -134,6 +148,7 @@ public enum Validation {
     /// Why a message's content is refused (also on edit, where the type is the stored one).
     public static func contentErrors(content: String, messageType: String, maxChars: Int) -> [(field: String, message: String)] {
         if hasNUL(content) { return [("content", nulMessage)] }
+        if messageType == MessageType.encrypted.rawValue, !content.isEmpty { return [("content", Encryption.contentMessage)] }
         if content.unicodeScalars.count > maxChars {
             return [("content", "Ensure this field has no more than \(maxChars) characters.")]
         }
@@ -283,6 +298,8 @@ extension Requests {
     public struct MessageRef: Codable, Sendable {
         public var roomID: String
         public var messageID: String
+        /// The viewer's device (`X-Device-Id`), on a message's `GET`: its ciphertext.
+        public var deviceID: String?
 
         public init(roomID: String, messageID: String) {
             self.roomID = roomID
@@ -294,11 +311,14 @@ extension Requests {
         public var roomID: String
         public var messageID: String
         public var content: String
+        /// An encrypted message's new ciphertexts (issue 17).
+        public var ciphertexts: [String: String]?
 
-        public init(roomID: String, messageID: String, content: String) {
+        public init(roomID: String, messageID: String, content: String, ciphertexts: [String: String]? = nil) {
             self.roomID = roomID
             self.messageID = messageID
             self.content = content
+            self.ciphertexts = ciphertexts
         }
     }
 
@@ -326,14 +346,18 @@ extension Requests {
         /// The frontend slot holding the connection, qualified by its host
         /// (`web-1/frontend.0`, `SessionReset.qualified`; stable across restarts).
         public var frontend: String?
+        /// The client's device (`device_id`, issue 17): its sockets get that
+        /// device's ciphertexts of an encrypted room.
+        public var deviceID: String?
 
-        public init(sessionID: String, roomID: String, sessionType: String, userAgent: String, ipAddress: String?, frontend: String? = nil) {
+        public init(sessionID: String, roomID: String, sessionType: String, userAgent: String, ipAddress: String?, frontend: String? = nil, deviceID: String? = nil) {
             self.sessionID = sessionID
             self.roomID = roomID
             self.sessionType = sessionType
             self.userAgent = userAgent
             self.ipAddress = ipAddress
             self.frontend = frontend
+            self.deviceID = deviceID
         }
     }
 

@@ -375,6 +375,12 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
         guard !identityJSON.isEmpty else {
             return .refused(.internalServerError, ClientJSON.detail("A server error occurred."))
         }
+        // The client's device (issue 17): a UUID, or none.
+        var device: String?
+        if let raw = query["device_id"], !raw.isEmpty {
+            guard let id = IDs.canonical(raw) else { return .refused(.badRequest, ClientJSON.detail("device_id must be a UUID.")) }
+            device = id
+        }
         var roomID = target
         if direct {
             guard target != identity.id else { return .refused(.forbidden, ClientJSON.detail("Cannot open a direct room with yourself.")) }
@@ -409,7 +415,8 @@ struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
             let session = Requests.Session(
                 sessionID: UUID().uuidString.lowercased(), roomID: roomID,
                 sessionType: String((query["session_type"].flatMap { $0.isEmpty ? nil : $0 } ?? "web").prefix(20)),
-                userAgent: head.headers.first(name: "User-Agent") ?? "", ipAddress: ip, frontend: services.config.sessionOwner
+                userAgent: head.headers.first(name: "User-Agent") ?? "", ipAddress: ip, frontend: services.config.sessionOwner,
+                deviceID: device
             )
             return .accepted(identity, identityJSON, session, expires: verified.expires)
         case .success(let reply):

@@ -43,6 +43,7 @@ extension Requests.MessageList: WrittenCommandBody {
         page.write(to: &w)
         if let before { w.field("before", before) }
         if let after { w.field("after", after) }
+        if let deviceID { w.field("deviceID", deviceID) }
         w.endObject()
     }
 }
@@ -78,6 +79,7 @@ extension Requests.Session: WrittenCommandBody {
         w.field("userAgent", userAgent)
         w.field("ipAddress", ipAddress)
         w.field("frontend", frontend)
+        if let deviceID { w.field("deviceID", deviceID) }
         w.endObject()
     }
 }
@@ -87,6 +89,7 @@ extension Requests.MessageRef: WrittenCommandBody {
         w.beginObject()
         w.field("roomID", roomID)
         w.field("messageID", messageID)
+        if let deviceID { w.field("deviceID", deviceID) }
         w.endObject()
     }
 }

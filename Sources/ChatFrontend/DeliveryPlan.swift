@@ -25,8 +25,9 @@ struct DeliveryPlan: Sendable {
         /// its idempotent key reached them through their old process
         /// (`HandoverFanOut.delivered`).
         case notToAdopted(ByteBuffer)
-        /// A frame for this user's sockets alone (a call signal).
-        case onlyTo(ByteBuffer, user: String)
+        /// A frame for this user's sockets alone (a call signal), or for
+        /// those of one device of theirs (an encrypted message).
+        case onlyTo(ByteBuffer, user: String, device: String? = nil)
     }
 
     /// One event as a handover records it (HandoverRegistry.swift): every
@@ -135,6 +136,11 @@ struct DeliveryPlan: Sendable {
             var frame = Self.allocator.buffer(capacity: body.count + 10)
             Self.writeTextFrame(body, into: &frame)
             rooms[i].steps.append(.onlyTo(frame, user: user))
+        case .onlyDevice(let user, let device):
+            rooms[i].closeShared()
+            var frame = Self.allocator.buffer(capacity: body.count + 10)
+            Self.writeTextFrame(body, into: &frame)
+            rooms[i].steps.append(.onlyTo(frame, user: user, device: device))
         case .except(let connection):
             rooms[i].closeShared()
             var frame = Self.allocator.buffer(capacity: body.count + 10)

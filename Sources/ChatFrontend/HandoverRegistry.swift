@@ -33,7 +33,7 @@ struct HandoverLoopState {
     /// user (or everyone) as the last step; `replayed` counts the frames.
     /// Nil when where it stopped cannot be told: its buffer lost its start
     /// and nothing in common is known, or its log was cut and is not found.
-    func replay(room: String, written: [UInt64], truncated: Bool, user: String, connection: ConnectionRef)
+    func replay(room: String, written: [UInt64], truncated: Bool, user: String, device: String? = nil, connection: ConnectionRef)
         -> (steps: [DeliveryPlan.Step], replayed: Int, removed: Bool)?
     {
         let buffer = buffers[room] ?? ([], false)
@@ -56,6 +56,8 @@ struct HandoverLoopState {
                 continue  // its user blocked the sender
             case .onlyUser(let addressee) where addressee != user:
                 continue  // a call signal for someone else
+            case .onlyDevice(let owner, let target) where owner != user || target != device:
+                continue  // another device's ciphertext
             default:
                 steps.append(.frames(event.frame, excluded: nil))
             }
@@ -136,7 +138,8 @@ extension LoopRegistry {
         loop.preconditionInEventLoop()
         guard
             let (steps, replayed, removed) = handover.replay(
-                room: connection.roomID, written: written, truncated: truncated, user: connection.identity.id, connection: connection.key
+                room: connection.roomID, written: written, truncated: truncated, user: connection.identity.id, device: connection.session.deviceID,
+                connection: connection.key
             )
         else { return nil }
         // Frames in order, one flush; a removal closes it with 4403 after them.

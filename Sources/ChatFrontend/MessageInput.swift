@@ -8,6 +8,8 @@ struct MessageInput {
     var messageType: String
     var replyTo: String?
     var clientMsgID: String?
+    /// An encrypted message's ciphertext per device (issue 17).
+    var ciphertexts: [String: String]?
 
     /// `hasAttachment`: the request carries a file (multipart only), which an
     /// `image` or `file` message needs.
@@ -31,15 +33,29 @@ struct MessageInput {
         if let value = object["client_msg_id"], !(value is NSNullLike) {
             if let text = value as? String { clientMsgID = text } else { errors.append(("client_msg_id", "Not a valid string.")) }
         }
+        var ciphertexts: [String: String]?
+        if let value = object["ciphertexts"], !(value is NSNullLike) {
+            if messageType != MessageType.encrypted.rawValue {
+                errors.append(("ciphertexts", "Only an encrypted message carries ciphertexts."))
+            } else {
+                switch Encryption.ciphertexts(value) {
+                case .success(let parsed): ciphertexts = parsed
+                case .failure(let error): errors.append(("ciphertexts", error.message))
+                }
+            }
+        } else if messageType == MessageType.encrypted.rawValue {
+            errors.append(("ciphertexts", "This field is required."))
+        }
         if errors.isEmpty, let more = Validation.messageErrors(content: content, messageType: messageType, clientMsgID: clientMsgID, maxChars: maxChars, hasAttachment: hasAttachment) {
             errors += more
         }
         if !errors.isEmpty { return .failure(FieldErrors(errors: errors)) }
-        return .success(MessageInput(content: content, messageType: messageType, replyTo: replyTo, clientMsgID: clientMsgID))
+        return .success(MessageInput(content: content, messageType: messageType, replyTo: replyTo, clientMsgID: clientMsgID, ciphertexts: ciphertexts))
     }
 
     func request(id: String, roomID: String) -> Requests.MessageCreate {
-        Requests.MessageCreate(id: id, roomID: roomID, content: content, messageType: messageType, replyTo: replyTo, clientMsgID: clientMsgID)
+        Requests.MessageCreate(id: id, roomID: roomID, content: content, messageType: messageType, replyTo: replyTo, clientMsgID: clientMsgID,
+                               ciphertexts: ciphertexts)
     }
 }
 
@@ -49,7 +65,7 @@ extension Requests.MessageCreate {
     /// `JSONEncoder` on every WebSocket message. One with a file goes through
     /// `JSONEncoder` (REST uploads only).
     func commandBody() throws -> [UInt8] {
-        guard file == nil else { return [UInt8](try JSONEncoder().encode(self)) }
+        guard file == nil, ciphertexts == nil else { return [UInt8](try JSONEncoder().encode(self)) }
         var w = JSONWriter(capacity: 160 + content.utf8.count)
         w.beginObject()
         w.field("id", id)

@@ -221,8 +221,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
                 guard !users.contains(identity.id) else { continue }  // its user blocked the sender
                 wire.write(NIOAny(bytes), promise: nil)
                 wrote = true
-            case .onlyTo(let bytes, let user):
-                guard user == identity.id else { continue }  // a call signal for someone else
+            case .onlyTo(let bytes, let user, let device):
+                // A call signal for someone else, or another device's ciphertext.
+                guard user == identity.id, device == nil || device == session.deviceID else { continue }
                 wire.write(NIOAny(bytes), promise: nil)
                 wrote = true
             case .notToAdopted(let bytes):

@@ -37,6 +37,8 @@ enum PostgresMigrations {
         ("v16-store-message-2", v16StoreMessage2),
         // Calls (issue 17), as SQLite's: ChatStore's CallStore.
         ("v17-calls", CallStore.schema),
+        // End-to-end encrypted rooms (issue 17), as SQLite's: ChatStore's EncryptionStore.
+        ("v18-encryption", EncryptionStore.schema),
     ]
 
     static let v16Webhooks = """

@@ -268,6 +268,10 @@ public final class ChatDatabase: Sendable {
         migrator.registerMigration("v17-calls") { db in
             try db.execute(sql: CallStore.schema)
         }
+        // End-to-end encrypted rooms (issue 17): the key directory, ciphertexts (Store+Encryption.swift).
+        migrator.registerMigration("v18-encryption") { db in
+            try db.execute(sql: EncryptionStore.schema)
+        }
         return migrator
     }
 

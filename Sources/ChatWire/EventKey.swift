@@ -12,6 +12,7 @@
 ///     k:<user id>             .removeUser(id)             an order: close that user's sockets
 ///     k:*                     .removeEveryone             an order: close every socket
 ///     u:<user id>             .onlyUser(id)               that user's sockets alone (a call signal)
+///     v:<user id>/<device id> .onlyDevice(user, device)   that device's sockets alone (an encrypted message)
 ///
 /// Ids never contain `:` (UUIDs), so the last part is unambiguous.
 public enum EventKey: Hashable, Sendable, LosslessStringConvertible {
@@ -32,6 +33,9 @@ public enum EventKey: Hashable, Sendable, LosslessStringConvertible {
     /// A frame for this user's sockets in the room and nobody else's (a
     /// call's `call_signal`, api-contract.md "Calls").
     case onlyUser(String)
+    /// A frame for the sockets of one device of this user's in the room (an
+    /// encrypted room's message, carrying that device's ciphertext alone).
+    case onlyDevice(user: String, device: String)
 
     public enum MessageChange: Hashable, Sendable {
         case created
@@ -48,7 +52,7 @@ public enum EventKey: Hashable, Sendable, LosslessStringConvertible {
     public var isIdempotent: Bool {
         switch self {
         case .message, .session: true
-        case .none, .except, .removeUser, .removeEveryone, .onlyUser: false
+        case .none, .except, .removeUser, .removeEveryone, .onlyUser, .onlyDevice: false
         }
     }
 
@@ -63,6 +67,7 @@ public enum EventKey: Hashable, Sendable, LosslessStringConvertible {
         case .removeUser(let user): "k:\(user)"
         case .removeEveryone: "k:*"
         case .onlyUser(let user): "u:\(user)"
+        case .onlyDevice(let user, let device): "v:\(user)/\(device)"
         }
     }
 
@@ -97,6 +102,10 @@ public enum EventKey: Hashable, Sendable, LosslessStringConvertible {
         case "u:":
             guard !rest.isEmpty else { return nil }
             self = .onlyUser(rest)
+        case "v:":
+            let parts = rest.split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return nil }
+            self = .onlyDevice(user: String(parts[0]), device: String(parts[1]))
         default:
             return nil
         }

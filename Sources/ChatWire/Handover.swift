@@ -245,7 +245,7 @@ struct HandoverWriter {
         case .session(let id, let change):
             u8(change == .joined ? 4 : 5)
             string(id)
-        case .none, .except, .removeUser, .removeEveryone, .onlyUser:
+        case .none, .except, .removeUser, .removeEveryone, .onlyUser, .onlyDevice:
             preconditionFailure("only idempotent keys are written")
         }
     }

@@ -134,6 +134,12 @@ public enum CommandKind: String, Sendable, CaseIterable {
     /// for each at its room's shard: a frontend's sweep, carrying no user.
     case callDue = "call.due"
     case callExpire = "call.expire"
+    // Issue 17's device key directory: at the shard of the device's owner
+    // (publish, delete) or of the user whose keys are claimed, so that one
+    // user's claims queue on one shard.
+    case keysPublish = "keys.publish"
+    case keysClaim = "keys.claim"
+    case keysDelete = "keys.delete"
 
     /// Sent by the server itself, with no user: the worker provisions and checks nobody.
     public var hasNoCaller: Bool {

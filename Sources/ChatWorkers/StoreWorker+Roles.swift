@@ -33,7 +33,7 @@ extension StoreWorker {
                     return problem
                 })
             }
-            return [.reply(to: command, status: .ok, body: ClientJSON.encode(room))]
+            return [.reply(to: command, status: .ok, body: try encode(room, in: db))]
         case .memberRole:
             let request = try body(Requests.MemberRef.self, command)
             let change = try db.changeRole(request, by: user)
@@ -52,7 +52,7 @@ extension StoreWorker {
             let request = try body(Requests.MemberRef.self, command)
             let changes = try db.transferOwnership(request, by: user)
             return changes.map { Self.roleChanged(request.roomID, $0) }
-                + [.reply(to: command, status: .ok, body: ClientJSON.encode(try db.room(request.roomID, viewer: user)))]
+                + [.reply(to: command, status: .ok, body: try encode(try db.room(request.roomID, viewer: user), in: db))]
         case .messagePin, .messageUnpin:
             let ref = try body(Requests.MessageRef.self, command)
             let pinned = command.kind == .messagePin

@@ -36,6 +36,8 @@ public final class StoreWorker {
     let pages = ReadCache()
     /// The rooms with webhooks (issue 16): what the write path looks up to write the outbox.
     let webhookCache = WebhookCache()
+    /// Which rooms are encrypted (issue 17): what the message path asks.
+    let encryptedRooms = EncryptedRoomCache()
 
     public init(database: any StoreEngine, config: ChatConfig, logger: Logger) {
         _ = Self.messagesStored  // its series shows from the start, at 0
@@ -91,6 +93,18 @@ public final class StoreWorker {
                 $0.roomID == request.roomID && $0.editedAt != nil && $0.content == request.content
             } ?? false)
             let message = try db.editMessage(request, user: user, maxChars: config.maxMessageChars)
+            if message.messageType == .encrypted {
+                // New ciphertexts, each to its own device (the sender's blockers' excepted).
+                guard let ciphertexts = request.ciphertexts else {
+                    throw StoreError.badRequest([("ciphertexts", "An edit of an encrypted message carries new ciphertexts.")])
+                }
+                let entries = try db.storeCiphertexts(message: message.id, room: message.roomID, ciphertexts)
+                var hidden = message
+                hidden.hiddenFrom = try db.blockers(of: message.sender.id, room: message.roomID)
+                if !repeated { try outbox(room: message.roomID, event: "message_edited", in: db) { ClientJSON.encode(message) } }
+                return Self.deviceEvents(hidden, entries, type: "message_edited") + [.reply(to: command, status: .ok, body: ClientJSON.encode(message))]
+            }
+            guard request.ciphertexts == nil else { throw StoreError.badRequest([("ciphertexts", "Only an encrypted message carries ciphertexts.")]) }
             if !repeated { try outbox(room: message.roomID, event: "message_edited", in: db) { ClientJSON.encode(message) } }
             // Edits and deletions of a blocked sender's messages are hidden like the messages
             // (one index probe; not on the path of new messages).
@@ -106,6 +120,8 @@ public final class StoreWorker {
             let watched = try !webhookCache.subscribers(room: ref.roomID, event: "message_deleted", in: db).isEmpty
             let wasDeleted = try watched && (db.messages(ids: [ref.messageID]).first?.isDeleted ?? false)
             let message = try db.deleteMessage(ref, user: user)
+            // Its ciphertexts go with its content (an encrypted room's).
+            if message.messageType == .encrypted { try db.dropCiphertexts(message: message.id) }
             if !wasDeleted { try outbox(room: message.roomID, event: "message_deleted", in: db) { ClientJSON.encode(message) } }
             return [
                 Event.room(message.roomID, key: .message(id: message.id, change: .deleted), hiddenFrom: try db.blockers(of: message.sender.id, room: message.roomID),
@@ -121,14 +137,22 @@ public final class StoreWorker {
                 .reply(to: command, status: .ok, body: ClientJSON.reactionAnswer(message, added: request.add)),
             ]
         case .roomCreate:
-            let room = try db.createRoom(try body(Requests.RoomCreate.self, command), creator: user, maxParticipants: config.maxParticipants)
+            let request = try body(Requests.RoomCreate.self, command)
+            var room = try db.createRoom(request, creator: user, maxParticipants: config.maxParticipants)
+            if request.encrypted == true {
+                // Anyone may join a public room: its keys would be everyone's.
+                guard room.roomType != .public else { throw StoreError.badRequest([("encrypted", "A public room cannot be encrypted: anyone may join it.")]) }
+                try db.markEncrypted(room: room.id)
+                encryptedRooms.created(room.id, encrypted: true)
+                room.encrypted = true
+            }
             return [.reply(to: command, status: .created, body: ClientJSON.encode(room))]
         case .roomUpdate:
             let request = try body(Requests.RoomUpdate.self, command)
             let room = try addingMembers(room: request.roomID, user: user, in: db) {
                 try db.updateRoom(request, user: user, maxParticipants: config.maxParticipants)
             }
-            return [.reply(to: command, status: .ok, body: ClientJSON.encode(room))]
+            return [.reply(to: command, status: .ok, body: try encode(room, in: db))]
         case .roomDelete:
             let roomID = try body(Requests.RoomRef.self, command).roomID
             try db.deactivateRoom(roomID, user: user)
@@ -137,7 +161,7 @@ public final class StoreWorker {
                     .reply(to: command, status: .noContent, body: [])]
         case .roomDirect:
             let (room, created) = try db.directRoom(try body(Requests.RoomDirect.self, command), user: user)
-            return [.reply(to: command, status: created ? .created : .ok, body: ClientJSON.encode(room))]
+            return [.reply(to: command, status: created ? .created : .ok, body: try encode(room, in: db))]
         case .roomOpenDirect:
             let (room, created) = try db.directRoom(try body(Requests.RoomDirect.self, command), user: user)
             return [.reply(to: command, status: created ? .created : .ok, body: [UInt8](try JSONEncoder().encode(Requests.RoomRef(roomID: room.id))))]
@@ -160,6 +184,8 @@ public final class StoreWorker {
             return try blockWrite(command, identity: identity, in: db)
         case .webhookCreate, .webhookList, .webhookDelete, .webhookFailures, .webhookIncomingCreate, .webhookIncomingPost:
             return try webhookWrite(command, identity: identity, in: db)
+        case .keysPublish, .keysClaim, .keysDelete:
+            return try keysWrite(command, identity: identity, in: db)
         case .callStart, .callAction, .callExpire:
             return try writeCalls(command, identity: identity, in: db)
         default:
@@ -170,6 +196,7 @@ public final class StoreWorker {
 
     /// Stores a message (a client's or an incoming webhook's) with its outbox rows; its event and reply.
     func storeMessage(_ request: Requests.MessageCreate, sender: User, command: Command, in db: any StoreTransaction) throws -> [Event] {
+        let encrypted = try checkMessageType(request.messageType, room: request.roomID, in: db)
         let outcome = try db.createMessage(request, sender: sender, maxChars: config.maxMessageChars)
         switch outcome {
         case .resent(let message) where wasPublishedHere(message.id):
@@ -184,6 +211,19 @@ public final class StoreWorker {
             if let id = UUID(uuidString: message.id) { pendingPublished.insert(id) }
             // A resend published again: the blocks in force now (a stored message's were not kept).
             let hidden = if case .created = outcome { message.hiddenFrom } else { try db.blockers(of: message.sender.id, room: message.roomID) }
+            if encrypted {
+                // Each device its own ciphertext, as its own event (no room-wide one: nobody else could read it).
+                let entries: [Ciphertext]
+                if case .created = outcome {
+                    guard let ciphertexts = request.ciphertexts else { throw StoreError.badRequest([("ciphertexts", "This field is required.")]) }
+                    entries = try db.storeCiphertexts(message: message.id, room: message.roomID, ciphertexts)
+                } else {
+                    entries = try db.ciphertexts(message: message.id)
+                }
+                var sent = message
+                sent.hiddenFrom = hidden
+                return Self.deviceEvents(sent, entries, type: nil) + [.reply(to: command, status: .created, body: json)]
+            }
             return [
                 Event.room(message.roomID, key: .message(id: message.id, change: .created), hiddenFrom: hidden,
                            body: ClientJSON.messageEvent(json)),
@@ -226,9 +266,10 @@ public final class StoreWorker {
             return [reply]
         case .roomGet:
             let request = try body(Requests.RoomRef.self, command)
-            return [.reply(to: command, status: .ok, body: ClientJSON.encode(try db.room(request.roomID, viewer: identity.id)))]
+            return [.reply(to: command, status: .ok, body: try encode(try db.room(request.roomID, viewer: identity.id), in: db))]
         case .messageGet:
-            let message = try db.message(try body(Requests.MessageRef.self, command), user: identity.id)
+            let ref = try body(Requests.MessageRef.self, command)
+            let message = try withCiphertexts([try db.message(ref, user: identity.id)], device: ref.deviceID, viewer: identity.id, in: db)[0]
             return [.reply(to: command, status: .ok, body: ClientJSON.encode(message))]
         case .memberList:
             let request = try body(Requests.RoomPage.self, command)
@@ -257,11 +298,12 @@ public final class StoreWorker {
         if command.kind == .roomList {
             let request = try body(Requests.RoomList.self, command)
             let (count, rooms) = try db.roomPage(request, viewer: identity.id)
-            let reply = Self.pageReply(command, request.page, count: count, items: rooms.map(ClientJSON.encode))
+            let reply = Self.pageReply(command, request.page, count: count, items: try encode(rooms: rooms, in: db))
             return (reply, !rooms.contains { $0.mutedUntil != nil })
         }
         let request = try body(Requests.MessageList.self, command)
-        let (count, messages) = try db.messagePage(request, viewer: identity.id)
+        let (count, page) = try db.messagePage(request, viewer: identity.id)
+        let messages = try withCiphertexts(page, device: request.deviceID, viewer: identity.id, in: db)
         return (Self.pageReply(command, request.page, count: count, items: messages.map(ClientJSON.encode)), true)
     }
 }

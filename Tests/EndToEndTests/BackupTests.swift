@@ -151,7 +151,7 @@ extension EndToEnd {
             let applied = try PostgresServer.rows("SELECT name FROM chatd_migrations ORDER BY name", forDataDir: dataDir)
             #expect(applied.sorted() == [
                 "v1", "v16-blocks", "v16-prefs", "v16-roles", "v16-store-message", "v16-store-message-2", "v16-webhook-backoff", "v16-webhooks",
-                "v17-calls", "v2-search", "v3-store-message",
+                "v17-calls", "v18-encryption", "v2-search", "v3-store-message",
             ])
             #expect(try PostgresServer.rows("SELECT extname FROM pg_extension WHERE extname = 'pg_trgm'", forDataDir: dataDir) == ["pg_trgm"])
             #expect(!FileManager.default.fileExists(atPath: dataDir + "/chat.sqlite"))

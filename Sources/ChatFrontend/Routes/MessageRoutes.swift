@@ -1,6 +1,7 @@
 import ChatCore
 import ChatWire
 import Foundation
+import HTTPTypes
 import Hummingbird
 
 /// `/api/chat/rooms/{room}/messages/…`: list, post (JSON, or multipart with an
@@ -29,7 +30,9 @@ struct MessageRoutes: Sendable {
             guard let id = IDs.canonical(value) else { throw APIError.fields([(name, "Must be a valid UUID.")]) }
             return id
         }
-        let body = Requests.MessageList(roomID: room, page: try api.page(request), before: try cursor("before"), after: try cursor("after"))
+        let body = Requests.MessageList(
+            roomID: room, page: try api.page(request), before: try cursor("before"), after: try cursor("after"), deviceID: try Self.device(request)
+        )
         return try await api.forward(.messageList, shardKey: room, caller: caller, body: body)
     }
 
@@ -51,7 +54,17 @@ struct MessageRoutes: Sendable {
     }
 
     func getMessage(_ request: Request, context: Context) async throws -> Response {
-        try await api.messageAction(.messageGet, context)
+        let caller = try context.requireCaller()
+        var ref = try api.messageRef(context)
+        ref.deviceID = try Self.device(request)
+        return try await api.forward(.messageGet, shardKey: ref.roomID, caller: caller, body: ref)
+    }
+
+    /// `X-Device-Id` (issue 17): the device whose ciphertexts an encrypted room's messages carry.
+    static func device(_ request: Request) throws -> String? {
+        guard let raw = request.headers[HTTPField.Name("X-Device-Id")!], !raw.isEmpty else { return nil }
+        guard let id = IDs.canonical(raw) else { throw APIError(.badRequest, detail: "X-Device-Id must be a UUID.") }
+        return id
     }
 
     func deleteMessage(_ request: Request, context: Context) async throws -> Response {
@@ -63,12 +76,20 @@ struct MessageRoutes: Sendable {
         let ref = try api.messageRef(context)
         let object = try await api.jsonObject(request)
         let maxChars = api.services.config.maxMessageChars
-        guard let value = object["content"] else { throw APIError.fields([("content", "This field is required.")]) }
+        // An encrypted message's edit carries new ciphertexts, and no content (issue 17).
+        var ciphertexts: [String: String]?
+        if let value = object["ciphertexts"], !(value is NSNull) {
+            switch Encryption.ciphertexts(value) {
+            case .success(let parsed): ciphertexts = parsed
+            case .failure(let error): throw APIError.fields([("ciphertexts", error.message)])
+            }
+        }
+        guard let value = object["content"] ?? (ciphertexts == nil ? nil : "") else { throw APIError.fields([("content", "This field is required.")]) }
         guard let content = value as? String else { throw APIError.fields([("content", "Not a valid string.")]) }
         if content.unicodeScalars.count > maxChars {
             throw APIError.fields([("content", "Ensure this field has no more than \(maxChars) characters.")])
         }
-        let body = Requests.MessageUpdate(roomID: ref.roomID, messageID: ref.messageID, content: content)
+        let body = Requests.MessageUpdate(roomID: ref.roomID, messageID: ref.messageID, content: content, ciphertexts: ciphertexts)
         return try await api.forward(.messageUpdate, shardKey: ref.roomID, caller: caller, body: body)
     }
 

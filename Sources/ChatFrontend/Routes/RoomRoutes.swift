@@ -47,9 +47,15 @@ struct RoomRoutes: Sendable {
             if let text = value as? String { roomType = text } else { errors.append(("room_type", "\"\(value)\" is not a valid choice.")) }
         }
         let participants = api.participantIDs(object["participant_ids"], errors: &errors)
+        // Issue 17: a room whose messages are ciphertexts only.
+        var encrypted = false
+        if let value = object["encrypted"], !(value is NSNull) {
+            if let flag = value as? Bool { encrypted = flag } else { errors.append(("encrypted", "Must be a valid boolean.")) }
+        }
+        if encrypted && roomType == "public" { errors.append(("encrypted", "A public room cannot be encrypted: anyone may join it.")) }
         if !errors.isEmpty { throw APIError.fields(errors) }
         let id = IDs.uuid7()
-        let body = Requests.RoomCreate(id: id, name: name, roomType: roomType, participantIDs: participants)
+        let body = Requests.RoomCreate(id: id, name: name, roomType: roomType, participantIDs: participants, encrypted: encrypted ? true : nil)
         return try await api.forward(.roomCreate, shardKey: id, caller: caller, body: body)
     }
 
