@@ -42,6 +42,7 @@ struct ChatAPI: Sendable {
             UserRoutes(api: self).routes,
             WebhookRoutes(api: self).routes,
             CallRoutes(api: self).routes,
+            KeyRoutes(api: self).routes,
         ]
     }
 
