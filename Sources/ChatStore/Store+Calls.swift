@@ -86,6 +86,17 @@ extension StoreTransaction {
         throw StoreError.badRequest(error: "The call changed meanwhile; try again")
     }
 
+    /// A member's membership of `room` ends (they leave or are removed): out
+    /// of its open call too, if they are in it, or the call would wait for
+    /// someone who can no longer leave it (and the room could call no more).
+    /// Called before the membership goes, while they may still act.
+    public func leaveOpenCall(room: String, user: String, now: Timestamp = .now()) throws -> (Call, [CallEvent])? {
+        guard let id = try rows("SELECT id FROM calls WHERE room_id = $1 AND state IN ('ringing', 'active') LIMIT 1", [.text(room)]).first?[0],
+            let call = try storedCall(id)?.call, call.joined.contains(user)
+        else { return nil }
+        return try callAction(.leave, call: id, user: user, now: now)
+    }
+
     /// One call, for a member of its room.
     public func call(_ callID: String, viewer: String) throws -> Call {
         guard let stored = try storedCall(callID) else { throw StoreError.notFound("Call not found") }

@@ -11,11 +11,12 @@ extension StoreWorker {
         switch command.kind {
         case .roomLeave:
             let roomID = try body(Requests.RoomRef.self, command).roomID
+            let call = try db.leaveOpenCall(room: roomID, user: user).map { Self.callEvents($0.0, $0.1, by: user) } ?? []
             // An owner who leaves passes ownership on first (role_changed).
             let passed = try db.leave(roomID, user: user)
             try outbox(room: roomID, event: "member_left", in: db) { Webhooks.memberData(identity.user) }
             // The user's sockets in the room are closed (4403) after this.
-            return (passed.map { [Self.roleChanged(roomID, $0)] } ?? []) + [
+            return call + (passed.map { [Self.roleChanged(roomID, $0)] } ?? []) + [
                 Event.room(roomID, key: .removeUser(user), body: []),
                 .reply(to: command, status: .ok, body: ClientJSON.object(["status": "left room"])),
             ]
@@ -42,10 +43,12 @@ extension StoreWorker {
             return [Self.roleChanged(request.roomID, change), .reply(to: command, status: .ok, body: body)]
         case .memberRemove:
             let request = try body(Requests.MemberRef.self, command)
+            // Out of the room's call first, while still a member (a refused removal undoes it).
+            let call = try db.leaveOpenCall(room: request.roomID, user: request.userID).map { Self.callEvents($0.0, $0.1, by: request.userID) } ?? []
             let removed = try db.removeMember(request, by: user)
             try outbox(room: request.roomID, event: "member_left", in: db) { Webhooks.memberData(removed) }
             // `user_left` first, so that the removed member's sockets get it before they close (4403).
-            return [Event.room(request.roomID, body: ClientJSON.presenceEvent("user_left", user: removed)),
+            return call + [Event.room(request.roomID, body: ClientJSON.presenceEvent("user_left", user: removed)),
                     Event.room(request.roomID, key: .removeUser(removed.id), body: []),
                     .reply(to: command, status: .noContent, body: [])]
         case .roomTransfer:

@@ -13,6 +13,7 @@ import Testing
         ChatAPI(services: server.services).routes.filter { $0.access != .open }.map { route in
             let path = route.path.replacingOccurrences(of: ":room", with: room).replacingOccurrences(of: ":message", with: message)
                 .replacingOccurrences(of: ":user", with: message).replacingOccurrences(of: ":call", with: message)
+                .replacingOccurrences(of: ":device", with: message)
             return (route.method.rawValue, path)
         }
     }
@@ -23,8 +24,8 @@ import Testing
             #expect(try await server.request("HEAD", "/healthz").status == 200)
             let paths = Self.authenticatedPaths(server, room: IDs.uuid7(), message: IDs.uuid7())
             // 23, issue 16's roles and pins (8), mute (POST, DELETE), notifications, mentions, users and blocks (5), webhooks (5),
-            // issue 17's calls (7).
-            #expect(paths.count == 52)
+            // issue 17's calls (7) and keys (3).
+            #expect(paths.count == 55)
             #expect(
                 ChatAPI(services: server.services).routes.filter { $0.access == .open }.map(\.path)
                     == ["/healthz", "/api/openapi.json", "/api/openapi.yaml", "/metrics", "/", "/app/:file",

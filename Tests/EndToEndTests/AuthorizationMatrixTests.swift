@@ -24,7 +24,8 @@ extension EndToEnd {
         /// {member}, {extra} (a user outside the room), {memberMessage},
         /// {ownerMessage}, {fileMessage}, {webhook}, {incoming} and
         /// {incomingToken} (an outgoing and an incoming webhook of the room),
-        /// {call} (a ringing call the owner started).
+        /// {call} (a ringing call the owner started), {newDevice} (a device id
+        /// nobody published) and {ownerDevice} (one the owner did).
         struct Row: CustomStringConvertible {
             var method: String
             var path: String
@@ -140,6 +141,13 @@ extension EndToEnd {
                 Row("POST", "/api/chat/calls/{call}/decline/", owner: 400, admin: 200, member: 200, outsider: 403),
                 Row("POST", "/api/chat/calls/{call}/end/", owner: 200, admin: 400, member: 400, outsider: 403),
                 Row("GET", "/api/chat/calls/ice_servers/", owner: 200, admin: 200, member: 200, outsider: 200),
+                // Encrypted rooms: anyone may make one; the key directory is each user's own,
+                // and a user's keys are for those who share a room with them.
+                Row("POST", "/api/chat/rooms/", body: ["name": "secret", "encrypted": true], owner: 201, admin: 201, member: 201, outsider: 201),
+                Row("PUT", "/api/chat/keys/devices/{newDevice}/", body: ["identity_key": "aWs=", "signed_prekey": "c3Br", "signature": "c2ln"],
+                    owner: 200, admin: 200, member: 200, outsider: 200),
+                Row("DELETE", "/api/chat/keys/devices/{ownerDevice}/", owner: 204, admin: 404, member: 404, outsider: 404),
+                Row("GET", "/api/chat/keys/users/{owner}/", owner: 200, admin: 200, member: 200, outsider: 404),
             ]
         }
 
@@ -173,7 +181,7 @@ extension EndToEnd {
             }
         }
 
-        static func fixture(_ server: TestServer, _ kind: Kind, needsFile: Bool, needsWebhooks: Bool, needsCall: Bool, n: Int) async throws -> Fixture {
+        static func fixture(_ server: TestServer, _ kind: Kind, needsFile: Bool, needsWebhooks: Bool, needsCall: Bool, needsDevice: Bool = false, n: Int) async throws -> Fixture {
             var f = Fixture()
             let subs = Caller.allCases.map { "\($0.rawValue)-\(n)" } + ["extra-\(n)"]
             let tokens = try await subs.asyncMap { try await Steps.users(server, $0)[0] }
@@ -213,6 +221,14 @@ extension EndToEnd {
                 f.values["incoming"] = String(parts[parts.count - 2])
                 f.values["incomingToken"] = String(parts[parts.count - 1])
             }
+            f.values["newDevice"] = IDs.uuid7()
+            if needsDevice {
+                let device = IDs.uuid7()
+                let published = try await server.request("PUT", "/api/chat/keys/devices/\(device)/", token: owner,
+                                                         json: ["identity_key": "aWs=", "signed_prekey": "c3Br", "signature": "c2ln"])
+                #expect(published.status == 200, "\(published.text)")
+                f.values["ownerDevice"] = device
+            }
             if needsCall {
                 let call = try await server.request("POST", "/api/chat/rooms/\(room)/calls/", token: owner, json: ["media": "audio"])
                 f.values["call"] = try #require(call.object["id"] as? String, "\(call.text)")
@@ -250,7 +266,7 @@ extension EndToEnd {
                     n += 1
                     let f = try await Self.fixture(server, row.kind, needsFile: row.path.contains("{fileMessage}"),
                                                    needsWebhooks: row.path.contains("{webhook}") || row.path.contains("{incoming}"),
-                                                   needsCall: row.path.contains("{call}"), n: n)
+                                                   needsCall: row.path.contains("{call}"), needsDevice: row.path.contains("{ownerDevice}"), n: n)
                     let json = row.body.map { f.fill($0) }
                     let answer = try await server.request(row.method, f.fill(row.path), token: f.tokens[caller], json: json)
                     if answer.status != expected {

@@ -76,6 +76,21 @@ import Testing
         }
     }
 
+    /// A member who leaves the room leaves its call: the last one out ends it.
+    @Test(arguments: EngineKind.available)
+    func leavingTheRoomLeavesItsCall(_ kind: EngineKind) throws {
+        let (engine, _) = try kind.make()
+        let room = try groupRoom(engine)
+        let id = IDs.uuid7()
+        _ = try engine.write { try $0.startCall(id: id, room: room, media: .audio, user: alice, now: .now()) }
+        _ = try engine.write { try $0.callAction(.join, call: id, user: bob, now: .now()) }
+        let (left, events) = try #require(try engine.write { try $0.leaveOpenCall(room: room, user: bob) })
+        #expect(left.state == .active && left.joined == [alice] && events == [.left])
+        #expect(try engine.write { try $0.leaveOpenCall(room: room, user: bob) } == nil, "not in it any more")
+        let (ended, last) = try #require(try engine.write { try $0.leaveOpenCall(room: room, user: alice) })
+        #expect(ended.state == .ended && last == [.left, .ended])
+    }
+
     /// A signal goes between two users in the call, in the call's room:
     /// 404 for a call of another room, 400 for anyone not in it.
     @Test(arguments: EngineKind.available)
