@@ -3,7 +3,7 @@
 
 Starts `chatd serve` on a free 127.0.0.1 port with temporary data and runtime
 directories, mints development tokens (`chatd token`), creates what the
-operations need (rooms, messages, an attachment), then:
+operations need (rooms, messages, an attachment, device keys), then:
 - opens two WebSockets on a room, sends every client frame and causes every
   server event, and validates each frame against the document's `Ws*` schemas
   (`x-websocket`); every event type must be seen;
@@ -105,9 +105,17 @@ def seed(base, alice, bob, bob_id):
     request(base, "POST", f"/api/chat/rooms/{main}/messages/", bob, {"content": "hello from bob"})
     body, content_type = multipart({"content": "a file"}, "file_attachment", "notes.txt", b"0123456789" * 100)
     upload = request(base, "POST", f"/api/chat/rooms/{main}/messages/", alice, body, {"Content-Type": content_type})["id"]
+    # Device keys (issue 17): bob's device, whose prekeys alice claims, and one of alice's to delete.
+    key = lambda n: base64.b64encode(os.urandom(n)).decode()
+    keys = lambda prekeys: {"identity_key": key(64), "signed_prekey": key(32), "signature": key(64),
+                            "one_time_prekeys": [key(32) for _ in range(prekeys)]}
+    request(base, "PUT", f"/api/chat/keys/devices/{uuid.uuid4()}/", bob, keys(3))
+    device = str(uuid.uuid4())
+    request(base, "PUT", f"/api/chat/keys/devices/{device}/", alice, keys(0))
     return {
         "main": main, "to_delete": to_delete, "to_leave": to_leave, "public": public,
         "message": message, "to_delete_message": to_delete_message, "upload": upload,
+        "bob": bob_id, "device": device,
     }
 
 
@@ -225,7 +233,7 @@ def check_websocket(spec, base, port, alice, bob, bob_id):
 
 
 def config_toml(ids):
-    """schemathesis.toml: which room and message each operation is pointed at."""
+    """schemathesis.toml: which room and message (user, device) each operation is pointed at."""
     def op(operation_id, room, message=None):
         params = f'"path.room_id" = "{room}"'
         if message:
@@ -246,6 +254,9 @@ def config_toml(ids):
         op("leaveRoom", ids["to_leave"]),
         op("joinRoom", ids["public"]),
     ]
+    path = lambda operation_id, name, value: (f'[[operations]]\ninclude-operation-id = "{operation_id}"\n'
+                                              f'[operations.parameters]\n"path.{name}" = "{value}"\n')
+    blocks += [path("claimKeys", "user_id", ids["bob"]), path("deleteDevice", "device_id", ids["device"])]
     return "\n".join(blocks)
 
 

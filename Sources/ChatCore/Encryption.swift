@@ -88,9 +88,11 @@ extension Requests {
     public struct KeysRef: Codable, Sendable {
         public var userID: String?
         public var deviceID: String?
+        /// A claim's `HEAD`: the answer's shape, nothing claimed.
+        public var peek: Bool?
 
-        public init(userID: String? = nil, deviceID: String? = nil) {
-            (self.userID, self.deviceID) = (userID, deviceID)
+        public init(userID: String? = nil, deviceID: String? = nil, peek: Bool? = nil) {
+            (self.userID, self.deviceID, self.peek) = (userID, deviceID, peek)
         }
     }
 }

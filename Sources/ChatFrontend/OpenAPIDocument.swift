@@ -68,6 +68,8 @@ tags:
     description: Outgoing webhooks (signed deliveries of room events) and incoming ones (a bot that posts).
   - name: calls
     description: "Voice and video calls: their state and signalling; the media flows between clients (issue 17; docs/api.md \"Calls\")."
+  - name: keys
+    description: "End-to-end encrypted rooms: the device key directory, public keys only (issue 17; docs/api.md \"End-to-end encrypted rooms\")."
   - name: users
     description: The caller, the user lookup and blocks.
   - name: sessions
@@ -828,6 +830,119 @@ paths:
         "415": {$ref: "#/components/responses/UnsupportedMediaType"}
         "429": {$ref: "#/components/responses/TooManyRequests"}
 
+  /api/chat/keys/devices/{device_id}/:
+    parameters:
+      - $ref: "#/components/parameters/DeviceId"
+    put:
+      tags: [keys]
+      operationId: publishDeviceKeys
+      summary: Publish (or replace) one of the caller's devices' public keys, and add one-time prekeys
+      description: |
+        The device id is the client's choice (a UUID); its first publisher owns
+        it for good. A repeat replaces the identity key, signed prekey and
+        signature, and adds its `one_time_prekeys` to those the device has
+        left (at most 100 per upload, 500 kept). The server checks only that
+        each key is base64 of at most 1,024 characters: what the keys are
+        (X3DH's identity, signed prekey and its signature, for instance) is the
+        clients' convention, never read by the server. A user has at most 10
+        devices.
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/DeviceKeys"}
+            example:
+              identity_key: "2Ty7jV0t+2uqYkOKGJgVn3Byusw31bXGBdUS75XgSJhCwfQbGmjVjn8yHLoTf7JEO8mXkHLLsudI4duzaSVOsA=="
+              signed_prekey: "+nPskrKheFoMpAWLJBAVuHP7dXVgJMgHeGzddJGnvh0="
+              signature: "bB34BSvnxNjM+AOgMHCOf8NPyCcGSyirRfBmB2stk3P2jxVrIb3KiYAuxSn6qflTzHBQWvdKPt+0rncMSvtBZA=="
+              one_time_prekeys: ["4DiYO6/NXg5Zs5MbNf2Oix40RnTfsL8P24/SEXhzCmA=", "1azX/RyhBLDGhP7LqCB7IgW5AhA8BAoG+822B9veBz4="]
+      responses:
+        "200":
+          description: The device as stored, and how many one-time prekeys it has left to hand out.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/PublishedDevice"}
+        "400":
+          description: |
+            Field errors (`identity_key`, `signed_prekey`, `signature`: `This field is
+            required.`, `Must be base64.`, `Ensure this field has no more than 1024
+            characters.`; `one_time_prekeys`: over 100 in the upload, one that is not
+            base64 of at most 1,024 characters, not a list, or `A device keeps at most
+            500 one-time prekeys; it has N.`), `{"error": "You have 10 devices already;
+            delete one first"}` (a new device of a user who has 10), or a body that is
+            not a JSON object.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/ErrorBody"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403":
+          description: "Another user published this device id first."
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Detail"}
+              example: {detail: This device belongs to another user.}
+        "404":
+          description: A device id that is not a UUID.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Detail"}
+        "413": {$ref: "#/components/responses/ContentTooLarge"}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+    delete:
+      tags: [keys]
+      operationId: deleteDevice
+      summary: Delete one of the caller's devices, with its prekeys and the ciphertexts sent to it
+      description: |
+        Nobody else could read what was sent to it. Its sockets keep their
+        `device_id` but get nothing more of an encrypted room, as no new
+        message can carry a ciphertext for a device that is not registered.
+      responses:
+        "204": {description: Deleted.}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "404":
+          description: "Not a device of the caller's (`{\"detail\": \"Device not found.\"}`: none, or another user's), or a device id that is not a UUID."
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Detail"}
+              example: {detail: Device not found.}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
+  /api/chat/keys/users/{user_id}/:
+    parameters:
+      - $ref: "#/components/parameters/UserId"
+    get:
+      tags: [keys]
+      operationId: claimKeys
+      summary: A user's devices' keys, claiming one one-time prekey of each (the user themself, or someone who shares a room with them)
+      description: |
+        Not a plain read: each call (a `HEAD` too) deletes and hands out the
+        oldest one-time prekey each device has left, so a prekey goes to one
+        caller only, also when several claim at once; a device with none left
+        has `one_time_prekey` null. Devices are listed oldest first (at most
+        10). A user with no devices is an empty list.
+      responses:
+        "200":
+          description: The devices, each with the prekey claimed for this caller.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/DeviceBundles"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "404":
+          description: "A user who is not the caller and shares no room with them, an unknown user (`{\"detail\": \"No keys for this user.\"}`), or a user id that is not a UUID."
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Detail"}
+              example: {detail: No keys for this user.}
+        "415": {$ref: "#/components/responses/UnsupportedMediaType"}
+        "429": {$ref: "#/components/responses/TooManyRequests"}
+        "503": {$ref: "#/components/responses/Unavailable"}
+
   /api/chat/rooms/{room_id}/messages/:
     parameters:
       - $ref: "#/components/parameters/RoomId"
@@ -839,10 +954,12 @@ paths:
         `before` / `after` give the messages strictly older / newer than that
         message of this room (a client that reconnects fetches what it missed
         with `after`); `count`, `next` and `previous` are of the filtered set and
-        keep `page_size` and the cursors.
+        keep `page_size` and the cursors. In an encrypted room each message
+        carries the `ciphertext` of the device `X-Device-Id` names.
       parameters:
         - $ref: "#/components/parameters/Page"
         - $ref: "#/components/parameters/PageSize"
+        - $ref: "#/components/parameters/XDeviceId"
         - name: before
           in: query
           description: A message id of this room (cursor).
@@ -858,7 +975,7 @@ paths:
             application/json:
               schema: {$ref: "#/components/schemas/MessagePage"}
         "400":
-          description: A cursor that is not a UUID, or not a message of this room (field error).
+          description: "A cursor that is not a UUID, or not a message of this room (field error); an `X-Device-Id` that is not a UUID (`{\"detail\": \"X-Device-Id must be a UUID.\"}`)."
           content:
             application/json:
               schema: {$ref: "#/components/schemas/ErrorBody"}
@@ -878,11 +995,18 @@ paths:
         room stores nothing and answers the original with `200`.
         With `multipart/form-data` the file is streamed to disk, at most
         `maxUploadBytes` (25 MiB); only a member has a byte of it read.
+        An encrypted room takes only `EncryptedMessageCreate` (JSON), and only
+        it does; its `message` event goes to each device it carries a
+        ciphertext for, with that ciphertext alone (docs/api.md "End-to-end
+        encrypted rooms"). The answer's `ciphertext` is null.
       requestBody:
         required: true
         content:
           application/json:
-            schema: {$ref: "#/components/schemas/MessageCreate"}
+            schema:
+              oneOf:
+                - $ref: "#/components/schemas/MessageCreate"
+                - $ref: "#/components/schemas/EncryptedMessageCreate"
           multipart/form-data:
             schema: {$ref: "#/components/schemas/MessageCreateMultipart"}
             encoding:
@@ -902,7 +1026,11 @@ paths:
         "400":
           description: |
             Field errors (`content`, `message_type`, `reply_to`, `client_msg_id`,
-            `file_attachment`, an empty file among them), a multipart body without its
+            `file_attachment`, an empty file among them; `ciphertexts`; a plain message
+            in an encrypted room, `{"message_type": ["This room is encrypted: send
+            {\"message_type\": \"encrypted\", \"ciphertexts\": {...}} and no content."]}`,
+            and an encrypted one elsewhere, `{"message_type": ["Only an encrypted room
+            takes encrypted messages."]}`), a multipart body without its
             boundary or its closing boundary or with a part header name that is not
             ASCII (`detail`), `{"error": "This room is no longer active"}`.
           content:
@@ -924,13 +1052,20 @@ paths:
       tags: [messages]
       operationId: getMessage
       summary: One message
+      description: In an encrypted room it carries the `ciphertext` of the device `X-Device-Id` names.
+      parameters:
+        - $ref: "#/components/parameters/XDeviceId"
       responses:
         "200":
           description: The message.
           content:
             application/json:
               schema: {$ref: "#/components/schemas/Message"}
-        "400": {$ref: "#/components/responses/BadRequest"}
+        "400":
+          description: "An `X-Device-Id` that is not a UUID (`{\"detail\": \"X-Device-Id must be a UUID.\"}`)."
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/ErrorBody"}
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
         "404": {$ref: "#/components/responses/NotFound"}
@@ -941,15 +1076,28 @@ paths:
       tags: [messages]
       operationId: updateMessage
       summary: Edit a message's content (sender only); broadcast as `message_edited`
+      description: |
+        An encrypted message's edit is new `ciphertexts` (its content stays
+        empty), which replace all of its old ones; its `message_edited` event
+        goes to each device it carries a ciphertext for, with that ciphertext
+        alone, and the answer's `ciphertext` is null. Other messages take
+        `content` and no `ciphertexts`.
       requestBody:
         required: true
         content:
           application/json:
             schema:
               type: object
-              required: [content]
+              anyOf:
+                - required: [content]
+                - required: [ciphertexts]
               properties:
-                content: {type: string, maxLength: 10000}
+                content: {type: string, maxLength: 10000, description: "The new text; an encrypted message's must be empty or absent."}
+                ciphertexts:
+                  description: An encrypted message's new ciphertexts (null is absent).
+                  oneOf:
+                    - $ref: "#/components/schemas/Ciphertexts"
+                    - {type: "null"}
       responses:
         "200":
           description: The whole message, `is_edited` true.
@@ -957,7 +1105,10 @@ paths:
             application/json:
               schema: {$ref: "#/components/schemas/Message"}
         "400":
-          description: "Field errors (`content`), `{\"error\": \"Cannot edit a deleted message\"}`, an inactive room."
+          description: |
+            Field errors (`content`; `ciphertexts`: those of `Ciphertexts`, `An edit of an
+            encrypted message carries new ciphertexts.`, `Only an encrypted message carries
+            ciphertexts.`), `{"error": "Cannot edit a deleted message"}`, an inactive room.
           content:
             application/json:
               schema: {$ref: "#/components/schemas/ErrorBody"}
@@ -972,6 +1123,7 @@ paths:
       tags: [messages]
       operationId: deleteMessage
       summary: Soft-delete a message (sender only); broadcast as `message_deleted`
+      description: An encrypted message's ciphertexts are deleted with it (`message_deleted` goes to every socket, `ciphertext` null).
       responses:
         "204": {description: Deleted (kept in history with `is_deleted` true and empty content).}
         "400": {$ref: "#/components/responses/BadRequest"}
@@ -1674,6 +1826,22 @@ components:
       required: true
       description: A message's id in this room (a value that is not a UUID is `404`).
       schema: {type: string, format: uuid}
+    DeviceId:
+      name: device_id
+      in: path
+      required: true
+      description: A device's id, chosen by its client (a value that is not a UUID is `404`).
+      schema: {type: string, format: uuid}
+    XDeviceId:
+      name: X-Device-Id
+      in: header
+      description: |
+        The caller's device (issue 17): an encrypted room's messages carry that
+        device's `ciphertext`, when it is one of the caller's and the message
+        was sent to it (null otherwise, and for every message without this
+        header). One that is not a UUID is `400 {"detail": "X-Device-Id must be
+        a UUID."}`; empty is none.
+      schema: {$ref: "#/components/schemas/UuidOrEmpty"}
     CallId:
       name: call_id
       in: path
@@ -1856,7 +2024,7 @@ components:
       enum: [direct, group, project, public]
     Room:
       type: object
-      required: [id, name, room_type, participants, created_by, created_at, updated_at, is_active, last_message, unread_count, other_user, my_role, post_permission, muted, notification_level, unread_mentions]
+      required: [id, name, room_type, participants, created_by, created_at, updated_at, is_active, last_message, unread_count, other_user, my_role, post_permission, muted, notification_level, unread_mentions, encrypted]
       additionalProperties: false
       properties:
         id: {$ref: "#/components/schemas/Uuid"}
@@ -1891,6 +2059,7 @@ components:
         muted: {type: boolean, description: "Whether the caller's mute is in force now (a timed mute reads false once its `until` passes)."}
         notification_level: {$ref: "#/components/schemas/NotificationLevel"}
         unread_mentions: {type: integer, minimum: 0, description: "Messages counted in `unread_count` that mention the caller."}
+        encrypted: {type: boolean, description: "An end-to-end encrypted room (issue 17): it takes `encrypted` messages only. Set at creation, never changed."}
     MemberRole:
       enum: [owner, admin, member]
     PostPermission:
@@ -1972,7 +2141,8 @@ components:
         minItems: 1
         items: {type: string}
     MessageType:
-      enum: [text, image, file, system, typing]
+      description: "`encrypted`: a message of an encrypted room (empty `content`, a `ciphertext` per device)."
+      enum: [text, image, file, system, typing, encrypted]
     Message:
       type: object
       required: [id, room, sender, content, message_type, file_attachment, file_name, file_size, timestamp, edited_at, is_deleted, reply_to, reactions, read_by, is_edited, client_msg_id, is_pinned, pinned_by, pinned_at, mentions]
@@ -2017,6 +2187,14 @@ components:
           type: array
           description: Ids of the members the message mentions, parsed once when it was sent (an edit does not change them).
           items: {$ref: "#/components/schemas/Uuid"}
+        ciphertext:
+          type: [string, "null"]
+          description: |
+            Only on `encrypted` messages: the viewer's device's own ciphertext
+            (base64, as its sender sent it): in a list or `GET` the device of
+            `X-Device-Id` when it is the caller's, in an event the device whose
+            socket gets it. Null without a device, for a device it was not sent
+            to, once deleted, and in the other answers (send, edit, pins, search).
     NotificationLevel:
       enum: [all, mentions, none]
     NotificationLevelBody:
@@ -2061,6 +2239,16 @@ components:
           maxItems: 1000
           description: Users to add besides the creator (each must have made an authenticated request before).
           items: {$ref: "#/components/schemas/Uuid"}
+        encrypted:
+          description: |
+            `true`: an end-to-end encrypted room (issue 17), for good; `false`,
+            null or absent: a plain one. As DRF's `BooleanField`, `1` and `0` are
+            read as true and false; anything else is `400 {"encrypted": ["Must be
+            a valid boolean."]}`. A public room cannot be encrypted: `400
+            {"encrypted": ["A public room cannot be encrypted: anyone may join it."]}`.
+          anyOf:
+            - {type: [boolean, "null"]}
+            - {enum: [0, 1]}
     RoomUpdate:
       type: object
       properties:
@@ -2083,7 +2271,7 @@ components:
           pattern: "[^\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
           description: Required and not blank; at most `maxMessageChars` (10,000) code points.
         message_type:
-          description: "`text` (default); `image` and `file` need an attachment (multipart)."
+          description: "`text` (default); `image` and `file` need an attachment (multipart); `encrypted`: `EncryptedMessageCreate`."
           enum: [text, null]
         reply_to:
           description: A message of the same room.
@@ -2094,6 +2282,107 @@ components:
           type: [string, "null"]
           maxLength: 64
           description: The client's id for retries; a repeat answers the original (`200`).
+    EncryptedMessageCreate:
+      description: |
+        A message of an encrypted room (issue 17; no other room takes one): a
+        ciphertext for each device that is to read it, no content. Each device
+        must be a registered device of a current member of the room (the
+        sender's own devices included, to read their history); each gets only
+        its own entry. Its text is never sent to the server: search never
+        finds it and it mentions nobody.
+      type: object
+      required: [message_type, ciphertexts]
+      properties:
+        message_type: {const: encrypted}
+        ciphertexts: {$ref: "#/components/schemas/Ciphertexts"}
+        content:
+          description: 'Empty or absent: any text is `400 {"content": ["An encrypted message has no content: its text is in ciphertexts."]}`.'
+          enum: ["", null]
+        reply_to:
+          description: A message of the same room.
+          oneOf:
+            - {$ref: "#/components/schemas/Uuid"}
+            - {type: "null"}
+        client_msg_id:
+          type: [string, "null"]
+          maxLength: 64
+          description: The client's id for retries; a repeat answers the original (`200`).
+    Ciphertexts:
+      description: |
+        Device id (a UUID) to that device's ciphertext: standard padded base64
+        (RFC 4648 section 4) of at most 32,768 characters, opaque to the server.
+        1 to 100 devices. Refusals (`ciphertexts` field errors): `This field is
+        required.`, `Expected an object of device ids to ciphertexts.`, `An
+        encrypted message needs a ciphertext for at least one device.`,
+        `Ensure this field has no more than 100 devices.`, `"<key>" is not a
+        valid device id (a UUID).`, `The ciphertext for <device> is not
+        base64.`, `The ciphertext for <device> exceeds 32768 bytes.`, `<device>
+        is not a device of a member of this room.`, `Only an encrypted message
+        carries ciphertexts.`
+      type: object
+      minProperties: 1
+      maxProperties: 100
+      propertyNames: {format: uuid}
+      additionalProperties: {$ref: "#/components/schemas/Ciphertext"}
+    Ciphertext:
+      type: string
+      minLength: 1
+      maxLength: 32768
+      pattern: "^[A-Za-z0-9+/=]+$"
+      description: Standard padded base64 (RFC 4648 section 4).
+    Base64Key:
+      type: string
+      minLength: 1
+      maxLength: 1024
+      pattern: "^[A-Za-z0-9+/=]+$"
+      description: A public key or signature, standard padded base64 (RFC 4648 section 4), at most 1,024 characters; not interpreted by the server.
+    DeviceKeys:
+      description: "A device's public keys (`PUT .../keys/devices/{device_id}/`); other fields are ignored."
+      type: object
+      required: [identity_key, signed_prekey, signature]
+      properties:
+        identity_key: {$ref: "#/components/schemas/Base64Key"}
+        signed_prekey: {$ref: "#/components/schemas/Base64Key"}
+        signature:
+          $ref: "#/components/schemas/Base64Key"
+          description: The identity key's signature of the signed prekey (checked by the clients that fetch it, not by the server).
+        one_time_prekeys:
+          type: [array, "null"]
+          maxItems: 100
+          description: One-time prekeys to add to those the device has left (at most 500 kept); null or absent adds none.
+          items: {$ref: "#/components/schemas/Base64Key"}
+    PublishedDevice:
+      type: object
+      required: [device_id, identity_key, signed_prekey, signature, one_time_prekey_count]
+      additionalProperties: false
+      properties:
+        device_id: {$ref: "#/components/schemas/Uuid"}
+        identity_key: {type: string}
+        signed_prekey: {type: string}
+        signature: {type: string}
+        one_time_prekey_count: {type: integer, minimum: 0, maximum: 500, description: The one-time prekeys the device has left to hand out.}
+    DeviceBundle:
+      type: object
+      required: [device_id, identity_key, signed_prekey, signature, one_time_prekey]
+      additionalProperties: false
+      properties:
+        device_id: {$ref: "#/components/schemas/Uuid"}
+        identity_key: {type: string}
+        signed_prekey: {type: string}
+        signature: {type: string}
+        one_time_prekey:
+          type: [string, "null"]
+          description: A one-time prekey claimed for this caller alone (deleted from the directory); null when the device has none left.
+    DeviceBundles:
+      type: object
+      required: [devices]
+      additionalProperties: false
+      properties:
+        devices:
+          type: array
+          maxItems: 10
+          description: The user's devices, oldest first.
+          items: {$ref: "#/components/schemas/DeviceBundle"}
     MessageCreateMultipart:
       type: object
       properties:
@@ -2104,7 +2393,7 @@ components:
             becomes `file_name`); not empty. Without a file the message is a
             text message.
         content: {type: string, maxLength: 10000}
-        message_type: {enum: [file, image, text], description: "Default `file` with an attachment."}
+        message_type: {enum: [file, image, text], description: "Default `file` with an attachment (an encrypted room's messages are JSON only)."}
         reply_to:
           description: A message id of the same room; empty is none.
           anyOf:
@@ -2238,16 +2527,19 @@ components:
           call_signal: "#/components/schemas/WsCallSignal"
     WsSendMessage:
       description: |
-        Send a message: the REST body's fields and rules (`text` only: no files).
+        Send a message: the REST body's fields and rules (`text`, or
+        `encrypted` in an encrypted room: no files).
         Stored and broadcast as a `message` event to every socket of the room,
-        this one included; a repeated `client_msg_id` re-sends the original to
+        this one included (an encrypted room's: to the sockets of the devices it
+        carries a ciphertext for); a repeated `client_msg_id` re-sends the original to
         this socket only.
       type: object
       required: [type]
       properties:
         type: {const: message}
-        content: {type: string, maxLength: 10000}
-        message_type: {const: text}
+        content: {type: string, maxLength: 10000, description: "Empty or absent for `encrypted`."}
+        message_type: {enum: [text, encrypted]}
+        ciphertexts: {$ref: "#/components/schemas/Ciphertexts"}
         reply_to: {$ref: "#/components/schemas/Uuid"}
         client_msg_id: {type: string, maxLength: 64}
     WsTyping:
@@ -2326,7 +2618,12 @@ components:
           error: "#/components/schemas/WsErrorEvent"
           pong: "#/components/schemas/WsPongEvent"
     WsMessageEvent:
-      description: A new message (sent over a socket or REST), to every socket of the room.
+      description: |
+        A new message (sent over a socket or REST), to every socket of the room.
+        In an encrypted room, one event per device the message carries a
+        ciphertext for, to the sockets opened with that `device_id` (by its
+        user) alone, each with its own `ciphertext`; a socket without a device
+        gets none.
       type: object
       required: [type, message]
       additionalProperties: false
@@ -2334,7 +2631,12 @@ components:
         type: {const: message}
         message: {$ref: "#/components/schemas/Message"}
     WsMessageChangeEvent:
-      description: "A message was edited (`is_edited` true) or deleted (`is_deleted` true, empty content): the whole message."
+      description: |
+        A message was edited (`is_edited` true) or deleted (`is_deleted` true,
+        empty content): the whole message. An encrypted message's
+        `message_edited` goes, as its `message` did, to each device's sockets
+        with that device's new `ciphertext`; its `message_deleted` to every
+        socket, `ciphertext` null.
       type: object
       required: [type, message]
       additionalProperties: false
@@ -2432,8 +2734,12 @@ components:
         A frame refused; the socket stays open and nothing is stored or broadcast.
         Texts: `Invalid JSON`, `Expected a JSON object`, `Only JSON text frames are accepted`,
         `Unknown message type: <type>`, `is_typing must be true or false`, a message's field
-        errors (`content: ...`), `Message not found in this room`, the store's refusals
-        (`You don't have access to this room`, `This room is no longer active`),
+        errors (`content: ...`, `ciphertexts: ...`), `Message not found in this room`, the store's refusals
+        (`You don't have access to this room`, `This room is no longer active`,
+        `message_type: This room is encrypted: send {"message_type": "encrypted",
+        "ciphertexts": {...}} and no content.`, `message_type: Only an encrypted
+        room takes encrypted messages.`, `ciphertexts: <device> is not a device of
+        a member of this room.`),
         a `call_signal`'s (`call_id: Must be a valid UUID.`, `to: Must be a valid UUID.`,
         `signal: Expected a JSON object.`, `signal: Ensure this field has no more than
         65536 bytes.`, `Call not found`, `This call has ended`, `You are not in this call`,
@@ -2471,7 +2777,16 @@ x-websocket:
     query:
       token: {type: string, description: The JWT.}
       session_type: {type: string, maxLength: 20, description: "The chat session's type (default `web`)."}
+      device_id:
+        type: string
+        format: uuid
+        description: |
+          The client's device (issue 17; empty is none): in an encrypted room the
+          socket gets the `message` and `message_edited` events sent to this
+          device of its user's, each with its `ciphertext`. A socket without one
+          gets none of them (it still gets every other event).
     refusals:
+      "400": "a `device_id` that is not a UUID (`{\"detail\": \"device_id must be a UUID.\"}`)"
       "401": bad or missing token
       "403": not allowed in the room
       "404": no such room (or a path id that is not a UUID); also a plain GET without `Upgrade`
@@ -2545,6 +2860,10 @@ x-websocket:
     {
       "name": "calls",
       "description": "Voice and video calls: their state and signalling; the media flows between clients (issue 17; docs/api.md \"Calls\")."
+    },
+    {
+      "name": "keys",
+      "description": "End-to-end encrypted rooms: the device key directory, public keys only (issue 17; docs/api.md \"End-to-end encrypted rooms\")."
     },
     {
       "name": "users",
@@ -4299,6 +4618,196 @@ x-websocket:
         }
       }
     },
+    "/api/chat/keys/devices/{device_id}/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/DeviceId"
+        }
+      ],
+      "put": {
+        "tags": [
+          "keys"
+        ],
+        "operationId": "publishDeviceKeys",
+        "summary": "Publish (or replace) one of the caller's devices' public keys, and add one-time prekeys",
+        "description": "The device id is the client's choice (a UUID); its first publisher owns\nit for good. A repeat replaces the identity key, signed prekey and\nsignature, and adds its `one_time_prekeys` to those the device has\nleft (at most 100 per upload, 500 kept). The server checks only that\neach key is base64 of at most 1,024 characters: what the keys are\n(X3DH's identity, signed prekey and its signature, for instance) is the\nclients' convention, never read by the server. A user has at most 10\ndevices.\n",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/DeviceKeys"
+              },
+              "example": {
+                "identity_key": "2Ty7jV0t+2uqYkOKGJgVn3Byusw31bXGBdUS75XgSJhCwfQbGmjVjn8yHLoTf7JEO8mXkHLLsudI4duzaSVOsA==",
+                "signed_prekey": "+nPskrKheFoMpAWLJBAVuHP7dXVgJMgHeGzddJGnvh0=",
+                "signature": "bB34BSvnxNjM+AOgMHCOf8NPyCcGSyirRfBmB2stk3P2jxVrIb3KiYAuxSn6qflTzHBQWvdKPt+0rncMSvtBZA==",
+                "one_time_prekeys": [
+                  "4DiYO6/NXg5Zs5MbNf2Oix40RnTfsL8P24/SEXhzCmA=",
+                  "1azX/RyhBLDGhP7LqCB7IgW5AhA8BAoG+822B9veBz4="
+                ]
+              }
+            }
+          }
+        },
+        "responses": {
+          "200": {
+            "description": "The device as stored, and how many one-time prekeys it has left to hand out.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/PublishedDevice"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "Field errors (`identity_key`, `signed_prekey`, `signature`: `This field is\nrequired.`, `Must be base64.`, `Ensure this field has no more than 1024\ncharacters.`; `one_time_prekeys`: over 100 in the upload, one that is not\nbase64 of at most 1,024 characters, not a list, or `A device keeps at most\n500 one-time prekeys; it has N.`), `{\"error\": \"You have 10 devices already;\ndelete one first\"}` (a new device of a user who has 10), or a body that is\nnot a JSON object.\n",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ErrorBody"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "403": {
+            "description": "Another user published this device id first.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Detail"
+                },
+                "example": {
+                  "detail": "This device belongs to another user."
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "A device id that is not a UUID.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Detail"
+                }
+              }
+            }
+          },
+          "413": {
+            "$ref": "#/components/responses/ContentTooLarge"
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      },
+      "delete": {
+        "tags": [
+          "keys"
+        ],
+        "operationId": "deleteDevice",
+        "summary": "Delete one of the caller's devices, with its prekeys and the ciphertexts sent to it",
+        "description": "Nobody else could read what was sent to it. Its sockets keep their\n`device_id` but get nothing more of an encrypted room, as no new\nmessage can carry a ciphertext for a device that is not registered.\n",
+        "responses": {
+          "204": {
+            "description": "Deleted."
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "404": {
+            "description": "Not a device of the caller's (`{\"detail\": \"Device not found.\"}`: none, or another user's), or a device id that is not a UUID.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Detail"
+                },
+                "example": {
+                  "detail": "Device not found."
+                }
+              }
+            }
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
+    "/api/chat/keys/users/{user_id}/": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/UserId"
+        }
+      ],
+      "get": {
+        "tags": [
+          "keys"
+        ],
+        "operationId": "claimKeys",
+        "summary": "A user's devices' keys, claiming one one-time prekey of each (the user themself, or someone who shares a room with them)",
+        "description": "Not a plain read: each call (a `HEAD` too) deletes and hands out the\noldest one-time prekey each device has left, so a prekey goes to one\ncaller only, also when several claim at once; a device with none left\nhas `one_time_prekey` null. Devices are listed oldest first (at most\n10). A user with no devices is an empty list.\n",
+        "responses": {
+          "200": {
+            "description": "The devices, each with the prekey claimed for this caller.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/DeviceBundles"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/BadRequest"
+          },
+          "401": {
+            "$ref": "#/components/responses/Unauthorized"
+          },
+          "404": {
+            "description": "A user who is not the caller and shares no room with them, an unknown user (`{\"detail\": \"No keys for this user.\"}`), or a user id that is not a UUID.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Detail"
+                },
+                "example": {
+                  "detail": "No keys for this user."
+                }
+              }
+            }
+          },
+          "415": {
+            "$ref": "#/components/responses/UnsupportedMediaType"
+          },
+          "429": {
+            "$ref": "#/components/responses/TooManyRequests"
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          }
+        }
+      }
+    },
     "/api/chat/rooms/{room_id}/messages/": {
       "parameters": [
         {
@@ -4311,13 +4820,16 @@ x-websocket:
         ],
         "operationId": "listMessages",
         "summary": "A room's messages, newest first, with page numbers and cursors",
-        "description": "`before` / `after` give the messages strictly older / newer than that\nmessage of this room (a client that reconnects fetches what it missed\nwith `after`); `count`, `next` and `previous` are of the filtered set and\nkeep `page_size` and the cursors.\n",
+        "description": "`before` / `after` give the messages strictly older / newer than that\nmessage of this room (a client that reconnects fetches what it missed\nwith `after`); `count`, `next` and `previous` are of the filtered set and\nkeep `page_size` and the cursors. In an encrypted room each message\ncarries the `ciphertext` of the device `X-Device-Id` names.\n",
         "parameters": [
           {
             "$ref": "#/components/parameters/Page"
           },
           {
             "$ref": "#/components/parameters/PageSize"
+          },
+          {
+            "$ref": "#/components/parameters/XDeviceId"
           },
           {
             "name": "before",
@@ -4350,7 +4862,7 @@ x-websocket:
             }
           },
           "400": {
-            "description": "A cursor that is not a UUID, or not a message of this room (field error).",
+            "description": "A cursor that is not a UUID, or not a message of this room (field error); an `X-Device-Id` that is not a UUID (`{\"detail\": \"X-Device-Id must be a UUID.\"}`).",
             "content": {
               "application/json": {
                 "schema": {
@@ -4385,13 +4897,20 @@ x-websocket:
         ],
         "operationId": "createMessage",
         "summary": "Send a message (JSON), or a message with a file (multipart)",
-        "description": "Broadcast to the room's sockets as a `message` event, as one sent over\nthe WebSocket. A repeated `client_msg_id` of the same user in the same\nroom stores nothing and answers the original with `200`.\nWith `multipart/form-data` the file is streamed to disk, at most\n`maxUploadBytes` (25 MiB); only a member has a byte of it read.\n",
+        "description": "Broadcast to the room's sockets as a `message` event, as one sent over\nthe WebSocket. A repeated `client_msg_id` of the same user in the same\nroom stores nothing and answers the original with `200`.\nWith `multipart/form-data` the file is streamed to disk, at most\n`maxUploadBytes` (25 MiB); only a member has a byte of it read.\nAn encrypted room takes only `EncryptedMessageCreate` (JSON), and only\nit does; its `message` event goes to each device it carries a\nciphertext for, with that ciphertext alone (docs/api.md \"End-to-end\nencrypted rooms\"). The answer's `ciphertext` is null.\n",
         "requestBody": {
           "required": true,
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/MessageCreate"
+                "oneOf": [
+                  {
+                    "$ref": "#/components/schemas/MessageCreate"
+                  },
+                  {
+                    "$ref": "#/components/schemas/EncryptedMessageCreate"
+                  }
+                ]
               }
             },
             "multipart/form-data": {
@@ -4428,7 +4947,7 @@ x-websocket:
             }
           },
           "400": {
-            "description": "Field errors (`content`, `message_type`, `reply_to`, `client_msg_id`,\n`file_attachment`, an empty file among them), a multipart body without its\nboundary or its closing boundary or with a part header name that is not\nASCII (`detail`), `{\"error\": \"This room is no longer active\"}`.\n",
+            "description": "Field errors (`content`, `message_type`, `reply_to`, `client_msg_id`,\n`file_attachment`, an empty file among them; `ciphertexts`; a plain message\nin an encrypted room, `{\"message_type\": [\"This room is encrypted: send\n{\\\"message_type\\\": \\\"encrypted\\\", \\\"ciphertexts\\\": {...}} and no content.\"]}`,\nand an encrypted one elsewhere, `{\"message_type\": [\"Only an encrypted room\ntakes encrypted messages.\"]}`), a multipart body without its\nboundary or its closing boundary or with a part header name that is not\nASCII (`detail`), `{\"error\": \"This room is no longer active\"}`.\n",
             "content": {
               "application/json": {
                 "schema": {
@@ -4476,6 +4995,12 @@ x-websocket:
         ],
         "operationId": "getMessage",
         "summary": "One message",
+        "description": "In an encrypted room it carries the `ciphertext` of the device `X-Device-Id` names.",
+        "parameters": [
+          {
+            "$ref": "#/components/parameters/XDeviceId"
+          }
+        ],
         "responses": {
           "200": {
             "description": "The message.",
@@ -4488,7 +5013,14 @@ x-websocket:
             }
           },
           "400": {
-            "$ref": "#/components/responses/BadRequest"
+            "description": "An `X-Device-Id` that is not a UUID (`{\"detail\": \"X-Device-Id must be a UUID.\"}`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ErrorBody"
+                }
+              }
+            }
           },
           "401": {
             "$ref": "#/components/responses/Unauthorized"
@@ -4516,19 +5048,41 @@ x-websocket:
         ],
         "operationId": "updateMessage",
         "summary": "Edit a message's content (sender only); broadcast as `message_edited`",
+        "description": "An encrypted message's edit is new `ciphertexts` (its content stays\nempty), which replace all of its old ones; its `message_edited` event\ngoes to each device it carries a ciphertext for, with that ciphertext\nalone, and the answer's `ciphertext` is null. Other messages take\n`content` and no `ciphertexts`.\n",
         "requestBody": {
           "required": true,
           "content": {
             "application/json": {
               "schema": {
                 "type": "object",
-                "required": [
-                  "content"
+                "anyOf": [
+                  {
+                    "required": [
+                      "content"
+                    ]
+                  },
+                  {
+                    "required": [
+                      "ciphertexts"
+                    ]
+                  }
                 ],
                 "properties": {
                   "content": {
                     "type": "string",
-                    "maxLength": 10000
+                    "maxLength": 10000,
+                    "description": "The new text; an encrypted message's must be empty or absent."
+                  },
+                  "ciphertexts": {
+                    "description": "An encrypted message's new ciphertexts (null is absent).",
+                    "oneOf": [
+                      {
+                        "$ref": "#/components/schemas/Ciphertexts"
+                      },
+                      {
+                        "type": "null"
+                      }
+                    ]
                   }
                 }
               }
@@ -4547,7 +5101,7 @@ x-websocket:
             }
           },
           "400": {
-            "description": "Field errors (`content`), `{\"error\": \"Cannot edit a deleted message\"}`, an inactive room.",
+            "description": "Field errors (`content`; `ciphertexts`: those of `Ciphertexts`, `An edit of an\nencrypted message carries new ciphertexts.`, `Only an encrypted message carries\nciphertexts.`), `{\"error\": \"Cannot edit a deleted message\"}`, an inactive room.\n",
             "content": {
               "application/json": {
                 "schema": {
@@ -4585,6 +5139,7 @@ x-websocket:
         ],
         "operationId": "deleteMessage",
         "summary": "Soft-delete a message (sender only); broadcast as `message_deleted`",
+        "description": "An encrypted message's ciphertexts are deleted with it (`message_deleted` goes to every socket, `ciphertext` null).",
         "responses": {
           "204": {
             "description": "Deleted (kept in history with `is_deleted` true and empty content)."
@@ -6089,6 +6644,24 @@ x-websocket:
           "format": "uuid"
         }
       },
+      "DeviceId": {
+        "name": "device_id",
+        "in": "path",
+        "required": true,
+        "description": "A device's id, chosen by its client (a value that is not a UUID is `404`).",
+        "schema": {
+          "type": "string",
+          "format": "uuid"
+        }
+      },
+      "XDeviceId": {
+        "name": "X-Device-Id",
+        "in": "header",
+        "description": "The caller's device (issue 17): an encrypted room's messages carry that\ndevice's `ciphertext`, when it is one of the caller's and the message\nwas sent to it (null otherwise, and for every message without this\nheader). One that is not a UUID is `400 {\"detail\": \"X-Device-Id must be\na UUID.\"}`; empty is none.\n",
+        "schema": {
+          "$ref": "#/components/schemas/UuidOrEmpty"
+        }
+      },
       "CallId": {
         "name": "call_id",
         "in": "path",
@@ -6517,7 +7090,8 @@ x-websocket:
           "post_permission",
           "muted",
           "notification_level",
-          "unread_mentions"
+          "unread_mentions",
+          "encrypted"
         ],
         "additionalProperties": false,
         "properties": {
@@ -6605,6 +7179,10 @@ x-websocket:
             "type": "integer",
             "minimum": 0,
             "description": "Messages counted in `unread_count` that mention the caller."
+          },
+          "encrypted": {
+            "type": "boolean",
+            "description": "An end-to-end encrypted room (issue 17): it takes `encrypted` messages only. Set at creation, never changed."
           }
         }
       },
@@ -6800,12 +7378,14 @@ x-websocket:
         }
       },
       "MessageType": {
+        "description": "`encrypted`: a message of an encrypted room (empty `content`, a `ciphertext` per device).",
         "enum": [
           "text",
           "image",
           "file",
           "system",
-          "typing"
+          "typing",
+          "encrypted"
         ]
       },
       "Message": {
@@ -6944,6 +7524,13 @@ x-websocket:
             "items": {
               "$ref": "#/components/schemas/Uuid"
             }
+          },
+          "ciphertext": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "description": "Only on `encrypted` messages: the viewer's device's own ciphertext\n(base64, as its sender sent it): in a list or `GET` the device of\n`X-Device-Id` when it is the caller's, in an event the device whose\nsocket gets it. Null without a device, for a device it was not sent\nto, once deleted, and in the other answers (send, edit, pins, search).\n"
           }
         }
       },
@@ -7045,6 +7632,23 @@ x-websocket:
             "items": {
               "$ref": "#/components/schemas/Uuid"
             }
+          },
+          "encrypted": {
+            "description": "`true`: an end-to-end encrypted room (issue 17), for good; `false`,\nnull or absent: a plain one. As DRF's `BooleanField`, `1` and `0` are\nread as true and false; anything else is `400 {\"encrypted\": [\"Must be\na valid boolean.\"]}`. A public room cannot be encrypted: `400\n{\"encrypted\": [\"A public room cannot be encrypted: anyone may join it.\"]}`.\n",
+            "anyOf": [
+              {
+                "type": [
+                  "boolean",
+                  "null"
+                ]
+              },
+              {
+                "enum": [
+                  0,
+                  1
+                ]
+              }
+            ]
           }
         }
       },
@@ -7088,7 +7692,7 @@ x-websocket:
             "description": "Required and not blank; at most `maxMessageChars` (10,000) code points."
           },
           "message_type": {
-            "description": "`text` (default); `image` and `file` need an attachment (multipart).",
+            "description": "`text` (default); `image` and `file` need an attachment (multipart); `encrypted`: `EncryptedMessageCreate`.",
             "enum": [
               "text",
               null
@@ -7115,6 +7719,186 @@ x-websocket:
           }
         }
       },
+      "EncryptedMessageCreate": {
+        "description": "A message of an encrypted room (issue 17; no other room takes one): a\nciphertext for each device that is to read it, no content. Each device\nmust be a registered device of a current member of the room (the\nsender's own devices included, to read their history); each gets only\nits own entry. Its text is never sent to the server: search never\nfinds it and it mentions nobody.\n",
+        "type": "object",
+        "required": [
+          "message_type",
+          "ciphertexts"
+        ],
+        "properties": {
+          "message_type": {
+            "const": "encrypted"
+          },
+          "ciphertexts": {
+            "$ref": "#/components/schemas/Ciphertexts"
+          },
+          "content": {
+            "description": "Empty or absent: any text is `400 {\"content\": [\"An encrypted message has no content: its text is in ciphertexts.\"]}`.",
+            "enum": [
+              "",
+              null
+            ]
+          },
+          "reply_to": {
+            "description": "A message of the same room.",
+            "oneOf": [
+              {
+                "$ref": "#/components/schemas/Uuid"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          },
+          "client_msg_id": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "maxLength": 64,
+            "description": "The client's id for retries; a repeat answers the original (`200`)."
+          }
+        }
+      },
+      "Ciphertexts": {
+        "description": "Device id (a UUID) to that device's ciphertext: standard padded base64\n(RFC 4648 section 4) of at most 32,768 characters, opaque to the server.\n1 to 100 devices. Refusals (`ciphertexts` field errors): `This field is\nrequired.`, `Expected an object of device ids to ciphertexts.`, `An\nencrypted message needs a ciphertext for at least one device.`,\n`Ensure this field has no more than 100 devices.`, `\"<key>\" is not a\nvalid device id (a UUID).`, `The ciphertext for <device> is not\nbase64.`, `The ciphertext for <device> exceeds 32768 bytes.`, `<device>\nis not a device of a member of this room.`, `Only an encrypted message\ncarries ciphertexts.`\n",
+        "type": "object",
+        "minProperties": 1,
+        "maxProperties": 100,
+        "propertyNames": {
+          "format": "uuid"
+        },
+        "additionalProperties": {
+          "$ref": "#/components/schemas/Ciphertext"
+        }
+      },
+      "Ciphertext": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 32768,
+        "pattern": "^[A-Za-z0-9+/=]+$",
+        "description": "Standard padded base64 (RFC 4648 section 4)."
+      },
+      "Base64Key": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 1024,
+        "pattern": "^[A-Za-z0-9+/=]+$",
+        "description": "A public key or signature, standard padded base64 (RFC 4648 section 4), at most 1,024 characters; not interpreted by the server."
+      },
+      "DeviceKeys": {
+        "description": "A device's public keys (`PUT .../keys/devices/{device_id}/`); other fields are ignored.",
+        "type": "object",
+        "required": [
+          "identity_key",
+          "signed_prekey",
+          "signature"
+        ],
+        "properties": {
+          "identity_key": {
+            "$ref": "#/components/schemas/Base64Key"
+          },
+          "signed_prekey": {
+            "$ref": "#/components/schemas/Base64Key"
+          },
+          "signature": {
+            "$ref": "#/components/schemas/Base64Key",
+            "description": "The identity key's signature of the signed prekey (checked by the clients that fetch it, not by the server)."
+          },
+          "one_time_prekeys": {
+            "type": [
+              "array",
+              "null"
+            ],
+            "maxItems": 100,
+            "description": "One-time prekeys to add to those the device has left (at most 500 kept); null or absent adds none.",
+            "items": {
+              "$ref": "#/components/schemas/Base64Key"
+            }
+          }
+        }
+      },
+      "PublishedDevice": {
+        "type": "object",
+        "required": [
+          "device_id",
+          "identity_key",
+          "signed_prekey",
+          "signature",
+          "one_time_prekey_count"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "device_id": {
+            "$ref": "#/components/schemas/Uuid"
+          },
+          "identity_key": {
+            "type": "string"
+          },
+          "signed_prekey": {
+            "type": "string"
+          },
+          "signature": {
+            "type": "string"
+          },
+          "one_time_prekey_count": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 500,
+            "description": "The one-time prekeys the device has left to hand out."
+          }
+        }
+      },
+      "DeviceBundle": {
+        "type": "object",
+        "required": [
+          "device_id",
+          "identity_key",
+          "signed_prekey",
+          "signature",
+          "one_time_prekey"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "device_id": {
+            "$ref": "#/components/schemas/Uuid"
+          },
+          "identity_key": {
+            "type": "string"
+          },
+          "signed_prekey": {
+            "type": "string"
+          },
+          "signature": {
+            "type": "string"
+          },
+          "one_time_prekey": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "description": "A one-time prekey claimed for this caller alone (deleted from the directory); null when the device has none left."
+          }
+        }
+      },
+      "DeviceBundles": {
+        "type": "object",
+        "required": [
+          "devices"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "devices": {
+            "type": "array",
+            "maxItems": 10,
+            "description": "The user's devices, oldest first.",
+            "items": {
+              "$ref": "#/components/schemas/DeviceBundle"
+            }
+          }
+        }
+      },
       "MessageCreateMultipart": {
         "type": "object",
         "properties": {
@@ -7132,7 +7916,7 @@ x-websocket:
               "image",
               "text"
             ],
-            "description": "Default `file` with an attachment."
+            "description": "Default `file` with an attachment (an encrypted room's messages are JSON only)."
           },
           "reply_to": {
             "description": "A message id of the same room; empty is none.",
@@ -7432,7 +8216,7 @@ x-websocket:
         }
       },
       "WsSendMessage": {
-        "description": "Send a message: the REST body's fields and rules (`text` only: no files).\nStored and broadcast as a `message` event to every socket of the room,\nthis one included; a repeated `client_msg_id` re-sends the original to\nthis socket only.\n",
+        "description": "Send a message: the REST body's fields and rules (`text`, or\n`encrypted` in an encrypted room: no files).\nStored and broadcast as a `message` event to every socket of the room,\nthis one included (an encrypted room's: to the sockets of the devices it\ncarries a ciphertext for); a repeated `client_msg_id` re-sends the original to\nthis socket only.\n",
         "type": "object",
         "required": [
           "type"
@@ -7443,10 +8227,17 @@ x-websocket:
           },
           "content": {
             "type": "string",
-            "maxLength": 10000
+            "maxLength": 10000,
+            "description": "Empty or absent for `encrypted`."
           },
           "message_type": {
-            "const": "text"
+            "enum": [
+              "text",
+              "encrypted"
+            ]
+          },
+          "ciphertexts": {
+            "$ref": "#/components/schemas/Ciphertexts"
           },
           "reply_to": {
             "$ref": "#/components/schemas/Uuid"
@@ -7591,7 +8382,7 @@ x-websocket:
         }
       },
       "WsMessageEvent": {
-        "description": "A new message (sent over a socket or REST), to every socket of the room.",
+        "description": "A new message (sent over a socket or REST), to every socket of the room.\nIn an encrypted room, one event per device the message carries a\nciphertext for, to the sockets opened with that `device_id` (by its\nuser) alone, each with its own `ciphertext`; a socket without a device\ngets none.\n",
         "type": "object",
         "required": [
           "type",
@@ -7608,7 +8399,7 @@ x-websocket:
         }
       },
       "WsMessageChangeEvent": {
-        "description": "A message was edited (`is_edited` true) or deleted (`is_deleted` true, empty content): the whole message.",
+        "description": "A message was edited (`is_edited` true) or deleted (`is_deleted` true,\nempty content): the whole message. An encrypted message's\n`message_edited` goes, as its `message` did, to each device's sockets\nwith that device's new `ciphertext`; its `message_deleted` to every\nsocket, `ciphertext` null.\n",
         "type": "object",
         "required": [
           "type",
@@ -7848,7 +8639,7 @@ x-websocket:
         }
       },
       "WsErrorEvent": {
-        "description": "A frame refused; the socket stays open and nothing is stored or broadcast.\nTexts: `Invalid JSON`, `Expected a JSON object`, `Only JSON text frames are accepted`,\n`Unknown message type: <type>`, `is_typing must be true or false`, a message's field\nerrors (`content: ...`), `Message not found in this room`, the store's refusals\n(`You don't have access to this room`, `This room is no longer active`),\na `call_signal`'s (`call_id: Must be a valid UUID.`, `to: Must be a valid UUID.`,\n`signal: Expected a JSON object.`, `signal: Ensure this field has no more than\n65536 bytes.`, `Call not found`, `This call has ended`, `You are not in this call`,\n`A signal goes to another participant`, `The addressee is not in this call`,\n`Signal could not be sent, try again`), and\n`Rate limit exceeded, retry in N s` with `retry_after`.\n",
+        "description": "A frame refused; the socket stays open and nothing is stored or broadcast.\nTexts: `Invalid JSON`, `Expected a JSON object`, `Only JSON text frames are accepted`,\n`Unknown message type: <type>`, `is_typing must be true or false`, a message's field\nerrors (`content: ...`, `ciphertexts: ...`), `Message not found in this room`, the store's refusals\n(`You don't have access to this room`, `This room is no longer active`,\n`message_type: This room is encrypted: send {\"message_type\": \"encrypted\",\n\"ciphertexts\": {...}} and no content.`, `message_type: Only an encrypted\nroom takes encrypted messages.`, `ciphertexts: <device> is not a device of\na member of this room.`),\na `call_signal`'s (`call_id: Must be a valid UUID.`, `to: Must be a valid UUID.`,\n`signal: Expected a JSON object.`, `signal: Ensure this field has no more than\n65536 bytes.`, `Call not found`, `This call has ended`, `You are not in this call`,\n`A signal goes to another participant`, `The addressee is not in this call`,\n`Signal could not be sent, try again`), and\n`Rate limit exceeded, retry in N s` with `retry_after`.\n",
         "type": "object",
         "required": [
           "type",
@@ -7904,9 +8695,15 @@ x-websocket:
           "type": "string",
           "maxLength": 20,
           "description": "The chat session's type (default `web`)."
+        },
+        "device_id": {
+          "type": "string",
+          "format": "uuid",
+          "description": "The client's device (issue 17; empty is none): in an encrypted room the\nsocket gets the `message` and `message_edited` events sent to this\ndevice of its user's, each with its `ciphertext`. A socket without one\ngets none of them (it still gets every other event).\n"
         }
       },
       "refusals": {
+        "400": "a `device_id` that is not a UUID (`{\"detail\": \"device_id must be a UUID.\"}`)",
         "401": "bad or missing token",
         "403": "not allowed in the room",
         "404": "no such room (or a path id that is not a UUID); also a plain GET without `Upgrade`",

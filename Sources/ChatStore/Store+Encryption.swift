@@ -22,8 +22,12 @@ public enum EncryptionStore {
             device_id TEXT NOT NULL REFERENCES devices(device_id) ON DELETE CASCADE,
             position BIGINT NOT NULL,
             prekey TEXT NOT NULL,
-            PRIMARY KEY (device_id, position)
+            claim TEXT,
+            claimed_at BIGINT,
+            PRIMARY KEY (device_id, position),
+            UNIQUE (device_id, prekey)
         );
+        CREATE INDEX one_time_prekeys_claim ON one_time_prekeys(device_id, claim);
         CREATE TABLE encrypted_rooms (
             room_id TEXT PRIMARY KEY NOT NULL REFERENCES rooms(id) ON DELETE CASCADE
         );
@@ -36,6 +40,10 @@ public enum EncryptionStore {
         );
         CREATE INDEX message_ciphertexts_device ON message_ciphertexts(device_id);
         """
+
+    /// How long a claimed prekey is kept, so that a resent claim gets it
+    /// again: far past any command's deadline.
+    static let claimMemoryMicros: Int64 = 86_400_000_000
 
     /// `$first, $first+1, ...`: the placeholders of an `IN` list of `count` values.
     static func list(from first: Int, count: Int) -> String {
@@ -76,28 +84,38 @@ extension StoreTransaction {
             try run("UPDATE devices SET identity_key = $1, signed_prekey = $2, signature = $3, updated_at = $4 WHERE device_id = $5",
                     [.text(keys.identityKey), .text(keys.signedPrekey), .text(keys.signature), .int(now.micros), .text(keys.deviceID)])
         }
-        let kept = try rows("SELECT COUNT(*), MAX(position) FROM one_time_prekeys WHERE device_id = $1", [.text(keys.deviceID)]).first
-        let count = WebhookStore.int(kept?[0])
+        // A claimed prekey is kept a day (a resent claim finds it), then goes.
+        try run("DELETE FROM one_time_prekeys WHERE device_id = $1 AND claimed_at < $2",
+                [.text(keys.deviceID), .int(now.micros - EncryptionStore.claimMemoryMicros)])
+        let kept = try rows("SELECT COUNT(claim), COUNT(*), MAX(position) FROM one_time_prekeys WHERE device_id = $1", [.text(keys.deviceID)]).first
+        let count = WebhookStore.int(kept?[1]) - WebhookStore.int(kept?[0])
         guard count + Int64(keys.oneTimePrekeys.count) <= Int64(Encryption.maxPrekeysKept) else {
             throw StoreError.badRequest([("one_time_prekeys", "A device keeps at most \(Encryption.maxPrekeysKept) one-time prekeys; it has \(count).")])
         }
-        // Positions only grow: a claim takes the oldest first.
-        let next = kept?[1].flatMap { Int64($0) }.map { $0 + 1 } ?? 0
-        for (offset, prekey) in keys.oneTimePrekeys.enumerated() {
-            try run("INSERT INTO one_time_prekeys (device_id, position, prekey) VALUES ($1, $2, $3)",
-                    [.text(keys.deviceID), .int(next + Int64(offset)), .text(prekey)])
+        // Positions only grow: a claim takes the oldest first. A prekey the
+        // device has (or had, claimed) is not added again: a resent publish
+        // adds nothing, and a claimed prekey never comes back.
+        var next = kept?[2].flatMap { Int64($0) }.map { $0 + 1 } ?? 0
+        var added: Int64 = 0
+        for prekey in keys.oneTimePrekeys {
+            added += Int64(try run("INSERT INTO one_time_prekeys (device_id, position, prekey) VALUES ($1, $2, $3) ON CONFLICT (device_id, prekey) DO NOTHING",
+                                   [.text(keys.deviceID), .int(next), .text(prekey)]))
+            next += 1
         }
         let bundle = DeviceBundle(deviceID: keys.deviceID, userID: user, identityKey: keys.identityKey, signedPrekey: keys.signedPrekey,
                                   signature: keys.signature, oneTimePrekey: nil)
-        return (bundle, count + Int64(keys.oneTimePrekeys.count))
+        return (bundle, count + added)
     }
 
     /// `GET .../keys/users/{id}/`: the user's devices, each with one of its
-    /// one-time prekeys claimed for the caller (nil: none left). A claimed
-    /// prekey is deleted in the claim's statement: two claims at once never
-    /// get the same one (on PostgreSQL the second's delete finds the row gone
-    /// and it takes the next). Only for the user or someone who shares a room.
-    public func claimKeys(of target: String, for viewer: String) throws -> [DeviceBundle] {
+    /// one-time prekeys claimed for the caller (nil: none left). A prekey is
+    /// marked claimed in the claim's own statement, only if unclaimed: two
+    /// claims at once never get the same one (on PostgreSQL the second's
+    /// update finds the row claimed and it takes the next). `claim` names
+    /// the request: a resend of it gets the same prekeys again, none more;
+    /// nil claims nothing (a `HEAD`). Only for the user or someone who
+    /// shares a room with them.
+    public func claimKeys(of target: String, for viewer: String, claim: String?, now: Timestamp = .now()) throws -> [DeviceBundle] {
         if target != viewer {
             let shared = try rows("""
                 SELECT 1 FROM room_participants a JOIN room_participants b ON b.room_id = a.room_id
@@ -111,20 +129,25 @@ extension StoreTransaction {
         return try devices.map { row in
             let device = row[0] ?? ""
             return DeviceBundle(deviceID: device, userID: target, identityKey: row[1] ?? "", signedPrekey: row[2] ?? "", signature: row[3] ?? "",
-                                oneTimePrekey: try claimPrekey(device))
+                                oneTimePrekey: try claim.flatMap { try claimPrekey(device, claim: $0, now: now) })
         }
     }
 
-    /// Deletes the oldest one-time prekey of a device and returns it. Tried
-    /// again while one is left but another claim deleted the one picked.
-    func claimPrekey(_ device: String) throws -> String? {
+    /// Claims the oldest unclaimed one-time prekey of a device and returns
+    /// it (the one `claim` got already, for a resend). Tried again while one
+    /// is left but another claim took the one picked.
+    func claimPrekey(_ device: String, claim: String, now: Timestamp) throws -> String? {
+        if let again = try rows("SELECT prekey FROM one_time_prekeys WHERE device_id = $1 AND claim = $2", [.text(device), .text(claim)]).first?[0] {
+            return again
+        }
         while true {
+            // Placeholders in first-use order: SQLite numbers `$n` by where each first appears.
             let claimed = try rows("""
-                DELETE FROM one_time_prekeys WHERE device_id = $1
-                AND position = (SELECT MIN(position) FROM one_time_prekeys WHERE device_id = $1) RETURNING prekey
-                """, [.text(device)])
+                UPDATE one_time_prekeys SET claim = $1, claimed_at = $2 WHERE device_id = $3 AND claim IS NULL
+                AND position = (SELECT MIN(position) FROM one_time_prekeys WHERE device_id = $3 AND claim IS NULL) RETURNING prekey
+                """, [.text(claim), .int(now.micros), .text(device)])
             if let prekey = claimed.first?[0] { return prekey }
-            guard try !rows("SELECT 1 FROM one_time_prekeys WHERE device_id = $1 LIMIT 1", [.text(device)]).isEmpty else { return nil }
+            guard try !rows("SELECT 1 FROM one_time_prekeys WHERE device_id = $1 AND claim IS NULL LIMIT 1", [.text(device)]).isEmpty else { return nil }
         }
     }
 

@@ -65,7 +65,16 @@ public final class SearchWorker {
                     let messages = try index.search(request.query, user: identity.id, filters: filters)
                     return .reply(to: command, status: .ok, body: ClientJSON.array(messages.map(ClientJSON.encode)))
                 case .searchRooms:
-                    let rooms = try database.read { try $0.searchRooms(request.query, viewer: identity.id, limit: 50) }
+                    let rooms = try database.read { db in
+                        let found = try db.searchRooms(request.query, viewer: identity.id, limit: 50)
+                        // Issue 17: a room's `encrypted`, as the store worker shows it.
+                        let encrypted = try db.encryptedRooms(among: found.map(\.id))
+                        return found.map { room in
+                            var room = room
+                            room.encrypted = encrypted.contains(room.id)
+                            return room
+                        }
+                    }
                     return .reply(to: command, status: .ok, body: ClientJSON.array(rooms.map(ClientJSON.encode)))
                 default:
                     return .reply(to: command, error: .detail(.badRequest, "Not a search command: \(command.kind.rawValue)"))

@@ -15,8 +15,11 @@ extension StoreWorker {
             let (bundle, prekeys) = try db.publishDevice(try body(Requests.DeviceKeys.self, command), user: identity.id)
             return [.reply(to: command, status: .ok, body: ClientJSON.publishedDevice(bundle, prekeys: prekeys))]
         case .keysClaim:
-            guard let target = try body(Requests.KeysRef.self, command).userID else { throw StoreError(code: .badRequest, detail: "Malformed command body.") }
-            return [.reply(to: command, status: .ok, body: ClientJSON.devices(try db.claimKeys(of: target, for: identity.id)))]
+            let request = try body(Requests.KeysRef.self, command)
+            guard let target = request.userID else { throw StoreError(code: .badRequest, detail: "Malformed command body.") }
+            // The request names the claim: its resend (same origin and id) gets the same prekeys.
+            let claim = request.peek == true ? nil : "\(command.origin)/\(command.requestID)"
+            return [.reply(to: command, status: .ok, body: ClientJSON.devices(try db.claimKeys(of: target, for: identity.id, claim: claim)))]
         case .keysDelete:
             guard let device = try body(Requests.KeysRef.self, command).deviceID else { throw StoreError(code: .badRequest, detail: "Malformed command body.") }
             try db.deleteDevice(device, user: identity.id)

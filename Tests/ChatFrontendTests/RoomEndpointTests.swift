@@ -12,8 +12,8 @@ import Testing
 
     static func checkRoom(_ room: [String: Any]) {
         #expect(Set(room.keys) == ["id", "name", "room_type", "participants", "created_by", "created_at", "updated_at", "is_active", "last_message", "unread_count", "other_user",
-                                  "my_role", "post_permission", "muted", "notification_level", "unread_mentions"])
-        #expect(room["muted"] is Bool && room["notification_level"] is String && room["unread_mentions"] is Int)
+                                  "my_role", "post_permission", "muted", "notification_level", "unread_mentions", "encrypted"])
+        #expect(room["muted"] is Bool && room["notification_level"] is String && room["unread_mentions"] is Int && room["encrypted"] is Bool)
         #expect(room["id"] is String && room["room_type"] is String && room["is_active"] is Bool && room["unread_count"] is Int)
         #expect(room["created_at"] is String && room["updated_at"] is String)
         for participant in room["participants"] as? [Any] ?? [] { checkUser(participant) }

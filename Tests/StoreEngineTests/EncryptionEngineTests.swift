@@ -30,12 +30,34 @@ import Testing
         // More prekeys later, after the ones kept: 3 + 2.
         #expect(try engine.write { try $0.publishDevice(keys(device, prekeys: 3..<5), user: bob) }.prekeys == 5)
         var claimed: [String?] = []
-        for _ in 0..<6 { claimed += try engine.write { try $0.claimKeys(of: bob, for: alice) }.map(\.oneTimePrekey) }
+        for _ in 0..<6 { claimed += try engine.write { try $0.claimKeys(of: bob, for: alice, claim: IDs.uuid7()) }.map(\.oneTimePrekey) }
         #expect(claimed == (0..<5).map { Data("otk-\($0)".utf8).base64EncodedString() } + [nil], "oldest first, each once, then none")
-        #expect(throws: StoreError.notFound("No keys for this user.")) { try engine.write { try $0.claimKeys(of: bob, for: mallory) } }
+        #expect(throws: StoreError.notFound("No keys for this user.")) { try engine.write { try $0.claimKeys(of: bob, for: mallory, claim: IDs.uuid7()) } }
         #expect(throws: StoreError.notFound("Device not found.")) { try engine.write { try $0.deleteDevice(device, user: alice) } }
         try engine.write { try $0.deleteDevice(device, user: bob) }
-        #expect(try engine.write { try $0.claimKeys(of: bob, for: bob) }.isEmpty)
+        #expect(try engine.write { try $0.claimKeys(of: bob, for: bob, claim: IDs.uuid7()) }.isEmpty)
+    }
+
+    /// The frontend resends a command it got no answer to, and the worker
+    /// may have done it: a resent publish adds nothing, a resent claim gets
+    /// the same prekey, a claimed prekey published again never comes back,
+    /// and a claim named by nobody (a `HEAD`) takes none.
+    @Test(arguments: EngineKind.available)
+    func resendsChangeNothing(_ kind: EngineKind) throws {
+        let (engine, _) = try kind.make()
+        _ = try groupRoom(engine)
+        let device = IDs.uuid7()
+        #expect(try engine.write { try $0.publishDevice(keys(device, prekeys: 0..<3), user: bob) }.prekeys == 3)
+        #expect(try engine.write { try $0.publishDevice(keys(device, prekeys: 0..<3), user: bob) }.prekeys == 3, "a resend")
+        #expect(try engine.write { try $0.claimKeys(of: bob, for: alice, claim: nil) }.map(\.oneTimePrekey) == [nil])
+        let claim = IDs.uuid7()
+        let first = try engine.write { try $0.claimKeys(of: bob, for: alice, claim: claim) }.first?.oneTimePrekey
+        let again = try engine.write { try $0.claimKeys(of: bob, for: alice, claim: claim) }.first?.oneTimePrekey
+        #expect(first != nil && again == first)
+        #expect(try engine.write { try $0.publishDevice(keys(device, prekeys: 0..<4), user: bob) }.prekeys == 3, "only otk-3 is new")
+        var rest: [String?] = []
+        for _ in 0..<4 { rest += try engine.write { try $0.claimKeys(of: bob, for: alice, claim: IDs.uuid7()) }.map(\.oneTimePrekey) }
+        #expect(rest.compactMap { $0 }.count == 3 && !rest.contains(first) && rest.last == .some(nil))
     }
 
     @Test(arguments: EngineKind.available)
@@ -57,7 +79,7 @@ import Testing
         let engines = try (0..<4).map { _ in try makeAnother() }
         let claims = try await withThrowingTaskGroup(of: [String?].self) { group in
             for engine in engines {
-                group.addTask { try (0..<15).map { _ in try engine.write { try $0.claimKeys(of: bob, for: alice) }.first?.oneTimePrekey } }
+                group.addTask { try (0..<15).map { _ in try engine.write { try $0.claimKeys(of: bob, for: alice, claim: IDs.uuid7()) }.first?.oneTimePrekey } }
             }
             return try await group.reduce(into: []) { $0 += $1 }
         }

@@ -67,7 +67,8 @@ struct KeyRoutes: Sendable {
         let caller = try context.requireCaller()
         let user = try Self.id("user", context)
         // At the shard of the user whose prekeys are claimed: claims of one user queue there.
-        return try await api.forward(.keysClaim, shardKey: user, caller: caller, body: Requests.KeysRef(userID: user))
+        // HEAD (the router serves it wherever GET is) answers alike, and claims nothing.
+        return try await api.forward(.keysClaim, shardKey: user, caller: caller, body: Requests.KeysRef(userID: user, peek: request.method == .head ? true : nil))
     }
 
     /// A path id, canonical; one that is not a UUID is `404`.

@@ -92,7 +92,8 @@ struct WebhookRoutes: Sendable {
         guard let name = (object["name"] as? String)?.trimmingCharacters(in: .whitespacesAndNewlines), !name.isEmpty else {
             throw APIError.fields([("name", "This field is required.")])
         }
-        guard name.count <= 100 else { throw APIError.fields([("name", "Ensure this field has no more than 100 characters.")]) }
+        // Code points, as Python's `len` and the schema's maxLength count (not grapheme clusters).
+        guard name.unicodeScalars.count <= 100 else { throw APIError.fields([("name", "Ensure this field has no more than 100 characters.")]) }
         let id = IDs.uuid7()
         let token = Webhooks.newSecret()
         let url = api.services.config.chat.linkBase + "/api/chat/rooms/\(room)/webhooks/incoming/\(id)/\(token)/"
