@@ -37,10 +37,12 @@ public enum Encryption {
         var result: [String: String] = [:]
         for (key, value) in object {
             guard let device = IDs.canonical(key) else { return .failure(FieldError("\"\(key.prefix(64))\" is not a valid device id (a UUID).")) }
-            guard let text = value as? String, isBase64(text) else { return .failure(FieldError("The ciphertext for \(device) is not base64.")) }
+            guard let text = value as? String else { return .failure(FieldError("The ciphertext for \(device) is not base64.")) }
+            // The size first: nothing longer is decoded.
             guard text.utf8.count <= maxCiphertextBytes else {
                 return .failure(FieldError("The ciphertext for \(device) exceeds \(maxCiphertextBytes) bytes."))
             }
+            guard isBase64(text) else { return .failure(FieldError("The ciphertext for \(device) is not base64.")) }
             result[device] = text
         }
         return .success(result)

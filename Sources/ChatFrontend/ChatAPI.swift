@@ -130,8 +130,13 @@ struct ChatAPI: Sendable {
 
 
     func roomID(_ context: Context) throws -> String {
-        // A path id that is not a UUID is 404 (api-contract.md "Timestamps and ids").
-        guard let raw = context.parameters.get("room"), let id = IDs.canonical(raw) else {
+        try pathID("room", context)
+    }
+
+    /// The path's `:name` id, canonical. A path id that is not a UUID is 404
+    /// (api-contract.md "Timestamps and ids").
+    func pathID(_ name: String, _ context: Context) throws -> String {
+        guard let raw = context.parameters.get(name), let id = IDs.canonical(raw) else {
             throw APIError(.notFound, detail: "Not found.")
         }
         return id

@@ -50,8 +50,7 @@ extension StoreTransaction {
         if let stored = try storedCall(id) { return (stored.call, []) }
         let info = try requireRoom(roomID, user: user, allowPublic: false)
         guard info.isActive else { throw StoreError.badRequest(error: "This room is no longer active") }
-        let open = try rows("SELECT id FROM calls WHERE room_id = $1 AND state IN ('ringing', 'active') LIMIT 1", [.text(roomID)])
-        guard open.isEmpty else { throw StoreError.badRequest(error: CallStore.busy) }
+        guard try openCall(in: roomID) == nil else { throw StoreError.badRequest(error: CallStore.busy) }
         let call = CallRules.start(id: id, room: roomID, media: media, by: user, at: now)
         try run("INSERT INTO calls (id, room_id, media, started_by, state, started_at) VALUES ($1, $2, $3, $4, $5, $6)",
                 [.text(call.id), .text(roomID), .text(media.rawValue), .text(user), .text(call.state.rawValue), .int(now.micros)])
@@ -91,7 +90,7 @@ extension StoreTransaction {
     /// someone who can no longer leave it (and the room could call no more).
     /// Called before the membership goes, while they may still act.
     public func leaveOpenCall(room: String, user: String, now: Timestamp = .now()) throws -> (Call, [CallEvent])? {
-        guard let id = try rows("SELECT id FROM calls WHERE room_id = $1 AND state IN ('ringing', 'active') LIMIT 1", [.text(room)]).first?[0],
+        guard let id = try openCall(in: room),
             let call = try storedCall(id)?.call, call.joined.contains(user)
         else { return nil }
         return try callAction(.leave, call: id, user: user, now: now)
@@ -164,6 +163,11 @@ extension StoreTransaction {
     }
 
     // MARK: Rows
+
+    /// The room's ringing or active call, if any (one at a time).
+    func openCall(in room: String) throws -> String? {
+        try rows("SELECT id FROM calls WHERE room_id = $1 AND state IN ('ringing', 'active') LIMIT 1", [.text(room)]).first?[0]
+    }
 
     func storedCall(_ id: String) throws -> (call: Call, version: Int64)? {
         guard let row = try rows("SELECT id, room_id, media, started_by, state, started_at, ended_at, version FROM calls WHERE id = $1", [.text(id)]).first

@@ -140,7 +140,9 @@ extension StoreTransaction {
         if let again = try rows("SELECT prekey FROM one_time_prekeys WHERE device_id = $1 AND claim = $2", [.text(device), .text(claim)]).first?[0] {
             return again
         }
-        while true {
+        // Each pass either claims one or finds another claim took it; bounded all
+        // the same, so that no fault makes it spin.
+        for _ in 0..<100 {
             // Placeholders in first-use order: SQLite numbers `$n` by where each first appears.
             let claimed = try rows("""
                 UPDATE one_time_prekeys SET claim = $1, claimed_at = $2 WHERE device_id = $3 AND claim IS NULL
@@ -149,6 +151,7 @@ extension StoreTransaction {
             if let prekey = claimed.first?[0] { return prekey }
             guard try !rows("SELECT 1 FROM one_time_prekeys WHERE device_id = $1 AND claim IS NULL LIMIT 1", [.text(device)]).isEmpty else { return nil }
         }
+        throw StoreError.badRequest(error: "The keys changed meanwhile; try again")
     }
 
     /// `DELETE .../keys/devices/{id}/`: the caller's device, its prekeys and

@@ -93,6 +93,7 @@ public final class StoreWorker {
                 $0.roomID == request.roomID && $0.editedAt != nil && $0.content == request.content
             } ?? false)
             let message = try db.editMessage(request, user: user, maxChars: config.maxMessageChars)
+            if !repeated { try outbox(room: message.roomID, event: "message_edited", in: db) { ClientJSON.encode(message) } }
             if message.messageType == .encrypted {
                 // New ciphertexts, each to its own device (the sender's blockers' excepted).
                 guard let ciphertexts = request.ciphertexts else {
@@ -101,11 +102,9 @@ public final class StoreWorker {
                 let entries = try db.storeCiphertexts(message: message.id, room: message.roomID, ciphertexts)
                 var hidden = message
                 hidden.hiddenFrom = try db.blockers(of: message.sender.id, room: message.roomID)
-                if !repeated { try outbox(room: message.roomID, event: "message_edited", in: db) { ClientJSON.encode(message) } }
                 return Self.deviceEvents(hidden, entries, type: "message_edited") + [.reply(to: command, status: .ok, body: ClientJSON.encode(message))]
             }
             guard request.ciphertexts == nil else { throw StoreError.badRequest([("ciphertexts", "Only an encrypted message carries ciphertexts.")]) }
-            if !repeated { try outbox(room: message.roomID, event: "message_edited", in: db) { ClientJSON.encode(message) } }
             // Edits and deletions of a blocked sender's messages are hidden like the messages
             // (one index probe; not on the path of new messages).
             return [

@@ -48,8 +48,7 @@ struct CallRoutes: Sendable {
 
     func act(_ action: CallAction, _ context: Context) async throws -> Response {
         let caller = try context.requireCaller()
-        // A path id that is not a UUID is 404 (api-contract.md "Timestamps and ids").
-        guard let raw = context.parameters.get("call"), let callID = IDs.canonical(raw) else { throw APIError(.notFound, detail: "Not found.") }
+        let callID = try api.pathID("call", context)
         let rooms = api.services.callRooms
         let room: String
         if let known = rooms.room(of: callID) {

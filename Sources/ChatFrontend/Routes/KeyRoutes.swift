@@ -21,7 +21,7 @@ struct KeyRoutes: Sendable {
 
     func publish(_ request: Request, context: Context) async throws -> Response {
         let caller = try context.requireCaller()
-        let device = try Self.id("device", context)
+        let device = try api.pathID("device", context)
         let object = try await api.jsonObject(request)
         var errors: [(field: String, message: String)] = []
         func key(_ field: String) -> String {
@@ -29,11 +29,16 @@ struct KeyRoutes: Sendable {
                 errors.append((field, "This field is required."))
                 return ""
             }
-            guard let text = value as? String, Encryption.isBase64(text) else {
+            guard let text = value as? String else {
                 errors.append((field, "Must be base64."))
                 return ""
             }
-            if text.utf8.count > Encryption.maxKeyBytes { errors.append((field, "Ensure this field has no more than \(Encryption.maxKeyBytes) characters.")) }
+            // The size first: nothing longer is decoded.
+            if text.utf8.count > Encryption.maxKeyBytes {
+                errors.append((field, "Ensure this field has no more than \(Encryption.maxKeyBytes) characters."))
+            } else if !Encryption.isBase64(text) {
+                errors.append((field, "Must be base64."))
+            }
             return text
         }
         let keys = (key("identity_key"), key("signed_prekey"), key("signature"))
@@ -43,7 +48,7 @@ struct KeyRoutes: Sendable {
         case let list as [Any]:
             if list.count > Encryption.maxPrekeysPerUpload {
                 errors.append(("one_time_prekeys", "Ensure this field has no more than \(Encryption.maxPrekeysPerUpload) elements."))
-            } else if let texts = list as? [String], texts.allSatisfy({ Encryption.isBase64($0) && $0.utf8.count <= Encryption.maxKeyBytes }) {
+            } else if let texts = list as? [String], texts.allSatisfy({ $0.utf8.count <= Encryption.maxKeyBytes && Encryption.isBase64($0) }) {
                 prekeys = texts
             } else {
                 errors.append(("one_time_prekeys", "Each one-time prekey must be base64, of at most \(Encryption.maxKeyBytes) characters."))
@@ -59,21 +64,15 @@ struct KeyRoutes: Sendable {
 
     func delete(_ request: Request, context: Context) async throws -> Response {
         let caller = try context.requireCaller()
-        let device = try Self.id("device", context)
+        let device = try api.pathID("device", context)
         return try await api.forward(.keysDelete, shardKey: caller.identity.id, caller: caller, body: Requests.KeysRef(deviceID: device))
     }
 
     func claim(_ request: Request, context: Context) async throws -> Response {
         let caller = try context.requireCaller()
-        let user = try Self.id("user", context)
+        let user = try api.pathID("user", context)
         // At the shard of the user whose prekeys are claimed: claims of one user queue there.
         // HEAD (the router serves it wherever GET is) answers alike, and claims nothing.
         return try await api.forward(.keysClaim, shardKey: user, caller: caller, body: Requests.KeysRef(userID: user, peek: request.method == .head ? true : nil))
-    }
-
-    /// A path id, canonical; one that is not a UUID is `404`.
-    static func id(_ name: String, _ context: Context) throws -> String {
-        guard let raw = context.parameters.get(name), let id = IDs.canonical(raw) else { throw APIError(.notFound, detail: "Not found.") }
-        return id
     }
 }
