@@ -215,7 +215,9 @@ extension EndToEnd {
             #expect(restartedRows.allSatisfy { $0["restarts"] as? Int == 0 })
             #expect(!server.log.split(separator: "\n").contains { $0.contains("warning") && $0.contains("child exited") }, "\(server.log)")
 
-            // Queue depth: commands waiting for the (stopped) store workers.
+            // Queue depth: commands waiting for the (stopped) store workers. The
+            // frontend's missed-call sweep (CallSweep) may have its one read
+            // waiting there too: it asks again only once answered.
             let stores = server.childPIDs(matching: "worker --role store")
             for pid in stores { kill(pid, SIGSTOP) }
             for i in 0..<5 { try alice.send(json: ["type": "message", "content": "q\(i)"]) }
@@ -224,7 +226,7 @@ extension EndToEnd {
                 let rows = (status["children"] as? [[String: Any]] ?? []).filter { $0["role"] as? String == "store" }
                 return rows.compactMap { $0["queue_depth"] as? Int }
             }
-            try await server.waitUntil(timeout: 5, "a queue depth of 5") { try storeDepths().reduce(0, +) == 5 }
+            try await server.waitUntil(timeout: 5, "a queue depth of 5") { (5...6).contains(try storeDepths().reduce(0, +)) }
             for pid in stores { kill(pid, SIGCONT) }
             try await server.waitUntil(timeout: 5, "empty queues") { try storeDepths() == [0, 0] }
             #expect(try bob.receiveMessage(content: "q4") != nil)
