@@ -104,6 +104,11 @@ public struct ChatConfig: Sendable, Equatable {
     public var turnSecret: String?
     /// How long TURN credentials last (`calls.turnCredentialSeconds`): 60 s to 7 days.
     public var turnCredentialSeconds: Double = 86_400
+    /// How long a call rings before nobody answering makes it missed
+    /// (`calls.ringSeconds`): 1 s to 10 min, 45 s as api-contract.md says.
+    public var callRingSeconds: Double = 45
+    /// `callRingSeconds` as `CallRules` and the store take it.
+    public var callRingMicros: Int64 { Int64(callRingSeconds * 1_000_000) }
     /// Files workers on this host, 1 or 0 (`filesWorkers`): one host of a
     /// deployment keeps the blobs, every other workers host says 0.
     public var filesWorkers: Int = 1
@@ -279,6 +284,7 @@ public struct ChatConfig: Sendable, Equatable {
             .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         turnSecret = reader.string(forKey: "calls.turnSecret", isSecret: true).flatMap { $0.isEmpty ? nil : $0 }
         turnCredentialSeconds = reader.double(forKey: "calls.turnCredentialSeconds", default: turnCredentialSeconds)
+        callRingSeconds = reader.double(forKey: "calls.ringSeconds", default: callRingSeconds)
         for url in iceServers where !["stun:", "stuns:", "turn:", "turns:"].contains(where: { url.hasPrefix($0) && url.count > $0.count }) {
             throw ConfigError.invalid("calls.iceServers", "\(url): a stun:, stuns:, turn: or turns: URL")
         }
@@ -289,6 +295,11 @@ public struct ChatConfig: Sendable, Equatable {
         // credential that never expires is no longer time-limited.
         guard turnCredentialSeconds >= 60, turnCredentialSeconds <= 7 * 86_400 else {
             throw ConfigError.invalid("calls.turnCredentialSeconds", "\(turnCredentialSeconds): 60 to 604800 (7 days)")
+        }
+        // Every frontend sweeps once a second, so a shorter ring is not kept;
+        // a longer one than 10 min is a call nobody is waiting on.
+        guard callRingSeconds >= 1, callRingSeconds <= 600 else {
+            throw ConfigError.invalid("calls.ringSeconds", "\(callRingSeconds): 1 to 600")
         }
     }
 

@@ -93,7 +93,8 @@ public enum CallRefusal: Error, Sendable, Equatable {
 }
 
 public enum CallRules {
-    /// A ringing call nobody joins ends as missed after this long.
+    /// A ringing call nobody joins ends as missed after this long
+    /// (api-contract.md); `calls.ringSeconds` may set another.
     public static let ringMicros: Int64 = 45_000_000
 
     /// A new call: ringing, its starter in it.
@@ -105,16 +106,16 @@ public enum CallRules {
     }
 
     /// When a ringing call would be missed: what the store's sweep waits for.
-    public static func missedAt(_ call: Call) -> Timestamp { Timestamp(micros: call.startedAt.micros + ringMicros) }
+    public static func missedAt(_ call: Call, ring: Int64 = ringMicros) -> Timestamp { Timestamp(micros: call.startedAt.micros + ring) }
 
     /// `action` by `user` (a member of the call's room: the caller checks
     /// membership) at `now`, for a room of `memberCount` members. The call
     /// as it now is and the events to send, in order; none when nothing
     /// changed (a repeat: a resent command changes nothing twice). A ringing
     /// call past its time is missed first, whatever the action.
-    public static func apply(_ action: CallAction, to call: Call, by user: String, memberCount: Int, at now: Timestamp) throws(CallRefusal) -> (Call, [CallEvent]) {
+    public static func apply(_ action: CallAction, to call: Call, by user: String, memberCount: Int, at now: Timestamp, ring: Int64 = ringMicros) throws(CallRefusal) -> (Call, [CallEvent]) {
         var call = call
-        if call.state == .ringing, now.micros >= missedAt(call).micros {
+        if call.state == .ringing, now.micros >= missedAt(call, ring: ring).micros {
             call.state = .missed
             call.endedAt = now
             for i in call.participants.indices where call.participants[i].presence == .joined { call.participants[i].presence = .left }

@@ -61,7 +61,7 @@ extension StoreTransaction {
     /// `join/`, `leave/`, `decline/`, `end/` by a member of the call's room
     /// (`404` for an unknown call, `403` for anyone else, `400` for a
     /// `CallRefusal`). The call as it now is, and the events to send.
-    public func callAction(_ action: CallAction, call callID: String, user: String, now: Timestamp = .now()) throws -> (Call, [CallEvent]) {
+    public func callAction(_ action: CallAction, call callID: String, user: String, now: Timestamp = .now(), ring: Int64 = CallRules.ringMicros) throws -> (Call, [CallEvent]) {
         for _ in 0..<CallStore.attempts {
             guard let stored = try storedCall(callID) else { throw StoreError.notFound("Call not found") }
             try requireRoom(stored.call.roomID, user: user, allowPublic: false)
@@ -71,7 +71,7 @@ extension StoreTransaction {
                 : 0
             let result: (Call, [CallEvent])
             do {
-                result = try CallRules.apply(action, to: stored.call, by: user, memberCount: members, at: now)
+                result = try CallRules.apply(action, to: stored.call, by: user, memberCount: members, at: now, ring: ring)
             } catch {
                 throw StoreError.badRequest(error: error.message)
             }
@@ -89,11 +89,11 @@ extension StoreTransaction {
     /// of its open call too, if they are in it, or the call would wait for
     /// someone who can no longer leave it (and the room could call no more).
     /// Called before the membership goes, while they may still act.
-    public func leaveOpenCall(room: String, user: String, now: Timestamp = .now()) throws -> (Call, [CallEvent])? {
+    public func leaveOpenCall(room: String, user: String, now: Timestamp = .now(), ring: Int64 = CallRules.ringMicros) throws -> (Call, [CallEvent])? {
         guard let id = try openCall(in: room),
             let call = try storedCall(id)?.call, call.joined.contains(user)
         else { return nil }
-        return try callAction(.leave, call: id, user: user, now: now)
+        return try callAction(.leave, call: id, user: user, now: now, ring: ring)
     }
 
     /// One call, for a member of its room.
@@ -113,12 +113,12 @@ extension StoreTransaction {
         return (count, try ids.compactMap { try storedCall($0)?.call })
     }
 
-    /// Ringing calls past their 45 s (at most `limit`, oldest first), with
+    /// Ringing calls past their `ring` (at most `limit`, oldest first), with
     /// their rooms: what a frontend's sweep asks, to send each its
     /// `call.expire` at the room's shard.
-    public func dueCalls(now: Timestamp = .now(), limit: Int = 100) throws -> [(id: String, roomID: String)] {
+    public func dueCalls(now: Timestamp = .now(), limit: Int = 100, ring: Int64 = CallRules.ringMicros) throws -> [(id: String, roomID: String)] {
         try rows("SELECT id, room_id FROM calls WHERE state = 'ringing' AND started_at <= $1 ORDER BY started_at LIMIT $2",
-                 [.int(now.micros - CallRules.ringMicros), .int(Int64(limit))]).compactMap { row in
+                 [.int(now.micros - ring), .int(Int64(limit))]).compactMap { row in
             guard let id = row[0], let room = row[1] else { return nil }
             return (id, room)
         }
@@ -126,11 +126,11 @@ extension StoreTransaction {
 
     /// A ringing call past its time, missed now, and its events; none for a
     /// call that is not due, or was answered or expired meanwhile.
-    public func expireCall(_ callID: String, now: Timestamp = .now()) throws -> (Call, [CallEvent])? {
+    public func expireCall(_ callID: String, now: Timestamp = .now(), ring: Int64 = CallRules.ringMicros) throws -> (Call, [CallEvent])? {
         for _ in 0..<CallStore.attempts {
             guard let stored = try storedCall(callID) else { return nil }
             // The call's own starter applies it: `expire` needs no member's say.
-            let (call, events) = try CallRules.apply(.expire, to: stored.call, by: stored.call.startedBy, memberCount: 0, at: now)
+            let (call, events) = try CallRules.apply(.expire, to: stored.call, by: stored.call.startedBy, memberCount: 0, at: now, ring: ring)
             guard !events.isEmpty else { return nil }
             do {
                 try save(call, over: stored)
@@ -144,8 +144,8 @@ extension StoreTransaction {
 
     /// Ringing calls past their time, missed now: `dueCalls` and
     /// `expireCall` in one transaction (one shard's worth, or a test's).
-    public func expireCalls(now: Timestamp = .now(), limit: Int = 100) throws -> [(Call, [CallEvent])] {
-        try dueCalls(now: now, limit: limit).compactMap { try expireCall($0.id, now: now) }
+    public func expireCalls(now: Timestamp = .now(), limit: Int = 100, ring: Int64 = CallRules.ringMicros) throws -> [(Call, [CallEvent])] {
+        try dueCalls(now: now, limit: limit, ring: ring).compactMap { try expireCall($0.id, now: now, ring: ring) }
     }
 
     /// Whether `from` may send `to` a signal in call `callID` of `roomID`

@@ -22,14 +22,14 @@ extension StoreWorker {
             guard let action = request.action.flatMap(CallAction.init(rawValue:)), action != .expire else {
                 throw StoreError(code: .badRequest, detail: "Malformed command body.")
             }
-            let (call, events) = try db.callAction(action, call: request.callID, user: identity.id)
+            let (call, events) = try db.callAction(action, call: request.callID, user: identity.id, ring: config.callRingMicros)
             // Routed by the room the frontend read; a call is never moved, so
             // only a forged command would name another room.
             guard request.roomID == nil || request.roomID == call.roomID else { throw StoreError.notFound("Call not found") }
             return Self.callEvents(call, events, by: identity.id) + [.reply(to: command, status: .ok, body: ClientJSON.encode(call))]
         case .callExpire:
             let request = try body(Requests.CallRef.self, command)
-            guard let (call, events) = try db.expireCall(request.callID) else { return [.reply(to: command, status: .ok, body: [])] }
+            guard let (call, events) = try db.expireCall(request.callID, ring: config.callRingMicros) else { return [.reply(to: command, status: .ok, body: [])] }
             return Self.callEvents(call, events, by: nil) + [.reply(to: command, status: .ok, body: [])]
         default:
             throw StoreError(code: .badRequest, detail: "Not a calls command: \(command.kind.rawValue)")
@@ -51,7 +51,7 @@ extension StoreWorker {
             let event = ClientJSON.callSignalEvent(callID: request.callID, from: identity.id, signal: Array(request.signal.utf8))
             return [Event.room(request.roomID, key: .onlyUser(request.to), body: event), .reply(to: command, status: .ok, body: [])]
         case .callDue:
-            let due = try db.dueCalls().map { Requests.CallRef(callID: $0.id, roomID: $0.roomID) }
+            let due = try db.dueCalls(ring: config.callRingMicros).map { Requests.CallRef(callID: $0.id, roomID: $0.roomID) }
             return [.reply(to: command, status: .ok, body: [UInt8](try JSONEncoder().encode(Requests.DueCalls(calls: due))))]
         default:
             throw StoreError(code: .badRequest, detail: "Not a calls read: \(command.kind.rawValue)")

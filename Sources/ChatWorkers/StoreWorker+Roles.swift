@@ -11,7 +11,7 @@ extension StoreWorker {
         switch command.kind {
         case .roomLeave:
             let roomID = try body(Requests.RoomRef.self, command).roomID
-            let call = try db.leaveOpenCall(room: roomID, user: user).map { Self.callEvents($0.0, $0.1, by: user) } ?? []
+            let call = try db.leaveOpenCall(room: roomID, user: user, ring: config.callRingMicros).map { Self.callEvents($0.0, $0.1, by: user) } ?? []
             // An owner who leaves passes ownership on first (role_changed).
             let passed = try db.leave(roomID, user: user)
             try outbox(room: roomID, event: "member_left", in: db) { Webhooks.memberData(identity.user) }
@@ -44,7 +44,7 @@ extension StoreWorker {
         case .memberRemove:
             let request = try body(Requests.MemberRef.self, command)
             // Out of the room's call first, while still a member (a refused removal undoes it).
-            let call = try db.leaveOpenCall(room: request.roomID, user: request.userID).map { Self.callEvents($0.0, $0.1, by: request.userID) } ?? []
+            let call = try db.leaveOpenCall(room: request.roomID, user: request.userID, ring: config.callRingMicros).map { Self.callEvents($0.0, $0.1, by: request.userID) } ?? []
             let removed = try db.removeMember(request, by: user)
             try outbox(room: request.roomID, event: "member_left", in: db) { Webhooks.memberData(removed) }
             // `user_left` first, so that the removed member's sockets get it before they close (4403).

@@ -9,12 +9,13 @@ import Testing
     @Test func serversAndSecretFromTheEnvironment() async throws {
         let config = try await ChatConfig.load(file: nil, environment: [
             "CHAT_CALLS_ICE_SERVERS": "stun:turn.example.com:3478, turn:turn.example.com:3478?transport=udp",
-            "CHAT_CALLS_TURN_SECRET": "s3cret", "CHAT_CALLS_TURN_CREDENTIAL_SECONDS": "3600",
+            "CHAT_CALLS_TURN_SECRET": "s3cret", "CHAT_CALLS_TURN_CREDENTIAL_SECONDS": "3600", "CHAT_CALLS_RING_SECONDS": "2.5",
         ])
+        #expect(config.callRingMicros == 2_500_000)
         #expect(config.iceServers == ["stun:turn.example.com:3478", "turn:turn.example.com:3478?transport=udp"])
         #expect(config.turnSecret == "s3cret" && config.turnCredentialSeconds == 3600)
         let none = try await ChatConfig.load(file: nil, environment: [:])
-        #expect(none.iceServers.isEmpty && none.turnSecret == nil && none.turnCredentialSeconds == 86_400)
+        #expect(none.iceServers.isEmpty && none.turnSecret == nil && none.turnCredentialSeconds == 86_400 && none.callRingMicros == 45_000_000)
     }
 
     @Test func theFileTakesAList() async throws {
@@ -32,6 +33,8 @@ import Testing
         ["CHAT_CALLS_ICE_SERVERS": "stun:"],
         ["CHAT_CALLS_TURN_CREDENTIAL_SECONDS": "10"],
         ["CHAT_CALLS_TURN_CREDENTIAL_SECONDS": "1e300"],  // would overflow the expiry
+        ["CHAT_CALLS_RING_SECONDS": "0.5"],  // shorter than the once-a-second sweep
+        ["CHAT_CALLS_RING_SECONDS": "3600"],
     ])
     func badSettingsAreRefused(_ environment: [String: String]) async throws {
         await #expect(throws: ConfigError.self) { try await ChatConfig.load(file: nil, environment: environment) }
