@@ -34,10 +34,19 @@ export class Api {
   constructor(token, onUnauthorized) {
     this.token = token;
     this.onUnauthorized = onUnauthorized;
+    // This browser's device (e2e.js), once its keys are published: messages
+    // of encrypted rooms come with this device's ciphertext.
+    this.deviceId = null;
+  }
+
+  headers() {
+    const headers = { Authorization: `Bearer ${this.token}` };
+    if (this.deviceId) headers["X-Device-Id"] = this.deviceId;
+    return headers;
   }
 
   async request(method, path, body) {
-    const headers = { Authorization: `Bearer ${this.token}` };
+    const headers = this.headers();
     const init = { method, headers, signal: AbortSignal.timeout(TIMEOUT_MS) };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -65,6 +74,7 @@ export class Api {
   get(path) { return this.request("GET", path); }
   post(path, body = {}) { return this.request("POST", path, body); }
   patch(path, body) { return this.request("PATCH", path, body); }
+  put(path, body) { return this.request("PUT", path, body); }
   delete(path) { return this.request("DELETE", path); }
 
   /** Every page of a DRF list, following `next` (at most `maxPages`). */
@@ -82,8 +92,10 @@ export class Api {
   rooms() { return this.all("/api/chat/rooms/?page_size=100"); }
   publicRooms() { return this.all("/api/chat/rooms/?room_type=public&discover=true&page_size=100"); }
   room(id) { return this.get(`/api/chat/rooms/${id}/`); }
-  createRoom(name, roomType, participantIds) {
-    return this.post("/api/chat/rooms/", { name, room_type: roomType, participant_ids: participantIds });
+  createRoom(name, roomType, participantIds, encrypted = false) {
+    const body = { name, room_type: roomType, participant_ids: participantIds };
+    if (encrypted) body.encrypted = true;
+    return this.post("/api/chat/rooms/", body);
   }
   directMessage(userId) { return this.post("/api/chat/rooms/direct_message/", { user_id: userId }); }
   join(roomId) { return this.post(`/api/chat/rooms/${roomId}/join/`); }
@@ -94,7 +106,8 @@ export class Api {
     return this.get(`/api/chat/rooms/${roomId}/messages/?${query}`);
   }
   sendMessage(roomId, body) { return this.post(`/api/chat/rooms/${roomId}/messages/`, body); }
-  editMessage(roomId, id, content) { return this.patch(`/api/chat/rooms/${roomId}/messages/${id}/`, { content }); }
+  /** `change`: the new `content`, or in an encrypted room `{ciphertexts}`. */
+  editMessage(roomId, id, change) { return this.patch(`/api/chat/rooms/${roomId}/messages/${id}/`, change); }
   deleteMessage(roomId, id) { return this.delete(`/api/chat/rooms/${roomId}/messages/${id}/`); }
   react(roomId, id, emoji, action) {
     return this.post(`/api/chat/rooms/${roomId}/messages/${id}/react/`, { emoji, action });
@@ -108,7 +121,7 @@ export class Api {
 
   /** The bytes behind an attachment URL, as a Blob (downloads need the token). */
   async download(url) {
-    const response = await fetch(localPath(url), { headers: { Authorization: `Bearer ${this.token}` } });
+    const response = await fetch(localPath(url), { headers: this.headers() });
     if (!response.ok) throw new ApiError(response.status, null);
     return response.blob();
   }
@@ -125,7 +138,7 @@ export class Api {
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       xhr.open("POST", `/api/chat/rooms/${roomId}/messages/`);
-      xhr.setRequestHeader("Authorization", `Bearer ${this.token}`);
+      for (const [name, value] of Object.entries(this.headers())) xhr.setRequestHeader(name, value);
       xhr.upload.onprogress = (event) => { if (event.lengthComputable) onProgress(event.loaded / event.total); };
       xhr.onload = () => {
         let body = null;

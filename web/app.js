@@ -3,6 +3,8 @@
 // the DOM contract the browser tests rely on.
 
 import { Api, ApiError, localPath } from "./api.js";
+import { RoomCalls } from "./call.js";
+import { Device, sealForRoom, supported as encryptionSupported } from "./e2e.js";
 import { RoomSocket } from "./socket.js";
 import { userIdForSubject } from "./sha1.js";
 import { el, messageItem, publicRoomItem, roomItem, roomName, searchItem, userName } from "./view.js";
@@ -38,6 +40,11 @@ const state = {
   readQueue: new Set(), readSending: false, readTimer: null, roomsTimer: null,
   replyTo: null, editing: null, typing: new Map(), typingSentAt: 0, typingStop: null,
   readSent: new Set(), observer: null, catchUpGen: 0, catchingUp: false, refreshedAt: 0, sentAt: 0, timers: [], previews: new Map(), reactFor: null, file: null,
+  // Encrypted rooms: this browser's device (null until its keys are published, or without Web Crypto's
+  // X25519), and what its ciphertexts opened to, by ciphertext (an edit brings a new one).
+  device: null, plaintexts: new Map(),
+  // The open room's calls (call.js).
+  calls: null,
 };
 
 // MARK: sign-in
@@ -75,6 +82,8 @@ async function signIn(token) {
   }
   // A second sign-in started while this one waited: that one wins.
   if (state.api !== api) return;
+  await setUpDevice(api);
+  if (state.api !== api) return;
   localStorage.setItem(TOKEN_KEY, token.trim());
   $("signin-view").hidden = true;
   $("app-view").hidden = false;
@@ -93,19 +102,48 @@ async function signIn(token) {
   document.body.dataset.ready = "true";
 }
 
+/**
+ * This browser's device keys for the signed-in user, made once and
+ * published at every sign-in (e2e.js). Without them the client still runs;
+ * encrypted rooms then show that their messages are not for this device.
+ */
+async function setUpDevice(api) {
+  if (!await encryptionSupported()) return;
+  try {
+    const device = await Device.load(state.me.id);
+    await device.publish(api);
+    if (state.api !== api) return;
+    state.device = device;
+    api.deviceId = device.id;
+    document.body.dataset.deviceId = device.id;
+  } catch (error) {
+    showError(`Encrypted rooms are unavailable on this device: ${error.message}`);
+  }
+}
+
 function stopTimers() {
   for (const timer of state.timers) clearInterval(timer);
   state.timers = [];
   clearTimeout(state.roomsTimer);
 }
 
-function signOut() {
+/**
+ * `forget`: the user signed out (not a token that expired), so this
+ * browser's device leaves the key directory (a user has at most 10) and
+ * its keys are dropped; its encrypted history is unreadable from then on.
+ */
+function signOut({ forget = false } = {}) {
   closeRoom();
   stopTimers();
   localStorage.removeItem(TOKEN_KEY);
   for (const url of state.previews.values()) URL.revokeObjectURL(url);
-  Object.assign(state, { api: null, me: null, rooms: new Map(), readSent: new Set(), previews: new Map() });
+  if (forget && state.device && state.api) {
+    const { device, api } = state;
+    api.delete(`/api/chat/keys/devices/${device.id}/`).then(() => Device.forget(device.userId)).catch(() => {});
+  }
+  Object.assign(state, { api: null, me: null, rooms: new Map(), readSent: new Set(), previews: new Map(), device: null, plaintexts: new Map() });
   delete document.body.dataset.ready;
+  delete document.body.dataset.deviceId;
   $("room-list").replaceChildren();
   $("search-results").replaceChildren();
   $("public-rooms").replaceChildren();
@@ -189,8 +227,12 @@ async function openRoom(roomId) {
   state.room = room;
   $("open-room-name").textContent = roomName(room, state.me.id);
   $("open-room-members").textContent = `${room.participants?.length ?? 0} members`;
+  $("open-room-lock").hidden = !room.encrypted;
   $("message-list").dataset.roomId = roomId;
   setComposerEnabled(true);
+  state.calls = new RoomCalls(roomId, {
+    api: state.api, me: state.me.id, names: memberName, send: (frame) => state.socket?.send(frame) ?? false, report: showError,
+  });
   document.body.classList.add("room-open");
   renderRooms();
   state.observer = new IntersectionObserver(onVisible, { root: $("message-list"), threshold: 0.5 });
@@ -204,7 +246,7 @@ async function openRoom(roomId) {
   // first page was read before the socket listened.
   state.socket = new RoomSocket(roomId, state.api.token, {
     onEvent: onSocketEvent, onState: setConnection, onOpen: () => catchUp(), onFinal: socketEnded,
-  });
+  }, state.device?.id);
 }
 
 /** The newest page into the list; it sets the resume point when there is none yet. False when the room changed meanwhile. */
@@ -222,17 +264,28 @@ async function loadNewestPage(roomId) {
 }
 
 function setComposerEnabled(enabled) {
-  for (const id of ["message-input", "send-button", "file-input"]) $(id).disabled = !enabled;
+  for (const id of ["message-input", "send-button"]) $(id).disabled = !enabled;
+  // Files are not encrypted: an encrypted room takes none.
+  $("file-input").disabled = !enabled || Boolean(state.room?.encrypted);
+}
+
+/** A member's display name for the call panel (their id when unknown). */
+function memberName(userId) {
+  if (userId === state.me?.id) return "you";
+  const member = state.room?.participants?.find((p) => p.id === userId);
+  return member ? userName(member) : userId;
 }
 
 function closeRoom() {
   stopTyping();
+  state.calls?.close();
   state.socket?.stop();
   state.observer?.disconnect();
   for (const typing of state.typing.values()) clearTimeout(typing.timer);
   clearTimeout(state.readTimer);
+  $("open-room-lock").hidden = true;
   Object.assign(state, {
-    socket: null, observer: null, roomId: null, room: null, oldestId: null, hasOlder: false,
+    calls: null, socket: null, observer: null, roomId: null, room: null, oldestId: null, hasOlder: false,
     replyTo: null, editing: null, messages: new Map(), elements: new Map(), pending: new Map(), typing: new Map(),
     resume: null, caughtUp: false, liveNewest: null, catchUpGen: state.catchUpGen + 1, catchingUp: false,
     readQueue: new Set(), readTimer: null,
@@ -378,7 +431,7 @@ function insertInOrder(element, message) {
 }
 
 function render(message, status) {
-  const element = messageItem(message, { myId: state.me.id, status, lookup: (id) => state.messages.get(id) });
+  const element = messageItem(shown(message), { myId: state.me.id, status, lookup: (id) => shown(state.messages.get(id)) });
   const image = element.querySelector("img.preview");
   if (image) loadPreview(image, message.file_attachment);
   if (message.id && message.sender?.id !== state.me.id && !message.is_deleted && !state.readSent.has(message.id)
@@ -386,6 +439,26 @@ function render(message, status) {
     state.observer?.observe(element);
   }
   return element;
+}
+
+/**
+ * A message as it is shown: an encrypted one with its text opened by this
+ * device (`message` itself is left as the server sent it). Opening is
+ * asynchronous: the message is shown again when it is done.
+ */
+function shown(message) {
+  if (!message || message.message_type !== "encrypted" || message.is_deleted) return message;
+  const ciphertext = message.ciphertext;
+  if (!ciphertext || !state.device) return { ...message, content: "(encrypted for another device)" };
+  const opened = state.plaintexts.get(ciphertext);
+  if (opened !== undefined) return { ...message, content: opened };
+  state.plaintexts.set(ciphertext, "(decrypting…)");
+  state.device.open(ciphertext).catch(() => "(cannot be decrypted on this device)").then((text) => {
+    state.plaintexts.set(ciphertext, text);
+    const held = state.messages.get(message.id);
+    if (held?.ciphertext === ciphertext) upsertMessage(held, false);
+  });
+  return { ...message, content: "(decrypting…)" };
 }
 
 async function loadPreview(image, url) {
@@ -414,7 +487,7 @@ async function downloadFile(link) {
 }
 
 function announce(message) {
-  $("live-region").textContent = `${userName(message.sender)}: ${message.file_name ? `(file ${message.file_name}) ` : ""}${message.content}`;
+  $("live-region").textContent = `${userName(message.sender)}: ${message.file_name ? `(file ${message.file_name}) ` : ""}${shown(message).content}`;
 }
 
 function scrollToBottom() {
@@ -661,6 +734,15 @@ function onSocketEvent(event) {
       refreshRoomsSoon();
       if (!state.room?.participants?.some((p) => p.id === event.user_id)) refreshRoomInfo();
       break;
+    case "call_started":
+    case "call_joined":
+    case "call_left":
+    case "call_ended":
+      state.calls?.onEvent(event);
+      break;
+    case "call_signal":
+      state.calls?.onSignal(event);
+      break;
     case "error":
       showError(event.error);
       break;
@@ -744,6 +826,12 @@ async function submitComposer(event) {
     body: { content, client_msg_id: newClientId(), reply_to: state.replyTo || undefined },
   };
   if (!file) pending.body.message_type = "text";
+  if (state.room?.encrypted) {
+    // Sealed as it is sent (send), for the devices the members have then.
+    pending.plaintext = content;
+    pending.room = state.room;
+    pending.body = { message_type: "encrypted", client_msg_id: pending.body.client_msg_id, reply_to: pending.body.reply_to };
+  }
   input.value = "";
   clearFile();
   setComposerMode("send");
@@ -753,7 +841,7 @@ async function submitComposer(event) {
 async function send(pending) {
   const draft = {
     client_msg_id: pending.body.client_msg_id, sender: state.me,
-    content: pending.body.content || (pending.file ? `📎 ${pending.file.name}` : ""),
+    content: pending.plaintext ?? (pending.body.content || (pending.file ? `📎 ${pending.file.name}` : "")),
     reply_to: pending.body.reply_to, timestamp: new Date().toISOString(), reactions: {}, read_by: [],
     file_name: pending.file?.name,
   };
@@ -763,6 +851,7 @@ async function send(pending) {
   $("message-list").append(pending.element);
   scrollToBottom();
   try {
+    if (pending.plaintext !== undefined) await seal(pending);
     const message = pending.file ? await upload(pending) : await inOrder(() => state.api.sendMessage(pending.roomId, pending.body));
     state.sentAt = Date.now();
     if (state.roomId === pending.roomId) upsertMessage(message, false);
@@ -774,6 +863,15 @@ async function send(pending) {
     pending.element = failed;
     failed.scrollIntoView({ block: "nearest" });
   }
+}
+
+/** An encrypted room's message: its text sealed for every member's device (again on a retry: the devices may have changed). */
+async function seal(pending) {
+  if (!state.device) throw new Error("this browser has no device keys (encrypted rooms need Web Crypto's X25519)");
+  pending.body.ciphertexts = await sealForRoom(state.api, state.device, pending.room, pending.plaintext);
+  // This device's own copy needs no opening.
+  const own = pending.body.ciphertexts[state.device.id];
+  if (own) state.plaintexts.set(own, pending.plaintext);
 }
 
 // Text messages are posted one after another: parallel requests may take
@@ -818,7 +916,14 @@ async function saveEdit(content) {
   const id = state.editing;
   if (!content.trim()) return;
   try {
-    const message = await state.api.editMessage(state.roomId, id, content);
+    let change = { content };
+    if (state.room?.encrypted) {
+      if (!state.device) throw new Error("this browser has no device keys");
+      change = { ciphertexts: await sealForRoom(state.api, state.device, state.room, content) };
+      const own = change.ciphertexts[state.device.id];
+      if (own) state.plaintexts.set(own, content);
+    }
+    const message = await state.api.editMessage(state.roomId, id, change);
     upsertMessage(message, false);
     $("message-input").value = "";
     setComposerMode("send");
@@ -835,9 +940,9 @@ function setComposerMode(mode, id = null) {
   const preview = $("reply-preview");
   preview.hidden = mode === "send";
   const message = id ? state.messages.get(id) : null;
-  $("reply-preview-text").textContent = mode === "reply" ? `Replying to ${userName(message?.sender)}: ${message?.content ?? ""}`
+  $("reply-preview-text").textContent = mode === "reply" ? `Replying to ${userName(message?.sender)}: ${shown(message)?.content ?? ""}`
     : mode === "edit" ? "Editing your message" : "";
-  if (mode === "edit") $("message-input").value = message?.content ?? "";
+  if (mode === "edit") $("message-input").value = shown(message)?.content ?? "";
   if (mode !== "send") $("message-input").focus();
 }
 
@@ -931,7 +1036,12 @@ async function openSearchResult(item) {
 
 function bind() {
   $("signin").addEventListener("submit", (event) => { event.preventDefault(); signIn($("token-input").value); });
-  $("signout-button").addEventListener("click", signOut);
+  $("signout-button").addEventListener("click", () => signOut({ forget: true }));
+  $("call-audio-button").addEventListener("click", () => state.calls?.start("audio"));
+  $("call-video-button").addEventListener("click", () => state.calls?.start("video"));
+  $("call-join").addEventListener("click", () => state.calls?.join());
+  $("call-decline").addEventListener("click", () => state.calls?.decline());
+  $("call-leave").addEventListener("click", () => state.calls?.leave());
   $("error-banner").addEventListener("click", () => { $("error-banner").textContent = ""; });
   $("room-list").addEventListener("click", (event) => {
     const item = event.target.closest("[data-room-id]");
@@ -983,7 +1093,7 @@ function bindNewRoom() {
     event.preventDefault();
     const members = $("new-room-members").value.split(/[\s,]+/).filter(Boolean);
     try {
-      const room = await state.api.createRoom($("new-room-name").value, $("new-room-type").value, members);
+      const room = await state.api.createRoom($("new-room-name").value, $("new-room-type").value, members, $("new-room-encrypted").checked);
       dialog.close();
       $("new-room-form").reset();
       await loadRooms();

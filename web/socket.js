@@ -18,11 +18,13 @@ const STABLE_MS = 10000;
 export class RoomSocket {
   /**
    * handlers: onEvent(event), onState("connecting" | "connected" | "offline"),
-   * onOpen(reopened: bool), onFinal(code, reason).
+   * onOpen(reopened: bool), onFinal(code, reason). `deviceId`: this
+   * browser's device (e2e.js), so an encrypted room's messages carry its ciphertext.
    */
-  constructor(roomId, token, handlers) {
+  constructor(roomId, token, handlers, deviceId = null) {
     this.roomId = roomId;
     this.token = token;
+    this.deviceId = deviceId;
     this.handlers = handlers;
     this.attempt = 0;
     this.opened = false;
@@ -41,6 +43,7 @@ export class RoomSocket {
     this.handlers.onState("connecting");
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const query = new URLSearchParams({ token: this.token, session_type: "web" });
+    if (this.deviceId) query.set("device_id", this.deviceId);
     const ws = new WebSocket(`${scheme}://${location.host}/ws/chat/${this.roomId}/?${query}`);
     this.ws = ws;
     ws.onopen = () => {

@@ -76,6 +76,7 @@ export function messageItem(message, { myId, status, lookup }) {
     "data-status": status,
     "data-sender-id": message.sender?.id,
     "data-deleted": message.is_deleted ? "true" : false,
+    "data-encrypted": message.message_type === "encrypted" ? "true" : false,
     tabIndex: -1,
   });
   const head = el("div", { class: "message-head" },

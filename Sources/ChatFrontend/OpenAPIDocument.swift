@@ -1775,7 +1775,7 @@ paths:
           in: path
           required: true
           description: Any other name is `404`.
-          schema: {type: string, enum: [api.js, app.js, sha1.js, socket.js, style.css, view.js]}
+          schema: {type: string, enum: [api.js, app.js, call.js, e2e.js, sha1.js, socket.js, style.css, view.js]}
       responses:
         "200":
           description: The file, `text/javascript` or `text/css`, with the page's caching and policy headers.
@@ -6553,6 +6553,8 @@ x-websocket:
               "enum": [
                 "api.js",
                 "app.js",
+                "call.js",
+                "e2e.js",
                 "sha1.js",
                 "socket.js",
                 "style.css",

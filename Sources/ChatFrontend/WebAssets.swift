@@ -41,10 +41,19 @@ export class Api {
   constructor(token, onUnauthorized) {
     this.token = token;
     this.onUnauthorized = onUnauthorized;
+    // This browser's device (e2e.js), once its keys are published: messages
+    // of encrypted rooms come with this device's ciphertext.
+    this.deviceId = null;
+  }
+
+  headers() {
+    const headers = { Authorization: `Bearer ${this.token}` };
+    if (this.deviceId) headers["X-Device-Id"] = this.deviceId;
+    return headers;
   }
 
   async request(method, path, body) {
-    const headers = { Authorization: `Bearer ${this.token}` };
+    const headers = this.headers();
     const init = { method, headers, signal: AbortSignal.timeout(TIMEOUT_MS) };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -72,6 +81,7 @@ export class Api {
   get(path) { return this.request("GET", path); }
   post(path, body = {}) { return this.request("POST", path, body); }
   patch(path, body) { return this.request("PATCH", path, body); }
+  put(path, body) { return this.request("PUT", path, body); }
   delete(path) { return this.request("DELETE", path); }
 
   /** Every page of a DRF list, following `next` (at most `maxPages`). */
@@ -89,8 +99,10 @@ export class Api {
   rooms() { return this.all("/api/chat/rooms/?page_size=100"); }
   publicRooms() { return this.all("/api/chat/rooms/?room_type=public&discover=true&page_size=100"); }
   room(id) { return this.get(`/api/chat/rooms/${id}/`); }
-  createRoom(name, roomType, participantIds) {
-    return this.post("/api/chat/rooms/", { name, room_type: roomType, participant_ids: participantIds });
+  createRoom(name, roomType, participantIds, encrypted = false) {
+    const body = { name, room_type: roomType, participant_ids: participantIds };
+    if (encrypted) body.encrypted = true;
+    return this.post("/api/chat/rooms/", body);
   }
   directMessage(userId) { return this.post("/api/chat/rooms/direct_message/", { user_id: userId }); }
   join(roomId) { return this.post(`/api/chat/rooms/${roomId}/join/`); }
@@ -101,7 +113,8 @@ export class Api {
     return this.get(`/api/chat/rooms/${roomId}/messages/?${query}`);
   }
   sendMessage(roomId, body) { return this.post(`/api/chat/rooms/${roomId}/messages/`, body); }
-  editMessage(roomId, id, content) { return this.patch(`/api/chat/rooms/${roomId}/messages/${id}/`, { content }); }
+  /** `change`: the new `content`, or in an encrypted room `{ciphertexts}`. */
+  editMessage(roomId, id, change) { return this.patch(`/api/chat/rooms/${roomId}/messages/${id}/`, change); }
   deleteMessage(roomId, id) { return this.delete(`/api/chat/rooms/${roomId}/messages/${id}/`); }
   react(roomId, id, emoji, action) {
     return this.post(`/api/chat/rooms/${roomId}/messages/${id}/react/`, { emoji, action });
@@ -115,7 +128,7 @@ export class Api {
 
   /** The bytes behind an attachment URL, as a Blob (downloads need the token). */
   async download(url) {
-    const response = await fetch(localPath(url), { headers: { Authorization: `Bearer ${this.token}` } });
+    const response = await fetch(localPath(url), { headers: this.headers() });
     if (!response.ok) throw new ApiError(response.status, null);
     return response.blob();
   }
@@ -132,7 +145,7 @@ export class Api {
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       xhr.open("POST", `/api/chat/rooms/${roomId}/messages/`);
-      xhr.setRequestHeader("Authorization", `Bearer ${this.token}`);
+      for (const [name, value] of Object.entries(this.headers())) xhr.setRequestHeader(name, value);
       xhr.upload.onprogress = (event) => { if (event.lengthComputable) onProgress(event.loaded / event.total); };
       xhr.onload = () => {
         let body = null;
@@ -153,6 +166,8 @@ export class Api {
 // the DOM contract the browser tests rely on.
 
 import { Api, ApiError, localPath } from "./api.js";
+import { RoomCalls } from "./call.js";
+import { Device, sealForRoom, supported as encryptionSupported } from "./e2e.js";
 import { RoomSocket } from "./socket.js";
 import { userIdForSubject } from "./sha1.js";
 import { el, messageItem, publicRoomItem, roomItem, roomName, searchItem, userName } from "./view.js";
@@ -188,6 +203,11 @@ const state = {
   readQueue: new Set(), readSending: false, readTimer: null, roomsTimer: null,
   replyTo: null, editing: null, typing: new Map(), typingSentAt: 0, typingStop: null,
   readSent: new Set(), observer: null, catchUpGen: 0, catchingUp: false, refreshedAt: 0, sentAt: 0, timers: [], previews: new Map(), reactFor: null, file: null,
+  // Encrypted rooms: this browser's device (null until its keys are published, or without Web Crypto's
+  // X25519), and what its ciphertexts opened to, by ciphertext (an edit brings a new one).
+  device: null, plaintexts: new Map(),
+  // The open room's calls (call.js).
+  calls: null,
 };
 
 // MARK: sign-in
@@ -225,6 +245,8 @@ async function signIn(token) {
   }
   // A second sign-in started while this one waited: that one wins.
   if (state.api !== api) return;
+  await setUpDevice(api);
+  if (state.api !== api) return;
   localStorage.setItem(TOKEN_KEY, token.trim());
   $("signin-view").hidden = true;
   $("app-view").hidden = false;
@@ -243,19 +265,48 @@ async function signIn(token) {
   document.body.dataset.ready = "true";
 }
 
+/**
+ * This browser's device keys for the signed-in user, made once and
+ * published at every sign-in (e2e.js). Without them the client still runs;
+ * encrypted rooms then show that their messages are not for this device.
+ */
+async function setUpDevice(api) {
+  if (!await encryptionSupported()) return;
+  try {
+    const device = await Device.load(state.me.id);
+    await device.publish(api);
+    if (state.api !== api) return;
+    state.device = device;
+    api.deviceId = device.id;
+    document.body.dataset.deviceId = device.id;
+  } catch (error) {
+    showError(`Encrypted rooms are unavailable on this device: ${error.message}`);
+  }
+}
+
 function stopTimers() {
   for (const timer of state.timers) clearInterval(timer);
   state.timers = [];
   clearTimeout(state.roomsTimer);
 }
 
-function signOut() {
+/**
+ * `forget`: the user signed out (not a token that expired), so this
+ * browser's device leaves the key directory (a user has at most 10) and
+ * its keys are dropped; its encrypted history is unreadable from then on.
+ */
+function signOut({ forget = false } = {}) {
   closeRoom();
   stopTimers();
   localStorage.removeItem(TOKEN_KEY);
   for (const url of state.previews.values()) URL.revokeObjectURL(url);
-  Object.assign(state, { api: null, me: null, rooms: new Map(), readSent: new Set(), previews: new Map() });
+  if (forget && state.device && state.api) {
+    const { device, api } = state;
+    api.delete(`/api/chat/keys/devices/${device.id}/`).then(() => Device.forget(device.userId)).catch(() => {});
+  }
+  Object.assign(state, { api: null, me: null, rooms: new Map(), readSent: new Set(), previews: new Map(), device: null, plaintexts: new Map() });
   delete document.body.dataset.ready;
+  delete document.body.dataset.deviceId;
   $("room-list").replaceChildren();
   $("search-results").replaceChildren();
   $("public-rooms").replaceChildren();
@@ -339,8 +390,12 @@ async function openRoom(roomId) {
   state.room = room;
   $("open-room-name").textContent = roomName(room, state.me.id);
   $("open-room-members").textContent = `${room.participants?.length ?? 0} members`;
+  $("open-room-lock").hidden = !room.encrypted;
   $("message-list").dataset.roomId = roomId;
   setComposerEnabled(true);
+  state.calls = new RoomCalls(roomId, {
+    api: state.api, me: state.me.id, names: memberName, send: (frame) => state.socket?.send(frame) ?? false, report: showError,
+  });
   document.body.classList.add("room-open");
   renderRooms();
   state.observer = new IntersectionObserver(onVisible, { root: $("message-list"), threshold: 0.5 });
@@ -354,7 +409,7 @@ async function openRoom(roomId) {
   // first page was read before the socket listened.
   state.socket = new RoomSocket(roomId, state.api.token, {
     onEvent: onSocketEvent, onState: setConnection, onOpen: () => catchUp(), onFinal: socketEnded,
-  });
+  }, state.device?.id);
 }
 
 /** The newest page into the list; it sets the resume point when there is none yet. False when the room changed meanwhile. */
@@ -372,17 +427,28 @@ async function loadNewestPage(roomId) {
 }
 
 function setComposerEnabled(enabled) {
-  for (const id of ["message-input", "send-button", "file-input"]) $(id).disabled = !enabled;
+  for (const id of ["message-input", "send-button"]) $(id).disabled = !enabled;
+  // Files are not encrypted: an encrypted room takes none.
+  $("file-input").disabled = !enabled || Boolean(state.room?.encrypted);
+}
+
+/** A member's display name for the call panel (their id when unknown). */
+function memberName(userId) {
+  if (userId === state.me?.id) return "you";
+  const member = state.room?.participants?.find((p) => p.id === userId);
+  return member ? userName(member) : userId;
 }
 
 function closeRoom() {
   stopTyping();
+  state.calls?.close();
   state.socket?.stop();
   state.observer?.disconnect();
   for (const typing of state.typing.values()) clearTimeout(typing.timer);
   clearTimeout(state.readTimer);
+  $("open-room-lock").hidden = true;
   Object.assign(state, {
-    socket: null, observer: null, roomId: null, room: null, oldestId: null, hasOlder: false,
+    calls: null, socket: null, observer: null, roomId: null, room: null, oldestId: null, hasOlder: false,
     replyTo: null, editing: null, messages: new Map(), elements: new Map(), pending: new Map(), typing: new Map(),
     resume: null, caughtUp: false, liveNewest: null, catchUpGen: state.catchUpGen + 1, catchingUp: false,
     readQueue: new Set(), readTimer: null,
@@ -528,7 +594,7 @@ function insertInOrder(element, message) {
 }
 
 function render(message, status) {
-  const element = messageItem(message, { myId: state.me.id, status, lookup: (id) => state.messages.get(id) });
+  const element = messageItem(shown(message), { myId: state.me.id, status, lookup: (id) => shown(state.messages.get(id)) });
   const image = element.querySelector("img.preview");
   if (image) loadPreview(image, message.file_attachment);
   if (message.id && message.sender?.id !== state.me.id && !message.is_deleted && !state.readSent.has(message.id)
@@ -536,6 +602,26 @@ function render(message, status) {
     state.observer?.observe(element);
   }
   return element;
+}
+
+/**
+ * A message as it is shown: an encrypted one with its text opened by this
+ * device (`message` itself is left as the server sent it). Opening is
+ * asynchronous: the message is shown again when it is done.
+ */
+function shown(message) {
+  if (!message || message.message_type !== "encrypted" || message.is_deleted) return message;
+  const ciphertext = message.ciphertext;
+  if (!ciphertext || !state.device) return { ...message, content: "(encrypted for another device)" };
+  const opened = state.plaintexts.get(ciphertext);
+  if (opened !== undefined) return { ...message, content: opened };
+  state.plaintexts.set(ciphertext, "(decrypting…)");
+  state.device.open(ciphertext).catch(() => "(cannot be decrypted on this device)").then((text) => {
+    state.plaintexts.set(ciphertext, text);
+    const held = state.messages.get(message.id);
+    if (held?.ciphertext === ciphertext) upsertMessage(held, false);
+  });
+  return { ...message, content: "(decrypting…)" };
 }
 
 async function loadPreview(image, url) {
@@ -564,7 +650,7 @@ async function downloadFile(link) {
 }
 
 function announce(message) {
-  $("live-region").textContent = `${userName(message.sender)}: ${message.file_name ? `(file ${message.file_name}) ` : ""}${message.content}`;
+  $("live-region").textContent = `${userName(message.sender)}: ${message.file_name ? `(file ${message.file_name}) ` : ""}${shown(message).content}`;
 }
 
 function scrollToBottom() {
@@ -811,6 +897,15 @@ function onSocketEvent(event) {
       refreshRoomsSoon();
       if (!state.room?.participants?.some((p) => p.id === event.user_id)) refreshRoomInfo();
       break;
+    case "call_started":
+    case "call_joined":
+    case "call_left":
+    case "call_ended":
+      state.calls?.onEvent(event);
+      break;
+    case "call_signal":
+      state.calls?.onSignal(event);
+      break;
     case "error":
       showError(event.error);
       break;
@@ -894,6 +989,12 @@ async function submitComposer(event) {
     body: { content, client_msg_id: newClientId(), reply_to: state.replyTo || undefined },
   };
   if (!file) pending.body.message_type = "text";
+  if (state.room?.encrypted) {
+    // Sealed as it is sent (send), for the devices the members have then.
+    pending.plaintext = content;
+    pending.room = state.room;
+    pending.body = { message_type: "encrypted", client_msg_id: pending.body.client_msg_id, reply_to: pending.body.reply_to };
+  }
   input.value = "";
   clearFile();
   setComposerMode("send");
@@ -903,7 +1004,7 @@ async function submitComposer(event) {
 async function send(pending) {
   const draft = {
     client_msg_id: pending.body.client_msg_id, sender: state.me,
-    content: pending.body.content || (pending.file ? `📎 ${pending.file.name}` : ""),
+    content: pending.plaintext ?? (pending.body.content || (pending.file ? `📎 ${pending.file.name}` : "")),
     reply_to: pending.body.reply_to, timestamp: new Date().toISOString(), reactions: {}, read_by: [],
     file_name: pending.file?.name,
   };
@@ -913,6 +1014,7 @@ async function send(pending) {
   $("message-list").append(pending.element);
   scrollToBottom();
   try {
+    if (pending.plaintext !== undefined) await seal(pending);
     const message = pending.file ? await upload(pending) : await inOrder(() => state.api.sendMessage(pending.roomId, pending.body));
     state.sentAt = Date.now();
     if (state.roomId === pending.roomId) upsertMessage(message, false);
@@ -924,6 +1026,15 @@ async function send(pending) {
     pending.element = failed;
     failed.scrollIntoView({ block: "nearest" });
   }
+}
+
+/** An encrypted room's message: its text sealed for every member's device (again on a retry: the devices may have changed). */
+async function seal(pending) {
+  if (!state.device) throw new Error("this browser has no device keys (encrypted rooms need Web Crypto's X25519)");
+  pending.body.ciphertexts = await sealForRoom(state.api, state.device, pending.room, pending.plaintext);
+  // This device's own copy needs no opening.
+  const own = pending.body.ciphertexts[state.device.id];
+  if (own) state.plaintexts.set(own, pending.plaintext);
 }
 
 // Text messages are posted one after another: parallel requests may take
@@ -968,7 +1079,14 @@ async function saveEdit(content) {
   const id = state.editing;
   if (!content.trim()) return;
   try {
-    const message = await state.api.editMessage(state.roomId, id, content);
+    let change = { content };
+    if (state.room?.encrypted) {
+      if (!state.device) throw new Error("this browser has no device keys");
+      change = { ciphertexts: await sealForRoom(state.api, state.device, state.room, content) };
+      const own = change.ciphertexts[state.device.id];
+      if (own) state.plaintexts.set(own, content);
+    }
+    const message = await state.api.editMessage(state.roomId, id, change);
     upsertMessage(message, false);
     $("message-input").value = "";
     setComposerMode("send");
@@ -985,9 +1103,9 @@ function setComposerMode(mode, id = null) {
   const preview = $("reply-preview");
   preview.hidden = mode === "send";
   const message = id ? state.messages.get(id) : null;
-  $("reply-preview-text").textContent = mode === "reply" ? `Replying to ${userName(message?.sender)}: ${message?.content ?? ""}`
+  $("reply-preview-text").textContent = mode === "reply" ? `Replying to ${userName(message?.sender)}: ${shown(message)?.content ?? ""}`
     : mode === "edit" ? "Editing your message" : "";
-  if (mode === "edit") $("message-input").value = message?.content ?? "";
+  if (mode === "edit") $("message-input").value = shown(message)?.content ?? "";
   if (mode !== "send") $("message-input").focus();
 }
 
@@ -1081,7 +1199,12 @@ async function openSearchResult(item) {
 
 function bind() {
   $("signin").addEventListener("submit", (event) => { event.preventDefault(); signIn($("token-input").value); });
-  $("signout-button").addEventListener("click", signOut);
+  $("signout-button").addEventListener("click", () => signOut({ forget: true }));
+  $("call-audio-button").addEventListener("click", () => state.calls?.start("audio"));
+  $("call-video-button").addEventListener("click", () => state.calls?.start("video"));
+  $("call-join").addEventListener("click", () => state.calls?.join());
+  $("call-decline").addEventListener("click", () => state.calls?.decline());
+  $("call-leave").addEventListener("click", () => state.calls?.leave());
   $("error-banner").addEventListener("click", () => { $("error-banner").textContent = ""; });
   $("room-list").addEventListener("click", (event) => {
     const item = event.target.closest("[data-room-id]");
@@ -1133,7 +1256,7 @@ function bindNewRoom() {
     event.preventDefault();
     const members = $("new-room-members").value.split(/[\s,]+/).filter(Boolean);
     try {
-      const room = await state.api.createRoom($("new-room-name").value, $("new-room-type").value, members);
+      const room = await state.api.createRoom($("new-room-name").value, $("new-room-type").value, members, $("new-room-encrypted").checked);
       dialog.close();
       $("new-room-form").reset();
       await loadRooms();
@@ -1173,6 +1296,489 @@ async function directMessage(event) {
 bind();
 const saved = localStorage.getItem(TOKEN_KEY);
 if (saved) signIn(saved);
+
+"""###),
+        ("call.js", ###"""
+// Voice and video calls in the open room (docs/webclient.md, "Calls"). The
+// server keeps the call (docs/api.md, "Calls") and relays `call_signal`s
+// between its participants; media goes between the browsers, one
+// RTCPeerConnection per other participant. Whoever joins offers to each
+// participant already in the call, so two never offer to each other.
+
+const $ = (id) => document.getElementById(id);
+
+export class RoomCalls {
+  /**
+   * api: the REST client; me: this user's id; names: id → display name;
+   * send: a frame onto the room's socket (false when it is not open);
+   * report: an error for the user.
+   */
+  constructor(roomId, { api, me, names, send, report }) {
+    Object.assign(this, { roomId, api, me, names, send, report });
+    this.call = null;
+    this.joined = false;
+    this.stream = null;
+    this.iceServers = null;
+    this.peers = new Map();
+    this.closed = false;
+    this.render();
+    this.loadCurrent();
+  }
+
+  /** A call already ringing or running when the room opens. */
+  async loadCurrent() {
+    try {
+      const page = await this.api.get(`/api/chat/rooms/${this.roomId}/calls/?page_size=1`);
+      const call = page.results[0];
+      if (!this.closed && !this.call && call && !isOver(call)) {
+        this.call = call;
+        this.render();
+      }
+    } catch {
+      // No call shown: one that starts later arrives as an event.
+    }
+  }
+
+  async start(media) {
+    if (this.call && !isOver(this.call)) return;
+    try {
+      await this.openMedia(media);
+      this.call = await this.api.post(`/api/chat/rooms/${this.roomId}/calls/`, { media });
+      this.joined = true;
+    } catch (error) {
+      this.hangUp();
+      this.report(`Cannot start the call: ${error.message}`);
+    }
+    this.render();
+  }
+
+  async join() {
+    const call = this.call;
+    if (!call || this.joined) return;
+    try {
+      await this.openMedia(call.media);
+      this.call = await this.api.post(`/api/chat/calls/${call.id}/join/`);
+      this.joined = true;
+      this.render();
+      for (const p of this.call.participants) {
+        if (p.state === "joined" && p.user_id !== this.me) await this.offer(p.user_id);
+      }
+    } catch (error) {
+      this.hangUp();
+      this.report(`Cannot join the call: ${error.message}`);
+      this.render();
+    }
+  }
+
+  async leave() {
+    const call = this.call;
+    this.hangUp();
+    this.render();
+    if (!call) return;
+    try {
+      this.call = await this.api.post(`/api/chat/calls/${call.id}/leave/`);
+    } catch (error) {
+      this.report(`Leaving the call: ${error.message}`);
+    }
+    this.render();
+  }
+
+  async decline() {
+    const call = this.call;
+    if (!call) return;
+    try {
+      this.call = await this.api.post(`/api/chat/calls/${call.id}/decline/`);
+      this.declined = call.id;
+    } catch (error) {
+      this.report(error.message);
+    }
+    this.render();
+  }
+
+  /** `call_started`, `call_joined`, `call_left`, `call_ended` of this room. */
+  onEvent(event) {
+    const call = event.call;
+    if (!call || call.room !== this.roomId) return;
+    if (this.call && this.call.id !== call.id && !isOver(this.call)) return;
+    this.call = call;
+    if (event.type === "call_left" && event.user_id !== this.me) this.closePeer(event.user_id);
+    // Ended, or this user is no longer in it (left from another tab, removed): no media.
+    const mine = call.participants.find((p) => p.user_id === this.me);
+    if (this.joined && (isOver(call) || mine?.state !== "joined")) this.hangUp();
+    this.render();
+  }
+
+  /** A `call_signal` for this user: an offer, an answer or an ICE candidate. */
+  onSignal(event) {
+    if (!this.joined || event.call_id !== this.call?.id || typeof event.signal !== "object") return;
+    const peer = this.peer(event.from);
+    // One signal at a time per peer: an answer or a candidate waits for the description before it.
+    peer.queue = peer.queue.then(() => this.apply(peer, event.signal)).catch((error) => this.report(`Call: ${error.message}`));
+  }
+
+  async apply(peer, signal) {
+    const pc = peer.pc;
+    if (signal.type === "offer" || signal.type === "answer") {
+      await pc.setRemoteDescription({ type: signal.type, sdp: signal.sdp });
+      for (const candidate of peer.candidates.splice(0)) await pc.addIceCandidate(candidate);
+      if (signal.type === "offer") {
+        await pc.setLocalDescription(await pc.createAnswer());
+        this.signal(peer.user, { type: "answer", sdp: pc.localDescription.sdp });
+      }
+    } else if (signal.type === "candidate" && signal.candidate) {
+      if (pc.remoteDescription) await pc.addIceCandidate(signal.candidate);
+      else peer.candidates.push(signal.candidate);
+    }
+  }
+
+  async offer(user) {
+    const peer = this.peer(user);
+    await peer.pc.setLocalDescription(await peer.pc.createOffer());
+    this.signal(user, { type: "offer", sdp: peer.pc.localDescription.sdp });
+  }
+
+  signal(to, signal) {
+    if (!this.send({ type: "call_signal", call_id: this.call.id, to, signal })) this.report("Call: the connection is down; the other side may not hear you.");
+  }
+
+  /** The connection to `user`, made on first use with this side's tracks. */
+  peer(user) {
+    let peer = this.peers.get(user);
+    if (peer) return peer;
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers || [] });
+    const video = document.createElement("video");
+    video.autoplay = true;
+    video.playsInline = true;
+    const label = document.createElement("span");
+    label.className = "peer-name";
+    label.textContent = this.names(user);
+    const element = document.createElement("div");
+    element.className = "remote-peer";
+    element.dataset.userId = user;
+    element.dataset.connection = pc.connectionState;
+    element.append(video, label);
+    $("remote-peers").append(element);
+    for (const track of this.stream?.getTracks() ?? []) pc.addTrack(track, this.stream);
+    pc.onicecandidate = (event) => { if (event.candidate) this.signal(user, { type: "candidate", candidate: event.candidate.toJSON() }); };
+    pc.ontrack = (event) => { if (video.srcObject !== event.streams[0]) video.srcObject = event.streams[0]; };
+    pc.onconnectionstatechange = () => { element.dataset.connection = pc.connectionState; };
+    peer = { user, pc, element, candidates: [], queue: Promise.resolve() };
+    this.peers.set(user, peer);
+    return peer;
+  }
+
+  closePeer(user) {
+    const peer = this.peers.get(user);
+    if (!peer) return;
+    peer.pc.close();
+    peer.element.remove();
+    this.peers.delete(user);
+  }
+
+  async openMedia(media) {
+    if (!this.iceServers) this.iceServers = (await this.api.get("/api/chat/calls/ice_servers/")).ice_servers;
+    this.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: media === "video" });
+    $("local-video").srcObject = this.stream;
+  }
+
+  /** Out of the call on this side: every connection closed, camera and microphone released. */
+  hangUp() {
+    for (const user of [...this.peers.keys()]) this.closePeer(user);
+    for (const track of this.stream?.getTracks() ?? []) track.stop();
+    this.stream = null;
+    $("local-video").srcObject = null;
+    this.joined = false;
+  }
+
+  /** The room closes: out of the call, and the server told so. */
+  close() {
+    this.closed = true;
+    const call = this.call;
+    const wasIn = this.joined;
+    this.hangUp();
+    if (wasIn && call && !isOver(call)) this.api.post(`/api/chat/calls/${call.id}/leave/`).catch(() => {});
+    $("call-panel").hidden = true;
+    for (const id of ["call-audio-button", "call-video-button"]) $(id).disabled = true;
+  }
+
+  render() {
+    if (this.closed) return;
+    const call = this.call;
+    const open = Boolean(call && !isOver(call));
+    const panel = $("call-panel");
+    panel.hidden = !call || (isOver(call) && !this.showEnded(call));
+    panel.dataset.state = call?.state ?? "none";
+    panel.dataset.joined = String(this.joined);
+    if (call) panel.dataset.callId = call.id;
+    const joinedCount = call ? call.participants.filter((p) => p.state === "joined").length : 0;
+    const kind = call?.media === "video" ? "Video call" : "Call";
+    $("call-status").textContent = !call ? ""
+      : isOver(call) ? `${kind} ${call.state === "missed" ? "missed" : "ended"}`
+      : this.joined ? `${kind}: ${joinedCount} in the call`
+      : call.state === "ringing" ? `${kind} from ${this.names(call.started_by)}` : `${kind} in progress (${joinedCount} in it)`;
+    $("call-join").hidden = !open || this.joined;
+    $("call-decline").hidden = !open || this.joined || call.state !== "ringing" || call.started_by === this.me || this.declined === call.id;
+    $("call-leave").hidden = !this.joined;
+    for (const id of ["call-audio-button", "call-video-button"]) $(id).disabled = open;
+  }
+
+  /** An ended call stays shown a few seconds, then goes. */
+  showEnded(call) {
+    if (this.endedShown === call.id) return false;
+    clearTimeout(this.endedTimer);
+    this.endedTimer = setTimeout(() => { this.endedShown = call.id; this.render(); }, 5000);
+    return true;
+  }
+}
+
+function isOver(call) {
+  return call.state === "ended" || call.state === "missed";
+}
+
+"""###),
+        ("e2e.js", ###"""
+// End-to-end encryption in the browser (docs/webclient.md, "Encrypted
+// rooms"): this browser's device keys, published to the server's key
+// directory, and an X3DH-style seal and open of each message for each
+// device (a fresh agreement per message; no ratchet after it). The server
+// only keeps and routes the envelopes (docs/api.md, "Encrypted rooms").
+//
+// Private keys are non-extractable CryptoKeys kept in IndexedDB: the page
+// can use them, no script can read them out. Web Crypto has no
+// ChaCha20-Poly1305, so the box is AES-256-GCM.
+
+const DB_NAME = "chatd-e2e";
+const STORE = "devices";
+// One-time prekeys published at a time; more are made when fewer than
+// REFILL_BELOW are left unclaimed (each message to a device claims one).
+const PREKEYS = 20;
+const REFILL_BELOW = 5;
+const INFO = new TextEncoder().encode("chatd-x3dh-web");
+
+const X25519 = { name: "X25519" };
+const ED25519 = { name: "Ed25519" };
+
+export function toBase64(bytes) {
+  let text = "";
+  for (const byte of new Uint8Array(bytes)) text += String.fromCharCode(byte);
+  return btoa(text);
+}
+
+export function fromBase64(text) {
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+function concat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, part) => n + part.byteLength, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(new Uint8Array(part), at);
+    at += part.byteLength;
+  }
+  return out;
+}
+
+/** Whether this browser's Web Crypto has X25519 and Ed25519. */
+export async function supported() {
+  try {
+    await crypto.subtle.generateKey(X25519, false, ["deriveBits"]);
+    await crypto.subtle.generateKey(ED25519, false, ["sign", "verify"]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// MARK: IndexedDB: one device record per user id.
+
+function openDatabase() {
+  return new Promise((resolve, reject) => {
+    const request = indexedDB.open(DB_NAME, 1);
+    request.onupgradeneeded = () => request.result.createObjectStore(STORE);
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+}
+
+async function withStore(mode, use) {
+  const db = await openDatabase();
+  try {
+    return await new Promise((resolve, reject) => {
+      const tx = db.transaction(STORE, mode);
+      const request = use(tx.objectStore(STORE));
+      tx.oncomplete = () => resolve(request.result);
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error);
+    });
+  } finally {
+    db.close();
+  }
+}
+
+// MARK: keys
+
+async function keyPair(algorithm, usages) {
+  const pair = await crypto.subtle.generateKey(algorithm, false, usages);
+  return { privateKey: pair.privateKey, publicRaw: new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey)) };
+}
+
+async function oneTimePrekeys(count) {
+  const keys = [];
+  for (let i = 0; i < count; i++) {
+    const pair = await keyPair(X25519, ["deriveBits"]);
+    keys.push({ privateKey: pair.privateKey, public: toBase64(pair.publicRaw) });
+  }
+  return keys;
+}
+
+function newDeviceId() {
+  // A UUID (version 4) from getRandomValues: the key directory wants a UUID.
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+const importX25519 = (raw) => crypto.subtle.importKey("raw", raw, X25519, false, []);
+const agree = async (privateKey, publicKey) => new Uint8Array(await crypto.subtle.deriveBits({ name: "X25519", public: publicKey }, privateKey, 256));
+
+/** HKDF-SHA256 over 32 0xFF bytes and the Diffie-Hellman outputs (as X3DH does) to an AES-256-GCM key. */
+async function messageKey(secrets) {
+  const material = await crypto.subtle.importKey("raw", concat(new Uint8Array(32).fill(0xff), ...secrets), "HKDF", false, ["deriveKey"]);
+  return crypto.subtle.deriveKey({ name: "HKDF", hash: "SHA-256", salt: new Uint8Array(32), info: INFO }, material,
+    { name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
+}
+
+/**
+ * This browser's device of one user: an Ed25519 key that signs, an X25519
+ * identity, a signed prekey and one-time prekeys, laid out on the wire as
+ * the key directory wants them (the identity key is the Ed25519 public key
+ * followed by the X25519 one).
+ */
+export class Device {
+  constructor(userId, record) {
+    this.userId = userId;
+    this.record = record;
+    this.id = record.id;
+  }
+
+  /** The device kept for `userId`, or a new one (kept before it is returned). */
+  static async load(userId) {
+    let record = await withStore("readonly", (store) => store.get(userId));
+    if (!record) {
+      const signing = await keyPair(ED25519, ["sign"]);
+      const signedPrekey = await keyPair(X25519, ["deriveBits"]);
+      record = {
+        id: newDeviceId(), signing, identity: await keyPair(X25519, ["deriveBits"]), signedPrekey,
+        signature: toBase64(await crypto.subtle.sign(ED25519, signing.privateKey, signedPrekey.publicRaw)),
+        oneTime: await oneTimePrekeys(PREKEYS),
+      };
+      await withStore("readwrite", (store) => store.put(record, userId));
+    }
+    return new Device(userId, record);
+  }
+
+  /** Forgets the keys kept for `userId` (sign-out: the server's copy is deleted first). */
+  static forget(userId) {
+    return withStore("readwrite", (store) => store.delete(userId));
+  }
+
+  /** The body of `PUT /api/chat/keys/devices/{id}/`, with the newest one-time prekeys. */
+  publication() {
+    const r = this.record;
+    return {
+      identity_key: toBase64(concat(r.signing.publicRaw, r.identity.publicRaw)),
+      signed_prekey: toBase64(r.signedPrekey.publicRaw), signature: r.signature,
+      one_time_prekeys: r.oneTime.slice(-PREKEYS).map((k) => k.public),
+    };
+  }
+
+  /**
+   * Publishes the keys; when few one-time prekeys are left unclaimed, makes
+   * more and publishes them. Older private prekeys are kept: a message
+   * sealed with one is read again from the history.
+   */
+  async publish(api) {
+    const answer = await api.put(`/api/chat/keys/devices/${this.id}/`, this.publication());
+    if (answer.one_time_prekey_count >= REFILL_BELOW) return;
+    this.record.oneTime.push(...await oneTimePrekeys(PREKEYS));
+    await withStore("readwrite", (store) => store.put(this.record, this.userId));
+    await api.put(`/api/chat/keys/devices/${this.id}/`, this.publication());
+  }
+
+  /**
+   * `text` sealed for the device of `bundle` (one entry of `GET
+   * /api/chat/keys/users/{id}/`), after checking its signed prekey's
+   * signature: base64 of a JSON envelope.
+   */
+  async seal(text, bundle) {
+    const theirKeys = fromBase64(bundle.identity_key);
+    if (theirKeys.length !== 64) throw new Error(`device ${bundle.device_id}: an identity key is 64 bytes`);
+    const signer = await crypto.subtle.importKey("raw", theirKeys.slice(0, 32), ED25519, false, ["verify"]);
+    const prekeyRaw = fromBase64(bundle.signed_prekey);
+    if (!await crypto.subtle.verify(ED25519, signer, fromBase64(bundle.signature), prekeyRaw)) {
+      throw new Error(`device ${bundle.device_id}: its signed prekey's signature does not verify`);
+    }
+    const theirIdentity = await importX25519(theirKeys.slice(32));
+    const theirPrekey = await importX25519(prekeyRaw);
+    const ephemeral = await crypto.subtle.generateKey(X25519, false, ["deriveBits"]);
+    const secrets = [
+      await agree(this.record.identity.privateKey, theirPrekey),
+      await agree(ephemeral.privateKey, theirIdentity),
+      await agree(ephemeral.privateKey, theirPrekey),
+    ];
+    if (bundle.one_time_prekey) secrets.push(await agree(ephemeral.privateKey, await importX25519(fromBase64(bundle.one_time_prekey))));
+    const nonce = crypto.getRandomValues(new Uint8Array(12));
+    const box = await crypto.subtle.encrypt({ name: "AES-GCM", iv: nonce, additionalData: concat(this.record.identity.publicRaw, theirKeys.slice(32)) },
+      await messageKey(secrets), new TextEncoder().encode(text));
+    const envelope = {
+      v: 1, identity: toBase64(this.record.identity.publicRaw),
+      ephemeral: toBase64(new Uint8Array(await crypto.subtle.exportKey("raw", ephemeral.publicKey))),
+      one_time_prekey: bundle.one_time_prekey || null, nonce: toBase64(nonce), box: toBase64(box),
+    };
+    // Every value is base64 or a number: the JSON is ASCII, which btoa takes.
+    return btoa(JSON.stringify(envelope));
+  }
+
+  /** What `seal` made for this device, opened; throws if it is not this device's or was altered. */
+  async open(ciphertext) {
+    const envelope = JSON.parse(atob(ciphertext));
+    if (envelope.v !== 1) throw new Error("an envelope of another version");
+    const theirRaw = fromBase64(envelope.identity);
+    const theirIdentity = await importX25519(theirRaw);
+    const ephemeral = await importX25519(fromBase64(envelope.ephemeral));
+    const r = this.record;
+    const secrets = [
+      await agree(r.signedPrekey.privateKey, theirIdentity),
+      await agree(r.identity.privateKey, ephemeral),
+      await agree(r.signedPrekey.privateKey, ephemeral),
+    ];
+    if (envelope.one_time_prekey) {
+      const mine = r.oneTime.find((k) => k.public === envelope.one_time_prekey);
+      if (!mine) throw new Error("sealed with a one-time prekey this device does not have");
+      secrets.push(await agree(mine.privateKey, ephemeral));
+    }
+    const plain = await crypto.subtle.decrypt({ name: "AES-GCM", iv: fromBase64(envelope.nonce), additionalData: concat(theirRaw, r.identity.publicRaw) },
+      await messageKey(secrets), fromBase64(envelope.box));
+    return new TextDecoder().decode(plain);
+  }
+}
+
+/**
+ * `text` sealed for every device of every member of `room` (this user's
+ * own devices too, so they read what they sent): the `ciphertexts` of an
+ * encrypted message. Each bundle fetched claims one of its one-time prekeys.
+ */
+export async function sealForRoom(api, device, room, text) {
+  const ciphertexts = {};
+  const members = (room.participants || []).map((p) => p.id);
+  for (const member of new Set([device.userId, ...members])) {
+    const { devices } = await api.get(`/api/chat/keys/users/${member}/`);
+    for (const bundle of devices) ciphertexts[bundle.device_id] = await device.seal(text, bundle);
+  }
+  return ciphertexts;
+}
 
 """###),
         ("index.html", ###"""
@@ -1248,7 +1854,22 @@ if (saved) signIn(saved);
       <button id="back-button" type="button" class="narrow-only">Rooms</button>
       <h2 id="open-room-name">No room open</h2>
       <span id="open-room-members"></span>
+      <span id="open-room-lock" hidden title="End-to-end encrypted: only the members' devices can read it">🔒 encrypted</span>
+      <button id="call-audio-button" type="button" disabled>Call</button>
+      <button id="call-video-button" type="button" disabled>Video call</button>
     </header>
+    <section id="call-panel" hidden aria-label="Call" data-state="none">
+      <p id="call-status" role="status"></p>
+      <div class="row">
+        <button id="call-join" type="button" hidden>Join</button>
+        <button id="call-decline" type="button" hidden>Decline</button>
+        <button id="call-leave" type="button" hidden>Leave</button>
+      </div>
+      <div id="call-media">
+        <video id="local-video" autoplay playsinline muted aria-label="Your camera"></video>
+        <div id="remote-peers"></div>
+      </div>
+    </section>
     <ol id="message-list" tabindex="0" aria-label="Messages" data-has-older="false">
       <li id="load-older-state" aria-live="polite"></li>
     </ol>
@@ -1285,6 +1906,7 @@ if (saved) signIn(saved);
     </select>
     <label for="new-room-members">Members (user ids, comma-separated)</label>
     <input id="new-room-members" type="text" autocomplete="off" spellcheck="false">
+    <label class="check"><input id="new-room-encrypted" type="checkbox"> End-to-end encrypted (not for public rooms; no files)</label>
     <div class="row">
       <button id="new-room-submit" type="submit">Create</button>
       <button id="new-room-cancel" type="button">Cancel</button>
@@ -1399,11 +2021,13 @@ const STABLE_MS = 10000;
 export class RoomSocket {
   /**
    * handlers: onEvent(event), onState("connecting" | "connected" | "offline"),
-   * onOpen(reopened: bool), onFinal(code, reason).
+   * onOpen(reopened: bool), onFinal(code, reason). `deviceId`: this
+   * browser's device (e2e.js), so an encrypted room's messages carry its ciphertext.
    */
-  constructor(roomId, token, handlers) {
+  constructor(roomId, token, handlers, deviceId = null) {
     this.roomId = roomId;
     this.token = token;
+    this.deviceId = deviceId;
     this.handlers = handlers;
     this.attempt = 0;
     this.opened = false;
@@ -1422,6 +2046,7 @@ export class RoomSocket {
     this.handlers.onState("connecting");
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const query = new URLSearchParams({ token: this.token, session_type: "web" });
+    if (this.deviceId) query.set("device_id", this.deviceId);
     const ws = new WebSocket(`${scheme}://${location.host}/ws/chat/${this.roomId}/?${query}`);
     this.ws = ws;
     ws.onopen = () => {
@@ -1626,6 +2251,19 @@ dialog .row { margin-top: .8rem; }
   .message { max-width: 100%; }
 }
 
+/* Encrypted rooms and calls (issue 17). */
+#open-room-lock { font-size: .8rem; color: var(--ok); }
+label.check { display: flex; gap: .4rem; align-items: center; }
+label.check input { width: auto; }
+.message[data-encrypted=true] .content::before { content: "🔒 "; }
+#call-panel { border-bottom: 1px solid var(--line); padding: .4rem .8rem; background: var(--panel); }
+#call-status { margin: 0 0 .3rem; }
+#call-media { display: flex; gap: .4rem; flex-wrap: wrap; margin-top: .4rem; }
+#call-media video { width: 12rem; max-width: 45%; aspect-ratio: 4 / 3; background: #000; border-radius: 6px; }
+#call-panel[data-joined=false] #call-media { display: none; }
+.remote-peer { display: flex; flex-direction: column; gap: .1rem; font-size: .8rem; }
+.remote-peer:not([data-connection=connected]) video { opacity: .5; }
+
 """###),
         ("view.js", ###"""
 // DOM builders for rooms and messages; the ids, classes and data attributes
@@ -1706,6 +2344,7 @@ export function messageItem(message, { myId, status, lookup }) {
     "data-status": status,
     "data-sender-id": message.sender?.id,
     "data-deleted": message.is_deleted ? "true" : false,
+    "data-encrypted": message.message_type === "encrypted" ? "true" : false,
     tabIndex: -1,
   });
   const head = el("div", { class: "message-head" },

@@ -94,15 +94,16 @@ public final class WebDriver: @unchecked Sendable {
         throw WebDriverError(description: "chromedriver not ready on port \(port) (\(last))\n--- chromedriver log ---\n\(log)")
     }
 
-    /// A new headless Chromium with a `width`×`height` viewport and its own temporary profile.
-    public func browser(width: Int = 1280, height: Int = 900) throws -> BrowserSession {
+    /// A new headless Chromium with a `width`×`height` viewport and its own
+    /// temporary profile; `arguments` are further command-line flags.
+    public func browser(width: Int = 1280, height: Int = 900, arguments: [String] = []) throws -> BrowserSession {
         let profile = try TestServer.temporaryDirectory()
         // The profile's path is unique: `stop` finds this browser's processes by it.
         // /dev/shm is small in containers: Chromium's shared memory goes to /tmp instead.
         let args = [
             "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=\(width),\(height)",
             "--user-data-dir=\(profile)",
-        ]
+        ] + arguments
         var options: [String: Any] = ["binary": browserBinary, "args": args]
         // A window is never narrower than 500 px: a phone's width is emulated.
         if width < 500 { options["mobileEmulation"] = ["deviceMetrics": ["width": width, "height": height, "pixelRatio": 1]] }

@@ -37,7 +37,8 @@ import Testing
 
             // Every file the page and its modules name is there, with its type.
             let types = ["app.js": "text/javascript", "api.js": "text/javascript", "socket.js": "text/javascript",
-                         "view.js": "text/javascript", "sha1.js": "text/javascript", "style.css": "text/css"]
+                         "view.js": "text/javascript", "sha1.js": "text/javascript", "call.js": "text/javascript",
+                         "e2e.js": "text/javascript", "style.css": "text/css"]
             for (name, type) in types {
                 let file = try await server.request("GET", "/app/\(name)")
                 #expect(file.status == 200, "\(name)")

@@ -111,6 +111,111 @@ extension EndToEnd {
             for (name, page) in [("alice", alice), ("bob", bob), ("bob on a phone", narrow)] { try Self.expectQuietConsole(page, name) }
         }
 
+        /// Issue 17's demo: Alice and Bob, each in a browser of their own,
+        /// exchange messages in an encrypted room (keys made and kept by Web
+        /// Crypto in each browser; the server stores and serves ciphertext
+        /// only) and then hold a video call over WebRTC, the fake camera of
+        /// each reaching the other.
+        @Test func anEncryptedRoomAndAVideoCall() async throws {
+            let server = try await TestServer.start(environment: Steps.noRateLimits)
+            defer { server.stop() }
+            let tokens = try await Steps.users(server, "alice", "bob")
+            let (aliceID, bobID) = (IDs.userID(forSubject: "alice"), IDs.userID(forSubject: "bob"))
+            let driver = try WebDriver.start()
+            defer { driver.stop() }
+            // A fake camera and microphone, granted without asking; ICE over loopback.
+            let media = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection",
+                         "--autoplay-policy=no-user-gesture-required"]
+            let alice = ClientPage(browser: try driver.browser(arguments: media), server: server)
+            let bob = ClientPage(browser: try driver.browser(arguments: media), server: server)
+
+            // This Chromium's Web Crypto has what e2e.js uses.
+            try alice.open()
+            let algorithms = try alice.browser.execute("""
+                return Promise.all([['X25519', ['deriveBits']], ['Ed25519', ['sign', 'verify']]].map(([name, usages]) =>
+                    crypto.subtle.generateKey({name}, false, usages).then(() => name, e => name + ': ' + e.message)))
+                """) as? [String]
+            #expect(algorithms == ["X25519", "Ed25519"])
+
+            // Signing in publishes each browser's device.
+            try alice.signIn(token: tokens[0])
+            try bob.signIn(token: tokens[1])
+            var devices: [String] = []
+            for page in [alice, bob] {
+                devices.append(try #require(try page.browser.execute("return document.body.dataset.deviceId") as? String, "no device published"))
+            }
+            let room = try Self.createRoomInTheClient(alice, name: "Secret plans", members: [bobID], encrypted: true)
+            let created = try await server.request("GET", "/api/chat/rooms/\(room)/", token: tokens[0])
+            #expect(created.object["encrypted"] as? Bool == true, "\(created.text)")
+            try alice.openRoom(room)
+            try bob.openRoom(room)
+            #expect(try alice.browser.execute("return document.getElementById('open-room-lock').hidden") as? Bool == false)
+
+            // Each reads the other's text; the server holds none of it.
+            let secret = "the key is under the mat \(UUID().uuidString.prefix(8))"
+            try alice.send(secret)
+            try alice.waitForMessage(secret, status: "sent")
+            try bob.waitForMessage(secret)
+            let reply = "noted, see you at nine \(UUID().uuidString.prefix(8))"
+            try bob.send(reply)
+            try alice.waitForMessage(reply)
+            for (token, device) in [(tokens[0], devices[0]), (tokens[1], devices[1])] {
+                let page = try await server.request("GET", "/api/chat/rooms/\(room)/messages/", token: token, headers: ["X-Device-Id": device])
+                let results = page.object["results"] as? [[String: Any]] ?? []
+                #expect(results.count == 2 && results.allSatisfy { $0["content"] as? String == "" && $0["message_type"] as? String == "encrypted" }, "\(page.text)")
+                #expect(results.allSatisfy { ($0["ciphertext"] as? String)?.isEmpty == false }, "each for this device: \(page.text)")
+                #expect(!page.text.contains(secret) && !page.text.contains(reply))
+            }
+            // Edited in the client: sealed anew, read anew.
+            let edited = "the key is in the drawer \(UUID().uuidString.prefix(8))"
+            let sentID = try #require(try alice.messages().first { $0.content == secret }?.id)
+            try alice.browser.click("[data-message-id=\"\(sentID)\"] button.edit")
+            try alice.browser.execute("document.getElementById('message-input').value = ''")
+            try alice.send(edited)
+            try bob.waitForMessage(edited)
+
+            // A video call: Alice rings, Bob joins, each sees the other's camera.
+            try alice.browser.click("#call-video-button")
+            try bob.browser.waitUntil("the incoming call", script: """
+                const panel = document.getElementById('call-panel');
+                return !panel.hidden && panel.dataset.state === 'ringing' && !document.getElementById('call-join').hidden
+                """)
+            try bob.browser.click("#call-join")
+            for (page, other) in [(alice, bobID), (bob, aliceID)] {
+                try page.browser.waitUntil(timeout: 30, "a connected call with the other's video", script: """
+                    const peer = document.querySelector(`.remote-peer[data-user-id="${arguments[0]}"][data-connection=connected]`);
+                    const video = peer?.querySelector('video');
+                    return !!video && video.videoWidth > 0 && !video.paused && video.currentTime > 0
+                    """, [other])
+                #expect(try page.browser.execute("return document.getElementById('local-video').videoWidth") as? Int ?? 0 > 0)
+            }
+            try alice.screenshot("call")
+            let active = try await server.request("GET", "/api/chat/rooms/\(room)/calls/", token: tokens[1])
+            let call = try #require((active.object["results"] as? [[String: Any]])?.first, "\(active.text)")
+            #expect(call["state"] as? String == "active" && call["media"] as? String == "video", "\(active.text)")
+
+            // Bob leaves: Alice's side drops his connection; her leaving ends the call.
+            try bob.browser.click("#call-leave")
+            try alice.browser.waitUntil("Bob's connection closed", script: "return !document.querySelector('.remote-peer')")
+            try alice.browser.click("#call-leave")
+            for page in [alice, bob] {
+                try page.browser.waitUntil("the call ended", script: """
+                    const panel = document.getElementById('call-panel');
+                    return panel.dataset.state === 'ended' && panel.dataset.joined === 'false' && document.getElementById('local-video').srcObject === null
+                    """)
+            }
+            let history = try await server.request("GET", "/api/chat/rooms/\(room)/calls/", token: tokens[0])
+            #expect((history.object["results"] as? [[String: Any]])?.first?["state"] as? String == "ended", "\(history.text)")
+            for (name, page) in [("alice", alice), ("bob", bob)] { try Self.expectQuietConsole(page, name) }
+
+            // Signing out takes the device out of the key directory.
+            try bob.browser.click("#signout-button")
+            try await server.waitUntil(timeout: 10, "Bob's device gone") {
+                let keys = try await server.request("GET", "/api/chat/keys/users/\(bobID)/", token: tokens[0])
+                return keys.status == 200 && (keys.object["devices"] as? [[String: Any]])?.isEmpty == true
+            }
+        }
+
         /// Nothing went wrong in the page that only its console would tell:
         /// no script error, no request refused by the Content-Security-Policy,
         /// no failed request (Chromium logs each as SEVERE).
@@ -120,12 +225,13 @@ extension EndToEnd {
         }
 
         /// Fills the new-room dialog and waits for the room in the list: its id.
-        static func createRoomInTheClient(_ page: ClientPage, name: String, members: [String]) throws -> String {
+        static func createRoomInTheClient(_ page: ClientPage, name: String, members: [String], encrypted: Bool = false) throws -> String {
             try page.browser.click("#new-room-button")
             try page.browser.waitUntil("the new-room dialog", script: "const e = document.getElementById('new-room-name'); return e && e.offsetParent !== null")
             try page.browser.sendKeys("#new-room-name", name)
             try page.browser.execute("const s = document.getElementById('new-room-type'); s.value = 'group'; s.dispatchEvent(new Event('change', {bubbles: true}))")
             try page.browser.sendKeys("#new-room-members", members.joined(separator: ","))
+            if encrypted { try page.browser.click("#new-room-encrypted") }
             try page.browser.click("#new-room-submit")
             let id = try page.browser.waitUntil(
                 "the new room in the list",
