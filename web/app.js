@@ -139,7 +139,9 @@ function signOut({ forget = false } = {}) {
   for (const url of state.previews.values()) URL.revokeObjectURL(url);
   if (forget && state.device && state.api) {
     const { device, api } = state;
-    api.delete(`/api/chat/keys/devices/${device.id}/`).then(() => Device.forget(device.userId)).catch(() => {});
+    // The keys go from the browser first: a sign-in right after makes a new device, not one being deleted.
+    Device.forget(device.userId).catch(() => {});
+    api.delete(`/api/chat/keys/devices/${device.id}/`).catch(() => {});
   }
   Object.assign(state, { api: null, me: null, rooms: new Map(), readSent: new Set(), previews: new Map(), device: null, plaintexts: new Map() });
   delete document.body.dataset.ready;
@@ -230,6 +232,8 @@ async function openRoom(roomId) {
   $("open-room-lock").hidden = !room.encrypted;
   $("message-list").dataset.roomId = roomId;
   setComposerEnabled(true);
+  // Each open tops up this device's one-time prekeys (every message to it claims one).
+  if (room.encrypted && state.device) state.device.publish(state.api).catch(() => {});
   state.calls = new RoomCalls(roomId, {
     api: state.api, me: state.me.id, names: memberName, send: (frame) => state.socket?.send(frame) ?? false, report: showError,
   });
@@ -368,6 +372,10 @@ function upsertMessage(message, live) {
   const held = state.messages.get(message.id);
   // A late answer (a REST reply overtaken by an event) does not undo a newer edit or a delete.
   if (held && older(message, held)) return;
+  // The same state of an encrypted message without this device's copy (an
+  // answer that named no device) keeps the copy held.
+  if (held?.ciphertext && !message.ciphertext && !message.is_deleted && message.message_type === "encrypted"
+      && (message.edited_at ?? null) === (held.edited_at ?? null)) message = { ...message, ciphertext: held.ciphertext };
   const list = $("message-list");
   const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
   const known = Boolean(held);
@@ -449,16 +457,24 @@ function render(message, status) {
 function shown(message) {
   if (!message || message.message_type !== "encrypted" || message.is_deleted) return message;
   const ciphertext = message.ciphertext;
-  if (!ciphertext || !state.device) return { ...message, content: "(encrypted for another device)" };
+  // `unreadable`: a placeholder, not the text (an edit starts empty rather than from it).
+  if (!ciphertext || !state.device) return { ...message, content: "(encrypted for another device)", unreadable: true };
   const opened = state.plaintexts.get(ciphertext);
-  if (opened !== undefined) return { ...message, content: opened };
-  state.plaintexts.set(ciphertext, "(decrypting…)");
-  state.device.open(ciphertext).catch(() => "(cannot be decrypted on this device)").then((text) => {
-    state.plaintexts.set(ciphertext, text);
-    const held = state.messages.get(message.id);
-    if (held?.ciphertext === ciphertext) upsertMessage(held, false);
-  });
-  return { ...message, content: "(decrypting…)" };
+  if (typeof opened === "string") return { ...message, content: opened };
+  if (opened === undefined) {
+    state.plaintexts.set(ciphertext, null);
+    const device = state.device;
+    // Opened: the text; false when it cannot be (not this device's keys, or altered).
+    device.open(ciphertext).catch(() => false).then((text) => {
+      if (state.device !== device) return;
+      state.plaintexts.set(ciphertext, text);
+      const held = state.messages.get(message.id);
+      if (held?.ciphertext === ciphertext) upsertMessage(held, false);
+      // Replies quote it: shown again with its text.
+      for (const other of state.messages.values()) if (other.reply_to === message.id) upsertMessage(other, false);
+    });
+  }
+  return { ...message, content: opened === false ? "(cannot be decrypted on this device)" : "(decrypting…)", unreadable: true };
 }
 
 async function loadPreview(image, url) {
@@ -829,7 +845,6 @@ async function submitComposer(event) {
   if (state.room?.encrypted) {
     // Sealed as it is sent (send), for the devices the members have then.
     pending.plaintext = content;
-    pending.room = state.room;
     pending.body = { message_type: "encrypted", client_msg_id: pending.body.client_msg_id, reply_to: pending.body.reply_to };
   }
   input.value = "";
@@ -851,8 +866,11 @@ async function send(pending) {
   $("message-list").append(pending.element);
   scrollToBottom();
   try {
-    if (pending.plaintext !== undefined) await seal(pending);
-    const message = pending.file ? await upload(pending) : await inOrder(() => state.api.sendMessage(pending.roomId, pending.body));
+    // Sealed in the queue: a short message sealed sooner must not overtake a longer one typed before it.
+    const message = pending.file ? await upload(pending) : await inOrder(async () => {
+      if (pending.plaintext !== undefined) await seal(pending);
+      return withOwnCiphertext(await state.api.sendMessage(pending.roomId, pending.body), pending.body.ciphertexts);
+    });
     state.sentAt = Date.now();
     if (state.roomId === pending.roomId) upsertMessage(message, false);
   } catch (error) {
@@ -867,11 +885,28 @@ async function send(pending) {
 
 /** An encrypted room's message: its text sealed for every member's device (again on a retry: the devices may have changed). */
 async function seal(pending) {
+  pending.body.ciphertexts = await sealed(pending.roomId, pending.plaintext);
+}
+
+/**
+ * `text` sealed for the devices of the room's members as they are now
+ * (the room is read again: someone may have joined or left since it was
+ * opened, or since a failed send).
+ */
+async function sealed(roomId, text) {
   if (!state.device) throw new Error("this browser has no device keys (encrypted rooms need Web Crypto's X25519)");
-  pending.body.ciphertexts = await sealForRoom(state.api, state.device, pending.room, pending.plaintext);
+  const room = await state.api.room(roomId);
+  const ciphertexts = await sealForRoom(state.api, state.device, room, text);
   // This device's own copy needs no opening.
-  const own = pending.body.ciphertexts[state.device.id];
-  if (own) state.plaintexts.set(own, pending.plaintext);
+  const own = ciphertexts[state.device.id];
+  if (own) state.plaintexts.set(own, text);
+  return ciphertexts;
+}
+
+/** A send's or edit's answer, with this device's ciphertext (the answer carries none of the new one). */
+function withOwnCiphertext(message, ciphertexts) {
+  const own = ciphertexts && state.device ? ciphertexts[state.device.id] : undefined;
+  return own ? { ...message, ciphertext: own } : message;
 }
 
 // Text messages are posted one after another: parallel requests may take
@@ -916,14 +951,9 @@ async function saveEdit(content) {
   const id = state.editing;
   if (!content.trim()) return;
   try {
-    let change = { content };
-    if (state.room?.encrypted) {
-      if (!state.device) throw new Error("this browser has no device keys");
-      change = { ciphertexts: await sealForRoom(state.api, state.device, state.room, content) };
-      const own = change.ciphertexts[state.device.id];
-      if (own) state.plaintexts.set(own, content);
-    }
-    const message = await state.api.editMessage(state.roomId, id, change);
+    const roomId = state.roomId;
+    const change = state.room?.encrypted ? { ciphertexts: await sealed(roomId, content) } : { content };
+    const message = withOwnCiphertext(await state.api.editMessage(roomId, id, change), change.ciphertexts);
     upsertMessage(message, false);
     $("message-input").value = "";
     setComposerMode("send");
@@ -942,7 +972,10 @@ function setComposerMode(mode, id = null) {
   const message = id ? state.messages.get(id) : null;
   $("reply-preview-text").textContent = mode === "reply" ? `Replying to ${userName(message?.sender)}: ${shown(message)?.content ?? ""}`
     : mode === "edit" ? "Editing your message" : "";
-  if (mode === "edit") $("message-input").value = shown(message)?.content ?? "";
+  if (mode === "edit") {
+    const text = shown(message);
+    $("message-input").value = text && !text.unreadable ? text.content : "";
+  }
   if (mode !== "send") $("message-input").focus();
 }
 
@@ -1079,6 +1112,7 @@ function bind() {
     if (item) openSearchResult(item);
   });
   document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") refreshOpenRoom(); });
+  window.addEventListener("pagehide", () => state.calls?.leaveOnUnload());
 }
 
 function bindNewRoom() {

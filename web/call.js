@@ -16,6 +16,10 @@ export class RoomCalls {
     Object.assign(this, { roomId, api, me, names, send, report });
     this.call = null;
     this.joined = false;
+    // Between the click on Call or Join and the server's answer: the
+    // buttons are off, and signals for the call are taken (an offer from
+    // someone who joins meanwhile must not be lost).
+    this.busy = false;
     this.stream = null;
     this.iceServers = null;
     this.peers = new Map();
@@ -39,34 +43,55 @@ export class RoomCalls {
   }
 
   async start(media) {
-    if (this.call && !isOver(this.call)) return;
+    if (this.busy || this.joined || (this.call && !isOver(this.call))) return;
+    this.busy = true;
+    this.render();
     try {
       await this.openMedia(media);
-      this.call = await this.api.post(`/api/chat/rooms/${this.roomId}/calls/`, { media });
+      const call = await this.api.post(`/api/chat/rooms/${this.roomId}/calls/`, { media });
+      if (this.closedMeanwhile(call)) return;
+      this.call = call;
       this.joined = true;
     } catch (error) {
       this.hangUp();
-      this.report(`Cannot start the call: ${error.message}`);
+      if (!this.closed) this.report(`Cannot start the call: ${error.message}`);
+    } finally {
+      this.busy = false;
+      this.render();
     }
-    this.render();
   }
 
   async join() {
     const call = this.call;
-    if (!call || this.joined) return;
+    if (!call || this.joined || this.busy) return;
+    this.busy = true;
+    this.render();
     try {
       await this.openMedia(call.media);
-      this.call = await this.api.post(`/api/chat/calls/${call.id}/join/`);
+      const joined = await this.api.post(`/api/chat/calls/${call.id}/join/`);
+      if (this.closedMeanwhile(joined)) return;
+      this.call = joined;
       this.joined = true;
+      this.busy = false;
       this.render();
-      for (const p of this.call.participants) {
-        if (p.state === "joined" && p.user_id !== this.me) await this.offer(p.user_id);
+      for (const p of joined.participants) {
+        if (p.state === "joined" && p.user_id !== this.me && !this.peers.has(p.user_id)) await this.offer(p.user_id);
       }
     } catch (error) {
       this.hangUp();
-      this.report(`Cannot join the call: ${error.message}`);
+      if (!this.closed) this.report(`Cannot join the call: ${error.message}`);
+    } finally {
+      this.busy = false;
       this.render();
     }
+  }
+
+  /** The room closed while a start or join was under way: out of that call again. */
+  closedMeanwhile(call) {
+    if (!this.closed) return false;
+    this.hangUp();
+    this.api.post(`/api/chat/calls/${call.id}/leave/`).catch(() => {});
+    return true;
   }
 
   async leave() {
@@ -101,16 +126,21 @@ export class RoomCalls {
     if (this.call && this.call.id !== call.id && !isOver(this.call)) return;
     this.call = call;
     if (event.type === "call_left" && event.user_id !== this.me) this.closePeer(event.user_id);
-    // Ended, or this user is no longer in it (left from another tab, removed): no media.
-    const mine = call.participants.find((p) => p.user_id === this.me);
-    if (this.joined && (isOver(call) || mine?.state !== "joined")) this.hangUp();
+    // Ended, or this user left (from another tab, or removed from the room):
+    // no media. Not on any event that shows this user out of the call: one
+    // from before this side's join can arrive after the join's answer.
+    if (this.joined && (isOver(call) || (event.type === "call_left" && event.user_id === this.me))) this.hangUp();
     this.render();
   }
 
   /** A `call_signal` for this user: an offer, an answer or an ICE candidate. */
   onSignal(event) {
-    if (!this.joined || event.call_id !== this.call?.id || typeof event.signal !== "object") return;
-    const peer = this.peer(event.from);
+    if (!(this.joined || this.busy) || !this.stream || event.call_id !== this.call?.id || !event.signal || typeof event.signal !== "object") return;
+    let peer = this.peers.get(event.from);
+    // An offer to a connection that already has one: the other side
+    // reloaded and joined again. Its old connection is of no use.
+    if (event.signal.type === "offer" && peer && (peer.pc.remoteDescription || peer.pc.localDescription)) this.closePeer(event.from);
+    peer = this.peer(event.from);
     // One signal at a time per peer: an answer or a candidate waits for the description before it.
     peer.queue = peer.queue.then(() => this.apply(peer, event.signal)).catch((error) => this.report(`Call: ${error.message}`));
   }
@@ -137,6 +167,7 @@ export class RoomCalls {
   }
 
   signal(to, signal) {
+    if (this.closed) return;
     if (!this.send({ type: "call_signal", call_id: this.call.id, to, signal })) this.report("Call: the connection is down; the other side may not hear you.");
   }
 
@@ -160,7 +191,11 @@ export class RoomCalls {
     for (const track of this.stream?.getTracks() ?? []) pc.addTrack(track, this.stream);
     pc.onicecandidate = (event) => { if (event.candidate) this.signal(user, { type: "candidate", candidate: event.candidate.toJSON() }); };
     pc.ontrack = (event) => { if (video.srcObject !== event.streams[0]) video.srcObject = event.streams[0]; };
-    pc.onconnectionstatechange = () => { element.dataset.connection = pc.connectionState; };
+    pc.onconnectionstatechange = () => {
+      element.dataset.connection = pc.connectionState;
+      // Gone for good (the other side vanished without leaving): an offer when it joins again makes a new one.
+      if (pc.connectionState === "failed") this.closePeer(user);
+    };
     peer = { user, pc, element, candidates: [], queue: Promise.resolve() };
     this.peers.set(user, peer);
     return peer;
@@ -176,8 +211,12 @@ export class RoomCalls {
 
   async openMedia(media) {
     if (!this.iceServers) this.iceServers = (await this.api.get("/api/chat/calls/ice_servers/")).ice_servers;
-    this.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: media === "video" });
-    $("local-video").srcObject = this.stream;
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: media === "video" });
+    for (const track of this.stream?.getTracks() ?? []) track.stop();
+    this.stream = stream;
+    // The room closed while the browser asked for the camera: not shown in the next room's panel.
+    if (this.closed) throw new Error("the room was closed");
+    $("local-video").srcObject = stream;
   }
 
   /** Out of the call on this side: every connection closed, camera and microphone released. */
@@ -189,9 +228,20 @@ export class RoomCalls {
     this.joined = false;
   }
 
+  /**
+   * The page goes away (reload, tab closed) while in a call: leave it, in a
+   * request that outlives the page, or the others would wait on someone
+   * who is gone.
+   */
+  leaveOnUnload() {
+    if (!this.joined || !this.call || isOver(this.call)) return;
+    fetch(`/api/chat/calls/${this.call.id}/leave/`, { method: "POST", keepalive: true, headers: this.api.headers() }).catch(() => {});
+  }
+
   /** The room closes: out of the call, and the server told so. */
   close() {
     this.closed = true;
+    clearTimeout(this.endedTimer);
     const call = this.call;
     const wasIn = this.joined;
     this.hangUp();
@@ -216,16 +266,20 @@ export class RoomCalls {
       : this.joined ? `${kind}: ${joinedCount} in the call`
       : call.state === "ringing" ? `${kind} from ${this.names(call.started_by)}` : `${kind} in progress (${joinedCount} in it)`;
     $("call-join").hidden = !open || this.joined;
+    $("call-join").disabled = this.busy;
     $("call-decline").hidden = !open || this.joined || call.state !== "ringing" || call.started_by === this.me || this.declined === call.id;
     $("call-leave").hidden = !this.joined;
-    for (const id of ["call-audio-button", "call-video-button"]) $(id).disabled = open;
+    for (const id of ["call-audio-button", "call-video-button"]) $(id).disabled = open || this.busy;
   }
 
-  /** An ended call stays shown a few seconds, then goes. */
+  /** An ended call stays shown 5 s, then goes. */
   showEnded(call) {
     if (this.endedShown === call.id) return false;
-    clearTimeout(this.endedTimer);
-    this.endedTimer = setTimeout(() => { this.endedShown = call.id; this.render(); }, 5000);
+    if (this.endedTimerFor !== call.id) {
+      this.endedTimerFor = call.id;
+      clearTimeout(this.endedTimer);
+      this.endedTimer = setTimeout(() => { this.endedShown = call.id; this.render(); }, 5000);
+    }
     return true;
   }
 }

@@ -10,7 +10,7 @@
 
 const DB_NAME = "chatd-e2e";
 const STORE = "devices";
-// One-time prekeys published at a time; more are made when fewer than
+// One-time prekeys made at a time; more are made when fewer than
 // REFILL_BELOW are left unclaimed (each message to a device claims one).
 const PREKEYS = 20;
 const REFILL_BELOW = 5;
@@ -87,7 +87,9 @@ async function oneTimePrekeys(count) {
   const keys = [];
   for (let i = 0; i < count; i++) {
     const pair = await keyPair(X25519, ["deriveBits"]);
-    keys.push({ privateKey: pair.privateKey, public: toBase64(pair.publicRaw) });
+    // `published` once the server has it: each is sent once (a claimed one
+    // the server has forgotten must not come back to be claimed again).
+    keys.push({ privateKey: pair.privateKey, public: toBase64(pair.publicRaw), published: false });
   }
   return keys;
 }
@@ -145,27 +147,40 @@ export class Device {
     return withStore("readwrite", (store) => store.delete(userId));
   }
 
-  /** The body of `PUT /api/chat/keys/devices/{id}/`, with the newest one-time prekeys. */
-  publication() {
+  /** The body of `PUT /api/chat/keys/devices/{id}/` with these one-time prekeys. */
+  publication(prekeys) {
     const r = this.record;
     return {
       identity_key: toBase64(concat(r.signing.publicRaw, r.identity.publicRaw)),
       signed_prekey: toBase64(r.signedPrekey.publicRaw), signature: r.signature,
-      one_time_prekeys: r.oneTime.slice(-PREKEYS).map((k) => k.public),
+      one_time_prekeys: prekeys.map((k) => k.public),
     };
   }
 
+  /** Sends the keys with the one-time prekeys not sent yet: the server's answer. */
+  async send(api) {
+    const fresh = this.record.oneTime.filter((k) => !k.published).slice(0, 100);
+    const answer = await api.put(`/api/chat/keys/devices/${this.id}/`, this.publication(fresh));
+    if (fresh.length) {
+      for (const key of fresh) key.published = true;
+      await withStore("readwrite", (store) => store.put(this.record, this.userId));
+    }
+    return answer;
+  }
+
   /**
-   * Publishes the keys; when few one-time prekeys are left unclaimed, makes
-   * more and publishes them. Older private prekeys are kept: a message
-   * sealed with one is read again from the history.
+   * Publishes the keys (at sign-in, and as a room opens); when few
+   * one-time prekeys are left unclaimed, makes more and publishes them.
+   * Private prekeys are kept after use, so that the history stays
+   * readable on this device: the price is that one stolen with the
+   * browser's profile opens the messages sealed with it.
    */
   async publish(api) {
-    const answer = await api.put(`/api/chat/keys/devices/${this.id}/`, this.publication());
+    const answer = await this.send(api);
     if (answer.one_time_prekey_count >= REFILL_BELOW) return;
     this.record.oneTime.push(...await oneTimePrekeys(PREKEYS));
     await withStore("readwrite", (store) => store.put(this.record, this.userId));
-    await api.put(`/api/chat/keys/devices/${this.id}/`, this.publication());
+    await this.send(api);
   }
 
   /**

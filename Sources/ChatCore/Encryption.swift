@@ -103,12 +103,17 @@ extension ClientJSON {
     /// `{"device_id", "identity_key", "signed_prekey", "signature", "one_time_prekey"}`.
     static func write(_ bundle: DeviceBundle, to w: inout JSONWriter) {
         w.beginObject()
+        writeKeys(bundle, to: &w)
+        w.field("one_time_prekey", bundle.oneTimePrekey)
+        w.endObject()
+    }
+
+    /// The fields a bundle and a published device share.
+    private static func writeKeys(_ bundle: DeviceBundle, to w: inout JSONWriter) {
         w.field("device_id", bundle.deviceID)
         w.field("identity_key", bundle.identityKey)
         w.field("signed_prekey", bundle.signedPrekey)
         w.field("signature", bundle.signature)
-        w.field("one_time_prekey", bundle.oneTimePrekey)
-        w.endObject()
     }
 
     /// `GET .../keys/users/{id}/`: `{"devices": [...]}`.
@@ -128,10 +133,7 @@ extension ClientJSON {
     public static func publishedDevice(_ bundle: DeviceBundle, prekeys: Int64) -> [UInt8] {
         var w = JSONWriter(capacity: 384)
         w.beginObject()
-        w.field("device_id", bundle.deviceID)
-        w.field("identity_key", bundle.identityKey)
-        w.field("signed_prekey", bundle.signedPrekey)
-        w.field("signature", bundle.signature)
+        writeKeys(bundle, to: &w)
         w.field("one_time_prekey_count", prekeys)
         w.endObject()
         return w.bytes

@@ -302,7 +302,9 @@ function signOut({ forget = false } = {}) {
   for (const url of state.previews.values()) URL.revokeObjectURL(url);
   if (forget && state.device && state.api) {
     const { device, api } = state;
-    api.delete(`/api/chat/keys/devices/${device.id}/`).then(() => Device.forget(device.userId)).catch(() => {});
+    // The keys go from the browser first: a sign-in right after makes a new device, not one being deleted.
+    Device.forget(device.userId).catch(() => {});
+    api.delete(`/api/chat/keys/devices/${device.id}/`).catch(() => {});
   }
   Object.assign(state, { api: null, me: null, rooms: new Map(), readSent: new Set(), previews: new Map(), device: null, plaintexts: new Map() });
   delete document.body.dataset.ready;
@@ -393,6 +395,8 @@ async function openRoom(roomId) {
   $("open-room-lock").hidden = !room.encrypted;
   $("message-list").dataset.roomId = roomId;
   setComposerEnabled(true);
+  // Each open tops up this device's one-time prekeys (every message to it claims one).
+  if (room.encrypted && state.device) state.device.publish(state.api).catch(() => {});
   state.calls = new RoomCalls(roomId, {
     api: state.api, me: state.me.id, names: memberName, send: (frame) => state.socket?.send(frame) ?? false, report: showError,
   });
@@ -531,6 +535,10 @@ function upsertMessage(message, live) {
   const held = state.messages.get(message.id);
   // A late answer (a REST reply overtaken by an event) does not undo a newer edit or a delete.
   if (held && older(message, held)) return;
+  // The same state of an encrypted message without this device's copy (an
+  // answer that named no device) keeps the copy held.
+  if (held?.ciphertext && !message.ciphertext && !message.is_deleted && message.message_type === "encrypted"
+      && (message.edited_at ?? null) === (held.edited_at ?? null)) message = { ...message, ciphertext: held.ciphertext };
   const list = $("message-list");
   const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
   const known = Boolean(held);
@@ -612,16 +620,24 @@ function render(message, status) {
 function shown(message) {
   if (!message || message.message_type !== "encrypted" || message.is_deleted) return message;
   const ciphertext = message.ciphertext;
-  if (!ciphertext || !state.device) return { ...message, content: "(encrypted for another device)" };
+  // `unreadable`: a placeholder, not the text (an edit starts empty rather than from it).
+  if (!ciphertext || !state.device) return { ...message, content: "(encrypted for another device)", unreadable: true };
   const opened = state.plaintexts.get(ciphertext);
-  if (opened !== undefined) return { ...message, content: opened };
-  state.plaintexts.set(ciphertext, "(decrypting…)");
-  state.device.open(ciphertext).catch(() => "(cannot be decrypted on this device)").then((text) => {
-    state.plaintexts.set(ciphertext, text);
-    const held = state.messages.get(message.id);
-    if (held?.ciphertext === ciphertext) upsertMessage(held, false);
-  });
-  return { ...message, content: "(decrypting…)" };
+  if (typeof opened === "string") return { ...message, content: opened };
+  if (opened === undefined) {
+    state.plaintexts.set(ciphertext, null);
+    const device = state.device;
+    // Opened: the text; false when it cannot be (not this device's keys, or altered).
+    device.open(ciphertext).catch(() => false).then((text) => {
+      if (state.device !== device) return;
+      state.plaintexts.set(ciphertext, text);
+      const held = state.messages.get(message.id);
+      if (held?.ciphertext === ciphertext) upsertMessage(held, false);
+      // Replies quote it: shown again with its text.
+      for (const other of state.messages.values()) if (other.reply_to === message.id) upsertMessage(other, false);
+    });
+  }
+  return { ...message, content: opened === false ? "(cannot be decrypted on this device)" : "(decrypting…)", unreadable: true };
 }
 
 async function loadPreview(image, url) {
@@ -992,7 +1008,6 @@ async function submitComposer(event) {
   if (state.room?.encrypted) {
     // Sealed as it is sent (send), for the devices the members have then.
     pending.plaintext = content;
-    pending.room = state.room;
     pending.body = { message_type: "encrypted", client_msg_id: pending.body.client_msg_id, reply_to: pending.body.reply_to };
   }
   input.value = "";
@@ -1014,8 +1029,11 @@ async function send(pending) {
   $("message-list").append(pending.element);
   scrollToBottom();
   try {
-    if (pending.plaintext !== undefined) await seal(pending);
-    const message = pending.file ? await upload(pending) : await inOrder(() => state.api.sendMessage(pending.roomId, pending.body));
+    // Sealed in the queue: a short message sealed sooner must not overtake a longer one typed before it.
+    const message = pending.file ? await upload(pending) : await inOrder(async () => {
+      if (pending.plaintext !== undefined) await seal(pending);
+      return withOwnCiphertext(await state.api.sendMessage(pending.roomId, pending.body), pending.body.ciphertexts);
+    });
     state.sentAt = Date.now();
     if (state.roomId === pending.roomId) upsertMessage(message, false);
   } catch (error) {
@@ -1030,11 +1048,28 @@ async function send(pending) {
 
 /** An encrypted room's message: its text sealed for every member's device (again on a retry: the devices may have changed). */
 async function seal(pending) {
+  pending.body.ciphertexts = await sealed(pending.roomId, pending.plaintext);
+}
+
+/**
+ * `text` sealed for the devices of the room's members as they are now
+ * (the room is read again: someone may have joined or left since it was
+ * opened, or since a failed send).
+ */
+async function sealed(roomId, text) {
   if (!state.device) throw new Error("this browser has no device keys (encrypted rooms need Web Crypto's X25519)");
-  pending.body.ciphertexts = await sealForRoom(state.api, state.device, pending.room, pending.plaintext);
+  const room = await state.api.room(roomId);
+  const ciphertexts = await sealForRoom(state.api, state.device, room, text);
   // This device's own copy needs no opening.
-  const own = pending.body.ciphertexts[state.device.id];
-  if (own) state.plaintexts.set(own, pending.plaintext);
+  const own = ciphertexts[state.device.id];
+  if (own) state.plaintexts.set(own, text);
+  return ciphertexts;
+}
+
+/** A send's or edit's answer, with this device's ciphertext (the answer carries none of the new one). */
+function withOwnCiphertext(message, ciphertexts) {
+  const own = ciphertexts && state.device ? ciphertexts[state.device.id] : undefined;
+  return own ? { ...message, ciphertext: own } : message;
 }
 
 // Text messages are posted one after another: parallel requests may take
@@ -1079,14 +1114,9 @@ async function saveEdit(content) {
   const id = state.editing;
   if (!content.trim()) return;
   try {
-    let change = { content };
-    if (state.room?.encrypted) {
-      if (!state.device) throw new Error("this browser has no device keys");
-      change = { ciphertexts: await sealForRoom(state.api, state.device, state.room, content) };
-      const own = change.ciphertexts[state.device.id];
-      if (own) state.plaintexts.set(own, content);
-    }
-    const message = await state.api.editMessage(state.roomId, id, change);
+    const roomId = state.roomId;
+    const change = state.room?.encrypted ? { ciphertexts: await sealed(roomId, content) } : { content };
+    const message = withOwnCiphertext(await state.api.editMessage(roomId, id, change), change.ciphertexts);
     upsertMessage(message, false);
     $("message-input").value = "";
     setComposerMode("send");
@@ -1105,7 +1135,10 @@ function setComposerMode(mode, id = null) {
   const message = id ? state.messages.get(id) : null;
   $("reply-preview-text").textContent = mode === "reply" ? `Replying to ${userName(message?.sender)}: ${shown(message)?.content ?? ""}`
     : mode === "edit" ? "Editing your message" : "";
-  if (mode === "edit") $("message-input").value = shown(message)?.content ?? "";
+  if (mode === "edit") {
+    const text = shown(message);
+    $("message-input").value = text && !text.unreadable ? text.content : "";
+  }
   if (mode !== "send") $("message-input").focus();
 }
 
@@ -1242,6 +1275,7 @@ function bind() {
     if (item) openSearchResult(item);
   });
   document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") refreshOpenRoom(); });
+  window.addEventListener("pagehide", () => state.calls?.leaveOnUnload());
 }
 
 function bindNewRoom() {
@@ -1317,6 +1351,10 @@ export class RoomCalls {
     Object.assign(this, { roomId, api, me, names, send, report });
     this.call = null;
     this.joined = false;
+    // Between the click on Call or Join and the server's answer: the
+    // buttons are off, and signals for the call are taken (an offer from
+    // someone who joins meanwhile must not be lost).
+    this.busy = false;
     this.stream = null;
     this.iceServers = null;
     this.peers = new Map();
@@ -1340,34 +1378,55 @@ export class RoomCalls {
   }
 
   async start(media) {
-    if (this.call && !isOver(this.call)) return;
+    if (this.busy || this.joined || (this.call && !isOver(this.call))) return;
+    this.busy = true;
+    this.render();
     try {
       await this.openMedia(media);
-      this.call = await this.api.post(`/api/chat/rooms/${this.roomId}/calls/`, { media });
+      const call = await this.api.post(`/api/chat/rooms/${this.roomId}/calls/`, { media });
+      if (this.closedMeanwhile(call)) return;
+      this.call = call;
       this.joined = true;
     } catch (error) {
       this.hangUp();
-      this.report(`Cannot start the call: ${error.message}`);
+      if (!this.closed) this.report(`Cannot start the call: ${error.message}`);
+    } finally {
+      this.busy = false;
+      this.render();
     }
-    this.render();
   }
 
   async join() {
     const call = this.call;
-    if (!call || this.joined) return;
+    if (!call || this.joined || this.busy) return;
+    this.busy = true;
+    this.render();
     try {
       await this.openMedia(call.media);
-      this.call = await this.api.post(`/api/chat/calls/${call.id}/join/`);
+      const joined = await this.api.post(`/api/chat/calls/${call.id}/join/`);
+      if (this.closedMeanwhile(joined)) return;
+      this.call = joined;
       this.joined = true;
+      this.busy = false;
       this.render();
-      for (const p of this.call.participants) {
-        if (p.state === "joined" && p.user_id !== this.me) await this.offer(p.user_id);
+      for (const p of joined.participants) {
+        if (p.state === "joined" && p.user_id !== this.me && !this.peers.has(p.user_id)) await this.offer(p.user_id);
       }
     } catch (error) {
       this.hangUp();
-      this.report(`Cannot join the call: ${error.message}`);
+      if (!this.closed) this.report(`Cannot join the call: ${error.message}`);
+    } finally {
+      this.busy = false;
       this.render();
     }
+  }
+
+  /** The room closed while a start or join was under way: out of that call again. */
+  closedMeanwhile(call) {
+    if (!this.closed) return false;
+    this.hangUp();
+    this.api.post(`/api/chat/calls/${call.id}/leave/`).catch(() => {});
+    return true;
   }
 
   async leave() {
@@ -1402,16 +1461,21 @@ export class RoomCalls {
     if (this.call && this.call.id !== call.id && !isOver(this.call)) return;
     this.call = call;
     if (event.type === "call_left" && event.user_id !== this.me) this.closePeer(event.user_id);
-    // Ended, or this user is no longer in it (left from another tab, removed): no media.
-    const mine = call.participants.find((p) => p.user_id === this.me);
-    if (this.joined && (isOver(call) || mine?.state !== "joined")) this.hangUp();
+    // Ended, or this user left (from another tab, or removed from the room):
+    // no media. Not on any event that shows this user out of the call: one
+    // from before this side's join can arrive after the join's answer.
+    if (this.joined && (isOver(call) || (event.type === "call_left" && event.user_id === this.me))) this.hangUp();
     this.render();
   }
 
   /** A `call_signal` for this user: an offer, an answer or an ICE candidate. */
   onSignal(event) {
-    if (!this.joined || event.call_id !== this.call?.id || typeof event.signal !== "object") return;
-    const peer = this.peer(event.from);
+    if (!(this.joined || this.busy) || !this.stream || event.call_id !== this.call?.id || !event.signal || typeof event.signal !== "object") return;
+    let peer = this.peers.get(event.from);
+    // An offer to a connection that already has one: the other side
+    // reloaded and joined again. Its old connection is of no use.
+    if (event.signal.type === "offer" && peer && (peer.pc.remoteDescription || peer.pc.localDescription)) this.closePeer(event.from);
+    peer = this.peer(event.from);
     // One signal at a time per peer: an answer or a candidate waits for the description before it.
     peer.queue = peer.queue.then(() => this.apply(peer, event.signal)).catch((error) => this.report(`Call: ${error.message}`));
   }
@@ -1438,6 +1502,7 @@ export class RoomCalls {
   }
 
   signal(to, signal) {
+    if (this.closed) return;
     if (!this.send({ type: "call_signal", call_id: this.call.id, to, signal })) this.report("Call: the connection is down; the other side may not hear you.");
   }
 
@@ -1461,7 +1526,11 @@ export class RoomCalls {
     for (const track of this.stream?.getTracks() ?? []) pc.addTrack(track, this.stream);
     pc.onicecandidate = (event) => { if (event.candidate) this.signal(user, { type: "candidate", candidate: event.candidate.toJSON() }); };
     pc.ontrack = (event) => { if (video.srcObject !== event.streams[0]) video.srcObject = event.streams[0]; };
-    pc.onconnectionstatechange = () => { element.dataset.connection = pc.connectionState; };
+    pc.onconnectionstatechange = () => {
+      element.dataset.connection = pc.connectionState;
+      // Gone for good (the other side vanished without leaving): an offer when it joins again makes a new one.
+      if (pc.connectionState === "failed") this.closePeer(user);
+    };
     peer = { user, pc, element, candidates: [], queue: Promise.resolve() };
     this.peers.set(user, peer);
     return peer;
@@ -1477,8 +1546,12 @@ export class RoomCalls {
 
   async openMedia(media) {
     if (!this.iceServers) this.iceServers = (await this.api.get("/api/chat/calls/ice_servers/")).ice_servers;
-    this.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: media === "video" });
-    $("local-video").srcObject = this.stream;
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: media === "video" });
+    for (const track of this.stream?.getTracks() ?? []) track.stop();
+    this.stream = stream;
+    // The room closed while the browser asked for the camera: not shown in the next room's panel.
+    if (this.closed) throw new Error("the room was closed");
+    $("local-video").srcObject = stream;
   }
 
   /** Out of the call on this side: every connection closed, camera and microphone released. */
@@ -1490,9 +1563,20 @@ export class RoomCalls {
     this.joined = false;
   }
 
+  /**
+   * The page goes away (reload, tab closed) while in a call: leave it, in a
+   * request that outlives the page, or the others would wait on someone
+   * who is gone.
+   */
+  leaveOnUnload() {
+    if (!this.joined || !this.call || isOver(this.call)) return;
+    fetch(`/api/chat/calls/${this.call.id}/leave/`, { method: "POST", keepalive: true, headers: this.api.headers() }).catch(() => {});
+  }
+
   /** The room closes: out of the call, and the server told so. */
   close() {
     this.closed = true;
+    clearTimeout(this.endedTimer);
     const call = this.call;
     const wasIn = this.joined;
     this.hangUp();
@@ -1517,16 +1601,20 @@ export class RoomCalls {
       : this.joined ? `${kind}: ${joinedCount} in the call`
       : call.state === "ringing" ? `${kind} from ${this.names(call.started_by)}` : `${kind} in progress (${joinedCount} in it)`;
     $("call-join").hidden = !open || this.joined;
+    $("call-join").disabled = this.busy;
     $("call-decline").hidden = !open || this.joined || call.state !== "ringing" || call.started_by === this.me || this.declined === call.id;
     $("call-leave").hidden = !this.joined;
-    for (const id of ["call-audio-button", "call-video-button"]) $(id).disabled = open;
+    for (const id of ["call-audio-button", "call-video-button"]) $(id).disabled = open || this.busy;
   }
 
-  /** An ended call stays shown a few seconds, then goes. */
+  /** An ended call stays shown 5 s, then goes. */
   showEnded(call) {
     if (this.endedShown === call.id) return false;
-    clearTimeout(this.endedTimer);
-    this.endedTimer = setTimeout(() => { this.endedShown = call.id; this.render(); }, 5000);
+    if (this.endedTimerFor !== call.id) {
+      this.endedTimerFor = call.id;
+      clearTimeout(this.endedTimer);
+      this.endedTimer = setTimeout(() => { this.endedShown = call.id; this.render(); }, 5000);
+    }
     return true;
   }
 }
@@ -1549,7 +1637,7 @@ function isOver(call) {
 
 const DB_NAME = "chatd-e2e";
 const STORE = "devices";
-// One-time prekeys published at a time; more are made when fewer than
+// One-time prekeys made at a time; more are made when fewer than
 // REFILL_BELOW are left unclaimed (each message to a device claims one).
 const PREKEYS = 20;
 const REFILL_BELOW = 5;
@@ -1626,7 +1714,9 @@ async function oneTimePrekeys(count) {
   const keys = [];
   for (let i = 0; i < count; i++) {
     const pair = await keyPair(X25519, ["deriveBits"]);
-    keys.push({ privateKey: pair.privateKey, public: toBase64(pair.publicRaw) });
+    // `published` once the server has it: each is sent once (a claimed one
+    // the server has forgotten must not come back to be claimed again).
+    keys.push({ privateKey: pair.privateKey, public: toBase64(pair.publicRaw), published: false });
   }
   return keys;
 }
@@ -1684,27 +1774,40 @@ export class Device {
     return withStore("readwrite", (store) => store.delete(userId));
   }
 
-  /** The body of `PUT /api/chat/keys/devices/{id}/`, with the newest one-time prekeys. */
-  publication() {
+  /** The body of `PUT /api/chat/keys/devices/{id}/` with these one-time prekeys. */
+  publication(prekeys) {
     const r = this.record;
     return {
       identity_key: toBase64(concat(r.signing.publicRaw, r.identity.publicRaw)),
       signed_prekey: toBase64(r.signedPrekey.publicRaw), signature: r.signature,
-      one_time_prekeys: r.oneTime.slice(-PREKEYS).map((k) => k.public),
+      one_time_prekeys: prekeys.map((k) => k.public),
     };
   }
 
+  /** Sends the keys with the one-time prekeys not sent yet: the server's answer. */
+  async send(api) {
+    const fresh = this.record.oneTime.filter((k) => !k.published).slice(0, 100);
+    const answer = await api.put(`/api/chat/keys/devices/${this.id}/`, this.publication(fresh));
+    if (fresh.length) {
+      for (const key of fresh) key.published = true;
+      await withStore("readwrite", (store) => store.put(this.record, this.userId));
+    }
+    return answer;
+  }
+
   /**
-   * Publishes the keys; when few one-time prekeys are left unclaimed, makes
-   * more and publishes them. Older private prekeys are kept: a message
-   * sealed with one is read again from the history.
+   * Publishes the keys (at sign-in, and as a room opens); when few
+   * one-time prekeys are left unclaimed, makes more and publishes them.
+   * Private prekeys are kept after use, so that the history stays
+   * readable on this device: the price is that one stolen with the
+   * browser's profile opens the messages sealed with it.
    */
   async publish(api) {
-    const answer = await api.put(`/api/chat/keys/devices/${this.id}/`, this.publication());
+    const answer = await this.send(api);
     if (answer.one_time_prekey_count >= REFILL_BELOW) return;
     this.record.oneTime.push(...await oneTimePrekeys(PREKEYS));
     await withStore("readwrite", (store) => store.put(this.record, this.userId));
-    await api.put(`/api/chat/keys/devices/${this.id}/`, this.publication());
+    await this.send(api);
   }
 
   /**

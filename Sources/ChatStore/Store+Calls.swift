@@ -38,6 +38,16 @@ public enum CallStore {
     /// giving up (a `400` that asks the client to retry); each retry reads
     /// the call anew, and one write wins each time, so five are plenty.
     static let attempts = 5
+
+    /// What `change` did to a call.
+    enum Change {
+        case changed(Call, [CallEvent])
+        /// Nothing changed: a repeat, or an expiry of a call not due or over.
+        case unchanged(Call)
+        case missing
+        /// Another worker's write won every attempt.
+        case contended
+    }
 }
 
 /// A call's write met another worker's: nothing was written; try again.
@@ -62,27 +72,24 @@ extension StoreTransaction {
     /// (`404` for an unknown call, `403` for anyone else, `400` for a
     /// `CallRefusal`). The call as it now is, and the events to send.
     public func callAction(_ action: CallAction, call callID: String, user: String, now: Timestamp = .now(), ring: Int64 = CallRules.ringMicros) throws -> (Call, [CallEvent]) {
-        for _ in 0..<CallStore.attempts {
-            guard let stored = try storedCall(callID) else { throw StoreError.notFound("Call not found") }
+        let changed = try change(callID) { stored in
             try requireRoom(stored.call.roomID, user: user, allowPublic: false)
             // Only a decline asks how many could still answer.
             let members = action == .decline
                 ? Int(WebhookStore.int(try rows("SELECT COUNT(*) FROM room_participants WHERE room_id = $1", [.text(stored.call.roomID)]).first?[0]))
                 : 0
-            let result: (Call, [CallEvent])
             do {
-                result = try CallRules.apply(action, to: stored.call, by: user, memberCount: members, at: now, ring: ring)
-            } catch {
-                throw StoreError.badRequest(error: error.message)
-            }
-            do {
-                try save(result.0, over: stored)
-                return result
-            } catch is CallWriteConflict {
-                continue
+                return try CallRules.apply(action, to: stored.call, by: user, memberCount: members, at: now, ring: ring)
+            } catch let refusal as CallRefusal {
+                throw StoreError.badRequest(error: refusal.message)
             }
         }
-        throw StoreError.badRequest(error: "The call changed meanwhile; try again")
+        switch changed {
+        case .changed(let call, let events): return (call, events)
+        case .unchanged(let call): return (call, [])
+        case .missing: throw StoreError.notFound("Call not found")
+        case .contended: throw StoreError.badRequest(error: "The call changed meanwhile; try again")
+        }
     }
 
     /// A member's membership of `room` ends (they leave or are removed): out
@@ -127,19 +134,31 @@ extension StoreTransaction {
     /// A ringing call past its time, missed now, and its events; none for a
     /// call that is not due, or was answered or expired meanwhile.
     public func expireCall(_ callID: String, now: Timestamp = .now(), ring: Int64 = CallRules.ringMicros) throws -> (Call, [CallEvent])? {
-        for _ in 0..<CallStore.attempts {
-            guard let stored = try storedCall(callID) else { return nil }
+        let changed = try change(callID) { stored in
             // The call's own starter applies it: `expire` needs no member's say.
-            let (call, events) = try CallRules.apply(.expire, to: stored.call, by: stored.call.startedBy, memberCount: 0, at: now, ring: ring)
-            guard !events.isEmpty else { return nil }
+            try CallRules.apply(.expire, to: stored.call, by: stored.call.startedBy, memberCount: 0, at: now, ring: ring)
+        }
+        guard case .changed(let call, let events) = changed, !events.isEmpty else { return nil }
+        return (call, events)
+    }
+
+    /// `apply` to the stored call, written back unless another worker
+    /// changed it meanwhile; then read anew and tried again, at most
+    /// `CallStore.attempts` times. `apply`'s errors pass through.
+    func change(_ callID: String, _ apply: ((call: Call, version: Int64)) throws -> (Call, [CallEvent])) throws -> CallStore.Change {
+        for _ in 0..<CallStore.attempts {
+            guard let stored = try storedCall(callID) else { return .missing }
+            let (call, events) = try apply(stored)
+            // Not the events: a decline that others may still answer changes the call and tells nobody.
+            guard call != stored.call else { return .unchanged(call) }
             do {
                 try save(call, over: stored)
-                return (call, events)
+                return .changed(call, events)
             } catch is CallWriteConflict {
                 continue
             }
         }
-        return nil
+        return .contended
     }
 
     /// Ringing calls past their time, missed now: `dueCalls` and
