@@ -38,7 +38,9 @@ function shortTime(timestamp) {
 export function roomItem(room, myId, isOpen) {
   const unread = room.unread_count || 0;
   const last = room.last_message;
-  const lastText = last ? `${userName(last.sender)}: ${last.content || "(attachment)"}` : "No messages yet";
+  // An encrypted room's messages have no content for the server to show.
+  const empty = room.encrypted ? "(encrypted)" : "(attachment)";
+  const lastText = last ? `${userName(last.sender)}: ${last.content || empty}` : "No messages yet";
   return el("li", { class: "room", "data-room-id": room.id, "aria-current": isOpen ? "true" : false },
     el("button", { type: "button", class: "room-open", "aria-label": `${roomName(room, myId)}${unread ? `, ${unread} unread` : ""}` },
       el("span", { class: "room-name", text: roomName(room, myId) }),

@@ -2362,7 +2362,11 @@ label.check input { width: auto; }
 #call-panel { border-bottom: 1px solid var(--line); padding: .4rem .8rem; background: var(--panel); }
 #call-status { margin: 0 0 .3rem; }
 #call-media { display: flex; gap: .4rem; flex-wrap: wrap; margin-top: .4rem; }
-#call-media video { width: 12rem; max-width: 45%; aspect-ratio: 4 / 3; background: #000; border-radius: 6px; }
+/* The peers are items of #call-media's row beside the local video. */
+#remote-peers { display: contents; }
+#local-video, .remote-peer { width: 12rem; max-width: 45%; }
+#call-media video { aspect-ratio: 4 / 3; background: #000; border-radius: 6px; }
+.remote-peer video { width: 100%; }
 #call-panel[data-joined=false] #call-media { display: none; }
 .remote-peer { display: flex; flex-direction: column; gap: .1rem; font-size: .8rem; }
 .remote-peer:not([data-connection=connected]) video { opacity: .5; }
@@ -2409,7 +2413,9 @@ function shortTime(timestamp) {
 export function roomItem(room, myId, isOpen) {
   const unread = room.unread_count || 0;
   const last = room.last_message;
-  const lastText = last ? `${userName(last.sender)}: ${last.content || "(attachment)"}` : "No messages yet";
+  // An encrypted room's messages have no content for the server to show.
+  const empty = room.encrypted ? "(encrypted)" : "(attachment)";
+  const lastText = last ? `${userName(last.sender)}: ${last.content || empty}` : "No messages yet";
   return el("li", { class: "room", "data-room-id": room.id, "aria-current": isOpen ? "true" : false },
     el("button", { type: "button", class: "room-open", "aria-label": `${roomName(room, myId)}${unread ? `, ${unread} unread` : ""}` },
       el("span", { class: "room-name", text: roomName(room, myId) }),
