@@ -372,10 +372,6 @@ function upsertMessage(message, live) {
   const held = state.messages.get(message.id);
   // A late answer (a REST reply overtaken by an event) does not undo a newer edit or a delete.
   if (held && older(message, held)) return;
-  // The same state of an encrypted message without this device's copy (an
-  // answer that named no device) keeps the copy held.
-  if (held?.ciphertext && !message.ciphertext && !message.is_deleted && message.message_type === "encrypted"
-      && (message.edited_at ?? null) === (held.edited_at ?? null)) message = { ...message, ciphertext: held.ciphertext };
   const list = $("message-list");
   const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
   const known = Boolean(held);
@@ -868,7 +864,7 @@ async function send(pending) {
   try {
     // Sealed in the queue: a short message sealed sooner must not overtake a longer one typed before it.
     const message = pending.file ? await upload(pending) : await inOrder(async () => {
-      if (pending.plaintext !== undefined) await seal(pending);
+      if (pending.plaintext !== undefined) pending.body.ciphertexts = await sealed(pending.roomId, pending.plaintext);
       return withOwnCiphertext(await state.api.sendMessage(pending.roomId, pending.body), pending.body.ciphertexts);
     });
     state.sentAt = Date.now();
@@ -881,11 +877,6 @@ async function send(pending) {
     pending.element = failed;
     failed.scrollIntoView({ block: "nearest" });
   }
-}
-
-/** An encrypted room's message: its text sealed for every member's device (again on a retry: the devices may have changed). */
-async function seal(pending) {
-  pending.body.ciphertexts = await sealed(pending.roomId, pending.plaintext);
 }
 
 /**

@@ -19,13 +19,13 @@ const INFO = new TextEncoder().encode("chatd-x3dh-web");
 const X25519 = { name: "X25519" };
 const ED25519 = { name: "Ed25519" };
 
-export function toBase64(bytes) {
+function toBase64(bytes) {
   let text = "";
   for (const byte of new Uint8Array(bytes)) text += String.fromCharCode(byte);
   return btoa(text);
 }
 
-export function fromBase64(text) {
+function fromBase64(text) {
   return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
 }
 
@@ -247,11 +247,11 @@ export class Device {
  * encrypted message. Each bundle fetched claims one of its one-time prekeys.
  */
 export async function sealForRoom(api, device, room, text) {
-  const ciphertexts = {};
-  const members = (room.participants || []).map((p) => p.id);
-  for (const member of new Set([device.userId, ...members])) {
+  const members = new Set([device.userId, ...(room.participants || []).map((p) => p.id)]);
+  // The members' bundles fetched at once, not one round trip after another.
+  const sealed = await Promise.all([...members].map(async (member) => {
     const { devices } = await api.get(`/api/chat/keys/users/${member}/`);
-    for (const bundle of devices) ciphertexts[bundle.device_id] = await device.seal(text, bundle);
-  }
-  return ciphertexts;
+    return Promise.all(devices.map(async (bundle) => [bundle.device_id, await device.seal(text, bundle)]));
+  }));
+  return Object.fromEntries(sealed.flat());
 }

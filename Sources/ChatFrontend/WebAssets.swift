@@ -535,10 +535,6 @@ function upsertMessage(message, live) {
   const held = state.messages.get(message.id);
   // A late answer (a REST reply overtaken by an event) does not undo a newer edit or a delete.
   if (held && older(message, held)) return;
-  // The same state of an encrypted message without this device's copy (an
-  // answer that named no device) keeps the copy held.
-  if (held?.ciphertext && !message.ciphertext && !message.is_deleted && message.message_type === "encrypted"
-      && (message.edited_at ?? null) === (held.edited_at ?? null)) message = { ...message, ciphertext: held.ciphertext };
   const list = $("message-list");
   const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
   const known = Boolean(held);
@@ -1031,7 +1027,7 @@ async function send(pending) {
   try {
     // Sealed in the queue: a short message sealed sooner must not overtake a longer one typed before it.
     const message = pending.file ? await upload(pending) : await inOrder(async () => {
-      if (pending.plaintext !== undefined) await seal(pending);
+      if (pending.plaintext !== undefined) pending.body.ciphertexts = await sealed(pending.roomId, pending.plaintext);
       return withOwnCiphertext(await state.api.sendMessage(pending.roomId, pending.body), pending.body.ciphertexts);
     });
     state.sentAt = Date.now();
@@ -1044,11 +1040,6 @@ async function send(pending) {
     pending.element = failed;
     failed.scrollIntoView({ block: "nearest" });
   }
-}
-
-/** An encrypted room's message: its text sealed for every member's device (again on a retry: the devices may have changed). */
-async function seal(pending) {
-  pending.body.ciphertexts = await sealed(pending.roomId, pending.plaintext);
 }
 
 /**
@@ -1646,13 +1637,13 @@ const INFO = new TextEncoder().encode("chatd-x3dh-web");
 const X25519 = { name: "X25519" };
 const ED25519 = { name: "Ed25519" };
 
-export function toBase64(bytes) {
+function toBase64(bytes) {
   let text = "";
   for (const byte of new Uint8Array(bytes)) text += String.fromCharCode(byte);
   return btoa(text);
 }
 
-export function fromBase64(text) {
+function fromBase64(text) {
   return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
 }
 
@@ -1874,13 +1865,13 @@ export class Device {
  * encrypted message. Each bundle fetched claims one of its one-time prekeys.
  */
 export async function sealForRoom(api, device, room, text) {
-  const ciphertexts = {};
-  const members = (room.participants || []).map((p) => p.id);
-  for (const member of new Set([device.userId, ...members])) {
+  const members = new Set([device.userId, ...(room.participants || []).map((p) => p.id)]);
+  // The members' bundles fetched at once, not one round trip after another.
+  const sealed = await Promise.all([...members].map(async (member) => {
     const { devices } = await api.get(`/api/chat/keys/users/${member}/`);
-    for (const bundle of devices) ciphertexts[bundle.device_id] = await device.seal(text, bundle);
-  }
-  return ciphertexts;
+    return Promise.all(devices.map(async (bundle) => [bundle.device_id, await device.seal(text, bundle)]));
+  }));
+  return Object.fromEntries(sealed.flat());
 }
 
 """###),
